@@ -1,0 +1,36 @@
+"""Shared pieces of the built-in provider plugins."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+ApiKey = Annotated[
+    SecretStr | None,
+    Field(description="API key; write it as ${VAR} so it never lands in git. Default: the provider's env var."),
+]
+BaseUrl = Annotated[str | None, Field(description="Override the API endpoint (proxies, gateways, tests).")]
+
+
+class ProviderOptions(BaseModel):
+    """Base of every provider options model: strict, so a typo is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def constructor_kwargs(self, *, rename: dict[str, str] | None = None) -> dict[str, Any]:
+        """The options the user set, as keyword arguments for the livekit constructor.
+
+        Unset options are left out so livekit's own defaults apply, and secrets are
+        unwrapped only here, at the last moment.
+        """
+        rename = rename or {}
+        out: dict[str, Any] = {}
+        for key in self.model_fields_set:
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            out[rename.get(key, key)] = value
+        return out

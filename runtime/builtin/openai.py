@@ -1,0 +1,97 @@
+"""OpenAI: chat LLM, Realtime speech-to-speech, STT and TTS."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from .. import hookimpl
+from ._common import ApiKey, BaseUrl, ProviderOptions
+
+if TYPE_CHECKING:
+    from ..registry import ProviderRegistrar
+
+
+class OpenAILLMOptions(ProviderOptions):
+    model: str = Field("gpt-4.1-mini", description="Chat model, e.g. gpt-4.1-mini.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_completion_tokens: int | None = Field(None, gt=0)
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    max_retries: int | None = Field(None, ge=0)
+    base_url: BaseUrl = None
+    api_key: ApiKey = None
+
+
+class OpenAIRealtimeOptions(ProviderOptions):
+    model: str = Field("gpt-realtime", description="Realtime model, e.g. gpt-realtime.")
+    voice: str = Field("marin", description="Voice, e.g. marin, cedar, alloy.")
+    modalities: list[Literal["text", "audio"]] | None = Field(
+        None, description="Output modalities; default audio. [text] for text-only agents."
+    )
+    temperature: float | None = Field(None, ge=0, le=2)
+    speed: float | None = Field(None, gt=0)
+    max_retry: int = Field(3, ge=0, description="Reconnect attempts before the session falls back.")
+    retry_interval: float = Field(2.0, ge=0, description="Seconds between reconnect attempts.")
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds to wait for the websocket.")
+    base_url: BaseUrl = None
+    api_key: ApiKey = None
+
+
+class OpenAISTTOptions(ProviderOptions):
+    model: str = Field("gpt-4o-mini-transcribe", description="Transcription model.")
+    language: str | None = Field(None, description="ISO language code, e.g. en.")
+    prompt: str | None = None
+    use_realtime: bool | None = None
+    base_url: BaseUrl = None
+    api_key: ApiKey = None
+
+
+class OpenAITTSOptions(ProviderOptions):
+    model: str = Field("gpt-4o-mini-tts", description="Speech model.")
+    voice: str | None = Field(None, description="Voice, e.g. ash, coral.")
+    speed: float | None = Field(None, gt=0)
+    instructions: str | None = Field(None, description="How to speak (tone, pace).")
+    base_url: BaseUrl = None
+    api_key: ApiKey = None
+
+
+def make_llm(options: OpenAILLMOptions) -> Any:
+    from livekit.plugins import openai
+
+    return openai.LLM(**options.constructor_kwargs())
+
+
+def make_realtime(options: OpenAIRealtimeOptions) -> Any:
+    from livekit.agents import APIConnectOptions
+    from livekit.plugins import openai
+
+    kwargs = options.constructor_kwargs()
+    conn = APIConnectOptions(
+        max_retry=kwargs.pop("max_retry", options.max_retry),
+        retry_interval=kwargs.pop("retry_interval", options.retry_interval),
+        timeout=kwargs.pop("connect_timeout", options.connect_timeout),
+    )
+    return openai.realtime.RealtimeModel(conn_options=conn, **kwargs)
+
+
+def make_stt(options: OpenAISTTOptions) -> Any:
+    from livekit.plugins import openai
+
+    return openai.STT(**options.constructor_kwargs())
+
+
+def make_tts(options: OpenAITTSOptions) -> Any:
+    from livekit.plugins import openai
+
+    return openai.TTS(**options.constructor_kwargs())
+
+
+@hookimpl
+def voice_runtime_register_providers(register: ProviderRegistrar) -> None:
+    register("llm", "openai", OpenAILLMOptions, make_llm)
+    register("realtime", "openai", OpenAIRealtimeOptions, make_realtime)
+    register("stt", "openai", OpenAISTTOptions, make_stt)
+    register("tts", "openai", OpenAITTSOptions, make_tts)

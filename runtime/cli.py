@@ -1,0 +1,152 @@
+"""The `voice-runtime` command line (typer).
+
+Each command imports what it needs inside its body: `check` and `schema` must not
+pay livekit's import cost.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .plugins import Plugins
+
+EXAMPLES = """
+Examples:
+
+  voice-runtime check agents.d/                 validate every spec, print what will run
+
+  voice-runtime check agents.d/ --format json   the same, for scripts and CI
+
+  voice-runtime schema -o agents.d/agent.schema.json
+
+  voice-runtime plugins                         loaded plugins and what they registered
+"""
+
+app = typer.Typer(
+    name="voice-runtime",
+    help="Run LiveKit voice agents with MCP tools from a folder of YAML specs.",
+    epilog=EXAMPLES,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+AgentsDir = Annotated[Path, typer.Argument(help="Folder of agent specs (*.yaml).", show_default=False)]
+PluginsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--plugins", help="Folder of plugin files. Default: plugins/ beside the specs folder."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"voice-runtime {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Run LiveKit voice agents with MCP tools from a folder of YAML specs."""
+
+
+def plugins_dir_for(agents_dir: Path | None, option: Path | None) -> Path:
+    if option is not None:
+        return option
+    if agents_dir is not None:
+        return agents_dir.resolve().parent / "plugins"
+    return Path("plugins")
+
+
+def load_plugins(agents_dir: Path | None, option: Path | None) -> Plugins:
+    from .plugins import make_plugin_manager
+
+    return make_plugin_manager(plugins_dir_for(agents_dir, option))
+
+
+@app.command()
+def check(
+    agents_dir: AgentsDir,
+    plugins: PluginsOpt = None,
+    format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+) -> None:
+    """Validate every spec and print what will run, or every error as file:line:col.
+
+    Exit code: 0 valid, 1 invalid, 2 usage error.
+    """
+    from .check import render_json, render_text, run_check
+
+    if format not in ("text", "json"):
+        raise typer.BadParameter("must be text or json", param_hint="--format")
+    report = run_check(agents_dir, load_plugins(agents_dir, plugins))
+    typer.echo(render_json(report) if format == "json" else render_text(report))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def schema(
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write here instead of stdout.")] = None,
+    plugins: PluginsOpt = None,
+) -> None:
+    """Print the JSON Schema of a spec (built-in and plugin providers included)."""
+    from .spec.schema import schema_json
+
+    text = schema_json(load_plugins(None, plugins).registry)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
+
+
+@app.command("plugins")
+def plugins_cmd(
+    plugins: PluginsOpt = None,
+    format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+) -> None:
+    """List loaded plugins, where each came from, and what it registered."""
+    loaded = load_plugins(None, plugins)
+    registry = loaded.registry
+    rows = [
+        {
+            "name": info.name,
+            "origin": info.origin,
+            "source": info.source,
+            "registered": registry.contributions.get(info.name, []),
+        }
+        for info in loaded.loaded
+    ]
+    problems = [str(e) for e in loaded.errors] + [str(p) for p in registry.problems]
+    if format == "json":
+        typer.echo(json.dumps({"plugins": rows, "disabled": loaded.disabled, "errors": problems}, indent=2))
+    else:
+        from .check import table
+
+        typer.echo(table(["PLUGIN", "FROM", "REGISTERED", "SOURCE"], [
+            [r["name"], r["origin"], ", ".join(r["registered"]) or "-", r["source"]] for r in rows
+        ]))
+        for name in loaded.disabled:
+            typer.echo(f"disabled: {name}")
+        for problem in problems:
+            typer.echo(f"error: {problem}")
+    raise typer.Exit(1 if problems else 0)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

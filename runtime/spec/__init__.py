@@ -1,0 +1,1 @@
+"""Spec files: pydantic models, the YAML loader with file:line:col errors, the JSON Schema."""

@@ -1,0 +1,504 @@
+"""YAML files -> validated specs, or compiler-style errors at ``file:line:col``.
+
+Every file in a folder is read in one pass and every problem is reported, not
+just the first. The loader never raises for bad input: a user mistake is data
+(``SpecError``), not a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import SpecError, format_key_path
+from .models import AGENT_NAME_PATTERN, AgentSpecBase, spec_model
+
+if TYPE_CHECKING:
+    from ..plugins import Plugins
+
+MAX_SPEC_BYTES = 1024 * 1024  # a spec is a page of YAML; this stops 10 MB files early
+MAX_INSTRUCTIONS_BYTES = 256 * 1024
+MAX_NODES = 20_000  # after alias expansion: stops "billion laughs" documents
+MAX_DEPTH = 64
+MAX_FLOW_BRACKETS = 200  # unclosed [ or { before parsing; loose, since brackets in strings count too
+_BRACKETS = re.compile(r"[\[\]{}]")
+SPEC_SUFFIXES = (".yaml", ".yml")
+_CORE_TAGS = {
+    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "omap")
+}
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_AGENT_NAME = re.compile(AGENT_NAME_PATTERN)
+
+Loc = tuple[int, int]  # 1-based line, column
+KeyPath = tuple[Union[str, int], ...]
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """An accepted spec: the model plus what the runtime needs besides it."""
+
+    path: Path
+    name: str
+    spec: AgentSpecBase
+    instructions: str
+    digest: str  # sha256 of the spec bytes and its instructions file
+    # key path -> the "${VAR}" text the value came from; shown instead of the value
+    templates: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass
+class FolderResult:
+    specs: list[LoadedSpec] = field(default_factory=list)
+    errors: list[SpecError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def discover(folder: Path) -> list[Path] | SpecError:
+    """The spec files of a folder, sorted. Hidden entries (``..data`` of a Kubernetes
+    ConfigMap, editor swap files) are skipped; symlinks to files are followed."""
+    if not folder.exists():
+        return SpecError(str(folder), message="no such directory")
+    if not folder.is_dir():
+        return SpecError(str(folder), message="not a directory (give the folder that holds the *.yaml specs)")
+    try:
+        paths = sorted(
+            p for p in folder.iterdir() if p.suffix in SPEC_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        )
+    except OSError as exc:
+        return SpecError(str(folder), message=f"cannot read directory: {exc.strerror or exc}")
+    if not paths:
+        return SpecError(str(folder), message="no spec files (*.yaml, *.yml) in this directory")
+    return paths
+
+
+def load_folder(folder: Path, plugins: Plugins, env: typing.Mapping[str, str] | None = None) -> FolderResult:
+    """Load and validate every spec in ``folder``; names must be unique across it."""
+    result = FolderResult()
+    paths = discover(folder)
+    if isinstance(paths, SpecError):
+        result.errors.append(paths)
+        return result
+    loader = SpecLoader(plugins, env)
+    by_name: dict[str, list[LoadedSpec]] = {}
+    for path in paths:
+        loaded = loader.load(path)
+        if isinstance(loaded, list):
+            result.errors.extend(loaded)
+        else:
+            by_name.setdefault(loaded.name, []).append(loaded)
+    for name, group in by_name.items():
+        if len(group) == 1:
+            result.specs.append(group[0])
+            continue
+        for spec in group:  # a duplicate is reported in every file that has it
+            others = ", ".join(str(o.path) for o in group if o is not spec)
+            result.errors.append(loader.error_at(spec.path, ("name",), f"agent name {name!r} is also used by {others}"))
+    result.errors.sort()
+    return result
+
+
+class SpecLoader:
+    """Loads single files against one plugin registry. Reuse it for many files."""
+
+    def __init__(self, plugins: Plugins, env: typing.Mapping[str, str] | None = None) -> None:
+        from ruamel.yaml import YAML
+
+        self.plugins = plugins
+        self.env = os.environ if env is None else env
+        self.model = spec_model(plugins.registry)
+        self._yaml = YAML(typ="rt", pure=True)
+        self._yaml.allow_duplicate_keys = False
+        self._key_locs: dict[Path, dict[KeyPath, Loc]] = {}
+
+    # -- public -------------------------------------------------------------
+
+    def load(self, path: Path) -> LoadedSpec | list[SpecError]:
+        file = str(path)
+        raw = _read_limited(path, MAX_SPEC_BYTES)
+        if isinstance(raw, str):
+            return [SpecError(file, message=raw)]
+        text = _decode(file, raw)
+        if isinstance(text, SpecError):
+            return [text]
+        if not text.strip():
+            return [SpecError(file, message="file is empty; a spec is a mapping that starts with `apiVersion: voice-runtime/v1`")]
+        if _flow_depth_exceeds(text, MAX_FLOW_BRACKETS):
+            # ruamel's scanner is quadratic in flow nesting: refuse before parsing
+            return [SpecError(file, message=f"nesting is too deep (more than {MAX_DEPTH} levels are not allowed)")]
+        doc = self._parse(file, text)
+        if isinstance(doc, SpecError):
+            return [doc]
+        if not hasattr(doc, "lc") or not isinstance(doc, dict):
+            kind = "a list" if isinstance(doc, list) else f"a single value ({type(doc).__name__})"
+            return [SpecError(file, message=f"the top level of a spec must be a mapping of keys, not {kind}")]
+
+        walker = _Walker(file, self.env)
+        data = walker.convert(doc)
+        self._key_locs[path] = walker.key_locs
+        if walker.fatal:
+            return walker.errors
+
+        try:
+            self.plugins.hook.voice_runtime_adjust_spec_data(data=data, path=path)
+        except Exception as exc:
+            return [SpecError(file, message=f"a plugin's voice_runtime_adjust_spec_data raised {type(exc).__name__}: {exc}")]
+
+        try:
+            spec = self.model.model_validate(data, context={"tools": set(self.plugins.registry.tools)})
+        except ValidationError as exc:
+            errors = [self._pydantic_error(file, data, walker, err) for err in exc.errors(include_input=False)]
+            # a value already reported (unset ${VAR}, bad tag) is not reported twice
+            seen = {e.key_path for e in walker.errors}
+            return walker.errors + [e for e in errors if e.key_path not in seen]
+        if walker.errors:
+            return walker.errors
+        return self._finish(path, raw, spec, walker)
+
+    def error_at(self, path: Path, key_path: KeyPath, message: str) -> SpecError:
+        line, col = self._key_locs.get(path, {}).get(key_path, (1, 1))
+        return SpecError(str(path), line, col, format_key_path(key_path), message)
+
+    # -- steps --------------------------------------------------------------
+
+    def _parse(self, file: str, text: str) -> Any:
+        from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+        try:
+            return self._yaml.load(text)
+        except MarkedYAMLError as exc:
+            return _yaml_error(file, exc)
+        except YAMLError as exc:
+            return SpecError(file, message=f"invalid YAML: {str(exc).splitlines()[0]}")
+        except RecursionError:
+            return SpecError(file, message=f"nesting is too deep (more than {MAX_DEPTH} levels are not allowed)")
+
+    def _finish(self, path: Path, raw: bytes, spec: AgentSpecBase, walker: _Walker) -> LoadedSpec | list[SpecError]:
+        file = str(path)
+        errors: list[SpecError] = []
+        name = spec.name or path.stem
+        if spec.name is None and not _AGENT_NAME.match(name):
+            errors.append(
+                SpecError(file, message=f"file name {path.stem!r} is not a valid agent name; set `name:` ({AGENT_NAME_PATTERN})")
+            )
+        digest = hashlib.sha256(raw)
+        instructions = spec.instructions or ""
+        if spec.instructions_file:
+            target = (path.parent / spec.instructions_file).resolve()
+            body = _read_limited(target, MAX_INSTRUCTIONS_BYTES)
+            text = body if isinstance(body, str) else _decode(str(target), body)
+            if isinstance(body, str) or isinstance(text, SpecError):
+                reason = body if isinstance(body, str) else text.message  # type: ignore[union-attr]
+                errors.append(walker.error(("instructions_file",), f"{target}: {reason}", value=True))
+            else:
+                instructions = text  # type: ignore[assignment]
+                digest.update(body)  # type: ignore[arg-type]
+        for problem in self._plugin_problems(spec, path):
+            errors.append(walker.error(problem[0], problem[1], value=False) if problem[0] else SpecError(file, message=problem[1]))
+        if errors:
+            return errors
+        return LoadedSpec(path, name, spec, instructions, digest.hexdigest(), walker.templates)
+
+    def _plugin_problems(self, spec: AgentSpecBase, path: Path) -> list[tuple[KeyPath, str]]:
+        out: list[tuple[KeyPath, str]] = []
+        try:
+            results = self.plugins.hook.voice_runtime_check_spec(spec=spec, path=path)
+        except Exception as exc:
+            return [((), f"a plugin's voice_runtime_check_spec raised {type(exc).__name__}: {exc}")]
+        for problems in results:
+            for problem in problems or []:
+                if isinstance(problem, tuple):
+                    key, message = problem
+                    out.append((tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", key) if p), str(message)))
+                else:
+                    out.append(((), str(problem)))
+        return out
+
+    def _pydantic_error(self, file: str, data: Any, walker: _Walker, err: Any) -> SpecError:
+        loc = err["loc"]
+        path = _data_path(data, loc)
+        kind = err["type"]
+        if kind == "missing":
+            missing = loc[-1]
+            return walker.error(path, "required key is missing", value=False, shown=(*path, missing))
+        if kind == "extra_forbidden":
+            key = path[-1] if path else loc[-1]
+            allowed = _allowed_keys(self.model, loc[:-1])
+            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else (f"; valid keys: {', '.join(allowed)}" if allowed else "")
+            return walker.error(path, f"unknown key {key!r}{hint}", value=False)
+        message = err["msg"]
+        if kind in ("union_tag_invalid", "union_tag_not_found", "literal_error") and _provider_kind(path, loc):
+            pkind = _provider_kind(path, loc)
+            names = [p.name for p in self.plugins.registry.providers_of(pkind)]
+            given = _get(data, path + ("provider",)) if kind != "literal_error" else _get(data, path)
+            if kind == "union_tag_not_found":
+                message = f"`provider` is required; available {pkind} providers: {', '.join(names)}"
+                return walker.error(path, message, value=False)
+            if kind == "literal_error" and path and path[-1] == "provider":
+                path = path[:-1]
+            return walker.error(
+                path + ("provider",), f"unknown {pkind} provider {given!r}; available: {', '.join(names) or 'none'}", value=True
+            )
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        return walker.error(path, message[0].lower() + message[1:] if message else kind, value=True)
+
+
+class _Walker:
+    """ruamel round-trip tree -> plain data, remembering where each key and value is,
+    expanding ``${VAR}`` and refusing tags, alias bombs and deep nesting."""
+
+    def __init__(self, file: str, env: typing.Mapping[str, str]) -> None:
+        self.file = file
+        self.env = env
+        self.key_locs: dict[KeyPath, Loc] = {(): (1, 1)}
+        self.value_locs: dict[KeyPath, Loc] = {(): (1, 1)}
+        self.templates: dict[str, str] = {}
+        self.errors: list[SpecError] = []
+        self.fatal = False  # the tree could not be converted at all
+        self._nodes = 0
+
+    def error(self, path: KeyPath, message: str, *, value: bool, shown: KeyPath | None = None) -> SpecError:
+        locs = self.value_locs if value else self.key_locs
+        probe = path
+        while probe not in locs and probe:  # keys a plugin added have no position: use the parent
+            probe = probe[:-1]
+        line, col = locs.get(probe, (1, 1))
+        return SpecError(self.file, line, col, format_key_path(shown if shown is not None else path), message)
+
+    def convert(self, doc: Any) -> Any:
+        try:
+            return self._node(doc, (), 0)
+        except _TooBig as exc:
+            self.errors = [SpecError(self.file, *exc.loc, message=exc.message)]
+            self.fatal = True
+            return None
+
+    def _node(self, node: Any, path: KeyPath, depth: int) -> Any:
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _TooBig(self.value_locs.get(path, (1, 1)), f"the document expands to more than {MAX_NODES} values (repeated aliases?)")
+        if depth > MAX_DEPTH:
+            raise _TooBig(self.value_locs.get(path, (1, 1)), f"nesting is too deep (more than {MAX_DEPTH} levels are not allowed)")
+        tag = getattr(getattr(node, "tag", None), "value", None)
+        if tag is not None and tag not in _CORE_TAGS:
+            shown = tag.replace("tag:yaml.org,2002:", "!!")
+            self.errors.append(self.error(path, f"YAML tag {shown!r} is not allowed: specs hold plain data only", value=True))
+            return None
+        if isinstance(node, dict):
+            out: dict[Any, Any] = {}
+            lc = node.lc
+            for key, value in node.items():
+                key = _scalar(key)
+                child = (*path, key)
+                try:
+                    self.key_locs[child] = _pos(lc.key(key))
+                    self.value_locs[child] = _pos(lc.value(key))
+                except (KeyError, TypeError):  # merged keys (<<) have no position of their own
+                    self.key_locs[child] = self.value_locs[child] = self.value_locs.get(path, (1, 1))
+                out[key] = self._node(value, child, depth + 1)
+            return out
+        if isinstance(node, list):
+            items = []
+            for index, value in enumerate(node):
+                child = (*path, index)
+                try:
+                    self.key_locs[child] = self.value_locs[child] = _pos(node.lc.item(index))
+                except (KeyError, TypeError, AttributeError):
+                    self.key_locs[child] = self.value_locs[child] = self.value_locs.get(path, (1, 1))
+                items.append(self._node(value, child, depth + 1))
+            return items
+        if hasattr(node, "value") and tag is not None:  # TaggedScalar with a core tag (!!str)
+            node = node.value
+        node = _scalar(node)
+        if isinstance(node, str) and "$" in node:
+            return self._expand(node, path)
+        return node
+
+    def _expand(self, text: str, path: KeyPath) -> str:
+        used = False
+
+        def sub(match: re.Match[str]) -> str:
+            nonlocal used
+            if match.group(0) == "$$":  # "$$" is a literal dollar sign
+                return "$"
+            used = True
+            name, default = match.group(1), match.group(2)
+            value = self.env.get(name)
+            if value is None or (value == "" and default is not None):
+                if default is not None:
+                    return default
+                self.errors.append(
+                    self.error(path, f"environment variable {name} is not set (use ${{{name}:-default}} to give a default)", value=True)
+                )
+                return ""
+            return value
+
+        result = _VAR.sub(sub, text)
+        if used:
+            self.templates[format_key_path(path)] = text
+        return result
+
+
+class _TooBig(Exception):
+    def __init__(self, loc: Loc, message: str) -> None:
+        self.loc, self.message = loc, message
+
+
+def _flow_depth_exceeds(text: str, limit: int) -> bool:
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for match in _BRACKETS.finditer(text):
+        if match.group() in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif depth:
+            depth -= 1
+    return False
+
+
+def _pos(lc: Any) -> Loc:
+    return (lc[0] + 1, lc[1] + 1)
+
+
+def _scalar(value: Any) -> Any:
+    """ruamel's scalar subclasses -> plain Python values (pydantic and json want those)."""
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if isinstance(value, bool) or type(value).__name__ == "ScalarBoolean":
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return value
+
+
+def _read_limited(path: Path, limit: int) -> bytes | str:
+    """The file's bytes, or a message saying why not (never reads a huge file)."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > limit:
+                return f"file is {size / 1024 / 1024:.1f} MiB; the limit is {limit // 1024} KiB"
+            data = fh.read(limit + 1)
+    except FileNotFoundError:
+        return "file not found"
+    except IsADirectoryError:
+        return "is a directory, not a file"
+    except OSError as exc:
+        return f"cannot read file: {exc.strerror or exc}"
+    if len(data) > limit:  # grew while we read it
+        return f"file is larger than the limit of {limit // 1024} KiB"
+    return data
+
+
+def _decode(file: str, raw: bytes) -> str | SpecError:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        return SpecError(file, line, col, message=f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save it as UTF-8")
+
+
+def _yaml_error(file: str, exc: Any) -> SpecError:
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    problem = (exc.problem or exc.context or "invalid YAML").strip()
+    if type(exc).__name__ == "DuplicateKeyError":
+        # ruamel's message quotes both values; a value may be a secret, so rebuild it
+        key = re.search(r'found duplicate key "(.*?)"', problem)
+        first = exc.context_mark.line + 1 if exc.context_mark is not None else "?"
+        name = key.group(1) if key else "?"
+        return SpecError(file, line, col, message=f"duplicate key {name!r} (the mapping starting at line {first} already has it)")
+    if "'\\t'" in problem:
+        problem += " (YAML does not allow tabs for indentation; use spaces)"
+    return SpecError(file, line, col, message=f"invalid YAML: {problem}")
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> KeyPath:
+    """pydantic's loc (with union tags and wrapper names) -> the path in the data."""
+    path: list[str | int] = []
+    current = data
+    for part in loc:
+        if isinstance(current, dict) and part in current:
+            path.append(part)
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            path.append(part)
+            current = current[part]
+        # else: a union member name, a tag or the index a one-or-many wrapper added
+    return tuple(path)
+
+
+def _get(data: Any, path: KeyPath) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _provider_kind(path: KeyPath, loc: tuple[Any, ...]) -> str:
+    names = [p for p in path if isinstance(p, str) and p != "provider"]
+    if names and names[-1] in ("stt", "llm", "tts", "vad", "realtime"):
+        return names[-1]
+    return ""
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys valid at ``loc``, found by walking the model's annotations."""
+    candidates: list[Any] = [model]
+    for part in loc:
+        step: list[Any] = []
+        for tp in _expand_types(candidates):
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                if isinstance(part, str) and part in tp.model_fields:
+                    step.append(tp.model_fields[part].annotation)
+                elif isinstance(part, str) and "provider" in tp.model_fields:
+                    if part in typing.get_args(tp.model_fields["provider"].annotation):
+                        step.append(tp)
+            elif typing.get_origin(tp) is list and isinstance(part, int):
+                step.extend(typing.get_args(tp)[:1])
+            elif typing.get_origin(tp) is dict and isinstance(part, str):
+                step.extend(typing.get_args(tp)[1:2])
+        if step:
+            candidates = step
+    keys: set[str] = set()
+    for tp in _expand_types(candidates):
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            keys.update(tp.model_fields)
+    return sorted(keys)
+
+
+def _expand_types(types: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    stack = list(types)
+    while stack:
+        tp = stack.pop()
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            stack.append(typing.get_args(tp)[0])
+        elif origin is Union or type(tp).__name__ == "UnionType":
+            stack.extend(typing.get_args(tp))
+        else:
+            out.append(tp)
+    return out

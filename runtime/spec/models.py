@@ -1,0 +1,243 @@
+"""The v1 spec as pydantic models.
+
+Provider options come from plugins, so the full model is built per registry by
+``spec_model(registry)``: each ``provider:`` field is a union discriminated on the
+provider name, and the JSON Schema exported from it completes plugin providers too.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+if TYPE_CHECKING:
+    from ..registry import Registry
+
+API_VERSION = "voice-runtime/v1"
+# LiveKit agent names travel in dispatch requests and metric labels: keep them
+# to a conservative, URL- and label-safe alphabet.
+AGENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+SERVER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+TOOL_PREFIX_PATTERN = r"^[A-Za-z0-9_-]{0,32}$"
+TURN_DETECTION = Literal["vad", "stt", "realtime_llm", "manual", "model"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class McpServerBase(StrictModel):
+    allowed_tools: list[str] | None = Field(
+        None, description="Only these tools are shown to the model (default: all the server lists)."
+    )
+    prefix: str | None = Field(
+        None,
+        pattern=TOOL_PREFIX_PATTERN,
+        description="Prepended to every tool name, so two servers can expose the same tool.",
+    )
+    timeout: float = Field(30.0, gt=0, le=3600, description="Seconds per tool call before it is abandoned.")
+    connect_timeout: float = Field(10.0, gt=0, le=600, description="Seconds to connect and list tools.")
+    required: bool = Field(
+        False, description="true: refuse sessions while this server is down. false: start degraded."
+    )
+
+
+class StdioServer(McpServerBase):
+    """An MCP server started as a child process, spoken to over stdin/stdout."""
+
+    command: str = Field(min_length=1, description="Executable, found on PATH or relative to the spec.")
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment for the server. It gets these plus PATH/HOME/LANG, not the runtime's env.",
+    )
+    cwd: str | None = Field(None, description="Working directory, relative to the spec file.")
+
+
+class HttpServer(McpServerBase):
+    """An MCP server reached over streamable HTTP or SSE."""
+
+    url: str = Field(description="http(s) URL; a path ending in /sse means SSE, anything else streamable HTTP.")
+    transport: Literal["streamable_http", "sse"] | None = Field(
+        None, description="Default: inferred from the URL path."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request; use ${VAR} for secrets.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise PydanticCustomError("url", "must be an http:// or https:// URL with a host")
+        return value
+
+    @property
+    def resolved_transport(self) -> Literal["streamable_http", "sse"]:
+        if self.transport is not None:
+            return self.transport
+        return "sse" if urlsplit(self.url).path.rstrip("/").endswith("/sse") else "streamable_http"
+
+
+def _mcp_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        if "command" in value:
+            return "stdio"
+        if "url" in value:
+            return "http"
+        return None
+    return "stdio" if isinstance(value, StdioServer) else "http" if isinstance(value, HttpServer) else None
+
+
+McpServer = Annotated[
+    Union[Annotated[StdioServer, Tag("stdio")], Annotated[HttpServer, Tag("http")]],
+    Discriminator(
+        _mcp_kind,
+        custom_error_type="mcp_server_kind",
+        custom_error_message="an MCP server needs either `command` (stdio) or `url` (HTTP)",
+    ),
+]
+
+
+def _known_tool(value: str, info: ValidationInfo) -> str:
+    # The registry travels in the validation context: the model itself is static.
+    known = (info.context or {}).get("tools")
+    if known is not None and value not in known:
+        available = ", ".join(sorted(known)) or "none registered"
+        raise PydanticCustomError(
+            "unknown_tool", "unknown tool '{tool}'; available: {available}", {"tool": value, "available": available}
+        )
+    return value
+
+
+class AgentSpecBase(StrictModel):
+    """Fields every spec has; ``spec_model()`` adds the provider-dependent ones."""
+
+    apiVersion: Literal["voice-runtime/v1"] = Field(description="Spec format version.")
+    name: str | None = Field(
+        None, pattern=AGENT_NAME_PATTERN, description="LiveKit agent name for explicit dispatch. Default: file stem."
+    )
+    instructions: str | None = Field(None, min_length=1, description="System prompt.")
+    instructions_file: str | None = Field(None, min_length=1, description="System prompt file, relative to the spec.")
+    greeting: str | None = Field(None, description="Said when a session starts.")
+    mcp_servers: dict[Annotated[str, Field(pattern=SERVER_NAME_PATTERN)], McpServer] = Field(default_factory=dict)
+    tools: list[Annotated[str, AfterValidator(_known_tool)]] = Field(
+        default_factory=list, description="Tools registered by plugins, e.g. clock.now."
+    )
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("duplicate_tool", "a tool is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> AgentSpecBase:
+        if self.instructions and self.instructions_file:
+            raise PydanticCustomError("instructions", "give `instructions` or `instructions_file`, not both")
+        if not self.instructions and not self.instructions_file:
+            raise PydanticCustomError("instructions", "an agent needs `instructions` or `instructions_file`")
+        if getattr(self, "realtime", None) is None and getattr(self, "pipeline", None) is None:
+            raise PydanticCustomError("mode", "an agent needs `realtime`, `pipeline`, or both (pipeline = fallback)")
+        return self
+
+    @property
+    def mode(self) -> str:
+        realtime, pipeline = getattr(self, "realtime", None), getattr(self, "pipeline", None)
+        if realtime is not None and pipeline is not None:
+            return "realtime+fallback"
+        return "realtime" if realtime is not None else "pipeline"
+
+
+class PipelineBase(StrictModel):
+    turn_detection: TURN_DETECTION | None = Field(
+        None, description="How the end of the user's turn is found. Default: livekit chooses."
+    )
+    text_only: bool = Field(False, description="No audio: stt and tts are not needed (chat, tests).")
+
+    @model_validator(mode="after")
+    def _needs_audio_ends(self) -> PipelineBase:
+        if not self.text_only:
+            missing = [k for k in ("stt", "tts") if getattr(self, k, None) is None]
+            if missing:
+                raise PydanticCustomError(
+                    "pipeline_audio",
+                    "a voice pipeline needs {missing} (or set text_only: true)",
+                    {"missing": " and ".join(f"`{m}`" for m in missing)},
+                )
+        return self
+
+
+def _as_list(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+def _provider_union(registry: Registry, kind: str) -> Any:
+    members = []
+    for provider in registry.providers_of(kind):
+        model = create_model(
+            f"{kind.upper()}_{re.sub(r'[^A-Za-z0-9]', '_', provider.name)}",
+            __base__=provider.options,
+            __doc__=f"{kind} provider {provider.name!r} (plugin {provider.plugin})",
+            provider=(Literal[provider.name], Field(description=f"{kind} provider")),  # type: ignore[valid-type]
+        )
+        members.append(model)
+    if not members:
+        return None
+    if len(members) == 1:
+        return members[0]
+    return Annotated[Union[tuple(members)], Field(discriminator="provider")]
+
+
+def _one_or_many(member: Any) -> Any:
+    return Annotated[
+        list[member],  # type: ignore[valid-type]
+        Field(min_length=1),
+        BeforeValidator(_as_list, json_schema_input_type=Union[member, list[member]]),  # type: ignore[valid-type]
+    ]
+
+
+@lru_cache(maxsize=8)
+def spec_model(registry: Registry) -> type[AgentSpecBase]:
+    """The AgentSpec model for the providers this registry knows."""
+    unions = {kind: _provider_union(registry, kind) for kind in ("stt", "llm", "tts", "vad", "realtime")}
+
+    def optional(tp: Any, desc: str) -> Any:
+        return (tp | None, Field(None, description=desc)) if tp is not None else (None, Field(None, description=desc))
+
+    pipeline_fields: dict[str, Any] = {
+        "stt": optional(_one_or_many(unions["stt"]) if unions["stt"] else None, "Speech-to-text; a list is a fallback chain."),
+        "tts": optional(_one_or_many(unions["tts"]) if unions["tts"] else None, "Text-to-speech; a list is a fallback chain."),
+        "vad": optional(unions["vad"], "Voice activity detection."),
+    }
+    if unions["llm"] is not None:
+        pipeline_fields["llm"] = (_one_or_many(unions["llm"]), Field(description="LLM; a list is a fallback chain."))
+    else:
+        pipeline_fields["llm"] = (None, Field(None))
+    pipeline = create_model("Pipeline", __base__=PipelineBase, **pipeline_fields)
+    return create_model(
+        "AgentSpec",
+        __base__=AgentSpecBase,
+        realtime=optional(unions["realtime"], "Speech-to-speech model."),
+        pipeline=(pipeline | None, Field(None, description="STT -> LLM -> TTS; with realtime, its fallback.")),
+    )
+
+
+AgentSpec = AgentSpecBase  # the type to annotate with; instances come from spec_model()

@@ -1,0 +1,27 @@
+"""The JSON Schema of a spec, for editors (yaml-language-server) and CI validators."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from .models import spec_model
+
+if TYPE_CHECKING:
+    from ..registry import Registry
+
+SCHEMA_ID = "https://voice-runtime.dev/schemas/agent.v1.json"
+
+
+def schema_dict(registry: Registry) -> dict[str, Any]:
+    schema = spec_model(registry).model_json_schema(by_alias=True)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "voice-runtime agent spec (v1)",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
+
+
+def schema_json(registry: Registry) -> str:
+    return json.dumps(schema_dict(registry), indent=2, sort_keys=True) + "\n"

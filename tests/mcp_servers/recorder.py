@@ -1,0 +1,348 @@
+"""A configurable MCP server that records every tool call, for tests.
+
+Run as a script (never imported by the runtime)::
+
+    python tests/mcp_servers/recorder.py [--transport stdio|streamable-http|sse]
+        [--port N] [--record FILE] [--name NAME] [--fault FAULT ...]
+
+Each tool call appends one JSON line ``{"tool", "args", "pid", "ts"}`` to ``--record``
+when the call *arrives* (before the tool runs), so a test can read it as soon as the
+call returns, and a call that hangs, crashes or is cancelled is still visible. The process
+also appends one ``{"event": "spawn", ...}`` line at startup, so tests can count
+(re)starts and find the pids they must see die.
+
+Faults (``--fault`` may be repeated):
+
+* ``slow-start=SECONDS``: sleep before serving (HTTP: before binding the port).
+* ``stderr-flood[=KIB_PER_SEC]`` (default 256): a thread writes to stderr nonstop, and
+  every tool call logs a line there too, so a client that never drains stderr sees the
+  server stall once the pipe fills, as a real chatty server would.
+* ``garbage-stdout``: stdio only; print non-JSON lines on stdout before serving.
+* ``hang``: every request, ``initialize`` included, blocks forever. HTTP still accepts
+  connections. Over stdio the server then no longer notices stdin closing, so a client
+  must fall back to signals (the SDK's stdio_client waits 2 s, then SIGTERMs the group).
+* ``ignore-sigterm``: SIGTERM is ignored, over stdio the server also stays up after
+  stdin closes, and a grandchild ``sleep 300`` is spawned in the same process group
+  *after* SIG_IGN, so it inherits it: only SIGKILL to the whole group removes both.
+  Its pid is ``grandchild_pid`` in the spawn event.
+
+HTTP transports bind 127.0.0.1 only, keep stdout silent and print one ready line to
+stderr; the endpoint is ``/mcp`` (streamable HTTP) or ``/sse`` (SSE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+if TYPE_CHECKING:
+    from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+
+Transport = Literal["stdio", "streamable-http", "sse"]
+TRANSPORTS: tuple[Transport, ...] = ("stdio", "streamable-http", "sse")
+DEFAULT_NAME = "recorder"
+# Exit code of the `crash` tool: distinct from the usual 1/2 so a test can tell a
+# deliberate crash from a startup error.
+CRASH_EXIT_CODE = 3
+
+
+@dataclass(frozen=True)
+class Faults:
+    slow_start: float = 0.0
+    stderr_flood_kib_per_s: int | None = None
+    garbage_stdout: bool = False
+    hang: bool = False
+    ignore_sigterm: bool = False
+
+    def names(self) -> list[str]:
+        return [
+            name
+            for name, on in (
+                ("slow-start", self.slow_start > 0),
+                ("stderr-flood", self.stderr_flood_kib_per_s is not None),
+                ("garbage-stdout", self.garbage_stdout),
+                ("hang", self.hang),
+                ("ignore-sigterm", self.ignore_sigterm),
+            )
+            if on
+        ]
+
+
+@dataclass(frozen=True)
+class Config:
+    transport: Transport = "stdio"
+    port: int | None = None
+    record: Path | None = None
+    name: str = DEFAULT_NAME
+    faults: Faults = field(default_factory=Faults)
+
+
+def parse_faults(specs: Sequence[str]) -> Faults:
+    """Turn ``--fault`` values (``name`` or ``name=value``) into `Faults`."""
+    kwargs: dict[str, Any] = {}
+    for spec in specs:
+        name, _, value = spec.partition("=")
+        match name:
+            case "slow-start":
+                if not value:
+                    raise ValueError("slow-start needs a value: slow-start=SECONDS")
+                kwargs["slow_start"] = float(value)
+            case "stderr-flood":
+                kwargs["stderr_flood_kib_per_s"] = int(value) if value else 256
+            case "garbage-stdout" | "hang" | "ignore-sigterm" if not value:
+                kwargs[name.replace("-", "_")] = True
+            case _:
+                raise ValueError(f"unknown fault: {spec!r}")
+    return Faults(**kwargs)
+
+
+class Recorder:
+    """Appends JSON lines to the record file, shared safely by several processes."""
+
+    def __init__(self, path: Path | None, *, echo_to_stderr: bool = False) -> None:
+        self._path = path
+        self._echo_to_stderr = echo_to_stderr
+
+    @classmethod
+    def for_config(cls, config: Config) -> Recorder:
+        return cls(config.record, echo_to_stderr=config.faults.stderr_flood_kib_per_s is not None)
+
+    def write(self, entry: dict[str, Any]) -> None:
+        if self._path is not None:
+            line = (json.dumps({**entry, "pid": os.getpid(), "ts": time.time()}) + "\n").encode()
+            # One O_APPEND write per line keeps lines whole when two servers share a file.
+            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        if self._echo_to_stderr:
+            # Blocking on purpose: with stderr-flood this is what stalls a tool call
+            # when the client stops draining stderr.
+            print(f"call {entry}", file=sys.stderr, flush=True)
+
+    def call(self, tool: str, **args: Any) -> None:
+        self.write({"tool": tool, "args": args})
+
+
+async def _hang_middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    # Notifications carry no request id and expect no answer; only requests hang.
+    if ctx.request_id is not None:
+        await anyio.sleep_forever()
+    return await call_next(ctx)
+
+
+def build_server(config: Config, rec: Recorder | None = None) -> MCPServer[Any]:
+    """The MCP server with every test tool; importable for in-process tests too."""
+    rec = rec or Recorder.for_config(config)
+    server: MCPServer[Any] = MCPServer(
+        config.name,
+        log_level="WARNING",
+        middleware=[_hang_middleware] if config.faults.hang else None,
+    )
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Return the text unchanged."""
+        rec.call("echo", text=text)
+        return text
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        rec.call("add", a=a, b=b)
+        return a + b
+
+    @server.tool()
+    def get_weather(city: str) -> str:
+        """Get the current weather for a city."""
+        rec.call("get_weather", city=city)
+        return f"sunny in {city}"
+
+    @server.tool()
+    def whoami() -> str:
+        """Return this server's name."""
+        rec.call("whoami")
+        return config.name
+
+    @server.tool()
+    def get_env(name: str) -> str:
+        """Return the value of an environment variable, or <unset>."""
+        rec.call("get_env", name=name)
+        return os.environ.get(name, "<unset>")
+
+    @server.tool()
+    def env_keys() -> list[str]:
+        """Return the sorted names of all environment variables."""
+        rec.call("env_keys")
+        return sorted(os.environ)
+
+    @server.tool()
+    async def sleep(seconds: float) -> str:
+        """Sleep for the given number of seconds."""
+        rec.call("sleep", seconds=seconds)
+        await anyio.sleep(seconds)
+        return "slept"
+
+    @server.tool()
+    def big(size: int) -> str:
+        """Return a string of `size` characters."""
+        rec.call("big", size=size)
+        return "x" * size
+
+    @server.tool()
+    def fail(message: str) -> str:
+        """Always fail with the given message."""
+        rec.call("fail", message=message)
+        raise ToolError(message)
+
+    @server.tool()
+    def crash() -> str:
+        """Kill the server process at once."""
+        rec.call("crash")
+        # os._exit skips cleanup and flushing: the client sees the process vanish mid-call.
+        os._exit(CRASH_EXIT_CODE)
+
+    return server
+
+
+def _start_stderr_flood(kib_per_s: int) -> None:
+    chunk = ("flood " + "." * 1017 + "\n").encode()  # 1 KiB per line
+    burst = max(1, kib_per_s // 50)  # 50 bursts a second
+
+    def run() -> None:
+        while True:
+            for _ in range(burst):
+                # sys.stderr (not os.write) so a full pipe also blocks other stderr writers
+                # that share its lock, like the per-call log line.
+                sys.stderr.buffer.write(chunk)
+            sys.stderr.flush()
+            time.sleep(0.02)
+
+    threading.Thread(target=run, name="stderr-flood", daemon=True).start()
+
+
+def _ignore_sigterm() -> int:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Spawned after SIG_IGN so it inherits it; no start_new_session, so same group.
+    # DEVNULL: the point is a stray process, not one that also holds the stdio pipes.
+    child = subprocess.Popen(
+        ["sleep", "300"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    return child.pid
+
+
+async def _serve_http(server: MCPServer[Any], config: Config) -> None:
+    import uvicorn
+
+    assert config.port is not None
+    if config.transport == "sse":
+        app = server.sse_app()
+        path = "/sse"
+    else:
+        app = server.streamable_http_app()
+        path = "/mcp"
+
+    ignore_sigterm = config.faults.ignore_sigterm
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                if ignore_sigterm:
+                    # uvicorn installs its own SIGTERM handler; put SIG_IGN back on top.
+                    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                yield
+
+    # Short graceful timeout: open SSE / GET streams and hung requests never finish on
+    # their own, and tests should not wait uvicorn's default (forever) to stop a server.
+    uv = _Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=config.port, log_level="warning", timeout_graceful_shutdown=1
+        )
+    )
+
+    async def announce() -> None:
+        while not uv.started:
+            await asyncio.sleep(0.01)
+        print(f"{config.name} ready on http://127.0.0.1:{config.port}{path}", file=sys.stderr, flush=True)
+
+    task = asyncio.create_task(announce())
+    try:
+        await uv.serve()
+    finally:
+        task.cancel()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--transport", choices=TRANSPORTS, default="stdio")
+    parser.add_argument("--port", type=int, help="required for HTTP transports")
+    parser.add_argument("--record", type=Path, help="append one JSON line per tool call here")
+    parser.add_argument("--name", default=DEFAULT_NAME, help="server name, returned by whoami")
+    parser.add_argument("--fault", action="append", default=[], metavar="FAULT", help="see above; repeatable")
+    ns = parser.parse_args(argv)
+
+    try:
+        faults = parse_faults(ns.fault)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if ns.transport != "stdio" and ns.port is None:
+        parser.error(f"--port is required with --transport {ns.transport}")
+    if ns.transport != "stdio" and faults.garbage_stdout:
+        parser.error("garbage-stdout only applies to --transport stdio")
+
+    config = Config(transport=ns.transport, port=ns.port, record=ns.record, name=ns.name, faults=faults)
+    rec = Recorder.for_config(config)
+    server = build_server(config, rec)
+
+    # Lets tests count (re)starts and find every pid that must die; `write` adds pid and ts.
+    spawn_event: dict[str, Any] = {
+        "event": "spawn",
+        "name": config.name,
+        "transport": config.transport,
+        "port": config.port,
+        "faults": faults.names(),
+    }
+    if faults.ignore_sigterm:
+        spawn_event["grandchild_pid"] = _ignore_sigterm()
+    rec.write(spawn_event)
+    if faults.stderr_flood_kib_per_s is not None:
+        _start_stderr_flood(faults.stderr_flood_kib_per_s)
+    if faults.slow_start > 0:
+        time.sleep(faults.slow_start)
+
+    if config.transport == "stdio":
+        if faults.garbage_stdout:
+            # Before stdio_server() claims fd 1; afterwards stray prints go to stderr.
+            sys.stdout.write("starting recorder...\nthis is not JSON\n{not json either\n")
+            sys.stdout.flush()
+        anyio.run(server.run_stdio_async)
+        if faults.ignore_sigterm:
+            # A stubborn server outlives stdin closing too; otherwise a client's
+            # SIGTERM -> SIGKILL escalation would never be exercised.
+            while True:
+                signal.pause()
+    else:
+        asyncio.run(_serve_http(server, config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
