@@ -17,6 +17,7 @@ from . import __version__
 
 if TYPE_CHECKING:
     from .plugins import Plugins
+    from .spec.loader import LoadedSpec
 
 EXAMPLES = """
 Examples:
@@ -28,6 +29,10 @@ Examples:
   voice-runtime schema -o agents.d/agent.schema.json
 
   voice-runtime plugins                         loaded plugins and what they registered
+
+  echo "what time is it?" | voice-runtime chat agents.d/ --agent support
+
+  voice-runtime console agents.d/ --agent concierge --text
 """
 
 app = typer.Typer(
@@ -142,6 +147,76 @@ def plugins_cmd(
         for problem in problems:
             typer.echo(f"error: {problem}")
     raise typer.Exit(1 if problems else 0)
+
+
+def _pick_agent(agents_dir: Path, plugins: Plugins, agent: str) -> LoadedSpec:
+    """The named agent's accepted spec, or exit with its errors (1) or the list of names (2)."""
+    from .spec.loader import load_folder
+
+    result = load_folder(agents_dir, plugins)
+    for loaded in result.specs:
+        if loaded.name == agent:
+            return loaded
+    own = [e for e in result.errors if Path(e.file).stem == agent or f"{agent!r}" in e.message]
+    if own or (result.errors and not result.specs):
+        for error in own or result.errors:
+            typer.echo(str(error), err=True)
+        raise typer.Exit(1)
+    names = ", ".join(s.name for s in result.specs) or "none"
+    typer.echo(f"error: no agent named {agent!r} in {agents_dir}; available: {names}", err=True)
+    raise typer.Exit(2)
+
+
+def _quiet_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.WARNING), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+AgentOpt = Annotated[str, typer.Option("--agent", "-a", help="Agent name (see `check`).")]
+LogLevelOpt = Annotated[str, typer.Option("--log-level", help="Log level on stderr.")]
+
+
+@app.command()
+def chat(
+    agents_dir: AgentsDir,
+    agent: AgentOpt,
+    plugins: PluginsOpt = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON event per line (user, tool_call, tool_result, reply, error).")] = False,
+    log_level: LogLevelOpt = "warning",
+) -> None:
+    """Talk to an agent in text: no LiveKit server, no audio. Tool calls show inline.
+
+    Reads lines from stdin when it is not a terminal:
+    echo "what time is it?" | voice-runtime chat agents.d/ --agent concierge
+    """
+    import asyncio
+
+    from .build import SessionRunner
+    from .chat import ChatPrinter, run_chat
+
+    _quiet_logging(log_level)
+    loaded_plugins = load_plugins(agents_dir, plugins)
+    loaded = _pick_agent(agents_dir, loaded_plugins, agent)
+    printer = ChatPrinter(loaded.name, as_json=json_lines, echo_user=not sys.stdin.isatty())
+    runner = SessionRunner(loaded, loaded_plugins, text_only=True)
+    raise typer.Exit(asyncio.run(run_chat(runner, printer)))
+
+
+@app.command()
+def console(
+    agents_dir: AgentsDir,
+    agent: AgentOpt,
+    plugins: PluginsOpt = None,
+    text: Annotated[bool, typer.Option("--text", help="Type instead of speaking.")] = False,
+) -> None:
+    """livekit's local console for one agent: microphone and speaker, or --text."""
+    from .console import run_console
+
+    loaded_plugins = load_plugins(agents_dir, plugins)
+    loaded = _pick_agent(agents_dir, loaded_plugins, agent)
+    raise typer.Exit(run_console(loaded, loaded_plugins, text=text))
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ runtime is to blame.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -211,8 +212,8 @@ async def test_crash_kills_the_server_mid_call(record: Path) -> None:
 
 async def test_slow_start_delays_listening(record: Path) -> None:
     started = time.monotonic()
-    with start_http_server(record=record, fault="slow-start=1"):
-        assert time.monotonic() - started >= 1.0
+    with start_http_server(record=record, fault="slow-start=0.5"):
+        assert time.monotonic() - started >= 0.5
     assert read_events(record)[0]["faults"] == ["slow-start"]
 
 
@@ -256,8 +257,6 @@ async def test_stderr_flood_keeps_writing_while_serving(record: Path) -> None:
 
 
 def test_unknown_fault_is_a_usage_error() -> None:
-    import subprocess
-
     command, args = stdio_command(fault="nope")
     proc = subprocess.run([command, *args], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2

@@ -17,6 +17,7 @@ import json
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Self, Union
@@ -225,18 +226,25 @@ class RecordedRequest(dict[str, Any]):
         return f"RecordedRequest({self.method} {self.path} {dict.__repr__(self)})"
 
 
-class _ServerBase:
-    """Lifecycle shared by the two fakes: an aiohttp app on 127.0.0.1:<ephemeral>,
-    started in the current loop (`start`/`stop`, `async with`) or in a private loop on a
-    daemon thread (`start_in_thread`/`stop_thread`) for tests that drive a subprocess."""
+class _ScriptedServer:
+    """What the two fakes share.
 
-    def __init__(self) -> None:
+    Lifecycle: an aiohttp app on 127.0.0.1:<ephemeral>, started in the current loop
+    (`start`/`stop`, `async with`) or in a private loop on a daemon thread
+    (`start_in_thread`/`stop_thread`) for tests that drive a subprocess.
+
+    Replies: queued ones first (`enqueue`), then `script`.
+    """
+
+    def __init__(self, default_script: Script) -> None:
+        self.script: Script = default_script
+        self._queue: collections.deque[Reply] = collections.deque()  # thread-safe append/pop
+        self._counters: dict[str, itertools.count[int]] = {}
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop serving requests
-        self._thread: threading.Thread | None = None
-        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None  # set by start_in_thread()
 
     def _make_app(self) -> web.Application:
         raise NotImplementedError
@@ -252,7 +260,7 @@ class _ServerBase:
 
     @property
     def port(self) -> int:
-        return int(self.base_url.rsplit(":", 1)[1].split("/", 1)[0])
+        return urllib.parse.urlsplit(self.base_url).port or 0
 
     async def start(self) -> str:
         if self._runner is not None:
@@ -297,13 +305,13 @@ class _ServerBase:
             target=loop.run_forever, name=f"{type(self).__name__}-loop", daemon=True
         )
         thread.start()
-        self._thread, self._thread_loop = thread, loop
+        self._thread, self._loop = thread, loop
         return asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout)
 
     def stop_thread(self, timeout: float = 10.0) -> None:
-        if self._thread is None or self._thread_loop is None:
+        if self._thread is None or self._loop is None:
             return
-        loop, thread = self._thread_loop, self._thread
+        loop, thread = self._loop, self._thread
         try:
             asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout)
         finally:
@@ -311,19 +319,15 @@ class _ServerBase:
             thread.join(timeout)
             if not thread.is_alive():
                 loop.close()
-            self._thread = self._thread_loop = None
+            self._thread = self._loop = None
 
     async def _wait_until_stopped(self) -> None:
         assert self._stopping is not None
         await self._stopping.wait()
 
-
-class _Scripted:
-    """The reply source shared by both fakes: queued replies first, then `script`."""
-
-    def __init__(self, default_script: Script) -> None:
-        self.script: Script = default_script
-        self._queue: collections.deque[Reply] = collections.deque()  # thread-safe append/pop
+    def _new_id(self, prefix: str) -> str:
+        counter = self._counters.setdefault(prefix, itertools.count(1))
+        return f"{prefix}_{next(counter)}"
 
     def enqueue(self, *replies: Reply) -> None:
         """Queue replies for the next turns, in order; the script answers once it is empty."""
@@ -349,12 +353,6 @@ class _Scripted:
 # --------------------------------------------------------------------------------------
 
 
-class _ScriptedServer(_ServerBase, _Scripted):
-    def __init__(self, default_script: Script) -> None:
-        _ServerBase.__init__(self)
-        _Scripted.__init__(self, default_script)
-
-
 class FakeOpenAI(_ScriptedServer):
     """OpenAI-compatible `/v1/models` and `/v1/chat/completions` (streamed or not).
 
@@ -372,11 +370,6 @@ class FakeOpenAI(_ScriptedServer):
         super().__init__(script or echo_script)
         self.model_ids = list(model_ids)
         self.requests: list[RecordedRequest] = []
-        self._counters: dict[str, itertools.count[int]] = {}
-
-    def _new_id(self, prefix: str) -> str:
-        counter = self._counters.setdefault(prefix, itertools.count(1))
-        return f"{prefix}_{next(counter)}"
 
     # -- scripting ---------------------------------------------------------------------
 

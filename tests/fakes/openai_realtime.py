@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import itertools
 import json
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -34,6 +32,7 @@ from .openai_chat import (
     Reply,
     Script,
     TextReply,
+    ToolCall,
     ToolCallsReply,
     _pieces,
     _ScriptedServer,
@@ -146,7 +145,6 @@ class FakeRealtime(_ScriptedServer):
         self.responses_done = 0
         self._conns: list[_Connection] = []  # live connections, oldest first
         self._last_conn: _Connection | None = None
-        self._counters: dict[str, itertools.count[int]] = {}
 
     # -- scripting and inspection ------------------------------------------------------
 
@@ -188,7 +186,7 @@ class FakeRealtime(_ScriptedServer):
 
         async def send_all() -> None:
             for conn in list(self._conns):
-                await self._send(conn, dict(event))
+                await self._send(conn, event)
 
         await self._in_server_loop(send_all)
 
@@ -217,13 +215,6 @@ class FakeRealtime(_ScriptedServer):
                 await asyncio.wait_for(conn.ws.close(code=WSCloseCode.GOING_AWAY), 1.0)
             conn.abort()
 
-    def _new_id(self, prefix: str) -> str:
-        if prefix in ("item", "resp", "sess"):
-            # shaped like OpenAI's ids; only the prefix matters to the plugin
-            return f"{prefix}_{uuid.uuid4().hex[:20]}"
-        counter = self._counters.setdefault(prefix, itertools.count(1))
-        return f"{prefix}_{next(counter)}"
-
     async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
         handshake = {
             "path": request.path,
@@ -239,11 +230,12 @@ class FakeRealtime(_ScriptedServer):
 
         ws = web.WebSocketResponse(autoping=True, timeout=1.0)
         await ws.prepare(request)
-        conn = _Connection(ws=ws, transport=request.transport, session=self._initial_session(request))
+        session = self._initial_session(request)
+        conn = _Connection(ws=ws, transport=request.transport, session=session)
         self._conns.append(conn)
         self._last_conn = conn
         try:
-            await self._send(conn, {"type": "session.created", "session": copy.deepcopy(conn.session)})
+            await self._send(conn, {"type": "session.created", "session": conn.session})
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
                     continue
@@ -293,12 +285,13 @@ class FakeRealtime(_ScriptedServer):
         }
 
     async def _send(self, conn: _Connection, event: dict[str, Any]) -> None:
-        event.setdefault("event_id", self._new_id("event"))
+        # Serialised at once: the event is a snapshot, later changes to its items don't leak.
+        data = json.dumps({"event_id": self._new_id("event"), **event})
         if conn.ws.closed:
             return
         async with conn.send_lock:
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await conn.ws.send_str(json.dumps(event))
+                await conn.ws.send_str(data)
 
     async def _send_error(
         self, conn: _Connection, code: str, message: str, event_id: str | None = None
@@ -323,7 +316,7 @@ class FakeRealtime(_ScriptedServer):
         kind = event.get("type")
         if kind == "session.update":
             _deep_merge(conn.session, event.get("session") or {})
-            await self._send(conn, {"type": "session.updated", "session": copy.deepcopy(conn.session)})
+            await self._send(conn, {"type": "session.updated", "session": conn.session})
         elif kind == "conversation.item.create":
             await self._create_item(conn, event)
         elif kind == "conversation.item.delete":
@@ -355,7 +348,7 @@ class FakeRealtime(_ScriptedServer):
         # (text modality only).
 
     async def _create_item(self, conn: _Connection, event: dict[str, Any]) -> None:
-        item = copy.deepcopy(event.get("item") or {})
+        item = copy.deepcopy(event.get("item") or {})  # `events` keeps what the client sent
         item.setdefault("id", self._new_id("item"))
         item.setdefault("object", "realtime.item")
         item.setdefault("status", "completed")
@@ -383,9 +376,7 @@ class FakeRealtime(_ScriptedServer):
         conn.items.insert(index, item)
         previous = conn.previous_id(index)
         for kind in ("conversation.item.added", "conversation.item.done"):
-            await self._send(
-                conn, {"type": kind, "previous_item_id": previous, "item": copy.deepcopy(item)}
-            )
+            await self._send(conn, {"type": kind, "previous_item_id": previous, "item": item})
 
     async def _delete_item(self, conn: _Connection, event: dict[str, Any]) -> None:
         item_id = event.get("item_id", "")
@@ -432,23 +423,25 @@ class FakeRealtime(_ScriptedServer):
                 await self._wait_until_stopped()
                 return
 
-            await self._send(conn, {"type": "response.created", "response": copy.deepcopy(response)})
+            await self._send(conn, {"type": "response.created", "response": response})
             created = True
             if isinstance(reply, ErrorReply):
                 response["status"] = "failed"
                 response["status_details"] = {
                     "type": "failed",
                     "reason": None,
-                    "error": {"type": reply.error_type, "code": reply.code or reply.error_type},
+                    "error": {
+                        "type": reply.error_type,
+                        "code": reply.code or reply.error_type,
+                        "message": reply.message,
+                    },
                 }
             elif isinstance(reply, TextReply):
                 await self._emit_message(conn, response, reply.text)
                 response["status"] = "completed"
             elif isinstance(reply, ToolCallsReply):
                 for call in reply.calls:
-                    await self._emit_function_call(
-                        conn, response, call.name, call.arguments, call.call_id
-                    )
+                    await self._emit_function_call(conn, response, call)
                 response["status"] = "completed"
             await self._finish(conn, response)
         except asyncio.CancelledError:
@@ -461,92 +454,80 @@ class FakeRealtime(_ScriptedServer):
             if conn.active_response is asyncio.current_task():
                 conn.active_response = None
 
-    def _append_output_item(self, conn: _Connection, item: dict[str, Any]) -> str | None:
+    async def _emit_item(
+        self,
+        conn: _Connection,
+        response: dict[str, Any],
+        item: dict[str, Any],
+        stream: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        """Announce an output item, let `stream` send its content, then complete it."""
+        head = {"response_id": response["id"], "output_index": len(response["output"])}
+        await self._send(conn, {"type": "response.output_item.added", **head, "item": item})
         previous = conn.items[-1]["id"] if conn.items else None
         conn.items.append(item)
-        return previous
+        added = {"previous_item_id": previous, "item": item}
+        await self._send(conn, {"type": "conversation.item.added", **added})
+        await stream({**head, "item_id": item["id"]})
+        item["status"] = "completed"
+        response["output"].append(item)
+        await self._send(conn, {"type": "response.output_item.done", **head, "item": item})
+        await self._send(conn, {"type": "conversation.item.done", **added})
 
-    async def _emit_message(self, conn: _Connection, response: dict[str, Any], content: str) -> None:
-        resp_id = response["id"]
-        output_index = len(response["output"])
+    async def _emit_message(
+        self, conn: _Connection, response: dict[str, Any], content: str
+    ) -> None:
         item: dict[str, Any] = {
             "id": self._new_id("item"),
             "object": "realtime.item",
             "type": "message",
             "status": "in_progress",
             "role": "assistant",
-            "content": [],
+            "content": [],  # filled when done; the plugin builds the text from the deltas
         }
-        where = {"response_id": resp_id, "item_id": item["id"], "output_index": output_index}
-        part = {"type": "text", "text": ""}
 
-        await self._send(conn, {"type": "response.output_item.added", "response_id": resp_id,
-                                "output_index": output_index, "item": copy.deepcopy(item)})
-        previous = self._append_output_item(conn, item)
-        await self._send(conn, {"type": "conversation.item.added", "previous_item_id": previous,
-                                "item": copy.deepcopy(item)})
-        await self._send(conn, {"type": "response.content_part.added", **where,
-                                "content_index": 0, "part": dict(part)})
-        for word in _words(content):
-            await self._send(conn, {"type": "response.output_text.delta", **where,
-                                    "content_index": 0, "delta": word})
-        await self._send(conn, {"type": "response.output_text.done", **where,
-                                "content_index": 0, "text": content})
-        part["text"] = content
-        await self._send(conn, {"type": "response.content_part.done", **where,
-                                "content_index": 0, "part": dict(part)})
+        async def stream(where: dict[str, Any]) -> None:
+            where = {**where, "content_index": 0}
+            part = {"type": "text", "text": ""}
+            await self._send(conn, {"type": "response.content_part.added", **where, "part": part})
+            for word in _words(content):
+                delta = {"type": "response.output_text.delta", **where, "delta": word}
+                await self._send(conn, delta)
+            await self._send(conn, {"type": "response.output_text.done", **where, "text": content})
+            part = {"type": "text", "text": content}
+            await self._send(conn, {"type": "response.content_part.done", **where, "part": part})
+            item["content"] = [{"type": "output_text", "text": content}]
 
-        item["status"] = "completed"
-        item["content"] = [{"type": "output_text", "text": content}]
-        response["output"].append(copy.deepcopy(item))
-        await self._send(conn, {"type": "response.output_item.done", "response_id": resp_id,
-                                "output_index": output_index, "item": copy.deepcopy(item)})
-        await self._send(conn, {"type": "conversation.item.done", "previous_item_id": previous,
-                                "item": copy.deepcopy(item)})
+        await self._emit_item(conn, response, item, stream)
 
     async def _emit_function_call(
-        self,
-        conn: _Connection,
-        response: dict[str, Any],
-        name: str,
-        arguments: dict[str, Any],
-        call_id: str | None,
+        self, conn: _Connection, response: dict[str, Any], call: ToolCall
     ) -> None:
-        resp_id = response["id"]
-        output_index = len(response["output"])
+        args_json = json.dumps(call.arguments)
         item: dict[str, Any] = {
             "id": self._new_id("item"),
             "object": "realtime.item",
             "type": "function_call",
             "status": "in_progress",
-            "call_id": call_id or self._new_id("call"),
-            "name": name,
+            "call_id": call.call_id or self._new_id("call"),
+            "name": call.name,
             "arguments": "",  # the real service announces the call before its arguments
         }
-        args_json = json.dumps(arguments)
-        where = {"response_id": resp_id, "item_id": item["id"], "output_index": output_index,
-                 "call_id": item["call_id"]}
 
-        await self._send(conn, {"type": "response.output_item.added", "response_id": resp_id,
-                                "output_index": output_index, "item": copy.deepcopy(item)})
-        previous = self._append_output_item(conn, item)
-        await self._send(conn, {"type": "conversation.item.added", "previous_item_id": previous,
-                                "item": copy.deepcopy(item)})
-        for piece in _pieces(args_json):
-            await self._send(conn, {"type": "response.function_call_arguments.delta", **where,
-                                    "delta": piece})
-        await self._send(conn, {"type": "response.function_call_arguments.done", **where,
-                                "name": name, "arguments": args_json})
+        async def stream(where: dict[str, Any]) -> None:
+            where = {**where, "call_id": item["call_id"]}
+            for piece in _pieces(args_json):
+                delta = {"type": "response.function_call_arguments.delta", **where, "delta": piece}
+                await self._send(conn, delta)
+            done = {"type": "response.function_call_arguments.done", **where}
+            await self._send(conn, {**done, "name": call.name, "arguments": args_json})
+            item["arguments"] = args_json
 
-        item["status"] = "completed"
-        item["arguments"] = args_json
-        response["output"].append(copy.deepcopy(item))
-        await self._send(conn, {"type": "response.output_item.done", "response_id": resp_id,
-                                "output_index": output_index, "item": copy.deepcopy(item)})
-        await self._send(conn, {"type": "conversation.item.done", "previous_item_id": previous,
-                                "item": copy.deepcopy(item)})
+        await self._emit_item(conn, response, item, stream)
 
-    async def _finish(self, conn: _Connection, response: dict[str, Any], *, count: bool = True) -> None:
+    async def _finish(
+        self, conn: _Connection, response: dict[str, Any], *, count: bool = True
+    ) -> None:
         if response["status"] == "completed":
             response["usage"] = {
                 "total_tokens": 15,
@@ -555,9 +536,9 @@ class FakeRealtime(_ScriptedServer):
                 "input_token_details": {"text_tokens": 10, "audio_tokens": 0, "cached_tokens": 0},
                 "output_token_details": {"text_tokens": 5, "audio_tokens": 0},
             }
-        await self._send(conn, {"type": "response.done", "response": copy.deepcopy(response)})
+        await self._send(conn, {"type": "response.done", "response": response})
         if not count:
             return
         self.responses_done += 1
-        if self.drop_after_responses is not None and self.responses_done == self.drop_after_responses:
+        if self.responses_done == self.drop_after_responses:
             conn.abort()

@@ -1,0 +1,274 @@
+"""Spec -> a running livekit AgentSession: providers through the plugins' factories,
+fallback chains, MCP and plugin tools, greeting, and realtime -> pipeline fallback.
+
+livekit has no realtime -> pipeline fallback; ``RuntimeSession`` adds it: on the
+first error of the realtime model it swaps in a pipeline agent carrying the chat
+history, and the session goes on (see notes/livekit-1.8.9.md, section 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .mcp.connection import McpConnection, McpUnavailable
+from .mcp.toolset import mcp_tools, plugin_tools
+from .tool_calls import CallRecorder
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .plugins import Plugins
+    from .spec.loader import LoadedSpec
+
+log = logging.getLogger("voice_runtime.build")
+
+
+class SessionRefused(Exception):
+    """A session cannot start (a ``required`` MCP server is down); says why."""
+
+
+def make_provider(plugins: Plugins, kind: str, options: Any) -> Any:
+    """Build with the plugin's factory, handing it an instance of its own options
+    model (the spec's copy also carries the ``provider`` discriminator)."""
+    provider = plugins.registry.provider(kind, options.provider)
+    own = provider.options.model_validate(options.model_dump(exclude_unset=True, exclude={"provider"}))
+    return provider.factory(own)
+
+
+def make_chain(plugins: Plugins, kind: str, chain: list[Any], *, vad: Any = None) -> Any:
+    """One provider, or livekit's FallbackAdapter over a list of them."""
+    made = [make_provider(plugins, kind, options) for options in chain]
+    if len(made) == 1:
+        return made[0]
+    from livekit.agents import llm, stt, tts
+
+    if kind == "llm":
+        return llm.FallbackAdapter(made)
+    if kind == "stt":
+        return stt.FallbackAdapter(made, vad=vad)
+    return tts.FallbackAdapter(made)
+
+
+@dataclass
+class Models:
+    """The livekit objects one agent mode needs."""
+
+    mode: str  # "realtime" or "pipeline"
+    llm: Any
+    stt: Any = None
+    tts: Any = None
+    vad: Any = None
+    turn_detection: Any = None
+
+
+def build_models(plugins: Plugins, loaded: LoadedSpec, mode: str, *, text_only: bool = False) -> Models:
+    spec: Any = loaded.spec
+    if mode == "realtime":
+        options = spec.realtime
+        if text_only and "modalities" in type(options).model_fields:
+            options = options.model_copy(update={"modalities": ["text"]})
+        if spec.pipeline is not None and getattr(options, "max_retry", 1) == 0:
+            # a first failure must surface as a recoverable error for the
+            # pipeline fallback to take over cleanly
+            options = options.model_copy(update={"max_retry": 1})
+        return Models("realtime", make_provider(plugins, "realtime", options))
+    pipeline = spec.pipeline
+    if text_only or pipeline.text_only:
+        return Models("pipeline", make_chain(plugins, "llm", pipeline.llm))
+    vad = make_provider(plugins, "vad", pipeline.vad) if pipeline.vad is not None else None
+    return Models(
+        "pipeline",
+        llm=make_chain(plugins, "llm", pipeline.llm),
+        stt=make_chain(plugins, "stt", pipeline.stt, vad=vad),
+        tts=make_chain(plugins, "tts", pipeline.tts),
+        vad=vad,
+        turn_detection=_turn_detection(pipeline.turn_detection),
+    )
+
+
+def _turn_detection(value: str | None) -> Any:
+    if value is None:
+        return None
+    if value == "model":
+        from livekit.agents.inference import TurnDetector
+
+        return TurnDetector()
+    return value
+
+
+def build_agent(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ctx: Any = None) -> Any:
+    from livekit.agents import NOT_GIVEN, Agent
+
+    kwargs: dict[str, Any] = {
+        "instructions": loaded.instructions,
+        "tools": tools,
+        "llm": models.llm,
+        "stt": models.stt if models.stt is not None else NOT_GIVEN,
+        "tts": models.tts if models.tts is not None else NOT_GIVEN,
+        "vad": models.vad if models.vad is not None else NOT_GIVEN,
+    }
+    if models.turn_detection is not None:
+        kwargs["turn_handling"] = {"turn_detection": models.turn_detection}
+    if chat_ctx is not None:
+        kwargs["chat_ctx"] = chat_ctx
+    return Agent(**kwargs)
+
+
+def _runtime_session_class() -> type:
+    from livekit.agents import AgentSession
+    from livekit.agents.llm import RealtimeModelError
+
+    class RuntimeSession(AgentSession):  # type: ignore[misc]
+        """An AgentSession that hands realtime failures to a fallback instead of
+        closing (livekit closes a session on an unrecoverable realtime error)."""
+
+        realtime_fallback: Callable[[Any], None] | None = None
+
+        def _on_error(self, error: Any) -> None:
+            handler = self.realtime_fallback
+            if isinstance(error, RealtimeModelError) and handler is not None:
+                self.realtime_fallback = None
+                handler(error)
+                return
+            super()._on_error(error)
+
+    return RuntimeSession
+
+
+@dataclass
+class SessionRunner:
+    """One conversation with one agent: connects its MCP servers, builds the agent,
+    starts the livekit session, and switches realtime -> pipeline when needed."""
+
+    loaded: LoadedSpec
+    plugins: Plugins
+    text_only: bool = False
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    listeners: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
+    connections: dict[str, McpConnection] = field(default_factory=dict)
+    session: Any = None
+    mode: str = ""
+    tools: list[Any] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.loaded.name
+
+    def _emit(self, event: str, data: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            listener(event, data)
+
+    async def connect_mcp(self) -> None:
+        spec = self.loaded.spec
+        self.connections = {
+            name: McpConnection(name, server, base_dir=self.loaded.path.parent)
+            for name, server in spec.mcp_servers.items()
+        }
+        results = await asyncio.gather(*(c.connect() for c in self.connections.values()), return_exceptions=True)
+        for conn, result in zip(self.connections.values(), results):
+            if isinstance(result, McpUnavailable):
+                if conn.server.required:
+                    raise SessionRefused(f"required MCP server {conn.name} is unavailable: {result}")
+                log.warning("agent %s: MCP server %s is unavailable, starting without its tools: %s",
+                            self.name, conn.name, result)
+                self._emit("warning", {"message": f"MCP server {conn.name} unavailable: {result}"})
+            elif isinstance(result, BaseException):
+                raise result
+
+    def build_tools(self, recorder: CallRecorder) -> list[Any]:
+        tools: list[Any] = []
+        for tool_name in self.loaded.spec.tools:
+            tools.extend(plugin_tools(self.plugins.registry.tools[tool_name], recorder))
+        tools.extend(mcp_tools(self.connections, recorder))
+        return tools
+
+    async def start(self, *, room: Any = None) -> Any:
+        try:
+            return await self._start(room)
+        except BaseException:
+            await self.aclose()  # no MCP child process outlives a failed start
+            raise
+
+    async def _start(self, room: Any) -> Any:
+        spec: Any = self.loaded.spec
+        await self.connect_mcp()
+        recorder = CallRecorder(self.name, self.session_id, self.plugins, self.listeners)
+        self.tools = self.build_tools(recorder)
+        self.mode = "realtime" if spec.realtime is not None else "pipeline"
+        models = build_models(self.plugins, self.loaded, self.mode, text_only=self.text_only)
+        agent = build_agent(self.loaded, models, self.tools, chat_ctx=self._greeting_ctx())
+        session_kwargs: dict[str, Any] = {}
+        if self.text_only:
+            session_kwargs = {"vad": None, "turn_handling": {"turn_detection": None}}
+        self.session = _runtime_session_class()(**session_kwargs)
+        if self.mode == "realtime" and spec.pipeline is not None:
+            self.session.realtime_fallback = self._fall_back_to_pipeline
+        self.session.on("close", self._on_close)
+        await self.session.start(agent, **({"room": room} if room is not None else {}))
+        self.plugins.hook.voice_runtime_session_started(agent=self.name, session_id=self.session_id,
+                                                         spec=self.loaded.spec, mode=self.mode)
+        if spec.greeting and not self.text_only:
+            self._greet(spec.greeting)
+        return self.session
+
+    def _greeting_ctx(self) -> Any:
+        """In text mode the greeting is shown, not spoken: put it in the history so
+        the model knows it was said."""
+        greeting = self.loaded.spec.greeting
+        if not (self.text_only and greeting):
+            return None
+        from livekit.agents import ChatContext
+
+        ctx = ChatContext.empty()
+        ctx.add_message(role="assistant", content=greeting)
+        return ctx
+
+    def _greet(self, greeting: str) -> None:
+        if self.mode == "pipeline":
+            self.session.say(greeting)
+        else:
+            self.session.generate_reply(instructions=f"Greet the caller with exactly: {greeting}")
+
+    def _fall_back_to_pipeline(self, error: Any) -> None:
+        reason = f"{type(error.error).__name__}: {error.error}" if getattr(error, "error", None) else str(error)
+        log.warning("agent %s session %s: realtime model failed (%s); switching to the pipeline",
+                    self.name, self.session_id, reason)
+        session = self.session
+        activity = getattr(session, "_activity", None)
+        rt_session = getattr(activity, "realtime_llm_session", None)
+        if rt_session is not None:
+            # After a fatal error livekit's RealtimeSession.aclose() re-raises the
+            # connection error, which would abort the agent swap: close it quietly.
+            original = rt_session.aclose
+
+            async def quiet_aclose() -> None:
+                try:
+                    await original()
+                except Exception as exc:  # noqa: BLE001 - already reported above
+                    log.debug("realtime session closed with %s", exc)
+
+            rt_session.aclose = quiet_aclose
+        models = build_models(self.plugins, self.loaded, "pipeline", text_only=self.text_only)
+        chat_ctx = session.current_agent.chat_ctx.copy()
+        session.update_agent(build_agent(self.loaded, models, self.tools, chat_ctx=chat_ctx))
+        self.mode = "pipeline"
+        self._emit("fallback", {"from": "realtime", "to": "pipeline", "reason": reason})
+        self.plugins.hook.voice_runtime_session_fallback(agent=self.name, session_id=self.session_id,
+                                                          from_mode="realtime", to_mode="pipeline", reason=reason)
+
+    def _on_close(self, event: Any) -> None:
+        reason = str(getattr(getattr(event, "reason", None), "value", getattr(event, "reason", "")))
+        self.plugins.hook.voice_runtime_session_ended(agent=self.name, session_id=self.session_id, reason=reason)
+
+    async def aclose(self) -> None:
+        if self.session is not None:
+            session, self.session = self.session, None
+            try:
+                await session.aclose()
+            except Exception:  # noqa: BLE001 - closing must not fail the caller
+                log.debug("session close raised", exc_info=True)
+        await asyncio.gather(*(c.aclose() for c in self.connections.values()), return_exceptions=True)

@@ -1,0 +1,298 @@
+"""One MCP server connection: connect within a deadline, call with a timeout,
+notice when it died and reconnect with jittered backoff.
+
+The mcp SDK's transports are anyio context managers that must be entered and
+exited by the same task, so each connection has an owner task that holds them
+open until ``aclose()``; calls come from any task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mcp import ClientSession
+    from mcp.types import CallToolResult, Tool
+
+    from ..spec.models import HttpServer, StdioServer
+
+log = logging.getLogger("voice_runtime.mcp")
+
+# What a stdio server inherits besides the spec's `env:` (the mcp SDK adds PATH,
+# HOME, USER, SHELL, TERM, LOGNAME). Never the runtime's whole environment: it
+# holds API keys.
+_LOCALE_VARS = ("LANG", "LC_ALL", "TZ")
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+
+
+class McpUnavailable(Exception):
+    """The server cannot be used right now; the message says why, for humans."""
+
+
+@dataclass
+class ServerHealth:
+    name: str
+    transport: str
+    state: str  # "idle", "connecting", "up", "down", "closed"
+    error: str | None
+    tools: list[str]
+    handshake_ms: float | None
+    protocol_version: str | None
+    reconnects: int
+
+
+class McpConnection:
+    def __init__(self, name: str, server: StdioServer | HttpServer, *, base_dir: Path | None = None) -> None:
+        self.name = name
+        self.server = server
+        self.base_dir = base_dir or Path.cwd()
+        self.state = "idle"
+        self.error: str | None = None
+        self.tools: list[Tool] = []
+        self.handshake_ms: float | None = None
+        self.protocol_version: str | None = None
+        self.reconnects = 0
+        self._session: ClientSession | None = None
+        self._owner: asyncio.Task[None] | None = None
+        self._closing: asyncio.Event | None = None
+        self._lock = asyncio.Lock()
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._backoff = BACKOFF_START
+        self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") if self.is_stdio else None
+
+    @property
+    def is_stdio(self) -> bool:
+        return hasattr(self.server, "command")
+
+    @property
+    def transport(self) -> str:
+        return "stdio" if self.is_stdio else self.server.resolved_transport  # type: ignore[union-attr]
+
+    def health(self) -> ServerHealth:
+        return ServerHealth(
+            self.name, self.transport, self.state, self.error, [t.name for t in self.tools],
+            self.handshake_ms, self.protocol_version, self.reconnects,
+        )
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect and list tools within ``connect_timeout``; raise McpUnavailable."""
+        async with self._lock:
+            await self._stop_owner()
+            self.state = "connecting"
+            loop = asyncio.get_running_loop()
+            ready: asyncio.Future[None] = loop.create_future()
+            self._closing = asyncio.Event()
+            started = time.perf_counter()
+            self._owner = asyncio.create_task(self._own(ready, self._closing), name=f"mcp-{self.name}")
+            try:
+                await asyncio.wait_for(asyncio.shield(ready), timeout=self.server.connect_timeout)
+            except asyncio.TimeoutError:
+                await self._stop_owner()
+                raise self._down(f"no answer within connect_timeout ({self.server.connect_timeout:g}s)") from None
+            except Exception as exc:
+                await self._stop_owner()
+                raise self._down(_describe(exc, self._stderr_tail())) from None
+            self.handshake_ms = (time.perf_counter() - started) * 1000
+            self.state, self.error = "up", None
+            self._backoff = BACKOFF_START
+
+    async def aclose(self) -> None:
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reconnect_task
+        async with self._lock:
+            await self._stop_owner()
+        self.state = "closed"
+        if self._stderr is not None:
+            self._stderr.close()
+
+    async def _own(self, ready: asyncio.Future[None], closing: asyncio.Event) -> None:
+        from mcp import ClientSession
+
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                read, write = await stack.enter_async_context(self._transport())
+                session = await stack.enter_async_context(ClientSession(read, write))
+                init = await session.initialize()
+                self.protocol_version = str(getattr(init, "protocol_version", "") or "") or None
+                self.tools = await _list_all_tools(session)
+                self._session = session
+                ready.set_result(None)
+                await closing.wait()
+        except BaseException as exc:  # noqa: BLE001 - reported to whoever waits
+            if not ready.done():
+                ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+            elif not closing.is_set() and not isinstance(exc, asyncio.CancelledError):
+                self._lost(_describe(exc, self._stderr_tail()))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            self._session = None
+
+    async def _stop_owner(self) -> None:
+        owner, self._owner = self._owner, None
+        self._session = None
+        if owner is None:
+            return
+        if self._closing is not None:
+            self._closing.set()
+        try:
+            # stdio: the SDK closes stdin, then terminates the process; give it time
+            await asyncio.wait_for(asyncio.shield(owner), timeout=5)
+        except BaseException:  # noqa: BLE001 - a dying transport may raise anything here
+            owner.cancel()
+            with contextlib.suppress(BaseException):
+                await owner
+
+    def _transport(self) -> Any:
+        server: Any = self.server
+        if self.is_stdio:
+            from mcp import StdioServerParameters, stdio_client
+
+            env = {k: os.environ[k] for k in _LOCALE_VARS if k in os.environ} | dict(server.env)
+            command = server.command
+            if os.sep in command and not os.path.isabs(command):
+                command = str((self.base_dir / command).resolve())
+            cwd = str((self.base_dir / server.cwd).resolve()) if server.cwd else None
+            params = StdioServerParameters(command=command, args=list(server.args), env=env, cwd=cwd)
+            return stdio_client(params, errlog=self._stderr)
+        if server.resolved_transport == "sse":
+            from mcp.client.sse import sse_client
+
+            return sse_client(server.url, headers=dict(server.headers), timeout=server.connect_timeout)
+        import httpx2
+        from mcp.client.streamable_http import streamable_http_client
+
+        client = httpx2.AsyncClient(
+            headers=dict(server.headers), timeout=httpx2.Timeout(server.connect_timeout, read=server.timeout + 5)
+        )
+        return _closing_client(client, streamable_http_client(server.url, http_client=client))
+
+    # -- calls ----------------------------------------------------------------
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> CallToolResult:
+        """Call a tool. Raises McpUnavailable (down, or died during the call) or
+        asyncio.TimeoutError (no answer within the server's ``timeout``)."""
+        session = self._session
+        if session is None or self.state != "up":
+            self._schedule_reconnect()
+            raise McpUnavailable(self.error or "not connected")
+        try:
+            return await asyncio.wait_for(session.call_tool(tool, arguments), timeout=self.server.timeout)
+        except asyncio.TimeoutError:
+            raise
+        except Exception as exc:
+            if _is_connection_error(exc) or self._session is not session or self._owner is None or self._owner.done():
+                self._lost(_describe(exc, self._stderr_tail()))
+                raise McpUnavailable(self.error or "connection lost") from None
+            raise
+
+    def _lost(self, reason: str) -> None:
+        if self.state == "closed":
+            return
+        if self.state == "up":
+            log.warning("MCP server %s went down: %s; reconnecting", self.name, reason)
+        self._down(reason)
+        self._schedule_reconnect()
+
+    def _down(self, reason: str) -> McpUnavailable:
+        self.state, self.error = "down", reason
+        self._session = None
+        return McpUnavailable(reason)
+
+    def _schedule_reconnect(self) -> None:
+        if self.state == "closed" or (self._reconnect_task is not None and not self._reconnect_task.done()):
+            return
+        try:
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect_loop())
+        except RuntimeError:  # no running loop (closing)
+            pass
+
+    async def _reconnect_loop(self) -> None:
+        while self.state not in ("up", "closed"):
+            delay = self._backoff * random.uniform(0.8, 1.2)  # jitter: crash-looping servers are not hammered in step
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+            await asyncio.sleep(delay)
+            try:
+                await self.connect()
+            except McpUnavailable as exc:
+                log.info("MCP server %s still down: %s (next try in ~%.1fs)", self.name, exc, self._backoff)
+                continue
+            self.reconnects += 1
+            log.info("MCP server %s reconnected; %d tools", self.name, len(self.tools))
+
+    def _stderr_tail(self) -> str:
+        if self._stderr is None or self._stderr.closed:
+            return ""
+        try:
+            self._stderr.flush()
+            size = self._stderr.seek(0, os.SEEK_END)
+            self._stderr.seek(max(0, size - 2000))
+            lines = [line for line in self._stderr.read().splitlines() if line.strip()]
+            self._stderr.seek(0, os.SEEK_END)
+        except (OSError, ValueError):
+            return ""
+        return lines[-1][:300] if lines else ""
+
+
+@contextlib.asynccontextmanager
+async def _closing_client(client: Any, transport: Any) -> Any:
+    async with client:
+        async with transport as streams:
+            yield streams[0], streams[1]
+
+
+async def _list_all_tools(session: ClientSession) -> list[Tool]:
+    tools: list[Tool] = []
+    cursor = None
+    for _ in range(100):  # a server that pages forever does not hang us
+        result = await session.list_tools(cursor=cursor) if cursor else await session.list_tools()
+        tools.extend(result.tools)
+        cursor = getattr(result, "next_cursor", None)
+        if not cursor:
+            break
+    return tools
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import anyio
+
+    leaf = _leaf(exc)
+    if isinstance(leaf, (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, ConnectionError, EOFError)):
+        return True
+    text = str(leaf).lower()
+    return any(s in text for s in ("connection closed", "session terminated", "not found", "404"))
+
+
+def _describe(exc: BaseException, stderr_tail: str = "") -> str:
+    leaf = _leaf(exc)
+    text = str(leaf).strip().splitlines()[0] if str(leaf).strip() else ""
+    kind = type(leaf).__name__
+    if isinstance(leaf, FileNotFoundError):
+        message = f"command not found: {leaf.filename or text}"
+    elif isinstance(leaf, ConnectionError) or "connect" in kind.lower():
+        message = f"cannot connect: {text or kind}"
+    else:
+        message = f"{kind}: {text}" if text else kind
+    if stderr_tail:
+        message += f" (server stderr: {stderr_tail})"
+    return message

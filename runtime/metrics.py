@@ -1,0 +1,27 @@
+"""Prometheus metrics of voice-runtime (served on /metrics by `serve`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Histogram
+
+if TYPE_CHECKING:
+    from .tool_calls import ToolCallRecord
+
+TOOL_CALLS = Counter(
+    "voice_runtime_tool_calls",
+    "Tool calls by agent, server, tool and outcome (ok, error, timeout, unavailable, cancelled).",
+    ["agent", "server", "tool", "outcome"],
+)
+TOOL_CALL_SECONDS = Histogram(
+    "voice_runtime_tool_call_seconds",
+    "Tool call latency, from the model's request to the result.",
+    ["agent", "server", "tool"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+def observe_tool_call(record: ToolCallRecord) -> None:
+    TOOL_CALLS.labels(record.agent, record.server, record.tool, record.outcome).inc()
+    TOOL_CALL_SECONDS.labels(record.agent, record.server, record.tool).observe(record.latency_ms / 1000)
