@@ -127,12 +127,15 @@ def _runtime_session_class() -> type:
         closing (livekit closes a session on an unrecoverable realtime error)."""
 
         realtime_fallback: Callable[[Any], None] | None = None
+        _fell_back = False
 
         def _on_error(self, error: Any) -> None:
-            handler = self.realtime_fallback
-            if isinstance(error, RealtimeModelError) and handler is not None:
-                self.realtime_fallback = None
-                handler(error)
+            if isinstance(error, RealtimeModelError) and self.realtime_fallback is not None:
+                if not self._fell_back:
+                    self._fell_back = True
+                    self.realtime_fallback(error)
+                # later errors come from the realtime model being replaced (its
+                # retries give up after the switch); they must not close the session
                 return
             super()._on_error(error)
 
@@ -153,6 +156,8 @@ class SessionRunner:
     session: Any = None
     mode: str = ""
     tools: list[Any] = field(default_factory=list)
+    switched: asyncio.Event = field(default_factory=asyncio.Event)  # set once on realtime -> pipeline
+    _models: list[Models] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -200,6 +205,7 @@ class SessionRunner:
         self.tools = self.build_tools(recorder)
         self.mode = "realtime" if spec.realtime is not None else "pipeline"
         models = build_models(self.plugins, self.loaded, self.mode, text_only=self.text_only)
+        self._models.append(models)
         agent = build_agent(self.loaded, models, self.tools, chat_ctx=self._greeting_ctx())
         session_kwargs: dict[str, Any] = {}
         if self.text_only:
@@ -214,6 +220,31 @@ class SessionRunner:
         if spec.greeting and not self.text_only:
             self._greet(spec.greeting)
         return self.session
+
+    async def run_turn(self, text: str) -> Any:
+        """One text turn (``session.run``). If the realtime model fails during the
+        turn, the turn is asked again of the pipeline once it has taken over."""
+        run = asyncio.ensure_future(self.session.run(user_input=text))
+        if self.switched.is_set() or self.session.realtime_fallback is None:
+            return await run
+        switch = asyncio.ensure_future(self.switched.wait())
+        done, _ = await asyncio.wait({run, switch}, return_when=asyncio.FIRST_COMPLETED)
+        if run in done:
+            switch.cancel()
+            return run.result()
+        run.cancel()
+        await self._pipeline_active()
+        return await self.session.run(user_input=text)
+
+    async def _pipeline_active(self, timeout: float = 15.0) -> None:
+        # livekit swaps activities in a background task and has no public signal
+        # for "the new agent is live"; its activity's agent is the tell
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            activity = getattr(self.session, "_activity", None)
+            if activity is not None and activity.agent is self.session.current_agent:
+                return
+            await asyncio.sleep(0.05)
 
     def _greeting_ctx(self) -> Any:
         """In text mode the greeting is shown, not spoken: put it in the history so
@@ -253,9 +284,17 @@ class SessionRunner:
 
             rt_session.aclose = quiet_aclose
         models = build_models(self.plugins, self.loaded, "pipeline", text_only=self.text_only)
+        self._models.append(models)
         chat_ctx = session.current_agent.chat_ctx.copy()
+        try:
+            # a reply the realtime model was generating will never come: cancel it
+            # so the old activity drains now instead of after livekit's 10 s timeout
+            session.interrupt(force=True)
+        except Exception:  # noqa: BLE001 - nothing to interrupt
+            pass
         session.update_agent(build_agent(self.loaded, models, self.tools, chat_ctx=chat_ctx))
         self.mode = "pipeline"
+        self.switched.set()
         self._emit("fallback", {"from": "realtime", "to": "pipeline", "reason": reason})
         self.plugins.hook.voice_runtime_session_fallback(agent=self.name, session_id=self.session_id,
                                                           from_mode="realtime", to_mode="pipeline", reason=reason)
@@ -272,3 +311,12 @@ class SessionRunner:
             except Exception:  # noqa: BLE001 - closing must not fail the caller
                 log.debug("session close raised", exc_info=True)
         await asyncio.gather(*(c.aclose() for c in self.connections.values()), return_exceptions=True)
+        for models in self._models:
+            for model in (models.llm, models.stt, models.tts):
+                close = getattr(model, "aclose", None)
+                if close is not None:
+                    try:
+                        await close()
+                    except Exception:  # noqa: BLE001
+                        log.debug("closing %r raised", model, exc_info=True)
+        self._models.clear()

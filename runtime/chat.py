@@ -77,7 +77,7 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
 
     runner.listeners.append(printer)
     try:
-        session = await runner.start()
+        await runner.start()
     except SessionRefused as exc:
         printer.error(str(exc))
         return 1
@@ -91,7 +91,7 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
         async for line in _lines(stdin, "you> " if interactive else None):
             printer.user(line)
             try:
-                result = await session.run(user_input=line)
+                result = await runner.run_turn(line)
             except Exception as exc:  # the conversation goes on after a failed turn
                 printer.error(f"{type(exc).__name__}: {exc}")
                 continue
