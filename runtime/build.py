@@ -224,6 +224,8 @@ class SessionRunner:
     async def run_turn(self, text: str) -> Any:
         """One text turn (``session.run``). If the realtime model fails during the
         turn, the turn is asked again of the pipeline once it has taken over."""
+        if self.switched.is_set():
+            await self._pipeline_active()
         run = asyncio.ensure_future(self.session.run(user_input=text))
         if self.switched.is_set() or self.session.realtime_fallback is None:
             return await run
