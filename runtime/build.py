@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .mcp.connection import McpConnection, McpUnavailable
 from .mcp.toolset import mcp_tools, plugin_tools
+from .plugins import notify
 from .tool_calls import CallRecorder
 
 if TYPE_CHECKING:
@@ -29,6 +30,22 @@ log = logging.getLogger("voice_runtime.build")
 
 class SessionRefused(Exception):
     """A session cannot start (a ``required`` MCP server is down); says why."""
+
+
+def import_livekit_plugins() -> None:
+    """Import every installed ``livekit.plugins.*`` package. livekit requires
+    plugins to register on the main thread, and console/serve build agents in
+    job threads or processes; livekit's own ``download-files`` does the same."""
+    import importlib
+    import pkgutil
+
+    import livekit.plugins
+
+    for module in pkgutil.iter_modules(livekit.plugins.__path__):
+        try:
+            importlib.import_module(f"livekit.plugins.{module.name}")
+        except Exception as exc:  # noqa: BLE001 - a broken optional plugin is not ours to fail on
+            log.warning("livekit plugin %s failed to import: %s", module.name, exc)
 
 
 def make_provider(plugins: Plugins, kind: str, options: Any) -> Any:
@@ -215,8 +232,8 @@ class SessionRunner:
             self.session.realtime_fallback = self._fall_back_to_pipeline
         self.session.on("close", self._on_close)
         await self.session.start(agent, **({"room": room} if room is not None else {}))
-        self.plugins.hook.voice_runtime_session_started(agent=self.name, session_id=self.session_id,
-                                                         spec=self.loaded.spec, mode=self.mode)
+        notify(self.plugins, "voice_runtime_session_started", agent=self.name, session_id=self.session_id,
+               spec=self.loaded.spec, mode=self.mode)
         if spec.greeting and not self.text_only:
             self._greet(spec.greeting)
         return self.session
@@ -298,12 +315,12 @@ class SessionRunner:
         self.mode = "pipeline"
         self.switched.set()
         self._emit("fallback", {"from": "realtime", "to": "pipeline", "reason": reason})
-        self.plugins.hook.voice_runtime_session_fallback(agent=self.name, session_id=self.session_id,
-                                                          from_mode="realtime", to_mode="pipeline", reason=reason)
+        notify(self.plugins, "voice_runtime_session_fallback", agent=self.name, session_id=self.session_id,
+               from_mode="realtime", to_mode="pipeline", reason=reason)
 
     def _on_close(self, event: Any) -> None:
         reason = str(getattr(getattr(event, "reason", None), "value", getattr(event, "reason", "")))
-        self.plugins.hook.voice_runtime_session_ended(agent=self.name, session_id=self.session_id, reason=reason)
+        notify(self.plugins, "voice_runtime_session_ended", agent=self.name, session_id=self.session_id, reason=reason)
 
     async def aclose(self) -> None:
         if self.session is not None:

@@ -30,7 +30,8 @@ def run_check(folder: Path, plugins: Plugins) -> CheckReport:
     report = CheckReport(folder)
     # A broken plugin fails the check: a spec may depend on what it would register.
     report.errors.extend(plugins.errors)
-    report.errors.extend(SpecError(p.plugin, message=p.message) for p in plugins.registry.problems)
+    sources = {info.name: info.source for info in plugins.loaded}
+    report.errors.extend(SpecError(sources.get(p.plugin, p.plugin), message=str(p)) for p in plugins.registry.problems)
     result = load_folder(folder, plugins)
     report.specs = result.specs
     report.errors.extend(result.errors)

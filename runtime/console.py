@@ -34,6 +34,9 @@ def run_console(loaded: LoadedSpec, plugins: Plugins, *, text: bool) -> int:
         return 1
     from livekit.agents import AgentServer, cli
 
+    from .build import import_livekit_plugins
+
+    import_livekit_plugins()
     _CHOSEN.update(loaded=loaded, plugins=plugins, text=text)
     server = AgentServer()
     server.rtc_session(_entrypoint, agent_name=loaded.name)

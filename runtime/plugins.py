@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
 import importlib.util
 import os
 import sys
@@ -16,12 +17,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
 from . import hookspecs
 from .registry import Registry, build_registry
 from .spec.errors import SpecError
+
+log = logging.getLogger("voice_runtime.plugins")
 
 PROJECT = "voice_runtime"
 BUILTINS = ("openai", "deepgram", "cartesia", "silero")
@@ -53,6 +57,16 @@ class Plugins:
         return self.pm.hook
 
 
+def notify(plugins: Plugins, hook_name: str, **kwargs: Any) -> None:
+    """Call every implementation of a notification hook, each on its own: one
+    plugin that raises is logged and the others still hear about the event."""
+    for impl in getattr(plugins.pm.hook, hook_name).get_hookimpls():
+        try:
+            impl.function(**{k: kwargs[k] for k in impl.argnames})
+        except Exception:
+            log.exception("plugin %s raised in %s", impl.plugin_name, hook_name)
+
+
 def disabled_names() -> set[str]:
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
@@ -75,8 +89,11 @@ def make_plugin_manager(
             return
         try:
             pm.register(obj, name=info.name)
-        except ValueError as exc:  # name clash or a hookimpl with no matching hookspec
-            plugins.errors.append(SpecError(info.source, message=f"plugin {info.name!r} not registered: {exc}"))
+        except (ValueError, pluggy.PluginValidationError) as exc:  # name clash, hookimpl not matching its hookspec
+            if pm.is_registered(obj):  # pluggy keeps the hookimpls it added before the bad one
+                pm.unregister(obj)
+            reason = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            plugins.errors.append(SpecError(info.source, message=f"plugin {info.name!r} not registered: {reason}"))
             return
         plugins.loaded.append(info)
 
@@ -146,7 +163,7 @@ def _module_from_path(path: Path) -> ModuleType | SpecError:
         _restore(name, previous)
         line = 1
         for frame in traceback.extract_tb(exc.__traceback__):
-            if Path(frame.filename) == path:
+            if Path(frame.filename).resolve() == path.resolve():
                 line = frame.lineno or 1
         return SpecError(str(path), line, 1, message=f"plugin failed to import: {_one_line(exc)}")
     return module

@@ -11,9 +11,17 @@ if TYPE_CHECKING:
     from .spec.loader import LoadedSpec
 
 
-def _provider_label(options: Any) -> str:
-    model = getattr(options, "model", None)
-    return f"{options.provider}/{model}" if model else options.provider
+def _provider_label(loaded: LoadedSpec, keys: list[str], options: Any) -> str:
+    """``provider/model``, showing the ``${VAR}`` text of a value that came from one."""
+
+    def shown(field: str, value: Any) -> Any:
+        for key in keys:
+            if f"{key}.{field}" in loaded.templates:
+                return loaded.templates[f"{key}.{field}"]
+        return value
+
+    provider, model = shown("provider", options.provider), shown("model", getattr(options, "model", None))
+    return f"{provider}/{model}" if model else provider
 
 
 def providers(loaded: LoadedSpec) -> dict[str, str]:
@@ -21,7 +29,7 @@ def providers(loaded: LoadedSpec) -> dict[str, str]:
     spec: Any = loaded.spec
     out: dict[str, str] = {}
     if spec.realtime is not None:
-        out["realtime"] = _provider_label(spec.realtime)
+        out["realtime"] = _provider_label(loaded, ["realtime"], spec.realtime)
     pipeline = spec.pipeline
     if pipeline is not None:
         for kind in ("stt", "llm", "tts", "vad"):
@@ -29,7 +37,11 @@ def providers(loaded: LoadedSpec) -> dict[str, str]:
             if value is None:
                 continue
             chain = value if isinstance(value, list) else [value]
-            out[kind] = " > ".join(_provider_label(v) for v in chain)
+            # a single mapping in the file is pipeline.<kind>; a list is pipeline.<kind>[i]
+            out[kind] = " > ".join(
+                _provider_label(loaded, [f"pipeline.{kind}[{i}]", *([f"pipeline.{kind}"] if i == 0 else [])], v)
+                for i, v in enumerate(chain)
+            )
     return out
 
 

@@ -73,11 +73,10 @@ class CallRecorder:
         from .metrics import observe_tool_call
 
         observe_tool_call(record)
-        if self.plugins is not None:
-            try:
-                self.plugins.hook.voice_runtime_tool_called(record=record)
-            except Exception:  # an exporter's bug must not fail the call
-                log.exception("a voice_runtime_tool_called hook raised")
+        if self.plugins is not None:  # an exporter's bug must not fail the call
+            from .plugins import notify
+
+            notify(self.plugins, "voice_runtime_tool_called", record=record)
         for listener in self.listeners:
             listener("tool_result", {"tool": exposed_name, "outcome": outcome, "result": result,
                                      "latency_ms": record.latency_ms, "server": server})

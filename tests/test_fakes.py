@@ -29,8 +29,8 @@ from livekit.agents import (
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.plugins import openai
 
-from tests.fakes.openai_chat import FakeOpenAI, error, text, tool_call, tool_calls
-from tests.fakes.openai_realtime import FakeRealtime
+from fakes.openai_chat import FakeOpenAI, error, text, tool_call, tool_calls
+from fakes.openai_realtime import FakeRealtime
 
 # Small retry budgets keep every failure path well under a second.
 FAST_RETRY = APIConnectOptions(max_retry=1, retry_interval=0.1, timeout=5.0)

@@ -19,14 +19,15 @@ class ProviderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     def constructor_kwargs(self, *, rename: dict[str, str] | None = None) -> dict[str, Any]:
-        """The options the user set, as keyword arguments for the livekit constructor.
+        """The options as keyword arguments for the livekit constructor.
 
-        Unset options are left out so livekit's own defaults apply, and secrets are
-        unwrapped only here, at the last moment.
+        Options that are None are left out so livekit's own defaults apply; every
+        other value, defaults included, is passed, so what runs is what `check`
+        reports. Secrets are unwrapped only here, at the last moment.
         """
         rename = rename or {}
         out: dict[str, Any] = {}
-        for key in self.model_fields_set:
+        for key in type(self).model_fields:
             value = getattr(self, key)
             if value is None:
                 continue

@@ -133,12 +133,15 @@ class SpecLoader:
             return [text]
         if not text.strip():
             return [SpecError(file, message="file is empty; a spec is a mapping that starts with `apiVersion: voice-runtime/v1`")]
-        if _flow_depth_exceeds(text, MAX_FLOW_BRACKETS):
+        deep_at = _flow_too_deep(text, MAX_FLOW_BRACKETS)
+        if deep_at is not None:
             # ruamel's scanner is quadratic in flow nesting: refuse before parsing
-            return [SpecError(file, message=f"nesting is too deep (more than {MAX_DEPTH} levels are not allowed)")]
+            return [SpecError(file, *_offset_loc(text, deep_at), message=f"nesting is too deep (more than {MAX_DEPTH} levels are not allowed)")]
         doc = self._parse(file, text)
         if isinstance(doc, SpecError):
             return [doc]
+        if doc is None:
+            return [SpecError(file, message="file has only comments; a spec is a mapping that starts with `apiVersion: voice-runtime/v1`")]
         if not hasattr(doc, "lc") or not isinstance(doc, dict):
             kind = "a list" if isinstance(doc, list) else f"a single value ({type(doc).__name__})"
             return [SpecError(file, message=f"the top level of a spec must be a mapping of keys, not {kind}")]
@@ -181,7 +184,7 @@ class SpecLoader:
         except YAMLError as exc:
             return SpecError(file, message=f"invalid YAML: {str(exc).splitlines()[0]}")
         except RecursionError:
-            return SpecError(file, message=f"nesting is too deep (more than {MAX_DEPTH} levels are not allowed)")
+            return SpecError(file, *_too_deep_at(self._yaml, text), message=f"nesting is too deep (more than {MAX_DEPTH} levels are not allowed)")
 
     def _finish(self, path: Path, raw: bytes, spec: AgentSpecBase, walker: _Walker) -> LoadedSpec | list[SpecError]:
         file = str(path)
@@ -252,7 +255,9 @@ class SpecLoader:
             )
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
-        return walker.error(path, message[0].lower() + message[1:] if message else kind, value=True)
+        # a problem with a whole mapping or list (a missing key) points at its key, like "required key is missing"
+        at_value = not isinstance(_get(data, path), (dict, list))
+        return walker.error(path, message[0].lower() + message[1:] if message else kind, value=at_value)
 
 
 class _Walker:
@@ -265,6 +270,7 @@ class _Walker:
         self.key_locs: dict[KeyPath, Loc] = {(): (1, 1)}
         self.value_locs: dict[KeyPath, Loc] = {(): (1, 1)}
         self.templates: dict[str, str] = {}
+        self.expanded: dict[KeyPath, tuple[str, str]] = {}  # path -> (value, "${VAR}" text)
         self.errors: list[SpecError] = []
         self.fatal = False  # the tree could not be converted at all
         self._nodes = 0
@@ -275,6 +281,9 @@ class _Walker:
         while probe not in locs and probe:  # keys a plugin added have no position: use the parent
             probe = probe[:-1]
         line, col = locs.get(probe, (1, 1))
+        value_text, template = self.expanded.get(path, ("", ""))
+        if value_text:  # a message may quote the value: quote the ${VAR} text instead
+            message = message.replace(value_text, template)
         return SpecError(self.file, line, col, format_key_path(shown if shown is not None else path), message)
 
     def convert(self, doc: Any) -> Any:
@@ -348,6 +357,7 @@ class _Walker:
         result = _VAR.sub(sub, text)
         if used:
             self.templates[format_key_path(path)] = text
+            self.expanded[path] = (result, text)
         return result
 
 
@@ -356,18 +366,46 @@ class _TooBig(Exception):
         self.loc, self.message = loc, message
 
 
-def _flow_depth_exceeds(text: str, limit: int) -> bool:
+def _flow_too_deep(text: str, limit: int) -> int | None:
+    """Offset of the bracket that opens level MAX_DEPTH + 1 of a run of flow nesting
+    deeper than ``limit``, or None."""
     if text.count("[") + text.count("{") <= limit:
-        return False
-    depth = 0
+        return None
+    depth, over = 0, 0
     for match in _BRACKETS.finditer(text):
         if match.group() in "[{":
             depth += 1
+            if depth == MAX_DEPTH + 1:
+                over = match.start()
             if depth > limit:
-                return True
+                return over
         elif depth:
             depth -= 1
-    return False
+    return None
+
+
+def _offset_loc(text: str, offset: int) -> Loc:
+    line_start = text.rfind("\n", 0, offset) + 1
+    return (text.count("\n", 0, offset) + 1, offset - line_start + 1)
+
+
+def _too_deep_at(yaml: Any, text: str) -> Loc:
+    """Where nesting first goes past MAX_DEPTH, found from parser events (which,
+    unlike composing, does not recurse)."""
+    from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
+
+    depth = 0
+    try:
+        for event in yaml.parse(text):
+            if isinstance(event, CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH + 1:  # the root mapping is level 0
+                    return (event.start_mark.line + 1, event.start_mark.column + 1)
+            elif isinstance(event, CollectionEndEvent):
+                depth -= 1
+    except Exception:
+        pass
+    return (1, 1)
 
 
 def _pos(lc: Any) -> Loc:

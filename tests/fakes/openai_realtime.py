@@ -130,6 +130,12 @@ class FakeRealtime(_ScriptedServer):
     is empty `script(conversation)` answers, where `conversation` is a copy of the items
     the server holds for that connection (OpenAI item dicts, oldest first).
 
+    Replies: `delay(s, r)` holds the whole response, `response.created` included;
+    `hang()` never answers the `response.create` (the plugin gives up after its fixed
+    10 s generate_reply timeout); `error(...)` sends `response.created`, then
+    `response.done` with status "failed" (a fatal `code`, e.g. "insufficient_quota",
+    makes the plugin end the session).
+
     Faults: `refuse_connections = True` answers websocket upgrades with HTTP 503;
     `await drop_all()` aborts every live socket; `drop_after_responses = N` aborts the
     socket that has just sent the N-th `response.done` (counted over all connections, so
@@ -178,7 +184,8 @@ class FakeRealtime(_ScriptedServer):
     # -- fault injection ---------------------------------------------------------------
 
     async def drop_all(self) -> None:
-        """Abort every live socket (TCP reset, no close frame), as a network failure would."""
+        """Abort every live socket's TCP connection (no close frame), as a network failure
+        would. Callable from any loop, also when the fake runs in a thread."""
         await self._in_server_loop(self._drop_all)
 
     async def broadcast(self, event: dict[str, Any]) -> None:

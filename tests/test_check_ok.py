@@ -1,0 +1,162 @@
+"""`voice-runtime check` on valid input, and the CLI's basic contract (version, usage)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from helpers import REPO, run_cli, run_cli_measured, write
+
+EXAMPLES = REPO / "agents.d"
+EXAMPLE_MODES = {"concierge": "realtime+fallback", "support": "pipeline"}
+VERSION = importlib.metadata.version("voice-runtime")
+NO_ENV_OVERRIDES = {
+    var: None for var in ("CARTESIA_VOICE", "SEARCH_MCP_URL", "SEARCH_TOKEN", "BACKUP_LLM_URL", "SUPPORT_TIMEZONE")
+} | {"VOICE_RUNTIME_DISABLE_PLUGINS": None}
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """The agent table as rows of cells (the header and the `N agents OK` line dropped)."""
+    lines = stdout.splitlines()
+    assert lines[0].split()[:2] == ["AGENT", "MODE"], stdout
+    return [re.split(r"\s{2,}", line) for line in lines[1:-1]]
+
+
+def test_check_of_the_examples_lists_every_example_agent_with_its_mode() -> None:
+    result = run_cli("check", "agents.d/", cwd=REPO, env=NO_ENV_OVERRIDES)
+    assert result.rc == 0, result.output
+    assert "Traceback" not in result.output
+    rows = table_rows(result.stdout)
+    assert {row[0]: row[1] for row in rows} == EXAMPLE_MODES
+    assert {Path(row[-1]).name for row in rows} == {p.name for p in EXAMPLES.glob("*.yaml")}
+    assert result.stdout.splitlines()[-1] == f"{len(EXAMPLE_MODES)} agents OK"
+
+
+def test_check_of_the_examples_as_json_describes_every_agent() -> None:
+    result = run_cli("check", "agents.d", "--format", "json", cwd=REPO, env=NO_ENV_OVERRIDES)
+    assert result.rc == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["ok"] is True
+    assert data["errors"] == []
+    assert {a["name"]: a["mode"] for a in data["agents"]} == EXAMPLE_MODES
+    support = next(a for a in data["agents"] if a["name"] == "support")
+    assert support["tools"] == ["clock.now", "clock.days_until"]
+    assert support["providers"]["llm"] == "openai/gpt-4.1-mini > openai/gpt-4o-mini"
+
+
+def _valid_spec(i: int) -> str:
+    return f"""\
+apiVersion: voice-runtime/v1
+instructions: You are agent number {i}. Be brief.
+greeting: Hello from {i}
+realtime: {{provider: openai, model: gpt-realtime, voice: marin}}
+pipeline:
+  stt: {{provider: deepgram, model: nova-3, language: en}}
+  llm:
+    - {{provider: openai, model: gpt-4.1-mini, temperature: 0.3}}
+    - {{provider: openai, model: gpt-4o-mini}}
+  tts: {{provider: cartesia, model: sonic-2}}
+  vad: {{provider: silero}}
+  turn_detection: vad
+mcp_servers:
+  clock: {{command: mcp-server-time, args: [--local-timezone, UTC]}}
+  search: {{url: "http://127.0.0.1:{8000 + i}/mcp", timeout: 10}}
+"""
+
+
+def test_100_valid_specs_check_in_under_1_second(tmp_path: Path) -> None:
+    for i in range(100):
+        write(tmp_path / "agents" / f"agent{i:03d}.yaml", _valid_spec(i))
+    m = run_cli_measured("check", "agents", cwd=tmp_path)
+    assert m.result.rc == 0, m.result.output
+    assert m.result.stdout.splitlines()[-1] == "100 agents OK"
+    assert len(table_rows(m.result.stdout)) == 100
+    assert m.wall_s < 1.0, f"checking 100 specs took {m.wall_s:.2f} s"
+
+
+NO_LIVEKIT = textwrap.dedent(
+    """
+    import importlib.util, sys
+    from voice_runtime.cli import app
+    rc = app(sys.argv[1:], standalone_mode=False)
+    loaded = sorted(m for m in sys.modules if m.startswith("livekit"))
+    assert not loaded, f"{sys.argv[1]} imported {loaded}"
+    # control: livekit is installed, so not importing it was a choice
+    assert importlib.util.find_spec("livekit.agents") is not None
+    print("rc", rc or 0)  # a command that does not raise typer.Exit returns None
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["check", "agents.d"], ["check", "agents.d", "--format", "json"], ["schema"], ["plugins"]],
+    ids=["check", "check-json", "schema", "plugins"],
+)
+def test_command_never_imports_livekit(args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-c", NO_LIVEKIT, *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "rc 0"
+
+
+def test_import_works_from_another_working_directory(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import voice_runtime; print(voice_runtime.__version__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == VERSION
+
+
+def test_version_option_prints_the_installed_version(tmp_path: Path) -> None:
+    result = run_cli("--version", cwd=tmp_path)
+    assert result.rc == 0
+    assert result.stdout == f"voice-runtime {VERSION}\n"
+
+
+def test_unknown_format_is_a_usage_error_with_exit_2() -> None:
+    result = run_cli("check", "agents.d", "--format", "xml", cwd=REPO)
+    assert result.rc == 2
+    assert "Invalid value for --format: must be text or json" in result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.output
+
+
+def test_no_arguments_prints_help_listing_the_commands_and_exits_2(tmp_path: Path) -> None:
+    # typer's no_args_is_help: click >= 8.2 prints the help to stderr and exits 2
+    result = run_cli(cwd=tmp_path)
+    assert result.rc == 2
+    assert result.output.startswith("Usage: voice-runtime [OPTIONS] COMMAND [ARGS]...")
+    for command in ("check", "schema", "plugins"):
+        assert re.search(rf"^  {command}\s", result.output, re.M), result.output
+    assert "Traceback" not in result.output
+
+
+def test_table_shows_the_variable_text_not_its_value(tmp_path: Path) -> None:
+    """README: values that came from a variable are never printed; reports show ${VAR}."""
+    write(
+        tmp_path / "agents/a.yaml",
+        'apiVersion: voice-runtime/v1\ninstructions: hi\npipeline:\n  text_only: true\n'
+        '  llm: {provider: openai, model: "${LLM_MODEL}"}\n'
+        'mcp_servers:\n  search: {url: "${SEARCH_URL}"}\n',
+    )
+    env = {"LLM_MODEL": "model-canary-789", "SEARCH_URL": "http://user:url-canary-789@127.0.0.1/mcp"}
+    text = run_cli("check", "agents", cwd=tmp_path, env=env)
+    assert text.rc == 0, text.output
+    assert "llm openai/${LLM_MODEL}" in text.stdout
+    assert "canary-789" not in text.output, text.output
+    as_json = run_cli("check", "agents", "--format", "json", cwd=tmp_path, env=env)
+    assert as_json.rc == 0, as_json.output
+    [agent] = json.loads(as_json.stdout)["agents"]
+    assert agent["mcp_servers"]["search"]["target"] == "${SEARCH_URL}"
+    assert agent["providers"]["llm"] == "openai/${LLM_MODEL}"
+    assert "canary-789" not in as_json.output, as_json.output
