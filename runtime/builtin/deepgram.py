@@ -31,7 +31,7 @@ class DeepgramSTTOptions(ProviderOptions):
 def make_stt(options: DeepgramSTTOptions) -> Any:
     from livekit.plugins import deepgram
 
-    return deepgram.STT(**options.constructor_kwargs())
+    return deepgram.STT(**options.constructor_kwargs(rename={"keyterms": "keyterm"}))
 
 
 @hookimpl
