@@ -19,19 +19,13 @@ if TYPE_CHECKING:
     from .plugins import Plugins
     from .spec.loader import LoadedSpec
 
-EXAMPLES = """
+EXAMPLES = """\b
 Examples:
-
-  voice-runtime check agents.d/                 validate every spec, print what will run
-
-  voice-runtime check agents.d/ --format json   the same, for scripts and CI
-
+  voice-runtime check agents.d/                  validate every spec, print what will run
+  voice-runtime check agents.d/ --format json    the same, for scripts and CI
   voice-runtime schema -o agents.d/agent.schema.json
-
-  voice-runtime plugins                         loaded plugins and what they registered
-
+  voice-runtime plugins                          loaded plugins and what they registered
   echo "what time is it?" | voice-runtime chat agents.d/ --agent support
-
   voice-runtime console agents.d/ --agent concierge --text
 """
 
