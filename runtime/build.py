@@ -221,8 +221,7 @@ class SessionRunner:
         recorder = CallRecorder(self.name, self.session_id, self.plugins, self.listeners)
         self.tools = self.build_tools(recorder)
         self.mode = "realtime" if spec.realtime is not None else "pipeline"
-        models = build_models(self.plugins, self.loaded, self.mode, text_only=self.text_only)
-        self._models.append(models)
+        models = self._build_models(self.mode)
         agent = build_agent(self.loaded, models, self.tools, chat_ctx=self._greeting_ctx())
         session_kwargs: dict[str, Any] = {}
         if self.text_only:
@@ -237,6 +236,11 @@ class SessionRunner:
         if spec.greeting and not self.text_only:
             self._greet(spec.greeting)
         return self.session
+
+    def _build_models(self, mode: str) -> Models:
+        models = build_models(self.plugins, self.loaded, mode, text_only=self.text_only)
+        self._models.append(models)  # closed in aclose(): realtime models own an HTTP session
+        return models
 
     async def run_turn(self, text: str) -> Any:
         """One text turn (``session.run``). If the realtime model fails during the
@@ -302,8 +306,7 @@ class SessionRunner:
                     log.debug("realtime session closed with %s", exc)
 
             rt_session.aclose = quiet_aclose
-        models = build_models(self.plugins, self.loaded, "pipeline", text_only=self.text_only)
-        self._models.append(models)
+        models = self._build_models("pipeline")
         chat_ctx = session.current_agent.chat_ctx.copy()
         try:
             # a reply the realtime model was generating will never come: cancel it

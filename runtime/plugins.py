@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import logging
 import importlib.util
+import logging
 import os
 import sys
 import traceback

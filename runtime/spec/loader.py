@@ -28,6 +28,7 @@ MAX_SPEC_BYTES = 1024 * 1024  # a spec is a page of YAML; this stops 10 MB files
 MAX_INSTRUCTIONS_BYTES = 256 * 1024
 MAX_NODES = 20_000  # after alias expansion: stops "billion laughs" documents
 MAX_DEPTH = 64
+_TOO_DEEP = f"nesting is too deep (more than {MAX_DEPTH} levels are not allowed)"
 MAX_FLOW_BRACKETS = 200  # unclosed [ or { before parsing; loose, since brackets in strings count too
 _BRACKETS = re.compile(r"[\[\]{}]")
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -136,7 +137,7 @@ class SpecLoader:
         deep_at = _flow_too_deep(text, MAX_FLOW_BRACKETS)
         if deep_at is not None:
             # ruamel's scanner is quadratic in flow nesting: refuse before parsing
-            return [SpecError(file, *_offset_loc(text, deep_at), message=f"nesting is too deep (more than {MAX_DEPTH} levels are not allowed)")]
+            return [SpecError(file, *_offset_loc(text, deep_at), message=_TOO_DEEP)]
         doc = self._parse(file, text)
         if isinstance(doc, SpecError):
             return [doc]
@@ -184,7 +185,7 @@ class SpecLoader:
         except YAMLError as exc:
             return SpecError(file, message=f"invalid YAML: {str(exc).splitlines()[0]}")
         except RecursionError:
-            return SpecError(file, *_too_deep_at(self._yaml, text), message=f"nesting is too deep (more than {MAX_DEPTH} levels are not allowed)")
+            return SpecError(file, *_too_deep_at(self._yaml, text), message=_TOO_DEEP)
 
     def _finish(self, path: Path, raw: bytes, spec: AgentSpecBase, walker: _Walker) -> LoadedSpec | list[SpecError]:
         file = str(path)
@@ -210,7 +211,8 @@ class SpecLoader:
             errors.append(walker.error(problem[0], problem[1], value=False) if problem[0] else SpecError(file, message=problem[1]))
         if errors:
             return errors
-        return LoadedSpec(path, name, spec, instructions, digest.hexdigest(), walker.templates)
+        templates = {format_key_path(key): template for key, (_, template) in walker.expanded.items()}
+        return LoadedSpec(path, name, spec, instructions, digest.hexdigest(), templates)
 
     def _plugin_problems(self, spec: AgentSpecBase, path: Path) -> list[tuple[KeyPath, str]]:
         out: list[tuple[KeyPath, str]] = []
@@ -269,7 +271,6 @@ class _Walker:
         self.env = env
         self.key_locs: dict[KeyPath, Loc] = {(): (1, 1)}
         self.value_locs: dict[KeyPath, Loc] = {(): (1, 1)}
-        self.templates: dict[str, str] = {}
         self.expanded: dict[KeyPath, tuple[str, str]] = {}  # path -> (value, "${VAR}" text)
         self.errors: list[SpecError] = []
         self.fatal = False  # the tree could not be converted at all
@@ -299,7 +300,7 @@ class _Walker:
         if self._nodes > MAX_NODES:
             raise _TooBig(self.value_locs.get(path, (1, 1)), f"the document expands to more than {MAX_NODES} values (repeated aliases?)")
         if depth > MAX_DEPTH:
-            raise _TooBig(self.value_locs.get(path, (1, 1)), f"nesting is too deep (more than {MAX_DEPTH} levels are not allowed)")
+            raise _TooBig(self.value_locs.get(path, (1, 1)), _TOO_DEEP)
         tag = getattr(getattr(node, "tag", None), "value", None)
         if tag is not None and tag not in _CORE_TAGS:
             shown = tag.replace("tag:yaml.org,2002:", "!!")
@@ -356,7 +357,6 @@ class _Walker:
 
         result = _VAR.sub(sub, text)
         if used:
-            self.templates[format_key_path(path)] = text
             self.expanded[path] = (result, text)
         return result
 
