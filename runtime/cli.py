@@ -80,6 +80,7 @@ def check(
     agents_dir: AgentsDir,
     plugins: PluginsOpt = None,
     format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    offline: Annotated[bool, typer.Option("--offline", help="Do not connect to the MCP servers.")] = False,
 ) -> None:
     """Validate every spec and print what will run, or every error as file:line:col.
 
