@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .mcp.connection import McpConnection, McpUnavailable
+from .mcp.pool import McpPool
 from .mcp.toolset import mcp_tools, plugin_tools
 from .plugins import notify
 from .tool_calls import CallRecorder
@@ -22,6 +22,7 @@ from .tool_calls import CallRecorder
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .mcp.connection import McpConnection
     from .plugins import Plugins
     from .spec.loader import LoadedSpec
 
@@ -169,12 +170,17 @@ class SessionRunner:
     text_only: bool = False
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     listeners: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
+    # shared warm connections (serve); None: the runner connects its own and closes them
+    pool: McpPool | None = None
     connections: dict[str, McpConnection] = field(default_factory=dict)
+    recorder: CallRecorder | None = None
     session: Any = None
     mode: str = ""
     tools: list[Any] = field(default_factory=list)
     switched: asyncio.Event = field(default_factory=asyncio.Event)  # set once on realtime -> pipeline
     _models: list[Models] = field(default_factory=list)
+    _own_pool: McpPool | None = None
+    _tool_updates: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -185,28 +191,42 @@ class SessionRunner:
             listener(event, data)
 
     async def connect_mcp(self) -> None:
-        spec = self.loaded.spec
-        self.connections = {
-            name: McpConnection(name, server, base_dir=self.loaded.path.parent)
-            for name, server in spec.mcp_servers.items()
-        }
-        results = await asyncio.gather(*(c.connect() for c in self.connections.values()), return_exceptions=True)
-        for conn, result in zip(self.connections.values(), results):
-            if isinstance(result, McpUnavailable):
-                if conn.server.required:
-                    raise SessionRefused(f"required MCP server {conn.name} is unavailable: {result}")
-                log.warning("agent %s: MCP server %s is unavailable, starting without its tools: %s",
-                            self.name, conn.name, result)
-                self._emit("warning", {"message": f"MCP server {conn.name} unavailable: {result}"})
-            elif isinstance(result, BaseException):
-                raise result
+        """Take the spec's MCP connections from the pool (warm in ``serve``). A down
+        server costs its own tools, unless it is ``required``."""
+        if self.pool is None:
+            self.pool = self._own_pool = McpPool()
+        acquired = await self.pool.acquire(self.loaded)
+        self.connections = acquired.connections
+        for name, why in acquired.unavailable.items():
+            if self.connections[name].server.required:
+                raise SessionRefused(f"required MCP server {name} is unavailable: {why}")
+            log.warning("agent %s: MCP server %s is unavailable, starting without its tools: %s",
+                        self.name, name, why)
+            self._emit("warning", {"message": f"MCP server {name} unavailable: {why}"})
+        for conn in self.connections.values():
+            conn.on_up.append(self._server_back)
 
-    def build_tools(self, recorder: CallRecorder) -> list[Any]:
+    def build_tools(self) -> list[Any]:
+        if self.recorder is None:
+            self.recorder = CallRecorder(self.name, self.session_id, self.plugins, self.listeners)
         tools: list[Any] = []
         for tool_name in self.loaded.spec.tools:
-            tools.extend(plugin_tools(self.plugins.registry.tools[tool_name], recorder))
-        tools.extend(mcp_tools(self.connections, recorder))
+            tools.extend(plugin_tools(self.plugins.registry.tools[tool_name], self.recorder))
+        tools.extend(mcp_tools(self.connections, self.recorder))
         return tools
+
+    def _server_back(self, conn: McpConnection) -> None:
+        """A server reconnected: its tools (maybe changed, maybe new) reach the
+        agent in the same conversation."""
+        agent = getattr(self.session, "current_agent", None) if self.session is not None else None
+        if agent is None:
+            return
+        self.tools = self.build_tools()
+        log.info("agent %s session %s: MCP server %s is back; %d tools", self.name, self.session_id,
+                 conn.name, len(self.tools))
+        task = asyncio.ensure_future(agent.update_tools(self.tools))
+        self._tool_updates.add(task)
+        task.add_done_callback(self._tool_updates.discard)
 
     async def start(self, *, room: Any = None) -> Any:
         try:
@@ -218,8 +238,7 @@ class SessionRunner:
     async def _start(self, room: Any) -> Any:
         spec: Any = self.loaded.spec
         await self.connect_mcp()
-        recorder = CallRecorder(self.name, self.session_id, self.plugins, self.listeners)
-        self.tools = self.build_tools(recorder)
+        self.tools = self.build_tools()
         self.mode = "realtime" if spec.realtime is not None else "pipeline"
         models = self._build_models(self.mode)
         agent = build_agent(self.loaded, models, self.tools, chat_ctx=self._greeting_ctx())
@@ -332,7 +351,11 @@ class SessionRunner:
                 await session.aclose()
             except Exception:  # noqa: BLE001 - closing must not fail the caller
                 log.debug("session close raised", exc_info=True)
-        await asyncio.gather(*(c.aclose() for c in self.connections.values()), return_exceptions=True)
+        for conn in self.connections.values():
+            if self._server_back in conn.on_up:
+                conn.on_up.remove(self._server_back)
+        if self._own_pool is not None:
+            await self._own_pool.aclose()
         for models in self._models:
             for model in (models.llm, models.stt, models.tts):
                 close = getattr(model, "aclose", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +17,63 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class ServerProbe:
+    """What connecting to one MCP server of one agent found."""
+
+    agent: str
+    server: str
+    transport: str
+    required: bool
+    reachable: bool
+    error: str | None
+    handshake_ms: float | None
+    protocol_version: str | None
+    tools: list[str]  # as the model will see them, after the allow-list and prefixes
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
 class CheckReport:
     folder: Path
     specs: list[LoadedSpec] = field(default_factory=list)
     errors: list[SpecError] = field(default_factory=list)
+    servers: list[ServerProbe] | None = None  # None: not probed (--offline, or invalid specs)
 
     @property
     def ok(self) -> bool:
-        return not self.errors
+        return not self.errors and not self.unreachable_required
+
+    @property
+    def unreachable_required(self) -> list[ServerProbe]:
+        return [p for p in self.servers or [] if p.required and not p.reachable]
+
+
+async def probe_servers(specs: list[LoadedSpec]) -> list[ServerProbe]:
+    """Connect to every MCP server of every spec, concurrently, once: the same
+    handshake and allow-list a session would get."""
+    from .mcp.pool import McpPool
+    from .mcp.toolset import visible_tools
+
+    pool = McpPool(retry_in_background=False)
+    try:
+        acquired = await asyncio.gather(*(pool.acquire(s) for s in specs))
+        probes = []
+        for loaded, got in zip(specs, acquired):
+            exposed: dict[str, list[str]] = {}
+            for tool in visible_tools({n: c for n, c in got.connections.items() if c.state == "up"}):
+                exposed.setdefault(tool.server, []).append(tool.exposed)
+            for name, conn in got.connections.items():
+                up = conn.state == "up"
+                probes.append(ServerProbe(
+                    loaded.name, name, conn.transport, conn.server.required, up, None if up else conn.error,
+                    round(conn.handshake_ms, 1) if up and conn.handshake_ms is not None else None,
+                    conn.protocol_version if up else None, exposed.get(name, []),
+                ))
+        return probes
+    finally:
+        await pool.aclose()
 
 
 def run_check(folder: Path, plugins: Plugins) -> CheckReport:
@@ -57,13 +107,39 @@ def render_text(report: CheckReport) -> str:
         servers = ", ".join(f"{n} ({s['transport']}{', required' if s['required'] else ''})" for n, s in d["mcp_servers"].items())
         rows.append([d["name"], d["mode"], providers, servers or "-", ", ".join(d["tools"]) or "-", d["file"]])
     body = table(["AGENT", "MODE", "PROVIDERS", "MCP SERVERS", "TOOLS", "FILE"], rows)
-    return f"{body}\n{len(rows)} agent{'s' if len(rows) != 1 else ''} OK"
+    lines = [body]
+    if report.servers:
+        lines += ["", _servers_table(report.servers)]
+        for probe in report.servers:
+            if not probe.reachable:
+                what = "error" if probe.required else "warning"
+                then = ("sessions are refused until it is up (required: true)" if probe.required
+                        else "the agent starts without its tools")
+                lines.append(f"{what}: {probe.agent}: MCP server {probe.server} is unreachable: {probe.error}; {then}")
+    n = len(rows)
+    if report.unreachable_required:
+        k = len(report.unreachable_required)
+        lines.append(f"{n} agent{'s' if n != 1 else ''} valid; {k} required MCP server{'s' if k != 1 else ''} unreachable")
+    else:
+        lines.append(f"{n} agent{'s' if n != 1 else ''} OK")
+    return "\n".join(lines)
+
+
+def _servers_table(servers: list[ServerProbe]) -> str:
+    rows = [
+        [p.agent, p.server, p.transport, "up" if p.reachable else "DOWN",
+         f"{p.handshake_ms:.0f} ms" if p.handshake_ms is not None else "-", p.protocol_version or "-",
+         ", ".join(p.tools) or "-"]
+        for p in servers
+    ]
+    return table(["AGENT", "MCP SERVER", "TRANSPORT", "STATUS", "HANDSHAKE", "PROTOCOL", "TOOLS"], rows)
 
 
 def render_json(report: CheckReport) -> str:
     out: dict[str, Any] = {
         "ok": report.ok,
-        "agents": [describe(s) for s in report.specs] if report.ok else [],
+        "agents": [describe(s) for s in report.specs] if not report.errors else [],
         "errors": [e.as_dict() for e in report.errors],
+        "mcp_servers": None if report.servers is None else [p.as_dict() for p in report.servers],
     }
     return json.dumps(out, indent=2)

@@ -27,6 +27,8 @@ Examples:
   voice-runtime plugins                          loaded plugins and what they registered
   echo "what time is it?" | voice-runtime chat agents.d/ --agent support
   voice-runtime console agents.d/ --agent concierge --text
+  voice-runtime tools agents.d/ --agent support  the tools the model sees, and from where
+  voice-runtime call agents.d/ --agent support get_current_time --args '{"timezone": "UTC"}'
 """
 
 app = typer.Typer(
@@ -82,15 +84,22 @@ def check(
     format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
     offline: Annotated[bool, typer.Option("--offline", help="Do not connect to the MCP servers.")] = False,
 ) -> None:
-    """Validate every spec and print what will run, or every error as file:line:col.
+    """Validate every spec, connect to every MCP server, and print what will run,
+    or every error as file:line:col.
 
-    Exit code: 0 valid, 1 invalid, 2 usage error.
+    Exit code: 0 valid (an unreachable optional MCP server is a warning), 1 invalid
+    or a required MCP server unreachable, 2 usage error.
     """
-    from .check import render_json, render_text, run_check
+    import asyncio
+
+    from .check import probe_servers, render_json, render_text, run_check
 
     if format not in ("text", "json"):
         raise typer.BadParameter("must be text or json", param_hint="--format")
     report = run_check(agents_dir, load_plugins(agents_dir, plugins))
+    if not report.errors and not offline:
+        _quiet_logging("error")  # the report says what failed; the SDK's own logs would repeat it
+        report.servers = asyncio.run(probe_servers(report.specs))
     typer.echo(render_json(report) if format == "json" else render_text(report))
     raise typer.Exit(0 if report.ok else 1)
 
@@ -212,6 +221,134 @@ def console(
     loaded_plugins = load_plugins(agents_dir, plugins)
     loaded = _pick_agent(agents_dir, loaded_plugins, agent)
     raise typer.Exit(run_console(loaded, loaded_plugins, text=text))
+
+
+@app.command()
+def tools(
+    agents_dir: AgentsDir,
+    agent: AgentOpt,
+    plugins: PluginsOpt = None,
+    format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+) -> None:
+    """List the tools the agent's model will see and where each comes from.
+
+    Connects to the agent's MCP servers; a server that is down is reported and its
+    tools are missing, exactly as in a session.
+    """
+    import asyncio
+
+    from .toolbox import open_toolbox
+
+    if format not in ("text", "json"):
+        raise typer.BadParameter("must be text or json", param_hint="--format")
+    _quiet_logging("error")
+    loaded_plugins = load_plugins(agents_dir, plugins)
+    loaded = _pick_agent(agents_dir, loaded_plugins, agent)
+
+    async def main() -> tuple[list[dict], dict[str, str]]:
+        from .mcp.pool import McpPool
+
+        pool = McpPool(retry_in_background=False)
+        try:
+            box = await open_toolbox(loaded, loaded_plugins, pool)
+            return [r.as_dict() for r in box.rows], box.acquired.unavailable
+        finally:
+            await pool.aclose()
+
+    rows, unavailable = asyncio.run(main())
+    if format == "json":
+        typer.echo(json.dumps({"agent": loaded.name, "tools": rows, "unavailable": unavailable}, indent=2))
+    else:
+        from .check import table
+
+        typer.echo(table(["TOOL", "FROM", "ORIGINAL NAME", "DESCRIPTION"], [
+            [r["name"], r["source"], r["original"], _one_line(r["description"], 70)] for r in rows
+        ]))
+        for server, why in unavailable.items():
+            typer.echo(f"warning: MCP server {server} is unreachable: {why}; its tools are missing", err=True)
+    required_down = [s for s in unavailable if loaded.spec.mcp_servers[s].required]
+    raise typer.Exit(1 if required_down else 0)
+
+
+def _one_line(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@app.command()
+def call(
+    agents_dir: AgentsDir,
+    agent: AgentOpt,
+    tool: Annotated[str, typer.Argument(help="Tool name as the model sees it (see `tools`).", show_default=False)],
+    args: Annotated[str, typer.Option("--args", help="Arguments as a JSON object.")] = "{}",
+    plugins: PluginsOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the call record and result as JSON.")] = False,
+    metrics: Annotated[bool, typer.Option("--metrics", help="Then print voice-runtime's Prometheus metrics.")] = False,
+) -> None:
+    """Call one tool directly, through the same path a session uses, and print its result.
+
+    Exit code: 0 the tool answered, 1 it failed (down, timeout, error), 2 usage
+    (unknown agent or tool, arguments that are not a JSON object).
+    """
+    import asyncio
+
+    from .mcp.toolset import ToolFailure
+    from .toolbox import call_row, open_toolbox
+
+    try:
+        arguments = json.loads(args)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint="--args") from None
+    if not isinstance(arguments, dict):
+        raise typer.BadParameter("must be a JSON object, e.g. '{\"city\": \"Paris\"}'", param_hint="--args")
+    _quiet_logging("error")
+    loaded_plugins = load_plugins(agents_dir, plugins)
+    loaded = _pick_agent(agents_dir, loaded_plugins, agent)
+
+    async def main() -> int:
+        from .mcp.pool import McpPool
+
+        pool = McpPool(retry_in_background=False)
+        try:
+            box = await open_toolbox(loaded, loaded_plugins, pool)
+            row = box.find(tool)
+            if row is None:
+                known = ", ".join(r.name for r in box.rows) or "none"
+                down = "".join(f"; MCP server {s} is unreachable: {why}" for s, why in box.acquired.unavailable.items())
+                typer.echo(f"error: agent {loaded.name} has no tool {tool!r}; available: {known}{down}", err=True)
+                return 2
+            if not json_out:
+                typer.echo(f"-> {row.source}: {row.original} {json.dumps(arguments)}", err=True)
+            try:
+                text, failure = (await call_row(row, arguments, box.recorder))[0], None
+            except ToolFailure as exc:
+                text, failure = "", str(exc)
+            record = box.recorder.records[-1] if box.recorder.records else None
+            if json_out:
+                typer.echo(json.dumps({"result": text, "failure": failure,
+                                       "record": record.as_dict() if record else None}, indent=2))
+            else:
+                if record is not None:
+                    typer.echo(f"<- {record.outcome} in {record.latency_ms:.1f} ms, {record.result_chars} characters"
+                               + (f": {record.error}" if record.error else ""), err=True)
+                if failure is None:
+                    typer.echo(text)
+                else:
+                    typer.echo(f"error: {failure}", err=True)
+            if metrics:
+                typer.echo(_our_metrics(), nl=False)
+            return 0 if failure is None else 1
+        finally:
+            await pool.aclose()
+
+    raise typer.Exit(asyncio.run(main()))
+
+
+def _our_metrics() -> str:
+    from prometheus_client import REGISTRY, generate_latest
+
+    text = generate_latest(REGISTRY).decode()
+    return "".join(line + "\n" for line in text.splitlines() if "voice_runtime_" in line)
 
 
 def main() -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, disable_created_metrics
+
+# the *_created series double every counter for no use in dashboards
+disable_created_metrics()
 
 if TYPE_CHECKING:
     from .tool_calls import ToolCallRecord

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,18 @@ def args_digest(arguments: Any) -> str:
 
 
 @dataclass
+class CallOutcome:
+    """Filled in by the code making a call inside ``CallRecorder.call``."""
+
+    outcome: str = "ok"
+    text: str = ""
+    error: str | None = None
+
+    def fail(self, outcome: str, error: str) -> None:
+        self.outcome, self.error = outcome, error
+
+
+@dataclass
 class CallRecorder:
     """Per session: who to tell about each tool call."""
 
@@ -49,6 +63,25 @@ class CallRecorder:
     plugins: Plugins | None = None
     listeners: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
     records: list[ToolCallRecord] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def call(self, *, server: str, tool: str, exposed_name: str, arguments: Any) -> Iterator[CallOutcome]:
+        """Record one call around its body: an exception the body did not classify
+        counts as an error, a cancellation (the user interrupted) as cancelled."""
+        started = self.started(exposed_name, arguments, server)
+        state = CallOutcome()
+        try:
+            yield state
+        except asyncio.CancelledError:
+            state.outcome = "cancelled"
+            raise
+        except BaseException as exc:
+            if state.outcome == "ok":
+                state.fail("error", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.finished(server=server, tool=tool, exposed_name=exposed_name, arguments=arguments,
+                          started=started, outcome=state.outcome, result=state.text, error=state.error)
 
     def started(self, exposed_name: str, arguments: Any, server: str) -> float:
         for listener in self.listeners:

@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import REPO, run_cli, run_cli_measured, write
+from helpers import REPO, run_cli, write
 
 EXAMPLES = REPO / "agents.d"
 EXAMPLE_MODES = {"concierge": "realtime+fallback", "support": "pipeline"}
@@ -22,10 +22,12 @@ NO_ENV_OVERRIDES = {
 
 
 def table_rows(stdout: str) -> list[list[str]]:
-    """The agent table as rows of cells (the header and the `N agents OK` line dropped)."""
+    """The agent table as rows of cells (its header dropped; it ends at the first
+    blank line, or before the `N agents OK` line)."""
     lines = stdout.splitlines()
     assert lines[0].split()[:2] == ["AGENT", "MODE"], stdout
-    return [re.split(r"\s{2,}", line) for line in lines[1:-1]]
+    end = lines.index("") if "" in lines else len(lines) - 1
+    return [re.split(r"\s{2,}", line) for line in lines[1:end]]
 
 
 def test_check_of_the_examples_lists_every_example_agent_with_its_mode() -> None:
@@ -70,14 +72,15 @@ mcp_servers:
 """
 
 
-def test_100_valid_specs_check_in_under_1_second(tmp_path: Path) -> None:
+def test_100_valid_specs_are_all_listed_by_an_offline_check(tmp_path: Path) -> None:
+    # speed is measured by benchmarks/validate_scale.py, not here
     for i in range(100):
         write(tmp_path / "agents" / f"agent{i:03d}.yaml", _valid_spec(i))
-    m = run_cli_measured("check", "agents", cwd=tmp_path)
-    assert m.result.rc == 0, m.result.output
-    assert m.result.stdout.splitlines()[-1] == "100 agents OK"
-    assert len(table_rows(m.result.stdout)) == 100
-    assert m.wall_s < 1.0, f"checking 100 specs took {m.wall_s:.2f} s"
+    result = run_cli("check", "agents", "--offline", cwd=tmp_path)
+    assert result.rc == 0, result.output
+    assert result.stdout.splitlines()[-1] == "100 agents OK"
+    assert len(table_rows(result.stdout)) == 100
+    assert "HANDSHAKE" not in result.stdout  # --offline connects to nothing
 
 
 NO_LIVEKIT = textwrap.dedent(

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import random
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mcp import ClientSession
     from mcp.types import CallToolResult, Tool
 
@@ -49,11 +53,35 @@ class ServerHealth:
     handshake_ms: float | None
     protocol_version: str | None
     reconnects: int
+    changed_tools: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "transport": self.transport, "state": self.state, "error": self.error,
+            "tools": self.tools, "handshake_ms": None if self.handshake_ms is None else round(self.handshake_ms, 1),
+            "protocol_version": self.protocol_version, "reconnects": self.reconnects,
+            "changed_tools": self.changed_tools,
+        }
+
+
+def tool_digest(tool: Tool) -> str:
+    """What a model is told about a tool; a change after the first listing is a
+    possible "rug pull" (a server swapping in new instructions mid-deployment)."""
+    text = json.dumps(
+        {"name": tool.name, "description": tool.description or "", "schema": tool.input_schema or {}},
+        sort_keys=True, default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class McpConnection:
-    def __init__(self, name: str, server: StdioServer | HttpServer, *, base_dir: Path | None = None) -> None:
+    def __init__(
+        self, name: str, server: StdioServer | HttpServer, *, base_dir: Path | None = None,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
         self.name = name
+        # errors can quote a URL or header that holds a ${VAR} secret
+        self._redact = redact or (lambda text: text)
         self.server = server
         self.base_dir = base_dir or Path.cwd()
         self.state = "idle"
@@ -68,6 +96,11 @@ class McpConnection:
         self._lock = asyncio.Lock()
         self._reconnect_task: asyncio.Task[None] | None = None
         self._backoff = BACKOFF_START
+        # tool name -> digest at the first listing (or from a lock file): later
+        # listings are compared against it
+        self.pinned: dict[str, str] | None = None
+        self.changed_tools: list[str] = []
+        self.on_up: list[Callable[[McpConnection], None]] = []  # after every successful reconnect
         self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") if self.is_stdio else None
 
     @property
@@ -81,7 +114,7 @@ class McpConnection:
     def health(self) -> ServerHealth:
         return ServerHealth(
             self.name, self.transport, self.state, self.error, [t.name for t in self.tools],
-            self.handshake_ms, self.protocol_version, self.reconnects,
+            self.handshake_ms, self.protocol_version, self.reconnects, list(self.changed_tools),
         )
 
     # -- lifecycle ------------------------------------------------------------
@@ -107,6 +140,30 @@ class McpConnection:
             self.handshake_ms = (time.perf_counter() - started) * 1000
             self.state, self.error = "up", None
             self._backoff = BACKOFF_START
+            self._compare_with_pinned()
+
+    async def start(self) -> None:
+        """``connect()``, and when that fails keep retrying in the background, so a
+        server that comes up later gets its tools to the sessions using it."""
+        try:
+            await self.connect()
+        except McpUnavailable:
+            self._schedule_reconnect()
+            raise
+
+    def _compare_with_pinned(self) -> None:
+        digests = {t.name: tool_digest(t) for t in self.tools}
+        if self.pinned is None:
+            self.pinned = digests
+            return
+        changed = sorted(n for n, d in digests.items() if n in self.pinned and self.pinned[n] != d)
+        if changed and changed != self.changed_tools:
+            log.warning(
+                "MCP server %s changed the definition of %s since it was first listed%s",
+                self.name, ", ".join(changed),
+                "; withheld from the model (pin_tools)" if self.server.pin_tools else "",
+            )
+        self.changed_tools = changed
 
     async def aclose(self) -> None:
         if self._reconnect_task is not None:
@@ -203,12 +260,14 @@ class McpConnection:
     def _lost(self, reason: str) -> None:
         if self.state == "closed":
             return
-        if self.state == "up":
-            log.warning("MCP server %s went down: %s; reconnecting", self.name, reason)
+        was_up = self.state == "up"
         self._down(reason)
+        if was_up:
+            log.warning("MCP server %s went down: %s; reconnecting", self.name, self.error)
         self._schedule_reconnect()
 
     def _down(self, reason: str) -> McpUnavailable:
+        reason = self._redact(reason)
         self.state, self.error = "down", reason
         self._session = None
         return McpUnavailable(reason)
@@ -233,6 +292,11 @@ class McpConnection:
                 continue
             self.reconnects += 1
             log.info("MCP server %s reconnected; %d tools", self.name, len(self.tools))
+            for listener in list(self.on_up):
+                try:
+                    listener(self)
+                except Exception:  # noqa: BLE001 - one session's bug must not stop the others hearing
+                    log.exception("MCP server %s: reconnect listener failed", self.name)
 
     def _stderr_tail(self) -> str:
         if self._stderr is None or self._stderr.closed:

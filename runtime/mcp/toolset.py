@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .connection import McpUnavailable
@@ -23,7 +24,26 @@ if TYPE_CHECKING:
     from ..tool_calls import CallRecorder
     from .connection import McpConnection
 
-DEFAULT_RESULT_CAP = 16 * 1024
+
+class ToolFailure(Exception):
+    """A failed call, worded for the model to say to the caller."""
+
+
+@dataclass(frozen=True)
+class McpTool:
+    """One MCP tool as the model sees it."""
+
+    exposed: str
+    conn: McpConnection
+    tool: Any  # mcp.types.Tool
+
+    @property
+    def server(self) -> str:
+        return self.conn.name
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return self.tool.input_schema or {"type": "object", "properties": {}}
 
 
 def exposed_names(connections: dict[str, McpConnection]) -> dict[tuple[str, str], str]:
@@ -43,57 +63,60 @@ def exposed_names(connections: dict[str, McpConnection]) -> dict[tuple[str, str]
 
 def _allowed(conn: McpConnection) -> list[Any]:
     allowed = conn.server.allowed_tools
-    return [t for t in conn.tools if allowed is None or t.name in allowed]
+    withheld = set(conn.changed_tools) if conn.server.pin_tools else set()
+    return [t for t in conn.tools if (allowed is None or t.name in allowed) and t.name not in withheld]
+
+
+def visible_tools(connections: dict[str, McpConnection]) -> list[McpTool]:
+    names = exposed_names(connections)
+    return [
+        McpTool(names[(server, tool.name)], conn, tool)
+        for server, conn in connections.items()
+        for tool in _allowed(conn)
+    ]
+
+
+async def call_tool(tool: McpTool, arguments: dict[str, Any], recorder: CallRecorder) -> str:
+    """Call through the connection, traced; the result is capped text. Raises
+    ToolFailure with a sentence the model can say."""
+    conn, server, name = tool.conn, tool.server, tool.tool.name
+    with recorder.call(server=server, tool=name, exposed_name=tool.exposed, arguments=arguments) as call:
+        try:
+            result = await conn.call(name, arguments)
+        except McpUnavailable as exc:
+            call.fail("unavailable", str(exc))
+            raise ToolFailure(f"the {server} service is not available right now") from None
+        except asyncio.TimeoutError:
+            call.fail("timeout", f"no answer within {conn.server.timeout:g}s")
+            raise ToolFailure(f"the {server} service did not answer in time") from None
+        except asyncio.CancelledError:
+            raise  # the user interrupted; the SDK tells the server
+        except Exception as exc:
+            call.fail("error", f"{type(exc).__name__}: {exc}")
+            raise ToolFailure(f"the {server} tool {name} failed") from None
+        call.text = cap_text(result_text(result), conn.server.max_result_chars)
+        if result.is_error:
+            call.fail("error", call.text)
+            raise ToolFailure(f"the {server} tool {name} failed: {call.text[:500]}")
+        return call.text
 
 
 def mcp_tools(connections: dict[str, McpConnection], recorder: CallRecorder) -> list[Any]:
-    names = exposed_names(connections)
-    tools = []
-    for server, conn in connections.items():
-        for tool in _allowed(conn):
-            tools.append(_mcp_tool(conn, tool, names[(server, tool.name)], recorder))
-    return tools
+    """livekit function tools for every visible MCP tool."""
+    return [_function_tool(tool, recorder) for tool in visible_tools(connections)]
 
 
-def _mcp_tool(conn: McpConnection, tool: Any, exposed: str, recorder: CallRecorder) -> Any:
+def _function_tool(tool: McpTool, recorder: CallRecorder) -> Any:
     from livekit.agents.llm import ToolError, function_tool
 
-    server = conn.name
-    cap = DEFAULT_RESULT_CAP
-
     async def call(raw_arguments: dict[str, Any]) -> str:
-        started = recorder.started(exposed, raw_arguments, server)
-        outcome, text, error = "ok", "", None
         try:
-            result = await conn.call(tool.name, raw_arguments)
-            text = cap_text(result_text(result), cap)
-            if result.is_error:
-                outcome, error = "error", text
-                raise ToolError(f"the {server} tool {tool.name} failed: {text[:500]}")
-            return text
-        except McpUnavailable as exc:
-            outcome, error = "unavailable", str(exc)
-            raise ToolError(f"the {server} service is not available right now") from None
-        except asyncio.TimeoutError:
-            outcome, error = "timeout", f"no answer within {conn.server.timeout:g}s"
-            raise ToolError(f"the {server} service did not answer in time") from None
-        except asyncio.CancelledError:
-            outcome = "cancelled"  # the user interrupted; the SDK tells the server
-            raise
-        except ToolError:
-            raise
-        except Exception as exc:
-            outcome, error = "error", f"{type(exc).__name__}: {exc}"
-            raise ToolError(f"the {server} tool {tool.name} failed") from None
-        finally:
-            recorder.finished(server=server, tool=tool.name, exposed_name=exposed, arguments=raw_arguments,
-                              started=started, outcome=outcome, result=text, error=error)
+            return await call_tool(tool, raw_arguments, recorder)
+        except ToolFailure as exc:
+            raise ToolError(str(exc)) from None
 
-    schema = {
-        "name": exposed,
-        "description": tool.description or tool.name,
-        "parameters": tool.input_schema or {"type": "object", "properties": {}},
-    }
+    schema = {"name": tool.exposed, "description": tool.tool.description or tool.tool.name,
+              "parameters": tool.parameters}
     return function_tool(call, raw_schema=schema)
 
 
@@ -111,23 +134,12 @@ def _traced(lk_tool: Any, server: str, recorder: CallRecorder) -> Any:
     @functools.wraps(func)  # keeps the signature livekit parses arguments with
     async def traced(*args: Any, **kwargs: Any) -> Any:
         arguments = {k: v for k, v in kwargs.items() if _jsonable(v)}
-        started = recorder.started(name, arguments, server)
-        outcome, text, error = "ok", "", None
-        try:
+        with recorder.call(server=server, tool=name, exposed_name=name, arguments=arguments) as call:
             result = func(*args, **kwargs)
             if asyncio.iscoroutine(result):
                 result = await result
-            text = result if isinstance(result, str) else json.dumps(result, default=str)
+            call.text = result if isinstance(result, str) else json.dumps(result, default=str)
             return result
-        except asyncio.CancelledError:
-            outcome = "cancelled"
-            raise
-        except Exception as exc:
-            outcome, error = "error", f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            recorder.finished(server=server, tool=name, exposed_name=name, arguments=arguments,
-                              started=started, outcome=outcome, result=text, error=error)
 
     return type(lk_tool)(traced, lk_tool.info)
 

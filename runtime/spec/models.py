@@ -57,6 +57,15 @@ class McpServerBase(StrictModel):
     required: bool = Field(
         False, description="true: refuse sessions while this server is down. false: start degraded."
     )
+    max_result_chars: int = Field(
+        16384, ge=256, le=10_000_000,
+        description="Longer tool results are cut to this many characters, with a marker saying so.",
+    )
+    pin_tools: bool = Field(
+        False,
+        description="Withhold a tool whose description or schema changed since the first connection "
+        "(or since `voice-runtime tools --lock`), instead of only logging the change.",
+    )
 
 
 class StdioServer(McpServerBase):

@@ -1,0 +1,107 @@
+"""Warm MCP connections shared by the sessions of a process.
+
+A caller should not wait for MCP handshakes: the pool connects a spec's servers
+before a session needs them (``warm``), sessions take the live connections
+(``acquire``), and a new spec generation re-warms only the servers whose
+configuration changed (``retain``). Connections are keyed by everything that
+defines them, so two agents with the same server block share one connection
+and an edited block gets a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..summary import redact
+from .connection import McpConnection, McpUnavailable
+
+if TYPE_CHECKING:
+    from ..spec.loader import LoadedSpec
+
+log = logging.getLogger("voice_runtime.mcp")
+
+
+def server_key(loaded: LoadedSpec, name: str) -> str:
+    server = loaded.spec.mcp_servers[name]
+    # the base dir matters: relative commands and cwd resolve against the spec's folder
+    text = f"{loaded.path.parent}\0{name}\0{server.model_dump_json()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass
+class Acquired:
+    connections: dict[str, McpConnection]
+    unavailable: dict[str, str] = field(default_factory=dict)  # server -> why
+
+
+class McpPool:
+    def __init__(self, *, retry_in_background: bool = True) -> None:
+        self._connections: dict[str, McpConnection] = {}
+        self._starting: dict[str, asyncio.Task[None]] = {}
+        self.retry_in_background = retry_in_background
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    async def acquire(self, loaded: LoadedSpec) -> Acquired:
+        """The spec's servers, connecting those not yet in the pool (concurrently,
+        each within its connect_timeout). A server that is down is reported, not
+        raised: the caller decides whether that refuses the session."""
+        keys = {name: server_key(loaded, name) for name in loaded.spec.mcp_servers}
+        for name, key in keys.items():
+            if key not in self._connections:
+                conn = McpConnection(name, loaded.spec.mcp_servers[name], base_dir=loaded.path.parent,
+                                     redact=functools.partial(redact, loaded))
+                self._connections[key] = conn
+                self._starting[key] = asyncio.ensure_future(self._start(conn))
+        pending = [self._starting[k] for k in keys.values() if k in self._starting]
+        if pending:
+            await asyncio.gather(*(asyncio.shield(t) for t in pending), return_exceptions=True)
+        acquired = Acquired({name: self._connections[key] for name, key in keys.items()})
+        for name, conn in acquired.connections.items():
+            if conn.state != "up":
+                acquired.unavailable[name] = conn.error or conn.state
+        return acquired
+
+    async def _start(self, conn: McpConnection) -> None:
+        try:
+            await (conn.start() if self.retry_in_background else conn.connect())
+        except McpUnavailable:
+            pass  # state and error are on the connection
+        finally:
+            current = asyncio.current_task()
+            self._starting = {k: t for k, t in self._starting.items() if t is not current and not t.done()}
+
+    async def warm(self, specs: Iterable[LoadedSpec]) -> None:
+        await asyncio.gather(*(self.acquire(s) for s in specs))
+
+    async def retain(self, specs: Iterable[LoadedSpec]) -> None:
+        """Make the pool hold exactly the servers of ``specs``: close the others,
+        connect the new ones, keep the unchanged ones as they are."""
+        specs = list(specs)
+        wanted = {server_key(s, n) for s in specs for n in s.spec.mcp_servers}
+        stale = [k for k in self._connections if k not in wanted]
+        closing = [self._connections.pop(k) for k in stale]
+        for key in stale:
+            task = self._starting.pop(key, None)
+            if task is not None:
+                task.cancel()
+        if closing:
+            log.info("closing %d MCP connection(s) no spec uses any more", len(closing))
+        await asyncio.gather(*(c.aclose() for c in closing), return_exceptions=True)
+        await self.warm(specs)
+
+    def connections(self) -> list[McpConnection]:
+        return list(self._connections.values())
+
+    async def aclose(self) -> None:
+        for task in self._starting.values():
+            task.cancel()
+        conns, self._connections = list(self._connections.values()), {}
+        await asyncio.gather(*(c.aclose() for c in conns), return_exceptions=True)

@@ -1,0 +1,96 @@
+"""`voice-runtime tools` and `voice-runtime call`: the tools an agent's model sees,
+and one tool called directly through the same path a session uses (allow-list,
+prefixes, timeout, cap, tracing and metrics), so "is the tool really running?"
+has a direct answer."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .mcp.pool import Acquired, McpPool
+from .mcp.toolset import McpTool, ToolFailure, call_tool, plugin_tools, visible_tools
+from .tool_calls import CallRecorder, ToolCallRecord
+
+if TYPE_CHECKING:
+    from .plugins import Plugins
+    from .spec.loader import LoadedSpec
+
+
+@dataclass
+class ToolRow:
+    name: str  # as the model sees it
+    source: str  # "mcp:<server>" or "plugin:<plugin>"
+    original: str  # as the server or plugin names it
+    description: str
+    parameters: dict[str, Any]
+    target: Any  # McpTool, or the (traced) livekit function tool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "original": self.original,
+                "description": self.description, "parameters": self.parameters}
+
+
+@dataclass
+class Toolbox:
+    rows: list[ToolRow]
+    acquired: Acquired
+    recorder: CallRecorder
+
+    def find(self, name: str) -> ToolRow | None:
+        """By the name the model sees, or by a plugin tool's registered name
+        (``clock.now``) when that names exactly one function."""
+        exact = [r for r in self.rows if r.name == name]
+        if exact:
+            return exact[0]
+        by_original = [r for r in self.rows if r.source.startswith("plugin:") and r.original == name]
+        return by_original[0] if len(by_original) == 1 else None
+
+
+async def open_toolbox(loaded: LoadedSpec, plugins: Plugins, pool: McpPool) -> Toolbox:
+    acquired = await pool.acquire(loaded)
+    recorder = CallRecorder(loaded.name, "cli")
+    rows: list[ToolRow] = []
+    for tool_name in loaded.spec.tools:
+        registered = plugins.registry.tools[tool_name]
+        for lk_tool in plugin_tools(registered, recorder):
+            info = lk_tool.info
+            rows.append(ToolRow(info.name, f"plugin:{registered.plugin}", tool_name, info.description or "",
+                                _plugin_parameters(lk_tool), lk_tool))
+    up = {name: conn for name, conn in acquired.connections.items() if conn.state == "up"}
+    for tool in visible_tools(up):
+        rows.append(ToolRow(tool.exposed, f"mcp:{tool.server}", tool.tool.name, tool.tool.description or "",
+                            tool.parameters, tool))
+    return Toolbox(rows, acquired, recorder)
+
+
+def _plugin_parameters(lk_tool: Any) -> dict[str, Any]:
+    from livekit.agents.llm.utils import build_legacy_openai_schema
+
+    try:
+        return build_legacy_openai_schema(lk_tool, internally_tagged=True).get("parameters", {})
+    except Exception:  # noqa: BLE001 - only for display
+        return {}
+
+
+async def call_row(row: ToolRow, arguments: dict[str, Any], recorder: CallRecorder) -> tuple[str, ToolCallRecord]:
+    """Call one tool; returns its result text and the call's record. Raises
+    ToolFailure with the sentence the model would have been given."""
+    try:
+        if isinstance(row.target, McpTool):
+            text = await call_tool(row.target, arguments, recorder)
+        else:
+            func = row.target._func
+            result = func(**arguments)
+            if inspect.isawaitable(result):
+                result = await result
+            text = result if isinstance(result, str) else json.dumps(result, default=str)
+    except ToolFailure:
+        raise
+    except TypeError as exc:  # wrong arguments for a plugin function
+        raise ToolFailure(f"bad arguments for {row.name}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin tool's own failure, reported as the model would see it
+        raise ToolFailure(f"{type(exc).__name__}: {exc}") from None
+    return text, recorder.records[-1]
