@@ -180,6 +180,7 @@ class SessionRunner:
     switched: asyncio.Event = field(default_factory=asyncio.Event)  # set once on realtime -> pipeline
     _models: list[Models] = field(default_factory=list)
     _own_pool: McpPool | None = None
+    _on_up: Any = None
     _tool_updates: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -203,8 +204,11 @@ class SessionRunner:
             log.warning("agent %s: MCP server %s is unavailable, starting without its tools: %s",
                         self.name, name, why)
             self._emit("warning", {"message": f"MCP server {name} unavailable: {why}"})
+        loop = asyncio.get_running_loop()
+        # reconnects are seen in the pool's loop; the agent lives in this one
+        self._on_up = lambda conn: loop.call_soon_threadsafe(self._server_back, conn)
         for conn in self.connections.values():
-            conn.on_up.append(self._server_back)
+            conn.on_up.append(self._on_up)
 
     def build_tools(self) -> list[Any]:
         if self.recorder is None:
@@ -352,8 +356,8 @@ class SessionRunner:
             except Exception:  # noqa: BLE001 - closing must not fail the caller
                 log.debug("session close raised", exc_info=True)
         for conn in self.connections.values():
-            if self._server_back in conn.on_up:
-                conn.on_up.remove(self._server_back)
+            if self._on_up in conn.on_up:
+                conn.on_up.remove(self._on_up)
         if self._own_pool is not None:
             await self._own_pool.aclose()
         for models in self._models:

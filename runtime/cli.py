@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 EXAMPLES = """\b
 Examples:
+  voice-runtime serve agents.d/                  every spec a LiveKit agent, reloaded on change
   voice-runtime check agents.d/                  validate every spec, print what will run
   voice-runtime check agents.d/ --format json    the same, for scripts and CI
   voice-runtime schema -o agents.d/agent.schema.json
@@ -349,6 +350,55 @@ def _our_metrics() -> str:
 
     text = generate_latest(REGISTRY).decode()
     return "".join(line + "\n" for line in text.splitlines() if "voice_runtime_" in line)
+
+
+@app.command()
+def serve(
+    agents_dir: AgentsDir,
+    plugins: PluginsOpt = None,
+    http_host: Annotated[str, typer.Option("--http-host", help="Address of the operator port.")] = "0.0.0.0",
+    http_port: Annotated[int, typer.Option("--http-port", help="/healthz /readyz /metrics /status.")] = 8081,
+    executor: Annotated[str, typer.Option("--executor", help="process (one process per call) or thread.")] = "process",
+    idle_processes: Annotated[int, typer.Option("--idle-processes", help="Prewarmed processes per agent.")] = 1,
+    load_threshold: Annotated[float, typer.Option("--load-threshold", help="Above this load LiveKit sends no new calls.")] = 0.7,
+    drain_timeout: Annotated[float, typer.Option("--drain-timeout", help="Seconds calls in progress get to finish on stop or removal.")] = 300.0,
+    scan_interval: Annotated[float, typer.Option("--scan-interval", help="Seconds between content-hash scans that catch missed file events (0: off).")] = 10.0,
+    unregistered: Annotated[bool, typer.Option("--unregistered", help="Do not connect to LiveKit (development and tests).")] = False,
+    simulate: Annotated[bool, typer.Option("--simulate", help="Enable POST /simulate: text-only calls with no LiveKit server.")] = False,
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Serve every spec as its own LiveKit agent; reload on change; one operator port.
+
+    LiveKit is reached through LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET.
+    """
+    import os
+
+    if executor not in ("process", "thread"):
+        raise typer.BadParameter("must be process or thread", param_hint="--executor")
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("must be text or json", param_hint="--log-format")
+    livekit = {v: os.environ.get(v, "") for v in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")}
+    missing = [v for v, value in livekit.items() if not value]
+    if missing and not unregistered:
+        typer.echo(f"error: {', '.join(missing)} not set (LiveKit's URL and API credentials; "
+                   "or use --unregistered to run without LiveKit)", err=True)
+        raise typer.Exit(2)
+    if not agents_dir.is_dir():
+        typer.echo(f"error: {agents_dir}: no such directory", err=True)
+        raise typer.Exit(2)
+    from .logs import setup_logging
+    from .serve import run_serve
+
+    setup_logging(log_format, log_level)
+    options_dir = plugins_dir_for(agents_dir, plugins)
+    raise typer.Exit(run_serve(
+        agents_dir=agents_dir, plugins_dir=options_dir if options_dir.is_dir() else None,
+        http_host=http_host, http_port=http_port, executor=executor, idle_processes=idle_processes,
+        load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
+        unregistered=unregistered, simulate=simulate, ws_url=livekit["LIVEKIT_URL"],
+        api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
+    ))
 
 
 def main() -> None:

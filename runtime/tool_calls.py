@@ -4,19 +4,24 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .plugins import Plugins
 
 log = logging.getLogger("voice_runtime.tools")
+_INFO = logging.INFO
+# Every tool call pays for what happens here (see benchmarks/tool_call_overhead.py):
+# the record is a flat dict copy, not dataclasses.asdict's recursive deep copy; the
+# log record is built only when INFO is on, without logging's per-call stack walk
+# (findCaller) for a call site that never moves; metrics and hooks are bound once.
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,8 @@ class ToolCallRecord:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # every field is a str, a number or None: a flat copy equals dataclasses.asdict
+        return dict(self.__dict__)
 
 
 def args_digest(arguments: Any) -> str:
@@ -54,6 +60,49 @@ class CallOutcome:
         self.outcome, self.error = outcome, error
 
 
+class _RecordedCall:
+    """``CallRecorder.call``'s context manager (a class: cheaper than a generator)."""
+
+    __slots__ = ("_recorder", "_server", "_tool", "_exposed", "_arguments", "_started", "_state")
+
+    def __init__(self, recorder: CallRecorder, server: str, tool: str, exposed_name: str, arguments: Any) -> None:
+        self._recorder, self._server, self._tool = recorder, server, tool
+        self._exposed, self._arguments = exposed_name, arguments
+
+    def __enter__(self) -> CallOutcome:
+        self._started = self._recorder.started(self._exposed, self._arguments, self._server)
+        self._state = CallOutcome()
+        return self._state
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        state = self._state
+        if exc_type is not None:
+            if issubclass(exc_type, asyncio.CancelledError):
+                state.outcome = "cancelled"
+            elif state.outcome == "ok":
+                state.fail("error", f"{exc_type.__name__}: {exc}")
+        self._recorder.finished(server=self._server, tool=self._tool, exposed_name=self._exposed,
+                                arguments=self._arguments, started=self._started, outcome=state.outcome,
+                                result=state.text, error=state.error)
+        # None: the body's exception (if any) propagates
+
+
+_hooks: tuple[Callable[[ToolCallRecord], None], Callable[..., None]] | None = None
+
+
+def _bind_hooks() -> tuple[Callable[[ToolCallRecord], None], Callable[..., None]]:
+    """metrics (prometheus_client) and plugins, imported on the first call, not at import."""
+    global _hooks
+    if _hooks is None:
+        from .metrics import observe_tool_call
+        from .plugins import notify
+
+        _hooks = (observe_tool_call, notify)
+    return _hooks
+
+
 @dataclass
 class CallRecorder:
     """Per session: who to tell about each tool call."""
@@ -64,24 +113,11 @@ class CallRecorder:
     listeners: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
     records: list[ToolCallRecord] = field(default_factory=list)
 
-    @contextlib.contextmanager
-    def call(self, *, server: str, tool: str, exposed_name: str, arguments: Any) -> Iterator[CallOutcome]:
-        """Record one call around its body: an exception the body did not classify
-        counts as an error, a cancellation (the user interrupted) as cancelled."""
-        started = self.started(exposed_name, arguments, server)
-        state = CallOutcome()
-        try:
-            yield state
-        except asyncio.CancelledError:
-            state.outcome = "cancelled"
-            raise
-        except BaseException as exc:
-            if state.outcome == "ok":
-                state.fail("error", f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            self.finished(server=server, tool=tool, exposed_name=exposed_name, arguments=arguments,
-                          started=started, outcome=state.outcome, result=state.text, error=state.error)
+    def call(self, *, server: str, tool: str, exposed_name: str, arguments: Any) -> _RecordedCall:
+        """Record one call around its body (``with recorder.call(...) as outcome:``):
+        an exception the body did not classify counts as an error, a cancellation
+        (the user interrupted) as cancelled."""
+        return _RecordedCall(self, server, tool, exposed_name, arguments)
 
     def started(self, exposed_name: str, arguments: Any, server: str) -> float:
         for listener in self.listeners:
@@ -99,18 +135,24 @@ class CallRecorder:
             result_chars=len(result), error=error,
         )
         self.records.append(record)
-        log.info(
-            "tool call %s/%s %s in %.1f ms", server, tool, outcome, record.latency_ms,
-            extra={"tool_call": record.as_dict()},
-        )
-        from .metrics import observe_tool_call
-
+        if log.isEnabledFor(_INFO):
+            _log_call(record)
+        observe_tool_call, notify = _hooks or _bind_hooks()
         observe_tool_call(record)
         if self.plugins is not None:  # an exporter's bug must not fail the call
-            from .plugins import notify
-
             notify(self.plugins, "voice_runtime_tool_called", record=record)
         for listener in self.listeners:
             listener("tool_result", {"tool": exposed_name, "outcome": outcome, "result": result,
                                      "latency_ms": record.latency_ms, "server": server})
         return record
+
+
+def _log_call(record: ToolCallRecord) -> None:
+    """``log.info("tool call ...", extra={"tool_call": ...})``, with the caller fixed
+    to this function instead of found by walking the stack on every call."""
+    rec = log.makeRecord(
+        log.name, _INFO, __file__, _log_call.__code__.co_firstlineno, "tool call %s/%s %s in %.1f ms",
+        (record.server, record.tool, record.outcome, record.latency_ms), None, "_log_call",
+        {"tool_call": record.as_dict()},
+    )
+    log.handle(rec)

@@ -37,6 +37,14 @@ log = logging.getLogger("voice_runtime.mcp")
 _LOCALE_VARS = ("LANG", "LC_ALL", "TZ")
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
+# Largest message accepted on a streamable HTTP event stream (the SDK's default is
+# 1 MiB, and a 1 MB tool result arrives twice: as text and as structured content).
+# Results are capped to max_result_chars after they arrive.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ServerGone(Exception):
+    """The transport ended while the connection was up."""
 
 
 class McpUnavailable(Exception):
@@ -90,7 +98,9 @@ class McpConnection:
         self.handshake_ms: float | None = None
         self.protocol_version: str | None = None
         self.reconnects = 0
+        self._generation = 0  # successful connects so far
         self._session: ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop that owns the transport
         self._owner: asyncio.Task[None] | None = None
         self._closing: asyncio.Event | None = None
         self._lock = asyncio.Lock()
@@ -119,12 +129,16 @@ class McpConnection:
 
     # -- lifecycle ------------------------------------------------------------
 
-    async def connect(self) -> None:
-        """Connect and list tools within ``connect_timeout``; raise McpUnavailable."""
+    async def connect(self, *, unless_newer_than: int | None = None) -> bool:
+        """Connect and list tools within ``connect_timeout``; raise McpUnavailable.
+        With ``unless_newer_than``: do nothing (return False) when a connection newer
+        than that generation is already up (another caller renewed it first)."""
         async with self._lock:
+            if unless_newer_than is not None and self._generation > unless_newer_than and self.state == "up":
+                return False
             await self._stop_owner()
             self.state = "connecting"
-            loop = asyncio.get_running_loop()
+            loop = self._loop = asyncio.get_running_loop()
             ready: asyncio.Future[None] = loop.create_future()
             self._closing = asyncio.Event()
             started = time.perf_counter()
@@ -139,8 +153,10 @@ class McpConnection:
                 raise self._down(_describe(exc, self._stderr_tail())) from None
             self.handshake_ms = (time.perf_counter() - started) * 1000
             self.state, self.error = "up", None
+            self._generation += 1
             self._backoff = BACKOFF_START
             self._compare_with_pinned()
+            return True
 
     async def start(self) -> None:
         """``connect()``, and when that fails keep retrying in the background, so a
@@ -182,13 +198,20 @@ class McpConnection:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 read, write = await stack.enter_async_context(self._transport())
+                gone = asyncio.Event()
+                read = await stack.enter_async_context(_watched(read, gone))
                 session = await stack.enter_async_context(ClientSession(read, write))
                 init = await session.initialize()
                 self.protocol_version = str(getattr(init, "protocol_version", "") or "") or None
                 self.tools = await _list_all_tools(session)
                 self._session = session
                 ready.set_result(None)
-                await closing.wait()
+                await _first_of(closing, gone)
+                if not closing.is_set():
+                    # a stdio server that exited, an HTTP stream that dropped: seen now,
+                    # not at the next call, so health is true and the reconnect starts
+                    raise ServerGone("the server process exited" if self.is_stdio
+                                     else "the server closed the connection")
         except BaseException as exc:  # noqa: BLE001 - reported to whoever waits
             if not ready.done():
                 ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
@@ -236,22 +259,47 @@ class McpConnection:
         client = httpx2.AsyncClient(
             headers=dict(server.headers), timeout=httpx2.Timeout(server.connect_timeout, read=server.timeout + 5)
         )
-        return _closing_client(client, streamable_http_client(server.url, http_client=client))
+        return _closing_client(
+            client, streamable_http_client(server.url, http_client=client, max_sse_event_size=MAX_MESSAGE_BYTES)
+        )
 
     # -- calls ----------------------------------------------------------------
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> CallToolResult:
         """Call a tool. Raises McpUnavailable (down, or died during the call) or
         asyncio.TimeoutError (no answer within the server's ``timeout``)."""
+        owner = self._loop
+        if owner is not None and owner is not asyncio.get_running_loop() and not owner.is_closed():
+            # a job running in another loop (a job thread, or a job process whose
+            # pool was warmed on its own thread): the transport belongs to the owner
+            # loop; cancelling this await cancels the call there too
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._call(tool, arguments), owner))
+        return await self._call(tool, arguments)
+
+    async def _call(self, tool: str, arguments: dict[str, Any], *, resend: bool = True) -> CallToolResult:
         session = self._session
         if session is None or self.state != "up":
             self._schedule_reconnect()
             raise McpUnavailable(self.error or "not connected")
+        generation = self._generation
         try:
             return await asyncio.wait_for(session.call_tool(tool, arguments), timeout=self.server.timeout)
         except asyncio.TimeoutError:
             raise
         except Exception as exc:
+            if resend and not self.is_stdio and _session_expired(exc):
+                # The server restarted and no longer knows our session: it refused the
+                # request without running it. The MCP spec says to start a new session;
+                # then the request is sent again, once.
+                log.info("MCP server %s no longer knows our session (restarted?); starting a new one", self.name)
+                try:
+                    renewed = await self.connect(unless_newer_than=generation)
+                except McpUnavailable:
+                    self._schedule_reconnect()
+                    raise
+                if renewed:
+                    self._came_back()
+                return await self._call(tool, arguments, resend=False)
             if _is_connection_error(exc) or self._session is not session or self._owner is None or self._owner.done():
                 self._lost(_describe(exc, self._stderr_tail()))
                 raise McpUnavailable(self.error or "connection lost") from None
@@ -290,13 +338,16 @@ class McpConnection:
             except McpUnavailable as exc:
                 log.info("MCP server %s still down: %s (next try in ~%.1fs)", self.name, exc, self._backoff)
                 continue
-            self.reconnects += 1
-            log.info("MCP server %s reconnected; %d tools", self.name, len(self.tools))
-            for listener in list(self.on_up):
-                try:
-                    listener(self)
-                except Exception:  # noqa: BLE001 - one session's bug must not stop the others hearing
-                    log.exception("MCP server %s: reconnect listener failed", self.name)
+            self._came_back()
+
+    def _came_back(self) -> None:
+        self.reconnects += 1
+        log.info("MCP server %s reconnected; %d tools", self.name, len(self.tools))
+        for listener in list(self.on_up):
+            try:
+                listener(self)
+            except Exception:  # noqa: BLE001 - one session's bug must not stop the others hearing
+                log.exception("MCP server %s: reconnect listener failed", self.name)
 
     def _stderr_tail(self) -> str:
         if self._stderr is None or self._stderr.closed:
@@ -331,6 +382,49 @@ async def _list_all_tools(session: ClientSession) -> list[Tool]:
     return tools
 
 
+@contextlib.asynccontextmanager
+async def _watched(source: Any, gone: asyncio.Event) -> Any:
+    """The transport's read stream, passed through; ``gone`` is set when it ends
+    (a stdio server exited, an HTTP event stream dropped for good)."""
+    import anyio
+
+    send, receive = anyio.create_memory_object_stream[Any](0)
+
+    async def pump() -> None:
+        try:
+            async with send:
+                async for item in source:
+                    await send.send(item)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
+            pass
+        finally:
+            gone.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pump)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+def _session_expired(exc: BaseException) -> bool:
+    """Streamable HTTP 404 for our session id: the server dropped the session
+    (usually it restarted) and refused the request."""
+    text = str(_leaf(exc)).lower()
+    return "session not found" in text or "session terminated" in text
+
+
 def _leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
@@ -344,14 +438,18 @@ def _is_connection_error(exc: BaseException) -> bool:
     if isinstance(leaf, (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, ConnectionError, EOFError)):
         return True
     text = str(leaf).lower()
-    return any(s in text for s in ("connection closed", "session terminated", "not found", "404"))
+    # "stream ended without a response": a streamable HTTP server died mid-call
+    return any(s in text for s in ("connection closed", "session terminated", "not found", "404",
+                                   "ended without a response"))
 
 
 def _describe(exc: BaseException, stderr_tail: str = "") -> str:
     leaf = _leaf(exc)
     text = str(leaf).strip().splitlines()[0] if str(leaf).strip() else ""
     kind = type(leaf).__name__
-    if isinstance(leaf, FileNotFoundError):
+    if isinstance(leaf, ServerGone):
+        message = text
+    elif isinstance(leaf, FileNotFoundError):
         message = f"command not found: {leaf.filename or text}"
     elif isinstance(leaf, ConnectionError) or "connect" in kind.lower():
         message = f"cannot connect: {text or kind}"

@@ -42,6 +42,7 @@ class Acquired:
 
 class McpPool:
     def __init__(self, *, retry_in_background: bool = True) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None  # connections live in one loop
         self._connections: dict[str, McpConnection] = {}
         self._starting: dict[str, asyncio.Task[None]] = {}
         self.retry_in_background = retry_in_background
@@ -52,7 +53,13 @@ class McpPool:
     async def acquire(self, loaded: LoadedSpec) -> Acquired:
         """The spec's servers, connecting those not yet in the pool (concurrently,
         each within its connect_timeout). A server that is down is reported, not
-        raised: the caller decides whether that refuses the session."""
+        raised: the caller decides whether that refuses the session. Callable
+        from any loop: the work runs in the pool's own."""
+        running = asyncio.get_running_loop()
+        if self._loop is None or self._loop.is_closed():
+            self._loop = running
+        if self._loop is not running:
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.acquire(loaded), self._loop))
         keys = {name: server_key(loaded, name) for name in loaded.spec.mcp_servers}
         for name, key in keys.items():
             if key not in self._connections:
@@ -100,8 +107,39 @@ class McpPool:
     def connections(self) -> list[McpConnection]:
         return list(self._connections.values())
 
+    def by_key(self) -> dict[str, McpConnection]:
+        return dict(self._connections)
+
     async def aclose(self) -> None:
         for task in self._starting.values():
             task.cancel()
         conns, self._connections = list(self._connections.values()), {}
         await asyncio.gather(*(c.aclose() for c in conns), return_exceptions=True)
+
+
+class PoolThread:
+    """A pool on a thread of its own, with its own loop, for a job process:
+    livekit runs prewarm (``setup_fnc``) before the job's loop exists, so
+    connections warmed there must live in a loop that outlasts it."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.pool = McpPool()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="mcp-pool", daemon=True)
+        self._thread.start()
+
+    def warm(self, specs: Iterable[LoadedSpec], timeout: float) -> None:
+        future = asyncio.run_coroutine_threadsafe(self.pool.warm(list(specs)), self.loop)
+        try:
+            future.result(timeout)
+        except Exception:  # noqa: BLE001 - a slow server is warmed in the background
+            log.info("MCP warm-up still running after %.0fs; the job will wait only for what it needs", timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        future = asyncio.run_coroutine_threadsafe(self.pool.aclose(), self.loop)
+        try:
+            future.result(timeout)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)

@@ -1,0 +1,247 @@
+"""The accepted specs of a folder: last good version per file, generations, and an
+atomic swap from one state to the next.
+
+A reload reads the folder again but re-parses only files whose bytes may have
+changed (stat: inode, size, mtime, for the spec and its instructions file), so its
+cost follows the edit, not the size of the folder. A file that fails keeps its
+last good version serving; a folder that vanishes or empties all at once is
+refused (a broken mount or a bad sync must not unregister every agent).
+
+Accepted generations are published as JSON files in a private state directory:
+job processes (forkserver children) read exactly what the parent accepted at the
+moment they start, never a half-written or invalid spec file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .spec.errors import SpecError
+from .spec.loader import LoadedSpec, SpecLoader, discover
+
+if TYPE_CHECKING:
+    from .plugins import Plugins
+
+log = logging.getLogger("voice_runtime.reload")
+
+Stamp = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One agent being served."""
+
+    loaded: LoadedSpec
+    generation: int  # the reload that accepted this version
+    accepted_at: float
+
+
+@dataclass
+class ReloadResult:
+    generation: int
+    timestamp: float
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    errors: list[SpecError] = field(default_factory=list)
+    refused: str | None = None  # why the whole reload was refused
+    repeated: bool = False  # the same failure as the last reload: not news
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.refused is None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+    def summary(self) -> str:
+        parts = [f"{label} {', '.join(names)}" for label, names in
+                 (("added", self.added), ("updated", self.updated), ("removed", self.removed)) if names]
+        if self.refused:
+            parts.append(f"refused: {self.refused}")
+        if self.errors:
+            files = sorted({e.file for e in self.errors})
+            parts.append(f"{len(self.errors)} error(s) in {', '.join(files)} (last good version kept)")
+        return "; ".join(parts) or "no change"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation, "timestamp": self.timestamp, "ok": self.ok,
+            "added": self.added, "updated": self.updated, "removed": self.removed,
+            "errors": [e.as_dict() | {"text": str(e)} for e in self.errors], "refused": self.refused,
+        }
+
+
+def _stat(path: Path) -> Stamp | None:
+    try:
+        st = path.stat()  # follows symlinks: a ConfigMap `..data` swap changes the inode
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class Catalog:
+    def __init__(self, folder: Path, plugins: Plugins, state_dir: Path | None = None) -> None:
+        self.folder = folder
+        self.plugins = plugins
+        self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="voice-runtime-"))
+        (self.state_dir / "agents").mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)  # published specs hold expanded ${VAR} values
+        self.agents: dict[str, Entry] = {}
+        self.generation = 0
+        self.last: ReloadResult | None = None
+        self.last_success_at: float | None = None
+        # path -> (stamp, result): what each file gave the last time it was read
+        self._files: dict[Path, tuple[Stamp, LoadedSpec | list[SpecError]]] = {}
+        self._file_of: dict[str, Path] = {}  # agent name -> the file it came from
+
+    def use_plugins(self, plugins: Plugins) -> None:
+        """New plugin code: every file is validated again on the next reload."""
+        self.plugins = plugins
+        self._files.clear()
+
+    def _stamp(self, path: Path, previous: LoadedSpec | list[SpecError] | None) -> Stamp | None:
+        stamp = _stat(path)
+        if stamp is None:
+            return None
+        instructions_file = getattr(getattr(previous, "spec", None), "instructions_file", None)
+        if instructions_file:
+            stamp += (_stat(path.parent / instructions_file),)
+        return stamp
+
+    def _read(self, paths: list[Path]) -> dict[Path, LoadedSpec | list[SpecError]]:
+        loader: SpecLoader | None = None
+        out: dict[Path, LoadedSpec | list[SpecError]] = {}
+        for path in paths:
+            cached = self._files.get(path)
+            stamp = self._stamp(path, cached[1] if cached else None)
+            if cached is not None and stamp is not None and cached[0] == stamp:
+                out[path] = cached[1]
+                continue
+            loader = loader or SpecLoader(self.plugins)
+            result = loader.load(path)
+            # the stamp is taken again after reading, with the instructions file the spec names
+            self._files[path] = (self._stamp(path, result) or (), result)
+            out[path] = result
+        for gone in set(self._files) - set(paths):
+            del self._files[gone]
+        return out
+
+    def reload(self) -> ReloadResult:
+        """Read the folder and swap in what is valid; never raises for bad input.
+        Returns a result whose ``changed`` is False when nothing differs."""
+        now = time.time()
+        result = ReloadResult(self.generation + 1, now)
+        paths = discover(self.folder)
+        if isinstance(paths, SpecError):
+            result.refused = f"{paths.message}; keeping {len(self.agents)} agent(s) serving"
+            result.errors.append(paths)
+            return self._finish(result)
+        if not paths and self.agents:
+            result.refused = (f"every spec file is gone from {self.folder}; keeping {len(self.agents)} agent(s) "
+                              "serving (remove files one at a time, or restart, to serve none)")
+            return self._finish(result)
+        read = self._read(paths)
+        valid: dict[Path, LoadedSpec] = {}
+        for path, got in read.items():
+            if isinstance(got, list):
+                result.errors.extend(got)
+            else:
+                valid[path] = got
+        by_name: dict[str, list[Path]] = {}
+        for path, loaded in valid.items():
+            by_name.setdefault(loaded.name, []).append(path)
+        for name, files in by_name.items():
+            if len(files) > 1:
+                for path in files:  # neither wins: both keep what they served before
+                    others = ", ".join(str(p) for p in files if p != path)
+                    result.errors.append(SpecError(str(path), key_path="name",
+                                                   message=f"agent name {name!r} is also used by {others}"))
+                    del valid[path]
+        new_agents = self._next_agents(valid, set(paths), result)
+        self.agents = new_agents
+        return self._finish(result)
+
+    def _next_agents(self, valid: dict[Path, LoadedSpec], present: set[Path], result: ReloadResult) -> dict[str, Entry]:
+        agents: dict[str, Entry] = {}
+        taken: dict[str, Path] = {}
+        failed = {Path(e.file) for e in result.errors}
+        for path in sorted(present):
+            loaded = valid.get(path)
+            if loaded is None:
+                if path in failed:  # keep the last good version of this file, if it had one
+                    old = next((e for n, e in self.agents.items() if self._file_of.get(n) == path), None)
+                    if old is not None:
+                        agents[old.loaded.name] = old
+                        taken[old.loaded.name] = path
+                continue
+            if loaded.name in taken:  # another file's last good version holds the name
+                result.errors.append(SpecError(str(path), key_path="name",
+                                               message=f"agent name {loaded.name!r} is still served from {taken[loaded.name]}"))
+                continue
+            old = self.agents.get(loaded.name)
+            if old is not None and old.loaded.digest == loaded.digest and self._file_of.get(loaded.name) == path:
+                agents[loaded.name] = old
+            else:
+                agents[loaded.name] = Entry(loaded, result.generation, result.timestamp)
+                (result.updated if old is not None else result.added).append(loaded.name)
+            taken[loaded.name] = path
+        result.removed = sorted(set(self.agents) - set(agents))
+        self._file_of = taken
+        return agents
+
+    def _finish(self, result: ReloadResult) -> ReloadResult:
+        result.errors.sort()
+        previous = self.last
+        if result.changed:
+            self.generation = result.generation
+            for name in result.added + result.updated:
+                self._publish(self.agents[name])
+        else:
+            result.generation = self.generation
+        if result.ok:
+            self.last_success_at = result.timestamp
+        # the same failure seen again by the periodic scan is not news
+        repeated = (previous is not None and not result.changed and
+                    [str(e) for e in previous.errors] == [str(e) for e in result.errors] and
+                    previous.refused == result.refused)
+        result.repeated = repeated
+        if not (result.changed or (previous is not None and not previous.ok) or not result.ok) and previous is not None:
+            return result  # nothing happened: the last reload that did something stays the one reported
+        self.last = result
+        return result
+
+    def _publish(self, entry: Entry) -> None:
+        loaded = entry.loaded
+        data = {
+            "generation": entry.generation, "name": loaded.name, "file": str(loaded.path),
+            "digest": loaded.digest, "instructions": loaded.instructions, "templates": loaded.templates,
+            "spec": loaded.spec.model_dump(mode="json", exclude_unset=True),
+        }
+        target = self.state_dir / "agents" / f"{loaded.name}.json"
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, target)  # atomic: a job never reads half a generation
+
+    def unpublish(self, name: str) -> None:
+        (self.state_dir / "agents" / f"{name}.json").unlink(missing_ok=True)
+
+
+def read_published(state_dir: Path, name: str, plugins: Plugins) -> tuple[LoadedSpec, int]:
+    """In a job process: the newest generation the parent accepted for ``name``."""
+    from .spec.models import spec_model
+
+    data = json.loads((state_dir / "agents" / f"{name}.json").read_text(encoding="utf-8"))
+    spec = spec_model(plugins.registry).model_validate(data["spec"])
+    loaded = LoadedSpec(Path(data["file"]), data["name"], spec, data["instructions"], data["digest"],
+                        data["templates"])
+    return loaded, int(data["generation"])

@@ -1,0 +1,92 @@
+"""What runs in a LiveKit job process (or job thread) under `voice-runtime serve`.
+
+Both functions are top-level so livekit can pickle them by reference (bound to an
+agent with ``functools.partial``). The spec is read at job entry from what the
+parent published, never at prewarm: a prewarmed process may be older than the
+newest generation (see notes/livekit-1.8.9.md, "Getting runtime-changing config
+into a job").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from livekit.agents import JobContext, JobProcess
+
+    from .mcp.pool import McpPool
+
+log = logging.getLogger("voice_runtime.job")
+
+# THREAD executor: jobs run in threads of the serve process and share its pool
+SHARED_POOL: McpPool | None = None
+PREWARM_WAIT = 5.0  # seconds prewarm waits for MCP servers; slower ones finish in the background
+
+
+def prewarm(proc: JobProcess, agent: str, state_dir: str, plugins_dir: str | None) -> None:
+    """Load plugins and connect the agent's MCP servers before a call arrives."""
+    from .catalog import read_published
+    from .mcp.pool import PoolThread
+    from .plugins import make_plugin_manager
+
+    plugins = make_plugin_manager(Path(plugins_dir) if plugins_dir else None)
+    proc.userdata["plugins"] = plugins
+    if SHARED_POOL is not None:
+        return
+    try:
+        loaded, _ = read_published(Path(state_dir), agent, plugins)
+    except Exception as exc:  # noqa: BLE001 - the job entry reports it properly
+        log.warning("prewarm of %s: no accepted spec to warm (%s)", agent, exc)
+        return
+    pool = PoolThread()
+    pool.warm([loaded], timeout=PREWARM_WAIT)
+    proc.userdata["mcp"] = pool
+
+
+async def entrypoint(ctx: JobContext, agent: str, state_dir: str, plugins_dir: str | None) -> None:
+    from .build import SessionRefused, SessionRunner
+    from .catalog import read_published
+    from .plugins import make_plugin_manager
+
+    plugins = ctx.proc.userdata.get("plugins") or make_plugin_manager(Path(plugins_dir) if plugins_dir else None)
+    loaded, generation = read_published(Path(state_dir), agent, plugins)
+    warm = ctx.proc.userdata.get("mcp")
+    pool = SHARED_POOL if SHARED_POOL is not None else (warm.pool if warm is not None else None)
+    fake = ctx.is_fake_job()
+    runner = SessionRunner(loaded, plugins, text_only=fake, pool=pool, session_id=ctx.job.id)
+    log.info("job %s: agent %s generation %d (%s)", ctx.job.id, agent, generation, loaded.digest[:12],
+             extra={"agent": agent, "generation": generation, "job_id": ctx.job.id})
+
+    async def close() -> None:
+        await runner.aclose()
+        if warm is not None and SHARED_POOL is None:
+            await asyncio.to_thread(warm.close)
+
+    ctx.add_shutdown_callback(close)
+    try:
+        if fake:
+            await _simulated_call(ctx, runner)
+            return
+        await ctx.connect()
+        await runner.start(room=ctx.room)
+    except SessionRefused as exc:
+        log.error("job %s: agent %s refused the session: %s", ctx.job.id, agent, exc)
+        ctx.shutdown(reason=str(exc))
+
+
+async def _simulated_call(ctx: JobContext, runner: Any) -> None:
+    """A call with no LiveKit server (``POST /simulate``): text turns from the
+    room's metadata, then hang up. How serve is tested offline."""
+    script = json.loads(ctx.job.room.metadata or "{}")
+    await runner.start()
+    for turn in script.get("turns", []):
+        await asyncio.sleep(float(script.get("gap_s", 0)))
+        result = await runner.run_turn(turn)
+        replies = [e.item.text_content for e in result.events
+                   if getattr(e, "type", "") == "message" and getattr(e.item, "role", "") == "assistant"]
+        log.info("job %s: simulated turn %r -> %r", ctx.job.id, turn, " ".join(r or "" for r in replies))
+    ctx.shutdown(reason="simulated call finished")

@@ -1,0 +1,344 @@
+"""`voice-runtime serve`: one livekit AgentServer per agent name, under one runner.
+
+livekit allows one agent name per AgentServer and several servers in one asyncio
+loop; its CLI drives exactly one. This runner starts a server per accepted spec,
+registers new agents and drains removed ones as the folder changes, recycles
+idle prewarmed processes when a spec or plugin changes (so they warm the new
+generation and import the new plugin code), and drains everything on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .catalog import Catalog, ReloadResult
+from .reload import Reloader
+
+if TYPE_CHECKING:
+    from .mcp.pool import McpPool
+    from .plugins import Plugins
+
+log = logging.getLogger("voice_runtime.serve")
+
+
+@dataclass
+class ServeOptions:
+    agents_dir: Path
+    plugins_dir: Path | None
+    http_host: str = "0.0.0.0"
+    http_port: int = 8081
+    executor: str = "process"  # or "thread"
+    idle_processes: int = 1
+    load_threshold: float = 0.7
+    drain_timeout: float = 300.0
+    scan_interval: float = 10.0
+    unregistered: bool = False  # no LiveKit connection (development, tests)
+    simulate: bool = False  # POST /simulate starts text-only fake jobs
+    ws_url: str | None = None
+    api_key: str | None = None
+    api_secret: str | None = None
+
+
+@dataclass
+class AgentWorker:
+    name: str
+    server: Any  # livekit AgentServer
+    task: asyncio.Task[None]
+    generation: int
+    registered: bool = False
+    error: str | None = None
+    started_at: float = field(default_factory=time.time)
+
+
+class Supervisor:
+    def __init__(self, options: ServeOptions, plugins: Plugins) -> None:
+        self.options = options
+        self.plugins = plugins
+        self.catalog = Catalog(options.agents_dir, plugins)
+        self.workers: dict[str, AgentWorker] = {}
+        self.reloads: dict[str, int] = {"success": 0, "failure": 0}
+        self.pool: McpPool | None = None
+        self.draining: set[str] = set()
+        self.stopping = False
+        self._lock = asyncio.Lock()  # reloads and registrations never overlap
+        self._stop = asyncio.Event()
+        self.reloader: Reloader | None = None
+        self.plugin_errors: list[str] = []
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def run(self) -> None:
+        from . import job
+        from .mcp.pool import McpPool
+
+        self.pool = McpPool()
+        if self.options.executor == "thread":
+            job.SHARED_POOL = self.pool
+        from .http import start_http
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        http = await start_http(self, self.options.http_host, self.options.http_port)
+        log.info("serving %s on http://%s:%d (/healthz /readyz /metrics /status)", self.options.agents_dir,
+                 self.options.http_host, self.options.http_port)
+        try:
+            await self._serve()
+        finally:
+            await http.cleanup()
+
+    async def _serve(self) -> None:
+        await self.reload({"specs"}, "start")
+        self.reloader = Reloader(
+            {"specs": self.options.agents_dir, **({"plugins": self.options.plugins_dir} if self.options.plugins_dir else {})},
+            self.reload, scan_interval=self.options.scan_interval,
+        )
+        await self.reloader.start()
+        await self._stop.wait()
+        await self._shutdown()
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("stopping: draining %d agent(s), at most %.0fs", len(self.workers), self.options.drain_timeout)
+        self._stop.set()
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        if self.reloader is not None:
+            await self.reloader.aclose()
+        async with self._lock:
+            await asyncio.gather(*(self._remove(name, unpublish=False) for name in list(self.workers)))
+        if self.pool is not None:
+            await self.pool.aclose()
+
+    # -- reloads ------------------------------------------------------------------
+
+    async def reload(self, kinds: set[str], cause: str) -> ReloadResult | None:
+        async with self._lock:
+            if self.stopping:
+                return None
+            started = time.perf_counter()
+            if "plugins" in kinds and not self._reload_plugins():
+                return None
+            try:
+                result = self.catalog.reload()
+            except Exception as exc:  # noqa: BLE001 - a plugin hook raised: nothing is swapped
+                result = ReloadResult(self.catalog.generation, time.time(), refused=f"{type(exc).__name__}: {exc}")
+                self.catalog.last = result
+                log.exception("reload failed; the last good generation keeps serving")
+            if result.repeated and "plugins" not in kinds:
+                return result
+            if not result.changed and result.ok and cause == "scan":
+                return result
+            await self._apply(result, plugins_changed="plugins" in kinds)
+            self.reloads["success" if result.ok else "failure"] += 1
+            ms = (time.perf_counter() - started) * 1000
+            level = logging.INFO if result.ok else logging.WARNING
+            log.log(level, "reload (%s) generation %d in %.0f ms: %s", cause, result.generation, ms, result.summary(),
+                    extra={"reload": result.as_dict()})
+            for error in result.errors:
+                log.warning("%s", error)
+            return result
+
+    def _reload_plugins(self) -> bool:
+        from .plugins import make_plugin_manager
+
+        plugins = make_plugin_manager(self.options.plugins_dir)
+        problems = [str(e) for e in plugins.errors] + [str(p) for p in plugins.registry.problems]
+        if problems:
+            self.plugin_errors = problems
+            self.reloads["failure"] += 1
+            log.warning("plugins changed but do not load; keeping the previous ones: %s", "; ".join(problems))
+            return False
+        self.plugin_errors = []
+        self.plugins = plugins
+        self.catalog.use_plugins(plugins)
+        return True
+
+    async def _apply(self, result: ReloadResult, *, plugins_changed: bool) -> None:
+        for name in result.removed:
+            await self._remove(name)
+        for name in result.added:
+            await self._add(name)
+        for name in result.updated:
+            worker = self.workers.get(name)
+            if worker is not None:
+                worker.generation = self.catalog.agents[name].generation
+        if self.pool is not None and result.changed:
+            # re-warm only what changed: unchanged server blocks keep their connections
+            asyncio.ensure_future(self.pool.retain(e.loaded for e in self.catalog.agents.values()))
+        recycle = set(self.workers) if plugins_changed else set(result.updated)
+        for name in recycle:
+            _recycle_idle(self.workers[name].server)
+
+    async def _add(self, name: str) -> None:
+        from livekit.agents import AgentServer, JobExecutorType
+
+        from .job import entrypoint, prewarm
+
+        o = self.options
+        state, plugins_dir = str(self.catalog.state_dir), str(o.plugins_dir) if o.plugins_dir else None
+        server = AgentServer(
+            job_executor_type=JobExecutorType.THREAD if o.executor == "thread" else JobExecutorType.PROCESS,
+            num_idle_processes=o.idle_processes,
+            load_threshold=o.load_threshold,
+            drain_timeout=int(o.drain_timeout),
+            initialize_process_timeout=30.0,
+            max_retry=2**31,  # an unreachable LiveKit is retried for ever (<= 10 s apart); /readyz says so
+            ws_url=o.ws_url or "", api_key=o.api_key or "", api_secret=o.api_secret or "",
+            host="127.0.0.1", port=0,  # livekit's own health port; ours is --http-port
+            setup_fnc=functools.partial(prewarm, agent=name, state_dir=state, plugins_dir=plugins_dir),
+        )
+        server.rtc_session(functools.partial(entrypoint, agent=name, state_dir=state, plugins_dir=plugins_dir),
+                           agent_name=name)
+        worker = AgentWorker(name, server, asyncio.Future(), self.catalog.agents[name].generation)
+
+        def registered(*_: Any) -> None:
+            worker.registered, worker.error = True, None
+            log.info("agent %s %s", name, "ready (not connected to LiveKit: --unregistered)"
+                     if o.unregistered else "registered with LiveKit")
+
+        server.on("worker_registered", registered)
+        if o.unregistered:
+            server.on("worker_started", registered)
+        worker.task = asyncio.create_task(self._run_server(worker), name=f"agent-{name}")
+        self.workers[name] = worker
+
+    async def _run_server(self, worker: AgentWorker) -> None:
+        try:
+            await worker.server.run(devmode=False, unregistered=self.options.unregistered)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one agent's failure is reported, others keep serving
+            worker.error = f"{type(exc).__name__}: {exc}"
+            log.error("agent %s stopped: %s", worker.name, worker.error)
+
+    async def _remove(self, name: str, *, unpublish: bool = True) -> None:
+        worker = self.workers.get(name)
+        if worker is None:
+            return
+        self.draining.add(name)
+        try:
+            with contextlib.suppress(asyncio.TimeoutError, RuntimeError):
+                await asyncio.wait_for(worker.server.drain(), timeout=self.options.drain_timeout)
+            with contextlib.suppress(Exception):
+                await worker.server.aclose()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(worker.task, timeout=10)
+        finally:
+            self.draining.discard(name)
+            self.workers.pop(name, None)
+            if unpublish:
+                self.catalog.unpublish(name)
+            log.info("agent %s drained and unregistered", name)
+
+    # -- what /status, /readyz and /metrics show ----------------------------------------
+
+    def sessions_active(self, name: str) -> int:
+        worker = self.workers.get(name)
+        return len(worker.server.active_jobs) if worker is not None else 0
+
+    def not_ready(self) -> list[str]:
+        reasons = []
+        if not self.catalog.agents:
+            reasons.append("no agent is loaded")
+        for name, entry in self.catalog.agents.items():
+            worker = self.workers.get(name)
+            if worker is None or not worker.registered:
+                why = (worker.error if worker is not None else None) or (
+                    f"connecting to LiveKit at {self.options.ws_url}" if not self.options.unregistered else "starting")
+                reasons.append(f"agent {name} is not registered ({why})")
+            for server, health in self.mcp_health(entry.loaded).items():
+                if entry.loaded.spec.mcp_servers[server].required and health["state"] != "up":
+                    reasons.append(f"agent {name}: required MCP server {server} is {health['state']}"
+                                   f" ({health['error'] or 'connecting'})")
+        return reasons
+
+    def mcp_health(self, loaded: Any) -> dict[str, dict[str, Any]]:
+        from .mcp.pool import server_key
+
+        out: dict[str, dict[str, Any]] = {}
+        conns = self.pool.by_key() if self.pool is not None else {}
+        for name in loaded.spec.mcp_servers:
+            conn = conns.get(server_key(loaded, name))
+            out[name] = conn.health().as_dict() if conn is not None else {"state": "idle", "error": None, "tools": []}
+        return out
+
+    def status(self) -> dict[str, Any]:
+        from .summary import describe
+
+        agents = []
+        for name, entry in sorted(self.catalog.agents.items()):
+            d = describe(entry.loaded)
+            worker = self.workers.get(name)
+            agents.append({
+                "name": name, "file": d["file"], "generation": entry.generation, "digest": entry.loaded.digest,
+                "accepted_at": entry.accepted_at, "mode": d["mode"], "providers": d["providers"],
+                "mcp_servers": {s: {**info, **self.mcp_health(entry.loaded)[s]} for s, info in d["mcp_servers"].items()},
+                "tools": d["tools"], "registered": bool(worker and worker.registered),
+                "error": worker.error if worker else None, "draining": name in self.draining,
+                "sessions_active": self.sessions_active(name),
+            })
+        last = self.catalog.last
+        return {
+            "agents": agents,
+            "generation": self.catalog.generation,
+            "last_reload": last.as_dict() if last else None,
+            "last_successful_reload_at": self.catalog.last_success_at,
+            "plugin_errors": self.plugin_errors,
+            "ready": not self.not_ready(),
+            "not_ready": self.not_ready(),
+            "pid": os.getpid(),
+        }
+
+
+def _recycle_idle(server: Any) -> None:
+    """Close the idle prewarmed processes of a server; livekit's pool spawns fresh
+    ones, which import the current plugin code and warm the current spec. There is
+    no public API for this: the queue is livekit's (1.8.9), so a missing attribute
+    only means idle processes serve one more call with an older warm-up."""
+    pool = getattr(server, "_proc_pool", None)
+    queue = getattr(pool, "_warmed_proc_queue", None)
+    if queue is None:
+        return
+    idle = []
+    while not queue.empty():
+        idle.append(queue.get_nowait())
+    for proc in idle:
+        asyncio.ensure_future(proc.aclose())
+    if idle:
+        log.info("recycling %d idle process(es)", len(idle))
+
+
+def run_serve(**kwargs: Any) -> int:
+    """The serve process: metrics shared with job processes, then the supervisor."""
+    import tempfile
+
+    from .plugins import make_plugin_manager
+
+    # before prometheus_client is imported anywhere: job processes (forkserver
+    # children, which inherit this environment) write their counters here
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="voice-runtime-metrics-"))
+    options = ServeOptions(**kwargs)
+    plugins = make_plugin_manager(options.plugins_dir)
+    for problem in [str(e) for e in plugins.errors] + [str(p) for p in plugins.registry.problems]:
+        log.error("plugin problem: %s", problem)
+    from .build import import_livekit_plugins
+
+    import_livekit_plugins()  # livekit wants plugins registered on the main thread
+    supervisor = Supervisor(options, plugins)
+    try:
+        asyncio.run(supervisor.run())
+    except OSError as exc:  # the operator port is taken
+        log.error("cannot serve on %s:%d: %s", options.http_host, options.http_port, exc.strerror or exc)
+        return 2
+    return 0

@@ -1,0 +1,135 @@
+"""Run `voice-runtime serve` as a real subprocess and talk to its operator port.
+
+Jobs are simulated (``--simulate``: POST /simulate starts a livekit fake job that
+runs text turns), so no LiveKit server is needed; the LLM is tests/fakes'
+FakeOpenAI, whose recorded requests show which instructions each job used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from helpers import CLI, child_env
+from mcp_servers.harness import free_port
+
+
+def spec(instructions: str, base_url: str, *, name: str | None = None, extra: str = "") -> str:
+    return (
+        "apiVersion: voice-runtime/v1\n"
+        + (f"name: {name}\n" if name else "")
+        + f"instructions: {json.dumps(instructions)}\n"
+        "pipeline:\n"
+        f"  llm: {{provider: openai, model: gpt-4o-mini, base_url: {json.dumps(base_url)}, api_key: sk-test}}\n"
+        "  text_only: true\n" + extra
+    )
+
+
+class Serve:
+    def __init__(self, agents: Path, *args: str, env: Mapping[str, str | None] | None = None,
+                 unregistered: bool = True) -> None:
+        self.agents = agents
+        self.port = free_port()
+        self.log = agents.parent / f"serve-{self.port}.log"
+        base = ["--http-port", str(self.port), "--http-host", "127.0.0.1", "--simulate", "--idle-processes", "0"]
+        if unregistered:
+            base.append("--unregistered")
+        self._log_file = open(self.log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*CLI, "serve", str(agents), *base, *args], stdout=self._log_file, stderr=subprocess.STDOUT,
+            env=child_env(env), start_new_session=True,
+        )
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def status(self) -> dict[str, Any]:
+        code, body = self.get("/status")
+        assert code == 200, body
+        return json.loads(body)
+
+    def metric(self, name: str) -> float | None:
+        _, body = self.get("/metrics")
+        for line in body.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def simulate(self, agent: str, turns: list[str], gap_s: float = 0.0) -> dict[str, Any]:
+        data = json.dumps({"agent": agent, "turns": turns, "gap_s": gap_s}).encode()
+        req = urllib.request.Request(self.url("/simulate"), data=data, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    def wait_for(self, what: Callable[[], Any], timeout: float = 30.0, message: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                last = what()
+            except (OSError, AssertionError, ValueError):
+                last = None
+            if last:
+                return last
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {message or what}; last={last!r}\n{self.output()[-4000:]}")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        self.wait_for(lambda: self.get("/readyz")[0] == 200, timeout, "/readyz")
+
+    def agent(self, name: str) -> dict[str, Any] | None:
+        return next((a for a in self.status()["agents"] if a["name"] == name), None)
+
+    def output(self) -> str:
+        self._log_file.flush()
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log_file.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> Serve:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        if not self._log_file.closed:
+            self._log_file.close()
+
+
+def system_prompts_for(fake: Any, user_text: str) -> list[str]:
+    """The system prompt of every LLM request whose last user message is ``user_text``."""
+    out = []
+    for request in fake.chat_requests:
+        messages = request["messages"]
+        users = [m for m in messages if m.get("role") == "user"]
+        if users and users[-1].get("content") == user_text:
+            out.extend(m["content"] for m in messages if m.get("role") in ("system", "developer"))
+    return out

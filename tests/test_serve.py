@@ -1,0 +1,171 @@
+"""`voice-runtime serve` end to end: a real serve process, real livekit AgentServers
+running simulated jobs, the real openai plugin against the fake LLM."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakes.openai_chat import FakeOpenAI
+from helpers import write
+from serve_harness import Serve, spec, system_prompts_for
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI()
+    fake.start_in_thread()
+    yield fake
+    fake.stop_thread()
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Path:
+    folder = tmp_path / "agents.d"
+    folder.mkdir()
+    return folder
+
+
+def test_an_edit_reaches_the_next_job_while_a_job_started_before_it_finishes_on_the_old_spec(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    write(agents / "desk.yaml", spec("You are version one.", fake_openai.base_url))
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        assert serve.agent("desk")["generation"] == 1
+        serve.simulate("desk", ["early-1", "early-2"], gap_s=4.0)
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "early-1"), message="the first job's first turn")
+        write(agents / "desk.yaml", spec("You are version two.", fake_openai.base_url))
+        serve.wait_for(lambda: serve.agent("desk")["generation"] == 2, message="generation 2")
+        serve.simulate("desk", ["late-1"])
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "late-1"), message="the second job's turn")
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "early-2"), message="the first job's second turn")
+        assert system_prompts_for(fake_openai, "early-1") == ["You are version one."]
+        assert system_prompts_for(fake_openai, "late-1") == ["You are version two."]
+        # the job that started before the edit finished on the spec it started with
+        assert system_prompts_for(fake_openai, "early-2") == ["You are version one."]
+        assert serve.stop() == 0
+
+
+def test_an_invalid_edit_keeps_the_last_good_spec_serving_and_reports_where_the_error_is(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    write(agents / "desk.yaml", spec("You are the good version.", fake_openai.base_url))
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        assert serve.metric("voice_runtime_config_last_reload_successful") == 1.0
+        write(agents / "desk.yaml", spec("You are broken.", fake_openai.base_url) + "  modle: nope\n")
+        serve.wait_for(lambda: serve.metric("voice_runtime_config_last_reload_successful") == 0.0,
+                       message="the failed reload")
+        status = serve.status()
+        errors = status["last_reload"]["errors"]
+        assert [(e["file"].endswith("desk.yaml"), e["line"], e["col"], e["key_path"]) for e in errors] == [
+            (True, 6, 3, "pipeline.modle")
+        ]
+        assert "desk.yaml:6:3: pipeline.modle: unknown key 'modle'" in errors[0]["text"]
+        assert status["agents"][0]["generation"] == 1
+        assert serve.metric('voice_runtime_config_reloads_total{result="failure"}') == 1.0
+        serve.simulate("desk", ["still there?"])
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "still there?"), message="a job on the last good spec")
+        assert system_prompts_for(fake_openai, "still there?") == ["You are the good version."]
+        write(agents / "desk.yaml", spec("You are the fixed version.", fake_openai.base_url))
+        serve.wait_for(lambda: serve.metric("voice_runtime_config_last_reload_successful") == 1.0,
+                       message="the fixing reload")
+        assert serve.agent("desk")["generation"] == 2
+        assert serve.status()["last_reload"]["errors"] == []
+
+
+def test_a_configmap_style_symlink_swap_is_picked_up_exactly_once(agents: Path, fake_openai: FakeOpenAI) -> None:
+    # what the kubelet does: files live in a timestamped folder, `..data` points at
+    # it, and the visible file is a symlink through `..data`
+    first = agents / "..2026_11_21_01"
+    write(first / "desk.yaml", spec("You are from the first ConfigMap.", fake_openai.base_url))
+    (agents / "..data").symlink_to(first.name)
+    (agents / "desk.yaml").symlink_to("..data/desk.yaml")
+    with Serve(agents, "--scan-interval", "0.5") as serve:
+        serve.wait_ready()
+        before = serve.metric('voice_runtime_config_reloads_total{result="success"}')
+        second = agents / "..2026_11_21_02"
+        write(second / "desk.yaml", spec("You are from the second ConfigMap.", fake_openai.base_url))
+        (agents / "..data_tmp").symlink_to(second.name)
+        (agents / "..data_tmp").replace(agents / "..data")  # atomic rename over the old link
+        serve.wait_for(lambda: serve.agent("desk")["generation"] == 2, message="generation 2")
+        time.sleep(2.0)  # several scans and any late watch events
+        assert serve.metric('voice_runtime_config_reloads_total{result="success"}') == before + 1
+        assert serve.agent("desk")["generation"] == 2
+        serve.simulate("desk", ["which map?"])
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "which map?"), message="a job")
+        assert system_prompts_for(fake_openai, "which map?") == ["You are from the second ConfigMap."]
+
+
+def test_adding_a_file_registers_an_agent_and_deleting_it_drains_and_unregisters_it(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        write(agents / "sales.yaml", spec("You are sales.", fake_openai.base_url))
+        serve.wait_for(lambda: (serve.agent("sales") or {}).get("registered"), message="sales registered")
+        serve.simulate("sales", ["buy?"])
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "buy?"), message="a sales job")
+        assert system_prompts_for(fake_openai, "buy?") == ["You are sales."]
+        (agents / "sales.yaml").unlink()
+        serve.wait_for(lambda: serve.agent("sales") is None, message="sales removed")
+        assert [a["name"] for a in serve.status()["agents"]] == ["desk"]
+        serve.wait_for(lambda: "agent sales drained and unregistered" in serve.output(), message="the drain")
+        assert serve.metric("voice_runtime_agents_loaded") == 1.0
+
+
+def test_renaming_an_agent_drains_the_old_name_and_registers_the_new_one(agents: Path, fake_openai: FakeOpenAI) -> None:
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url, name="front-desk"))
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url, name="reception"))
+        serve.wait_for(lambda: [a["name"] for a in serve.status()["agents"]] == ["reception"], message="rename")
+        serve.wait_for(lambda: serve.agent("reception")["registered"], message="reception registered")
+        assert "agent front-desk drained and unregistered" in serve.wait_for(
+            lambda: "front-desk drained" in serve.output() and serve.output(), message="the old name's drain")
+
+
+def test_sigterm_lets_a_call_in_progress_finish_then_exits_0(agents: Path, fake_openai: FakeOpenAI) -> None:
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        serve.simulate("desk", ["first", "second"], gap_s=3.0)
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "first"), message="the call's first turn")
+        assert serve.stop() == 0
+        # the call in progress was drained, not cut: its second turn ran before exit
+        assert system_prompts_for(fake_openai, "second") == ["You are the desk."]
+
+
+def test_missing_livekit_credentials_are_a_one_line_error_before_anything_starts(agents: Path) -> None:
+    from helpers import run_cli
+
+    write(agents / "desk.yaml", spec("You are the desk.", "http://127.0.0.1:9/v1"))
+    result = run_cli("serve", agents, env={"LIVEKIT_URL": None, "LIVEKIT_API_KEY": None, "LIVEKIT_API_SECRET": None})
+    assert result.rc == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET not set (LiveKit's URL and API credentials; "
+        "or use --unregistered to run without LiveKit)"
+    ]
+
+
+def test_an_unreachable_livekit_keeps_serve_up_not_ready_and_still_reloading(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    from mcp_servers.harness import free_port
+
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    env = {"LIVEKIT_URL": f"ws://127.0.0.1:{free_port()}", "LIVEKIT_API_KEY": "key", "LIVEKIT_API_SECRET": "s3cr3t-livekit"}
+    with Serve(agents, env=env, unregistered=False) as serve:
+        serve.wait_for(lambda: serve.get("/healthz")[0] == 200, message="/healthz")
+        code, body = serve.get("/readyz")
+        assert code == 503
+        assert "agent desk is not registered (connecting to LiveKit at ws://127.0.0.1:" in body
+        write(agents / "desk.yaml", spec("You are the new desk.", fake_openai.base_url))
+        serve.wait_for(lambda: serve.agent("desk")["generation"] == 2, message="a reload while disconnected")
+        assert serve.get("/healthz")[0] == 200
+        assert "s3cr3t-livekit" not in serve.get("/status")[1] + serve.get("/metrics")[1] + serve.output()
+        assert serve.stop() == 0
