@@ -169,3 +169,93 @@ def test_an_unreachable_livekit_keeps_serve_up_not_ready_and_still_reloading(
         assert serve.get("/healthz")[0] == 200
         assert "s3cr3t-livekit" not in serve.get("/status")[1] + serve.get("/metrics")[1] + serve.output()
         assert serve.stop() == 0
+
+
+VERSION_PLUGIN = '''
+import voice_runtime
+
+
+def _tool():
+    from livekit.agents import function_tool
+
+    @function_tool
+    async def code_version() -> str:
+        """Which version of the plugin code is running."""
+        return "plugin code {version}"
+
+    return code_version
+
+
+@voice_runtime.hookimpl
+def voice_runtime_register_tools(register):
+    register("build.version", _tool, description="the plugin code version")
+'''
+
+
+def test_a_changed_plugin_reaches_new_calls_through_recycled_prewarmed_processes(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    plugins = tmp_path / "plugins"
+    write(plugins / "build.py", VERSION_PLUGIN.format(version="one"))
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url) + "tools: [build.version]\n")
+    fake_openai.use_tool_then_answer("code_version")
+    with Serve(agents, "--idle-processes", "1") as serve:
+        serve.wait_ready()
+        serve.simulate("desk", ["version?"])
+        serve.wait_for(lambda: len(fake_openai.chat_requests) >= 2, message="the first call's tool turn")
+        assert fake_openai.chat_requests[1]["messages"][-1]["content"] == "plugin code one"
+        write(plugins / "build.py", VERSION_PLUGIN.format(version="two"))
+        serve.wait_for(lambda: "recycling" in serve.output() or "reload (watch)" in serve.output(),
+                       message="the plugin reload")
+        time.sleep(1.0)  # the recycled idle process is replaced
+        serve.simulate("desk", ["version now?"])
+        serve.wait_for(lambda: len(fake_openai.chat_requests) >= 4, message="the second call's tool turn")
+        assert fake_openai.chat_requests[3]["messages"][-1]["content"] == "plugin code two"
+
+
+def test_json_logs_have_one_line_per_reload_saying_what_changed(agents: Path, fake_openai: FakeOpenAI) -> None:
+    import json
+
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents, "--log-format", "json") as serve:
+        serve.wait_ready()
+        write(agents / "sales.yaml", spec("You are sales.", fake_openai.base_url))
+        serve.wait_for(lambda: serve.agent("sales"), message="sales added")
+        write(agents / "desk.yaml", spec("You are the new desk.", fake_openai.base_url))
+        serve.wait_for(lambda: serve.agent("desk")["generation"] == 3, message="desk updated")
+        serve.wait_for(lambda: serve.output().count('"reload"') >= 3, message="three reload lines")
+        lines = [json.loads(line) for line in serve.output().splitlines() if line.startswith("{")]
+        reloads = [line for line in lines if "reload" in line]
+        assert [(r["reload"]["added"], r["reload"]["updated"], r["reload"]["removed"]) for r in reloads] == [
+            (["desk"], [], []), (["sales"], [], []), ([], ["desk"], [])
+        ]
+        assert all(r["level"] == "info" and r["logger"] == "voice_runtime.serve" for r in reloads)
+        assert "updated desk" in reloads[-1]["msg"]
+
+
+def test_readyz_names_a_required_mcp_server_that_is_down_and_status_shows_each_servers_health(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    import json
+
+    from mcp_servers.harness import stdio_command
+
+    command, args = stdio_command(record=tmp_path / "calls.jsonl", name="tools")
+    servers = (
+        "mcp_servers:\n"
+        f"  tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}\n"
+        "  billing: {command: /nonexistent/billing-mcp, required: true, connect_timeout: 2}\n"
+    )
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url) + servers)
+    with Serve(agents) as serve:
+        serve.wait_for(lambda: serve.agent("desk") and serve.agent("desk")["registered"], message="registered")
+        health = serve.wait_for(
+            lambda: (lambda s: s if s["tools"]["state"] == "up" and s["billing"]["state"] == "down" else None)(
+                serve.agent("desk")["mcp_servers"]), message="MCP health")
+        assert "echo" in health["tools"]["tools"]
+        assert "command not found: /nonexistent/billing-mcp" in health["billing"]["error"]
+        code, body = serve.get("/readyz")
+        assert code == 503
+        assert "agent desk: required MCP server billing is down (command not found: /nonexistent/billing-mcp)" in body
+        assert serve.metric('voice_runtime_mcp_server_up{agent="desk",server="tools"}') == 1.0
+        assert serve.metric('voice_runtime_mcp_server_up{agent="desk",server="billing"}') == 0.0
