@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .spec.errors import SpecError
-from .spec.loader import LoadedSpec, SpecLoader, discover
+from .spec.loader import EMPTY_FOLDER, LoadedSpec, SpecLoader, discover
 
 if TYPE_CHECKING:
     from .plugins import Plugins
@@ -141,6 +141,8 @@ class Catalog:
         now = time.time()
         result = ReloadResult(self.generation + 1, now)
         paths = discover(self.folder)
+        if isinstance(paths, SpecError) and paths.message.startswith(EMPTY_FOLDER):
+            paths = []  # for a running server an emptied folder is a mass removal, refused below
         if isinstance(paths, SpecError):
             result.refused = f"{paths.message}; keeping {len(self.agents)} agent(s) serving"
             result.errors.append(paths)

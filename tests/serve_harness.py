@@ -37,15 +37,18 @@ class Serve:
     def __init__(self, agents: Path, *args: str, env: Mapping[str, str | None] | None = None,
                  unregistered: bool = True) -> None:
         self.agents = agents
+        self._args = [*(["--unregistered"] if unregistered else []), *args]
+        self._env = env
+        self._start()
+
+    def _start(self) -> None:
         self.port = free_port()
-        self.log = agents.parent / f"serve-{self.port}.log"
+        self.log = self.agents.parent / f"serve-{self.port}.log"
         base = ["--http-port", str(self.port), "--http-host", "127.0.0.1", "--simulate", "--idle-processes", "0"]
-        if unregistered:
-            base.append("--unregistered")
         self._log_file = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [*CLI, "serve", str(agents), *base, *args], stdout=self._log_file, stderr=subprocess.STDOUT,
-            env=child_env(env), start_new_session=True,
+            [*CLI, "serve", str(self.agents), *base, *self._args], stdout=self._log_file, stderr=subprocess.STDOUT,
+            env=child_env(self._env), start_new_session=True,
         )
 
     def url(self, path: str) -> str:
@@ -81,6 +84,10 @@ class Serve:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None and "address already in use" in self.output():
+                self._log_file.close()  # the free port was taken meanwhile by another process
+                self._start()
+                continue
             if self.proc.poll() is not None:
                 raise AssertionError(f"serve exited with {self.proc.returncode}:\n{self.output()}")
             try:

@@ -32,6 +32,7 @@ _TOO_DEEP = f"nesting is too deep (more than {MAX_DEPTH} levels are not allowed)
 MAX_FLOW_BRACKETS = 200  # unclosed [ or { before parsing; loose, since brackets in strings count too
 _BRACKETS = re.compile(r"[\[\]{}]")
 SPEC_SUFFIXES = (".yaml", ".yml")
+EMPTY_FOLDER = "no spec files"
 _CORE_TAGS = {
     f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "omap")
 }
@@ -79,7 +80,7 @@ def discover(folder: Path) -> list[Path] | SpecError:
     except OSError as exc:
         return SpecError(str(folder), message=f"cannot read directory: {exc.strerror or exc}")
     if not paths:
-        return SpecError(str(folder), message="no spec files (*.yaml, *.yml) in this directory")
+        return SpecError(str(folder), message=f"{EMPTY_FOLDER} (*.yaml, *.yml) in this directory")
     return paths
 
 
