@@ -204,7 +204,10 @@ class Catalog:
         result.errors.sort()
         previous = self.last
         if result.changed:
+            from .logs import register_secrets
+
             self.generation = result.generation
+            register_secrets(self.agents[n].loaded for n in result.added + result.updated)
             for name in result.added + result.updated:
                 self._publish(self.agents[name])
         else:

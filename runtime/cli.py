@@ -99,6 +99,9 @@ def check(
         raise typer.BadParameter("must be text or json", param_hint="--format")
     report = run_check(agents_dir, load_plugins(agents_dir, plugins))
     if not report.errors and not offline:
+        from .logs import register_secrets
+
+        register_secrets(report.specs)
         _quiet_logging("error")  # the report says what failed; the SDK's own logs would repeat it
         report.servers = asyncio.run(probe_servers(report.specs))
     typer.echo(render_json(report) if format == "json" else render_text(report))
@@ -158,7 +161,10 @@ def _pick_agent(agents_dir: Path, plugins: Plugins, agent: str) -> LoadedSpec:
     """The named agent's accepted spec, or exit with its errors (1) or the list of names (2)."""
     from .spec.loader import load_folder
 
+    from .logs import register_secrets
+
     result = load_folder(agents_dir, plugins)
+    register_secrets(result.specs)
     for loaded in result.specs:
         if loaded.name == agent:
             return loaded
@@ -173,10 +179,9 @@ def _pick_agent(agents_dir: Path, plugins: Plugins, agent: str) -> LoadedSpec:
 
 
 def _quiet_logging(level: str) -> None:
-    import logging
+    from .logs import setup_logging
 
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.WARNING), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("short", level)
 
 
 AgentOpt = Annotated[str, typer.Option("--agent", "-a", help="Agent name (see `check`).")]

@@ -106,7 +106,8 @@ class Serve:
         return next((a for a in self.status()["agents"] if a["name"] == name), None)
 
     def output(self) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:
+            self._log_file.flush()
         return self.log.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
