@@ -83,8 +83,9 @@ async def _simulated_call(ctx: JobContext, runner: Any) -> None:
     room's metadata, then hang up. How serve is tested offline."""
     script = json.loads(ctx.job.room.metadata or "{}")
     await runner.start()
-    for turn in script.get("turns", []):
-        await asyncio.sleep(float(script.get("gap_s", 0)))
+    for i, turn in enumerate(script.get("turns", [])):
+        if i:
+            await asyncio.sleep(float(script.get("gap_s", 0)))
         result = await runner.run_turn(turn)
         replies = [e.item.text_content for e in result.events
                    if getattr(e, "type", "") == "message" and getattr(e.item, "role", "") == "assistant"]

@@ -259,3 +259,60 @@ def test_readyz_names_a_required_mcp_server_that_is_down_and_status_shows_each_s
         assert "agent desk: required MCP server billing is down (command not found: /nonexistent/billing-mcp)" in body
         assert serve.metric('voice_runtime_mcp_server_up{agent="desk",server="tools"}') == 1.0
         assert serve.metric('voice_runtime_mcp_server_up{agent="desk",server="billing"}') == 0.0
+
+
+@pytest.mark.parametrize(
+    ("executor", "idle"),
+    [("process", "1"), ("process", "0"), ("thread", "0")],
+    ids=["process-prewarmed", "process-cold", "thread-shared-pool"],
+)
+def test_a_jobs_tool_call_reaches_the_mcp_server_with_every_executor(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI, executor: str, idle: str
+) -> None:
+    import json
+
+    from mcp_servers.harness import read_records, stdio_command
+
+    record = tmp_path / "calls.jsonl"
+    command, args = stdio_command(record=record, name="tools")
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url)
+          + f"mcp_servers:\n  tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}\n")
+    fake_openai.use_tool_then_answer("echo", {"text": f"via {executor}"})
+    with Serve(agents, "--executor", executor, "--idle-processes", idle) as serve:
+        serve.wait_ready()
+        serve.simulate("desk", ["echo please"])
+        serve.wait_for(lambda: len(fake_openai.chat_requests) >= 2, message="the tool turn")
+        assert [(r["tool"], r["args"]) for r in read_records(record)] == [("echo", {"text": f"via {executor}"})]
+        assert fake_openai.chat_requests[1]["messages"][-1]["content"] == f"via {executor}"
+        serve.wait_for(
+            lambda: serve.metric('voice_runtime_tool_calls_total{agent="desk",outcome="ok",server="tools",tool="echo"}'),
+            message="the call in /metrics")
+
+
+def test_saving_identical_bytes_causes_no_reload(agents: Path, fake_openai: FakeOpenAI) -> None:
+    text = spec("You are the desk.", fake_openai.base_url)
+    write(agents / "desk.yaml", text)
+    with Serve(agents, "--scan-interval", "0.3") as serve:
+        serve.wait_ready()
+        before = serve.metric('voice_runtime_config_reloads_total{result="success"}')
+        for _ in range(3):
+            write(agents / "desk.yaml", text)  # an editor's save with no change
+            time.sleep(0.3)
+        time.sleep(1.0)
+        assert serve.metric('voice_runtime_config_reloads_total{result="success"}') == before
+        assert serve.agent("desk")["generation"] == 1
+
+
+def test_sigterm_drain_is_bounded_by_drain_timeout(agents: Path, fake_openai: FakeOpenAI) -> None:
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents, "--drain-timeout", "2") as serve:
+        serve.wait_ready()
+        serve.simulate("desk", ["first", "much later"], gap_s=60.0)
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "first"), message="the call's first turn")
+        started = time.monotonic()
+        rc = serve.stop()
+        assert rc == 0
+        # 2 s of drain, then livekit shuts the job down; a simulated call is still in
+        # its entrypoint, which livekit gives 15 s (a constant of 1.8.9) before cancelling
+        assert time.monotonic() - started < 25
+        assert system_prompts_for(fake_openai, "much later") == []
