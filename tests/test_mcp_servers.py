@@ -217,6 +217,36 @@ async def test_slow_start_delays_listening(record: Path) -> None:
     assert read_events(record)[0]["faults"] == ["slow-start"]
 
 
+async def test_slow_init_listens_at_once_but_answers_initialize_late(record: Path) -> None:
+    with start_http_server(record=record, fault="slow-init=0.6") as server:
+        started = time.monotonic()
+        async with http_session(server.url) as session:
+            handshake = time.monotonic() - started
+            result = await session.call_tool("echo", {"text": "late"})
+    assert handshake >= 0.6
+    assert text_of(result) == "late"
+    assert read_events(record)[0]["faults"] == ["slow-init"]
+
+
+async def test_descriptions_file_replaces_tool_descriptions_at_each_start(record: Path, tmp_path: Path) -> None:
+    descriptions = tmp_path / "descriptions.json"
+    command, args = stdio_command(record=record, descriptions=descriptions)
+
+    async def listed() -> dict[str, str | None]:
+        async with stdio_client(StdioServerParameters(command=command, args=args), errlog=sys.stderr) as (r, w):
+            async with ClientSession(r, w, read_timeout_seconds=5) as session:
+                await session.initialize()
+                return {t.name: t.description for t in (await session.list_tools()).tools}
+
+    before = await listed()  # no file yet: the docstrings
+    descriptions.write_text(json.dumps({"echo": "Something else entirely."}))
+    after = await listed()
+
+    assert before["echo"] == "Return the text unchanged."
+    assert after["echo"] == "Something else entirely."
+    assert after["add"] == before["add"] == "Add two integers."
+
+
 async def test_hang_never_answers_initialize(record: Path) -> None:
     with start_http_server(record=record, fault="hang") as server:
         with pytest.raises(ExceptionGroup) as excinfo:

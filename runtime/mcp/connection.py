@@ -43,6 +43,12 @@ BACKOFF_MAX = 30.0
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
+# A stdio server's stderr is kept for the last lines of error messages, not forever.
+STDERR_MAX_BYTES = 1024 * 1024
+STDERR_KEEP_BYTES = 16 * 1024
+STDERR_CHECK_SECONDS = 1.0
+
+
 class ServerGone(Exception):
     """The transport ended while the connection was up."""
 
@@ -102,6 +108,7 @@ class McpConnection:
         self._session: ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop that owns the transport
         self._owner: asyncio.Task[None] | None = None
+        self._abandoned: set[asyncio.Task[None]] = set()  # attempts still shutting down
         self._closing: asyncio.Event | None = None
         self._lock = asyncio.Lock()
         self._reconnect_task: asyncio.Task[None] | None = None
@@ -111,7 +118,7 @@ class McpConnection:
         self.pinned: dict[str, str] | None = None
         self.changed_tools: list[str] = []
         self.on_up: list[Callable[[McpConnection], None]] = []  # after every successful reconnect
-        self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") if self.is_stdio else None
+        self._stderr = _stderr_file() if self.is_stdio else None
 
     @property
     def is_stdio(self) -> bool:
@@ -138,6 +145,8 @@ class McpConnection:
                 return False
             await self._stop_owner()
             self.state = "connecting"
+            # a first import of the SDK takes about a second: not the server's time
+            self._import_transport()
             loop = self._loop = asyncio.get_running_loop()
             ready: asyncio.Future[None] = loop.create_future()
             self._closing = asyncio.Event()
@@ -146,8 +155,14 @@ class McpConnection:
             try:
                 await asyncio.wait_for(asyncio.shield(ready), timeout=self.server.connect_timeout)
             except asyncio.TimeoutError:
-                await self._stop_owner()
+                # torn down in the background: connect_timeout bounds the caller's wait,
+                # and stopping a stdio server that ignores stdin takes the SDK seconds
+                self._abandon_owner()
                 raise self._down(f"no answer within connect_timeout ({self.server.connect_timeout:g}s)") from None
+            except asyncio.CancelledError:
+                self._abandon_owner()  # closing, or the caller gave up: no attempt left behind
+                self.state = "down" if self.state == "connecting" else self.state
+                raise
             except Exception as exc:
                 await self._stop_owner()
                 raise self._down(_describe(exc, self._stderr_tail())) from None
@@ -188,6 +203,8 @@ class McpConnection:
                 await self._reconnect_task
         async with self._lock:
             await self._stop_owner()
+        if self._abandoned:
+            await asyncio.gather(*self._abandoned, return_exceptions=True)
         self.state = "closed"
         if self._stderr is not None:
             self._stderr.close()
@@ -206,7 +223,9 @@ class McpConnection:
                 self.tools = await _list_all_tools(session)
                 self._session = session
                 ready.set_result(None)
-                await _first_of(closing, gone)
+                while not (closing.is_set() or gone.is_set()):
+                    await _first_of(closing, gone, timeout=STDERR_CHECK_SECONDS if self.is_stdio else None)
+                    self._trim_stderr()
                 if not closing.is_set():
                     # a stdio server that exited, an HTTP stream that dropped: seen now,
                     # not at the next call, so health is true and the reconnect starts
@@ -214,13 +233,33 @@ class McpConnection:
                                      else "the server closed the connection")
         except BaseException as exc:  # noqa: BLE001 - reported to whoever waits
             if not ready.done():
-                ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+                if isinstance(exc, asyncio.CancelledError):
+                    ready.cancel()  # an abandoned attempt: nobody waits any more
+                else:
+                    ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
             elif not closing.is_set() and not isinstance(exc, asyncio.CancelledError):
                 self._lost(_describe(exc, self._stderr_tail()))
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
             self._session = None
+
+    def _abandon_owner(self) -> None:
+        """Cancel a connection attempt that is still starting, without waiting; the
+        transport still stops its process (the SDK shields that), and aclose() waits."""
+        owner, self._owner = self._owner, None
+        self._session = None
+        if owner is None:
+            return
+        owner.cancel()
+
+        async def reap() -> None:
+            with contextlib.suppress(BaseException):
+                await owner
+
+        task = asyncio.ensure_future(reap())
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
 
     async def _stop_owner(self) -> None:
         owner, self._owner = self._owner, None
@@ -236,6 +275,17 @@ class McpConnection:
             owner.cancel()
             with contextlib.suppress(BaseException):
                 await owner
+
+    def _import_transport(self) -> None:
+        import mcp  # noqa: F401
+
+        if self.is_stdio:
+            import mcp.client.stdio  # noqa: F401
+        elif self.server.resolved_transport == "sse":  # type: ignore[union-attr]
+            import mcp.client.sse  # noqa: F401
+        else:
+            import httpx2  # noqa: F401
+            import mcp.client.streamable_http  # noqa: F401
 
     def _transport(self) -> Any:
         server: Any = self.server
@@ -349,6 +399,22 @@ class McpConnection:
             except Exception:  # noqa: BLE001 - one session's bug must not stop the others hearing
                 log.exception("MCP server %s: reconnect listener failed", self.name)
 
+    def _trim_stderr(self) -> None:
+        """Keep the server's stderr log bounded: it is an unlinked temporary file, so
+        a chatty server would otherwise fill the disk (or RAM, on tmpfs) unseen."""
+        if self._stderr is None or self._stderr.closed:
+            return
+        try:
+            fd = self._stderr.fileno()
+            size = os.fstat(fd).st_size
+            if size <= STDERR_MAX_BYTES:
+                return
+            tail = os.pread(fd, STDERR_KEEP_BYTES, size - STDERR_KEEP_BYTES)
+            os.ftruncate(fd, 0)
+            os.write(fd, tail)  # opened for appending: lands at the new end, as the server's writes do
+        except (OSError, ValueError):
+            pass
+
     def _stderr_tail(self) -> str:
         if self._stderr is None or self._stderr.closed:
             return ""
@@ -409,10 +475,24 @@ async def _watched(source: Any, gone: asyncio.Event) -> Any:
             tg.cancel_scope.cancel()
 
 
-async def _first_of(*events: asyncio.Event) -> None:
+def _stderr_file() -> Any:
+    """An unlinked temporary file for a stdio server's stderr (a pipe nobody drains
+    would stall the server), opened for appending so it can be trimmed under it."""
+    file = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
+    try:
+        import fcntl
+
+        flags = fcntl.fcntl(file.fileno(), fcntl.F_GETFL)
+        fcntl.fcntl(file.fileno(), fcntl.F_SETFL, flags | os.O_APPEND)
+    except (ImportError, OSError):  # no fcntl (Windows): trimming leaves a sparse file
+        pass
+    return file
+
+
+async def _first_of(*events: asyncio.Event, timeout: float | None = None) -> None:
     waits = [asyncio.ensure_future(e.wait()) for e in events]
     try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for w in waits:
             w.cancel()

@@ -57,6 +57,15 @@ def pid_alive(pid: int) -> bool:
     return not any(line.startswith("State:") and "Z" in line.split()[1] for line in status.splitlines())
 
 
+def is_zombie(pid: int) -> bool:
+    """Whether `pid` exited but was never reaped by its parent (state Z)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return any(line.startswith("State:") and "Z" in line.split()[1] for line in status.splitlines())
+
+
 def wait_gone(pids: Sequence[int], timeout: float = 5.0) -> bool:
     """Poll until none of `pids` is alive; False if some still are after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -68,13 +77,21 @@ def wait_gone(pids: Sequence[int], timeout: float = 5.0) -> bool:
 
 
 def _recorder_args(
-    transport: str, *, record: StrPath | None, name: str, fault: Fault, port: int | None = None
+    transport: str,
+    *,
+    record: StrPath | None,
+    name: str,
+    fault: Fault,
+    port: int | None = None,
+    descriptions: StrPath | None = None,
 ) -> list[str]:
     args = [str(RECORDER), "--transport", transport, "--name", name]
     if port is not None:
         args += ["--port", str(port)]
     if record is not None:
         args += ["--record", os.fspath(record)]
+    if descriptions is not None:
+        args += ["--descriptions", os.fspath(descriptions)]
     faults = [fault] if isinstance(fault, str) else list(fault or ())
     for f in faults:
         args += ["--fault", f]
@@ -82,14 +99,20 @@ def _recorder_args(
 
 
 def stdio_command(
-    record: StrPath | None = None, name: str = "recorder", fault: Fault = None
+    record: StrPath | None = None,
+    name: str = "recorder",
+    fault: Fault = None,
+    descriptions: StrPath | None = None,
 ) -> tuple[str, list[str]]:
     """``(command, args)`` that runs the recorder over stdio.
 
     Absolute paths only, because MCP stdio clients start servers with a minimal
     environment (no PYTHONPATH, no virtualenv activation) and any working directory.
+    ``descriptions``: a JSON file of tool -> description, read at every (re)start.
     """
-    return sys.executable, _recorder_args("stdio", record=record, name=name, fault=fault)
+    return sys.executable, _recorder_args(
+        "stdio", record=record, name=name, fault=fault, descriptions=descriptions
+    )
 
 
 def _read_jsonl(path: StrPath) -> list[dict[str, Any]]:
@@ -123,6 +146,7 @@ class HttpServer:
         fault: Fault = None,
         port: int | None = None,
         startup_timeout: float = 15.0,
+        descriptions: StrPath | None = None,
     ) -> None:
         if transport not in ("streamable-http", "sse"):
             raise ValueError(f"not an HTTP transport: {transport!r}")
@@ -130,6 +154,7 @@ class HttpServer:
         self.record = Path(record) if record is not None else None
         self.name = name
         self.fault = fault
+        self.descriptions = descriptions
         self.port = port if port is not None else free_port()
         self.startup_timeout = startup_timeout
         fd, stderr_path = tempfile.mkstemp(prefix=f"mcp-{name}-", suffix=".stderr")
@@ -165,7 +190,10 @@ class HttpServer:
         """Spawn the server and wait until its port accepts connections."""
         if self.running:
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
-        args = _recorder_args(self.transport, record=self.record, name=self.name, fault=self.fault, port=self.port)
+        args = _recorder_args(
+            self.transport, record=self.record, name=self.name, fault=self.fault, port=self.port,
+            descriptions=self.descriptions,
+        )
         with self.stderr_path.open("ab") as stderr:
             self._proc = subprocess.Popen(
                 [sys.executable, *args],
@@ -268,8 +296,10 @@ def start_http_server(
     fault: Fault = None,
     port: int | None = None,
     startup_timeout: float = 15.0,
+    descriptions: StrPath | None = None,
 ) -> HttpServer:
     """Start a recorder over HTTP on a free (or the given) port; it is already listening."""
     return HttpServer(
-        transport, record=record, name=name, fault=fault, port=port, startup_timeout=startup_timeout
+        transport, record=record, name=name, fault=fault, port=port, startup_timeout=startup_timeout,
+        descriptions=descriptions,
     ).start()

@@ -14,6 +14,9 @@ also appends one ``{"event": "spawn", ...}`` line at startup, so tests can count
 Faults (``--fault`` may be repeated):
 
 * ``slow-start=SECONDS``: sleep before serving (HTTP: before binding the port).
+* ``slow-init=SECONDS``: serve at once (HTTP: the port accepts connections), but answer
+  the ``initialize`` request only after SECONDS: a server that is up yet slow to
+  handshake, the same on every transport.
 * ``stderr-flood[=KIB_PER_SEC]`` (default 256): a thread writes to stderr nonstop, and
   every tool call logs a line there too, so a client that never drains stderr sees the
   server stall once the pipe fills, as a real chatty server would.
@@ -25,6 +28,10 @@ Faults (``--fault`` may be repeated):
   stdin closes, and a grandchild ``sleep 300`` is spawned in the same process group
   *after* SIG_IGN, so it inherits it: only SIGKILL to the whole group removes both.
   Its pid is ``grandchild_pid`` in the spawn event.
+
+``--descriptions FILE`` (a JSON object ``{"tool": "description"}``, read at startup;
+a missing file means the defaults) replaces tool descriptions, so a test can make the
+"same" server list a changed tool definition after a restart.
 
 HTTP transports bind 127.0.0.1 only, keep stdout silent and print one ready line to
 stderr; the endpoint is ``/mcp`` (streamable HTTP) or ``/sse`` (SSE).
@@ -65,6 +72,7 @@ CRASH_EXIT_CODE = 3
 @dataclass(frozen=True)
 class Faults:
     slow_start: float = 0.0
+    slow_init: float = 0.0
     stderr_flood_kib_per_s: int | None = None
     garbage_stdout: bool = False
     hang: bool = False
@@ -75,6 +83,7 @@ class Faults:
             name
             for name, on in (
                 ("slow-start", self.slow_start > 0),
+                ("slow-init", self.slow_init > 0),
                 ("stderr-flood", self.stderr_flood_kib_per_s is not None),
                 ("garbage-stdout", self.garbage_stdout),
                 ("hang", self.hang),
@@ -91,6 +100,7 @@ class Config:
     record: Path | None = None
     name: str = DEFAULT_NAME
     faults: Faults = field(default_factory=Faults)
+    descriptions: dict[str, str] = field(default_factory=dict)  # tool -> description
 
 
 def parse_faults(specs: Sequence[str]) -> Faults:
@@ -103,6 +113,10 @@ def parse_faults(specs: Sequence[str]) -> Faults:
                 if not value:
                     raise ValueError("slow-start needs a value: slow-start=SECONDS")
                 kwargs["slow_start"] = float(value)
+            case "slow-init":
+                if not value:
+                    raise ValueError("slow-init needs a value: slow-init=SECONDS")
+                kwargs["slow_init"] = float(value)
             case "stderr-flood":
                 kwargs["stderr_flood_kib_per_s"] = int(value) if value else 256
             case "garbage-stdout" | "hang" | "ignore-sigterm" if not value:
@@ -148,71 +162,97 @@ async def _hang_middleware(ctx: ServerRequestContext[Any, Any], call_next: CallN
     return await call_next(ctx)
 
 
+def _slow_init_middleware(seconds: float) -> Any:
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "initialize":
+            await anyio.sleep(seconds)
+        return await call_next(ctx)
+
+    return middleware
+
+
+def load_descriptions(path: Path | None) -> dict[str, str]:
+    if path is None or not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError(f"{path}: expected a JSON object of tool name -> description")
+    return data
+
+
 def build_server(config: Config, rec: Recorder | None = None) -> MCPServer[Any]:
     """The MCP server with every test tool; importable for in-process tests too."""
     rec = rec or Recorder.for_config(config)
-    server: MCPServer[Any] = MCPServer(
-        config.name,
-        log_level="WARNING",
-        middleware=[_hang_middleware] if config.faults.hang else None,
-    )
+    middleware: list[Any] = []
+    if config.faults.hang:
+        middleware.append(_hang_middleware)
+    if config.faults.slow_init > 0:
+        middleware.append(_slow_init_middleware(config.faults.slow_init))
+    server: MCPServer[Any] = MCPServer(config.name, log_level="WARNING", middleware=middleware or None)
 
-    @server.tool()
+    def tool() -> Any:
+        # the decorated function's name is the tool's name; None keeps its docstring
+        def decorate(fn: Any) -> Any:
+            return server.tool(description=config.descriptions.get(fn.__name__))(fn)
+
+        return decorate
+
+    @tool()
     def echo(text: str) -> str:
         """Return the text unchanged."""
         rec.call("echo", text=text)
         return text
 
-    @server.tool()
+    @tool()
     def add(a: int, b: int) -> int:
         """Add two integers."""
         rec.call("add", a=a, b=b)
         return a + b
 
-    @server.tool()
+    @tool()
     def get_weather(city: str) -> str:
         """Get the current weather for a city."""
         rec.call("get_weather", city=city)
         return f"sunny in {city}"
 
-    @server.tool()
+    @tool()
     def whoami() -> str:
         """Return this server's name."""
         rec.call("whoami")
         return config.name
 
-    @server.tool()
+    @tool()
     def get_env(name: str) -> str:
         """Return the value of an environment variable, or <unset>."""
         rec.call("get_env", name=name)
         return os.environ.get(name, "<unset>")
 
-    @server.tool()
+    @tool()
     def env_keys() -> list[str]:
         """Return the sorted names of all environment variables."""
         rec.call("env_keys")
         return sorted(os.environ)
 
-    @server.tool()
+    @tool()
     async def sleep(seconds: float) -> str:
         """Sleep for the given number of seconds."""
         rec.call("sleep", seconds=seconds)
         await anyio.sleep(seconds)
         return "slept"
 
-    @server.tool()
+    @tool()
     def big(size: int) -> str:
         """Return a string of `size` characters."""
         rec.call("big", size=size)
         return "x" * size
 
-    @server.tool()
+    @tool()
     def fail(message: str) -> str:
         """Always fail with the given message."""
         rec.call("fail", message=message)
         raise ToolError(message)
 
-    @server.tool()
+    @tool()
     def crash() -> str:
         """Kill the server process at once."""
         rec.call("crash")
@@ -297,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--record", type=Path, help="append one JSON line per tool call here")
     parser.add_argument("--name", default=DEFAULT_NAME, help="server name, returned by whoami")
     parser.add_argument("--fault", action="append", default=[], metavar="FAULT", help="see above; repeatable")
+    parser.add_argument("--descriptions", type=Path, help="JSON object: tool name -> description")
     ns = parser.parse_args(argv)
 
     try:
@@ -308,7 +349,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.transport != "stdio" and faults.garbage_stdout:
         parser.error("garbage-stdout only applies to --transport stdio")
 
-    config = Config(transport=ns.transport, port=ns.port, record=ns.record, name=ns.name, faults=faults)
+    try:
+        descriptions = load_descriptions(ns.descriptions)
+    except (ValueError, json.JSONDecodeError) as exc:
+        parser.error(str(exc))
+    config = Config(
+        transport=ns.transport, port=ns.port, record=ns.record, name=ns.name, faults=faults,
+        descriptions=descriptions,
+    )
     rec = Recorder.for_config(config)
     server = build_server(config, rec)
 
