@@ -292,6 +292,10 @@ class McpConnection:
         if self.is_stdio:
             from mcp import StdioServerParameters, stdio_client
 
+            from . import stdio_lines
+
+            stdio_lines.install()
+
             env = {k: os.environ[k] for k in _LOCALE_VARS if k in os.environ} | dict(server.env)
             command = server.command
             if os.sep in command and not os.path.isabs(command):
