@@ -235,6 +235,9 @@ def tools(
     agent: AgentOpt,
     plugins: PluginsOpt = None,
     format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    lock: Annotated[bool, typer.Option("--lock", help="Write <spec>.tools.lock: the tool definitions seen now are "
+                                       "the approved ones; a later change withholds the tool.")] = False,
+    log_level: LogLevelOpt = "error",
 ) -> None:
     """List the tools the agent's model will see and where each comes from.
 
@@ -247,7 +250,7 @@ def tools(
 
     if format not in ("text", "json"):
         raise typer.BadParameter("must be text or json", param_hint="--format")
-    _quiet_logging("error")
+    _quiet_logging(log_level)
     loaded_plugins = load_plugins(agents_dir, plugins)
     loaded = _pick_agent(agents_dir, loaded_plugins, agent)
 
@@ -257,6 +260,11 @@ def tools(
         pool = McpPool(retry_in_background=False)
         try:
             box = await open_toolbox(loaded, loaded_plugins, pool)
+            if lock:
+                from .mcp.pool import write_tool_lock
+
+                path = write_tool_lock(loaded, box.acquired.connections)
+                typer.echo(f"wrote {path}", err=True)
             return [r.as_dict() for r in box.rows], box.acquired.unavailable
         finally:
             await pool.aclose()

@@ -116,6 +116,7 @@ class McpConnection:
         # tool name -> digest at the first listing (or from a lock file): later
         # listings are compared against it
         self.pinned: dict[str, str] | None = None
+        self.locked = False  # pinned from a lock file (`voice-runtime tools --lock`): pinning is on
         self.changed_tools: list[str] = []
         self.on_up: list[Callable[[McpConnection], None]] = []  # after every successful reconnect
         self._stderr = _stderr_file() if self.is_stdio else None
@@ -182,6 +183,10 @@ class McpConnection:
             self._schedule_reconnect()
             raise
 
+    @property
+    def pinning(self) -> bool:
+        return self.server.pin_tools or self.locked
+
     def _compare_with_pinned(self) -> None:
         digests = {t.name: tool_digest(t) for t in self.tools}
         if self.pinned is None:
@@ -192,7 +197,7 @@ class McpConnection:
             log.warning(
                 "MCP server %s changed the definition of %s since it was first listed%s",
                 self.name, ", ".join(changed),
-                "; withheld from the model (pin_tools)" if self.server.pin_tools else "",
+                "; withheld from the model (pinned)" if self.pinning else "",
             )
         self.changed_tools = changed
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..summary import redact
@@ -25,6 +27,37 @@ if TYPE_CHECKING:
     from ..spec.loader import LoadedSpec
 
 log = logging.getLogger("voice_runtime.mcp")
+
+
+def tool_lock_path(loaded: LoadedSpec) -> Path:
+    """``agents.d/support.yaml`` -> ``agents.d/support.tools.lock``."""
+    return loaded.path.with_suffix(".tools.lock")
+
+
+def read_tool_lock(loaded: LoadedSpec) -> dict[str, dict[str, str]]:
+    """server -> tool -> definition digest, as approved by `voice-runtime tools --lock`."""
+    path = tool_lock_path(loaded)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(s): {str(t): str(d) for t, d in tools.items()} for s, tools in data["servers"].items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        log.warning("ignoring unreadable tool lock %s: %s", path, exc)
+        return {}
+
+
+def write_tool_lock(loaded: LoadedSpec, connections: dict[str, McpConnection]) -> Path:
+    from .connection import tool_digest
+
+    data = {
+        "agent": loaded.name,
+        "servers": {name: {t.name: tool_digest(t) for t in conn.tools}
+                    for name, conn in sorted(connections.items()) if conn.state == "up"},
+    }
+    path = tool_lock_path(loaded)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
 
 
 def server_key(loaded: LoadedSpec, name: str) -> str:
@@ -65,6 +98,9 @@ class McpPool:
             if key not in self._connections:
                 conn = McpConnection(name, loaded.spec.mcp_servers[name], base_dir=loaded.path.parent,
                                      redact=functools.partial(redact, loaded))
+                locked = read_tool_lock(loaded).get(name)
+                if locked is not None:
+                    conn.pinned, conn.locked = dict(locked), True
                 self._connections[key] = conn
                 self._starting[key] = asyncio.ensure_future(self._start(conn))
         pending = [self._starting[k] for k in keys.values() if k in self._starting]

@@ -63,7 +63,7 @@ def exposed_names(connections: dict[str, McpConnection]) -> dict[tuple[str, str]
 
 def _allowed(conn: McpConnection) -> list[Any]:
     allowed = conn.server.allowed_tools
-    withheld = set(conn.changed_tools) if conn.server.pin_tools else set()
+    withheld = set(conn.changed_tools) if conn.pinning else set()
     return [t for t in conn.tools if (allowed is None or t.name in allowed) and t.name not in withheld]
 
 
