@@ -37,6 +37,9 @@ log = logging.getLogger("voice_runtime.mcp")
 _LOCALE_VARS = ("LANG", "LC_ALL", "TZ")
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
+# A server must stay up this long before a loss resets the backoff: one that dies
+# right after every start is a crash loop, retried ever more slowly.
+STABLE_AFTER = 10.0
 # Largest message accepted on a streamable HTTP event stream (the SDK's default is
 # 1 MiB, and a 1 MB tool result arrives twice: as text and as structured content).
 # Results are capped to max_result_chars after they arrive.
@@ -92,8 +95,11 @@ class McpConnection:
     def __init__(
         self, name: str, server: StdioServer | HttpServer, *, base_dir: Path | None = None,
         redact: Callable[[str], str] | None = None,
+        backoff: tuple[float, float] = (BACKOFF_START, BACKOFF_MAX),
     ) -> None:
         self.name = name
+        self.backoff_start, self.backoff_max = backoff
+        self.retry_delays: list[float] = []  # every reconnect wait so far: health shows a crash loop slowing
         # errors can quote a URL or header that holds a ${VAR} secret
         self._redact = redact or (lambda text: text)
         self.server = server
@@ -112,7 +118,8 @@ class McpConnection:
         self._closing: asyncio.Event | None = None
         self._lock = asyncio.Lock()
         self._reconnect_task: asyncio.Task[None] | None = None
-        self._backoff = BACKOFF_START
+        self._backoff = self.backoff_start
+        self._up_since = 0.0
         # tool name -> digest at the first listing (or from a lock file): later
         # listings are compared against it
         self.pinned: dict[str, str] | None = None
@@ -170,7 +177,7 @@ class McpConnection:
             self.handshake_ms = (time.perf_counter() - started) * 1000
             self.state, self.error = "up", None
             self._generation += 1
-            self._backoff = BACKOFF_START
+            self._up_since = time.monotonic()
             self._compare_with_pinned()
             return True
 
@@ -197,7 +204,8 @@ class McpConnection:
             log.warning(
                 "MCP server %s changed the definition of %s since it was first listed%s",
                 self.name, ", ".join(changed),
-                "; withheld from the model (pinned)" if self.pinning else "",
+                (f"; withheld from the model ({'pin_tools' if self.server.pin_tools else 'tool lock file'})"
+                 if self.pinning else ""),
             )
         self.changed_tools = changed
 
@@ -368,6 +376,8 @@ class McpConnection:
         if self.state == "closed":
             return
         was_up = self.state == "up"
+        if was_up and time.monotonic() - self._up_since >= STABLE_AFTER:
+            self._backoff = self.backoff_start  # it had been fine: the first retry is quick again
         self._down(reason)
         if was_up:
             log.warning("MCP server %s went down: %s; reconnecting", self.name, self.error)
@@ -390,7 +400,8 @@ class McpConnection:
     async def _reconnect_loop(self) -> None:
         while self.state not in ("up", "closed"):
             delay = self._backoff * random.uniform(0.8, 1.2)  # jitter: crash-looping servers are not hammered in step
-            self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+            self._backoff = min(self._backoff * 2, self.backoff_max)
+            self.retry_delays.append(delay)
             await asyncio.sleep(delay)
             try:
                 await self.connect()

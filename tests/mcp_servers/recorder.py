@@ -77,6 +77,7 @@ class Faults:
     garbage_stdout: bool = False
     hang: bool = False
     ignore_sigterm: bool = False
+    exit_after: float = 0.0  # a crash loop: the process dies this long after it starts
 
     def names(self) -> list[str]:
         return [
@@ -88,6 +89,7 @@ class Faults:
                 ("garbage-stdout", self.garbage_stdout),
                 ("hang", self.hang),
                 ("ignore-sigterm", self.ignore_sigterm),
+                ("exit-after", self.exit_after > 0),
             )
             if on
         ]
@@ -117,6 +119,10 @@ def parse_faults(specs: Sequence[str]) -> Faults:
                 if not value:
                     raise ValueError("slow-init needs a value: slow-init=SECONDS")
                 kwargs["slow_init"] = float(value)
+            case "exit-after":
+                if not value:
+                    raise ValueError("exit-after needs a value: exit-after=SECONDS")
+                kwargs["exit_after"] = float(value)
             case "stderr-flood":
                 kwargs["stderr_flood_kib_per_s"] = int(value) if value else 256
             case "garbage-stdout" | "hang" | "ignore-sigterm" if not value:
@@ -375,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _start_stderr_flood(faults.stderr_flood_kib_per_s)
     if faults.slow_start > 0:
         time.sleep(faults.slow_start)
+    if faults.exit_after > 0:
+        threading.Timer(faults.exit_after, os._exit, args=(CRASH_EXIT_CODE,)).start()
 
     if config.transport == "stdio":
         if faults.garbage_stdout:
