@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("voice_runtime.reload")
 
 Stamp = tuple[Any, ...]
+RACY_NS = 2_000_000_000  # coarse filesystems (FAT, old kernels, some NFS) tick this slowly
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,8 @@ class Catalog:
         self.generation = 0
         self.last: ReloadResult | None = None
         self.last_success_at: float | None = None
-        # path -> (stamp, result): what each file gave the last time it was read
-        self._files: dict[Path, tuple[Stamp, LoadedSpec | list[SpecError]]] = {}
+        # path -> (stamp, result, read at ns): what each file gave the last time it was read
+        self._files: dict[Path, tuple[Stamp, LoadedSpec | list[SpecError], int]] = {}
         self._file_of: dict[str, Path] = {}  # agent name -> the file it came from
 
     def use_plugins(self, plugins: Plugins) -> None:
@@ -117,19 +118,38 @@ class Catalog:
             stamp += (_stat(path.parent / instructions_file),)
         return stamp
 
+    def _trusted(self, path: Path) -> LoadedSpec | None:
+        """The cached result for ``path`` if the file cannot have changed since."""
+        cached = self._files.get(path)
+        if cached is None or not isinstance(cached[1], LoadedSpec):
+            return None  # errors are re-read: a missing instructions file may have appeared
+        stamp, result, read_at = cached
+        if self._stamp(path, result) != stamp:
+            return None
+        # git's "racy" rule: a file modified within the filesystem's timestamp
+        # granularity of the read may have changed again without a new mtime
+        newest = max((part[2] for part in (stamp, *stamp[3:]) if isinstance(part, tuple)), default=stamp[2])
+        if newest >= read_at - RACY_NS:
+            return None
+        return result
+
     def _read(self, paths: list[Path]) -> dict[Path, LoadedSpec | list[SpecError]]:
         loader: SpecLoader | None = None
         out: dict[Path, LoadedSpec | list[SpecError]] = {}
         for path in paths:
-            cached = self._files.get(path)
-            stamp = self._stamp(path, cached[1] if cached else None)
-            if cached is not None and stamp is not None and cached[0] == stamp:
-                out[path] = cached[1]
+            trusted = self._trusted(path)
+            if trusted is not None:
+                out[path] = trusted
                 continue
             loader = loader or SpecLoader(self.plugins)
+            read_at = time.time_ns()
+            before = _stat(path)
             result = loader.load(path)
-            # the stamp is taken again after reading, with the instructions file the spec names
-            self._files[path] = (self._stamp(path, result) or (), result)
+            stamp = self._stamp(path, result)
+            if stamp is not None and stamp[:3] == before:
+                self._files[path] = (stamp, result, read_at)
+            else:  # saved again while it was read: read it again next time
+                self._files.pop(path, None)
             out[path] = result
         for gone in set(self._files) - set(paths):
             del self._files[gone]
@@ -149,7 +169,7 @@ class Catalog:
             return self._finish(result)
         if not paths and self.agents:
             result.refused = (f"every spec file is gone from {self.folder}; keeping {len(self.agents)} agent(s) "
-                              "serving (remove files one at a time, or restart, to serve none)")
+                              "serving (a running server never drops to no agents at once; restart it to serve none)")
             return self._finish(result)
         read = self._read(paths)
         valid: dict[Path, LoadedSpec] = {}
@@ -168,22 +188,24 @@ class Catalog:
                     result.errors.append(SpecError(str(path), key_path="name",
                                                    message=f"agent name {name!r} is also used by {others}"))
                     del valid[path]
-        new_agents = self._next_agents(valid, set(paths), result)
+        new_agents = self._next_agents(valid, paths, result)
         self.agents = new_agents
         return self._finish(result)
 
-    def _next_agents(self, valid: dict[Path, LoadedSpec], present: set[Path], result: ReloadResult) -> dict[str, Entry]:
+    def _next_agents(self, valid: dict[Path, LoadedSpec], present: list[Path], result: ReloadResult) -> dict[str, Entry]:
         agents: dict[str, Entry] = {}
         taken: dict[str, Path] = {}
         failed = {Path(e.file) for e in result.errors}
-        for path in sorted(present):
+        # first the last good versions of failing files: they hold their names
+        # whatever order the files come in
+        for name, entry in self.agents.items():
+            path = self._file_of.get(name)
+            if path in failed and path not in valid:
+                agents[name] = entry
+                taken[name] = path
+        for path in present:  # discover() sorted them
             loaded = valid.get(path)
             if loaded is None:
-                if path in failed:  # keep the last good version of this file, if it had one
-                    old = next((e for n, e in self.agents.items() if self._file_of.get(n) == path), None)
-                    if old is not None:
-                        agents[old.loaded.name] = old
-                        taken[old.loaded.name] = path
                 continue
             if loaded.name in taken:  # another file's last good version holds the name
                 result.errors.append(SpecError(str(path), key_path="name",

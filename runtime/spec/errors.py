@@ -17,8 +17,10 @@ class SpecError:
     message: str = field(default="", compare=False)
 
     def __str__(self) -> str:
+        # one problem, one line: a key or value may itself hold a line break
         where = f"{self.file}:{self.line}:{self.col}"
-        return f"{where}: {self.key_path}: {self.message}" if self.key_path else f"{where}: {self.message}"
+        message = _one_line(self.message)
+        return f"{where}: {_one_line(self.key_path)}: {message}" if self.key_path else f"{where}: {message}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -28,6 +30,10 @@ class SpecError:
             "key_path": self.key_path,
             "message": self.message,
         }
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class SpecErrors(Exception):

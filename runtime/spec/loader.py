@@ -196,6 +196,11 @@ class SpecLoader:
             return SpecError(file, message=f"invalid YAML: {str(exc).splitlines()[0]}")
         except RecursionError:
             return SpecError(file, *_too_deep_at(self._yaml, text), message=_TOO_DEEP)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            # ruamel's constructors raise these for values their tag cannot hold
+            # (`!!int x`, `!!bool ""`, an escape past U+10FFFF)
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return SpecError(file, message=f"invalid YAML: a value cannot be read ({detail})")
 
     def _finish(self, path: Path, raw: bytes, spec: AgentSpecBase, walker: _Walker) -> LoadedSpec | list[SpecError]:
         file = str(path)
@@ -416,6 +421,7 @@ _PLAIN_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
 _PLAIN_FLOAT = re.compile(r"[-+]?[0-9]+\.[0-9]+\Z")
 # a block scalar header as ruamel reads it; libyaml also takes "|#comment"
 _BLOCK_HEADER = re.compile(r"[|>](?:[1-9][+-]?|[+-][1-9]?)?(?:[ \r\n]|\Z)")
+_SPACES_LINE = re.compile(r"\n[ ]+\r?\n")
 # libyaml and ruamel may count these differently as line breaks or tokens
 _UNUSUAL_CHARS = ("\t", "\x85", "\u2028", "\u2029", "\ufeff")
 _fast_parts: Any = None
@@ -488,7 +494,11 @@ def _fast_compose(text: str) -> _Map | None:
             kind = type(event)
             if kind is scalar_ev:
                 node: Any = _fast_scalar(event.value, event.implicit[0], resolvers) if event.tag is None else _BAIL
-                if event.style in ("|", ">") and not _BLOCK_HEADER.match(text, event.start_mark.index):
+                if event.style in ("|", ">") and (
+                    not _BLOCK_HEADER.match(text, event.start_mark.index)
+                    # ruamel and libyaml disagree on indentation after a line of spaces
+                    or _SPACES_LINE.search(text, event.start_mark.index, event.end_mark.index)
+                ):
                     return None
             elif kind is map_ev or kind is seq_ev:
                 node = _Map() if kind is map_ev else _Seq()
