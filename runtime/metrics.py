@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram, disable_created_metrics
 
@@ -25,6 +25,20 @@ TOOL_CALL_SECONDS = Histogram(
 )
 
 
+# labels() validates and looks the child up under a lock on every call; the children
+# of a label set never change, so each is looked up once (a tool call pays for this)
+_counters: dict[tuple[str, str, str, str], Any] = {}
+_histograms: dict[tuple[str, str, str], Any] = {}
+
+
 def observe_tool_call(record: ToolCallRecord) -> None:
-    TOOL_CALLS.labels(record.agent, record.server, record.tool, record.outcome).inc()
-    TOOL_CALL_SECONDS.labels(record.agent, record.server, record.tool).observe(record.latency_ms / 1000)
+    key = (record.agent, record.server, record.tool)
+    counter_key = (*key, record.outcome)
+    counter = _counters.get(counter_key)
+    if counter is None:
+        counter = _counters[counter_key] = TOOL_CALLS.labels(*counter_key)
+    histogram = _histograms.get(key)
+    if histogram is None:
+        histogram = _histograms[key] = TOOL_CALL_SECONDS.labels(*key)
+    counter.inc()
+    histogram.observe(record.latency_ms / 1000)

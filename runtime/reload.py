@@ -50,9 +50,11 @@ class Reloader:
         self._tasks: list[asyncio.Task[None]] = []
 
     def trigger(self, kinds: set[str], cause: str) -> None:
+        waiting = bool(self._pending)
         self._pending |= kinds
         self._cause = self._cause or cause
-        self._wake.set()
+        if not (waiting and cause == "scan"):  # a scan is no new write: it does not extend the settle window
+            self._wake.set()
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run(), name="reload")]

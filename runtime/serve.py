@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,8 @@ class Supervisor:
         self._stop = asyncio.Event()
         self.reloader: Reloader | None = None
         self.plugin_errors: list[str] = []
+        self._freeze: asyncio.Task[None] | None = None
+        self._described: dict[str, tuple[Any, dict[str, Any]]] = {}  # name -> (LoadedSpec, describe())
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -86,8 +90,13 @@ class Supervisor:
         from .http import start_http
 
         loop = asyncio.get_running_loop()
+        previous: dict[int, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
+            # not loop.add_signal_handler, whose wake-up byte (and with it the signal) is
+            # dropped when the loop's self-pipe is full: with 1,000 agents livekit's
+            # executor callbacks fill it during any pause of the loop. As livekit's own CLI
+            # does, the handler queues the stop itself.
+            previous[sig] = signal.signal(sig, lambda *_: loop.call_soon_threadsafe(self.request_stop))
         http = await start_http(self, self.options.http_host, self.options.http_port)
         log.info("serving %s on http://%s:%d (/healthz /readyz /metrics /status)", self.options.agents_dir,
                  self.options.http_host, self.options.http_port)
@@ -95,6 +104,8 @@ class Supervisor:
             await self._serve()
         finally:
             await http.cleanup()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     async def _serve(self) -> None:
         await self.reload({"specs"}, "start")
@@ -115,6 +126,8 @@ class Supervisor:
         self.stopping = True
         if self.reloader is not None:
             await self.reloader.aclose()
+        if self._freeze is not None:
+            self._freeze.cancel()
         async with self._lock:
             await asyncio.gather(*(self._remove(name, unpublish=False) for name in list(self.workers)))
         if self.pool is not None:
@@ -140,6 +153,8 @@ class Supervisor:
             if not result.changed and result.ok and cause == "scan":
                 return result
             await self._apply(result, plugins_changed="plugins" in kinds)
+            if result.added or result.removed:
+                self._freeze_heap_soon()
             self.reloads["success" if result.ok else "failure"] += 1
             ms = (time.perf_counter() - started) * 1000
             level = logging.INFO if result.ok else logging.WARNING
@@ -179,6 +194,25 @@ class Supervisor:
         recycle = set(self.workers) if plugins_changed else set(result.updated)
         for name in recycle:
             _recycle_idle(self.workers[name].server)
+
+    def _freeze_heap_soon(self) -> None:
+        """Once the agents' servers have started, move what they built into gc's permanent
+        generation. With one AgentServer per agent the heap is large (about 470,000
+        objects for 1,000 agents) and almost all of it lives as long as the process;
+        without this each full collection walks it all, stalling the loop (reloads,
+        /status, LiveKit's availability answers) for 100-450 ms every few seconds. Redone
+        after agents are added or removed (unfreezing first, so drained servers are freed)."""
+        if self._freeze is None or self._freeze.done():
+            self._freeze = asyncio.create_task(self._freeze_heap(), name="gc-freeze")
+
+    async def _freeze_heap(self) -> None:
+        deadline = time.monotonic() + 30.0  # an unreachable LiveKit never registers them
+        while time.monotonic() < deadline and not all(
+                w.registered or w.error or w.task.done() for w in self.workers.values()):
+            await asyncio.sleep(0.2)
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     async def _add(self, name: str) -> None:
         from livekit.agents import AgentServer, JobExecutorType
@@ -278,25 +312,32 @@ class Supervisor:
 
         agents = []
         for name, entry in sorted(self.catalog.agents.items()):
-            d = describe(entry.loaded)
+            cached = self._described.get(name)
+            if cached is None or cached[0] is not entry.loaded:
+                cached = self._described[name] = (entry.loaded, describe(entry.loaded))
+            d = cached[1]
+            health = self.mcp_health(entry.loaded) if d["mcp_servers"] else {}
             worker = self.workers.get(name)
             agents.append({
                 "name": name, "file": d["file"], "generation": entry.generation, "digest": entry.loaded.digest,
                 "accepted_at": entry.accepted_at, "mode": d["mode"], "providers": d["providers"],
-                "mcp_servers": {s: {**info, **self.mcp_health(entry.loaded)[s]} for s, info in d["mcp_servers"].items()},
+                "mcp_servers": {s: {**info, **health[s]} for s, info in d["mcp_servers"].items()},
                 "tools": d["tools"], "registered": bool(worker and worker.registered),
                 "error": worker.error if worker else None, "draining": name in self.draining,
                 "sessions_active": self.sessions_active(name),
             })
+        for gone in set(self._described) - set(self.catalog.agents):
+            del self._described[gone]
         last = self.catalog.last
+        not_ready = self.not_ready()
         return {
             "agents": agents,
             "generation": self.catalog.generation,
             "last_reload": last.as_dict() if last else None,
             "last_successful_reload_at": self.catalog.last_success_at,
             "plugin_errors": self.plugin_errors,
-            "ready": not self.not_ready(),
-            "not_ready": self.not_ready(),
+            "ready": not not_ready,
+            "not_ready": not_ready,
             "pid": os.getpid(),
         }
 
@@ -319,6 +360,32 @@ def _recycle_idle(server: Any) -> None:
         log.info("recycling %d idle process(es)", len(idle))
 
 
+def _count_children_once_for_all_servers() -> None:
+    """Every livekit AgentServer (1.8.9) refreshes a process-wide gauge, the number of
+    this process's children, every 0.5 s when PROMETHEUS_MULTIPROC_DIR is set, and
+    psutil walks all of /proc to count them. With one server per agent that is one
+    walk per agent per 0.5 s for the same number: 1,000 agents kept ~60 % of a core
+    busy doing it. Count at most once per 0.5 s for all of them. livekit's function is
+    private: without it nothing changes."""
+    from livekit.agents.telemetry import metrics as livekit_metrics
+
+    update = getattr(livekit_metrics, "_update_child_proc_count", None)
+    if update is None or getattr(update, "shared_by_voice_runtime", False):
+        return
+    lock, last = threading.Lock(), [float("-inf")]
+
+    def shared() -> None:
+        with lock:
+            now = time.monotonic()
+            if now - last[0] < 0.5:
+                return
+            last[0] = now
+        update()
+
+    shared.shared_by_voice_runtime = True  # type: ignore[attr-defined]
+    livekit_metrics._update_child_proc_count = shared
+
+
 def run_serve(**kwargs: Any) -> int:
     """The serve process: metrics shared with job processes, then the supervisor."""
     import tempfile
@@ -335,6 +402,7 @@ def run_serve(**kwargs: Any) -> int:
     from .build import import_livekit_plugins
 
     import_livekit_plugins()  # livekit wants plugins registered on the main thread
+    _count_children_once_for_all_servers()
     supervisor = Supervisor(options, plugins)
     try:
         asyncio.run(supervisor.run())

@@ -43,9 +43,13 @@ class ToolCallRecord:
         return dict(self.__dict__)
 
 
+# json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str), without
+# building a new encoder for every call
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def args_digest(arguments: Any) -> str:
-    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return hashlib.sha256(_CANONICAL.encode(arguments).encode()).hexdigest()[:16]
 
 
 @dataclass
