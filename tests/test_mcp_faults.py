@@ -5,6 +5,7 @@ voice-runtime's own connection pool and tool path."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from pathlib import Path
@@ -36,11 +37,19 @@ def stdio_block(tmp_path: Path, name: str, *faults: str, extra: str = "") -> str
     return f"command: {json.dumps(command)}, args: {json.dumps(args)}{extra}"
 
 
-def peak_rss_mb() -> float:
+def _status_mb(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
+    raise AssertionError(f"no {field}")
+
+
+def peak_rss_mb() -> float:
+    return _status_mb("VmHWM")
+
+
+def rss_mb() -> float:
+    return _status_mb("VmRSS")
 
 
 async def test_a_server_that_never_replies_times_out_and_the_event_loop_stays_responsive(tmp_path: Path) -> None:
@@ -123,9 +132,11 @@ async def test_a_50_mb_result_is_capped_with_a_marker_and_memory_stays_bounded(t
         # few copies); the bound comes from stdio_lines.MAX_LINE_CHARS, and nothing
         # keeps the result afterwards: a second call does not raise the peak
         assert grown < 1024, f"peak RSS grew {grown:.0f} MB"
-        again = peak_rss_mb()
+        gc.collect()
+        held = rss_mb()
         await call_tool(tool, {"size": 50 * 1024 * 1024}, recorder)
-        assert peak_rss_mb() - again < 100
+        gc.collect()
+        assert rss_mb() - held < 100, "memory held on to after a capped result"
     finally:
         await pool.aclose()
 
@@ -174,7 +185,7 @@ async def test_a_stdio_server_crash_looping_20_times_backs_off_more_and_more_and
     })
     servers = loaded.spec.mcp_servers
     # the backoff's scale is shortened so 20 crashes fit in a test; its shape is the product's
-    flaky = McpConnection("flaky", servers["flaky"], backoff=(0.05, 0.8))
+    flaky = McpConnection("flaky", servers["flaky"], backoff=(0.05, 0.4))
     steady = McpConnection("steady", servers["steady"])
     await steady.connect()
     recorder = CallRecorder("desk", "s1")
@@ -193,8 +204,8 @@ async def test_a_stdio_server_crash_looping_20_times_backs_off_more_and_more_and
         delays = flaky.retry_delays
         # jittered doubling (x0.8-1.2) up to the cap: each wait at least 1.3x the one before, until the cap
         for before, after in zip(delays, delays[1:]):
-            assert after >= min(before * 1.3, 0.8 * 0.8), delays
-        assert max(delays) >= 0.6 and delays[0] < 0.1
+            assert after >= min(before * 1.3, 0.4 * 0.8), delays
+        assert max(delays) >= 0.3 and delays[0] < 0.1
         assert answered > 20
     finally:
         await flaky.aclose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -58,10 +60,45 @@ class OpenAITTSOptions(ProviderOptions):
     api_key: ApiKey = None
 
 
+# One HTTP client per (event loop, endpoint): building one loads the CA bundle
+# (ssl.create_default_context), ~15 ms that every session would otherwise pay at
+# its start. Clients are tied to the loop their connections were opened in.
+_clients: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+
+
+def _shared_client(api_key: str | None, base_url: str | None, max_retries: int | None) -> Any:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None  # built outside a loop: let livekit make its own
+    key = (api_key, base_url, max_retries)
+    per_loop = _clients.setdefault(loop, {})
+    client = per_loop.get(key)
+    if client is None or client.is_closed():
+        import httpx2
+        import openai as openai_sdk
+
+        # the same settings livekit's openai.LLM gives the client it makes itself
+        client = per_loop[key] = openai_sdk.AsyncClient(
+            api_key=api_key, base_url=base_url, max_retries=max_retries or 0,
+            http_client=httpx2.AsyncClient(
+                timeout=httpx2.Timeout(connect=15.0, read=5.0, write=5.0, pool=5.0), follow_redirects=True,
+                limits=httpx2.Limits(max_connections=50, max_keepalive_connections=50, keepalive_expiry=120),
+            ),
+        )
+    return client
+
+
 def make_llm(options: OpenAILLMOptions) -> Any:
     from livekit.plugins import openai
 
-    return openai.LLM(**options.constructor_kwargs())
+    kwargs = options.constructor_kwargs()
+    client = _shared_client(kwargs.get("api_key"), kwargs.get("base_url"), kwargs.get("max_retries"))
+    if client is not None:
+        # not owned by the LLM: its aclose() leaves the shared client open
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("api_key", "base_url", "max_retries")}
+        kwargs["client"] = client
+    return openai.LLM(**kwargs)
 
 
 def make_realtime(options: OpenAIRealtimeOptions) -> Any:

@@ -350,7 +350,8 @@ class McpConnection:
             raise McpUnavailable(self.error or "not connected")
         generation = self._generation
         try:
-            return await asyncio.wait_for(session.call_tool(tool, arguments), timeout=self.server.timeout)
+            async with asyncio.timeout(self.server.timeout):  # no extra task per call, unlike wait_for
+                return await session.call_tool(tool, arguments)
         except asyncio.TimeoutError:
             raise
         except Exception as exc:

@@ -1,0 +1,95 @@
+"""The session, tool-call and concurrency benchmarks still run and report what they claim.
+
+Each script runs as a subprocess in a tiny configuration, the way a user runs it
+(`python benchmarks/<name>.py`). Correctness, not timing: exit 0, one JSON object on
+stdout, the issue's keys present with sensible numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from helpers import REPO, child_env
+
+BENCHMARKS = REPO / "benchmarks"
+# a tiny run takes seconds; a shared 2-core machine under load can take many times that
+TIMEOUT = 240
+
+pytestmark = pytest.mark.timeout(TIMEOUT + 30)
+
+
+def run_bench(name: str, *args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), *args],
+        cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-6000:]}"
+    assert proc.stdout.count("\n") == 1 and proc.stdout.endswith("\n"), proc.stdout  # the JSON line only
+    data = json.loads(proc.stdout)
+    assert isinstance(data, dict)
+    assert data["machine"]["nproc"] >= 1 and data["machine"]["python"]
+    return data
+
+
+def assert_positive(data: dict[str, Any], *keys: str) -> None:
+    for key in keys:
+        value = data[key]
+        assert isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, (key, value, data)
+
+
+def test_session_start_reports_ours_and_the_baseline_over_the_sessions_asked_for() -> None:
+    data = run_bench("session_start", "--sessions", "3", "--warmup", "1")
+
+    assert data["benchmark"] == "session_start"
+    assert data["sessions"] == 3
+    assert data["tools"] == 10 and data["servers"] == {"stdio": 1, "streamable_http": 2}
+    assert_positive(data, "p50_ms", "p95_ms", "baseline_p50_ms", "baseline_p95_ms", "speedup")
+    assert data["p95_ms"] >= data["p50_ms"] and data["baseline_p95_ms"] >= data["baseline_p50_ms"]
+    assert data["speedup"] == pytest.approx(data["baseline_p50_ms"] / data["p50_ms"], rel=0.01)
+    assert (data["target_p50_ms"], data["target_speedup"]) == (20, 20)
+    assert data["meets_target"] is (data["p50_ms"] <= 20 and data["speedup"] >= 20)
+
+
+def test_session_start_can_time_only_the_mcp_part() -> None:
+    data = run_bench("session_start", "--sessions", "2", "--warmup", "0", "--path", "tools")
+
+    assert data["path"] == "tools" and data["sessions"] == 2
+    assert_positive(data, "p50_ms", "baseline_p50_ms", "speedup")
+
+
+def test_tool_call_overhead_reports_both_transports_against_raw_sessions() -> None:
+    data = run_bench("tool_call_overhead", "--calls", "20", "--warmup", "5", "--block", "5")
+
+    assert data["benchmark"] == "tool_call_overhead" and data["calls"] == 20
+    for transport in ("stdio", "http"):
+        assert_positive(
+            data, *(f"{transport}_{key}" for key in (
+                "p50_ms", "p99_ms", "baseline_p50_ms", "baseline_p99_ms", "ratio_p50")),
+        )
+        ratio = data[f"{transport}_p50_ms"] / data[f"{transport}_baseline_p50_ms"]
+        assert data[f"{transport}_ratio_p50"] == pytest.approx(ratio, rel=0.01)
+        assert_positive(data[f"{transport}_breakdown"], "connection_p50_ms", "no_log_line_p50_ms")
+    # every voice-runtime call left exactly one record: check call + 2 recorder sides x (20 + 5), per transport
+    assert data["records"] == 2 * (1 + 2 * 25)
+    assert data["target_ratio_p50"] == 1.10
+    assert data["meets_target"] is (max(data["stdio_ratio_p50"], data["http_ratio_p50"]) <= 1.10)
+
+
+def test_concurrency_reports_turns_and_memory_per_session_for_each_size() -> None:
+    data = run_bench("concurrency", "--sizes", "2", "--rounds", "1")
+
+    assert data["benchmark"] == "concurrency" and data["sizes"] == [2] and data["n"] == 2 and data["rounds"] == 1
+    assert_positive(data, "turns_per_s", "baseline_turns_per_s")
+    # memory a tiny run adds can round to 0 MiB (it reuses what the warm-up session freed)
+    for key in ("rss_mb_per_session", "baseline_rss_mb_per_session"):
+        assert isinstance(data[key], (int, float)) and data[key] >= 0, (key, data)
+    for side in ("voice_runtime", "baseline"):
+        figures = data["per_n"]["2"][side]
+        assert figures["n"] == 2
+        assert_positive(figures, "turns_per_s", "start_s", "turns_s", "rss_before_mb", "rss_peak_mb")
+    assert data["turns_per_s"] == data["per_n"]["2"]["voice_runtime"]["turns_per_s"]
+    assert data["baseline_rss_mb_per_session"] == data["per_n"]["2"]["baseline"]["rss_mb_per_session"]
