@@ -8,21 +8,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fakes.openai_chat import FakeOpenAI, text
 from helpers import CLI, REPO, child_env
 from mcp_servers.harness import read_records, start_http_server, stdio_command
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    fake.start_in_thread()
-    yield fake
-    fake.stop_thread()
 
 
 def chat(agents: Path, agent: str, lines: str, fake: FakeOpenAI, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -239,7 +239,7 @@ async def test_a_server_down_at_start_costs_only_its_tools_and_when_it_comes_up_
         launcher = tmp_path / "late-server.sh"
         command, args = stdio_command(record=tmp_path / "late.jsonl", name="late")
         late = Recorder("stdio", "late", tmp_path / "late.jsonl", {"command": "/bin/sh", "args": [str(launcher)]})
-        why = f"(server stderr: /bin/sh: "  # the shell's own words, naming the missing file
+        why = "(server stderr: /bin/sh: "  # the shell's own words, naming the missing file
     else:
         late = servers.recorder(transport, "late", start=False)
         why = "cannot connect: "

@@ -12,19 +12,11 @@ import pytest
 from fakes.openai_chat import FakeOpenAI
 from helpers import CLI, child_env, run_cli, write
 from mcp_servers.harness import free_port, read_records, start_http_server
-from serve_harness import Serve, system_prompts_for
+from serve_harness import Serve
 
 TOKEN = "canary-token-7f3a9c5e"
 KEY = "sk-canary-key-91b2d4"
 SECRETS = {"CANARY_TOKEN": TOKEN, "CANARY_KEY": KEY}
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    fake.start_in_thread()
-    yield fake
-    fake.stop_thread()
 
 
 @pytest.fixture

@@ -4,28 +4,12 @@ running simulated jobs, the real openai plugin against the fake LLM."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fakes.openai_chat import FakeOpenAI
 from helpers import write
 from serve_harness import Serve, spec, system_prompts_for
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    fake.start_in_thread()
-    yield fake
-    fake.stop_thread()
-
-
-@pytest.fixture
-def agents(tmp_path: Path) -> Path:
-    folder = tmp_path / "agents.d"
-    folder.mkdir()
-    return folder
 
 
 def test_an_edit_reaches_the_next_job_while_a_job_started_before_it_finishes_on_the_old_spec(

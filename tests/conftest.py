@@ -1,0 +1,27 @@
+"""Fixtures several test files share. Test modules import their helpers directly
+(`from helpers import ...`); only fixtures live here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakes.openai_chat import FakeOpenAI
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """The fake OpenAI server, in a thread, so CLI subprocesses and serve's job
+    processes can reach it while the test blocks."""
+    fake = FakeOpenAI()
+    fake.start_in_thread()
+    yield fake
+    fake.stop_thread()
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Path:
+    folder = tmp_path / "agents.d"
+    folder.mkdir()
+    return folder
