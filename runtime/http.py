@@ -54,17 +54,52 @@ class ServeCollector:
 def metrics_text(supervisor: Supervisor) -> bytes:
     from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
         # job processes write their counters (tool calls, livekit's) to files there
-        from prometheus_client import multiprocess
-
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        registry.register(_ProcessFiles(folder))
     else:
         registry = CollectorRegistry()
         registry.register(_Forward(REGISTRY))
     registry.register(ServeCollector(supervisor))
     return generate_latest(registry)
+
+
+class _ProcessFiles:
+    """prometheus_client's multiprocess aggregation over the folder and the files
+    ``serve`` sheltered in subfolders of it (see ``shelter_metric_files``)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def collect(self) -> Any:
+        import glob
+
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = glob.glob(os.path.join(self.folder, "**", "*.db"), recursive=True)
+        return MultiProcessCollector.merge(files, accumulate=True)
+
+
+def shelter_metric_files() -> None:
+    """livekit's ``AgentServer.run()`` deletes every file in PROMETHEUS_MULTIPROC_DIR
+    (fine for one server per process, but serve starts one per agent, also while
+    running). Moving the files into a fresh subfolder first keeps the counts of jobs
+    so far; a running process keeps writing to its file, moved or not (it is mmapped)."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder or not os.path.isdir(folder):
+        return
+    files = [f for f in os.listdir(folder) if f.endswith(".db")]
+    if not files:
+        return
+    kept = os.path.join(folder, "kept", str(time.time_ns()))
+    os.makedirs(kept, exist_ok=True)
+    for name in files:
+        try:
+            os.replace(os.path.join(folder, name), os.path.join(kept, name))
+        except OSError:
+            log.warning("could not keep metrics file %s", name, exc_info=True)
 
 
 class _Forward:

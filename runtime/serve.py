@@ -248,7 +248,10 @@ class Supervisor:
         self.workers[name] = worker
 
     async def _run_server(self, worker: AgentWorker) -> None:
+        from .http import shelter_metric_files
+
         try:
+            shelter_metric_files()  # run() empties the metrics folder; the counts so far must survive
             await worker.server.run(devmode=False, unregistered=self.options.unregistered)
         except asyncio.CancelledError:
             raise

@@ -300,3 +300,23 @@ def test_sigterm_drain_is_bounded_by_drain_timeout(agents: Path, fake_openai: Fa
         # its entrypoint, which livekit gives 15 s (a constant of 1.8.9) before cancelling
         assert time.monotonic() - started < 25
         assert system_prompts_for(fake_openai, "much later") == []
+
+
+def test_tool_call_counts_survive_an_agent_added_later(tmp_path: Path, agents: Path, fake_openai: FakeOpenAI) -> None:
+    import json
+
+    from mcp_servers.harness import stdio_command
+
+    command, args = stdio_command(record=tmp_path / "calls.jsonl", name="tools")
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url)
+          + f"mcp_servers:\n  tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}\n")
+    fake_openai.use_tool_then_answer("echo", {"text": "count me"})
+    metric = 'voice_runtime_tool_calls_total{agent="desk",outcome="ok",server="tools",tool="echo"}'
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        serve.simulate("desk", ["echo please"])
+        serve.wait_for(lambda: serve.metric(metric) == 1.0, message="the call in /metrics")
+        # livekit's AgentServer.run() empties the metrics folder; a new agent starts one
+        write(agents / "sales.yaml", spec("You are sales.", fake_openai.base_url))
+        serve.wait_for(lambda: (serve.agent("sales") or {}).get("registered"), message="sales registered")
+        assert serve.metric(metric) == 1.0

@@ -229,7 +229,7 @@ class McpConnection:
             async with contextlib.AsyncExitStack() as stack:
                 read, write = await stack.enter_async_context(self._transport())
                 gone = asyncio.Event()
-                read = await stack.enter_async_context(_watched(read, gone))
+                read = _Watched(read, gone)
                 session = await stack.enter_async_context(ClientSession(read, write))
                 init = await session.initialize()
                 self.protocol_version = str(getattr(init, "protocol_version", "") or "") or None
@@ -469,31 +469,46 @@ async def _list_all_tools(session: ClientSession) -> list[Tool]:
     return tools
 
 
-@contextlib.asynccontextmanager
-async def _watched(source: Any, gone: asyncio.Event) -> Any:
-    """The transport's read stream, passed through; ``gone`` is set when it ends
-    (a stdio server exited, an HTTP event stream dropped for good)."""
-    import anyio
+class _Watched:
+    """The transport's read stream, unchanged; ``gone`` is set when it ends (a stdio
+    server exited, an HTTP event stream dropped for good). A proxy rather than a
+    pump task: a message passes through without an extra hop between tasks."""
 
-    send, receive = anyio.create_memory_object_stream[Any](0)
+    def __init__(self, source: Any, gone: asyncio.Event) -> None:
+        self._source = source
+        self._gone = gone
 
-    async def pump() -> None:
+    def __getattr__(self, name: str) -> Any:  # last_context and whatever else the SDK reads
+        return getattr(self._source, name)
+
+    async def __aenter__(self) -> _Watched:
+        await self._source.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
         try:
-            async with send:
-                async for item in source:
-                    await send.send(item)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream):
-            pass
+            return await self._source.__aexit__(*exc)
         finally:
-            gone.set()
+            self._gone.set()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(pump)
+    def __aiter__(self) -> _Watched:
+        return self
+
+    async def __anext__(self) -> Any:
         try:
-            async with receive:
-                yield receive
-        finally:
-            tg.cancel_scope.cancel()
+            return await self._source.__anext__()
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                self._gone.set()
+            raise
+
+    async def receive(self) -> Any:
+        try:
+            return await self._source.receive()
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                self._gone.set()
+            raise
 
 
 def _stderr_file() -> Any:
