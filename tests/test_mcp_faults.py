@@ -213,3 +213,27 @@ async def test_a_stdio_server_crash_looping_20_times_backs_off_more_and_more_and
     pids = [e["pid"] for e in read_events(tmp_path / "flaky.jsonl")]
     await asyncio.sleep(0.5)
     assert not [p for p in pids if pid_alive(p) or is_zombie(p)]
+
+
+async def test_a_call_cancelled_when_the_user_interrupts_is_recorded_as_cancelled_and_the_server_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    loaded = load(tmp_path, {"slow": stdio_block(tmp_path, "slow")})
+    pool = McpPool()
+    try:
+        got = await pool.acquire(loaded)
+        tools = {t.exposed: t for t in visible_tools(got.connections)}
+        recorder = CallRecorder("desk", "s1")
+        call = asyncio.ensure_future(call_tool(tools["sleep"], {"seconds": 30}, recorder))
+        await asyncio.sleep(0.5)
+        started = time.perf_counter()
+        call.cancel()  # what livekit does to a tool's task when the caller interrupts
+        try:
+            await call
+        except asyncio.CancelledError:
+            pass
+        assert time.perf_counter() - started < 1.0
+        assert recorder.records[-1].outcome == "cancelled"
+        assert await call_tool(tools["echo"], {"text": "next"}, recorder) == "next"
+    finally:
+        await pool.aclose()
