@@ -34,22 +34,20 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import math
 import os
-import platform
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from _common import percentile, progress
+from mcp_servers.harness import free_port
+
 TARGET_P99_MS = 250.0
 TARGET_RATIO = 1.5
 TARGET_SIZE, SMALL_SIZE = 1000, 10
@@ -61,24 +59,6 @@ CLI: list[str] = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", 
 
 class BenchError(Exception):
     pass
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low, high = math.floor(pos), math.ceil(pos)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def agent_name(i: int) -> str:
@@ -408,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         "meets_target": (p99 <= TARGET_P99_MS and ratio <= TARGET_RATIO) if measured_target else None,
     }
     out = {**summary, **result, "wall_s": round(time.perf_counter() - started, 1),
-           "machine": {"nproc": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}}
+           "machine": machine()}
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()
     return 0

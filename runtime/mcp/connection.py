@@ -494,18 +494,16 @@ class _Watched:
     def __aiter__(self) -> _Watched:
         return self
 
-    async def __anext__(self) -> Any:
-        try:
-            return await self._source.__anext__()
-        except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError):
-                self._gone.set()
-            raise
+    def __anext__(self) -> Any:
+        return self._watch(self._source.__anext__())
 
-    async def receive(self) -> Any:
+    def receive(self) -> Any:
+        return self._watch(self._source.receive())
+
+    async def _watch(self, pending: Any) -> Any:
         try:
-            return await self._source.receive()
-        except BaseException as exc:
+            return await pending
+        except BaseException as exc:  # end of stream, closed, broken: the server is gone
             if not isinstance(exc, asyncio.CancelledError):
                 self._gone.set()
             raise
