@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import percentile, progress
+from _common import machine, percentile, progress
 from mcp_servers.harness import free_port
 
 TARGET_P99_MS = 250.0
