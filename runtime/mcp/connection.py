@@ -407,7 +407,9 @@ class McpConnection:
             try:
                 await self.connect()
             except McpUnavailable as exc:
-                log.info("MCP server %s still down: %s (next try in ~%.1fs)", self.name, exc, self._backoff)
+                # the first tries say so; after that the health entry and metric do
+                level = logging.INFO if len(self.retry_delays) <= 3 else logging.DEBUG
+                log.log(level, "MCP server %s still down: %s (next try in ~%.1fs)", self.name, exc, self._backoff)
                 continue
             self._came_back()
 
