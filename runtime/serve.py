@@ -397,7 +397,9 @@ def run_serve(**kwargs: Any) -> int:
 
     # before prometheus_client is imported anywhere: job processes (forkserver
     # children, which inherit this environment) write their counters here
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="voice-runtime-metrics-"))
+    made_metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="voice-runtime-metrics-")
     options = ServeOptions(**kwargs)
     plugins = make_plugin_manager(options.plugins_dir)
     for problem in [str(e) for e in plugins.errors] + [str(p) for p in plugins.registry.problems]:
@@ -412,4 +414,11 @@ def run_serve(**kwargs: Any) -> int:
     except OSError as exc:  # the operator port is taken
         log.error("cannot serve on %s:%d: %s", options.http_host, options.http_port, exc.strerror or exc)
         return 2
+    finally:
+        import shutil
+
+        # the published specs hold expanded ${VAR} values: they do not outlive the process
+        shutil.rmtree(supervisor.catalog.state_dir, ignore_errors=True)
+        if made_metrics_dir is not None:
+            shutil.rmtree(made_metrics_dir, ignore_errors=True)
     return 0

@@ -320,3 +320,18 @@ def test_tool_call_counts_survive_an_agent_added_later(tmp_path: Path, agents: P
         write(agents / "sales.yaml", spec("You are sales.", fake_openai.base_url))
         serve.wait_for(lambda: (serve.agent("sales") or {}).get("registered"), message="sales registered")
         assert serve.metric(metric) == 1.0
+
+
+def test_serve_leaves_no_published_specs_behind_after_it_exits(tmp_path: Path, agents: Path, fake_openai: FakeOpenAI) -> None:
+    import os
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents, env={"TMPDIR": str(scratch), "PROMETHEUS_MULTIPROC_DIR": None}) as serve:
+        serve.wait_ready()
+        published = list(scratch.glob("voice-runtime-*/agents/desk.json"))
+        assert len(published) == 1  # what job processes read: expanded values, so private
+        assert os.stat(published[0].parent.parent).st_mode & 0o077 == 0
+        assert serve.stop() == 0
+    assert list(scratch.glob("voice-runtime-*")) == []  # the state and metrics folders
