@@ -243,6 +243,8 @@ def test_readyz_names_a_required_mcp_server_that_is_down_and_status_shows_each_s
         assert "agent desk: required MCP server billing is down (command not found: /nonexistent/billing-mcp)" in body
         assert serve.metric('voice_runtime_mcp_server_up{agent="desk",server="tools"}') == 1.0
         assert serve.metric('voice_runtime_mcp_server_up{agent="desk",server="billing"}') == 0.0
+        # livekit's own worker metrics are on the same port
+        assert any(line.startswith("lk_agents_worker_load{") for line in serve.get("/metrics")[1].splitlines())
 
 
 @pytest.mark.parametrize(
