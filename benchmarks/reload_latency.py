@@ -47,6 +47,7 @@ from typing import Any
 
 from _common import machine, percentile, progress
 from mcp_servers.harness import free_port
+from serve_harness import stop_process
 
 TARGET_P99_MS = 250.0
 TARGET_RATIO = 1.5
@@ -189,13 +190,7 @@ class Serve:
         if self._conn is not None:
             self._conn.close()
         started = time.perf_counter()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_process(self.proc, signal.SIGTERM, timeout)
         self._log_file.close()
         return time.perf_counter() - started
 

@@ -22,6 +22,17 @@ from helpers import CLI, child_env
 from mcp_servers.harness import free_port
 
 
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
+    """Signal a serve process; its whole process group is killed if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
 def spec(instructions: str, base_url: str, *, name: str | None = None, extra: str = "") -> str:
     return (
         "apiVersion: voice-runtime/v1\n"
@@ -111,13 +122,7 @@ class Serve:
         return self.log.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_process(self.proc, sig, timeout)
         self._log_file.close()
         return self.proc.returncode
 
