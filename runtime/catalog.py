@@ -128,7 +128,7 @@ class Catalog:
             return None
         # git's "racy" rule: a file modified within the filesystem's timestamp
         # granularity of the read may have changed again without a new mtime
-        newest = max((part[2] for part in (stamp, *stamp[3:]) if isinstance(part, tuple)), default=stamp[2])
+        newest = max([stamp[2], *(extra[2] for extra in stamp[3:] if extra is not None)])
         if newest >= read_at - RACY_NS:
             return None
         return result
@@ -241,7 +241,7 @@ class Catalog:
                     [str(e) for e in previous.errors] == [str(e) for e in result.errors] and
                     previous.refused == result.refused)
         result.repeated = repeated
-        if not (result.changed or (previous is not None and not previous.ok) or not result.ok) and previous is not None:
+        if previous is not None and previous.ok and result.ok and not result.changed:
             return result  # nothing happened: the last reload that did something stays the one reported
         self.last = result
         return result

@@ -45,7 +45,7 @@ class ServeCollector:
                                labels=["agent", "server"])
         for name, entry in sorted(sup.catalog.agents.items()):
             sessions.add_metric([name], sup.sessions_active(name))
-            for server, health in sup.mcp_health(entry.loaded).items():
+            for server, health in sup.mcp_health(name, entry).items():
                 up.add_metric([name, server], 1 if health["state"] == "up" else 0)
         yield sessions
         yield up

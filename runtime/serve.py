@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .catalog import Catalog, ReloadResult
+from .catalog import Catalog, Entry, ReloadResult
 from .reload import Reloader
 
 if TYPE_CHECKING:
@@ -76,7 +76,8 @@ class Supervisor:
         self.reloader: Reloader | None = None
         self.plugin_errors: list[str] = []
         self._freeze: asyncio.Task[None] | None = None
-        self._described: dict[str, tuple[Any, dict[str, Any]]] = {}  # name -> (LoadedSpec, describe())
+        # name -> (LoadedSpec, describe(), server -> pool key), made once per accepted version
+        self._described: dict[str, tuple[Any, dict[str, Any], dict[str, str]]] = {}
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -294,32 +295,35 @@ class Supervisor:
                 why = (worker.error if worker is not None else None) or (
                     f"connecting to LiveKit at {self.options.ws_url}" if not self.options.unregistered else "starting")
                 reasons.append(f"agent {name} is not registered ({why})")
-            for server, health in self.mcp_health(entry.loaded).items():
+            for server, health in self.mcp_health(name, entry).items():
                 if entry.loaded.spec.mcp_servers[server].required and health["state"] != "up":
                     reasons.append(f"agent {name}: required MCP server {server} is {health['state']}"
                                    f" ({health['error'] or 'connecting'})")
         return reasons
 
-    def mcp_health(self, loaded: Any) -> dict[str, dict[str, Any]]:
-        from .mcp.pool import server_key
+    def _described_view(self, name: str, entry: Entry) -> tuple[dict[str, Any], dict[str, str]]:
+        """describe() and the pool keys of an agent's servers, computed once per
+        accepted version: /status and /metrics ask for them on every scrape."""
+        cached = self._described.get(name)
+        if cached is None or cached[0] is not entry.loaded:
+            from .mcp.pool import server_key
+            from .summary import describe
 
-        out: dict[str, dict[str, Any]] = {}
+            keys = {server: server_key(entry.loaded, server) for server in entry.loaded.spec.mcp_servers}
+            cached = self._described[name] = (entry.loaded, describe(entry.loaded), keys)
+        return cached[1], cached[2]
+
+    def mcp_health(self, name: str, entry: Entry) -> dict[str, dict[str, Any]]:
+        _, keys = self._described_view(name, entry)
         conns = self.pool.by_key() if self.pool is not None else {}
-        for name in loaded.spec.mcp_servers:
-            conn = conns.get(server_key(loaded, name))
-            out[name] = conn.health().as_dict() if conn is not None else {"state": "idle", "error": None, "tools": []}
-        return out
+        idle = {"state": "idle", "error": None, "tools": []}
+        return {server: conns[key].health().as_dict() if key in conns else dict(idle) for server, key in keys.items()}
 
     def status(self) -> dict[str, Any]:
-        from .summary import describe
-
         agents = []
         for name, entry in sorted(self.catalog.agents.items()):
-            cached = self._described.get(name)
-            if cached is None or cached[0] is not entry.loaded:
-                cached = self._described[name] = (entry.loaded, describe(entry.loaded))
-            d = cached[1]
-            health = self.mcp_health(entry.loaded) if d["mcp_servers"] else {}
+            d, _ = self._described_view(name, entry)
+            health = self.mcp_health(name, entry)
             worker = self.workers.get(name)
             agents.append({
                 "name": name, "file": d["file"], "generation": entry.generation, "digest": entry.loaded.digest,

@@ -6,12 +6,11 @@ has a direct answer."""
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .mcp.pool import Acquired, McpPool
-from .mcp.toolset import McpTool, ToolFailure, call_tool, plugin_tools, visible_tools
+from .mcp.toolset import McpTool, ToolFailure, as_text, call_tool, plugin_tools, visible_tools
 from .tool_calls import CallRecorder, ToolCallRecord
 
 if TYPE_CHECKING:
@@ -86,7 +85,7 @@ async def call_row(row: ToolRow, arguments: dict[str, Any], recorder: CallRecord
             result = func(**arguments)
             if inspect.isawaitable(result):
                 result = await result
-            text = result if isinstance(result, str) else json.dumps(result, default=str)
+            text = as_text(result)
     except ToolFailure:
         raise
     except TypeError as exc:  # wrong arguments for a plugin function

@@ -99,7 +99,8 @@ class McpConnection:
     ) -> None:
         self.name = name
         self.backoff_start, self.backoff_max = backoff
-        self.retry_delays: list[float] = []  # every reconnect wait so far: health shows a crash loop slowing
+        # the reconnect waits since the server was last stable (latest 100): a crash loop slowing down
+        self.retry_delays: list[float] = []
         # errors can quote a URL or header that holds a ${VAR} secret
         self._redact = redact or (lambda text: text)
         self.server = server
@@ -379,6 +380,7 @@ class McpConnection:
         was_up = self.state == "up"
         if was_up and time.monotonic() - self._up_since >= STABLE_AFTER:
             self._backoff = self.backoff_start  # it had been fine: the first retry is quick again
+            self.retry_delays.clear()  # a new outage: its first retries are logged again
         self._down(reason)
         if was_up:
             log.warning("MCP server %s went down: %s; reconnecting", self.name, self.error)
@@ -403,6 +405,7 @@ class McpConnection:
             delay = self._backoff * random.uniform(0.8, 1.2)  # jitter: crash-looping servers are not hammered in step
             self._backoff = min(self._backoff * 2, self.backoff_max)
             self.retry_delays.append(delay)
+            del self.retry_delays[:-100]
             await asyncio.sleep(delay)
             try:
                 await self.connect()

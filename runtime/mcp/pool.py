@@ -80,9 +80,6 @@ class McpPool:
         self._starting: dict[str, asyncio.Task[None]] = {}
         self.retry_in_background = retry_in_background
 
-    def __len__(self) -> int:
-        return len(self._connections)
-
     async def acquire(self, loaded: LoadedSpec) -> Acquired:
         """The spec's servers, connecting those not yet in the pool (concurrently,
         each within its connect_timeout). A server that is down is reported, not
@@ -94,11 +91,13 @@ class McpPool:
         if self._loop is not running:
             return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.acquire(loaded), self._loop))
         keys = {name: server_key(loaded, name) for name in loaded.spec.mcp_servers}
+        lock: dict[str, dict[str, str]] | None = None
         for name, key in keys.items():
             if key not in self._connections:
                 conn = McpConnection(name, loaded.spec.mcp_servers[name], base_dir=loaded.path.parent,
                                      redact=functools.partial(redact, loaded))
-                locked = read_tool_lock(loaded).get(name)
+                lock = read_tool_lock(loaded) if lock is None else lock
+                locked = lock.get(name)
                 if locked is not None:
                     conn.pinned, conn.locked = dict(locked), True
                 self._connections[key] = conn
@@ -139,9 +138,6 @@ class McpPool:
             log.info("closing %d MCP connection(s) no spec uses any more", len(closing))
         await asyncio.gather(*(c.aclose() for c in closing), return_exceptions=True)
         await self.warm(specs)
-
-    def connections(self) -> list[McpConnection]:
-        return list(self._connections.values())
 
     def by_key(self) -> dict[str, McpConnection]:
         return dict(self._connections)

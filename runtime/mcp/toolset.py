@@ -138,10 +138,15 @@ def _traced(lk_tool: Any, server: str, recorder: CallRecorder) -> Any:
             result = func(*args, **kwargs)
             if asyncio.iscoroutine(result):
                 result = await result
-            call.text = result if isinstance(result, str) else json.dumps(result, default=str)
+            call.text = as_text(result)
             return result
 
     return type(lk_tool)(traced, lk_tool.info)
+
+
+def as_text(result: Any) -> str:
+    """What a plugin tool returned, as the model receives it."""
+    return result if isinstance(result, str) else json.dumps(result, default=str)
 
 
 def _jsonable(value: Any) -> bool:
