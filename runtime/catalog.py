@@ -9,7 +9,9 @@ refused (a broken mount or a bad sync must not unregister every agent).
 
 Accepted generations are published as JSON files in a private state directory:
 job processes (forkserver children) read exactly what the parent accepted at the
-moment they start, never a half-written or invalid spec file.
+moment they start, never a half-written or invalid spec file. The files hold the
+expanded values, secret fields (``api_key``) included, as the job needs them to
+authenticate: the directory is 0700, each file 0600, and serve removes it on exit.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .secrets import SecretSet, reveal
 from .spec.errors import SpecError
 from .spec.loader import EMPTY_FOLDER, LoadedSpec, SpecLoader, discover
 
@@ -90,12 +93,16 @@ def _stat(path: Path) -> Stamp | None:
 
 
 class Catalog:
-    def __init__(self, folder: Path, plugins: Plugins, state_dir: Path | None = None) -> None:
+    def __init__(self, folder: Path, plugins: Plugins, state_dir: Path | None = None,
+                 secrets: SecretSet | None = None) -> None:
         self.folder = folder
         self.plugins = plugins
+        # every accepted spec's secrets go here, for the log formatter and /status to redact
+        self.secrets = secrets if secrets is not None else SecretSet()
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="voice-runtime-"))
-        (self.state_dir / "agents").mkdir(parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o700)  # published specs hold expanded ${VAR} values
+        # published specs hold expanded ${VAR} values and api keys: owner only
+        os.chmod(self.state_dir, 0o700)
+        (self.state_dir / "agents").mkdir(mode=0o700, parents=True, exist_ok=True)
         self.agents: dict[str, Entry] = {}
         self.generation = 0
         self.last: ReloadResult | None = None
@@ -226,10 +233,8 @@ class Catalog:
         result.errors.sort()
         previous = self.last
         if result.changed:
-            from .logs import register_secrets
-
             self.generation = result.generation
-            register_secrets(self.agents[n].loaded for n in result.added + result.updated)
+            self.secrets.add_specs(self.agents[n].loaded for n in result.added + result.updated)
             for name in result.added + result.updated:
                 self._publish(self.agents[name])
         else:
@@ -251,16 +256,29 @@ class Catalog:
         data = {
             "generation": entry.generation, "name": loaded.name, "file": str(loaded.path),
             "digest": loaded.digest, "instructions": loaded.instructions, "templates": loaded.templates,
-            "spec": loaded.spec.model_dump(mode="json", exclude_unset=True),
+            # python mode keeps SecretStr objects, which _plain() unwraps: mode="json"
+            # would write pydantic's "**********" and the job would send that as its key
+            "spec": loaded.spec.model_dump(exclude_unset=True),
         }
         target = self.state_dir / "agents" / f"{loaded.name}.json"
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")  # created 0600
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
+            json.dump(data, f, default=_plain)
         os.replace(tmp, target)  # atomic: a job never reads half a generation
 
     def unpublish(self, name: str) -> None:
         (self.state_dir / "agents" / f"{name}.json").unlink(missing_ok=True)
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what a python-mode dump leaves as objects: secrets revealed, the
+    rest (paths, enums...) as pydantic would write them in JSON mode."""
+    revealed = reveal(value)
+    if revealed is not value:
+        return revealed
+    from pydantic_core import to_jsonable_python
+
+    return to_jsonable_python(value)
 
 
 def read_published(state_dir: Path, name: str, plugins: Plugins) -> tuple[LoadedSpec, int]:

@@ -17,6 +17,7 @@ from . import __version__
 
 if TYPE_CHECKING:
     from .plugins import Plugins
+    from .secrets import SecretSet
     from .spec.loader import LoadedSpec
 
 EXAMPLES = """\b
@@ -97,12 +98,11 @@ def check(
 
     if format not in ("text", "json"):
         raise typer.BadParameter("must be text or json", param_hint="--format")
+    secrets = _guard_output()
     report = run_check(agents_dir, load_plugins(agents_dir, plugins))
+    secrets.add_specs(report.specs)
     if not report.errors and not offline:
-        from .logs import register_secrets
-
-        register_secrets(report.specs)
-        _quiet_logging("error")  # the report says what failed; the SDK's own logs would repeat it
+        _quiet_logging("error", secrets)  # the report says what failed; the SDK's own logs would repeat it
         report.servers = asyncio.run(probe_servers(report.specs))
     typer.echo(render_json(report) if format == "json" else render_text(report))
     raise typer.Exit(0 if report.ok else 1)
@@ -157,14 +157,24 @@ def plugins_cmd(
     raise typer.Exit(1 if problems else 0)
 
 
-def _pick_agent(agents_dir: Path, plugins: Plugins, agent: str) -> LoadedSpec:
+def _guard_output() -> SecretSet:
+    """This command's secrets, and a stdout and stderr that redact them: every line
+    it prints (reports, errors, log lines, tracebacks, warnings) passes through."""
+    from .secrets import RedactingStream, SecretSet, environment_credentials
+
+    secrets = SecretSet(environment_credentials())
+    if not isinstance(sys.stdout, RedactingStream):
+        sys.stdout = RedactingStream(sys.stdout, secrets)
+        sys.stderr = RedactingStream(sys.stderr, secrets)
+    return secrets
+
+
+def _pick_agent(agents_dir: Path, plugins: Plugins, agent: str, secrets: SecretSet) -> LoadedSpec:
     """The named agent's accepted spec, or exit with its errors (1) or the list of names (2)."""
     from .spec.loader import load_folder
 
-    from .logs import register_secrets
-
     result = load_folder(agents_dir, plugins)
-    register_secrets(result.specs)
+    secrets.add_specs(result.specs)
     for loaded in result.specs:
         if loaded.name == agent:
             return loaded
@@ -178,10 +188,10 @@ def _pick_agent(agents_dir: Path, plugins: Plugins, agent: str) -> LoadedSpec:
     raise typer.Exit(2)
 
 
-def _quiet_logging(level: str) -> None:
+def _quiet_logging(level: str, secrets: SecretSet) -> None:
     from .logs import setup_logging
 
-    setup_logging("short", level)
+    setup_logging("short", level, secrets)
 
 
 AgentOpt = Annotated[str, typer.Option("--agent", "-a", help="Agent name (see `check`).")]
@@ -203,12 +213,13 @@ def chat(
     """
     import asyncio
 
+    secrets = _guard_output()  # before chat is imported: its printer's default stream is sys.stdout
     from .build import SessionRunner
     from .chat import ChatPrinter, run_chat
 
-    _quiet_logging(log_level)
+    _quiet_logging(log_level, secrets)
     loaded_plugins = load_plugins(agents_dir, plugins)
-    loaded = _pick_agent(agents_dir, loaded_plugins, agent)
+    loaded = _pick_agent(agents_dir, loaded_plugins, agent, secrets)
     printer = ChatPrinter(loaded.name, as_json=json_lines, echo_user=not sys.stdin.isatty())
     runner = SessionRunner(loaded, loaded_plugins, text_only=True)
     raise typer.Exit(asyncio.run(run_chat(runner, printer)))
@@ -224,8 +235,11 @@ def console(
     """livekit's local console for one agent: microphone and speaker, or --text."""
     from .console import run_console
 
+    from .secrets import SecretSet
+
+    # livekit's console owns the terminal (and its logging): no stream wrapping here
     loaded_plugins = load_plugins(agents_dir, plugins)
-    loaded = _pick_agent(agents_dir, loaded_plugins, agent)
+    loaded = _pick_agent(agents_dir, loaded_plugins, agent, SecretSet())
     raise typer.Exit(run_console(loaded, loaded_plugins, text=text))
 
 
@@ -250,9 +264,10 @@ def tools(
 
     if format not in ("text", "json"):
         raise typer.BadParameter("must be text or json", param_hint="--format")
-    _quiet_logging(log_level)
+    secrets = _guard_output()
+    _quiet_logging(log_level, secrets)
     loaded_plugins = load_plugins(agents_dir, plugins)
-    loaded = _pick_agent(agents_dir, loaded_plugins, agent)
+    loaded = _pick_agent(agents_dir, loaded_plugins, agent, secrets)
 
     async def main() -> tuple[list[dict], dict[str, str]]:
         from .mcp.pool import McpPool
@@ -315,9 +330,10 @@ def call(
         raise typer.BadParameter(f"not JSON: {exc}", param_hint="--args") from None
     if not isinstance(arguments, dict):
         raise typer.BadParameter("must be a JSON object, e.g. '{\"city\": \"Paris\"}'", param_hint="--args")
-    _quiet_logging("error")
+    secrets = _guard_output()
+    _quiet_logging("error", secrets)
     loaded_plugins = load_plugins(agents_dir, plugins)
-    loaded = _pick_agent(agents_dir, loaded_plugins, agent)
+    loaded = _pick_agent(agents_dir, loaded_plugins, agent, secrets)
 
     async def main() -> int:
         from .mcp.pool import McpPool
@@ -403,14 +419,15 @@ def serve(
     from .logs import setup_logging
     from .serve import run_serve
 
-    setup_logging(log_format, log_level)
+    secrets = _guard_output()
+    setup_logging(log_format, log_level, secrets)
     options_dir = plugins_dir_for(agents_dir, plugins)
     raise typer.Exit(run_serve(
         agents_dir=agents_dir, plugins_dir=options_dir if options_dir.is_dir() else None,
         http_host=http_host, http_port=http_port, executor=executor, idle_processes=idle_processes,
         load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
         unregistered=unregistered, simulate=simulate, ws_url=livekit["LIVEKIT_URL"],
-        api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
+        api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"], secrets=secrets,
     ))
 
 

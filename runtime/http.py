@@ -125,12 +125,13 @@ def make_app(supervisor: Supervisor) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        return web.Response(body=metrics_text(supervisor), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = supervisor.catalog.secrets.redact(metrics_text(supervisor).decode()).encode()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def status(_: web.Request) -> web.Response:
         # one line (pipe it through jq to read it): json's C encoder only runs without
         # indent, and with 1,000 agents indenting cost 3-4 times the rest of /status
-        return web.Response(text=json.dumps(supervisor.status(), default=str) + "\n",
+        return web.Response(text=supervisor.catalog.secrets.dumps(supervisor.status()) + "\n",
                             content_type="application/json")
 
     async def simulate(request: web.Request) -> web.Response:

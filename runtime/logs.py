@@ -1,54 +1,41 @@
 """Log output: one line per event, text for people or JSON for collectors.
 
 Structured fields travel in ``extra=`` (``tool_call``, ``reload``, ``agent``...)
-and become JSON keys. Every line passes through ``redact`` on its way out: the
-libraries below us log URLs and headers at debug level (the mcp SDK logs the
-endpoint it connects to), and a ``${VAR}`` value may sit in either.
+and become JSON keys. Every line passes through the process's ``SecretSet`` on its
+way out: the libraries below us log URLs and headers (httpx logs every request
+URL at info, the mcp SDK the endpoint it connects to), and a ``${VAR}`` value may
+sit in either. JSON lines are redacted field by field before they are escaped,
+then once more as a whole.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .spec.loader import LoadedSpec
-
-_SECRETS: dict[str, str] = {}  # value -> the ${VAR} text shown instead
-
-
-def register_secrets(specs: Iterable[LoadedSpec]) -> None:
-    """Values that came from ``${VAR}`` in these specs never reach a log line."""
-    from .summary import expanded_values
-
-    for loaded in specs:
-        _SECRETS.update(expanded_values(loaded))
-
-
-def redact(text: str) -> str:
-    for value in sorted(_SECRETS, key=len, reverse=True):
-        if value in text:
-            text = text.replace(value, _SECRETS[value])
-    return text
+from .secrets import SecretSet
 
 
 class _Redacting(logging.Formatter):
-    def __init__(self, inner: logging.Formatter) -> None:
+    def __init__(self, inner: logging.Formatter, secrets: SecretSet) -> None:
         super().__init__()
         self.inner = inner
+        self.secrets = secrets
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(self.inner.format(record))
+        return self.secrets.redact(self.inner.format(record))
 
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, secrets: SecretSet | None = None) -> None:
+        super().__init__()
+        self.secrets = secrets or SecretSet()
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
@@ -61,7 +48,8 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        # redacted before json escapes them: "\u00e9" and "\"" are not the value's own text
+        return self.secrets.dumps(out)
 
 
 TEXT_FORMATS = {
@@ -70,10 +58,12 @@ TEXT_FORMATS = {
 }
 
 
-def setup_logging(fmt: str, level: str) -> None:
+def setup_logging(fmt: str, level: str, secrets: SecretSet) -> None:
+    """Log lines to stderr, redacted with ``secrets`` (which may grow later)."""
     handler = logging.StreamHandler(sys.stderr)
-    inner = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMATS[fmt])
-    handler.setFormatter(_Redacting(inner))
+    inner = JsonFormatter(secrets) if fmt == "json" else logging.Formatter(TEXT_FORMATS[fmt])
+    handler.setFormatter(_Redacting(inner, secrets))
+    logging.captureWarnings(True)  # warnings.warn text reaches stderr through the formatter
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper(), logging.INFO))

@@ -28,6 +28,7 @@ from .reload import Reloader
 if TYPE_CHECKING:
     from .mcp.pool import McpPool
     from .plugins import Plugins
+    from .secrets import SecretSet
 
 log = logging.getLogger("voice_runtime.serve")
 
@@ -62,10 +63,10 @@ class AgentWorker:
 
 
 class Supervisor:
-    def __init__(self, options: ServeOptions, plugins: Plugins) -> None:
+    def __init__(self, options: ServeOptions, plugins: Plugins, secrets: SecretSet | None = None) -> None:
         self.options = options
         self.plugins = plugins
-        self.catalog = Catalog(options.agents_dir, plugins)
+        self.catalog = Catalog(options.agents_dir, plugins, secrets=secrets)
         self.workers: dict[str, AgentWorker] = {}
         self.reloads: dict[str, int] = {"success": 0, "failure": 0}
         self.pool: McpPool | None = None
@@ -393,7 +394,7 @@ def _count_children_once_for_all_servers() -> None:
     livekit_metrics._update_child_proc_count = shared
 
 
-def run_serve(**kwargs: Any) -> int:
+def run_serve(*, secrets: SecretSet | None = None, **kwargs: Any) -> int:
     """The serve process: metrics shared with job processes, then the supervisor."""
     import tempfile
 
@@ -412,7 +413,7 @@ def run_serve(**kwargs: Any) -> int:
 
     import_livekit_plugins()  # livekit wants plugins registered on the main thread
     _count_children_once_for_all_servers()
-    supervisor = Supervisor(options, plugins)
+    supervisor = Supervisor(options, plugins, secrets)
     try:
         asyncio.run(supervisor.run())
     except OSError as exc:  # the operator port is taken

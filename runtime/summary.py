@@ -1,11 +1,11 @@
 """What a loaded spec will run, in words: used by `check`, `/status` and logs.
 
-Values that came from ``${VAR}`` are shown as written, never expanded.
+Values that came from ``${VAR}`` are shown as written, never expanded (which
+values are secret, and the one ``redact``, live in ``secrets``).
 """
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -68,52 +68,3 @@ def describe(loaded: LoadedSpec) -> dict[str, Any]:
         "tools": list(loaded.spec.tools),
         "digest": loaded.digest,
     }
-
-
-_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-_VAR_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
-_MIN_REDACTED = 4  # shorter values ("en", "1") would blot out ordinary words
-
-
-def expanded_values(loaded: LoadedSpec) -> dict[str, str]:
-    """Each variable's value -> ``${VAR}``, for values long enough to be secrets.
-    Text about a spec (errors from servers, logs) passes through ``redact`` so a
-    token in a URL or header never reaches a user, whole or in part."""
-    data: Any = loaded.spec.model_dump()
-    out: dict[str, str] = {}
-    for path, template in loaded.templates.items():
-        value = data
-        for key, index in _PATH_PART.findall(path):
-            if key and isinstance(value, list) and len(value) == 1:
-                value = value[0]  # `llm: {...}` in the file is a one-item chain in the model
-            try:
-                value = value[int(index)] if index else value[key]
-            except (KeyError, IndexError, TypeError):
-                value = None
-                break
-        if not isinstance(value, str):
-            continue
-        # "Bearer ${TOKEN}" matched against "Bearer abc" gives TOKEN's value
-        names: list[str] = []
-        pattern, last = "", 0
-        for match in _VAR_REF.finditer(template):
-            pattern += re.escape(template[last:match.start()])
-            if match.group(1):
-                pattern += "(.*?)"
-                names.append(match.group(1))
-            else:
-                pattern += re.escape("$")
-            last = match.end()
-        pattern += re.escape(template[last:])
-        found = re.fullmatch(pattern, value, re.DOTALL)
-        pieces = list(zip(found.groups(), names)) if found else [(value, template)]
-        for piece, name in pieces:
-            if len(piece) >= _MIN_REDACTED:
-                out[piece] = name if name.startswith("$") else f"${{{name}}}"
-    return out
-
-
-def redact(loaded: LoadedSpec, text: str) -> str:
-    for value, shown in sorted(expanded_values(loaded).items(), key=lambda kv: -len(kv[0])):
-        text = text.replace(value, shown)
-    return text

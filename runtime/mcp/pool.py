@@ -11,7 +11,6 @@ and an edited block gets a fresh one.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..summary import redact
+from ..secrets import SecretSet
 from .connection import McpConnection, McpUnavailable
 
 if TYPE_CHECKING:
@@ -95,7 +94,7 @@ class McpPool:
         for name, key in keys.items():
             if key not in self._connections:
                 conn = McpConnection(name, loaded.spec.mcp_servers[name], base_dir=loaded.path.parent,
-                                     redact=functools.partial(redact, loaded))
+                                     redact=SecretSet.of([loaded]).redact)
                 lock = read_tool_lock(loaded) if lock is None else lock
                 locked = lock.get(name)
                 if locked is not None:

@@ -97,6 +97,22 @@ class HttpServer(McpServerBase):
             raise PydanticCustomError("url", "must be an http:// or https:// URL with a host")
         return value
 
+    @field_validator("headers")
+    @classmethod
+    def _header_values(cls, value: dict[str, str]) -> dict[str, str]:
+        # A Kubernetes Secret mounted from a file usually ends in a newline, which
+        # HTTP forbids in a header: trailing CR/LF are dropped. A line break inside
+        # the value is refused (it would split the header); the value is not echoed.
+        out = {}
+        for name, text in value.items():
+            text = text.rstrip("\r\n")
+            if "\r" in text or "\n" in text:
+                raise PydanticCustomError(
+                    "header_value", "header {name} has a line break inside its value; "
+                    "only trailing line breaks (a mounted secret file's) are removed", {"name": name})
+            out[name] = text
+        return out
+
     @property
     def resolved_transport(self) -> Literal["streamable_http", "sse"]:
         if self.transport is not None:
