@@ -135,7 +135,7 @@ def make_app(supervisor: Supervisor) -> web.Application:
                             content_type="application/json")
 
     async def simulate(request: web.Request) -> web.Response:
-        """Start a fake job (no LiveKit server): {"agent", "turns": [...], "gap_s"}."""
+        """Start a fake job (no LiveKit server): {"agent", "turns": [...], "gap_s", "speech"}."""
         from livekit.protocol import models
 
         try:
@@ -147,7 +147,8 @@ def make_app(supervisor: Supervisor) -> web.Application:
         if worker is None or agent in supervisor.draining:
             return web.json_response({"error": f"no agent named {agent!r} is serving"}, status=404)
         room = str(body.get("room") or f"sim-{time.time_ns()}")
-        script = json.dumps({"turns": list(body.get("turns", [])), "gap_s": float(body.get("gap_s", 0))})
+        script = json.dumps({"turns": list(body.get("turns", [])), "gap_s": float(body.get("gap_s", 0)),
+                             "speech": body.get("speech") is True})
         await worker.server.simulate_job(room, fake_job=True,
                                          room_info=models.Room(sid=f"RM_{room}", name=room, metadata=script))
         return web.json_response({"agent": agent, "room": room, "generation": worker.generation})

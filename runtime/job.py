@@ -81,13 +81,29 @@ async def entrypoint(ctx: JobContext, agent: str, state_dir: str, plugins_dir: s
 async def _simulated_call(ctx: JobContext, runner: Any) -> None:
     """A call with no LiveKit server (``POST /simulate``): text turns from the
     room's metadata, then hang up. How serve is tested offline."""
+    from .loopback import SpeechLoop
+
     script = json.loads(ctx.job.room.metadata or "{}")
     await runner.start()
-    for i, turn in enumerate(script.get("turns", [])):
-        if i:
-            await asyncio.sleep(float(script.get("gap_s", 0)))
-        result = await runner.run_turn(turn)
-        replies = [e.item.text_content for e in result.events
-                   if getattr(e, "type", "") == "message" and getattr(e.item, "role", "") == "assistant"]
-        log.info("job %s: simulated turn %r -> %r", ctx.job.id, turn, " ".join(r or "" for r in replies))
+    # "speech": each turn also through the pipeline's own STT and TTS (see loopback)
+    speech = SpeechLoop.build(runner.loaded, runner.plugins) if script.get("speech") else None
+    if script.get("speech") and speech is None:
+        log.warning("job %s: agent %s has no pipeline STT and TTS; simulated speech is text only",
+                    ctx.job.id, runner.name)
+    try:
+        for i, turn in enumerate(script.get("turns", [])):
+            if i:
+                await asyncio.sleep(float(script.get("gap_s", 0)))
+            if speech is not None:
+                turn = await speech.hear(turn)
+            result = await runner.run_turn(turn)
+            replies = [e.item.text_content for e in result.events
+                       if getattr(e, "type", "") == "message" and getattr(e.item, "role", "") == "assistant"]
+            reply = " ".join(r or "" for r in replies)
+            log.info("job %s: simulated turn %r -> %r", ctx.job.id, turn, reply)
+            if speech is not None and reply.strip():
+                await speech.speak(reply)
+    finally:
+        if speech is not None:
+            await speech.aclose()
     ctx.shutdown(reason="simulated call finished")

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
-
-
-def _strip_line_end(value: Any) -> Any:
-    # a key read from a mounted secret file ends in "\n", which no API accepts
-    return value.rstrip("\r\n") if isinstance(value, str) else value
-
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 ApiKey = Annotated[
     SecretStr | None,
-    BeforeValidator(_strip_line_end),
     Field(description="API key; write it as ${VAR} so it never lands in git. Default: the provider's env var."),
 ]
 BaseUrl = Annotated[str | None, Field(description="Override the API endpoint (proxies, gateways, tests).")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -19,6 +19,8 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SecretBytes,
+    SecretStr,
     Tag,
     ValidationInfo,
     create_model,
@@ -214,12 +216,29 @@ def _as_list(value: Any) -> Any:
     return value if isinstance(value, list) else [value]
 
 
+def _is_secret(annotation: Any) -> bool:
+    return annotation in (SecretStr, SecretBytes) or any(_is_secret(a) for a in get_args(annotation))
+
+
+class _SecretLineEnds(BaseModel):
+    """Every provider's secret fields (built-in or plugin): a key read from a mounted
+    secret file ends in a line break, which no API accepts in a header. It is dropped."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strip_line_ends(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        secret = [name for name, f in cls.model_fields.items() if _is_secret(f.annotation)]
+        return {k: v.rstrip("\r\n") if k in secret and isinstance(v, str) else v for k, v in data.items()}
+
+
 def _provider_union(registry: Registry, kind: str) -> Any:
     members = []
     for provider in registry.providers_of(kind):
         model = create_model(
             f"{kind.upper()}_{re.sub(r'[^A-Za-z0-9]', '_', provider.name)}",
-            __base__=provider.options,
+            __base__=(provider.options, _SecretLineEnds),
             __doc__=f"{kind} provider {provider.name!r} (plugin {provider.plugin})",
             provider=(Literal[provider.name], Field(description=f"{kind} provider")),  # type: ignore[valid-type]
         )

@@ -354,7 +354,9 @@ class _ScriptedServer:
 
 
 class FakeOpenAI(_ScriptedServer):
-    """OpenAI-compatible `/v1/models` and `/v1/chat/completions` (streamed or not).
+    """OpenAI-compatible `/v1/models` and `/v1/chat/completions` (streamed or not), and
+    the audio endpoints the STT and TTS plugins use (`/v1/audio/transcriptions` answers
+    `transcript`, `/v1/audio/speech` a little silence).
 
     >>> async with FakeOpenAI() as fake:
     ...     fake.enqueue(tool_call("get_weather", {"city": "Paris"}), text("Sunny."))
@@ -370,6 +372,7 @@ class FakeOpenAI(_ScriptedServer):
         super().__init__(script or echo_script)
         self.model_ids = list(model_ids)
         self.requests: list[RecordedRequest] = []
+        self.transcript = "hello from the fake transcriber"  # what /v1/audio/transcriptions hears
 
     # -- scripting ---------------------------------------------------------------------
 
@@ -389,7 +392,23 @@ class FakeOpenAI(_ScriptedServer):
         app = web.Application()
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_post("/v1/chat/completions", self._handle_chat)
+        app.router.add_post("/v1/audio/speech", self._handle_speech)
+        app.router.add_post("/v1/audio/transcriptions", self._handle_transcription)
         return app
+
+    def audio_requests(self, kind: str) -> list[RecordedRequest]:
+        """Requests to /v1/audio/<kind>: ``speech`` (TTS) or ``transcriptions`` (STT)."""
+        return [r for r in self.requests if r.path == f"/v1/audio/{kind}"]
+
+    async def _handle_speech(self, request: web.Request) -> web.Response:
+        self._record(request, await request.json())
+        # 0.1 s of 24 kHz 16-bit silence; audio/pcm is what livekit decodes without ffmpeg
+        return web.Response(body=b"\0\0" * 2400, content_type="audio/pcm")
+
+    async def _handle_transcription(self, request: web.Request) -> web.Response:
+        form = await request.post()  # multipart: the WAV file and the options
+        self._record(request, {k: v for k, v in form.items() if isinstance(v, str)})
+        return web.json_response({"text": self.transcript})
 
     def _record(self, request: web.Request, body: dict[str, Any]) -> RecordedRequest:
         rec = RecordedRequest(
