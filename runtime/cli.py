@@ -234,7 +234,6 @@ def console(
 ) -> None:
     """livekit's local console for one agent: microphone and speaker, or --text."""
     from .console import run_console
-
     from .secrets import SecretSet
 
     # livekit's console owns the terminal (and its logging): no stream wrapping here

@@ -34,7 +34,7 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskN
 class JsonFormatter(logging.Formatter):
     def __init__(self, secrets: SecretSet | None = None) -> None:
         super().__init__()
-        self.secrets = secrets or SecretSet()
+        self.secrets = secrets if secrets is not None else SecretSet()
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {

@@ -206,6 +206,7 @@ class SecretSet:
         # few literals costs far less than the alternation (31 µs a line for 20 values)
         self._anchors: tuple[str, ...] = ()
         self._always = False
+        self._stale = False
         if values:
             self.add(values)
 
@@ -230,7 +231,7 @@ class SecretSet:
                     if len(variant) >= MIN_LENGTH:
                         self._shown.setdefault(variant, shown)
             if len(self._shown) != before:
-                self._compile()
+                self._stale = True  # compiled at the next redact: a pool makes sets it may never use
 
     def add_specs(self, specs: Iterable[LoadedSpec]) -> None:
         merged: dict[str, str] = {}
@@ -253,15 +254,20 @@ class SecretSet:
 
     def might_hold(self, text: str) -> bool:
         """False when ``text`` surely holds no secret in any shape (the fast path)."""
+        if self._stale:
+            with self._lock:
+                if self._stale:
+                    self._compile()
+                    self._stale = False
         if self._regex is None or not text:
             return False
         return self._always or any(anchor in text for anchor in self._anchors)
 
     def redact(self, text: str) -> str:
-        regex = self._regex
-        if regex is None or not self.might_hold(text):
+        if not self.might_hold(text):
             return text
-        labels = self._labels
+        regex, labels = self._regex, self._labels
+        assert regex is not None
         return regex.sub(lambda m: labels[m.lastindex - 1], text)  # type: ignore[operator]
 
     def dumps(self, data: Any, **kwargs: Any) -> str:
@@ -274,7 +280,7 @@ class SecretSet:
 
     def redact_data(self, data: Any) -> Any:
         """``redact`` on every string in a JSON-like structure (before it is escaped)."""
-        if self._regex is None:
+        if not self._shown:
             return data
         if isinstance(data, str):
             return self.redact(data)

@@ -194,7 +194,7 @@ def test_every_shape_of_a_secret_is_redacted(shape: str) -> None:
     assert out.startswith("before ") and out.endswith(" after") and "${TOK}" in out
 
 
-def test_a_header_with_a_mounted_files_newline_works_and_one_with_a_line_break_inside_is_refused(
+def test_a_header_with_a_mounted_files_newline_works_and_one_it_cannot_carry_is_refused(
     tmp_path: Path, fake_openai: FakeOpenAI, search: tuple[str, Path]
 ) -> None:
     url, record = search
@@ -210,6 +210,9 @@ def test_a_header_with_a_mounted_files_newline_works_and_one_with_a_line_break_i
     assert inside.rc == 1
     assert "mcp_servers.search.headers" in inside.output and "line break inside" in inside.output, inside.output
     assert_no_shape_of_a_canary(inside.output, "check's header error")
+    accent = run_cli("check", agents, "--offline", env={**CANARIES, "CANARY_MOUNTED": "ghp_Mnt0Qvé"})
+    assert accent.rc == 1 and "header Authorization has a character HTTP headers cannot carry" in accent.output
+    assert_no_shape_of_a_canary(accent.output, "check's header error")
 
 
 def test_check_tools_and_call_never_show_any_shape_of_a_secret(

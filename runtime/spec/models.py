@@ -112,6 +112,11 @@ class HttpServer(McpServerBase):
                 raise PydanticCustomError(
                     "header_value", "header {name} has a line break inside its value; "
                     "only trailing line breaks (a mounted secret file's) are removed", {"name": name})
+            if not text.isascii() or any(c < " " and c != "\t" or c == "\x7f" for c in text):
+                # httpx would fail every request with "'ascii' codec can't encode..."
+                raise PydanticCustomError(
+                    "header_value", "header {name} has a character HTTP headers cannot carry "
+                    "(non-ASCII or a control character); percent- or base64-encode it", {"name": name})
             out[name] = text
         return out
 
