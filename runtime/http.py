@@ -118,7 +118,7 @@ class _Forward:
 # flood of half-sent requests (1,010 of them once stopped /healthz and ran serve
 # out of file descriptors) only pushes each other out, and a probe that sends
 # its request at once is answered.
-IDLE_TIMEOUT_S = 10.0
+IDLE_TIMEOUT_S = 5.0
 BODY_TIMEOUT_S = 5.0
 MAX_CONNECTIONS = 256
 ACCEPT_ERROR_LOG_EVERY_S = 10.0
@@ -242,7 +242,7 @@ class Simulations:
         from livekit.protocol import models
 
         from .logs import redact
-        from .simulate import MAX_CONCURRENT, BadRequest, parse, wait_flag
+        from .simulate import MAX_BODY_BYTES, MAX_CONCURRENT, BadRequest, parse, wait_flag
 
         sup = self.supervisor
         if not sup.options.simulate_from_anywhere and not _is_loopback(request):
@@ -253,6 +253,8 @@ class Simulations:
                 raw = await request.read()
         except TimeoutError:
             return _error(408, f"the body did not arrive within {BODY_TIMEOUT_S:g}s")
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
         try:
             body = json.loads(raw or b"null")
         except ValueError as exc:
