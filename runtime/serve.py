@@ -157,13 +157,15 @@ class Supervisor:
             self._freeze.cancel()
         async with self._lock:
             await asyncio.gather(*(self._remove(name, unpublish=False) for name in list(self.workers)))
+        if self._hurry.is_set():
+            # a stdio server ignoring stdin EOF and SIGTERM costs the SDK's polite close
+            # 4-6 s; hurried, every MCP server (serve's, and those of the killed jobs)
+            # is killed now, and the closes below only find them gone
+            from .children import kill_server_groups
+
+            kill_server_groups()
         if self.pool is not None:
-            try:
-                # hurried: a stdio server ignoring stdin EOF costs the SDK seconds to stop;
-                # what is left when this runs out is stopped by run_serve's sweep
-                await asyncio.wait_for(self.pool.aclose(), timeout=2.0 if self._hurry.is_set() else None)
-            except asyncio.TimeoutError:
-                pass
+            await self.pool.aclose()
 
     # -- reloads ------------------------------------------------------------------
 
