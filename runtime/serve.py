@@ -157,15 +157,16 @@ class Supervisor:
             self._freeze.cancel()
         async with self._lock:
             await asyncio.gather(*(self._remove(name, unpublish=False) for name in list(self.workers)))
-        if self._hurry.is_set():
-            # a stdio server ignoring stdin EOF and SIGTERM costs the SDK's polite close
-            # 4-6 s; hurried, every MCP server (serve's, and those of the killed jobs)
-            # is killed now, and the closes below only find them gone
-            from .children import kill_server_groups
-
-            kill_server_groups()
         if self.pool is not None:
-            await self.pool.aclose()
+            closing = asyncio.ensure_future(self.pool.aclose())
+            if not await self._unless_hurried(closing):
+                # a stdio server ignoring stdin EOF and SIGTERM costs the SDK's polite
+                # close 4-6 s; hurried, every MCP server (serve's, and those of the
+                # killed jobs) is killed now, and the close only finds them gone
+                from .children import kill_server_groups
+
+                kill_server_groups()
+            await closing
 
     # -- reloads ------------------------------------------------------------------
 
@@ -317,15 +318,24 @@ class Supervisor:
     async def _drain(self, worker: AgentWorker) -> None:
         """livekit's drain, bounded by drain_timeout and cut short by a second signal."""
         drain = asyncio.ensure_future(worker.server.drain())
-        hurry = asyncio.ensure_future(self._hurry.wait())
         try:
-            await asyncio.wait({drain, hurry}, timeout=self.options.drain_timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await self._unless_hurried(drain, timeout=self.options.drain_timeout)
         finally:
-            hurry.cancel()
             drain.cancel()
             with contextlib.suppress(BaseException):
                 await drain
+
+    async def _unless_hurried(self, task: asyncio.Future[Any], timeout: float | None = None) -> bool:
+        """Wait for ``task`` until it is done (True), ``timeout`` passes or a second
+        stop signal arrives (False); the task is left running either way."""
+        if self._hurry.is_set():
+            return task.done()
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait({task, hurry}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hurry.cancel()
+        return task.done()
 
     # -- what /status, /readyz and /metrics show ----------------------------------------
 

@@ -44,23 +44,33 @@ def _stubborn_server_pids(record: Path) -> list[int]:
     return [pid for e in read_events(record) for pid in (e["pid"], e.get("grandchild_pid")) if pid]
 
 
+def _desk_with_a_stubborn_server(tmp_path: Path, agents: Path, fake_openai: FakeOpenAI) -> Path:
+    record = tmp_path / "events.jsonl"
+    command, args = stdio_command(record=record, name="tools", fault="ignore-sigterm")
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url)
+          + f"mcp_servers:\n  tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}\n")
+    return record
+
+
+def _start_a_long_call(serve: Serve, record: Path, fake_openai: FakeOpenAI) -> list[int]:
+    serve.wait_ready()
+    serve.simulate("desk", ["first", "much later"], gap_s=60.0)
+    serve.wait_for(lambda: system_prompts_for(fake_openai, "first"), message="the call's first turn")
+    # serve's own warm connection and the job's: both servers are running
+    serve.wait_for(lambda: len(read_events(record)) >= 2, message="two MCP server starts")
+    pids = _stubborn_server_pids(record)
+    assert len(pids) >= 4 and all(pid_alive(p) for p in pids)
+    return pids
+
+
 def test_a_second_sigterm_during_a_long_drain_exits_at_once_leaving_no_mcp_server_or_folder(
     tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
 ) -> None:
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    record = tmp_path / "events.jsonl"
-    command, args = stdio_command(record=record, name="tools", fault="ignore-sigterm")
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url)
-          + f"mcp_servers:\n  tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}\n")
+    record = _desk_with_a_stubborn_server(tmp_path, agents, fake_openai)
     with Serve(agents, env={"TMPDIR": str(scratch), "PROMETHEUS_MULTIPROC_DIR": None}) as serve:
-        serve.wait_ready()
-        serve.simulate("desk", ["first", "much later"], gap_s=60.0)
-        serve.wait_for(lambda: system_prompts_for(fake_openai, "first"), message="the call's first turn")
-        # serve's own warm connection and the job's: both servers are running
-        serve.wait_for(lambda: len(read_events(record)) >= 2, message="two MCP server starts")
-        pids = _stubborn_server_pids(record)
-        assert len(pids) >= 4 and all(pid_alive(p) for p in pids)
+        pids = _start_a_long_call(serve, record, fake_openai)
         assert list(scratch.glob("voice-runtime-*"))
         serve.proc.send_signal(signal.SIGTERM)
         serve.wait_for(lambda: "stopping: draining" in serve.output(), message="the drain")
@@ -77,6 +87,28 @@ def test_a_second_sigterm_during_a_long_drain_exits_at_once_leaving_no_mcp_serve
         assert wait_gone(pids, timeout=2.0), [p for p in pids if pid_alive(p)]
         assert list(scratch.glob("voice-runtime-*")) == []  # the state (expanded values) and metrics folders
         assert system_prompts_for(fake_openai, "much later") == []
+
+
+def test_an_mcp_server_whose_job_process_was_killed_is_adopted_by_serve_and_stopped_when_it_exits(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    import os
+
+    import psutil
+
+    record = _desk_with_a_stubborn_server(tmp_path, agents, fake_openai)
+    with Serve(agents) as serve:
+        pids = _start_a_long_call(serve, record, fake_openai)
+        servers = [e["pid"] for e in read_events(record)]
+        [job_server] = [pid for pid in servers if psutil.Process(pid).ppid() != serve.proc.pid]
+        job_process = psutil.Process(job_server).ppid()
+        os.kill(job_process, signal.SIGKILL)  # what livekit's memory limit or a crash does
+        # orphaned, the server is re-parented to serve, not to PID 1
+        serve.wait_for(lambda: psutil.Process(job_server).ppid() == serve.proc.pid, message="the adoption")
+        assert pid_alive(job_server)  # it ignores stdin EOF: nobody else would ever stop it
+        assert serve.stop() == 0
+        assert wait_gone(pids, timeout=2.0), [p for p in pids if pid_alive(p)]
+        assert "stopped 1 MCP server process group(s) left behind by ended calls" in serve.output()
 
 
 def test_sigterm_during_start_up_leaves_no_temp_folder(tmp_path: Path, agents: Path, fake_openai: FakeOpenAI) -> None:
