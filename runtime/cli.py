@@ -393,6 +393,7 @@ def serve(
     scan_interval: Annotated[float, typer.Option("--scan-interval", help="Seconds between content-hash scans that catch missed file events (0: off).")] = 10.0,
     unregistered: Annotated[bool, typer.Option("--unregistered", help="Do not connect to LiveKit (development and tests).")] = False,
     simulate: Annotated[bool, typer.Option("--simulate", help="Enable POST /simulate: text-only calls with no LiveKit server.")] = False,
+    simulate_from_anywhere: Annotated[bool, typer.Option("--simulate-from-anywhere", help="Accept POST /simulate from other hosts, not only this machine.")] = False,
     log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
     log_level: LogLevelOpt = "info",
 ) -> None:
@@ -425,8 +426,9 @@ def serve(
         agents_dir=agents_dir, plugins_dir=options_dir if options_dir.is_dir() else None,
         http_host=http_host, http_port=http_port, executor=executor, idle_processes=idle_processes,
         load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
-        unregistered=unregistered, simulate=simulate, ws_url=livekit["LIVEKIT_URL"],
-        api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"], secrets=secrets,
+        unregistered=unregistered, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
+        ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
+        secrets=secrets,
     ))
 
 

@@ -69,7 +69,7 @@ async def entrypoint(ctx: JobContext, agent: str, state_dir: str, plugins_dir: s
     ctx.add_shutdown_callback(close)
     try:
         if fake:
-            await _simulated_call(ctx, runner)
+            await _simulated_call(ctx, runner, Path(state_dir), generation)
             return
         await ctx.connect()
         await runner.start(room=ctx.room)
@@ -78,12 +78,49 @@ async def entrypoint(ctx: JobContext, agent: str, state_dir: str, plugins_dir: s
         ctx.shutdown(reason=str(exc))
 
 
-async def _simulated_call(ctx: JobContext, runner: Any) -> None:
+async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generation: int) -> None:
     """A call with no LiveKit server (``POST /simulate``): text turns from the
-    room's metadata, then hang up. How serve is tested offline."""
-    from .loopback import SpeechLoop
+    room's metadata, then hang up. How serve is tested offline. With ``report``
+    the transcript, tool calls and errors go back to serve (``?wait=1``)."""
+    from .simulate import MAX_CALL_S, RESULT_CHARS, write_result
 
     script = json.loads(ctx.job.room.metadata or "{}")
+    room = ctx.job.room.name
+    report: dict[str, Any] = {"ok": True, "agent": runner.name, "room": room, "generation": generation,
+                              "turns": [], "error": None}
+    calls: list[dict[str, Any]] = []
+
+    def on_event(event: str, data: dict[str, Any]) -> None:
+        if event == "tool_call":
+            calls.append({"server": data["server"], "tool": data["tool"], "arguments": data["arguments"]})
+        elif event == "tool_result" and calls:
+            calls[-1].update(outcome=data["outcome"], latency_ms=data["latency_ms"],
+                             result=str(data["result"])[:RESULT_CHARS])
+
+    runner.listeners.append(on_event)
+    try:
+        async with asyncio.timeout(MAX_CALL_S):
+            await _run_script(ctx, runner, script, report, calls)
+    except BaseException as exc:
+        report["ok"] = False
+        report["error"] = (f"the simulated call took longer than {MAX_CALL_S:g}s" if isinstance(exc, TimeoutError)
+                           else str(exc) if type(exc).__name__ == "SessionRefused"
+                           else f"{type(exc).__name__}: {exc}")
+        if not isinstance(exc, TimeoutError):
+            raise
+    finally:
+        if script.get("report"):
+            try:
+                write_result(state_dir, room, report)
+            except OSError as exc:  # serve's wait then says the job ended without a result
+                log.warning("job %s: could not report the simulated call: %s", ctx.job.id, exc)
+    ctx.shutdown(reason="simulated call finished")
+
+
+async def _run_script(ctx: JobContext, runner: Any, script: dict[str, Any], report: dict[str, Any],
+                      calls: list[dict[str, Any]]) -> None:
+    from .loopback import SpeechLoop
+
     await runner.start()
     # "speech": each turn also through the pipeline's own STT and TTS (see loopback)
     speech = SpeechLoop.build(runner.loaded, runner.plugins) if script.get("speech") else None
@@ -94,16 +131,25 @@ async def _simulated_call(ctx: JobContext, runner: Any) -> None:
         for i, turn in enumerate(script.get("turns", [])):
             if i:
                 await asyncio.sleep(float(script.get("gap_s", 0)))
-            if speech is not None:
-                turn = await speech.hear(turn)
-            result = await runner.run_turn(turn)
-            replies = [e.item.text_content for e in result.events
-                       if getattr(e, "type", "") == "message" and getattr(e.item, "role", "") == "assistant"]
-            reply = " ".join(r or "" for r in replies)
-            log.info("job %s: simulated turn %r -> %r", ctx.job.id, turn, reply)
-            if speech is not None and reply.strip():
-                await speech.speak(reply)
+            calls.clear()
+            entry: dict[str, Any] = {"user": turn, "reply": "", "tool_calls": [], "error": None}
+            try:
+                if speech is not None:
+                    turn = entry["heard"] = await speech.hear(turn)
+                result = await runner.run_turn(turn)
+            except Exception as exc:  # noqa: BLE001 - the call goes on after a failed turn, as in chat
+                entry["error"] = f"{type(exc).__name__}: {exc}"
+                report["ok"] = False
+                log.warning("job %s: simulated turn %r failed: %s", ctx.job.id, turn, entry["error"])
+            else:
+                replies = [e.item.text_content for e in result.events
+                           if getattr(e, "type", "") == "message" and getattr(e.item, "role", "") == "assistant"]
+                entry["reply"] = " ".join(r or "" for r in replies)
+                log.info("job %s: simulated turn %r -> %r", ctx.job.id, turn, entry["reply"])
+                if speech is not None and entry["reply"].strip():
+                    await speech.speak(entry["reply"])
+            entry["tool_calls"] = list(calls)
+            report["turns"].append(entry)
     finally:
         if speech is not None:
             await speech.aclose()
-    ctx.shutdown(reason="simulated call finished")

@@ -26,6 +26,8 @@ from .catalog import Catalog, Entry, ReloadResult
 from .reload import Reloader
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .mcp.pool import McpPool
     from .plugins import Plugins
     from .secrets import SecretSet
@@ -46,6 +48,7 @@ class ServeOptions:
     scan_interval: float = 10.0
     unregistered: bool = False  # no LiveKit connection (development, tests)
     simulate: bool = False  # POST /simulate starts text-only fake jobs
+    simulate_from_anywhere: bool = False  # otherwise only loopback peers may POST /simulate
     ws_url: str | None = None
     api_key: str | None = None
     api_secret: str | None = None
@@ -63,10 +66,11 @@ class AgentWorker:
 
 
 class Supervisor:
-    def __init__(self, options: ServeOptions, plugins: Plugins, secrets: SecretSet | None = None) -> None:
+    def __init__(self, options: ServeOptions, plugins: Plugins, state_dir: Path | None = None,
+                 secrets: SecretSet | None = None) -> None:
         self.options = options
         self.plugins = plugins
-        self.catalog = Catalog(options.agents_dir, plugins, secrets=secrets)
+        self.catalog = Catalog(options.agents_dir, plugins, state_dir, secrets=secrets)
         self.workers: dict[str, AgentWorker] = {}
         self.reloads: dict[str, int] = {"success": 0, "failure": 0}
         self.pool: McpPool | None = None
@@ -74,6 +78,10 @@ class Supervisor:
         self.stopping = False
         self._lock = asyncio.Lock()  # reloads and registrations never overlap
         self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second stop signal: calls are cut, not drained
+        self.pending_stop = False  # a stop signal arrived before run() listened for them
+        self.exit_code = 0
+        self._signal_reloads: set[asyncio.Task[Any]] = set()
         self.reloader: Reloader | None = None
         self.plugin_errors: list[str] = []
         self._freeze: asyncio.Task[None] | None = None
@@ -92,22 +100,19 @@ class Supervisor:
         from .http import start_http
 
         loop = asyncio.get_running_loop()
-        previous: dict[int, Any] = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            # not loop.add_signal_handler, whose wake-up byte (and with it the signal) is
-            # dropped when the loop's self-pipe is full: with 1,000 agents livekit's
-            # executor callbacks fill it during any pause of the loop. As livekit's own CLI
-            # does, the handler queues the stop itself.
-            previous[sig] = signal.signal(sig, lambda *_: loop.call_soon_threadsafe(self.request_stop))
-        http = await start_http(self, self.options.http_host, self.options.http_port)
-        log.info("serving %s on http://%s:%d (/healthz /readyz /metrics /status)", self.options.agents_dir,
-                 self.options.http_host, self.options.http_port)
+        restore = _listen_for_signals(loop, stop=self.request_stop, reload=self.request_reload)
+        if self.pending_stop:
+            self.request_stop()
         try:
-            await self._serve()
+            http = await start_http(self, self.options.http_host, self.options.http_port)
+            log.info("serving %s on http://%s:%d (/healthz /readyz /metrics /status)", self.options.agents_dir,
+                     self.options.http_host, self.options.http_port)
+            try:
+                await self._serve()
+            finally:
+                await http.cleanup()
         finally:
-            await http.cleanup()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            restore()
 
     async def _serve(self) -> None:
         await self.reload({"specs"}, "start")
@@ -119,10 +124,32 @@ class Supervisor:
         await self._stop.wait()
         await self._shutdown()
 
-    def request_stop(self) -> None:
+    def request_stop(self, signum: int | None = None) -> None:
+        """The first SIGTERM/SIGINT drains; a second one during the drain cuts the
+        calls in progress (their job processes are killed) and exits at once,
+        still stopping every MCP server and removing serve's folders."""
         if not self._stop.is_set():
-            log.info("stopping: draining %d agent(s), at most %.0fs", len(self.workers), self.options.drain_timeout)
-        self._stop.set()
+            log.info("stopping: draining %d agent(s), at most %.0fs (a second signal stops at once)",
+                     len(self.workers), self.options.drain_timeout)
+            self._stop.set()
+            return
+        if signum is not None and not self._hurry.is_set():
+            log.warning("second stop signal: ending %d call(s) in progress now",
+                        sum(self.sessions_active(n) for n in self.workers))
+            self.exit_code = 128 + signum
+            self._hurry.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: read the specs (and plugins) now, as Prometheus does; for changes
+        the watcher cannot see (a prompt file outside the folder) or to not wait
+        for the next scan."""
+        if self._stop.is_set():
+            return
+        log.info("SIGHUP: reloading %s", "specs and plugins" if self.options.plugins_dir else "specs")
+        kinds = {"specs"} | ({"plugins"} if self.options.plugins_dir else set())
+        task = asyncio.ensure_future(self.reload(kinds, "signal"))
+        self._signal_reloads.add(task)
+        task.add_done_callback(self._signal_reloads.discard)
 
     async def _shutdown(self) -> None:
         self.stopping = True
@@ -133,7 +160,15 @@ class Supervisor:
         async with self._lock:
             await asyncio.gather(*(self._remove(name, unpublish=False) for name in list(self.workers)))
         if self.pool is not None:
-            await self.pool.aclose()
+            closing = asyncio.ensure_future(self.pool.aclose())
+            if not await self._unless_hurried(closing):
+                # a stdio server ignoring stdin EOF and SIGTERM costs the SDK's polite
+                # close 4-6 s; hurried, every MCP server (serve's, and those of the
+                # killed jobs) is killed now, and the close only finds them gone
+                from .children import kill_server_groups
+
+                kill_server_groups()
+            await closing
 
     # -- reloads ------------------------------------------------------------------
 
@@ -267,10 +302,12 @@ class Supervisor:
             return
         self.draining.add(name)
         try:
-            with contextlib.suppress(asyncio.TimeoutError, RuntimeError):
-                await asyncio.wait_for(worker.server.drain(), timeout=self.options.drain_timeout)
+            await self._drain(worker)
+            if self._hurry.is_set():
+                await _kill_jobs(worker.server)
             with contextlib.suppress(Exception):
-                await worker.server.aclose()
+                # livekit gives each job process 10 s to acknowledge its shutdown
+                await asyncio.wait_for(worker.server.aclose(), timeout=3.0 if self._hurry.is_set() else None)
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(worker.task, timeout=10)
         finally:
@@ -279,6 +316,28 @@ class Supervisor:
             if unpublish:
                 self.catalog.unpublish(name)
             log.info("agent %s drained and unregistered", name)
+
+    async def _drain(self, worker: AgentWorker) -> None:
+        """livekit's drain, bounded by drain_timeout and cut short by a second signal."""
+        drain = asyncio.ensure_future(worker.server.drain())
+        try:
+            await self._unless_hurried(drain, timeout=self.options.drain_timeout)
+        finally:
+            drain.cancel()
+            with contextlib.suppress(BaseException):
+                await drain
+
+    async def _unless_hurried(self, task: asyncio.Future[Any], timeout: float | None = None) -> bool:
+        """Wait for ``task`` until it is done (True), ``timeout`` passes or a second
+        stop signal arrives (False); the task is left running either way."""
+        if self._hurry.is_set():
+            return task.done()
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            await asyncio.wait({task, hurry}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hurry.cancel()
+        return task.done()
 
     # -- what /status, /readyz and /metrics show ----------------------------------------
 
@@ -350,6 +409,45 @@ class Supervisor:
         }
 
 
+def _listen_for_signals(loop: asyncio.AbstractEventLoop, *, stop: Callable[[int], None],
+                        reload: Callable[[], None]) -> Callable[[], None]:
+    """SIGTERM/SIGINT stop (a second one hurries), SIGHUP reloads. Returns the
+    function that puts the previous handlers back.
+
+    Not loop.add_signal_handler, whose wake-up byte (and with it the signal) is
+    dropped when the loop's self-pipe is full: with 1,000 agents livekit's executor
+    callbacks fill it during any pause of the loop. As livekit's own CLI does, the
+    handler queues the work itself."""
+    def on_stop(signum: int, _: Any) -> None:
+        loop.call_soon_threadsafe(stop, signum)
+
+    def on_hup(*_: Any) -> None:
+        loop.call_soon_threadsafe(reload)
+
+    previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+async def _kill_jobs(server: Any) -> None:
+    """Kill a server's job processes (a second stop signal). Their MCP servers are
+    orphaned to serve (see children.py) and stopped before it exits. livekit (1.8.9)
+    has no public list of its processes: without one, aclose() still ends them,
+    only more slowly."""
+    pool = getattr(server, "_proc_pool", None)
+    for proc in list(getattr(pool, "processes", None) or []):
+        kill = getattr(proc, "kill", None)
+        if kill is None or not getattr(proc, "started", True):
+            continue
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(kill(), timeout=2.0)
+
+
 def _recycle_idle(server: Any) -> None:
     """Close the idle prewarmed processes of a server; livekit's pool spawns fresh
     ones, which import the current plugin code and warm the current spec. There is
@@ -394,36 +492,97 @@ def _count_children_once_for_all_servers() -> None:
     livekit_metrics._update_child_proc_count = shared
 
 
+class _StoppedWhileStarting(BaseException):
+    """A stop signal before serving began: unwind at once, cleaning up on the way."""
+
+
+@contextlib.contextmanager
+def _signals_held() -> Any:
+    """Hold stop signals while a temporary folder is made and remembered, so a
+    SIGTERM cannot land between the two and leave it behind."""
+    held = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+def _raise_fd_limit() -> None:
+    """Each connection, job process pipe and MCP server takes file descriptors;
+    the soft limit is often 1,024 while the hard one is far higher."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def run_serve(*, secrets: SecretSet | None = None, **kwargs: Any) -> int:
-    """The serve process: metrics shared with job processes, then the supervisor."""
+    """The serve process: signals from the first instruction on, private folders
+    that go on every exit path, metrics shared with job processes, then the
+    supervisor, and at the end no MCP server process left behind."""
+    import shutil
     import tempfile
 
-    from .plugins import make_plugin_manager
+    from .children import become_subreaper, stop_server_groups
 
-    # before prometheus_client is imported anywhere: job processes (forkserver
-    # children, which inherit this environment) write their counters here
-    made_metrics_dir = None
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="voice-runtime-metrics-")
-    options = ServeOptions(**kwargs)
-    plugins = make_plugin_manager(options.plugins_dir)
-    for problem in [str(e) for e in plugins.errors] + [str(p) for p in plugins.registry.problems]:
-        log.error("plugin problem: %s", problem)
-    from .build import import_livekit_plugins
+    phase = ["starting"]
+    supervisor: Supervisor | None = None
 
-    import_livekit_plugins()  # livekit wants plugins registered on the main thread
-    _count_children_once_for_all_servers()
-    supervisor = Supervisor(options, plugins, secrets)
+    def early(signum: int, _: Any) -> None:
+        if phase[0] == "starting":
+            phase[0] = "stopping"
+            raise _StoppedWhileStarting(signum)
+        if phase[0] == "running" and supervisor is not None:
+            supervisor.pending_stop = True  # the loop is not listening yet (or any more)
+
+    originals = {sig: signal.signal(sig, early) for sig in (signal.SIGTERM, signal.SIGINT)}
+    originals[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # start-up reads everything anyway
+    made_metrics_dir: str | None = None
+    state_dir: Path | None = None
+    rc = 0
     try:
-        asyncio.run(supervisor.run())
-    except OSError as exc:  # the operator port is taken
-        log.error("cannot serve on %s:%d: %s", options.http_host, options.http_port, exc.strerror or exc)
-        return 2
-    finally:
-        import shutil
+        become_subreaper()
+        _raise_fd_limit()
+        # before prometheus_client is imported anywhere: job processes (forkserver
+        # children, which inherit this environment) write their counters here
+        with _signals_held():
+            if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                made_metrics_dir = tempfile.mkdtemp(prefix="voice-runtime-metrics-")
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_metrics_dir
+            state_dir = Path(tempfile.mkdtemp(prefix="voice-runtime-"))
+        options = ServeOptions(**kwargs)
+        from .plugins import make_plugin_manager
 
+        plugins = make_plugin_manager(options.plugins_dir)
+        for problem in [str(e) for e in plugins.errors] + [str(p) for p in plugins.registry.problems]:
+            log.error("plugin problem: %s", problem)
+        from .build import import_livekit_plugins
+
+        import_livekit_plugins()  # livekit wants plugins registered on the main thread
+        _count_children_once_for_all_servers()
+        supervisor = Supervisor(options, plugins, state_dir, secrets)
+        phase[0] = "running"
+        asyncio.run(supervisor.run())
+        rc = supervisor.exit_code
+    except _StoppedWhileStarting:
+        log.info("stopped while starting")
+    except OSError as exc:  # the operator port is taken
+        log.error("cannot serve on %s:%d: %s", kwargs.get("http_host"), kwargs.get("http_port"),
+                  exc.strerror or exc)
+        rc = 2
+    finally:
+        phase[0] = "cleaning up"  # further signals wait for this to finish
+        stop_server_groups(grace=1.0 if rc > 128 else 2.0)
         # the published specs hold expanded ${VAR} values: they do not outlive the process
-        shutil.rmtree(supervisor.catalog.state_dir, ignore_errors=True)
-        if made_metrics_dir is not None:
-            shutil.rmtree(made_metrics_dir, ignore_errors=True)
-    return 0
+        for folder in (state_dir, made_metrics_dir):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+        for sig, handler in originals.items():
+            signal.signal(sig, handler)
+    return rc

@@ -91,6 +91,16 @@ class Serve:
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())
 
+    def post(self, path: str, body: bytes, *, host: str = "127.0.0.1", timeout: float = 30.0) -> tuple[int, Any]:
+        """POST raw bytes; the status and the decoded JSON answer, errors included."""
+        req = urllib.request.Request(f"http://{host}:{self.port}{path}", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
     def wait_for(self, what: Callable[[], Any], timeout: float = 30.0, message: str = "") -> Any:
         deadline = time.monotonic() + timeout
         last: Any = None

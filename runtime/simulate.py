@@ -1,0 +1,135 @@
+"""``POST /simulate``: a text-only call with no LiveKit server, for smoke tests.
+
+The request body is checked here (every bad field is a 400 that says what is
+valid); the limits keep one request from occupying the machine: each simulated
+call is a job process (several hundred MB), so their number, their turns and how
+long they may last are bounded. With ``wait`` the job reports back through a file
+in serve's private state folder (0700; the file is 0600), named after the room:
+serve and its job processes already share that folder, and nothing else does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MAX_TURNS = 20
+MAX_TURN_CHARS = 4000
+MAX_GAP_S = 60.0
+# a simulated call is cut after this, turns and gaps together (checked up front
+# from turns x gap_s, and enforced in the job)
+MAX_CALL_S = 300.0
+MAX_CONCURRENT = 4  # simulated calls running at once, over all agents
+# how long ``wait`` waits on top of MAX_CALL_S: a job process being spawned and warmed
+WAIT_STARTUP_S = 60.0
+MAX_BODY_BYTES = 64 * 1024
+ROOM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+FIELDS = ("agent", "turns", "gap_s", "room", "wait", "speech")
+RESULT_CHARS = 2000  # of a tool result, in the report
+
+
+class BadRequest(ValueError):
+    """The body is not a valid simulation request; the message says why."""
+
+
+@dataclass(frozen=True)
+class Simulation:
+    agent: str
+    turns: list[str]
+    gap_s: float
+    room: str | None
+    wait: bool
+    speech: bool = False  # each turn also through the pipeline's own STT and TTS (see loopback)
+
+    def script(self) -> str:
+        """What the job reads from its (fake) room's metadata."""
+        return json.dumps({"turns": self.turns, "gap_s": self.gap_s, "report": self.wait, "speech": self.speech})
+
+
+def parse(body: Any, *, wait: bool = False) -> Simulation:
+    """The request from a decoded JSON body; ``wait`` from the query string."""
+    if not isinstance(body, dict):
+        raise BadRequest('body must be a JSON object: {"agent": "<name>", "turns": ["..."], "gap_s": 0}')
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(map(repr, unknown))}; valid: {', '.join(FIELDS)}")
+    agent = body.get("agent")
+    if not isinstance(agent, str) or not agent:
+        raise BadRequest(f'"agent" must be a non-empty string (an agent name), not {_kind(agent)}')
+    turns = body.get("turns", [])
+    if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
+        raise BadRequest(f'"turns" must be a list of strings (what the caller says), not {_kind(turns)}')
+    if len(turns) > MAX_TURNS:
+        raise BadRequest(f'"turns" has {len(turns)} entries; at most {MAX_TURNS}')
+    for i, turn in enumerate(turns):
+        if not turn.strip() or len(turn) > MAX_TURN_CHARS:
+            raise BadRequest(f'"turns"[{i}] must be non-blank text of at most {MAX_TURN_CHARS} characters')
+    gap = body.get("gap_s", 0)
+    if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not math.isfinite(gap) \
+            or not 0 <= gap <= MAX_GAP_S:
+        raise BadRequest(f'"gap_s" must be a number of seconds from 0 to {MAX_GAP_S:g}, not {_kind(gap)}')
+    if gap * max(len(turns) - 1, 0) > MAX_CALL_S:
+        raise BadRequest(f"{len(turns)} turns {gap:g}s apart would last over {MAX_CALL_S:g}s, "
+                         f"the longest simulated call")
+    room = body.get("room")
+    if room is not None and (not isinstance(room, str) or not ROOM.fullmatch(room)):
+        raise BadRequest('"room" must be 1-64 letters, digits, "_" or "-" (starting with a letter or digit)')
+    body_wait = body.get("wait", False)
+    if not isinstance(body_wait, bool):
+        raise BadRequest(f'"wait" must be true or false, not {_kind(body_wait)}')
+    speech = body.get("speech", False)
+    if not isinstance(speech, bool):
+        raise BadRequest(f'"speech" must be true or false, not {_kind(speech)}')
+    return Simulation(agent, list(turns), float(gap), room, wait or body_wait, speech)
+
+
+def _kind(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def wait_flag(value: str | None) -> bool:
+    """``?wait=1`` (also ``true``, ``yes``, or a bare ``?wait``)."""
+    if value is None:
+        return False
+    if value.lower() in ("", "1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise BadRequest(f"wait={value!r}: use wait=1 or wait=0")
+
+
+def _result_path(state_dir: Path, room: str) -> Path:
+    return state_dir / "simulations" / f"{room}.json"
+
+
+def write_result(state_dir: Path, room: str, result: dict[str, Any]) -> None:
+    """The job's report, written whole (rename) so serve never reads half of it."""
+    if not ROOM.fullmatch(room):
+        return
+    folder = state_dir / "simulations"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    target = _result_path(state_dir, room)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, default=str)
+    os.replace(tmp, target)
+
+
+def take_result(state_dir: Path, room: str) -> dict[str, Any] | None:
+    """The job's report once it is there; the file is removed as it is read."""
+    path = _result_path(state_dir, room)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return json.loads(text)

@@ -1,0 +1,124 @@
+"""Signals sent to a real `voice-runtime serve` process: SIGHUP reloads, a second
+SIGTERM cuts a long drain short, a SIGTERM during start-up; after each, no MCP
+server process and no private folder is left behind."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from fakes.openai_chat import FakeOpenAI
+from helpers import write
+from mcp_servers.harness import pid_alive, read_events, stdio_command, wait_gone
+from serve_harness import Serve, spec, system_prompts_for
+
+
+def test_sighup_reloads_now_even_a_change_no_watcher_sees(tmp_path: Path, agents: Path, fake_openai: FakeOpenAI) -> None:
+    prompt = tmp_path / "prompts" / "desk.md"  # outside agents.d: neither watched nor scanned
+    write(prompt, "You are version one.")
+    text = spec("placeholder", fake_openai.base_url).replace(
+        'instructions: "placeholder"\n', "instructions_file: ../prompts/desk.md\n")
+    write(agents / "desk.yaml", text)
+    with Serve(agents, "--scan-interval", "0") as serve:
+        serve.wait_ready()
+        write(prompt, "You are version two.")
+        time.sleep(1.5)  # past the watcher's settle window: nothing reloads by itself
+        assert serve.agent("desk")["generation"] == 1
+        serve.proc.send_signal(signal.SIGHUP)
+        serve.wait_for(lambda: serve.agent("desk")["generation"] == 2, message="the reload SIGHUP asked for")
+        assert "SIGHUP: reloading specs" in serve.output()
+        assert "reload (signal) generation 2" in serve.output()
+        serve.simulate("desk", ["which version?"])
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "which version?"), message="a call")
+        assert system_prompts_for(fake_openai, "which version?") == ["You are version two."]
+        assert serve.proc.poll() is None  # SIGHUP no longer stops serve
+        assert serve.stop() == 0
+
+
+def _stubborn_server_pids(record: Path) -> list[int]:
+    """Every process of every start of the recorder: it ignores stdin EOF and
+    SIGTERM, and leaves a grandchild in its process group."""
+    return [pid for e in read_events(record) for pid in (e["pid"], e.get("grandchild_pid")) if pid]
+
+
+def _desk_with_a_stubborn_server(tmp_path: Path, agents: Path, fake_openai: FakeOpenAI) -> Path:
+    record = tmp_path / "events.jsonl"
+    command, args = stdio_command(record=record, name="tools", fault="ignore-sigterm")
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url)
+          + f"mcp_servers:\n  tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}\n")
+    return record
+
+
+def _start_a_long_call(serve: Serve, record: Path, fake_openai: FakeOpenAI) -> list[int]:
+    serve.wait_ready()
+    serve.simulate("desk", ["first", "much later"], gap_s=60.0)
+    serve.wait_for(lambda: system_prompts_for(fake_openai, "first"), message="the call's first turn")
+    # serve's own warm connection and the job's: both servers are running
+    serve.wait_for(lambda: len(read_events(record)) >= 2, message="two MCP server starts")
+    pids = _stubborn_server_pids(record)
+    assert len(pids) >= 4 and all(pid_alive(p) for p in pids)
+    return pids
+
+
+def test_a_second_sigterm_during_a_long_drain_exits_at_once_leaving_no_mcp_server_or_folder(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    record = _desk_with_a_stubborn_server(tmp_path, agents, fake_openai)
+    with Serve(agents, env={"TMPDIR": str(scratch), "PROMETHEUS_MULTIPROC_DIR": None}) as serve:
+        pids = _start_a_long_call(serve, record, fake_openai)
+        assert list(scratch.glob("voice-runtime-*"))
+        serve.proc.send_signal(signal.SIGTERM)
+        serve.wait_for(lambda: "stopping: draining" in serve.output(), message="the drain")
+        started = time.monotonic()
+        serve.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = serve.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"serve still running 15 s after the second SIGTERM\n{serve.output()[-3000:]}") from None
+        elapsed = time.monotonic() - started
+        assert rc == 128 + signal.SIGTERM
+        assert elapsed < 10, elapsed
+        assert "second stop signal: ending 1 call(s) in progress now" in serve.output()
+        assert wait_gone(pids, timeout=2.0), [p for p in pids if pid_alive(p)]
+        assert list(scratch.glob("voice-runtime-*")) == []  # the state (expanded values) and metrics folders
+        assert system_prompts_for(fake_openai, "much later") == []
+
+
+def test_an_mcp_server_whose_job_process_was_killed_is_adopted_by_serve_and_stopped_when_it_exits(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    import os
+
+    import psutil
+
+    record = _desk_with_a_stubborn_server(tmp_path, agents, fake_openai)
+    with Serve(agents) as serve:
+        pids = _start_a_long_call(serve, record, fake_openai)
+        servers = [e["pid"] for e in read_events(record)]
+        [job_server] = [pid for pid in servers if psutil.Process(pid).ppid() != serve.proc.pid]
+        job_process = psutil.Process(job_server).ppid()
+        os.kill(job_process, signal.SIGKILL)  # what livekit's memory limit or a crash does
+        # orphaned, the server is re-parented to serve, not to PID 1
+        serve.wait_for(lambda: psutil.Process(job_server).ppid() == serve.proc.pid, message="the adoption")
+        assert pid_alive(job_server)  # it ignores stdin EOF: nobody else would ever stop it
+        assert serve.stop() == 0
+        assert wait_gone(pids, timeout=2.0), [p for p in pids if pid_alive(p)]
+        assert "stopped 1 MCP server process group(s) left behind by ended calls" in serve.output()
+
+
+def test_sigterm_during_start_up_leaves_no_temp_folder(tmp_path: Path, agents: Path, fake_openai: FakeOpenAI) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents, env={"TMPDIR": str(scratch), "PROMETHEUS_MULTIPROC_DIR": None}) as serve:
+        # as soon as serve has made its folders, long before it serves
+        serve.wait_for(lambda: list(scratch.glob("voice-runtime-*")), timeout=30, message="the temp folders")
+        assert serve.stop(timeout=30) == 0
+    assert list(scratch.glob("voice-runtime-*")) == []
+    assert "stopped while starting" in serve.output()  # livekit's import alone takes over a second
+    assert "Traceback" not in serve.output()
