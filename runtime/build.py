@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -106,6 +107,14 @@ def build_models(plugins: Plugins, loaded: LoadedSpec, mode: str, *, text_only: 
         vad=vad,
         turn_detection=_turn_detection(pipeline.turn_detection),
     )
+
+
+@dataclass
+class TurnAnswered:
+    """What ``run_turn`` returns for a turn the realtime model answered just before
+    it failed: the answer's events, as in livekit's RunResult."""
+
+    events: list[Any]
 
 
 def _turn_detection(value: str | None) -> Any:
@@ -282,6 +291,7 @@ class SessionRunner:
             await self._realtime_connected()
         if self.switched.is_set():
             await self._pipeline_active()
+        asked_at = time.time()
         run = asyncio.ensure_future(self.session.run(user_input=text))
         if self.switched.is_set() or self.session.realtime_fallback is None:
             return await run
@@ -290,9 +300,33 @@ class SessionRunner:
         if run in done:
             switch.cancel()
             return run.result()
-        run.cancel()
         await self._pipeline_active()
+        run.cancel()
+        # the socket may drop just after the realtime model answered this turn: its
+        # answer (in the history the pipeline inherited) stands; asking again would
+        # say it twice. Words it took in without answering are asked again, once.
+        answered = await self._answer_in_history(text, asked_at)
+        if answered is not None:
+            return answered
         return await self.session.run(user_input=text)
+
+    async def _answer_in_history(self, text: str, asked_at: float) -> Any:
+        from livekit.agents import ChatMessageEvent
+
+        agent = self.session.current_agent
+        ctx = agent.chat_ctx.copy()
+        items = [i for i in ctx.items if getattr(i, "type", "") == "message"]
+        asked = next((n for n in range(len(items) - 1, -1, -1)
+                      if items[n].role == "user" and items[n].text_content == text
+                      and items[n].created_at >= asked_at), None)
+        if asked is None:
+            return None
+        replies = [i for i in items[asked + 1:] if i.role == "assistant"]
+        if replies:
+            return TurnAnswered([ChatMessageEvent(item=r) for r in replies])
+        ctx.remove(items[asked])
+        await agent.update_chat_ctx(ctx)
+        return None
 
     async def _realtime_connected(self) -> None:
         """Until a realtime model's socket is up, wait for it or for the fallback: a

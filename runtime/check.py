@@ -150,6 +150,8 @@ def render_text(report: CheckReport) -> str:
                 then = ("sessions are refused until it is up (required: true)" if probe.required
                         else "the agent starts without its tools")
                 lines.append(f"{what}: {probe.agent}: MCP server {probe.server} is unreachable: {probe.error}; {then}")
+    if report.warnings and not report.servers:
+        lines.append("")  # the agent table ends at a blank line
     lines += [f"warning: {w}" for w in report.warnings]
     n = len(rows)
     if report.unreachable_required:
