@@ -385,7 +385,7 @@ class SessionRunner:
                 return
         await self._pipeline_active()
         if self.session is not None:
-            self.session.say(greeting)
+            await self.session.say(greeting)
 
     def _fall_back_to_pipeline(self, error: Any) -> None:
         if not self._started:
