@@ -378,9 +378,10 @@ class SessionRunner:
         if self.mode == "realtime" and not self.switched.is_set():
             handle = self.session.generate_reply(instructions=f"Greet the caller with exactly: {greeting}")
             switch = asyncio.ensure_future(self.switched.wait())
-            await asyncio.wait({asyncio.ensure_future(handle.wait_for_playout()), switch},
-                               return_when=asyncio.FIRST_COMPLETED)
+            said = asyncio.ensure_future(handle.wait_for_playout())
+            await asyncio.wait({said, switch}, return_when=asyncio.FIRST_COMPLETED)
             switch.cancel()
+            said.cancel()
             if not self.switched.is_set() or (handle.done() and not handle.interrupted):
                 return
         await self._pipeline_active()
