@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,14 @@ def build_models(plugins: Plugins, loaded: LoadedSpec, mode: str, *, text_only: 
     )
 
 
+@dataclass
+class TurnAnswered:
+    """What ``run_turn`` returns for a turn the realtime model answered just before
+    it failed: the answer's events, as in livekit's RunResult."""
+
+    events: list[Any]
+
+
 def _turn_detection(value: str | None) -> Any:
     if value is None:
         return None
@@ -118,11 +127,12 @@ def _turn_detection(value: str | None) -> Any:
     return value
 
 
-def build_agent(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ctx: Any = None) -> Any:
+def build_agent(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ctx: Any = None,
+                instructions: str | None = None) -> Any:
     from livekit.agents import NOT_GIVEN, Agent
 
     kwargs: dict[str, Any] = {
-        "instructions": loaded.instructions,
+        "instructions": loaded.instructions if instructions is None else instructions,
         "tools": tools,
         "llm": models.llm,
         "stt": models.stt if models.stt is not None else NOT_GIVEN,
@@ -182,6 +192,10 @@ class SessionRunner:
     _own_pool: McpPool | None = None
     _on_up: Any = None
     _tool_updates: set[asyncio.Task[None]] = field(default_factory=set)
+    _started: bool = False
+    _pending_fallback: Any = None  # a realtime error seen while session.start() was still running
+    _greeting_msg: Any = None  # text mode: the greeting as an assistant message of the history
+    _greeting_task: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -245,7 +259,7 @@ class SessionRunner:
         self.tools = self.build_tools()
         self.mode = "realtime" if spec.realtime is not None else "pipeline"
         models = self._build_models(self.mode)
-        agent = build_agent(self.loaded, models, self.tools, chat_ctx=self._greeting_ctx())
+        agent = self._text_mode_agent(models) if self.text_only else build_agent(self.loaded, models, self.tools)
         session_kwargs: dict[str, Any] = {}
         if self.text_only:
             session_kwargs = {"vad": None, "turn_handling": {"turn_detection": None}}
@@ -254,10 +268,15 @@ class SessionRunner:
             self.session.realtime_fallback = self._fall_back_to_pipeline
         self.session.on("close", self._on_close)
         await self.session.start(agent, **({"room": room} if room is not None else {}))
+        self._started = True
         notify(self.plugins, "voice_runtime_session_started", agent=self.name, session_id=self.session_id,
                spec=self.loaded.spec, mode=self.mode)
+        if self._pending_fallback is not None:
+            # livekit's update_agent() before start() has returned swaps nothing: the
+            # realtime model failed while starting, so swap now
+            self._fall_back_to_pipeline(self._pending_fallback)
         if spec.greeting and not self.text_only:
-            self._greet(spec.greeting)
+            self._greeting_task = asyncio.ensure_future(self._greet(spec.greeting))
         return self.session
 
     def _build_models(self, mode: str) -> Models:
@@ -268,8 +287,11 @@ class SessionRunner:
     async def run_turn(self, text: str) -> Any:
         """One text turn (``session.run``). If the realtime model fails during the
         turn, the turn is asked again of the pipeline once it has taken over."""
+        if not self.switched.is_set():
+            await self._realtime_connected()
         if self.switched.is_set():
             await self._pipeline_active()
+        asked_at = time.time()
         run = asyncio.ensure_future(self.session.run(user_input=text))
         if self.switched.is_set() or self.session.realtime_fallback is None:
             return await run
@@ -278,9 +300,48 @@ class SessionRunner:
         if run in done:
             switch.cancel()
             return run.result()
-        run.cancel()
         await self._pipeline_active()
+        run.cancel()
+        # the socket may drop just after the realtime model answered this turn: its
+        # answer (in the history the pipeline inherited) stands; asking again would
+        # say it twice. Words it took in without answering are asked again, once.
+        answered = await self._answer_in_history(text, asked_at)
+        if answered is not None:
+            return answered
         return await self.session.run(user_input=text)
+
+    async def _answer_in_history(self, text: str, asked_at: float) -> Any:
+        from livekit.agents import ChatMessageEvent
+
+        agent = self.session.current_agent
+        ctx = agent.chat_ctx.copy()
+        items = [i for i in ctx.items if getattr(i, "type", "") == "message"]
+        asked = next((n for n in range(len(items) - 1, -1, -1)
+                      if items[n].role == "user" and items[n].text_content == text
+                      and items[n].created_at >= asked_at), None)
+        if asked is None:
+            return None
+        replies = [i for i in items[asked + 1:] if i.role == "assistant"]
+        if replies:
+            return TurnAnswered([ChatMessageEvent(item=r) for r in replies])
+        ctx.remove(items[asked])
+        await agent.update_chat_ctx(ctx)
+        return None
+
+    async def _realtime_connected(self) -> None:
+        """Until a realtime model's socket is up, wait for it or for the fallback: a
+        turn sent to a socket that is refused costs livekit's 5 s acknowledgement
+        timeout before the pipeline can answer it. Models that cannot tell
+        (no ``connected`` event) are not waited for."""
+        connected = getattr(self._models[0].llm, "connected", None) if self.mode == "realtime" else None
+        if not isinstance(connected, asyncio.Event) or connected.is_set():
+            return
+        switch = asyncio.ensure_future(self.switched.wait())
+        up = asyncio.ensure_future(connected.wait())
+        timeout = getattr(self.loaded.spec.realtime, "connect_timeout", 10.0)
+        await asyncio.wait({switch, up}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        switch.cancel()
+        up.cancel()
 
     async def _pipeline_active(self, timeout: float = 15.0) -> None:
         # livekit swaps activities in a background task and has no public signal
@@ -292,25 +353,45 @@ class SessionRunner:
                 return
             await asyncio.sleep(0.05)
 
-    def _greeting_ctx(self) -> Any:
-        """In text mode the greeting is shown, not spoken: put it in the history so
-        the model knows it was said."""
+    def _text_mode_agent(self, models: Models) -> Any:
+        """In text mode the greeting is shown, not spoken: the model must still know
+        it was said. A pipeline gets it as the first message of the history. A
+        realtime model is told in its instructions instead: livekit's
+        session.start() waits up to 5 s for the server to acknowledge a starting
+        history, so with the realtime model down the history would cost 5 s of
+        silence before the fallback could take over."""
         greeting = self.loaded.spec.greeting
-        if not (self.text_only and greeting):
-            return None
+        if not greeting:
+            return build_agent(self.loaded, models, self.tools)
         from livekit.agents import ChatContext
 
         ctx = ChatContext.empty()
-        ctx.add_message(role="assistant", content=greeting)
-        return ctx
+        self._greeting_msg = ctx.add_message(role="assistant", content=greeting)
+        if models.mode == "pipeline":
+            return build_agent(self.loaded, models, self.tools, chat_ctx=ctx)
+        told = f"{self.loaded.instructions}\n\nYou have already greeted the caller with: {greeting}"
+        return build_agent(self.loaded, models, self.tools, instructions=told)
 
-    def _greet(self, greeting: str) -> None:
-        if self.mode == "pipeline":
-            self.session.say(greeting)
-        else:
-            self.session.generate_reply(instructions=f"Greet the caller with exactly: {greeting}")
+    async def _greet(self, greeting: str) -> None:
+        """Say the greeting; a realtime model that fails before it has greeted leaves
+        it to the pipeline."""
+        if self.mode == "realtime" and not self.switched.is_set():
+            handle = self.session.generate_reply(instructions=f"Greet the caller with exactly: {greeting}")
+            switch = asyncio.ensure_future(self.switched.wait())
+            said = asyncio.ensure_future(handle.wait_for_playout())
+            await asyncio.wait({said, switch}, return_when=asyncio.FIRST_COMPLETED)
+            switch.cancel()
+            said.cancel()
+            if not self.switched.is_set() or (handle.done() and not handle.interrupted):
+                return
+        await self._pipeline_active()
+        if self.session is not None:
+            await self.session.say(greeting)
 
     def _fall_back_to_pipeline(self, error: Any) -> None:
+        if not self._started:
+            self._pending_fallback = error
+            return
         reason = f"{type(error.error).__name__}: {error.error}" if getattr(error, "error", None) else str(error)
         log.warning("agent %s session %s: realtime model failed (%s); switching to the pipeline",
                     self.name, self.session_id, reason)
@@ -331,6 +412,8 @@ class SessionRunner:
             rt_session.aclose = quiet_aclose
         models = self._build_models("pipeline")
         chat_ctx = session.current_agent.chat_ctx.copy()
+        if self._greeting_msg is not None and chat_ctx.get_by_id(self._greeting_msg.id) is None:
+            chat_ctx.insert(self._greeting_msg)  # the realtime model knew it from its instructions
         try:
             # a reply the realtime model was generating will never come: cancel it
             # so the old activity drains now instead of after livekit's 10 s timeout
@@ -349,6 +432,8 @@ class SessionRunner:
         notify(self.plugins, "voice_runtime_session_ended", agent=self.name, session_id=self.session_id, reason=reason)
 
     async def aclose(self) -> None:
+        if self._greeting_task is not None and not self._greeting_task.done():
+            self._greeting_task.cancel()
         if self.session is not None:
             session, self.session = self.session, None
             try:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .spec.errors import SpecError
@@ -14,6 +16,7 @@ from .summary import describe
 
 if TYPE_CHECKING:
     from .plugins import Plugins
+    from .registry import Registry
 
 
 @dataclass
@@ -40,6 +43,7 @@ class CheckReport:
     specs: list[LoadedSpec] = field(default_factory=list)
     errors: list[SpecError] = field(default_factory=list)
     servers: list[ServerProbe] | None = None  # None: not probed (--offline, or invalid specs)
+    warnings: list[str] = field(default_factory=list)  # reported, but the specs are valid
 
     @property
     def ok(self) -> bool:
@@ -76,6 +80,34 @@ async def probe_servers(specs: list[LoadedSpec]) -> list[ServerProbe]:
         await pool.aclose()
 
 
+def missing_api_keys(loaded: LoadedSpec, registry: Registry, *, text_only: bool = False,
+                     environ: Mapping[str, str] | None = None) -> list[str]:
+    """One sentence per provider that would start without a key: the spec sets no
+    ``api_key`` and the variable its plugin reads (``api_key_env``) is not set.
+    Found here, before anything starts, instead of seconds into a session in the
+    provider SDK's words. ``text_only``: only what a text session builds (the
+    realtime model and the pipeline's LLMs)."""
+    environ = os.environ if environ is None else environ
+    spec: Any = loaded.spec
+    chains: list[tuple[str, str, Any]] = []
+    if spec.realtime is not None:
+        chains.append(("realtime", "realtime", [spec.realtime]))
+    if spec.pipeline is not None:
+        audio = not (text_only or spec.pipeline.text_only)
+        for kind in ("stt", "llm", "tts") if audio else ("llm",):
+            chains.append((kind, f"pipeline.{kind}", getattr(spec.pipeline, kind, None) or []))
+    out = []
+    for kind, path, chain in chains:
+        for i, options in enumerate(chain):
+            provider = registry.providers.get((kind, options.provider))
+            env = provider.api_key_env if provider is not None else None
+            if env is None or getattr(options, "api_key", None) is not None or environ.get(env):
+                continue
+            where = f"{path}[{i}]" if len(chain) > 1 else path
+            out.append(f"{loaded.name}: {where} ({options.provider}) has no API key: set {env} or api_key:")
+    return out
+
+
 def run_check(folder: Path, plugins: Plugins) -> CheckReport:
     report = CheckReport(folder)
     # A broken plugin fails the check: a spec may depend on what it would register.
@@ -85,6 +117,8 @@ def run_check(folder: Path, plugins: Plugins) -> CheckReport:
     result = load_folder(folder, plugins)
     report.specs = result.specs
     report.errors.extend(result.errors)
+    for loaded in result.specs:
+        report.warnings.extend(missing_api_keys(loaded, plugins.registry))
     return report
 
 
@@ -116,6 +150,9 @@ def render_text(report: CheckReport) -> str:
                 then = ("sessions are refused until it is up (required: true)" if probe.required
                         else "the agent starts without its tools")
                 lines.append(f"{what}: {probe.agent}: MCP server {probe.server} is unreachable: {probe.error}; {then}")
+    if report.warnings and not report.servers:
+        lines.append("")  # the agent table ends at a blank line
+    lines += [f"warning: {w}" for w in report.warnings]
     n = len(rows)
     if report.unreachable_required:
         k = len(report.unreachable_required)
@@ -140,6 +177,7 @@ def render_json(report: CheckReport) -> str:
         "ok": report.ok,
         "agents": [describe(s) for s in report.specs] if not report.errors else [],
         "errors": [e.as_dict() for e in report.errors],
+        "warnings": report.warnings if not report.errors else [],
         "mcp_servers": None if report.servers is None else [p.as_dict() for p in report.servers],
     }
     return json.dumps(out, indent=2)

@@ -7,6 +7,7 @@ pay livekit's import cost.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -73,6 +74,14 @@ def plugins_dir_for(agents_dir: Path | None, option: Path | None) -> Path:
     return Path("plugins")
 
 
+def require_dir(agents_dir: Path) -> None:
+    """A specs folder that does not exist is a usage error (exit 2), for every command."""
+    if not agents_dir.is_dir():
+        why = "not a directory (give the folder that holds the *.yaml specs)" if agents_dir.exists() else "no such directory"
+        typer.echo(f"error: {agents_dir}: {why}", err=True)
+        raise typer.Exit(2)
+
+
 def load_plugins(agents_dir: Path | None, option: Path | None) -> Plugins:
     from .plugins import make_plugin_manager
 
@@ -89,8 +98,9 @@ def check(
     """Validate every spec, connect to every MCP server, and print what will run,
     or every error as file:line:col.
 
-    Exit code: 0 valid (an unreachable optional MCP server is a warning), 1 invalid
-    or a required MCP server unreachable, 2 usage error.
+    Exit code: 0 valid (an unreachable optional MCP server or a provider without an
+    API key is a warning), 1 invalid or a required MCP server unreachable, 2 usage
+    error (no such folder, bad option).
     """
     import asyncio
 
@@ -98,6 +108,7 @@ def check(
 
     if format not in ("text", "json"):
         raise typer.BadParameter("must be text or json", param_hint="--format")
+    require_dir(agents_dir)
     secrets = _guard_output()
     report = run_check(agents_dir, load_plugins(agents_dir, plugins))
     secrets.add_specs(report.specs)
@@ -173,6 +184,8 @@ def _pick_agent(agents_dir: Path, plugins: Plugins, agent: str, secrets: SecretS
     """The named agent's accepted spec, or exit with its errors (1) or the list of names (2)."""
     from .spec.loader import load_folder
 
+    require_dir(agents_dir)
+
     result = load_folder(agents_dir, plugins)
     secrets.add_specs(result.specs)
     for loaded in result.specs:
@@ -196,6 +209,35 @@ def _quiet_logging(level: str, secrets: SecretSet) -> None:
 
 AgentOpt = Annotated[str, typer.Option("--agent", "-a", help="Agent name (see `check`).")]
 LogLevelOpt = Annotated[str, typer.Option("--log-level", help="Log level on stderr.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also show the libraries' warnings "
+                                          "(livekit, openai, mcp), tracebacks included.")]
+
+
+def _ours_only(record: logging.LogRecord) -> bool:
+    return record.name.startswith("voice_runtime")
+
+
+def _session_logging(log_level: str | None, verbose: bool, secrets: SecretSet) -> None:
+    """By default a conversation shows voice-runtime's own one-line warnings and
+    errors: an unreachable LLM made livekit log about 20 retry warnings and two
+    tracebacks before our sentence. ``-v`` adds the libraries' warnings;
+    ``--log-level`` shows everything from that level on."""
+    _quiet_logging(log_level or "warning", secrets)
+    if log_level is None and not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_ours_only)
+
+
+def _refuse_missing_keys(loaded: LoadedSpec, plugins: Plugins, *, text_only: bool) -> None:
+    """A provider this session builds has no API key: say which, and the variable
+    to set, before anything starts (exit 2), not seconds in, in the SDK's words."""
+    from .check import missing_api_keys
+
+    missing = missing_api_keys(loaded, plugins.registry, text_only=text_only)
+    for sentence in missing:
+        typer.echo(f"error: {sentence}", err=True)
+    if missing:
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -204,7 +246,9 @@ def chat(
     agent: AgentOpt,
     plugins: PluginsOpt = None,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON event per line (user, tool_call, tool_result, reply, error).")] = False,
-    log_level: LogLevelOpt = "warning",
+    log_level: Annotated[Optional[str], typer.Option("--log-level", help="Log level on stderr, for every library "
+                                                     "(default: voice-runtime's warnings only).")] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Talk to an agent in text: no LiveKit server, no audio. Tool calls show inline.
 
@@ -217,9 +261,10 @@ def chat(
     from .build import SessionRunner
     from .chat import ChatPrinter, run_chat
 
-    _quiet_logging(log_level, secrets)
+    _session_logging(log_level, verbose, secrets)
     loaded_plugins = load_plugins(agents_dir, plugins)
     loaded = _pick_agent(agents_dir, loaded_plugins, agent, secrets)
+    _refuse_missing_keys(loaded, loaded_plugins, text_only=True)
     printer = ChatPrinter(loaded.name, as_json=json_lines, echo_user=not sys.stdin.isatty())
     runner = SessionRunner(loaded, loaded_plugins, text_only=True)
     raise typer.Exit(asyncio.run(run_chat(runner, printer)))
@@ -239,6 +284,7 @@ def console(
     # livekit's console owns the terminal (and its logging): no stream wrapping here
     loaded_plugins = load_plugins(agents_dir, plugins)
     loaded = _pick_agent(agents_dir, loaded_plugins, agent, SecretSet())
+    _refuse_missing_keys(loaded, loaded_plugins, text_only=text)
     raise typer.Exit(run_console(loaded, loaded_plugins, text=text))
 
 
@@ -413,9 +459,7 @@ def serve(
         typer.echo(f"error: {', '.join(missing)} not set (LiveKit's URL and API credentials; "
                    "or use --unregistered to run without LiveKit)", err=True)
         raise typer.Exit(2)
-    if not agents_dir.is_dir():
-        typer.echo(f"error: {agents_dir}: no such directory", err=True)
-        raise typer.Exit(2)
+    require_dir(agents_dir)
     from .logs import setup_logging
     from .serve import run_serve
 

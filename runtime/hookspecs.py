@@ -29,6 +29,9 @@ def voice_runtime_register_providers(register: ProviderRegistrar) -> None:
     what specs write as ``provider:``; ``options`` is a pydantic model of the
     provider's settings (it becomes part of the spec schema); ``factory(options)``
     builds the livekit object and must import livekit lazily, inside the function.
+    A provider that needs an API key passes ``api_key_env="ITS_API_KEY"``: the
+    variable it reads when the spec sets no ``api_key``. ``check`` then warns, and
+    ``chat``/``console`` refuse at once, when neither is set.
     A name already registered for the same kind is an error naming both plugins.
     """
 

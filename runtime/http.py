@@ -286,7 +286,7 @@ class Simulations:
             return web.json_response({"agent": sim.agent, "room": room, "generation": worker.generation})
         report = await self._report(worker, room)
         return web.Response(status=200 if report.get("ok") else 502, content_type="application/json",
-                            text=supervisor.catalog.secrets.dumps(report) + "\n")
+                            text=sup.catalog.secrets.dumps(report) + "\n")
 
     async def _report(self, worker: Any, room: str) -> dict[str, Any]:
         """The job's report, or why there is none: the job ended without writing

@@ -28,6 +28,8 @@ class ProviderRegistrar(Protocol):
         name: str,
         options: type[BaseModel],
         factory: Callable[[Any], Any],
+        *,
+        api_key_env: str | None = None,
     ) -> None: ...
 
 
@@ -42,6 +44,9 @@ class Provider:
     options: type[BaseModel]
     factory: Callable[[Any], Any]
     plugin: str
+    # the environment variable the provider reads its key from when the spec sets no
+    # ``api_key``; None: it needs no key (or cannot say)
+    api_key_env: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,13 +101,16 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
 
 
 def _provider_registrar(reg: Registry, owner: str) -> ProviderRegistrar:
-    def register(kind: ProviderKind, name: str, options: type[BaseModel], factory: Callable[[Any], Any]) -> None:
+    def register(kind: ProviderKind, name: str, options: type[BaseModel], factory: Callable[[Any], Any], *,
+                 api_key_env: str | None = None) -> None:
         if kind not in PROVIDER_KINDS:
             raise ValueError(f"unknown provider kind {kind!r}; valid kinds: {', '.join(PROVIDER_KINDS)}")
         if not _NAME.match(name):
             raise ValueError(f"provider name {name!r} must match {_NAME.pattern}")
         if not (isinstance(options, type) and issubclass(options, BaseModel)):
             raise TypeError(f"options for {kind} provider {name!r} must be a pydantic model class")
+        if api_key_env is not None and not (isinstance(api_key_env, str) and api_key_env):
+            raise TypeError(f"api_key_env for {kind} provider {name!r} must be an environment variable name")
         if "provider" in options.model_fields:
             raise ValueError(f"options model for {kind} provider {name!r} must not define 'provider'")
         existing = reg.providers.get((kind, name))
@@ -111,7 +119,7 @@ def _provider_registrar(reg: Registry, owner: str) -> ProviderRegistrar:
                 RegistryProblem(owner, f"{kind} provider {name!r} is already registered by plugin {existing.plugin}")
             )
             return
-        reg.providers[(kind, name)] = Provider(kind, name, options, factory, owner)
+        reg.providers[(kind, name)] = Provider(kind, name, options, factory, owner, api_key_env)
         reg.contributions.setdefault(owner, []).append(f"{kind}:{name}")
 
     return register

@@ -143,3 +143,31 @@ def test_chat_with_an_unknown_agent_names_the_available_ones(fake_openai: FakeOp
     assert result.returncode == 2
     assert "no agent named 'nobody'" in result.stderr and "concierge, support" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_llm_shows_our_one_line_error_by_default_and_the_libraries_detail_with_v(
+    tmp_path: Path,
+) -> None:
+    from mcp_servers.harness import free_port
+
+    agents = tmp_path / "agents.d"
+    agents.mkdir()
+    (agents / "desk.yaml").write_text(
+        "apiVersion: voice-runtime/v1\ninstructions: Be brief.\n"
+        "pipeline:\n  llm: {provider: openai, model: gpt-4o-mini}\n  text_only: true\n"
+    )
+    nobody = {"OPENAI_BASE_URL": f"http://127.0.0.1:{free_port()}/v1", "OPENAI_API_KEY": "x"}
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, "chat", str(agents), "--agent", "desk", "--json", *extra], input="hello\n",
+                              capture_output=True, text=True, timeout=90, env=child_env(nobody))
+
+    quiet = run()
+    assert quiet.returncode == 1
+    [error] = [e for e in events(quiet.stdout) if e["type"] == "error"]
+    assert error["message"].startswith("APIConnectionError: ")
+    # livekit's retry warnings and tracebacks (about 20 lines and two tracebacks) are not shown
+    assert "Traceback" not in quiet.stderr and "livekit" not in quiet.stderr, quiet.stderr
+    verbose = run("-v")
+    assert verbose.returncode == 1
+    assert "WARNING livekit.agents" in verbose.stderr and "Traceback" in verbose.stderr

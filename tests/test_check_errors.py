@@ -139,7 +139,6 @@ CASES = [
         {"dup.yaml": HEAD + "instructions: hi\nrealtime:\n  provider: openai\n  model: a\n  model: b\n"},
         expected="agents/dup.yaml:6:3: duplicate key 'model' (the mapping starting at line 4 already has it)",
     ),
-    Case("folder-does-not-exist", {}, target="missing", expected="missing:1:1: no such directory"),
     Case(
         "folder-without-specs",
         {"README.md": "no specs here\n", "notes.txt": "x\n"},
@@ -581,3 +580,18 @@ def test_a_value_from_a_variable_is_never_echoed_in_an_error(tmp_path: Path, bod
         assert_clean_failure(result)
         assert "agents/leaky.yaml" in result.stdout
         assert CANARY not in result.output, result.output
+
+
+@pytest.mark.parametrize("command", [
+    ["check"], ["check", "--offline"], ["chat", "--agent", "x"], ["console", "--agent", "x"],
+    ["tools", "--agent", "x"], ["call", "--agent", "x", "some_tool"], ["serve", "--unregistered"],
+])
+def test_a_specs_folder_that_does_not_exist_is_a_usage_error_exit_2(tmp_path: Path, command: list[str]) -> None:
+    # the README: exit 2 is a usage error, the same for every command
+    result = run_cli(command[0], "missing", *command[1:], cwd=tmp_path)
+    assert_clean_failure(result, rc=2)
+    assert result.stderr.strip() == "error: missing: no such directory"
+    file = write(tmp_path / "a-file.yaml", "x: 1\n")
+    result = run_cli(command[0], file.name, *command[1:], cwd=tmp_path)
+    assert_clean_failure(result, rc=2)
+    assert result.stderr.strip() == "error: a-file.yaml: not a directory (give the folder that holds the *.yaml specs)"

@@ -9,6 +9,7 @@ constructing livekit models opens no socket.
 from __future__ import annotations
 
 import inspect
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -564,3 +565,81 @@ def test_an_omitted_model_runs_the_model_the_spec_reports(tmp_path: Path) -> Non
 
     assert models.llm.model == pipeline.llm[0].model
     assert models.tts._opts.model == pipeline.tts[0].model
+
+
+# -- a provider without its key is found before anything starts ---------------------------
+
+
+def test_check_warns_about_each_provider_without_a_key_naming_spec_provider_and_variable() -> None:
+    from helpers import REPO, run_cli
+
+    result = run_cli("check", "agents.d", "--offline", cwd=REPO, env={"VOICE_RUNTIME_DISABLE_PLUGINS": None})
+    assert result.rc == 0, result.output  # a warning: check runs in CI, where keys are not set
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: support:")]
+    assert warnings == [
+        "warning: support: pipeline.stt (deepgram) has no API key: set DEEPGRAM_API_KEY or api_key:",
+        "warning: support: pipeline.llm[0] (openai) has no API key: set OPENAI_API_KEY or api_key:",
+        "warning: support: pipeline.llm[1] (openai) has no API key: set OPENAI_API_KEY or api_key:",
+        "warning: support: pipeline.tts[0] (cartesia) has no API key: set CARTESIA_API_KEY or api_key:",
+        "warning: support: pipeline.tts[1] (openai) has no API key: set OPENAI_API_KEY or api_key:",
+    ]
+    assert "warning: concierge: realtime (openai) has no API key: set OPENAI_API_KEY or api_key:" in result.stdout
+    keys = {"OPENAI_API_KEY": "sk-1", "DEEPGRAM_API_KEY": "dg-1", "CARTESIA_API_KEY": "ca-1",
+            "VOICE_RUNTIME_DISABLE_PLUGINS": None}
+    result = run_cli("check", "agents.d", "--offline", "--format", "json", cwd=REPO, env=keys)
+    assert result.rc == 0, result.output
+    assert json.loads(result.stdout)["warnings"] == []
+
+
+def test_chat_without_a_provider_key_refuses_at_once_with_the_variable_to_set() -> None:
+    from helpers import REPO, run_cli_measured
+
+    # chat is text: the LLMs need a key, the audio stages (deepgram, cartesia) do not
+    measured = run_cli_measured("chat", "agents.d", "--agent", "support", cwd=REPO,
+                                env={"VOICE_RUNTIME_DISABLE_PLUGINS": None})
+    result = measured.result
+    assert result.rc == 2, result.output
+    assert result.stderr.splitlines() == [
+        "error: support: pipeline.llm[0] (openai) has no API key: set OPENAI_API_KEY or api_key:",
+        "error: support: pipeline.llm[1] (openai) has no API key: set OPENAI_API_KEY or api_key:",
+    ]
+    assert result.stdout == ""
+    assert measured.wall_s < 5, f"took {measured.wall_s:.1f} s"  # it was found 7-11 s in, in the SDK's words
+    console = run_cli_measured("console", "agents.d", "--agent", "support", "--text", cwd=REPO,
+                               env={"VOICE_RUNTIME_DISABLE_PLUGINS": None}).result
+    assert (console.rc, console.stderr) == (2, result.stderr)
+
+
+def test_a_key_given_in_the_spec_satisfies_the_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers import run_cli
+
+    monkeypatch.setenv("MY_KEY", "sk-from-spec")
+    load_spec(tmp_path, text_pipeline("{provider: openai, api_key: '${MY_KEY}'}"))
+    result = run_cli("check", "agents", "--offline", cwd=tmp_path)
+    assert result.rc == 0 and "has no API key" not in result.output, result.output
+
+
+def test_a_plugin_provider_names_its_key_variable_and_check_and_chat_use_it(tmp_path: Path) -> None:
+    from helpers import run_cli, write
+
+    write(tmp_path / "plugins" / "acme.py", textwrap.dedent("""\
+        from pydantic import BaseModel
+        import voice_runtime
+
+        class AcmeLLMOptions(BaseModel):
+            api_key: str | None = None
+
+        @voice_runtime.hookimpl
+        def voice_runtime_register_providers(register):
+            register("llm", "acme", AcmeLLMOptions, lambda options: None, api_key_env="ACME_API_KEY")
+        """))
+    write(tmp_path / "agents" / "probe.yaml", "apiVersion: voice-runtime/v1\ninstructions: Be brief.\n"
+          + text_pipeline("{provider: acme}"))
+    env = {"ACME_API_KEY": None, "VOICE_RUNTIME_DISABLE_PLUGINS": None}
+    checked = run_cli("check", "agents", "--offline", cwd=tmp_path, env=env)
+    assert checked.rc == 0, checked.output
+    assert "warning: probe: pipeline.llm (acme) has no API key: set ACME_API_KEY or api_key:" in checked.stdout
+    chatted = run_cli("chat", "agents", "--agent", "probe", cwd=tmp_path, env=env)
+    assert (chatted.rc, chatted.stderr) == (2, "error: probe: pipeline.llm (acme) has no API key: set ACME_API_KEY or api_key:\n")
+    checked = run_cli("check", "agents", "--offline", cwd=tmp_path, env={**env, "ACME_API_KEY": "k"})
+    assert checked.rc == 0 and "has no API key" not in checked.output, checked.output

@@ -118,3 +118,33 @@ async def test_a_healthy_realtime_model_is_used_and_the_pipeline_stays_idle(
         assert realtime.connection_count == 1
     finally:
         await runner.aclose()
+
+
+async def test_a_spoken_greeting_the_refused_realtime_model_cannot_say_is_said_by_the_pipeline(tmp_path: Path) -> None:
+    # a voice session (not text): the greeting is spoken, not history. serve's
+    # /simulate jobs are text-only, so this one runs the runner in-process.
+    from fakes.openai_platform import FakeOpenAIPlatform
+
+    fake = FakeOpenAIPlatform()
+    await fake.start()
+    fake.refuse_connections = True
+    (tmp_path / "desk.yaml").write_text(
+        "apiVersion: voice-runtime/v1\ninstructions: You are the front desk.\ngreeting: Hello there.\n"
+        f"realtime: {{provider: openai, base_url: '{fake.base_url}', api_key: x, modalities: [text]}}\n"
+        f"pipeline:\n  llm: {{provider: openai, base_url: '{fake.base_url}', api_key: x}}\n  text_only: true\n"
+    )
+    plugins = make_plugin_manager(None)
+    [loaded] = load_folder(tmp_path, plugins).specs
+    runner = SessionRunner(loaded, plugins, text_only=False)
+    try:
+        await runner.start()
+        for _ in range(200):
+            said = [m.text_content for m in runner.session.history.items if getattr(m, "type", "") == "message"]
+            if said:
+                break
+            await asyncio.sleep(0.05)
+        assert said == ["Hello there."] and runner.mode == "pipeline"
+        assert fake.events_of_type("response.create") == []  # never asked of the dead model
+    finally:
+        await runner.aclose()
+        await fake.stop()

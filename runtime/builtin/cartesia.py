@@ -32,4 +32,4 @@ def make_tts(options: CartesiaTTSOptions) -> Any:
 
 @hookimpl
 def voice_runtime_register_providers(register: ProviderRegistrar) -> None:
-    register("tts", "cartesia", CartesiaTTSOptions, make_tts)
+    register("tts", "cartesia", CartesiaTTSOptions, make_tts, api_key_env="CARTESIA_API_KEY")

@@ -36,4 +36,4 @@ def make_stt(options: DeepgramSTTOptions) -> Any:
 
 @hookimpl
 def voice_runtime_register_providers(register: ProviderRegistrar) -> None:
-    register("stt", "deepgram", DeepgramSTTOptions, make_stt)
+    register("stt", "deepgram", DeepgramSTTOptions, make_stt, api_key_env="DEEPGRAM_API_KEY")

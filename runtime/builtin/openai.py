@@ -105,13 +105,27 @@ def make_realtime(options: OpenAIRealtimeOptions) -> Any:
     from livekit.agents import APIConnectOptions
     from livekit.plugins import openai
 
+    class RealtimeModel(openai.realtime.RealtimeModel):  # type: ignore[misc]
+        """livekit's model, plus ``connected``: set when a session's socket has
+        delivered its first server event. A text turn sent before that waits 5 s
+        for an acknowledgement a refused socket never gives, so the session runner
+        holds its first turn until the model is up or the fallback took over."""
+
+        connected: asyncio.Event | None = None
+
+        def session(self, *args: Any, **kwargs: Any) -> Any:
+            session = super().session(*args, **kwargs)
+            self.connected = connected = asyncio.Event()
+            session.on("openai_server_event_received", lambda _event: connected.set())
+            return session
+
     kwargs = options.constructor_kwargs()
     conn = APIConnectOptions(
         max_retry=kwargs.pop("max_retry", options.max_retry),
         retry_interval=kwargs.pop("retry_interval", options.retry_interval),
         timeout=kwargs.pop("connect_timeout", options.connect_timeout),
     )
-    return openai.realtime.RealtimeModel(conn_options=conn, **kwargs)
+    return RealtimeModel(conn_options=conn, **kwargs)
 
 
 def make_stt(options: OpenAISTTOptions) -> Any:
@@ -128,7 +142,7 @@ def make_tts(options: OpenAITTSOptions) -> Any:
 
 @hookimpl
 def voice_runtime_register_providers(register: ProviderRegistrar) -> None:
-    register("llm", "openai", OpenAILLMOptions, make_llm)
-    register("realtime", "openai", OpenAIRealtimeOptions, make_realtime)
-    register("stt", "openai", OpenAISTTOptions, make_stt)
-    register("tts", "openai", OpenAITTSOptions, make_tts)
+    register("llm", "openai", OpenAILLMOptions, make_llm, api_key_env="OPENAI_API_KEY")
+    register("realtime", "openai", OpenAIRealtimeOptions, make_realtime, api_key_env="OPENAI_API_KEY")
+    register("stt", "openai", OpenAISTTOptions, make_stt, api_key_env="OPENAI_API_KEY")
+    register("tts", "openai", OpenAITTSOptions, make_tts, api_key_env="OPENAI_API_KEY")
