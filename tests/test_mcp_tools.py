@@ -611,10 +611,15 @@ async def test_a_tool_definition_changed_after_a_reconnect_is_logged_and_withhel
                                              "pinned_echo": "Return the text unchanged.",
                                              "pinned_add": "Add two integers."}
     assert offered(llm.chat_requests[-1]) == {"loose_echo": injected, "pinned_add": "Add two integers."}
-    assert sorted(r.getMessage() for r in caplog.records if "changed the definition" in r.getMessage()) == [
+    assert sorted(r.getMessage() for r in caplog.records
+                  if "changed the definition" in r.getMessage() and r.name == "voice_runtime.mcp") == [
         "MCP server loose changed the definition of echo since it was first listed",
         "MCP server pinned changed the definition of echo since it was first listed; withheld from the model (pin_tools)",
     ]
+    # the session says so too, each time it rebuilds its tool list
+    assert any(r.name == "voice_runtime.build" and r.getMessage().endswith(
+        "MCP server pinned changed the definition of echo since it was first listed; withheld until "
+        "`voice-runtime tools --lock` approves it") for r in caplog.records)
     assert [chat.runner.connections[n].health().changed_tools for n in ("loose", "pinned")] == [["echo"], ["echo"]]
     assert loose_echo.outputs == [("loose_echo", "hi", False)]
     assert [(name, is_error) for name, _, is_error in pinned_echo.outputs] == [("pinned_echo", True)]
