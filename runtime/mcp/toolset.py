@@ -13,6 +13,7 @@ import functools
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -111,7 +112,7 @@ def join_prefix(prefix: str | None, name: str) -> str:
 def plan_tools(
     connections: dict[str, McpConnection],
     *,
-    plugin_tools: list[tuple[str, Any]] = (),  # type: ignore[assignment]
+    plugin_tools: Sequence[tuple[str, Any]] = (),
     lock: dict[str, dict[str, str]] | None = None,
 ) -> ToolPlan:
     """Decide what the model sees, so that no server can make a session fail.
@@ -131,7 +132,7 @@ def plan_tools(
         name = lk_tool.info.name
         if name in plugin_names:
             withheld.append(Withheld("duplicate", source, name, name, (
-                f"tool {name!r} of {source} withheld: {plugin_names[name]} already provides a tool of that name")))
+                f"tool {_q(name)} of {source} withheld: {plugin_names[name]} already provides a tool of that name")))
             continue
         plugin_names[name] = source
         plugins.append(lk_tool)
