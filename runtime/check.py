@@ -55,10 +55,12 @@ class CheckReport:
         return [p for p in self.servers or [] if p.required and not p.reachable]
 
 
-async def probe_servers(report: CheckReport, plugins: Plugins | None = None) -> list[ServerProbe]:
+async def probe_servers(report: CheckReport) -> list[ServerProbe]:
     """Connect to every MCP server of every spec, concurrently, once: the same
     handshake, allow-list, names and withheld tools a session would get (the
-    withheld ones are added to ``report``)."""
+    withheld ones are added to ``report``). Plugin tools are not built: their
+    names come from livekit function tools, and `check` does not import livekit;
+    a session renames an MCP tool that clashes with one (`tools` shows it)."""
     from .mcp.pool import McpPool
     from .mcp.toolset import plan_tools
 
@@ -69,9 +71,7 @@ async def probe_servers(report: CheckReport, plugins: Plugins | None = None) -> 
         probes = []
         for loaded, got in zip(specs, acquired):
             exposed: dict[str, list[str]] = {}
-            up = {n: c for n, c in got.connections.items() if c.state == "up"}
-            plugin = _plugin_tools(loaded, plugins, report) if up else []
-            plan = plan_tools(up, plugin_tools=plugin, lock=got.lock)
+            plan = plan_tools({n: c for n, c in got.connections.items() if c.state == "up"}, lock=got.lock)
             for tool in plan.mcp:
                 exposed.setdefault(tool.server, []).append(tool.exposed)
             report.withheld += [(loaded.name, w) for w in plan.withheld]
@@ -86,26 +86,6 @@ async def probe_servers(report: CheckReport, plugins: Plugins | None = None) -> 
         return probes
     finally:
         await pool.aclose()
-
-
-def _plugin_tools(loaded: LoadedSpec, plugins: Plugins | None, report: CheckReport) -> list[tuple[str, Any]]:
-    """The spec's plugin tools, to find MCP tools whose names collide with them
-    (this imports livekit, so only when there are MCP tools to compare)."""
-    from .mcp.toolset import plugin_function_tools
-
-    if plugins is None:
-        return []
-    out = []
-    for tool_name in loaded.spec.tools:
-        registered = plugins.registry.tools.get(tool_name)
-        if registered is None:
-            continue
-        try:
-            out += [(f"plugin:{registered.plugin}", t) for t in plugin_function_tools(registered)]
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug, reported, not raised
-            report.tool_warnings.append((loaded.name, f"plugin tool {tool_name} could not be built: "
-                                                      f"{type(exc).__name__}: {exc}"))
-    return out
 
 
 def run_check(folder: Path, plugins: Plugins) -> CheckReport:

@@ -99,14 +99,13 @@ def check(
 
     if format not in ("text", "json"):
         raise typer.BadParameter("must be text or json", param_hint="--format")
-    loaded_plugins = load_plugins(agents_dir, plugins)
-    report = run_check(agents_dir, loaded_plugins)
+    report = run_check(agents_dir, load_plugins(agents_dir, plugins))
     if not report.errors and not offline:
         from .logs import register_secrets
 
         register_secrets(report.specs)
         _quiet_logging("error")  # the report says what failed; the SDK's own logs would repeat it
-        report.servers = asyncio.run(probe_servers(report, loaded_plugins))
+        report.servers = asyncio.run(probe_servers(report))
     typer.echo(render_json(report) if format == "json" else render_text(report))
     raise typer.Exit(0 if report.ok else 1)
 
