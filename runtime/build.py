@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .mcp.pool import McpPool
-from .mcp.toolset import mcp_tools, plugin_tools
+from .mcp.toolset import mcp_tools, plan_tools, plugin_tools
 from .plugins import notify
 from .tool_calls import CallRecorder
 
@@ -183,6 +183,7 @@ class SessionRunner:
     # shared warm connections (serve); None: the runner connects its own and closes them
     pool: McpPool | None = None
     connections: dict[str, McpConnection] = field(default_factory=dict)
+    tool_lock: dict[str, dict[str, str]] | None = None  # the spec's `tools --lock` approvals
     recorder: CallRecorder | None = None
     session: Any = None
     mode: str = ""
@@ -211,7 +212,7 @@ class SessionRunner:
         if self.pool is None:
             self.pool = self._own_pool = McpPool()
         acquired = await self.pool.acquire(self.loaded)
-        self.connections = acquired.connections
+        self.connections, self.tool_lock = acquired.connections, acquired.lock
         for name, why in acquired.unavailable.items():
             if self.connections[name].server.required:
                 raise SessionRefused(f"required MCP server {name} is unavailable: {why}")
@@ -227,11 +228,16 @@ class SessionRunner:
     def build_tools(self) -> list[Any]:
         if self.recorder is None:
             self.recorder = CallRecorder(self.name, self.session_id, self.plugins, self.listeners)
-        tools: list[Any] = []
+        plugin = []
         for tool_name in self.loaded.spec.tools:
-            tools.extend(plugin_tools(self.plugins.registry.tools[tool_name], self.recorder))
-        tools.extend(mcp_tools(self.connections, self.recorder))
-        return tools
+            registered = self.plugins.registry.tools[tool_name]
+            plugin += [(f"plugin:{registered.plugin}", t) for t in plugin_tools(registered, self.recorder)]
+        # a tool that would make livekit or the model API refuse the session is withheld
+        plan = plan_tools(self.connections, plugin_tools=plugin, lock=self.tool_lock)
+        for line in plan.warnings():
+            log.warning("agent %s session %s: %s", self.name, self.session_id, line)
+            self._emit("warning", {"message": line})
+        return plan.plugin + mcp_tools(plan, self.recorder)
 
     def _server_back(self, conn: McpConnection) -> None:
         """A server reconnected: its tools (maybe changed, maybe new) reach the

@@ -8,6 +8,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .terminal import printable
+
 if TYPE_CHECKING:
     from .build import SessionRunner
 
@@ -25,10 +27,11 @@ class ChatPrinter:
         self.errors = 0
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
-        if self.as_json:
+        if self.as_json:  # json.dumps escapes control characters (ensure_ascii)
             self.out.write(json.dumps({"type": event, **data}, default=str) + "\n")
         else:
-            self.out.write(self._text(event, data) + "\n")
+            # tool results, replies repeating them, server errors: not the terminal's commands
+            self.out.write(printable(self._text(event, data), lines=True) + "\n")
         self.out.flush()
 
     def _text(self, event: str, data: dict[str, Any]) -> str:

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 from .spec.errors import SpecError
 from .spec.loader import LoadedSpec, load_folder
 from .summary import describe
+from .terminal import printable
 
 if TYPE_CHECKING:
+    from .mcp.toolset import Withheld
     from .plugins import Plugins
     from .registry import Registry
 
@@ -44,6 +46,9 @@ class CheckReport:
     errors: list[SpecError] = field(default_factory=list)
     servers: list[ServerProbe] | None = None  # None: not probed (--offline, or invalid specs)
     warnings: list[str] = field(default_factory=list)  # reported, but the specs are valid
+    # (agent, tool withheld from its model): what a session would withhold, and why
+    withheld: list[tuple[str, Withheld]] = field(default_factory=list)
+    tool_warnings: list[tuple[str, str]] = field(default_factory=list)  # (agent, line)
 
     @property
     def ok(self) -> bool:
@@ -54,20 +59,27 @@ class CheckReport:
         return [p for p in self.servers or [] if p.required and not p.reachable]
 
 
-async def probe_servers(specs: list[LoadedSpec]) -> list[ServerProbe]:
+async def probe_servers(report: CheckReport) -> list[ServerProbe]:
     """Connect to every MCP server of every spec, concurrently, once: the same
-    handshake and allow-list a session would get."""
+    handshake, allow-list, names and withheld tools a session would get (the
+    withheld ones are added to ``report``). Plugin tools are not built: their
+    names come from livekit function tools, and `check` does not import livekit;
+    a session renames an MCP tool that clashes with one (`tools` shows it)."""
     from .mcp.pool import McpPool
-    from .mcp.toolset import visible_tools
+    from .mcp.toolset import plan_tools
 
+    specs = report.specs
     pool = McpPool(retry_in_background=False)
     try:
         acquired = await asyncio.gather(*(pool.acquire(s) for s in specs))
         probes = []
         for loaded, got in zip(specs, acquired):
             exposed: dict[str, list[str]] = {}
-            for tool in visible_tools({n: c for n, c in got.connections.items() if c.state == "up"}):
+            plan = plan_tools({n: c for n, c in got.connections.items() if c.state == "up"}, lock=got.lock)
+            for tool in plan.mcp:
                 exposed.setdefault(tool.server, []).append(tool.exposed)
+            report.withheld += [(loaded.name, w) for w in plan.withheld]
+            report.tool_warnings += [(loaded.name, line) for line in plan.warnings()]
             for name, conn in got.connections.items():
                 up = conn.state == "up"
                 probes.append(ServerProbe(
@@ -123,6 +135,9 @@ def run_check(folder: Path, plugins: Plugins) -> CheckReport:
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Columns for a terminal; every cell made printable (names and errors come from
+    MCP servers and specs)."""
+    rows = [[printable(str(c)) for c in row] for row in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
     return "\n".join(lines)
@@ -131,7 +146,7 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 def render_text(report: CheckReport) -> str:
     if report.errors:
         files = {e.file for e in report.errors}
-        lines = [str(e) for e in report.errors]
+        lines = [printable(str(e)) for e in report.errors]
         lines.append(f"found {len(report.errors)} error{'s' if len(report.errors) != 1 else ''} in {len(files)} file{'s' if len(files) != 1 else ''}")
         return "\n".join(lines)
     rows = []
@@ -149,10 +164,12 @@ def render_text(report: CheckReport) -> str:
                 what = "error" if probe.required else "warning"
                 then = ("sessions are refused until it is up (required: true)" if probe.required
                         else "the agent starts without its tools")
-                lines.append(f"{what}: {probe.agent}: MCP server {probe.server} is unreachable: {probe.error}; {then}")
-    if report.warnings and not report.servers:
+                lines.append(printable(
+                    f"{what}: {probe.agent}: MCP server {probe.server} is unreachable: {probe.error}; {then}"))
+    lines += [printable(f"warning: {agent}: {line}") for agent, line in report.tool_warnings]
+    if report.warnings and not report.servers and not report.tool_warnings:
         lines.append("")  # the agent table ends at a blank line
-    lines += [f"warning: {w}" for w in report.warnings]
+    lines += [printable(f"warning: {w}") for w in report.warnings]
     n = len(rows)
     if report.unreachable_required:
         k = len(report.unreachable_required)
@@ -179,5 +196,7 @@ def render_json(report: CheckReport) -> str:
         "errors": [e.as_dict() for e in report.errors],
         "warnings": report.warnings if not report.errors else [],
         "mcp_servers": None if report.servers is None else [p.as_dict() for p in report.servers],
+        "withheld_tools": [{"agent": agent, **w.as_dict()} for agent, w in report.withheld],
+        "warnings": [{"agent": agent, "message": line} for agent, line in report.tool_warnings],
     }
     return json.dumps(out, indent=2)

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from . import __version__
+from .terminal import printable
 
 if TYPE_CHECKING:
     from .plugins import Plugins
     from .secrets import SecretSet
     from .spec.loader import LoadedSpec
+    from .toolbox import Toolbox
 
 EXAMPLES = """\b
 Examples:
@@ -114,7 +116,7 @@ def check(
     secrets.add_specs(report.specs)
     if not report.errors and not offline:
         _quiet_logging("error", secrets)  # the report says what failed; the SDK's own logs would repeat it
-        report.servers = asyncio.run(probe_servers(report.specs))
+        report.servers = asyncio.run(probe_servers(report))
     typer.echo(render_json(report) if format == "json" else render_text(report))
     raise typer.Exit(0 if report.ok else 1)
 
@@ -194,10 +196,10 @@ def _pick_agent(agents_dir: Path, plugins: Plugins, agent: str, secrets: SecretS
     own = [e for e in result.errors if Path(e.file).stem == agent or f"{agent!r}" in e.message]
     if own or (result.errors and not result.specs):
         for error in own or result.errors:
-            typer.echo(str(error), err=True)
+            typer.echo(printable(str(error)), err=True)
         raise typer.Exit(1)
     names = ", ".join(s.name for s in result.specs) or "none"
-    typer.echo(f"error: no agent named {agent!r} in {agents_dir}; available: {names}", err=True)
+    typer.echo(printable(f"error: no agent named {agent!r} in {agents_dir}; available: {names}"), err=True)
     raise typer.Exit(2)
 
 
@@ -314,32 +316,38 @@ def tools(
     loaded_plugins = load_plugins(agents_dir, plugins)
     loaded = _pick_agent(agents_dir, loaded_plugins, agent, secrets)
 
-    async def main() -> tuple[list[dict], dict[str, str]]:
+    async def main() -> Toolbox:
         from .mcp.pool import McpPool
 
         pool = McpPool(retry_in_background=False)
         try:
-            box = await open_toolbox(loaded, loaded_plugins, pool)
             if lock:
                 from .mcp.pool import write_tool_lock
 
-                path = write_tool_lock(loaded, box.acquired.connections)
+                # approve what the servers list now, then show what the model gets with it
+                path = write_tool_lock(loaded, (await pool.acquire(loaded)).connections)
                 typer.echo(f"wrote {path}", err=True)
-            return [r.as_dict() for r in box.rows], box.acquired.unavailable
+            return await open_toolbox(loaded, loaded_plugins, pool)
         finally:
             await pool.aclose()
 
-    rows, unavailable = asyncio.run(main())
+    box = asyncio.run(main())
+    unavailable = box.acquired.unavailable
     if format == "json":
-        typer.echo(json.dumps({"agent": loaded.name, "tools": rows, "unavailable": unavailable}, indent=2))
+        typer.echo(json.dumps({"agent": loaded.name, "tools": [r.as_dict() for r in box.rows],
+                               "withheld": [w.as_dict() for w in box.withheld],
+                               "unavailable": unavailable}, indent=2))
     else:
         from .check import table
 
         typer.echo(table(["TOOL", "FROM", "ORIGINAL NAME", "DESCRIPTION"], [
-            [r["name"], r["source"], r["original"], _one_line(r["description"], 70)] for r in rows
+            [r.name, r.source, r.original, _one_line(r.description, 70)] for r in box.rows
         ]))
+        for line in box.warnings:
+            typer.echo(printable(f"withheld: {line}"))
         for server, why in unavailable.items():
-            typer.echo(f"warning: MCP server {server} is unreachable: {why}; its tools are missing", err=True)
+            typer.echo(printable(f"warning: MCP server {server} is unreachable: {why}; its tools are missing"),
+                       err=True)
     required_down = [s for s in unavailable if loaded.spec.mcp_servers[s].required]
     raise typer.Exit(1 if required_down else 0)
 
@@ -390,10 +398,13 @@ def call(
             if row is None:
                 known = ", ".join(r.name for r in box.rows) or "none"
                 down = "".join(f"; MCP server {s} is unreachable: {why}" for s, why in box.acquired.unavailable.items())
-                typer.echo(f"error: agent {loaded.name} has no tool {tool!r}; available: {known}{down}", err=True)
+                withheld = [w for w in box.withheld if tool in (w.name, w.original)]
+                why = "".join(f"; withheld: {w.reason}" for w in withheld)
+                typer.echo(printable(f"error: agent {loaded.name} has no tool {tool!r}{why}; available: {known}{down}"),
+                           err=True)
                 return 2
             if not json_out:
-                typer.echo(f"-> {row.source}: {row.original} {json.dumps(arguments)}", err=True)
+                typer.echo(printable(f"-> {row.source}: {row.original} {json.dumps(arguments)}"), err=True)
             try:
                 text, failure = (await call_row(row, arguments, box.recorder))[0], None
             except ToolFailure as exc:
@@ -404,12 +415,13 @@ def call(
                                        "record": record.as_dict() if record else None}, indent=2))
             else:
                 if record is not None:
-                    typer.echo(f"<- {record.outcome} in {record.latency_ms:.1f} ms, {record.result_chars} characters"
-                               + (f": {record.error}" if record.error else ""), err=True)
+                    typer.echo(printable(
+                        f"<- {record.outcome} in {record.latency_ms:.1f} ms, {record.result_chars} characters"
+                        + (f": {record.error}" if record.error else "")), err=True)
                 if failure is None:
-                    typer.echo(text)
+                    typer.echo(printable(text, lines=True))  # the server's text; multi-line is fine
                 else:
-                    typer.echo(f"error: {failure}", err=True)
+                    typer.echo(printable(f"error: {failure}"), err=True)
             if metrics:
                 typer.echo(_our_metrics(), nl=False)
             return 0 if failure is None else 1

@@ -6,16 +6,19 @@ has a direct answer."""
 from __future__ import annotations
 
 import inspect
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .mcp.pool import Acquired, McpPool
-from .mcp.toolset import McpTool, ToolFailure, as_text, call_tool, plugin_tools, visible_tools
+from .mcp.toolset import McpTool, ToolFailure, Withheld, as_text, call_tool, plan_tools, plugin_tools
 from .tool_calls import CallRecorder, ToolCallRecord
 
 if TYPE_CHECKING:
     from .plugins import Plugins
     from .spec.loader import LoadedSpec
+
+log = logging.getLogger("voice_runtime.mcp")
 
 
 @dataclass
@@ -37,6 +40,8 @@ class Toolbox:
     rows: list[ToolRow]
     acquired: Acquired
     recorder: CallRecorder
+    withheld: list[Withheld]
+    warnings: list[str]  # one line per withheld tool (grouped for the tool limits)
 
     def find(self, name: str) -> ToolRow | None:
         """By the name the model sees, or by a plugin tool's registered name
@@ -52,17 +57,27 @@ async def open_toolbox(loaded: LoadedSpec, plugins: Plugins, pool: McpPool) -> T
     acquired = await pool.acquire(loaded)
     recorder = CallRecorder(loaded.name, "cli")
     rows: list[ToolRow] = []
+    registered_as: dict[int, str] = {}  # the plugin tool -> the name the spec lists
+    plugin = []
     for tool_name in loaded.spec.tools:
         registered = plugins.registry.tools[tool_name]
         for lk_tool in plugin_tools(registered, recorder):
-            info = lk_tool.info
-            rows.append(ToolRow(info.name, f"plugin:{registered.plugin}", tool_name, info.description or "",
-                                _plugin_parameters(lk_tool), lk_tool))
+            registered_as[id(lk_tool)] = tool_name
+            plugin.append((f"plugin:{registered.plugin}", lk_tool))
     up = {name: conn for name, conn in acquired.connections.items() if conn.state == "up"}
-    for tool in visible_tools(up):
+    plan = plan_tools(up, plugin_tools=plugin, lock=acquired.lock)
+    sources = {id(t): source for source, t in plugin}
+    for lk_tool in plan.plugin:
+        info = lk_tool.info
+        rows.append(ToolRow(info.name, sources[id(lk_tool)], registered_as[id(lk_tool)], info.description or "",
+                            _plugin_parameters(lk_tool), lk_tool))
+    for tool in plan.mcp:
         rows.append(ToolRow(tool.exposed, f"mcp:{tool.server}", tool.tool.name, tool.tool.description or "",
                             tool.parameters, tool))
-    return Toolbox(rows, acquired, recorder)
+    warnings = plan.warnings()
+    for line in warnings:
+        log.warning("agent %s: %s", loaded.name, line)
+    return Toolbox(rows, acquired, recorder, plan.withheld, warnings)
 
 
 def _plugin_parameters(lk_tool: Any) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..terminal import printable
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -121,10 +123,9 @@ class McpConnection:
         self._reconnect_task: asyncio.Task[None] | None = None
         self._backoff = self.backoff_start
         self._up_since = 0.0
-        # tool name -> digest at the first listing (or from a lock file): later
-        # listings are compared against it
+        # tool name -> digest at the first listing: later listings are compared
+        # against it (a spec's tool lock is applied per agent, in toolset.plan_tools)
         self.pinned: dict[str, str] | None = None
-        self.locked = False  # pinned from a lock file (`voice-runtime tools --lock`): pinning is on
         self.changed_tools: list[str] = []
         self.on_up: list[Callable[[McpConnection], None]] = []  # after every successful reconnect
         self._stderr = _stderr_file() if self.is_stdio else None
@@ -191,22 +192,20 @@ class McpConnection:
             self._schedule_reconnect()
             raise
 
-    @property
-    def pinning(self) -> bool:
-        return self.server.pin_tools or self.locked
-
     def _compare_with_pinned(self) -> None:
         digests = {t.name: tool_digest(t) for t in self.tools}
         if self.pinned is None:
-            self.pinned = digests
+            # the first listing (a name listed twice keeps its first definition)
+            self.pinned = {}
+            for tool in self.tools:
+                self.pinned.setdefault(tool.name, tool_digest(tool))
             return
         changed = sorted(n for n, d in digests.items() if n in self.pinned and self.pinned[n] != d)
         if changed and changed != self.changed_tools:
             log.warning(
                 "MCP server %s changed the definition of %s since it was first listed%s",
-                self.name, ", ".join(changed),
-                (f"; withheld from the model ({'pin_tools' if self.server.pin_tools else 'tool lock file'})"
-                 if self.pinning else ""),
+                self.name, printable(", ".join(changed)),
+                "; withheld from the model (pin_tools)" if self.server.pin_tools else "",
             )
         self.changed_tools = changed
 
@@ -387,7 +386,9 @@ class McpConnection:
         self._schedule_reconnect()
 
     def _down(self, reason: str) -> McpUnavailable:
-        reason = self._redact(reason)
+        # redacted first (a secret must match as the server echoed it), then made
+        # safe for a terminal: this text reaches check, tools, call, logs and /status
+        reason = printable(self._redact(reason))
         self.state, self.error = "down", reason
         self._session = None
         return McpUnavailable(reason)
@@ -462,15 +463,24 @@ async def _closing_client(client: Any, transport: Any) -> Any:
             yield streams[0], streams[1]
 
 
+# A server that pages forever (or hands back the cursor it was given) must not
+# hang the handshake; connect_timeout bounds the time, this bounds the requests.
+MAX_TOOL_PAGES = 1000
+
+
 async def _list_all_tools(session: ClientSession) -> list[Tool]:
+    from mcp.types import PaginatedRequestParams
+
     tools: list[Tool] = []
-    cursor = None
-    for _ in range(100):  # a server that pages forever does not hang us
-        result = await session.list_tools(cursor=cursor) if cursor else await session.list_tools()
+    seen: set[str] = set()
+    result = await session.list_tools()
+    for _ in range(MAX_TOOL_PAGES):
         tools.extend(result.tools)
-        cursor = getattr(result, "next_cursor", None)
-        if not cursor:
+        cursor = result.next_cursor
+        if not cursor or cursor in seen:
             break
+        seen.add(cursor)
+        result = await session.list_tools(params=PaginatedRequestParams(cursor=cursor))
     return tools
 
 

@@ -33,27 +33,34 @@ def tool_lock_path(loaded: LoadedSpec) -> Path:
     return loaded.path.with_suffix(".tools.lock")
 
 
-def read_tool_lock(loaded: LoadedSpec) -> dict[str, dict[str, str]]:
-    """server -> tool -> definition digest, as approved by `voice-runtime tools --lock`."""
+def read_tool_lock(loaded: LoadedSpec) -> dict[str, dict[str, str]] | None:
+    """server -> tool -> definition digest, as approved by `voice-runtime tools --lock`;
+    None when the spec has no lock. An unreadable lock approves nothing: the operator
+    asked for pinning, so a damaged file must not switch it off."""
     path = tool_lock_path(loaded)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {str(s): {str(t): str(d) for t, d in tools.items()} for s, tools in data["servers"].items()}
     except FileNotFoundError:
-        return {}
+        return None
     except (OSError, ValueError, KeyError, AttributeError) as exc:
-        log.warning("ignoring unreadable tool lock %s: %s", path, exc)
+        log.warning("unreadable tool lock %s (%s): no MCP tool of agent %s is approved until "
+                    "`voice-runtime tools --lock` rewrites it", path, exc, loaded.name)
         return {}
 
 
 def write_tool_lock(loaded: LoadedSpec, connections: dict[str, McpConnection]) -> Path:
+    """Approve every tool the servers list now. A server that is down keeps what the
+    previous lock approved for it."""
     from .connection import tool_digest
 
-    data = {
-        "agent": loaded.name,
-        "servers": {name: {t.name: tool_digest(t) for t in conn.tools}
-                    for name, conn in sorted(connections.items()) if conn.state == "up"},
-    }
+    servers = {name: tools for name, tools in (read_tool_lock(loaded) or {}).items() if name in connections}
+    for name, conn in connections.items():
+        if conn.state == "up":
+            servers[name] = {}
+            for tool in conn.tools:
+                servers[name].setdefault(tool.name, tool_digest(tool))
+    data = {"agent": loaded.name, "servers": dict(sorted(servers.items()))}
     path = tool_lock_path(loaded)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
@@ -70,6 +77,9 @@ def server_key(loaded: LoadedSpec, name: str) -> str:
 class Acquired:
     connections: dict[str, McpConnection]
     unavailable: dict[str, str] = field(default_factory=dict)  # server -> why
+    # the spec's tool lock (server -> tool -> digest), None without one: applied per
+    # agent, since agents with identical server blocks share a connection
+    lock: dict[str, dict[str, str]] | None = None
 
 
 class McpPool:
@@ -90,21 +100,17 @@ class McpPool:
         if self._loop is not running:
             return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.acquire(loaded), self._loop))
         keys = {name: server_key(loaded, name) for name in loaded.spec.mcp_servers}
-        lock: dict[str, dict[str, str]] | None = None
         for name, key in keys.items():
             if key not in self._connections:
                 conn = McpConnection(name, loaded.spec.mcp_servers[name], base_dir=loaded.path.parent,
                                      redact=SecretSet.of([loaded]).redact)
-                lock = read_tool_lock(loaded) if lock is None else lock
-                locked = lock.get(name)
-                if locked is not None:
-                    conn.pinned, conn.locked = dict(locked), True
                 self._connections[key] = conn
                 self._starting[key] = asyncio.ensure_future(self._start(conn))
         pending = [self._starting[k] for k in keys.values() if k in self._starting]
         if pending:
             await asyncio.gather(*(asyncio.shield(t) for t in pending), return_exceptions=True)
-        acquired = Acquired({name: self._connections[key] for name, key in keys.items()})
+        acquired = Acquired({name: self._connections[key] for name, key in keys.items()},
+                            lock=read_tool_lock(loaded) if keys else None)
         for name, conn in acquired.connections.items():
             if conn.state != "up":
                 acquired.unavailable[name] = conn.error or conn.state

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..terminal import printable
 from .connection import McpUnavailable
 
 if TYPE_CHECKING:
@@ -46,34 +49,215 @@ class McpTool:
         return self.tool.input_schema or {"type": "object", "properties": {}}
 
 
-def exposed_names(connections: dict[str, McpConnection]) -> dict[tuple[str, str], str]:
-    """(server, tool) -> the name the model sees. An explicit ``prefix`` is used as
-    is; tools whose names collide across servers get ``<server>_`` in front."""
-    chosen: dict[tuple[str, str], str] = {}
+# What OpenAI accepts as a function name (chat completions and realtime alike);
+# anything else makes the whole request fail, every turn of every session.
+VALID_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+# OpenAI refuses a request with more than 128 tools; a definition budget keeps the
+# request (and the tokens a voice turn pays for on every request) bounded: 10,000
+# tools made a request over 1 MiB.
+MAX_TOOLS = 128
+MAX_TOOL_DEFINITIONS_CHARS = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Withheld:
+    """A tool the model is not shown, and why."""
+
+    kind: str  # duplicate, collision, invalid_name, not_approved, changed, over_limit
+    source: str  # "mcp:<server>" or "plugin:<plugin>"
+    original: str  # as the server or plugin names it
+    name: str  # the name the model would have seen
+    reason: str  # a sentence naming the servers involved
+    servers: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "source": self.source, "original": self.original, "name": self.name,
+                "reason": self.reason, "servers": list(self.servers)}
+
+
+@dataclass
+class ToolPlan:
+    """What the model is shown of an agent's tools, and what is withheld."""
+
+    mcp: list[McpTool]
+    plugin: list[Any]  # livekit function tools that survive
+    withheld: list[Withheld]
+
+    def warnings(self) -> list[str]:
+        """One line per withheld tool; tools over the limits are one line per server."""
+        lines: list[str] = []
+        over: dict[str, int] = {}
+        for w in self.withheld:
+            if w.kind == "over_limit":
+                over[w.source] = over.get(w.source, 0) + 1
+            else:
+                lines.append(w.reason)
+        for source, count in over.items():
+            lines.append(
+                f"{count} tool{'s' if count != 1 else ''} of {source} withheld: the model is offered at most "
+                f"{MAX_TOOLS} tools and {MAX_TOOL_DEFINITIONS_CHARS // 1024} KiB of tool definitions "
+                "(narrow it with allowed_tools)"
+            )
+        return lines
+
+
+def join_prefix(prefix: str | None, name: str) -> str:
+    """``legacy`` + ``echo`` -> ``legacy_echo``; a prefix that already ends in ``_`` or
+    ``-`` is used as is (as pydantic-ai's ``tool_prefix`` does)."""
+    if not prefix:
+        return name
+    return f"{prefix}{name}" if prefix[-1] in "_-" else f"{prefix}_{name}"
+
+
+def plan_tools(
+    connections: dict[str, McpConnection],
+    *,
+    plugin_tools: Sequence[tuple[str, Any]] = (),
+    lock: dict[str, dict[str, str]] | None = None,
+) -> ToolPlan:
+    """Decide what the model sees, so that no server can make a session fail.
+
+    livekit raises (and every session dies) on a name listed twice, and OpenAI
+    refuses a request whose tool names or size are out of bounds; so a tool that
+    would cause either is withheld with a reason naming the servers involved.
+    ``plugin_tools``: (source, livekit tool) pairs, in the spec's order; they win
+    over MCP tools. ``lock``: the spec's tool lock (server -> tool -> digest), or
+    None when there is none."""
+    from .connection import tool_digest
+
+    withheld: list[Withheld] = []
+    plugins: list[Any] = []
+    plugin_names: dict[str, str] = {}  # exposed name -> source
+    for source, lk_tool in plugin_tools:
+        name = lk_tool.info.name
+        if name in plugin_names:
+            withheld.append(Withheld("duplicate", source, name, name, (
+                f"tool {_q(name)} of {source} withheld: {plugin_names[name]} already provides a tool of that name")))
+            continue
+        plugin_names[name] = source
+        plugins.append(lk_tool)
+
+    candidates: list[tuple[str, McpConnection, Any, str]] = []  # server, conn, tool, name with prefix
     for server, conn in connections.items():
-        for tool in _allowed(conn):
-            prefix = conn.server.prefix or ""
-            chosen[(server, tool.name)] = f"{prefix}{tool.name}"
-    counts = Counter(chosen.values())
-    for (server, tool), name in list(chosen.items()):
+        source = f"mcp:{server}"
+        listed = _allowed(conn)
+        counts = Counter(t.name for t in listed)
+        approved, since = _approved(conn, lock)
+        reported: set[str] = set()
+        for tool in listed:
+            name = join_prefix(conn.server.prefix, tool.name)
+            shown = _q(tool.name)
+            if counts[tool.name] > 1:
+                if tool.name not in reported:
+                    reported.add(tool.name)
+                    withheld.append(Withheld("duplicate", source, tool.name, name, (
+                        f"tool {shown} of MCP server {server} withheld: the server lists it "
+                        f"{counts[tool.name]} times"), (server,)))
+                continue
+            if approved is not None and tool.name not in approved:
+                withheld.append(Withheld("not_approved", source, tool.name, name, (
+                    f"tool {shown} of MCP server {server} withheld: new since {since}, not approved; "
+                    "`voice-runtime tools --lock` approves it"), (server,)))
+                continue
+            if approved is not None and approved[tool.name] != tool_digest(tool):
+                withheld.append(Withheld("changed", source, tool.name, name, (
+                    f"MCP server {server} changed the definition of {shown} since {since}; withheld "
+                    "until `voice-runtime tools --lock` approves it"), (server,)))
+                continue
+            if not VALID_TOOL_NAME.fullmatch(name):
+                withheld.append(Withheld("invalid_name", source, tool.name, name, _invalid(name, server), (server,)))
+                continue
+            candidates.append((server, conn, tool, name))
+
+    # names colliding across servers (or with a plugin tool) get `<server>_` in front
+    counts = Counter([name for *_, name in candidates] + list(plugin_names))
+    kept: list[McpTool] = []
+    renamed: list[tuple[str, McpConnection, Any, str, str]] = []
+    for server, conn, tool, name in candidates:
         if counts[name] > 1:
-            chosen[(server, tool)] = f"{server}_{name}"
-    return chosen
+            renamed.append((server, conn, tool, name, f"{server}_{name}"))
+        else:
+            kept.append(McpTool(name, conn, tool))
+    taken = {t.exposed: f"MCP server {t.server}" for t in kept}
+    taken |= {n: s for n, s in plugin_names.items()}
+    renamed_counts = Counter(new for *_, new in renamed)
+    for server, conn, tool, name, new in renamed:
+        source = f"mcp:{server}"
+        others = sorted({s for s, _, t, n in candidates if n == name and s != server})
+        clash = [f"MCP server{'s' if len(others) != 1 else ''} {', '.join(others)}"] if others else []
+        if name in plugin_names:
+            clash.append(plugin_names[name])
+        if not VALID_TOOL_NAME.fullmatch(new):
+            withheld.append(Withheld("invalid_name", source, tool.name, new, _invalid(new, server), (server,)))
+        elif new in taken or renamed_counts[new] > 1:
+            owner = taken.get(new) or "another renamed tool"
+            withheld.append(Withheld("collision", source, tool.name, new, (
+                f"tool {_q(tool.name)} of MCP server {server} withheld: {_q(name)} is also a tool of "
+                f"{' and '.join(clash)}, and {_q(new)} is taken by {owner}"), (server, *others)))
+        else:
+            kept.append(McpTool(new, conn, tool))
+
+    order = {(s, id(t)): i for i, (s, _, t, _) in enumerate(candidates)}
+    kept.sort(key=lambda t: order[(t.server, id(t.tool))])
+    mcp, over = _within_limits(kept, len(plugins), sum(_plugin_size(t) for t in plugins))
+    withheld += [Withheld("over_limit", f"mcp:{t.server}", t.tool.name, t.exposed,
+                          f"tool {_q(t.exposed)} of MCP server {t.server} withheld: over the tool limits",
+                          (t.server,)) for t in over]
+    return ToolPlan(mcp, plugins, withheld)
+
+
+def _q(name: str) -> str:
+    """A server-supplied name for a message: as is when it is a valid tool name,
+    else quoted with its control characters escaped."""
+    return name if VALID_TOOL_NAME.fullmatch(name) else printable(repr(name))
+
+
+def _invalid(name: str, server: str) -> str:
+    return (f"tool {_q(name)} of MCP server {server} withheld: not a valid tool name for the model "
+            "(1 to 64 letters, digits, _ or -)")
+
+
+def _approved(conn: McpConnection, lock: dict[str, dict[str, str]] | None) -> tuple[dict[str, str] | None, str]:
+    """The definitions approved for this server and since when, or None when tools
+    are not pinned. A lock file pins every server of its spec: a server it does not
+    name has no approved tools."""
+    if lock is not None:
+        return lock.get(conn.name, {}), "the tool lock was written"
+    if conn.server.pin_tools:
+        return conn.pinned, "it was first listed"
+    return None, ""
+
+
+def definition_size(tool: McpTool) -> int:
+    return len(json.dumps({"name": tool.exposed, "description": tool.tool.description or "",
+                           "parameters": tool.parameters}, default=str))
+
+
+def _plugin_size(lk_tool: Any) -> int:
+    info = lk_tool.info
+    return len(info.name) + len(getattr(info, "description", "") or "") + 200
+
+
+def _within_limits(tools: list[McpTool], count: int, size: int) -> tuple[list[McpTool], list[McpTool]]:
+    kept, over = [], []
+    for tool in tools:
+        tool_size = definition_size(tool)
+        if count < MAX_TOOLS and size + tool_size <= MAX_TOOL_DEFINITIONS_CHARS:
+            kept.append(tool)
+            count += 1
+            size += tool_size
+        else:
+            over.append(tool)
+    return kept, over
 
 
 def _allowed(conn: McpConnection) -> list[Any]:
     allowed = conn.server.allowed_tools
-    withheld = set(conn.changed_tools) if conn.pinning else set()
-    return [t for t in conn.tools if (allowed is None or t.name in allowed) and t.name not in withheld]
+    return [t for t in conn.tools if allowed is None or t.name in allowed]
 
 
-def visible_tools(connections: dict[str, McpConnection]) -> list[McpTool]:
-    names = exposed_names(connections)
-    return [
-        McpTool(names[(server, tool.name)], conn, tool)
-        for server, conn in connections.items()
-        for tool in _allowed(conn)
-    ]
+def visible_tools(connections: dict[str, McpConnection], lock: dict[str, dict[str, str]] | None = None) -> list[McpTool]:
+    return plan_tools(connections, lock=lock).mcp
 
 
 async def call_tool(tool: McpTool, arguments: dict[str, Any], recorder: CallRecorder) -> str:
@@ -101,9 +285,9 @@ async def call_tool(tool: McpTool, arguments: dict[str, Any], recorder: CallReco
         return call.text
 
 
-def mcp_tools(connections: dict[str, McpConnection], recorder: CallRecorder) -> list[Any]:
-    """livekit function tools for every visible MCP tool."""
-    return [_function_tool(tool, recorder) for tool in visible_tools(connections)]
+def mcp_tools(plan: ToolPlan, recorder: CallRecorder) -> list[Any]:
+    """livekit function tools for every MCP tool the plan shows the model."""
+    return [_function_tool(tool, recorder) for tool in plan.mcp]
 
 
 def _function_tool(tool: McpTool, recorder: CallRecorder) -> Any:
@@ -120,11 +304,15 @@ def _function_tool(tool: McpTool, recorder: CallRecorder) -> Any:
     return function_tool(call, raw_schema=schema)
 
 
+def plugin_function_tools(tool: PluginTool) -> list[Any]:
+    """The livekit tools a plugin's factory returns."""
+    made = tool.factory()
+    return list(made) if isinstance(made, (list, tuple)) else [made]
+
+
 def plugin_tools(tool: PluginTool, recorder: CallRecorder) -> list[Any]:
     """The livekit tools a plugin's factory returns, each wrapped to be traced."""
-    made = tool.factory()
-    made = made if isinstance(made, (list, tuple)) else [made]
-    return [_traced(t, f"plugin:{tool.plugin}", recorder) for t in made]
+    return [_traced(t, f"plugin:{tool.plugin}", recorder) for t in plugin_function_tools(tool)]
 
 
 def _traced(lk_tool: Any, server: str, recorder: CallRecorder) -> Any:

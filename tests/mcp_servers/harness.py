@@ -84,6 +84,9 @@ def _recorder_args(
     fault: Fault,
     port: int | None = None,
     descriptions: StrPath | None = None,
+    extra_tools: StrPath | None = None,
+    page_size: int = 0,
+    stderr_text: str = "",
 ) -> list[str]:
     args = [str(RECORDER), "--transport", transport, "--name", name]
     if port is not None:
@@ -92,6 +95,12 @@ def _recorder_args(
         args += ["--record", os.fspath(record)]
     if descriptions is not None:
         args += ["--descriptions", os.fspath(descriptions)]
+    if extra_tools is not None:
+        args += ["--extra-tools", os.fspath(extra_tools)]
+    if page_size:
+        args += ["--page-size", str(page_size)]
+    if stderr_text:
+        args += ["--stderr-text", stderr_text]
     faults = [fault] if isinstance(fault, str) else list(fault or ())
     for f in faults:
         args += ["--fault", f]
@@ -103,15 +112,22 @@ def stdio_command(
     name: str = "recorder",
     fault: Fault = None,
     descriptions: StrPath | None = None,
+    extra_tools: StrPath | None = None,
+    page_size: int = 0,
+    stderr_text: str = "",
 ) -> tuple[str, list[str]]:
     """``(command, args)`` that runs the recorder over stdio.
 
     Absolute paths only, because MCP stdio clients start servers with a minimal
     environment (no PYTHONPATH, no virtualenv activation) and any working directory.
-    ``descriptions``: a JSON file of tool -> description, read at every (re)start.
+    ``descriptions``: a JSON file of tool -> description, read at every (re)start;
+    ``extra_tools``: a JSON file of extra tool name -> description, read likewise;
+    ``page_size``: tools/list in pages of that many tools; ``stderr_text``: printed to
+    stderr at startup.
     """
     return sys.executable, _recorder_args(
-        "stdio", record=record, name=name, fault=fault, descriptions=descriptions
+        "stdio", record=record, name=name, fault=fault, descriptions=descriptions,
+        extra_tools=extra_tools, page_size=page_size, stderr_text=stderr_text,
     )
 
 
@@ -147,6 +163,8 @@ class HttpServer:
         port: int | None = None,
         startup_timeout: float = 15.0,
         descriptions: StrPath | None = None,
+        extra_tools: StrPath | None = None,
+        page_size: int = 0,
     ) -> None:
         if transport not in ("streamable-http", "sse"):
             raise ValueError(f"not an HTTP transport: {transport!r}")
@@ -155,6 +173,8 @@ class HttpServer:
         self.name = name
         self.fault = fault
         self.descriptions = descriptions
+        self.extra_tools = extra_tools
+        self.page_size = page_size
         self.port = port if port is not None else free_port()
         self.startup_timeout = startup_timeout
         fd, stderr_path = tempfile.mkstemp(prefix=f"mcp-{name}-", suffix=".stderr")
@@ -192,7 +212,7 @@ class HttpServer:
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         args = _recorder_args(
             self.transport, record=self.record, name=self.name, fault=self.fault, port=self.port,
-            descriptions=self.descriptions,
+            descriptions=self.descriptions, extra_tools=self.extra_tools, page_size=self.page_size,
         )
         with self.stderr_path.open("ab") as stderr:
             self._proc = subprocess.Popen(
@@ -297,9 +317,11 @@ def start_http_server(
     port: int | None = None,
     startup_timeout: float = 15.0,
     descriptions: StrPath | None = None,
+    extra_tools: StrPath | None = None,
+    page_size: int = 0,
 ) -> HttpServer:
     """Start a recorder over HTTP on a free (or the given) port; it is already listening."""
     return HttpServer(
         transport, record=record, name=name, fault=fault, port=port, startup_timeout=startup_timeout,
-        descriptions=descriptions,
+        descriptions=descriptions, extra_tools=extra_tools, page_size=page_size,
     ).start()

@@ -29,9 +29,23 @@ Faults (``--fault`` may be repeated):
   *after* SIG_IGN, so it inherits it: only SIGKILL to the whole group removes both.
   Its pid is ``grandchild_pid`` in the spawn event.
 
+* ``duplicate-listing``: ``tools/list`` names every tool twice.
+* ``many-tools=N``: ``tools/list`` also lists N generated tools ``bulk_00000``... (listed
+  only: calling one is an unknown tool), as a server exposing thousands of tools would.
+* ``exit-at-start``: exit with status 1 before serving (after ``--stderr-text``).
+
 ``--descriptions FILE`` (a JSON object ``{"tool": "description"}``, read at startup;
 a missing file means the defaults) replaces tool descriptions, so a test can make the
 "same" server list a changed tool definition after a restart.
+
+``--extra-tools FILE`` (a JSON object ``{"name": "description"}``, read at startup; a
+missing file means none) adds tools with any name: each takes ``{"text": str}``, records
+the call under its name and returns the text. A test can change the tool *set* between
+runs, or list names a model API refuses.
+
+``--page-size N``: ``tools/list`` answers in pages of N tools, with ``nextCursor``.
+
+``--stderr-text TEXT``: written to stderr at startup (a hostile server's banner).
 
 HTTP transports bind 127.0.0.1 only, keep stdout silent and print one ready line to
 stderr; the endpoint is ``/mcp`` (streamable HTTP) or ``/sse`` (SSE).
@@ -78,6 +92,9 @@ class Faults:
     hang: bool = False
     ignore_sigterm: bool = False
     exit_after: float = 0.0  # a crash loop: the process dies this long after it starts
+    duplicate_listing: bool = False
+    many_tools: int = 0
+    exit_at_start: bool = False
 
     def names(self) -> list[str]:
         return [
@@ -90,6 +107,9 @@ class Faults:
                 ("hang", self.hang),
                 ("ignore-sigterm", self.ignore_sigterm),
                 ("exit-after", self.exit_after > 0),
+                ("duplicate-listing", self.duplicate_listing),
+                ("many-tools", self.many_tools > 0),
+                ("exit-at-start", self.exit_at_start),
             )
             if on
         ]
@@ -103,6 +123,8 @@ class Config:
     name: str = DEFAULT_NAME
     faults: Faults = field(default_factory=Faults)
     descriptions: dict[str, str] = field(default_factory=dict)  # tool -> description
+    extra_tools: dict[str, str] = field(default_factory=dict)  # name -> description
+    page_size: int = 0  # 0: one page
 
 
 def parse_faults(specs: Sequence[str]) -> Faults:
@@ -123,9 +145,13 @@ def parse_faults(specs: Sequence[str]) -> Faults:
                 if not value:
                     raise ValueError("exit-after needs a value: exit-after=SECONDS")
                 kwargs["exit_after"] = float(value)
+            case "many-tools":
+                if not value:
+                    raise ValueError("many-tools needs a value: many-tools=N")
+                kwargs["many_tools"] = int(value)
             case "stderr-flood":
                 kwargs["stderr_flood_kib_per_s"] = int(value) if value else 256
-            case "garbage-stdout" | "hang" | "ignore-sigterm" if not value:
+            case "garbage-stdout" | "hang" | "ignore-sigterm" | "duplicate-listing" | "exit-at-start" if not value:
                 kwargs[name.replace("-", "_")] = True
             case _:
                 raise ValueError(f"unknown fault: {spec!r}")
@@ -177,6 +203,38 @@ def _slow_init_middleware(seconds: float) -> Any:
     return middleware
 
 
+def _listing_middleware(config: Config) -> Any:
+    """Reshape the ``tools/list`` answer (already in its wire shape, a dict, when
+    middleware sees it): duplicates, generated bulk tools, pages."""
+    faults = config.faults
+    bulk = [
+        {"name": f"bulk_{i:05d}", "description": f"Generated tool number {i}, listed but never callable.",
+         "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}
+        for i in range(faults.many_tools)
+    ]
+
+    async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        result = await call_next(ctx)
+        if ctx.method != "tools/list" or not isinstance(result, dict):
+            return result
+        tools = list(result["tools"])
+        if faults.duplicate_listing:
+            tools = tools + tools
+        tools += bulk
+        if config.page_size <= 0:
+            return {**result, "tools": tools}
+        cursor = (ctx.params or {}).get("cursor")
+        start = int(cursor) if cursor else 0
+        end = start + config.page_size
+        page = {**result, "tools": tools[start:end]}
+        page.pop("nextCursor", None)
+        if end < len(tools):
+            page["nextCursor"] = str(end)
+        return page
+
+    return middleware
+
+
 def load_descriptions(path: Path | None) -> dict[str, str]:
     if path is None or not path.exists():
         return {}
@@ -194,6 +252,8 @@ def build_server(config: Config, rec: Recorder | None = None) -> MCPServer[Any]:
         middleware.append(_hang_middleware)
     if config.faults.slow_init > 0:
         middleware.append(_slow_init_middleware(config.faults.slow_init))
+    if config.page_size > 0 or config.faults.duplicate_listing or config.faults.many_tools:
+        middleware.append(_listing_middleware(config))
     server: MCPServer[Any] = MCPServer(config.name, log_level="WARNING", middleware=middleware or None)
 
     def tool() -> Any:
@@ -265,7 +325,18 @@ def build_server(config: Config, rec: Recorder | None = None) -> MCPServer[Any]:
         # os._exit skips cleanup and flushing: the client sees the process vanish mid-call.
         os._exit(CRASH_EXIT_CODE)
 
+    for extra, description in config.extra_tools.items():
+        server.add_tool(_extra_tool(extra, rec), name=extra, description=description)
+
     return server
+
+
+def _extra_tool(name: str, rec: Recorder) -> Any:
+    def extra(text: str) -> str:
+        rec.call(name, text=text)
+        return text
+
+    return extra
 
 
 def _start_stderr_flood(kib_per_s: int) -> None:
@@ -344,6 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", default=DEFAULT_NAME, help="server name, returned by whoami")
     parser.add_argument("--fault", action="append", default=[], metavar="FAULT", help="see above; repeatable")
     parser.add_argument("--descriptions", type=Path, help="JSON object: tool name -> description")
+    parser.add_argument("--extra-tools", type=Path, help="JSON object: extra tool name -> description")
+    parser.add_argument("--page-size", type=int, default=0, help="tools/list pages of this many tools")
+    parser.add_argument("--stderr-text", default="", help="written to stderr at startup")
     ns = parser.parse_args(argv)
 
     try:
@@ -357,11 +431,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         descriptions = load_descriptions(ns.descriptions)
+        extra_tools = load_descriptions(ns.extra_tools)
     except (ValueError, json.JSONDecodeError) as exc:
         parser.error(str(exc))
     config = Config(
         transport=ns.transport, port=ns.port, record=ns.record, name=ns.name, faults=faults,
-        descriptions=descriptions,
+        descriptions=descriptions, extra_tools=extra_tools, page_size=ns.page_size,
     )
     rec = Recorder.for_config(config)
     server = build_server(config, rec)
@@ -377,6 +452,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if faults.ignore_sigterm:
         spawn_event["grandchild_pid"] = _ignore_sigterm()
     rec.write(spawn_event)
+    if ns.stderr_text:
+        print(ns.stderr_text, file=sys.stderr, flush=True)
+    if faults.exit_at_start:
+        return 1
     if faults.stderr_flood_kib_per_s is not None:
         _start_stderr_flood(faults.stderr_flood_kib_per_s)
     if faults.slow_start > 0:
