@@ -45,10 +45,10 @@ class CheckReport:
     specs: list[LoadedSpec] = field(default_factory=list)
     errors: list[SpecError] = field(default_factory=list)
     servers: list[ServerProbe] | None = None  # None: not probed (--offline, or invalid specs)
-    warnings: list[str] = field(default_factory=list)  # reported, but the specs are valid
     # (agent, tool withheld from its model): what a session would withhold, and why
     withheld: list[tuple[str, Withheld]] = field(default_factory=list)
-    tool_warnings: list[tuple[str, str]] = field(default_factory=list)  # (agent, line)
+    # (agent, sentence): reported, but the specs are valid (tools withheld, keys missing)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -79,7 +79,7 @@ async def probe_servers(report: CheckReport) -> list[ServerProbe]:
             for tool in plan.mcp:
                 exposed.setdefault(tool.server, []).append(tool.exposed)
             report.withheld += [(loaded.name, w) for w in plan.withheld]
-            report.tool_warnings += [(loaded.name, line) for line in plan.warnings()]
+            report.warnings += [(loaded.name, line) for line in plan.warnings()]
             for name, conn in got.connections.items():
                 up = conn.state == "up"
                 probes.append(ServerProbe(
@@ -116,7 +116,7 @@ def missing_api_keys(loaded: LoadedSpec, registry: Registry, *, text_only: bool 
             if env is None or getattr(options, "api_key", None) is not None or environ.get(env):
                 continue
             where = f"{path}[{i}]" if len(chain) > 1 else path
-            out.append(f"{loaded.name}: {where} ({options.provider}) has no API key: set {env} or api_key:")
+            out.append(f"{where} ({options.provider}) has no API key: set {env} or api_key:")
     return out
 
 
@@ -130,7 +130,7 @@ def run_check(folder: Path, plugins: Plugins) -> CheckReport:
     report.specs = result.specs
     report.errors.extend(result.errors)
     for loaded in result.specs:
-        report.warnings.extend(missing_api_keys(loaded, plugins.registry))
+        report.warnings += [(loaded.name, line) for line in missing_api_keys(loaded, plugins.registry)]
     return report
 
 
@@ -166,10 +166,9 @@ def render_text(report: CheckReport) -> str:
                         else "the agent starts without its tools")
                 lines.append(printable(
                     f"{what}: {probe.agent}: MCP server {probe.server} is unreachable: {probe.error}; {then}"))
-    lines += [printable(f"warning: {agent}: {line}") for agent, line in report.tool_warnings]
-    if report.warnings and not report.servers and not report.tool_warnings:
+    if report.warnings and not report.servers:
         lines.append("")  # the agent table ends at a blank line
-    lines += [printable(f"warning: {w}") for w in report.warnings]
+    lines += [printable(f"warning: {agent}: {line}") for agent, line in report.warnings]
     n = len(rows)
     if report.unreachable_required:
         k = len(report.unreachable_required)
@@ -194,9 +193,8 @@ def render_json(report: CheckReport) -> str:
         "ok": report.ok,
         "agents": [describe(s) for s in report.specs] if not report.errors else [],
         "errors": [e.as_dict() for e in report.errors],
-        "warnings": report.warnings if not report.errors else [],
         "mcp_servers": None if report.servers is None else [p.as_dict() for p in report.servers],
         "withheld_tools": [{"agent": agent, **w.as_dict()} for agent, w in report.withheld],
-        "warnings": [{"agent": agent, "message": line} for agent, line in report.tool_warnings],
+        "warnings": [{"agent": agent, "message": line} for agent, line in report.warnings] if not report.errors else [],
     }
     return json.dumps(out, indent=2)

@@ -237,7 +237,7 @@ def _refuse_missing_keys(loaded: LoadedSpec, plugins: Plugins, *, text_only: boo
 
     missing = missing_api_keys(loaded, plugins.registry, text_only=text_only)
     for sentence in missing:
-        typer.echo(f"error: {sentence}", err=True)
+        typer.echo(f"error: {loaded.name}: {sentence}", err=True)
     if missing:
         raise typer.Exit(2)
 

@@ -48,7 +48,7 @@ def agents(tmp_path: Path, mcp_servers: dict[str, Any], *, tools: list[str] | No
     folder = tmp_path / "agents.d"
     spec: dict[str, Any] = {
         "apiVersion": "voice-runtime/v1", "name": "desk", "instructions": "You help with tools.",
-        "pipeline": {"llm": {"provider": "openai", "model": "gpt-4o-mini"}, "text_only": True},
+        "pipeline": {"llm": {"provider": "openai", "model": "gpt-4o-mini", "api_key": "sk-test"}, "text_only": True},
         "mcp_servers": mcp_servers,
     }
     if tools:
