@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from pydantic import BaseModel, ValidationError
 
+from ..files import not_regular, read_regular
 from .errors import SpecError, format_key_path
 from .models import AGENT_NAME_PATTERN, AgentSpecBase, spec_model
 
@@ -124,7 +125,7 @@ class SpecLoader:
 
     def load(self, path: Path) -> LoadedSpec | list[SpecError]:
         file = str(path)
-        raw = _read_limited(path, MAX_SPEC_BYTES)
+        raw = read_regular(path, MAX_SPEC_BYTES)
         if isinstance(raw, str):
             return [SpecError(file, message=raw)]
         text = _decode(file, raw)
@@ -214,7 +215,7 @@ class SpecLoader:
         instructions = spec.instructions or ""
         if spec.instructions_file:
             target = (path.parent / spec.instructions_file).resolve()
-            body = _read_limited(target, MAX_INSTRUCTIONS_BYTES)
+            body = read_regular(target, MAX_INSTRUCTIONS_BYTES)
             text = body if isinstance(body, str) else _decode(str(target), body)
             if isinstance(body, str) or isinstance(text, SpecError):
                 reason = body if isinstance(body, str) else text.message  # type: ignore[union-attr]
@@ -614,25 +615,6 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, float):
         return float(value)
     return value
-
-
-def _read_limited(path: Path, limit: int) -> bytes | str:
-    """The file's bytes, or a message saying why not (never reads a huge file)."""
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > limit:
-                return f"file is {size / 1024 / 1024:.1f} MiB; the limit is {limit // 1024} KiB"
-            data = fh.read(limit + 1)
-    except FileNotFoundError:
-        return "file not found"
-    except IsADirectoryError:
-        return "is a directory, not a file"
-    except OSError as exc:
-        return f"cannot read file: {exc.strerror or exc}"
-    if len(data) > limit:  # grew while we read it
-        return f"file is larger than the limit of {limit // 1024} KiB"
-    return data
 
 
 def _decode(file: str, raw: bytes) -> str | SpecError:
