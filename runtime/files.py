@@ -46,17 +46,25 @@ def read_regular(path: Path, limit: int) -> bytes | str:
         if kind is not None:
             return f"is {kind}, not a regular file"
         return f"cannot read file: {exc.strerror or exc}"
-    with os.fdopen(fd, "rb") as fh:
+    try:
         st = os.fstat(fd)
         kind = not_regular(st.st_mode)
         if kind is not None:
             return f"is {kind}, not a regular file"
         if st.st_size > limit:
             return f"file is {st.st_size / 1024 / 1024:.1f} MiB; the limit is {limit // 1024} KiB"
-        try:
-            data = fh.read(limit + 1)
-        except OSError as exc:
-            return f"cannot read file: {exc.strerror or exc}"
+        chunks, size = [], 0
+        while size <= limit:  # a regular file: O_NONBLOCK does not apply, reads are whole
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except OSError as exc:
+        return f"cannot read file: {exc.strerror or exc}"
+    finally:
+        os.close(fd)
     if len(data) > limit:  # grew while we read it
         return f"file is larger than the limit of {limit // 1024} KiB"
     return data
