@@ -158,6 +158,8 @@ class Supervisor:
             if result.added or result.removed:
                 self._freeze_heap_soon()
             summary = result.summary()
+            if result.outcome is Outcome.APPLIED and not result.changed:  # a failing file is as it was
+                summary = "the previous problems are gone; no agent changed"
             if plugins is Outcome.APPLIED:
                 summary = "plugins reloaded" + ("" if result.outcome is Outcome.NOOP else f"; {summary}")
             outcome = Outcome.APPLIED if result.outcome is Outcome.NOOP else result.outcome
