@@ -321,7 +321,9 @@ class Supervisor:
 
     def not_ready(self) -> list[str]:
         reasons = []
-        if not self.catalog.agents:
+        if self.catalog.last is None:  # the first reload runs off the loop: /readyz answers meanwhile
+            reasons.append("the specs are still being loaded")
+        elif not self.catalog.agents:
             reasons.append("no agent is loaded")
         for name, entry in self.catalog.agents.items():
             worker = self.workers.get(name)
