@@ -52,7 +52,7 @@ DISABLE_ENV = "VOICE_RUNTIME_DISABLE_PLUGINS"
 TIMEOUT_ENV = "VOICE_RUNTIME_PLUGIN_IMPORT_TIMEOUT"
 DEFAULT_TIMEOUT = 10.0  # seconds one plugin file may take to import
 MAX_PLUGIN_BYTES = 4 * 1024 * 1024
-_STARTUP_S = 30.0  # the trial process's own start (python + voice_runtime.plugins: ~0.2 s idle)
+_STARTUP_S = 30.0  # the trial process's own start (python + plugin_trial: ~50 ms on an idle machine)
 _GRACE_S = 3.0  # after a file's timeout, for the child's own report of where it hung
 PUBLISHED = "plugins.json"  # in serve's state directory: the plugin files jobs import
 
@@ -280,9 +280,11 @@ def _trial_run(todo: list[tuple[Path, bytes]], timeout: float) -> tuple[dict[Pat
     """One child process trying ``todo`` in order: (each finished file's result, the
     file that did not finish and why, or None)."""
     payload = json.dumps({"timeout": timeout, "files": [[str(p), base64.b64encode(s).decode()] for p, s in todo]})
+    # a trial leaves no trace: no metric files from a process that never serves
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     proc = subprocess.Popen(
         [sys.executable, "-m", f"{__package__}.plugin_trial"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, start_new_session=True,  # its own group: whatever a plugin starts is killed with it
+        stderr=subprocess.PIPE, env=env, start_new_session=True,  # its own group: what a plugin starts dies with it
     )
     results: dict[Path, SpecError | None] = {}
     started: int | None = None
@@ -311,7 +313,10 @@ def _trial_run(todo: list[tuple[Path, bytes]], timeout: float) -> tuple[dict[Pat
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    message = json.loads(line)
+                    try:
+                        message = json.loads(line)
+                    except ValueError:  # not ours (a plugin writing to any descriptor it finds)
+                        continue
                     if "start" in message:
                         started = message["start"]
                         deadline = time.monotonic() + timeout + _GRACE_S
@@ -332,8 +337,9 @@ def _trial_run(todo: list[tuple[Path, bytes]], timeout: float) -> tuple[dict[Pat
     culprit = (reported or {}).get("file", started)
     if culprit is None and len(results) == len(todo):
         return results, None
-    if culprit is None:  # the child ended between files and did not say why
-        detail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {rc}"
+    if culprit is None:  # the child ended between files (or never started) and did not say why
+        detail = (f"it did not start within {_STARTUP_S:g} s" if timed_out and not results
+                  else stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {rc}")
         path = todo[len(results)][0]
         return results, (path, SpecError(str(path), message=f"plugin could not be tried in a child process: {detail}"))
     path = todo[culprit][0]
