@@ -151,6 +151,7 @@ class Supervisor:
             started = time.perf_counter()
             plugins = await self._reload_plugins(cause, started) if "plugins" in kinds else Outcome.NOOP
             # a rejected plugin change is recorded already; specs are still read with the old plugins
+            before = self.catalog.last
             result = await self._reload_catalog()
             if result.outcome is Outcome.NOOP and plugins is not Outcome.APPLIED:
                 return result
@@ -158,7 +159,7 @@ class Supervisor:
             if result.added or result.removed:
                 self._freeze_heap_soon()
             summary = result.summary()
-            if result.outcome is Outcome.APPLIED and not result.changed:  # a failing file is as it was
+            if result.outcome is Outcome.APPLIED and not result.changed and before is not None:  # a fix
                 summary = "the previous problems are gone; no agent changed"
             if plugins is Outcome.APPLIED:
                 summary = "plugins reloaded" + ("" if result.outcome is Outcome.NOOP else f"; {summary}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fakes.openai_chat import FakeOpenAI
 from helpers import REPO, run_cli, write
-from serve_harness import Serve, spec, system_prompts_for
+from serve_harness import VERSION_PLUGIN, Serve, spec, system_prompts_for
 
 from voice_runtime.plugins import TIMEOUT_ENV
 
@@ -313,6 +313,25 @@ def test_a_plugin_that_hangs_exits_or_interrupts_at_import_during_serve_is_repor
         assert serve.stop() == 0
     assert "drained and unregistered" in serve.output()
     assert list(tmp.glob("voice-runtime-*")) == [], "serve left state behind"
+
+
+def test_a_job_started_after_a_rejected_plugin_edit_runs_the_plugin_code_serve_accepted(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    """Job processes used to import plugins/ as it was when they started: an edit that
+    serve refused (here: it exits at import) still ran, and killed, every new job.
+    Jobs import the files serve accepted, as it accepted them."""
+    plugins = tmp_path / "plugins"
+    write(plugins / "build.py", VERSION_PLUGIN.format(version="one"))
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url) + "tools: [build.version]\n")
+    fake_openai.use_tool_then_answer("code_version")
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        write(plugins / "build.py", VERSION_PLUGIN.format(version="two") + "\nimport os\n\nos._exit(3)\n")
+        serve.wait_for(lambda: serve.status()["plugin_errors"], message="the rejected edit")
+        serve.simulate("desk", ["version?"])
+        serve.wait_for(lambda: len(fake_openai.chat_requests) >= 2, message="the call's tool turn")
+        assert fake_openai.chat_requests[1]["messages"][-1]["content"] == "plugin code one"
 
 
 def test_a_fifo_as_instructions_file_during_serve_is_refused_and_serve_stays_responsive(
