@@ -16,6 +16,7 @@ authenticate: the directory is 0700, each file 0600, and serve removes it on exi
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import os
@@ -47,6 +48,16 @@ class Entry:
     accepted_at: float
 
 
+class Outcome(enum.Enum):
+    """What a reload did, in one word. Whoever noticed the change (the watcher, the
+    periodic scan, a signal), the supervisor logs and counts a reload by this alone."""
+
+    NOOP = "noop"  # nothing is new: the same versions served, the same problems as last time
+    APPLIED = "applied"  # every file is served as it is now (also: a failing file fixed)
+    REJECTED = "rejected"  # some files keep their last good version; the rest is applied
+    REFUSED = "refused"  # the whole reload was refused; nothing changed
+
+
 @dataclass
 class ReloadResult:
     generation: int
@@ -56,7 +67,7 @@ class ReloadResult:
     removed: list[str] = field(default_factory=list)
     errors: list[SpecError] = field(default_factory=list)
     refused: str | None = None  # why the whole reload was refused
-    repeated: bool = False  # the same failure as the last reload: not news
+    outcome: Outcome = Outcome.NOOP  # set by the catalog when the reload is finished
 
     @property
     def ok(self) -> bool:
@@ -79,6 +90,7 @@ class ReloadResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "generation": self.generation, "timestamp": self.timestamp, "ok": self.ok,
+            "outcome": self.outcome.value,
             "added": self.added, "updated": self.updated, "removed": self.removed,
             "errors": [e.as_dict() | {"text": str(e)} for e in self.errors], "refused": self.refused,
         }
@@ -164,7 +176,7 @@ class Catalog:
 
     def reload(self) -> ReloadResult:
         """Read the folder and swap in what is valid; never raises for bad input.
-        Returns a result whose ``changed`` is False when nothing differs."""
+        The result's ``outcome`` says whether anything is new (see ``Outcome``)."""
         now = time.time()
         result = ReloadResult(self.generation + 1, now)
         paths = discover(self.folder)
@@ -229,6 +241,10 @@ class Catalog:
         self._file_of = taken
         return agents
 
+    def refuse(self, reason: str) -> ReloadResult:
+        """A reload that could not run (a plugin hook raised): nothing is swapped."""
+        return self._finish(ReloadResult(self.generation + 1, time.time(), refused=reason))
+
     def _finish(self, result: ReloadResult) -> ReloadResult:
         result.errors.sort()
         previous = self.last
@@ -241,13 +257,16 @@ class Catalog:
             result.generation = self.generation
         if result.ok:
             self.last_success_at = result.timestamp
-        # the same failure seen again by the periodic scan is not news
-        repeated = (previous is not None and not result.changed and
-                    [str(e) for e in previous.errors] == [str(e) for e in result.errors] and
-                    previous.refused == result.refused)
-        result.repeated = repeated
-        if previous is not None and previous.ok and result.ok and not result.changed:
-            return result  # nothing happened: the last reload that did something stays the one reported
+        # what is news: the first reload, a change to what is served, or problems that
+        # differ from the last reload's (a new error, or a fixed one). The same failure
+        # seen again by the periodic scan is not.
+        news = (previous is None or result.changed or previous.refused != result.refused
+                or [str(e) for e in previous.errors] != [str(e) for e in result.errors])
+        if not news:
+            result.outcome = Outcome.NOOP
+            return result  # the last reload that did something stays the one reported
+        result.outcome = (Outcome.REFUSED if result.refused else Outcome.REJECTED if result.errors
+                          else Outcome.APPLIED)
         self.last = result
         return result
 

@@ -477,9 +477,9 @@ def serve(
 
     secrets = _guard_output()
     setup_logging(log_format, log_level, secrets)
-    options_dir = plugins_dir_for(agents_dir, plugins)
     raise typer.Exit(run_serve(
-        agents_dir=agents_dir, plugins_dir=options_dir if options_dir.is_dir() else None,
+        # watched even when it does not exist yet: a plugins/ folder made later is loaded
+        agents_dir=agents_dir, plugins_dir=plugins_dir_for(agents_dir, plugins),
         http_host=http_host, http_port=http_port, executor=executor, idle_processes=idle_processes,
         load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
         unregistered=unregistered, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,

@@ -27,13 +27,21 @@ SHARED_POOL: McpPool | None = None
 PREWARM_WAIT = 5.0  # seconds prewarm waits for MCP servers; slower ones finish in the background
 
 
+def _accepted_plugins(state_dir: str, plugins_dir: str | None) -> Any:
+    """The plugin files the serve process accepted, as it accepted them: never the
+    folder as it is now, which may hold a file that hangs or exits at import."""
+    from .plugins import make_plugin_manager, published_files
+
+    return make_plugin_manager(Path(plugins_dir) if plugins_dir else None,
+                               files=published_files(Path(state_dir)), trial=False)
+
+
 def prewarm(proc: JobProcess, agent: str, state_dir: str, plugins_dir: str | None) -> None:
     """Load plugins and connect the agent's MCP servers before a call arrives."""
     from .catalog import read_published
     from .mcp.pool import PoolThread
-    from .plugins import make_plugin_manager
 
-    plugins = make_plugin_manager(Path(plugins_dir) if plugins_dir else None)
+    plugins = _accepted_plugins(state_dir, plugins_dir)
     proc.userdata["plugins"] = plugins
     if SHARED_POOL is not None:
         return
@@ -50,9 +58,8 @@ def prewarm(proc: JobProcess, agent: str, state_dir: str, plugins_dir: str | Non
 async def entrypoint(ctx: JobContext, agent: str, state_dir: str, plugins_dir: str | None) -> None:
     from .build import SessionRefused, SessionRunner
     from .catalog import read_published
-    from .plugins import make_plugin_manager
 
-    plugins = ctx.proc.userdata.get("plugins") or make_plugin_manager(Path(plugins_dir) if plugins_dir else None)
+    plugins = ctx.proc.userdata.get("plugins") or _accepted_plugins(state_dir, plugins_dir)
     loaded, generation = read_published(Path(state_dir), agent, plugins)
     warm = ctx.proc.userdata.get("mcp")
     pool = SHARED_POOL if SHARED_POOL is not None else (warm.pool if warm is not None else None)

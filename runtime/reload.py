@@ -74,10 +74,15 @@ class Reloader:
     async def _watch(self, kind: str, folder: Path) -> None:
         import watchfiles
 
+        absent = False
         while True:
-            if not folder.exists():  # a plugins/ folder may be created later
-                await asyncio.sleep(self.scan_interval or 1.0)
+            if not folder.exists():  # a plugins/ folder may be created later: look every second
+                absent = True
+                await asyncio.sleep(min(self.scan_interval or 1.0, 1.0))
                 continue
+            if absent:  # it appeared: what was written into it before the watch began is a change too
+                absent = False
+                self.trigger({kind}, "watch")
             try:
                 # no debounce of watchfiles' own: our settle window does it
                 async for _ in watchfiles.awatch(folder, watch_filter=_relevant, debounce=50, step=20,

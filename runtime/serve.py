@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .catalog import Catalog, Entry, ReloadResult
+from .catalog import Catalog, Entry, Outcome, ReloadResult
 from .reload import Reloader
 
 if TYPE_CHECKING:
@@ -83,7 +83,10 @@ class Supervisor:
         self.exit_code = 0
         self._signal_reloads: set[asyncio.Task[Any]] = set()
         self.reloader: Reloader | None = None
-        self.plugin_errors: list[str] = []
+        # plugin files that do not load (start) or the newest plugin change that was refused
+        self.plugin_errors: list[str] = plugins.problems
+        # the plugin files last tried: a scan that finds the same bytes does nothing
+        self._plugin_fingerprint = plugins.files.fingerprint if plugins.files is not None else ()
         self._freeze: asyncio.Task[None] | None = None
         # name -> (LoadedSpec, describe(), server -> pool key), made once per accepted version
         self._described: dict[str, tuple[Any, dict[str, Any], dict[str, str]]] = {}
@@ -115,6 +118,9 @@ class Supervisor:
             restore()
 
     async def _serve(self) -> None:
+        from .plugins import publish_files
+
+        publish_files(self.catalog.state_dir, self.plugins)  # job processes import these, not the folder
         await self.reload({"specs"}, "start")
         self.reloader = Reloader(
             {"specs": self.options.agents_dir, **({"plugins": self.options.plugins_dir} if self.options.plugins_dir else {})},
@@ -173,48 +179,77 @@ class Supervisor:
     # -- reloads ------------------------------------------------------------------
 
     async def reload(self, kinds: set[str], cause: str) -> ReloadResult | None:
+        """Reload what may have changed. Every reload is logged and counted by its
+        outcome alone, whoever noticed the change (``cause``: start, watch, scan)."""
         async with self._lock:
             if self.stopping:
                 return None
             started = time.perf_counter()
-            if "plugins" in kinds and not self._reload_plugins():
-                return None
-            try:
-                result = self.catalog.reload()
-            except Exception as exc:  # noqa: BLE001 - a plugin hook raised: nothing is swapped
-                result = ReloadResult(self.catalog.generation, time.time(), refused=f"{type(exc).__name__}: {exc}")
-                self.catalog.last = result
-                log.exception("reload failed; the last good generation keeps serving")
-            if result.repeated and "plugins" not in kinds:
+            plugins = await self._reload_plugins(cause, started) if "plugins" in kinds else Outcome.NOOP
+            # a rejected plugin change is recorded already; specs are still read with the old plugins
+            before = self.catalog.last
+            result = await self._reload_catalog()
+            if result.outcome is Outcome.NOOP and plugins is not Outcome.APPLIED:
                 return result
-            if not result.changed and result.ok and cause == "scan":
-                return result
-            await self._apply(result, plugins_changed="plugins" in kinds)
+            await self._apply(result, plugins_changed=plugins is Outcome.APPLIED)
             if result.added or result.removed:
                 self._freeze_heap_soon()
-            self.reloads["success" if result.ok else "failure"] += 1
-            ms = (time.perf_counter() - started) * 1000
-            level = logging.INFO if result.ok else logging.WARNING
-            log.log(level, "reload (%s) generation %d in %.0f ms: %s", cause, result.generation, ms, result.summary(),
-                    extra={"reload": result.as_dict()})
-            for error in result.errors:
-                log.warning("%s", error)
+            summary = result.summary()
+            if result.outcome is Outcome.APPLIED and not result.changed and before is not None:  # a fix
+                summary = "the previous problems are gone; no agent changed"
+            if plugins is Outcome.APPLIED:
+                summary = "plugins reloaded" + ("" if result.outcome is Outcome.NOOP else f"; {summary}")
+            outcome = Outcome.APPLIED if result.outcome is Outcome.NOOP else result.outcome
+            self._record(outcome, cause, started, summary, [str(e) for e in result.errors], result.as_dict())
             return result
 
-    def _reload_plugins(self) -> bool:
-        from .plugins import make_plugin_manager
+    def _record(self, outcome: Outcome, cause: str, started: float, summary: str, problems: list[str],
+                detail: dict[str, Any] | None = None) -> None:
+        """The one place a reload is logged and counted."""
+        ok = outcome is Outcome.APPLIED
+        self.reloads["success" if ok else "failure"] += 1
+        ms = (time.perf_counter() - started) * 1000
+        log.log(logging.INFO if ok else logging.WARNING, "reload (%s) generation %d in %.0f ms: %s", cause,
+                self.catalog.generation, ms, summary, extra={"reload": detail or {"outcome": outcome.value}})
+        for problem in problems:
+            log.warning("%s", problem)
 
-        plugins = make_plugin_manager(self.options.plugins_dir)
-        problems = [str(e) for e in plugins.errors] + [str(p) for p in plugins.registry.problems]
+    async def _reload_catalog(self) -> ReloadResult:
+        # off the event loop: reading and validating files (and the plugin hooks that
+        # run meanwhile) must never stall /healthz, LiveKit's pings or a drain
+        try:
+            return await asyncio.to_thread(self.catalog.reload)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - a plugin hook raised
+            log.error("reload failed; the last good generation keeps serving", exc_info=exc)
+            return self.catalog.refuse(f"{type(exc).__name__}: {exc}")
+
+    async def _reload_plugins(self, cause: str, started: float) -> Outcome:
+        """New plugin code, if the files' bytes changed and every file loads. Each
+        changed file is first tried in a child process (plugins.trial_import); the
+        import itself runs in a thread, so a slow plugin never stalls the loop."""
+        from .plugins import make_plugin_manager, plugin_files, publish_files
+
+        folder = self.options.plugins_dir
+        files = await asyncio.to_thread(plugin_files, folder)
+        if files.fingerprint == self._plugin_fingerprint:
+            return Outcome.NOOP
+        self._plugin_fingerprint = files.fingerprint
+
+        def load() -> tuple[Plugins, list[str]]:
+            plugins = make_plugin_manager(folder, files=files)
+            return plugins, plugins.problems  # registering runs plugin code too
+
+        plugins, problems = await asyncio.to_thread(load)
         if problems:
             self.plugin_errors = problems
-            self.reloads["failure"] += 1
-            log.warning("plugins changed but do not load; keeping the previous ones: %s", "; ".join(problems))
-            return False
+            self._record(Outcome.REJECTED, cause, started, "plugins changed but do not load; keeping the previous ones",
+                         problems)
+            return Outcome.REJECTED
         self.plugin_errors = []
         self.plugins = plugins
+        publish_files(self.catalog.state_dir, plugins)
         self.catalog.use_plugins(plugins)
-        return True
+        return Outcome.APPLIED
 
     async def _apply(self, result: ReloadResult, *, plugins_changed: bool) -> None:
         for name in result.removed:
@@ -347,7 +382,9 @@ class Supervisor:
 
     def not_ready(self) -> list[str]:
         reasons = []
-        if not self.catalog.agents:
+        if self.catalog.last is None:  # the first reload runs off the loop: /readyz answers meanwhile
+            reasons.append("the specs are still being loaded")
+        elif not self.catalog.agents:
             reasons.append("no agent is loaded")
         for name, entry in self.catalog.agents.items():
             worker = self.workers.get(name)
@@ -560,7 +597,7 @@ def run_serve(*, secrets: SecretSet | None = None, **kwargs: Any) -> int:
         from .plugins import make_plugin_manager
 
         plugins = make_plugin_manager(options.plugins_dir)
-        for problem in [str(e) for e in plugins.errors] + [str(p) for p in plugins.registry.problems]:
+        for problem in plugins.problems:
             log.error("plugin problem: %s", problem)
         from .build import import_livekit_plugins
 

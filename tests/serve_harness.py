@@ -44,6 +44,28 @@ def spec(instructions: str, base_url: str, *, name: str | None = None, extra: st
     )
 
 
+# a plugin whose tool build.version says which version of its code runs (format `version`)
+VERSION_PLUGIN = '''
+import voice_runtime
+
+
+def _tool():
+    from livekit.agents import function_tool
+
+    @function_tool
+    async def code_version() -> str:
+        """Which version of the plugin code is running."""
+        return "plugin code {version}"
+
+    return code_version
+
+
+@voice_runtime.hookimpl
+def voice_runtime_register_tools(register):
+    register("build.version", _tool, description="the plugin code version")
+'''
+
+
 class Serve:
     def __init__(self, agents: Path, *args: str, env: Mapping[str, str | None] | None = None,
                  unregistered: bool = True) -> None:

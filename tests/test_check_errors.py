@@ -8,6 +8,7 @@ process so each run's wall time and peak RSS can be held to the acceptance bound
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -595,3 +596,63 @@ def test_a_specs_folder_that_does_not_exist_is_a_usage_error_exit_2(tmp_path: Pa
     result = run_cli(command[0], file.name, *command[1:], cwd=tmp_path)
     assert_clean_failure(result, rc=2)
     assert result.stderr.strip() == "error: a-file.yaml: not a directory (give the folder that holds the *.yaml specs)"
+
+
+# -- files that are not regular files, and agent names -----------------------------
+
+TEXT_PIPELINE = "pipeline:\n  text_only: true\n  llm: {provider: openai}\n"
+
+
+def test_check_refuses_fifos_devices_and_directories_at_their_key_without_hanging(tmp_path: Path) -> None:
+    """A FIFO used to block `check` until someone wrote to it. Every non-regular file,
+    as a spec or an instructions file, is an error at file:line:col; none is opened
+    for reading."""
+    agents = tmp_path / "agents"
+    (agents / "prompts").mkdir(parents=True)
+    os.mkfifo(agents / "prompts" / "fifo.md")
+    (agents / "prompts" / "zero.md").symlink_to("/dev/zero")
+    (agents / "prompts" / "dir.md").mkdir()
+    for name, target in (("fifo", "fifo.md"), ("zero", "zero.md"), ("dir", "dir.md")):
+        write(agents / f"{name}.yaml", f"{HEAD}instructions_file: prompts/{target}\n{TEXT_PIPELINE}")
+    os.mkfifo(agents / "pipe.yaml")
+    write(agents / "ok.yaml", f"{HEAD}instructions: hi\n{TEXT_PIPELINE}")
+    result = run_cli("check", "--offline", agents, timeout=20)
+    assert_clean_failure(result)
+    prompts = (agents / "prompts").resolve()
+    assert result.stdout.splitlines() == [
+        f"{agents}/dir.yaml:2:20: instructions_file: {prompts}/dir.md: is a directory, not a regular file",
+        f"{agents}/fifo.yaml:2:20: instructions_file: {prompts}/fifo.md: is a FIFO (named pipe), not a regular file",
+        f"{agents}/pipe.yaml:1:1: is a FIFO (named pipe), not a regular file",
+        f"{agents}/zero.yaml:2:20: instructions_file: /dev/zero: is a character device, not a regular file",
+        "found 4 errors in 4 files",
+    ]
+
+
+BAD_NAMES = ["evil\n", "tab\there", "a b", "x" * 64, "-lead", "é", "cr\r"]
+
+
+def test_one_rule_for_agent_names_from_a_file_stem_or_a_name_key(tmp_path: Path) -> None:
+    """A file called `evil\\n.yaml` used to become agent 'evil\\n' though `name: "evil\\n"`
+    was refused. The same names are refused from either source, each error on one
+    line naming its file; the same valid name is accepted from either source."""
+    agents = tmp_path / "agents"
+    body = f"instructions: hi\n{TEXT_PIPELINE}"
+    for i, name in enumerate(BAD_NAMES):
+        write(agents / f"{name}.yaml", HEAD + body)
+        write(agents / f"key{i}.yaml", f"{HEAD}name: {json.dumps(name)}\n{body}")
+    result = run_cli("check", "--offline", agents)
+    assert_clean_failure(result)
+    lines = result.stdout.splitlines()
+    assert lines[-1] == f"found {2 * len(BAD_NAMES)} errors in {2 * len(BAD_NAMES)} files"
+    rule = "(1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit)"
+    for i, name in enumerate(BAD_NAMES):
+        shown = repr(name)
+        escaped_file = f"{agents}/{name}.yaml".replace("\r", "\\r").replace("\n", "\\n")
+        assert f"{escaped_file}:1:1: file name {shown} is not a valid agent name {rule}; rename the file or set `name:`" in lines
+        assert f"{agents}/key{i}.yaml:2:7: name: {shown} is not a valid agent name {rule}" in lines
+    good = tmp_path / "good"
+    write(good / "ok-name_1.x.yaml", HEAD + body)
+    write(good / "other.yaml", f"{HEAD}name: ok-name_2.x\n{body}")
+    ok = run_cli("check", "--offline", "--format", "json", good)
+    assert ok.rc == 0, ok.output
+    assert sorted(a["name"] for a in json.loads(ok.stdout)["agents"]) == ["ok-name_1.x", "ok-name_2.x"]

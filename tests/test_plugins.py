@@ -7,13 +7,14 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import time
 from pathlib import Path
 
 from helpers import REPO, run_cli, write
 
 import voice_runtime
 from voice_runtime import hookspecs
-from voice_runtime.plugins import BUILTINS, DISABLE_ENV, make_plugin_manager
+from voice_runtime.plugins import BUILTINS, DISABLE_ENV, TIMEOUT_ENV, make_plugin_manager
 from voice_runtime.spec.loader import load_folder
 
 TEST_DIR = Path(__file__).resolve().parent
@@ -194,6 +195,36 @@ def test_check_fails_naming_a_broken_plugin_file_and_still_checks_the_specs(tmp_
     assert "agents/typo.yaml:6:1: greting: unknown key 'greting'; did you mean 'greeting'?" in out
     assert not any("uses_good.yaml" in o for o in out)  # the good plugin's tool is there
     assert out[-1] == "found 4 errors in 4 files"
+
+
+HOSTILE = {
+    # file -> (source, line, message): what each does at import, and what check says
+    "exits.py": ("import os\n\nos._exit(0)\n", 3, "plugin called exit with code 0 while importing"),
+    "hangs.py": ("import time\n\nwhile True:\n    time.sleep(0.05)\n", 4, "plugin did not finish importing within 1 s"),
+    "interrupts.py": ("import voice_runtime\nraise KeyboardInterrupt\n", 2, "plugin failed to import: KeyboardInterrupt"),
+    "kills.py": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n", 1,
+                 "plugin killed the process importing it (SIGKILL)"),
+    "quits.py": ("import sys\n\n\nsys.exit(3)\n", 4, "plugin failed to import: SystemExit: 3"),
+}
+
+
+def test_check_fails_naming_each_plugin_that_hangs_exits_or_interrupts_at_import(tmp_path: Path) -> None:
+    """An os._exit(0) plugin used to end `check` with exit code 0 and no output while
+    a spec was invalid; a hanging one hung it. Each is now an error at its file and
+    line, the good plugin still loads, and the specs are still checked."""
+    project(tmp_path, {**{name: source for name, (source, _, _) in HOSTILE.items()}, "good.py": GOOD},
+            {"uses_good.yaml": TEXT_AGENT + "tools: [good.hello]\n", "typo.yaml": TEXT_AGENT + "greting: hi\n"})
+    started = time.monotonic()
+    result = run_cli("check", "--offline", "agents", cwd=tmp_path, env={**NO_DISABLE, TIMEOUT_ENV: "1"}, timeout=60)
+    elapsed = time.monotonic() - started
+    clean(result, 1)
+    plugins_dir = (tmp_path / "plugins").resolve()
+    expected = sorted(f"{plugins_dir / name}:{line}:1: {message}" for name, (_, line, message) in HOSTILE.items())
+    out = result.stdout.splitlines()
+    assert sorted(o for o in out if str(plugins_dir) in o) == expected
+    assert "agents/typo.yaml:6:1: greting: unknown key 'greting'; did you mean 'greeting'?" in out
+    assert out[-1] == f"found {len(HOSTILE) + 1} errors in {len(HOSTILE) + 1} files"
+    assert elapsed < 15, f"the hanging plugin is given 1 s, check took {elapsed:.1f} s"
 
 
 # -- disabling ----------------------------------------------------------------------

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fakes.openai_chat import FakeOpenAI
-from helpers import write
-from serve_harness import Serve, spec, system_prompts_for
+from helpers import REPO, run_cli, write
+from serve_harness import VERSION_PLUGIN, Serve, spec, system_prompts_for
+
+from voice_runtime.plugins import TIMEOUT_ENV
 
 
 def failures(serve: Serve) -> float:
@@ -180,3 +183,227 @@ def test_hostile_files_dropped_in_during_serve_are_each_rejected_fast_and_the_re
         # bomb after 20,000 nodes
         assert peak_rss_mb(serve.proc.pid) - peak_before < 50
         assert_still_serves(serve, fake_openai, "desk", "You are the desk.", "after the attacks")
+
+
+# -- plugin files and special files dropped in during serve --------------------------
+
+
+def threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def healthz_latency(serve: Serve) -> float:
+    started = time.monotonic()
+    code, _ = serve.get("/healthz")
+    assert code == 200
+    return time.monotonic() - started
+
+
+def slowest_healthz_until(serve: Serve, done: Callable[[], bool], timeout: float = 30.0) -> float:
+    """Poll /healthz until ``done()``; the slowest answer seen."""
+    slowest, deadline = 0.0, time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, serve.output()[-3000:]
+        assert serve.proc.poll() is None, serve.output()[-3000:]
+        slowest = max(slowest, healthz_latency(serve))
+        time.sleep(0.02)
+    return slowest
+
+
+SLOW_PLUGIN = '''
+import os
+import threading
+import time
+
+import voice_runtime
+
+with open(os.environ["IMPORT_LOG"], "a") as log:
+    log.write(f"{os.getpid()}\\n")
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+time.sleep(2.0)
+
+
+@voice_runtime.hookimpl
+def voice_runtime_register_tools(register):
+    register("slow.ping", lambda: None)
+'''
+
+
+def test_a_slow_thread_starting_plugin_is_imported_once_per_change_and_never_stalls_healthz(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    """Every scan used to re-execute every plugin file in serve's event loop: a 2 s
+    sleep at import froze /healthz for 2 s each time, and each run started one more
+    thread. Now a file is tried in a child process, imported off the loop, and only
+    again when its bytes change."""
+    imports = tmp_path / "imports.log"
+    imports.touch()
+    (tmp_path / "plugins").mkdir()
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents, "--scan-interval", "0.3", env={"IMPORT_LOG": str(imports), TIMEOUT_ENV: "10"}) as serve:
+        serve.wait_ready()
+        pid = serve.proc.pid
+        write(tmp_path / "plugins" / "slow.py", SLOW_PLUGIN)
+        slowest = slowest_healthz_until(serve, lambda: "plugins reloaded" in serve.output())
+        assert slowest < 1.0, f"/healthz took {slowest:.2f} s while the plugin was tried and imported"
+        importers = imports.read_text().split()
+        assert len(importers) == 2 and importers.count(str(pid)) == 1, importers  # the trial, then serve
+        time.sleep(1.0)  # the thread pools that run reloads have grown to their size
+        before = threads(pid)
+        slowest = 0.0
+        deadline = time.monotonic() + 3.0  # about ten scans
+        while time.monotonic() < deadline:
+            slowest = max(slowest, healthz_latency(serve))
+            time.sleep(0.05)
+        assert slowest < 1.0
+        assert imports.read_text().split() == importers, "an unchanged plugin was executed again"
+        assert threads(pid) == before
+        write(tmp_path / "plugins" / "slow.py", SLOW_PLUGIN + "# edited\n")
+        serve.wait_for(lambda: imports.read_text().split().count(str(pid)) == 2, message="the edited plugin")
+        assert serve.status()["plugin_errors"] == []
+        assert serve.stop() == 0
+
+
+HOSTILE_PLUGINS = {
+    # name -> (source, line, what /status and the log say)
+    "hang": ("import time\n\nwhile True:\n    time.sleep(0.05)\n", 4, "plugin did not finish importing within 1.5 s"),
+    "os-exit": ("import os\n\nos._exit(3)\n", 3, "plugin called exit with code 3 while importing"),
+    "keyboard-interrupt": ("raise KeyboardInterrupt\n", 1, "plugin failed to import: KeyboardInterrupt"),
+    "system-exit": ("import sys\nsys.exit(3)\n", 2, "plugin failed to import: SystemExit: 3"),
+    "sigkill": ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n", 1,
+                "plugin killed the process importing it (SIGKILL)"),
+}
+
+
+def test_a_plugin_that_hangs_exits_or_interrupts_at_import_during_serve_is_reported_and_serve_keeps_serving(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    """A plugin added during serve that called os._exit(3) or raised KeyboardInterrupt
+    killed serve silently, with no drain, and left its state folders behind. Each is
+    now a plugin error at its file and line (in /status, the log and the failure
+    count, once, however many scans follow); serve keeps serving, then drains and
+    cleans up on SIGTERM."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents, "--scan-interval", "0.5", env={"TMPDIR": str(tmp), TIMEOUT_ENV: "1.5"}) as serve:
+        serve.wait_ready()
+        pid = serve.proc.pid
+        assert list(tmp.glob("voice-runtime-*")), "the state folders are under TMPDIR"
+        for n, (kind, (source, line, message)) in enumerate(HOSTILE_PLUGINS.items(), start=1):
+            write(plugins / "bad.py", source)
+            expected = [f"{plugins / 'bad.py'}:{line}:1: {message}"]
+            slowest = slowest_healthz_until(serve, lambda: serve.status()["plugin_errors"] == expected)
+            assert slowest < 1.0, f"{kind}: /healthz took {slowest:.2f} s"
+            assert failures(serve) == n, kind
+            assert serve.metric("voice_runtime_config_last_reload_successful") == 0.0, kind
+            assert expected[0] in serve.output(), kind
+            time.sleep(1.2)  # two scans find the same bytes: not tried, logged or counted again
+            assert failures(serve) == n, kind
+            assert serve.proc.poll() is None and Path(f"/proc/{pid}").exists(), kind
+            (plugins / "bad.py").unlink()
+            serve.wait_for(lambda: serve.status()["plugin_errors"] == [], message=f"recovery after {kind}")
+            assert serve.metric("voice_runtime_config_last_reload_successful") == 1.0, kind
+        assert_still_serves(serve, fake_openai, "desk", "You are the desk.", "after the plugins")
+        assert serve.stop() == 0
+    assert "drained and unregistered" in serve.output()
+    assert list(tmp.glob("voice-runtime-*")) == [], "serve left state behind"
+
+
+def test_a_job_started_after_a_rejected_plugin_edit_runs_the_plugin_code_serve_accepted(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    """Job processes used to import plugins/ as it was when they started: an edit that
+    serve refused (here: it exits at import) still ran, and killed, every new job.
+    Jobs import the files serve accepted, as it accepted them."""
+    plugins = tmp_path / "plugins"
+    write(plugins / "build.py", VERSION_PLUGIN.format(version="one"))
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url) + "tools: [build.version]\n")
+    fake_openai.use_tool_then_answer("code_version")
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        write(plugins / "build.py", VERSION_PLUGIN.format(version="two") + "\nimport os\n\nos._exit(3)\n")
+        serve.wait_for(lambda: serve.status()["plugin_errors"], message="the rejected edit")
+        serve.simulate("desk", ["version?"])
+        serve.wait_for(lambda: len(fake_openai.chat_requests) >= 2, message="the call's tool turn")
+        assert fake_openai.chat_requests[1]["messages"][-1]["content"] == "plugin code one"
+
+
+def test_a_fifo_as_instructions_file_during_serve_is_refused_and_serve_stays_responsive(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    """A FIFO as instructions_file froze serve (healthz dead, SIGTERM ignored) until
+    someone wrote to it. Now it is an invalid edit at its key, like any other."""
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        (agents / "prompts").mkdir()
+        os.mkfifo(agents / "prompts" / "p.md")
+        text = spec("x", fake_openai.base_url).replace('instructions: "x"', "instructions_file: prompts/p.md")
+        write(agents / "piped.yaml", text)
+        os.mkfifo(agents / "fifo.yaml")
+        serve.wait_for(lambda: failures(serve) >= 1, timeout=10, message="the rejection")
+        errors = [e["text"] for e in serve.status()["last_reload"]["errors"]]
+        prompt = (agents / "prompts" / "p.md").resolve()
+        assert errors == [
+            f"{agents}/fifo.yaml:1:1: is a FIFO (named pipe), not a regular file",
+            f"{agents}/piped.yaml:2:20: instructions_file: {prompt}: is a FIFO (named pipe), not a regular file",
+        ]
+        assert healthz_latency(serve) < 1.0
+        assert_still_serves(serve, fake_openai, "desk", "You are the desk.", "past the pipe")
+        started = time.monotonic()
+        assert serve.stop(timeout=30) == 0
+        assert time.monotonic() - started < 15
+
+
+def test_a_plugins_folder_created_after_serve_started_is_loaded(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    """serve used to watch plugins/ only if it existed at start: one made later was
+    never loaded (unknown tool clock.now, while check said OK)."""
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    write(agents / "clocky.yaml", spec("You tell the time.", fake_openai.base_url, extra="tools: [clock.now]\n"))
+    with Serve(agents, "--scan-interval", "0") as serve:  # the watcher alone: no periodic scan
+        serve.wait_ready()
+        assert serve.agent("clocky") is None
+        assert any("clock.now" in e["message"] for e in serve.status()["last_reload"]["errors"])
+        (tmp_path / "plugins").mkdir()  # the default: plugins/ beside the specs folder
+        write(tmp_path / "plugins" / "clock.py", (REPO / "plugins" / "clock.py").read_text())
+        serve.wait_for(lambda: (serve.agent("clocky") or {}).get("registered"), message="clocky registered")
+        assert "clock.now" in serve.agent("clocky")["tools"]
+        assert serve.status()["last_reload"]["errors"] == []
+        assert serve.metric("voice_runtime_config_last_reload_successful") == 1.0
+    assert run_cli("check", "--offline", agents).rc == 0
+
+
+def test_a_fix_found_by_the_periodic_scan_is_logged_and_counted_like_one_the_watcher_sees(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    """The instructions file lives outside the watched folder, so only the periodic
+    scan sees it go and come back. The fix used to be neither logged nor counted,
+    while voice_runtime_config_last_reload_successful went back to 1."""
+    write(tmp_path / "prompts" / "desk.md", "You are the desk.")
+    text = spec("x", fake_openai.base_url).replace('instructions: "x"', "instructions_file: ../prompts/desk.md")
+    write(agents / "desk.yaml", text)
+    with Serve(agents, "--scan-interval", "0.5") as serve:
+        serve.wait_ready()
+        ok, bad = successes(serve), failures(serve)
+        (tmp_path / "prompts" / "desk.md").rename(tmp_path / "prompts" / "desk.md.away")
+        serve.wait_for(lambda: failures(serve) == bad + 1, message="the scan finding the file gone")
+        assert serve.metric("voice_runtime_config_last_reload_successful") == 0.0
+        assert serve.status()["last_reload"]["outcome"] == "rejected"
+        broken_at = len(serve.output())
+        (tmp_path / "prompts" / "desk.md.away").rename(tmp_path / "prompts" / "desk.md")
+        serve.wait_for(lambda: serve.metric("voice_runtime_config_last_reload_successful") == 1.0, message="the fix")
+        assert successes(serve) == ok + 1
+        assert serve.status()["last_reload"]["outcome"] == "applied"
+        fixed = [line for line in serve.output()[broken_at:].splitlines() if "reload (scan)" in line]
+        assert len(fixed) == 1 and "the previous problems are gone" in fixed[0], fixed
+        time.sleep(1.5)  # later scans find nothing new: nothing more is logged or counted
+        assert (successes(serve), failures(serve)) == (ok + 1, bad + 1)
+        assert_still_serves(serve, fake_openai, "desk", "You are the desk.", "after the fix")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fakes.openai_chat import FakeOpenAI
 from helpers import write
-from serve_harness import Serve, spec, system_prompts_for
+from serve_harness import VERSION_PLUGIN, Serve, spec, system_prompts_for
 
 
 def test_an_edit_reaches_the_next_job_while_a_job_started_before_it_finishes_on_the_old_spec(
@@ -145,35 +145,14 @@ def test_an_unreachable_livekit_keeps_serve_up_not_ready_and_still_reloading(
     env = {"LIVEKIT_URL": f"ws://127.0.0.1:{free_port()}", "LIVEKIT_API_KEY": "key", "LIVEKIT_API_SECRET": "s3cr3t-livekit"}
     with Serve(agents, env=env, unregistered=False) as serve:
         serve.wait_for(lambda: serve.get("/healthz")[0] == 200, message="/healthz")
-        code, body = serve.get("/readyz")
-        assert code == 503
-        assert "agent desk is not registered (connecting to LiveKit at ws://127.0.0.1:" in body
+        reason = "agent desk is not registered (connecting to LiveKit at ws://127.0.0.1:"
+        serve.wait_for(lambda: reason in serve.get("/readyz")[1], message="desk loaded")  # specs load off the loop
+        assert serve.get("/readyz")[0] == 503
         write(agents / "desk.yaml", spec("You are the new desk.", fake_openai.base_url))
         serve.wait_for(lambda: serve.agent("desk")["generation"] == 2, message="a reload while disconnected")
         assert serve.get("/healthz")[0] == 200
         assert "s3cr3t-livekit" not in serve.get("/status")[1] + serve.get("/metrics")[1] + serve.output()
         assert serve.stop() == 0
-
-
-VERSION_PLUGIN = '''
-import voice_runtime
-
-
-def _tool():
-    from livekit.agents import function_tool
-
-    @function_tool
-    async def code_version() -> str:
-        """Which version of the plugin code is running."""
-        return "plugin code {version}"
-
-    return code_version
-
-
-@voice_runtime.hookimpl
-def voice_runtime_register_tools(register):
-    register("build.version", _tool, description="the plugin code version")
-'''
 
 
 def test_a_changed_plugin_reaches_new_calls_through_recycled_prewarmed_processes(

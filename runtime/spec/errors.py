@@ -18,7 +18,7 @@ class SpecError:
 
     def __str__(self) -> str:
         # one problem, one line: a key or value may itself hold a line break
-        where = f"{self.file}:{self.line}:{self.col}"
+        where = f"{_one_line(self.file)}:{self.line}:{self.col}"  # a file name may hold one too
         message = _one_line(self.message)
         return f"{where}: {_one_line(self.key_path)}: {message}" if self.key_path else f"{where}: {message}"
 

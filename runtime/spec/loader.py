@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from pydantic import BaseModel, ValidationError
 
+from ..files import read_regular
 from .errors import SpecError, format_key_path
 from .models import AGENT_NAME_PATTERN, AgentSpecBase, spec_model
 
@@ -38,6 +39,7 @@ _CORE_TAGS = {
 }
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _AGENT_NAME = re.compile(AGENT_NAME_PATTERN)
+AGENT_NAME_RULE = "1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit"
 
 Loc = tuple[int, int]  # 1-based line, column
 KeyPath = tuple[Union[str, int], ...]
@@ -66,6 +68,12 @@ class FolderResult:
         return not self.errors
 
 
+def valid_agent_name(name: str) -> bool:
+    """The one rule for an agent's name, from `name:` or from the file stem. The whole
+    string must match: with re.match, `$` also matches before a final newline."""
+    return _AGENT_NAME.fullmatch(name) is not None
+
+
 def discover(folder: Path) -> list[Path] | SpecError:
     """The spec files of a folder, sorted. Hidden entries (``..data`` of a Kubernetes
     ConfigMap, editor swap files) are skipped; symlinks to files are followed."""
@@ -74,8 +82,10 @@ def discover(folder: Path) -> list[Path] | SpecError:
     if not folder.is_dir():
         return SpecError(str(folder), message="not a directory (give the folder that holds the *.yaml specs)")
     try:
+        # anything that exists under a spec's name is a spec: a FIFO or a directory named
+        # x.yaml is reported by the loader rather than skipped in silence
         paths = sorted(
-            p for p in folder.iterdir() if p.suffix in SPEC_SUFFIXES and not p.name.startswith(".") and p.is_file()
+            p for p in folder.iterdir() if p.suffix in SPEC_SUFFIXES and not p.name.startswith(".") and p.exists()
         )
     except OSError as exc:
         return SpecError(str(folder), message=f"cannot read directory: {exc.strerror or exc}")
@@ -124,7 +134,7 @@ class SpecLoader:
 
     def load(self, path: Path) -> LoadedSpec | list[SpecError]:
         file = str(path)
-        raw = _read_limited(path, MAX_SPEC_BYTES)
+        raw = read_regular(path, MAX_SPEC_BYTES)
         if isinstance(raw, str):
             return [SpecError(file, message=raw)]
         text = _decode(file, raw)
@@ -206,15 +216,16 @@ class SpecLoader:
         file = str(path)
         errors: list[SpecError] = []
         name = spec.name or path.stem
-        if spec.name is None and not _AGENT_NAME.match(name):
+        if spec.name is None and not valid_agent_name(name):
             errors.append(
-                SpecError(file, message=f"file name {path.stem!r} is not a valid agent name; set `name:` ({AGENT_NAME_PATTERN})")
+                SpecError(file, message=f"file name {path.stem!r} is not a valid agent name ({AGENT_NAME_RULE}); "
+                                        "rename the file or set `name:`")
             )
         digest = hashlib.sha256(raw)
         instructions = spec.instructions or ""
         if spec.instructions_file:
             target = (path.parent / spec.instructions_file).resolve()
-            body = _read_limited(target, MAX_INSTRUCTIONS_BYTES)
+            body = read_regular(target, MAX_INSTRUCTIONS_BYTES)
             text = body if isinstance(body, str) else _decode(str(target), body)
             if isinstance(body, str) or isinstance(text, SpecError):
                 reason = body if isinstance(body, str) else text.message  # type: ignore[union-attr]
@@ -258,6 +269,8 @@ class SpecLoader:
             hint = f"; did you mean {close[0]!r}?" if close else (f"; valid keys: {', '.join(allowed)}" if allowed else "")
             return walker.error(path, f"unknown key {key!r}{hint}", value=False)
         message = err["msg"]
+        if kind == "string_pattern_mismatch" and path == ("name",):  # worded as for a file stem
+            return walker.error(path, f"{_get(data, path)!r} is not a valid agent name ({AGENT_NAME_RULE})", value=True)
         if kind in ("union_tag_invalid", "union_tag_not_found", "literal_error") and _provider_kind(path, loc):
             pkind = _provider_kind(path, loc)
             names = [p.name for p in self.plugins.registry.providers_of(pkind)]
@@ -614,25 +627,6 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, float):
         return float(value)
     return value
-
-
-def _read_limited(path: Path, limit: int) -> bytes | str:
-    """The file's bytes, or a message saying why not (never reads a huge file)."""
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size > limit:
-                return f"file is {size / 1024 / 1024:.1f} MiB; the limit is {limit // 1024} KiB"
-            data = fh.read(limit + 1)
-    except FileNotFoundError:
-        return "file not found"
-    except IsADirectoryError:
-        return "is a directory, not a file"
-    except OSError as exc:
-        return f"cannot read file: {exc.strerror or exc}"
-    if len(data) > limit:  # grew while we read it
-        return f"file is larger than the limit of {limit // 1024} KiB"
-    return data
 
 
 def _decode(file: str, raw: bytes) -> str | SpecError:
