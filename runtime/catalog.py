@@ -113,6 +113,7 @@ class Catalog:
         self.secrets = secrets if secrets is not None else SecretSet()
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="voice-runtime-"))
         # published specs hold expanded ${VAR} values and api keys: owner only
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         (self.state_dir / "agents").mkdir(mode=0o700, parents=True, exist_ok=True)
         self.agents: dict[str, Entry] = {}

@@ -647,7 +647,7 @@ def test_one_rule_for_agent_names_from_a_file_stem_or_a_name_key(tmp_path: Path)
     rule = "(1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit)"
     for i, name in enumerate(BAD_NAMES):
         shown = repr(name)
-        escaped_file = f"{agents}/{name}.yaml".replace("\r", "\\r").replace("\n", "\\n")
+        escaped_file = f"{agents}/{name}.yaml".replace("\r", "\\r").replace("\n", "\\n").replace("\t", "\\x09")  # printable() escapes a tab in a path
         assert f"{escaped_file}:1:1: file name {shown} is not a valid agent name {rule}; rename the file or set `name:`" in lines
         assert f"{agents}/key{i}.yaml:2:7: name: {shown} is not a valid agent name {rule}" in lines
     good = tmp_path / "good"
