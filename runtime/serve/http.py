@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from .serve import Supervisor
+    from .supervisor import Supervisor
 
 log = logging.getLogger("voice_runtime.http")
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from livekit.agents import JobContext, JobProcess
 
-    from .mcp.pool import McpPool
+    from ..mcp.pool import McpPool
 
 log = logging.getLogger("voice_runtime.job")
 
@@ -30,7 +30,7 @@ PREWARM_WAIT = 5.0  # seconds prewarm waits for MCP servers; slower ones finish 
 def _accepted_plugins(state_dir: str, plugins_dir: str | None) -> Any:
     """The plugin files the serve process accepted, as it accepted them: never the
     folder as it is now, which may hold a file that hangs or exits at import."""
-    from .plugins import make_plugin_manager, published_files
+    from ..plugins import make_plugin_manager, published_files
 
     return make_plugin_manager(Path(plugins_dir) if plugins_dir else None,
                                files=published_files(Path(state_dir)), trial=False)
@@ -38,8 +38,8 @@ def _accepted_plugins(state_dir: str, plugins_dir: str | None) -> Any:
 
 def prewarm(proc: JobProcess, agent: str, state_dir: str, plugins_dir: str | None) -> None:
     """Load plugins and connect the agent's MCP servers before a call arrives."""
-    from .catalog import read_published
-    from .mcp.pool import PoolThread
+    from ..catalog import read_published
+    from ..mcp.pool import PoolThread
 
     plugins = _accepted_plugins(state_dir, plugins_dir)
     proc.userdata["plugins"] = plugins
@@ -56,8 +56,8 @@ def prewarm(proc: JobProcess, agent: str, state_dir: str, plugins_dir: str | Non
 
 
 async def entrypoint(ctx: JobContext, agent: str, state_dir: str, plugins_dir: str | None) -> None:
-    from .build import SessionRefused, SessionRunner
-    from .catalog import read_published
+    from ..build import SessionRefused, SessionRunner
+    from ..catalog import read_published
 
     plugins = ctx.proc.userdata.get("plugins") or _accepted_plugins(state_dir, plugins_dir)
     loaded, generation = read_published(Path(state_dir), agent, plugins)
@@ -126,7 +126,7 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
 
 async def _run_script(ctx: JobContext, runner: Any, script: dict[str, Any], report: dict[str, Any],
                       calls: list[dict[str, Any]]) -> None:
-    from .loopback import SpeechLoop
+    from ..loopback import SpeechLoop
 
     await runner.start()
     # "speech": each turn also through the pipeline's own STT and TTS (see loopback)

@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .catalog import Catalog, Entry, Outcome, ReloadResult
-from .reload import Reloader
+from ..catalog import Catalog, Entry, Outcome, ReloadResult
+from ..reload import Reloader
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .mcp.pool import McpPool
-    from .plugins import Plugins
-    from .secrets import SecretSet
+    from ..mcp.pool import McpPool
+    from ..plugins import Plugins
+    from ..secrets import SecretSet
 
 log = logging.getLogger("voice_runtime.serve")
 
@@ -95,7 +95,7 @@ class Supervisor:
 
     async def run(self) -> None:
         from . import job
-        from .mcp.pool import McpPool
+        from ..mcp.pool import McpPool
 
         self.pool = McpPool()
         if self.options.executor == "thread":
@@ -118,7 +118,7 @@ class Supervisor:
             restore()
 
     async def _serve(self) -> None:
-        from .plugins import publish_files
+        from ..plugins import publish_files
 
         publish_files(self.catalog.state_dir, self.plugins)  # job processes import these, not the folder
         await self.reload({"specs"}, "start")
@@ -227,7 +227,7 @@ class Supervisor:
         """New plugin code, if the files' bytes changed and every file loads. Each
         changed file is first tried in a child process (plugins.trial_import); the
         import itself runs in a thread, so a slow plugin never stalls the loop."""
-        from .plugins import make_plugin_manager, plugin_files, publish_files
+        from ..plugins import make_plugin_manager, plugin_files, publish_files
 
         folder = self.options.plugins_dir
         files = await asyncio.to_thread(plugin_files, folder)
@@ -403,8 +403,8 @@ class Supervisor:
         accepted version: /status and /metrics ask for them on every scrape."""
         cached = self._described.get(name)
         if cached is None or cached[0] is not entry.loaded:
-            from .mcp.pool import server_key
-            from .summary import describe
+            from ..mcp.pool import server_key
+            from ..summary import describe
 
             keys = {server: server_key(entry.loaded, server) for server in entry.loaded.spec.mcp_servers}
             cached = self._described[name] = (entry.loaded, describe(entry.loaded), keys)
@@ -594,12 +594,12 @@ def run_serve(*, secrets: SecretSet | None = None, **kwargs: Any) -> int:
                 os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_metrics_dir
             state_dir = Path(tempfile.mkdtemp(prefix="voice-runtime-"))
         options = ServeOptions(**kwargs)
-        from .plugins import make_plugin_manager
+        from ..plugins import make_plugin_manager
 
         plugins = make_plugin_manager(options.plugins_dir)
         for problem in plugins.problems:
             log.error("plugin problem: %s", problem)
-        from .build import import_livekit_plugins
+        from ..build import import_livekit_plugins
 
         import_livekit_plugins()  # livekit wants plugins registered on the main thread
         _count_children_once_for_all_servers()

@@ -1,0 +1,15 @@
+"""`voice-runtime serve`: every accepted spec a livekit AgentServer, one operator port.
+
+The rooms: ``options`` (what the CLI hands over), ``supervisor`` (lifecycle,
+signals, and the one place reload outcomes are handled), ``agents`` (the
+AgentServers), ``status`` (what /status, /readyz and /metrics show), ``http``
+(the operator port, behind the ``Operator`` interface), ``job`` (what runs in a
+job process), ``simulate`` (POST /simulate requests) and ``children`` (no MCP
+server outlives serve).
+"""
+
+from __future__ import annotations
+
+from .supervisor import run_serve
+
+__all__ = ["run_serve"]
