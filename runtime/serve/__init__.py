@@ -10,6 +10,19 @@ server outlives serve).
 
 from __future__ import annotations
 
-from .supervisor import run_serve
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .supervisor import run_serve
 
 __all__ = ["run_serve"]
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use: the CLI reads serve.options to declare its flags, and
+    # job processes import serve.job, neither of which needs the supervisor
+    if name == "run_serve":
+        from .supervisor import run_serve
+
+        return run_serve
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
