@@ -147,25 +147,26 @@ def build_agent(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ct
 
 
 def _runtime_session_class() -> type:
-    from livekit.agents import AgentSession
     from livekit.agents.llm import RealtimeModelError
 
-    class RuntimeSession(AgentSession):  # type: ignore[misc]
+    from .livekit_compat import session_with_error_hook
+
+    class RuntimeSession(session_with_error_hook()):  # type: ignore[misc]
         """An AgentSession that hands realtime failures to a fallback instead of
         closing (livekit closes a session on an unrecoverable realtime error)."""
 
         realtime_fallback: Callable[[Any], None] | None = None
         _fell_back = False
 
-        def _on_error(self, error: Any) -> None:
+        def on_session_error(self, error: Any) -> bool:
             if isinstance(error, RealtimeModelError) and self.realtime_fallback is not None:
                 if not self._fell_back:
                     self._fell_back = True
                     self.realtime_fallback(error)
                 # later errors come from the realtime model being replaced (its
                 # retries give up after the switch); they must not close the session
-                return
-            super()._on_error(error)
+                return True
+            return False
 
     return RuntimeSession
 
@@ -352,10 +353,12 @@ class SessionRunner:
     async def _pipeline_active(self, timeout: float = 15.0) -> None:
         # livekit swaps activities in a background task and has no public signal
         # for "the new agent is live"; its activity's agent is the tell
+        from .livekit_compat import active_agent
+
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
-            activity = getattr(self.session, "_activity", None)
-            if activity is not None and activity.agent is self.session.current_agent:
+            agent = active_agent(self.session)
+            if agent is not None and agent is self.session.current_agent:
                 return
             await asyncio.sleep(0.05)
 
@@ -401,9 +404,10 @@ class SessionRunner:
         reason = f"{type(error.error).__name__}: {error.error}" if getattr(error, "error", None) else str(error)
         log.warning("agent %s session %s: realtime model failed (%s); switching to the pipeline",
                     self.name, self.session_id, reason)
+        from .livekit_compat import realtime_session
+
         session = self.session
-        activity = getattr(session, "_activity", None)
-        rt_session = getattr(activity, "realtime_llm_session", None)
+        rt_session = realtime_session(session)
         if rt_session is not None:
             # After a fatal error livekit's RealtimeSession.aclose() re-raises the
             # connection error, which would abort the agent swap: close it quietly.

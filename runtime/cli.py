@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from . import __version__
+from .serve.options import Executor, LogFormat
 from .terminal import printable
 
 if TYPE_CHECKING:
@@ -444,7 +445,7 @@ def serve(
     plugins: PluginsOpt = None,
     http_host: Annotated[str, typer.Option("--http-host", help="Address of the operator port.")] = "0.0.0.0",
     http_port: Annotated[int, typer.Option("--http-port", help="/healthz /readyz /metrics /status.")] = 8081,
-    executor: Annotated[str, typer.Option("--executor", help="process (one process per call) or thread.")] = "process",
+    executor: Annotated[Executor, typer.Option("--executor", help="process (one process per call) or thread.")] = Executor.PROCESS,
     idle_processes: Annotated[int, typer.Option("--idle-processes", help="Prewarmed processes per agent.")] = 1,
     load_threshold: Annotated[float, typer.Option("--load-threshold", help="Above this load LiveKit sends no new calls.")] = 0.7,
     drain_timeout: Annotated[float, typer.Option("--drain-timeout", help="Seconds calls in progress get to finish on stop or removal.")] = 300.0,
@@ -452,7 +453,7 @@ def serve(
     unregistered: Annotated[bool, typer.Option("--unregistered", help="Do not connect to LiveKit (development and tests).")] = False,
     simulate: Annotated[bool, typer.Option("--simulate", help="Enable POST /simulate: text-only calls with no LiveKit server.")] = False,
     simulate_from_anywhere: Annotated[bool, typer.Option("--simulate-from-anywhere", help="Accept POST /simulate from other hosts, not only this machine.")] = False,
-    log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
+    log_format: Annotated[LogFormat, typer.Option("--log-format", help="text or json.")] = LogFormat.TEXT,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Serve every spec as its own LiveKit agent; reload on change; one operator port.
@@ -461,10 +462,6 @@ def serve(
     """
     import os
 
-    if executor not in ("process", "thread"):
-        raise typer.BadParameter("must be process or thread", param_hint="--executor")
-    if log_format not in ("text", "json"):
-        raise typer.BadParameter("must be text or json", param_hint="--log-format")
     livekit = {v: os.environ.get(v, "") for v in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")}
     missing = [v for v, value in livekit.items() if not value]
     if missing and not unregistered:
@@ -474,18 +471,19 @@ def serve(
     require_dir(agents_dir)
     from .logs import setup_logging
     from .serve import run_serve
+    from .serve.options import ServeOptions
 
     secrets = _guard_output()
-    setup_logging(log_format, log_level, secrets)
-    raise typer.Exit(run_serve(
+    setup_logging(log_format.value, log_level, secrets)
+    options = ServeOptions(
         # watched even when it does not exist yet: a plugins/ folder made later is loaded
         agents_dir=agents_dir, plugins_dir=plugins_dir_for(agents_dir, plugins),
         http_host=http_host, http_port=http_port, executor=executor, idle_processes=idle_processes,
         load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
         unregistered=unregistered, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
         ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
-        secrets=secrets,
-    ))
+    )
+    raise typer.Exit(run_serve(options, secrets=secrets))
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .livekit_compat import tool_function
 from .mcp.pool import Acquired, McpPool
 from .mcp.toolset import McpTool, ToolFailure, Withheld, as_text, call_tool, plan_tools, plugin_tools
 from .tool_calls import CallRecorder, ToolCallRecord
@@ -96,7 +97,7 @@ async def call_row(row: ToolRow, arguments: dict[str, Any], recorder: CallRecord
         if isinstance(row.target, McpTool):
             text = await call_tool(row.target, arguments, recorder)
         else:
-            func = row.target._func
+            func = tool_function(row.target)
             result = func(**arguments)
             if inspect.isawaitable(result):
                 result = await result

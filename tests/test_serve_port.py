@@ -18,8 +18,8 @@ from helpers import write
 from mcp_servers.harness import read_records, stdio_command
 from serve_harness import Serve, spec
 
-from voice_runtime.http import IDLE_TIMEOUT_S, MAX_CONNECTIONS
-from voice_runtime.simulate import MAX_CONCURRENT, MAX_GAP_S, MAX_TURNS
+from voice_runtime.serve.http import IDLE_TIMEOUT_S, MAX_CONNECTIONS
+from voice_runtime.serve.simulate import MAX_CONCURRENT, MAX_GAP_S, MAX_TURNS
 
 FLOOD = MAX_CONNECTIONS + 150  # more half-sent requests than the port keeps open
 

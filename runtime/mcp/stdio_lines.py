@@ -67,9 +67,9 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    import mcp.client.stdio as sdk
+    from .. import livekit_compat
 
-    original = sdk.TextReceiveStream
+    original = livekit_compat.stdio_text_stream()
 
     class WholeLineStream:
         def __init__(self, stream: Any, *args: Any, **kwargs: Any) -> None:
@@ -78,5 +78,5 @@ def install() -> None:
         def __aiter__(self) -> AsyncIterator[str]:
             return whole_lines(self._text.__aiter__())
 
-    sdk.TextReceiveStream = WholeLineStream  # type: ignore[misc,assignment]
+    livekit_compat.set_stdio_text_stream(WholeLineStream)
     _installed = True

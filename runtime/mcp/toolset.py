@@ -316,7 +316,9 @@ def plugin_tools(tool: PluginTool, recorder: CallRecorder) -> list[Any]:
 
 
 def _traced(lk_tool: Any, server: str, recorder: CallRecorder) -> Any:
-    func = lk_tool._func  # livekit keeps the undecorated function here
+    from ..livekit_compat import tool_function
+
+    func = tool_function(lk_tool)  # the undecorated function: livekit parses arguments with it
     name = lk_tool.info.name
 
     @functools.wraps(func)  # keeps the signature livekit parses arguments with

@@ -1,114 +1,74 @@
 """The one operator port of `serve`: /healthz, /readyz, /metrics, /status (and
-POST /simulate when enabled). aiohttp, because livekit already depends on it."""
+POST /simulate when enabled). aiohttp, because livekit already depends on it.
+
+The port knows serve only through ``Operator``, which the supervisor implements:
+what it shows is computed there (see status.py), and every response leaves
+through the operator's ``SecretSet``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from .serve import Supervisor
+    from ..secrets import SecretSet
 
 log = logging.getLogger("voice_runtime.http")
 
 
-class ServeCollector:
-    """voice-runtime's serve metrics, read from the supervisor at scrape time."""
+class Call(NamedTuple):
+    """A job running now, as POST /simulate needs to know it."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.supervisor = supervisor
-
-    def collect(self) -> Any:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        sup = self.supervisor
-        reloads = CounterMetricFamily("voice_runtime_config_reloads", "Spec reloads by result.", labels=["result"])
-        for result, count in sup.reloads.items():
-            reloads.add_metric([result], count)
-        yield reloads
-        last = sup.catalog.last
-        yield GaugeMetricFamily("voice_runtime_config_last_reload_successful",
-                                "1 if the last reload was accepted in full, 0 if it kept a last good version.",
-                                value=1 if (last is None or last.ok) and not sup.plugin_errors else 0)
-        yield GaugeMetricFamily("voice_runtime_config_last_reload_timestamp_seconds",
-                                "When the last reload ran (Unix time).", value=last.timestamp if last else 0)
-        yield GaugeMetricFamily("voice_runtime_config_generation", "The newest accepted spec generation.",
-                                value=sup.catalog.generation)
-        yield GaugeMetricFamily("voice_runtime_agents_loaded", "Agents being served.", value=len(sup.catalog.agents))
-        sessions = GaugeMetricFamily("voice_runtime_sessions_active", "Jobs running, per agent.", labels=["agent"])
-        up = GaugeMetricFamily("voice_runtime_mcp_server_up", "1 if the MCP server is connected.",
-                               labels=["agent", "server"])
-        for name, entry in sorted(sup.catalog.agents.items()):
-            sessions.add_metric([name], sup.sessions_active(name))
-            for server, health in sup.mcp_health(name, entry).items():
-                up.add_metric([name, server], 1 if health["state"] == "up" else 0)
-        yield sessions
-        yield up
+    agent: str
+    room: str
+    simulated: bool  # a fake job started by POST /simulate
 
 
-def metrics_text(supervisor: Supervisor) -> bytes:
-    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+class Operator(Protocol):
+    """What the operator port asks of serve."""
 
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if folder:
-        # job processes write their counters (tool calls, livekit's) to files there
-        registry = CollectorRegistry()
-        registry.register(_ProcessFiles(folder))
-    else:
-        registry = CollectorRegistry()
-        registry.register(_Forward(REGISTRY))
-    registry.register(ServeCollector(supervisor))
-    return generate_latest(registry)
+    @property
+    def secrets(self) -> SecretSet:
+        """Every value a response could carry that must not leave (``${VAR}`` values)."""
+        ...
 
+    def not_ready(self) -> list[str]:
+        """Why serve is not ready, one sentence each; empty when it is."""
+        ...
 
-class _ProcessFiles:
-    """prometheus_client's multiprocess aggregation over the folder and the files
-    ``serve`` sheltered in subfolders of it (see ``shelter_metric_files``)."""
+    def status(self) -> dict[str, Any]:
+        """The /status document."""
+        ...
 
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
+    def metrics_text(self) -> bytes:
+        """The Prometheus exposition."""
+        ...
 
-    def collect(self) -> Any:
-        import glob
+    # POST /simulate
 
-        from prometheus_client.multiprocess import MultiProcessCollector
+    def serving_generation(self, agent: str) -> int | None:
+        """The generation the agent serves now; None when it is not serving (unknown,
+        being drained, or serve is stopping)."""
+        ...
 
-        files = glob.glob(os.path.join(self.folder, "**", "*.db"), recursive=True)
-        return MultiProcessCollector.merge(files, accumulate=True)
+    def calls(self) -> list[Call]:
+        """Every job running now, over all agents."""
+        ...
 
+    async def start_simulation(self, agent: str, room: str, script: str) -> None:
+        """Start a fake job of ``agent`` in ``room`` whose metadata is ``script``;
+        raises when livekit does not start it."""
+        ...
 
-def shelter_metric_files() -> None:
-    """livekit's ``AgentServer.run()`` deletes every file in PROMETHEUS_MULTIPROC_DIR
-    (fine for one server per process, but serve starts one per agent, also while
-    running). Moving the files into a fresh subfolder first keeps the counts of jobs
-    so far; a running process keeps writing to its file, moved or not (it is mmapped)."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not folder or not os.path.isdir(folder):
-        return
-    files = [f for f in os.listdir(folder) if f.endswith(".db")]
-    if not files:
-        return
-    kept = os.path.join(folder, "kept", str(time.time_ns()))
-    os.makedirs(kept, exist_ok=True)
-    for name in files:
-        try:
-            os.replace(os.path.join(folder, name), os.path.join(kept, name))
-        except OSError:
-            log.warning("could not keep metrics file %s", name, exc_info=True)
-
-
-class _Forward:
-    def __init__(self, registry: Any) -> None:
-        self.registry = registry
-
-    def collect(self) -> Any:
-        return self.registry.collect()
+    def take_simulation_report(self, room: str) -> dict[str, Any] | None:
+        """The report of the simulated call in ``room``, once its job wrote it."""
+        ...
 
 
 # The operator port faces whoever can reach it. A connection that has not sent a
@@ -180,7 +140,8 @@ def _is_loopback(request: web.Request) -> bool:
     return ip.is_loopback
 
 
-def make_app(supervisor: Supervisor, guard: ConnectionGuard | None = None) -> web.Application:
+def make_app(operator: Operator, *, simulate: bool = False, simulate_from_anywhere: bool = False,
+             guard: ConnectionGuard | None = None) -> web.Application:
     from aiohttp import web
 
     from .simulate import MAX_BODY_BYTES
@@ -189,7 +150,7 @@ def make_app(supervisor: Supervisor, guard: ConnectionGuard | None = None) -> we
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        reasons = supervisor.not_ready()
+        reasons = operator.not_ready()
         if reasons:
             return web.Response(status=503, text="not ready:\n" + "".join(f"- {r}\n" for r in reasons))
         return web.Response(text="ready\n")
@@ -197,13 +158,13 @@ def make_app(supervisor: Supervisor, guard: ConnectionGuard | None = None) -> we
     async def metrics(_: web.Request) -> web.Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        body = supervisor.catalog.secrets.redact(metrics_text(supervisor).decode()).encode()
+        body = operator.secrets.redact(operator.metrics_text().decode()).encode()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def status(_: web.Request) -> web.Response:
         # one line (pipe it through jq to read it): json's C encoder only runs without
         # indent, and with 1,000 agents indenting cost 3-4 times the rest of /status
-        return web.Response(text=supervisor.catalog.secrets.dumps(supervisor.status()) + "\n",
+        return web.Response(text=operator.secrets.dumps(operator.status()) + "\n",
                             content_type="application/json")
 
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[guard.middleware()] if guard else [])
@@ -211,8 +172,8 @@ def make_app(supervisor: Supervisor, guard: ConnectionGuard | None = None) -> we
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
-    if supervisor.options.simulate:
-        app.router.add_post("/simulate", Simulations(supervisor).handle)
+    if simulate:
+        app.router.add_post("/simulate", Simulations(operator, from_anywhere=simulate_from_anywhere).handle)
     return app
 
 
@@ -226,26 +187,24 @@ class Simulations:
     """POST /simulate: checks, limits, starts the fake job, and with ``wait`` waits
     for its report (see simulate.py)."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.supervisor = supervisor
-        self.launching = 0  # simulate_job() calls not yet returned (their job is not listed yet)
+    def __init__(self, operator: Operator, *, from_anywhere: bool = False) -> None:
+        self.operator = operator
+        self.from_anywhere = from_anywhere
+        self.launching = 0  # start_simulation() calls not yet returned (their job is not listed yet)
 
     def running(self) -> int:
-        return self.launching + sum(
-            1 for w in list(self.supervisor.workers.values()) for job in w.server.active_jobs if job.fake_job)
+        return self.launching + sum(1 for call in self.operator.calls() if call.simulated)
 
-    def room_in_use(self, room: str) -> bool:
-        return any(job.job.room.name == room for w in list(self.supervisor.workers.values())
-                   for job in w.server.active_jobs)
+    def room_in_use(self, room: str, agent: str | None = None) -> bool:
+        return any(call.room == room and agent in (None, call.agent) for call in self.operator.calls())
 
     async def handle(self, request: web.Request) -> web.Response:
         from aiohttp import web
-        from livekit.protocol import models
 
         from .simulate import MAX_BODY_BYTES, MAX_CONCURRENT, BadRequest, parse, wait_flag
 
-        sup = self.supervisor
-        if not sup.options.simulate_from_anywhere and not _is_loopback(request):
+        op = self.operator
+        if not self.from_anywhere and not _is_loopback(request):
             return _error(403, "POST /simulate is only accepted from this machine (a loopback address); "
                                "start serve with --simulate-from-anywhere to accept it from other hosts")
         try:
@@ -263,8 +222,8 @@ class Simulations:
             sim = parse(body, wait=wait_flag(request.query.get("wait")))
         except BadRequest as exc:
             return _error(400, str(exc))
-        worker = sup.workers.get(sim.agent)
-        if worker is None or sim.agent in sup.draining or sup.stopping:
+        generation = op.serving_generation(sim.agent)
+        if generation is None:
             return _error(404, f"no agent named {sim.agent!r} is serving")
         room = sim.room or f"sim-{time.time_ns()}"
         if sim.room and self.room_in_use(room):
@@ -275,41 +234,41 @@ class Simulations:
                           **{"Retry-After": "5"})
         self.launching += 1
         try:
-            await worker.server.simulate_job(room, fake_job=True,
-                                             room_info=models.Room(sid=f"RM_{room}", name=room, metadata=sim.script()))
+            await op.start_simulation(sim.agent, room, sim.script())
         except Exception as exc:  # noqa: BLE001 - livekit found no process for it; the caller is told
             log.warning("POST /simulate for %s: the job did not start: %s", sim.agent, exc)
             return _error(503, f"the job did not start: {type(exc).__name__}: {exc}")
         finally:
             self.launching -= 1
         if not sim.wait:
-            return web.json_response({"agent": sim.agent, "room": room, "generation": worker.generation})
-        report = await self._report(worker, room)
+            now = op.serving_generation(sim.agent)
+            return web.json_response({"agent": sim.agent, "room": room,
+                                      "generation": now if now is not None else generation})
+        report = await self._report(sim.agent, room)
         return web.Response(status=200 if report.get("ok") else 502, content_type="application/json",
-                            text=sup.catalog.secrets.dumps(report) + "\n")
+                            text=op.secrets.dumps(report) + "\n")
 
-    async def _report(self, worker: Any, room: str) -> dict[str, Any]:
+    async def _report(self, agent: str, room: str) -> dict[str, Any]:
         """The job's report, or why there is none: the job ended without writing
         one (it crashed, or its spec could not be read), or it took too long."""
-        from .simulate import MAX_CALL_S, WAIT_STARTUP_S, take_result
+        from .simulate import MAX_CALL_S, WAIT_STARTUP_S
 
-        state = self.supervisor.catalog.state_dir
         loop = asyncio.get_running_loop()
         deadline = loop.time() + MAX_CALL_S + WAIT_STARTUP_S
         ended_at: float | None = None
         while loop.time() < deadline:
-            report = take_result(state, room)
+            report = self.operator.take_simulation_report(room)
             if report is not None:
                 return report
-            if any(job.job.room.name == room for job in worker.server.active_jobs):
+            if self.room_in_use(room, agent):
                 ended_at = None
             elif ended_at is None:
                 ended_at = loop.time()
             elif loop.time() - ended_at > 2.0:  # the report is written before the job ends
-                return {"ok": False, "agent": worker.name, "room": room, "turns": [],
+                return {"ok": False, "agent": agent, "room": room, "turns": [],
                         "error": "the job ended without a report (see the serve log)"}
             await asyncio.sleep(0.1)
-        return {"ok": False, "agent": worker.name, "room": room, "turns": [],
+        return {"ok": False, "agent": agent, "room": room, "turns": [],
                 "error": f"no report within {MAX_CALL_S + WAIT_STARTUP_S:g}s"}
 
 
@@ -351,7 +310,8 @@ class OperatorPort:
         await self.runner.cleanup()
 
 
-async def start_http(supervisor: Supervisor, host: str, port: int) -> OperatorPort:
+async def start_http(operator: Operator, host: str, port: int, *, simulate: bool = False,
+                     simulate_from_anywhere: bool = False) -> OperatorPort:
     from aiohttp import web
 
     loop = asyncio.get_running_loop()
@@ -359,8 +319,8 @@ async def start_http(supervisor: Supervisor, host: str, port: int) -> OperatorPo
     guard = ConnectionGuard(None)
     # keepalive_timeout also bounds the wait for the first request's head;
     # lingering_time bounds reading the rest of a body nobody wanted
-    runner = web.AppRunner(make_app(supervisor, guard), access_log=None, keepalive_timeout=IDLE_TIMEOUT_S,
-                           lingering_time=2.0)
+    app = make_app(operator, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere, guard=guard)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_TIMEOUT_S, lingering_time=2.0)
     await runner.setup()
     guard.server = runner.server
     server = await loop.create_server(guard, host, port, backlog=128, reuse_address=True)

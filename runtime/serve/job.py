@@ -1,10 +1,11 @@
 """What runs in a LiveKit job process (or job thread) under `voice-runtime serve`.
 
 Both functions are top-level so livekit can pickle them by reference (bound to an
-agent with ``functools.partial``). The spec is read at job entry from what the
-parent published, never at prewarm: a prewarmed process may be older than the
-newest generation (see notes/livekit-1.8.9.md, "Getting runtime-changing config
-into a job").
+agent with ``functools.partial``). With the thread executor nothing is pickled,
+and the partial also carries serve's own MCP pool as ``shared_pool``. The spec is
+read at job entry from what the parent published, never at prewarm: a prewarmed
+process may be older than the newest generation (see notes/livekit-1.8.9.md,
+"Getting runtime-changing config into a job").
 """
 
 from __future__ import annotations
@@ -18,32 +19,32 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from livekit.agents import JobContext, JobProcess
 
-    from .mcp.pool import McpPool
+    from ..mcp.pool import McpPool
 
 log = logging.getLogger("voice_runtime.job")
 
-# THREAD executor: jobs run in threads of the serve process and share its pool
-SHARED_POOL: McpPool | None = None
 PREWARM_WAIT = 5.0  # seconds prewarm waits for MCP servers; slower ones finish in the background
 
 
 def _accepted_plugins(state_dir: str, plugins_dir: str | None) -> Any:
     """The plugin files the serve process accepted, as it accepted them: never the
     folder as it is now, which may hold a file that hangs or exits at import."""
-    from .plugins import make_plugin_manager, published_files
+    from ..plugins import make_plugin_manager, published_files
 
     return make_plugin_manager(Path(plugins_dir) if plugins_dir else None,
                                files=published_files(Path(state_dir)), trial=False)
 
 
-def prewarm(proc: JobProcess, agent: str, state_dir: str, plugins_dir: str | None) -> None:
-    """Load plugins and connect the agent's MCP servers before a call arrives."""
-    from .catalog import read_published
-    from .mcp.pool import PoolThread
+def prewarm(proc: JobProcess, agent: str, state_dir: str, plugins_dir: str | None,
+            shared_pool: McpPool | None = None) -> None:
+    """Load plugins and connect the agent's MCP servers before a call arrives
+    (unless the job shares serve's pool, which serve keeps warm)."""
+    from ..catalog import read_published
+    from ..mcp.pool import PoolThread
 
     plugins = _accepted_plugins(state_dir, plugins_dir)
     proc.userdata["plugins"] = plugins
-    if SHARED_POOL is not None:
+    if shared_pool is not None:
         return
     try:
         loaded, _ = read_published(Path(state_dir), agent, plugins)
@@ -55,14 +56,15 @@ def prewarm(proc: JobProcess, agent: str, state_dir: str, plugins_dir: str | Non
     proc.userdata["mcp"] = pool
 
 
-async def entrypoint(ctx: JobContext, agent: str, state_dir: str, plugins_dir: str | None) -> None:
-    from .build import SessionRefused, SessionRunner
-    from .catalog import read_published
+async def entrypoint(ctx: JobContext, agent: str, state_dir: str, plugins_dir: str | None,
+                     shared_pool: McpPool | None = None) -> None:
+    from ..build import SessionRefused, SessionRunner
+    from ..catalog import read_published
 
     plugins = ctx.proc.userdata.get("plugins") or _accepted_plugins(state_dir, plugins_dir)
     loaded, generation = read_published(Path(state_dir), agent, plugins)
     warm = ctx.proc.userdata.get("mcp")
-    pool = SHARED_POOL if SHARED_POOL is not None else (warm.pool if warm is not None else None)
+    pool = shared_pool if shared_pool is not None else (warm.pool if warm is not None else None)
     fake = ctx.is_fake_job()
     runner = SessionRunner(loaded, plugins, text_only=fake, pool=pool, session_id=ctx.job.id)
     log.info("job %s: agent %s generation %d (%s)", ctx.job.id, agent, generation, loaded.digest[:12],
@@ -70,7 +72,7 @@ async def entrypoint(ctx: JobContext, agent: str, state_dir: str, plugins_dir: s
 
     async def close() -> None:
         await runner.aclose()
-        if warm is not None and SHARED_POOL is None:
+        if warm is not None and shared_pool is None:
             await asyncio.to_thread(warm.close)
 
     ctx.add_shutdown_callback(close)
@@ -126,7 +128,7 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
 
 async def _run_script(ctx: JobContext, runner: Any, script: dict[str, Any], report: dict[str, Any],
                       calls: list[dict[str, Any]]) -> None:
-    from .loopback import SpeechLoop
+    from ..loopback import SpeechLoop
 
     await runner.start()
     # "speech": each turn also through the pipeline's own STT and TTS (see loopback)

@@ -1,0 +1,41 @@
+"""What `voice-runtime serve` is asked to do: the CLI builds one ``ServeOptions``
+and hands it over whole; the supervisor and its rooms read it, never the CLI."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class Executor(str, enum.Enum):
+    """Where a call runs: livekit's JobExecutorType, spelled as on the command line."""
+
+    PROCESS = "process"  # one process per call (livekit's default)
+    THREAD = "thread"  # a thread of the serve process; jobs share serve's MCP pool
+
+
+class LogFormat(str, enum.Enum):
+    """serve's log lines: for people, or one JSON object per line for collectors."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    agents_dir: Path
+    plugins_dir: Path | None
+    http_host: str = "0.0.0.0"
+    http_port: int = 8081
+    executor: Executor = Executor.PROCESS
+    idle_processes: int = 1
+    load_threshold: float = 0.7
+    drain_timeout: float = 300.0
+    scan_interval: float = 10.0
+    unregistered: bool = False  # no LiveKit connection (development, tests)
+    simulate: bool = False  # POST /simulate starts text-only fake jobs
+    simulate_from_anywhere: bool = False  # otherwise only loopback peers may POST /simulate
+    ws_url: str | None = None
+    api_key: str | None = None
+    api_secret: str | None = None

@@ -1,0 +1,164 @@
+"""What /status, /readyz and /metrics show: read from the catalog, the agents and
+the MCP pool at request time, never kept up to date on the side."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..catalog import Catalog, Entry
+    from ..mcp.pool import McpPool
+    from .agents import Agents
+    from .options import ServeOptions
+
+
+class StatusView:
+    """The serve process as operators see it. ``reloads`` (counts by result) and
+    ``plugin_errors`` are written by the supervisor, where reloads are handled."""
+
+    def __init__(self, options: ServeOptions, catalog: Catalog, agents: Agents, pool: McpPool | None) -> None:
+        self.options = options
+        self.catalog = catalog
+        self.agents = agents
+        self.pool = pool
+        self.reloads: dict[str, int] = {"success": 0, "failure": 0}
+        # plugin files that do not load (start) or the newest plugin change that was refused
+        self.plugin_errors: list[str] = []
+        # name -> (LoadedSpec, describe(), server -> pool key), made once per accepted version
+        self._described: dict[str, tuple[Any, dict[str, Any], dict[str, str]]] = {}
+
+    def not_ready(self) -> list[str]:
+        reasons = []
+        if self.catalog.last is None:  # the first reload runs off the loop: /readyz answers meanwhile
+            reasons.append("the specs are still being loaded")
+        elif not self.catalog.agents:
+            reasons.append("no agent is loaded")
+        for name, entry in self.catalog.agents.items():
+            worker = self.agents.workers.get(name)
+            if worker is None or not worker.registered:
+                why = (worker.error if worker is not None else None) or (
+                    f"connecting to LiveKit at {self.options.ws_url}" if not self.options.unregistered else "starting")
+                reasons.append(f"agent {name} is not registered ({why})")
+            for server, health in self.mcp_health(name, entry).items():
+                if entry.loaded.spec.mcp_servers[server].required and health["state"] != "up":
+                    reasons.append(f"agent {name}: required MCP server {server} is {health['state']}"
+                                   f" ({health['error'] or 'connecting'})")
+        return reasons
+
+    def _described_view(self, name: str, entry: Entry) -> tuple[dict[str, Any], dict[str, str]]:
+        """describe() and the pool keys of an agent's servers, computed once per
+        accepted version: /status and /metrics ask for them on every scrape."""
+        cached = self._described.get(name)
+        if cached is None or cached[0] is not entry.loaded:
+            from ..mcp.pool import server_key
+            from ..summary import describe
+
+            keys = {server: server_key(entry.loaded, server) for server in entry.loaded.spec.mcp_servers}
+            cached = self._described[name] = (entry.loaded, describe(entry.loaded), keys)
+        return cached[1], cached[2]
+
+    def mcp_health(self, name: str, entry: Entry) -> dict[str, dict[str, Any]]:
+        _, keys = self._described_view(name, entry)
+        conns = self.pool.by_key() if self.pool is not None else {}
+        idle = {"state": "idle", "error": None, "tools": []}
+        return {server: conns[key].health().as_dict() if key in conns else dict(idle) for server, key in keys.items()}
+
+    def status(self) -> dict[str, Any]:
+        agents = []
+        for name, entry in sorted(self.catalog.agents.items()):
+            d, _ = self._described_view(name, entry)
+            health = self.mcp_health(name, entry)
+            worker = self.agents.workers.get(name)
+            agents.append({
+                "name": name, "file": d["file"], "generation": entry.generation, "digest": entry.loaded.digest,
+                "accepted_at": entry.accepted_at, "mode": d["mode"], "providers": d["providers"],
+                "mcp_servers": {s: {**info, **health[s]} for s, info in d["mcp_servers"].items()},
+                "tools": d["tools"], "registered": bool(worker and worker.registered),
+                "error": worker.error if worker else None, "draining": name in self.agents.draining,
+                "sessions_active": self.agents.sessions_active(name),
+            })
+        for gone in set(self._described) - set(self.catalog.agents):
+            del self._described[gone]
+        last = self.catalog.last
+        not_ready = self.not_ready()
+        return {
+            "agents": agents,
+            "generation": self.catalog.generation,
+            "last_reload": last.as_dict() if last else None,
+            "last_successful_reload_at": self.catalog.last_success_at,
+            "plugin_errors": self.plugin_errors,
+            "ready": not not_ready,
+            "not_ready": not_ready,
+            "pid": os.getpid(),
+        }
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus exposition: job processes' counters (tool calls, livekit's)
+        and serve's own gauges."""
+        from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        registry = CollectorRegistry()
+        # job processes write their counters to files there
+        registry.register(_ProcessFiles(folder) if folder else _Forward(REGISTRY))
+        registry.register(ServeCollector(self))
+        return generate_latest(registry)
+
+
+class ServeCollector:
+    """voice-runtime's serve metrics, read from the status view at scrape time."""
+
+    def __init__(self, view: StatusView) -> None:
+        self.view = view
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        view, catalog = self.view, self.view.catalog
+        reloads = CounterMetricFamily("voice_runtime_config_reloads", "Spec reloads by result.", labels=["result"])
+        for result, count in view.reloads.items():
+            reloads.add_metric([result], count)
+        yield reloads
+        last = catalog.last
+        yield GaugeMetricFamily("voice_runtime_config_last_reload_successful",
+                                "1 if the last reload was accepted in full, 0 if it kept a last good version.",
+                                value=1 if (last is None or last.ok) and not view.plugin_errors else 0)
+        yield GaugeMetricFamily("voice_runtime_config_last_reload_timestamp_seconds",
+                                "When the last reload ran (Unix time).", value=last.timestamp if last else 0)
+        yield GaugeMetricFamily("voice_runtime_config_generation", "The newest accepted spec generation.",
+                                value=catalog.generation)
+        yield GaugeMetricFamily("voice_runtime_agents_loaded", "Agents being served.", value=len(catalog.agents))
+        sessions = GaugeMetricFamily("voice_runtime_sessions_active", "Jobs running, per agent.", labels=["agent"])
+        up = GaugeMetricFamily("voice_runtime_mcp_server_up", "1 if the MCP server is connected.",
+                               labels=["agent", "server"])
+        for name, entry in sorted(catalog.agents.items()):
+            sessions.add_metric([name], view.agents.sessions_active(name))
+            for server, health in view.mcp_health(name, entry).items():
+                up.add_metric([name, server], 1 if health["state"] == "up" else 0)
+        yield sessions
+        yield up
+
+
+class _ProcessFiles:
+    """prometheus_client's multiprocess aggregation over the folder and the files
+    ``serve`` sheltered in subfolders of it (see ``agents.shelter_metric_files``)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def collect(self) -> Any:
+        import glob
+
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = glob.glob(os.path.join(self.folder, "**", "*.db"), recursive=True)
+        return MultiProcessCollector.merge(files, accumulate=True)
+
+
+class _Forward:
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def collect(self) -> Any:
+        return self.registry.collect()

@@ -1,0 +1,384 @@
+"""The serve process's lifecycle: signals, start, stop, and reloads.
+
+The supervisor owns what happens when: it starts the operator port and the
+watcher, handles every reload outcome in one place (``reload``/``_record``), and
+on SIGTERM drains the agents (a second signal cuts the calls). What runs lives in
+its rooms: the AgentServers in ``agents``, what operators see in ``status``, the
+port in ``http``, which reaches the supervisor only through ``http.Operator``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import livekit_compat
+from ..catalog import Catalog, Outcome, ReloadResult
+from ..reload import Reloader
+from .agents import Agents, until_done_or
+from .http import Call
+from .status import StatusView
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..plugins import Plugins
+    from ..secrets import SecretSet
+    from .options import ServeOptions
+
+log = logging.getLogger("voice_runtime.serve")
+
+
+class Supervisor:
+    """Implements ``http.Operator`` for the operator port."""
+
+    def __init__(self, options: ServeOptions, plugins: Plugins, state_dir: Path | None = None,
+                 secrets: SecretSet | None = None) -> None:
+        from ..mcp.pool import McpPool
+
+        self.options = options
+        self.plugins = plugins
+        self.catalog = Catalog(options.agents_dir, plugins, state_dir, secrets=secrets)
+        self.pool = McpPool()
+        self.stopping = False
+        self._lock = asyncio.Lock()  # reloads and registrations never overlap
+        self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second stop signal: calls are cut, not drained
+        self.pending_stop = False  # a stop signal arrived before run() listened for them
+        self.exit_code = 0
+        self._signal_reloads: set[asyncio.Task[Any]] = set()
+        self.reloader: Reloader | None = None
+        self.agents = Agents(options, self.catalog, self._hurry, shared_pool=self.pool)
+        self.view = StatusView(options, self.catalog, self.agents, self.pool)
+        self.view.plugin_errors = plugins.problems
+        # the plugin files last tried: a scan that finds the same bytes does nothing
+        self._plugin_fingerprint = plugins.files.fingerprint if plugins.files is not None else ()
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def run(self) -> None:
+        from .http import start_http
+
+        loop = asyncio.get_running_loop()
+        restore = _listen_for_signals(loop, stop=self.request_stop, reload=self.request_reload)
+        if self.pending_stop:
+            self.request_stop()
+        try:
+            o = self.options
+            http = await start_http(self, o.http_host, o.http_port, simulate=o.simulate,
+                                    simulate_from_anywhere=o.simulate_from_anywhere)
+            log.info("serving %s on http://%s:%d (/healthz /readyz /metrics /status)", o.agents_dir,
+                     o.http_host, o.http_port)
+            try:
+                await self._serve()
+            finally:
+                await http.cleanup()
+        finally:
+            restore()
+
+    async def _serve(self) -> None:
+        from ..plugins import publish_files
+
+        publish_files(self.catalog.state_dir, self.plugins)  # job processes import these, not the folder
+        await self.reload({"specs"}, "start")
+        self.reloader = Reloader(
+            {"specs": self.options.agents_dir, **({"plugins": self.options.plugins_dir} if self.options.plugins_dir else {})},
+            self.reload, scan_interval=self.options.scan_interval,
+        )
+        await self.reloader.start()
+        await self._stop.wait()
+        await self._shutdown()
+
+    def request_stop(self, signum: int | None = None) -> None:
+        """The first SIGTERM/SIGINT drains; a second one during the drain cuts the
+        calls in progress (their job processes are killed) and exits at once,
+        still stopping every MCP server and removing serve's folders."""
+        if not self._stop.is_set():
+            log.info("stopping: draining %d agent(s), at most %.0fs (a second signal stops at once)",
+                     len(self.agents.workers), self.options.drain_timeout)
+            self._stop.set()
+            return
+        if signum is not None and not self._hurry.is_set():
+            log.warning("second stop signal: ending %d call(s) in progress now",
+                        sum(self.agents.sessions_active(n) for n in self.agents.workers))
+            self.exit_code = 128 + signum
+            self._hurry.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: read the specs (and plugins) now, as Prometheus does; for changes
+        the watcher cannot see (a prompt file outside the folder) or to not wait
+        for the next scan."""
+        if self._stop.is_set():
+            return
+        log.info("SIGHUP: reloading %s", "specs and plugins" if self.options.plugins_dir else "specs")
+        kinds = {"specs"} | ({"plugins"} if self.options.plugins_dir else set())
+        task = asyncio.ensure_future(self.reload(kinds, "signal"))
+        self._signal_reloads.add(task)
+        task.add_done_callback(self._signal_reloads.discard)
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        if self.reloader is not None:
+            await self.reloader.aclose()
+        async with self._lock:
+            await self.agents.remove_all()
+        closing = asyncio.ensure_future(self.pool.aclose())
+        if not await until_done_or(self._hurry, closing):
+            # a stdio server ignoring stdin EOF and SIGTERM costs the SDK's polite
+            # close 4-6 s; hurried, every MCP server (serve's, and those of the
+            # killed jobs) is killed now, and the close only finds them gone
+            from .children import kill_server_groups
+
+            kill_server_groups()
+        await closing
+
+    # -- reloads ------------------------------------------------------------------
+
+    async def reload(self, kinds: set[str], cause: str) -> ReloadResult | None:
+        """Reload what may have changed. Every reload is logged and counted by its
+        outcome alone, whoever noticed the change (``cause``: start, watch, scan)."""
+        async with self._lock:
+            if self.stopping:
+                return None
+            started = time.perf_counter()
+            plugins = await self._reload_plugins(cause, started) if "plugins" in kinds else Outcome.NOOP
+            # a rejected plugin change is recorded already; specs are still read with the old plugins
+            before = self.catalog.last
+            result = await self._reload_catalog()
+            if result.outcome is Outcome.NOOP and plugins is not Outcome.APPLIED:
+                return result
+            await self._apply(result, plugins_changed=plugins is Outcome.APPLIED)
+            if result.added or result.removed:
+                self.agents.freeze_heap_soon()
+            summary = result.summary()
+            if result.outcome is Outcome.APPLIED and not result.changed and before is not None:  # a fix
+                summary = "the previous problems are gone; no agent changed"
+            if plugins is Outcome.APPLIED:
+                summary = "plugins reloaded" + ("" if result.outcome is Outcome.NOOP else f"; {summary}")
+            outcome = Outcome.APPLIED if result.outcome is Outcome.NOOP else result.outcome
+            self._record(outcome, cause, started, summary, [str(e) for e in result.errors], result.as_dict())
+            return result
+
+    def _record(self, outcome: Outcome, cause: str, started: float, summary: str, problems: list[str],
+                detail: dict[str, Any] | None = None) -> None:
+        """The one place a reload is logged and counted."""
+        ok = outcome is Outcome.APPLIED
+        self.view.reloads["success" if ok else "failure"] += 1
+        ms = (time.perf_counter() - started) * 1000
+        log.log(logging.INFO if ok else logging.WARNING, "reload (%s) generation %d in %.0f ms: %s", cause,
+                self.catalog.generation, ms, summary, extra={"reload": detail or {"outcome": outcome.value}})
+        for problem in problems:
+            log.warning("%s", problem)
+
+    async def _reload_catalog(self) -> ReloadResult:
+        # off the event loop: reading and validating files (and the plugin hooks that
+        # run meanwhile) must never stall /healthz, LiveKit's pings or a drain
+        try:
+            return await asyncio.to_thread(self.catalog.reload)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - a plugin hook raised
+            log.error("reload failed; the last good generation keeps serving", exc_info=exc)
+            return self.catalog.refuse(f"{type(exc).__name__}: {exc}")
+
+    async def _reload_plugins(self, cause: str, started: float) -> Outcome:
+        """New plugin code, if the files' bytes changed and every file loads. Each
+        changed file is first tried in a child process (plugins.trial_import); the
+        import itself runs in a thread, so a slow plugin never stalls the loop."""
+        from ..plugins import make_plugin_manager, plugin_files, publish_files
+
+        folder = self.options.plugins_dir
+        files = await asyncio.to_thread(plugin_files, folder)
+        if files.fingerprint == self._plugin_fingerprint:
+            return Outcome.NOOP
+        self._plugin_fingerprint = files.fingerprint
+
+        def load() -> tuple[Plugins, list[str]]:
+            plugins = make_plugin_manager(folder, files=files)
+            return plugins, plugins.problems  # registering runs plugin code too
+
+        plugins, problems = await asyncio.to_thread(load)
+        if problems:
+            self.view.plugin_errors = problems
+            self._record(Outcome.REJECTED, cause, started, "plugins changed but do not load; keeping the previous ones",
+                         problems)
+            return Outcome.REJECTED
+        self.view.plugin_errors = []
+        self.plugins = plugins
+        publish_files(self.catalog.state_dir, plugins)
+        self.catalog.use_plugins(plugins)
+        return Outcome.APPLIED
+
+    async def _apply(self, result: ReloadResult, *, plugins_changed: bool) -> None:
+        for name in result.removed:
+            await self.agents.remove(name)
+        for name in result.added:
+            await self.agents.add(name)
+        for name in result.updated:
+            self.agents.set_generation(name, self.catalog.agents[name].generation)
+        if result.changed:
+            # re-warm only what changed: unchanged server blocks keep their connections
+            asyncio.ensure_future(self.pool.retain(e.loaded for e in self.catalog.agents.values()))
+        self.agents.recycle_idle(set(self.agents.workers) if plugins_changed else set(result.updated))
+
+    # -- http.Operator ---------------------------------------------------------------
+
+    @property
+    def secrets(self) -> SecretSet:
+        return self.catalog.secrets
+
+    def not_ready(self) -> list[str]:
+        return self.view.not_ready()
+
+    def status(self) -> dict[str, Any]:
+        return self.view.status()
+
+    def metrics_text(self) -> bytes:
+        return self.view.metrics_text()
+
+    def serving_generation(self, agent: str) -> int | None:
+        worker = None if self.stopping else self.agents.serving(agent)
+        return worker.generation if worker is not None else None
+
+    def calls(self) -> list[Call]:
+        return [Call(agent, job.job.room.name, job.fake_job) for agent, job in self.agents.jobs()]
+
+    async def start_simulation(self, agent: str, room: str, script: str) -> None:
+        from livekit.protocol import models
+
+        worker = self.agents.serving(agent)
+        if worker is None:
+            raise LookupError(f"agent {agent!r} stopped serving")
+        await worker.server.simulate_job(room, fake_job=True,
+                                         room_info=models.Room(sid=f"RM_{room}", name=room, metadata=script))
+
+    def take_simulation_report(self, room: str) -> dict[str, Any] | None:
+        from .simulate import take_result
+
+        return take_result(self.catalog.state_dir, room)
+
+
+def _listen_for_signals(loop: asyncio.AbstractEventLoop, *, stop: Callable[[int], None],
+                        reload: Callable[[], None]) -> Callable[[], None]:
+    """SIGTERM/SIGINT stop (a second one hurries), SIGHUP reloads. Returns the
+    function that puts the previous handlers back.
+
+    Not loop.add_signal_handler, whose wake-up byte (and with it the signal) is
+    dropped when the loop's self-pipe is full: with 1,000 agents livekit's executor
+    callbacks fill it during any pause of the loop. As livekit's own CLI does, the
+    handler queues the work itself."""
+    def on_stop(signum: int, _: Any) -> None:
+        loop.call_soon_threadsafe(stop, signum)
+
+    def on_hup(*_: Any) -> None:
+        loop.call_soon_threadsafe(reload)
+
+    previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+class _StoppedWhileStarting(BaseException):
+    """A stop signal before serving began: unwind at once, cleaning up on the way."""
+
+
+@contextlib.contextmanager
+def _signals_held() -> Any:
+    """Hold stop signals while a temporary folder is made and remembered, so a
+    SIGTERM cannot land between the two and leave it behind."""
+    held = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+def _raise_fd_limit() -> None:
+    """Each connection, job process pipe and MCP server takes file descriptors;
+    the soft limit is often 1,024 while the hard one is far higher."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def run_serve(options: ServeOptions, *, secrets: SecretSet | None = None) -> int:
+    """The serve process: signals from the first instruction on, private folders
+    that go on every exit path, metrics shared with job processes, then the
+    supervisor, and at the end no MCP server process left behind."""
+    import shutil
+    import tempfile
+
+    from .children import become_subreaper, stop_server_groups
+
+    phase = ["starting"]
+    supervisor: Supervisor | None = None
+
+    def early(signum: int, _: Any) -> None:
+        if phase[0] == "starting":
+            phase[0] = "stopping"
+            raise _StoppedWhileStarting(signum)
+        if phase[0] == "running" and supervisor is not None:
+            supervisor.pending_stop = True  # the loop is not listening yet (or any more)
+
+    originals = {sig: signal.signal(sig, early) for sig in (signal.SIGTERM, signal.SIGINT)}
+    originals[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # start-up reads everything anyway
+    made_metrics_dir: str | None = None
+    state_dir: Path | None = None
+    rc = 0
+    try:
+        become_subreaper()
+        _raise_fd_limit()
+        # before prometheus_client is imported anywhere: job processes (forkserver
+        # children, which inherit this environment) write their counters here
+        with _signals_held():
+            if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                made_metrics_dir = tempfile.mkdtemp(prefix="voice-runtime-metrics-")
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_metrics_dir
+            state_dir = Path(tempfile.mkdtemp(prefix="voice-runtime-"))
+        from ..plugins import make_plugin_manager
+
+        plugins = make_plugin_manager(options.plugins_dir)
+        for problem in plugins.problems:
+            log.error("plugin problem: %s", problem)
+        from ..build import import_livekit_plugins
+
+        import_livekit_plugins()  # livekit wants plugins registered on the main thread
+        # one /proc walk per 0.5 s for all agents' servers, not one per server (1,000
+        # agents: ~60 % of a core)
+        livekit_compat.share_child_process_count()
+        supervisor = Supervisor(options, plugins, state_dir, secrets)
+        phase[0] = "running"
+        asyncio.run(supervisor.run())
+        rc = supervisor.exit_code
+    except _StoppedWhileStarting:
+        log.info("stopped while starting")
+    except OSError as exc:  # the operator port is taken
+        log.error("cannot serve on %s:%d: %s", options.http_host, options.http_port,
+                  exc.strerror or exc)
+        rc = 2
+    finally:
+        phase[0] = "cleaning up"  # further signals wait for this to finish
+        stop_server_groups(grace=1.0 if rc > 128 else 2.0)
+        # the published specs hold expanded ${VAR} values: they do not outlive the process
+        for folder in (state_dir, made_metrics_dir):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+        for sig, handler in originals.items():
+            signal.signal(sig, handler)
+    return rc

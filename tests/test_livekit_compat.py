@@ -1,0 +1,177 @@
+"""livekit_compat holds every private livekit/mcp part voice-runtime uses.
+
+Two promises: each part it relies on still exists in the installed livekit-agents
+and mcp (so an upgrade that removes one fails here, not silently in production),
+and no other module of the package reaches into livekit or mcp privately.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import inspect
+from pathlib import Path
+
+import pytest
+
+from voice_runtime import livekit_compat
+
+RUNTIME = Path(livekit_compat.__file__).parent
+
+
+# -- each private part still exists and does what the accessor expects -------------------
+
+
+async def test_an_agent_servers_executors_are_listed_and_its_idle_ones_can_be_taken() -> None:
+    """``server._proc_pool.processes`` and ``._warmed_proc_queue`` (hurried stop, recycling)."""
+    from livekit.agents import AgentServer, JobExecutorType
+
+    async def entrypoint(_ctx: object) -> None:
+        pass
+
+    server = AgentServer(job_executor_type=JobExecutorType.THREAD, num_idle_processes=1, host="127.0.0.1", port=0)
+    server.rtc_session(entrypoint, agent_name="compat-probe")
+    run = asyncio.create_task(server.run(devmode=False, unregistered=True))
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        idle: list[object] = []
+        while not idle and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            if livekit_compat.job_executors(server):
+                idle = livekit_compat.take_idle_executors(server)
+        assert len(idle) == 1, "livekit's pool no longer exposes its idle executors"
+        assert idle[0] in livekit_compat.job_executors(server)
+        await idle[0].aclose()
+    finally:
+        await server.aclose()
+        await asyncio.wait_for(run, timeout=20)
+
+
+def test_a_job_process_can_still_be_killed() -> None:
+    """What a hurried stop calls on each executor (a process; threads cannot be killed)."""
+    from livekit.agents.ipc.job_proc_executor import ProcJobExecutor
+
+    assert inspect.iscoroutinefunction(ProcJobExecutor.kill)
+    assert isinstance(inspect.getattr_static(ProcJobExecutor, "started"), property)
+
+
+def test_livekit_still_counts_child_processes_through_the_function_serve_shares() -> None:
+    """``telemetry.metrics._update_child_proc_count``, looked up on the module at each call."""
+    from livekit.agents import worker
+    from livekit.agents.telemetry import metrics
+
+    assert callable(getattr(metrics, "_update_child_proc_count", None))
+    assert "telemetry.metrics._update_child_proc_count" in inspect.getsource(worker)
+    livekit_compat.share_child_process_count()
+    livekit_compat.share_child_process_count()  # idempotent: wrapped once
+    shared = metrics._update_child_proc_count
+    assert getattr(shared, "shared_by_voice_runtime", False)
+    shared()
+    shared()  # the second call within 0.5 s walks nothing
+
+
+def test_a_function_tools_undecorated_function_is_reachable() -> None:
+    """``FunctionTool._func``: plugin tools are traced and called through it."""
+    from livekit.agents import function_tool
+
+    async def lookup(city: str) -> str:
+        """Look a city up."""
+        return city
+
+    tool = function_tool(lookup)
+    assert livekit_compat.tool_function(tool) is lookup
+
+
+def test_agent_session_errors_still_pass_through_the_method_the_hook_overrides() -> None:
+    """``AgentSession._on_error``, called by the activity for every model error."""
+    from livekit.agents import AgentSession
+    from livekit.agents.voice.agent_activity import AgentActivity
+
+    hooked = livekit_compat.session_with_error_hook()
+    assert hooked is not AgentSession and issubclass(hooked, AgentSession)
+    assert "_on_error" in vars(AgentSession)
+    assert "self._session._on_error(error)" in inspect.getsource(AgentActivity._on_error)
+
+
+async def test_an_agent_sessions_activity_exposes_its_agent_and_realtime_session() -> None:
+    """``AgentSession._activity``, ``AgentActivity.agent`` and ``.realtime_llm_session``."""
+    from livekit.agents import AgentSession
+    from livekit.agents.voice.agent_activity import AgentActivity
+
+    session = AgentSession()
+    assert "_activity" in vars(session)  # None until started
+    assert livekit_compat.active_agent(session) is None
+    assert livekit_compat.realtime_session(session) is None
+    assert isinstance(inspect.getattr_static(AgentActivity, "agent"), property)
+    assert isinstance(inspect.getattr_static(AgentActivity, "realtime_llm_session"), property)
+
+
+def test_the_mcp_stdio_client_still_reads_through_the_replaceable_text_stream() -> None:
+    """``mcp.client.stdio.TextReceiveStream``, looked up on the module at each connection."""
+    import mcp.client.stdio as sdk
+
+    assert livekit_compat.stdio_text_stream() is sdk.TextReceiveStream
+    assert "TextReceiveStream(process.stdout" in inspect.getsource(sdk.stdio_client)
+
+
+# -- nobody else reaches in -------------------------------------------------------------
+
+# private attributes read outside livekit_compat, each with the reason it is not
+# a livekit or mcp private: (file relative to runtime/, expression)
+ALLOWED = {
+    ("plugin_trial.py", "os._exit"): "the standard library's, documented",
+    ("plugin_trial.py", "sys._getframe"): "the standard library's, documented",
+    ("plugin_trial.py", "sys._current_frames"): "the standard library's, documented",
+}
+
+
+def _private_reads(path: Path) -> list[tuple[int, str]]:
+    """``x._name`` (x not self or cls), ``getattr(x, "_name")``, and attributes set on
+    an imported livekit or mcp module or class (monkeypatching its internals)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.asname or a.name.split(".")[0] for a in node.names
+                         if a.name.split(".")[0] in ("livekit", "mcp")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("livekit", "mcp"):
+            imported |= {a.asname or a.name for a in node.names}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append((node.lineno, ast.unparse(node)))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in ("getattr", "hasattr", "setattr") and len(node.args) >= 2
+              and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
+              and node.args[1].value.startswith("_") and not node.args[1].value.startswith("__")):
+            found.append((node.lineno, ast.unparse(node)))
+        elif isinstance(node, (ast.Assign, ast.AugAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
+                        and target.value.id in imported:
+                    found.append((node.lineno, ast.unparse(target)))
+    return found
+
+
+def test_no_module_but_livekit_compat_reads_a_private_livekit_or_mcp_attribute() -> None:
+    offenders = []
+    for path in sorted(RUNTIME.rglob("*.py")):
+        rel = path.relative_to(RUNTIME).as_posix()
+        if rel == "livekit_compat.py":
+            continue
+        offenders += [f"runtime/{rel}:{line}: {expr}" for line, expr in _private_reads(path)
+                      if (rel, expr) not in ALLOWED]
+    assert not offenders, "move these into runtime/livekit_compat.py:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("x = server._proc_pool\n", ["server._proc_pool"]),
+    ("x = getattr(session, '_activity', None)\n", ["getattr(session, '_activity', None)"]),
+    ("import mcp.client.stdio as sdk\nsdk.TextReceiveStream = object\n", ["sdk.TextReceiveStream"]),
+    ("self._mine = 1\nx = cls._also_mine\ny = obj.__class__\n", []),
+])
+def test_the_private_access_check_finds_what_it_should(tmp_path: Path, source: str, expected: list[str]) -> None:
+    path = tmp_path / "probe.py"
+    path.write_text(source)
+    assert [expr for _, expr in _private_reads(path)] == expected
