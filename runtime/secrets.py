@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 MIN_LENGTH = 4  # shorter values ("en", "1") would blot out ordinary words
 MASK = "**********"  # pydantic's own mask, for a secret field written literally
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-_VAR_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+_VAR_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # credentials providers read from the environment when a spec gives no api_key
 _CREDENTIAL_ENV = re.compile(r"(?:^|_)(?:API_?KEY|API_SECRET|SECRET|TOKEN|PASSWORD)$")
 _MIN_ENV_LENGTH = 8  # the environment holds short flags ("1", "true") under such names too
@@ -65,20 +65,24 @@ def _lookup(data: Any, path: str) -> Any:
 
 def _pieces(template: str, value: str) -> list[tuple[str, str]]:
     """``("Bearer ${TOKEN}", "Bearer abc")`` -> ``[("abc", "${TOKEN}")]``: each variable's
-    part of an expanded value (the whole value if the template does not match it)."""
-    names: list[str] = []
+    part of an expanded value (the whole value if the template does not match it). A
+    part that is the default written in the template is no secret: it is in the file,
+    and redacting it would garble the template text that status output shows."""
+    names: list[tuple[str, str | None]] = []
     pattern, last = "", 0
     for match in _VAR_REF.finditer(template):
         pattern += re.escape(template[last:match.start()])
         if match.group(1):
             pattern += "(.*?)"
-            names.append(f"${{{match.group(1)}}}")
+            names.append((f"${{{match.group(1)}}}", match.group(2)))
         else:
             pattern += re.escape("$")
         last = match.end()
     pattern += re.escape(template[last:])
     found = re.fullmatch(pattern, value, re.DOTALL)
-    return list(zip(found.groups(), names)) if found else [(value, template)]
+    if not found:
+        return [(value, template)]
+    return [(piece, shown) for piece, (shown, default) in zip(found.groups(), names) if piece != default]
 
 
 def _secret_fields(value: Any, out: dict[str, str], path: str = "") -> None:

@@ -276,3 +276,31 @@ def test_serve_logs_status_and_metrics_never_show_any_shape_of_a_secret(
             assert_no_shape_of_a_canary(serve.get(path)[1], path)
         assert serve.stop() == 0
         assert_no_shape_of_a_canary(serve.output(), f"serve's {log_format} log at debug")
+
+
+def test_a_default_written_in_the_spec_is_shown_as_written_not_garbled(tmp_path: Path) -> None:
+    """A value that came from `${VAR:-default}` with VAR unset is the spec's own text,
+    not a secret: redacting it turned the template shown by `check` and /status into
+    `${VAR:-${VAR}}`. A value the environment gave is still redacted."""
+    agents = tmp_path / "agents.d"
+    write(agents / "desk.yaml", """\
+apiVersion: voice-runtime/v1
+instructions: You look things up.
+pipeline:
+  llm: {provider: openai, model: gpt-4o-mini, api_key: sk-test}
+  text_only: true
+mcp_servers:
+  search:
+    url: "${SEARCH_URL:-http://127.0.0.1:9/mcp}"
+    headers: {Authorization: "Bearer ${SEARCH_TOKEN:-public-demo-token}"}
+""")
+    unset = run_cli("check", "--offline", "--format", "json", agents, env={"SEARCH_URL": None, "SEARCH_TOKEN": None})
+    assert unset.rc == 0, unset.output
+    server = json.loads(unset.stdout)["agents"][0]["mcp_servers"]["search"]
+    assert server["target"] == "${SEARCH_URL:-http://127.0.0.1:9/mcp}"
+    given = run_cli("check", "--offline", "--format", "json", agents,
+                    env={"SEARCH_URL": "http://127.0.0.1:9/mcp?k=env-given-token-5521", "SEARCH_TOKEN": None})
+    assert given.rc == 0, given.output
+    assert "env-given-token-5521" not in given.output
+    assert json.loads(given.stdout)["agents"][0]["mcp_servers"]["search"]["target"] == \
+        "${SEARCH_URL:-http://127.0.0.1:9/mcp}"
