@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("voice_runtime.job")
 
 
+class SpeechUnavailable(ValueError):
+    """The spec's STT or TTS cannot be built; the message says why."""
+
+
 @dataclass
 class SpeechLoop:
     stt: Any
@@ -30,12 +34,17 @@ class SpeechLoop:
     @classmethod
     def build(cls, loaded: LoadedSpec, plugins: Plugins) -> SpeechLoop | None:
         """The spec's pipeline STT and TTS; None when it has none (realtime only,
-        ``text_only``)."""
+        ``text_only``). Raises SpeechUnavailable, in our words, for a provider
+        without its key (the SDKs' own errors come with a traceback)."""
         from .build import make_chain
+        from .check import missing_api_keys
 
         pipeline: Any = loaded.spec.pipeline
         if pipeline is None or pipeline.stt is None or pipeline.tts is None:
             return None
+        missing = [m for m in missing_api_keys(loaded, plugins.registry) if m.startswith(("pipeline.stt", "pipeline.tts"))]
+        if missing:
+            raise SpeechUnavailable(f"{loaded.name}: " + "; ".join(missing))
         vad = None
         if pipeline.vad is not None and len(pipeline.stt) > 1:
             from .build import make_provider

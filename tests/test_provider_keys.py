@@ -162,3 +162,28 @@ pipeline:
         assert key("LLM_KEY") in (state[0] / "agents" / "desk.json").read_text()  # what the job needs
         assert serve.stop() == 0
     assert not state[0].exists()
+
+
+def test_simulated_speech_without_an_stt_key_is_refused_in_our_words(tmp_path: Path, fakes: dict[str, object]) -> None:
+    """`"speech": true` for a pipeline whose Deepgram STT has no key: the report says
+    which provider and which variable, as `check` does, with no SDK traceback in the log."""
+    openai, deepgram, cartesia = fakes["openai"], fakes["deepgram"], fakes["cartesia"]
+    agents = tmp_path / "agents.d"
+    write(agents / "desk.yaml", f"""\
+apiVersion: voice-runtime/v1
+instructions: You answer.
+pipeline:
+  stt: {{provider: deepgram, base_url: "{deepgram.root_url}/v1/listen"}}
+  llm: {{provider: openai, base_url: "{openai.base_url}", api_key: sk-test}}
+  tts: {{provider: cartesia, voice: v1, base_url: "{cartesia.root_url}", api_key: ca-test}}
+""")
+    with Serve(agents, env={"DEEPGRAM_API_KEY": None}) as serve:
+        serve.wait_ready()
+        code, report = serve.post("/simulate?wait=1", json.dumps(
+            {"agent": "desk", "turns": ["hello"], "speech": True}).encode(), timeout=90)
+        assert code == 502, report
+        assert report["ok"] is False
+        assert report["error"] == "desk: pipeline.stt (deepgram) has no API key: set DEEPGRAM_API_KEY or api_key:"
+        serve.stop()
+        assert "Traceback" not in serve.output()
+    assert not deepgram.requests

@@ -128,11 +128,16 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
 
 async def _run_script(ctx: JobContext, runner: Any, script: dict[str, Any], report: dict[str, Any],
                       calls: list[dict[str, Any]]) -> None:
-    from ..loopback import SpeechLoop
+    from ..loopback import SpeechLoop, SpeechUnavailable
 
     await runner.start()
     # "speech": each turn also through the pipeline's own STT and TTS (see loopback)
-    speech = SpeechLoop.build(runner.loaded, runner.plugins) if script.get("speech") else None
+    try:
+        speech = SpeechLoop.build(runner.loaded, runner.plugins) if script.get("speech") else None
+    except SpeechUnavailable as exc:
+        report["ok"], report["error"] = False, str(exc)
+        log.error("job %s: simulated speech refused: %s", ctx.job.id, exc)
+        return
     if script.get("speech") and speech is None:
         log.warning("job %s: agent %s has no pipeline STT and TTS; simulated speech is text only",
                     ctx.job.id, runner.name)
