@@ -127,6 +127,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from voice_runtime.mcp.pool import McpPool
     from voice_runtime.mcp.toolset import call_tool, visible_tools
+    from voice_runtime.build import session_sinks
     from voice_runtime.tool_calls import CallRecorder
 
     log_tool_calls_like_serve()
@@ -161,7 +162,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         acquired = await pool.acquire(loaded)
         if acquired.unavailable:
             raise SystemExit(f"MCP servers did not come up: {acquired.unavailable}")
-        recorder = CallRecorder(loaded.name, "bench-session", plugins)
+        recorder = CallRecorder(loaded.name, "bench-session", session_sinks(plugins))
         tools = {t.server: t for t in visible_tools(acquired.connections)}  # local_echo, web_echo
         try:
             async with contextlib.AsyncExitStack() as raw:

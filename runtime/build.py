@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .mcp.connection import McpConnection
     from .plugins import Plugins
     from .spec.loader import LoadedSpec
+    from .tool_calls import Sink, ToolCallRecord
 
 log = logging.getLogger("voice_runtime.build")
 
@@ -48,6 +49,17 @@ def import_livekit_plugins() -> None:
             importlib.import_module(f"livekit.plugins.{module.name}")
         except Exception as exc:  # noqa: BLE001 - a broken optional plugin is not ours to fail on
             log.warning("livekit plugin %s failed to import: %s", module.name, exc)
+
+
+def session_sinks(plugins: Plugins) -> list[Sink]:
+    """Where a session's tool call records go: Prometheus and the plugins'
+    ``voice_runtime_tool_called`` hook (``notify``: an exporter's bug must not fail the call)."""
+    from .metrics import observe_tool_call
+
+    def tool_called(record: ToolCallRecord) -> None:
+        notify(plugins, "voice_runtime_tool_called", record=record)
+
+    return [observe_tool_call, tool_called]
 
 
 def make_provider(plugins: Plugins, kind: str, options: Any) -> Any:
@@ -228,7 +240,7 @@ class SessionRunner:
 
     def build_tools(self) -> list[Any]:
         if self.recorder is None:
-            self.recorder = CallRecorder(self.name, self.session_id, self.plugins, self.listeners)
+            self.recorder = CallRecorder(self.name, self.session_id, session_sinks(self.plugins), self.listeners)
         plugin = []
         for tool_name in self.loaded.spec.tools:
             registered = self.plugins.registry.tools[tool_name]

@@ -1,5 +1,6 @@
-"""Proof of execution: one record per tool call, to the log, to Prometheus, to the
-``voice_runtime_tool_called`` hook and to anyone watching the session (``chat``)."""
+"""Proof of execution: one record per tool call, to the log and to the sinks its
+builder passes in (Prometheus, the ``voice_runtime_tool_called`` hook), and the call
+as it happens to anyone watching the session (``chat``, a simulated call's report)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,17 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .plugins import Plugins
+from typing import Any
 
 log = logging.getLogger("voice_runtime.tools")
 _INFO = logging.INFO
 # Every tool call pays for what happens here (see benchmarks/tool_call_overhead.py):
 # the record is a flat dict copy, not dataclasses.asdict's recursive deep copy; the
 # log record is built only when INFO is on, without logging's per-call stack walk
-# (findCaller) for a call site that never moves; metrics and hooks are bound once.
+# (findCaller) for a call site that never moves; the sinks are bound once, by the builder.
 
 
 @dataclass(frozen=True)
@@ -93,18 +91,14 @@ class _RecordedCall:
         # None: the body's exception (if any) propagates
 
 
-_hooks: tuple[Callable[[ToolCallRecord], None], Callable[..., None]] | None = None
-
-
-def _bind_hooks() -> tuple[Callable[[ToolCallRecord], None], Callable[..., None]]:
-    """metrics (prometheus_client) and plugins, imported on the first call, not at import."""
-    global _hooks
-    if _hooks is None:
-        from .metrics import observe_tool_call
-        from .plugins import notify
-
-        _hooks = (observe_tool_call, notify)
-    return _hooks
+# What receives each finished call's record: Prometheus, the plugins'
+# ``voice_runtime_tool_called`` hook. Passed in by whoever builds the recorder, so
+# this module depends on nothing of the package (it sits below metrics and plugins).
+Sink = Callable[[ToolCallRecord], None]
+# What a session's event listeners receive: ("tool_call", ...) when a call starts and
+# ("tool_result", ...) when it ends, with the argument values and result text a
+# record deliberately leaves out (chat shows them; a simulated call reports them).
+Listener = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
@@ -113,8 +107,8 @@ class CallRecorder:
 
     agent: str
     session_id: str
-    plugins: Plugins | None = None
-    listeners: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
+    sinks: Sequence[Sink] = ()
+    listeners: list[Listener] = field(default_factory=list)
     records: list[ToolCallRecord] = field(default_factory=list)
 
     def call(self, *, server: str, tool: str, exposed_name: str, arguments: Any) -> _RecordedCall:
@@ -141,10 +135,8 @@ class CallRecorder:
         self.records.append(record)
         if log.isEnabledFor(_INFO):
             _log_call(record)
-        observe_tool_call, notify = _hooks or _bind_hooks()
-        observe_tool_call(record)
-        if self.plugins is not None:  # an exporter's bug must not fail the call
-            notify(self.plugins, "voice_runtime_tool_called", record=record)
+        for sink in self.sinks:
+            sink(record)
         for listener in self.listeners:
             listener("tool_result", {"tool": exposed_name, "outcome": outcome, "result": result,
                                      "latency_ms": record.latency_ms, "server": server})

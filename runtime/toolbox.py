@@ -56,7 +56,7 @@ class Toolbox:
 
 async def open_toolbox(loaded: LoadedSpec, plugins: Plugins, pool: McpPool) -> Toolbox:
     acquired = await pool.acquire(loaded)
-    recorder = CallRecorder(loaded.name, "cli")
+    recorder = CallRecorder(loaded.name, "cli", [_count])
     rows: list[ToolRow] = []
     registered_as: dict[int, str] = {}  # the plugin tool -> the name the spec lists
     plugin = []
@@ -79,6 +79,14 @@ async def open_toolbox(loaded: LoadedSpec, plugins: Plugins, pool: McpPool) -> T
     for line in warnings:
         log.warning("agent %s: %s", loaded.name, line)
     return Toolbox(rows, acquired, recorder, plan.withheld, warnings)
+
+
+def _count(record: ToolCallRecord) -> None:
+    # prometheus_client (about 0.1 s to import) only once a tool is really called:
+    # `tools` lists without it. The CLI's calls are counted, not sent to the plugins' hook.
+    from .metrics import observe_tool_call
+
+    observe_tool_call(record)
 
 
 def _plugin_parameters(lk_tool: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..secrets import SecretSet
-from .connection import McpConnection, McpUnavailable
+from . import pins
+from .connection import ConnState, McpConnection, McpUnavailable
 
 if TYPE_CHECKING:
     from ..spec.loader import LoadedSpec
@@ -28,42 +28,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("voice_runtime.mcp")
 
 
-def tool_lock_path(loaded: LoadedSpec) -> Path:
-    """``agents.d/support.yaml`` -> ``agents.d/support.tools.lock``."""
-    return loaded.path.with_suffix(".tools.lock")
-
-
-def read_tool_lock(loaded: LoadedSpec) -> dict[str, dict[str, str]] | None:
-    """server -> tool -> definition digest, as approved by `voice-runtime tools --lock`;
-    None when the spec has no lock. An unreadable lock approves nothing: the operator
-    asked for pinning, so a damaged file must not switch it off."""
-    path = tool_lock_path(loaded)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {str(s): {str(t): str(d) for t, d in tools.items()} for s, tools in data["servers"].items()}
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, AttributeError) as exc:
-        log.warning("unreadable tool lock %s (%s): no MCP tool of agent %s is approved until "
-                    "`voice-runtime tools --lock` rewrites it", path, exc, loaded.name)
-        return {}
-
-
 def write_tool_lock(loaded: LoadedSpec, connections: dict[str, McpConnection]) -> Path:
     """Approve every tool the servers list now. A server that is down keeps what the
     previous lock approved for it."""
-    from .connection import tool_digest
-
-    servers = {name: tools for name, tools in (read_tool_lock(loaded) or {}).items() if name in connections}
-    for name, conn in connections.items():
-        if conn.state == "up":
-            servers[name] = {}
-            for tool in conn.tools:
-                servers[name].setdefault(tool.name, tool_digest(tool))
-    data = {"agent": loaded.name, "servers": dict(sorted(servers.items()))}
-    path = tool_lock_path(loaded)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return path
+    return pins.write_tool_lock(
+        loaded, {name: conn.tools if conn.state is ConnState.UP else None for name, conn in connections.items()})
 
 
 def server_key(loaded: LoadedSpec, name: str) -> str:
@@ -110,10 +79,10 @@ class McpPool:
         if pending:
             await asyncio.gather(*(asyncio.shield(t) for t in pending), return_exceptions=True)
         acquired = Acquired({name: self._connections[key] for name, key in keys.items()},
-                            lock=read_tool_lock(loaded) if keys else None)
+                            lock=pins.read_tool_lock(loaded) if keys else None)
         for name, conn in acquired.connections.items():
-            if conn.state != "up":
-                acquired.unavailable[name] = conn.error or conn.state
+            if conn.state is not ConnState.UP:
+                acquired.unavailable[name] = conn.error or conn.state.value
         return acquired
 
     async def _start(self, conn: McpConnection) -> None:

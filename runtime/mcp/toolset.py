@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..terminal import printable
 from .connection import McpUnavailable
+from .pins import tool_digest
 
 if TYPE_CHECKING:
     from mcp.types import CallToolResult
@@ -123,8 +124,6 @@ def plan_tools(
     ``plugin_tools``: (source, livekit tool) pairs, in the spec's order; they win
     over MCP tools. ``lock``: the spec's tool lock (server -> tool -> digest), or
     None when there is none."""
-    from .connection import tool_digest
-
     withheld: list[Withheld] = []
     plugins: list[Any] = []
     plugin_names: dict[str, str] = {}  # exposed name -> source
@@ -142,7 +141,7 @@ def plan_tools(
         source = f"mcp:{server}"
         listed = _allowed(conn)
         counts = Counter(t.name for t in listed)
-        approved, since = _approved(conn, lock)
+        approved, since = conn.pins.approved(lock)
         reported: set[str] = set()
         for tool in listed:
             name = join_prefix(conn.server.prefix, tool.name)
@@ -215,17 +214,6 @@ def _q(name: str) -> str:
 def _invalid(name: str, server: str) -> str:
     return (f"tool {_q(name)} of MCP server {server} withheld: not a valid tool name for the model "
             "(1 to 64 letters, digits, _ or -)")
-
-
-def _approved(conn: McpConnection, lock: dict[str, dict[str, str]] | None) -> tuple[dict[str, str] | None, str]:
-    """The definitions approved for this server and since when, or None when tools
-    are not pinned. A lock file pins every server of its spec: a server it does not
-    name has no approved tools."""
-    if lock is not None:
-        return lock.get(conn.name, {}), "the tool lock was written"
-    if conn.server.pin_tools:
-        return conn.pinned, "it was first listed"
-    return None, ""
 
 
 def definition_size(tool: McpTool) -> int:
