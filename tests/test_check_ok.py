@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import REPO, run_cli, write
 
 EXAMPLES = REPO / "agents.d"
@@ -99,11 +100,29 @@ def test_version_option_prints_the_installed_version(tmp_path: Path) -> None:
     assert result.stdout == f"voice-runtime {VERSION}\n"
 
 
-def test_unknown_format_is_a_usage_error_with_exit_2() -> None:
-    result = run_cli("check", "agents.d", "--format", "xml", cwd=REPO)
+@pytest.mark.parametrize("args", [
+    ["check", "agents.d", "--format", "xml"],
+    ["plugins", "--format", "xml"],
+    ["tools", "agents.d", "--agent", "support", "--format", "xml"],
+], ids=["check", "plugins", "tools"])
+def test_unknown_format_is_a_usage_error_with_exit_2_naming_the_choices(args: list[str]) -> None:
+    result = run_cli(*args, cwd=REPO)
     assert result.rc == 2
-    assert "Invalid value for --format: must be text or json" in result.stderr
+    assert "Invalid value for '--format'" in result.stderr
+    assert "'xml' is not one of 'text', 'json'" in result.stderr
     assert result.stdout == ""
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [
+    ["tools", "agents.d", "--agent", "support", "--log-level", "loud"],
+    ["chat", "agents.d", "--agent", "support", "--log-level", "loud"],
+], ids=["tools", "chat"])
+def test_unknown_log_level_is_a_usage_error_with_exit_2_naming_the_levels(args: list[str]) -> None:
+    result = run_cli(*args, cwd=REPO)
+    assert result.rc == 2
+    assert "Invalid value for '--log-level'" in result.stderr
+    assert "'loud' is not one of 'debug', 'info', 'warning', 'error', 'critical'" in result.stderr
     assert "Traceback" not in result.output
 
 
