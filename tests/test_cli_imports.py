@@ -23,6 +23,10 @@ from helpers import CLI, REPO, child_env, write
 
 pytestmark = pytest.mark.timeout(120)
 
+# the examples' optional variables unset: their defaults are what ships
+SHIPPED_DEFAULTS: dict[str, str | None] = {v: None for v in (
+    "CARTESIA_VOICE", "SEARCH_MCP_URL", "SEARCH_TOKEN", "BACKUP_LLM_URL", "SUPPORT_TIMEZONE",
+    "VOICE_RUNTIME_DISABLE_PLUGINS")}
 SUPPORT = ["--agent", "support"]
 COMMANDS = {
     "check-offline": ["check", "agents.d", "--offline"],
@@ -46,7 +50,7 @@ def test_command_that_runs_no_session_never_imports_livekit(args: list[str]) -> 
     assert importlib.util.find_spec("livekit.agents") is not None  # not importing it is a choice
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "voice_runtime.cli", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=90,
-                          env=child_env({"SUPPORT_TIMEZONE": None, "VOICE_RUNTIME_DISABLE_PLUGINS": None}))
+                          env=child_env(SHIPPED_DEFAULTS))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     modules = imported_modules(proc.stderr)
     assert "voice_runtime.plugins" in modules  # the listing is there: an empty one would prove nothing
