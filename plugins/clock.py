@@ -1,7 +1,8 @@
 """Example local plugin: date and time tools that need no network.
 
 Drop a file like this into plugins/ and list its tools in a spec (`tools: [clock.now]`).
-livekit is imported inside the factories, so `voice-runtime check` stays fast.
+A factory returns plain functions: the model sees each one's name, docstring and
+typed parameters, and neither `check`, `tools` nor `call` needs to import livekit.
 """
 
 from __future__ import annotations
@@ -32,37 +33,25 @@ def days_until(date: str, today: dt.date | None = None) -> str:
     return f"{days} days from today" if days > 0 else f"{-days} days ago"
 
 
-def _now_tool() -> Any:
-    from livekit.agents import function_tool
+async def current_time(timezone: str) -> str:
+    """The current date and time in a time zone.
 
-    @function_tool
-    async def current_time(timezone: str) -> str:
-        """The current date and time in a time zone.
-
-        Args:
-            timezone: IANA time zone name, e.g. Europe/Paris or America/New_York.
-        """
-        return now_in(timezone)
-
-    return current_time
+    Args:
+        timezone: IANA time zone name, e.g. Europe/Paris or America/New_York.
+    """
+    return now_in(timezone)
 
 
-def _days_until_tool() -> Any:
-    from livekit.agents import function_tool
+async def count_days_until(date: str) -> str:
+    """How many days from today until a date (negative dates are in the past).
 
-    @function_tool
-    async def count_days_until(date: str) -> str:
-        """How many days from today until a date (negative dates are in the past).
-
-        Args:
-            date: the date, as YYYY-MM-DD.
-        """
-        return days_until(date)
-
-    return count_days_until
+    Args:
+        date: the date, as YYYY-MM-DD.
+    """
+    return days_until(date)
 
 
 @voice_runtime.hookimpl
 def voice_runtime_register_tools(register: Any) -> None:
-    register("clock.now", _now_tool, description="Current date and time in a time zone")
-    register("clock.days_until", _days_until_tool, description="Days from today until a date")
+    register("clock.now", lambda: current_time, description="Current date and time in a time zone")
+    register("clock.days_until", lambda: count_days_until, description="Days from today until a date")

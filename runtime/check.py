@@ -62,9 +62,9 @@ class CheckReport:
 async def probe_servers(report: CheckReport) -> list[ServerProbe]:
     """Connect to every MCP server of every spec, concurrently, once: the same
     handshake, allow-list, names and withheld tools a session would get (the
-    withheld ones are added to ``report``). Plugin tools are not built: their
-    names come from livekit function tools, and `check` does not import livekit;
-    a session renames an MCP tool that clashes with one (`tools` shows it)."""
+    withheld ones are added to ``report``). Plugin tool factories are not called
+    (one may import livekit, which `check` does not), so their names are unknown
+    here; a session renames an MCP tool that clashes with one (`tools` shows it)."""
     from .mcp.pool import McpPool
     from .mcp.toolset import plan_tools
 

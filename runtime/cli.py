@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from . import __version__
-from .serve.options import Executor, LogFormat
+from .choices import LogFormat, LogLevel, OutputFormat
+from .serve.options import Executor
 from .terminal import printable
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ PluginsOpt = Annotated[
     Optional[Path],
     typer.Option("--plugins", help="Folder of plugin files. Default: plugins/ beside the specs folder."),
 ]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="Output for people (text) or scripts (json).")]
 
 
 def _version(value: bool) -> None:
@@ -95,7 +97,7 @@ def load_plugins(agents_dir: Path | None, option: Path | None) -> Plugins:
 def check(
     agents_dir: AgentsDir,
     plugins: PluginsOpt = None,
-    format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    format: FormatOpt = OutputFormat.text,
     offline: Annotated[bool, typer.Option("--offline", help="Do not connect to the MCP servers.")] = False,
 ) -> None:
     """Validate every spec, connect to every MCP server, and print what will run,
@@ -109,16 +111,14 @@ def check(
 
     from .check import probe_servers, render_json, render_text, run_check
 
-    if format not in ("text", "json"):
-        raise typer.BadParameter("must be text or json", param_hint="--format")
     require_dir(agents_dir)
     secrets = _guard_output()
     report = run_check(agents_dir, load_plugins(agents_dir, plugins))
     secrets.add_specs(report.specs)
     if not report.errors and not offline:
-        _quiet_logging("error", secrets)  # the report says what failed; the SDK's own logs would repeat it
+        _quiet_logging(LogLevel.error, secrets)  # the report says what failed; the SDK's own logs would repeat it
         report.servers = asyncio.run(probe_servers(report))
-    typer.echo(render_json(report) if format == "json" else render_text(report))
+    typer.echo(render_json(report) if format is OutputFormat.json else render_text(report))
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -141,7 +141,7 @@ def schema(
 @app.command("plugins")
 def plugins_cmd(
     plugins: PluginsOpt = None,
-    format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    format: FormatOpt = OutputFormat.text,
 ) -> None:
     """List loaded plugins, where each came from, and what it registered."""
     loaded = load_plugins(None, plugins)
@@ -156,7 +156,7 @@ def plugins_cmd(
         for info in loaded.loaded
     ]
     problems = [str(e) for e in loaded.errors] + [str(p) for p in registry.problems]
-    if format == "json":
+    if format is OutputFormat.json:
         typer.echo(json.dumps({"plugins": rows, "disabled": loaded.disabled, "errors": problems}, indent=2))
     else:
         from .check import table
@@ -204,10 +204,10 @@ def _pick_agent(agents_dir: Path, plugins: Plugins, agent: str, secrets: SecretS
     raise typer.Exit(2)
 
 
-def _quiet_logging(level: str, secrets: SecretSet) -> None:
+def _quiet_logging(level: LogLevel, secrets: SecretSet) -> None:
     from .logs import setup_logging
 
-    setup_logging("short", level, secrets)
+    setup_logging("short", level.value, secrets)
 
 
 AgentOpt = Annotated[str, typer.Option("--agent", "-a", help="Agent name (see `check`).")]
@@ -220,12 +220,12 @@ def _ours_only(record: logging.LogRecord) -> bool:
     return record.name.startswith("voice_runtime")
 
 
-def _session_logging(log_level: str | None, verbose: bool, secrets: SecretSet) -> None:
+def _session_logging(log_level: LogLevel | None, verbose: bool, secrets: SecretSet) -> None:
     """By default a conversation shows voice-runtime's own one-line warnings and
     errors: an unreachable LLM made livekit log about 20 retry warnings and two
     tracebacks before our sentence. ``-v`` adds the libraries' warnings;
     ``--log-level`` shows everything from that level on."""
-    _quiet_logging(log_level or "warning", secrets)
+    _quiet_logging(log_level or LogLevel.warning, secrets)
     if log_level is None and not verbose:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_ours_only)
@@ -249,8 +249,9 @@ def chat(
     agent: AgentOpt,
     plugins: PluginsOpt = None,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON event per line (user, tool_call, tool_result, reply, error).")] = False,
-    log_level: Annotated[Optional[str], typer.Option("--log-level", help="Log level on stderr, for every library "
-                                                     "(default: voice-runtime's warnings only).")] = None,
+    log_level: Annotated[Optional[LogLevel], typer.Option("--log-level", case_sensitive=False,
+                                                          help="Log level on stderr, for every library "
+                                                          "(default: voice-runtime's warnings only).")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Talk to an agent in text: no LiveKit server, no audio. Tool calls show inline.
@@ -296,10 +297,11 @@ def tools(
     agents_dir: AgentsDir,
     agent: AgentOpt,
     plugins: PluginsOpt = None,
-    format: Annotated[str, typer.Option("--format", help="text or json.")] = "text",
+    format: FormatOpt = OutputFormat.text,
     lock: Annotated[bool, typer.Option("--lock", help="Write <spec>.tools.lock: the tool definitions seen now are "
                                        "the approved ones; a later change withholds the tool.")] = False,
-    log_level: LogLevelOpt = "error",
+    log_level: Annotated[LogLevel, typer.Option("--log-level", case_sensitive=False, help="Log level on stderr.")]
+    = LogLevel.error,
 ) -> None:
     """List the tools the agent's model will see and where each comes from.
 
@@ -310,8 +312,6 @@ def tools(
 
     from .toolbox import open_toolbox
 
-    if format not in ("text", "json"):
-        raise typer.BadParameter("must be text or json", param_hint="--format")
     secrets = _guard_output()
     _quiet_logging(log_level, secrets)
     loaded_plugins = load_plugins(agents_dir, plugins)
@@ -334,7 +334,7 @@ def tools(
 
     box = asyncio.run(main())
     unavailable = box.acquired.unavailable
-    if format == "json":
+    if format is OutputFormat.json:
         typer.echo(json.dumps({"agent": loaded.name, "tools": [r.as_dict() for r in box.rows],
                                "withheld": [w.as_dict() for w in box.withheld],
                                "unavailable": unavailable}, indent=2))
@@ -385,7 +385,7 @@ def call(
     if not isinstance(arguments, dict):
         raise typer.BadParameter("must be a JSON object, e.g. '{\"city\": \"Paris\"}'", param_hint="--args")
     secrets = _guard_output()
-    _quiet_logging("error", secrets)
+    _quiet_logging(LogLevel.error, secrets)
     loaded_plugins = load_plugins(agents_dir, plugins)
     loaded = _pick_agent(agents_dir, loaded_plugins, agent, secrets)
 
@@ -453,7 +453,7 @@ def serve(
     unregistered: Annotated[bool, typer.Option("--unregistered", help="Do not connect to LiveKit (development and tests).")] = False,
     simulate: Annotated[bool, typer.Option("--simulate", help="Enable POST /simulate: text-only calls with no LiveKit server.")] = False,
     simulate_from_anywhere: Annotated[bool, typer.Option("--simulate-from-anywhere", help="Accept POST /simulate from other hosts, not only this machine.")] = False,
-    log_format: Annotated[LogFormat, typer.Option("--log-format", help="text or json.")] = LogFormat.TEXT,
+    log_format: Annotated[LogFormat, typer.Option("--log-format", help="text or json.")] = LogFormat.text,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Serve every spec as its own LiveKit agent; reload on change; one operator port.

@@ -41,8 +41,11 @@ def voice_runtime_register_tools(register: ToolRegistrar) -> None:
     """Called once per plugin manager, when the registry is built.
 
     Call ``register(name, factory, description=...)`` for each tool a spec may list
-    under ``tools:``. ``factory()`` returns a livekit function tool or a list of them
-    and is only called when an agent is built, so ``check`` never imports livekit.
+    under ``tools:``. ``factory()`` returns a plain function (its name, docstring and
+    typed parameters are what the model sees, as with livekit's ``function_tool``)
+    or a livekit function tool, or a list of them. It is called when an agent is
+    built or by ``tools``/``call``, never by ``check``; plain functions keep
+    ``tools`` and ``call`` from importing livekit.
     A duplicate name is an error naming both plugins.
     """
 

@@ -5,14 +5,13 @@ has a direct answer."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .livekit_compat import tool_function
 from .mcp.pool import Acquired, McpPool
-from .mcp.toolset import McpTool, ToolFailure, Withheld, as_text, call_tool, plan_tools, plugin_tools
+from .mcp.toolset import McpTool, ToolFailure, Withheld, call_tool, plan_tools
+from .plugin_functions import PluginFunction, plugin_functions
 from .tool_calls import CallRecorder, ToolCallRecord
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ class ToolRow:
     original: str  # as the server or plugin names it
     description: str
     parameters: dict[str, Any]
-    target: Any  # McpTool, or the (traced) livekit function tool
+    target: McpTool | PluginFunction
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "original": self.original,
@@ -58,20 +57,12 @@ async def open_toolbox(loaded: LoadedSpec, plugins: Plugins, pool: McpPool) -> T
     acquired = await pool.acquire(loaded)
     recorder = CallRecorder(loaded.name, "cli", [_count])
     rows: list[ToolRow] = []
-    registered_as: dict[int, str] = {}  # the plugin tool -> the name the spec lists
-    plugin = []
-    for tool_name in loaded.spec.tools:
-        registered = plugins.registry.tools[tool_name]
-        for lk_tool in plugin_tools(registered, recorder):
-            registered_as[id(lk_tool)] = tool_name
-            plugin.append((f"plugin:{registered.plugin}", lk_tool))
+    # described and called without livekit: `tools` and `call` do not import it
+    plugin = [(f.source, f) for name in loaded.spec.tools for f in plugin_functions(plugins.registry.tools[name])]
     up = {name: conn for name, conn in acquired.connections.items() if conn.state == "up"}
     plan = plan_tools(up, plugin_tools=plugin, lock=acquired.lock)
-    sources = {id(t): source for source, t in plugin}
-    for lk_tool in plan.plugin:
-        info = lk_tool.info
-        rows.append(ToolRow(info.name, sources[id(lk_tool)], registered_as[id(lk_tool)], info.description or "",
-                            _plugin_parameters(lk_tool), lk_tool))
+    for f in plan.plugin:
+        rows.append(ToolRow(f.name, f.source, f.registered, f.description, _plugin_parameters(f), f))
     for tool in plan.mcp:
         rows.append(ToolRow(tool.exposed, f"mcp:{tool.server}", tool.tool.name, tool.tool.description or "",
                             tool.parameters, tool))
@@ -89,11 +80,9 @@ def _count(record: ToolCallRecord) -> None:
     observe_tool_call(record)
 
 
-def _plugin_parameters(lk_tool: Any) -> dict[str, Any]:
-    from livekit.agents.llm.utils import build_legacy_openai_schema
-
+def _plugin_parameters(f: PluginFunction) -> dict[str, Any]:
     try:
-        return build_legacy_openai_schema(lk_tool, internally_tagged=True).get("parameters", {})
+        return f.parameters
     except Exception:  # noqa: BLE001 - only for display
         return {}
 
@@ -105,11 +94,7 @@ async def call_row(row: ToolRow, arguments: dict[str, Any], recorder: CallRecord
         if isinstance(row.target, McpTool):
             text = await call_tool(row.target, arguments, recorder)
         else:
-            func = tool_function(row.target)
-            result = func(**arguments)
-            if inspect.isawaitable(result):
-                result = await result
-            text = as_text(result)
+            text = await row.target.call(arguments, recorder)
     except ToolFailure:
         raise
     except TypeError as exc:  # wrong arguments for a plugin function

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..plugin_functions import as_text
 from ..terminal import printable
 from .connection import McpUnavailable
 from .pins import tool_digest
@@ -121,14 +122,14 @@ def plan_tools(
     livekit raises (and every session dies) on a name listed twice, and OpenAI
     refuses a request whose tool names or size are out of bounds; so a tool that
     would cause either is withheld with a reason naming the servers involved.
-    ``plugin_tools``: (source, livekit tool) pairs, in the spec's order; they win
+    ``plugin_tools``: (source, livekit tool or PluginFunction) pairs, in the spec's order; they win
     over MCP tools. ``lock``: the spec's tool lock (server -> tool -> digest), or
     None when there is none."""
     withheld: list[Withheld] = []
     plugins: list[Any] = []
     plugin_names: dict[str, str] = {}  # exposed name -> source
     for source, lk_tool in plugin_tools:
-        name = lk_tool.info.name
+        name = _plugin_info(lk_tool).name
         if name in plugin_names:
             withheld.append(Withheld("duplicate", source, name, name, (
                 f"tool {_q(name)} of {source} withheld: {plugin_names[name]} already provides a tool of that name")))
@@ -221,8 +222,14 @@ def definition_size(tool: McpTool) -> int:
                            "parameters": tool.parameters}, default=str))
 
 
+def _plugin_info(tool: Any) -> Any:
+    """What holds a plugin tool's name and description: a livekit tool's ``info``,
+    or the PluginFunction itself (`tools` and `call` plan without livekit)."""
+    return getattr(tool, "info", tool)
+
+
 def _plugin_size(lk_tool: Any) -> int:
-    info = lk_tool.info
+    info = _plugin_info(lk_tool)
     return len(info.name) + len(getattr(info, "description", "") or "") + 200
 
 
@@ -293,9 +300,13 @@ def _function_tool(tool: McpTool, recorder: CallRecorder) -> Any:
 
 
 def plugin_function_tools(tool: PluginTool) -> list[Any]:
-    """The livekit tools a plugin's factory returns."""
-    made = tool.factory()
-    return list(made) if isinstance(made, (list, tuple)) else [made]
+    """The livekit tools a plugin's factory returns; a plain function becomes one
+    through livekit's ``function_tool`` (name, docstring and signature)."""
+    from livekit.agents.llm import function_tool
+
+    from ..plugin_functions import is_livekit_tool, made_by
+
+    return [t if is_livekit_tool(t) else function_tool(t) for t in made_by(tool)]
 
 
 def plugin_tools(tool: PluginTool, recorder: CallRecorder) -> list[Any]:
@@ -320,11 +331,6 @@ def _traced(lk_tool: Any, server: str, recorder: CallRecorder) -> Any:
             return result
 
     return type(lk_tool)(traced, lk_tool.info)
-
-
-def as_text(result: Any) -> str:
-    """What a plugin tool returned, as the model receives it."""
-    return result if isinstance(result, str) else json.dumps(result, default=str)
 
 
 def _jsonable(value: Any) -> bool:

@@ -7,19 +7,14 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..choices import LogFormat
+
 
 class Executor(str, enum.Enum):
     """Where a call runs: livekit's JobExecutorType, spelled as on the command line."""
 
     PROCESS = "process"  # one process per call (livekit's default)
     THREAD = "thread"  # a thread of the serve process; jobs share serve's MCP pool
-
-
-class LogFormat(str, enum.Enum):
-    """serve's log lines: for people, or one JSON object per line for collectors."""
-
-    TEXT = "text"
-    JSON = "json"
 
 
 @dataclass(frozen=True)
