@@ -5,6 +5,7 @@ smoke test (the real openai plugin against the fake LLM, a real MCP server)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -208,3 +209,39 @@ def test_simulate_wait_reports_a_refused_session_as_an_error(agents: Path, fake_
                                           "command not found: /nonexistent/billing-mcp"), report
         assert report["turns"] == []
         assert fake_openai.chat_requests == []
+
+
+def test_malformed_requests_are_logged_once_per_interval_without_tracebacks(agents: Path, fake_openai: FakeOpenAI) -> None:
+    """aiohttp logged each malformed request (an HTTP/2 preface, a header line over
+    its limit) with a traceback at ERROR: 300 such connections wrote 164 KB in under
+    a second."""
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        before = len(serve.output())
+        bad = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"]
+        for i in range(300):  # half of them hung up on at once
+            with socket.create_connection(("127.0.0.1", serve.port), timeout=5) as sock:
+                with contextlib.suppress(OSError):
+                    sock.sendall(bad[i % 2])
+                if i % 2:
+                    with contextlib.suppress(OSError):
+                        sock.recv(1024)
+        assert _healthz_within(serve, 1.0)
+        logged = serve.output()[before:]
+        assert "Traceback" not in logged
+        assert logged.count("aiohttp.server") == 1, logged[-2000:]
+        assert len(logged) < 2000
+
+
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(agents: Path, fake_openai: FakeOpenAI) -> None:
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", serve.port), timeout=10) as sock:
+            sock.sendall(b"POST /simulate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 99999999999\r\n\r\n{")
+            answer = sock.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 413"), answer
+        assert time.monotonic() - started < 2  # not after the body timeout

@@ -122,3 +122,57 @@ def test_sigterm_during_start_up_leaves_no_temp_folder(tmp_path: Path, agents: P
     assert list(scratch.glob("voice-runtime-*")) == []
     assert "stopped while starting" in serve.output()  # livekit's import alone takes over a second
     assert "Traceback" not in serve.output()
+
+
+def test_sigusr1_and_sigusr2_are_logged_and_ignored_and_sigquit_stops_cleanly(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    """SIGUSR1/SIGUSR2 used to end serve at once (their default), leaving the state
+    folder with expanded values and orphaned MCP servers. SIGQUIT stops like SIGTERM."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    record = _desk_with_a_stubborn_server(tmp_path, agents, fake_openai)
+    with Serve(agents, env={"TMPDIR": str(scratch), "PROMETHEUS_MULTIPROC_DIR": None}) as serve:
+        serve.wait_ready()
+        serve.wait_for(lambda: read_events(record), message="serve's warm MCP server")
+        pids = _stubborn_server_pids(record)
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
+            serve.proc.send_signal(sig)
+            serve.wait_for(lambda sig=sig: f"{sig.name} ignored" in serve.output(), message=f"{sig.name} logged")
+        assert serve.proc.poll() is None
+        assert serve.get("/healthz")[0] == 200
+        assert serve.stop(signal.SIGQUIT) == 0
+    assert wait_gone(pids, timeout=2.0), [p for p in pids if pid_alive(p)]
+    assert list(scratch.glob("voice-runtime-*")) == []
+    assert "Traceback" not in serve.output()
+
+
+def test_a_second_signal_while_a_calls_process_is_still_starting_does_not_start_the_call_after_all(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    """With no idle process, a call waits for one to start. A second stop signal then
+    used to kill the starting process, and livekit started another that ran the whole
+    call, long after serve was told to stop at once. (SIGTERM: livekit ignores SIGINT
+    process-wide while it starts a job process, so its children inherit that; a
+    Ctrl-C in that window is lost, see the README's signals table.)"""
+    import threading
+
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        body = json.dumps({"agent": "desk", "turns": ["first", "second", "third"], "gap_s": 5}).encode()
+        posting = threading.Thread(target=serve.post, args=("/simulate?wait=1", body), kwargs={"timeout": 60},
+                                   daemon=True)
+        posting.start()
+        time.sleep(0.5)  # the job's process is being started (--idle-processes 0)
+        serve.proc.send_signal(signal.SIGTERM)
+        serve.wait_for(lambda: "stopping: draining" in serve.output(), message="the drain")
+        serve.proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        try:
+            rc = serve.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"serve still running after the second SIGTERM\n{serve.output()[-3000:]}") from None
+        assert rc == 128 + signal.SIGTERM
+        assert time.monotonic() - started < 8
+        assert system_prompts_for(fake_openai, "third") == []

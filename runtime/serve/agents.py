@@ -142,11 +142,15 @@ class Agents:
         self.draining.add(name)
         try:
             await self._drain(worker)
+            # livekit gives each job process 10 s to acknowledge its shutdown
+            closing = asyncio.ensure_future(worker.server.aclose())
             if self.hurry.is_set():
+                # closing first: a closed pool starts no process, so a call whose job
+                # process was still starting is not started again on a fresh one
+                await asyncio.sleep(0)
                 await _kill_jobs(worker.server)
             with contextlib.suppress(Exception):
-                # livekit gives each job process 10 s to acknowledge its shutdown
-                await asyncio.wait_for(worker.server.aclose(), timeout=3.0 if self.hurry.is_set() else None)
+                await asyncio.wait_for(closing, timeout=3.0 if self.hurry.is_set() else None)
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(worker.task, timeout=10)
         finally:
@@ -214,8 +218,8 @@ async def _kill_jobs(server: Any) -> None:
     orphaned to serve (see children.py) and stopped before it exits."""
     for proc in livekit_compat.job_executors(server):
         kill = getattr(proc, "kill", None)
-        if kill is None or not getattr(proc, "started", True):
-            continue
+        if kill is None:
+            continue  # a process still starting is killed too: its call must not begin
         with contextlib.suppress(Exception):
             await asyncio.wait_for(kill(), timeout=2.0)
 

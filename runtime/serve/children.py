@@ -70,6 +70,27 @@ def kill_server_groups() -> int:
     return len(groups)
 
 
+def kill_job_processes() -> int:
+    """SIGKILL every descendant that shares serve's session: job processes, the
+    forkserver that starts them, a process still starting (a hurried stop). The
+    resource tracker is spared: it frees what the killed processes leave behind."""
+    import psutil
+
+    killed = 0
+    mine = os.getsid(0)
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return 0
+    for child in children:
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getsid(child.pid) != mine or "resource_tracker" in " ".join(child.cmdline()):
+                continue
+            child.kill()
+            killed += 1
+    return killed
+
+
 def stop_server_groups(grace: float = 2.0) -> int:
     """SIGTERM every such group, SIGKILL what is left after ``grace`` seconds, and
     reap what was ours. Returns how many groups had to be stopped."""

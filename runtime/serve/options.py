@@ -7,8 +7,6 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..choices import LogFormat
-
 
 class Executor(str, enum.Enum):
     """Where a call runs: livekit's JobExecutorType, spelled as on the command line."""

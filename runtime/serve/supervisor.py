@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from ..secrets import SecretSet
     from .options import ServeOptions
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
 log = logging.getLogger("voice_runtime.serve")
 
 
@@ -50,6 +53,7 @@ class Supervisor:
         self._lock = asyncio.Lock()  # reloads and registrations never overlap
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()  # a second stop signal: calls are cut, not drained
+        self._killer: asyncio.Future[None] | None = None
         self.pending_stop = False  # a stop signal arrived before run() listened for them
         self.exit_code = 0
         self._signal_reloads: set[asyncio.Task[Any]] = set()
@@ -109,6 +113,17 @@ class Supervisor:
                         sum(self.agents.sessions_active(n) for n in self.agents.workers))
             self.exit_code = 128 + signum
             self._hurry.set()
+            self._killer = asyncio.ensure_future(self._kill_jobs_until_exit())
+
+    async def _kill_jobs_until_exit(self) -> None:
+        """A hurried stop ends every call now. Not only the job processes livekit
+        lists: one still starting is not listed yet, and livekit starts another
+        when it dies; so every job process is killed, and again until serve exits."""
+        from .children import kill_job_processes
+
+        while True:
+            kill_job_processes()
+            await asyncio.sleep(0.2)
 
     def request_reload(self) -> None:
         """SIGHUP: read the specs (and plugins) now, as Prometheus does; for changes
@@ -137,6 +152,8 @@ class Supervisor:
 
             kill_server_groups()
         await closing
+        if self._killer is not None:
+            self._killer.cancel()
 
     # -- reloads ------------------------------------------------------------------
 
@@ -264,8 +281,9 @@ class Supervisor:
 
 def _listen_for_signals(loop: asyncio.AbstractEventLoop, *, stop: Callable[[int], None],
                         reload: Callable[[], None]) -> Callable[[], None]:
-    """SIGTERM/SIGINT stop (a second one hurries), SIGHUP reloads. Returns the
-    function that puts the previous handlers back.
+    """SIGTERM/SIGINT/SIGQUIT stop (a second one hurries), SIGHUP reloads,
+    SIGUSR1/SIGUSR2 are logged and ignored (their default is to end the process
+    with no cleanup at all). Returns the function that puts the previous handlers back.
 
     Not loop.add_signal_handler, whose wake-up byte (and with it the signal) is
     dropped when the loop's self-pipe is full: with 1,000 agents livekit's executor
@@ -277,14 +295,23 @@ def _listen_for_signals(loop: asyncio.AbstractEventLoop, *, stop: Callable[[int]
     def on_hup(*_: Any) -> None:
         loop.call_soon_threadsafe(reload)
 
-    previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def on_ignored(signum: int, _: Any) -> None:
+        loop.call_soon_threadsafe(log.warning, "%s ignored (SIGTERM, SIGINT or SIGQUIT stop serve; SIGHUP reloads)",
+                                  signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, on_stop) for sig in STOP_SIGNALS}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
+    previous.update({sig: signal.signal(sig, on_ignored) for sig in IGNORED_SIGNALS})
 
     def restore() -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
     return restore
+
+
+def _ignore(*_: Any) -> None:
+    """SIGUSR1/SIGUSR2 while serve starts: nothing to do (see _listen_for_signals)."""
 
 
 class _StoppedWhileStarting(BaseException):
@@ -295,7 +322,7 @@ class _StoppedWhileStarting(BaseException):
 def _signals_held() -> Any:
     """Hold stop signals while a temporary folder is made and remembered, so a
     SIGTERM cannot land between the two and leave it behind."""
-    held = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    held = {*STOP_SIGNALS, signal.SIGHUP, *IGNORED_SIGNALS}
     signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         yield
@@ -336,8 +363,11 @@ def run_serve(options: ServeOptions, *, secrets: SecretSet | None = None) -> int
         if phase[0] == "running" and supervisor is not None:
             supervisor.pending_stop = True  # the loop is not listening yet (or any more)
 
-    originals = {sig: signal.signal(sig, early) for sig in (signal.SIGTERM, signal.SIGINT)}
+    originals = {sig: signal.signal(sig, early) for sig in STOP_SIGNALS}
     originals[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # start-up reads everything anyway
+    # a Python handler, not SIG_IGN: an ignored disposition would be inherited by
+    # every MCP server and job process serve starts
+    originals.update({sig: signal.signal(sig, _ignore) for sig in IGNORED_SIGNALS})
     made_metrics_dir: str | None = None
     state_dir: Path | None = None
     rc = 0
