@@ -163,10 +163,9 @@ class SpecLoader:
         if walker.fatal:
             return walker.errors
 
-        try:
-            self.plugins.hook.voice_runtime_adjust_spec_data(data=data, path=path)
-        except Exception as exc:
-            return [SpecError(file, message=f"a plugin's voice_runtime_adjust_spec_data raised {type(exc).__name__}: {exc}")]
+        failures = self.plugins.call_each("voice_runtime_adjust_spec_data", data=data, path=path)[1]
+        if failures:
+            return [SpecError(file, message=m) for m in failures]
 
         try:
             spec = self.model.model_validate(data, context={"tools": set(self.plugins.registry.tools)})
@@ -241,18 +240,25 @@ class SpecLoader:
         return LoadedSpec(path, name, spec, instructions, digest.hexdigest(), templates)
 
     def _plugin_problems(self, spec: AgentSpecBase, path: Path) -> list[tuple[KeyPath, str]]:
-        out: list[tuple[KeyPath, str]] = []
-        try:
-            results = self.plugins.hook.voice_runtime_check_spec(spec=spec, path=path)
-        except Exception as exc:
-            return [((), f"a plugin's voice_runtime_check_spec raised {type(exc).__name__}: {exc}")]
-        for problems in results:
-            for problem in problems or []:
+        results, failures = self.plugins.call_each("voice_runtime_check_spec", spec=spec, path=path)
+        out: list[tuple[KeyPath, str]] = [((), m) for m in failures]
+        for owner, problems in results:
+            if problems is None:
+                continue
+            bad = isinstance(problems, (str, bytes)) or not isinstance(problems, (list, tuple))
+            for problem in [] if bad else problems:
                 if isinstance(problem, tuple):
+                    if len(problem) != 2 or not isinstance(problem[0], str):
+                        bad = True
+                        continue
                     key, message = problem
                     out.append((tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", key) if p), str(message)))
                 else:
                     out.append(((), str(problem)))
+            if bad:  # the spec is not accepted on a check that could not run
+                out.append(((), f"{self.plugins.describe(owner)}: voice_runtime_check_spec returned "
+                                f"{type(problems).__name__} {_short(problems)}; expected None or a list of problems "
+                                "(messages or (key path, message) pairs)"))
         return out
 
     def _pydantic_error(self, file: str, data: Any, walker: _Walker, err: Any) -> SpecError:
@@ -608,6 +614,11 @@ def _too_deep_at(yaml: Any, text: str) -> Loc:
     except Exception:
         pass
     return (1, 1)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _pos(lc: Any) -> Loc:
