@@ -18,6 +18,8 @@ from . import __version__
 from .terminal import printable
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from .plugins import Plugins
     from .secrets import SecretSet
     from .spec.loader import LoadedSpec
@@ -267,9 +269,10 @@ def chat(
     loaded_plugins = load_plugins(agents_dir, plugins)
     loaded = _pick_agent(agents_dir, loaded_plugins, agent, secrets)
     _refuse_missing_keys(loaded, loaded_plugins, text_only=True)
-    printer = ChatPrinter(loaded.name, as_json=json_lines, echo_user=not sys.stdin.isatty())
+    printer = ChatPrinter(loaded.name, as_json=json_lines, out=sys.stdout, echo_user=not sys.stdin.isatty())
     runner = SessionRunner(loaded, loaded_plugins, text_only=True)
-    raise typer.Exit(asyncio.run(run_chat(runner, printer)))
+    with plugin_output():  # plugin tools run during the session; the printer keeps stdout
+        raise typer.Exit(asyncio.run(run_chat(runner, printer)))
 
 
 @app.command()
@@ -331,7 +334,8 @@ def tools(
         finally:
             await pool.aclose()
 
-    box = asyncio.run(main())
+    with plugin_output():  # plugin tool factories run while the toolbox is built
+        box = asyncio.run(main())
     unavailable = box.acquired.unavailable
     if format == "json":
         typer.echo(json.dumps({"agent": loaded.name, "tools": [r.as_dict() for r in box.rows],
@@ -350,6 +354,12 @@ def tools(
                        err=True)
     required_down = [s for s in unavailable if loaded.spec.mcp_servers[s].required]
     raise typer.Exit(1 if required_down else 0)
+
+
+def plugin_output() -> AbstractContextManager[object]:
+    from .plugins import plugin_output
+
+    return plugin_output()
 
 
 def _one_line(text: str, width: int) -> str:
@@ -393,7 +403,8 @@ def call(
 
         pool = McpPool(retry_in_background=False)
         try:
-            box = await open_toolbox(loaded, loaded_plugins, pool)
+            with plugin_output():
+                box = await open_toolbox(loaded, loaded_plugins, pool)
             row = box.find(tool)
             if row is None:
                 known = ", ".join(r.name for r in box.rows) or "none"
@@ -406,7 +417,8 @@ def call(
             if not json_out:
                 typer.echo(printable(f"-> {row.source}: {row.original} {json.dumps(arguments)}"), err=True)
             try:
-                text, failure = (await call_row(row, arguments, box.recorder))[0], None
+                with plugin_output():  # a plugin tool's prints are not its result
+                    text, failure = (await call_row(row, arguments, box.recorder))[0], None
             except ToolFailure as exc:
                 text, failure = "", str(exc)
             record = box.recorder.records[-1] if box.recorder.records else None

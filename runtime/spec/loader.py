@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import os
 import re
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ MAX_DEPTH = 64
 _TOO_DEEP = f"nesting is too deep (more than {MAX_DEPTH} levels are not allowed)"
 MAX_FLOW_BRACKETS = 200  # unclosed [ or { before parsing; loose, since brackets in strings count too
 _BRACKETS = re.compile(r"[\[\]{}]")
+_LONG_NUMBER = re.compile(r"[0-9]{%d,}" % (sys.get_int_max_str_digits() + 1))  # longer: int() refuses it
 SPEC_SUFFIXES = (".yaml", ".yml")
 EMPTY_FOLDER = "no spec files"
 _CORE_TAGS = {
@@ -85,7 +87,9 @@ def discover(folder: Path) -> list[Path] | SpecError:
         # anything that exists under a spec's name is a spec: a FIFO or a directory named
         # x.yaml is reported by the loader rather than skipped in silence
         paths = sorted(
-            p for p in folder.iterdir() if p.suffix in SPEC_SUFFIXES and not p.name.startswith(".") and p.exists()
+            p for p in folder.iterdir()
+            # a broken symlink too: the loader says so, instead of the spec vanishing in silence
+            if p.suffix in SPEC_SUFFIXES and not p.name.startswith(".") and (p.exists() or p.is_symlink())
         )
     except OSError as exc:
         return SpecError(str(folder), message=f"cannot read directory: {exc.strerror or exc}")
@@ -206,6 +210,10 @@ class SpecLoader:
         except RecursionError:
             return SpecError(file, *_too_deep_at(self._yaml, text), message=_TOO_DEEP)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
+            digits = _LONG_NUMBER.search(text)
+            if digits is not None and "digits" in str(exc):  # Python's int() limit (sys.get_int_max_str_digits)
+                return SpecError(file, *_offset_loc(text, digits.start()),
+                                 message=f"number too long ({len(digits.group())} digits); write it as a quoted string if it is text")
             # ruamel's constructors raise these for values their tag cannot hold
             # (`!!int x`, `!!bool ""`, an escape past U+10FFFF)
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -365,6 +373,9 @@ class _Walker:
             return items
         if hasattr(node, "value") and tag is not None:  # TaggedScalar with a core tag (!!str)
             node = node.value
+        if isinstance(node, (bytes, bytearray)):  # pydantic would take the bytes of !!binary as text
+            self.errors.append(self.error(path, "YAML tag '!!binary' is not allowed: specs hold plain data only", value=True))
+            return None
         node = _scalar(node)
         if isinstance(node, str) and "$" in node:
             return self._expand(node, path)
