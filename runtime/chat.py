@@ -61,12 +61,12 @@ class ChatPrinter:
         self("error", {"message": message})
 
 
-async def _lines(stdin: TextIO, prompt: str | None) -> Any:
+async def _lines(stdin: TextIO, prompt: str | None, out: TextIO) -> Any:
     loop = asyncio.get_running_loop()
     while True:
         if prompt is not None:
-            sys.stdout.write(prompt)
-            sys.stdout.flush()
+            out.write(prompt)
+            out.flush()
         line = await loop.run_in_executor(None, stdin.readline)
         if not line:
             return
@@ -91,7 +91,7 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
         if runner.loaded.spec.greeting:
             printer("reply", {"text": runner.loaded.spec.greeting, "greeting": True})
         interactive = stdin.isatty() and not printer.as_json
-        async for line in _lines(stdin, "you> " if interactive else None):
+        async for line in _lines(stdin, "you> " if interactive else None, printer.out):
             printer.user(line)
             try:
                 result = await runner.run_turn(line)

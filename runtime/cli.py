@@ -20,6 +20,8 @@ from .serve.options import Executor
 from .terminal import printable
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from .plugins import Plugins
     from .secrets import SecretSet
     from .spec.loader import LoadedSpec
@@ -269,9 +271,10 @@ def chat(
     loaded_plugins = load_plugins(agents_dir, plugins)
     loaded = _pick_agent(agents_dir, loaded_plugins, agent, secrets)
     _refuse_missing_keys(loaded, loaded_plugins, text_only=True)
-    printer = ChatPrinter(loaded.name, as_json=json_lines, echo_user=not sys.stdin.isatty())
+    printer = ChatPrinter(loaded.name, as_json=json_lines, out=sys.stdout, echo_user=not sys.stdin.isatty())
     runner = SessionRunner(loaded, loaded_plugins, text_only=True)
-    raise typer.Exit(asyncio.run(run_chat(runner, printer)))
+    with plugin_output():  # plugin tools run during the session; the printer keeps stdout
+        raise typer.Exit(asyncio.run(run_chat(runner, printer)))
 
 
 @app.command()
@@ -332,7 +335,8 @@ def tools(
         finally:
             await pool.aclose()
 
-    box = asyncio.run(main())
+    with plugin_output():  # plugin tool factories run while the toolbox is built
+        box = asyncio.run(main())
     unavailable = box.acquired.unavailable
     if format is OutputFormat.json:
         typer.echo(json.dumps({"agent": loaded.name, "tools": [r.as_dict() for r in box.rows],
@@ -351,6 +355,12 @@ def tools(
                        err=True)
     required_down = [s for s in unavailable if loaded.spec.mcp_servers[s].required]
     raise typer.Exit(1 if required_down else 0)
+
+
+def plugin_output() -> AbstractContextManager[object]:
+    from .plugins import plugin_output
+
+    return plugin_output()
 
 
 def _one_line(text: str, width: int) -> str:
@@ -394,7 +404,8 @@ def call(
 
         pool = McpPool(retry_in_background=False)
         try:
-            box = await open_toolbox(loaded, loaded_plugins, pool)
+            with plugin_output():
+                box = await open_toolbox(loaded, loaded_plugins, pool)
             row = box.find(tool)
             if row is None:
                 known = ", ".join(r.name for r in box.rows) or "none"
@@ -407,7 +418,8 @@ def call(
             if not json_out:
                 typer.echo(printable(f"-> {row.source}: {row.original} {json.dumps(arguments)}"), err=True)
             try:
-                text, failure = (await call_row(row, arguments, box.recorder))[0], None
+                with plugin_output():  # a plugin tool's prints are not its result
+                    text, failure = (await call_row(row, arguments, box.recorder))[0], None
             except ToolFailure as exc:
                 text, failure = "", str(exc)
             record = box.recorder.records[-1] if box.recorder.records else None
@@ -487,7 +499,33 @@ def serve(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        _leave_plugin_threads(exc)
+        raise
+
+
+def _leave_plugin_threads(exc: SystemExit) -> None:
+    """A one-shot command is done, but Python joins every non-daemon thread before
+    exiting: one a plugin started at import kept `check` running forever after its
+    report. Flush the output and leave at once (serve and console end their own way)."""
+    import os
+    import threading
+
+    if len(sys.argv) > 1 and sys.argv[1] in ("serve", "console"):
+        return
+    if not any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
+        return
+    if exc.code is not None and not isinstance(exc.code, int):
+        print(exc.code, file=sys.stderr)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ file is then read.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -35,10 +36,14 @@ def read_regular(path: Path, limit: int) -> bytes | str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
+        if path.is_symlink():
+            return f"is a broken symbolic link (its target {os.readlink(path)} does not exist)"
         return "file not found"
     except IsADirectoryError:
         return "is a directory, not a regular file"
     except OSError as exc:  # a socket cannot be opened at all (ENXIO)
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link loop (too many levels of symbolic links)"
         try:
             kind = not_regular(os.stat(path).st_mode)
         except OSError:

@@ -81,11 +81,38 @@ class Plugins:
 
     @cached_property
     def registry(self) -> Registry:
-        return build_registry(self.pm)
+        with plugin_output():
+            return build_registry(self.pm)
+
+    def describe(self, name: str) -> str:
+        """``plugin 'x' (plugins/x.py)``: how errors name a plugin."""
+        source = next((info.source for info in self.loaded if info.name == name), None)
+        return f"plugin {name!r}" + (f" ({source})" if source and source != name else "")
+
+    def call_each(self, hook_name: str, **kwargs: Any) -> tuple[list[tuple[str, Any]], list[str]]:
+        """Call each implementation of a hook on its own, in pluggy's order: ((plugin,
+        result) of those that returned, a sentence for each that raised). Anything a
+        hook raises, SystemExit and KeyboardInterrupt included, is the plugin's
+        failure: it must never end a command early or with exit code 0."""
+        results: list[tuple[str, Any]] = []
+        failures: list[str] = []
+        with plugin_output():
+            for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+                try:
+                    results.append((impl.plugin_name, impl.function(**{k: kwargs[k] for k in impl.argnames})))
+                except BaseException as exc:  # noqa: BLE001 - a plugin bug, reported, never fatal
+                    failures.append(f"{self.describe(impl.plugin_name)}: {hook_name} raised {one_line(exc)}")
+        return results, failures
 
     @property
     def hook(self) -> pluggy.HookRelay:
         return self.pm.hook
+
+
+def plugin_output() -> contextlib.AbstractContextManager[Any]:
+    """While plugin code runs, what it prints goes to stderr: stdout carries only a
+    command's own output (`check --format json` is parsed by scripts)."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def notify(plugins: Plugins, hook_name: str, **kwargs: Any) -> None:
@@ -93,7 +120,8 @@ def notify(plugins: Plugins, hook_name: str, **kwargs: Any) -> None:
     plugin that raises is logged and the others still hear about the event."""
     for impl in getattr(plugins.pm.hook, hook_name).get_hookimpls():
         try:
-            impl.function(**{k: kwargs[k] for k in impl.argnames})
+            with plugin_output():
+                impl.function(**{k: kwargs[k] for k in impl.argnames})
         except Exception:
             log.exception("plugin %s raised in %s", impl.plugin_name, hook_name)
 
@@ -185,7 +213,8 @@ def make_plugin_manager(
                 continue
             source = f"{ep.dist.name if ep.dist else '?'}:{ep.value}"
             try:
-                obj = ep.load()
+                with plugin_output():
+                    obj = ep.load()
             except Exception as exc:
                 plugins.errors.append(SpecError(source, message=f"entry point {ep.name!r} failed to load: {one_line(exc)}"))
                 continue
@@ -234,7 +263,8 @@ def _load_file(path: Path, source: bytes) -> ModuleType | SpecError:
         cached = _MODULES.get(path)
         if cached is not None and cached[0] == digest:
             return cached[1]
-        loaded = exec_plugin(path, source, interrupt_is_failure=threading.current_thread() is not threading.main_thread())
+        with plugin_output():
+            loaded = exec_plugin(path, source, interrupt_is_failure=threading.current_thread() is not threading.main_thread())
         if isinstance(loaded, ModuleType):
             _MODULES[path] = (digest, loaded)
         return loaded

@@ -95,7 +95,7 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
             owner = impl.plugin_name
             try:
                 impl.function(register=make_registrar(reg, owner))
-            except Exception as exc:  # a plugin bug must not take the others down
+            except BaseException as exc:  # noqa: BLE001 - a plugin bug (SystemExit too) must not take the others down
                 reg.problems.append(RegistryProblem(owner, f"{hook_name} raised {type(exc).__name__}: {exc}"))
     return reg
 

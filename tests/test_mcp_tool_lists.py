@@ -213,7 +213,8 @@ def test_ten_thousand_tools_are_capped_with_one_warning_and_the_session_request_
     assert checked.rc == 0, checked.output
     assert len(server_tools(checked)["bulk"]) == 128
     assert warnings(checked) == [
-        "warning: desk: 9882 tools of mcp:bulk withheld: the model is offered at most 128 tools and 256 KiB "
+        "warning: desk: 9882 tools of mcp:bulk withheld (bulk_00118, bulk_00119, bulk_00120 and 9879 more): "
+        "the model is offered at most 128 tools and 256 KiB "
         "of tool definitions (narrow it with allowed_tools)"
     ]
     assert session.rc == 0, session.output

@@ -491,7 +491,8 @@ def test_key_added_by_adjust_spec_data_is_reported_at_the_top_of_the_file(tmp_pa
     clean(result, 1)
     assert result.stdout.splitlines() == [
         "agents/adds_typo.yaml:1:1: greting: unknown key 'greting'; did you mean 'greeting'?",
-        "agents/explodes.yaml:1:1: a plugin's voice_runtime_adjust_spec_data raised RuntimeError: policy service down",
+        f"agents/explodes.yaml:1:1: plugin 'policy' ({tmp_path / 'plugins' / 'policy.py'}): "
+        "voice_runtime_adjust_spec_data raised RuntimeError: policy service down",
         "found 2 errors in 2 files",
     ]
 
@@ -528,7 +529,8 @@ def test_check_spec_problems_are_reported_at_their_key_or_at_1_1(tmp_path: Path)
     result = run_cli("check", "agents", cwd=tmp_path, env=NO_DISABLE)
     clean(result, 1)
     assert result.stdout.splitlines() == [
-        "agents/explodes.yaml:1:1: a plugin's voice_runtime_check_spec raised KeyError: 'approvals'",
+        f"agents/explodes.yaml:1:1: plugin 'policy' ({tmp_path / 'plugins' / 'policy.py'}): "
+        "voice_runtime_check_spec raised KeyError: 'approvals'",
         "agents/rejected.yaml:1:1: every agent must have a greeting",
         "agents/rejected.yaml:5:3: pipeline.llm: gpt-4o is not approved here",
         "found 3 errors in 2 files",

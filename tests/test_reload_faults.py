@@ -52,7 +52,8 @@ def test_a_plugin_raising_while_a_new_generation_is_built_swaps_nothing_and_is_c
         serve.wait_for(lambda: failures(serve) == 1.0, message="the failed reload")
         errors = serve.status()["last_reload"]["errors"]
         assert [e["message"] for e in errors] == [
-            "a plugin's voice_runtime_check_spec raised RuntimeError: the compliance plugin crashed"
+            f"plugin 'compliance' ({tmp_path / 'plugins' / 'compliance.py'}): "
+            "voice_runtime_check_spec raised RuntimeError: the compliance plugin crashed"
         ]
         assert serve.metric("voice_runtime_config_last_reload_successful") == 0.0
         assert serve.agent("desk")["generation"] == 1

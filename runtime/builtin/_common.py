@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic_core import PydanticCustomError
+
+def _header_safe(value: SecretStr | None) -> SecretStr | None:
+    """The key travels in an HTTP header: a character one cannot carry would fail
+    every request (after the SDK's retries) with UnicodeEncodeError. The value is
+    never echoed; a mounted secret file's trailing newline is dropped."""
+    if value is None:
+        return None
+    text = value.get_secret_value().rstrip("\r\n")
+    if not text.isascii() or any(c < " " or c == "\x7f" for c in text):
+        raise PydanticCustomError(
+            "api_key", "the API key has a character HTTP headers cannot carry (non-ASCII, a line break "
+            "or another control character); check the variable it comes from")
+    return SecretStr(text)
+
 
 ApiKey = Annotated[
     SecretStr | None,
+    AfterValidator(_header_safe),
     Field(description="API key; write it as ${VAR} so it never lands in git. Default: the provider's env var."),
 ]
 BaseUrl = Annotated[str | None, Field(description="Override the API endpoint (proxies, gateways, tests).")]

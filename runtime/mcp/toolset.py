@@ -61,6 +61,9 @@ MAX_TOOLS = 128
 MAX_TOOL_DEFINITIONS_CHARS = 256 * 1024
 
 
+SHOWN_NAMES = 3  # tools named in the one warning about tools over the limits
+
+
 @dataclass(frozen=True)
 class Withheld:
     """A tool the model is not shown, and why."""
@@ -88,15 +91,17 @@ class ToolPlan:
     def warnings(self) -> list[str]:
         """One line per withheld tool; tools over the limits are one line per server."""
         lines: list[str] = []
-        over: dict[str, int] = {}
+        over: dict[str, list[str]] = {}
         for w in self.withheld:
             if w.kind == "over_limit":
-                over[w.source] = over.get(w.source, 0) + 1
+                over.setdefault(w.source, []).append(_q(w.name))
             else:
                 lines.append(w.reason)
-        for source, count in over.items():
+        for source, names in over.items():
+            count = len(names)  # a few names, so the operator knows which tools the model lacks
+            shown = ", ".join(names[:SHOWN_NAMES]) + (f" and {count - SHOWN_NAMES} more" if count > SHOWN_NAMES else "")
             lines.append(
-                f"{count} tool{'s' if count != 1 else ''} of {source} withheld: the model is offered at most "
+                f"{count} tool{'s' if count != 1 else ''} of {source} withheld ({shown}): the model is offered at most "
                 f"{MAX_TOOLS} tools and {MAX_TOOL_DEFINITIONS_CHARS // 1024} KiB of tool definitions "
                 "(narrow it with allowed_tools)"
             )
@@ -343,10 +348,17 @@ def result_text(result: CallToolResult) -> str:
     parts = []
     for item in result.content:
         text = getattr(item, "text", None)
+        resource = getattr(item, "resource", None)  # an embedded resource: its text is the result
+        if text is None and resource is not None:
+            item, text = resource, getattr(resource, "text", None)
         if text is not None:
             parts.append(text)
         else:
-            parts.append(f"[{getattr(item, 'type', 'content')} content, {getattr(item, 'mime_type', '') or 'no type'}]")
+            mime = getattr(item, "mime_type", None) or "no type"
+            data = getattr(item, "blob", None) or getattr(item, "data", None)
+            # base64: 4 characters per 3 bytes, "=" padding the last group
+            size = f", {len(data) * 3 // 4 - data[-2:].count('=')} bytes" if isinstance(data, str) else ""
+            parts.append(f"[{getattr(item, 'type', None) or 'resource'} content, {mime}{size}]")
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, default=str))
     return "\n".join(parts)

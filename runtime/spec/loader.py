@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import os
 import re
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ MAX_DEPTH = 64
 _TOO_DEEP = f"nesting is too deep (more than {MAX_DEPTH} levels are not allowed)"
 MAX_FLOW_BRACKETS = 200  # unclosed [ or { before parsing; loose, since brackets in strings count too
 _BRACKETS = re.compile(r"[\[\]{}]")
+_LONG_NUMBER = re.compile(r"[0-9]{%d,}" % (sys.get_int_max_str_digits() + 1))  # longer: int() refuses it
 SPEC_SUFFIXES = (".yaml", ".yml")
 EMPTY_FOLDER = "no spec files"
 _CORE_TAGS = {
@@ -85,7 +87,9 @@ def discover(folder: Path) -> list[Path] | SpecError:
         # anything that exists under a spec's name is a spec: a FIFO or a directory named
         # x.yaml is reported by the loader rather than skipped in silence
         paths = sorted(
-            p for p in folder.iterdir() if p.suffix in SPEC_SUFFIXES and not p.name.startswith(".") and p.exists()
+            p for p in folder.iterdir()
+            # a broken symlink too: the loader says so, instead of the spec vanishing in silence
+            if p.suffix in SPEC_SUFFIXES and not p.name.startswith(".") and (p.exists() or p.is_symlink())
         )
     except OSError as exc:
         return SpecError(str(folder), message=f"cannot read directory: {exc.strerror or exc}")
@@ -163,10 +167,9 @@ class SpecLoader:
         if walker.fatal:
             return walker.errors
 
-        try:
-            self.plugins.hook.voice_runtime_adjust_spec_data(data=data, path=path)
-        except Exception as exc:
-            return [SpecError(file, message=f"a plugin's voice_runtime_adjust_spec_data raised {type(exc).__name__}: {exc}")]
+        failures = self.plugins.call_each("voice_runtime_adjust_spec_data", data=data, path=path)[1]
+        if failures:
+            return [SpecError(file, message=m) for m in failures]
 
         try:
             spec = self.model.model_validate(data, context={"tools": set(self.plugins.registry.tools)})
@@ -207,6 +210,10 @@ class SpecLoader:
         except RecursionError:
             return SpecError(file, *_too_deep_at(self._yaml, text), message=_TOO_DEEP)
         except (ValueError, KeyError, IndexError, TypeError) as exc:
+            digits = _LONG_NUMBER.search(text)
+            if digits is not None and "digits" in str(exc):  # Python's int() limit (sys.get_int_max_str_digits)
+                return SpecError(file, *_offset_loc(text, digits.start()),
+                                 message=f"number too long ({len(digits.group())} digits); write it as a quoted string if it is text")
             # ruamel's constructors raise these for values their tag cannot hold
             # (`!!int x`, `!!bool ""`, an escape past U+10FFFF)
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -241,18 +248,25 @@ class SpecLoader:
         return LoadedSpec(path, name, spec, instructions, digest.hexdigest(), templates)
 
     def _plugin_problems(self, spec: AgentSpecBase, path: Path) -> list[tuple[KeyPath, str]]:
-        out: list[tuple[KeyPath, str]] = []
-        try:
-            results = self.plugins.hook.voice_runtime_check_spec(spec=spec, path=path)
-        except Exception as exc:
-            return [((), f"a plugin's voice_runtime_check_spec raised {type(exc).__name__}: {exc}")]
-        for problems in results:
-            for problem in problems or []:
+        results, failures = self.plugins.call_each("voice_runtime_check_spec", spec=spec, path=path)
+        out: list[tuple[KeyPath, str]] = [((), m) for m in failures]
+        for owner, problems in results:
+            if problems is None:
+                continue
+            bad = isinstance(problems, (str, bytes)) or not isinstance(problems, (list, tuple))
+            for problem in [] if bad else problems:
                 if isinstance(problem, tuple):
+                    if len(problem) != 2 or not isinstance(problem[0], str):
+                        bad = True
+                        continue
                     key, message = problem
                     out.append((tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", key) if p), str(message)))
                 else:
                     out.append(((), str(problem)))
+            if bad:  # the spec is not accepted on a check that could not run
+                out.append(((), f"{self.plugins.describe(owner)}: voice_runtime_check_spec returned "
+                                f"{type(problems).__name__} {_short(problems)}; expected None or a list of problems "
+                                "(messages or (key path, message) pairs)"))
         return out
 
     def _pydantic_error(self, file: str, data: Any, walker: _Walker, err: Any) -> SpecError:
@@ -359,6 +373,9 @@ class _Walker:
             return items
         if hasattr(node, "value") and tag is not None:  # TaggedScalar with a core tag (!!str)
             node = node.value
+        if isinstance(node, (bytes, bytearray)):  # pydantic would take the bytes of !!binary as text
+            self.errors.append(self.error(path, "YAML tag '!!binary' is not allowed: specs hold plain data only", value=True))
+            return None
         node = _scalar(node)
         if isinstance(node, str) and "$" in node:
             return self._expand(node, path)
@@ -608,6 +625,11 @@ def _too_deep_at(yaml: Any, text: str) -> Loc:
     except Exception:
         pass
     return (1, 1)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _pos(lc: Any) -> Loc:
