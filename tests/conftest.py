@@ -25,3 +25,12 @@ def agents(tmp_path: Path) -> Path:
     folder = tmp_path / "agents.d"
     folder.mkdir()
     return folder
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in tests/e2e drives the real CLI or serve in a subprocess: marked
+    `slow`, so `-m "not slow"` runs the unit and in-process layers alone."""
+    e2e = Path(__file__).parent / "e2e"
+    for item in items:
+        if e2e in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.slow)

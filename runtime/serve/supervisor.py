@@ -330,6 +330,20 @@ def _signals_held() -> Any:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
+def _fit_forkserver_socket() -> None:
+    """multiprocessing's forkserver listens on a unix socket in a ``pymp-*`` folder
+    under TMPDIR, and a socket path holds at most 107 bytes: with a long TMPDIR (a
+    CI workspace, a test's tmp_path) every job process failed to start with "AF_UNIX
+    path too long". serve's own folders stay in TMPDIR; multiprocessing gets /tmp."""
+    import tempfile
+
+    longest = os.path.join(tempfile.gettempdir(), "pymp-xxxxxxxx", "listener-xxxxxxxx")
+    if len(os.fsencode(longest)) > 100 and os.path.isdir("/tmp"):
+        log.warning("TMPDIR %s is too long for the job processes' unix socket; they use /tmp",
+                    tempfile.gettempdir())
+        tempfile.tempdir = "/tmp"
+
+
 def _raise_fd_limit() -> None:
     """Each connection, job process pipe and MCP server takes file descriptors;
     the soft limit is often 1,024 while the hard one is far higher."""
@@ -381,6 +395,7 @@ def run_serve(options: ServeOptions, *, secrets: SecretSet | None = None) -> int
                 made_metrics_dir = tempfile.mkdtemp(prefix="voice-runtime-metrics-")
                 os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_metrics_dir
             state_dir = Path(tempfile.mkdtemp(prefix="voice-runtime-"))
+        _fit_forkserver_socket()
         from ..plugins import make_plugin_manager
 
         plugins = make_plugin_manager(options.plugins_dir)

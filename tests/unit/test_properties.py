@@ -287,7 +287,7 @@ def handwritten(draw: st.DrawFn, depth: int = 0) -> str:
 handwritten_specs = st.builds(lambda body: HEAD + body, handwritten())
 
 EXAMPLE_TEXTS = tuple(
-    p.read_text(encoding="utf-8") for p in sorted((Path(__file__).resolve().parent.parent / "agents.d").glob("*.yaml"))
+    p.read_text(encoding="utf-8") for p in sorted((Path(__file__).resolve().parents[2] / "agents.d").glob("*.yaml"))
 ) or (VALID,)
 any_text = st.one_of(dumped(), yamlish, mutated(), handwritten(), handwritten_specs, st.text(max_size=200))
 

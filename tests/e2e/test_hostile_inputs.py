@@ -20,7 +20,7 @@ from mcp_servers.harness import stdio_command
 
 pytestmark = pytest.mark.timeout(120)
 
-RESOURCES = Path(__file__).resolve().parent / "mcp_servers" / "resources.py"
+RESOURCES = Path(__file__).resolve().parents[1] / "mcp_servers" / "resources.py"
 TEXT_AGENT = """\
 apiVersion: voice-runtime/v1
 instructions: hi

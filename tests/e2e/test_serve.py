@@ -316,3 +316,19 @@ def test_serve_leaves_no_published_specs_behind_after_it_exits(tmp_path: Path, a
         assert os.stat(published[0].parent.parent).st_mode & 0o077 == 0
         assert serve.stop() == 0
     assert list(scratch.glob("voice-runtime-*")) == []  # the state and metrics folders
+
+
+def test_jobs_start_under_a_tmpdir_too_long_for_a_unix_socket(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    """multiprocessing's forkserver socket lives under TMPDIR; a long TMPDIR (a CI
+    workspace) made every job fail with 'AF_UNIX path too long'."""
+    long_tmp = tmp_path / ("t" * 60) / ("m" * 30)
+    long_tmp.mkdir(parents=True)
+    agents = tmp_path / "agents.d"
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents, env={"TMPDIR": str(long_tmp)}) as serve:
+        serve.wait_ready()
+        serve.simulate("desk", ["hello there"])
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "hello there"), message="the call")
+        assert "is too long for the job processes' unix socket; they use /tmp" in serve.output()
+        assert serve.stop() == 0
+    assert list(long_tmp.glob("voice-runtime-*")) == []

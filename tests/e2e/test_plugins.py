@@ -17,7 +17,7 @@ from voice_runtime import hookspecs
 from voice_runtime.plugins import BUILTINS, DISABLE_ENV, TIMEOUT_ENV, make_plugin_manager
 from voice_runtime.spec.loader import load_folder
 
-TEST_DIR = Path(__file__).resolve().parent
+TEST_DIR = Path(__file__).resolve().parents[1]  # the whole suite, every layer
 NO_DISABLE = {DISABLE_ENV: None}
 BUILTIN_REGISTRATIONS = {
     "openai": ["llm:openai", "realtime:openai", "stt:openai", "tts:openai"],
