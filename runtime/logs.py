@@ -58,9 +58,31 @@ TEXT_FORMATS = {
 }
 
 
+class _StrayStdoutLines(logging.Filter):
+    """The mcp SDK logs every line a stdio server prints that is not JSON-RPC (a
+    banner, a debug print) at ERROR with a pydantic traceback: one line each, at
+    WARNING, with the text; hidden where only errors are shown (``check``, whose
+    report says whether the server works)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "mcp.client.stdio" or not record.exc_info \
+                or not record.getMessage().startswith("Failed to parse JSONRPC"):
+            return True
+        errors = getattr(record.exc_info[1], "errors", None)
+        try:
+            line = str(errors()[0]["input"]) if callable(errors) else ""
+        except (IndexError, KeyError, TypeError):
+            line = ""
+        record.msg, record.args = "an MCP server printed a line that is not JSON-RPC (ignored): %r", (line[:200],)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        return record.levelno >= logging.getLogger().getEffectiveLevel()
+
+
 def setup_logging(fmt: str, level: str, secrets: SecretSet) -> None:
     """Log lines to stderr, redacted with ``secrets`` (which may grow later)."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_StrayStdoutLines())
     inner = JsonFormatter(secrets) if fmt == "json" else logging.Formatter(TEXT_FORMATS[fmt])
     handler.setFormatter(_Redacting(inner, secrets))
     logging.captureWarnings(True)  # warnings.warn text reaches stderr through the formatter

@@ -281,3 +281,30 @@ def test_a_five_thousand_digit_number_is_a_number_too_long_error_at_its_position
         "found 1 error in 1 file",
     ]
     assert "set_int_max_str_digits" not in result.output
+
+
+def test_lines_a_stdio_server_prints_that_are_not_json_rpc_are_one_warning_each_not_tracebacks(tmp_path: Path) -> None:
+    """The mcp SDK logs each stray stdout line of a stdio server at ERROR with a
+    pydantic traceback: `check` printed three tracebacks above a report saying the
+    server is up."""
+    command, args = stdio_command(fault="garbage-stdout")
+    agents = tmp_path / "agents.d"
+    write(agents / "desk.yaml", f"""\
+apiVersion: voice-runtime/v1
+instructions: hi
+pipeline:
+  llm: {{provider: openai, api_key: sk-x}}
+  text_only: true
+mcp_servers:
+  noisy: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}
+""")
+    checked = run_cli("check", agents)
+    assert checked.rc == 0, checked.output
+    assert "Traceback" not in checked.output and "mcp.client.stdio" not in checked.output
+    assert re.search(r"^desk\s+noisy\s+stdio\s+up\b", checked.stdout, re.MULTILINE), checked.stdout
+    listed = run_cli("tools", agents, "--agent", "desk", "--log-level", "warning")
+    assert listed.rc == 0, listed.output
+    assert "Traceback" not in listed.output
+    warnings = [line for line in listed.stderr.splitlines() if "not JSON-RPC" in line]
+    assert warnings and all(line.startswith("WARNING mcp.client.stdio: an MCP server printed a line") for line in warnings)
+    assert any("'this is not JSON'" in line for line in warnings)
