@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from .spec.loader import LoadedSpec
     from .tool_calls import Sink, ToolCallRecord
 
+# on log records that say what a session event (warning, fallback) says too: `chat`
+# prints the event, so its default log filter drops the record
+SHOWN_AS_EVENT = {"session_event": True}
+
 log = logging.getLogger("voice_runtime.build")
 
 
@@ -230,7 +234,7 @@ class SessionRunner:
             if self.connections[name].server.required:
                 raise SessionRefused(f"required MCP server {name} is unavailable: {why}")
             log.warning("agent %s: MCP server %s is unavailable, starting without its tools: %s",
-                        self.name, name, why)
+                        self.name, name, why, extra=SHOWN_AS_EVENT)
             self._emit("warning", {"message": f"MCP server {name} unavailable: {why}"})
         loop = asyncio.get_running_loop()
         # reconnects are seen in the pool's loop; the agent lives in this one
@@ -248,7 +252,7 @@ class SessionRunner:
         # a tool that would make livekit or the model API refuse the session is withheld
         plan = plan_tools(self.connections, plugin_tools=plugin, lock=self.tool_lock)
         for line in plan.warnings():
-            log.warning("agent %s session %s: %s", self.name, self.session_id, line)
+            log.warning("agent %s session %s: %s", self.name, self.session_id, line, extra=SHOWN_AS_EVENT)
             self._emit("warning", {"message": line})
         return plan.plugin + mcp_tools(plan, self.recorder)
 
@@ -415,7 +419,7 @@ class SessionRunner:
             return
         reason = f"{type(error.error).__name__}: {error.error}" if getattr(error, "error", None) else str(error)
         log.warning("agent %s session %s: realtime model failed (%s); switching to the pipeline",
-                    self.name, self.session_id, reason)
+                    self.name, self.session_id, reason, extra=SHOWN_AS_EVENT)
         from .livekit_compat import realtime_session
 
         session = self.session

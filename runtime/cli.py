@@ -219,7 +219,8 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also show the
 
 
 def _ours_only(record: logging.LogRecord) -> bool:
-    return record.name.startswith("voice_runtime")
+    # a record the conversation shows as an event (build.SHOWN_AS_EVENT) is not said twice
+    return record.name.startswith("voice_runtime") and not getattr(record, "session_event", False)
 
 
 def _session_logging(log_level: LogLevel | None, verbose: bool, secrets: SecretSet) -> None:

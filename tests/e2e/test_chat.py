@@ -122,6 +122,7 @@ def test_a_down_mcp_server_costs_only_its_tools_and_the_model_hears_it_is_unavai
     assert result.returncode == 0, result.stderr
     evs = events(result.stdout)
     assert evs[0]["type"] == "warning" and "MCP server weather unavailable" in evs[0]["message"]
+    assert "unavailable" not in result.stderr  # said once, as the event, not again as a log line
     assert [e["type"] for e in evs[1:]] == ["user", "reply"]
     assert fake_openai.chat_requests[0].get("tools") in (None, [])
 
