@@ -27,21 +27,25 @@ def search(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     server.stop()
 
 
-def write_spec(agents: Path, fake: FakeOpenAI, search_url: str) -> None:
+def write_spec(agents: Path, fake: FakeOpenAI, search_url: str, *, key: str = "CANARY_KEY",
+               header: str = "CANARY_TOKEN", url_token: str = "CANARY_TOKEN", search_token: bool = False) -> None:
+    """A desk whose LLM key, search header and URL tokens come from these variables;
+    the archive server is down, so its error text carries its URL and header too."""
     dead = free_port()
+    search = f"{search_url}?token=${{{url_token}}}" if search_token else search_url
     write(agents / "desk.yaml", f"""\
 apiVersion: voice-runtime/v1
 instructions: You look things up.
 pipeline:
-  llm: {{provider: openai, model: gpt-4o-mini, base_url: "{fake.base_url}", api_key: "${{CANARY_KEY}}"}}
+  llm: {{provider: openai, model: gpt-4o-mini, base_url: "{fake.base_url}", api_key: "${{{key}}}"}}
   text_only: true
 mcp_servers:
   search:
-    url: "{search_url}"
-    headers: {{Authorization: "Bearer ${{CANARY_TOKEN}}"}}
+    url: "{search}"
+    headers: {{Authorization: "Bearer ${{{header}}}"}}
   archive:
-    url: "http://127.0.0.1:{dead}/mcp?token=${{CANARY_TOKEN}}"
-    headers: {{X-Api-Key: "${{CANARY_KEY}}"}}
+    url: "http://127.0.0.1:{dead}/mcp?token=${{{url_token}}}"
+    headers: {{X-Api-Key: "${{{key}}}"}}
     connect_timeout: 2
 """)
 
@@ -143,22 +147,10 @@ def assert_no_shape_of_a_canary(text: str, where: str) -> None:
 
 
 def write_canary_spec(agents: Path, fake: FakeOpenAI, search_url: str) -> None:
-    dead = free_port()
-    write(agents / "desk.yaml", f"""\
-apiVersion: voice-runtime/v1
-instructions: You look things up.
-pipeline:
-  llm: {{provider: openai, model: gpt-4o-mini, base_url: "{fake.base_url}", api_key: "${{CANARY_MOUNTED_KEY}}"}}
-  text_only: true
-mcp_servers:
-  search:
-    url: "{search_url}?token=${{CANARY_URL_TOKEN}}"
-    headers: {{Authorization: "Bearer ${{CANARY_MOUNTED}}"}}
-  archive:
-    url: "http://127.0.0.1:{dead}/mcp?token=${{CANARY_URL_TOKEN}}"
-    headers: {{X-Api-Key: "${{CANARY_MOUNTED_KEY}}"}}
-    connect_timeout: 2
-""")
+    """The same desk with the canaries of every shape: a mounted file's key and
+    header, and a token that URLs percent-encode."""
+    write_spec(agents, fake, search_url, key="CANARY_MOUNTED_KEY", header="CANARY_MOUNTED",
+               url_token="CANARY_URL_TOKEN", search_token=True)
 
 
 def echo_the_key_in_a_401(request: dict) -> object:
