@@ -93,20 +93,21 @@ async def probe_servers(report: CheckReport) -> list[ServerProbe]:
 
 
 def missing_api_keys(loaded: LoadedSpec, registry: Registry, *, text_only: bool = False,
-                     environ: Mapping[str, str] | None = None) -> list[str]:
+                     kinds: tuple[str, ...] | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
     """One sentence per provider that would start without a key: the spec sets no
     ``api_key`` and the variable its plugin reads (``api_key_env``) is not set.
     Found here, before anything starts, instead of seconds into a session in the
     provider SDK's words. ``text_only``: only what a text session builds (the
-    realtime model and the pipeline's LLMs)."""
+    realtime model and the pipeline's LLMs); ``kinds``: only these of the pipeline
+    (``("stt", "tts")`` for simulated speech), whatever the spec's ``text_only``."""
     environ = os.environ if environ is None else environ
     spec: Any = loaded.spec
     chains: list[tuple[str, str, Any]] = []
-    if spec.realtime is not None:
+    if spec.realtime is not None and kinds is None:
         chains.append(("realtime", "realtime", [spec.realtime]))
     if spec.pipeline is not None:
         audio = not (text_only or spec.pipeline.text_only)
-        for kind in ("stt", "llm", "tts") if audio else ("llm",):
+        for kind in kinds or (("stt", "llm", "tts") if audio else ("llm",)):
             chains.append((kind, f"pipeline.{kind}", getattr(spec.pipeline, kind, None) or []))
     out = []
     for kind, path, chain in chains:

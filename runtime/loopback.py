@@ -42,7 +42,7 @@ class SpeechLoop:
         pipeline: Any = loaded.spec.pipeline
         if pipeline is None or pipeline.stt is None or pipeline.tts is None:
             return None
-        missing = [m for m in missing_api_keys(loaded, plugins.registry) if m.startswith(("pipeline.stt", "pipeline.tts"))]
+        missing = missing_api_keys(loaded, plugins.registry, kinds=("stt", "tts"))
         if missing:
             raise SpeechUnavailable(f"{loaded.name}: " + "; ".join(missing))
         vad = None
