@@ -274,6 +274,24 @@ class Simulations:
                 "error": f"no report within {MAX_CALL_S + WAIT_STARTUP_S:g}s"}
 
 
+class _Throttle:
+    """One log line per ``every_s`` seconds; how many were held back in between."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.last = float("-inf")
+        self.suppressed = 0
+
+    def due(self) -> int | None:
+        """The number held back since the last line if a line is due now, else None."""
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            self.suppressed += 1
+            return None
+        held, self.last, self.suppressed = self.suppressed, now, 0
+        return held
+
+
 class _AcceptErrorsOnce:
     """asyncio logs every failed accept() (out of file descriptors) with a traceback,
     and retries each second per listening socket; under a flood that was 75 MiB of
@@ -281,8 +299,7 @@ class _AcceptErrorsOnce:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.previous = loop.get_exception_handler()
-        self.last = float("-inf")
-        self.suppressed = 0
+        self.throttle = _Throttle(ACCEPT_ERROR_LOG_EVERY_S)
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if not str(context.get("message", "")).startswith("socket.accept() out of system resource"):
@@ -291,13 +308,10 @@ class _AcceptErrorsOnce:
             else:
                 loop.default_exception_handler(context)
             return
-        now = time.monotonic()
-        if now - self.last < ACCEPT_ERROR_LOG_EVERY_S:
-            self.suppressed += 1
+        held = self.throttle.due()
+        if held is None:
             return
-        self.last = now
-        more = f" ({self.suppressed} more since the last report)" if self.suppressed else ""
-        self.suppressed = 0
+        more = f" ({held} more since the last report)" if held else ""
         log.error("cannot accept connections: %s%s", context.get("exception") or context["message"], more)
 
 
@@ -317,23 +331,18 @@ class _BadRequestsOnce(logging.Filter):
     bad Content-Length) with a traceback: 300 such connections wrote 164 KB in under
     a second. One line per 10 s, without the traceback, counting the rest."""
 
-    EVERY_S = 10.0
-
     def __init__(self) -> None:
         super().__init__()
-        self.last = float("-inf")
-        self.suppressed = 0
+        self.throttle = _Throttle(10.0)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        now = time.monotonic()
-        if now - self.last < self.EVERY_S:
-            self.suppressed += 1
+        held = self.throttle.due()
+        if held is None:
             return False
         reason = record.exc_info[1] if record.exc_info and record.exc_info[1] is not None else None
         text = f"{record.getMessage()}: {type(reason).__name__}: {reason}" if reason else record.getMessage()
-        record.msg, record.args = "%s (%d more bad request(s) since the last such line)", (text[:300], self.suppressed)
+        record.msg, record.args = "%s (%d more bad request(s) since the last such line)", (text[:300], held)
         record.exc_info = record.exc_text = None
-        self.last, self.suppressed = now, 0
         return True
 
 
