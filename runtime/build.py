@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .mcp.connection import McpConnection
+    from .mcp.gateway import GatewayPool
     from .plugins import Plugins
     from .spec.loader import LoadedSpec
     from .tool_calls import Sink, ToolCallRecord
@@ -197,8 +198,9 @@ class SessionRunner:
     text_only: bool = False
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     listeners: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
-    # shared warm connections (serve); None: the runner connects its own and closes them
-    pool: McpPool | None = None
+    # shared warm connections (serve: its McpPool, or a job process's GatewayPool);
+    # None: the runner connects its own and closes them
+    pool: McpPool | GatewayPool | None = None
     connections: dict[str, McpConnection] = field(default_factory=dict)
     tool_lock: dict[str, dict[str, str]] | None = None  # the spec's `tools --lock` approvals
     recorder: CallRecorder | None = None
@@ -208,9 +210,11 @@ class SessionRunner:
     switched: asyncio.Event = field(default_factory=asyncio.Event)  # set once on realtime -> pipeline
     _models: list[Models] = field(default_factory=list)
     _own_pool: McpPool | None = None
+    _owned: list[McpConnection] = field(default_factory=list)  # this call's `shared: false` connections
     _on_up: Any = None
     _tool_updates: set[asyncio.Task[None]] = field(default_factory=set)
     _started: bool = False
+    tools_ready_at: float = 0.0  # perf_counter() once the MCP connections were taken and the tools built
     _pending_fallback: Any = None  # a realtime error seen while session.start() was still running
     _greeting_msg: Any = None  # text mode: the greeting as an assistant message of the history
     _greeting_task: asyncio.Task[None] | None = None
@@ -229,7 +233,7 @@ class SessionRunner:
         if self.pool is None:
             self.pool = self._own_pool = McpPool()
         acquired = await self.pool.acquire(self.loaded)
-        self.connections, self.tool_lock = acquired.connections, acquired.lock
+        self.connections, self.tool_lock, self._owned = acquired.connections, acquired.lock, acquired.owned
         for name, why in acquired.unavailable.items():
             if self.connections[name].server.required:
                 raise SessionRefused(f"required MCP server {name} is unavailable: {why}")
@@ -280,6 +284,7 @@ class SessionRunner:
         spec: Any = self.loaded.spec
         await self.connect_mcp()
         self.tools = self.build_tools()
+        self.tools_ready_at = time.perf_counter()
         self.mode = "realtime" if spec.realtime is not None else "pipeline"
         models = self._build_models(self.mode)
         agent = self._text_mode_agent(models) if self.text_only else build_agent(self.loaded, models, self.tools)
@@ -469,6 +474,8 @@ class SessionRunner:
         for conn in self.connections.values():
             if self._on_up in conn.on_up:
                 conn.on_up.remove(self._on_up)
+        owned, self._owned = self._owned, []
+        await asyncio.gather(*(conn.aclose() for conn in owned), return_exceptions=True)
         if self._own_pool is not None:
             await self._own_pool.aclose()
         for models in self._models:

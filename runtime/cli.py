@@ -16,7 +16,7 @@ import typer
 
 from . import __version__
 from .choices import LogFormat, LogLevel, OutputFormat
-from .serve.options import Executor
+from .serve.options import Dispatch, Executor
 from .terminal import printable
 
 if TYPE_CHECKING:
@@ -459,7 +459,11 @@ def serve(
     http_host: Annotated[str, typer.Option("--http-host", help="Address of the operator port.")] = "0.0.0.0",
     http_port: Annotated[int, typer.Option("--http-port", help="/healthz /readyz /metrics /status.")] = 8081,
     executor: Annotated[Executor, typer.Option("--executor", help="process (one process per call) or thread.")] = Executor.PROCESS,
-    idle_processes: Annotated[int, typer.Option("--idle-processes", help="Prewarmed processes per agent.")] = 1,
+    idle_processes: Annotated[int, typer.Option("--idle-processes", min=0, help="Job processes kept prewarmed for the whole serve (any agent's call takes one).")] = 1,
+    dispatch: Annotated[Dispatch, typer.Option("--dispatch", help="name: register every agent name with LiveKit. metadata: register --agent-name once; each job names its agent in its dispatch metadata {\"agent\": \"<name>\"}.")] = Dispatch.NAME,
+    agent_name: Annotated[str, typer.Option("--agent-name", help="The one agent name registered with --dispatch metadata.")] = "voice-runtime",
+    job_memory_warn_mb: Annotated[float, typer.Option("--job-memory-warn-mb", min=0, help="Log a warning when a call's process uses more (MB; 0: never).")] = 1000.0,
+    job_memory_limit_mb: Annotated[float, typer.Option("--job-memory-limit-mb", min=0, help="End a call whose process uses more (MB; 0: no limit); counted in voice_runtime_jobs_memory_killed_total.")] = 0.0,
     load_threshold: Annotated[float, typer.Option("--load-threshold", help="Above this load LiveKit sends no new calls.")] = 0.7,
     drain_timeout: Annotated[float, typer.Option("--drain-timeout", help="Seconds calls in progress get to finish on stop or removal.")] = 300.0,
     scan_interval: Annotated[float, typer.Option("--scan-interval", help="Seconds between content-hash scans that catch missed file events (0: off).")] = 10.0,
@@ -469,7 +473,7 @@ def serve(
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="text or json.")] = LogFormat.text,
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """Serve every spec as its own LiveKit agent; reload on change; one operator port.
+    """Serve every spec as a LiveKit agent from one pool of job processes; reload on change; one operator port.
 
     LiveKit is reached through LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET.
     """
@@ -492,6 +496,8 @@ def serve(
         # watched even when it does not exist yet: a plugins/ folder made later is loaded
         agents_dir=agents_dir, plugins_dir=plugins_dir_for(agents_dir, plugins),
         http_host=http_host, http_port=http_port, executor=executor, idle_processes=idle_processes,
+        dispatch=dispatch, agent_name=agent_name, job_memory_warn_mb=job_memory_warn_mb,
+        job_memory_limit_mb=job_memory_limit_mb,
         load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
         unregistered=unregistered, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
         ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],

@@ -151,3 +151,133 @@ def set_stdio_text_stream(cls: type) -> None:
     import mcp.client.stdio as sdk
 
     sdk.TextReceiveStream = cls  # type: ignore[misc,assignment]
+
+
+# -- one process pool for many registrations (livekit/agents/worker.py 1.8.9) -------------
+#
+# livekit registers one agent name per AgentServer, and each AgentServer owns a
+# process pool, a load monitor and a health server. serve runs ONE AgentServer (the
+# hub: the pool of job processes, prewarmed once for every agent) and, per agent
+# name, only livekit's connection code on another AgentServer object that is never
+# run(): its websocket, availability answers and status updates, with the hub's
+# pool launching the jobs. The state below is what AgentServer.run() sets up for
+# that code (worker.py, run(): lines 595-660 and 800-810 in 1.8.9). It degrades to
+# nothing: without these attributes registration raises at start, which
+# tests/unit/test_livekit_compat.py checks on every upgrade.
+
+
+def launch_job(server: Any, job: Any, *, fake: bool) -> Any:
+    """Start ``job`` (a livekit ``agent.Job`` protobuf) on the hub's pool, as
+    ``AgentServer.simulate_job`` does, but with the job as given: simulate_job
+    sets no agent name and no dispatch metadata, which routing reads
+    (``server._proc_pool.launch_job``)."""
+    from livekit.agents.job import JobAcceptArguments, RunningJobInfo
+
+    info = RunningJobInfo(worker_id=server.id, accept_arguments=JobAcceptArguments(
+        identity=f"agent-{job.id}", name="", metadata=""), job=job, url="", token="", fake_job=fake)
+    return _proc_pool(server).launch_job(info)
+
+
+def discard_worker_messages(server: Any) -> Any:
+    """A task that empties an unregistered AgentServer's outgoing message channel.
+    With no websocket nobody reads it, and after 128 job status updates (about 43
+    calls) livekit's status tasks block on it for ever, and so does drain(), which
+    waits for them (``server._msg_chan``)."""
+    import asyncio
+
+    async def discard() -> None:
+        from livekit.agents.utils.aio import ChanClosed
+
+        channel = server._msg_chan
+        with __import__("contextlib").suppress(ChanClosed):
+            while True:
+                await channel.recv()
+
+    return asyncio.ensure_future(discard())
+
+
+def start_registration(hub: Any, name: str, on_request: Callable[[Any], Any],
+                       on_registered: Callable[..., None]) -> Any:
+    """Register ``name`` with LiveKit, its jobs launched on ``hub``'s pool. Returns
+    the registration (an AgentServer that is never run)."""
+    import asyncio
+
+    import aiohttp
+    from livekit.agents import AgentServer, utils
+    from livekit.agents.utils import http_context
+    from livekit.agents.worker import _DefaultLoadCalc
+    from livekit.protocol import agent
+
+    reg = AgentServer(ws_url=hub._ws_url, api_key=hub._api_key, api_secret=hub._api_secret,
+                      max_retry=hub._max_retry, load_threshold=hub._load_threshold,
+                      num_idle_processes=hub._num_idle_processes)
+    # the entrypoint is the hub's: its pool runs the jobs, this object only registers the name
+    reg.rtc_session(hub._entrypoint_fnc, agent_name=name, on_request=on_request)
+    loop = asyncio.get_running_loop()
+    reg._loop, reg._devmode = loop, False
+    reg._job_lifecycle_tasks, reg._pending_assignments = set(), {}
+    reg._close_future = loop.create_future()
+    reg._msg_chan = utils.aio.Chan(128, loop=loop)
+    reg._inference_executor, reg._proc_pool = None, hub._proc_pool
+    reg._previous_status = agent.WorkerStatus.WS_AVAILABLE
+    reg._api, reg._http_server, reg._prometheus_server, reg._load_task = None, None, None, None
+    reg._http_session = aiohttp.ClientSession(
+        proxy=reg._http_proxy or None, connector=aiohttp.TCPConnector(ssl=http_context._create_ssl_context()))
+    reg._worker_load, reg._reserved_slots = 0.0, 0
+    reg._load_fnc = hub._load_fnc or _DefaultLoadCalc.get_load
+    reg._closed = False
+    reg.on("worker_registered", on_registered)
+    reg._conn_task = asyncio.ensure_future(reg._connection_task())
+    return reg
+
+
+def registration_job_status(reg: Any, proc: Any) -> Any:
+    """Tell LiveKit, on the registration that accepted it, how a job is doing
+    (the hub's pool events; ``AgentServer._update_job_status``)."""
+    return reg._update_job_status(proc)
+
+
+async def registration_full(reg: Any) -> None:
+    """Stop LiveKit sending this name new jobs (draining; ``_draining`` + status)."""
+    reg._draining = True
+    await reg._update_worker_status()
+
+
+async def stop_registration(reg: Any) -> None:
+    """Close the registration's websocket; the hub's pool (and its jobs) stay."""
+    from livekit.agents import utils
+
+    reg._closed = True
+    if reg._conn_task is not None:
+        await utils.aio.cancel_and_wait(reg._conn_task)
+    reg._msg_chan.close()
+    await reg._http_session.close()
+    if not reg._close_future.done():
+        reg._close_future.set_result(None)
+
+
+def on_pool_event(server: Any, event: str, callback: Callable[[Any], None]) -> None:
+    """Listen to the hub's process pool (``process_job_launched``, ``process_closed``)."""
+    _proc_pool(server).on(event, callback)
+
+
+# -- job memory (livekit/agents/ipc/supervised_proc.py 1.8.9) -------------------------------
+
+
+def watch_memory_kills(callback: Callable[[str | None], None]) -> None:
+    """Call ``callback(job_id)`` when livekit kills a job process for exceeding
+    ``job_memory_limit_mb``. livekit has no event for it, only the error record
+    "job process exceeded memory limit, killing it" on ``livekit.agents`` with the
+    job id in its extra fields (``_memory_monitor_task``). Degrades to no count
+    (the kill itself still happens) if the wording changes."""
+    import logging
+
+    class Watch(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.levelno >= logging.ERROR and "exceeded memory limit" in str(record.msg):
+                callback(getattr(record, "job_id", None))
+            return True
+
+    logger = logging.getLogger("livekit.agents")
+    if not any(type(f).__name__ == "Watch" for f in logger.filters):
+        logger.addFilter(Watch())

@@ -117,6 +117,10 @@ class McpConnection:
         self.on_up: list[Callable[[McpConnection], None]] = []  # after every successful reconnect
         self._stderr = StderrLog() if self.is_stdio else None
 
+    def redact(self, text: str) -> str:
+        """``text`` with this server's secrets (headers, env) masked."""
+        return self._redact(text)
+
     @property
     def is_stdio(self) -> bool:
         return is_stdio(self.server)

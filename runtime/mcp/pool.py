@@ -49,6 +49,8 @@ class Acquired:
     # the spec's tool lock (server -> tool -> digest), None without one: applied per
     # agent, since agents with identical server blocks share a connection
     lock: dict[str, dict[str, str]] | None = None
+    # connections of `shared: false` blocks, made for this caller alone: it closes them
+    owned: list[McpConnection] = field(default_factory=list)
 
 
 class McpPool:
@@ -56,34 +58,50 @@ class McpPool:
         self._loop: asyncio.AbstractEventLoop | None = None  # connections live in one loop
         self._connections: dict[str, McpConnection] = {}
         self._starting: dict[str, asyncio.Task[None]] = {}
+        self._owned: set[McpConnection] = set()  # `shared: false` connections handed out, until closed
         self.retry_in_background = retry_in_background
 
-    async def acquire(self, loaded: LoadedSpec) -> Acquired:
-        """The spec's servers, connecting those not yet in the pool (concurrently,
-        each within its connect_timeout). A server that is down is reported, not
-        raised: the caller decides whether that refuses the session. Callable
-        from any loop: the work runs in the pool's own."""
+    async def acquire(self, loaded: LoadedSpec, only: set[str] | None = None) -> Acquired:
+        """The spec's servers (or ``only`` these), connecting those not yet in the
+        pool (concurrently, each within its connect_timeout). A ``shared: false``
+        block is never pooled: each acquire connects its own, which the caller
+        closes (``Acquired.owned``). A server that is down is reported, not raised:
+        the caller decides whether that refuses the session. Callable from any
+        loop: the work runs in the pool's own."""
         running = asyncio.get_running_loop()
         if self._loop is None or self._loop.is_closed():
             self._loop = running
         if self._loop is not running:
-            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.acquire(loaded), self._loop))
-        keys = {name: server_key(loaded, name) for name in loaded.spec.mcp_servers}
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.acquire(loaded, only), self._loop))
+        servers = {n: s for n, s in loaded.spec.mcp_servers.items() if only is None or n in only}
+        keys = {name: server_key(loaded, name) for name, server in servers.items() if server.shared}
         for name, key in keys.items():
             if key not in self._connections:
-                conn = McpConnection(name, loaded.spec.mcp_servers[name], base_dir=loaded.path.parent,
-                                     redact=SecretSet.of([loaded]).redact)
-                self._connections[key] = conn
+                self._connections[key] = conn = self._new(loaded, name)
                 self._starting[key] = asyncio.ensure_future(self._start(conn))
+        owned = {name: self._new(loaded, name) for name, server in servers.items() if not server.shared}
+        self._owned.update(owned.values())
         pending = [self._starting[k] for k in keys.values() if k in self._starting]
+        pending += [asyncio.ensure_future(self._start(conn)) for conn in owned.values()]
         if pending:
             await asyncio.gather(*(asyncio.shield(t) for t in pending), return_exceptions=True)
-        acquired = Acquired({name: self._connections[key] for name, key in keys.items()},
-                            lock=pins.read_tool_lock(loaded) if keys else None)
+        connections = {name: owned[name] if name in owned else self._connections[keys[name]] for name in servers}
+        acquired = Acquired(connections, lock=pins.read_tool_lock(loaded) if servers else None,
+                            owned=list(owned.values()))
         for name, conn in acquired.connections.items():
             if conn.state is not ConnState.UP:
                 acquired.unavailable[name] = conn.error or conn.state.value
         return acquired
+
+    async def started(self, keys: Iterable[str]) -> None:
+        """Wait until these pooled connections have finished connecting (or failed)."""
+        pending = [self._starting[k] for k in keys if k in self._starting]
+        if pending:
+            await asyncio.gather(*(asyncio.shield(t) for t in pending), return_exceptions=True)
+
+    def _new(self, loaded: LoadedSpec, name: str) -> McpConnection:
+        return McpConnection(name, loaded.spec.mcp_servers[name], base_dir=loaded.path.parent,
+                             redact=SecretSet.of([loaded]).redact)
 
     async def _start(self, conn: McpConnection) -> None:
         try:
@@ -95,13 +113,15 @@ class McpPool:
             self._starting = {k: t for k, t in self._starting.items() if t is not current and not t.done()}
 
     async def warm(self, specs: Iterable[LoadedSpec]) -> None:
-        await asyncio.gather(*(self.acquire(s) for s in specs))
+        """Connect the shared server blocks of these specs (``shared: false`` ones
+        are connected per call, never ahead)."""
+        await asyncio.gather(*(self.acquire(s, only=_shared(s)) for s in specs))
 
     async def retain(self, specs: Iterable[LoadedSpec]) -> None:
         """Make the pool hold exactly the servers of ``specs``: close the others,
         connect the new ones, keep the unchanged ones as they are."""
         specs = list(specs)
-        wanted = {server_key(s, n) for s in specs for n in s.spec.mcp_servers}
+        wanted = {server_key(s, n) for s in specs for n in _shared(s)}
         stale = [k for k in self._connections if k not in wanted]
         closing = [self._connections.pop(k) for k in stale]
         for key in stale:
@@ -119,33 +139,10 @@ class McpPool:
     async def aclose(self) -> None:
         for task in self._starting.values():
             task.cancel()
-        conns, self._connections = list(self._connections.values()), {}
+        conns, self._connections = list(self._connections.values()) + list(self._owned), {}
+        self._owned = set()
         await asyncio.gather(*(c.aclose() for c in conns), return_exceptions=True)
 
 
-class PoolThread:
-    """A pool on a thread of its own, with its own loop, for a job process:
-    livekit runs prewarm (``setup_fnc``) before the job's loop exists, so
-    connections warmed there must live in a loop that outlasts it."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self.loop = asyncio.new_event_loop()
-        self.pool = McpPool()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="mcp-pool", daemon=True)
-        self._thread.start()
-
-    def warm(self, specs: Iterable[LoadedSpec], timeout: float) -> None:
-        future = asyncio.run_coroutine_threadsafe(self.pool.warm(list(specs)), self.loop)
-        try:
-            future.result(timeout)
-        except Exception:  # noqa: BLE001 - a slow server is warmed in the background
-            log.info("MCP warm-up still running after %.0fs; the job will wait only for what it needs", timeout)
-
-    def close(self, timeout: float = 10.0) -> None:
-        future = asyncio.run_coroutine_threadsafe(self.pool.aclose(), self.loop)
-        try:
-            future.result(timeout)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
+def _shared(loaded: LoadedSpec) -> set[str]:
+    return {name for name, server in loaded.spec.mcp_servers.items() if server.shared}

@@ -1,10 +1,17 @@
-"""The agents being served: one livekit AgentServer per agent name.
+"""The agents being served, and the one pool of job processes they share.
 
-livekit allows one agent name per AgentServer and several servers in one asyncio
-loop. ``Agents`` builds and registers a server per accepted spec, drains and
-unregisters removed ones, recycles idle prewarmed processes when a spec or plugin
-changes (so they warm the new version and import the new plugin code), and moves
-the long-lived heap out of the garbage collector's way.
+One livekit ``AgentServer`` (the hub) owns the job processes for the whole serve:
+``--idle-processes`` of them are prewarmed once (livekit, plugins, VAD weights),
+and a call takes any idle one and becomes its agent at entry (job.py reads the
+spec then). One load monitor, one set of timers, however many agents.
+
+How LiveKit reaches the agents is ``--dispatch`` (routing.py):
+- ``name``: each agent name is registered with LiveKit; the registration is only
+  livekit's connection code, launching its jobs on the hub's pool
+  (``livekit_compat.start_registration``). Without LiveKit (``--unregistered``)
+  there is nothing to register, and an agent costs its catalog entry alone.
+- ``metadata``: the hub registers one name; each job names its agent, and a job
+  naming no agent this serve runs is refused with the reason in the log.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ import gc
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import livekit_compat
-from .options import Executor
+from .options import Dispatch, Executor
+from .routing import Unroutable, agent_of
 
 if TYPE_CHECKING:
     from ..catalog import Catalog
@@ -32,10 +41,12 @@ log = logging.getLogger("voice_runtime.serve")
 
 @dataclass
 class AgentWorker:
+    """One served agent: the generation it serves and, with ``--dispatch name``
+    and LiveKit, its registration."""
+
     name: str
-    server: Any  # livekit AgentServer
-    task: asyncio.Task[None]
     generation: int
+    registration: Any = None  # a livekit AgentServer that is never run (see livekit_compat)
     registered: bool = False
     error: str | None = None
     started_at: float = field(default_factory=time.time)
@@ -55,8 +66,8 @@ async def until_done_or(event: asyncio.Event, task: asyncio.Future[Any], timeout
 
 
 class Agents:
-    """The running AgentServers, by agent name. ``hurry`` is the supervisor's
-    second stop signal: drains are cut short and job processes killed."""
+    """The served agents by name, and the hub that runs their calls. ``hurry`` is
+    the supervisor's second stop signal: drains are cut short and job processes killed."""
 
     def __init__(self, options: ServeOptions, catalog: Catalog, hurry: asyncio.Event,
                  shared_pool: McpPool | None) -> None:
@@ -67,25 +78,24 @@ class Agents:
         self.shared_pool = shared_pool if options.executor is Executor.THREAD else None
         self.workers: dict[str, AgentWorker] = {}
         self.draining: set[str] = set()
+        self.refused: Counter[str] = Counter()  # jobs refused, by reason
+        self.memory_kills: Counter[str] = Counter()  # calls ended by the memory limit, by agent
+        self.hub: Any = None
+        self.hub_task: asyncio.Task[None] | None = None
+        self.hub_ready = False  # started (and, with --dispatch metadata and LiveKit, registered)
+        self.hub_error: str | None = None
+        self._discard: asyncio.Future[None] | None = None
         self._freeze: asyncio.Task[None] | None = None
+        self._job_agents: dict[str, str] = {}  # job id -> agent, as routed
 
-    # -- what is served ------------------------------------------------------------
+    @property
+    def registers_names(self) -> bool:
+        """Each agent name has a LiveKit registration of its own."""
+        return not self.options.unregistered and self.options.dispatch is Dispatch.NAME
 
-    def serving(self, name: str) -> AgentWorker | None:
-        """The agent's server, unless there is none or it is being drained."""
-        return None if name in self.draining else self.workers.get(name)
+    # -- the hub ---------------------------------------------------------------------
 
-    def sessions_active(self, name: str) -> int:
-        worker = self.workers.get(name)
-        return len(worker.server.active_jobs) if worker is not None else 0
-
-    def jobs(self) -> list[tuple[str, Any]]:
-        """(agent, livekit RunningJobInfo) of every job running now."""
-        return [(w.name, job) for w in list(self.workers.values()) for job in w.server.active_jobs]
-
-    # -- add, update, remove --------------------------------------------------------
-
-    async def add(self, name: str) -> None:
+    async def start(self) -> None:
         from livekit.agents import AgentServer, JobExecutorType
 
         from .job import entrypoint, prewarm
@@ -93,42 +103,160 @@ class Agents:
         o = self.options
         # process executor: the partials are pickled to job processes, so only plain
         # values go in; thread executor: nothing is pickled and the pool is passed as is
-        bound = dict(agent=name, state_dir=str(self.catalog.state_dir),
+        bound = dict(state_dir=str(self.catalog.state_dir),
                      plugins_dir=str(o.plugins_dir) if o.plugins_dir else None, shared_pool=self.shared_pool)
-        server = AgentServer(
+        hub = self.hub = AgentServer(
             job_executor_type=JobExecutorType.THREAD if o.executor is Executor.THREAD else JobExecutorType.PROCESS,
             num_idle_processes=o.idle_processes,
             load_threshold=o.load_threshold,
             drain_timeout=int(o.drain_timeout),
+            job_memory_warn_mb=o.job_memory_warn_mb,
+            job_memory_limit_mb=o.job_memory_limit_mb,
             initialize_process_timeout=30.0,
             max_retry=2**31,  # an unreachable LiveKit is retried for ever (<= 10 s apart); /readyz says so
             ws_url=o.ws_url or "", api_key=o.api_key or "", api_secret=o.api_secret or "",
             host="127.0.0.1", port=0,  # livekit's own health port; ours is --http-port
             setup_fnc=functools.partial(prewarm, **bound),
         )
-        server.rtc_session(functools.partial(entrypoint, **bound), agent_name=name)
-        worker = AgentWorker(name, server, asyncio.Future(), self.catalog.agents[name].generation)
+        hub.rtc_session(functools.partial(entrypoint, dispatch=o.dispatch.value, **bound),
+                        agent_name=o.agent_name if o.dispatch is Dispatch.METADATA else "",
+                        on_request=self._on_request)
+        hub_registers = not o.unregistered and o.dispatch is Dispatch.METADATA
+
+        def started(*_: Any) -> None:
+            if not hub_registers:
+                self.hub_ready = True
+                # nobody reads an unregistered server's messages to LiveKit
+                self._discard = livekit_compat.discard_worker_messages(hub)
+            livekit_compat.on_pool_event(hub, "process_job_launched", self._job_event)
+            livekit_compat.on_pool_event(hub, "process_closed", self._job_event)
+            log.info("job processes ready to start (%s executor, %d prewarmed)", o.executor.value, o.idle_processes)
+
+        def registered(*_: Any) -> None:
+            self.hub_ready, self.hub_error = True, None
+            log.info("registered with LiveKit as %s; jobs name their agent in their metadata", o.agent_name)
+
+        hub.on("worker_started", started)
+        hub.on("worker_registered", registered)
+        livekit_compat.watch_memory_kills(self._killed_for_memory)
+        self.hub_task = asyncio.create_task(self._run_hub(hub_registers), name="job-hub")
+
+    async def _run_hub(self, registers: bool) -> None:
+        try:
+            shelter_metric_files()  # run() empties the metrics folder; the counts so far must survive
+            await self.hub.run(devmode=False, unregistered=not registers)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported on /readyz and /status
+            self.hub_error = f"{type(exc).__name__}: {exc}"
+            log.error("the job pool stopped: %s", self.hub_error)
+
+    async def _on_request(self, request: Any) -> None:
+        """Accept a job LiveKit offers if it names an agent served now."""
+        try:
+            name = agent_of(request.job, self.options.dispatch)
+        except Unroutable as exc:
+            self._refuse(request, "no_agent", str(exc))
+            await request.reject()
+            return
+        if name not in self.workers or name in self.draining:
+            why = "is being drained" if name in self.draining else "is not served here"
+            self._refuse(request, "unknown_agent" if name not in self.workers else "draining",
+                         f"agent {name!r} {why} (serving {len(self.workers) - len(self.draining)} agent(s))")
+            await request.reject()
+            return
+        await request.accept()
+
+    def _refuse(self, request: Any, reason: str, why: str) -> None:
+        self.refused[reason] += 1
+        log.warning("job %s refused: %s", request.job.id, why,
+                    extra={"job_id": request.job.id, "refused": reason})
+
+    def _job_event(self, proc: Any) -> None:
+        """A job launched or ended on the hub: remember its agent; with per-name
+        registrations, tell LiveKit through the registration that accepted it."""
+        info = proc.running_job
+        if info is None:
+            return
+        name = self.agent_of_job(info)
+        worker = self.workers.get(name) if name else None
+        if worker is not None and worker.registration is not None and not info.fake_job:
+            task = asyncio.ensure_future(livekit_compat.registration_job_status(worker.registration, proc))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def agent_of_job(self, info: Any) -> str | None:
+        job_id = info.job.id
+        name = self._job_agents.get(job_id)
+        if name is None:
+            try:
+                name = agent_of(info.job, self.options.dispatch)
+            except Unroutable:
+                return None
+            if len(self._job_agents) > 10_000:
+                self._job_agents.clear()
+            self._job_agents[job_id] = name
+        return name
+
+    def _killed_for_memory(self, job_id: str | None) -> None:
+        agent = next((a for a, info in self.jobs() if info.job.id == job_id), None) if job_id else None
+        self.memory_kills[agent or ""] += 1
+
+    # -- what is served ------------------------------------------------------------
+
+    def serving(self, name: str) -> AgentWorker | None:
+        """The agent, unless there is none or it is being drained."""
+        return None if name in self.draining else self.workers.get(name)
+
+    def is_registered(self, worker: AgentWorker) -> bool:
+        return worker.registered if self.registers_names else self.hub_ready
+
+    def jobs(self) -> list[tuple[str, Any]]:
+        """(agent, livekit RunningJobInfo) of every job running now."""
+        try:
+            infos = list(self.hub.active_jobs)
+        except AttributeError:  # no hub, or its pool is not made yet (run() makes it)
+            return []
+        return [(self.agent_of_job(info) or "", info) for info in infos]
+
+    def sessions_by_agent(self) -> Counter[str]:
+        return Counter(agent for agent, _ in self.jobs())
+
+    def sessions_active(self, name: str) -> int:
+        return self.sessions_by_agent()[name]
+
+    async def launch_simulation(self, agent: str, room: str, script: str) -> None:
+        """A fake job of ``agent`` (``POST /simulate``): named as LiveKit would name
+        it, so the job routes exactly as a dispatched one does."""
+        import json
+
+        from livekit.agents import utils
+        from livekit.protocol import agent as lk_agent
+        from livekit.protocol import models
+
+        job = lk_agent.Job(id=utils.shortuuid("mock-job-"), type=lk_agent.JobType.JT_ROOM,
+                           room=models.Room(sid=f"RM_{room}", name=room, metadata=script),
+                           agent_name=agent if self.options.dispatch is Dispatch.NAME else self.options.agent_name,
+                           metadata=json.dumps({"agent": agent}))
+        await livekit_compat.launch_job(self.hub, job, fake=True)
+
+    # -- add, update, remove --------------------------------------------------------
+
+    async def add(self, name: str) -> None:
+        worker = AgentWorker(name, self.catalog.agents[name].generation)
+        self.workers[name] = worker
+        if not self.registers_names:
+            log.info("agent %s ready%s", name, " (not connected to LiveKit: --unregistered)"
+                     if self.options.unregistered else "")
+            return
 
         def registered(*_: Any) -> None:
             worker.registered, worker.error = True, None
-            log.info("agent %s %s", name, "ready (not connected to LiveKit: --unregistered)"
-                     if o.unregistered else "registered with LiveKit")
+            log.info("agent %s registered with LiveKit", name)
 
-        server.on("worker_registered", registered)
-        if o.unregistered:
-            server.on("worker_started", registered)
-        worker.task = asyncio.create_task(self._run(worker), name=f"agent-{name}")
-        self.workers[name] = worker
+        async def on_request(request: Any) -> None:
+            await self._on_request(request)
 
-    async def _run(self, worker: AgentWorker) -> None:
-        try:
-            shelter_metric_files()  # run() empties the metrics folder; the counts so far must survive
-            await worker.server.run(devmode=False, unregistered=self.options.unregistered)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one agent's failure is reported, others keep serving
-            worker.error = f"{type(exc).__name__}: {exc}"
-            log.error("agent %s stopped: %s", worker.name, worker.error)
+        worker.registration = livekit_compat.start_registration(self.hub, name, on_request, registered)
 
     def set_generation(self, name: str, generation: int) -> None:
         worker = self.workers.get(name)
@@ -136,23 +264,19 @@ class Agents:
             worker.generation = generation
 
     async def remove(self, name: str, *, unpublish: bool = True) -> None:
+        """Stop taking calls for the agent, let its calls end (at most
+        ``drain_timeout``; a second stop signal kills them), then forget it."""
         worker = self.workers.get(name)
         if worker is None:
             return
         self.draining.add(name)
         try:
-            await self._drain(worker)
-            # livekit gives each job process 10 s to acknowledge its shutdown
-            closing = asyncio.ensure_future(worker.server.aclose())
-            if self.hurry.is_set():
-                # closing first: a closed pool starts no process, so a call whose job
-                # process was still starting is not started again on a fresh one
-                await asyncio.sleep(0)
-                await _kill_jobs(worker.server)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(closing, timeout=3.0 if self.hurry.is_set() else None)
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(worker.task, timeout=10)
+            if worker.registration is not None:
+                with contextlib.suppress(Exception):
+                    await livekit_compat.registration_full(worker.registration)
+            await self._drain(lambda: [info for agent, info in self.jobs() if agent == name])
+            if worker.registration is not None:
+                await livekit_compat.stop_registration(worker.registration)
         finally:
             self.draining.discard(name)
             self.workers.pop(name, None)
@@ -161,62 +285,80 @@ class Agents:
             log.info("agent %s drained and unregistered", name)
 
     async def remove_all(self) -> None:
-        """Serve is stopping: every agent drained at once; the published specs stay
-        (serve removes its whole state folder on exit)."""
+        """Serve is stopping: every agent drained at once, then the job pool closed;
+        the published specs stay (serve removes its whole state folder on exit)."""
         if self._freeze is not None:
             self._freeze.cancel()
+        self.draining.update(self.workers)
         await asyncio.gather(*(self.remove(name, unpublish=False) for name in list(self.workers)))
-
-    async def _drain(self, worker: AgentWorker) -> None:
-        """livekit's drain, bounded by drain_timeout and cut short by a second signal."""
-        drain = asyncio.ensure_future(worker.server.drain())
-        try:
-            await until_done_or(self.hurry, drain, timeout=self.options.drain_timeout)
-        finally:
-            drain.cancel()
+        if self.hub is None:
+            return
+        # livekit gives each job process 10 s to acknowledge its shutdown
+        closing = asyncio.ensure_future(self.hub.aclose())
+        if self.hurry.is_set():
+            # closing first: a closed pool starts no process, so a call whose job
+            # process was still starting is not started again on a fresh one
+            await asyncio.sleep(0)
+            await _kill_jobs(self.hub)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(closing, timeout=3.0 if self.hurry.is_set() else None)
+        if self.hub_task is not None:
             with contextlib.suppress(BaseException):
-                await drain
+                await asyncio.wait_for(self.hub_task, timeout=10)
+        if self._discard is not None:
+            self._discard.cancel()
 
-    def recycle_idle(self, names: set[str]) -> None:
-        """Close the idle prewarmed processes of these agents' servers; livekit's
-        pool spawns fresh ones, which import the current plugin code and warm the
-        current spec."""
-        for name in names:
-            worker = self.workers.get(name)
-            if worker is None:
-                continue
-            idle = livekit_compat.take_idle_executors(worker.server)
-            for proc in idle:
-                asyncio.ensure_future(proc.aclose())
-            if idle:
-                log.info("recycling %d idle process(es)", len(idle))
+    async def _drain(self, running: Any) -> None:
+        """Wait until ``running()`` lists no job, bounded by drain_timeout and cut
+        short by a second signal (which kills those jobs' processes)."""
+        async def ended() -> None:
+            while running():
+                await asyncio.sleep(0.2)
+
+        wait = asyncio.ensure_future(ended())
+        try:
+            if not await until_done_or(self.hurry, wait, timeout=self.options.drain_timeout):
+                if self.hurry.is_set():
+                    await _kill_jobs(self.hub, {info.job.id for info in running()})
+        finally:
+            wait.cancel()
+
+    def recycle_idle(self) -> None:
+        """Close the prewarmed, idle job processes: livekit's pool spawns fresh ones,
+        which import the current plugin code."""
+        if self.hub is None:
+            return
+        idle = livekit_compat.take_idle_executors(self.hub)
+        for proc in idle:
+            asyncio.ensure_future(proc.aclose())
+        if idle:
+            log.info("recycling %d idle process(es)", len(idle))
 
     # -- the heap --------------------------------------------------------------------
 
     def freeze_heap_soon(self) -> None:
-        """Once the agents' servers have started, move what they built into gc's permanent
-        generation. With one AgentServer per agent the heap is large (about 470,000
-        objects for 1,000 agents) and almost all of it lives as long as the process;
-        without this each full collection walks it all, stalling the loop (reloads,
-        /status, LiveKit's availability answers) for 100-450 ms every few seconds. Redone
-        after agents are added or removed (unfreezing first, so drained servers are freed)."""
+        """Once agents were added or removed, move the long-lived heap (catalog
+        entries, published specs, status descriptions: about 1 KiB of objects per
+        agent) into gc's permanent generation, so full collections do not walk it
+        and stall the loop (reloads, /status, LiveKit's availability answers).
+        Redone after each change (unfreezing first, so what was removed is freed)."""
         if self._freeze is None or self._freeze.done():
             self._freeze = asyncio.create_task(self._freeze_heap(), name="gc-freeze")
 
     async def _freeze_heap(self) -> None:
-        deadline = time.monotonic() + 30.0  # an unreachable LiveKit never registers them
-        while time.monotonic() < deadline and not all(
-                w.registered or w.error or w.task.done() for w in self.workers.values()):
-            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)  # registrations made in this reload start first
         gc.unfreeze()
         gc.collect()
         gc.freeze()
 
 
-async def _kill_jobs(server: Any) -> None:
-    """Kill a server's job processes (a second stop signal). Their MCP servers are
-    orphaned to serve (see children.py) and stopped before it exits."""
+async def _kill_jobs(server: Any, job_ids: set[str] | None = None) -> None:
+    """Kill job processes (a second stop signal): all of them, or those running
+    ``job_ids``. Their MCP servers are orphaned to serve (see children.py) and
+    stopped before it exits."""
     for proc in livekit_compat.job_executors(server):
+        if job_ids is not None and (proc.running_job is None or proc.running_job.job.id not in job_ids):
+            continue
         kill = getattr(proc, "kill", None)
         if kill is None:
             continue  # a process still starting is killed too: its call must not begin
@@ -225,10 +367,10 @@ async def _kill_jobs(server: Any) -> None:
 
 
 def shelter_metric_files() -> None:
-    """livekit's ``AgentServer.run()`` deletes every file in PROMETHEUS_MULTIPROC_DIR
-    (fine for one server per process, but serve starts one per agent, also while
-    running). Moving the files into a fresh subfolder first keeps the counts of jobs
-    so far; a running process keeps writing to its file, moved or not (it is mmapped)."""
+    """livekit's ``AgentServer.run()`` deletes every file in PROMETHEUS_MULTIPROC_DIR.
+    Moving the files into a fresh subfolder first keeps the counts of jobs so far
+    (counters written before the hub started, by a test or a restarted pool); a
+    running process keeps writing to its file, moved or not (it is mmapped)."""
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not folder or not os.path.isdir(folder):
         return

@@ -1,11 +1,14 @@
 """What runs in a LiveKit job process (or job thread) under `voice-runtime serve`.
 
-Both functions are top-level so livekit can pickle them by reference (bound to an
-agent with ``functools.partial``). With the thread executor nothing is pickled,
-and the partial also carries serve's own MCP pool as ``shared_pool``. The spec is
-read at job entry from what the parent published, never at prewarm: a prewarmed
-process may be older than the newest generation (see notes/livekit-1.8.9.md,
-"Getting runtime-changing config into a job").
+Both functions are top-level so livekit can pickle them by reference (bound with
+``functools.partial`` to serve's state folder). A job process belongs to no agent
+until a call arrives: the entrypoint routes the job to its agent (routing.py) and
+reads that agent's spec as the parent published it, never at prewarm (a
+prewarmed process may be older than the newest generation; see
+notes/livekit-1.8.9.md, "Getting runtime-changing config into a job"). Its MCP
+tools are serve's warm connections, borrowed through the gateway. With the
+thread executor nothing is pickled, and the partial carries serve's own MCP pool
+as ``shared_pool``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +27,6 @@ if TYPE_CHECKING:
     from ..mcp.pool import McpPool
 
 log = logging.getLogger("voice_runtime.job")
-
-PREWARM_WAIT = 5.0  # seconds prewarm waits for MCP servers; slower ones finish in the background
 
 
 def _accepted_plugins(state_dir: str, plugins_dir: str | None) -> Any:
@@ -35,36 +38,39 @@ def _accepted_plugins(state_dir: str, plugins_dir: str | None) -> Any:
                                files=published_files(Path(state_dir)), trial=False)
 
 
-def prewarm(proc: JobProcess, agent: str, state_dir: str, plugins_dir: str | None,
-            shared_pool: McpPool | None = None) -> None:
-    """Load plugins and connect the agent's MCP servers before a call arrives
-    (unless the job shares serve's pool, which serve keeps warm)."""
-    from ..catalog import read_published
-    from ..mcp.pool import PoolThread
+def prewarm(proc: JobProcess, state_dir: str, plugins_dir: str | None, shared_pool: McpPool | None = None) -> None:
+    """Ready a job process for a call of any agent: the accepted plugins loaded and
+    the modules a call needs imported. No agent's spec is read here (the process
+    may serve any agent, and the spec may change before it does), and no MCP
+    server is connected: serve holds those and lends them (mcp/gateway.py)."""
+    import mcp.types  # noqa: F401 - about 0.5 s: imported now, not on the caller's time
 
-    plugins = _accepted_plugins(state_dir, plugins_dir)
-    proc.userdata["plugins"] = plugins
-    if shared_pool is not None:
-        return
-    try:
-        loaded, _ = read_published(Path(state_dir), agent, plugins)
-    except Exception as exc:  # noqa: BLE001 - the job entry reports it properly
-        log.warning("prewarm of %s: no accepted spec to warm (%s)", agent, exc)
-        return
-    pool = PoolThread()
-    pool.warm([loaded], timeout=PREWARM_WAIT)
-    proc.userdata["mcp"] = pool
+    from .. import build, catalog  # noqa: F401
+    from ..mcp import gateway, toolset  # noqa: F401
+
+    proc.userdata["plugins"] = _accepted_plugins(state_dir, plugins_dir)
 
 
-async def entrypoint(ctx: JobContext, agent: str, state_dir: str, plugins_dir: str | None,
+async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, dispatch: str,
                      shared_pool: McpPool | None = None) -> None:
     from ..build import SessionRefused, SessionRunner
     from ..catalog import read_published
+    from ..mcp.gateway import GatewayPool
+    from .options import Dispatch
+    from .routing import Unroutable, agent_of
 
+    entered = time.perf_counter()
+    try:
+        agent = agent_of(ctx.job, Dispatch(dispatch))
+    except Unroutable as exc:  # serve refuses these before they start; a job from elsewhere
+        log.error("job %s: %s", ctx.job.id, exc)
+        ctx.shutdown(reason=str(exc))
+        return
     plugins = ctx.proc.userdata.get("plugins") or _accepted_plugins(state_dir, plugins_dir)
     loaded, generation = read_published(Path(state_dir), agent, plugins)
-    warm = ctx.proc.userdata.get("mcp")
-    pool = shared_pool if shared_pool is not None else (warm.pool if warm is not None else None)
+    # a thread executor's job uses serve's pool itself; a job process borrows it
+    borrowed = None if shared_pool is not None else GatewayPool.from_state_dir(Path(state_dir))
+    pool = shared_pool if shared_pool is not None else borrowed
     fake = ctx.is_fake_job()
     runner = SessionRunner(loaded, plugins, text_only=fake, pool=pool, session_id=ctx.job.id)
     log.info("job %s: agent %s generation %d (%s)", ctx.job.id, agent, generation, loaded.digest[:12],
@@ -72,13 +78,13 @@ async def entrypoint(ctx: JobContext, agent: str, state_dir: str, plugins_dir: s
 
     async def close() -> None:
         await runner.aclose()
-        if warm is not None and shared_pool is None:
-            await asyncio.to_thread(warm.close)
+        if borrowed is not None:
+            await borrowed.aclose()
 
     ctx.add_shutdown_callback(close)
     try:
         if fake:
-            await _simulated_call(ctx, runner, Path(state_dir), generation)
+            await _simulated_call(ctx, runner, Path(state_dir), generation, entered)
             return
         await ctx.connect()
         await runner.start(room=ctx.room)
@@ -87,7 +93,7 @@ async def entrypoint(ctx: JobContext, agent: str, state_dir: str, plugins_dir: s
         ctx.shutdown(reason=str(exc))
 
 
-async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generation: int) -> None:
+async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generation: int, entered: float) -> None:
     """A call with no LiveKit server (``POST /simulate``): text turns from the
     room's metadata, then hang up. How serve is tested offline. With ``report``
     the transcript, tool calls and errors go back to serve (``?wait=1``)."""
@@ -109,7 +115,7 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
     runner.listeners.append(on_event)
     try:
         async with asyncio.timeout(MAX_CALL_S):
-            await _run_script(ctx, runner, script, report, calls)
+            await _run_script(ctx, runner, script, report, calls, entered)
     except BaseException as exc:
         report["ok"] = False
         report["error"] = (f"the simulated call took longer than {MAX_CALL_S:g}s" if isinstance(exc, TimeoutError)
@@ -127,10 +133,14 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
 
 
 async def _run_script(ctx: JobContext, runner: Any, script: dict[str, Any], report: dict[str, Any],
-                      calls: list[dict[str, Any]]) -> None:
+                      calls: list[dict[str, Any]], entered: float) -> None:
     from ..loopback import SpeechLoop, SpeechUnavailable
 
     await runner.start()
+    # how long this call waited for its agent (spec, MCP tools, session) on this process
+    report["session_ready_ms"] = round((time.perf_counter() - entered) * 1000, 2)
+    report["tools_ready_ms"] = round((runner.tools_ready_at - entered) * 1000, 2)
+    report["pid"] = os.getpid()
     # "speech": each turn also through the pipeline's own STT and TTS (see loopback)
     try:
         speech = SpeechLoop.build(runner.loaded, runner.plugins) if script.get("speech") else None

@@ -15,6 +15,13 @@ class Executor(str, enum.Enum):
     THREAD = "thread"  # a thread of the serve process; jobs share serve's MCP pool
 
 
+class Dispatch(str, enum.Enum):
+    """How LiveKit's jobs find their agent (see routing.py)."""
+
+    NAME = "name"  # one LiveKit registration per agent name
+    METADATA = "metadata"  # one registration for the serve; each job names its agent
+
+
 @dataclass(frozen=True)
 class ServeOptions:
     agents_dir: Path
@@ -22,7 +29,11 @@ class ServeOptions:
     http_host: str = "0.0.0.0"
     http_port: int = 8081
     executor: Executor = Executor.PROCESS
-    idle_processes: int = 1
+    idle_processes: int = 1  # prewarmed job processes for the whole serve, any agent
+    dispatch: Dispatch = Dispatch.NAME
+    agent_name: str = "voice-runtime"  # the one name registered with --dispatch metadata
+    job_memory_warn_mb: float = 1000.0  # livekit logs a warning above this (per job process)
+    job_memory_limit_mb: float = 0.0  # livekit kills a job process above this; 0: no limit
     load_threshold: float = 0.7
     drain_timeout: float = 300.0
     scan_interval: float = 10.0

@@ -34,11 +34,15 @@ class StatusView:
             reasons.append("the specs are still being loaded")
         elif not self.catalog.agents:
             reasons.append("no agent is loaded")
+        agents = self.agents
+        if agents.hub_error or (not agents.hub_ready and not agents.registers_names):
+            why = agents.hub_error or (f"connecting to LiveKit at {self.options.ws_url}"
+                                       if not self.options.unregistered else "starting")
+            reasons.append(f"the job pool is not ready ({why})")
         for name, entry in self.catalog.agents.items():
-            worker = self.agents.workers.get(name)
-            if worker is None or not worker.registered:
-                why = (worker.error if worker is not None else None) or (
-                    f"connecting to LiveKit at {self.options.ws_url}" if not self.options.unregistered else "starting")
+            worker = agents.workers.get(name)
+            if agents.registers_names and (worker is None or not worker.registered):
+                why = (worker.error if worker is not None else None) or f"connecting to LiveKit at {self.options.ws_url}"
                 reasons.append(f"agent {name} is not registered ({why})")
             for server, health in self.mcp_health(name, entry).items():
                 if entry.loaded.spec.mcp_servers[server].required and health["state"] != "up":
@@ -66,6 +70,7 @@ class StatusView:
 
     def status(self) -> dict[str, Any]:
         agents = []
+        sessions = self.agents.sessions_by_agent()
         for name, entry in sorted(self.catalog.agents.items()):
             d, _ = self._described_view(name, entry)
             health = self.mcp_health(name, entry)
@@ -74,9 +79,9 @@ class StatusView:
                 "name": name, "file": d["file"], "generation": entry.generation, "digest": entry.loaded.digest,
                 "accepted_at": entry.accepted_at, "mode": d["mode"], "providers": d["providers"],
                 "mcp_servers": {s: {**info, **health[s]} for s, info in d["mcp_servers"].items()},
-                "tools": d["tools"], "registered": bool(worker and worker.registered),
+                "tools": d["tools"], "registered": bool(worker and self.agents.is_registered(worker)),
                 "error": worker.error if worker else None, "draining": name in self.agents.draining,
-                "sessions_active": self.agents.sessions_active(name),
+                "sessions_active": sessions[name],
             })
         for gone in set(self._described) - set(self.catalog.agents):
             del self._described[gone]
@@ -88,6 +93,8 @@ class StatusView:
             "last_reload": last.as_dict() if last else None,
             "last_successful_reload_at": self.catalog.last_success_at,
             "plugin_errors": self.plugin_errors,
+            "jobs": {"running": sum(sessions.values()), "dispatch": self.options.dispatch.value,
+                     "refused": dict(self.agents.refused), "killed_for_memory": sum(self.agents.memory_kills.values())},
             "ready": not not_ready,
             "not_ready": not_ready,
             "pid": os.getpid(),
@@ -132,12 +139,23 @@ class ServeCollector:
         sessions = GaugeMetricFamily("voice_runtime_sessions_active", "Jobs running, per agent.", labels=["agent"])
         up = GaugeMetricFamily("voice_runtime_mcp_server_up", "1 if the MCP server is connected.",
                                labels=["agent", "server"])
+        running = view.agents.sessions_by_agent()
         for name, entry in sorted(catalog.agents.items()):
-            sessions.add_metric([name], view.agents.sessions_active(name))
+            sessions.add_metric([name], running[name])
             for server, health in view.mcp_health(name, entry).items():
                 up.add_metric([name, server], 1 if health["state"] == "up" else 0)
         yield sessions
         yield up
+        refused = CounterMetricFamily("voice_runtime_jobs_refused", "Jobs LiveKit offered that serve refused, by reason "
+                                      "(no_agent, unknown_agent, draining).", labels=["reason"])
+        for reason, count in sorted(view.agents.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        killed = CounterMetricFamily("voice_runtime_jobs_memory_killed", "Calls ended because their job process "
+                                     "went over --job-memory-limit-mb.", labels=["agent"])
+        for agent, count in sorted(view.agents.memory_kills.items()):
+            killed.add_metric([agent], count)
+        yield killed
 
 
 class _ProcessFiles:

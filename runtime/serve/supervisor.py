@@ -23,6 +23,7 @@ from ..catalog import Catalog, Outcome, ReloadResult
 from ..reload import Reloader
 from .agents import Agents, until_done_or
 from .http import Call
+from .options import Executor
 from .status import StatusView
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class Supervisor:
         self._signal_reloads: set[asyncio.Task[Any]] = set()
         self.reloader: Reloader | None = None
         self.agents = Agents(options, self.catalog, self._hurry, shared_pool=self.pool)
+        self.gateway: Any = None  # job processes borrow the pool's connections through it
         self.view = StatusView(options, self.catalog, self.agents, self.pool)
         self.view.plugin_errors = plugins.problems
         # the plugin files last tried: a scan that finds the same bytes does nothing
@@ -90,6 +92,12 @@ class Supervisor:
         from ..plugins import publish_files
 
         publish_files(self.catalog.state_dir, self.plugins)  # job processes import these, not the folder
+        if self.options.executor is Executor.PROCESS:
+            from ..mcp.gateway import Gateway
+
+            self.gateway = Gateway(self.pool, self.catalog.state_dir, self._accepted_spec)
+            await self.gateway.start()
+        await self.agents.start()
         await self.reload({"specs"}, "start")
         self.reloader = Reloader(
             {"specs": self.options.agents_dir, **({"plugins": self.options.plugins_dir} if self.options.plugins_dir else {})},
@@ -98,6 +106,10 @@ class Supervisor:
         await self.reloader.start()
         await self._stop.wait()
         await self._shutdown()
+
+    def _accepted_spec(self, agent: str) -> Any:
+        entry = self.catalog.agents.get(agent)
+        return entry.loaded if entry is not None else None
 
     def request_stop(self, signum: int | None = None) -> None:
         """The first SIGTERM/SIGINT drains; a second one during the drain cuts the
@@ -109,8 +121,7 @@ class Supervisor:
             self._stop.set()
             return
         if signum is not None and not self._hurry.is_set():
-            log.warning("second stop signal: ending %d call(s) in progress now",
-                        sum(self.agents.sessions_active(n) for n in self.agents.workers))
+            log.warning("second stop signal: ending %d call(s) in progress now", len(self.agents.jobs()))
             self.exit_code = 128 + signum
             self._hurry.set()
             self._killer = asyncio.ensure_future(self._kill_jobs_until_exit())
@@ -143,6 +154,8 @@ class Supervisor:
             await self.reloader.aclose()
         async with self._lock:
             await self.agents.remove_all()
+        if self.gateway is not None:
+            await self.gateway.aclose()
         closing = asyncio.ensure_future(self.pool.aclose())
         if not await until_done_or(self._hurry, closing):
             # a stdio server ignoring stdin EOF and SIGTERM costs the SDK's polite
@@ -240,7 +253,8 @@ class Supervisor:
         if result.changed:
             # re-warm only what changed: unchanged server blocks keep their connections
             asyncio.ensure_future(self.pool.retain(e.loaded for e in self.catalog.agents.values()))
-        self.agents.recycle_idle(set(self.agents.workers) if plugins_changed else set(result.updated))
+        if plugins_changed:
+            self.agents.recycle_idle()  # prewarmed processes imported the old plugin code
 
     # -- http.Operator ---------------------------------------------------------------
 
@@ -265,13 +279,9 @@ class Supervisor:
         return [Call(agent, job.job.room.name, job.fake_job) for agent, job in self.agents.jobs()]
 
     async def start_simulation(self, agent: str, room: str, script: str) -> None:
-        from livekit.protocol import models
-
-        worker = self.agents.serving(agent)
-        if worker is None:
+        if self.agents.serving(agent) is None:
             raise LookupError(f"agent {agent!r} stopped serving")
-        await worker.server.simulate_job(room, fake_job=True,
-                                         room_info=models.Room(sid=f"RM_{room}", name=room, metadata=script))
+        await self.agents.launch_simulation(agent, room, script)
 
     def take_simulation_report(self, room: str) -> dict[str, Any] | None:
         from .simulate import take_result

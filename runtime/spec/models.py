@@ -63,6 +63,12 @@ class McpServerBase(StrictModel):
         16384, ge=256, le=10_000_000,
         description="Longer tool results are cut to this many characters, with a marker saying so.",
     )
+    shared: bool = Field(
+        True,
+        description="true: one warm connection per serve, lent to every call of every agent with this same "
+        "block. false: each call starts (stdio) or opens (HTTP) its own, for a server that keeps "
+        "per-caller state.",
+    )
     pin_tools: bool = Field(
         False,
         description="Withhold a tool whose description or schema changed since the first connection "

@@ -30,7 +30,8 @@ def test_sighup_reloads_now_even_a_change_no_watcher_sees(tmp_path: Path, agents
         serve.proc.send_signal(signal.SIGHUP)
         serve.wait_for(lambda: serve.agent("desk")["generation"] == 2, message="the reload SIGHUP asked for")
         assert "SIGHUP: reloading specs" in serve.output()
-        assert "reload (signal) generation 2" in serve.output()
+        # /status can show the new generation a moment before the reload's log line
+        serve.wait_for(lambda: "reload (signal) generation 2" in serve.output(), message="the reload's log line")
         serve.simulate("desk", ["which version?"])
         serve.wait_for(lambda: system_prompts_for(fake_openai, "which version?"), message="a call")
         assert system_prompts_for(fake_openai, "which version?") == ["You are version two."]
@@ -47,8 +48,11 @@ def _stubborn_server_pids(record: Path) -> list[int]:
 def _desk_with_a_stubborn_server(tmp_path: Path, agents: Path, fake_openai: FakeOpenAI) -> Path:
     record = tmp_path / "events.jsonl"
     command, args = stdio_command(record=record, name="tools", fault="ignore-sigterm")
+    own_command, own_args = stdio_command(record=record, name="own", fault="ignore-sigterm")
+    # `tools` is serve's warm connection, lent to the job; `own` (shared: false) the job's own process
     write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url)
-          + f"mcp_servers:\n  tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}\n")
+          + f"mcp_servers:\n  tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}\n"
+          + f"  own: {{command: {json.dumps(own_command)}, args: {json.dumps(own_args)}, shared: false}}\n")
     return record
 
 
@@ -56,7 +60,7 @@ def _start_a_long_call(serve: Serve, record: Path, fake_openai: FakeOpenAI) -> l
     serve.wait_ready()
     serve.simulate("desk", ["first", "much later"], gap_s=60.0)
     serve.wait_for(lambda: system_prompts_for(fake_openai, "first"), message="the call's first turn")
-    # serve's own warm connection and the job's: both servers are running
+    # serve's warm connection and the job's own: both servers are running
     serve.wait_for(lambda: len(read_events(record)) >= 2, message="two MCP server starts")
     pids = _stubborn_server_pids(record)
     assert len(pids) >= 4 and all(pid_alive(p) for p in pids)

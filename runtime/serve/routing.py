@@ -1,0 +1,59 @@
+"""Which agent a LiveKit job is for.
+
+``--dispatch name`` (default): serve registers every agent name with LiveKit, and
+a job carries the name it was dispatched to (``job.agent_name``).
+``--dispatch metadata``: serve registers one name (``--agent-name``) and each job
+names its agent, as multi-tenant LiveKit deployments route: the dispatch metadata
+``{"agent": "<name>"}`` first, then the ``agent`` attribute of the participant the
+job is for, then ``{"agent": ...}`` in the room's metadata.
+
+The same function decides in the serve process (accept or refuse the job) and in
+the job process (which spec to run), so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .options import Dispatch
+
+ROUTE_KEY = "agent"
+
+
+class Unroutable(Exception):
+    """The job names no agent this serve can run; the message says why, for the log."""
+
+
+def agent_of(job: Any, dispatch: Dispatch) -> str:
+    """The agent a livekit ``Job`` (protobuf) is for; raises Unroutable."""
+    if dispatch is Dispatch.NAME:
+        if job.agent_name:
+            return str(job.agent_name)
+        raise Unroutable("the job was dispatched without an agent name (serve registers each agent by its name)")
+    for where, name in _candidates(job):
+        if name is not None:
+            if not isinstance(name, str) or not name:
+                raise Unroutable(f'{where} has "{ROUTE_KEY}": {json.dumps(name)[:60]}, not an agent name')
+            return name
+    raise Unroutable(f'the job names no agent: give the dispatch metadata {{"{ROUTE_KEY}": "<name>"}} '
+                     f"(or a participant attribute or room metadata key \"{ROUTE_KEY}\")")
+
+
+def _candidates(job: Any) -> list[tuple[str, Any]]:
+    found = [("the dispatch metadata", _json_key(job.metadata))]
+    participant = job.participant if job.HasField("participant") else None
+    if participant is not None:
+        found.append(("the participant's attributes", participant.attributes.get(ROUTE_KEY)))
+    found.append(("the room metadata", _json_key(job.room.metadata)))
+    return found
+
+
+def _json_key(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value.get(ROUTE_KEY) if isinstance(value, dict) else None
