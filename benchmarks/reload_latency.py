@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,14 +130,15 @@ def tree_rss_mb(pid: int) -> float:
 class Serve:
     """One `voice-runtime serve` subprocess and a keep-alive connection to its port."""
 
-    def __init__(self, agents: Path, log_dir: Path, scan_interval: float | None) -> None:
+    def __init__(self, agents: Path, log_dir: Path, scan_interval: float | None,
+                 options: tuple[str, ...] = ("--idle-processes", "0"), env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.log = log_dir / f"serve-{self.port}.log"
         args = ["serve", str(agents), "--unregistered", "--simulate", "--http-port", str(self.port),
-                "--http-host", "127.0.0.1", "--idle-processes", "0"]
+                "--http-host", "127.0.0.1", *options]
         if scan_interval is not None:
             args += ["--scan-interval", str(scan_interval)]
-        env = dict(os.environ, TMPDIR=str(log_dir))  # serve's state and metrics folders go away with ours
+        env = dict(os.environ, **(env or {}), TMPDIR=str(log_dir))  # serve's state and metrics folders go away with ours
         self._log_file = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.started = time.perf_counter()
         self.proc = subprocess.Popen([*CLI, *args], stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
@@ -227,6 +229,38 @@ def generation_of(body: bytes, name: str) -> int | None:
 _GENERATION = re.compile(rb'"generation": (\d+)')
 
 
+def time_rewrites(serve: Serve, path: Path, name: str, body: bytes, args: argparse.Namespace,
+                  text_for: Callable[[int], str] | None = None) -> tuple[list[float], list[int]]:
+    """Rewrite one spec ``args.writes`` times (``text_for(w)``: the w-th text, a new
+    digest each time); the ms from each write until /status serves the new
+    generation, and the /status polls each took."""
+    generation = generation_of(body, name)
+    if generation is None or generation != next(
+            a["generation"] for a in json.loads(body)["agents"] if a["name"] == name):
+        raise BenchError(f"cannot read {name}'s generation from /status")
+    latencies, polls = [], []
+    for w in range(1, args.writes + 1):
+        time.sleep(args.gap)  # the previous reload is over; this write is a reload of its own
+        text = text_for(w) if text_for else spec_text(name, f"You are {name}, version {w} ({time.time_ns()}).")
+        started = time.perf_counter()
+        write_spec(path, text, args.write_mode)
+        deadline, n = started + args.timeout, 0
+        while True:
+            body, arrived = serve.status()
+            n += 1
+            now = generation_of(body, name)
+            if now is not None and now > generation:
+                break
+            if arrived > deadline:
+                raise BenchError(f"write {w} of {path.name} was not served within {args.timeout} s "
+                                 f"(generation still {now}):\n{serve.tail()}")
+            time.sleep(args.poll_ms / 1000)
+        latencies.append((arrived - started) * 1000)
+        polls.append(n)
+        generation = now
+    return latencies, polls
+
+
 def measure_size(root: Path, count: int, args: argparse.Namespace) -> dict[str, Any]:
     folder = make_folder(root / f"size-{count}", count)
     serve = Serve(folder, root, args.scan_interval)
@@ -255,31 +289,7 @@ def measure_size(root: Path, count: int, args: argparse.Namespace) -> dict[str, 
                  f"{statistics.median(status_ms):.1f} ms ({size / 1024:.0f} KiB)")
 
         name = agent_name(count // 2)
-        path = folder / f"{name}.yaml"
-        generation = generation_of(body, name)
-        if generation is None or generation != next(
-                a["generation"] for a in json.loads(body)["agents"] if a["name"] == name):
-            raise BenchError(f"cannot read {name}'s generation from /status")
-        latencies, polls = [], []
-        for w in range(1, args.writes + 1):
-            time.sleep(args.gap)  # the previous reload is over; this write is a reload of its own
-            text = spec_text(name, f"You are {name}, version {w} ({time.time_ns()}).")
-            started = time.perf_counter()
-            write_spec(path, text, args.write_mode)
-            deadline, n = started + args.timeout, 0
-            while True:
-                body, arrived = serve.status()
-                n += 1
-                now = generation_of(body, name)
-                if now is not None and now > generation:
-                    break
-                if arrived > deadline:
-                    raise BenchError(f"write {w} of {path.name} was not served within {args.timeout} s "
-                                     f"(generation still {now}):\n{serve.tail()}")
-                time.sleep(args.poll_ms / 1000)
-            latencies.append((arrived - started) * 1000)
-            polls.append(n)
-            generation = now
+        latencies, polls = time_rewrites(serve, folder / f"{name}.yaml", name, body, args)
         progress(f"[{count} specs] {args.writes} rewrites: p50 {percentile(latencies, 50):.0f} ms, "
                  f"p99 {percentile(latencies, 99):.0f} ms, max {max(latencies):.0f} ms")
         if serve.proc.poll() is not None:

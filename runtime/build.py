@@ -215,6 +215,7 @@ class SessionRunner:
     _tool_updates: set[asyncio.Task[None]] = field(default_factory=set)
     _started: bool = False
     tools_ready_at: float = 0.0  # perf_counter() once the MCP connections were taken and the tools built
+    marks: dict[str, float] = field(default_factory=dict)  # perf_counter() at each step of start()
     _pending_fallback: Any = None  # a realtime error seen while session.start() was still running
     _greeting_msg: Any = None  # text mode: the greeting as an assistant message of the history
     _greeting_task: asyncio.Task[None] | None = None
@@ -282,9 +283,11 @@ class SessionRunner:
 
     async def _start(self, room: Any) -> Any:
         spec: Any = self.loaded.spec
+        self.marks["start"] = time.perf_counter()
         await self.connect_mcp()
+        self.marks["mcp"] = time.perf_counter()
         self.tools = self.build_tools()
-        self.tools_ready_at = time.perf_counter()
+        self.tools_ready_at = self.marks["tools"] = time.perf_counter()
         self.mode = "realtime" if spec.realtime is not None else "pipeline"
         models = self._build_models(self.mode)
         agent = self._text_mode_agent(models) if self.text_only else build_agent(self.loaded, models, self.tools)

@@ -52,6 +52,14 @@ def take_idle_executors(server: Any) -> list[Any]:
     return idle
 
 
+def idle_executors(server: Any) -> list[Any]:
+    """The prewarmed executors waiting for a job, left in place
+    (``server._proc_pool._warmed_proc_queue``, an asyncio.Queue). Degrades to ``[]``
+    (/status then shows no idle process)."""
+    queue: Any = getattr(_proc_pool(server), "_warmed_proc_queue", None)
+    return list(getattr(queue, "_queue", None) or [])
+
+
 def share_child_process_count(min_interval: float = 0.5) -> None:
     """Make livekit's process-wide child count refresh at most once per
     ``min_interval`` for all AgentServers of this process together: every server

@@ -218,6 +218,10 @@ class Agents:
             return []
         return [(self.agent_of_job(info) or "", info) for info in infos]
 
+    def idle_pids(self) -> list[int]:
+        """The prewarmed job processes waiting for a call (any agent's)."""
+        return [p.pid for p in livekit_compat.idle_executors(self.hub) if getattr(p, "pid", None)] if self.hub else []
+
     def sessions_by_agent(self) -> Counter[str]:
         return Counter(agent for agent, _ in self.jobs())
 

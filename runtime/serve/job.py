@@ -43,12 +43,35 @@ def prewarm(proc: JobProcess, state_dir: str, plugins_dir: str | None, shared_po
     the modules a call needs imported. No agent's spec is read here (the process
     may serve any agent, and the spec may change before it does), and no MCP
     server is connected: serve holds those and lends them (mcp/gateway.py)."""
-    import mcp.types  # noqa: F401 - about 0.5 s: imported now, not on the caller's time
+    plugins = proc.userdata["plugins"] = _accepted_plugins(state_dir, plugins_dir)
+    _warm_up(plugins)
+
+
+def _warm_up(plugins: Any) -> None:
+    """Pay here, once per process, what a call's first use costs: imports (mcp.types
+    alone is about 0.5 s), the spec model with the plugins' providers, and livekit's
+    function-tool and the MCP types' first builds (5-20 ms on this machine's call)."""
+    import mcp.types
+    from livekit.agents.llm import function_tool
 
     from .. import build, catalog  # noqa: F401
     from ..mcp import gateway, toolset  # noqa: F401
+    from ..spec.models import spec_model
 
-    proc.userdata["plugins"] = _accepted_plugins(state_dir, plugins_dir)
+    spec_model(plugins.registry)
+
+    async def warm_up(text: str) -> str:
+        """Warm-up."""
+        return text
+
+    async def warm_up_raw(raw_arguments: dict[str, Any]) -> str:
+        return str(raw_arguments)
+
+    function_tool(warm_up)
+    function_tool(warm_up_raw, raw_schema={"name": "warm_up", "description": "Warm-up.",
+                                           "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}})
+    mcp.types.Tool.model_validate({"name": "warm_up", "inputSchema": {"type": "object"}})
+    mcp.types.CallToolResult.model_validate({"content": [{"type": "text", "text": "warm"}]})
 
 
 async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, dispatch: str,
@@ -68,6 +91,7 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, d
         return
     plugins = ctx.proc.userdata.get("plugins") or _accepted_plugins(state_dir, plugins_dir)
     loaded, generation = read_published(Path(state_dir), agent, plugins)
+    spec_read = time.perf_counter()
     # a thread executor's job uses serve's pool itself; a job process borrows it
     borrowed = None if shared_pool is not None else GatewayPool.from_state_dir(Path(state_dir))
     pool = shared_pool if shared_pool is not None else borrowed
@@ -84,7 +108,7 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, d
     ctx.add_shutdown_callback(close)
     try:
         if fake:
-            await _simulated_call(ctx, runner, Path(state_dir), generation, entered)
+            await _simulated_call(ctx, runner, Path(state_dir), generation, (entered, spec_read))
             return
         await ctx.connect()
         await runner.start(room=ctx.room)
@@ -93,7 +117,8 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, d
         ctx.shutdown(reason=str(exc))
 
 
-async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generation: int, entered: float) -> None:
+async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generation: int,
+                          entered: tuple[float, float]) -> None:
     """A call with no LiveKit server (``POST /simulate``): text turns from the
     room's metadata, then hang up. How serve is tested offline. With ``report``
     the transcript, tool calls and errors go back to serve (``?wait=1``)."""
@@ -133,13 +158,21 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
 
 
 async def _run_script(ctx: JobContext, runner: Any, script: dict[str, Any], report: dict[str, Any],
-                      calls: list[dict[str, Any]], entered: float) -> None:
+                      calls: list[dict[str, Any]], entered: tuple[float, float]) -> None:
     from ..loopback import SpeechLoop, SpeechUnavailable
 
     await runner.start()
     # how long this call waited for its agent (spec, MCP tools, session) on this process
-    report["session_ready_ms"] = round((time.perf_counter() - entered) * 1000, 2)
-    report["tools_ready_ms"] = round((runner.tools_ready_at - entered) * 1000, 2)
+    entry, spec_read = entered
+    marks = runner.marks
+
+    def ms(a: float, b: float) -> float:
+        return round((b - a) * 1000, 2)
+
+    report["session_ready_ms"] = ms(entry, time.perf_counter())
+    report["tools_ready_ms"] = ms(entry, runner.tools_ready_at)
+    report["timings_ms"] = {"spec": ms(entry, spec_read), "mcp": ms(marks["start"], marks["mcp"]),
+                            "tools": ms(marks["mcp"], marks["tools"])}
     report["pid"] = os.getpid()
     # "speech": each turn also through the pipeline's own STT and TTS (see loopback)
     try:

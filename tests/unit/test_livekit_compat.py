@@ -176,3 +176,38 @@ def test_the_private_access_check_finds_what_it_should(tmp_path: Path, source: s
     path = tmp_path / "probe.py"
     path.write_text(source)
     assert [expr for _, expr in _private_reads(path)] == expected
+
+
+def test_the_parts_a_registration_on_the_hubs_pool_uses_still_exist() -> None:
+    """What ``start_registration`` sets up and calls: AgentServer.run() still makes
+    these attributes (read from its source), and the connection code is there."""
+    from livekit.agents import AgentServer, worker
+
+    run = inspect.getsource(AgentServer.run)
+    for attribute in ("_loop", "_devmode", "_job_lifecycle_tasks", "_pending_assignments", "_close_future",
+                      "_msg_chan", "_inference_executor", "_proc_pool", "_previous_status", "_api",
+                      "_http_session", "_worker_load", "_reserved_slots", "_conn_task", "_load_task",
+                      "_prometheus_server"):
+        assert f"self.{attribute} " in run or f"self.{attribute}:" in run, attribute
+    for method in ("_connection_task", "_update_job_status", "_update_worker_status"):
+        assert inspect.iscoroutinefunction(getattr(AgentServer, method)), method
+    assert callable(worker._DefaultLoadCalc.get_load)
+    server = AgentServer()
+    for attribute in ("_entrypoint_fnc", "_ws_url", "_api_key", "_api_secret", "_max_retry", "_load_threshold",
+                      "_num_idle_processes", "_http_proxy", "_load_fnc", "_draining", "_closed"):
+        assert hasattr(server, attribute), attribute
+
+
+def test_livekit_still_reports_a_memory_kill_with_the_words_serve_counts() -> None:
+    """``watch_memory_kills`` counts livekit's error record; its wording and the job id."""
+    from livekit.agents.ipc import job_proc_executor, supervised_proc
+
+    assert "exceeded memory limit, killing it" in inspect.getsource(supervised_proc.SupervisedProc._memory_monitor_task)
+    assert '"job_id"' in inspect.getsource(job_proc_executor.ProcJobExecutor.logging_extra)
+
+
+def test_a_pool_launches_a_job_as_given_and_keeps_its_idle_queue() -> None:
+    from livekit.agents.ipc.proc_pool import ProcPool
+
+    assert inspect.iscoroutinefunction(ProcPool.launch_job)
+    assert "_warmed_proc_queue" in inspect.getsource(ProcPool.__init__)

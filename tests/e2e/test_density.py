@@ -1,0 +1,204 @@
+"""One pool of job processes and one set of MCP connections for the whole serve
+(issue 13), through real `serve` subprocesses with the process executor, real MCP
+server processes, and a fake LiveKit server at the network boundary."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from fakes.livekit_server import FakeLiveKit
+from fakes.openai_chat import FakeOpenAI
+from helpers import write
+from mcp_servers.harness import read_events, read_records, stdio_command
+from serve_harness import Serve, spec, system_prompts_for
+
+
+def _server_block(name: str, record: Path, *, shared: bool = True) -> str:
+    command, args = stdio_command(record=record, name=name)
+    return (f"mcp_servers:\n  {name}: {{command: {json.dumps(command)}, args: {json.dumps(args)}"
+            + ("" if shared else ", shared: false") + "}\n")
+
+
+def _call(serve: Serve, agent: str, turn: str) -> dict[str, Any]:
+    code, report = serve.post("/simulate?wait=1", json.dumps({"agent": agent, "turns": [turn]}).encode(),
+                              timeout=120)
+    assert code == 200, report
+    return report
+
+
+def _idle(serve: Serve, count: int = 1) -> list[int]:
+    return serve.wait_for(lambda: (pids := serve.status()["jobs"]["idle_pids"]) and len(pids) >= count and pids,
+                          timeout=60, message=f"{count} prewarmed job process(es)")
+
+
+def test_a_process_prewarmed_before_an_agent_existed_runs_its_call_with_its_own_spec_and_tools(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    a_record, b_record = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    write(agents / "alpha.yaml", spec("You are alpha.", fake_openai.base_url) + _server_block("alpha_tools", a_record))
+    fake_openai.use_tool_then_answer("echo", {"text": "for the caller"})
+    with Serve(agents, "--idle-processes", "1") as serve:
+        serve.wait_ready()
+        [first] = _idle(serve)
+        # bravo appears only now: no process was warmed for it
+        write(agents / "bravo.yaml", spec("You are bravo.", fake_openai.base_url) + _server_block("bravo_tools", b_record))
+        serve.wait_for(lambda: any(a["name"] == "bravo" for a in serve.status()["agents"]), message="bravo served")
+        bravo = _call(serve, "bravo", "echo please")
+        assert bravo["pid"] == first  # the process prewarmed before bravo existed
+        [second] = _idle(serve)  # the pool warmed another one meanwhile
+        assert second != first
+        alpha = _call(serve, "alpha", "echo please")
+        assert alpha["pid"] == second
+    # each call had its own agent's instructions and its own agent's MCP server
+    assert system_prompts_for(fake_openai, "echo please")[:1] == ["You are bravo."]
+    assert [r["tool"] for r in read_records(b_record)] == ["echo"]
+    assert [r["tool"] for r in read_records(a_record)] == ["echo"]
+    assert [c["server"] for c in bravo["turns"][0]["tool_calls"]] == ["bravo_tools"]
+    assert [c["server"] for c in alpha["turns"][0]["tool_calls"]] == ["alpha_tools"]
+    assert "no warmed process available" not in serve.output()
+
+
+def test_ten_agents_with_one_identical_stdio_server_block_start_one_server_process(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    record = tmp_path / "calls.jsonl"
+    block = _server_block("clock", record)
+    for i in range(10):
+        write(agents / f"agent{i}.yaml", spec(f"You are agent {i}.", fake_openai.base_url) + block)
+    fake_openai.use_tool_then_answer("echo", {"text": "shared"})
+    with Serve(agents, "--idle-processes", "2") as serve:
+        serve.wait_ready()
+        _idle(serve, 2)
+        for i in (0, 4, 9):
+            report = _call(serve, f"agent{i}", "echo please")
+            assert report["turns"][0]["tool_calls"][0]["outcome"] == "ok", report
+        spawned = {e["pid"] for e in read_events(record)}
+        assert len(spawned) == 1, read_events(record)
+        # every call reached that one process, and it is serve's own child
+        assert {r["pid"] for r in read_records(record)} == spawned
+        assert psutil.Process(spawned.pop()).ppid() == serve.proc.pid
+
+
+def test_a_shared_false_server_is_started_for_each_call_and_never_ahead(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    record = tmp_path / "calls.jsonl"
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url)
+          + _server_block("session_state", record, shared=False))
+    fake_openai.use_tool_then_answer("echo", {"text": "mine"})
+    with Serve(agents, "--idle-processes", "1") as serve:
+        serve.wait_ready()
+        _idle(serve)
+        time.sleep(1.0)
+        assert read_events(record) == []  # not warmed by serve: it belongs to a call
+        first = _call(serve, "desk", "echo please")
+        second = _call(serve, "desk", "echo please")
+    calls = read_records(record)
+    assert len(calls) == 2 and calls[0]["pid"] != calls[1]["pid"]
+    # each server was the child of its call's job process
+    assert len(read_events(record)) == 2
+    assert first["pid"] != second["pid"]
+
+
+@pytest.fixture
+def livekit() -> Iterator[FakeLiveKit]:
+    fake = FakeLiveKit()
+    fake.start_in_thread()
+    yield fake
+    fake.stop_thread()
+
+
+def _connected(fake: FakeLiveKit) -> dict[str, str]:
+    return {"LIVEKIT_URL": fake.url, "LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "devsecret-" + "x" * 32}
+
+
+def test_dispatch_metadata_registers_one_name_and_routes_each_job_to_the_agent_it_names(
+    agents: Path, fake_openai: FakeOpenAI, livekit: FakeLiveKit
+) -> None:
+    for name in ("alpha", "bravo"):
+        write(agents / f"{name}.yaml", spec(f"You are {name}.", fake_openai.base_url))
+    with Serve(agents, "--dispatch", "metadata", "--agent-name", "tenants", "--idle-processes", "1",
+               env=_connected(livekit), unregistered=False) as serve:
+        serve.wait_ready()
+        assert livekit.registered_names() == ["tenants"]  # one registration for the whole serve
+        accepted = livekit.offer("AJ_bravo_1", "tenants", metadata=json.dumps({"agent": "bravo"}))
+        assert accepted.available
+        serve.wait_for(lambda: "job AJ_bravo_1: agent bravo generation 1" in serve.output(),
+                       message="the job routed to bravo")
+        unknown = livekit.offer("AJ_nobody_1", "tenants", metadata=json.dumps({"agent": "nobody"}))
+        assert not unknown.available
+        unnamed = livekit.offer("AJ_unnamed_1", "tenants", metadata="")
+        assert not unnamed.available
+        out = serve.output()
+        assert "job AJ_nobody_1 refused: agent 'nobody' is not served here" in out
+        assert "job AJ_unnamed_1 refused: the job names no agent" in out
+        assert serve.metric('voice_runtime_jobs_refused_total{reason="unknown_agent"}') == 1
+        assert serve.metric('voice_runtime_jobs_refused_total{reason="no_agent"}') == 1
+        assert "AJ_nobody_1: agent" not in out
+
+
+def test_dispatch_by_name_registers_every_agent_and_runs_their_jobs_on_the_one_pool(
+    agents: Path, fake_openai: FakeOpenAI, livekit: FakeLiveKit
+) -> None:
+    for name in ("alpha", "bravo", "charlie"):
+        write(agents / f"{name}.yaml", spec(f"You are {name}.", fake_openai.base_url))
+    with Serve(agents, "--idle-processes", "1", env=_connected(livekit), unregistered=False) as serve:
+        serve.wait_ready()
+        assert sorted(livekit.registered_names()) == ["alpha", "bravo", "charlie"]
+        [prewarmed] = _idle(serve)
+        assert livekit.offer("AJ_charlie_1", "charlie").available
+        serve.wait_for(lambda: "job AJ_charlie_1: agent charlie generation 1" in serve.output(),
+                       message="the job routed to charlie")
+        # one pool for all three: the call took the process prewarmed for any of them
+        serve.wait_for(lambda: prewarmed not in serve.status()["jobs"]["idle_pids"], message="the prewarmed one taken")
+        assert "no warmed process available" not in serve.output()
+        # a removed agent's registration goes away; the others stay
+        (agents / "alpha.yaml").unlink()
+        serve.wait_for(lambda: sorted(livekit.registered_names()) == ["bravo", "charlie"],
+                       message="alpha unregistered")
+
+
+MEMORY_HOG = '''
+import asyncio
+import voice_runtime
+
+def _tool():
+    from livekit.agents import function_tool
+
+    @function_tool
+    async def hog_memory() -> str:
+        """Use a lot of memory."""
+        held = [bytes([i % 251]) * (64 * 1024 * 1024) for i in range(12)]  # 768 MiB, every page touched
+        await asyncio.sleep(30)  # held until livekit's memory monitor (every 5 s) acts
+        return str(len(held))
+    return hog_memory
+
+@voice_runtime.hookimpl
+def voice_runtime_register_tools(register):
+    register("hog.memory", _tool, description="uses a lot of memory")
+'''
+
+
+def test_a_call_over_the_job_memory_limit_is_ended_and_counted(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    write(tmp_path / "plugins" / "hog.py", MEMORY_HOG)
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url, extra="tools: [hog.memory]\n"))
+    fake_openai.use_tool_then_answer("hog_memory", {})
+    with Serve(agents, "--idle-processes", "1", "--job-memory-limit-mb", "600") as serve:
+        serve.wait_ready()
+        _idle(serve)
+        code, report = serve.post("/simulate?wait=1", json.dumps({"agent": "desk", "turns": ["hog"]}).encode(),
+                                  timeout=120)
+        assert code == 502 and not report["ok"], report
+        serve.wait_for(lambda: serve.metric('voice_runtime_jobs_memory_killed_total{agent="desk"}') == 1,
+                       message="the memory kill counted")
+        assert "exceeded memory limit" in serve.output()
+        assert serve.status()["jobs"]["killed_for_memory"] == 1
+        assert serve.get("/healthz")[0] == 200  # serve itself is unharmed
