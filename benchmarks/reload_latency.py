@@ -179,9 +179,9 @@ class Serve:
             time.sleep(poll)
         raise BenchError(f"serve was not ready within {timeout:.0f} s:\n{self.tail()}")
 
-    def status(self) -> tuple[bytes, float]:
+    def status(self, path: str = "/status") -> tuple[bytes, float]:
         """/status's body and the moment it had arrived (before any parsing)."""
-        code, body = self.get("/status")
+        code, body = self.get(path)
         arrived = time.perf_counter()
         if code != 200:
             raise BenchError(f"/status answered {code}: {body[:300]!r}")
@@ -230,7 +230,8 @@ _GENERATION = re.compile(rb'"generation": (\d+)')
 
 
 def time_rewrites(serve: Serve, path: Path, name: str, body: bytes, args: argparse.Namespace,
-                  text_for: Callable[[int], str] | None = None) -> tuple[list[float], list[int]]:
+                  text_for: Callable[[int], str] | None = None, status_path: str = "/status"
+                  ) -> tuple[list[float], list[int]]:
     """Rewrite one spec ``args.writes`` times (``text_for(w)``: the w-th text, a new
     digest each time); the ms from each write until /status serves the new
     generation, and the /status polls each took."""
@@ -246,7 +247,7 @@ def time_rewrites(serve: Serve, path: Path, name: str, body: bytes, args: argpar
         write_spec(path, text, args.write_mode)
         deadline, n = started + args.timeout, 0
         while True:
-            body, arrived = serve.status()
+            body, arrived = serve.status(status_path)
             n += 1
             now = generation_of(body, name)
             if now is not None and now > generation:

@@ -123,6 +123,7 @@ class Catalog:
         # path -> (stamp, result, read at ns): what each file gave the last time it was read
         self._files: dict[Path, tuple[Stamp, LoadedSpec | list[SpecError], int]] = {}
         self._file_of: dict[str, Path] = {}  # agent name -> the file it came from
+        self._stat_memo: dict[str, Stamp | None] = {}  # instructions files stat'ed in this reload
 
     def use_plugins(self, plugins: Plugins) -> None:
         """New plugin code: every file is validated again on the next reload."""
@@ -135,7 +136,11 @@ class Catalog:
             return None
         instructions_file = getattr(getattr(previous, "spec", None), "instructions_file", None)
         if instructions_file:
-            stamp += (_stat(path.parent / instructions_file),)
+            shared = self._stat_memo  # many specs often share one prompt file: one stat per reload
+            target = os.path.join(path.parent, instructions_file)
+            if target not in shared:
+                shared[target] = _stat(Path(target))
+            stamp += (shared[target],)
         return stamp
 
     def _trusted(self, path: Path) -> LoadedSpec | None:
@@ -154,6 +159,7 @@ class Catalog:
         return result
 
     def _read(self, paths: list[Path]) -> dict[Path, LoadedSpec | list[SpecError]]:
+        self._stat_memo = {}
         loader: SpecLoader | None = None
         out: dict[Path, LoadedSpec | list[SpecError]] = {}
         for path in paths:

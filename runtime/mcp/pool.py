@@ -59,6 +59,7 @@ class McpPool:
         self._connections: dict[str, McpConnection] = {}
         self._starting: dict[str, asyncio.Task[None]] = {}
         self._owned: set[McpConnection] = set()  # `shared: false` connections handed out, until closed
+        self._keys: dict[int, tuple[LoadedSpec, tuple[str, ...]]] = {}  # id(spec) -> (spec, its shared keys)
         self.retry_in_background = retry_in_background
 
     async def acquire(self, loaded: LoadedSpec, only: set[str] | None = None) -> Acquired:
@@ -118,10 +119,12 @@ class McpPool:
         await asyncio.gather(*(self.acquire(s, only=_shared(s)) for s in specs))
 
     async def retain(self, specs: Iterable[LoadedSpec]) -> None:
-        """Make the pool hold exactly the servers of ``specs``: close the others,
-        connect the new ones, keep the unchanged ones as they are."""
-        specs = list(specs)
-        wanted = {server_key(s, n) for s in specs for n in _shared(s)}
+        """Make the pool hold exactly the shared servers of ``specs``: close the
+        others, connect the new ones, keep the unchanged ones as they are. With
+        1,000 specs this runs on every reload, so each spec's keys are computed once
+        per accepted version and a spec whose servers are all held is not visited."""
+        keyed = [(s, self._shared_keys(s)) for s in specs]
+        wanted = {key for _, keys in keyed for key in keys}
         stale = [k for k in self._connections if k not in wanted]
         closing = [self._connections.pop(k) for k in stale]
         for key in stale:
@@ -131,7 +134,15 @@ class McpPool:
         if closing:
             log.info("closing %d MCP connection(s) no spec uses any more", len(closing))
         await asyncio.gather(*(c.aclose() for c in closing), return_exceptions=True)
-        await self.warm(specs)
+        await self.warm(s for s, keys in keyed if any(k not in self._connections for k in keys))
+
+    def _shared_keys(self, loaded: LoadedSpec) -> tuple[str, ...]:
+        cached = self._keys.get(id(loaded))
+        if cached is None or cached[0] is not loaded:
+            if len(self._keys) > 4 * 4096:
+                self._keys.clear()
+            cached = self._keys[id(loaded)] = (loaded, tuple(server_key(loaded, n) for n in sorted(_shared(loaded))))
+        return cached[1]
 
     def by_key(self) -> dict[str, McpConnection]:
         return dict(self._connections)

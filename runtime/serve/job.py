@@ -43,8 +43,33 @@ def prewarm(proc: JobProcess, state_dir: str, plugins_dir: str | None, shared_po
     the modules a call needs imported. No agent's spec is read here (the process
     may serve any agent, and the spec may change before it does), and no MCP
     server is connected: serve holds those and lends them (mcp/gateway.py)."""
+    proc.userdata["plugins_stamp"] = _plugins_stamp(state_dir)
     plugins = proc.userdata["plugins"] = _accepted_plugins(state_dir, plugins_dir)
     _warm_up(plugins)
+
+
+def _plugins_stamp(state_dir: str) -> tuple[int, int, int] | None:
+    """Which publication of the accepted plugin files this is (serve replaces the
+    file whole, so a new one is a new inode)."""
+    from ..plugins import PUBLISHED
+
+    try:
+        st = os.stat(os.path.join(state_dir, PUBLISHED))
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _current_plugins(proc: Any, state_dir: str, plugins_dir: str | None) -> Any:
+    """The plugins prewarm loaded, unless serve accepted other plugin code since
+    (a process still warming up when serve recycled the idle ones): then the
+    accepted files now (only changed files run again)."""
+    stamp = _plugins_stamp(state_dir)
+    plugins = proc.userdata.get("plugins")
+    if plugins is None or proc.userdata.get("plugins_stamp") != stamp:
+        plugins = _accepted_plugins(state_dir, plugins_dir)
+        proc.userdata["plugins"], proc.userdata["plugins_stamp"] = plugins, stamp
+    return plugins
 
 
 def _warm_up(plugins: Any) -> None:
@@ -89,7 +114,7 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, d
         log.error("job %s: %s", ctx.job.id, exc)
         ctx.shutdown(reason=str(exc))
         return
-    plugins = ctx.proc.userdata.get("plugins") or _accepted_plugins(state_dir, plugins_dir)
+    plugins = _current_plugins(ctx.proc, state_dir, plugins_dir)
     loaded, generation = read_published(Path(state_dir), agent, plugins)
     spec_read = time.perf_counter()
     # a thread executor's job uses serve's pool itself; a job process borrows it

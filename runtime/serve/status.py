@@ -68,10 +68,12 @@ class StatusView:
         idle = {"state": "idle", "error": None, "tools": []}
         return {server: conns[key].health().as_dict() if key in conns else dict(idle) for server, key in keys.items()}
 
-    def status(self) -> dict[str, Any]:
+    def status(self, only: set[str] | None = None) -> dict[str, Any]:
         agents = []
         sessions = self.agents.sessions_by_agent()
-        for name, entry in sorted(self.catalog.agents.items()):
+        entries = self.catalog.agents.items() if only is None else (
+            (name, self.catalog.agents[name]) for name in only if name in self.catalog.agents)
+        for name, entry in sorted(entries):
             d, _ = self._described_view(name, entry)
             health = self.mcp_health(name, entry)
             worker = self.agents.workers.get(name)
@@ -83,8 +85,9 @@ class StatusView:
                 "error": worker.error if worker else None, "draining": name in self.agents.draining,
                 "sessions_active": sessions[name],
             })
-        for gone in set(self._described) - set(self.catalog.agents):
-            del self._described[gone]
+        if only is None:
+            for gone in set(self._described) - set(self.catalog.agents):
+                del self._described[gone]
         last = self.catalog.last
         not_ready = self.not_ready()
         return {

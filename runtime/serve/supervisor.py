@@ -265,8 +265,8 @@ class Supervisor:
     def not_ready(self) -> list[str]:
         return self.view.not_ready()
 
-    def status(self) -> dict[str, Any]:
-        return self.view.status()
+    def status(self, agents: set[str] | None = None) -> dict[str, Any]:
+        return self.view.status(agents)
 
     def metrics_text(self) -> bytes:
         return self.view.metrics_text()

@@ -86,11 +86,12 @@ def discover(folder: Path) -> list[Path] | SpecError:
     try:
         # anything that exists under a spec's name is a spec: a FIFO or a directory named
         # x.yaml is reported by the loader rather than skipped in silence
-        paths = sorted(
-            p for p in folder.iterdir()
-            # a broken symlink too: the loader says so, instead of the spec vanishing in silence
-            if p.suffix in SPEC_SUFFIXES and not p.name.startswith(".") and (p.exists() or p.is_symlink())
-        )
+        # every entry listed is there (a broken symlink too: the loader says so, instead
+        # of the spec vanishing in silence); no stat per entry, which 1,000 specs felt
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries
+                           if not e.name.startswith(".") and os.path.splitext(e.name)[1] in SPEC_SUFFIXES)
+        paths = [folder / name for name in names]
     except OSError as exc:
         return SpecError(str(folder), message=f"cannot read directory: {exc.strerror or exc}")
     if not paths:
