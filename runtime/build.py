@@ -57,13 +57,16 @@ def import_livekit_plugins() -> None:
 
 def session_sinks(plugins: Plugins) -> list[Sink]:
     """Where a session's tool call records go: Prometheus and the plugins'
-    ``voice_runtime_tool_called`` hook (``notify``: an exporter's bug must not fail the call)."""
+    ``voice_runtime_tool_called`` hook (``notify``: an exporter's bug must not fail the call),
+    and under ``serve`` its journal of recent calls (the status page)."""
+    from .call_journal import sink_from_env
     from .metrics import observe_tool_call
 
     def tool_called(record: ToolCallRecord) -> None:
         notify(plugins, "voice_runtime_tool_called", record=record)
 
-    return [observe_tool_call, tool_called]
+    journal = sink_from_env()
+    return [observe_tool_call, tool_called, *([journal] if journal is not None else [])]
 
 
 def make_provider(plugins: Plugins, kind: str, options: Any) -> Any:

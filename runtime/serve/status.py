@@ -88,10 +88,17 @@ class StatusView:
             "last_reload": last.as_dict() if last else None,
             "last_successful_reload_at": self.catalog.last_success_at,
             "plugin_errors": self.plugin_errors,
+            "tool_calls": self.recent_tool_calls(),
             "ready": not not_ready,
             "not_ready": not_ready,
             "pid": os.getpid(),
         }
+
+    def recent_tool_calls(self) -> list[dict[str, Any]]:
+        """The last calls of every job, newest first (see call_journal)."""
+        from ..call_journal import recent
+
+        return recent(self.catalog.state_dir / "tool_calls")
 
     def metrics_text(self) -> bytes:
         """The Prometheus exposition: job processes' counters (tool calls, livekit's)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import livekit_compat
+from .. import call_journal, livekit_compat
 from ..catalog import Catalog, Outcome, ReloadResult
 from ..reload import Reloader
 from .agents import Agents, until_done_or
@@ -77,7 +77,7 @@ class Supervisor:
             o = self.options
             http = await start_http(self, o.http_host, o.http_port, simulate=o.simulate,
                                     simulate_from_anywhere=o.simulate_from_anywhere)
-            log.info("serving %s on http://%s:%d (/healthz /readyz /metrics /status)", o.agents_dir,
+            log.info("serving %s on http://%s:%d (status page at /; /healthz /readyz /metrics /status)", o.agents_dir,
                      o.http_host, o.http_port)
             try:
                 await self._serve()
@@ -395,6 +395,8 @@ def run_serve(options: ServeOptions, *, secrets: SecretSet | None = None) -> int
                 made_metrics_dir = tempfile.mkdtemp(prefix="voice-runtime-metrics-")
                 os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_metrics_dir
             state_dir = Path(tempfile.mkdtemp(prefix="voice-runtime-"))
+            # job processes (forkserver children, started later) append their tool calls there
+            os.environ[call_journal.ENV] = str(state_dir / "tool_calls")
         _fit_forkserver_socket()
         from ..plugins import make_plugin_manager
 
