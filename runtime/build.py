@@ -273,11 +273,17 @@ class SessionRunner:
         task.add_done_callback(self._tool_updates.discard)
 
     async def start(self, *, room: Any = None) -> Any:
+        from .metrics import observe_session
+
         try:
-            return await self._start(room)
-        except BaseException:
+            session = await self._start(room)
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                observe_session(self.name, "refused" if isinstance(exc, SessionRefused) else "failed")
             await self.aclose()  # no MCP child process outlives a failed start
             raise
+        observe_session(self.name, "started")
+        return session
 
     async def _start(self, room: Any) -> Any:
         spec: Any = self.loaded.spec
@@ -424,6 +430,7 @@ class SessionRunner:
         log.warning("agent %s session %s: realtime model failed (%s); switching to the pipeline",
                     self.name, self.session_id, reason, extra=SHOWN_AS_EVENT)
         from .livekit_compat import realtime_session
+        from .metrics import observe_fallback
 
         session = self.session
         rt_session = realtime_session(session)
@@ -453,6 +460,7 @@ class SessionRunner:
         self.mode = "pipeline"
         self.switched.set()
         self._emit("fallback", {"from": "realtime", "to": "pipeline", "reason": reason})
+        observe_fallback(self.name)
         notify(self.plugins, "voice_runtime_session_fallback", agent=self.name, session_id=self.session_id,
                from_mode="realtime", to_mode="pipeline", reason=reason)
 

@@ -4,6 +4,7 @@ the MCP pool at request time, never kept up to date on the side."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -139,12 +140,53 @@ class ServeCollector:
         sessions = GaugeMetricFamily("voice_runtime_sessions_active", "Jobs running, per agent.", labels=["agent"])
         up = GaugeMetricFamily("voice_runtime_mcp_server_up", "1 if the MCP server is connected.",
                                labels=["agent", "server"])
+        required = GaugeMetricFamily("voice_runtime_mcp_server_required",
+                                     "1 if the spec marks the MCP server required: true (sessions refuse without it).",
+                                     labels=["agent", "server"])
         for name, entry in sorted(catalog.agents.items()):
             sessions.add_metric([name], view.agents.sessions_active(name))
+            servers = entry.loaded.spec.mcp_servers
             for server, health in view.mcp_health(name, entry).items():
                 up.add_metric([name, server], 1 if health["state"] == "up" else 0)
+                required.add_metric([name, server], 1 if servers[server].required else 0)
         yield sessions
         yield up
+        yield required
+        yield from _memory()
+
+
+def _memory() -> Any:
+    """What the alert on memory compares: serve's and its job processes' (and MCP
+    servers') resident memory, and the container's limit when there is one."""
+    import psutil
+    from prometheus_client.core import GaugeMetricFamily
+
+    me = psutil.Process()
+    total = 0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except (psutil.Error, OSError):
+            continue  # ended meanwhile
+    yield GaugeMetricFamily("voice_runtime_memory_bytes",
+                            "Resident memory of serve and every process below it (job processes, MCP servers).",
+                            value=total)
+    # always exported (0: no limit), so dashboards and the test of what they use see it
+    yield GaugeMetricFamily("voice_runtime_memory_limit_bytes",
+                            "The memory limit of serve's cgroup (the container's limit); 0 when there is none.",
+                            value=_cgroup_memory_limit() or 0)
+
+
+def _cgroup_memory_limit() -> int | None:
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # cgroup v1 says "no limit" with a huge number
+            return int(text)
+        return None
+    return None
 
 
 class _ProcessFiles:
