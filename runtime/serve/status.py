@@ -156,10 +156,36 @@ class ServeCollector:
 
 
 def _memory() -> Any:
-    """What the alert on memory compares: serve's and its job processes' (and MCP
-    servers') resident memory, and the container's limit when there is one."""
-    import psutil
+    """What the alert on memory compares: the memory serve's cgroup (the container)
+    uses as the kernel counts it against the limit, and that limit (0: none)."""
     from prometheus_client.core import GaugeMetricFamily
+
+    yield GaugeMetricFamily("voice_runtime_memory_bytes",
+                            "Memory in use by serve, its job processes and MCP servers: the container's "
+                            "working set (cgroup usage less inactive file cache), or their summed RSS outside one.",
+                            value=_cgroup_working_set() or _summed_rss())
+    # always exported (0: no limit), so dashboards and the test of what they use see it
+    yield GaugeMetricFamily("voice_runtime_memory_limit_bytes",
+                            "The memory limit of serve's cgroup (the container's limit); 0 when there is none.",
+                            value=_cgroup_memory_limit() or 0)
+
+
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+def _cgroup_working_set() -> int | None:
+    """What kubelet calls the working set (cgroup v2): the kernel's own count, which
+    the limit applies to; RSS summed over processes counts forked pages twice."""
+    try:
+        usage = int((_CGROUP / "memory.current").read_text())
+        stat = dict(line.split() for line in (_CGROUP / "memory.stat").read_text().splitlines())
+    except (OSError, ValueError):
+        return None
+    return max(usage - int(stat.get("inactive_file", 0)), 0)
+
+
+def _summed_rss() -> int:
+    import psutil
 
     me = psutil.Process()
     total = 0
@@ -168,19 +194,13 @@ def _memory() -> Any:
             total += proc.memory_info().rss
         except (psutil.Error, OSError):
             continue  # ended meanwhile
-    yield GaugeMetricFamily("voice_runtime_memory_bytes",
-                            "Resident memory of serve and every process below it (job processes, MCP servers).",
-                            value=total)
-    # always exported (0: no limit), so dashboards and the test of what they use see it
-    yield GaugeMetricFamily("voice_runtime_memory_limit_bytes",
-                            "The memory limit of serve's cgroup (the container's limit); 0 when there is none.",
-                            value=_cgroup_memory_limit() or 0)
+    return total
 
 
 def _cgroup_memory_limit() -> int | None:
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    for path in (_CGROUP / "memory.max", _CGROUP / "memory" / "memory.limit_in_bytes"):
         try:
-            text = Path(path).read_text().strip()
+            text = path.read_text().strip()
         except OSError:
             continue
         if text.isdigit() and int(text) < 1 << 60:  # cgroup v1 says "no limit" with a huge number
