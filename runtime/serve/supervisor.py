@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import call_journal, livekit_compat
+from .. import call_journal, livekit_compat, tracing
 from ..catalog import Catalog, Outcome, ReloadResult
 from ..reload import Reloader
 from .agents import Agents, until_done_or
@@ -61,6 +61,7 @@ class Supervisor:
         self.agents = Agents(options, self.catalog, self._hurry, shared_pool=self.pool)
         self.view = StatusView(options, self.catalog, self.agents, self.pool)
         self.view.plugin_errors = plugins.problems
+        tracing.setup(self.catalog.secrets)  # config.reload and serve's mcp.connect spans
         # the plugin files last tried: a scan that finds the same bytes does nothing
         self._plugin_fingerprint = plugins.files.fingerprint if plugins.files is not None else ()
 
@@ -188,6 +189,11 @@ class Supervisor:
         ok = outcome is Outcome.APPLIED
         self.view.reloads["success" if ok else "failure"] += 1
         ms = (time.perf_counter() - started) * 1000
+        tracing.record_span("config.reload", {
+            "voice_runtime.reload.cause": cause, "voice_runtime.reload.outcome": outcome.value,
+            "voice_runtime.reload.generation": self.catalog.generation, "voice_runtime.reload.summary": summary,
+            "voice_runtime.reload.errors": problems[:50]}, time.time_ns() - int(ms * 1e6),
+            error=None if ok else f"{len(problems)} problem(s)")
         log.log(logging.INFO if ok else logging.WARNING, "reload (%s) generation %d in %.0f ms: %s", cause,
                 self.catalog.generation, ms, summary, extra={"reload": detail or {"outcome": outcome.value}})
         for problem in problems:
