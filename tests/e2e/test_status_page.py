@@ -4,19 +4,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import pytest
 from fakes.openai_chat import FakeOpenAI
-from helpers import write
+from helpers import require_tool, write
 from mcp_servers.harness import free_port, read_records, stdio_command
 from serve_harness import Serve, spec
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SECRET = "page-secret-7f3a91c2"
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
 
 
 def read_page(url: str, screenshot: Path) -> tuple[str, dict[str, list[list[str]]]]:
@@ -25,8 +20,9 @@ def read_page(url: str, screenshot: Path) -> tuple[str, dict[str, list[list[str]
     heading, and a screenshot."""
     from playwright.sync_api import sync_playwright
 
+    chromium = require_tool("chromium", "apt-get install chromium")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
         try:
             page = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900}).new_page()
             page.goto(url)
