@@ -251,7 +251,9 @@ class SessionRunner:
         if self.recorder is None:
             self.recorder = CallRecorder(self.name, self.session_id, session_sinks(self.plugins), self.listeners,
                                          tracer=tracing.tracer(),
-                                         transports={n: c.transport for n, c in self.connections.items()})
+                                         transports={n: c.transport for n, c in self.connections.items()},
+                                         traced_arguments=frozenset(
+                                             n for n, c in self.connections.items() if c.server.trace_arguments))
         plugin = []
         for tool_name in self.loaded.spec.tools:
             registered = self.plugins.registry.tools[tool_name]

@@ -78,6 +78,8 @@ class _RecordedCall:
             attributes={"voice_runtime.agent": recorder.agent, "voice_runtime.session_id": recorder.session_id,
                         "mcp.server": self._server, "mcp.transport": recorder.transports.get(self._server, "plugin"),
                         "mcp.tool": self._tool, "gen_ai.tool.name": self._exposed})
+        if self._span is not None and self._server in recorder.traced_arguments:
+            self._span.set_attribute("voice_runtime.tool.arguments", _CANONICAL.encode(self._arguments)[:4096])
         self._started = recorder.started(self._exposed, self._arguments, self._server)
         self._state = CallOutcome()
         return self._state
@@ -121,6 +123,7 @@ class CallRecorder:
     # an OpenTelemetry tracer when tracing is on: each call is a span (see tracing.py)
     tracer: Any = None
     transports: Mapping[str, str] = field(default_factory=dict)  # MCP server -> transport, for the span
+    traced_arguments: frozenset[str] = frozenset()  # servers whose spec opts in to arguments on spans
 
     def call(self, *, server: str, tool: str, exposed_name: str, arguments: Any) -> _RecordedCall:
         """Record one call around its body (``with recorder.call(...) as outcome:``):
@@ -155,8 +158,8 @@ class CallRecorder:
 
 
 def _end_span(span: Any, record: ToolCallRecord) -> None:
-    """What the call came to, on its span: never the arguments or the result, only
-    their digest and size."""
+    """What the call came to, on its span: the result's size and the arguments'
+    digest, never the result (nor the arguments, unless the server opted in)."""
     span.set_attribute("voice_runtime.tool.outcome", record.outcome)
     span.set_attribute("voice_runtime.tool.latency_ms", record.latency_ms)
     span.set_attribute("voice_runtime.tool.result_chars", record.result_chars)
