@@ -10,8 +10,9 @@ machine, with the image's absolute paths (``/opt/voice-runtime``, ``/src``,
 dependencies are not in this machine's offline package index, and downloading
 them into a truly empty virtualenv takes minutes; with the machine's packages
 visible, pip still builds voice-runtime from the copied sources into the
-virtualenv as a regular (non-editable) wheel, and the test proves the command
-then runs from there, not from the checkout.
+virtualenv as a regular (non-editable) wheel (fetching its build backend,
+setuptools, from the package index as the image build does), and the test proves
+the command then runs from there, not from the checkout.
 """
 
 from __future__ import annotations
