@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .mcp.pool import McpPool
 from .mcp.toolset import mcp_tools, plan_tools, plugin_tools
+from . import tracing
 from .plugins import notify
 from .tool_calls import CallRecorder
 
@@ -58,13 +59,16 @@ def import_livekit_plugins() -> None:
 
 def session_sinks(plugins: Plugins) -> list[Sink]:
     """Where a session's tool call records go: Prometheus and the plugins'
-    ``voice_runtime_tool_called`` hook (``notify``: an exporter's bug must not fail the call)."""
+    ``voice_runtime_tool_called`` hook (``notify``: an exporter's bug must not fail the call),
+    and under ``serve`` its journal of recent calls (the status page)."""
+    from .call_journal import sink_from_env
     from .metrics import observe_tool_call
 
     def tool_called(record: ToolCallRecord) -> None:
         notify(plugins, "voice_runtime_tool_called", record=record)
 
-    return [observe_tool_call, tool_called]
+    journal = sink_from_env()
+    return [observe_tool_call, tool_called, *([journal] if journal is not None else [])]
 
 
 def make_provider(plugins: Plugins, kind: str, options: Any) -> Any:
@@ -219,6 +223,7 @@ class SessionRunner:
     _pending_fallback: Any = None  # a realtime error seen while session.start() was still running
     _greeting_msg: Any = None  # text mode: the greeting as an assistant message of the history
     _greeting_task: asyncio.Task[None] | None = None
+    _span: Any = tracing.NO_SPAN  # the session's span (the root of its trace) when tracing is on
 
     @property
     def name(self) -> str:
@@ -249,7 +254,11 @@ class SessionRunner:
 
     def build_tools(self) -> list[Any]:
         if self.recorder is None:
-            self.recorder = CallRecorder(self.name, self.session_id, session_sinks(self.plugins), self.listeners)
+            self.recorder = CallRecorder(self.name, self.session_id, session_sinks(self.plugins), self.listeners,
+                                         tracer=tracing.tracer(),
+                                         transports={n: c.transport for n, c in self.connections.items()},
+                                         traced_arguments=frozenset(
+                                             n for n, c in self.connections.items() if c.server.trace_arguments))
         plugin = []
         for tool_name in self.loaded.spec.tools:
             registered = self.plugins.registry.tools[tool_name]
@@ -275,11 +284,28 @@ class SessionRunner:
         task.add_done_callback(self._tool_updates.discard)
 
     async def start(self, *, room: Any = None) -> Any:
+        from .metrics import observe_session
+
+        if tracing.setup():
+            tracing.add_secrets(self.loaded)
+        # the root of the call's trace: livekit's spans and our tool calls are its children
+        self._span = tracing.start_root("session", {
+            "voice_runtime.agent": self.name, "voice_runtime.session_id": self.session_id,
+            "voice_runtime.spec_digest": self.loaded.digest})
         try:
-            return await self._start(room)
-        except BaseException:
+            session = await self._start(room)
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                outcome = "refused" if isinstance(exc, SessionRefused) else "failed"
+                observe_session(self.name, outcome)
+                self._span.set_attribute("voice_runtime.session.outcome", outcome)
+                self._span.set_attribute("voice_runtime.session.error", f"{type(exc).__name__}: {exc}")
             await self.aclose()  # no MCP child process outlives a failed start
             raise
+        observe_session(self.name, "started")
+        self._span.set_attribute("voice_runtime.session.outcome", "started")
+        self._span.set_attribute("voice_runtime.session.mode", self.mode)
+        return session
 
     async def _start(self, room: Any) -> Any:
         spec: Any = self.loaded.spec
@@ -429,6 +455,7 @@ class SessionRunner:
         log.warning("agent %s session %s: realtime model failed (%s); switching to the pipeline",
                     self.name, self.session_id, reason, extra=SHOWN_AS_EVENT)
         from .livekit_compat import realtime_session
+        from .metrics import observe_fallback
 
         session = self.session
         rt_session = realtime_session(session)
@@ -458,6 +485,8 @@ class SessionRunner:
         self.mode = "pipeline"
         self.switched.set()
         self._emit("fallback", {"from": "realtime", "to": "pipeline", "reason": reason})
+        observe_fallback(self.name)
+        self._span.add_event("fallback", {"from_mode": "realtime", "to_mode": "pipeline", "reason": reason})
         notify(self.plugins, "voice_runtime_session_fallback", agent=self.name, session_id=self.session_id,
                from_mode="realtime", to_mode="pipeline", reason=reason)
 
@@ -490,3 +519,7 @@ class SessionRunner:
                     except Exception:  # noqa: BLE001
                         log.debug("closing %r raised", model, exc_info=True)
         self._models.clear()
+        span, self._span = self._span, tracing.NO_SPAN
+        if span is not tracing.NO_SPAN:
+            span.end()
+            await tracing.flush()  # a job process may be ended soon after its session

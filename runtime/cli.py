@@ -457,7 +457,7 @@ def serve(
     agents_dir: AgentsDir,
     plugins: PluginsOpt = None,
     http_host: Annotated[str, typer.Option("--http-host", help="Address of the operator port.")] = "0.0.0.0",
-    http_port: Annotated[int, typer.Option("--http-port", help="/healthz /readyz /metrics /status.")] = 8081,
+    http_port: Annotated[int, typer.Option("--http-port", help="The status page (/), /healthz /readyz /metrics /status.")] = 8081,
     executor: Annotated[Executor, typer.Option("--executor", help="process (one process per call) or thread.")] = Executor.PROCESS,
     idle_processes: Annotated[int, typer.Option("--idle-processes", min=0, help="Job processes kept prewarmed for the whole serve (any agent's call takes one).")] = 1,
     dispatch: Annotated[Dispatch, typer.Option("--dispatch", help="name: register every agent name with LiveKit. metadata: register --agent-name once; each job names its agent in its dispatch metadata {\"agent\": \"<name>\"}.")] = Dispatch.NAME,

@@ -42,3 +42,23 @@ def observe_tool_call(record: ToolCallRecord) -> None:
         histogram = _histograms[key] = TOOL_CALL_SECONDS.labels(*key)
     counter.inc()
     histogram.observe(record.latency_ms / 1000)
+
+
+SESSIONS = Counter(
+    "voice_runtime_sessions",
+    "Sessions by agent and how their start ended (started, refused: a required MCP server is down, failed).",
+    ["agent", "outcome"],
+)
+SESSION_FALLBACKS = Counter(
+    "voice_runtime_session_fallbacks",
+    "Sessions that switched from their realtime model to their pipeline.",
+    ["agent"],
+)
+
+
+def observe_session(agent: str, outcome: str) -> None:
+    SESSIONS.labels(agent, outcome).inc()
+
+
+def observe_fallback(agent: str) -> None:
+    SESSION_FALLBACKS.labels(agent).inc()

@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -65,14 +65,22 @@ class CallOutcome:
 class _RecordedCall:
     """``CallRecorder.call``'s context manager (a class: cheaper than a generator)."""
 
-    __slots__ = ("_recorder", "_server", "_tool", "_exposed", "_arguments", "_started", "_state")
+    __slots__ = ("_recorder", "_server", "_tool", "_exposed", "_arguments", "_started", "_state", "_span")
 
     def __init__(self, recorder: CallRecorder, server: str, tool: str, exposed_name: str, arguments: Any) -> None:
         self._recorder, self._server, self._tool = recorder, server, tool
         self._exposed, self._arguments = exposed_name, arguments
 
     def __enter__(self) -> CallOutcome:
-        self._started = self._recorder.started(self._exposed, self._arguments, self._server)
+        recorder = self._recorder
+        self._span = None if recorder.tracer is None else recorder.tracer.start_span(
+            "plugin.tool_call" if self._server.startswith("plugin:") else "mcp.tool_call",
+            attributes={"voice_runtime.agent": recorder.agent, "voice_runtime.session_id": recorder.session_id,
+                        "mcp.server": self._server, "mcp.transport": recorder.transports.get(self._server, "plugin"),
+                        "mcp.tool": self._tool, "gen_ai.tool.name": self._exposed})
+        if self._span is not None and self._server in recorder.traced_arguments:
+            self._span.set_attribute("voice_runtime.tool.arguments", _CANONICAL.encode(self._arguments)[:4096])
+        self._started = recorder.started(self._exposed, self._arguments, self._server)
         self._state = CallOutcome()
         return self._state
 
@@ -85,9 +93,11 @@ class _RecordedCall:
                 state.outcome = "cancelled"
             elif state.outcome == "ok":
                 state.fail("error", f"{exc_type.__name__}: {exc}")
-        self._recorder.finished(server=self._server, tool=self._tool, exposed_name=self._exposed,
-                                arguments=self._arguments, started=self._started, outcome=state.outcome,
-                                result=state.text, error=state.error)
+        record = self._recorder.finished(server=self._server, tool=self._tool, exposed_name=self._exposed,
+                                         arguments=self._arguments, started=self._started, outcome=state.outcome,
+                                         result=state.text, error=state.error)
+        if self._span is not None:
+            _end_span(self._span, record)
         # None: the body's exception (if any) propagates
 
 
@@ -110,6 +120,10 @@ class CallRecorder:
     sinks: Sequence[Sink] = ()
     listeners: list[Listener] = field(default_factory=list)
     records: list[ToolCallRecord] = field(default_factory=list)
+    # an OpenTelemetry tracer when tracing is on: each call is a span (see tracing.py)
+    tracer: Any = None
+    transports: Mapping[str, str] = field(default_factory=dict)  # MCP server -> transport, for the span
+    traced_arguments: frozenset[str] = frozenset()  # servers whose spec opts in to arguments on spans
 
     def call(self, *, server: str, tool: str, exposed_name: str, arguments: Any) -> _RecordedCall:
         """Record one call around its body (``with recorder.call(...) as outcome:``):
@@ -141,6 +155,20 @@ class CallRecorder:
             listener("tool_result", {"tool": exposed_name, "outcome": outcome, "result": result,
                                      "latency_ms": record.latency_ms, "server": server})
         return record
+
+
+def _end_span(span: Any, record: ToolCallRecord) -> None:
+    """What the call came to, on its span: the result's size and the arguments'
+    digest, never the result (nor the arguments, unless the server opted in)."""
+    span.set_attribute("voice_runtime.tool.outcome", record.outcome)
+    span.set_attribute("voice_runtime.tool.latency_ms", record.latency_ms)
+    span.set_attribute("voice_runtime.tool.result_chars", record.result_chars)
+    span.set_attribute("voice_runtime.tool.args_digest", record.args_digest)
+    if record.error:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_status(Status(StatusCode.ERROR, record.error))
+    span.end()
 
 
 def _log_call(record: ToolCallRecord) -> None:

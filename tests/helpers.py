@@ -122,3 +122,14 @@ def write(path: Path, text: str | bytes) -> Path:
         path.write_text(text, encoding="utf-8")
     return path
 
+
+
+def require_tool(name: str, how: str) -> str:
+    """The path of a system tool a test drives; a clear failure (never a silent
+    skip) when it is missing: ``.ci/run`` installs every one of them."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        raise AssertionError(f"{name} is not installed; {how} (.ci/run does)")
+    return path

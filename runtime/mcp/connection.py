@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import tracing
 from ..terminal import printable
 from .backoff import BACKOFF_MAX, BACKOFF_START, Backoff
 from .pins import ToolPins
@@ -146,6 +147,14 @@ class McpConnection:
         """Connect and list tools within ``connect_timeout``; raise McpUnavailable.
         With ``unless_newer_than``: do nothing (return False) when a connection newer
         than that one (a count of connects) is already up (another caller renewed it first)."""
+        with tracing.span("mcp.connect", {"mcp.server": self.name, "mcp.transport": self.transport}) as span:
+            connected = await self._connect(unless_newer_than)
+            span.set_attribute("mcp.tools", len(self.tools))
+            if self.protocol_version:
+                span.set_attribute("mcp.protocol_version", self.protocol_version)
+            return connected
+
+    async def _connect(self, unless_newer_than: int | None) -> bool:
         async with self._lock:
             if unless_newer_than is not None and self._connects > unless_newer_than and self.state is ConnState.UP:
                 return False

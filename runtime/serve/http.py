@@ -1,5 +1,5 @@
-"""The one operator port of `serve`: /healthz, /readyz, /metrics, /status (and
-POST /simulate when enabled). aiohttp, because livekit already depends on it.
+"""The one operator port of `serve`: / (the status page), /healthz, /readyz,
+/metrics, /status (and POST /simulate when enabled). aiohttp, because livekit already depends on it.
 
 The port knows serve only through ``Operator``, which the supervisor implements:
 what it shows is computed there (see status.py), and every response leaves
@@ -170,7 +170,16 @@ def make_app(operator: Operator, *, simulate: bool = False, simulate_from_anywhe
         return web.Response(text=operator.secrets.dumps(operator.status(wanted)) + "\n",
                             content_type="application/json")
 
+    async def page(_: web.Request) -> web.Response:
+        from .page import render
+
+        # redacted as data, then escaped: an escaped secret ("&amp;") would slip past redact()
+        doc = json.loads(operator.secrets.dumps(operator.status()))
+        return web.Response(text=render(doc), content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
+
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[guard.middleware()] if guard else [])
+    app.router.add_get("/", page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

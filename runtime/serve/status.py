@@ -4,6 +4,7 @@ the MCP pool at request time, never kept up to date on the side."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -99,10 +100,17 @@ class StatusView:
             "jobs": {"running": sum(sessions.values()), "idle_pids": self.agents.idle_pids(),
                      "dispatch": self.options.dispatch.value,
                      "refused": dict(self.agents.refused), "killed_for_memory": sum(self.agents.memory_kills.values())},
+            "tool_calls": self.recent_tool_calls(),
             "ready": not not_ready,
             "not_ready": not_ready,
             "pid": os.getpid(),
         }
+
+    def recent_tool_calls(self) -> list[dict[str, Any]]:
+        """The last calls of every job, newest first (see call_journal)."""
+        from ..call_journal import recent
+
+        return recent(self.catalog.state_dir / "tool_calls")
 
     def metrics_text(self) -> bytes:
         """The Prometheus exposition: job processes' counters (tool calls, livekit's)
@@ -143,13 +151,19 @@ class ServeCollector:
         sessions = GaugeMetricFamily("voice_runtime_sessions_active", "Jobs running, per agent.", labels=["agent"])
         up = GaugeMetricFamily("voice_runtime_mcp_server_up", "1 if the MCP server is connected.",
                                labels=["agent", "server"])
+        required = GaugeMetricFamily("voice_runtime_mcp_server_required",
+                                     "1 if the spec marks the MCP server required: true (sessions refuse without it).",
+                                     labels=["agent", "server"])
         running = view.agents.sessions_by_agent()
         for name, entry in sorted(catalog.agents.items()):
             sessions.add_metric([name], running[name])
+            servers = entry.loaded.spec.mcp_servers
             for server, health in view.mcp_health(name, entry).items():
                 up.add_metric([name, server], 1 if health["state"] == "up" else 0)
+                required.add_metric([name, server], 1 if servers[server].required else 0)
         yield sessions
         yield up
+        yield required
         refused = CounterMetricFamily("voice_runtime_jobs_refused", "Jobs LiveKit offered that serve refused, by reason "
                                       "(no_agent, unknown_agent, draining).", labels=["reason"])
         for reason, count in sorted(view.agents.refused.items()):
@@ -160,6 +174,61 @@ class ServeCollector:
         for agent, count in sorted(view.agents.memory_kills.items()):
             killed.add_metric([agent], count)
         yield killed
+        yield from _memory()
+
+
+def _memory() -> Any:
+    """What the alert on memory compares: the memory serve's cgroup (the container)
+    uses as the kernel counts it against the limit, and that limit (0: none)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    yield GaugeMetricFamily("voice_runtime_memory_bytes",
+                            "Memory in use by serve, its job processes and MCP servers: the container's "
+                            "working set (cgroup usage less inactive file cache), or their summed RSS outside one.",
+                            value=_cgroup_working_set() or _summed_rss())
+    # always exported (0: no limit), so dashboards and the test of what they use see it
+    yield GaugeMetricFamily("voice_runtime_memory_limit_bytes",
+                            "The memory limit of serve's cgroup (the container's limit); 0 when there is none.",
+                            value=_cgroup_memory_limit() or 0)
+
+
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+def _cgroup_working_set() -> int | None:
+    """What kubelet calls the working set (cgroup v2): the kernel's own count, which
+    the limit applies to; RSS summed over processes counts forked pages twice."""
+    try:
+        usage = int((_CGROUP / "memory.current").read_text())
+        stat = dict(line.split() for line in (_CGROUP / "memory.stat").read_text().splitlines())
+    except (OSError, ValueError):
+        return None
+    return max(usage - int(stat.get("inactive_file", 0)), 0)
+
+
+def _summed_rss() -> int:
+    import psutil
+
+    me = psutil.Process()
+    total = 0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except (psutil.Error, OSError):
+            continue  # ended meanwhile
+    return total
+
+
+def _cgroup_memory_limit() -> int | None:
+    for path in (_CGROUP / "memory.max", _CGROUP / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # cgroup v1 says "no limit" with a huge number
+            return int(text)
+        return None
+    return None
 
 
 class _ProcessFiles:

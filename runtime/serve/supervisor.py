@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import livekit_compat
+from .. import call_journal, livekit_compat, tracing
 from ..catalog import Catalog, Outcome, ReloadResult
 from ..reload import Reloader
 from .agents import Agents, until_done_or
@@ -63,6 +63,7 @@ class Supervisor:
         self.gateway: Any = None  # job processes borrow the pool's connections through it
         self.view = StatusView(options, self.catalog, self.agents, self.pool)
         self.view.plugin_errors = plugins.problems
+        tracing.setup(self.catalog.secrets)  # config.reload and serve's mcp.connect spans
         # the plugin files last tried: a scan that finds the same bytes does nothing
         self._plugin_fingerprint = plugins.files.fingerprint if plugins.files is not None else ()
 
@@ -79,7 +80,7 @@ class Supervisor:
             o = self.options
             http = await start_http(self, o.http_host, o.http_port, simulate=o.simulate,
                                     simulate_from_anywhere=o.simulate_from_anywhere)
-            log.info("serving %s on http://%s:%d (/healthz /readyz /metrics /status)", o.agents_dir,
+            log.info("serving %s on http://%s:%d (status page at /; /healthz /readyz /metrics /status)", o.agents_dir,
                      o.http_host, o.http_port)
             try:
                 await self._serve()
@@ -201,6 +202,11 @@ class Supervisor:
         ok = outcome is Outcome.APPLIED
         self.view.reloads["success" if ok else "failure"] += 1
         ms = (time.perf_counter() - started) * 1000
+        tracing.record_span("config.reload", {
+            "voice_runtime.reload.cause": cause, "voice_runtime.reload.outcome": outcome.value,
+            "voice_runtime.reload.generation": self.catalog.generation, "voice_runtime.reload.summary": summary,
+            "voice_runtime.reload.errors": problems[:50]}, time.time_ns() - int(ms * 1e6),
+            error=None if ok else f"{len(problems)} problem(s)")
         log.log(logging.INFO if ok else logging.WARNING, "reload (%s) generation %d in %.0f ms: %s", cause,
                 self.catalog.generation, ms, summary, extra={"reload": detail or {"outcome": outcome.value}})
         for problem in problems:
@@ -405,6 +411,8 @@ def run_serve(options: ServeOptions, *, secrets: SecretSet | None = None) -> int
                 made_metrics_dir = tempfile.mkdtemp(prefix="voice-runtime-metrics-")
                 os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_metrics_dir
             state_dir = Path(tempfile.mkdtemp(prefix="voice-runtime-"))
+            # job processes (forkserver children, started later) append their tool calls there
+            os.environ[call_journal.ENV] = str(state_dir / "tool_calls")
         _fit_forkserver_socket()
         from ..plugins import make_plugin_manager
 

@@ -74,6 +74,11 @@ class McpServerBase(StrictModel):
         description="Withhold a tool whose description or schema changed since the first connection "
         "(or since `voice-runtime tools --lock`), instead of only logging the change.",
     )
+    trace_arguments: bool = Field(
+        False,
+        description="Record the arguments of this server's tool calls on their trace spans (secrets "
+        "redacted; at most 4096 characters). Default: only their digest.",
+    )
 
 
 class StdioServer(McpServerBase):

