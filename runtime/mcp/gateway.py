@@ -228,6 +228,14 @@ class RemoteConnection:
         if self.state is not ConnState.UP:
             self._watch = asyncio.ensure_future(self._wait_up())
 
+    @property
+    def transport(self) -> str:
+        """How serve reaches the server (``stdio``, ``http``, ``sse``): the hop to
+        serve is a detail of this process."""
+        from .transports import transport_name
+
+        return transport_name(self.server)
+
     async def call(self, tool: str, arguments: dict[str, Any]) -> CallToolResult:
         from mcp.types import CallToolResult
 
