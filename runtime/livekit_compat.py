@@ -216,7 +216,7 @@ def start_registration(hub: Any, name: str, on_request: Callable[[Any], Any],
     from livekit.agents.worker import _DefaultLoadCalc
     from livekit.protocol import agent
 
-    reg = AgentServer(ws_url=hub._ws_url, api_key=hub._api_key, api_secret=hub._api_secret,
+    reg = _registration_class()(ws_url=hub._ws_url, api_key=hub._api_key, api_secret=hub._api_secret,
                       max_retry=hub._max_retry, load_threshold=hub._load_threshold,
                       num_idle_processes=hub._num_idle_processes)
     # the entrypoint is the hub's: its pool runs the jobs, this object only registers the name
@@ -231,12 +231,37 @@ def start_registration(hub: Any, name: str, on_request: Callable[[Any], Any],
     reg._api, reg._http_server, reg._prometheus_server, reg._load_task = None, None, None, None
     reg._http_session = aiohttp.ClientSession(
         proxy=reg._http_proxy or None, connector=aiohttp.TCPConnector(ssl=http_context._create_ssl_context()))
-    reg._worker_load, reg._reserved_slots = 0.0, 0
+    reg._hub, reg._reserved_slots = hub, 0
     reg._load_fnc = hub._load_fnc or _DefaultLoadCalc.get_load
     reg._closed = False
     reg.on("worker_registered", on_registered)
     reg._conn_task = asyncio.ensure_future(reg._connection_task())
     return reg
+
+
+_REGISTRATION: list[type] = []
+
+
+def _registration_class() -> type:
+    """AgentServer whose load is the hub's: livekit measures it in the hub's load
+    task (every 0.5 s) and each registration reports it to LiveKit with its status
+    (``_worker_load``, read by ``_update_worker_status`` and ``_get_effective_load``).
+    A registration's own refresh before answering a job is dropped: one measure
+    for the machine."""
+    if not _REGISTRATION:
+        from livekit.agents import AgentServer
+
+        class Registration(AgentServer):  # type: ignore[misc]
+            @property
+            def _worker_load(self) -> float:
+                return float(getattr(self._hub, "_worker_load", 0.0))
+
+            @_worker_load.setter
+            def _worker_load(self, value: float) -> None:
+                pass
+
+        _REGISTRATION.append(Registration)
+    return _REGISTRATION[0]
 
 
 def registration_job_status(reg: Any, proc: Any) -> Any:
