@@ -121,8 +121,10 @@ class Gateway:
         pool lacks are connected first if they belong to the agent's current spec."""
         from aiohttp import web
 
-        body = await request.json()
-        wanted: dict[str, str] = body.get("servers") or {}
+        body = await _json_object(request)
+        wanted = body.get("servers")
+        if not isinstance(wanted, dict) or not all(isinstance(v, str) for v in wanted.values()):
+            return web.json_response({"error": '"servers" must map server names to keys'}, status=400)
         conns = self.pool.by_key()
         if any(key not in conns for key in wanted.values()):
             loaded = self.spec_of(str(body.get("agent", "")))
@@ -137,12 +139,15 @@ class Gateway:
     async def _call(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
-        body = await request.json()
-        conn = self.pool.by_key().get(body.get("key", ""))
+        body = await _json_object(request)
+        tool, arguments = body.get("tool"), body.get("arguments") or {}
+        if not isinstance(tool, str) or not isinstance(arguments, dict):
+            return web.json_response({"error": '"tool" must be a name and "arguments" an object'}, status=400)
+        conn = self.pool.by_key().get(str(body.get("key", "")))
         if conn is None:
             return web.json_response({"unknown": True}, status=404)
         try:
-            result = await conn.call(body["tool"], body.get("arguments") or {})
+            result = await conn.call(tool, arguments)
         except McpUnavailable as exc:
             return web.json_response({"unavailable": str(exc)}, status=503)
         except asyncio.TimeoutError:
@@ -177,6 +182,14 @@ class Gateway:
         return web.json_response(_describe(conn))
 
 
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 # -- the job side ----------------------------------------------------------------------
 
 
@@ -199,7 +212,11 @@ class _Client:
 
     async def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         async with self.session().post(path, json=body) as response:
-            return response.status, await response.json()
+            try:
+                return response.status, await response.json(content_type=None)
+            except ValueError:
+                return response.status, {"error": f"serve's gateway answered {response.status}: "
+                                                  f"{(await response.text())[:200]}"}
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -313,8 +330,14 @@ class GatewayPool:
         shared = {name: server_key(loaded, name) for name, s in servers.items() if s.shared}
         infos: dict[str, Any] = {}
         if shared:
-            status, body = await self.client.post("/v1/acquire", {"agent": loaded.name, "servers": shared})
+            try:
+                status, body = await self.client.post("/v1/acquire", {"agent": loaded.name, "servers": shared})
+            except (OSError, asyncio.TimeoutError, __import__("aiohttp").ClientError) as exc:
+                status, body = 0, {"error": str(exc)}
             infos = body.get("servers", {}) if status == 200 else {}
+            if status != 200:  # the call still gets its tools: it connects the servers itself
+                log.warning("agent %s: serve's MCP connections are out of reach (%s); this call connects its own",
+                            loaded.name, body.get("error") or status)
         own = [name for name in servers if not (infos.get(name) or {}).get("known")]
         acquired = Acquired({}, lock=pins.read_tool_lock(loaded) if servers else None)
         if own:
