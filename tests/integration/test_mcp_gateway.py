@@ -6,12 +6,12 @@ Both ends run here over real recorder MCP server processes; the same classes run
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from mcp_servers.harness import read_events, read_records, stdio_command
 
@@ -71,15 +71,25 @@ async def test_the_socket_and_its_token_are_private_and_a_request_without_the_to
     address = tmp_path / ADDRESS_FILE
     assert oct(address.stat().st_mode & 0o777) == "0o600"
     assert oct(Path(gateway.path).stat().st_mode & 0o777) == "0o600"
-    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=gateway.path)) as http:
-        for headers in ({}, {"Authorization": "Bearer guessed"}):
-            async with http.post("http://serve/v1/call", json={"key": "x", "tool": "echo"}, headers=headers) as r:
-                assert r.status == 401
-        good = {"Authorization": f"Bearer {gateway.token}"}
-        async with http.post("http://serve/v1/call", data=b"not json", headers=good) as r:
-            assert r.status == 400 and "tool" in (await r.json())["error"]
-        async with http.post("http://serve/v1/call", json={"key": "nope", "tool": "echo"}, headers=good) as r:
-            assert r.status == 404
+    for token in (b"", b"guessed"):
+        reader, writer = await asyncio.open_unix_connection(gateway.path)
+        writer.write(token + b"\n" + _request({"id": 1, "op": "call", "key": "x", "tool": "echo"}))
+        assert json.loads(await reader.readline())["status"] == 401
+        assert await reader.readline() == b""  # and the connection is closed: nothing was run
+        writer.close()
+    reader, writer = await asyncio.open_unix_connection(gateway.path)
+    writer.write(gateway.token.encode() + b"\n" + b"not json\n")
+    assert json.loads(await reader.readline())["status"] == 400
+    writer.write(_request({"id": 2, "op": "call", "tool": ["echo"]}))
+    assert json.loads(await reader.readline()) == {"id": 2, "status": 400,
+                                                   "error": '"tool" must be a name and "arguments" an object'}
+    writer.write(_request({"id": 3, "op": "call", "key": "nope", "tool": "echo"}))
+    assert json.loads(await reader.readline()) == {"id": 3, "status": 404, "unknown": True}
+    writer.close()
+
+
+def _request(message: dict[str, Any]) -> bytes:
+    return json.dumps(message).encode() + b"\n"
 
 
 async def test_a_call_on_a_block_serve_closed_meanwhile_connects_its_own(lent: Any, tmp_path: Path) -> None:
