@@ -81,7 +81,12 @@ class Gateway:
         self._server: asyncio.AbstractServer | None = None
         self._socket_dir: str | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._running: dict[tuple[int, Any], asyncio.Task[None]] = {}  # (connection, request id) -> its task
         self.path = ""
+
+    @property
+    def requests_in_flight(self) -> int:
+        return len(self._running)
 
     async def start(self) -> None:
         path = str(self.state_dir / "mcp.sock")
@@ -109,7 +114,8 @@ class Gateway:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients.add(asyncio.current_task())  # type: ignore[arg-type]
-        running: dict[Any, asyncio.Task[None]] = {}
+        running = self._running
+        me = id(writer)
         try:
             first = await reader.readline()
             if first.rstrip(b"\n").decode(errors="replace") != self.token:
@@ -124,11 +130,11 @@ class Gateway:
                     writer.write(_line({"id": None, "status": 400, "error": "one JSON object per line"}))
                     continue
                 if request.get("op") == "cancel":
-                    task = running.get(request.get("id"))
+                    task = running.get((me, request.get("id")))
                     if task is not None:
                         task.cancel()
                     continue
-                rid = request.get("id")
+                rid = (me, request.get("id"))
                 task = asyncio.ensure_future(self._answer(request, writer))
                 running[rid] = task
                 task.add_done_callback(lambda _t, rid=rid: running.pop(rid, None))
@@ -137,8 +143,9 @@ class Gateway:
         except asyncio.CancelledError:
             pass  # serve is closing the gateway (asyncio's stream callback logs a handler that raises)
         finally:
-            for task in running.values():
-                task.cancel()  # a job that ended mid-call: the calls to its servers are cancelled
+            for (conn, _), task in list(running.items()):
+                if conn == me:
+                    task.cancel()  # a job that ended mid-call: the calls to its servers are cancelled
             writer.close()
             self._clients.discard(asyncio.current_task())  # type: ignore[arg-type]
 

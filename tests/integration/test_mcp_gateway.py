@@ -138,3 +138,27 @@ async def test_a_server_that_dies_during_a_borrowed_call_is_reported_unavailable
         assert conn.state is ConnState.DOWN and conn.error
     finally:
         await borrowed.aclose()
+
+
+async def test_a_borrowed_call_the_caller_interrupts_is_cancelled_in_serve_too(lent: Any, tmp_path: Path) -> None:
+    loaded, _, gateway, record = lent
+    borrowed = GatewayPool.from_state_dir(tmp_path)
+    try:
+        conn = (await borrowed.acquire(loaded)).connections["tools"]
+        call = asyncio.ensure_future(conn.call("sleep", {"seconds": 30}))
+        await _until(lambda: any(r["tool"] == "sleep" for r in read_records(record)))
+        assert gateway.requests_in_flight == 1
+        call.cancel()  # what livekit does to a tool's task when the caller interrupts
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await _until(lambda: gateway.requests_in_flight == 0)  # serve's side of the call was cancelled
+        assert (await conn.call("echo", {"text": "next"})).content[0].text == "next"
+    finally:
+        await borrowed.aclose()
+
+
+async def _until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
