@@ -33,6 +33,8 @@ import json
 import logging
 import pstats
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -73,6 +75,13 @@ async def compare(label: str, sides: dict[str, Side], args: argparse.Namespace) 
             await timed_block(call, n, times[name])
     p50 = {name: percentile(ms, 50) for name, ms in times.items()}
     ours, base = p50["voice_runtime"], p50["baseline"]
+    borrowed: dict[str, Any] = {}
+    if "borrowed" in p50:
+        progress(f"{label}: borrowed through a gateway process p50 {p50['borrowed']:.3f} ms, "
+                 f"ratio {p50['borrowed'] / base:.3f}")
+        borrowed = {f"{label}_borrowed_p50_ms": round(p50["borrowed"], 4),
+                    f"{label}_borrowed_p99_ms": round(percentile(times["borrowed"], 99), 4),
+                    f"{label}_borrowed_ratio_p50": round(p50["borrowed"] / base, 4)}
     progress(f"{label}: voice-runtime p50 {ours:.3f} ms, raw ClientSession p50 {base:.3f} ms, ratio {ours / base:.3f}"
              f" (connection only {p50['connection'] / base:.3f}, no log line {p50['no_log'] / base:.3f})")
     return {
@@ -92,6 +101,7 @@ async def compare(label: str, sides: dict[str, Side], args: argparse.Namespace) 
             "no_log_line_p50_ms": round(p50["no_log"], 4),
             "no_log_line_ratio_p50": round(p50["no_log"] / base, 4),
         },
+        **borrowed,
     }
 
 
@@ -157,6 +167,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "",
         ])
         plugins, loaded = load_spec(tmp / "agents.d", spec)
+        # "borrowed": what a serve job process does, through a gateway in another process
+        host = stack.enter_context(subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("_gateway_host.py")), str(tmp), str(tmp / "agents.d")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        stack.callback(host.stdin.close)  # type: ignore[union-attr]
+        if host.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+            raise SystemExit("the gateway host did not start")
+        from voice_runtime.mcp.gateway import GatewayPool
+
+        gateway_pool = GatewayPool.from_state_dir(tmp)
+        assert gateway_pool is not None
+        lent = await gateway_pool.acquire(loaded)
+        borrowed_tool = next(t for t in visible_tools(lent.connections) if t.server == "local")
         pool = McpPool()
         await pool.warm([loaded])
         acquired = await pool.acquire(loaded)
@@ -190,19 +213,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         raise SystemExit(f"{label}: unexpected echo {got!r} / {raw_result!r}")
                     log_on = lambda: tool_log.setLevel(logging.INFO)  # noqa: E731
                     log_off = lambda: tool_log.setLevel(logging.WARNING)  # noqa: E731
-                    result.update(await compare(label, {
+                    sides: dict[str, Side] = {
                         "voice_runtime": (ours, log_on),
                         "baseline": (base, log_on),
                         "connection": (connection, log_on),
                         "no_log": (ours, log_off),
-                    }, args))
+                    }
+                    if label == "stdio":
+                        def borrowed() -> Awaitable[str]:
+                            return call_tool(borrowed_tool, ARGS, recorder)
+
+                        sides["borrowed"] = (borrowed, log_on)
+                    result.update(await compare(label, sides, args))
                     log_on()
                     if args.profile:
                         await profile_ours(ours, min(args.calls, 500))()
         finally:
             await pool.aclose()
+            await gateway_pool.aclose()
     # per transport: the check call, then warm-up and timed calls of the two recorder sides
-    expected = 2 * (1 + 2 * (args.calls + args.warmup)) + (2 * min(args.calls, 500) if args.profile else 0)
+    # (stdio: three, with the borrowed one)
+    expected = 2 * (1 + 2 * (args.calls + args.warmup)) + (args.calls + args.warmup) \
+        + (2 * min(args.calls, 500) if args.profile else 0)
     if len(recorder.records) != expected or any(r.outcome != "ok" for r in recorder.records):
         raise SystemExit(f"expected {expected} ok tool call records, got {len(recorder.records)}")
     result["records"] = len(recorder.records)
