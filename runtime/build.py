@@ -145,7 +145,14 @@ def _turn_detection(value: str | None) -> Any:
 
 def build_agent(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ctx: Any = None,
                 instructions: str | None = None) -> Any:
-    from livekit.agents import NOT_GIVEN, Agent
+    from livekit.agents import Agent
+
+    return Agent(**build_agent_kwargs(loaded, models, tools, chat_ctx=chat_ctx, instructions=instructions))
+
+
+def build_agent_kwargs(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ctx: Any = None,
+                       instructions: str | None = None) -> dict[str, Any]:
+    from livekit.agents import NOT_GIVEN
 
     kwargs: dict[str, Any] = {
         "instructions": loaded.instructions if instructions is None else instructions,
@@ -159,7 +166,7 @@ def build_agent(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ct
         kwargs["turn_handling"] = {"turn_detection": models.turn_detection}
     if chat_ctx is not None:
         kwargs["chat_ctx"] = chat_ctx
-    return Agent(**kwargs)
+    return kwargs
 
 
 def _runtime_session_class() -> type:
@@ -202,6 +209,8 @@ class SessionRunner:
     connections: dict[str, McpConnection] = field(default_factory=dict)
     tool_lock: dict[str, dict[str, str]] | None = None  # the spec's `tools --lock` approvals
     recorder: CallRecorder | None = None
+    # the agents this call may hand off to, as they were when it started (handoffs.py)
+    specs: dict[str, LoadedSpec] = field(default_factory=dict)
     session: Any = None
     mode: str = ""
     tools: list[Any] = field(default_factory=list)
@@ -219,9 +228,12 @@ class SessionRunner:
     def name(self) -> str:
         return self.loaded.name
 
-    def _emit(self, event: str, data: dict[str, Any]) -> None:
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        """Tell whoever watches the session (``chat``, a simulated call's report)."""
         for listener in self.listeners:
             listener(event, data)
+
+    _emit = emit
 
     async def connect_mcp(self) -> None:
         """Take the spec's MCP connections from the pool (warm in ``serve``). A down
@@ -254,7 +266,27 @@ class SessionRunner:
         for line in plan.warnings():
             log.warning("agent %s session %s: %s", self.name, self.session_id, line, extra=SHOWN_AS_EVENT)
             self._emit("warning", {"message": line})
-        return plan.plugin + mcp_tools(plan, self.recorder)
+        from .handoffs import transfer_tools
+
+        return plan.plugin + mcp_tools(plan, self.recorder) + transfer_tools(self)
+
+    async def switch_to(self, target: LoadedSpec) -> None:
+        """The session continues as ``target`` (a handoff): its MCP servers from the
+        pool, its tools, its models; the livekit Agent is built by the caller."""
+        for conn in self.connections.values():
+            if self._on_up in conn.on_up:
+                conn.on_up.remove(self._on_up)
+        self.loaded, self.recorder = target, None
+        if self.session is not None:
+            self.session.realtime_fallback = None  # a target runs on its pipeline
+        await self.connect_mcp()
+        self.tools = self.build_tools()
+        self.mode = "pipeline"
+
+    def agent_kwargs(self, chat_ctx: Any) -> dict[str, Any]:
+        """What ``build_agent`` gives livekit's Agent for the current spec, pipeline mode."""
+        models = self._build_models("pipeline")
+        return build_agent_kwargs(self.loaded, models, self.tools, chat_ctx=chat_ctx)
 
     def _server_back(self, conn: McpConnection) -> None:
         """A server reconnected: its tools (maybe changed, maybe new) reach the
@@ -290,6 +322,9 @@ class SessionRunner:
         if self.mode == "realtime" and spec.pipeline is not None:
             self.session.realtime_fallback = self._fall_back_to_pipeline
         self.session.on("close", self._on_close)
+        from .claims import ClaimWatch
+
+        ClaimWatch(self).attach(self.session)
         await self.session.start(agent, **({"room": room} if room is not None else {}))
         self._started = True
         notify(self.plugins, "voice_runtime_session_started", agent=self.name, session_id=self.session_id,

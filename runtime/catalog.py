@@ -310,3 +310,18 @@ def read_published(state_dir: Path, name: str, plugins: Plugins) -> tuple[Loaded
     loaded = LoadedSpec(Path(data["file"]), data["name"], spec, data["instructions"], data["digest"],
                         data["templates"])
     return loaded, int(data["generation"])
+
+
+def read_published_reachable(state_dir: Path, start: LoadedSpec, plugins: Plugins) -> dict[str, LoadedSpec]:
+    """In a job: the generations serve publishes now of every agent the call can
+    reach through handoffs, read once as the call starts, so the call keeps them
+    whatever reloads follow."""
+    from .handoffs import reachable
+
+    def lookup(name: str) -> LoadedSpec | None:
+        try:
+            return read_published(state_dir, name, plugins)[0]
+        except (OSError, ValueError):
+            return None
+
+    return reachable(start, lookup)

@@ -185,14 +185,18 @@ def _guard_output() -> SecretSet:
     return secrets
 
 
-def _pick_agent(agents_dir: Path, plugins: Plugins, agent: str, secrets: SecretSet) -> LoadedSpec:
-    """The named agent's accepted spec, or exit with its errors (1) or the list of names (2)."""
+def _pick_agent(agents_dir: Path, plugins: Plugins, agent: str, secrets: SecretSet,
+                every: list[LoadedSpec] | None = None) -> LoadedSpec:
+    """The named agent's accepted spec, or exit with its errors (1) or the list of names (2).
+    ``every``: filled with every accepted spec of the folder (handoff targets)."""
     from .spec.loader import load_folder
 
     require_dir(agents_dir)
 
     result = load_folder(agents_dir, plugins)
     secrets.add_specs(result.specs)
+    if every is not None:
+        every.extend(result.specs)
     for loaded in result.specs:
         if loaded.name == agent:
             return loaded
@@ -267,13 +271,16 @@ def chat(
     secrets = _guard_output()  # before chat is imported: its printer's default stream is sys.stdout
     from .build import SessionRunner
     from .chat import ChatPrinter, run_chat
+    from .handoffs import reachable
 
     _session_logging(log_level, verbose, secrets)
     loaded_plugins = load_plugins(agents_dir, plugins)
-    loaded = _pick_agent(agents_dir, loaded_plugins, agent, secrets)
+    every: list[LoadedSpec] = []
+    loaded = _pick_agent(agents_dir, loaded_plugins, agent, secrets, every)
     _refuse_missing_keys(loaded, loaded_plugins, text_only=True)
     printer = ChatPrinter(loaded.name, as_json=json_lines, out=sys.stdout, echo_user=not sys.stdin.isatty())
-    runner = SessionRunner(loaded, loaded_plugins, text_only=True)
+    by_name = {s.name: s for s in every}
+    runner = SessionRunner(loaded, loaded_plugins, text_only=True, specs=reachable(loaded, by_name.get))
     with plugin_output():  # plugin tools run during the session; the printer keeps stdout
         raise typer.Exit(asyncio.run(run_chat(runner, printer)))
 

@@ -42,3 +42,22 @@ def observe_tool_call(record: ToolCallRecord) -> None:
         histogram = _histograms[key] = TOOL_CALL_SECONDS.labels(*key)
     counter.inc()
     histogram.observe(record.latency_ms / 1000)
+
+UNBACKED_CLAIMS = Counter(
+    "voice_runtime_unbacked_claims",
+    "Replies that claimed an action or a lookup in a turn where no tool ran, by agent.",
+    ["agent"],
+)
+HANDOFFS = Counter(
+    "voice_runtime_handoffs",
+    "Sessions handed from one agent to another (the target's transfer_to_<agent> tool).",
+    ["from", "to"],
+)
+
+
+def observe_unbacked_claim(agent: str) -> None:
+    UNBACKED_CLAIMS.labels(agent).inc()
+
+
+def observe_handoff(from_agent: str, to_agent: str) -> None:
+    HANDOFFS.labels(from_agent, to_agent).inc()

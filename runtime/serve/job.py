@@ -59,14 +59,16 @@ def prewarm(proc: JobProcess, agent: str, state_dir: str, plugins_dir: str | Non
 async def entrypoint(ctx: JobContext, agent: str, state_dir: str, plugins_dir: str | None,
                      shared_pool: McpPool | None = None) -> None:
     from ..build import SessionRefused, SessionRunner
-    from ..catalog import read_published
+    from ..catalog import read_published, read_published_reachable
 
     plugins = ctx.proc.userdata.get("plugins") or _accepted_plugins(state_dir, plugins_dir)
     loaded, generation = read_published(Path(state_dir), agent, plugins)
+    # handoff targets as they are now: the call keeps them for its whole length
+    targets = read_published_reachable(Path(state_dir), loaded, plugins)
     warm = ctx.proc.userdata.get("mcp")
     pool = shared_pool if shared_pool is not None else (warm.pool if warm is not None else None)
     fake = ctx.is_fake_job()
-    runner = SessionRunner(loaded, plugins, text_only=fake, pool=pool, session_id=ctx.job.id)
+    runner = SessionRunner(loaded, plugins, text_only=fake, pool=pool, session_id=ctx.job.id, specs=targets)
     log.info("job %s: agent %s generation %d (%s)", ctx.job.id, agent, generation, loaded.digest[:12],
              extra={"agent": agent, "generation": generation, "job_id": ctx.job.id})
 
