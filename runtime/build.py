@@ -211,6 +211,8 @@ class SessionRunner:
     recorder: CallRecorder | None = None
     # the agents this call may hand off to, as they were when it started (handoffs.py)
     specs: dict[str, LoadedSpec] = field(default_factory=dict)
+    # a conversation test's scripted model (testing/scripted.py): every agent's LLM, text only
+    llm_override: Any = None
     session: Any = None
     mode: str = ""
     tools: list[Any] = field(default_factory=list)
@@ -312,7 +314,7 @@ class SessionRunner:
         spec: Any = self.loaded.spec
         await self.connect_mcp()
         self.tools = self.build_tools()
-        self.mode = "realtime" if spec.realtime is not None else "pipeline"
+        self.mode = "realtime" if spec.realtime is not None and self.llm_override is None else "pipeline"
         models = self._build_models(self.mode)
         agent = self._text_mode_agent(models) if self.text_only else build_agent(self.loaded, models, self.tools)
         session_kwargs: dict[str, Any] = {}
@@ -338,7 +340,10 @@ class SessionRunner:
         return self.session
 
     def _build_models(self, mode: str) -> Models:
-        models = build_models(self.plugins, self.loaded, mode, text_only=self.text_only)
+        if self.llm_override is not None:
+            models = Models("pipeline", self.llm_override)
+        else:
+            models = build_models(self.plugins, self.loaded, mode, text_only=self.text_only)
         self._models.append(models)  # closed in aclose(): realtime models own an HTTP session
         return models
 

@@ -16,9 +16,10 @@ call changes none of them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ async def hand_off(runner: SessionRunner, handoff: Any) -> Any:
     source, target = runner.loaded, runner.specs[handoff.agent]
     chat_ctx = await _history(runner, handoff.history)
     await runner.switch_to(target)
-    agent = _handoff_agent_class()(greeting=target.spec.greeting, **runner.agent_kwargs(chat_ctx))
+    agent = handoff_agent_class()(greeting=target.spec.greeting, **runner.agent_kwargs(chat_ctx))
     log.info("agent %s session %s: handoff to %s (history: %s)", source.name, runner.session_id, target.name,
              handoff.history, extra={"agent": source.name, "handoff_to": target.name, "session_id": runner.session_id})
     observe_handoff(source.name, target.name)
@@ -129,7 +130,9 @@ async def _summarize(runner: SessionRunner, ctx: Any) -> str:
     return "".join(parts).strip()
 
 
-def _handoff_agent_class() -> type:
+@functools.cache
+def handoff_agent_class() -> type:
+    """One class for every handoff target (livekit's ``mock_tools`` is keyed by class)."""
     from livekit.agents import Agent
 
     class HandoffAgent(Agent):  # type: ignore[misc]
@@ -148,6 +151,3 @@ def _handoff_agent_class() -> type:
 
     return HandoffAgent
 
-
-def known_specs(specs: Mapping[str, LoadedSpec] | list[LoadedSpec]) -> dict[str, LoadedSpec]:
-    return dict(specs) if isinstance(specs, Mapping) else {s.name: s for s in specs}

@@ -162,31 +162,10 @@ class SpecLoader:
 
     def load(self, path: Path) -> LoadedSpec | list[SpecError]:
         file = str(path)
-        raw = read_regular(path, MAX_SPEC_BYTES)
-        if isinstance(raw, str):
-            return [SpecError(file, message=raw)]
-        text = _decode(file, raw)
-        if isinstance(text, SpecError):
-            return [text]
-        if not text.strip():
-            return [SpecError(file, message="file is empty; a spec is a mapping that starts with `apiVersion: voice-runtime/v1`")]
-        deep_at = _flow_too_deep(text, MAX_FLOW_BRACKETS)
-        if deep_at is not None:
-            # ruamel's scanner is quadratic in flow nesting: refuse before parsing
-            return [SpecError(file, *_offset_loc(text, deep_at), message=_TOO_DEEP)]
-        doc = _fast_compose(text)
-        if doc is None:  # anything the fast path does not handle exactly like ruamel
-            doc = self._parse(file, text)
-        if isinstance(doc, SpecError):
-            return [doc]
-        if doc is None:
-            return [SpecError(file, message="file has only comments; a spec is a mapping that starts with `apiVersion: voice-runtime/v1`")]
-        if not hasattr(doc, "lc") or not isinstance(doc, dict):
-            kind = "a list" if isinstance(doc, list) else f"a single value ({type(doc).__name__})"
-            return [SpecError(file, message=f"the top level of a spec must be a mapping of keys, not {kind}")]
-
-        walker = _Walker(file, self.env)
-        data = walker.convert(doc)
+        read = self.document(path)
+        if isinstance(read, list):
+            return read
+        data, walker = read
         self._key_locs[path] = walker.key_locs
         if walker.fatal:
             return walker.errors
@@ -204,7 +183,56 @@ class SpecLoader:
             return walker.errors + [e for e in errors if e.key_path not in seen]
         if walker.errors:
             return walker.errors
-        return self._finish(path, raw, spec, walker)
+        return self._finish(path, walker.raw, spec, walker)
+
+    def document(self, path: Path, what: str = "a spec", starts: str = "apiVersion: voice-runtime/v1"
+                 ) -> tuple[Any, _Walker] | list[SpecError]:
+        """A YAML mapping file as plain data, with the position of every key and
+        value (the walker), or its errors. ``what``/``starts`` word the errors."""
+        file = str(path)
+        raw = read_regular(path, MAX_SPEC_BYTES)
+        if isinstance(raw, str):
+            return [SpecError(file, message=raw)]
+        text = _decode(file, raw)
+        if isinstance(text, SpecError):
+            return [text]
+        if not text.strip():
+            return [SpecError(file, message=f"file is empty; {what} is a mapping that starts with `{starts}`")]
+        deep_at = _flow_too_deep(text, MAX_FLOW_BRACKETS)
+        if deep_at is not None:
+            # ruamel's scanner is quadratic in flow nesting: refuse before parsing
+            return [SpecError(file, *_offset_loc(text, deep_at), message=_TOO_DEEP)]
+        doc = _fast_compose(text)
+        if doc is None:  # anything the fast path does not handle exactly like ruamel
+            doc = self._parse(file, text)
+        if isinstance(doc, SpecError):
+            return [doc]
+        if doc is None:
+            return [SpecError(file, message=f"file has only comments; {what} is a mapping that starts with `{starts}`")]
+        if not hasattr(doc, "lc") or not isinstance(doc, dict):
+            kind = "a list" if isinstance(doc, list) else f"a single value ({type(doc).__name__})"
+            return [SpecError(file, message=f"the top level of {what} must be a mapping of keys, not {kind}")]
+        walker = _Walker(file, self.env)
+        walker.raw = raw
+        return walker.convert(doc), walker
+
+    def validate(self, path: Path, model: type[BaseModel], what: str, starts: str
+                 ) -> tuple[Any, _Walker] | list[SpecError]:
+        """Any other YAML file of ours (a conversation test) against its pydantic
+        model, with the spec's `file:line:col` errors."""
+        read = self.document(path, what, starts)
+        if isinstance(read, list):
+            return read
+        data, walker = read
+        if walker.fatal:
+            return walker.errors
+        try:
+            instance = model.model_validate(data)
+        except ValidationError as exc:
+            seen = {e.key_path for e in walker.errors}
+            errors = [_model_error(str(path), data, walker, err, model) for err in exc.errors(include_input=False)]
+            return walker.errors + [e for e in errors if e.key_path not in seen]
+        return (instance, walker) if not walker.errors else walker.errors
 
     def error_at(self, path: Path, key_path: KeyPath, message: str) -> SpecError:
         line, col = self._key_locs.get(path, {}).get(key_path, (1, 1))
@@ -297,15 +325,8 @@ class SpecLoader:
         loc = err["loc"]
         path = _data_path(data, loc)
         kind = err["type"]
-        if kind == "missing":
-            missing = loc[-1]
-            return walker.error(path, "required key is missing", value=False, shown=(*path, missing))
-        if kind == "extra_forbidden":
-            key = path[-1] if path else loc[-1]
-            allowed = _allowed_keys(self.model, loc[:-1])
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else (f"; valid keys: {', '.join(allowed)}" if allowed else "")
-            return walker.error(path, f"unknown key {key!r}{hint}", value=False)
+        if kind in ("missing", "extra_forbidden"):
+            return _model_error(file, data, walker, err, self.model)
         message = err["msg"]
         if kind == "string_pattern_mismatch" and path == ("name",):  # worded as for a file stem
             return walker.error(path, f"{_get(data, path)!r} is not a valid agent name ({AGENT_NAME_RULE})", value=True)
@@ -321,11 +342,30 @@ class SpecLoader:
             return walker.error(
                 path + ("provider",), f"unknown {pkind} provider {given!r}; available: {', '.join(names) or 'none'}", value=True
             )
-        if message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        # a problem with a whole mapping or list (a missing key) points at its key, like "required key is missing"
-        at_value = not isinstance(_get(data, path), (dict, list))
-        return walker.error(path, message[0].lower() + message[1:] if message else kind, value=at_value)
+        return _model_error(file, data, walker, err, self.model)
+
+
+def _model_error(file: str, data: Any, walker: _Walker, err: Any, model: type[BaseModel]) -> SpecError:
+    """One pydantic error at its key or value: a missing key, an unknown key (with
+    the closest valid one), or the validator's message."""
+    loc = err["loc"]
+    path = _data_path(data, loc)
+    kind = err["type"]
+    if kind == "missing":
+        missing = loc[-1]
+        return walker.error(path, "required key is missing", value=False, shown=(*path, missing))
+    if kind == "extra_forbidden":
+        key = path[-1] if path else loc[-1]
+        allowed = _allowed_keys(model, loc[:-1])
+        close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else (f"; valid keys: {', '.join(allowed)}" if allowed else "")
+        return walker.error(path, f"unknown key {key!r}{hint}", value=False)
+    message = err["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    # a problem with a whole mapping or list (a missing key) points at its key, like "required key is missing"
+    at_value = not isinstance(_get(data, path), (dict, list))
+    return walker.error(path, message[0].lower() + message[1:] if message else kind, value=at_value)
 
 
 class _Walker:
@@ -339,6 +379,7 @@ class _Walker:
         self.value_locs: dict[KeyPath, Loc] = {(): (1, 1)}
         self.expanded: dict[KeyPath, tuple[str, str]] = {}  # path -> (value, "${VAR}" text)
         self.errors: list[SpecError] = []
+        self.raw = b""  # the file's bytes (its digest)
         self.fatal = False  # the tree could not be converted at all
         self._nodes = 0
 
