@@ -31,6 +31,8 @@ from .spec.errors import SpecError
 from .spec.loader import EMPTY_FOLDER, LoadedSpec, SpecLoader, discover
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .plugins import Plugins
 
 log = logging.getLogger("voice_runtime.reload")
@@ -123,6 +125,9 @@ class Catalog:
         # path -> (stamp, result, read at ns): what each file gave the last time it was read
         self._files: dict[Path, tuple[Stamp, LoadedSpec | list[SpecError], int]] = {}
         self._file_of: dict[str, Path] = {}  # agent name -> the file it came from
+        # serve --require-tests (testing/gate.py): (specs, changed names, plugins) -> why each
+        # changed agent may not be served; such an agent is rejected like an invalid spec
+        self.gate: Callable[[dict[str, LoadedSpec], set[str], Plugins], dict[str, list[str]]] | None = None
 
     def use_plugins(self, plugins: Plugins) -> None:
         """New plugin code: every file is validated again on the next reload."""
@@ -208,9 +213,27 @@ class Catalog:
                     result.errors.append(SpecError(str(path), key_path="name",
                                                    message=f"agent name {name!r} is also used by {others}"))
                     del valid[path]
+        if self.gate is not None:
+            self._gate(valid, result)
         new_agents = self._next_agents(valid, paths, result)
         self.agents = new_agents
         return self._finish(result)
+
+    def _gate(self, valid: dict[Path, LoadedSpec], result: ReloadResult) -> None:
+        """Drop (as failing files) the new or changed specs the gate refuses."""
+        assert self.gate is not None
+        changed = {loaded.name for loaded in valid.values()
+                   if (old := self.agents.get(loaded.name)) is None or old.loaded.digest != loaded.digest}
+        if not changed:
+            return
+        specs = {name: entry.loaded for name, entry in self.agents.items()}
+        specs.update({loaded.name: loaded for loaded in valid.values()})
+        refused = self.gate(specs, changed, self.plugins)
+        for path, loaded in list(valid.items()):
+            for message in refused.get(loaded.name, []):
+                result.errors.append(SpecError(str(path), message=message))
+            if loaded.name in refused:
+                del valid[path]
 
     def _next_agents(self, valid: dict[Path, LoadedSpec], present: list[Path], result: ReloadResult) -> dict[str, Entry]:
         agents: dict[str, Entry] = {}

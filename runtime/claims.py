@@ -47,7 +47,7 @@ BUILTIN_PATTERNS = (
     # I've sent / we just booked / I went ahead and cancelled
     _SUBJECT + _ADVERBS + r"\s+(?:" + _ACTIONS + r")\b",
     # it has been sent / your order has been cancelled
-    r"\b(?:has|have|had)\s+(?:now\s+|just\s+|already\s+)?been\s+(?:successfully\s+)?(?:" + _ACTIONS + r")\b",
+    r"(?:\b(?:has|have|had)|'s|’s)\s+(?:now\s+|just\s+|already\s+)?been\s+(?:successfully\s+)?(?:" + _ACTIONS + r")\b",
     # your table is now booked / you're all set
     r"\b(?:is|are)\s+now\s+(?:booked|confirmed|cancell?ed|scheduled|reserved|updated|active|set\s+up)\b",
     r"\byou(?:'re|’re|\s+are)\s+(?:all\s+)?(?:booked|set|confirmed|registered|scheduled)\b",

@@ -531,6 +531,8 @@ def serve(
     unregistered: Annotated[bool, typer.Option("--unregistered", help="Do not connect to LiveKit (development and tests).")] = False,
     simulate: Annotated[bool, typer.Option("--simulate", help="Enable POST /simulate: text-only calls with no LiveKit server.")] = False,
     simulate_from_anywhere: Annotated[bool, typer.Option("--simulate-from-anywhere", help="Accept POST /simulate from other hosts, not only this machine.")] = False,
+    require_tests: Annotated[bool, typer.Option("--require-tests", help="Serve a new or changed agent only if its "
+                                                "scripted conversation tests (DIR/tests/*.yaml) pass.")] = False,
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="text or json.")] = LogFormat.text,
     log_level: LogLevelOpt = "info",
 ) -> None:
@@ -559,6 +561,7 @@ def serve(
         http_host=http_host, http_port=http_port, executor=executor, idle_processes=idle_processes,
         load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
         unregistered=unregistered, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
+        require_tests=require_tests,
         ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
     )
     raise typer.Exit(run_serve(options, secrets=secrets))
