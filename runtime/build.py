@@ -225,6 +225,7 @@ class SessionRunner:
     _pending_fallback: Any = None  # a realtime error seen while session.start() was still running
     _greeting_msg: Any = None  # text mode: the greeting as an assistant message of the history
     _greeting_task: asyncio.Task[None] | None = None
+    _counted_as: str | None = None  # the agent this session counts under in voice_runtime_sessions_current
 
     @property
     def name(self) -> str:
@@ -279,6 +280,7 @@ class SessionRunner:
             if self._on_up in conn.on_up:
                 conn.on_up.remove(self._on_up)
         self.loaded, self.recorder = target, None
+        self._count_as(target.name)
         if self.session is not None:
             self.session.realtime_fallback = None  # a target runs on its pipeline
         await self.connect_mcp()
@@ -329,6 +331,7 @@ class SessionRunner:
         ClaimWatch(self).attach(self.session)
         await self.session.start(agent, **({"room": room} if room is not None else {}))
         self._started = True
+        self._count_as(self.name)
         notify(self.plugins, "voice_runtime_session_started", agent=self.name, session_id=self.session_id,
                spec=self.loaded.spec, mode=self.mode)
         if self._pending_fallback is not None:
@@ -497,7 +500,17 @@ class SessionRunner:
         reason = str(getattr(getattr(event, "reason", None), "value", getattr(event, "reason", "")))
         notify(self.plugins, "voice_runtime_session_ended", agent=self.name, session_id=self.session_id, reason=reason)
 
+    def _count_as(self, agent: str | None) -> None:
+        from .metrics import count_session
+
+        if self._counted_as is not None:
+            count_session(self._counted_as, -1)
+        if agent is not None:
+            count_session(agent, 1)
+        self._counted_as = agent
+
     async def aclose(self) -> None:
+        self._count_as(None)
         if self._greeting_task is not None and not self._greeting_task.done():
             self._greeting_task.cancel()
         if self.session is not None:

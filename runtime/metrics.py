@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter, Histogram, disable_created_metrics
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 # the *_created series double every counter for no use in dashboards
 disable_created_metrics()
@@ -53,6 +53,20 @@ HANDOFFS = Counter(
     "Sessions handed from one agent to another (the target's transfer_to_<agent> tool).",
     ["from", "to"],
 )
+
+
+# in job processes (multiprocess mode): each session counts under the agent it is now,
+# so /status can say how many calls each agent holds after handoffs
+SESSIONS_CURRENT = Gauge(
+    "voice_runtime_sessions_current",
+    "Sessions by the agent they are talking as now (after handoffs).",
+    ["agent"],
+    multiprocess_mode="livesum",
+)
+
+
+def count_session(agent: str, delta: int) -> None:
+    SESSIONS_CURRENT.labels(agent).inc(delta)
 
 
 def observe_unbacked_claim(agent: str) -> None:

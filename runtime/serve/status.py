@@ -66,6 +66,7 @@ class StatusView:
 
     def status(self) -> dict[str, Any]:
         agents = []
+        current = self.sessions_current()
         for name, entry in sorted(self.catalog.agents.items()):
             d, _ = self._described_view(name, entry)
             health = self.mcp_health(name, entry)
@@ -77,6 +78,8 @@ class StatusView:
                 "tools": d["tools"], "registered": bool(worker and worker.registered),
                 "error": worker.error if worker else None, "draining": name in self.agents.draining,
                 "sessions_active": self.agents.sessions_active(name),
+                # calls talking as this agent now, wherever they started (handoffs)
+                "sessions_current": current.get(name, 0),
             })
         for gone in set(self._described) - set(self.catalog.agents):
             del self._described[gone]
@@ -92,6 +95,18 @@ class StatusView:
             "not_ready": not_ready,
             "pid": os.getpid(),
         }
+
+    def sessions_current(self) -> dict[str, int]:
+        """Sessions per agent they talk as now, from the job processes' gauge."""
+        from prometheus_client import REGISTRY
+
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        out: dict[str, int] = {}
+        for family in (_ProcessFiles(folder) if folder else _Forward(REGISTRY)).collect():
+            if family.name == "voice_runtime_sessions_current":
+                for sample in family.samples:
+                    out[sample.labels["agent"]] = out.get(sample.labels["agent"], 0) + int(sample.value)
+        return out
 
     def metrics_text(self) -> bytes:
         """The Prometheus exposition: job processes' counters (tool calls, livekit's)
