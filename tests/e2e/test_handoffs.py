@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from fakes.openai_chat import FakeOpenAI, text, tool_call
-from helpers import CLI, child_env, run_cli, write
+from helpers import CLI, HOOK_RECORDER_PLUGIN, child_env, run_cli, write
 from mcp_servers.harness import read_records, stdio_command
 from serve_harness import Serve
 
@@ -44,9 +44,12 @@ handoffs:
 
 
 def chat(agents: Path, agent: str, lines: str, fake: FakeOpenAI) -> subprocess.CompletedProcess[str]:
+    """``chat --json`` with a plugin beside the folder recording the hooks to hooks.jsonl."""
+    write(agents.parent / "plugins" / "hooks.py", HOOK_RECORDER_PLUGIN)
     return subprocess.run(
         [*CLI, "chat", str(agents), "--agent", agent, "--json"], input=lines, capture_output=True, text=True,
-        timeout=90, env=child_env({"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "x"}),
+        timeout=90, env=child_env({"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "x",
+                                   "HOOK_LOG": str(agents.parent / "hooks.jsonl")}),
     )
 
 
@@ -86,6 +89,9 @@ def test_a_handoff_continues_the_session_as_billing_with_its_instructions_model_
     # billing's MCP tool really ran on its server
     assert [(r["tool"], r["args"]) for r in read_records(record)] == [("get_weather", {"city": "Paris"})]
     assert evs[-1] == {"type": "reply", "text": "Your refund is on its way."}
+    # plugins hear of it through voice_runtime_session_handoff
+    assert [json.loads(line) for line in (tmp_path / "hooks.jsonl").read_text().splitlines()] == [
+        {"hook": "handoff", "from_agent": "front", "to_agent": "billing", "history": "full"}]
 
 
 def test_history_none_gives_billing_nothing_and_summary_gives_it_the_front_models_summary(
@@ -137,7 +143,8 @@ def test_a_served_call_hands_off_in_its_job_and_keeps_the_generation_it_started_
         serve.wait_ready()
         # turn 1 answered by the front desk; between the turns billing's spec is edited
         fake_openai.enqueue(text("Hello, front desk."), tool_call("transfer_to_billing", {}),
-                            tool_call("get_weather", {"city": "Oslo"}), text("Refund done."), text("Bye."))
+                            tool_call("get_weather", {"city": "Oslo"}), text("Refund done."),
+                            text("I've emailed you the receipt."))
         body = json.dumps({"agent": "front", "turns": ["hi", "refund please", "thanks"], "gap_s": 4, "wait": True})
         import threading
 
@@ -155,7 +162,8 @@ def test_a_served_call_hands_off_in_its_job_and_keeps_the_generation_it_started_
         call.join(120)
         code, report = answer["report"]
         assert code == 200 and report["ok"], report
-        assert [t["reply"] for t in report["turns"]] == ["Hello, front desk.", "Refund done.", "Bye."]
+        assert [t["reply"] for t in report["turns"]] == ["Hello, front desk.", "Refund done.",
+                                                         "I've emailed you the receipt."]
         assert [(c["server"], c["tool"]) for c in report["turns"][1]["tool_calls"]] == [("weather", "get_weather")]
         # the call started on generation 1 and kept billing's generation-1 instructions after the edit
         billing_requests = [r for r in fake_openai.chat_requests if r["model"] == "gpt-4.1"]
@@ -168,4 +176,7 @@ def test_a_served_call_hands_off_in_its_job_and_keeps_the_generation_it_started_
         assert code == 200 and report["turns"][0]["reply"] == "V2 here.", report
         assert system_prompt(fake_openai.chat_requests[-1]) == "BILLING V2"
         assert serve.metric('voice_runtime_handoffs_total{from="front",to="billing"}') == 2.0
+        # turn 3's receipt was never sent by any tool: a WARNING and a metric, under the agent that said it
+        assert serve.metric('voice_runtime_unbacked_claims_total{agent="billing"}') == 1.0
+        assert "WARNING" in next(line for line in serve.output().splitlines() if "unbacked claim" in line)
         assert {a["name"]: a["sessions_current"] for a in serve.status()["agents"]} == {"billing": 0, "front": 0}
