@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .secrets import SecretSet, reveal
 from .spec.errors import SpecError
-from .spec.loader import EMPTY_FOLDER, LoadedSpec, SpecLoader, discover
+from .spec.loader import EMPTY_FOLDER, LoadedSpec, SpecLoader, discover, handoff_problems
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -213,11 +213,29 @@ class Catalog:
                     result.errors.append(SpecError(str(path), key_path="name",
                                                    message=f"agent name {name!r} is also used by {others}"))
                     del valid[path]
+        self._check_handoffs(valid, result)
         if self.gate is not None:
             self._gate(valid, result)
         new_agents = self._next_agents(valid, paths, result)
         self.agents = new_agents
         return self._finish(result)
+
+    def _check_handoffs(self, valid: dict[Path, LoadedSpec], result: ReloadResult) -> None:
+        """A spec handing off to an agent that will not be served (or to itself) is
+        rejected, as `check` rejects it; a failing file's last good version counts as served."""
+        failed = {Path(e.file) for e in result.errors}
+        kept = [e.loaded for n, e in self.agents.items() if self._file_of.get(n) in failed]
+        served = list(valid.values()) + [k for k in kept if k.name not in {v.name for v in valid.values()}]
+        path_of = {loaded.name: path for path, loaded in valid.items()}
+        rejected = set()
+        for loaded, where, message in handoff_problems(served):
+            path = path_of.get(loaded.name)
+            if path is None or valid[path] is not loaded:
+                continue  # a kept last good version: already served, not judged again
+            result.errors.append(loaded.error_at(where, message))
+            rejected.add(path)
+        for path in rejected:
+            del valid[path]
 
     def _gate(self, valid: dict[Path, LoadedSpec], result: ReloadResult) -> None:
         """Drop (as failing files) the new or changed specs the gate refuses."""

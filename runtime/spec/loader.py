@@ -58,6 +58,12 @@ class LoadedSpec:
     digest: str  # sha256 of the spec bytes and its instructions file
     # key path -> the "${VAR}" text the value came from; shown instead of the value
     templates: dict[str, str] = field(default_factory=dict, compare=False)
+    # key path -> (line, column) of each key in the file, for errors found after loading
+    key_locs: dict[KeyPath, Loc] = field(default_factory=dict, compare=False, repr=False)
+
+    def error_at(self, key_path: KeyPath, message: str) -> SpecError:
+        line, col = self.key_locs.get(key_path, (1, 1))
+        return SpecError(str(self.path), line, col, format_key_path(key_path), message)
 
 
 @dataclass
@@ -120,8 +126,7 @@ def load_folder(folder: Path, plugins: Plugins, env: typing.Mapping[str, str] | 
         for spec in group:  # a duplicate is reported in every file that has it
             others = ", ".join(str(o.path) for o in group if o is not spec)
             result.errors.append(loader.error_at(spec.path, ("name",), f"agent name {name!r} is also used by {others}"))
-    result.errors.extend(loader.error_at(loaded.path, where, message) for loaded, where, message
-                         in handoff_problems(result.specs))
+    result.errors.extend(loaded.error_at(where, message) for loaded, where, message in handoff_problems(result.specs))
     result.errors.sort()
     return result
 
@@ -297,7 +302,7 @@ class SpecLoader:
         if errors:
             return errors
         templates = {format_key_path(key): template for key, (_, template) in walker.expanded.items()}
-        return LoadedSpec(path, name, spec, instructions, digest.hexdigest(), templates)
+        return LoadedSpec(path, name, spec, instructions, digest.hexdigest(), templates, walker.key_locs)
 
     def _plugin_problems(self, spec: AgentSpecBase, path: Path) -> list[tuple[KeyPath, str]]:
         results, failures = self.plugins.call_each("voice_runtime_check_spec", spec=spec, path=path)
