@@ -226,6 +226,7 @@ class SessionRunner:
     _greeting_msg: Any = None  # text mode: the greeting as an assistant message of the history
     _greeting_task: asyncio.Task[None] | None = None
     _counted_as: str | None = None  # the agent this session counts under in voice_runtime_sessions_current
+    _warming: asyncio.Future[Any] | None = None  # handoff targets' MCP servers, connected while the call goes on
 
     @property
     def name(self) -> str:
@@ -332,6 +333,10 @@ class SessionRunner:
         await self.session.start(agent, **({"room": room} if room is not None else {}))
         self._started = True
         self._count_as(self.name)
+        targets = [s for name, s in self.specs.items() if name != self.name]
+        if targets and self.pool is not None:
+            # a handoff then finds its target's servers connected: no handshake on the caller's time
+            self._warming = asyncio.ensure_future(self.pool.warm(targets))
         notify(self.plugins, "voice_runtime_session_started", agent=self.name, session_id=self.session_id,
                spec=self.loaded.spec, mode=self.mode)
         if self._pending_fallback is not None:
@@ -511,6 +516,8 @@ class SessionRunner:
 
     async def aclose(self) -> None:
         self._count_as(None)
+        if self._warming is not None and not self._warming.done():
+            self._warming.cancel()
         if self._greeting_task is not None and not self._greeting_task.done():
             self._greeting_task.cancel()
         if self.session is not None:

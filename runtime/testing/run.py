@@ -130,8 +130,10 @@ def skip_reason(case: Case, loaded: LoadedSpec, plugins: Plugins, *, offline_onl
 
     if offline_only and not case.offline:
         return "needs a real model (no script, or a judge); serve --require-tests runs scripted cases only"
-    needs_model = case.script is None or any(e.judge for t in case.turns for e in t.expect)
-    if needs_model:
+    judged = any(e.judge for t in case.turns for e in t.expect)
+    if judged and getattr(loaded.spec, "pipeline", None) is None:
+        return "a judge runs on the spec's pipeline LLM, and this agent has no pipeline"
+    if case.script is None or judged:
         missing = missing_api_keys(loaded, plugins.registry, text_only=True)
         if missing:
             what = "a judge needs" if case.script is not None else "without a script the case needs"
