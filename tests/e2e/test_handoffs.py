@@ -145,7 +145,7 @@ def test_a_served_call_hands_off_in_its_job_and_keeps_the_generation_it_started_
         fake_openai.enqueue(text("Hello, front desk."), tool_call("transfer_to_billing", {}),
                             tool_call("get_weather", {"city": "Oslo"}), text("Refund done."),
                             text("I've emailed you the receipt."))
-        body = json.dumps({"agent": "front", "turns": ["hi", "refund please", "thanks"], "gap_s": 4, "wait": True})
+        body = json.dumps({"agent": "front", "turns": ["hi", "refund please", "thanks"], "gap_s": 3, "wait": True})
         import threading
 
         answer: dict = {}
@@ -156,6 +156,7 @@ def test_a_served_call_hands_off_in_its_job_and_keeps_the_generation_it_started_
         generation = serve.status()["generation"]
         front_and_billing(agents, record, base_url=fake_openai.base_url, billing_instructions="BILLING V2")
         serve.wait_for(lambda: serve.status()["generation"] > generation, message="billing v2 accepted")
+        assert len(fake_openai.chat_requests) == 1, "billing v2 must be served before turn 2 hands off"
         # /status counts the call under the agent it talks as now
         serve.wait_for(lambda: {a["name"]: a["sessions_current"] for a in serve.status()["agents"]}
                        == {"billing": 1, "front": 0}, message="the call counted under billing")
