@@ -316,6 +316,8 @@ def test_cmd(
     loaded_plugins = load_plugins(agents_dir, plugins)
     folder = load_folder(agents_dir, loaded_plugins)
     secrets.add_specs(folder.specs)
+    for error in folder.errors:  # an invalid spec's cases cannot run: say why (their files then name the agent)
+        typer.echo(printable(str(error)), err=True)
     specs = {s.name: s for s in folder.specs}
     if agent is not None and agent not in specs:
         typer.echo(printable(f"error: no valid agent named {agent!r} in {agents_dir}; available: "
