@@ -20,8 +20,8 @@ def scripted_llm(entries: list[Any]) -> Any:
 
         async def _run(self) -> None:
             owner = self._owner
-            owner.requests.append(self._chat_ctx.copy())
-            n = len(owner.requests)
+            owner.asked += 1
+            n = owner.asked
             if n > len(owner.entries):
                 owner.exhausted = True
                 delta = llm.ChoiceDelta(role="assistant", content=f"(the script has no entry for LLM request {n})")
@@ -33,6 +33,7 @@ def scripted_llm(entries: list[Any]) -> Any:
                     delta = llm.ChoiceDelta(role="assistant", tool_calls=[call])
                 else:
                     delta = llm.ChoiceDelta(role="assistant", content=entry.say)
+            # _event_ch is how every livekit LLM plugin hands out its chunks (LLMStream's subclass API)
             self._event_ch.send_nowait(llm.ChatChunk(id=f"script-{n}", delta=delta))
 
     class ScriptedLLM(llm.LLM):  # type: ignore[misc]
@@ -40,6 +41,7 @@ def scripted_llm(entries: list[Any]) -> Any:
             super().__init__()
             self.entries = list(entries)
             self.requests: list[Any] = []  # the chat context of every request
+            self.asked = 0
             self.exhausted = False
 
         @property
@@ -53,6 +55,7 @@ def scripted_llm(entries: list[Any]) -> Any:
         def chat(self, *, chat_ctx: Any, tools: Any = None, conn_options: Any = None, **_: Any) -> Any:
             from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
 
+            self.requests.append(chat_ctx.copy())
             return ScriptedStream(self, chat_ctx=chat_ctx, tools=tools or [],
                                   conn_options=conn_options or DEFAULT_API_CONNECT_OPTIONS)
 

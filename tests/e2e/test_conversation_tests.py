@@ -182,3 +182,26 @@ cases:
         write(agents / "desk.yaml", spec("You are the desk v3.", fake_openai.base_url) + handoff)
         serve.wait_for(lambda: serve.agent("desk")["generation"] > 1, message="v3 applied")
         assert serve.status()["last_reload"]["outcome"] == "applied"
+
+
+def test_a_turn_with_an_unbacked_claim_fails_unless_the_case_allows_it(agents: Path) -> None:
+    write(agents / "desk.yaml", "apiVersion: voice-runtime/v1\ninstructions: hi\n"
+          "pipeline: {llm: {provider: openai, model: gpt-4o-mini}, text_only: true}\n")
+    write(agents / "tests" / "claims.yaml", """apiVersion: voice-runtime/v1
+agent: desk
+cases:
+  - name: claims without a call
+    script: [{say: "Done. I've emailed you the invoice."}]
+    turns: [{user: send me my invoice, expect: [{no_tool_call: true}]}]
+  - name: allowed to claim
+    allow_unbacked_claims: true
+    script: [{say: "Done. I've emailed you the invoice."}]
+    turns: [{user: send me my invoice, expect: [{no_tool_call: true}]}]
+""")
+    result = run_cli("test", agents, env={"OPENAI_API_KEY": None}, timeout=60)
+    assert result.rc == 1, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("  FAIL claims without a call (")
+    assert lines[2].strip() == ("turn 1 'send me my invoice': the reply claims an action but no tool ran: "
+                                "\"I've emailed you the invoice.\" (allow_unbacked_claims: true to accept it)")
+    assert any(line.startswith("  PASS allowed to claim (") for line in lines)
