@@ -94,16 +94,21 @@ def test_a_handoff_continues_the_session_as_billing_with_its_instructions_model_
         {"hook": "handoff", "from_agent": "front", "to_agent": "billing", "history": "full"}]
 
 
-def test_history_none_gives_billing_nothing_and_summary_gives_it_the_front_models_summary(
+def test_history_none_gives_billing_only_its_greeting_and_summary_gives_it_the_front_models_summary(
     tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
     agents = front_and_billing(tmp_path / "none.d", tmp_path / "none.jsonl", history="none")
-    fake_openai.enqueue(tool_call("transfer_to_billing", {}), text("Billing here."))
-    result = chat(agents, "front", "my card number is 4242, refund me\n", fake_openai)
+    write(agents / "billing.yaml", (agents / "billing.yaml").read_text() + "greeting: Billing here, how can I help?\n")
+    fake_openai.enqueue(tool_call("transfer_to_billing", {}), text("Refunded."))
+    result = chat(agents, "front", "my card number is 4242, refund me\nplease refund\n", fake_openai)
     assert result.returncode == 0, result.stdout + result.stderr
+    # billing's greeting is said on arrival (not asked of its model), then it answers the next turn
+    assert [e["text"] for e in events(result.stdout) if e["type"] == "reply"] == [
+        "Billing here, how can I help?", "Refunded."]
     billing = fake_openai.chat_requests[1]
-    assert system_prompt(billing) == BILLING
-    assert "4242" not in json.dumps(billing["messages"])
+    assert system_prompt(billing) == BILLING and len(fake_openai.chat_requests) == 2
+    assert [(m["role"], m["content"]) for m in billing["messages"][1:]] == [
+        ("assistant", "Billing here, how can I help?"), ("user", "please refund")]
 
     agents = front_and_billing(tmp_path / "summary.d", tmp_path / "summary.jsonl", history="summary")
     fake_openai.requests.clear()
