@@ -45,13 +45,14 @@ def reachable(start: LoadedSpec, lookup: Callable[[str], LoadedSpec | None]) -> 
     found = {start.name: start}
     todo = [start]
     while todo:
-        for handoff in todo.pop().spec.handoffs:
+        source = todo.pop()
+        for handoff in source.spec.handoffs:
             if handoff.agent in found:
                 continue
             target = lookup(handoff.agent)
             if target is None:
                 log.warning("agent %s hands off to %s, which is not being served; its transfer tool is left out",
-                            start.name, handoff.agent)
+                            source.name, handoff.agent)
                 continue
             found[target.name] = target
             todo.append(target)
