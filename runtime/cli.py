@@ -406,8 +406,13 @@ def tools(
     with plugin_output():  # plugin tool factories run while the toolbox is built
         box = asyncio.run(main())
     unavailable = box.acquired.unavailable
+    from .handoffs import tool_name
+
+    # the model is also shown a transfer tool per handoff (no arguments; the session continues as the agent)
+    handoffs = [{"name": tool_name(h.agent), "source": f"handoff:{h.agent}", "original": h.agent,
+                 "description": h.when, "parameters": {}} for h in loaded.spec.handoffs]
     if format is OutputFormat.json:
-        typer.echo(json.dumps({"agent": loaded.name, "tools": [r.as_dict() for r in box.rows],
+        typer.echo(json.dumps({"agent": loaded.name, "tools": [r.as_dict() for r in box.rows] + handoffs,
                                "withheld": [w.as_dict() for w in box.withheld],
                                "unavailable": unavailable}, indent=2))
     else:
@@ -415,7 +420,7 @@ def tools(
 
         typer.echo(table(["TOOL", "FROM", "ORIGINAL NAME", "DESCRIPTION"], [
             [r.name, r.source, r.original, _one_line(r.description, 70)] for r in box.rows
-        ]))
+        ] + [[h["name"], h["source"], h["original"], _one_line(h["description"], 70)] for h in handoffs]))
         for line in box.warnings:
             typer.echo(printable(f"withheld: {line}"))
         for server, why in unavailable.items():

@@ -130,6 +130,8 @@ def test_check_names_a_missing_or_self_handoff_target_at_its_position_and_shows_
     header, *rows = ok.stdout.splitlines()[:3]
     assert "HANDOFFS" in header.split()
     assert any(r.startswith("front") and " billing " in f" {r} " for r in rows), ok.stdout
+    tools = run_cli("tools", agents, "--agent", "front")
+    assert tools.stdout.splitlines()[1].split()[:3] == ["transfer_to_billing", "handoff:billing", "billing"], tools.output
     write(agents / "front.yaml", (agents / "front.yaml").read_text().replace("agent: billing", "agent: biling")
           + "  - {agent: front, when: never}\n")
     bad = run_cli("check", agents, "--offline")
