@@ -205,3 +205,31 @@ cases:
     assert lines[2].strip() == ("turn 1 'send me my invoice': the reply claims an action but no tool ran: "
                                 "\"I've emailed you the invoice.\" (allow_unbacked_claims: true to accept it)")
     assert any(line.startswith("  PASS allowed to claim (") for line in lines)
+
+
+def test_a_judge_runs_on_the_specs_own_model_and_its_verdict_passes_or_fails_the_case(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    from fakes.openai_chat import tool_call
+
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    write(agents / "tests" / "judged.yaml", """apiVersion: voice-runtime/v1
+agent: desk
+cases:
+  - name: polite
+    script: [{say: "Good morning, how can I help you?"}]
+    turns: [{user: hi, expect: [{judge: greets the caller politely}]}]
+  - name: rude
+    script: [{say: "What do you want."}]
+    turns: [{user: hi, expect: [{judge: greets the caller politely}]}]
+""")
+    fake_openai.enqueue(tool_call("check_intent", {"success": True, "reason": "a polite greeting"}),
+                        tool_call("check_intent", {"success": False, "reason": "curt, no greeting"}))
+    result = run_cli("test", agents, timeout=60)
+    assert result.rc == 1, result.output
+    assert "  PASS polite (" in result.stdout
+    assert "the judge found the reply does not fulfil 'greets the caller politely'" in result.stdout
+    assert "curt, no greeting" in result.stdout
+    # the judge asked the spec's model, about the scripted replies
+    judged = [json.dumps(r["messages"]) for r in fake_openai.chat_requests]
+    assert len(judged) == 2 and "Good morning" in judged[0] and "What do you want" in judged[1]
