@@ -181,6 +181,10 @@ def _runtime_session_class() -> type:
         realtime_fallback: Callable[[Any], None] | None = None
         _fell_back = False
 
+        def arm_fallback(self, fallback: Callable[[Any], None] | None) -> None:
+            """After a handoff: the target's own realtime -> pipeline fallback, if it has one."""
+            self.realtime_fallback, self._fell_back = fallback, False
+
         def on_session_error(self, error: Any) -> bool:
             if isinstance(error, RealtimeModelError) and self.realtime_fallback is not None:
                 if not self._fell_back:
@@ -282,15 +286,19 @@ class SessionRunner:
                 conn.on_up.remove(self._on_up)
         self.loaded, self.recorder = target, None
         self._count_as(target.name)
+        spec: Any = target.spec
+        self.mode = "realtime" if spec.realtime is not None and self.llm_override is None else "pipeline"
         if self.session is not None:
-            self.session.realtime_fallback = None  # a target runs on its pipeline
+            with_fallback = self.mode == "realtime" and spec.pipeline is not None
+            self.session.arm_fallback(self._fall_back_to_pipeline if with_fallback else None)
+        if self.mode == "realtime":
+            self.switched = asyncio.Event()  # not fallen back yet: this is the target's realtime model
         await self.connect_mcp()
         self.tools = self.build_tools()
-        self.mode = "pipeline"
 
     def agent_kwargs(self, chat_ctx: Any) -> dict[str, Any]:
-        """What ``build_agent`` gives livekit's Agent for the current spec, pipeline mode."""
-        models = self._build_models("pipeline")
+        """What ``build_agent`` gives livekit's Agent for the current spec and mode."""
+        models = self._build_models(self.mode)
         return build_agent_kwargs(self.loaded, models, self.tools, chat_ctx=chat_ctx)
 
     def _server_back(self, conn: McpConnection) -> None:
@@ -404,7 +412,8 @@ class SessionRunner:
         turn sent to a socket that is refused costs livekit's 5 s acknowledgement
         timeout before the pipeline can answer it. Models that cannot tell
         (no ``connected`` event) are not waited for."""
-        connected = getattr(self._models[0].llm, "connected", None) if self.mode == "realtime" else None
+        # the newest models: a handoff target's realtime model is appended after the first agent's
+        connected = getattr(self._models[-1].llm, "connected", None) if self.mode == "realtime" else None
         if not isinstance(connected, asyncio.Event) or connected.is_set():
             return
         switch = asyncio.ensure_future(self.switched.wait())

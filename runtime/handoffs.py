@@ -86,7 +86,8 @@ async def hand_off(runner: SessionRunner, handoff: Any) -> Any:
     source, target = runner.loaded, runner.specs[handoff.agent]
     chat_ctx = await _history(runner, handoff.history)
     await runner.switch_to(target)
-    agent = handoff_agent_class()(greeting=target.spec.greeting, **runner.agent_kwargs(chat_ctx))
+    agent = handoff_agent_class()(greeting=target.spec.greeting, realtime=runner.mode == "realtime",
+                                  **runner.agent_kwargs(chat_ctx))
     log.info("agent %s session %s: handoff to %s (history: %s)", source.name, runner.session_id, target.name,
              handoff.history, extra={"agent": source.name, "handoff_to": target.name, "session_id": runner.session_id})
     observe_handoff(source.name, target.name)
@@ -140,12 +141,15 @@ def handoff_agent_class() -> type:
         """The target of a handoff: it says its greeting, or answers the turn that
         brought the caller to it."""
 
-        def __init__(self, *, greeting: str | None, **kwargs: Any) -> None:
+        def __init__(self, *, greeting: str | None, realtime: bool, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self._greeting = greeting
+            self._realtime = realtime
 
         async def on_enter(self) -> None:
-            if self._greeting:
+            if self._greeting and self._realtime:  # a realtime model speaks for itself (no TTS to say() with)
+                self.session.generate_reply(instructions=f"Greet the caller with exactly: {self._greeting}")
+            elif self._greeting:
                 self.session.say(self._greeting, add_to_chat_ctx=True)
             else:
                 self.session.generate_reply()

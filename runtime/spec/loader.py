@@ -132,24 +132,19 @@ def load_folder(folder: Path, plugins: Plugins, env: typing.Mapping[str, str] | 
 
 
 def handoff_problems(specs: list[LoadedSpec]) -> list[tuple[LoadedSpec, KeyPath, str]]:
-    """Handoffs that cannot work: an unknown target, the agent itself, or a target
-    whose session would have to switch to a realtime model (livekit 1.8.9 cannot
-    swap a running session's pipeline for a realtime model; a target with both runs
-    on its pipeline). Cycles are fine: back to the front desk."""
+    """Handoffs that cannot work: an unknown target, or the agent itself. Cycles are
+    fine (back to the front desk), and so is any mode: livekit 1.8.9 hands a session
+    from a pipeline to a realtime model and back."""
     by_name = {s.name: s for s in specs}
     out: list[tuple[LoadedSpec, KeyPath, str]] = []
     for loaded in specs:
         for i, handoff in enumerate(loaded.spec.handoffs):
             where: KeyPath = ("handoffs", i, "agent")
-            target = by_name.get(handoff.agent)
             if handoff.agent == loaded.name:
                 out.append((loaded, where, "an agent cannot hand off to itself"))
-            elif target is None:
+            elif handoff.agent not in by_name:
                 names = ", ".join(sorted(n for n in by_name if n != loaded.name)) or "none"
                 out.append((loaded, where, f"no valid agent named {handoff.agent!r} in this folder; available: {names}"))
-            elif getattr(target.spec, "pipeline", None) is None:
-                out.append((loaded, where, f"{handoff.agent} is realtime-only: a handoff continues the session on "
-                                           "the target's pipeline (give it a `pipeline:`)"))
     return out
 
 

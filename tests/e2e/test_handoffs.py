@@ -188,3 +188,31 @@ def test_a_served_call_hands_off_in_its_job_and_keeps_the_generation_it_started_
         assert serve.metric('voice_runtime_unbacked_claims_total{agent="billing"}') == 1.0
         assert "WARNING" in next(line for line in serve.output().splitlines() if "unbacked claim" in line)
         assert {a["name"]: a["sessions_current"] for a in serve.status()["agents"]} == {"billing": 0, "front": 0}
+
+
+def test_a_handoff_to_a_realtime_agent_continues_on_its_realtime_model_with_the_history(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    from fakes.openai_realtime import FakeRealtime
+
+    realtime = FakeRealtime()
+    realtime.start_in_thread()
+    try:
+        agents = front_and_billing(tmp_path / "agents.d", tmp_path / "calls.jsonl")
+        write(agents / "billing.yaml", f"""apiVersion: voice-runtime/v1
+instructions: {json.dumps(BILLING)}
+realtime: {{provider: openai, model: gpt-realtime, base_url: {json.dumps(realtime.base_url)}, api_key: sk-test}}
+""")
+        fake_openai.enqueue(tool_call("transfer_to_billing", {}))
+        realtime.enqueue(text("Realtime billing here."), text("Still realtime."))
+        result = chat(agents, "front", "a refund please\nand then?\n", fake_openai)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert [(e["type"], e.get("text") or e.get("to")) for e in events(result.stdout)] == [
+            ("user", "a refund please"), ("handoff", "billing"), ("reply", "Realtime billing here."),
+            ("user", "and then?"), ("reply", "Still realtime.")]
+        assert len(fake_openai.chat_requests) == 1  # after the handoff the chat model is asked nothing
+        assert realtime.session_config["instructions"] == BILLING
+        said = [c.get("text") for item in realtime.conversation for c in item.get("content", [])]
+        assert "a refund please" in said and "and then?" in said  # the history reached the realtime model
+    finally:
+        realtime.stop_thread()
