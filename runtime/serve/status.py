@@ -75,7 +75,7 @@ class StatusView:
                 "name": name, "file": d["file"], "generation": entry.generation, "digest": entry.loaded.digest,
                 "accepted_at": entry.accepted_at, "mode": d["mode"], "providers": d["providers"],
                 "mcp_servers": {s: {**info, **health[s]} for s, info in d["mcp_servers"].items()},
-                "tools": d["tools"], "registered": bool(worker and worker.registered),
+                "tools": d["tools"], "handoffs": d["handoffs"], "registered": bool(worker and worker.registered),
                 "error": worker.error if worker else None, "draining": name in self.agents.draining,
                 "sessions_active": self.agents.sessions_active(name),
                 # calls talking as this agent now, wherever they started (handoffs)

@@ -158,6 +158,15 @@ def _known_tool(value: str, info: ValidationInfo) -> str:
     return value
 
 
+def regex_text(value: str) -> str:
+    """A validator: the text compiles as a regular expression."""
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise PydanticCustomError("regex", "not a regular expression: {why}", {"why": str(exc)}) from None
+    return value
+
+
 class Handoff(StrictModel):
     """A tool ``transfer_to_<agent>`` the model may call to continue the same
     session as another agent of the folder."""
@@ -172,24 +181,13 @@ class Handoff(StrictModel):
 class Claims(StrictModel):
     """What to do when a reply claims an action or a lookup but no tool ran in that turn."""
 
-    patterns: list[str] = Field(
+    patterns: list[Annotated[str, AfterValidator(regex_text)]] = Field(
         default_factory=list,
         description="Extra regular expressions (case-insensitive) that mark a claim, besides the built-in English ones.",
     )
     action: Literal["warn", "retry"] = Field(
         "warn", description="warn: report it (log, metric, hook). retry: also ask the model once more, "
         "with a note that no tool ran.")
-
-    @field_validator("patterns")
-    @classmethod
-    def _compiles(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise PydanticCustomError("claims_pattern", "pattern {pattern!r} is not a regular expression: {why}",
-                                          {"pattern": pattern, "why": str(exc)}) from None
-        return value
 
 
 class AgentSpecBase(StrictModel):

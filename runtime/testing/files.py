@@ -15,17 +15,16 @@ cases:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..spec.errors import SpecError
 from ..spec.loader import SPEC_SUFFIXES, KeyPath, Loc
-from ..spec.models import StrictModel
+from ..spec.models import StrictModel, regex_text
 
 if TYPE_CHECKING:
     from ..plugins import Plugins
@@ -59,7 +58,8 @@ class Expectation(StrictModel):
     arguments: dict[str, Any] | None = Field(None, description="...with at least these arguments.")
     no_tool_call: Literal[True] | None = Field(None, description="No tool was called in the turn.")
     reply_contains: str | None = Field(None, min_length=1, description="The reply holds this text (any case).")
-    reply_matches: str | None = Field(None, min_length=1, description="The reply matches this regular expression.")
+    reply_matches: Annotated[str, AfterValidator(regex_text)] | None = Field(
+        None, min_length=1, description="The reply matches this regular expression.")
     handoff_to: str | None = Field(None, min_length=1, description="The session was handed to this agent.")
     judge: str | None = Field(None, min_length=1, description="An LLM judge finds the reply fulfils this intent "
                               "(needs the spec's real model and its key).")
@@ -73,16 +73,6 @@ class Expectation(StrictModel):
         if self.arguments is not None and self.tool_call is None:
             raise PydanticCustomError("expectation", "`arguments:` go with `tool_call:`")
         return self
-
-    @field_validator("reply_matches")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise PydanticCustomError("regex", "not a regular expression: {why}", {"why": str(exc)}) from None
-        return value
 
     def describe(self) -> str:
         kind = next(k for k in EXPECTATIONS if getattr(self, k) is not None)
