@@ -217,6 +217,9 @@ class SessionRunner:
     specs: dict[str, LoadedSpec] = field(default_factory=dict)
     # a conversation test's scripted model (testing/scripted.py): every agent's LLM, text only
     llm_override: Any = None
+    # a conversation test's mocked tools that no server of the agent lists now (one may be
+    # down): offered under their names, so livekit's mock_tools can answer them
+    stand_ins: list[Any] = field(default_factory=list)
     session: Any = None
     mode: str = ""
     tools: list[Any] = field(default_factory=list)
@@ -276,7 +279,9 @@ class SessionRunner:
             self._emit("warning", {"message": line})
         from .handoffs import transfer_tools
 
-        return plan.plugin + mcp_tools(plan, self.recorder) + transfer_tools(self)
+        tools = plan.plugin + mcp_tools(plan, self.recorder) + transfer_tools(self)
+        names = {t.info.name for t in tools}
+        return tools + [t for t in self.stand_ins if t.info.name not in names]
 
     async def switch_to(self, target: LoadedSpec) -> None:
         """The session continues as ``target`` (a handoff): its MCP servers from the

@@ -99,8 +99,12 @@ class Case(StrictModel):
 
     @property
     def offline(self) -> bool:
-        """Runs with no network: a scripted model, and no judge (which needs a real one)."""
-        return self.script is not None and not any(e.judge for t in self.turns for e in t.expect)
+        """Runs with no network: a scripted model, no judge (which needs a real one),
+        and every tool the script calls mocked (or a handoff's transfer tool)."""
+        if self.script is None or any(e.judge for t in self.turns for e in t.expect):
+            return False
+        return all(e.tool_call in self.mocks or e.tool_call.startswith("transfer_to_")
+                   for e in self.script if e.tool_call is not None)
 
 
 class TestFile(StrictModel):

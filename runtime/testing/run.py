@@ -129,7 +129,8 @@ def skip_reason(case: Case, loaded: LoadedSpec, plugins: Plugins, *, offline_onl
     from ..check import missing_api_keys
 
     if offline_only and not case.offline:
-        return "needs a real model (no script, or a judge); serve --require-tests runs scripted cases only"
+        return ("needs a real model or server (no script, a judge, or a tool the script calls unmocked); "
+                "serve --require-tests runs scripted, mocked cases only")
     judged = any(e.judge for t in case.turns for e in t.expect)
     if judged and getattr(loaded.spec, "pipeline", None) is None:
         return "a judge runs on the spec's pipeline LLM, and this agent has no pipeline"
@@ -174,7 +175,7 @@ async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], pl
 
     scripted = scripted_llm(case.script) if case.script is not None else None
     runner = SessionRunner(loaded, plugins, text_only=True, pool=pool, llm_override=scripted,
-                           specs=reachable(loaded, specs.get))
+                           specs=reachable(loaded, specs.get), stand_ins=_stand_ins(case.mocks))
     current: _Turn | None = None
 
     def on_event(event: str, data: dict[str, Any]) -> None:
@@ -215,6 +216,19 @@ async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], pl
         if judge_llm is not None:
             await judge_llm.aclose()
         await runner.aclose()
+
+
+def _stand_ins(mocks: dict[str, str]) -> list[Any]:
+    """A tool per mocked name, used only where no server lists it (a server that is
+    down must not fail a case whose calls are all mocked); the mock answers it."""
+    from livekit.agents.llm import function_tool
+
+    async def unreachable(raw_arguments: dict[str, Any]) -> str:
+        return "this tool is mocked in the test"
+
+    schema = {"type": "object", "properties": {}, "additionalProperties": True}
+    return [function_tool(unreachable, raw_schema={"name": name, "description": f"{name} (mocked)",
+                                                   "parameters": schema}) for name in mocks]
 
 
 def _mock(runner: Any, mocks: dict[str, str]) -> None:

@@ -233,3 +233,20 @@ cases:
     # the judge asked the spec's model, about the scripted replies
     judged = [json.dumps(r["messages"]) for r in fake_openai.chat_requests]
     assert len(judged) == 2 and "Good morning" in judged[0] and "What do you want" in judged[1]
+
+
+def test_a_mocked_tool_answers_even_when_its_server_is_down(agents: Path) -> None:
+    write(agents / "desk.yaml", "apiVersion: voice-runtime/v1\ninstructions: hi\n"
+          "pipeline: {llm: {provider: openai, model: gpt-4o-mini}, text_only: true}\n"
+          "mcp_servers:\n  weather: {url: 'http://127.0.0.1:9/mcp', connect_timeout: 1}\n")
+    write(agents / "tests" / "down.yaml", """apiVersion: voice-runtime/v1
+agent: desk
+cases:
+  - name: mocked weather
+    script: [{tool_call: get_weather, arguments: {city: Oslo}}, {say: "Snow in Oslo."}]
+    mocks: {get_weather: "snow in Oslo"}
+    turns: [{user: weather in Oslo?, expect: [{tool_call: get_weather, arguments: {city: Oslo}}, {reply_contains: snow}]}]
+""")
+    result = run_cli("test", agents, env={"OPENAI_API_KEY": None}, timeout=60)
+    assert result.rc == 0, result.output
+    assert "  PASS mocked weather (" in result.stdout
