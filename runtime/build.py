@@ -280,7 +280,9 @@ class SessionRunner:
         from .handoffs import transfer_tools
 
         tools = plan.plugin + mcp_tools(plan, self.recorder) + transfer_tools(self)
-        names = {t.info.name for t in tools}
+        if not self.stand_ins:
+            return tools
+        names = {getattr(getattr(t, "info", None), "name", None) for t in tools}
         return tools + [t for t in self.stand_ins if t.info.name not in names]
 
     async def switch_to(self, target: LoadedSpec) -> None:
