@@ -43,11 +43,12 @@ handoffs:
     return folder
 
 
-def chat(agents: Path, agent: str, lines: str, fake: FakeOpenAI) -> subprocess.CompletedProcess[str]:
-    """``chat --json`` with a plugin beside the folder recording the hooks to hooks.jsonl."""
+def chat(agents: Path, agent: str, lines: str, fake: FakeOpenAI, *, json_lines: bool = True
+         ) -> subprocess.CompletedProcess[str]:
+    """``chat`` (``--json``) with a plugin beside the folder recording the hooks to hooks.jsonl."""
     write(agents.parent / "plugins" / "hooks.py", HOOK_RECORDER_PLUGIN)
     return subprocess.run(
-        [*CLI, "chat", str(agents), "--agent", agent, "--json"], input=lines, capture_output=True, text=True,
+        [*CLI, "chat", str(agents), "--agent", agent, *(["--json"] if json_lines else [])], input=lines, capture_output=True, text=True,
         timeout=90, env=child_env({"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "x",
                                    "HOOK_LOG": str(agents.parent / "hooks.jsonl")}),
     )
@@ -205,11 +206,12 @@ realtime: {{provider: openai, model: gpt-realtime, base_url: {json.dumps(realtim
 """)
         fake_openai.enqueue(tool_call("transfer_to_billing", {}))
         realtime.enqueue(text("Realtime billing here."), text("Still realtime."))
-        result = chat(agents, "front", "a refund please\nand then?\n", fake_openai)
+        result = chat(agents, "front", "a refund please\nand then?\n", fake_openai, json_lines=False)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert [(e["type"], e.get("text") or e.get("to")) for e in events(result.stdout)] == [
-            ("user", "a refund please"), ("handoff", "billing"), ("reply", "Realtime billing here."),
-            ("user", "and then?"), ("reply", "Still realtime.")]
+        # as a person reads it: the handoff line, then the new agent's name on its replies
+        assert result.stdout.splitlines() == [
+            "you> a refund please", "-> handoff front -> billing", "billing> Realtime billing here.",
+            "you> and then?", "billing> Still realtime."]
         assert len(fake_openai.chat_requests) == 1  # after the handoff the chat model is asked nothing
         assert realtime.session_config["instructions"] == BILLING
         said = [c.get("text") for item in realtime.conversation for c in item.get("content", [])]
