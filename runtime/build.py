@@ -150,7 +150,14 @@ def _turn_detection(value: str | None) -> Any:
 
 def build_agent(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ctx: Any = None,
                 instructions: str | None = None) -> Any:
-    from livekit.agents import NOT_GIVEN, Agent
+    from livekit.agents import Agent
+
+    return Agent(**build_agent_kwargs(loaded, models, tools, chat_ctx=chat_ctx, instructions=instructions))
+
+
+def build_agent_kwargs(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ctx: Any = None,
+                       instructions: str | None = None) -> dict[str, Any]:
+    from livekit.agents import NOT_GIVEN
 
     kwargs: dict[str, Any] = {
         "instructions": loaded.instructions if instructions is None else instructions,
@@ -164,7 +171,7 @@ def build_agent(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ct
         kwargs["turn_handling"] = {"turn_detection": models.turn_detection}
     if chat_ctx is not None:
         kwargs["chat_ctx"] = chat_ctx
-    return Agent(**kwargs)
+    return kwargs
 
 
 def _runtime_session_class() -> type:
@@ -178,6 +185,10 @@ def _runtime_session_class() -> type:
 
         realtime_fallback: Callable[[Any], None] | None = None
         _fell_back = False
+
+        def arm_fallback(self, fallback: Callable[[Any], None] | None) -> None:
+            """After a handoff: the target's own realtime -> pipeline fallback, if it has one."""
+            self.realtime_fallback, self._fell_back = fallback, False
 
         def on_session_error(self, error: Any) -> bool:
             if isinstance(error, RealtimeModelError) and self.realtime_fallback is not None:
@@ -208,6 +219,13 @@ class SessionRunner:
     connections: dict[str, McpConnection] = field(default_factory=dict)
     tool_lock: dict[str, dict[str, str]] | None = None  # the spec's `tools --lock` approvals
     recorder: CallRecorder | None = None
+    # the agents this call may hand off to, as they were when it started (handoffs.py)
+    specs: dict[str, LoadedSpec] = field(default_factory=dict)
+    # a conversation test's scripted model (testing/scripted.py): every agent's LLM, text only
+    llm_override: Any = None
+    # a conversation test's mocked tools that no server of the agent lists now (one may be
+    # down): offered under their names, so livekit's mock_tools can answer them
+    stand_ins: list[Any] = field(default_factory=list)
     session: Any = None
     mode: str = ""
     tools: list[Any] = field(default_factory=list)
@@ -224,14 +242,19 @@ class SessionRunner:
     _greeting_msg: Any = None  # text mode: the greeting as an assistant message of the history
     _greeting_task: asyncio.Task[None] | None = None
     _span: Any = tracing.NO_SPAN  # the session's span (the root of its trace) when tracing is on
+    _counted_as: str | None = None  # the agent this session counts under in voice_runtime_sessions_current
+    _warming: asyncio.Future[Any] | None = None  # handoff targets' MCP servers, connected while the call goes on
 
     @property
     def name(self) -> str:
         return self.loaded.name
 
-    def _emit(self, event: str, data: dict[str, Any]) -> None:
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        """Tell whoever watches the session (``chat``, a simulated call's report)."""
         for listener in self.listeners:
             listener(event, data)
+
+    _emit = emit
 
     async def connect_mcp(self) -> None:
         """Take the spec's MCP connections from the pool (warm in ``serve``). A down
@@ -268,7 +291,36 @@ class SessionRunner:
         for line in plan.warnings():
             log.warning("agent %s session %s: %s", self.name, self.session_id, line, extra=SHOWN_AS_EVENT)
             self._emit("warning", {"message": line})
-        return plan.plugin + mcp_tools(plan, self.recorder)
+        from .handoffs import transfer_tools
+
+        tools = plan.plugin + mcp_tools(plan, self.recorder) + transfer_tools(self)
+        if not self.stand_ins:
+            return tools
+        names = {getattr(getattr(t, "info", None), "name", None) for t in tools}
+        return tools + [t for t in self.stand_ins if t.info.name not in names]
+
+    async def switch_to(self, target: LoadedSpec) -> None:
+        """The session continues as ``target`` (a handoff): its MCP servers from the
+        pool, its tools, its models; the livekit Agent is built by the caller."""
+        for conn in self.connections.values():
+            if self._on_up in conn.on_up:
+                conn.on_up.remove(self._on_up)
+        self.loaded, self.recorder = target, None
+        self._count_as(target.name)
+        spec: Any = target.spec
+        self.mode = "realtime" if spec.realtime is not None and self.llm_override is None else "pipeline"
+        if self.session is not None:
+            with_fallback = self.mode == "realtime" and spec.pipeline is not None
+            self.session.arm_fallback(self._fall_back_to_pipeline if with_fallback else None)
+        if self.mode == "realtime":
+            self.switched = asyncio.Event()  # not fallen back yet: this is the target's realtime model
+        await self.connect_mcp()
+        self.tools = self.build_tools()
+
+    def agent_kwargs(self, chat_ctx: Any) -> dict[str, Any]:
+        """What ``build_agent`` gives livekit's Agent for the current spec and mode."""
+        models = self._build_models(self.mode)
+        return build_agent_kwargs(self.loaded, models, self.tools, chat_ctx=chat_ctx)
 
     def _server_back(self, conn: McpConnection) -> None:
         """A server reconnected: its tools (maybe changed, maybe new) reach the
@@ -314,7 +366,7 @@ class SessionRunner:
         self.marks["mcp"] = time.perf_counter()
         self.tools = self.build_tools()
         self.tools_ready_at = self.marks["tools"] = time.perf_counter()
-        self.mode = "realtime" if spec.realtime is not None else "pipeline"
+        self.mode = "realtime" if spec.realtime is not None and self.llm_override is None else "pipeline"
         models = self._build_models(self.mode)
         agent = self._text_mode_agent(models) if self.text_only else build_agent(self.loaded, models, self.tools)
         session_kwargs: dict[str, Any] = {}
@@ -324,8 +376,16 @@ class SessionRunner:
         if self.mode == "realtime" and spec.pipeline is not None:
             self.session.realtime_fallback = self._fall_back_to_pipeline
         self.session.on("close", self._on_close)
+        from .claims import ClaimWatch
+
+        ClaimWatch(self).attach(self.session)
         await self.session.start(agent, **({"room": room} if room is not None else {}))
         self._started = True
+        self._count_as(self.name)
+        targets = [s for name, s in self.specs.items() if name != self.name]
+        if targets and self.pool is not None:
+            # a handoff then finds its target's servers connected: no handshake on the caller's time
+            self._warming = asyncio.ensure_future(self.pool.warm(targets))
         notify(self.plugins, "voice_runtime_session_started", agent=self.name, session_id=self.session_id,
                spec=self.loaded.spec, mode=self.mode)
         if self._pending_fallback is not None:
@@ -337,7 +397,10 @@ class SessionRunner:
         return self.session
 
     def _build_models(self, mode: str) -> Models:
-        models = build_models(self.plugins, self.loaded, mode, text_only=self.text_only)
+        if self.llm_override is not None:
+            models = Models("pipeline", self.llm_override)
+        else:
+            models = build_models(self.plugins, self.loaded, mode, text_only=self.text_only)
         self._models.append(models)  # closed in aclose(): realtime models own an HTTP session
         return models
 
@@ -390,7 +453,8 @@ class SessionRunner:
         turn sent to a socket that is refused costs livekit's 5 s acknowledgement
         timeout before the pipeline can answer it. Models that cannot tell
         (no ``connected`` event) are not waited for."""
-        connected = getattr(self._models[0].llm, "connected", None) if self.mode == "realtime" else None
+        # the newest models: a handoff target's realtime model is appended after the first agent's
+        connected = getattr(self._models[-1].llm, "connected", None) if self.mode == "realtime" else None
         if not isinstance(connected, asyncio.Event) or connected.is_set():
             return
         switch = asyncio.ensure_future(self.switched.wait())
@@ -494,7 +558,19 @@ class SessionRunner:
         reason = str(getattr(getattr(event, "reason", None), "value", getattr(event, "reason", "")))
         notify(self.plugins, "voice_runtime_session_ended", agent=self.name, session_id=self.session_id, reason=reason)
 
+    def _count_as(self, agent: str | None) -> None:
+        from .metrics import count_session
+
+        if self._counted_as is not None:
+            count_session(self._counted_as, -1)
+        if agent is not None:
+            count_session(agent, 1)
+        self._counted_as = agent
+
     async def aclose(self) -> None:
+        self._count_as(None)
+        if self._warming is not None and not self._warming.done():
+            self._warming.cancel()
         if self._greeting_task is not None and not self._greeting_task.done():
             self._greeting_task.cancel()
         if self.session is not None:

@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from .secrets import SecretSet, reveal
 from .spec.errors import SpecError
-from .spec.loader import EMPTY_FOLDER, LoadedSpec, SpecLoader, discover
+from .spec.loader import EMPTY_FOLDER, LoadedSpec, SpecLoader, discover, handoff_problems
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .plugins import Plugins
 
 log = logging.getLogger("voice_runtime.reload")
@@ -124,6 +126,9 @@ class Catalog:
         self._files: dict[Path, tuple[Stamp, LoadedSpec | list[SpecError], int]] = {}
         self._file_of: dict[str, Path] = {}  # agent name -> the file it came from
         self._stat_memo: dict[str, Stamp | None] = {}  # instructions files stat'ed in this reload
+        # serve --require-tests (testing/gate.py): (specs, changed names, plugins) -> why each
+        # changed agent may not be served; such an agent is rejected like an invalid spec
+        self.gate: Callable[[dict[str, LoadedSpec], set[str], Plugins], dict[str, list[str]]] | None = None
 
     def use_plugins(self, plugins: Plugins) -> None:
         """New plugin code: every file is validated again on the next reload."""
@@ -214,9 +219,45 @@ class Catalog:
                     result.errors.append(SpecError(str(path), key_path="name",
                                                    message=f"agent name {name!r} is also used by {others}"))
                     del valid[path]
+        self._check_handoffs(valid, result)
+        if self.gate is not None:
+            self._gate(valid, result)
         new_agents = self._next_agents(valid, paths, result)
         self.agents = new_agents
         return self._finish(result)
+
+    def _check_handoffs(self, valid: dict[Path, LoadedSpec], result: ReloadResult) -> None:
+        """A spec handing off to an agent that will not be served (or to itself) is
+        rejected, as `check` rejects it; a failing file's last good version counts as served."""
+        failed = {Path(e.file) for e in result.errors}
+        kept = [e.loaded for n, e in self.agents.items() if self._file_of.get(n) in failed]
+        served = list(valid.values()) + [k for k in kept if k.name not in {v.name for v in valid.values()}]
+        path_of = {loaded.name: path for path, loaded in valid.items()}
+        rejected = set()
+        for loaded, where, message in handoff_problems(served):
+            path = path_of.get(loaded.name)
+            if path is None or valid[path] is not loaded:
+                continue  # a kept last good version: already served, not judged again
+            result.errors.append(loaded.error_at(where, message))
+            rejected.add(path)
+        for path in rejected:
+            del valid[path]
+
+    def _gate(self, valid: dict[Path, LoadedSpec], result: ReloadResult) -> None:
+        """Drop (as failing files) the new or changed specs the gate refuses."""
+        assert self.gate is not None
+        changed = {loaded.name for loaded in valid.values()
+                   if (old := self.agents.get(loaded.name)) is None or old.loaded.digest != loaded.digest}
+        if not changed:
+            return
+        specs = {name: entry.loaded for name, entry in self.agents.items()}
+        specs.update({loaded.name: loaded for loaded in valid.values()})
+        refused = self.gate(specs, changed, self.plugins)
+        for path, loaded in list(valid.items()):
+            for message in refused.get(loaded.name, []):
+                result.errors.append(SpecError(str(path), message=message))
+            if loaded.name in refused:
+                del valid[path]
 
     def _next_agents(self, valid: dict[Path, LoadedSpec], present: list[Path], result: ReloadResult) -> dict[str, Entry]:
         agents: dict[str, Entry] = {}
@@ -316,3 +357,18 @@ def read_published(state_dir: Path, name: str, plugins: Plugins) -> tuple[Loaded
     loaded = LoadedSpec(Path(data["file"]), data["name"], spec, data["instructions"], data["digest"],
                         data["templates"])
     return loaded, int(data["generation"])
+
+
+def read_published_reachable(state_dir: Path, start: LoadedSpec, plugins: Plugins) -> dict[str, LoadedSpec]:
+    """In a job: the generations serve publishes now of every agent the call can
+    reach through handoffs, read once as the call starts, so the call keeps them
+    whatever reloads follow."""
+    from .handoffs import reachable
+
+    def lookup(name: str) -> LoadedSpec | None:
+        try:
+            return read_published(state_dir, name, plugins)[0]
+        except (OSError, ValueError):
+            return None
+
+    return reachable(start, lookup)

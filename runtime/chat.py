@@ -25,8 +25,15 @@ class ChatPrinter:
         self.out = out
         self.echo_user = echo_user
         self.errors = 0
+        # an unbacked claim is found while the turn runs; it is printed after the reply it is about
+        self.held: list[tuple[str, dict[str, Any]]] | None = None
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
+        if event == "unbacked_claim" and self.held is not None:
+            self.held.append((event, data))
+            return
+        if event == "handoff":
+            self.agent = data["to"]
         if self.as_json:  # json.dumps escapes control characters (ensure_ascii)
             self.out.write(json.dumps({"type": event, **data}, default=str) + "\n")
         else:
@@ -48,9 +55,21 @@ class ChatPrinter:
             return f"  <- {data['tool']} {data['outcome']} in {data['latency_ms']:.1f} ms: {result}"
         if event == "error":
             return f"error: {data['message']}"
+        if event == "handoff":
+            return f"-> handoff {data['from']} -> {data['to']}"
+        if event == "unbacked_claim":
+            return f"!! the reply claims an action but no tool ran: {data['claim']}"
         if event == "fallback":
             return f"  (switched from {data['from']} to {data['to']}: {data['reason']})"
         return f"  ({event}: {data.get('message', data)})"
+
+    def hold(self) -> None:
+        self.held = []
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for event, data in held:
+            self(event, data)
 
     def user(self, text: str) -> None:
         if self.as_json or self.echo_user:
@@ -59,6 +78,17 @@ class ChatPrinter:
     def error(self, message: str) -> None:
         self.errors += 1
         self("error", {"message": message})
+
+
+def reply_texts(events: list[Any]) -> list[str]:
+    """The assistant's messages of a turn, in order (a handoff target's included)."""
+    out = []
+    for event in events:
+        item = getattr(event, "item", None)
+        if getattr(event, "type", "") == "message" and getattr(item, "role", "") == "assistant":
+            if item.text_content:
+                out.append(item.text_content)
+    return out
 
 
 async def _lines(stdin: TextIO, prompt: str | None, out: TextIO) -> Any:
@@ -93,17 +123,16 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
         interactive = stdin.isatty() and not printer.as_json
         async for line in _lines(stdin, "you> " if interactive else None, printer.out):
             printer.user(line)
+            printer.hold()
             try:
                 result = await runner.run_turn(line)
             except Exception as exc:  # the conversation goes on after a failed turn
                 printer.error(f"{type(exc).__name__}: {exc}")
+                printer.release()
                 continue
-            for event in result.events:
-                item = getattr(event, "item", None)
-                if getattr(event, "type", "") == "message" and getattr(item, "role", "") == "assistant":
-                    text = item.text_content or ""
-                    if text:
-                        printer("reply", {"text": text})
+            for text in reply_texts(result.events):
+                printer("reply", {"text": text})
+            printer.release()
     finally:
         await runner.aclose()
     return 1 if printer.errors else 0

@@ -155,8 +155,13 @@ def render_text(report: CheckReport) -> str:
         d = describe(loaded)
         providers = ", ".join(f"{k} {v}" for k, v in d["providers"].items())
         servers = ", ".join(f"{n} ({s['transport']}{', required' if s['required'] else ''})" for n, s in d["mcp_servers"].items())
-        rows.append([d["name"], d["mode"], providers, servers or "-", ", ".join(d["tools"]) or "-", d["file"]])
-    body = table(["AGENT", "MODE", "PROVIDERS", "MCP SERVERS", "TOOLS", "FILE"], rows)
+        handoffs = ", ".join(h["agent"] + ("" if h["history"] == "full" else f" ({h['history']})")
+                             for h in d["handoffs"])
+        rows.append([d["name"], d["mode"], providers, servers or "-", ", ".join(d["tools"]) or "-",
+                     *([handoffs or "-"] if any(s.spec.handoffs for s in report.specs) else []), d["file"]])
+    # the HANDOFFS column only for folders that use them: other tables keep their shape
+    handoff_column = ["HANDOFFS"] if any(s.spec.handoffs for s in report.specs) else []
+    body = table(["AGENT", "MODE", "PROVIDERS", "MCP SERVERS", "TOOLS", *handoff_column, "FILE"], rows)
     lines = [body]
     if report.servers:
         lines += ["", _servers_table(report.servers)]

@@ -38,6 +38,7 @@ Examples:
   voice-runtime console agents.d/ --agent concierge --text
   voice-runtime tools agents.d/ --agent support  the tools the model sees, and from where
   voice-runtime call agents.d/ --agent support get_current_time --args '{"timezone": "UTC"}'
+  voice-runtime test agents.d/ --junit results.xml   conversation tests in agents.d/tests/
 """
 
 app = typer.Typer(
@@ -185,14 +186,18 @@ def _guard_output() -> SecretSet:
     return secrets
 
 
-def _pick_agent(agents_dir: Path, plugins: Plugins, agent: str, secrets: SecretSet) -> LoadedSpec:
-    """The named agent's accepted spec, or exit with its errors (1) or the list of names (2)."""
+def _pick_agent(agents_dir: Path, plugins: Plugins, agent: str, secrets: SecretSet,
+                every: list[LoadedSpec] | None = None) -> LoadedSpec:
+    """The named agent's accepted spec, or exit with its errors (1) or the list of names (2).
+    ``every``: filled with every accepted spec of the folder (handoff targets)."""
     from .spec.loader import load_folder
 
     require_dir(agents_dir)
 
     result = load_folder(agents_dir, plugins)
     secrets.add_specs(result.specs)
+    if every is not None:
+        every.extend(result.specs)
     for loaded in result.specs:
         if loaded.name == agent:
             return loaded
@@ -267,15 +272,77 @@ def chat(
     secrets = _guard_output()  # before chat is imported: its printer's default stream is sys.stdout
     from .build import SessionRunner
     from .chat import ChatPrinter, run_chat
+    from .handoffs import reachable
 
     _session_logging(log_level, verbose, secrets)
     loaded_plugins = load_plugins(agents_dir, plugins)
-    loaded = _pick_agent(agents_dir, loaded_plugins, agent, secrets)
+    every: list[LoadedSpec] = []
+    loaded = _pick_agent(agents_dir, loaded_plugins, agent, secrets, every)
     _refuse_missing_keys(loaded, loaded_plugins, text_only=True)
     printer = ChatPrinter(loaded.name, as_json=json_lines, out=sys.stdout, echo_user=not sys.stdin.isatty())
-    runner = SessionRunner(loaded, loaded_plugins, text_only=True)
+    by_name = {s.name: s for s in every}
+    runner = SessionRunner(loaded, loaded_plugins, text_only=True, specs=reachable(loaded, by_name.get))
     with plugin_output():  # plugin tools run during the session; the printer keeps stdout
         raise typer.Exit(asyncio.run(run_chat(runner, printer)))
+
+
+@app.command("test")
+def test_cmd(
+    agents_dir: AgentsDir,
+    agent: Annotated[Optional[str], typer.Option("--agent", "-a", help="Only the cases of this agent.")] = None,
+    tests: Annotated[Optional[Path], typer.Option("--tests", help="A test file or folder of them. "
+                                                   "Default: tests/ inside the specs folder.")] = None,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write the results as JUnit XML here.")] = None,
+    plugins: PluginsOpt = None,
+    format: FormatOpt = OutputFormat.text,
+    log_level: Annotated[Optional[LogLevel], typer.Option("--log-level", case_sensitive=False,
+                                                          help="Log level on stderr, for every library.")] = None,
+) -> None:
+    """Run conversation tests (agents.d/tests/*.yaml): one fresh text session per case.
+
+    Exit code: 0 every case passed (skipped ones say why), 1 a case failed, 2 usage
+    or an invalid test file (errors as file:line:col).
+    """
+    import asyncio
+
+    from .spec.loader import load_folder
+    from .testing.files import TESTS_FOLDER, find_test_files
+    from .testing.report import render_json, render_text, write_junit
+    from .testing.suite import run_suite
+
+    require_dir(agents_dir)
+    secrets = _guard_output()
+    _session_logging(log_level, False, secrets)
+    loaded_plugins = load_plugins(agents_dir, plugins)
+    folder = load_folder(agents_dir, loaded_plugins)
+    secrets.add_specs(folder.specs)
+    for error in folder.errors:  # an invalid spec's cases cannot run: say why (their files then name the agent)
+        typer.echo(printable(str(error)), err=True)
+    specs = {s.name: s for s in folder.specs}
+    if agent is not None and agent not in specs:
+        typer.echo(printable(f"error: no valid agent named {agent!r} in {agents_dir}; available: "
+                             f"{', '.join(sorted(specs)) or 'none'}"), err=True)
+        raise typer.Exit(2)
+    paths = find_test_files(tests if tests is not None else agents_dir / TESTS_FOLDER)
+    if isinstance(paths, list) and not paths:
+        typer.echo(f"error: no test files (*.yaml) in {tests or agents_dir / TESTS_FOLDER}", err=True)
+        raise typer.Exit(2)
+    if not isinstance(paths, list):
+        typer.echo(printable(str(paths)), err=True)
+        raise typer.Exit(2)
+    with plugin_output():
+        suite = asyncio.run(run_suite(specs, paths, loaded_plugins, agents=None if agent is None else {agent}))
+    if suite.errors:
+        for error in suite.errors:
+            typer.echo(printable(str(error)), err=True)
+        files = {e.file for e in suite.errors}
+        typer.echo(f"found {len(suite.errors)} error{'s' if len(suite.errors) != 1 else ''} in {len(files)} "
+                   f"test file{'s' if len(files) != 1 else ''}", err=True)
+        raise typer.Exit(2)
+    typer.echo(render_json(suite.results) if format is OutputFormat.json else render_text(suite.results))
+    if junit is not None:
+        write_junit(suite.results, junit)
+    raise typer.Exit(1 if suite.failed else 0)
 
 
 @app.command()
@@ -339,8 +406,13 @@ def tools(
     with plugin_output():  # plugin tool factories run while the toolbox is built
         box = asyncio.run(main())
     unavailable = box.acquired.unavailable
+    from .handoffs import tool_name
+
+    # the model is also shown a transfer tool per handoff (no arguments; the session continues as the agent)
+    handoffs = [{"name": tool_name(h.agent), "source": f"handoff:{h.agent}", "original": h.agent,
+                 "description": h.when, "parameters": {}} for h in loaded.spec.handoffs]
     if format is OutputFormat.json:
-        typer.echo(json.dumps({"agent": loaded.name, "tools": [r.as_dict() for r in box.rows],
+        typer.echo(json.dumps({"agent": loaded.name, "tools": [r.as_dict() for r in box.rows] + handoffs,
                                "withheld": [w.as_dict() for w in box.withheld],
                                "unavailable": unavailable}, indent=2))
     else:
@@ -348,7 +420,7 @@ def tools(
 
         typer.echo(table(["TOOL", "FROM", "ORIGINAL NAME", "DESCRIPTION"], [
             [r.name, r.source, r.original, _one_line(r.description, 70)] for r in box.rows
-        ]))
+        ] + [[h["name"], h["source"], h["original"], _one_line(h["description"], 70)] for h in handoffs]))
         for line in box.warnings:
             typer.echo(printable(f"withheld: {line}"))
         for server, why in unavailable.items():
@@ -470,6 +542,8 @@ def serve(
     unregistered: Annotated[bool, typer.Option("--unregistered", help="Do not connect to LiveKit (development and tests).")] = False,
     simulate: Annotated[bool, typer.Option("--simulate", help="Enable POST /simulate: text-only calls with no LiveKit server.")] = False,
     simulate_from_anywhere: Annotated[bool, typer.Option("--simulate-from-anywhere", help="Accept POST /simulate from other hosts, not only this machine.")] = False,
+    require_tests: Annotated[bool, typer.Option("--require-tests", help="Serve a new or changed agent only if its "
+                                                "scripted conversation tests (DIR/tests/*.yaml) pass.")] = False,
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="text or json.")] = LogFormat.text,
     log_level: LogLevelOpt = "info",
 ) -> None:
@@ -500,6 +574,7 @@ def serve(
         job_memory_limit_mb=job_memory_limit_mb,
         load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
         unregistered=unregistered, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
+        require_tests=require_tests,
         ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
     )
     raise typer.Exit(run_serve(options, secrets=secrets))

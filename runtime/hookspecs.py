@@ -92,3 +92,16 @@ def voice_runtime_tool_called(record: ToolCallRecord) -> None:
     session, server, tool, argument digest, latency, outcome, result size. It never
     holds argument values or secrets. Export it (OpenTelemetry, audit log...) here.
     """
+
+
+@hookspec
+def voice_runtime_session_handoff(session_id: str, from_agent: str, to_agent: str, history: str) -> None:
+    """Called when a session continues as another agent (its ``transfer_to_<agent>``
+    tool ran); ``history`` is what the target was given: ``full``, ``summary`` or ``none``."""
+
+
+@hookspec
+def voice_runtime_unbacked_claim(agent: str, session_id: str, text: str, claim: str, action: str) -> None:
+    """Called when a reply claims an action or a lookup ("I've sent it") in a turn
+    where no tool ran. ``text`` is the reply, ``claim`` the sentence that claims,
+    ``action`` the spec's ``claims.action`` (``warn`` or ``retry``)."""

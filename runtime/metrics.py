@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter, Histogram, disable_created_metrics
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 # the *_created series double every counter for no use in dashboards
 disable_created_metrics()
@@ -62,3 +62,37 @@ def observe_session(agent: str, outcome: str) -> None:
 
 def observe_fallback(agent: str) -> None:
     SESSION_FALLBACKS.labels(agent).inc()
+
+
+UNBACKED_CLAIMS = Counter(
+    "voice_runtime_unbacked_claims",
+    "Replies that claimed an action or a lookup in a turn where no tool ran, by agent.",
+    ["agent"],
+)
+HANDOFFS = Counter(
+    "voice_runtime_handoffs",
+    "Sessions handed from one agent to another (the target's transfer_to_<agent> tool).",
+    ["from", "to"],
+)
+
+
+# in job processes (multiprocess mode): each session counts under the agent it is now,
+# so /status can say how many calls each agent holds after handoffs
+SESSIONS_CURRENT = Gauge(
+    "voice_runtime_sessions_current",
+    "Sessions by the agent they are talking as now (after handoffs).",
+    ["agent"],
+    multiprocess_mode="livesum",
+)
+
+
+def count_session(agent: str, delta: int) -> None:
+    SESSIONS_CURRENT.labels(agent).inc(delta)
+
+
+def observe_unbacked_claim(agent: str) -> None:
+    UNBACKED_CLAIMS.labels(agent).inc()
+
+
+def observe_handoff(from_agent: str, to_agent: str) -> None:
+    HANDOFFS.labels(from_agent, to_agent).inc()

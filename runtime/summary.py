@@ -66,5 +66,6 @@ def describe(loaded: LoadedSpec) -> dict[str, Any]:
         "providers": providers(loaded),
         "mcp_servers": mcp_servers(loaded),
         "tools": list(loaded.spec.tools),
+        "handoffs": [{"agent": h.agent, "history": h.history} for h in loaded.spec.handoffs],
         "digest": loaded.digest,
     }

@@ -133,3 +133,25 @@ def require_tool(name: str, how: str) -> str:
     if path is None:
         raise AssertionError(f"{name} is not installed; {how} (.ci/run does)")
     return path
+
+
+# a plugin file recording the handoff and unbacked-claim hooks, one JSON line per call, to $HOOK_LOG
+HOOK_RECORDER_PLUGIN = '''
+import json, os
+import voice_runtime
+
+
+def _write(**kwargs):
+    with open(os.environ["HOOK_LOG"], "a") as fh:
+        fh.write(json.dumps(kwargs) + "\\n")
+
+
+@voice_runtime.hookimpl
+def voice_runtime_unbacked_claim(agent, session_id, text, claim, action):
+    _write(hook="unbacked_claim", agent=agent, claim=claim, action=action)
+
+
+@voice_runtime.hookimpl
+def voice_runtime_session_handoff(session_id, from_agent, to_agent, history):
+    _write(hook="handoff", from_agent=from_agent, to_agent=to_agent, history=history)
+'''

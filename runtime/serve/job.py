@@ -102,7 +102,7 @@ def _warm_up(plugins: Any) -> None:
 async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, dispatch: str,
                      shared_pool: McpPool | None = None) -> None:
     from ..build import SessionRefused, SessionRunner
-    from ..catalog import read_published
+    from ..catalog import read_published, read_published_reachable
     from ..mcp.gateway import GatewayPool
     from .options import Dispatch
     from .routing import Unroutable, agent_of
@@ -116,12 +116,14 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, d
         return
     plugins = _current_plugins(ctx.proc, state_dir, plugins_dir)
     loaded, generation = read_published(Path(state_dir), agent, plugins)
+    # handoff targets as they are now: the call keeps them for its whole length
+    targets = read_published_reachable(Path(state_dir), loaded, plugins)
     spec_read = time.perf_counter()
     # a thread executor's job uses serve's pool itself; a job process borrows it
     borrowed = None if shared_pool is not None else GatewayPool.from_state_dir(Path(state_dir))
     pool = shared_pool if shared_pool is not None else borrowed
     fake = ctx.is_fake_job()
-    runner = SessionRunner(loaded, plugins, text_only=fake, pool=pool, session_id=ctx.job.id)
+    runner = SessionRunner(loaded, plugins, text_only=fake, pool=pool, session_id=ctx.job.id, specs=targets)
     log.info("job %s: agent %s generation %d (%s)", ctx.job.id, agent, generation, loaded.digest[:12],
              extra={"agent": agent, "generation": generation, "job_id": ctx.job.id})
 

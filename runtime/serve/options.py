@@ -40,6 +40,7 @@ class ServeOptions:
     unregistered: bool = False  # no LiveKit connection (development, tests)
     simulate: bool = False  # POST /simulate starts text-only fake jobs
     simulate_from_anywhere: bool = False  # otherwise only loopback peers may POST /simulate
+    require_tests: bool = False  # an agent is served only if its scripted conversation tests pass
     ws_url: str | None = None
     api_key: str | None = None
     api_secret: str | None = None

@@ -72,6 +72,7 @@ class StatusView:
     def status(self, only: set[str] | None = None) -> dict[str, Any]:
         agents = []
         sessions = self.agents.sessions_by_agent()
+        current = self.sessions_current()
         entries = self.catalog.agents.items() if only is None else (
             (name, self.catalog.agents[name]) for name in only if name in self.catalog.agents)
         for name, entry in sorted(entries):
@@ -82,9 +83,12 @@ class StatusView:
                 "name": name, "file": d["file"], "generation": entry.generation, "digest": entry.loaded.digest,
                 "accepted_at": entry.accepted_at, "mode": d["mode"], "providers": d["providers"],
                 "mcp_servers": {s: {**info, **health[s]} for s, info in d["mcp_servers"].items()},
-                "tools": d["tools"], "registered": bool(worker and self.agents.is_registered(worker)),
+                "tools": d["tools"], "handoffs": d["handoffs"],
+                "registered": bool(worker and self.agents.is_registered(worker)),
                 "error": worker.error if worker else None, "draining": name in self.agents.draining,
                 "sessions_active": sessions[name],
+                # calls talking as this agent now, wherever they started (handoffs)
+                "sessions_current": current.get(name, 0),
             })
         if only is None:
             for gone in set(self._described) - set(self.catalog.agents):
@@ -111,6 +115,18 @@ class StatusView:
         from ..call_journal import recent
 
         return recent(self.catalog.state_dir / "tool_calls")
+
+    def sessions_current(self) -> dict[str, int]:
+        """Sessions per agent they talk as now, from the job processes' gauge."""
+        from prometheus_client import REGISTRY
+
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        out: dict[str, int] = {}
+        for family in (_ProcessFiles(folder) if folder else _Forward(REGISTRY)).collect():
+            if family.name == "voice_runtime_sessions_current":
+                for sample in family.samples:
+                    out[sample.labels["agent"]] = out.get(sample.labels["agent"], 0) + int(sample.value)
+        return out
 
     def metrics_text(self) -> bytes:
         """The Prometheus exposition: job processes' counters (tool calls, livekit's)

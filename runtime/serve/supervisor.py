@@ -49,6 +49,11 @@ class Supervisor:
         self.options = options
         self.plugins = plugins
         self.catalog = Catalog(options.agents_dir, plugins, state_dir, secrets=secrets)
+        if options.require_tests:
+            from ..testing.files import TESTS_FOLDER
+            from ..testing.gate import TestsGate
+
+            self.catalog.gate = TestsGate(options.agents_dir / TESTS_FOLDER)
         self.pool = McpPool()
         self.stopping = False
         self._lock = asyncio.Lock()  # reloads and registrations never overlap

@@ -58,6 +58,12 @@ class LoadedSpec:
     digest: str  # sha256 of the spec bytes and its instructions file
     # key path -> the "${VAR}" text the value came from; shown instead of the value
     templates: dict[str, str] = field(default_factory=dict, compare=False)
+    # key path -> (line, column) of each key in the file, for errors found after loading
+    key_locs: dict[KeyPath, Loc] = field(default_factory=dict, compare=False, repr=False)
+
+    def error_at(self, key_path: KeyPath, message: str) -> SpecError:
+        line, col = self.key_locs.get(key_path, (1, 1))
+        return SpecError(str(self.path), line, col, format_key_path(key_path), message)
 
 
 @dataclass
@@ -121,8 +127,26 @@ def load_folder(folder: Path, plugins: Plugins, env: typing.Mapping[str, str] | 
         for spec in group:  # a duplicate is reported in every file that has it
             others = ", ".join(str(o.path) for o in group if o is not spec)
             result.errors.append(loader.error_at(spec.path, ("name",), f"agent name {name!r} is also used by {others}"))
+    result.errors.extend(loaded.error_at(where, message) for loaded, where, message in handoff_problems(result.specs))
     result.errors.sort()
     return result
+
+
+def handoff_problems(specs: list[LoadedSpec]) -> list[tuple[LoadedSpec, KeyPath, str]]:
+    """Handoffs that cannot work: an unknown target, or the agent itself. Cycles are
+    fine (back to the front desk), and so is any mode: livekit 1.8.9 hands a session
+    from a pipeline to a realtime model and back."""
+    by_name = {s.name: s for s in specs}
+    out: list[tuple[LoadedSpec, KeyPath, str]] = []
+    for loaded in specs:
+        for i, handoff in enumerate(loaded.spec.handoffs):
+            where: KeyPath = ("handoffs", i, "agent")
+            if handoff.agent == loaded.name:
+                out.append((loaded, where, "an agent cannot hand off to itself"))
+            elif handoff.agent not in by_name:
+                names = ", ".join(sorted(n for n in by_name if n != loaded.name)) or "none"
+                out.append((loaded, where, f"no valid agent named {handoff.agent!r} in this folder; available: {names}"))
+    return out
 
 
 class SpecLoader:
@@ -139,31 +163,10 @@ class SpecLoader:
 
     def load(self, path: Path) -> LoadedSpec | list[SpecError]:
         file = str(path)
-        raw = read_regular(path, MAX_SPEC_BYTES)
-        if isinstance(raw, str):
-            return [SpecError(file, message=raw)]
-        text = _decode(file, raw)
-        if isinstance(text, SpecError):
-            return [text]
-        if not text.strip():
-            return [SpecError(file, message="file is empty; a spec is a mapping that starts with `apiVersion: voice-runtime/v1`")]
-        deep_at = _flow_too_deep(text, MAX_FLOW_BRACKETS)
-        if deep_at is not None:
-            # ruamel's scanner is quadratic in flow nesting: refuse before parsing
-            return [SpecError(file, *_offset_loc(text, deep_at), message=_TOO_DEEP)]
-        doc = _fast_compose(text)
-        if doc is None:  # anything the fast path does not handle exactly like ruamel
-            doc = self._parse(file, text)
-        if isinstance(doc, SpecError):
-            return [doc]
-        if doc is None:
-            return [SpecError(file, message="file has only comments; a spec is a mapping that starts with `apiVersion: voice-runtime/v1`")]
-        if not hasattr(doc, "lc") or not isinstance(doc, dict):
-            kind = "a list" if isinstance(doc, list) else f"a single value ({type(doc).__name__})"
-            return [SpecError(file, message=f"the top level of a spec must be a mapping of keys, not {kind}")]
-
-        walker = _Walker(file, self.env)
-        data = walker.convert(doc)
+        read = self.document(path)
+        if isinstance(read, list):
+            return read
+        data, walker = read
         self._key_locs[path] = walker.key_locs
         if walker.fatal:
             return walker.errors
@@ -181,7 +184,56 @@ class SpecLoader:
             return walker.errors + [e for e in errors if e.key_path not in seen]
         if walker.errors:
             return walker.errors
-        return self._finish(path, raw, spec, walker)
+        return self._finish(path, walker.raw, spec, walker)
+
+    def document(self, path: Path, what: str = "a spec", starts: str = "apiVersion: voice-runtime/v1"
+                 ) -> tuple[Any, _Walker] | list[SpecError]:
+        """A YAML mapping file as plain data, with the position of every key and
+        value (the walker), or its errors. ``what``/``starts`` word the errors."""
+        file = str(path)
+        raw = read_regular(path, MAX_SPEC_BYTES)
+        if isinstance(raw, str):
+            return [SpecError(file, message=raw)]
+        text = _decode(file, raw)
+        if isinstance(text, SpecError):
+            return [text]
+        if not text.strip():
+            return [SpecError(file, message=f"file is empty; {what} is a mapping that starts with `{starts}`")]
+        deep_at = _flow_too_deep(text, MAX_FLOW_BRACKETS)
+        if deep_at is not None:
+            # ruamel's scanner is quadratic in flow nesting: refuse before parsing
+            return [SpecError(file, *_offset_loc(text, deep_at), message=_TOO_DEEP)]
+        doc = _fast_compose(text)
+        if doc is None:  # anything the fast path does not handle exactly like ruamel
+            doc = self._parse(file, text)
+        if isinstance(doc, SpecError):
+            return [doc]
+        if doc is None:
+            return [SpecError(file, message=f"file has only comments; {what} is a mapping that starts with `{starts}`")]
+        if not hasattr(doc, "lc") or not isinstance(doc, dict):
+            kind = "a list" if isinstance(doc, list) else f"a single value ({type(doc).__name__})"
+            return [SpecError(file, message=f"the top level of {what} must be a mapping of keys, not {kind}")]
+        walker = _Walker(file, self.env)
+        walker.raw = raw
+        return walker.convert(doc), walker
+
+    def validate(self, path: Path, model: type[BaseModel], what: str, starts: str
+                 ) -> tuple[Any, _Walker] | list[SpecError]:
+        """Any other YAML file of ours (a conversation test) against its pydantic
+        model, with the spec's `file:line:col` errors."""
+        read = self.document(path, what, starts)
+        if isinstance(read, list):
+            return read
+        data, walker = read
+        if walker.fatal:
+            return walker.errors
+        try:
+            instance = model.model_validate(data)
+        except ValidationError as exc:
+            seen = {e.key_path for e in walker.errors}
+            errors = [_model_error(str(path), data, walker, err, model) for err in exc.errors(include_input=False)]
+            return walker.errors + [e for e in errors if e.key_path not in seen]
+        return (instance, walker) if not walker.errors else walker.errors
 
     def error_at(self, path: Path, key_path: KeyPath, message: str) -> SpecError:
         line, col = self._key_locs.get(path, {}).get(key_path, (1, 1))
@@ -246,7 +298,7 @@ class SpecLoader:
         if errors:
             return errors
         templates = {format_key_path(key): template for key, (_, template) in walker.expanded.items()}
-        return LoadedSpec(path, name, spec, instructions, digest.hexdigest(), templates)
+        return LoadedSpec(path, name, spec, instructions, digest.hexdigest(), templates, walker.key_locs)
 
     def _plugin_problems(self, spec: AgentSpecBase, path: Path) -> list[tuple[KeyPath, str]]:
         results, failures = self.plugins.call_each("voice_runtime_check_spec", spec=spec, path=path)
@@ -274,15 +326,8 @@ class SpecLoader:
         loc = err["loc"]
         path = _data_path(data, loc)
         kind = err["type"]
-        if kind == "missing":
-            missing = loc[-1]
-            return walker.error(path, "required key is missing", value=False, shown=(*path, missing))
-        if kind == "extra_forbidden":
-            key = path[-1] if path else loc[-1]
-            allowed = _allowed_keys(self.model, loc[:-1])
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else (f"; valid keys: {', '.join(allowed)}" if allowed else "")
-            return walker.error(path, f"unknown key {key!r}{hint}", value=False)
+        if kind in ("missing", "extra_forbidden"):
+            return _model_error(file, data, walker, err, self.model)
         message = err["msg"]
         if kind == "string_pattern_mismatch" and path == ("name",):  # worded as for a file stem
             return walker.error(path, f"{_get(data, path)!r} is not a valid agent name ({AGENT_NAME_RULE})", value=True)
@@ -298,11 +343,30 @@ class SpecLoader:
             return walker.error(
                 path + ("provider",), f"unknown {pkind} provider {given!r}; available: {', '.join(names) or 'none'}", value=True
             )
-        if message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        # a problem with a whole mapping or list (a missing key) points at its key, like "required key is missing"
-        at_value = not isinstance(_get(data, path), (dict, list))
-        return walker.error(path, message[0].lower() + message[1:] if message else kind, value=at_value)
+        return _model_error(file, data, walker, err, self.model)
+
+
+def _model_error(file: str, data: Any, walker: _Walker, err: Any, model: type[BaseModel]) -> SpecError:
+    """One pydantic error at its key or value: a missing key, an unknown key (with
+    the closest valid one), or the validator's message."""
+    loc = err["loc"]
+    path = _data_path(data, loc)
+    kind = err["type"]
+    if kind == "missing":
+        missing = loc[-1]
+        return walker.error(path, "required key is missing", value=False, shown=(*path, missing))
+    if kind == "extra_forbidden":
+        key = path[-1] if path else loc[-1]
+        allowed = _allowed_keys(model, loc[:-1])
+        close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else (f"; valid keys: {', '.join(allowed)}" if allowed else "")
+        return walker.error(path, f"unknown key {key!r}{hint}", value=False)
+    message = err["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    # a problem with a whole mapping or list (a missing key) points at its key, like "required key is missing"
+    at_value = not isinstance(_get(data, path), (dict, list))
+    return walker.error(path, message[0].lower() + message[1:] if message else kind, value=at_value)
 
 
 class _Walker:
@@ -316,6 +380,7 @@ class _Walker:
         self.value_locs: dict[KeyPath, Loc] = {(): (1, 1)}
         self.expanded: dict[KeyPath, tuple[str, str]] = {}  # path -> (value, "${VAR}" text)
         self.errors: list[SpecError] = []
+        self.raw = b""  # the file's bytes (its digest)
         self.fatal = False  # the tree could not be converted at all
         self._nodes = 0
 

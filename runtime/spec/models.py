@@ -169,6 +169,38 @@ def _known_tool(value: str, info: ValidationInfo) -> str:
     return value
 
 
+def regex_text(value: str) -> str:
+    """A validator: the text compiles as a regular expression."""
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise PydanticCustomError("regex", "not a regular expression: {why}", {"why": str(exc)}) from None
+    return value
+
+
+class Handoff(StrictModel):
+    """A tool ``transfer_to_<agent>`` the model may call to continue the same
+    session as another agent of the folder."""
+
+    agent: str = Field(pattern=AGENT_NAME_PATTERN, description="The agent the session continues as (its name).")
+    when: str = Field(min_length=1, description="Told to the model as the tool's description: when to transfer.")
+    history: Literal["full", "summary", "none"] = Field(
+        "full", description="What the target agent is given of the conversation so far: all of it, "
+        "a summary written by the current model, or nothing.")
+
+
+class Claims(StrictModel):
+    """What to do when a reply claims an action or a lookup but no tool ran in that turn."""
+
+    patterns: list[Annotated[str, AfterValidator(regex_text)]] = Field(
+        default_factory=list,
+        description="Extra regular expressions (case-insensitive) that mark a claim, besides the built-in English ones.",
+    )
+    action: Literal["warn", "retry"] = Field(
+        "warn", description="warn: report it (log, metric, hook). retry: also ask the model once more, "
+        "with a note that no tool ran.")
+
+
 class AgentSpecBase(StrictModel):
     """Fields every spec has; ``spec_model()`` adds the provider-dependent ones."""
 
@@ -183,6 +215,18 @@ class AgentSpecBase(StrictModel):
     tools: list[Annotated[str, AfterValidator(_known_tool)]] = Field(
         default_factory=list, description="Tools registered by plugins, e.g. clock.now."
     )
+    handoffs: list[Handoff] = Field(
+        default_factory=list, description="Agents this one may hand the session to (a transfer_to_<agent> tool each)."
+    )
+    claims: Claims = Field(default_factory=Claims, description="Replies that claim a tool ran when none did.")
+
+    @field_validator("handoffs")
+    @classmethod
+    def _unique_handoffs(cls, value: list[Handoff]) -> list[Handoff]:
+        names = [h.agent for h in value]
+        if len(set(names)) != len(names):
+            raise PydanticCustomError("duplicate_handoff", "an agent is listed twice under handoffs")
+        return value
 
     @field_validator("tools")
     @classmethod

@@ -92,7 +92,8 @@ def test_a_model_that_only_claims_to_have_used_a_tool_shows_no_tool_call(
     fake_openai.enqueue(text("I searched the web and emailed you the forecast: sunny in Paris."))
     result = chat(agents, "weather", "weather in Paris?\n", fake_openai, "--json")
     assert result.returncode == 0, result.stderr
-    assert [e["type"] for e in events(result.stdout)] == ["user", "reply"]
+    # no tool call is shown; the claim itself is flagged (see test_unbacked_claims.py)
+    assert [e["type"] for e in events(result.stdout)] == ["user", "reply", "unbacked_claim"]
     assert read_records(record) == []
 
 

@@ -1,0 +1,158 @@
+"""Handoffs between the agents of one folder: ``handoffs: [{agent, when, history}]``.
+
+Each entry is a tool ``transfer_to_<agent>`` whose description is ``when``. When
+the model calls it, the same livekit session continues as the target agent (a
+tool returning an ``Agent`` is livekit's handoff): the target's instructions, its
+tools and MCP servers (taken from the session's pool: blocks already connected
+are not connected again), its LLM, and its greeting if it has one; otherwise it
+answers the turn that brought the caller to it. The history it gets follows the
+entry's ``history``: ``full`` (default), ``summary`` (written by the model that
+hands off) or ``none``.
+
+A call keeps the specs it started with: the runner is given, when the call starts,
+every agent it can reach through handoffs (``reachable``); a reload during the
+call changes none of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .spec.loader import LoadedSpec
+
+# the SessionRunner (build.py imports this module: naming its type here would be a cycle)
+SessionRunner = Any
+
+log = logging.getLogger("voice_runtime.handoffs")
+
+SUMMARY_PROMPT = ("Summarize the conversation so far in a few sentences for a colleague who takes over the call: "
+                  "who the caller is, what they want, what has been done and what is still open.")
+
+
+def tool_name(agent: str) -> str:
+    """``transfer_to_<agent>``; an agent name may hold ``.``, which model APIs refuse in tool names."""
+    return "transfer_to_" + re.sub(r"[^A-Za-z0-9_-]", "_", agent)
+
+
+def reachable(start: LoadedSpec, lookup: Callable[[str], LoadedSpec | None]) -> dict[str, LoadedSpec]:
+    """Every agent a session of ``start`` can reach through handoffs, ``start`` included,
+    each read once (``lookup`` returns None for one that is not there)."""
+    found = {start.name: start}
+    todo = [start]
+    while todo:
+        source = todo.pop()
+        for handoff in source.spec.handoffs:
+            if handoff.agent in found:
+                continue
+            target = lookup(handoff.agent)
+            if target is None:
+                log.warning("agent %s hands off to %s, which is not being served; its transfer tool is left out",
+                            source.name, handoff.agent)
+                continue
+            found[target.name] = target
+            todo.append(target)
+    return found
+
+
+def transfer_tools(runner: SessionRunner) -> list[Any]:
+    """The current agent's ``transfer_to_<agent>`` tools (targets the call knows)."""
+    from livekit.agents.llm import function_tool
+
+    tools = []
+    for handoff in runner.loaded.spec.handoffs:
+        if handoff.agent not in runner.specs:
+            continue
+
+        async def transfer(raw_arguments: dict[str, Any], _handoff: Any = handoff) -> Any:
+            return await hand_off(runner, _handoff)
+
+        schema = {"name": tool_name(handoff.agent), "description": handoff.when,
+                  "parameters": {"type": "object", "properties": {}, "required": [], "additionalProperties": False}}
+        tools.append(function_tool(transfer, raw_schema=schema))
+    return tools
+
+
+async def hand_off(runner: SessionRunner, handoff: Any) -> Any:
+    """Continue ``runner``'s session as ``handoff.agent``: the new livekit Agent,
+    which the transfer tool returns (livekit swaps it in)."""
+    from .metrics import observe_handoff
+    from .plugins import notify
+
+    source, target = runner.loaded, runner.specs[handoff.agent]
+    chat_ctx = await _history(runner, handoff.history)
+    await runner.switch_to(target)
+    agent = handoff_agent_class()(greeting=target.spec.greeting, realtime=runner.mode == "realtime",
+                                  **runner.agent_kwargs(chat_ctx))
+    log.info("agent %s session %s: handoff to %s (history: %s)", source.name, runner.session_id, target.name,
+             handoff.history, extra={"agent": source.name, "handoff_to": target.name, "session_id": runner.session_id})
+    observe_handoff(source.name, target.name)
+    notify(runner.plugins, "voice_runtime_session_handoff", session_id=runner.session_id, from_agent=source.name,
+           to_agent=target.name, history=handoff.history)
+    runner.emit("handoff", {"from": source.name, "to": target.name, "history": handoff.history})
+    return agent
+
+
+async def _history(runner: SessionRunner, history: str) -> Any:
+    from livekit.agents import ChatContext
+
+    if history == "none":
+        return ChatContext.empty()
+    current = runner.session.current_agent.chat_ctx
+    # the source's instructions are not the target's; a tool call still waiting for
+    # its output (this transfer) would make the model API refuse the request
+    ctx = current.copy(exclude_instructions=True, exclude_function_call=True)
+    if history == "full":
+        return ctx
+    summary = await _summarize(runner, ctx)
+    out = ChatContext.empty()
+    out.add_message(role="assistant", content=f"Summary of the conversation so far: {summary}")
+    return out
+
+
+async def _summarize(runner: SessionRunner, ctx: Any) -> str:
+    """One request to the current agent's LLM (public ``llm.chat``)."""
+    llm = runner.session.current_agent.llm
+    ask = ctx.copy()
+    ask.add_message(role="system", content=SUMMARY_PROMPT)
+    parts: list[str] = []
+    try:
+        async with llm.chat(chat_ctx=ask) as stream:
+            async for chunk in stream:
+                if chunk.delta is not None and chunk.delta.content:
+                    parts.append(chunk.delta.content)
+    except Exception as exc:  # noqa: BLE001 - a handoff must not fail on its summary
+        log.warning("agent %s session %s: the handoff summary failed (%s); handing off the last turns instead",
+                    runner.name, runner.session_id, exc)
+        return " / ".join(f"{m.role}: {m.text_content}" for m in ctx.messages()[-4:])
+    return "".join(parts).strip()
+
+
+@functools.cache
+def handoff_agent_class() -> type:
+    """One class for every handoff target (livekit's ``mock_tools`` is keyed by class)."""
+    from livekit.agents import Agent
+
+    class HandoffAgent(Agent):  # type: ignore[misc]
+        """The target of a handoff: it says its greeting, or answers the turn that
+        brought the caller to it."""
+
+        def __init__(self, *, greeting: str | None, realtime: bool, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._greeting = greeting
+            self._realtime = realtime
+
+        async def on_enter(self) -> None:
+            if self._greeting and self._realtime:  # a realtime model speaks for itself (no TTS to say() with)
+                self.session.generate_reply(instructions=f"Greet the caller with exactly: {self._greeting}")
+            elif self._greeting:
+                self.session.say(self._greeting, add_to_chat_ctx=True)
+            else:
+                self.session.generate_reply()
+
+    return HandoffAgent
+

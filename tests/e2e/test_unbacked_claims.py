@@ -1,0 +1,73 @@
+"""A reply that claims an action or a lookup while no tool ran in that turn is an
+`unbacked_claim`, shown by `chat` and given to plugins; one after a real tool call
+is not. Through the real CLI, the real openai plugin and the fake OpenAI server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from fakes.openai_chat import FakeOpenAI, text, tool_call
+from helpers import CLI, HOOK_RECORDER_PLUGIN, child_env, write
+from mcp_servers.harness import read_records, stdio_command
+
+def project(tmp_path: Path, record: Path, claims: str = "") -> Path:
+    command, args = stdio_command(record=record, name="weather")
+    write(tmp_path / "plugins" / "hooks.py", HOOK_RECORDER_PLUGIN)
+    write(tmp_path / "agents.d" / "weather.yaml", f"""apiVersion: voice-runtime/v1
+instructions: You answer weather questions with the weather tool.
+pipeline: {{llm: {{provider: openai, model: gpt-4o-mini}}, text_only: true}}
+mcp_servers:
+  weather: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}
+{claims}""")
+    return tmp_path / "agents.d"
+
+
+def chat(agents: Path, lines: str, fake: FakeOpenAI, hook_log: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "chat", str(agents), "--agent", "weather", *extra], input=lines, capture_output=True, text=True,
+        timeout=90, env=child_env({"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "x", "HOOK_LOG": str(hook_log)}),
+    )
+
+
+def test_a_claim_without_a_tool_call_is_reported_and_the_same_claim_after_a_real_call_is_not(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    record, hooks = tmp_path / "calls.jsonl", tmp_path / "hooks.jsonl"
+    agents = project(tmp_path, record)
+    fake_openai.enqueue(text("Sure. I've checked the forecast and emailed it to you."),
+                        tool_call("get_weather", {"city": "Paris"}), text("I've checked the forecast: sunny in Paris."))
+    result = chat(agents, "send me the forecast\nwhat about Paris?\n", fake_openai, hooks, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    evs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["type"] for e in evs] == ["user", "reply", "unbacked_claim", "user", "tool_call", "tool_result", "reply"]
+    claim = evs[2]
+    assert claim["text"] == "Sure. I've checked the forecast and emailed it to you."
+    assert claim["claim"] == "I've checked the forecast and emailed it to you."
+    # the tool of the second turn really ran, so its reply is backed
+    assert [r["tool"] for r in read_records(record)] == ["get_weather"]
+    assert [json.loads(line) for line in hooks.read_text().splitlines()] == [
+        {"hook": "unbacked_claim", "agent": "weather", "claim": claim["claim"], "action": "warn"}]
+    assert "unbacked claim" not in result.stderr  # chat shows it once, as the event
+
+    fake_openai.enqueue(text("I've booked it."))
+    shown = chat(agents, "book it\n", fake_openai, hooks)
+    assert shown.stdout.splitlines()[-2:] == [
+        "weather> I've booked it.", "!! the reply claims an action but no tool ran: I've booked it."]
+
+
+def test_retry_asks_the_model_once_more_with_a_note_and_spec_patterns_add_to_the_built_in_ones(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    agents = project(tmp_path, tmp_path / "calls.jsonl",
+                     "claims: {action: retry, patterns: ['\\bticket is raised\\b']}\n")
+    fake_openai.enqueue(text("Your ticket is raised."), text("Sorry: I have not raised a ticket; I cannot do that."))
+    result = chat(agents, "raise a ticket\n", fake_openai, tmp_path / "hooks.jsonl", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    evs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["type"] for e in evs] == ["user", "reply", "reply", "unbacked_claim"], evs
+    assert evs[2]["text"] == "Sorry: I have not raised a ticket; I cannot do that."
+    retry = fake_openai.chat_requests[1]["messages"]
+    assert any("no tool ran in that turn" in str(m.get("content")) for m in retry), retry
+    assert len(fake_openai.chat_requests) == 2  # asked once more, not again after an honest answer
