@@ -28,7 +28,7 @@ import logging
 import os
 import secrets as token_source
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -432,6 +432,11 @@ class GatewayPool:
         # in the spec's order, as a pool of its own would give them
         acquired.connections = {name: acquired.connections[name] for name in servers if name in acquired.connections}
         return acquired
+
+    async def warm(self, specs: Iterable[LoadedSpec]) -> None:
+        """Nothing to do ahead: serve connects every accepted spec's shared servers
+        when it accepts the spec; a ``shared: false`` block belongs to the call that
+        acquires it."""
 
     async def aclose(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.remote), return_exceptions=True)
