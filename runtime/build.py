@@ -262,7 +262,8 @@ class SessionRunner:
         if self.pool is None:
             self.pool = self._own_pool = McpPool()
         acquired = await self.pool.acquire(self.loaded)
-        self.connections, self.tool_lock, self._owned = acquired.connections, acquired.lock, acquired.owned
+        self.connections, self.tool_lock = acquired.connections, acquired.lock
+        self._owned += acquired.owned  # a handoff acquires again: every call-owned connection closes at the end
         for name, why in acquired.unavailable.items():
             if self.connections[name].server.required:
                 raise SessionRefused(f"required MCP server {name} is unavailable: {why}")
