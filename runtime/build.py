@@ -9,6 +9,7 @@ history, and the session goes on (see notes/livekit-1.8.9.md, section 3).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -202,6 +203,9 @@ class SessionRunner:
     connections: dict[str, McpConnection] = field(default_factory=dict)
     tool_lock: dict[str, dict[str, str]] | None = None  # the spec's `tools --lock` approvals
     recorder: CallRecorder | None = None
+    # a call without a room (chat --audio-in, tests): livekit io.AudioInput / io.AudioOutput
+    audio_in: Any = None
+    audio_out: Any = None
     session: Any = None
     mode: str = ""
     tools: list[Any] = field(default_factory=list)
@@ -214,6 +218,7 @@ class SessionRunner:
     _pending_fallback: Any = None  # a realtime error seen while session.start() was still running
     _greeting_msg: Any = None  # text mode: the greeting as an assistant message of the history
     _greeting_task: asyncio.Task[None] | None = None
+    _exit_stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @property
     def name(self) -> str:
@@ -290,6 +295,15 @@ class SessionRunner:
         if self.mode == "realtime" and spec.pipeline is not None:
             self.session.realtime_fallback = self._fall_back_to_pipeline
         self.session.on("close", self._on_close)
+        if self.audio_in is not None:
+            from livekit.agents.utils import http_context
+
+            # outside a job (chat --audio-in, tests) the speech plugins' websockets need
+            # the HTTP session a job would give them; inside a job this is a no-op
+            await self._exit_stack.enter_async_context(http_context.open())
+            self.session.input.audio = self.audio_in
+        if self.audio_out is not None:
+            self.session.output.audio = self.audio_out
         await self.session.start(agent, **({"room": room} if room is not None else {}))
         self._started = True
         notify(self.plugins, "voice_runtime_session_started", agent=self.name, session_id=self.session_id,
@@ -480,3 +494,4 @@ class SessionRunner:
                     except Exception:  # noqa: BLE001
                         log.debug("closing %r raised", model, exc_info=True)
         self._models.clear()
+        await self._exit_stack.aclose()
