@@ -24,6 +24,7 @@ from .tool_calls import CallRecorder
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .fillers import Fillers
     from .mcp.connection import McpConnection
     from .plugins import Plugins
     from .spec.loader import LoadedSpec
@@ -259,7 +260,14 @@ class SessionRunner:
         for line in plan.warnings():
             log.warning("agent %s session %s: %s", self.name, self.session_id, line, extra=SHOWN_AS_EVENT)
             self._emit("warning", {"message": line})
-        return plan.plugin + mcp_tools(plan, self.recorder)
+        return plan.plugin + mcp_tools(plan, self.recorder, self._fillers())
+
+    def _fillers(self) -> Fillers:
+        from .fillers import Fillers, speak_in
+
+        # the session and mode at the time of the line: a realtime -> pipeline switch
+        # moves the fillers to the pipeline's TTS
+        return Fillers(self.name, lambda line: speak_in(self.session, self.mode, line), self.listeners)
 
     def _server_back(self, conn: McpConnection) -> None:
         """A server reconnected: its tools (maybe changed, maybe new) reach the

@@ -46,6 +46,9 @@ class ChatPrinter:
             if len(result) > RESULT_PREVIEW:
                 result = result[:RESULT_PREVIEW] + "..."
             return f"  <- {data['tool']} {data['outcome']} in {data['latency_ms']:.1f} ms: {result}"
+        if event == "filler":
+            why = "timed out" if data["kind"] == "timeout" else "is still running"
+            return f"  .. {data['tool']} {why}: {self.agent}> {data['text']}"
         if event == "error":
             return f"error: {data['message']}"
         if event == "fallback":

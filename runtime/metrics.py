@@ -42,3 +42,13 @@ def observe_tool_call(record: ToolCallRecord) -> None:
         histogram = _histograms[key] = TOOL_CALL_SECONDS.labels(*key)
     counter.inc()
     histogram.observe(record.latency_ms / 1000)
+
+TOOL_FILLERS = Counter(
+    "voice_runtime_tool_fillers",
+    "Filler lines said while a slow tool call ran, by agent, server and tool.",
+    ["agent", "server", "tool"],
+)
+
+
+def count_filler(agent: str, server: str, tool: str) -> None:
+    TOOL_FILLERS.labels(agent, server, tool).inc()

@@ -45,6 +45,33 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Filler(StrictModel):
+    """What the agent says while a tool call has not returned."""
+
+    after_ms: int = Field(
+        800, ge=0, le=600_000, description="Milliseconds a call may run before the agent says a filler line."
+    )
+    say: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, description="Filler lines, said in turn (the first, then the next...)."
+    )
+    every_ms: int | None = Field(
+        None, ge=500, le=600_000,
+        description="While the call still runs, say the next line at most this often. Default: once.",
+    )
+    on_result: Literal["wait", "interrupt"] = Field(
+        "wait", description="A result arriving during a filler: `wait` lets the filler finish, `interrupt` cuts it.",
+    )
+
+
+class ToolVoice(StrictModel):
+    """Per-tool voice settings; each given key overrides its server's."""
+
+    filler: Filler | None = Field(None, description="Filler speech for this tool (overrides the server's).")
+    timeout_say: str | None = Field(
+        None, min_length=1, description="Said when this tool's call times out (overrides the server's)."
+    )
+
+
 class McpServerBase(StrictModel):
     allowed_tools: list[str] | None = Field(
         None, description="Only these tools are shown to the model (default: all the server lists)."
@@ -68,6 +95,25 @@ class McpServerBase(StrictModel):
         description="Withhold a tool whose description or schema changed since the first connection "
         "(or since `voice-runtime tools --lock`), instead of only logging the change.",
     )
+    filler: Filler | None = Field(
+        None, description="Filler speech while a tool call of this server runs (e.g. after_ms: 800, say: [...])."
+    )
+    timeout_say: str | None = Field(
+        None, min_length=1, description="Said when a call times out, instead of the model explaining the failure."
+    )
+    tools: dict[str, ToolVoice] = Field(
+        default_factory=dict, description="Per-tool filler / timeout_say, by the tool's name on the server."
+    )
+
+    @model_validator(mode="after")
+    def _voice_tools_allowed(self) -> McpServerBase:
+        if self.allowed_tools is not None:
+            unknown = sorted(set(self.tools) - set(self.allowed_tools))
+            if unknown:
+                raise PydanticCustomError(
+                    "voice_tool", "tools {names} are not in allowed_tools, so their settings would never apply",
+                    {"names": ", ".join(unknown)})
+        return self
 
 
 class StdioServer(McpServerBase):

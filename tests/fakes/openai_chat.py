@@ -185,9 +185,13 @@ def _chat_tool_then_answer(
     tool_name: str, args: dict[str, Any]
 ) -> Callable[[dict[str, Any]], Reply]:
     def script(request: dict[str, Any]) -> Reply:
-        messages = request.get("messages") or []
-        if messages and messages[-1].get("role") == "tool":
-            return text(f"Result: {_content_text(messages[-1].get('content'))}")
+        # the tool's output since the caller last spoke (what the agent said while the
+        # tool ran, a filler, may come after it)
+        for msg in reversed(request.get("messages") or []):
+            if msg.get("role") == "user":
+                break
+            if msg.get("role") == "tool":
+                return text(f"Result: {_content_text(msg.get('content'))}")
         return tool_call(tool_name, args)
 
     return script
