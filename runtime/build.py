@@ -299,6 +299,15 @@ class SessionRunner:
         session_kwargs: dict[str, Any] = {}
         if self.text_only:
             session_kwargs = {"vad": None, "turn_handling": {"turn_detection": None}}
+        else:
+            if self.audio_in is not None:
+                # livekit ignores barge-in for the first 3 s of agent speech while a room's
+                # echo canceller warms up; a caller played from a file has no echo
+                session_kwargs["aec_warmup_duration"] = None
+            interrupt_after_ms = getattr(spec.pipeline, "interrupt_after_ms", None)
+            if interrupt_after_ms is not None:
+                # a session option in livekit (the agent's turn_handling does not reach it)
+                session_kwargs["turn_handling"] = {"interruption": {"min_duration": interrupt_after_ms / 1000}}
         self.session = _runtime_session_class()(**session_kwargs)
         if self.mode == "realtime" and spec.pipeline is not None:
             self.session.realtime_fallback = self._fall_back_to_pipeline

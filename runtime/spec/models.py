@@ -249,6 +249,11 @@ class PipelineBase(StrictModel):
         None, description="How the end of the user's turn is found. Default: livekit chooses."
     )
     text_only: bool = Field(False, description="No audio: stt and tts are not needed (chat, tests).")
+    interrupt_after_ms: int | None = Field(
+        None, ge=0, le=5000,
+        description="Milliseconds the caller must speak over the agent to stop it (barge-in). "
+        "Default: livekit's 500; the agent's audio stops about 50-100 ms after this.",
+    )
 
     @model_validator(mode="after")
     def _needs_audio_ends(self) -> PipelineBase:

@@ -36,7 +36,7 @@ class FakeDeepgram(_ScriptedServer):
     empty, ``transcript`` answers. ``refuse_connections``: websocket upgrades get 503
     (an STT fallback chain moves on)."""
 
-    def __init__(self, transcript: str = "hello from the fake deepgram", *, end_silence_ms: int = 300,
+    def __init__(self, transcript: str = "hello from the fake deepgram", *, end_silence_ms: int = 400,
                  threshold: float = 500.0) -> None:
         super().__init__(lambda _: text(""))  # answers come from transcripts, not replies
         self.transcript = transcript

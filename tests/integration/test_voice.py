@@ -1,0 +1,193 @@
+"""Voice with sound: espeak-ng speech into the real livekit AgentSession through
+voice-runtime's SessionRunner, the real silero VAD and the real deepgram, openai and
+cartesia plugins (fakes only at the network boundary), the agent's audio captured as
+it played and measured.
+
+Timing assertions use the monotonic clock of this process: the caller's microphone,
+the captured speaker and the session's tool-call events all run in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from fakes import espeak
+from fakes.cartesia import FakeCartesia
+from fakes.deepgram import FakeDeepgram
+from fakes.openai_chat import text, tool_call
+from mcp_servers.harness import read_records
+from voice_harness import Fakes, VoiceCall, pipeline_spec, recorder_server, speech_seconds, tts_seconds
+
+pytestmark = [
+    pytest.mark.skipif(not espeak.have_espeak(), reason="espeak-ng is not installed (.ci/run installs it)"),
+    pytest.mark.timeout(90),
+]
+
+# the agent's audio is resampled and chunked on its way out: a stretch may differ from
+# the TTS fake's audio by a few frames
+LENGTH_TOLERANCE = 0.06
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[Fakes]:
+    started = await Fakes().start()
+    yield started
+    await started.stop()
+
+
+async def test_a_spoken_question_runs_the_tool_the_model_chose_and_the_reply_is_heard_at_full_length(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    record = tmp_path / "calls.jsonl"
+    fakes.deepgram.say("What is the weather in Paris?")
+    fakes.chat.use_tool_then_answer("get_weather", {"city": "Paris"})
+    call = await VoiceCall.start(tmp_path / "agents", pipeline_spec(fakes, extra=recorder_server(record)))
+    try:
+        _, spoke_until = await call.say("What is the weather in Paris?")
+        [reply] = await call.wait_heard(1)
+
+        assert [(r["tool"], r["args"]) for r in read_records(record)] == [("get_weather", {"city": "Paris"})]
+        assert fakes.deepgram.heard == ["What is the weather in Paris?"]
+        assert fakes.cartesia.spoken == ["Result: sunny in Paris"]
+        assert reply.started > spoke_until and not reply.interrupted
+        # what played is what the TTS made for the reply, and it is sound
+        assert reply.seconds(24000) == pytest.approx(tts_seconds("Result: sunny in Paris"), abs=LENGTH_TOLERANCE)
+        assert speech_seconds(reply) > 0.6 * tts_seconds("Result: sunny in Paris")
+        # the deepgram stream was told the session ended
+        await call.aclose()
+        assert {"type": "CloseStream"} in fakes.deepgram.messages
+    finally:
+        await call.aclose()
+
+
+async def test_the_greeting_is_heard_before_the_caller_says_anything_through_openai_tts(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    greeting = "Hello, front desk."
+    spec = pipeline_spec(fakes, tts=fakes.openai_tts(), greeting=greeting)
+    call = await VoiceCall.start(tmp_path / "agents", spec)
+    try:
+        [heard] = await call.wait_heard(1)
+        assert fakes.chat.spoken == [greeting]
+        speech = fakes.chat.audio_requests("speech")[0]
+        assert speech["response_format"] == "mp3"  # what the plugin asks for: the fake answers in it
+        assert heard.seconds(24000) == pytest.approx(tts_seconds(greeting), abs=LENGTH_TOLERANCE)
+        assert fakes.chat.chat_requests == []  # said as written, not generated
+    finally:
+        await call.aclose()
+
+
+async def test_when_the_first_stt_and_tts_providers_fail_the_second_ones_hear_and_speak(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    dead_stt, dead_tts = FakeDeepgram(), FakeCartesia()
+    await dead_stt.start()
+    await dead_tts.start()
+    dead_stt.refuse_connections = dead_tts.refuse_connections = True
+    fakes.deepgram.say("Are you open today?")
+    fakes.chat.enqueue(text("Yes, until six."))
+    spec = pipeline_spec(
+        fakes,
+        stt=f"[{fakes.stt(dead_stt)}, {fakes.stt()}]",
+        tts=f"[{fakes.cartesia_tts(dead_tts)}, {fakes.openai_tts()}]",
+    )
+    call = await VoiceCall.start(tmp_path / "agents", spec)
+    try:
+        await call.say("Are you open today?")
+        [reply] = await call.wait_heard(1)
+        assert fakes.deepgram.heard == ["Are you open today?"]
+        assert fakes.chat.chat_requests[-1]["messages"][-1]["content"] == "Are you open today?"
+        assert fakes.chat.spoken == ["Yes, until six."]
+        assert reply.seconds(24000) == pytest.approx(tts_seconds("Yes, until six."), abs=LENGTH_TOLERANCE)
+        # both first choices were really tried
+        assert any(r.get("websocket") for r in dead_stt.requests)
+        assert any(r.get("websocket") for r in dead_tts.requests)
+    finally:
+        await call.aclose()
+        await dead_stt.stop()
+        await dead_tts.stop()
+
+
+async def test_a_slow_tool_gets_a_filler_line_after_after_ms_and_then_its_result_is_spoken(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    record = tmp_path / "calls.jsonl"
+    filler = "One moment please."
+    fakes.deepgram.say("Check the booking.")
+    fakes.chat.use_tool_then_answer("sleep", {"seconds": 2})
+    extra = recorder_server(record, filler={"after_ms": 500, "say": [filler]})
+    call = await VoiceCall.start(tmp_path / "agents", pipeline_spec(fakes, extra=extra))
+    try:
+        await call.say("Check the booking.")
+        first, second = await call.wait_heard(2)
+        [(called_at, _)] = call.event_times("tool_call")
+        [(result_at, _)] = call.event_times("tool_result")
+
+        assert 0.5 <= first.started - called_at <= 0.7, call.heard()
+        assert first.seconds(24000) == pytest.approx(tts_seconds(filler), abs=LENGTH_TOLERANCE)
+        assert second.started >= max(result_at, first.started + first.seconds(24000))
+        assert fakes.cartesia.spoken == [filler, "Result: slept"]
+        assert [f["text"] for _, f in call.event_times("filler")] == [filler]
+        # the filler is agent speech in the history the model gets next
+        messages = [(m["role"], m.get("content")) for m in fakes.chat.chat_requests[-1]["messages"]]
+        assert ("assistant", filler) in messages
+        assert [r["tool"] for r in read_records(record)] == ["sleep"]
+    finally:
+        await call.aclose()
+
+
+async def test_a_tool_that_times_out_makes_the_agent_say_timeout_say_instead_of_going_silent(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    record = tmp_path / "calls.jsonl"
+    sorry = "That system is not answering."
+    fakes.deepgram.say("Check the booking.")
+    fakes.chat.enqueue(tool_call("sleep", {"seconds": 5}))
+    extra = recorder_server(record, timeout=1, timeout_say=sorry)
+    call = await VoiceCall.start(tmp_path / "agents", pipeline_spec(fakes, extra=extra))
+    try:
+        await call.say("Check the booking.")
+        [heard] = await call.wait_heard(1)
+        [(called_at, _)] = call.event_times("tool_call")
+        [(_, result)] = call.event_times("tool_result")
+        assert result["outcome"] == "timeout"
+        assert heard.started - called_at == pytest.approx(1.0, abs=0.4)
+        assert heard.seconds(24000) == pytest.approx(tts_seconds(sorry), abs=LENGTH_TOLERANCE)
+        assert fakes.cartesia.spoken == [sorry]
+        # the model was not asked to explain the failure on top (it would say it twice)
+        assert len(fakes.chat.chat_requests) == 1
+    finally:
+        await call.aclose()
+
+
+async def test_the_caller_speaking_over_the_agent_stops_its_audio_within_500_ms(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    long_reply = ("Our rooms have a view of the sea, a large bed, a desk by the window, "
+                  "and breakfast is served from seven until ten every morning.")
+    fakes.deepgram.say("Tell me about the rooms.", "Stop thank you.")
+    fakes.chat.enqueue(text(long_reply))
+    spec = pipeline_spec(fakes).replace("  turn_detection: vad\n", "  turn_detection: vad\n  interrupt_after_ms: 250\n")
+    assert "interrupt_after_ms" in spec
+    call = await VoiceCall.start(tmp_path / "agents", spec)
+    try:
+        await call.say("Tell me about the rooms.")
+        await call.wait_for(lambda: call.runner.session.agent_state == "speaking", what="the agent speaking")
+        await call.wait_for(lambda: call.speaker._frames and call.speaker._frames[0][0] + 1.0 < _now(),
+                            what="a second of the reply played")
+        barge_in, _ = await call.say("Stop thank you.")
+        [cut] = await call.wait_heard(1)
+        assert cut.interrupted
+        stopped = cut.started + cut.seconds(24000)
+        assert stopped - barge_in < 0.5, call.heard()
+        assert cut.seconds(24000) < tts_seconds(long_reply) - 1.0
+    finally:
+        await call.aclose()
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()
