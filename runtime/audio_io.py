@@ -137,11 +137,12 @@ def speaker_audio(sample_rate: int = OUTPUT_RATE) -> Any:
 
 @dataclass
 class Played:
-    """One stretch of agent audio as the caller heard it."""
+    """One segment of agent audio (an utterance) as the caller heard it."""
 
     started: float  # time.monotonic() when its first sample played
-    data: bytearray = field(default_factory=bytearray)
+    data: bytearray = field(default_factory=bytearray)  # gaps in delivery are silence here
     interrupted: bool = False
+    audio_seconds: float = 0.0  # how much of the agent's audio played (gaps not counted)
 
     def seconds(self, sample_rate: int) -> float:
         return len(self.data) / 2 / sample_rate
@@ -246,6 +247,11 @@ def _make_classes() -> tuple[type, type]:
             self._ends_at = at + frame.duration
             self._pushed += frame.duration
 
+        @property
+        def playing(self) -> bool:
+            """Audio given and not yet played out (or cut)."""
+            return bool(self._pushed)
+
         def flush(self) -> None:
             super().flush()
             if self._pushed:
@@ -269,10 +275,10 @@ def _make_classes() -> tuple[type, type]:
             self.on_playback_finished(playback_position=played, interrupted=interrupted)
 
         def _keep(self, cut: float, interrupted: bool) -> float:
-            """Record what played before ``cut``, as stretches of contiguous audio."""
+            """Record what played of this segment before ``cut`` as one stretch (a
+            gap where the audio arrived later than it was due is silence in it)."""
             total = 0.0
-            current: Played | None = None
-            end = 0.0
+            stretch: Played | None = None
             for at, data in self._frames:
                 if at >= cut:
                     break
@@ -280,14 +286,17 @@ def _make_classes() -> tuple[type, type]:
                 if at + seconds > cut:
                     data = data[:int((cut - at) * self.rate) * 2]
                     seconds = len(data) / 2 / self.rate
-                if current is None or at - end > 0.005:
-                    current = Played(at)
-                    self.played.append(current)
-                current.data += data
-                end = at + seconds
+                if stretch is None:
+                    stretch = Played(at)
+                    self.played.append(stretch)
+                offset = int(round((at - stretch.started) * self.rate)) * 2
+                if offset > len(stretch.data):
+                    stretch.data += b"\0" * (offset - len(stretch.data))
+                stretch.data += data
+                stretch.audio_seconds += seconds
                 total += seconds
-            if interrupted and current is not None:
-                current.interrupted = True
+            if interrupted and stretch is not None:
+                stretch.interrupted = True
             return total
 
         def audio_since(self, start: float) -> Pcm:

@@ -304,6 +304,9 @@ class SessionRunner:
                 # livekit ignores barge-in for the first 3 s of agent speech while a room's
                 # echo canceller warms up; a caller played from a file has no echo
                 session_kwargs["aec_warmup_duration"] = None
+                # ...and has said all it will when the session closes: no final transcript
+                # is pending (livekit would wait 2 s for one)
+                session_kwargs["session_close_transcript_timeout"] = 0.1
             interrupt_after_ms = getattr(spec.pipeline, "interrupt_after_ms", None)
             if interrupt_after_ms is not None:
                 # a session option in livekit (the agent's turn_handling does not reach it)

@@ -6,7 +6,8 @@ has not returned after ``filler.after_ms`` it has the agent say the next filler 
 (pipeline: ``session.say`` through the TTS; realtime: the model is asked to say it),
 without waiting for the line (the call goes on), again at most every ``every_ms``
 while the call runs. A result that arrives during a filler waits for it to finish,
-or cuts it (``on_result: interrupt``). A call that times out with ``timeout_say`` set
+or cuts it (``on_result: interrupt``). The caller speaking over a filler cancels the
+call (livekit would let it run on). A call that times out with ``timeout_say`` set
 makes the agent say that line, and the model gets the failure without being asked
 to explain it too (it would say the same thing twice).
 
@@ -97,6 +98,8 @@ class Fillers:
         ``is_timeout`` tells a timed-out call's exception from other failures."""
         if plan is None:
             return await call
+        from livekit.agents.llm import ToolResult
+
         task = asyncio.ensure_future(call)
         speaking: Any = None
         try:
@@ -109,8 +112,6 @@ class Fillers:
                     raise
                 _interrupt(speaking)
                 self._say(plan.timeout_say, server=server, tool=tool, kind="timeout")
-                from livekit.agents.llm import ToolResult
-
                 # the model keeps the failure in its history, but the caller has been told
                 return ToolResult(f"{exc} The caller was told: {plan.timeout_say}", reply_required=False)
             if speaking is not None and not speaking.done():
@@ -119,32 +120,47 @@ class Fillers:
                 else:
                     await speaking.wait_for_playout()
             return result
+        except _CallerInterrupted:
+            # livekit lets a tool run on when the caller talks over the agent while it
+            # runs; the caller cutting the filler short has moved on, so the call is
+            # cancelled (the MCP SDK tells the server) and their new turn is answered
+            task.cancel()
+            await asyncio.wait([task])
+            return ToolResult("The caller interrupted; the call was cancelled.", reply_required=False)
         except asyncio.CancelledError:
-            task.cancel()  # the caller interrupted: the MCP SDK tells the server
+            task.cancel()  # the session cancelled the tool: the MCP SDK tells the server
             _interrupt(speaking)
             raise
 
     async def _fill(self, task: asyncio.Future[Any], filler: Filler, server: str, tool: str) -> Any:
-        """Say filler lines until ``task`` is done; returns the last line's handle."""
+        """Say filler lines until ``task`` is done; returns the last line's handle.
+        Raises _CallerInterrupted when the caller cuts a line short."""
         loop = asyncio.get_running_loop()
         due = loop.time() + filler.after_ms / 1000
         speaking: Any = None
         said = 0
         while True:
-            await asyncio.wait({task}, timeout=max(0.0, due - loop.time()))
+            waits: set[asyncio.Future[Any]] = {task}
+            waiter = None
+            if speaking is not None and not speaking.done():
+                waiter = asyncio.ensure_future(speaking.wait_for_playout())
+                waits.add(waiter)
+            timeout = None if due == float("inf") or waiter is not None else max(0.0, due - loop.time())
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if waiter is not None:
+                waiter.cancel()
             if task.done():
                 return speaking
-            if speaking is None or speaking.done():
+            if speaking is not None and speaking.done() and speaking.interrupted:
+                raise _CallerInterrupted
+            if loop.time() >= due and (speaking is None or speaking.done()):
                 speaking = self._say(filler.say[said % len(filler.say)], server=server, tool=tool, kind="filler")
                 said += 1
-                if filler.every_ms is None:
-                    await asyncio.wait({task})
-                    return speaking
-                due = loop.time() + filler.every_ms / 1000
-            else:  # the last line is still being said: the next one waits for it
-                waiter = asyncio.ensure_future(speaking.wait_for_playout())
-                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
+                due = loop.time() + filler.every_ms / 1000 if filler.every_ms is not None else float("inf")
+
+
+class _CallerInterrupted(Exception):
+    """The caller spoke over a filler line."""
 
 
 def _interrupt(handle: Any) -> None:

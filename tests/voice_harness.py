@@ -87,10 +87,14 @@ def pipeline_spec(fakes: Fakes, *, stt: str | None = None, tts: str | None = Non
     return "\n".join(lines) + "\n" + extra
 
 
-def recorder_server(record: Path, name: str = "desk", **keys: Any) -> str:
-    """An ``mcp_servers:`` block with the recorder over stdio (plus any server keys)."""
-    command, args = stdio_command(record=record)
-    block = {"command": command, "args": args, **keys}
+def recorder_server(where: Path | str, name: str = "desk", **keys: Any) -> str:
+    """An ``mcp_servers:`` block with the recorder (plus any server keys): over stdio
+    writing to the record file ``where``, or at the URL ``where`` (one already running)."""
+    if isinstance(where, str):
+        block: dict[str, Any] = {"url": where, **keys}
+    else:
+        command, args = stdio_command(record=where)
+        block = {"command": command, "args": args, **keys}
     return f"mcp_servers:\n  {name}: {json.dumps(block)}\n"
 
 

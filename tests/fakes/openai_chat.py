@@ -598,3 +598,27 @@ class FakeOpenAI(_ScriptedServer):
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.fakes.openai_chat --port N [--tool NAME --args JSON]``: the
+    chat completions (and speech, transcription) fake on its own. It answers
+    ``echo: <what the user said>``, or with ``--tool`` calls that tool and then
+    answers ``Result: <its output>``."""
+    import argparse
+
+    from ._standalone import run_standalone
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.openai_chat", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tool", help="the tool the model calls on every user turn")
+    parser.add_argument("--args", default="{}", help="its arguments, a JSON object")
+    args = parser.parse_args(argv)
+    fake = FakeOpenAI()
+    if args.tool:
+        fake.use_tool_then_answer(args.tool, json.loads(args.args))
+    run_standalone(fake, args.port, lambda f: f"openai base_url: {f.base_url}")
+
+
+if __name__ == "__main__":
+    main()

@@ -549,3 +549,20 @@ class FakeRealtime(_ScriptedServer):
         self.responses_done += 1
         if self.responses_done == self.drop_after_responses:
             conn.abort()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.fakes.openai_realtime --port N``: the realtime fake on its own
+    (answers ``echo: <what the user said>``)."""
+    import argparse
+
+    from ._standalone import run_standalone
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.openai_realtime", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    run_standalone(FakeRealtime(), args.port, lambda f: f"openai realtime base_url: {f.base_url}")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,15 +9,16 @@ the captured speaker and the session's tool-call events all run in it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes import espeak
 from fakes.cartesia import FakeCartesia
 from fakes.deepgram import FakeDeepgram
 from fakes.openai_chat import text, tool_call
-from mcp_servers.harness import read_records
+from mcp_servers.harness import HttpServer, read_cancellations, read_records, start_http_server
 from voice_harness import Fakes, VoiceCall, pipeline_spec, recorder_server, speech_seconds, tts_seconds
 
 pytestmark = [
@@ -30,6 +31,42 @@ pytestmark = [
 LENGTH_TOLERANCE = 0.06
 
 
+class Recorder:
+    """The recorder MCP server, shared by the module's tests (one process start, not
+    one per test); each test sees the calls made since it began."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.url = server.url
+        assert server.record is not None
+        self.record = server.record
+        self.since = 0
+        self.cancelled_since = 0
+
+    def begin(self) -> Recorder:
+        self.since = len(read_records(self.record))
+        self.cancelled_since = len(read_cancellations(self.record))
+        return self
+
+    def calls(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(r["tool"], r["args"]) for r in read_records(self.record)[self.since:]]
+
+    def cancelled(self) -> list[str]:
+        return [r["cancelled"] for r in read_cancellations(self.record)[self.cancelled_since:]]
+
+
+@pytest.fixture(scope="module")
+def shared_recorder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorder]:
+    server = start_http_server(record=tmp_path_factory.mktemp("mcp") / "calls.jsonl", name="desk")
+    yield Recorder(server)
+    server.close()
+
+
+@pytest.fixture
+def mcp(shared_recorder: Recorder) -> Recorder:
+    return shared_recorder.begin()
+
+
 @pytest.fixture
 async def fakes() -> AsyncIterator[Fakes]:
     started = await Fakes().start()
@@ -38,22 +75,21 @@ async def fakes() -> AsyncIterator[Fakes]:
 
 
 async def test_a_spoken_question_runs_the_tool_the_model_chose_and_the_reply_is_heard_at_full_length(
-    tmp_path: Path, fakes: Fakes
+    tmp_path: Path, fakes: Fakes, mcp: Recorder
 ) -> None:
-    record = tmp_path / "calls.jsonl"
     fakes.deepgram.say("What is the weather in Paris?")
     fakes.chat.use_tool_then_answer("get_weather", {"city": "Paris"})
-    call = await VoiceCall.start(tmp_path / "agents", pipeline_spec(fakes, extra=recorder_server(record)))
+    call = await VoiceCall.start(tmp_path / "agents", pipeline_spec(fakes, extra=recorder_server(mcp.url)))
     try:
         _, spoke_until = await call.say("What is the weather in Paris?")
         [reply] = await call.wait_heard(1)
 
-        assert [(r["tool"], r["args"]) for r in read_records(record)] == [("get_weather", {"city": "Paris"})]
+        assert mcp.calls() == [("get_weather", {"city": "Paris"})]
         assert fakes.deepgram.heard == ["What is the weather in Paris?"]
         assert fakes.cartesia.spoken == ["Result: sunny in Paris"]
         assert reply.started > spoke_until and not reply.interrupted
         # what played is what the TTS made for the reply, and it is sound
-        assert reply.seconds(24000) == pytest.approx(tts_seconds("Result: sunny in Paris"), abs=LENGTH_TOLERANCE)
+        assert reply.audio_seconds == pytest.approx(tts_seconds("Result: sunny in Paris"), abs=LENGTH_TOLERANCE)
         assert speech_seconds(reply) > 0.6 * tts_seconds("Result: sunny in Paris")
         # the deepgram stream was told the session ended
         await call.aclose()
@@ -73,7 +109,7 @@ async def test_the_greeting_is_heard_before_the_caller_says_anything_through_ope
         assert fakes.chat.spoken == [greeting]
         speech = fakes.chat.audio_requests("speech")[0]
         assert speech["response_format"] == "mp3"  # what the plugin asks for: the fake answers in it
-        assert heard.seconds(24000) == pytest.approx(tts_seconds(greeting), abs=LENGTH_TOLERANCE)
+        assert heard.audio_seconds == pytest.approx(tts_seconds(greeting), abs=LENGTH_TOLERANCE)
         assert fakes.chat.chat_requests == []  # said as written, not generated
     finally:
         await call.aclose()
@@ -100,7 +136,7 @@ async def test_when_the_first_stt_and_tts_providers_fail_the_second_ones_hear_an
         assert fakes.deepgram.heard == ["Are you open today?"]
         assert fakes.chat.chat_requests[-1]["messages"][-1]["content"] == "Are you open today?"
         assert fakes.chat.spoken == ["Yes, until six."]
-        assert reply.seconds(24000) == pytest.approx(tts_seconds("Yes, until six."), abs=LENGTH_TOLERANCE)
+        assert reply.audio_seconds == pytest.approx(tts_seconds("Yes, until six."), abs=LENGTH_TOLERANCE)
         # both first choices were really tried
         assert any(r.get("websocket") for r in dead_stt.requests)
         assert any(r.get("websocket") for r in dead_tts.requests)
@@ -111,13 +147,12 @@ async def test_when_the_first_stt_and_tts_providers_fail_the_second_ones_hear_an
 
 
 async def test_a_slow_tool_gets_a_filler_line_after_after_ms_and_then_its_result_is_spoken(
-    tmp_path: Path, fakes: Fakes
+    tmp_path: Path, fakes: Fakes, mcp: Recorder
 ) -> None:
-    record = tmp_path / "calls.jsonl"
     filler = "One moment please."
     fakes.deepgram.say("Check the booking.")
     fakes.chat.use_tool_then_answer("sleep", {"seconds": 2})
-    extra = recorder_server(record, filler={"after_ms": 500, "say": [filler]})
+    extra = recorder_server(mcp.url, filler={"after_ms": 500, "say": [filler]})
     call = await VoiceCall.start(tmp_path / "agents", pipeline_spec(fakes, extra=extra))
     try:
         await call.say("Check the booking.")
@@ -126,26 +161,25 @@ async def test_a_slow_tool_gets_a_filler_line_after_after_ms_and_then_its_result
         [(result_at, _)] = call.event_times("tool_result")
 
         assert 0.5 <= first.started - called_at <= 0.7, call.heard()
-        assert first.seconds(24000) == pytest.approx(tts_seconds(filler), abs=LENGTH_TOLERANCE)
+        assert first.audio_seconds == pytest.approx(tts_seconds(filler), abs=LENGTH_TOLERANCE)
         assert second.started >= max(result_at, first.started + first.seconds(24000))
         assert fakes.cartesia.spoken == [filler, "Result: slept"]
         assert [f["text"] for _, f in call.event_times("filler")] == [filler]
         # the filler is agent speech in the history the model gets next
         messages = [(m["role"], m.get("content")) for m in fakes.chat.chat_requests[-1]["messages"]]
         assert ("assistant", filler) in messages
-        assert [r["tool"] for r in read_records(record)] == ["sleep"]
+        assert mcp.calls() == [("sleep", {"seconds": 2.0})]
     finally:
         await call.aclose()
 
 
 async def test_a_tool_that_times_out_makes_the_agent_say_timeout_say_instead_of_going_silent(
-    tmp_path: Path, fakes: Fakes
+    tmp_path: Path, fakes: Fakes, mcp: Recorder
 ) -> None:
-    record = tmp_path / "calls.jsonl"
     sorry = "That system is not answering."
     fakes.deepgram.say("Check the booking.")
     fakes.chat.enqueue(tool_call("sleep", {"seconds": 5}))
-    extra = recorder_server(record, timeout=1, timeout_say=sorry)
+    extra = recorder_server(mcp.url, timeout=1, timeout_say=sorry)
     call = await VoiceCall.start(tmp_path / "agents", pipeline_spec(fakes, extra=extra))
     try:
         await call.say("Check the booking.")
@@ -154,7 +188,7 @@ async def test_a_tool_that_times_out_makes_the_agent_say_timeout_say_instead_of_
         [(_, result)] = call.event_times("tool_result")
         assert result["outcome"] == "timeout"
         assert heard.started - called_at == pytest.approx(1.0, abs=0.4)
-        assert heard.seconds(24000) == pytest.approx(tts_seconds(sorry), abs=LENGTH_TOLERANCE)
+        assert heard.audio_seconds == pytest.approx(tts_seconds(sorry), abs=LENGTH_TOLERANCE)
         assert fakes.cartesia.spoken == [sorry]
         # the model was not asked to explain the failure on top (it would say it twice)
         assert len(fakes.chat.chat_requests) == 1
@@ -182,7 +216,33 @@ async def test_the_caller_speaking_over_the_agent_stops_its_audio_within_500_ms(
         assert cut.interrupted
         stopped = cut.started + cut.seconds(24000)
         assert stopped - barge_in < 0.5, call.heard()
-        assert cut.seconds(24000) < tts_seconds(long_reply) - 1.0
+        assert cut.audio_seconds < tts_seconds(long_reply) - 1.0
+    finally:
+        await call.aclose()
+
+
+async def test_the_caller_speaking_over_a_filler_cancels_the_slow_tool_call_on_the_mcp_server(
+    tmp_path: Path, fakes: Fakes, mcp: Recorder
+) -> None:
+    filler = "One moment please, I am looking through the bookings for you."
+    fakes.deepgram.say("Check the booking.", "Never mind.")
+    fakes.chat.enqueue(tool_call("sleep", {"seconds": 5}), text("Okay."))
+    extra = recorder_server(mcp.url, filler={"after_ms": 300, "say": [filler]})
+    spec = pipeline_spec(fakes, extra=extra).replace("  turn_detection: vad\n",
+                                                     "  turn_detection: vad\n  interrupt_after_ms: 250\n")
+    call = await VoiceCall.start(tmp_path / "agents", spec)
+    try:
+        await call.say("Check the booking.")
+        await call.wait_for(lambda: call.event_times("filler") and call.speaker.playing, what="the filler playing")
+        barge_in, _ = await call.say("Never mind.")
+        await call.wait_for(lambda: call.event_times("tool_result"), what="the tool call to end")
+        [(ended_at, result)] = call.event_times("tool_result")
+        assert result["outcome"] == "cancelled"
+        assert ended_at - barge_in < 1.0
+        await call.wait_for(lambda: mcp.cancelled(), what="the server to see the cancellation")
+        assert mcp.cancelled() == ["sleep"]
+        [cut, *_] = call.speaker.played
+        assert cut.interrupted and cut.started + cut.seconds(24000) - barge_in < 0.5
     finally:
         await call.aclose()
 
