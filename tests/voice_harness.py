@@ -87,6 +87,14 @@ def pipeline_spec(fakes: Fakes, *, stt: str | None = None, tts: str | None = Non
     return "\n".join(lines) + "\n" + extra
 
 
+def realtime_spec(fakes: Fakes, *, greeting: str | None = None, extra: str = "") -> str:
+    lines = ["apiVersion: voice-runtime/v1", "instructions: You are the front desk."]
+    if greeting:
+        lines.append(f"greeting: {json.dumps(greeting)}")
+    lines.append(f"realtime: {fakes.realtime_model()}")
+    return "\n".join(lines) + "\n" + extra
+
+
 def recorder_server(where: Path | str, name: str = "desk", **keys: Any) -> str:
     """An ``mcp_servers:`` block with the recorder (plus any server keys): over stdio
     writing to the record file ``where``, or at the URL ``where`` (one already running)."""

@@ -1,4 +1,4 @@
-"""A fake OpenAI Realtime API (GA event protocol, text modality) for offline tests.
+"""A fake OpenAI Realtime API (GA event protocol, text and audio) for offline tests.
 
 `FakeRealtime` serves a websocket at `/v1/realtime`, which is where the real
 `livekit.plugins.openai.realtime.RealtimeModel(base_url="http://127.0.0.1:P/v1")` connects
@@ -11,11 +11,23 @@ openai.py): `response.created`, `response.output_item.added`, `conversation.item
 `response.content_part.added`, `response.output_text.delta`... , `response.output_text.done`,
 `response.content_part.done`, `response.output_item.done`, `conversation.item.done`,
 `response.done`.
+
+Audio: with `audio` in the output modalities a message is spoken: espeak-ng PCM16 at
+24 kHz in `response.output_audio.delta` events, with its words in
+`response.output_audio_transcript.delta`. The caller's `input_audio_buffer.append`
+audio is listened to as the server's VAD would: speech followed by `end_silence_ms` of
+quiet is `speech_started` / `speech_stopped` / `committed`, a user item whose
+transcript is the next of `transcripts` (else `transcript`), and, as server turn
+detection does by default, a response. Speech starting during a response cancels it.
+
+    python -m tests.fakes.openai_realtime --port 8404
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
 import contextlib
 import copy
 import json
@@ -108,6 +120,7 @@ class _Connection:
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_response: asyncio.Task[None] | None = None  # responses run one after another
     active_response: asyncio.Task[None] | None = None  # the one response.cancel targets
+    audio: _InputAudio = field(default_factory=lambda: _InputAudio())
 
     def index_of(self, item_id: str) -> int | None:
         for i, item in enumerate(self.items):
@@ -121,6 +134,18 @@ class _Connection:
     def abort(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
+
+
+@dataclass
+class _InputAudio:
+    """The caller's audio buffer, as the server's VAD follows it."""
+
+    samples: int = 0  # 24 kHz samples received
+    pending: bytes = b""
+    speech_item: str | None = None  # the user item being spoken
+    speech_start: float = 0.0
+    speech_end: float = 0.0
+    loud_windows: int = 0
 
 
 class FakeRealtime(_ScriptedServer):
@@ -149,6 +174,12 @@ class FakeRealtime(_ScriptedServer):
         self.refuse_connections = False
         self.drop_after_responses: int | None = None
         self.responses_done = 0
+        self.transcript = "hello from the fake realtime"  # what the caller's audio said
+        self.transcripts: collections.deque[str] = collections.deque()
+        self.heard: list[str] = []  # transcripts of the caller's audio turns, in order
+        self.end_silence_ms = 400
+        self.threshold = 500.0
+        self.audio_chunks = 0  # output_audio.delta events sent
         self._conns: list[_Connection] = []  # live connections, oldest first
         self._last_conn: _Connection | None = None
 
@@ -351,8 +382,71 @@ class FakeRealtime(_ScriptedServer):
                     conn, "response_cancel_not_active",
                     "Cancellation failed: no active response found", event.get("event_id"),
                 )
-        # input_audio_buffer.* and anything else: recorded in `events`, otherwise ignored
-        # (text modality only).
+        elif kind == "input_audio_buffer.append":
+            await self._listen(conn, base64.b64decode(event.get("audio") or ""))
+        elif kind == "input_audio_buffer.commit":
+            await self._commit_speech(conn)
+        elif kind == "input_audio_buffer.clear":
+            conn.audio.speech_item, conn.audio.pending = None, b""
+            await self._send(conn, {"type": "input_audio_buffer.cleared"})
+        # anything else: recorded in `events`, otherwise ignored
+
+    # -- the caller's audio --------------------------------------------------------------
+
+    async def _listen(self, conn: _Connection, pcm: bytes) -> None:
+        import numpy as np
+
+        audio = conn.audio
+        data = audio.pending + pcm
+        window = 480 * 2  # 20 ms at 24 kHz
+        usable = len(data) - len(data) % window
+        audio.pending = data[usable:]
+        for i in range(0, usable, window):
+            samples = np.frombuffer(data[i:i + window], dtype="<i2").astype(np.float32)
+            audio.samples += window // 2
+            now = audio.samples / 24000
+            if float(np.sqrt(np.mean(samples ** 2))) >= self.threshold:
+                audio.loud_windows += 1
+                audio.speech_end = now
+                if audio.speech_item is None and audio.loud_windows >= 3:  # 60 ms of sound
+                    audio.speech_item = self._new_id("item")
+                    audio.speech_start = now - 0.06
+                    await self._send(conn, {"type": "input_audio_buffer.speech_started",
+                                            "audio_start_ms": int(audio.speech_start * 1000),
+                                            "item_id": audio.speech_item})
+                    active = conn.active_response
+                    if active is not None and not active.done():
+                        active.cancel()  # turn detection's interrupt_response
+            else:
+                audio.loud_windows = 0
+                if audio.speech_item is not None and now - audio.speech_end >= self.end_silence_ms / 1000:
+                    await self._commit_speech(conn)
+
+    async def _commit_speech(self, conn: _Connection) -> None:
+        audio = conn.audio
+        item_id, audio.speech_item = audio.speech_item, None
+        if item_id is None:
+            return
+        await self._send(conn, {"type": "input_audio_buffer.speech_stopped",
+                                "audio_end_ms": int(audio.speech_end * 1000), "item_id": item_id})
+        previous = conn.items[-1]["id"] if conn.items else None
+        await self._send(conn, {"type": "input_audio_buffer.committed", "previous_item_id": previous,
+                                "item_id": item_id})
+        said = self.transcripts.popleft() if self.transcripts else self.transcript
+        self.heard.append(said)
+        item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
+                "role": "user", "content": [{"type": "input_audio", "transcript": None}]}
+        conn.items.append(item)
+        for kind in ("conversation.item.added", "conversation.item.done"):
+            await self._send(conn, {"type": kind, "previous_item_id": previous, "item": item})
+        item["content"] = [{"type": "input_audio", "transcript": said}]
+        await self._send(conn, {"type": "conversation.item.input_audio_transcription.completed",
+                                "item_id": item_id, "content_index": 0, "transcript": said,
+                                "usage": {"type": "duration", "seconds": round(audio.speech_end - audio.speech_start, 3)}})
+        turn = (conn.session.get("audio") or {}).get("input", {}).get("turn_detection")
+        if turn is not None and turn.get("create_response", True) is not False:
+            prev = conn.last_response
+            conn.last_response = asyncio.create_task(self._respond(conn, {"type": "response.create"}, prev))
 
     async def _create_item(self, conn: _Connection, event: dict[str, Any]) -> None:
         item = copy.deepcopy(event.get("item") or {})  # `events` keeps what the client sent
@@ -444,7 +538,10 @@ class FakeRealtime(_ScriptedServer):
                     },
                 }
             elif isinstance(reply, TextReply):
-                await self._emit_message(conn, response, reply.text)
+                if "audio" in response["output_modalities"]:
+                    await self._emit_spoken_message(conn, response, reply.text)
+                else:
+                    await self._emit_message(conn, response, reply.text)
                 response["status"] = "completed"
             elif isinstance(reply, ToolCallsReply):
                 for call in reply.calls:
@@ -504,6 +601,41 @@ class FakeRealtime(_ScriptedServer):
             part = {"type": "text", "text": content}
             await self._send(conn, {"type": "response.content_part.done", **where, "part": part})
             item["content"] = [{"type": "output_text", "text": content}]
+
+        await self._emit_item(conn, response, item, stream)
+
+    async def _emit_spoken_message(
+        self, conn: _Connection, response: dict[str, Any], content: str
+    ) -> None:
+        from . import espeak
+
+        item: dict[str, Any] = {
+            "id": self._new_id("item"),
+            "object": "realtime.item",
+            "type": "message",
+            "status": "in_progress",
+            "role": "assistant",
+            "content": [],
+        }
+        pcm = espeak.speak(content, 24000) if content.strip() else b""
+
+        async def stream(where: dict[str, Any]) -> None:
+            where = {**where, "content_index": 0}
+            part = {"type": "audio", "transcript": ""}
+            await self._send(conn, {"type": "response.content_part.added", **where, "part": part})
+            for word in _words(content):
+                await self._send(conn, {"type": "response.output_audio_transcript.delta", **where, "delta": word})
+            step = 2400 * 2  # 100 ms
+            for i in range(0, len(pcm), step):
+                chunk = base64.b64encode(pcm[i:i + step]).decode()
+                await self._send(conn, {"type": "response.output_audio.delta", **where, "delta": chunk})
+                self.audio_chunks += 1
+                await asyncio.sleep(0)  # a cancel (the caller barging in) lands between chunks
+            await self._send(conn, {"type": "response.output_audio.done", **where})
+            await self._send(conn, {"type": "response.output_audio_transcript.done", **where, "transcript": content})
+            part = {"type": "audio", "transcript": content}
+            await self._send(conn, {"type": "response.content_part.done", **where, "part": part})
+            item["content"] = [{"type": "output_audio", "transcript": content}]
 
         await self._emit_item(conn, response, item, stream)
 

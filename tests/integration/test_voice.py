@@ -19,7 +19,15 @@ from fakes.cartesia import FakeCartesia
 from fakes.deepgram import FakeDeepgram
 from fakes.openai_chat import text, tool_call
 from mcp_servers.harness import HttpServer, read_cancellations, read_records, start_http_server
-from voice_harness import Fakes, VoiceCall, pipeline_spec, recorder_server, speech_seconds, tts_seconds
+from voice_harness import (
+    Fakes,
+    VoiceCall,
+    pipeline_spec,
+    realtime_spec,
+    recorder_server,
+    speech_seconds,
+    tts_seconds,
+)
 
 pytestmark = [
     pytest.mark.skipif(not espeak.have_espeak(), reason="espeak-ng is not installed (.ci/run installs it)"),
@@ -243,6 +251,80 @@ async def test_the_caller_speaking_over_a_filler_cancels_the_slow_tool_call_on_t
         assert mcp.cancelled() == ["sleep"]
         [cut, *_] = call.speaker.played
         assert cut.interrupted and cut.started + cut.seconds(24000) - barge_in < 0.5
+    finally:
+        await call.aclose()
+
+
+async def test_a_realtime_model_speaks_the_greeting_and_answers_the_callers_audio(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    greeting = "Hello, front desk."
+    fakes.realtime.enqueue(text(greeting))
+    fakes.realtime.transcripts.append("Do you have a room?")
+    call = await VoiceCall.start(tmp_path / "agents", realtime_spec(fakes, greeting=greeting))
+    try:
+        [heard] = await call.wait_heard(1)
+        assert heard.audio_seconds == pytest.approx(tts_seconds(greeting), abs=LENGTH_TOLERANCE)
+        spoke_from, spoke_until = await call.say("Do you have a room?")
+        assert heard.started < spoke_from  # greeted before the caller said anything
+        _, reply = await call.wait_heard(2)
+        assert fakes.realtime.heard == ["Do you have a room?"]
+        assert reply.started > spoke_until
+        assert reply.audio_seconds == pytest.approx(tts_seconds("echo: Do you have a room?"), abs=LENGTH_TOLERANCE)
+        # the caller's audio reached the model as audio
+        appended = fakes.realtime.events_of_type("input_audio_buffer.append")
+        assert sum(len(e["audio"]) for e in appended) * 3 // 4 >= 24000 * 2 * 1.0
+    finally:
+        await call.aclose()
+
+
+async def test_a_realtime_model_refused_at_start_leaves_the_pipeline_to_greet_and_answer_with_the_history(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    greeting = "Hello, front desk."
+    fakes.realtime.refuse_connections = True
+    fakes.deepgram.say("Do you have a room?")
+    call = await VoiceCall.start(tmp_path / "agents", pipeline_spec(fakes, greeting=greeting, realtime=True))
+    try:
+        [greeted] = await call.wait_heard(1, timeout=30)
+        assert greeted.audio_seconds == pytest.approx(tts_seconds(greeting), abs=LENGTH_TOLERANCE)
+        await call.say("Do you have a room?")
+        _, reply = await call.wait_heard(2)
+        assert call.runner.mode == "pipeline"
+        assert reply.audio_seconds == pytest.approx(tts_seconds("echo: Do you have a room?"), abs=LENGTH_TOLERANCE)
+        messages = [(m["role"], m.get("content")) for m in fakes.chat.chat_requests[-1]["messages"]]
+        assert messages[-2:] == [("assistant", greeting), ("user", "Do you have a room?")]
+        assert fakes.cartesia.spoken == [greeting, "echo: Do you have a room?"]
+    finally:
+        await call.aclose()
+
+
+async def test_a_realtime_connection_dropped_mid_call_continues_on_the_pipeline_with_the_history(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    fakes.realtime.transcripts.append("My name is Ada.")
+    fakes.deepgram.say("What is my name?")
+    call = await VoiceCall.start(tmp_path / "agents", pipeline_spec(fakes, realtime=True))
+    try:
+        await call.say("My name is Ada.")
+        [first] = await call.wait_heard(1)
+        assert call.runner.mode == "realtime" and fakes.chat.chat_requests == []
+        assert first.audio_seconds == pytest.approx(tts_seconds("echo: My name is Ada."), abs=LENGTH_TOLERANCE)
+
+        fakes.realtime.refuse_connections = True
+        await fakes.realtime.drop_all()
+        await call.wait_for(call.runner.switched.is_set, what="the switch to the pipeline")
+        await call.say("What is my name?")
+        _, second = await call.wait_heard(2)
+        assert call.runner.mode == "pipeline"
+        assert second.audio_seconds == pytest.approx(tts_seconds("echo: What is my name?"), abs=LENGTH_TOLERANCE)
+        messages = [(m["role"], m.get("content")) for m in fakes.chat.chat_requests[-1]["messages"]]
+        assert messages == [
+            ("system", "You are the front desk."),
+            ("user", "My name is Ada."),
+            ("assistant", "echo: My name is Ada."),
+            ("user", "What is my name?"),
+        ]
     finally:
         await call.aclose()
 
