@@ -111,8 +111,9 @@ class McpServerBase(StrictModel):
             unknown = sorted(set(self.tools) - set(self.allowed_tools))
             if unknown:
                 raise PydanticCustomError(
-                    "voice_tool", "tools {names} are not in allowed_tools, so their settings would never apply",
-                    {"names": ", ".join(unknown)})
+                    "voice_tool", "`tools:` names {names}, which allowed_tools does not list "
+                    "(its settings would never apply); allowed: {allowed}",
+                    {"names": ", ".join(unknown), "allowed": ", ".join(self.allowed_tools) or "none"})
         return self
 
 
