@@ -9,6 +9,7 @@ the captured speaker and the session's tool-call events all run in it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -325,6 +326,31 @@ async def test_a_realtime_connection_dropped_mid_call_continues_on_the_pipeline_
             ("assistant", "echo: My name is Ada."),
             ("user", "What is my name?"),
         ]
+    finally:
+        await call.aclose()
+
+
+async def test_a_realtime_model_says_the_filler_while_a_slow_tool_runs(
+    tmp_path: Path, fakes: Fakes, mcp: Recorder
+) -> None:
+    filler = "One moment please."
+    fakes.realtime.transcripts.append("Check the booking.")
+    fakes.realtime.enqueue(tool_call("sleep", {"seconds": 2}), text(filler), text("It is booked."))
+    extra = recorder_server(mcp.url, filler={"after_ms": 500, "say": [filler]})
+    call = await VoiceCall.start(tmp_path / "agents", realtime_spec(fakes, extra=extra))
+    try:
+        await call.say("Check the booking.")
+        first, second = await call.wait_heard(2)
+        [(called_at, _)] = call.event_times("tool_call")
+        [(result_at, _)] = call.event_times("tool_result")
+        # asked of the model after after_ms; it answers and speaks it at once
+        assert 0.5 <= first.started - called_at <= 0.8, call.heard()
+        assert first.audio_seconds == pytest.approx(tts_seconds(filler), abs=LENGTH_TOLERANCE)
+        asked = fakes.realtime.events_of_type("response.create")
+        assert any(filler in json.dumps(e) for e in asked)
+        assert second.started >= result_at
+        assert second.audio_seconds == pytest.approx(tts_seconds("It is booked."), abs=LENGTH_TOLERANCE)
+        assert mcp.calls() == [("sleep", {"seconds": 2.0})]
     finally:
         await call.aclose()
 
