@@ -27,8 +27,11 @@ class ChatPrinter:
         self.out = out
         self.echo_user = echo_user
         self.errors = 0
+        self._fillers: list[str] = []  # filler lines shown, whose history item is not a reply to show again
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
+        if event == "filler" and data.get("kind") == "filler":
+            self._fillers.append(data["text"])
         if self.as_json:  # json.dumps escapes control characters (ensure_ascii)
             self.out.write(json.dumps({"type": event, **data}, default=str) + "\n")
         else:
@@ -56,6 +59,14 @@ class ChatPrinter:
         if event == "fallback":
             return f"  (switched from {data['from']} to {data['to']}: {data['reason']})"
         return f"  ({event}: {data.get('message', data)})"
+
+    def reply(self, text: str) -> None:
+        """An assistant message of the history: a reply, unless it is a filler line
+        already shown as one."""
+        if text in self._fillers:
+            self._fillers.remove(text)
+            return
+        self("reply", {"text": text})
 
     def user(self, text: str) -> None:
         if self.as_json or self.echo_user:
@@ -108,7 +119,7 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
                 if getattr(event, "type", "") == "message" and getattr(item, "role", "") == "assistant":
                     text = item.text_content or ""
                     if text:
-                        printer("reply", {"text": text})
+                        printer.reply(text)
     finally:
         await runner.aclose()
     return 1 if printer.errors else 0
@@ -133,9 +144,7 @@ async def run_audio_chat(runner: SessionRunner, printer: ChatPrinter, turns: lis
     from .build import SessionRefused
 
     mic, speaker = runner.audio_in, runner.audio_out
-    fillers: list[str] = []  # filler lines said: their history item is not printed again as a reply
     runner.listeners.append(printer)
-    runner.listeners.append(lambda event, data: fillers.append(data["text"]) if event == "filler" else None)
     started = time.monotonic()
     try:
         await runner.start()
@@ -150,12 +159,10 @@ async def run_audio_chat(runner: SessionRunner, printer: ChatPrinter, turns: lis
         item = event.item
         text = getattr(item, "text_content", None) or ""
         role = getattr(item, "role", "")
-        if not text or role not in ("user", "assistant"):
-            return
-        if role == "assistant" and text in fillers:
-            fillers.remove(text)
-            return
-        printer("user" if role == "user" else "reply", {"text": text})
+        if text and role == "user":
+            printer("user", {"text": text})
+        elif text and role == "assistant":
+            printer.reply(text)
 
     session = runner.session
     session.on("conversation_item_added", on_item)

@@ -104,6 +104,33 @@ def test_a_wav_with_a_pause_is_two_spoken_turns_with_the_tool_call_and_replies_p
     assert len(heard) == 2 and all(abs((end - start) - reply) < 0.3 for start, end in heard), heard
 
 
+def test_text_chat_shows_a_slow_tools_filler_line_once(tmp_path: Path) -> None:
+    from fakes.openai_chat import FakeOpenAI
+
+    fake = FakeOpenAI()
+    fake.use_tool_then_answer("sleep", {"seconds": 1})
+    url = fake.start_in_thread()
+    command, args = stdio_command(record=tmp_path / "calls.jsonl")
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "desk.yaml").write_text(
+        "apiVersion: voice-runtime/v1\ninstructions: x\n"
+        f"pipeline: {{llm: {{provider: openai, base_url: '{url}', api_key: k}}, text_only: true}}\n"
+        "mcp_servers:\n"
+        f'  booking: {{command: "{command}", args: {args!r}, filler: {{after_ms: 300, say: [One moment.]}}}}\n'
+        .replace("'", '"').replace(f'"{url}"', f"'{url}'"))
+    try:
+        result = subprocess.run([*CLI, "chat", agents, "--agent", "desk"], input="is it booked?\n",
+                                capture_output=True, text=True, timeout=60, env=child_env())
+    finally:
+        fake.stop_thread()
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["you> is it booked?", '  -> booking: sleep {"seconds": 1}',
+                         "  .. sleep is still running: desk> One moment."]
+    assert lines[3].startswith("  <- sleep ok in ") and lines[4:] == ["desk> Result: slept"]
+
+
 def _riff(fmt: bytes, data: bytes) -> bytes:
     chunks = b"fmt " + len(fmt).to_bytes(4, "little") + fmt + b"data" + len(data).to_bytes(4, "little") + data
     return b"RIFF" + (4 + len(chunks)).to_bytes(4, "little") + b"WAVE" + chunks

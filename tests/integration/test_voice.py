@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from fakes import espeak
+from prometheus_client import REGISTRY
 from fakes.cartesia import FakeCartesia
 from fakes.deepgram import FakeDeepgram
 from fakes.openai_chat import text, tool_call
@@ -162,6 +163,8 @@ async def test_a_slow_tool_gets_a_filler_line_after_after_ms_and_then_its_result
     fakes.deepgram.say("Check the booking.")
     fakes.chat.use_tool_then_answer("sleep", {"seconds": 2})
     extra = recorder_server(mcp.url, filler={"after_ms": 500, "say": [filler]})
+    labels = {"agent": "desk", "server": "desk", "tool": "sleep"}
+    counted = REGISTRY.get_sample_value("voice_runtime_tool_fillers_total", labels) or 0.0
     call = await VoiceCall.start(tmp_path / "agents", pipeline_spec(fakes, extra=extra))
     try:
         await call.say("Check the booking.")
@@ -170,6 +173,7 @@ async def test_a_slow_tool_gets_a_filler_line_after_after_ms_and_then_its_result
         [(result_at, _)] = call.event_times("tool_result")
 
         assert 0.5 <= first.started - called_at <= 0.7, call.heard()
+        assert REGISTRY.get_sample_value("voice_runtime_tool_fillers_total", labels) == counted + 1
         assert first.audio_seconds == pytest.approx(tts_seconds(filler), abs=LENGTH_TOLERANCE)
         assert second.started >= max(result_at, first.started + first.seconds(24000))
         assert fakes.cartesia.spoken == [filler, "Result: slept"]
