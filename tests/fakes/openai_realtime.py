@@ -149,7 +149,7 @@ class _InputAudio:
 
 
 class FakeRealtime(_ScriptedServer):
-    """OpenAI Realtime websocket server (GA protocol, text output) with fault injection.
+    """OpenAI Realtime websocket server (GA protocol, text or audio) with fault injection.
 
     Scripting: `enqueue(*replies)` queues replies for the next responses; once the queue
     is empty `script(conversation)` answers, where `conversation` is a copy of the items

@@ -186,6 +186,25 @@ async def test_a_slow_tool_gets_a_filler_line_after_after_ms_and_then_its_result
         await call.aclose()
 
 
+async def test_a_result_arriving_during_a_filler_cuts_it_when_on_result_is_interrupt(
+    tmp_path: Path, fakes: Fakes, mcp: Recorder
+) -> None:
+    filler = "One moment please, I am looking through all of the bookings we have for you today."
+    fakes.deepgram.say("Check the booking.")
+    fakes.chat.use_tool_then_answer("sleep", {"seconds": 1})
+    extra = recorder_server(mcp.url, filler={"after_ms": 200, "say": [filler], "on_result": "interrupt"})
+    call = await VoiceCall.start(tmp_path / "agents", pipeline_spec(fakes, extra=extra))
+    try:
+        await call.say("Check the booking.")
+        cut, result = await call.wait_heard(2)
+        [(result_at, _)] = call.event_times("tool_result")
+        assert cut.interrupted and cut.audio_seconds < tts_seconds(filler) - 1.0
+        assert abs(cut.started + cut.seconds(24000) - result_at) < 0.3, call.heard()
+        assert result.audio_seconds == pytest.approx(tts_seconds("Result: slept"), abs=LENGTH_TOLERANCE)
+    finally:
+        await call.aclose()
+
+
 async def test_a_tool_that_times_out_makes_the_agent_say_timeout_say_instead_of_going_silent(
     tmp_path: Path, fakes: Fakes, mcp: Recorder
 ) -> None:
