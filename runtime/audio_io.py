@@ -11,8 +11,10 @@ they are set before ``start()``; a room is only one way to fill them. Here:
   runs on the wall clock as on a call;
 - ``SpeakerAudio`` plays what it is given in real time (frames arrive faster than
   that): a segment ends when its audio has played, ``clear_buffer`` (barge-in) cuts it
-  where playback is, and every played stretch is kept with its start time, so a test
-  can measure when the agent spoke and ``chat --audio-out`` can write the call.
+  where playback is, ``pause``/``resume`` hold it as a room's output does (livekit
+  pauses on a barge-in and resumes after a false one), and every played segment is
+  kept with its start time, so a test can measure when the agent spoke and
+  ``chat --audio-out`` can write the call.
 
 WAV reading for ``chat --audio-in`` is here too: bad input is an ``AudioFileError``
 with one line saying what is wrong and what is accepted.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 import wave
 from dataclasses import dataclass, field
@@ -220,28 +223,32 @@ def _make_classes() -> tuple[type, type]:
             return chunk.ljust(self._frame_bytes, b"\0")
 
     class SpeakerAudio(io.AudioOutput):  # type: ignore[misc]
-        """The caller's loudspeaker: plays in real time and keeps what was played."""
+        """The caller's loudspeaker: plays in real time and keeps what was played.
+        It can pause, as a room's audio output can: livekit then pauses the agent on
+        a barge-in and resumes it if the caller said nothing after all."""
 
         def __init__(self, sample_rate: int) -> None:
-            super().__init__(label="voice-runtime speaker", capabilities=io.AudioOutputCapabilities(pause=False),
+            super().__init__(label="voice-runtime speaker", capabilities=io.AudioOutputCapabilities(pause=True),
                              next_in_chain=None, sample_rate=sample_rate)
             self.rate = sample_rate
             self.played: list[Played] = []
             self._frames: list[tuple[float, bytes]] = []  # this segment: (play time, pcm)
             self._ends_at = 0.0  # when the audio given so far has played
             self._pushed = 0.0
-            self._interrupted = asyncio.Event()
+            self._paused_at: float | None = None
+            self._interrupted = False
+            self._changed = asyncio.Event()  # a pause, a resume or a clear
             self._flush_task: asyncio.Task[None] | None = None
-            self.created = time.monotonic()
 
         async def capture_frame(self, frame: Any) -> None:
             await super().capture_frame(frame)
             if self._flush_task is not None and not self._flush_task.done():
                 await self._flush_task
-            now = time.monotonic()
             if not self._pushed:
-                self._interrupted.clear()
+                self._interrupted = False
                 self.on_playback_started(created_at=time.time())
+            # while paused the clock stands still at the pause; resume() moves it on
+            now = self._paused_at if self._paused_at is not None else time.monotonic()
             at = max(now, self._ends_at)
             self._frames.append((at, bytes(frame.data)))
             self._ends_at = at + frame.duration
@@ -259,19 +266,47 @@ def _make_classes() -> tuple[type, type]:
 
         def clear_buffer(self) -> None:
             if self._pushed:
-                self._interrupted.set()
+                self._interrupted = True
+                self._changed.set()
+
+        def pause(self) -> None:
+            super().pause()
+            if self._paused_at is None:
+                self._paused_at = time.monotonic()
+                self._changed.set()
+
+        def resume(self) -> None:
+            super().resume()
+            if self._paused_at is None:
+                return
+            paused_at, self._paused_at = self._paused_at, None
+            delay = time.monotonic() - paused_at
+            # what had not played at the pause plays that much later
+            self._frames = [(at + delay if at >= paused_at else at, data) for at, data in self._frames]
+            if self._ends_at > paused_at:
+                self._ends_at += delay
+            self._changed.set()
 
         async def _play_out(self) -> None:
-            wait = max(0.0, self._ends_at - time.monotonic())
-            try:
-                await asyncio.wait_for(self._interrupted.wait(), wait)
-                interrupted = True
-            except asyncio.TimeoutError:
-                interrupted = False
-            cut = time.monotonic() if interrupted else float("inf")
+            while not self._interrupted:
+                self._changed.clear()
+                if self._paused_at is None:
+                    left = self._ends_at - time.monotonic()
+                    if left <= 0:
+                        break
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), left)
+                else:
+                    await self._changed.wait()
+            interrupted = self._interrupted
+            if not interrupted:
+                cut = float("inf")
+            else:
+                cut = self._paused_at if self._paused_at is not None else time.monotonic()
             played = self._keep(cut, interrupted)
+            # a pause outlives the segment: the device stays paused until livekit resumes it
             self._frames, self._pushed, self._ends_at = [], 0.0, 0.0
-            self._interrupted.clear()
+            self._interrupted = False
             self.on_playback_finished(playback_position=played, interrupted=interrupted)
 
         def _keep(self, cut: float, interrupted: bool) -> float:
