@@ -267,7 +267,10 @@ class SessionRunner:
 
         # the session and mode at the time of the line: a realtime -> pipeline switch
         # moves the fillers to the pipeline's TTS
-        return Fillers(self.name, lambda line: speak_in(self.session, self.mode, line), self.listeners)
+        servers = {id(conn): self.loaded.spec.mcp_servers[name] for name, conn in self.connections.items()
+                   if name in self.loaded.spec.mcp_servers}
+        return Fillers(self.name, lambda line: speak_in(self.session, self.mode, line), self.listeners,
+                       servers=servers)
 
     def _server_back(self, conn: McpConnection) -> None:
         """A server reconnected: its tools (maybe changed, maybe new) reach the

@@ -70,15 +70,23 @@ class Fillers:
     """One session's fillers: who speaks, who listens, what is counted."""
 
     def __init__(self, agent: str, speak: Speak, listeners: list[Listener],
-                 count: Callable[[str, str, str], None] | None = None) -> None:
+                 count: Callable[[str, str, str], None] | None = None,
+                 servers: dict[int, McpServerBase] | None = None) -> None:
         self.agent = agent
         self._speak = speak
         self._listeners = listeners
+        # this session's own server blocks, by id() of the connection serving them: a
+        # pooled connection may have been opened for another spec with other voice keys
+        self._servers = servers or {}
         if count is None:
             from .metrics import count_filler
 
             count = count_filler
         self._count = count
+
+    def plan_for(self, conn: Any, tool: str) -> ToolVoicePlan | None:
+        """The plan for ``tool`` of the server ``conn`` serves, as this session's spec says."""
+        return voice_plan(self._servers.get(id(conn), conn.server), tool)
 
     def _say(self, line: str, *, server: str, tool: str, kind: str) -> Any:
         try:

@@ -305,9 +305,7 @@ def _is_timeout(exc: BaseException) -> bool:
 def _function_tool(tool: McpTool, recorder: CallRecorder, fillers: Fillers | None = None) -> Any:
     from livekit.agents.llm import ToolError, function_tool
 
-    from ..fillers import voice_plan
-
-    plan = voice_plan(tool.conn.server, tool.tool.name) if fillers is not None else None
+    plan = fillers.plan_for(tool.conn, tool.tool.name) if fillers is not None else None
 
     async def call(raw_arguments: dict[str, Any]) -> Any:
         try:

@@ -32,3 +32,18 @@ def test_a_tool_entry_can_give_a_timeout_line_to_a_server_without_voice_keys() -
 
 def test_a_server_without_voice_keys_has_no_plan() -> None:
     assert voice_plan(HttpServer(url=URL), "anything") is None
+
+
+def test_a_session_uses_its_own_specs_voice_keys_for_a_connection_opened_for_another_spec() -> None:
+    from types import SimpleNamespace
+
+    from voice_runtime.fillers import Fillers
+
+    theirs = HttpServer(url=URL, filler={"after_ms": 800, "say": ["Their line."]})
+    ours = HttpServer(url=URL, filler={"after_ms": 200, "say": ["Our line."]})
+    shared = SimpleNamespace(server=theirs)  # a pooled connection opened for the other spec
+    fillers = Fillers("desk", lambda line: None, [], count=lambda *_: None, servers={id(shared): ours})
+
+    plan = fillers.plan_for(shared, "lookup")
+
+    assert plan is not None and plan.filler is not None and plan.filler.say == ["Our line."]
