@@ -68,6 +68,8 @@ def read_wav(path: Path, *, max_bytes: int = MAX_WAV_BYTES) -> Pcm:
             channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
             frames = wav.readframes(wav.getnframes())
     except (wave.Error, EOFError) as exc:
+        if str(exc).startswith("unknown format"):  # a WAV, of float or compressed samples
+            raise AudioFileError(f"{path}: unsupported sample format ({exc}); {accepted}") from None
         raise AudioFileError(f"{path}: not a WAV file ({exc}); {accepted}") from None
     except OSError as exc:
         raise AudioFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
@@ -95,9 +97,11 @@ def write_wav(path: Path, pcm: Pcm) -> None:
         wav.writeframes(pcm.data)
 
 
-def speech_turns(pcm: Pcm, *, min_pause: float = 1.0, threshold: float = 500.0) -> list[Pcm]:
+def speech_turns(pcm: Pcm, *, min_pause: float = 1.0, threshold: float = 500.0, margin: float = 0.1) -> list[Pcm]:
     """One recording with pauses -> the caller's turns: split at every stretch of at
-    least ``min_pause`` seconds below ``threshold`` (RMS over 20 ms windows)."""
+    least ``min_pause`` seconds below ``threshold`` (RMS over 20 ms windows); each turn
+    keeps ``margin`` seconds of the quiet around it (soft word ends fall below the
+    threshold)."""
     import numpy as np
 
     samples = np.frombuffer(pcm.data, dtype="<i2").astype(np.float32)
@@ -116,8 +120,9 @@ def speech_turns(pcm: Pcm, *, min_pause: float = 1.0, threshold: float = 500.0) 
         elif start is not None:
             quiet += 1
             if quiet >= need:
-                end = n - quiet + 1
-                turns.append(Pcm(pcm.data[start * window * 2: min(end * window, len(samples)) * 2], pcm.sample_rate))
+                pad = int(margin * 50)
+                first, end = max(0, start - pad), n - quiet + 1 + pad
+                turns.append(Pcm(pcm.data[first * window * 2: min(end * window, len(samples)) * 2], pcm.sample_rate))
                 start, quiet = None, 0
     return turns
 

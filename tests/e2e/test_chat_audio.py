@@ -147,6 +147,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     mp3.write_bytes(espeak.mp3_bytes(espeak.speak("hello", 24000), 24000))
     eight_bit = tmp / "eight.wav"
     eight_bit.write_bytes(_riff(_pcm_fmt(1, 16000, 8), b"\x80" * 1600))
+    floats = tmp / "float.wav"
+    floats.write_bytes(_riff(b"\x03\x00" + _pcm_fmt(1, 16000, 32)[2:], b"\0" * 6400))
     empty = tmp / "empty.wav"
     espeak.write_wav(empty, b"", 16000)
     silent = tmp / "silent.wav"
@@ -158,6 +160,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     return {
         "not a wav": (mp3, "not a WAV file"),
         "8-bit": (eight_bit, "8-bit samples are not supported"),
+        "32-bit float": (floats, "unsupported sample format"),
         "empty": (empty, "the file holds no audio"),
         "silence only": (silent, "no speech in the file"),
         "over the size limit": (huge, "over the 64 MiB limit"),
@@ -165,7 +168,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     }
 
 
-@pytest.mark.parametrize("case", ["not a wav", "8-bit", "empty", "silence only", "over the size limit", "missing"])
+@pytest.mark.parametrize(
+    "case", ["not a wav", "8-bit", "32-bit float", "empty", "silence only", "over the size limit", "missing"])
 def test_audio_in_that_cannot_be_played_is_one_line_naming_the_file_and_exit_2(tmp_path: Path, case: str) -> None:
     path, message = _bad_inputs(tmp_path)[case]
     agents = tmp_path / "agents"
