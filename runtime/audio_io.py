@@ -33,7 +33,7 @@ from typing import Any
 
 FRAME_MS = 10
 OUTPUT_RATE = 24000  # what livekit's TTS plugins produce; other rates are resampled to it
-# a WAV of the caller is read into memory: 10 minutes of 48 kHz 16-bit mono
+# a WAV of the caller is read into memory: about 11 minutes of 48 kHz 16-bit mono
 MAX_WAV_BYTES = 64 * 1024 * 1024
 
 
@@ -181,7 +181,6 @@ def _make_classes() -> tuple[type, type]:
             self._current: tuple[memoryview, asyncio.Future[float]] | None = None
             self._next_at: float | None = None
             self._closed = False
-            self.speaking = False
 
         def play(self, pcm: Pcm) -> asyncio.Future[float]:
             """Queue ``pcm`` (resampled to this input's rate); the future is the
@@ -213,9 +212,7 @@ def _make_classes() -> tuple[type, type]:
                 data, done = self._queue.popleft()
                 self._current = (memoryview(data), done)
             if self._current is None:
-                self.speaking = False
                 return self._silence
-            self.speaking = True
             view, done = self._current
             chunk = bytes(view[:self._frame_bytes])
             rest = view[self._frame_bytes:]
