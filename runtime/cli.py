@@ -257,10 +257,10 @@ def chat(
                                                           "(default: voice-runtime's warnings only).")] = None,
     verbose: VerboseOpt = False,
     audio_in: Annotated[Optional[list[Path]], typer.Option(
-        "--audio-in", help="Speak to the agent from a WAV file (16-bit PCM, mono or stereo, 8-48 kHz): "
+        "--audio-in", metavar="WAV", help="Speak to the agent from a WAV file (16-bit PCM, mono or stereo, 8-48 kHz): "
         "its pauses of 1 s or more separate turns; repeat the option for more files.")] = None,
     audio_out: Annotated[Optional[Path], typer.Option(
-        "--audio-out", help="With --audio-in: write the call as the caller heard it (WAV, 24 kHz mono).")] = None,
+        "--audio-out", metavar="WAV", help="With --audio-in: write the call as the caller heard it (WAV, 24 kHz mono).")] = None,
 ) -> None:
     """Talk to an agent: no LiveKit server. Tool calls show inline.
 
