@@ -7,7 +7,8 @@ of the query) and finds speech by its energy. Once an utterance has been followe
 and a final one (``is_final``, ``speech_final``) carrying the next scripted
 transcript. ``Finalize`` answers a pending utterance at once (``from_finalize``),
 ``KeepAlive`` is recorded and ignored, ``CloseStream`` ends the stream with a
-``Metadata`` message, as the real service does.
+``Metadata`` message, as the real service does; with ``vad_events=true`` in the query
+the start of speech is a ``SpeechStarted`` message.
 
     python -m tests.fakes.deepgram --port 8401 --transcript "What is the weather in Paris?"
 
@@ -92,7 +93,8 @@ class FakeDeepgram(_ScriptedServer):
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         self.streams += 1
-        stream = _Stream(self, ws, int(request.query.get("sample_rate", "16000")), self._new_id("dg"))
+        stream = _Stream(self, ws, int(request.query.get("sample_rate", "16000")), self._new_id("dg"),
+                         vad_events=request.query.get("vad_events") == "true")
         async for msg in ws:
             if msg.type == WSMsgType.BINARY:
                 await stream.audio(msg.data)
@@ -119,8 +121,10 @@ class _Stream:
 
     WINDOW_MS = 20
 
-    def __init__(self, fake: FakeDeepgram, ws: web.WebSocketResponse, rate: int, request_id: str) -> None:
+    def __init__(self, fake: FakeDeepgram, ws: web.WebSocketResponse, rate: int, request_id: str,
+                 *, vad_events: bool = False) -> None:
         self.fake, self.ws, self.rate, self.request_id = fake, ws, rate, request_id
+        self.vad_events = vad_events
         self.samples = 0  # received so far
         self.pending = np.zeros(0, dtype=np.float32)
         self.speech_start: float | None = None
@@ -141,6 +145,9 @@ class _Stream:
             if loud:
                 if self.speech_start is None:
                     self.speech_start = self.position - window / self.rate
+                    if self.vad_events:
+                        await self.send({"type": "SpeechStarted", "channel": [0, 1],
+                                         "timestamp": round(self.speech_start, 3)})
                 self.speech_end = self.position
             elif self.speech_start is not None and self.position - self.speech_end >= self.fake.end_silence_ms / 1000:
                 await self.answer(from_finalize=False)
