@@ -111,6 +111,7 @@ class Fillers:
         task = asyncio.ensure_future(call)
         speaking: Any = None
         try:
+            await asyncio.sleep(0)  # the call starts (and is recorded as started) before after_ms counts
             if plan.filler is not None:
                 speaking = await self._fill(task, plan.filler, server, tool)
             try:
