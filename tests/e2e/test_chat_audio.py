@@ -72,17 +72,18 @@ def write_agent(folder: Path, fakes: dict[str, Standalone], record: Path) -> Pat
     return folder
 
 
-def test_a_wav_with_a_pause_is_two_spoken_turns_with_the_tool_call_and_replies_printed_and_recorded(
+def test_two_wav_files_are_two_spoken_turns_with_the_tool_call_and_replies_printed_and_recorded(
     tmp_path: Path, standalone_fakes: dict[str, Standalone]
 ) -> None:
     record = tmp_path / "calls.jsonl"
     agents = write_agent(tmp_path / "agents", standalone_fakes, record)
-    question = tmp_path / "question.wav"
-    espeak.write_wav(question, espeak.speak("What is the weather in Paris?", 22050) + espeak.silence(1.5, 22050)
-                     + espeak.speak("Thank you.", 22050), 22050)
+    question, thanks = tmp_path / "question.wav", tmp_path / "thanks.wav"
+    espeak.write_wav(question, espeak.speak("What is the weather in Paris?", 22050), 22050)  # any rate: resampled
+    espeak.write_wav(thanks, espeak.speak("Thank you.", 16000), 16000)
     out = tmp_path / "call.wav"
 
-    result = run_cli("chat", agents, "--agent", "desk", "--audio-in", question, "--audio-out", out, timeout=120)
+    result = run_cli("chat", agents, "--agent", "desk", "--audio-in", question, "--audio-in", thanks,
+                     "--audio-out", out, timeout=120)
 
     assert result.rc == 0, result.stderr
     assert result.stdout.splitlines() == [
