@@ -23,10 +23,10 @@ import collections
 import json
 from typing import Any
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
 from ._standalone import run_standalone
+from .listening import Heard, Listener
 from .openai_chat import RecordedRequest, _ScriptedServer, error, text
 
 
@@ -106,9 +106,9 @@ class FakeDeepgram(_ScriptedServer):
                 self.messages.append(message)
                 kind = message.get("type")
                 if kind == "Finalize":
-                    await stream.answer(from_finalize=True)
+                    await stream.answer(None, from_finalize=True)
                 elif kind == "CloseStream":
-                    await stream.answer(from_finalize=True)
+                    await stream.answer(None, from_finalize=True)
                     await stream.send({"type": "Metadata", "request_id": stream.request_id,
                                        "duration": stream.position, "channels": 1})
                     await ws.close()
@@ -117,55 +117,41 @@ class FakeDeepgram(_ScriptedServer):
 
 
 class _Stream:
-    """One websocket: where the audio is, and whether an utterance awaits its answer."""
-
-    WINDOW_MS = 20
+    """One websocket: what the caller has said so far, and how to answer it."""
 
     def __init__(self, fake: FakeDeepgram, ws: web.WebSocketResponse, rate: int, request_id: str,
                  *, vad_events: bool = False) -> None:
-        self.fake, self.ws, self.rate, self.request_id = fake, ws, rate, request_id
+        self.fake, self.ws, self.request_id = fake, ws, request_id
         self.vad_events = vad_events
-        self.samples = 0  # received so far
-        self.pending = np.zeros(0, dtype=np.float32)
-        self.speech_start: float | None = None
-        self.speech_end = 0.0
+        self.listener = Listener(rate, threshold=fake.threshold, end_silence_ms=fake.end_silence_ms)
         self.lock = asyncio.Lock()
 
     @property
     def position(self) -> float:
-        return self.samples / self.rate
+        return self.listener.position
 
     async def audio(self, data: bytes) -> None:
-        self.pending = np.concatenate([self.pending, np.frombuffer(data, dtype="<i2").astype(np.float32)])
-        window = self.rate * self.WINDOW_MS // 1000
-        while len(self.pending) >= window:
-            chunk, self.pending = self.pending[:window], self.pending[window:]
-            self.samples += window
-            loud = float(np.sqrt(np.mean(chunk ** 2))) >= self.fake.threshold
-            if loud:
-                if self.speech_start is None:
-                    self.speech_start = self.position - window / self.rate
-                    if self.vad_events:
-                        await self.send({"type": "SpeechStarted", "channel": [0, 1],
-                                         "timestamp": round(self.speech_start, 3)})
-                self.speech_end = self.position
-            elif self.speech_start is not None and self.position - self.speech_end >= self.fake.end_silence_ms / 1000:
-                await self.answer(from_finalize=False)
+        for heard in self.listener.feed(data):
+            if heard.kind == "started" and self.vad_events:
+                await self.send({"type": "SpeechStarted", "channel": [0, 1], "timestamp": round(heard.start, 3)})
+            elif heard.kind == "ended":
+                await self.answer(heard, from_finalize=False)
 
-    async def answer(self, *, from_finalize: bool) -> None:
+    async def answer(self, heard: Heard | None, *, from_finalize: bool) -> None:
+        """Results for an utterance; ``None``: a Finalize, for what is under way, if anything."""
         async with self.lock:
-            if self.speech_start is None:
+            if heard is None and self.listener.start is not None:
+                heard = self.listener.take()
+            if heard is None:
                 if from_finalize:  # nothing heard: an empty final result, as Deepgram sends
                     await self.send(self.results("", self.position, self.position, True, from_finalize))
                 return
-            start, end = self.speech_start, self.speech_end
-            self.speech_start = None
             said = self.fake._next_transcript()
             self.fake.heard.append(said)
             words = said.split()
             if len(words) > 1:
-                await self.send(self.results(" ".join(words[: len(words) // 2]), start, end, False, False))
-            await self.send(self.results(said, start, end, True, from_finalize))
+                await self.send(self.results(" ".join(words[: len(words) // 2]), heard.start, heard.end, False, False))
+            await self.send(self.results(said, heard.start, heard.end, True, from_finalize))
 
     def results(self, said: str, start: float, end: float, final: bool, from_finalize: bool) -> dict[str, Any]:
         return {

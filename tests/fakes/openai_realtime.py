@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from .listening import Heard, Listener
 from .openai_chat import (
     DelayReply,
     ErrorReply,
@@ -120,7 +121,8 @@ class _Connection:
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_response: asyncio.Task[None] | None = None  # responses run one after another
     active_response: asyncio.Task[None] | None = None  # the one response.cancel targets
-    audio: _InputAudio = field(default_factory=lambda: _InputAudio())
+    listener: Listener | None = None  # the caller's audio, as the server's VAD follows it
+    speech_item: str | None = None  # the user item being spoken
 
     def index_of(self, item_id: str) -> int | None:
         for i, item in enumerate(self.items):
@@ -134,18 +136,6 @@ class _Connection:
     def abort(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
-
-
-@dataclass
-class _InputAudio:
-    """The caller's audio buffer, as the server's VAD follows it."""
-
-    samples: int = 0  # 24 kHz samples received
-    pending: bytes = b""
-    speech_item: str | None = None  # the user item being spoken
-    speech_start: float = 0.0
-    speech_end: float = 0.0
-    loud_windows: int = 0
 
 
 class FakeRealtime(_ScriptedServer):
@@ -387,48 +377,37 @@ class FakeRealtime(_ScriptedServer):
         elif kind == "input_audio_buffer.commit":
             await self._commit_speech(conn)
         elif kind == "input_audio_buffer.clear":
-            conn.audio.speech_item, conn.audio.pending = None, b""
+            conn.speech_item, conn.listener = None, None
             await self._send(conn, {"type": "input_audio_buffer.cleared"})
         # anything else: recorded in `events`, otherwise ignored
 
     # -- the caller's audio --------------------------------------------------------------
 
     async def _listen(self, conn: _Connection, pcm: bytes) -> None:
-        import numpy as np
-
-        audio = conn.audio
-        data = audio.pending + pcm
-        window = 480 * 2  # 20 ms at 24 kHz
-        usable = len(data) - len(data) % window
-        audio.pending = data[usable:]
-        for i in range(0, usable, window):
-            samples = np.frombuffer(data[i:i + window], dtype="<i2").astype(np.float32)
-            audio.samples += window // 2
-            now = audio.samples / 24000
-            if float(np.sqrt(np.mean(samples ** 2))) >= self.threshold:
-                audio.loud_windows += 1
-                audio.speech_end = now
-                if audio.speech_item is None and audio.loud_windows >= 3:  # 60 ms of sound
-                    audio.speech_item = self._new_id("item")
-                    audio.speech_start = now - 0.06
-                    await self._send(conn, {"type": "input_audio_buffer.speech_started",
-                                            "audio_start_ms": int(audio.speech_start * 1000),
-                                            "item_id": audio.speech_item})
-                    active = conn.active_response
-                    if active is not None and not active.done():
-                        active.cancel()  # turn detection's interrupt_response
+        if conn.listener is None:
+            # 60 ms of sound in a row: a server VAD ignores clicks
+            conn.listener = Listener(24000, threshold=self.threshold, end_silence_ms=self.end_silence_ms,
+                                     loud_windows=3)
+        for heard in conn.listener.feed(pcm):
+            if heard.kind == "started":
+                conn.speech_item = self._new_id("item")
+                await self._send(conn, {"type": "input_audio_buffer.speech_started",
+                                        "audio_start_ms": int(heard.start * 1000), "item_id": conn.speech_item})
+                active = conn.active_response
+                if active is not None and not active.done():
+                    active.cancel()  # turn detection's interrupt_response
             else:
-                audio.loud_windows = 0
-                if audio.speech_item is not None and now - audio.speech_end >= self.end_silence_ms / 1000:
-                    await self._commit_speech(conn)
+                await self._commit_speech(conn, heard)
 
-    async def _commit_speech(self, conn: _Connection) -> None:
-        audio = conn.audio
-        item_id, audio.speech_item = audio.speech_item, None
-        if item_id is None:
+    async def _commit_speech(self, conn: _Connection, heard: Heard | None = None) -> None:
+        """The utterance ``heard`` (or, on a client commit, the one under way) is a user item."""
+        if heard is None and conn.listener is not None and conn.listener.start is not None:
+            heard = conn.listener.take()
+        item_id, conn.speech_item = conn.speech_item, None
+        if item_id is None or heard is None:
             return
         await self._send(conn, {"type": "input_audio_buffer.speech_stopped",
-                                "audio_end_ms": int(audio.speech_end * 1000), "item_id": item_id})
+                                "audio_end_ms": int(heard.end * 1000), "item_id": item_id})
         previous = conn.items[-1]["id"] if conn.items else None
         await self._send(conn, {"type": "input_audio_buffer.committed", "previous_item_id": previous,
                                 "item_id": item_id})
@@ -442,7 +421,7 @@ class FakeRealtime(_ScriptedServer):
         item["content"] = [{"type": "input_audio", "transcript": said}]
         await self._send(conn, {"type": "conversation.item.input_audio_transcription.completed",
                                 "item_id": item_id, "content_index": 0, "transcript": said,
-                                "usage": {"type": "duration", "seconds": round(audio.speech_end - audio.speech_start, 3)}})
+                                "usage": {"type": "duration", "seconds": round(heard.end - heard.start, 3)}})
         turn = (conn.session.get("audio") or {}).get("input", {}).get("turn_detection")
         if turn is not None and turn.get("create_response", True) is not False:
             prev = conn.last_response
