@@ -328,6 +328,26 @@ async def test_a_realtime_model_speaks_the_greeting_and_answers_the_callers_audi
         await call.aclose()
 
 
+async def test_the_caller_speaking_over_a_realtime_model_stops_its_audio_within_500_ms(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    long_reply = "Breakfast is served from seven until ten every morning in the garden room."
+    fakes.realtime.transcripts.extend(["Tell me about breakfast.", "Stop thank you."])
+    fakes.realtime.enqueue(text(long_reply))
+    call = await VoiceCall.start(tmp_path / "agents", realtime_spec(fakes))
+    try:
+        await call.say("Tell me about breakfast.")
+        await call.wait_for(lambda: call.speaker.playing, what="the reply playing")
+        await asyncio.sleep(1.0)
+        barge_in, _ = await call.say("Stop thank you.")
+        [cut, *_] = await call.wait_heard(1)
+        assert cut.interrupted
+        assert cut.started + cut.seconds(24000) - barge_in < 0.5, call.heard()
+        assert cut.audio_seconds < tts_seconds(long_reply) - 1.0
+    finally:
+        await call.aclose()
+
+
 async def test_a_realtime_model_refused_at_start_leaves_the_pipeline_to_greet_and_answer_with_the_history(
     tmp_path: Path, fakes: Fakes
 ) -> None:
