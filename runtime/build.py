@@ -9,6 +9,7 @@ history, and the session goes on (see notes/livekit-1.8.9.md, section 3).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -24,6 +25,7 @@ from .tool_calls import CallRecorder
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .fillers import Fillers
     from .mcp.connection import McpConnection
     from .mcp.gateway import GatewayPool
     from .plugins import Plugins
@@ -226,6 +228,9 @@ class SessionRunner:
     # a conversation test's mocked tools that no server of the agent lists now (one may be
     # down): offered under their names, so livekit's mock_tools can answer them
     stand_ins: list[Any] = field(default_factory=list)
+    # a call without a room (chat --audio-in, tests): livekit io.AudioInput / io.AudioOutput
+    audio_in: Any = None
+    audio_out: Any = None
     session: Any = None
     mode: str = ""
     tools: list[Any] = field(default_factory=list)
@@ -244,6 +249,7 @@ class SessionRunner:
     _span: Any = tracing.NO_SPAN  # the session's span (the root of its trace) when tracing is on
     _counted_as: str | None = None  # the agent this session counts under in voice_runtime_sessions_current
     _warming: asyncio.Future[Any] | None = None  # handoff targets' MCP servers, connected while the call goes on
+    _exit_stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @property
     def name(self) -> str:
@@ -294,7 +300,7 @@ class SessionRunner:
             self._emit("warning", {"message": line})
         from .handoffs import transfer_tools
 
-        tools = plan.plugin + mcp_tools(plan, self.recorder) + transfer_tools(self)
+        tools = plan.plugin + mcp_tools(plan, self.recorder, self._fillers()) + transfer_tools(self)
         if not self.stand_ins:
             return tools
         names = {getattr(getattr(t, "info", None), "name", None) for t in tools}
@@ -322,6 +328,16 @@ class SessionRunner:
         """What ``build_agent`` gives livekit's Agent for the current spec and mode."""
         models = self._build_models(self.mode)
         return build_agent_kwargs(self.loaded, models, self.tools, chat_ctx=chat_ctx)
+
+    def _fillers(self) -> Fillers:
+        from .fillers import Fillers, speak_in
+
+        # the session and mode at the time of the line: a realtime -> pipeline switch
+        # moves the fillers to the pipeline's TTS
+        servers = {id(conn): self.loaded.spec.mcp_servers[name] for name, conn in self.connections.items()
+                   if name in self.loaded.spec.mcp_servers}
+        return Fillers(self.name, lambda line: speak_in(self.session, self.mode, line), self.listeners,
+                       servers=servers)
 
     def _server_back(self, conn: McpConnection) -> None:
         """A server reconnected: its tools (maybe changed, maybe new) reach the
@@ -373,6 +389,18 @@ class SessionRunner:
         session_kwargs: dict[str, Any] = {}
         if self.text_only:
             session_kwargs = {"vad": None, "turn_handling": {"turn_detection": None}}
+        else:
+            if self.audio_in is not None:
+                # livekit ignores barge-in for the first 3 s of agent speech while a room's
+                # echo canceller warms up; a caller played from a file has no echo
+                session_kwargs["aec_warmup_duration"] = None
+                # ...and has said all it will when the session closes: no final transcript
+                # is pending (livekit would wait 2 s for one)
+                session_kwargs["session_close_transcript_timeout"] = 0.1
+            interrupt_after_ms = getattr(spec.pipeline, "interrupt_after_ms", None)
+            if interrupt_after_ms is not None:
+                # a session option in livekit (the agent's turn_handling does not reach it)
+                session_kwargs["turn_handling"] = {"interruption": {"min_duration": interrupt_after_ms / 1000}}
         self.session = _runtime_session_class()(**session_kwargs)
         if self.mode == "realtime" and spec.pipeline is not None:
             self.session.realtime_fallback = self._fall_back_to_pipeline
@@ -380,6 +408,15 @@ class SessionRunner:
         from .claims import ClaimWatch
 
         ClaimWatch(self).attach(self.session)
+        if self.audio_in is not None:
+            from livekit.agents.utils import http_context
+
+            # outside a job (chat --audio-in, tests) the speech plugins' websockets need
+            # the HTTP session a job would give them; inside a job this is a no-op
+            await self._exit_stack.enter_async_context(http_context.open())
+            self.session.input.audio = self.audio_in
+        if self.audio_out is not None:
+            self.session.output.audio = self.audio_out
         await self.session.start(agent, **({"room": room} if room is not None else {}))
         self._started = True
         self._count_as(self.name)
@@ -600,3 +637,4 @@ class SessionRunner:
         if span is not tracing.NO_SPAN:
             span.end()
             await tracing.flush()  # a job process may be ended soon after its session
+        await self._exit_stack.aclose()

@@ -1,11 +1,13 @@
-"""`voice-runtime chat`: a text conversation with one agent, no LiveKit server, no
-audio. Every tool call is shown as it happens, with its result and latency."""
+"""`voice-runtime chat`: a conversation with one agent, no LiveKit server: typed
+(text), or played from WAV files (``--audio-in``, through the agent's real STT, VAD
+and TTS). Every tool call is shown as it happens, with its result and latency."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .terminal import printable
@@ -27,6 +29,7 @@ class ChatPrinter:
         self.errors = 0
         # an unbacked claim is found while the turn runs; it is printed after the reply it is about
         self.held: list[tuple[str, dict[str, Any]]] | None = None
+        self._fillers: list[str] = []  # filler lines shown, whose history item is not a reply to show again
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
         if event == "unbacked_claim" and self.held is not None:
@@ -34,6 +37,8 @@ class ChatPrinter:
             return
         if event == "handoff":
             self.agent = data["to"]
+        if event == "filler" and data.get("kind") == "filler":
+            self._fillers.append(data["text"])
         if self.as_json:  # json.dumps escapes control characters (ensure_ascii)
             self.out.write(json.dumps({"type": event, **data}, default=str) + "\n")
         else:
@@ -53,6 +58,9 @@ class ChatPrinter:
             if len(result) > RESULT_PREVIEW:
                 result = result[:RESULT_PREVIEW] + "..."
             return f"  <- {data['tool']} {data['outcome']} in {data['latency_ms']:.1f} ms: {result}"
+        if event == "filler":
+            why = "timed out" if data["kind"] == "timeout" else "is still running"
+            return f"  .. {data['tool']} {why}: {self.agent}> {data['text']}"
         if event == "error":
             return f"error: {data['message']}"
         if event == "handoff":
@@ -70,6 +78,14 @@ class ChatPrinter:
         held, self.held = self.held or [], None
         for event, data in held:
             self(event, data)
+
+    def reply(self, text: str) -> None:
+        """An assistant message of the history: a reply, unless it is a filler line
+        already shown as one."""
+        if text in self._fillers:
+            self._fillers.remove(text)
+            return
+        self("reply", {"text": text})
 
     def user(self, text: str) -> None:
         if self.as_json or self.echo_user:
@@ -131,8 +147,89 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
                 printer.release()
                 continue
             for text in reply_texts(result.events):
-                printer("reply", {"text": text})
+                printer.reply(text)
             printer.release()
     finally:
         await runner.aclose()
     return 1 if printer.errors else 0
+
+
+# how long the agent may take to start answering a turn once the caller stopped
+# speaking (VAD silence + endpointing + STT + LLM), and to finish it (tools included)
+ANSWER_START_SECONDS = 8.0
+TURN_SECONDS = 120.0
+QUIET_SECONDS = 0.6  # the agent idle this long: its answer is over
+
+
+async def run_audio_chat(runner: SessionRunner, printer: ChatPrinter, turns: list[Any],
+                         audio_out: Path | None = None) -> int:
+    """A voice conversation from audio: each of ``turns`` (``audio_io.Pcm``) is played
+    as the caller, in real time, once the agent has finished answering the previous
+    one. Prints what was heard and said with the same lines as text chat; writes the
+    call as the caller heard it to ``audio_out``."""
+    import time
+
+    from .audio_io import write_wav
+    from .build import SessionRefused
+
+    mic, speaker = runner.audio_in, runner.audio_out
+    runner.listeners.append(printer)
+    started = time.monotonic()
+    try:
+        await runner.start()
+    except SessionRefused as exc:
+        printer.error(str(exc))
+        return 1
+    except Exception as exc:  # a provider that cannot be built (missing key...)
+        printer.error(f"agent {runner.name} could not start: {type(exc).__name__}: {exc}")
+        return 1
+
+    def on_item(event: Any) -> None:
+        item = event.item
+        text = getattr(item, "text_content", None) or ""
+        role = getattr(item, "role", "")
+        if text and role == "user":
+            printer("user", {"text": text})
+        elif text and role == "assistant":
+            printer.reply(text)
+
+    session = runner.session
+    session.on("conversation_item_added", on_item)
+    try:
+        if runner.loaded.spec.greeting:
+            await _answered(runner, speaker, started=time.monotonic(), wait_start=ANSWER_START_SECONDS)
+        for turn in turns:
+            await mic.play(turn)
+            ok = await _answered(runner, speaker, started=time.monotonic(), wait_start=ANSWER_START_SECONDS)
+            if not ok:
+                printer.error(f"no answer within {TURN_SECONDS:g} s")
+    finally:
+        await runner.aclose()
+        if audio_out is not None:
+            write_wav(audio_out, speaker.audio_since(started))
+    return 1 if printer.errors else 0
+
+
+async def _answered(runner: SessionRunner, speaker: Any, *, started: float, wait_start: float) -> bool:
+    """Until the agent has answered: it started (thinking or speaking) within
+    ``wait_start`` seconds and has since been idle for QUIET_SECONDS. False when
+    the answer did not end within TURN_SECONDS."""
+    import time
+
+    def busy() -> bool:
+        session = runner.session
+        return session is not None and (session.agent_state in ("thinking", "speaking") or speaker.playing)
+
+    began = False
+    quiet_since: float | None = None
+    while True:
+        now = time.monotonic()
+        if busy():
+            began, quiet_since = True, None
+        elif began or now - started > wait_start:
+            quiet_since = quiet_since or now
+            if now - quiet_since >= QUIET_SECONDS:
+                return True
+        if now - started > TURN_SECONDS:
+            return False
+        await asyncio.sleep(0.05)

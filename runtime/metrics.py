@@ -96,3 +96,14 @@ def observe_unbacked_claim(agent: str) -> None:
 
 def observe_handoff(from_agent: str, to_agent: str) -> None:
     HANDOFFS.labels(from_agent, to_agent).inc()
+
+
+TOOL_FILLERS = Counter(
+    "voice_runtime_tool_fillers",
+    "Filler lines said while a slow tool call ran, by agent, server and tool.",
+    ["agent", "server", "tool"],
+)
+
+
+def count_filler(agent: str, server: str, tool: str) -> None:
+    TOOL_FILLERS.labels(agent, server, tool).inc()

@@ -25,13 +25,19 @@ from .pins import tool_digest
 if TYPE_CHECKING:
     from mcp.types import CallToolResult
 
+    from ..fillers import Fillers
     from ..registry import Tool as PluginTool
     from ..tool_calls import CallRecorder
     from .connection import McpConnection
 
 
 class ToolFailure(Exception):
-    """A failed call, worded for the model to say to the caller."""
+    """A failed call, worded for the model to say to the caller; ``outcome`` as in
+    its ToolCallRecord (error, timeout, unavailable)."""
+
+    def __init__(self, message: str, outcome: str = "error") -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 @dataclass(frozen=True)
@@ -269,10 +275,10 @@ async def call_tool(tool: McpTool, arguments: dict[str, Any], recorder: CallReco
             result = await conn.call(name, arguments)
         except McpUnavailable as exc:
             call.fail("unavailable", str(exc))
-            raise ToolFailure(f"the {server} service is not available right now") from None
+            raise ToolFailure(f"the {server} service is not available right now", "unavailable") from None
         except asyncio.TimeoutError:
             call.fail("timeout", f"no answer within {conn.server.timeout:g}s")
-            raise ToolFailure(f"the {server} service did not answer in time") from None
+            raise ToolFailure(f"the {server} service did not answer in time", "timeout") from None
         except asyncio.CancelledError:
             raise  # the user interrupted; the SDK tells the server
         except Exception as exc:
@@ -285,17 +291,28 @@ async def call_tool(tool: McpTool, arguments: dict[str, Any], recorder: CallReco
         return call.text
 
 
-def mcp_tools(plan: ToolPlan, recorder: CallRecorder) -> list[Any]:
-    """livekit function tools for every MCP tool the plan shows the model."""
-    return [_function_tool(tool, recorder) for tool in plan.mcp]
+def mcp_tools(plan: ToolPlan, recorder: CallRecorder, fillers: Fillers | None = None) -> list[Any]:
+    """livekit function tools for every MCP tool the plan shows the model; with
+    ``fillers``, a tool whose server (or own entry) sets filler/timeout_say speaks
+    while it runs."""
+    return [_function_tool(tool, recorder, fillers) for tool in plan.mcp]
 
 
-def _function_tool(tool: McpTool, recorder: CallRecorder) -> Any:
+def _is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, ToolFailure) and exc.outcome == "timeout"
+
+
+def _function_tool(tool: McpTool, recorder: CallRecorder, fillers: Fillers | None = None) -> Any:
     from livekit.agents.llm import ToolError, function_tool
 
-    async def call(raw_arguments: dict[str, Any]) -> str:
+    plan = fillers.plan_for(tool.conn, tool.tool.name) if fillers is not None else None
+
+    async def call(raw_arguments: dict[str, Any]) -> Any:
         try:
-            return await call_tool(tool, raw_arguments, recorder)
+            if plan is None or fillers is None:
+                return await call_tool(tool, raw_arguments, recorder)
+            return await fillers.guard(tool.server, tool.tool.name, plan, call_tool(tool, raw_arguments, recorder),
+                                       _is_timeout)
         except ToolFailure as exc:
             raise ToolError(str(exc)) from None
 

@@ -45,6 +45,33 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Filler(StrictModel):
+    """What the agent says while a tool call has not returned."""
+
+    after_ms: int = Field(
+        800, ge=0, le=600_000, description="Milliseconds a call may run before the agent says a filler line."
+    )
+    say: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1, description="Filler lines, said in turn (the first, then the next...)."
+    )
+    every_ms: int | None = Field(
+        None, ge=500, le=600_000,
+        description="While the call still runs, say the next line at most this often. Default: once.",
+    )
+    on_result: Literal["wait", "interrupt"] = Field(
+        "wait", description="A result arriving during a filler: `wait` lets the filler finish, `interrupt` cuts it.",
+    )
+
+
+class ToolVoice(StrictModel):
+    """Per-tool voice settings; each given key overrides its server's."""
+
+    filler: Filler | None = Field(None, description="Filler speech for this tool (overrides the server's).")
+    timeout_say: str | None = Field(
+        None, min_length=1, description="Said when this tool's call times out (overrides the server's)."
+    )
+
+
 class McpServerBase(StrictModel):
     allowed_tools: list[str] | None = Field(
         None, description="Only these tools are shown to the model (default: all the server lists)."
@@ -79,6 +106,26 @@ class McpServerBase(StrictModel):
         description="Record the arguments of this server's tool calls on their trace spans (secrets "
         "redacted; at most 4096 characters). Default: only their digest.",
     )
+    filler: Filler | None = Field(
+        None, description="Filler speech while a tool call of this server runs (e.g. after_ms: 800, say: [...])."
+    )
+    timeout_say: str | None = Field(
+        None, min_length=1, description="Said when a call times out, instead of the model explaining the failure."
+    )
+    tools: dict[str, ToolVoice] = Field(
+        default_factory=dict, description="Per-tool filler / timeout_say, by the tool's name on the server."
+    )
+
+    @model_validator(mode="after")
+    def _voice_tools_allowed(self) -> McpServerBase:
+        if self.allowed_tools is not None:
+            unknown = sorted(set(self.tools) - set(self.allowed_tools))
+            if unknown:
+                raise PydanticCustomError(
+                    "voice_tool", "`tools:` names {names}, which allowed_tools does not list "
+                    "(its settings would never apply); allowed: {allowed}",
+                    {"names": ", ".join(unknown), "allowed": ", ".join(self.allowed_tools) or "none"})
+        return self
 
 
 class StdioServer(McpServerBase):
@@ -258,6 +305,11 @@ class PipelineBase(StrictModel):
         None, description="How the end of the user's turn is found. Default: livekit chooses."
     )
     text_only: bool = Field(False, description="No audio: stt and tts are not needed (chat, tests).")
+    interrupt_after_ms: int | None = Field(
+        None, ge=0, le=5000,
+        description="Milliseconds the caller must speak over the agent to stop it (barge-in). "
+        "Default: livekit's 500; the agent's audio stops about 50-100 ms after this.",
+    )
 
     @model_validator(mode="after")
     def _needs_audio_ends(self) -> PipelineBase:

@@ -95,3 +95,21 @@ def test_concurrency_reports_turns_and_memory_per_session_for_each_size() -> Non
         assert_positive(figures, "turns_per_s", "start_s", "turns_s", "rss_before_mb", "rss_peak_mb")
     assert data["turns_per_s"] == data["per_n"]["2"]["voice_runtime"]["turns_per_s"]
     assert data["baseline_rss_mb_per_session"] == data["per_n"]["2"]["baseline"]["rss_mb_per_session"]
+
+
+def test_voice_turn_reports_the_time_to_first_audio_of_both_sides_and_the_filler_start() -> None:
+    from fakes import espeak
+
+    if not espeak.have_espeak():
+        pytest.skip("espeak-ng is not installed (.ci/run installs it)")
+    data = run_bench("voice_turn", "--turns", "2", "--warmup", "0", "--filler-turns", "1")
+
+    assert data["benchmark"] == "voice_turn" and data["turns"] == 2 and data["filler_turns"] == 1
+    assert len(data["latencies_ms"]) == len(data["baseline_latencies_ms"]) == 2
+    assert_positive(data, "p50_ms", "baseline_p50_ms", "ratio_p50", "filler_start_p50_ms")
+    assert data["ratio_p50"] == pytest.approx(data["p50_ms"] / data["baseline_p50_ms"], rel=0.01)
+    # the agent's first audio comes after the caller stopped; the filler after after_ms
+    assert all(0 < ms < 10_000 for ms in data["latencies_ms"] + data["baseline_latencies_ms"])
+    assert data["filler_start_p50_ms"] >= data["filler_after_ms"] == 500
+    assert (data["target_ratio_p50"], data["target_filler_start_ms"]) == (1.05, 650)
+    assert data["meets_target"] is (data["ratio_p50"] <= 1.05 and data["filler_start_p50_ms"] <= 650)

@@ -656,3 +656,35 @@ def test_one_rule_for_agent_names_from_a_file_stem_or_a_name_key(tmp_path: Path)
     ok = run_cli("check", "--offline", "--format", "json", good)
     assert ok.rc == 0, ok.output
     assert sorted(a["name"] for a in json.loads(ok.stdout)["agents"]) == ["ok-name_1.x", "ok-name_2.x"]
+
+
+def test_filler_and_timeout_say_mistakes_are_reported_at_their_keys(tmp_path: Path) -> None:
+    write(tmp_path / "desk.yaml", HEAD + (
+        "instructions: x\n"
+        "pipeline: {llm: {provider: openai, api_key: k}, text_only: true}\n"
+        "mcp_servers:\n"
+        "  crm:\n"
+        "    url: http://127.0.0.1:1/mcp\n"
+        "    filler: {after_ms: -5, say: []}\n"
+        "    timeout_say: ''\n"
+        "    tools:\n"
+        "      lookup: {filler: {say: [x], every_ms: 10, on_result: shout}}\n"
+        "  other:\n"
+        "    url: http://127.0.0.1:1/mcp\n"
+        "    allowed_tools: [search]\n"
+        "    tools: {lookup: {timeout_say: sorry}}\n"
+    ))
+    result = run_cli("check", tmp_path, "--offline")
+
+    assert_clean_failure(result)
+    lines = [line.replace(str(tmp_path / "desk.yaml"), "desk.yaml") for line in result.stdout.splitlines()]
+    assert lines == [
+        "desk.yaml:7:24: mcp_servers.crm.filler.after_ms: input should be greater than or equal to 0",
+        "desk.yaml:7:28: mcp_servers.crm.filler.say: list should have at least 1 item after validation, not 0",
+        "desk.yaml:8:18: mcp_servers.crm.timeout_say: string should have at least 1 character",
+        "desk.yaml:10:45: mcp_servers.crm.tools.lookup.filler.every_ms: input should be greater than or equal to 500",
+        "desk.yaml:10:60: mcp_servers.crm.tools.lookup.filler.on_result: input should be 'wait' or 'interrupt'",
+        "desk.yaml:11:3: mcp_servers.other: `tools:` names lookup, which allowed_tools does not list "
+        "(its settings would never apply); allowed: search",
+        "found 6 errors in 1 file",
+    ], result.stdout

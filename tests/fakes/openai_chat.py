@@ -10,6 +10,7 @@ fake in `openai_realtime.py`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import inspect
 import itertools
@@ -184,9 +185,13 @@ def _chat_tool_then_answer(
     tool_name: str, args: dict[str, Any]
 ) -> Callable[[dict[str, Any]], Reply]:
     def script(request: dict[str, Any]) -> Reply:
-        messages = request.get("messages") or []
-        if messages and messages[-1].get("role") == "tool":
-            return text(f"Result: {_content_text(messages[-1].get('content'))}")
+        # the tool's output since the caller last spoke (what the agent said while the
+        # tool ran, a filler, may come after it)
+        for msg in reversed(request.get("messages") or []):
+            if msg.get("role") == "user":
+                break
+            if msg.get("role") == "tool":
+                return text(f"Result: {_content_text(msg.get('content'))}")
         return tool_call(tool_name, args)
 
     return script
@@ -262,7 +267,8 @@ class _ScriptedServer:
     def port(self) -> int:
         return urllib.parse.urlsplit(self.base_url).port or 0
 
-    async def start(self) -> str:
+    async def start(self, port: int = 0) -> str:
+        """Serve on 127.0.0.1:``port`` (0: any free port); returns the base URL."""
         if self._runner is not None:
             raise RuntimeError("the fake server is already started")
         self._stopping = asyncio.Event()
@@ -273,7 +279,7 @@ class _ScriptedServer:
             self._make_app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         self._runner = runner
         host, port = runner.addresses[0][:2]
@@ -356,7 +362,7 @@ class _ScriptedServer:
 class FakeOpenAI(_ScriptedServer):
     """OpenAI-compatible `/v1/models` and `/v1/chat/completions` (streamed or not), and
     the audio endpoints the STT and TTS plugins use (`/v1/audio/transcriptions` answers
-    `transcript`, `/v1/audio/speech` a little silence).
+    `transcript`, `/v1/audio/speech` espeak-ng speech of the text).
 
     >>> async with FakeOpenAI() as fake:
     ...     fake.enqueue(tool_call("get_weather", {"city": "Paris"}), text("Sunny."))
@@ -373,6 +379,8 @@ class FakeOpenAI(_ScriptedServer):
         self.model_ids = list(model_ids)
         self.requests: list[RecordedRequest] = []
         self.transcript = "hello from the fake transcriber"  # what /v1/audio/transcriptions hears
+        self.spoken: list[str] = []  # every text /v1/audio/speech synthesized
+        self.speech_failures = 0  # answer the next N speech requests with 503
 
     # -- scripting ---------------------------------------------------------------------
 
@@ -400,10 +408,41 @@ class FakeOpenAI(_ScriptedServer):
         """Requests to /v1/audio/<kind>: ``speech`` (TTS) or ``transcriptions`` (STT)."""
         return [r for r in self.requests if r.path == f"/v1/audio/{kind}"]
 
-    async def _handle_speech(self, request: web.Request) -> web.Response:
-        self._record(request, await request.json())
-        # 0.1 s of 24 kHz 16-bit silence; audio/pcm is what livekit decodes without ffmpeg
-        return web.Response(body=b"\0\0" * 2400, content_type="audio/pcm")
+    async def _handle_speech(self, request: web.Request) -> web.StreamResponse:
+        """espeak-ng speech of ``input`` at 24 kHz (OpenAI's rate) in the requested
+        ``response_format`` (pcm, wav or mp3), streamed as SSE ``speech.audio.delta``
+        events when ``stream_format`` is ``sse`` (what gpt-4o-mini-tts is asked for)."""
+        from . import espeak
+
+        body = await request.json()
+        self._record(request, body)
+        if self.speech_failures:
+            self.speech_failures -= 1
+            return web.json_response(error(503, "fake speech endpoint unavailable").body(), status=503)
+        pcm = espeak.speak(body.get("input", ""), 24000) if body.get("input", "").strip() else b""
+        fmt = body.get("response_format") or "mp3"
+        if fmt == "pcm":
+            audio, mime = pcm, "audio/pcm"
+        elif fmt == "wav":
+            audio, mime = espeak.wav_bytes(pcm, 24000), "audio/wav"
+        elif fmt == "mp3":
+            audio, mime = espeak.mp3_bytes(pcm, 24000), "audio/mpeg"
+        else:
+            return web.json_response(error(400, f"response_format {fmt} is not supported by the fake").body(),
+                                     status=400)
+        self.spoken.append(body.get("input", ""))
+        if body.get("stream_format") != "sse":
+            return web.Response(body=audio, content_type=mime)
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        step = 4800  # bytes of audio per event
+        for i in range(0, len(audio), step):
+            delta = {"type": "speech.audio.delta", "audio": base64.b64encode(audio[i:i + step]).decode()}
+            await resp.write(f"data: {json.dumps(delta)}\n\n".encode())
+        done = {"type": "speech.audio.done", "usage": {"input_tokens": 5, "output_tokens": 10, "total_tokens": 15}}
+        await resp.write(f"data: {json.dumps(done)}\n\n".encode())
+        await resp.write_eof()
+        return resp
 
     async def _handle_transcription(self, request: web.Request) -> web.Response:
         form = await request.post()  # multipart: the WAV file and the options
@@ -559,3 +598,27 @@ class FakeOpenAI(_ScriptedServer):
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.fakes.openai_chat --port N [--tool NAME --args JSON]``: the
+    chat completions (and speech, transcription) fake on its own. It answers
+    ``echo: <what the user said>``, or with ``--tool`` calls that tool and then
+    answers ``Result: <its output>``."""
+    import argparse
+
+    from ._standalone import run_standalone
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.openai_chat", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tool", help="the tool the model calls on every user turn")
+    parser.add_argument("--args", default="{}", help="its arguments, a JSON object")
+    args = parser.parse_args(argv)
+    fake = FakeOpenAI()
+    if args.tool:
+        fake.use_tool_then_answer(args.tool, json.loads(args.args))
+    run_standalone(fake, args.port, lambda f: f"openai base_url: {f.base_url}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""A fake OpenAI Realtime API (GA event protocol, text modality) for offline tests.
+"""A fake OpenAI Realtime API (GA event protocol, text and audio) for offline tests.
 
 `FakeRealtime` serves a websocket at `/v1/realtime`, which is where the real
 `livekit.plugins.openai.realtime.RealtimeModel(base_url="http://127.0.0.1:P/v1")` connects
@@ -11,11 +11,23 @@ openai.py): `response.created`, `response.output_item.added`, `conversation.item
 `response.content_part.added`, `response.output_text.delta`... , `response.output_text.done`,
 `response.content_part.done`, `response.output_item.done`, `conversation.item.done`,
 `response.done`.
+
+Audio: with `audio` in the output modalities a message is spoken: espeak-ng PCM16 at
+24 kHz in `response.output_audio.delta` events, with its words in
+`response.output_audio_transcript.delta`. The caller's `input_audio_buffer.append`
+audio is listened to as the server's VAD would: speech followed by `end_silence_ms` of
+quiet is `speech_started` / `speech_stopped` / `committed`, a user item whose
+transcript is the next of `transcripts` (else `transcript`), and, as server turn
+detection does by default, a response. Speech starting during a response cancels it.
+
+    python -m tests.fakes.openai_realtime --port 8404
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
 import contextlib
 import copy
 import json
@@ -25,6 +37,7 @@ from typing import Any, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from .listening import Heard, Listener
 from .openai_chat import (
     DelayReply,
     ErrorReply,
@@ -108,6 +121,8 @@ class _Connection:
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_response: asyncio.Task[None] | None = None  # responses run one after another
     active_response: asyncio.Task[None] | None = None  # the one response.cancel targets
+    listener: Listener | None = None  # the caller's audio, as the server's VAD follows it
+    speech_item: str | None = None  # the user item being spoken
 
     def index_of(self, item_id: str) -> int | None:
         for i, item in enumerate(self.items):
@@ -124,7 +139,7 @@ class _Connection:
 
 
 class FakeRealtime(_ScriptedServer):
-    """OpenAI Realtime websocket server (GA protocol, text output) with fault injection.
+    """OpenAI Realtime websocket server (GA protocol, text or audio) with fault injection.
 
     Scripting: `enqueue(*replies)` queues replies for the next responses; once the queue
     is empty `script(conversation)` answers, where `conversation` is a copy of the items
@@ -149,6 +164,12 @@ class FakeRealtime(_ScriptedServer):
         self.refuse_connections = False
         self.drop_after_responses: int | None = None
         self.responses_done = 0
+        self.transcript = "hello from the fake realtime"  # what the caller's audio said
+        self.transcripts: collections.deque[str] = collections.deque()
+        self.heard: list[str] = []  # transcripts of the caller's audio turns, in order
+        self.end_silence_ms = 400
+        self.threshold = 500.0
+        self.audio_chunks = 0  # output_audio.delta events sent
         self._conns: list[_Connection] = []  # live connections, oldest first
         self._last_conn: _Connection | None = None
 
@@ -351,8 +372,60 @@ class FakeRealtime(_ScriptedServer):
                     conn, "response_cancel_not_active",
                     "Cancellation failed: no active response found", event.get("event_id"),
                 )
-        # input_audio_buffer.* and anything else: recorded in `events`, otherwise ignored
-        # (text modality only).
+        elif kind == "input_audio_buffer.append":
+            await self._listen(conn, base64.b64decode(event.get("audio") or ""))
+        elif kind == "input_audio_buffer.commit":
+            await self._commit_speech(conn)
+        elif kind == "input_audio_buffer.clear":
+            conn.speech_item, conn.listener = None, None
+            await self._send(conn, {"type": "input_audio_buffer.cleared"})
+        # anything else: recorded in `events`, otherwise ignored
+
+    # -- the caller's audio --------------------------------------------------------------
+
+    async def _listen(self, conn: _Connection, pcm: bytes) -> None:
+        if conn.listener is None:
+            # 60 ms of sound in a row: a server VAD ignores clicks
+            conn.listener = Listener(24000, threshold=self.threshold, end_silence_ms=self.end_silence_ms,
+                                     loud_windows=3)
+        for heard in conn.listener.feed(pcm):
+            if heard.kind == "started":
+                conn.speech_item = self._new_id("item")
+                await self._send(conn, {"type": "input_audio_buffer.speech_started",
+                                        "audio_start_ms": int(heard.start * 1000), "item_id": conn.speech_item})
+                active = conn.active_response
+                if active is not None and not active.done():
+                    active.cancel()  # turn detection's interrupt_response
+            else:
+                await self._commit_speech(conn, heard)
+
+    async def _commit_speech(self, conn: _Connection, heard: Heard | None = None) -> None:
+        """The utterance ``heard`` (or, on a client commit, the one under way) is a user item."""
+        if heard is None and conn.listener is not None and conn.listener.start is not None:
+            heard = conn.listener.take()
+        item_id, conn.speech_item = conn.speech_item, None
+        if item_id is None or heard is None:
+            return
+        await self._send(conn, {"type": "input_audio_buffer.speech_stopped",
+                                "audio_end_ms": int(heard.end * 1000), "item_id": item_id})
+        previous = conn.items[-1]["id"] if conn.items else None
+        await self._send(conn, {"type": "input_audio_buffer.committed", "previous_item_id": previous,
+                                "item_id": item_id})
+        said = self.transcripts.popleft() if self.transcripts else self.transcript
+        self.heard.append(said)
+        item = {"id": item_id, "object": "realtime.item", "type": "message", "status": "completed",
+                "role": "user", "content": [{"type": "input_audio", "transcript": None}]}
+        conn.items.append(item)
+        for kind in ("conversation.item.added", "conversation.item.done"):
+            await self._send(conn, {"type": kind, "previous_item_id": previous, "item": item})
+        item["content"] = [{"type": "input_audio", "transcript": said}]
+        await self._send(conn, {"type": "conversation.item.input_audio_transcription.completed",
+                                "item_id": item_id, "content_index": 0, "transcript": said,
+                                "usage": {"type": "duration", "seconds": round(heard.end - heard.start, 3)}})
+        turn = (conn.session.get("audio") or {}).get("input", {}).get("turn_detection")
+        if turn is not None and turn.get("create_response", True) is not False:
+            prev = conn.last_response
+            conn.last_response = asyncio.create_task(self._respond(conn, {"type": "response.create"}, prev))
 
     async def _create_item(self, conn: _Connection, event: dict[str, Any]) -> None:
         item = copy.deepcopy(event.get("item") or {})  # `events` keeps what the client sent
@@ -444,7 +517,10 @@ class FakeRealtime(_ScriptedServer):
                     },
                 }
             elif isinstance(reply, TextReply):
-                await self._emit_message(conn, response, reply.text)
+                if "audio" in response["output_modalities"]:
+                    await self._emit_spoken_message(conn, response, reply.text)
+                else:
+                    await self._emit_message(conn, response, reply.text)
                 response["status"] = "completed"
             elif isinstance(reply, ToolCallsReply):
                 for call in reply.calls:
@@ -507,6 +583,41 @@ class FakeRealtime(_ScriptedServer):
 
         await self._emit_item(conn, response, item, stream)
 
+    async def _emit_spoken_message(
+        self, conn: _Connection, response: dict[str, Any], content: str
+    ) -> None:
+        from . import espeak
+
+        item: dict[str, Any] = {
+            "id": self._new_id("item"),
+            "object": "realtime.item",
+            "type": "message",
+            "status": "in_progress",
+            "role": "assistant",
+            "content": [],
+        }
+        pcm = espeak.speak(content, 24000) if content.strip() else b""
+
+        async def stream(where: dict[str, Any]) -> None:
+            where = {**where, "content_index": 0}
+            part = {"type": "audio", "transcript": ""}
+            await self._send(conn, {"type": "response.content_part.added", **where, "part": part})
+            for word in _words(content):
+                await self._send(conn, {"type": "response.output_audio_transcript.delta", **where, "delta": word})
+            step = 2400 * 2  # 100 ms
+            for i in range(0, len(pcm), step):
+                chunk = base64.b64encode(pcm[i:i + step]).decode()
+                await self._send(conn, {"type": "response.output_audio.delta", **where, "delta": chunk})
+                self.audio_chunks += 1
+                await asyncio.sleep(0)  # a cancel (the caller barging in) lands between chunks
+            await self._send(conn, {"type": "response.output_audio.done", **where})
+            await self._send(conn, {"type": "response.output_audio_transcript.done", **where, "transcript": content})
+            part = {"type": "audio", "transcript": content}
+            await self._send(conn, {"type": "response.content_part.done", **where, "part": part})
+            item["content"] = [{"type": "output_audio", "transcript": content}]
+
+        await self._emit_item(conn, response, item, stream)
+
     async def _emit_function_call(
         self, conn: _Connection, response: dict[str, Any], call: ToolCall
     ) -> None:
@@ -549,3 +660,20 @@ class FakeRealtime(_ScriptedServer):
         self.responses_done += 1
         if self.responses_done == self.drop_after_responses:
             conn.abort()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.fakes.openai_realtime --port N``: the realtime fake on its own
+    (answers ``echo: <what the user said>``)."""
+    import argparse
+
+    from ._standalone import run_standalone
+
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.openai_realtime", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    run_standalone(FakeRealtime(), args.port, lambda f: f"openai realtime base_url: {f.base_url}")
+
+
+if __name__ == "__main__":
+    main()

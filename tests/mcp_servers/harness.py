@@ -150,6 +150,12 @@ def read_events(path: StrPath) -> list[dict[str, Any]]:
     return [r for r in _read_jsonl(path) if "event" in r]
 
 
+def read_cancellations(path: StrPath) -> list[dict[str, Any]]:
+    """``sleep`` calls the client cancelled, as the server saw them: ``{"cancelled":
+    "sleep", "args", "pid", "ts"}`` each."""
+    return [r for r in _read_jsonl(path) if "cancelled" in r]
+
+
 class HttpServer:
     """One recorder served over HTTP by a subprocess; `restart()` keeps the port."""
 

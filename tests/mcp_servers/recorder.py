@@ -7,7 +7,9 @@ Run as a script (never imported by the runtime)::
 
 Each tool call appends one JSON line ``{"tool", "args", "pid", "ts"}`` to ``--record``
 when the call *arrives* (before the tool runs), so a test can read it as soon as the
-call returns, and a call that hangs, crashes or is cancelled is still visible. The process
+call returns, and a call that hangs, crashes or is cancelled is still visible. A
+``sleep`` call the client cancels appends ``{"cancelled": "sleep", "args"}`` (see
+``harness.read_cancellations``). The process
 also appends one ``{"event": "spawn", ...}`` line at startup, so tests can count
 (re)starts and find the pids they must see die.
 
@@ -303,7 +305,12 @@ def build_server(config: Config, rec: Recorder | None = None) -> MCPServer[Any]:
     async def sleep(seconds: float) -> str:
         """Sleep for the given number of seconds."""
         rec.call("sleep", seconds=seconds)
-        await anyio.sleep(seconds)
+        try:
+            await anyio.sleep(seconds)
+        except anyio.get_cancelled_exc_class():
+            # the client cancelled the request (notifications/cancelled): proof for tests
+            rec.write({"cancelled": "sleep", "args": {"seconds": seconds}})
+            raise
         return "slept"
 
     @tool()
