@@ -579,7 +579,7 @@ def serve(
     executor: Annotated[Executor, typer.Option("--executor", help="process (one process per call) or thread.")] = Executor.PROCESS,
     idle_processes: Annotated[int, typer.Option("--idle-processes", min=0, help="Job processes kept prewarmed for the whole serve (any agent's call takes one).")] = 1,
     dispatch: Annotated[Dispatch, typer.Option("--dispatch", help="name: register every agent name with LiveKit. metadata: register --agent-name once; each job names its agent in its dispatch metadata {\"agent\": \"<name>\"}.")] = Dispatch.NAME,
-    agent_name: Annotated[str, typer.Option("--agent-name", help="The one agent name registered with --dispatch metadata.")] = "voice-runtime",
+    agent_name: Annotated[Optional[str], typer.Option("--agent-name", help="The one agent name registered with --dispatch metadata. [default: voice-runtime]")] = None,
     job_memory_warn_mb: Annotated[float, typer.Option("--job-memory-warn-mb", min=0, help="Log a warning when a call's process uses more (MB; 0: never).")] = 1000.0,
     job_memory_limit_mb: Annotated[float, typer.Option("--job-memory-limit-mb", min=0, help="End a call whose process uses more (MB; 0: no limit); counted in voice_runtime_jobs_memory_killed_total.")] = 0.0,
     load_threshold: Annotated[float, typer.Option("--load-threshold", help="Above this load LiveKit sends no new calls.")] = 0.7,
@@ -605,6 +605,17 @@ def serve(
         typer.echo(f"error: {', '.join(missing)} not set (LiveKit's URL and API credentials; "
                    "or use --unregistered to run without LiveKit)", err=True)
         raise typer.Exit(2)
+    if agent_name is not None and dispatch is Dispatch.NAME:
+        typer.echo("error: --agent-name is the one name of --dispatch metadata; with --dispatch name every "
+                   "agent registers under its own name", err=True)
+        raise typer.Exit(2)
+    from .spec.loader import valid_agent_name
+
+    if agent_name is not None and not valid_agent_name(agent_name):
+        typer.echo(f"error: --agent-name {printable(agent_name[:80])!r} is not an agent name (1-63 letters, "
+                   "digits, '_', '.' or '-', starting with a letter or digit; an empty name would ask "
+                   "LiveKit for every room)", err=True)
+        raise typer.Exit(2)
     require_dir(agents_dir)
     from .logs import setup_logging
     from .serve import run_serve
@@ -616,7 +627,7 @@ def serve(
         # watched even when it does not exist yet: a plugins/ folder made later is loaded
         agents_dir=agents_dir, plugins_dir=plugins_dir_for(agents_dir, plugins),
         http_host=http_host, http_port=http_port, executor=executor, idle_processes=idle_processes,
-        dispatch=dispatch, agent_name=agent_name, job_memory_warn_mb=job_memory_warn_mb,
+        dispatch=dispatch, agent_name=agent_name or "voice-runtime", job_memory_warn_mb=job_memory_warn_mb,
         job_memory_limit_mb=job_memory_limit_mb,
         load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
         unregistered=unregistered, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,

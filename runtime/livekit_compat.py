@@ -297,9 +297,9 @@ def on_pool_event(server: Any, event: str, callback: Callable[[Any], None]) -> N
 # -- job memory (livekit/agents/ipc/supervised_proc.py 1.8.9) -------------------------------
 
 
-def watch_memory_kills(callback: Callable[[str | None], None]) -> None:
-    """Call ``callback(job_id)`` when livekit kills a job process for exceeding
-    ``job_memory_limit_mb``. livekit has no event for it, only the error record
+def watch_memory_kills(callback: Callable[[str | None, float | None], None]) -> None:
+    """Call ``callback(job_id, memory_mb)`` when livekit kills a job process for
+    exceeding ``job_memory_limit_mb`` (``job_id`` None: an idle, prewarmed one). livekit has no event for it, only the error record
     "job process exceeded memory limit, killing it" on ``livekit.agents`` with the
     job id in its extra fields (``_memory_monitor_task``). Degrades to no count
     (the kill itself still happens) if the wording changes."""
@@ -308,7 +308,7 @@ def watch_memory_kills(callback: Callable[[str | None], None]) -> None:
     class Watch(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
             if record.levelno >= logging.ERROR and "exceeded memory limit" in str(record.msg):
-                callback(getattr(record, "job_id", None))
+                callback(getattr(record, "job_id", None), getattr(record, "memory_usage_mb", None))
             return True
 
     logger = logging.getLogger("livekit.agents")

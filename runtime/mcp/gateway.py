@@ -28,6 +28,7 @@ import logging
 import os
 import secrets as token_source
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,8 @@ log = logging.getLogger("voice_runtime.mcp")
 
 ADDRESS_FILE = "gateway.json"
 UP_WAIT_S = 30.0  # a long poll for a server to come back lasts at most this
+CALL_MARGIN_S = 10.0  # a borrowed call gives up this long after the server's own timeout
+TOKEN_WAIT_S = 5.0  # a connection must say the token this soon
 SOCKET_PATH_MAX = 100  # bytes; a unix socket path holds at most 107
 # one message per line: a tool result can be large (results are capped to the
 # server's max_result_chars only in the job)
@@ -82,6 +85,10 @@ class Gateway:
         self._socket_dir: str | None = None
         self._clients: set[asyncio.Task[None]] = set()
         self._running: dict[tuple[int, Any], asyncio.Task[None]] = {}  # (connection, request id) -> its task
+        # how many job connections borrowed each block: a block a spec edit replaced stays
+        # open for the calls of the older generation still using it
+        self._leases: Counter[str] = Counter()
+        pool.lent = lambda: {key for key, n in self._leases.items() if n > 0}
         self.path = ""
 
     @property
@@ -116,8 +123,12 @@ class Gateway:
         self._clients.add(asyncio.current_task())  # type: ignore[arg-type]
         running = self._running
         me = id(writer)
+        leased: set[str] = set()
         try:
-            first = await reader.readline()
+            try:  # exactly the token's length and a newline, soon: nothing else is buffered first
+                first = await asyncio.wait_for(reader.readexactly(len(self.token) + 1), TOKEN_WAIT_S)
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError):
+                first = b""
             if first.rstrip(b"\n").decode(errors="replace") != self.token:
                 writer.write(_line({"id": None, "status": 401, "error": "not one of this serve's job processes"}))
                 return
@@ -126,8 +137,9 @@ class Gateway:
                     request = json.loads(line)
                 except ValueError:
                     request = None
-                if not isinstance(request, dict):
-                    writer.write(_line({"id": None, "status": 400, "error": "one JSON object per line"}))
+                if not isinstance(request, dict) or not isinstance(request.get("id"), (int, str, type(None))):
+                    writer.write(_line({"id": None, "status": 400, "error": "one JSON object per line, "
+                                                                              "with a number or string id"}))
                     continue
                 if request.get("op") == "cancel":
                     task = running.get((me, request.get("id")))
@@ -135,7 +147,7 @@ class Gateway:
                         task.cancel()
                     continue
                 rid = (me, request.get("id"))
-                task = asyncio.ensure_future(self._answer(request, writer))
+                task = asyncio.ensure_future(self._answer(request, writer, leased))
                 running[rid] = task
                 task.add_done_callback(lambda _t, rid=rid: running.pop(rid, None))
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
@@ -147,13 +159,24 @@ class Gateway:
                 if conn == me:
                     task.cancel()  # a job that ended mid-call: the calls to its servers are cancelled
             writer.close()
+            for key in leased:  # the call ended: blocks only it still used can close now
+                self._leases[key] -= 1
+                if self._leases[key] <= 0:
+                    del self._leases[key]
+                    if self._server is not None and self._server.is_serving():  # not when serve stops
+                        with contextlib.suppress(Exception, asyncio.CancelledError):
+                            await self.pool.release(key)
             self._clients.discard(asyncio.current_task())  # type: ignore[arg-type]
 
-    async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+    async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter, leased: set[str]) -> None:
         op = request.get("op")
-        handler = {"acquire": self._acquire, "call": self._call, "up": self._up}.get(op)  # type: ignore[arg-type]
         try:
-            answer = await handler(request) if handler else {"status": 400, "error": f"unknown op {op!r}"}
+            if op == "acquire":
+                answer = await self._acquire(request, leased)
+            elif op in ("call", "up"):
+                answer = await (self._call if op == "call" else self._up)(request)
+            else:
+                answer = {"status": 400, "error": f"unknown op {str(op)[:40]!r}"}
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the job reports it as the tool's failure
@@ -163,7 +186,7 @@ class Gateway:
 
     # -- requests --------------------------------------------------------------------
 
-    async def _acquire(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _acquire(self, body: dict[str, Any], leased: set[str]) -> dict[str, Any]:
         """{agent, servers: {name: key}} -> each server's state and tools; keys the
         pool lacks are connected first if they belong to the agent's current spec."""
         wanted = body.get("servers")
@@ -173,11 +196,14 @@ class Gateway:
         if any(key not in conns for key in wanted.values()):
             loaded = self.spec_of(str(body.get("agent", "")))
             if loaded is not None:
-                await self.pool.acquire(loaded)
+                await self.pool.warm([loaded])  # its shared blocks only: never a call's own
                 conns = self.pool.by_key()
         else:
             await self.pool.started(wanted.values())
         servers = {name: _describe(conns[key]) if key in conns else {"known": False} for name, key in wanted.items()}
+        for key in set(wanted.values()) & set(conns) - leased:
+            leased.add(key)
+            self._leases[key] += 1
         return {"status": 200, "servers": servers}
 
     async def _call(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +223,12 @@ class Gateway:
             raise
         except Exception as exc:  # noqa: BLE001 - the job reports it as the tool's failure
             return {"status": 500, "error": f"{type(exc).__name__}: {conn.redact(str(exc))}"}
-        return {"status": 200, "result": result.model_dump(mode="json", by_alias=True, exclude_none=True)}
+        # the result as the job will use it: its text, capped here to the server's
+        # max_result_chars (a 30 MB result must not cross, nor fill, the socket)
+        from .toolset import cap_text, result_text
+
+        return {"status": 200, "text": cap_text(result_text(result), conn.server.max_result_chars),
+                "is_error": bool(result.is_error)}
 
     async def _up(self, body: dict[str, Any]) -> dict[str, Any]:
         """A long poll: answers once the server is up (with its tools), or 204."""
@@ -268,12 +299,21 @@ class _Client:
         except (ConnectionError, ValueError, asyncio.LimitOverrunError) as exc:
             error = exc
         finally:
+            # the next request opens a new connection: never one nobody reads
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
             for waiter in self._waiting.values():
                 if not waiter.done():
                     waiter.set_exception(error)
             self._waiting.clear()
 
-    async def request(self, op: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def request(self, op: str, body: dict[str, Any], timeout: float | None = None) -> tuple[int, dict[str, Any]]:
+        """``timeout``: a bound of the job's own on top of serve's (serve applies the
+        server's ``timeout`` to the call itself)."""
+        if timeout is not None:
+            async with asyncio.timeout(timeout):
+                return await self.request(op, body)
         writer = await self._connect()
         rid = next(self._ids)
         answer = self._waiting[rid] = asyncio.get_running_loop().create_future()
@@ -331,9 +371,13 @@ class RemoteConnection:
 
         if self._local is not None:
             return await self._local.call(tool, arguments)
-        status, body = await self._client.request("call", {"key": self.key, "tool": tool, "arguments": arguments})
+        status, body = await self._client.request("call", {"key": self.key, "tool": tool, "arguments": arguments},
+                                                  timeout=self.server.timeout + CALL_MARGIN_S)
         if status == 200:
-            return CallToolResult.model_validate(body["result"])
+            from mcp.types import TextContent
+
+            return CallToolResult(content=[TextContent(type="text", text=str(body.get("text", "")))],
+                                  is_error=bool(body.get("is_error")))
         if status == 503:
             self.state, self.error = ConnState.DOWN, body.get("unavailable")
             if self._watch is None or self._watch.done():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,6 +60,10 @@ class McpPool:
         self._starting: dict[str, asyncio.Task[None]] = {}
         self._owned: set[McpConnection] = set()  # `shared: false` connections handed out, until closed
         self._keys: dict[int, tuple[LoadedSpec, tuple[str, ...]]] = {}  # id(spec) -> (spec, its shared keys)
+        self._wanted: set[str] | None = None  # the keys the last retain() was asked for
+        self._retaining: asyncio.Lock | None = None
+        # the keys lent to calls now (the gateway's leases); retain() keeps those open
+        self.lent: Callable[[], set[str]] = set
         self.retry_in_background = retry_in_background
 
     async def acquire(self, loaded: LoadedSpec, only: set[str] | None = None) -> Acquired:
@@ -76,17 +80,20 @@ class McpPool:
             return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.acquire(loaded, only), self._loop))
         servers = {n: s for n, s in loaded.spec.mcp_servers.items() if only is None or n in only}
         keys = {name: server_key(loaded, name) for name, server in servers.items() if server.shared}
+        pooled: dict[str, McpConnection] = {}  # held here: a retain() meanwhile may drop the key
         for name, key in keys.items():
-            if key not in self._connections:
+            conn = self._connections.get(key)
+            if conn is None:
                 self._connections[key] = conn = self._new(loaded, name)
                 self._starting[key] = asyncio.ensure_future(self._start(conn))
+            pooled[name] = conn
         owned = {name: self._new(loaded, name) for name, server in servers.items() if not server.shared}
         self._owned.update(owned.values())
         pending = [self._starting[k] for k in keys.values() if k in self._starting]
         pending += [asyncio.ensure_future(self._start(conn)) for conn in owned.values()]
         if pending:
             await asyncio.gather(*(asyncio.shield(t) for t in pending), return_exceptions=True)
-        connections = {name: owned[name] if name in owned else self._connections[keys[name]] for name in servers}
+        connections = {name: owned[name] if name in owned else pooled[name] for name in servers}
         acquired = Acquired(connections, lock=pins.read_tool_lock(loaded) if servers else None,
                             owned=list(owned.values()))
         for name, conn in acquired.connections.items():
@@ -123,10 +130,23 @@ class McpPool:
         others, connect the new ones, keep the unchanged ones as they are. With
         1,000 specs this runs on every reload, so each spec's keys are computed once
         per accepted version and a spec whose servers are all held is not visited."""
-        keyed = [(s, self._shared_keys(s)) for s in specs]
-        wanted = {key for _, keys in keyed for key in keys}
-        stale = [k for k in self._connections if k not in wanted]
-        closing = [self._connections.pop(k) for k in stale]
+        self._retaining = self._retaining or asyncio.Lock()
+        async with self._retaining:  # reloads come faster than connections close: one retain at a time
+            keyed = [(s, self._shared_keys(s)) for s in specs]
+            self._wanted = {key for _, keys in keyed for key in keys}
+            # a block still lent to a call of an older generation stays until that call ends
+            # (``release``): closing it would cut the call's tools mid-conversation
+            lent = self.lent()
+            await self._close([k for k in self._connections if k not in self._wanted and k not in lent])
+            await self.warm(s for s, keys in keyed if any(k not in self._connections for k in keys))
+
+    async def release(self, key: str) -> None:
+        """A call that borrowed this block ended: close it if no spec wants it any more."""
+        if self._wanted is not None and key not in self._wanted and key not in self.lent():
+            await self._close([key])
+
+    async def _close(self, stale: list[str]) -> None:
+        closing = [self._connections.pop(k) for k in stale if k in self._connections]
         for key in stale:
             task = self._starting.pop(key, None)
             if task is not None:
@@ -134,7 +154,6 @@ class McpPool:
         if closing:
             log.info("closing %d MCP connection(s) no spec uses any more", len(closing))
         await asyncio.gather(*(c.aclose() for c in closing), return_exceptions=True)
-        await self.warm(s for s, keys in keyed if any(k not in self._connections for k in keys))
 
     def _shared_keys(self, loaded: LoadedSpec) -> tuple[str, ...]:
         cached = self._keys.get(id(loaded))

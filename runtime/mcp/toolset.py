@@ -381,7 +381,16 @@ def result_text(result: CallToolResult) -> str:
     return "\n".join(parts)
 
 
+_CAPPED = re.compile(r"\n\[result truncated: \d+ characters, showing the first (\d+)\]")
+
+
 def cap_text(text: str, cap: int) -> str:
+    """At most ``cap`` characters, and a marker saying how many there were. Capping
+    capped text changes nothing (serve caps a result before lending it to a job,
+    which caps it again)."""
     if len(text) <= cap:
+        return text
+    marker = _CAPPED.fullmatch(text, cap)
+    if marker is not None and int(marker.group(1)) == cap:
         return text
     return text[:cap] + f"\n[result truncated: {len(text)} characters, showing the first {cap}]"

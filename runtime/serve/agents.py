@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import livekit_compat
+from ..terminal import printable
 from .options import Dispatch, Executor
 from .routing import Unroutable, agent_of
 
@@ -80,6 +81,8 @@ class Agents:
         self.draining: set[str] = set()
         self.refused: Counter[str] = Counter()  # jobs refused, by reason
         self.memory_kills: Counter[str] = Counter()  # calls ended by the memory limit, by agent
+        self.idle_memory_kill: tuple[float, float | None] | None = None  # (when, MB) of an idle process killed
+        self._idle_kill_logged = float("-inf")
         self.hub: Any = None
         self.hub_task: asyncio.Task[None] | None = None
         self.hub_ready = False  # started (and, with --dispatch metadata and LiveKit, registered)
@@ -162,7 +165,7 @@ class Agents:
         if name not in self.workers or name in self.draining:
             why = "is being drained" if name in self.draining else "is not served here"
             self._refuse(request, "unknown_agent" if name not in self.workers else "draining",
-                         f"agent {name!r} {why} (serving {len(self.workers) - len(self.draining)} agent(s))")
+                         f"agent {printable(name)!r} {why} (serving {len(self.workers) - len(self.draining)} agent(s))")
             await request.reject()
             return
         await request.accept()
@@ -197,9 +200,25 @@ class Agents:
             self._job_agents[job_id] = name
         return name
 
-    def _killed_for_memory(self, job_id: str | None) -> None:
-        agent = next((a for a, info in self.jobs() if info.job.id == job_id), None) if job_id else None
+    def _killed_for_memory(self, job_id: str | None, memory_mb: float | None) -> None:
+        if job_id is None:
+            # a prewarmed process, before any call: the limit is below what an idle one
+            # needs, so every call would fail; not a call killed, but serve is not ready
+            self.idle_memory_kill = (time.monotonic(), memory_mb)
+            if time.monotonic() - self._idle_kill_logged > 60:
+                self._idle_kill_logged = time.monotonic()
+                log.error("a prewarmed job process used %s MB, over --job-memory-limit-mb %g, before any call: "
+                          "no call can start (raise the limit above what an idle process needs)",
+                          f"{memory_mb:.0f}" if memory_mb else "more", self.options.job_memory_limit_mb)
+            return
+        agent = next((a for a, info in self.jobs() if info.job.id == job_id), None)
         self.memory_kills[agent or ""] += 1
+
+    def idle_killed_recently(self, within: float = 30.0) -> float | None:
+        """The memory (MB) of a prewarmed process killed for memory within ``within`` s."""
+        if self.idle_memory_kill is None or time.monotonic() - self.idle_memory_kill[0] > within:
+            return None
+        return self.idle_memory_kill[1] or 0.0
 
     # -- what is served ------------------------------------------------------------
 

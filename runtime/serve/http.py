@@ -165,9 +165,12 @@ def make_app(operator: Operator, *, simulate: bool = False, simulate_from_anywhe
         # ?agent=NAME (repeatable): only those agents, for a poller that watches one
         # (with 1,000 agents the whole document is ~0.8 MB and ~30 ms to build)
         wanted = set(request.query.getall("agent", [])) or None
+        document = operator.status(wanted)
+        if wanted and not document["agents"]:  # a typo must not look like an agent with nothing to say
+            return _error(404, f"no agent named {', '.join(sorted(wanted))[:200]!r} is served")
         # one line (pipe it through jq to read it): json's C encoder only runs without
         # indent, and with 1,000 agents indenting cost 3-4 times the rest of /status
-        return web.Response(text=operator.secrets.dumps(operator.status(wanted)) + "\n",
+        return web.Response(text=operator.secrets.dumps(document) + "\n",
                             content_type="application/json")
 
     async def page(_: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ from typing import Any
 from .options import Dispatch
 
 ROUTE_KEY = "agent"
+MAX_NAME = 63  # an agent name's longest (spec/models.py AGENT_NAME_PATTERN)
 
 
 class Unroutable(Exception):
@@ -33,8 +34,8 @@ def agent_of(job: Any, dispatch: Dispatch) -> str:
         raise Unroutable("the job was dispatched without an agent name (serve registers each agent by its name)")
     for where, name in _candidates(job):
         if name is not None:
-            if not isinstance(name, str) or not name:
-                raise Unroutable(f'{where} has "{ROUTE_KEY}": {json.dumps(name)[:60]}, not an agent name')
+            if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+                raise Unroutable(f'{where} has "{ROUTE_KEY}": {_shown(name)}, not an agent name')
             return name
     raise Unroutable(f'the job names no agent: give the dispatch metadata {{"{ROUTE_KEY}": "<name>"}} '
                      f"(or a participant attribute or room metadata key \"{ROUTE_KEY}\")")
@@ -49,11 +50,17 @@ def _candidates(job: Any) -> list[tuple[str, Any]]:
     return found
 
 
+def _shown(value: Any) -> str:
+    """At most 60 characters of it, for a log line (a name may be 200 KB)."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _json_key(text: str) -> Any:
     if not text:
         return None
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # [[[[... 100,000 deep is not metadata either
         return None
     return value.get(ROUTE_KEY) if isinstance(value, dict) else None

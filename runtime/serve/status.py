@@ -24,6 +24,7 @@ class StatusView:
         self.agents = agents
         self.pool = pool
         self.reloads: dict[str, int] = {"success": 0, "failure": 0}
+        self.stopping = False  # set on the first stop signal: /readyz says so, so traffic moves away
         # plugin files that do not load (start) or the newest plugin change that was refused
         self.plugin_errors: list[str] = []
         # name -> (LoadedSpec, describe(), server -> pool key), made once per accepted version
@@ -36,6 +37,12 @@ class StatusView:
         elif not self.catalog.agents:
             reasons.append("no agent is loaded")
         agents = self.agents
+        if self.stopping:
+            reasons.append("stopping: draining the calls in progress")
+        idle_mb = agents.idle_killed_recently()
+        if idle_mb is not None:
+            reasons.append(f"prewarmed job processes are killed by --job-memory-limit-mb "
+                           f"{self.options.job_memory_limit_mb:g} before any call (one used {idle_mb:.0f} MB)")
         if agents.hub_error or (not agents.hub_ready and not agents.registers_names):
             why = agents.hub_error or (f"connecting to LiveKit at {self.options.ws_url}"
                                        if not self.options.unregistered else "starting")

@@ -122,6 +122,7 @@ class Supervisor:
         calls in progress (their job processes are killed) and exits at once,
         still stopping every MCP server and removing serve's folders."""
         if not self._stop.is_set():
+            self.view.stopping = True
             log.info("stopping: draining %d agent(s), at most %.0fs (a second signal stops at once)",
                      len(self.agents.workers), self.options.drain_timeout)
             self._stop.set()
@@ -409,6 +410,10 @@ def run_serve(options: ServeOptions, *, secrets: SecretSet | None = None) -> int
     try:
         become_subreaper()
         _raise_fd_limit()
+        if os.environ.pop("LIVEKIT_AGENT_NAME_OVERRIDE", None):
+            # livekit would register every agent (and --agent-name) under that one name
+            log.warning("LIVEKIT_AGENT_NAME_OVERRIDE is ignored: serve registers each agent by its name "
+                        "(or one name with --dispatch metadata --agent-name)")
         # before prometheus_client is imported anywhere: job processes (forkserver
         # children, which inherit this environment) write their counters here
         with _signals_held():

@@ -202,3 +202,48 @@ def test_a_call_over_the_job_memory_limit_is_ended_and_counted(
         assert "exceeded memory limit" in serve.output()
         assert serve.status()["jobs"]["killed_for_memory"] == 1
         assert serve.get("/healthz")[0] == 200  # serve itself is unharmed
+
+
+def test_a_memory_limit_below_an_idle_process_makes_serve_not_ready_and_counts_no_call(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents, "--idle-processes", "1", "--job-memory-limit-mb", "20") as serve:
+        serve.wait_for(lambda: serve.get("/readyz")[0] == 503 and "before any call" in serve.get("/readyz")[1],
+                       timeout=60, message="/readyz naming the memory limit")
+        assert "over --job-memory-limit-mb 20, before any call" in serve.output()
+        assert serve.status()["jobs"]["killed_for_memory"] == 0  # no call was killed
+
+
+def test_readyz_is_not_ready_while_draining_so_traffic_moves_away(agents: Path, fake_openai: FakeOpenAI) -> None:
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents, "--drain-timeout", "30") as serve:
+        serve.wait_ready()
+        serve.simulate("desk", ["first", "later"], gap_s=20.0)
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "first"), message="the call's first turn")
+        serve.proc.send_signal(__import__("signal").SIGTERM)
+        serve.wait_for(lambda: "stopping: draining" in serve.get("/readyz")[1], message="/readyz while draining")
+        assert serve.get("/readyz")[0] == 503
+        assert serve.get("/healthz")[0] == 200  # alive: the drain goes on
+
+
+def test_status_for_an_agent_that_is_not_served_is_a_404(agents: Path, fake_openai: FakeOpenAI) -> None:
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        code, body = serve.get("/status?agent=desk")
+        assert code == 200 and [a["name"] for a in json.loads(body)["agents"]] == ["desk"]
+        code, body = serve.get("/status?agent=dsek")
+        assert code == 404 and "dsek" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--agent-name", "tenants"], "--agent-name is the one name of --dispatch metadata"),
+    (["--dispatch", "metadata", "--agent-name", ""], "is not an agent name"),
+    (["--dispatch", "metadata", "--agent-name", "a\nb"], "is not an agent name"),
+])
+def test_agent_name_options_that_cannot_work_are_usage_errors(agents: Path, args: list[str], says: str) -> None:
+    from helpers import run_cli
+
+    result = run_cli("serve", str(agents), "--unregistered", *args)
+    assert result.rc == 2 and says in result.stderr and "Traceback" not in result.stderr

@@ -92,20 +92,36 @@ def _request(message: dict[str, Any]) -> bytes:
     return json.dumps(message).encode() + b"\n"
 
 
-async def test_a_call_on_a_block_serve_closed_meanwhile_connects_its_own(lent: Any, tmp_path: Path) -> None:
-    """A spec edit closed the old block while a call of the older generation still
-    runs: the call keeps its tools, on a connection of its own."""
+async def test_a_block_a_reload_replaced_stays_open_for_the_call_that_borrowed_it_then_closes(
+    lent: Any, tmp_path: Path
+) -> None:
+    """A spec edit replaced the block while a call of the older generation still runs:
+    the call keeps its tools on serve's connection, which closes when the call ends."""
     loaded, pool, _, record = lent
     borrowed = GatewayPool.from_state_dir(tmp_path)
     try:
         conn = (await borrowed.acquire(loaded)).connections["tools"]
-        await pool.retain([])  # the block is no longer wanted by any spec
+        await pool.retain([])  # no spec wants the block any more
         result = await conn.call("echo", {"text": "still here"})
         assert result.content[0].text == "still here"
+        assert len(pool.by_key()) == 1
+    finally:
+        await borrowed.aclose()
+    await _until(lambda: pool.by_key() == {})  # the call ended: nothing holds the block
+    [spawn] = read_events(record)  # one server all along
+    assert read_records(record)[-1]["pid"] == spawn["pid"]
+
+
+async def test_a_call_on_a_block_serve_no_longer_holds_connects_its_own(lent: Any, tmp_path: Path) -> None:
+    loaded, pool, _, record = lent
+    await pool.retain([])  # closed before the call asked for it (nobody had borrowed it)
+    borrowed = GatewayPool.from_state_dir(tmp_path)
+    try:
+        conn = (await borrowed.acquire(loaded)).connections["tools"]
+        assert (await conn.call("echo", {"text": "mine"})).content[0].text == "mine"
     finally:
         await borrowed.aclose()
     assert len(read_events(record)) == 2  # serve's (closed) and the call's own
-    assert read_records(record)[-1]["pid"] == read_events(record)[-1]["pid"]
 
 
 async def test_a_shared_false_block_is_never_lent(tmp_path: Path) -> None:
@@ -162,3 +178,18 @@ async def _until(condition: Any, timeout: float = 5.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+async def test_a_huge_result_is_capped_in_serve_and_the_next_call_still_answers(lent: Any, tmp_path: Path) -> None:
+    """A tool returning megabytes (a file or log reader): serve caps it to the block's
+    max_result_chars before lending it, with the marker the job would have written."""
+    loaded, _, _, _ = lent
+    borrowed = GatewayPool.from_state_dir(tmp_path)
+    try:
+        conn = (await borrowed.acquire(loaded)).connections["tools"]
+        text = (await conn.call("big", {"size": 3_000_000})).content[0].text
+        assert text.endswith("\n[result truncated: 3000000 characters, showing the first 16384]")
+        assert len(text) < 16384 + 100
+        assert (await conn.call("echo", {"text": "after"})).content[0].text == "after"
+    finally:
+        await borrowed.aclose()
