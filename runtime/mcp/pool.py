@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from ..spec.loader import LoadedSpec
 
 log = logging.getLogger("voice_runtime.mcp")
+
+START_SLOTS = max(4, 2 * (os.cpu_count() or 1))  # servers connecting for the first time at once
 
 
 def write_tool_lock(loaded: LoadedSpec, connections: dict[str, McpConnection]) -> Path:
@@ -62,6 +65,7 @@ class McpPool:
         self._keys: dict[int, tuple[LoadedSpec, tuple[str, ...]]] = {}  # id(spec) -> (spec, its shared keys)
         self._wanted: set[str] | None = None  # the keys the last retain() was asked for
         self._retaining: asyncio.Lock | None = None
+        self._slots: asyncio.Semaphore | None = None  # first connects running at once
         # the keys lent to calls now (the gateway's leases); retain() keeps those open
         self.lent: Callable[[], set[str]] = set
         self.retry_in_background = retry_in_background
@@ -112,8 +116,13 @@ class McpPool:
                              redact=SecretSet.of([loaded]).redact)
 
     async def _start(self, conn: McpConnection) -> None:
+        # a few at a time: 100 stdio servers started at once (each a Python process
+        # importing its SDK) took minutes of CPU on 2 cores, and every one of them ran
+        # past its connect_timeout, failed and was retried, over and over
+        self._slots = self._slots or asyncio.Semaphore(START_SLOTS)
         try:
-            await (conn.start() if self.retry_in_background else conn.connect())
+            async with self._slots:
+                await (conn.start() if self.retry_in_background else conn.connect())
         except McpUnavailable:
             pass  # state and error are on the connection
         finally:
