@@ -121,7 +121,8 @@ async def _lines(stdin: TextIO, prompt: str | None, out: TextIO) -> Any:
             yield line
 
 
-async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = sys.stdin) -> int:
+async def _started(runner: SessionRunner, printer: ChatPrinter) -> bool:
+    """Start the session with the printer listening; a refusal is printed as an error."""
     from .build import SessionRefused
 
     runner.listeners.append(printer)
@@ -129,9 +130,15 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
         await runner.start()
     except SessionRefused as exc:
         printer.error(str(exc))
-        return 1
+        return False
     except Exception as exc:  # a provider that cannot be built (missing key...)
         printer.error(f"agent {runner.name} could not start: {type(exc).__name__}: {exc}")
+        return False
+    return True
+
+
+async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = sys.stdin) -> int:
+    if not await _started(runner, printer):
         return 1
     try:
         if runner.loaded.spec.greeting:
@@ -170,18 +177,10 @@ async def run_audio_chat(runner: SessionRunner, printer: ChatPrinter, turns: lis
     import time
 
     from .audio_io import write_wav
-    from .build import SessionRefused
 
     mic, speaker = runner.audio_in, runner.audio_out
-    runner.listeners.append(printer)
     started = time.monotonic()
-    try:
-        await runner.start()
-    except SessionRefused as exc:
-        printer.error(str(exc))
-        return 1
-    except Exception as exc:  # a provider that cannot be built (missing key...)
-        printer.error(f"agent {runner.name} could not start: {type(exc).__name__}: {exc}")
+    if not await _started(runner, printer):
         return 1
 
     def on_item(event: Any) -> None:
