@@ -70,7 +70,7 @@ def read_wav(path: Path, *, max_bytes: int = MAX_WAV_BYTES) -> Pcm:
     except (wave.Error, EOFError) as exc:
         if str(exc).startswith("unknown format"):  # a WAV, of float or compressed samples
             raise AudioFileError(f"{path}: unsupported sample format ({exc}); {accepted}") from None
-        raise AudioFileError(f"{path}: not a WAV file ({exc}); {accepted}") from None
+        raise AudioFileError(f"{path}: not a WAV file ({exc or 'too short'}); {accepted}") from None
     except OSError as exc:
         raise AudioFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if width != 2:

@@ -199,9 +199,9 @@ async def run_audio_chat(runner: SessionRunner, printer: ChatPrinter, turns: lis
             await _answered(runner, speaker, started=time.monotonic(), wait_start=ANSWER_START_SECONDS)
         for turn in turns:
             await mic.play(turn)
-            ok = await _answered(runner, speaker, started=time.monotonic(), wait_start=ANSWER_START_SECONDS)
-            if not ok:
-                printer.error(f"no answer within {TURN_SECONDS:g} s")
+            problem = await _answered(runner, speaker, started=time.monotonic(), wait_start=ANSWER_START_SECONDS)
+            if problem:
+                printer.error(problem)
     finally:
         await runner.aclose()
         if audio_out is not None:
@@ -209,10 +209,11 @@ async def run_audio_chat(runner: SessionRunner, printer: ChatPrinter, turns: lis
     return 1 if printer.errors else 0
 
 
-async def _answered(runner: SessionRunner, speaker: Any, *, started: float, wait_start: float) -> bool:
+async def _answered(runner: SessionRunner, speaker: Any, *, started: float, wait_start: float) -> str | None:
     """Until the agent has answered: it started (thinking or speaking) within
-    ``wait_start`` seconds and has since been idle for QUIET_SECONDS. False when
-    the answer did not end within TURN_SECONDS."""
+    ``wait_start`` seconds and has since been idle for QUIET_SECONDS. Otherwise
+    what went wrong, in a sentence: the agent never started to answer (the turn
+    was not heard: an unreachable STT, say), or the answer did not end in time."""
     import time
 
     def busy() -> bool:
@@ -225,10 +226,13 @@ async def _answered(runner: SessionRunner, speaker: Any, *, started: float, wait
         now = time.monotonic()
         if busy():
             began, quiet_since = True, None
-        elif began or now - started > wait_start:
+        elif began:
             quiet_since = quiet_since or now
             if now - quiet_since >= QUIET_SECONDS:
-                return True
+                return None
+        elif now - started > wait_start:
+            return (f"the agent did not answer within {wait_start:g} s: the turn was not heard "
+                    "(is its STT reachable? -v shows the providers' errors)")
         if now - started > TURN_SECONDS:
-            return False
+            return f"no answer within {TURN_SECONDS:g} s"
         await asyncio.sleep(0.05)

@@ -210,3 +210,22 @@ def test_audio_out_without_audio_in_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("chat", tmp_path, "--agent", "desk", "--audio-out", tmp_path / "x.wav")
     assert result.rc == 2 and result.stderr.strip() == "error: --audio-out needs --audio-in"
 
+
+
+def test_a_turn_the_agent_never_hears_is_an_error_and_exit_1_not_silence(
+    tmp_path: Path, standalone_fakes: dict[str, Standalone]
+) -> None:
+    """The STT is unreachable: the caller's turn is never heard. chat says so (it used to
+    print only the greeting and exit 0)."""
+    fakes = dict(standalone_fakes)
+    agents = write_agent(tmp_path / "agents", fakes, tmp_path / "calls.jsonl")
+    spec = agents / "desk.yaml"
+    spec.write_text(spec.read_text().replace(f"127.0.0.1:{fakes['deepgram'].port}", f"127.0.0.1:{free_port()}"))
+    question = tmp_path / "question.wav"
+    espeak.write_wav(question, espeak.speak("What is the weather in Paris?", 16000), 16000)
+
+    result = run_cli("chat", agents, "--agent", "desk", "--audio-in", question, timeout=120)
+
+    assert result.rc == 1, result.stdout + result.stderr
+    assert "error: the agent did not answer within 8 s: the turn was not heard" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
