@@ -87,9 +87,11 @@ def metric_lines(result: CliResult, name: str) -> list[str]:
 def test_check_reports_every_server_and_exits_0_with_a_warning_when_an_optional_one_is_down(
     tmp_path: Path, http_servers: list[HttpServer]
 ) -> None:
+    # each handed to the fixture as soon as it runs: if the second fails to start, the first is still stopped
     web = start_http_server("streamable-http", record=tmp_path / "web.jsonl", name="web")
+    http_servers.append(web)
     events = start_http_server("sse", record=tmp_path / "events.jsonl", name="events")
-    http_servers += [web, events]
+    http_servers.append(events)
     folder = spec_folder(tmp_path, {
         "files": stdio_block(tmp_path / "files.jsonl", "files", allowed_tools=["echo", "add"], prefix="fs_"),
         "web": {"url": web.url, "allowed_tools": ["get_weather"]},
