@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .files import write_private_json
 from .secrets import SecretSet, reveal
 from .spec.errors import SpecError
 from .spec.loader import EMPTY_FOLDER, LoadedSpec, SpecLoader, discover, handoff_problems
@@ -327,11 +328,8 @@ class Catalog:
             # would write pydantic's "**********" and the job would send that as its key
             "spec": loaded.spec.model_dump(exclude_unset=True),
         }
-        target = self.state_dir / "agents" / f"{loaded.name}.json"
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")  # created 0600
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, default=_plain)
-        os.replace(tmp, target)  # atomic: a job never reads half a generation
+        # atomic: a job never reads half a generation
+        write_private_json(self.state_dir / "agents" / f"{loaded.name}.json", data, default=_plain)
 
     def unpublish(self, name: str) -> None:
         (self.state_dir / "agents" / f"{name}.json").unlink(missing_ok=True)

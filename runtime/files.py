@@ -1,4 +1,5 @@
-"""Reading a file a user named without ever blocking on it.
+"""Reading a file a user named without ever blocking on it, and writing serve's
+private files whole.
 
 ``open()`` on a FIFO waits for a writer, and a read from a character device may
 never end: a spec's ``instructions_file`` or a plugin file that is one froze
@@ -9,10 +10,15 @@ file is then read.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
 import stat
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 _KINDS = (
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
@@ -73,3 +79,18 @@ def read_regular(path: Path, limit: int) -> bytes | str:
     if len(data) > limit:  # grew while we read it
         return f"file is larger than the limit of {limit // 1024} KiB"
     return data
+
+
+def write_private_json(target: Path, data: Any, *, default: Callable[[Any], Any] | None = None) -> None:
+    """``data`` as JSON at ``target``, owner-only (0600) and whole: written beside it,
+    then renamed over it, so a reader (a job process) never sees half of it. What
+    serve writes to its state folder holds expanded ``${VAR}`` values."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")  # created 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, default=default)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

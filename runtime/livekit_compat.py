@@ -211,7 +211,7 @@ def start_registration(hub: Any, name: str, on_request: Callable[[Any], Any],
     import asyncio
 
     import aiohttp
-    from livekit.agents import AgentServer, utils
+    from livekit.agents import utils
     from livekit.agents.utils import http_context
     from livekit.agents.worker import _DefaultLoadCalc
     from livekit.protocol import agent

@@ -397,13 +397,10 @@ def _signal_name(number: int) -> str:
 
 def publish_files(state_dir: Path, plugins: Plugins) -> None:
     """Write the accepted plugin files where job processes read them (atomically)."""
-    import tempfile
+    from .files import write_private_json
 
     data = {"files": [[str(p), base64.b64encode(s).decode()] for p, s in plugins.accepted.items()]}
-    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-    os.replace(tmp, state_dir / PUBLISHED)
+    write_private_json(state_dir / PUBLISHED, data)
 
 
 def published_files(state_dir: Path) -> PluginFiles:

@@ -28,12 +28,12 @@ import logging
 import os
 import secrets as token_source
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..files import write_private_json
 from .connection import ConnState, McpUnavailable
 from .pins import ToolPins
 
@@ -84,16 +84,12 @@ class Gateway:
         self._server: asyncio.AbstractServer | None = None
         self._socket_dir: str | None = None
         self._clients: set[asyncio.Task[None]] = set()
-        self._running: dict[tuple[int, Any], asyncio.Task[None]] = {}  # (connection, request id) -> its task
-        # how many job connections borrowed each block: a block a spec edit replaced stays
-        # open for the calls of the older generation still using it
-        self._leases: Counter[str] = Counter()
-        pool.lent = lambda: {key for key, n in self._leases.items() if n > 0}
+        self._running: list[dict[Any, asyncio.Task[None]]] = []  # per job connection: request id -> its task
         self.path = ""
 
     @property
     def requests_in_flight(self) -> int:
-        return len(self._running)
+        return sum(len(running) for running in self._running)
 
     async def start(self) -> None:
         path = str(self.state_dir / "mcp.sock")
@@ -103,10 +99,7 @@ class Gateway:
         self._server = await asyncio.start_unix_server(self._serve, path, limit=MAX_LINE_BYTES)
         os.chmod(path, 0o600)
         self.path = path
-        address = self.state_dir / ADDRESS_FILE
-        fd = os.open(address, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"socket": path, "token": self.token}, fh)
+        write_private_json(self.state_dir / ADDRESS_FILE, {"socket": path, "token": self.token})
 
     async def aclose(self) -> None:
         if self._server is not None:
@@ -121,8 +114,10 @@ class Gateway:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients.add(asyncio.current_task())  # type: ignore[arg-type]
-        running = self._running
-        me = id(writer)
+        running: dict[Any, asyncio.Task[None]] = {}
+        self._running.append(running)
+        # the blocks this job borrowed: a block a spec edit replaced stays open for the
+        # calls of the older generation still using it (McpPool.lend / release)
         leased: set[str] = set()
         try:
             try:  # exactly the token's length and a newline, soon: nothing else is buffered first
@@ -142,11 +137,11 @@ class Gateway:
                                                                               "with a number or string id"}))
                     continue
                 if request.get("op") == "cancel":
-                    task = running.get((me, request.get("id")))
+                    task = running.get(request.get("id"))
                     if task is not None:
                         task.cancel()
                     continue
-                rid = (me, request.get("id"))
+                rid = request.get("id")
                 task = asyncio.ensure_future(self._answer(request, writer, leased))
                 running[rid] = task
                 task.add_done_callback(lambda _t, rid=rid: running.pop(rid, None))
@@ -155,17 +150,14 @@ class Gateway:
         except asyncio.CancelledError:
             pass  # serve is closing the gateway (asyncio's stream callback logs a handler that raises)
         finally:
-            for (conn, _), task in list(running.items()):
-                if conn == me:
-                    task.cancel()  # a job that ended mid-call: the calls to its servers are cancelled
+            for task in list(running.values()):
+                task.cancel()  # a job that ended mid-call: the calls to its servers are cancelled
+            self._running.remove(running)
             writer.close()
-            for key in leased:  # the call ended: blocks only it still used can close now
-                self._leases[key] -= 1
-                if self._leases[key] <= 0:
-                    del self._leases[key]
-                    if self._server is not None and self._server.is_serving():  # not when serve stops
-                        with contextlib.suppress(Exception, asyncio.CancelledError):
-                            await self.pool.release(key)
+            if self._server is not None and self._server.is_serving():  # not when serve stops
+                for key in leased:  # the call ended: blocks only it still used can close now
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
+                        await self.pool.release(key)
             self._clients.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter, leased: set[str]) -> None:
@@ -192,25 +184,26 @@ class Gateway:
         wanted = body.get("servers")
         if not isinstance(wanted, dict) or not all(isinstance(v, str) for v in wanted.values()):
             return {"status": 400, "error": '"servers" must map server names to keys'}
-        conns = self.pool.by_key()
-        if any(key not in conns for key in wanted.values()):
+        if any(self.pool.connection(key) is None for key in wanted.values()):
             loaded = self.spec_of(str(body.get("agent", "")))
             if loaded is not None:
                 await self.pool.warm([loaded])  # its shared blocks only: never a call's own
-                conns = self.pool.by_key()
         else:
             await self.pool.started(wanted.values())
-        servers = {name: _describe(conns[key]) if key in conns else {"known": False} for name, key in wanted.items()}
-        for key in set(wanted.values()) & set(conns) - leased:
-            leased.add(key)
-            self._leases[key] += 1
+        servers = {}
+        for name, key in wanted.items():
+            conn = self.pool.connection(key)
+            servers[name] = _describe(conn) if conn is not None else {"known": False}
+            if conn is not None and key not in leased:
+                leased.add(key)
+                self.pool.lend(key)
         return {"status": 200, "servers": servers}
 
     async def _call(self, body: dict[str, Any]) -> dict[str, Any]:
         tool, arguments = body.get("tool"), body.get("arguments") or {}
         if not isinstance(tool, str) or not isinstance(arguments, dict):
             return {"status": 400, "error": '"tool" must be a name and "arguments" an object'}
-        conn = self.pool.by_key().get(str(body.get("key", "")))
+        conn = self.pool.connection(str(body.get("key", "")))
         if conn is None:
             return {"status": 404, "unknown": True}
         try:
@@ -232,7 +225,7 @@ class Gateway:
 
     async def _up(self, body: dict[str, Any]) -> dict[str, Any]:
         """A long poll: answers once the server is up (with its tools), or 204."""
-        conn = self.pool.by_key().get(str(body.get("key", "")))
+        conn = self.pool.connection(str(body.get("key", "")))
         if conn is None:
             return {"status": 404, "unknown": True}
         if conn.state is not ConnState.UP:

@@ -14,7 +14,9 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterable
+import weakref
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,13 +63,15 @@ class McpPool:
         self._loop: asyncio.AbstractEventLoop | None = None  # connections live in one loop
         self._connections: dict[str, McpConnection] = {}
         self._starting: dict[str, asyncio.Task[None]] = {}
-        self._owned: set[McpConnection] = set()  # `shared: false` connections handed out, until closed
+        # `shared: false` connections handed out: the caller closes each; held weakly, so
+        # a pool that lives as long as serve (thread executor) does not keep every call's
+        self._owned: weakref.WeakSet[McpConnection] = weakref.WeakSet()
         self._keys: dict[int, tuple[LoadedSpec, tuple[str, ...]]] = {}  # id(spec) -> (spec, its shared keys)
         self._wanted: set[str] | None = None  # the keys the last retain() was asked for
         self._retaining: asyncio.Lock | None = None
         self._slots: asyncio.Semaphore | None = None  # first connects running at once
-        # the keys lent to calls now (the gateway's leases); retain() keeps those open
-        self.lent: Callable[[], set[str]] = set
+        # blocks lent to calls now (the gateway's leases): retain() keeps those open
+        self._leases: Counter[str] = Counter()
         self.retry_in_background = retry_in_background
 
     async def acquire(self, loaded: LoadedSpec, only: set[str] | None = None) -> Acquired:
@@ -145,13 +149,20 @@ class McpPool:
             self._wanted = {key for _, keys in keyed for key in keys}
             # a block still lent to a call of an older generation stays until that call ends
             # (``release``): closing it would cut the call's tools mid-conversation
-            lent = self.lent()
-            await self._close([k for k in self._connections if k not in self._wanted and k not in lent])
+            await self._close([k for k in self._connections if k not in self._wanted and k not in self._leases])
             await self.warm(s for s, keys in keyed if any(k not in self._connections for k in keys))
+
+    def lend(self, key: str) -> None:
+        """A call borrows this block (through the gateway) until ``release``."""
+        self._leases[key] += 1
 
     async def release(self, key: str) -> None:
         """A call that borrowed this block ended: close it if no spec wants it any more."""
-        if self._wanted is not None and key not in self._wanted and key not in self.lent():
+        self._leases[key] -= 1
+        if self._leases[key] > 0:
+            return
+        del self._leases[key]
+        if self._wanted is not None and key not in self._wanted:
             await self._close([key])
 
     async def _close(self, stale: list[str]) -> None:
@@ -175,11 +186,15 @@ class McpPool:
     def by_key(self) -> dict[str, McpConnection]:
         return dict(self._connections)
 
+    def connection(self, key: str) -> McpConnection | None:
+        """The pooled connection of this block, if held (no copy: a tool call asks)."""
+        return self._connections.get(key)
+
     async def aclose(self) -> None:
         for task in self._starting.values():
             task.cancel()
         conns, self._connections = list(self._connections.values()) + list(self._owned), {}
-        self._owned = set()
+        self._owned = weakref.WeakSet()
         await asyncio.gather(*(c.aclose() for c in conns), return_exceptions=True)
 
 

@@ -89,7 +89,6 @@ class Agents:
         self.hub_error: str | None = None
         self._discard: asyncio.Future[None] | None = None
         self._freeze: asyncio.Task[None] | None = None
-        self._job_agents: dict[str, str] = {}  # job id -> agent, as routed
 
     @property
     def registers_names(self) -> bool:
@@ -176,8 +175,8 @@ class Agents:
                     extra={"job_id": request.job.id, "refused": reason})
 
     def _job_event(self, proc: Any) -> None:
-        """A job launched or ended on the hub: remember its agent; with per-name
-        registrations, tell LiveKit through the registration that accepted it."""
+        """A job launched or ended on the hub: with per-name registrations, tell
+        LiveKit through the registration that accepted it."""
         info = proc.running_job
         if info is None:
             return
@@ -188,17 +187,10 @@ class Agents:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def agent_of_job(self, info: Any) -> str | None:
-        job_id = info.job.id
-        name = self._job_agents.get(job_id)
-        if name is None:
-            try:
-                name = agent_of(info.job, self.options.dispatch)
-            except Unroutable:
-                return None
-            if len(self._job_agents) > 10_000:
-                self._job_agents.clear()
-            self._job_agents[job_id] = name
-        return name
+        try:
+            return agent_of(info.job, self.options.dispatch)
+        except Unroutable:
+            return None
 
     def _killed_for_memory(self, job_id: str | None, memory_mb: float | None) -> None:
         if job_id is None:
@@ -243,9 +235,6 @@ class Agents:
 
     def sessions_by_agent(self) -> Counter[str]:
         return Counter(agent for agent, _ in self.jobs())
-
-    def sessions_active(self, name: str) -> int:
-        return self.sessions_by_agent()[name]
 
     async def launch_simulation(self, agent: str, room: str, script: str) -> None:
         """A fake job of ``agent`` (``POST /simulate``): named as LiveKit would name

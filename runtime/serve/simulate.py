@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..files import write_private_json
 
 MAX_TURNS = 20
 MAX_TURN_CHARS = 4000
@@ -115,12 +116,7 @@ def write_result(state_dir: Path, room: str, result: dict[str, Any]) -> None:
         return
     folder = state_dir / "simulations"
     folder.mkdir(mode=0o700, exist_ok=True)
-    target = _result_path(state_dir, room)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, default=str)
-    os.replace(tmp, target)
+    write_private_json(_result_path(state_dir, room), result, default=str)
 
 
 def take_result(state_dir: Path, room: str) -> dict[str, Any] | None:

@@ -72,9 +72,12 @@ class StatusView:
 
     def mcp_health(self, name: str, entry: Entry) -> dict[str, dict[str, Any]]:
         _, keys = self._described_view(name, entry)
-        conns = self.pool.by_key() if self.pool is not None else {}
         idle = {"state": "idle", "error": None, "tools": []}
-        return {server: conns[key].health().as_dict() if key in conns else dict(idle) for server, key in keys.items()}
+        health = {}
+        for server, key in keys.items():
+            conn = self.pool.connection(key) if self.pool is not None else None
+            health[server] = conn.health().as_dict() if conn is not None else dict(idle)
+        return health
 
     def status(self, only: set[str] | None = None) -> dict[str, Any]:
         agents = []
