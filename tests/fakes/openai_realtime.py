@@ -557,17 +557,14 @@ class FakeRealtime(_ScriptedServer):
         await self._send(conn, {"type": "response.output_item.done", **head, "item": item})
         await self._send(conn, {"type": "conversation.item.done", **added})
 
+    def _assistant_item(self) -> dict[str, Any]:
+        return {"id": self._new_id("item"), "object": "realtime.item", "type": "message",
+                "status": "in_progress", "role": "assistant", "content": []}
+
     async def _emit_message(
         self, conn: _Connection, response: dict[str, Any], content: str
     ) -> None:
-        item: dict[str, Any] = {
-            "id": self._new_id("item"),
-            "object": "realtime.item",
-            "type": "message",
-            "status": "in_progress",
-            "role": "assistant",
-            "content": [],  # filled when done; the plugin builds the text from the deltas
-        }
+        item = self._assistant_item()  # content filled when done; the plugin builds the text from the deltas
 
         async def stream(where: dict[str, Any]) -> None:
             where = {**where, "content_index": 0}
@@ -588,14 +585,7 @@ class FakeRealtime(_ScriptedServer):
     ) -> None:
         from . import espeak
 
-        item: dict[str, Any] = {
-            "id": self._new_id("item"),
-            "object": "realtime.item",
-            "type": "message",
-            "status": "in_progress",
-            "role": "assistant",
-            "content": [],
-        }
+        item = self._assistant_item()
         pcm = espeak.speak(content, 24000) if content.strip() else b""
 
         async def stream(where: dict[str, Any]) -> None:
