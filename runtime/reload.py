@@ -40,6 +40,9 @@ class Reloader:
         """``folders``: kind ("specs", "plugins") -> folder. ``on_change(kinds,
         cause)`` runs the reload; it is never called twice at once."""
         self.folders = {k: f for k, f in folders.items() if f is not None}
+        # set once each folder's watcher sees changes: what changed before that is for
+        # the owner to read once (serve does, before it says it is ready)
+        self.watching = {kind: asyncio.Event() for kind in self.folders}
         self.on_change = on_change
         self.settle = settle
         self.max_delay = max_delay
@@ -78,19 +81,34 @@ class Reloader:
         while True:
             if not folder.exists():  # a plugins/ folder may be created later: look every second
                 absent = True
+                self.watching[kind].set()  # nothing to miss: its appearance is a change
                 await asyncio.sleep(min(self.scan_interval or 1.0, 1.0))
                 continue
             if absent:  # it appeared: what was written into it before the watch began is a change too
                 absent = False
                 self.trigger({kind}, "watch")
+            # no debounce of watchfiles' own: our settle window does it
+            changes = watchfiles.awatch(folder, watch_filter=_relevant, debounce=50, step=20,
+                                        recursive=True, yield_on_timeout=False)
+            step = asyncio.ensure_future(anext(changes))
             try:
-                # no debounce of watchfiles' own: our settle window does it
-                async for _ in watchfiles.awatch(folder, watch_filter=_relevant, debounce=50, step=20,
-                                                 recursive=True, yield_on_timeout=False):
+                # the watcher registers its inotify watches in its first step: from then
+                # on no change is missed (the owner re-reads once for what came before)
+                await asyncio.sleep(0)
+                self.watching[kind].set()
+                while True:
+                    await step
                     self.trigger({kind}, "watch")
+                    step = asyncio.ensure_future(anext(changes))
+            except StopAsyncIteration:
+                pass
             except Exception as exc:  # noqa: BLE001 - the folder vanished; the scan still runs
                 log.warning("watching %s stopped (%s); relying on the periodic scan", folder, exc)
                 await asyncio.sleep(self.scan_interval or 1.0)
+            finally:
+                step.cancel()
+                with contextlib.suppress(BaseException):
+                    await changes.aclose()
 
     async def _scan(self) -> None:
         while True:

@@ -25,6 +25,7 @@ class StatusView:
         self.pool = pool
         self.reloads: dict[str, int] = {"success": 0, "failure": 0}
         self.stopping = False  # set on the first stop signal: /readyz says so, so traffic moves away
+        self.watching = False  # set once the specs folder is watched: ready means edits are seen
         # plugin files that do not load (start) or the newest plugin change that was refused
         self.plugin_errors: list[str] = []
         # name -> (LoadedSpec, describe(), server -> pool key), made once per accepted version
@@ -34,6 +35,8 @@ class StatusView:
         reasons = []
         if self.catalog.last is None:  # the first reload runs off the loop: /readyz answers meanwhile
             reasons.append("the specs are still being loaded")
+        elif not self.watching:  # an edit made now would wait for the periodic scan
+            reasons.append("the watcher of the specs folder is starting")
         elif not self.catalog.agents:
             reasons.append("no agent is loaded")
         agents = self.agents

@@ -110,6 +110,11 @@ class Supervisor:
             self.reload, scan_interval=self.options.scan_interval,
         )
         await self.reloader.start()
+        with contextlib.suppress(asyncio.TimeoutError):  # a watcher that cannot start: the scan still runs
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self.reloader.watching.values())), timeout=5.0)
+        # what was written between the start's reload and the watch (nothing, mostly: a no-op)
+        await self.reload(set(self.reloader.folders), "watch")
+        self.view.watching = True
         await self._stop.wait()
         await self._shutdown()
 
