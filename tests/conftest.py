@@ -27,6 +27,15 @@ def agents(tmp_path: Path) -> Path:
     return folder
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`@pytest.mark.needs_tool(name, how)`: the test fails at once, naming the package
+    to install, when a system tool it drives is missing (never a skip)."""
+    from helpers import require_tool
+
+    for mark in item.iter_markers("needs_tool"):
+        require_tool(*mark.args)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test in tests/e2e drives the real CLI or serve in a subprocess: marked
     `slow`, so `-m "not slow"` runs the unit and in-process layers alone."""

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 import pytest
-from helpers import REPO, child_env
+from helpers import REPO, child_env, require_tool
 
 BENCHMARKS = REPO / "benchmarks"
 # a tiny run takes seconds; a shared 2-core machine under load can take many times that
@@ -98,10 +98,7 @@ def test_concurrency_reports_turns_and_memory_per_session_for_each_size() -> Non
 
 
 def test_voice_turn_reports_the_time_to_first_audio_of_both_sides_and_the_filler_start() -> None:
-    from fakes import espeak
-
-    if not espeak.have_espeak():
-        pytest.skip("espeak-ng is not installed (.ci/run installs it)")
+    require_tool("espeak-ng", "apt-get install espeak-ng")
     data = run_bench("voice_turn", "--turns", "2", "--warmup", "0", "--filler-turns", "1")
 
     assert data["benchmark"] == "voice_turn" and data["turns"] == 2 and data["filler_turns"] == 1

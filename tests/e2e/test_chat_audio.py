@@ -17,7 +17,7 @@ from fakes import espeak
 from helpers import CLI, REPO, child_env, run_cli
 from mcp_servers.harness import free_port, read_records, stdio_command
 
-pytestmark = pytest.mark.skipif(not espeak.have_espeak(), reason="espeak-ng is not installed")
+pytestmark = pytest.mark.needs_tool("espeak-ng", "apt-get install espeak-ng")
 
 
 class Standalone:

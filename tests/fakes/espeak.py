@@ -21,8 +21,14 @@ import numpy as np
 ESPEAK_RATE = 22050  # what espeak-ng writes
 
 
-def have_espeak() -> bool:
-    return shutil.which("espeak-ng") is not None
+MISSING = "espeak-ng is not installed: apt-get install espeak-ng (.ci/run installs it)"
+
+
+def require_espeak() -> None:
+    """Fail with the package to install, never skip: a fake server that speaks calls
+    this too, so its error names the cause instead of burying it in a traceback."""
+    if shutil.which("espeak-ng") is None:
+        raise AssertionError(MISSING)
 
 
 @functools.lru_cache(maxsize=256)

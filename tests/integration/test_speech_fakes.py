@@ -17,7 +17,7 @@ from fakes.cartesia import FakeCartesia
 from fakes.deepgram import FakeDeepgram
 from fakes.openai_chat import FakeOpenAI
 
-pytestmark = pytest.mark.skipif(not espeak.have_espeak(), reason="espeak-ng is not installed")
+pytestmark = pytest.mark.needs_tool("espeak-ng", "apt-get install espeak-ng")
 
 # resampling and the decoders' frame sizes move the end of the audio by a few ms
 TOLERANCE_S = 0.06

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import espeak
 from prometheus_client import REGISTRY
 from fakes.cartesia import FakeCartesia
 from fakes.deepgram import FakeDeepgram
@@ -33,7 +32,7 @@ from voice_harness import (
 )
 
 pytestmark = [
-    pytest.mark.skipif(not espeak.have_espeak(), reason="espeak-ng is not installed (.ci/run installs it)"),
+    pytest.mark.needs_tool("espeak-ng", "apt-get install espeak-ng"),
     pytest.mark.timeout(90),
 ]
 

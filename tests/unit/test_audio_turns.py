@@ -8,7 +8,7 @@ from fakes import espeak
 
 from voice_runtime.audio_io import Pcm, speech_turns
 
-pytestmark = pytest.mark.skipif(not espeak.have_espeak(), reason="espeak-ng is not installed")
+pytestmark = pytest.mark.needs_tool("espeak-ng", "apt-get install espeak-ng")
 RATE = 16000
 
 
