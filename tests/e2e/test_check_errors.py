@@ -16,8 +16,13 @@ from pathlib import Path
 import pytest
 from helpers import REPO, Measured, run_cli, run_cli_measured, write
 
-MAX_WALL_S = 2.0
 MAX_RSS_MB = 200.0
+# Wall time is held to a ratio of a check of one small valid spec measured in the same
+# module, not to a fixed number of seconds: on a loaded machine both slow down alike,
+# while an input that made the parser blow up (an alias bomb expanded, a deep document
+# recursed) costs many times the baseline.
+MAX_WALL_RATIO = 3.0
+MAX_WALL_SLACK_S = 1.0
 DEEP = "nesting is too deep (more than 64 levels are not allowed)"
 HEAD = "apiVersion: voice-runtime/v1\n"
 ERROR_LINE = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?P<col>\d+): (?P<rest>.*)$")
@@ -158,6 +163,21 @@ class Run:
     measured: Measured
 
 
+@pytest.fixture(scope="module")
+def baseline_check_s(tmp_path_factory) -> float:
+    """The wall time of `check` on one small valid spec, in this process's conditions."""
+    folder = tmp_path_factory.mktemp("baseline")
+    write(folder / "agents/desk.yaml", HEAD + "instructions: You are the desk.\n")
+    measured = run_cli_measured("check", "agents", cwd=folder, env={"VOICE_RUNTIME_DISABLE_PLUGINS": None})
+    assert measured.result.rc == 0, measured.result.output
+    return measured.wall_s
+
+
+def assert_within_wall_bound(measured: Measured, baseline_s: float, what: str) -> None:
+    bound = MAX_WALL_RATIO * baseline_s + MAX_WALL_SLACK_S
+    assert measured.wall_s < bound, f"{what}: took {measured.wall_s:.2f} s, a valid spec {baseline_s:.2f} s"
+
+
 @pytest.fixture(scope="module", params=CASES, ids=[c.id for c in CASES])
 def bad_run(request, tmp_path_factory) -> Run:
     case: Case = request.param
@@ -173,10 +193,10 @@ def test_bad_input_exits_1_without_a_traceback(bad_run: Run) -> None:
     assert_clean_failure(bad_run.measured.result)
 
 
-def test_bad_input_is_checked_within_2_seconds_and_200_mb(bad_run: Run) -> None:
+def test_bad_input_is_checked_in_a_few_times_a_valid_specs_time_and_200_mb(bad_run: Run, baseline_check_s: float) -> None:
     m = bad_run.measured
     assert m.result.rc == 1, m.result.output
-    assert m.wall_s < MAX_WALL_S, f"{bad_run.case.id}: took {m.wall_s:.2f} s"
+    assert_within_wall_bound(m, baseline_check_s, bad_run.case.id)
     assert m.peak_rss_mb < MAX_RSS_MB, f"{bad_run.case.id}: peak RSS {m.peak_rss_mb:.0f} MB"
 
 
@@ -366,9 +386,9 @@ def lines(run: FolderRun) -> list[str]:
     return run.text.result.stdout.splitlines()
 
 
-def test_spec_errors_exit_1_without_a_traceback_within_bounds(spec_run: FolderRun) -> None:
+def test_spec_errors_exit_1_without_a_traceback_within_bounds(spec_run: FolderRun, baseline_check_s: float) -> None:
     assert_clean_failure(spec_run.text.result)
-    assert spec_run.text.wall_s < MAX_WALL_S
+    assert_within_wall_bound(spec_run.text, baseline_check_s, "the folder of bad specs")
     assert spec_run.text.peak_rss_mb < MAX_RSS_MB
 
 

@@ -166,13 +166,20 @@ def test_hostile_files_dropped_in_during_serve_are_each_rejected_fast_and_the_re
     write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
     with Serve(agents, "--scan-interval", "0") as serve:
         serve.wait_ready()
+        # what a valid edit takes to be applied here and now: the bound for each attack
+        # is a ratio of it, so a loaded machine slows both alike
+        started, applied = time.monotonic(), successes(serve)
+        write(agents / "desk.yaml", spec("You are the desk!", fake_openai.base_url))
+        serve.wait_for(lambda: successes(serve) > applied, timeout=10, message="a valid edit")
+        valid_edit_s = time.monotonic() - started
         peak_before = peak_rss_mb(serve.proc.pid)
         for n, (kind, bad) in enumerate(HOSTILE.items(), start=1):
             started = time.monotonic()
             write(agents / "evil.yaml", bad)
             serve.wait_for(lambda: failures(serve) >= n, timeout=10, message=f"the rejection of {kind}")
             # the watcher's settle window is 0.1 s; the rest is the loader's limits at work
-            assert time.monotonic() - started < 1.0, kind
+            took = time.monotonic() - started
+            assert took < 3 * valid_edit_s + 0.5, f"{kind}: {took:.2f} s, a valid edit {valid_edit_s:.2f} s"
             errors = serve.status()["last_reload"]["errors"]
             assert errors and all(e["file"].endswith("evil.yaml") for e in errors), kind
             assert [a["name"] for a in serve.status()["agents"]] == ["desk"], kind
@@ -183,7 +190,7 @@ def test_hostile_files_dropped_in_during_serve_are_each_rejected_fast_and_the_re
         # bounded memory: a 10 MB file is refused after reading its first MiB, a
         # bomb after 20,000 nodes
         assert peak_rss_mb(serve.proc.pid) - peak_before < 50
-        assert_still_serves(serve, fake_openai, "desk", "You are the desk.", "after the attacks")
+        assert_still_serves(serve, fake_openai, "desk", "You are the desk!", "after the attacks")
 
 
 # -- plugin files and special files dropped in during serve --------------------------

@@ -78,9 +78,11 @@ async def test_a_server_that_never_replies_times_out_and_the_event_loop_stays_re
         elapsed = time.perf_counter() - started
         ticking.cancel()
         assert failure == "the slow service did not answer in time"
-        assert 1.4 < elapsed < 3.0
+        assert 1.4 < elapsed < 60  # the 1.5 s timeout, not the server's 600 s sleep
         assert recorder.records[-1].outcome == "timeout"
-        assert max(lags) < 0.050, f"loop lag {max(lags) * 1000:.0f} ms while the server hung"
+        # a loop that waited on the server would stall for the whole 1.5 s timeout; a
+        # loaded machine's scheduling lag is far below that
+        assert max(lags) < 0.5, f"loop lag {max(lags) * 1000:.0f} ms while the server hung"
         # the request was cancelled, not left running: the connection still serves
         echo = next(t for t in visible_tools(got.connections) if t.exposed == "echo")
         assert await call_tool(echo, {"text": "still here"}, recorder) == "still here"
@@ -232,7 +234,7 @@ async def test_a_call_cancelled_when_the_user_interrupts_is_recorded_as_cancelle
             await call
         except asyncio.CancelledError:
             pass
-        assert time.perf_counter() - started < 1.0
+        assert time.perf_counter() - started < 10  # at once, not after the server's 30 s sleep
         assert recorder.records[-1].outcome == "cancelled"
         assert await call_tool(tools["echo"], {"text": "next"}, recorder) == "next"
     finally:
