@@ -161,6 +161,24 @@ def set_stdio_text_stream(cls: type) -> None:
     sdk.TextReceiveStream = cls  # type: ignore[misc,assignment]
 
 
+def http_message_adapter() -> Any:
+    """The adapter ``streamable_http_client`` parses each server message with:
+    ``mcp.client.streamable_http.jsonrpc_message_adapter`` (imported into the SDK's
+    module and looked up there at each message)."""
+    import mcp.client.streamable_http as sdk
+
+    return sdk.jsonrpc_message_adapter
+
+
+def set_http_message_adapter(adapter: Any) -> None:
+    """Make ``streamable_http_client`` parse through ``adapter``. Degrades to
+    nothing when the SDK no longer looks the name up: a message nested too deep
+    then fails its request with the parser's error instead of being read cut."""
+    import mcp.client.streamable_http as sdk
+
+    sdk.jsonrpc_message_adapter = adapter
+
+
 # -- one process pool for many registrations (livekit/agents/worker.py 1.8.9) -------------
 #
 # livekit registers one agent name per AgentServer, and each AgentServer owns a

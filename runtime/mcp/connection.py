@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .. import tracing
 from ..terminal import printable
 from .backoff import BACKOFF_MAX, BACKOFF_START, Backoff
+from .listing import MAX_LISTED_TOOLS, ListingFilter, Rejected, install_log_filter
 from .pins import ToolPins
 from .transports import (
     STDERR_CHECK_SECONDS,
@@ -60,6 +61,10 @@ class ConnState(enum.StrEnum):
 
 class McpUnavailable(Exception):
     """The server cannot be used right now; the message says why, for humans."""
+
+
+class CallTimeout(asyncio.TimeoutError):
+    """A call that ran out of time; the message says which bound it hit."""
 
 
 @dataclass
@@ -101,6 +106,8 @@ class McpConnection:
         self.state = ConnState.IDLE
         self.error: str | None = None
         self.tools: list[Tool] = []
+        # listed tools not kept (a definition the SDK would refuse, too deep, too large): each with why
+        self.rejected: list[Rejected] = []
         self.handshake_ms: float | None = None
         self.protocol_version: str | None = None
         self.reconnects = 0
@@ -162,6 +169,7 @@ class McpConnection:
             self.state = ConnState.CONNECTING
             # a first import of the SDK takes about a second: not the server's time
             import_sdk(self.server)
+            install_log_filter()
             loop = self._loop = asyncio.get_running_loop()
             ready: asyncio.Future[None] = loop.create_future()
             self._closing = asyncio.Event()
@@ -219,11 +227,15 @@ class McpConnection:
                 read, write = await stack.enter_async_context(
                     open_transport(self.server, base_dir=self.base_dir, stderr=self._stderr))
                 gone = asyncio.Event()
-                read = Watched(read, gone)
+                listing = ListingFilter(self.name, lambda: self.protocol_version)
+                read = Watched(read, gone, listing)
                 session = await stack.enter_async_context(ClientSession(read, write))
                 init = await session.initialize()
                 self.protocol_version = str(getattr(init, "protocol_version", "") or "") or None
-                self.tools = await _list_all_tools(session)
+                self.tools, self.rejected = await _list_all_tools(session, listing)
+                for rejected in self.rejected:
+                    log.warning("MCP server %s: %s%s", self.name,
+                                f"tool {rejected.name} withheld: " if rejected.name else "", rejected.reason)
                 self._session = session
                 ready.set_result(None)
                 while not (closing.is_set() or gone.is_set()):
@@ -284,7 +296,8 @@ class McpConnection:
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> CallToolResult:
         """Call a tool. Raises McpUnavailable (down, or died during the call) or
-        asyncio.TimeoutError (no answer within the server's ``timeout``)."""
+        CallTimeout (no answer within the server's ``timeout``, which each progress
+        notification restarts, up to ``max_timeout`` in all)."""
         owner = self._loop
         if owner is not None and owner is not asyncio.get_running_loop() and not owner.is_closed():
             # a job running in another loop (a job thread, or a job process whose
@@ -299,11 +312,28 @@ class McpConnection:
             self._schedule_reconnect()
             raise McpUnavailable(self.error or "not connected")
         connects = self._connects
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        timeout, ceiling = self.server.timeout, self.server.resolved_max_timeout
+        progressed = False
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            # The MCP spec: progress MAY reset the timeout, a maximum still applies
+            nonlocal progressed
+            progressed = True
+            with contextlib.suppress(RuntimeError):  # the call already ended
+                scope.reschedule(min(loop.time() + timeout, started + ceiling))
+
         try:
-            async with asyncio.timeout(self.server.timeout):  # no extra task per call, unlike wait_for
-                return await session.call_tool(tool, arguments)
+            async with asyncio.timeout(timeout) as scope:  # no extra task per call, unlike wait_for
+                return await session.call_tool(tool, arguments, progress_callback=on_progress)
         except asyncio.TimeoutError:
-            raise
+            elapsed = loop.time() - started
+            if not progressed:
+                raise CallTimeout(f"no answer within {timeout:g}s") from None
+            if elapsed >= ceiling - 0.001:
+                raise CallTimeout(f"no answer within max_timeout ({ceiling:g}s), though it reported progress") from None
+            raise CallTimeout(f"no answer or progress for {timeout:g}s ({elapsed:.1f}s in all)") from None
         except Exception as exc:
             if resend and not self.is_stdio and session_expired(exc):
                 # The server restarted and no longer knows our session: it refused the
@@ -380,9 +410,11 @@ class McpConnection:
 MAX_TOOL_PAGES = 1000
 
 
-async def _list_all_tools(session: ClientSession) -> list[Tool]:
+async def _list_all_tools(session: ClientSession, listing: ListingFilter) -> tuple[list[Tool], list[Rejected]]:
+    """Every page's tools, and the tools ``listing`` took out of them (with why)."""
     from mcp.types import PaginatedRequestParams
 
+    listing.reset()
     tools: list[Tool] = []
     seen: set[str] = set()
     result = await session.list_tools()
@@ -391,9 +423,12 @@ async def _list_all_tools(session: ClientSession) -> list[Tool]:
         cursor = result.next_cursor
         if not cursor or cursor in seen:
             break
+        if len(tools) >= MAX_LISTED_TOOLS:
+            listing.rejected.append(Rejected("", f"later pages of tools not read (a server may list at most {MAX_LISTED_TOOLS})"))
+            break
         seen.add(cursor)
         result = await session.list_tools(params=PaginatedRequestParams(cursor=cursor))
-    return tools
+    return tools, list(listing.rejected)
 
 
 async def _first_of(*events: asyncio.Event, timeout: float | None = None) -> None:

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..files import write_private_json
-from .connection import ConnState, McpUnavailable
+from .connection import CallTimeout, ConnState, McpUnavailable
+from .listing import Rejected
 from .pins import ToolPins
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ log = logging.getLogger("voice_runtime.mcp")
 
 ADDRESS_FILE = "gateway.json"
 UP_WAIT_S = 30.0  # a long poll for a server to come back lasts at most this
-CALL_MARGIN_S = 10.0  # a borrowed call gives up this long after the server's own timeout
+CALL_MARGIN_S = 10.0  # a borrowed call gives up this long after the server's own max_timeout
 TOKEN_WAIT_S = 5.0  # a connection must say the token this soon
 SOCKET_PATH_MAX = 100  # bytes; a unix socket path holds at most 107
 # one message per line: a tool result can be large (results are capped to the
@@ -62,7 +63,12 @@ def _tool_dumps(conn: McpConnection) -> list[dict[str, Any]]:
 
 def _describe(conn: McpConnection) -> dict[str, Any]:
     return {"known": True, "state": conn.state.value, "error": conn.error, "tools": _tool_dumps(conn),
-            "pinned": conn.pins.pinned, "changed": conn.pins.changed}
+            "rejected": [r.as_dict() for r in conn.rejected], "pinned": conn.pins.pinned, "changed": conn.pins.changed}
+
+
+def _rejected(info: dict[str, Any]) -> list[Rejected]:
+    return [Rejected(str(r.get("name", "")), str(r.get("reason", ""))) for r in info.get("rejected") or []
+            if isinstance(r, dict)]
 
 
 class Gateway:
@@ -210,8 +216,8 @@ class Gateway:
             result = await conn.call(tool, arguments)
         except McpUnavailable as exc:
             return {"status": 503, "unavailable": str(exc)}
-        except asyncio.TimeoutError:
-            return {"status": 504, "timeout": True}
+        except asyncio.TimeoutError as exc:
+            return {"status": 504, "timeout": str(exc) or True}
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the job reports it as the tool's failure
@@ -341,6 +347,7 @@ class RemoteConnection:
         self.state = ConnState(info["state"])
         self.error: str | None = info.get("error")
         self.tools = [Tool.model_validate(t) for t in info.get("tools") or []]
+        self.rejected = _rejected(info)
         self.pins = ToolPins(name, pin_tools=server.pin_tools)
         self.pins.pinned, self.pins.changed = info.get("pinned"), list(info.get("changed") or [])
         self.on_up: list[Callable[[Any], None]] = []
@@ -365,7 +372,7 @@ class RemoteConnection:
         if self._local is not None:
             return await self._local.call(tool, arguments)
         status, body = await self._client.request("call", {"key": self.key, "tool": tool, "arguments": arguments},
-                                                  timeout=self.server.timeout + CALL_MARGIN_S)
+                                                  timeout=self.server.resolved_max_timeout + CALL_MARGIN_S)
         if status == 200:
             from mcp.types import TextContent
 
@@ -377,7 +384,8 @@ class RemoteConnection:
                 self._watch = asyncio.ensure_future(self._wait_up())
             raise McpUnavailable(self.error or "not connected")
         if status == 504:
-            raise asyncio.TimeoutError
+            reason = body.get("timeout")
+            raise CallTimeout(reason if isinstance(reason, str) else "")
         if status == 404:  # serve closed this block (a newer generation): the call keeps its own
             log.info("MCP server %s: serve no longer holds this version of it; connecting it for this call", self.name)
             self._local = await self._fallback(self.name)
@@ -401,6 +409,7 @@ class RemoteConnection:
             if status != 200:
                 continue
             self.tools = [Tool.model_validate(t) for t in info.get("tools") or []]
+            self.rejected = _rejected(info)
             self.pins.pinned, self.pins.changed = info.get("pinned"), list(info.get("changed") or [])
             self.state, self.error = ConnState.UP, None
             for callback in list(self.on_up):

@@ -74,7 +74,9 @@ SHOWN_NAMES = 3  # tools named in the one warning about tools over the limits
 class Withheld:
     """A tool the model is not shown, and why."""
 
-    kind: str  # duplicate, collision, invalid_name, not_approved, changed, over_limit
+    # duplicate, collision, invalid_name, not_approved, changed, over_limit,
+    # invalid_definition (the listing's check refused it: listing.py), task_required
+    kind: str
     source: str  # "mcp:<server>" or "plugin:<plugin>"
     original: str  # as the server or plugin names it
     name: str  # the name the model would have seen
@@ -151,6 +153,15 @@ def plan_tools(
     candidates: list[tuple[str, McpConnection, Any, str]] = []  # server, conn, tool, name with prefix
     for server, conn in connections.items():
         source = f"mcp:{server}"
+        allowed = conn.server.allowed_tools
+        for rejected in getattr(conn, "rejected", ()):
+            if allowed is not None and rejected.name not in allowed:
+                continue  # a tool the spec does not want: not worth a warning
+            reason = (f"tool {_q(rejected.name)} of MCP server {server} withheld: {rejected.reason}" if rejected.name
+                      else f"MCP server {server}: {rejected.reason}")
+            withheld.append(Withheld("invalid_definition", source, rejected.name,
+                                     join_prefix(conn.server.prefix, rejected.name) if rejected.name else "",
+                                     reason, (server,)))
         listed = _allowed(conn)
         counts = Counter(t.name for t in listed)
         approved, since = conn.pins.approved(lock)
@@ -177,6 +188,11 @@ def plan_tools(
                 continue
             if not VALID_TOOL_NAME.fullmatch(name):
                 withheld.append(Withheld("invalid_name", source, tool.name, name, _invalid(name, server), (server,)))
+                continue
+            if task_only(tool):
+                withheld.append(Withheld("task_required", source, tool.name, name, (
+                    f"tool {shown} of MCP server {server} withheld: it runs only as an MCP task "
+                    "(execution.taskSupport: required), which voice-runtime does not run yet"), (server,)))
                 continue
             candidates.append((server, conn, tool, name))
 
@@ -215,6 +231,12 @@ def plan_tools(
                           f"tool {_q(t.exposed)} of MCP server {t.server} withheld: over the tool limits",
                           (t.server,)) for t in over]
     return ToolPlan(mcp, plugins, withheld)
+
+
+def task_only(tool: Any) -> bool:
+    """A tool the server runs only as a task: a plain tools/call of it always fails."""
+    execution = getattr(tool, "execution", None)
+    return getattr(execution, "task_support", None) == "required"
 
 
 def _q(name: str) -> str:
@@ -276,8 +298,8 @@ async def call_tool(tool: McpTool, arguments: dict[str, Any], recorder: CallReco
         except McpUnavailable as exc:
             call.fail("unavailable", str(exc))
             raise ToolFailure(f"the {server} service is not available right now", "unavailable") from None
-        except asyncio.TimeoutError:
-            call.fail("timeout", f"no answer within {conn.server.timeout:g}s")
+        except asyncio.TimeoutError as exc:
+            call.fail("timeout", str(exc) or f"no answer within {conn.server.timeout:g}s")
             raise ToolFailure(f"the {server} service did not answer in time", "timeout") from None
         except asyncio.CancelledError:
             raise  # the user interrupted; the SDK tells the server

@@ -10,12 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..spec.models import HttpServer, StdioServer
+
+log = logging.getLogger("voice_runtime.mcp")
 
 # What a stdio server inherits besides the spec's `env:` (the mcp SDK adds PATH,
 # HOME, USER, SHELL, TERM, LOGNAME). Never the runtime's whole environment: it
@@ -58,6 +63,10 @@ def import_sdk(server: StdioServer | HttpServer) -> None:
         import httpx2  # noqa: F401
         import mcp.client.streamable_http  # noqa: F401
 
+        from .listing import install_http
+
+        install_http()
+
 
 def open_transport(server: StdioServer | HttpServer, *, base_dir: Path, stderr: StderrLog | None) -> Any:
     """An async context manager yielding the (read, write) streams of a new transport."""
@@ -99,13 +108,15 @@ async def _closing_client(client: Any, transport: Any) -> Any:
 
 
 class Watched:
-    """The transport's read stream, unchanged; ``gone`` is set when it ends (a stdio
-    server exited, an HTTP event stream dropped for good). A proxy rather than a
-    pump task: a message passes through without an extra hop between tasks."""
+    """The transport's read stream; ``gone`` is set when it ends (a stdio server
+    exited, an HTTP event stream dropped for good), and each item passes through
+    ``check`` (a ``listing.ListingFilter``). A proxy rather than a pump task: a
+    message passes through without an extra hop between tasks."""
 
-    def __init__(self, source: Any, gone: asyncio.Event) -> None:
+    def __init__(self, source: Any, gone: asyncio.Event, check: Callable[[Any], Any] | None = None) -> None:
         self._source = source
         self._gone = gone
+        self._check = check
 
     def __getattr__(self, name: str) -> Any:  # last_context and whatever else the SDK reads
         return getattr(self._source, name)
@@ -131,11 +142,18 @@ class Watched:
 
     async def _watch(self, pending: Any) -> Any:
         try:
-            return await pending
+            item = await pending
         except BaseException as exc:  # end of stream, closed, broken: the server is gone
             if not isinstance(exc, asyncio.CancelledError):
                 self._gone.set()
             raise
+        if self._check is None:
+            return item
+        try:
+            return self._check(item)
+        except Exception:  # noqa: BLE001 - a bug in a check must not stop the session reading
+            log.exception("checking a message from an MCP server failed; passed on as it came")
+            return item
 
 
 class StderrLog:

@@ -81,7 +81,15 @@ class McpServerBase(StrictModel):
         pattern=TOOL_PREFIX_PATTERN,
         description="Prepended to every tool name, so two servers can expose the same tool.",
     )
-    timeout: float = Field(30.0, gt=0, le=3600, description="Seconds per tool call before it is abandoned.")
+    timeout: float = Field(
+        30.0, gt=0, le=3600,
+        description="Seconds per tool call before it is abandoned; each progress notification from the server "
+        "restarts it, up to max_timeout.",
+    )
+    max_timeout: float | None = Field(
+        None, gt=0, le=18000,
+        description="Seconds a call that keeps reporting progress may run in all. Default: 5 x timeout.",
+    )
     connect_timeout: float = Field(10.0, gt=0, le=600, description="Seconds to connect and list tools.")
     required: bool = Field(
         False, description="true: refuse sessions while this server is down. false: start degraded."
@@ -115,6 +123,20 @@ class McpServerBase(StrictModel):
     tools: dict[str, ToolVoice] = Field(
         default_factory=dict, description="Per-tool filler / timeout_say, by the tool's name on the server."
     )
+
+    @field_validator("max_timeout")
+    @classmethod
+    def _max_timeout_covers_timeout(cls, value: float | None, info: ValidationInfo) -> float | None:
+        timeout = info.data.get("timeout")
+        if value is not None and isinstance(timeout, (int, float)) and value < timeout:
+            raise PydanticCustomError(
+                "max_timeout", "must be at least timeout ({timeout}s): it bounds a call that reports progress",
+                {"timeout": f"{timeout:g}"})
+        return value
+
+    @property
+    def resolved_max_timeout(self) -> float:
+        return self.max_timeout if self.max_timeout is not None else 5 * self.timeout
 
     @model_validator(mode="after")
     def _voice_tools_allowed(self) -> McpServerBase:

@@ -114,6 +114,14 @@ def test_the_mcp_stdio_client_still_reads_through_the_replaceable_text_stream() 
     assert "TextReceiveStream(process.stdout" in inspect.getsource(sdk.stdio_client)
 
 
+def test_the_streamable_http_parser_seam_is_where_the_sdk_parses_each_message() -> None:
+    """``mcp.client.streamable_http.jsonrpc_message_adapter``, looked up on the module at each message."""
+    import mcp.client.streamable_http as sdk
+
+    assert livekit_compat.http_message_adapter() is sdk.jsonrpc_message_adapter
+    assert "jsonrpc_message_adapter.validate_json(sse.data" in inspect.getsource(sdk)
+
+
 # -- nobody else reaches in -------------------------------------------------------------
 
 # private attributes read outside livekit_compat, each with the reason it is not
