@@ -246,6 +246,7 @@ class SessionRunner:
     _pending_fallback: Any = None  # a realtime error seen while session.start() was still running
     _greeting_msg: Any = None  # text mode: the greeting as an assistant message of the history
     _greeting_task: asyncio.Task[None] | None = None
+    _claims: Any = None  # the ClaimWatch of the session
     _span: Any = tracing.NO_SPAN  # the session's span (the root of its trace) when tracing is on
     _counted_as: str | None = None  # the agent this session counts under in voice_runtime_sessions_current
     _warming: asyncio.Future[Any] | None = None  # handoff targets' MCP servers, connected while the call goes on
@@ -407,7 +408,8 @@ class SessionRunner:
         self.session.on("close", self._on_close)
         from .claims import ClaimWatch
 
-        ClaimWatch(self).attach(self.session)
+        self._claims = ClaimWatch(self)
+        self._claims.attach(self.session)
         if self.audio_in is not None:
             from livekit.agents.utils import http_context
 
@@ -611,6 +613,8 @@ class SessionRunner:
             self._warming.cancel()
         if self._greeting_task is not None and not self._greeting_task.done():
             self._greeting_task.cancel()
+        if self._claims is not None:  # the last reply's check reports before the session is gone
+            await self._claims.settle()
         if self.session is not None:
             session, self.session = self.session, None
             try:

@@ -327,6 +327,8 @@ class Catalog:
             # python mode keeps SecretStr objects, which _plain() unwraps: mode="json"
             # would write pydantic's "**********" and the job would send that as its key
             "spec": loaded.spec.model_dump(exclude_unset=True),
+            # a job's own findings (a claims pattern that timed out) then name file:line:col too
+            "key_locs": [[list(key), *loc] for key, loc in loaded.key_locs.items()],
         }
         # atomic: a job never reads half a generation
         write_private_json(self.state_dir / "agents" / f"{loaded.name}.json", data, default=_plain)
@@ -353,7 +355,7 @@ def read_published(state_dir: Path, name: str, plugins: Plugins) -> tuple[Loaded
     data = json.loads((state_dir / "agents" / f"{name}.json").read_text(encoding="utf-8"))
     spec = spec_model(plugins.registry).model_validate(data["spec"])
     loaded = LoadedSpec(Path(data["file"]), data["name"], spec, data["instructions"], data["digest"],
-                        data["templates"])
+                        data["templates"], {tuple(key): (line, col) for key, line, col in data.get("key_locs", [])})
     return loaded, int(data["generation"])
 
 

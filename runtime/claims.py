@@ -14,15 +14,25 @@ The built-in patterns are English and deliberately narrow: a first-person subjec
 future tense ("I'll send"), offers ("let me check"), questions, negations ("I
 haven't sent") and conditions ("once I've checked") are not claims. Their precision
 and recall are measured on ``tests/data/claims_corpus.yaml``.
+
+The check is linear in the reply's length and bounded: every pattern (a spec's own
+ones are written by users) runs through ``user_regex`` with at most
+``CHECK_BUDGET_S`` for the whole reply, in a worker thread, so a long reply or a
+pattern that backtracks never stalls the session's event loop (the call's audio).
+A check that runs out of time is a WARNING naming the pattern at ``file:line:col``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from . import user_regex
 
 # the SessionRunner (build.py imports this module: naming its type here would be a cycle)
 SessionRunner = Any
@@ -63,30 +73,40 @@ BUILTIN_PATTERNS = (
 # "once I've checked, ...", "if we booked ...": a condition, not a claim
 _CONDITION = re.compile(r"\b(?:once|after|when|as\s+soon\s+as|if|before|until|whether|unless)\s*(?:\w+\s+){0,1}$",
                         re.IGNORECASE)
+# a condition is the few words just before the claim: reading only this much of what
+# precedes each match keeps a sentence of many matches linear (the whole prefix was
+# read for each: 40 k characters took seconds)
+_CONDITION_REACH = 80
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
-_BUILTIN = tuple(re.compile(p, re.IGNORECASE) for p in BUILTIN_PATTERNS)
+_BUILTIN = tuple(user_regex.compiled(p, ignore_case=True) for p in BUILTIN_PATTERNS)
+CHECK_BUDGET_S = 1.0  # one reply, all patterns; 40 k characters take a few ms
 
 RETRY_NOTE = ("Your last reply said that you did something or looked something up, but no tool ran in that "
               "turn. Do not claim actions you have not taken: call the tool now if you can, or tell the caller "
               "honestly what you did not do.")
 
 
-def compile_patterns(extra: Iterable[str] = ()) -> tuple[re.Pattern[str], ...]:
-    return _BUILTIN + tuple(re.compile(p, re.IGNORECASE) for p in extra)
+def compile_patterns(extra: Iterable[str] = ()) -> tuple[Any, ...]:
+    """The built-in patterns and ``extra`` (a spec's, validated by ``user_regex.problem``)."""
+    return _BUILTIN + tuple(user_regex.compiled(p, ignore_case=True) for p in extra)
 
 
-def find_claim(text: str, patterns: tuple[re.Pattern[str], ...] = _BUILTIN) -> str | None:
+def find_claim(text: str, patterns: tuple[Any, ...] = _BUILTIN, budget_s: float = CHECK_BUDGET_S) -> str | None:
     """The first sentence of ``text`` that claims an action or a lookup, or None.
     Questions are not claims ("Have I sent it?"), nor are conditions ("once I've
-    checked")."""
+    checked"). ``user_regex.TimedOut`` when the patterns take more than ``budget_s``."""
+    deadline = time.monotonic() + budget_s
     for sentence in _SENTENCES.split(text or ""):
         sentence = sentence.strip()
         if not sentence or sentence.rstrip("\"'”’)").endswith("?"):
             continue
         for pattern in patterns:
-            for match in pattern.finditer(sentence):
-                if not _CONDITION.search(sentence[: match.start()]):
+            for match in user_regex.finditer(pattern, sentence, deadline - time.monotonic()):
+                start = match.start()
+                if not _CONDITION.search(sentence, max(0, start - _CONDITION_REACH), start):
                     return sentence
+            if time.monotonic() > deadline:  # many short sentences: each search was quick
+                raise user_regex.TimedOut(pattern.pattern, budget_s, len(text))
     return None
 
 
@@ -100,6 +120,8 @@ class ClaimWatch:
     runner: SessionRunner
     tool_ran: bool = False
     retried: bool = False
+    turn: int = 0
+    _checks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def attach(self, session: Any) -> None:
         session.on("conversation_item_added", self._on_item)
@@ -109,22 +131,56 @@ class ClaimWatch:
         self.tool_ran = True
 
     def _on_item(self, event: Any) -> None:
+        from .livekit_compat import hold_run_open
+
         item = getattr(event, "item", None)
         if getattr(item, "type", "") != "message":
             return
         if item.role == "user":  # a new turn
+            self.turn += 1
             self.tool_ran = self.retried = False
             return
-        if item.role != "assistant" or self.tool_ran:
+        if item.role != "assistant" or self.tool_ran or not item.text_content:
             return
-        spec: Any = self.runner.loaded.spec
-        sentence = find_claim(item.text_content or "", compile_patterns(spec.claims.patterns))
+        # off the event loop (the call's audio goes on); the turn's run waits for it, so a
+        # claim and a retry's reply belong to the turn they are about
+        check = asyncio.ensure_future(self._check(item.text_content, self.runner.loaded, self.turn))
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+        if self.runner.session is not None:
+            hold_run_open(self.runner.session, check)
+
+    async def _check(self, text: str, loaded: Any, turn: int) -> None:
+        claims = loaded.spec.claims
+        try:
+            sentence = await asyncio.to_thread(find_claim, text, compile_patterns(claims.patterns))
+        except user_regex.TimedOut as exc:
+            timed_out(self.runner, loaded, exc)
+            return
         if sentence is None:
             return
-        report(self.runner, item.text_content or "", sentence, spec.claims.action)
-        if spec.claims.action == "retry" and not self.retried and self.runner.session is not None:
+        report(self.runner, text, sentence, claims.action)
+        session = self.runner.session
+        if claims.action == "retry" and not self.retried and turn == self.turn and session is not None:
             self.retried = True
-            self.runner.session.generate_reply(instructions=RETRY_NOTE)
+            session.generate_reply(instructions=RETRY_NOTE)
+
+    async def settle(self) -> None:
+        """Every check under way has reported (each is bounded by ``CHECK_BUDGET_S``)."""
+        await asyncio.gather(*self._checks, return_exceptions=True)
+
+
+def timed_out(runner: SessionRunner, loaded: Any, exc: user_regex.TimedOut) -> None:
+    """A check that ran out of time: the reply is not known to be honest, and the
+    pattern to blame (a spec's, at file:line:col) is named."""
+    patterns = list(loaded.spec.claims.patterns)
+    if exc.pattern in patterns:
+        where = str(loaded.error_at(("claims", "patterns", patterns.index(exc.pattern)), f"claims check {exc}"))
+    else:
+        where = f"{loaded.path}: claims check (built-in patterns) {exc}; the rest of the reply was not checked"
+    log.warning("agent %s session %s: %s", runner.name, runner.session_id, where,
+                extra={"agent": runner.name, "session_id": runner.session_id, "session_event": True})
+    runner.emit("claims_check_timed_out", {"agent": runner.name, "message": where})
 
 
 def report(runner: SessionRunner, text: str, sentence: str, action: str) -> None:

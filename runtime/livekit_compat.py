@@ -140,6 +140,18 @@ def realtime_session(session: Any) -> Any:
     return getattr(_activity(session), "realtime_llm_session", None)
 
 
+def hold_run_open(session: Any, future: Any) -> None:
+    """Keep the session's ``run()`` under way (if any) from returning before
+    ``future`` is done: ``session._global_run_state._watch_handle(future)``, what
+    livekit itself does to hold a run open during a handoff. Degrades to nothing: a
+    claim check finishing after its turn's run is reported after it (``chat`` prints
+    it late, a test case does not see it) and a retry's reply is not in that run."""
+    state = getattr(session, "_global_run_state", None)
+    watch = getattr(state, "_watch_handle", None)
+    if state is not None and callable(watch) and not state.done():
+        watch(future)
+
+
 # -- the mcp SDK's stdio transport (mcp/client/stdio.py) --------------------------------
 
 

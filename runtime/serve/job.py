@@ -79,7 +79,7 @@ def _warm_up(plugins: Any) -> None:
     import mcp.types
     from livekit.agents.llm import function_tool
 
-    from .. import build, catalog  # noqa: F401
+    from .. import build, catalog, claims  # noqa: F401 - claims compiles its patterns on import
     from ..mcp import gateway, toolset  # noqa: F401
     from ..spec.models import spec_model
 

@@ -239,11 +239,13 @@ def _known_tool(value: str, info: ValidationInfo) -> str:
 
 
 def regex_text(value: str) -> str:
-    """A validator: the text compiles as a regular expression."""
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise PydanticCustomError("regex", "not a regular expression: {why}", {"why": str(exc)}) from None
+    """A validator: the text is a regular expression ``user_regex`` accepts (it
+    compiles, and compiling it is quick)."""
+    from ..user_regex import problem
+
+    why = problem(value)
+    if why is not None:
+        raise PydanticCustomError("regex", "{why}", {"why": why})
     return value
 
 

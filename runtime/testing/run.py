@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-import re
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ class _Turn:
     result: Any
     handoffs: list[str] = field(default_factory=list)
     claims: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # the session's own (a claims check that timed out)
 
     @property
     def tool_calls(self) -> list[tuple[str, dict[str, Any]]]:
@@ -102,12 +103,31 @@ def _check(expectation: Expectation, turn: _Turn) -> str | None:
         ok = expectation.reply_contains.lower() in turn.reply.lower()
         return None if ok else f"expected the reply to contain {expectation.reply_contains!r}"
     if expectation.reply_matches is not None:
-        ok = re.search(expectation.reply_matches, turn.reply) is not None
+        from .. import user_regex
+
+        # user_regex.TimedOut goes to the caller, which knows where the pattern is written
+        ok = user_regex.search(user_regex.compiled(expectation.reply_matches), turn.reply) is not None
         return None if ok else f"expected the reply to match {expectation.reply_matches!r}"
     if expectation.handoff_to is not None:
         ok = expectation.handoff_to in turn.handoffs
         return None if ok else f"expected a handoff to {expectation.handoff_to}"
     return None  # judge: run by _judge, which needs the model
+
+
+def _checks(expect: list[Expectation], turn: _Turn, where: Callable[[int, str], str]) -> list[str]:
+    """What is wrong with the turn. A pattern that times out fails the turn and
+    the turn's other patterns are not run (each could take as long)."""
+    from ..user_regex import TimedOut
+
+    problems: list[str] = []
+    for k, expectation in enumerate(expect):
+        try:
+            problem = _check(expectation, turn)
+        except TimedOut as exc:
+            return [*problems, f"reply_matches {exc.pattern!r} at {where(k, 'reply_matches')} {exc}"]
+        if problem:
+            problems.append(problem)
+    return problems
 
 
 async def _judge(expectation: Expectation, turn: _Turn, judge_llm: Any) -> str | None:
@@ -156,7 +176,8 @@ async def run_case(tests: LoadedTests, index: int, specs: dict[str, LoadedSpec],
         return result
     try:
         async with asyncio.timeout(CASE_TIMEOUT_S):
-            await _play(case, loaded, specs, plugins, result, pool)
+            await _play(case, loaded, specs, plugins, result, pool,
+                        lambda *key: tests.where(("cases", index, "turns", *key)))
     except TimeoutError:
         result.failures.append(f"the case took longer than {CASE_TIMEOUT_S:g}s")
     except Exception as exc:  # noqa: BLE001 - a session that fails is a failed case, not a crash
@@ -168,7 +189,7 @@ async def run_case(tests: LoadedTests, index: int, specs: dict[str, LoadedSpec],
 
 
 async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], plugins: Plugins,
-                result: CaseResult, pool: Any) -> None:
+                result: CaseResult, pool: Any, where: Callable[..., str]) -> None:
     from ..build import SessionRunner
     from ..handoffs import reachable
     from .scripted import scripted_llm
@@ -185,6 +206,8 @@ async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], pl
             current.handoffs.append(data["to"])
         elif event == "unbacked_claim":
             current.claims.append(data["claim"])
+        elif event == "claims_check_timed_out":
+            current.problems.append(data["message"])
 
     runner.listeners.append(on_event)
     judge_llm = None
@@ -194,7 +217,8 @@ async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], pl
         for n, turn in enumerate(case.turns, 1):
             current = _Turn(None)
             current.result = await runner.run_turn(turn.user)
-            problems = [p for p in (_check(e, current) for e in turn.expect) if p]
+            problems = _checks(turn.expect, current, lambda k, key, t=n - 1: where(t, "expect", k, key))
+            problems += current.problems
             for expectation in (e for e in turn.expect if e.judge):
                 if judge_llm is None:
                     from ..build import make_chain

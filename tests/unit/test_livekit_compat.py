@@ -106,6 +106,24 @@ async def test_an_agent_sessions_activity_exposes_its_agent_and_realtime_session
     assert isinstance(inspect.getattr_static(AgentActivity, "realtime_llm_session"), property)
 
 
+async def test_a_sessions_run_still_waits_for_a_future_it_is_given_to_watch() -> None:
+    """``AgentSession._global_run_state`` and ``RunResult._watch_handle(future)``: a
+    claims check holds its turn's run open."""
+    from livekit.agents import AgentSession
+    from livekit.agents.voice.run_result import RunResult
+
+    session = AgentSession()
+    assert "_global_run_state" in vars(session)  # None until a run starts
+    run = RunResult(output_type=None, session=session)
+    session._global_run_state = run
+    check = asyncio.get_running_loop().create_future()
+    livekit_compat.hold_run_open(session, check)
+    assert not run.done()
+    check.set_result(None)
+    await asyncio.sleep(0)
+    assert run.done()
+
+
 def test_the_mcp_stdio_client_still_reads_through_the_replaceable_text_stream() -> None:
     """``mcp.client.stdio.TextReceiveStream``, looked up on the module at each connection."""
     import mcp.client.stdio as sdk
