@@ -552,8 +552,8 @@ def call(
                         + (f": {record.error}" if record.error else "")), err=True)
                 if failure is None:
                     typer.echo(printable(text, lines=True))  # the server's text; multi-line is fine
-                else:
-                    typer.echo(printable(f"error: {failure}"), err=True)
+                else:  # the server's words, once, its lines kept (the record's error is our own)
+                    typer.echo(printable(f"error: {failure}", lines=True), err=True)
             if metrics:
                 typer.echo(_our_metrics(), nl=False)
             return 0 if failure is None else 1

@@ -31,6 +31,13 @@ class _Redacting(logging.Formatter):
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
+def _is_pii(key: str) -> bool:
+    """livekit puts conversation content in ``lk.pii.*`` extras (a tool's error
+    message as ``lk.pii.error``), out of the message so that it can be dropped: a
+    call's content stays out of the log, as it stays out of livekit's spans."""
+    return "pii" in key.split(".")
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, secrets: SecretSet | None = None) -> None:
         super().__init__()
@@ -44,7 +51,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and not key.startswith("_") and not _is_pii(key):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)

@@ -34,6 +34,10 @@ class ToolCallRecord:
     latency_ms: float
     outcome: str  # ok, error, timeout, unavailable, cancelled
     result_chars: int
+    # a short description of our own making (``tool error``, ``server down``,
+    # ``JSON-RPC error -32602``), never text a server or tool supplied: a failed
+    # call's text may echo its arguments, and the record goes to logs, /status,
+    # the journal and spans (the model alone is told the server's words)
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -57,9 +61,12 @@ class CallOutcome:
     outcome: str = "ok"
     text: str = ""
     error: str | None = None
+    said: str | None = None  # what the model is told instead of ``text`` when the call failed
 
-    def fail(self, outcome: str, error: str) -> None:
-        self.outcome, self.error = outcome, error
+    def fail(self, outcome: str, error: str, said: str | None = None) -> None:
+        """``error``: a fixed description for the record (see ``ToolCallRecord.error``);
+        ``said``: the sentence the model receives, which may quote the server."""
+        self.outcome, self.error, self.said = outcome, error, said
 
 
 class _RecordedCall:
@@ -91,11 +98,11 @@ class _RecordedCall:
         if exc_type is not None:
             if issubclass(exc_type, asyncio.CancelledError):
                 state.outcome = "cancelled"
-            elif state.outcome == "ok":
-                state.fail("error", f"{exc_type.__name__}: {exc}")
+            elif state.outcome == "ok":  # the exception's text may quote the arguments: its type only
+                state.fail("error", f"raised {exc_type.__name__}", said=state.said)
         record = self._recorder.finished(server=self._server, tool=self._tool, exposed_name=self._exposed,
                                          arguments=self._arguments, started=self._started, outcome=state.outcome,
-                                         result=state.text, error=state.error)
+                                         result=state.text, error=state.error, said=state.said)
         if self._span is not None:
             _end_span(self._span, record)
         # None: the body's exception (if any) propagates
@@ -138,8 +145,10 @@ class CallRecorder:
 
     def finished(
         self, *, server: str, tool: str, exposed_name: str, arguments: Any, started: float,
-        outcome: str, result: str, error: str | None = None,
+        outcome: str, result: str, error: str | None = None, said: str | None = None,
     ) -> ToolCallRecord:
+        """``said``: what the model was told instead of ``result`` (a failure's sentence);
+        listeners get that, as the model did."""
         record = ToolCallRecord(
             agent=self.agent, session_id=self.session_id, server=server, tool=tool, exposed_name=exposed_name,
             args_digest=args_digest(arguments), started_at=time.time(),
@@ -152,7 +161,8 @@ class CallRecorder:
         for sink in self.sinks:
             sink(record)
         for listener in self.listeners:
-            listener("tool_result", {"tool": exposed_name, "outcome": outcome, "result": result,
+            listener("tool_result", {"tool": exposed_name, "outcome": outcome,
+                                     "result": result if said is None else said,
                                      "latency_ms": record.latency_ms, "server": server})
         return record
 

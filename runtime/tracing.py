@@ -199,7 +199,7 @@ class _RedactingExporter:
         from opentelemetry.sdk.trace import Event, ReadableSpan
 
         secrets: SecretSet = self.secrets()
-        if not secrets:
+        if not secrets and not any(_is_mcp_sdk(s) and s.status.description for s in spans):
             return self.inner.export(spans)
 
         def clean(attributes: Any) -> dict[str, Any]:
@@ -210,7 +210,7 @@ class _RedactingExporter:
                 name=secrets.redact(s.name), context=s.context, parent=s.parent, resource=s.resource,
                 attributes=clean(s.attributes),
                 events=[Event(e.name, clean(e.attributes), e.timestamp) for e in s.events],
-                links=s.links, kind=s.kind, status=_redact_status(secrets, s.status), start_time=s.start_time,
+                links=s.links, kind=s.kind, status=_status(secrets, s), start_time=s.start_time,
                 end_time=s.end_time, instrumentation_scope=s.instrumentation_scope,
             )
             for s in spans
@@ -232,9 +232,25 @@ def _redact_value(secrets: SecretSet, value: Any) -> Any:
     return value
 
 
-def _redact_status(secrets: SecretSet, status: Any) -> Any:
+# the mcp SDK's own client spans (``MCP send tools/call <tool>``) carry a server's
+# JSON-RPC error message as their status, and that message may quote the call's
+# arguments: its code (the span's ``error.type``) is said instead, as the
+# ``mcp.tool_call`` span and the call's record say it
+_MCP_SDK_SCOPE = "mcp-python-sdk"
+
+
+def _is_mcp_sdk(span: Any) -> bool:
+    scope = span.instrumentation_scope
+    return scope is not None and scope.name == _MCP_SDK_SCOPE
+
+
+def _status(secrets: SecretSet, span: Any) -> Any:
+    status = span.status
     if not status.description:
         return status
     from opentelemetry.trace import Status
 
+    if _is_mcp_sdk(span):
+        code = (span.attributes or {}).get("error.type")
+        return Status(status.status_code, f"JSON-RPC error {code}" if code is not None else "error")
     return Status(status.status_code, secrets.redact(status.description))

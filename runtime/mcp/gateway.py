@@ -212,6 +212,10 @@ class Gateway:
         conn = self.pool.connection(str(body.get("key", "")))
         if conn is None:
             return {"status": 404, "unknown": True}
+        from mcp.shared.exceptions import MCPError
+
+        from .toolset import SAID_CHARS, cap_text, result_text
+
         try:
             result = await conn.call(tool, arguments)
         except McpUnavailable as exc:
@@ -220,12 +224,12 @@ class Gateway:
             return {"status": 504, "timeout": str(exc) or True}
         except asyncio.CancelledError:
             raise
+        except MCPError as exc:  # the server's JSON-RPC error, for the job to word as its own call does
+            return {"status": 502, "rpc_error": {"code": exc.code, "message": cap_text(exc.message, SAID_CHARS)}}
         except Exception as exc:  # noqa: BLE001 - the job reports it as the tool's failure
             return {"status": 500, "error": f"{type(exc).__name__}: {conn.redact(str(exc))}"}
         # the result as the job will use it: its text, capped here to the server's
         # max_result_chars (a 30 MB result must not cross, nor fill, the socket)
-        from .toolset import cap_text, result_text
-
         return {"status": 200, "text": cap_text(result_text(result), conn.server.max_result_chars),
                 "is_error": bool(result.is_error)}
 
@@ -386,6 +390,11 @@ class RemoteConnection:
         if status == 504:
             reason = body.get("timeout")
             raise CallTimeout(reason if isinstance(reason, str) else "")
+        if status == 502 and isinstance(body.get("rpc_error"), dict):
+            from mcp.shared.exceptions import MCPError
+
+            error = body["rpc_error"]
+            raise MCPError(int(error.get("code", 0)), str(error.get("message", "")))
         if status == 404:  # serve closed this block (a newer generation): the call keeps its own
             log.info("MCP server %s: serve no longer holds this version of it; connecting it for this call", self.name)
             self._local = await self._fallback(self.name)

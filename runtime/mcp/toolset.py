@@ -288,28 +288,51 @@ def visible_tools(connections: dict[str, McpConnection], lock: dict[str, dict[st
     return plan_tools(connections, lock=lock).mcp
 
 
+# what the model is told of a failure's own text (the server's words): enough to
+# explain it to the caller, never a second copy of a capped result
+SAID_CHARS = 1000
+# JSON-RPC's own codes (https://www.jsonrpc.org/specification#error_object), named
+# in the sentence the model receives
+RPC_ERRORS = {-32700: "parse error", -32600: "invalid request", -32601: "method not found",
+              -32602: "invalid params", -32603: "internal error"}
+
+
 async def call_tool(tool: McpTool, arguments: dict[str, Any], recorder: CallRecorder) -> str:
     """Call through the connection, traced; the result is capped text. Raises
-    ToolFailure with a sentence the model can say."""
+    ToolFailure with a sentence the model can say, which may quote the server; the
+    call's record gets a fixed description instead (see ``ToolCallRecord.error``)."""
+    from mcp.shared.exceptions import MCPError
+
     conn, server, name = tool.conn, tool.server, tool.tool.name
     with recorder.call(server=server, tool=name, exposed_name=tool.exposed, arguments=arguments) as call:
+        failure: ToolFailure
         try:
             result = await conn.call(name, arguments)
-        except McpUnavailable as exc:
-            call.fail("unavailable", str(exc))
-            raise ToolFailure(f"the {server} service is not available right now", "unavailable") from None
-        except asyncio.TimeoutError as exc:
-            call.fail("timeout", str(exc) or f"no answer within {conn.server.timeout:g}s")
-            raise ToolFailure(f"the {server} service did not answer in time", "timeout") from None
+        except McpUnavailable:
+            failure = ToolFailure(f"the {server} service is not available right now", "unavailable")
+            call.fail("unavailable", "server down", str(failure))
+            raise failure from None
+        except asyncio.TimeoutError as exc:  # our own words: which limit ran out
+            failure = ToolFailure(f"the {server} service did not answer in time", "timeout")
+            call.fail("timeout", str(exc) or f"no answer within {conn.server.timeout:g}s", str(failure))
+            raise failure from None
         except asyncio.CancelledError:
             raise  # the user interrupted; the SDK tells the server
-        except Exception as exc:
-            call.fail("error", f"{type(exc).__name__}: {exc}")
-            raise ToolFailure(f"the {server} tool {name} failed") from None
+        except MCPError as exc:  # the server refused the request: a JSON-RPC error
+            meaning = RPC_ERRORS.get(exc.code, "server error")
+            failure = ToolFailure(f"the {server} tool {name} could not run (error {exc.code}, {meaning}): "
+                                  f"{cap_text(exc.message, SAID_CHARS)}")
+            call.fail("error", f"JSON-RPC error {exc.code}", str(failure))
+            raise failure from None
+        except Exception as exc:  # our side of the call failed; its text may hold the arguments
+            failure = ToolFailure(f"the {server} tool {name} failed")
+            call.fail("error", f"client error ({type(exc).__name__})", str(failure))
+            raise failure from None
         call.text = cap_text(result_text(result), conn.server.max_result_chars)
         if result.is_error:
-            call.fail("error", call.text)
-            raise ToolFailure(f"the {server} tool {name} failed: {call.text[:500]}")
+            failure = ToolFailure(f"the {server} tool {name} failed: {cap_text(call.text, SAID_CHARS)}")
+            call.fail("error", "tool error", str(failure))
+            raise failure
         return call.text
 
 
@@ -383,7 +406,8 @@ def _jsonable(value: Any) -> bool:
 
 def result_text(result: CallToolResult) -> str:
     """Text content as text (livekit's default would hand the model the JSON of
-    each content item); other content is described briefly."""
+    each content item), an embedded resource's text as text, a resource link as
+    what the model needs to name or fetch it; other content is described briefly."""
     parts = []
     for item in result.content:
         text = getattr(item, "text", None)
@@ -392,6 +416,8 @@ def result_text(result: CallToolResult) -> str:
             item, text = resource, getattr(resource, "text", None)
         if text is not None:
             parts.append(text)
+        elif getattr(item, "type", None) == "resource_link":
+            parts.append(_link(item))
         else:
             mime = getattr(item, "mime_type", None) or "no type"
             data = getattr(item, "blob", None) or getattr(item, "data", None)
@@ -401,6 +427,15 @@ def result_text(result: CallToolResult) -> str:
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, default=str))
     return "\n".join(parts)
+
+
+def _link(link: Any) -> str:
+    """``[resource link: Q3 report "Quarter 3" <file:///q3.pdf> (application/pdf, 1200
+    bytes): The third quarter's figures]``"""
+    title = f' "{link.title}"' if link.title and link.title != link.name else ""
+    about = ", ".join(x for x in (link.mime_type, f"{link.size} bytes" if link.size is not None else None) if x)
+    return (f"[resource link: {link.name}{title} <{link.uri}>" + (f" ({about})" if about else "")
+            + (f": {link.description}" if link.description else "") + "]")
 
 
 _CAPPED = re.compile(r"\n\[result truncated: \d+ characters, showing the first (\d+)\]")

@@ -247,6 +247,33 @@ def test_call_shows_a_stdio_server_sees_the_spec_env_and_not_the_runtimes_secret
                                                   "LC_ALL", "TZ"}
 
 
+def test_call_prints_a_servers_error_once_with_its_lines_and_no_terminal_escapes_and_exits_1(tmp_path: Path) -> None:
+    import sys
+
+    errors = Path(__file__).resolve().parents[1] / "mcp_servers" / "errors.py"
+    folder = spec_folder(tmp_path, {"pay": {"command": sys.executable, "args": [str(errors)]}})
+
+    result = run_cli("call", folder, "--agent", "desk", "charge", "--args", '{"card": "4111", "how": "hostile"}')
+
+    assert result.rc == 1, result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0] == '-> mcp:pay: charge {"card": "4111", "how": "hostile"}'
+    assert re.fullmatch(r"<- error in [\d.]+ ms, \d+ characters: tool error", lines[1]), lines
+    # the server's words once, each of its lines on a line, its escapes shown, not obeyed
+    assert lines[2:] == [
+        "error: the pay tool charge failed: Error executing tool charge: \\x1b[2J\\x1b]0;owned\\x07card 4111",
+        "was\\x0d", "declined\\u202e by the bank"]
+    assert result.stderr.count("card 4111") == 1
+
+    rpc = run_cli("call", folder, "--agent", "desk", "charge", "--args", '{"card": "4111", "how": "rpc"}')
+
+    assert rpc.rc == 1, rpc.output
+    assert re.search(r"<- error in [\d.]+ ms, 0 characters: JSON-RPC error -32602\n"
+                     r"error: the pay tool charge could not run \(error -32602, invalid params\): invalid card 4111\n$",
+                     rpc.stderr), rpc.stderr
+
+
 def test_tools_lock_pins_the_definitions_seen_and_a_later_change_withholds_that_tool(tmp_path: Path) -> None:
     descriptions = tmp_path / "descriptions.json"
     descriptions.write_text(json.dumps({"echo": "Echo the text back."}))
