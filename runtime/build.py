@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .fillers import Fillers
+    from .handoffs import TurnHandoffs
     from .mcp.connection import McpConnection
     from .mcp.gateway import GatewayPool
     from .plugins import Plugins
@@ -150,11 +152,29 @@ def _turn_detection(value: str | None) -> Any:
     return value
 
 
+@functools.cache
+def runtime_agent_class() -> type:
+    """livekit's Agent, whose replies offer the model only the tools the agent has
+    now. livekit gives every step of a reply (the request after a tool's result)
+    the tool list the reply started with, so a tool withdrawn while it ran (a
+    transfer refused at ``max_handoffs_per_turn``) would be offered again."""
+    from livekit.agents import Agent, llm
+
+    class RuntimeAgent(Agent):  # type: ignore[misc]
+        def llm_node(self, chat_ctx: Any, tools: list[Any], model_settings: Any) -> Any:
+            current = llm.ToolContext(self.tools).function_tools
+            # provider tools (no name) are not ours to withdraw
+            kept = [t for t in tools if getattr(getattr(t, "info", None), "name", None) in current
+                    or not hasattr(t, "info")]
+            return Agent.default.llm_node(self, chat_ctx, kept, model_settings)
+
+    return RuntimeAgent
+
+
 def build_agent(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ctx: Any = None,
                 instructions: str | None = None) -> Any:
-    from livekit.agents import Agent
-
-    return Agent(**build_agent_kwargs(loaded, models, tools, chat_ctx=chat_ctx, instructions=instructions))
+    return runtime_agent_class()(**build_agent_kwargs(loaded, models, tools, chat_ctx=chat_ctx,
+                                                      instructions=instructions))
 
 
 def build_agent_kwargs(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ctx: Any = None,
@@ -249,7 +269,13 @@ class SessionRunner:
     _span: Any = tracing.NO_SPAN  # the session's span (the root of its trace) when tracing is on
     _counted_as: str | None = None  # the agent this session counts under in voice_runtime_sessions_current
     _warming: asyncio.Future[Any] | None = None  # handoff targets' MCP servers, connected while the call goes on
+    handoff_turn: TurnHandoffs = field(init=False)  # the handoffs of the caller's current turn (its bound)
     _exit_stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    def __post_init__(self) -> None:
+        from .handoffs import TurnHandoffs
+
+        self.handoff_turn = TurnHandoffs(self)
 
     @property
     def name(self) -> str:
@@ -342,13 +368,19 @@ class SessionRunner:
     def _server_back(self, conn: McpConnection) -> None:
         """A server reconnected: its tools (maybe changed, maybe new) reach the
         agent in the same conversation."""
-        agent = getattr(self.session, "current_agent", None) if self.session is not None else None
-        if agent is None:
+        if self.session is None or getattr(self.session, "current_agent", None) is None:
             return
         self.tools = self.build_tools()
         log.info("agent %s session %s: MCP server %s is back; %d tools", self.name, self.session_id,
                  conn.name, len(self.tools))
-        task = asyncio.ensure_future(agent.update_tools(self.tools))
+        self.offer_tools(self.tools)
+
+    def offer_tools(self, tools: list[Any]) -> None:
+        """The current agent's tools become ``tools`` (livekit's update_tools, in the background)."""
+        agent = getattr(self.session, "current_agent", None) if self.session is not None else None
+        if agent is None:
+            return
+        task = asyncio.ensure_future(agent.update_tools(tools))
         self._tool_updates.add(task)
         task.add_done_callback(self._tool_updates.discard)
 
@@ -408,6 +440,7 @@ class SessionRunner:
         from .claims import ClaimWatch
 
         ClaimWatch(self).attach(self.session)
+        self.handoff_turn.attach(self.session)
         if self.audio_in is not None:
             from livekit.agents.utils import http_context
 
