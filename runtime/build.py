@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 import uuid
@@ -152,27 +151,10 @@ def _turn_detection(value: str | None) -> Any:
     return value
 
 
-@functools.cache
-def runtime_agent_class() -> type:
-    """livekit's Agent, whose replies offer the model only the tools the agent has
-    now. livekit gives every step of a reply (the request after a tool's result)
-    the tool list the reply started with, so a tool withdrawn while it ran (a
-    transfer refused at ``max_handoffs_per_turn``) would be offered again."""
-    from livekit.agents import Agent, llm
-
-    class RuntimeAgent(Agent):  # type: ignore[misc]
-        def llm_node(self, chat_ctx: Any, tools: list[Any], model_settings: Any) -> Any:
-            current = llm.ToolContext(self.tools).function_tools
-            # provider tools (no name) are not ours to withdraw
-            kept = [t for t in tools if getattr(getattr(t, "info", None), "name", None) in current
-                    or not hasattr(t, "info")]
-            return Agent.default.llm_node(self, chat_ctx, kept, model_settings)
-
-    return RuntimeAgent
-
-
 def build_agent(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ctx: Any = None,
                 instructions: str | None = None) -> Any:
+    from .handoffs import runtime_agent_class
+
     return runtime_agent_class()(**build_agent_kwargs(loaded, models, tools, chat_ctx=chat_ctx,
                                                       instructions=instructions))
 

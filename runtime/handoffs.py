@@ -118,14 +118,13 @@ class TurnHandoffs:
     async def refuse(self, target: str) -> str:
         """The transfer to ``target`` is past the bound: the current agent keeps the
         turn, and is not offered a transfer again until it has answered."""
-        from .build import SHOWN_AS_EVENT
         from .metrics import observe_handoff_refused
 
         runner, limit = self.runner, self.runner.loaded.spec.max_handoffs_per_turn
         log.warning("agent %s session %s: handoff to %s refused: %d handoffs in this caller turn already "
                     "(max_handoffs_per_turn: %d); %s answers", runner.name, runner.session_id, target,
                     self.count, limit, runner.name,
-                    extra={**SHOWN_AS_EVENT, "agent": runner.name, "handoff_to": target,
+                    extra={"session_event": True, "agent": runner.name, "handoff_to": target,
                            "session_id": runner.session_id})
         observe_handoff_refused(runner.name, "limit")
         runner.emit("handoff_refused", {"from": runner.name, "to": target, "reason": "limit", "limit": limit})
@@ -193,10 +192,28 @@ async def _summarize(runner: SessionRunner, ctx: Any) -> str:
 
 
 @functools.cache
+def runtime_agent_class() -> type:
+    """The class of every agent of a session (the first, a fallback pipeline, a
+    handoff target): livekit's Agent, whose replies offer the model only the tools
+    the agent has now. livekit gives every step of a reply (the request after a tool's result)
+    the tool list the reply started with, so a tool withdrawn while it ran (a
+    transfer refused at ``max_handoffs_per_turn``) would be offered again."""
+    from livekit.agents import Agent, llm
+
+    class RuntimeAgent(Agent):  # type: ignore[misc]
+        def llm_node(self, chat_ctx: Any, tools: list[Any], model_settings: Any) -> Any:
+            current = llm.ToolContext(self.tools).function_tools
+            # provider tools (no name) are not ours to withdraw
+            kept = [t for t in tools if getattr(getattr(t, "info", None), "name", None) in current
+                    or not hasattr(t, "info")]
+            return Agent.default.llm_node(self, chat_ctx, kept, model_settings)
+
+    return RuntimeAgent
+
+
+@functools.cache
 def handoff_agent_class() -> type:
     """One class for every handoff target (livekit's ``mock_tools`` is keyed by class)."""
-    from .build import runtime_agent_class
-
     class HandoffAgent(runtime_agent_class()):  # type: ignore[misc]
         """The target of a handoff: it says its greeting, or answers the turn that
         brought the caller to it."""

@@ -238,8 +238,7 @@ def _mock(runner: Any, mocks: dict[str, str]) -> None:
         return
     from livekit.agents import mock_tools
 
-    from ..build import runtime_agent_class
-    from ..handoffs import handoff_agent_class
+    from ..handoffs import handoff_agent_class, runtime_agent_class
 
     def answer(text: str) -> Any:
         async def mocked(*_: Any, **__: Any) -> str:
