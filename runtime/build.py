@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .fillers import Fillers
+    from .handoffs import TurnHandoffs
     from .mcp.connection import McpConnection
     from .mcp.gateway import GatewayPool
     from .plugins import Plugins
@@ -152,9 +153,10 @@ def _turn_detection(value: str | None) -> Any:
 
 def build_agent(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ctx: Any = None,
                 instructions: str | None = None) -> Any:
-    from livekit.agents import Agent
+    from .handoffs import runtime_agent_class
 
-    return Agent(**build_agent_kwargs(loaded, models, tools, chat_ctx=chat_ctx, instructions=instructions))
+    return runtime_agent_class()(**build_agent_kwargs(loaded, models, tools, chat_ctx=chat_ctx,
+                                                      instructions=instructions))
 
 
 def build_agent_kwargs(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ctx: Any = None,
@@ -250,7 +252,13 @@ class SessionRunner:
     _span: Any = tracing.NO_SPAN  # the session's span (the root of its trace) when tracing is on
     _counted_as: str | None = None  # the agent this session counts under in voice_runtime_sessions_current
     _warming: asyncio.Future[Any] | None = None  # handoff targets' MCP servers, connected while the call goes on
+    handoff_turn: TurnHandoffs = field(init=False)  # the handoffs of the caller's current turn (its bound)
     _exit_stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    def __post_init__(self) -> None:
+        from .handoffs import TurnHandoffs
+
+        self.handoff_turn = TurnHandoffs(self)
 
     @property
     def name(self) -> str:
@@ -343,13 +351,19 @@ class SessionRunner:
     def _server_back(self, conn: McpConnection) -> None:
         """A server reconnected: its tools (maybe changed, maybe new) reach the
         agent in the same conversation."""
-        agent = getattr(self.session, "current_agent", None) if self.session is not None else None
-        if agent is None:
+        if self.session is None or getattr(self.session, "current_agent", None) is None:
             return
         self.tools = self.build_tools()
         log.info("agent %s session %s: MCP server %s is back; %d tools", self.name, self.session_id,
                  conn.name, len(self.tools))
-        task = asyncio.ensure_future(agent.update_tools(self.tools))
+        self.offer_tools(self.tools)
+
+    def offer_tools(self, tools: list[Any]) -> None:
+        """The current agent's tools become ``tools`` (livekit's update_tools, in the background)."""
+        agent = getattr(self.session, "current_agent", None) if self.session is not None else None
+        if agent is None:
+            return
+        task = asyncio.ensure_future(agent.update_tools(tools))
         self._tool_updates.add(task)
         task.add_done_callback(self._tool_updates.discard)
 
@@ -410,6 +424,7 @@ class SessionRunner:
 
         self._claims = ClaimWatch(self)
         self._claims.attach(self.session)
+        self.handoff_turn.attach(self.session)
         if self.audio_in is not None:
             from livekit.agents.utils import http_context
 

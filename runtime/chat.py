@@ -65,6 +65,9 @@ class ChatPrinter:
             return f"error: {data['message']}"
         if event == "handoff":
             return f"-> handoff {data['from']} -> {data['to']}"
+        if event == "handoff_refused":
+            return (f"!! handoff {data['from']} -> {data['to']} refused: {data['limit']} handoffs in this turn "
+                    f"already (max_handoffs_per_turn); {data['from']} answers")
         if event == "unbacked_claim":
             return f"!! the reply claims an action but no tool ran: {data['claim']}"
         if event == "fallback":

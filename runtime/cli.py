@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
+import typer.core
 
 from . import __version__
 from .choices import LogFormat, LogLevel, OutputFormat
@@ -41,7 +42,27 @@ Examples:
   voice-runtime test agents.d/ --junit results.xml   conversation tests in agents.d/tests/
 """
 
-app = typer.Typer(
+class _UsageCommand(typer.core.TyperCommand):
+    """A command whose usage line names its arguments as click does (``AGENTS_DIR``,
+    ``[TOOL]`` when optional): this typer writes a required one as ``{agents_dir}``."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                pieces += param.get_usage_pieces(ctx)
+                continue
+            name = param.metavar or (param.name or "").upper()
+            pieces.append((name if param.required else f"[{name}]") + ("..." if param.nargs != 1 else ""))
+        return pieces
+
+
+class _App(typer.Typer):
+    def command(self, *args: Any, cls: Any = None, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or _UsageCommand, **kwargs)
+
+
+app = _App(
     name="voice-runtime",
     help="Run LiveKit voice agents with MCP tools from a folder of YAML specs.",
     epilog=EXAMPLES,
@@ -49,9 +70,11 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-AgentsDir = Annotated[Path, typer.Argument(help="Folder of agent specs (*.yaml).", show_default=False)]
+AgentsDir = Annotated[Path, typer.Argument(metavar="AGENTS_DIR", help="Folder of agent specs (*.yaml).",
+                                                  show_default=False)]
 PluginsOpt = Annotated[
     Optional[Path],
     typer.Option("--plugins", help="Folder of plugin files. Default: plugins/ beside the specs folder."),
@@ -218,7 +241,7 @@ def _quiet_logging(level: LogLevel, secrets: SecretSet) -> None:
 
 
 AgentOpt = Annotated[str, typer.Option("--agent", "-a", help="Agent name (see `check`).")]
-LogLevelOpt = Annotated[str, typer.Option("--log-level", help="Log level on stderr.")]
+LogLevelOpt = Annotated[LogLevel, typer.Option("--log-level", case_sensitive=False, help="Log level on stderr.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also show the libraries' warnings "
                                           "(livekit, openai, mcp), tracebacks included.")]
 
@@ -491,7 +514,8 @@ def _one_line(text: str, width: int) -> str:
 def call(
     agents_dir: AgentsDir,
     agent: AgentOpt,
-    tool: Annotated[str, typer.Argument(help="Tool name as the model sees it (see `tools`).", show_default=False)],
+    tool: Annotated[str, typer.Argument(metavar="TOOL", help="Tool name as the model sees it (see `tools`).",
+                                                show_default=False)],
     args: Annotated[str, typer.Option("--args", help="Arguments as a JSON object.")] = "{}",
     plugins: PluginsOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the call record and result as JSON.")] = False,
@@ -591,7 +615,7 @@ def serve(
     require_tests: Annotated[bool, typer.Option("--require-tests", help="Serve a new or changed agent only if its "
                                                 "scripted conversation tests (DIR/tests/*.yaml) pass.")] = False,
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="text or json.")] = LogFormat.text,
-    log_level: LogLevelOpt = "info",
+    log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Serve every spec as a LiveKit agent from one pool of job processes; reload on change; one operator port.
 
@@ -622,7 +646,7 @@ def serve(
     from .serve.options import ServeOptions
 
     secrets = _guard_output()
-    setup_logging(log_format.value, log_level, secrets)
+    setup_logging(log_format.value, log_level.value, secrets)
     options = ServeOptions(
         # watched even when it does not exist yet: a plugins/ folder made later is loaded
         agents_dir=agents_dir, plugins_dir=plugins_dir_for(agents_dir, plugins),

@@ -9,6 +9,13 @@ answers the turn that brought the caller to it. The history it gets follows the
 entry's ``history``: ``full`` (default), ``summary`` (written by the model that
 hands off) or ``none``.
 
+A caller turn goes through at most ``max_handoffs_per_turn`` handoffs (of the agent
+asked to hand off; default 3): two models that always transfer to each other would
+otherwise pass the turn back and forth, one LLM request each, for ever. Past the
+bound the transfer is refused (the model is told to answer itself), the transfer
+tools are withheld until its answer, and the refusal is logged, counted
+(``voice_runtime_handoffs_refused_total{agent,reason}``) and shown (``chat``).
+
 A call keeps the specs it started with: the runner is given, when the call starts,
 every agent it can reach through handoffs (``reachable``); a reload during the
 call changes none of them.
@@ -20,6 +27,7 @@ import functools
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -69,12 +77,63 @@ def transfer_tools(runner: SessionRunner) -> list[Any]:
             continue
 
         async def transfer(raw_arguments: dict[str, Any], _handoff: Any = handoff) -> Any:
+            turn = runner.handoff_turn
+            if turn.count >= runner.loaded.spec.max_handoffs_per_turn:
+                return await turn.refuse(_handoff.agent)
+            turn.count += 1
             return await hand_off(runner, _handoff)
 
         schema = {"name": tool_name(handoff.agent), "description": handoff.when,
                   "parameters": {"type": "object", "properties": {}, "required": [], "additionalProperties": False}}
         tools.append(function_tool(transfer, raw_schema=schema))
     return tools
+
+
+REFUSED = ("Not transferred: this caller turn has already been handed between agents {count} times, the "
+           "limit. Do not try to transfer again; answer the caller yourself now.")
+
+
+@dataclass
+class TurnHandoffs:
+    """The handoffs of the caller's current turn, which starts with each message of
+    the caller (livekit's ``conversation_item_added``: typed and spoken turns alike)."""
+
+    runner: SessionRunner
+    count: int = 0
+    withheld: bool = False  # the transfer tools, until the current agent has answered
+
+    def attach(self, session: Any) -> None:
+        session.on("conversation_item_added", self._on_item)
+
+    def _on_item(self, event: Any) -> None:
+        item = getattr(event, "item", None)
+        if getattr(item, "type", "") != "message":
+            return
+        if item.role == "user":
+            self.count = 0
+        if self.withheld and item.role in ("user", "assistant"):
+            self.withheld = False
+            self.runner.offer_tools(self.runner.tools)
+
+    async def refuse(self, target: str) -> str:
+        """The transfer to ``target`` is past the bound: the current agent keeps the
+        turn, and is not offered a transfer again until it has answered."""
+        from .metrics import observe_handoff_refused
+
+        runner, limit = self.runner, self.runner.loaded.spec.max_handoffs_per_turn
+        log.warning("agent %s session %s: handoff to %s refused: %d handoffs in this caller turn already "
+                    "(max_handoffs_per_turn: %d); %s answers", runner.name, runner.session_id, target,
+                    self.count, limit, runner.name,
+                    extra={"session_event": True, "agent": runner.name, "handoff_to": target,
+                           "session_id": runner.session_id})
+        observe_handoff_refused(runner.name, "limit")
+        runner.emit("handoff_refused", {"from": runner.name, "to": target, "reason": "limit", "limit": limit})
+        transfers = {tool_name(h.agent) for h in runner.loaded.spec.handoffs}
+        agent = runner.session.current_agent
+        self.withheld = True
+        await agent.update_tools([t for t in runner.tools if getattr(getattr(t, "info", None), "name", None)
+                                  not in transfers])
+        return REFUSED.format(count=self.count)
 
 
 async def hand_off(runner: SessionRunner, handoff: Any) -> Any:
@@ -133,11 +192,29 @@ async def _summarize(runner: SessionRunner, ctx: Any) -> str:
 
 
 @functools.cache
+def runtime_agent_class() -> type:
+    """The class of every agent of a session (the first, a fallback pipeline, a
+    handoff target): livekit's Agent, whose replies offer the model only the tools
+    the agent has now. livekit gives every step of a reply (the request after a tool's result)
+    the tool list the reply started with, so a tool withdrawn while it ran (a
+    transfer refused at ``max_handoffs_per_turn``) would be offered again."""
+    from livekit.agents import Agent, llm
+
+    class RuntimeAgent(Agent):  # type: ignore[misc]
+        def llm_node(self, chat_ctx: Any, tools: list[Any], model_settings: Any) -> Any:
+            current = llm.ToolContext(self.tools).function_tools
+            # provider tools (no name) are not ours to withdraw
+            kept = [t for t in tools if getattr(getattr(t, "info", None), "name", None) in current
+                    or not hasattr(t, "info")]
+            return Agent.default.llm_node(self, chat_ctx, kept, model_settings)
+
+    return RuntimeAgent
+
+
+@functools.cache
 def handoff_agent_class() -> type:
     """One class for every handoff target (livekit's ``mock_tools`` is keyed by class)."""
-    from livekit.agents import Agent
-
-    class HandoffAgent(Agent):  # type: ignore[misc]
+    class HandoffAgent(runtime_agent_class()):  # type: ignore[misc]
         """The target of a handoff: it says its greeting, or answers the turn that
         brought the caller to it."""
 

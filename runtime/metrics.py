@@ -75,6 +75,13 @@ HANDOFFS = Counter(
     ["from", "to"],
 )
 
+HANDOFFS_REFUSED = Counter(
+    "voice_runtime_handoffs_refused",
+    "Transfers an agent's model asked for but was refused (limit: max_handoffs_per_turn reached in the caller's "
+    "turn); the agent answered itself.",
+    ["agent", "reason"],
+)
+
 
 # in job processes (multiprocess mode): each session counts under the agent it is now,
 # so /status can say how many calls each agent holds after handoffs
@@ -96,6 +103,10 @@ def observe_unbacked_claim(agent: str) -> None:
 
 def observe_handoff(from_agent: str, to_agent: str) -> None:
     HANDOFFS.labels(from_agent, to_agent).inc()
+
+
+def observe_handoff_refused(agent: str, reason: str) -> None:
+    HANDOFFS_REFUSED.labels(agent, reason).inc()
 
 
 TOOL_FILLERS = Counter(

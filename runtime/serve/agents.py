@@ -218,8 +218,14 @@ class Agents:
         """The agent, unless there is none or it is being drained."""
         return None if name in self.draining else self.workers.get(name)
 
-    def is_registered(self, worker: AgentWorker) -> bool:
+    def is_ready(self, worker: AgentWorker) -> bool:
+        """The agent takes calls: registered with LiveKit, or under ``--unregistered``
+        its job pool is up (for ``/simulate``)."""
         return worker.registered if self.registers_names else self.hub_ready
+
+    def is_registered(self, worker: AgentWorker) -> bool:
+        """LiveKit knows the agent's name (never under ``--unregistered``)."""
+        return not self.options.unregistered and self.is_ready(worker)
 
     def jobs(self) -> list[tuple[str, Any]]:
         """(agent, livekit RunningJobInfo) of every job running now."""

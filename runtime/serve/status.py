@@ -98,6 +98,7 @@ class StatusView:
                 "mcp_servers": {s: {**info, **health[s]} for s, info in d["mcp_servers"].items()},
                 "tools": d["tools"], "handoffs": d["handoffs"],
                 "registered": bool(worker and self.agents.is_registered(worker)),
+                "ready": bool(worker and self.agents.is_ready(worker)),
                 "error": worker.error if worker else None, "draining": name in self.agents.draining,
                 "sessions_active": sessions[name],
                 # calls talking as this agent now, wherever they started (handoffs)

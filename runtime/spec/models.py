@@ -289,6 +289,10 @@ class AgentSpecBase(StrictModel):
     handoffs: list[Handoff] = Field(
         default_factory=list, description="Agents this one may hand the session to (a transfer_to_<agent> tool each)."
     )
+    max_handoffs_per_turn: int = Field(
+        3, ge=1, le=20,
+        description="Handoffs one caller turn may go through: once this many have happened since the caller "
+        "last spoke, this agent's transfer tools are refused and withheld until its answer, which it gives itself.")
     claims: Claims = Field(default_factory=Claims, description="Replies that claim a tool ran when none did.")
 
     @field_validator("handoffs")

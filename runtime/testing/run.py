@@ -260,9 +260,9 @@ def _mock(runner: Any, mocks: dict[str, str]) -> None:
     handoff target (mocks are keyed by Agent class)."""
     if not mocks:
         return
-    from livekit.agents import Agent, mock_tools
+    from livekit.agents import mock_tools
 
-    from ..handoffs import handoff_agent_class
+    from ..handoffs import handoff_agent_class, runtime_agent_class
 
     def answer(text: str) -> Any:
         async def mocked(*_: Any, **__: Any) -> str:
@@ -271,5 +271,5 @@ def _mock(runner: Any, mocks: dict[str, str]) -> None:
         return mocked
 
     table = {name: answer(text) for name, text in mocks.items()}
-    for cls in (Agent, handoff_agent_class()):
+    for cls in (runtime_agent_class(), handoff_agent_class()):
         mock_tools(cls, table, session=runner.session)

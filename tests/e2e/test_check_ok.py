@@ -117,13 +117,40 @@ def test_unknown_format_is_a_usage_error_with_exit_2_naming_the_choices(args: li
 @pytest.mark.parametrize("args", [
     ["tools", "agents.d", "--agent", "support", "--log-level", "loud"],
     ["chat", "agents.d", "--agent", "support", "--log-level", "loud"],
-], ids=["tools", "chat"])
+    ["serve", "agents.d", "--unregistered", "--log-level", "loud"],
+], ids=["tools", "chat", "serve"])
 def test_unknown_log_level_is_a_usage_error_with_exit_2_naming_the_levels(args: list[str]) -> None:
     result = run_cli(*args, cwd=REPO)
     assert result.rc == 2
     assert "Invalid value for '--log-level'" in result.stderr
     assert "'loud' is not one of 'debug', 'info', 'warning', 'error', 'critical'" in result.stderr
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["check"], ["chat"], ["call"], ["test"]],
+                         ids=["root", "serve", "check", "chat", "call", "test"])
+def test_dash_h_prints_the_help_like_dash_dash_help_and_exits_0(command: list[str], tmp_path: Path) -> None:
+    short, long = run_cli(*command, "-h", cwd=tmp_path), run_cli(*command, "--help", cwd=tmp_path)
+    assert short.rc == 0, short.output
+    assert short.stdout.startswith(f"Usage: voice-runtime {' '.join(command)}".rstrip()) and short.stdout == long.stdout
+    assert "-h, --help" in short.stdout
+
+
+def test_usage_lines_and_errors_name_arguments_in_capitals(tmp_path: Path) -> None:
+    assert run_cli("serve", "-h", cwd=tmp_path).stdout.splitlines()[0] == \
+        "Usage: voice-runtime serve [OPTIONS] AGENTS_DIR"
+    assert run_cli("call", "-h", cwd=tmp_path).stdout.splitlines()[0] == \
+        "Usage: voice-runtime call [OPTIONS] AGENTS_DIR TOOL"
+    missing = run_cli("serve", "--unregistered", cwd=tmp_path)
+    assert missing.rc == 2
+    assert "Usage: voice-runtime serve [OPTIONS] AGENTS_DIR" in missing.stderr
+    assert "Missing argument 'AGENTS_DIR'." in missing.stderr and "{" not in missing.stderr, missing.stderr
+
+
+def test_serve_help_lists_the_log_level_choices(tmp_path: Path) -> None:
+    result = run_cli("serve", "--help", cwd=tmp_path)
+    assert result.rc == 0
+    assert re.search(r"^  --log-level <debug\|info\|warning\|error\|critical>", result.stdout, re.M), result.stdout
 
 
 def test_no_arguments_prints_help_listing_the_commands_and_exits_2(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from fakes.openai_chat import FakeOpenAI, text, tool_call
+from fakes.openai_chat import FakeOpenAI, text, tool_call, transfer_script
 from helpers import CLI, HOOK_RECORDER_PLUGIN, child_env, run_cli, write
 from mcp_servers.harness import read_records, stdio_command
 from serve_harness import Serve
@@ -218,3 +218,82 @@ realtime: {{provider: openai, model: gpt-realtime, base_url: {json.dumps(realtim
         assert "a refund please" in said and "and then?" in said  # the history reached the realtime model
     finally:
         realtime.stop_thread()
+
+
+def ping_and_pong(folder: Path, *, limit: int | None = None, base_url: str | None = None) -> Path:
+    """Two agents that hand off to each other; with ``transfer_script`` their models always do."""
+    key = f", base_url: {json.dumps(base_url)}, api_key: sk-test" if base_url else ""
+    bound = "" if limit is None else f"max_handoffs_per_turn: {limit}\n"
+    for name, other, model in (("ping", "pong", "gpt-4o-mini"), ("pong", "ping", "gpt-4.1")):
+        write(folder / f"{name}.yaml", f"""apiVersion: voice-runtime/v1
+instructions: You are {name}.
+pipeline: {{llm: {{provider: openai, model: {model}{key}}}, text_only: true}}
+handoffs:
+  - {{agent: {other}, when: Always.}}
+{bound}""")
+    return folder
+
+
+def transfers_offered(request: dict) -> list[str]:
+    return [n for n in tool_names(request) if n.startswith("transfer_to_")]
+
+
+def test_two_agents_that_always_transfer_hand_a_chat_turn_over_three_times_then_the_current_one_answers(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    agents = ping_and_pong(tmp_path / "agents.d")
+    fake_openai.script = transfer_script
+    result = chat(agents, "ping", "hello\nagain\n", fake_openai)
+    assert result.returncode == 0, result.stdout + result.stderr
+    evs = [{k: v for k, v in e.items() if k in ("type", "from", "to", "text", "reason")} for e in events(result.stdout)]
+    handoff = [{"type": "handoff", "from": a, "to": b} for a, b in (("ping", "pong"), ("pong", "ping"))]
+    assert evs == [
+        {"type": "user", "text": "hello"}, handoff[0], handoff[1], handoff[0],
+        {"type": "handoff_refused", "from": "pong", "to": "ping", "reason": "limit"},
+        {"type": "reply", "text": "gpt-4.1 answers: hello"},
+        # the next caller turn starts a new count, and pong may transfer again
+        {"type": "user", "text": "again"}, handoff[1], handoff[0], handoff[1],
+        {"type": "handoff_refused", "from": "ping", "to": "pong", "reason": "limit"},
+        {"type": "reply", "text": "gpt-4o-mini answers: again"},
+    ], evs
+    # per turn: 3 handoffs and 5 requests at the model (4 that transferred, one answer without the tools)
+    requests = fake_openai.chat_requests
+    assert [transfers_offered(r) for r in requests] == [
+        ["transfer_to_pong"], ["transfer_to_ping"], ["transfer_to_pong"], ["transfer_to_ping"], [],
+        ["transfer_to_ping"], ["transfer_to_pong"], ["transfer_to_ping"], ["transfer_to_pong"], []]
+    refusal = [m for m in requests[4]["messages"] if m["role"] == "tool"][-1]["content"]
+    assert "answer the caller yourself" in refusal, refusal
+    # as a person reads it
+    text_run = chat(agents, "ping", "hello\n", fake_openai, json_lines=False)
+    assert text_run.returncode == 0, text_run.stdout + text_run.stderr
+    assert text_run.stdout.splitlines()[-2:] == [
+        "!! handoff pong -> ping refused: 3 handoffs in this turn already (max_handoffs_per_turn); pong answers",
+        "pong> gpt-4.1 answers: hello"], text_run.stdout
+
+
+def test_a_served_call_between_agents_that_always_transfer_stops_at_max_handoffs_per_turn_and_answers(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    ping_and_pong(agents, limit=1, base_url=fake_openai.base_url)
+    fake_openai.script = transfer_script
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        code, report = serve.post("/simulate?wait=1", b'{"agent": "ping", "turns": ["hello"]}', timeout=120)
+        assert code == 200 and report["ok"], report
+        assert report["turns"][0]["reply"] == "gpt-4.1 answers: hello", report
+        # one handoff, then pong's transfer refused: 3 requests (ping, pong refused, pong's answer)
+        assert [transfers_offered(r) for r in fake_openai.chat_requests] == [
+            ["transfer_to_pong"], ["transfer_to_ping"], []]
+        assert serve.metric('voice_runtime_handoffs_total{from="ping",to="pong"}') == 1.0
+        assert serve.metric('voice_runtime_handoffs_total{from="pong",to="ping"}') is None
+        assert serve.metric('voice_runtime_handoffs_refused_total{agent="pong",reason="limit"}') == 1.0
+        warning = next(line for line in serve.output().splitlines() if "handoff to ping refused" in line)
+        assert "WARNING" in warning and "max_handoffs_per_turn: 1" in warning, warning
+
+
+def test_check_names_a_max_handoffs_per_turn_outside_1_to_20_at_its_position(tmp_path: Path) -> None:
+    agents = ping_and_pong(tmp_path / "agents.d", limit=0)
+    bad = run_cli("check", agents, "--offline")
+    assert bad.rc == 1, bad.output
+    assert f"{agents}/ping.yaml:6:24: max_handoffs_per_turn: input should be greater than or equal to 1" \
+        in bad.stdout, bad.stdout

@@ -382,7 +382,7 @@ def test_a_plugins_folder_created_after_serve_started_is_loaded(
         assert any("clock.now" in e["message"] for e in serve.status()["last_reload"]["errors"])
         (tmp_path / "plugins").mkdir()  # the default: plugins/ beside the specs folder
         write(tmp_path / "plugins" / "clock.py", (REPO / "plugins" / "clock.py").read_text())
-        serve.wait_for(lambda: (serve.agent("clocky") or {}).get("registered"), message="clocky registered")
+        serve.wait_for(lambda: (serve.agent("clocky") or {}).get("ready"), message="clocky ready")
         assert "clock.now" in serve.agent("clocky")["tools"]
         assert serve.status()["last_reload"]["errors"] == []
         assert serve.metric("voice_runtime_config_last_reload_successful") == 1.0

@@ -116,7 +116,7 @@ def test_serve_logs_at_debug_status_and_metrics_never_hold_a_secret(
     write_spec(agents, fake_openai, url)
     fake_openai.use_tool_then_answer("echo", {"text": "hello"})
     with Serve(agents, "--log-level", "debug", "--log-format", "json", env=SECRETS) as serve:
-        serve.wait_for(lambda: serve.agent("desk") and serve.agent("desk")["registered"], message="registered")
+        serve.wait_for(lambda: serve.agent("desk") and serve.agent("desk")["ready"], message="ready")
         serve.wait_for(lambda: serve.agent("desk")["mcp_servers"]["archive"]["error"], message="archive's error")
         serve.simulate("desk", ["look it up"])
         serve.wait_for(lambda: len(read_records(record)) == 1, message="the tool call")

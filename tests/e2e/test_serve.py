@@ -91,7 +91,7 @@ def test_adding_a_file_registers_an_agent_and_deleting_it_drains_and_unregisters
     with Serve(agents) as serve:
         serve.wait_ready()
         write(agents / "sales.yaml", spec("You are sales.", fake_openai.base_url))
-        serve.wait_for(lambda: (serve.agent("sales") or {}).get("registered"), message="sales registered")
+        serve.wait_for(lambda: (serve.agent("sales") or {}).get("ready"), message="sales ready")
         serve.simulate("sales", ["buy?"])
         serve.wait_for(lambda: system_prompts_for(fake_openai, "buy?"), message="a sales job")
         assert system_prompts_for(fake_openai, "buy?") == ["You are sales."]
@@ -108,7 +108,7 @@ def test_renaming_an_agent_drains_the_old_name_and_registers_the_new_one(agents:
         serve.wait_ready()
         write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url, name="reception"))
         serve.wait_for(lambda: [a["name"] for a in serve.status()["agents"]] == ["reception"], message="rename")
-        serve.wait_for(lambda: serve.agent("reception")["registered"], message="reception registered")
+        serve.wait_for(lambda: serve.agent("reception")["ready"], message="reception ready")
         assert "agent front-desk drained and unregistered" in serve.wait_for(
             lambda: "front-desk drained" in serve.output() and serve.output(), message="the old name's drain")
 
@@ -211,7 +211,7 @@ def test_readyz_names_a_required_mcp_server_that_is_down_and_status_shows_each_s
     )
     write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url) + servers)
     with Serve(agents) as serve:
-        serve.wait_for(lambda: serve.agent("desk") and serve.agent("desk")["registered"], message="registered")
+        serve.wait_for(lambda: serve.agent("desk") and serve.agent("desk")["ready"], message="ready")
         health = serve.wait_for(
             lambda: (lambda s: s if s["tools"]["state"] == "up" and s["billing"]["state"] == "down" else None)(
                 serve.agent("desk")["mcp_servers"]), message="MCP health")
@@ -299,7 +299,7 @@ def test_tool_call_counts_survive_an_agent_added_later(tmp_path: Path, agents: P
         serve.wait_for(lambda: serve.metric(metric) == 1.0, message="the call in /metrics")
         # livekit's AgentServer.run() empties the metrics folder; a new agent starts one
         write(agents / "sales.yaml", spec("You are sales.", fake_openai.base_url))
-        serve.wait_for(lambda: (serve.agent("sales") or {}).get("registered"), message="sales registered")
+        serve.wait_for(lambda: (serve.agent("sales") or {}).get("ready"), message="sales ready")
         assert serve.metric(metric) == 1.0
 
 
@@ -332,3 +332,18 @@ def test_jobs_start_under_a_tmpdir_too_long_for_a_unix_socket(tmp_path: Path, fa
         assert "is too long for the job processes' unix socket; they use /tmp" in serve.output()
         assert serve.stop() == 0
     assert list(long_tmp.glob("voice-runtime-*")) == []
+
+
+def test_status_under_unregistered_says_the_agent_is_ready_but_not_registered_with_livekit(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents) as serve:  # --unregistered: no LiveKit server is ever contacted
+        serve.wait_ready()
+        serve.wait_for(lambda: serve.agent("desk")["ready"], message="desk ready")
+        assert serve.agent("desk")["registered"] is False
+        code, page = serve.get("/")
+        assert code == 200 and "not registered with LiveKit" in page, page
+        # ready means it takes calls: a simulated one is answered
+        code, report = serve.post("/simulate?wait=1", b'{"agent": "desk", "turns": ["hi"]}', timeout=120)
+        assert code == 200 and report["ok"], report

@@ -214,7 +214,7 @@ def test_simulate_wait_reports_a_refused_session_as_an_error(agents: Path, fake_
     write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url)
           + "mcp_servers:\n  billing: {command: /nonexistent/billing-mcp, required: true, connect_timeout: 2}\n")
     with Serve(agents) as serve:
-        serve.wait_for(lambda: (serve.agent("desk") or {}).get("registered"), message="registered")
+        serve.wait_for(lambda: (serve.agent("desk") or {}).get("ready"), message="ready")
         code, report = serve.post("/simulate", b'{"agent": "desk", "turns": ["hello"], "wait": true}', timeout=120)
         assert code == 502
         assert report["ok"] is False

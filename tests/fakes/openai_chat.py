@@ -43,6 +43,7 @@ __all__ = [
     "text",
     "tool_call",
     "tool_calls",
+    "transfer_script",
 ]
 
 
@@ -179,6 +180,19 @@ def echo_script(request: dict[str, Any]) -> Reply:
         if msg.get("role") == "user":
             return text(f"echo: {_content_text(msg.get('content'))}")
     return text("echo: ")
+
+
+def transfer_script(request: dict[str, Any]) -> Reply:
+    """A model that always hands off: it calls the first ``transfer_to_*`` tool it is
+    offered, and answers (``<model> answers: <last user message>``) only when it is
+    offered none."""
+    for tool in request.get("tools") or []:
+        name = (tool.get("function") or {}).get("name", "")
+        if name.startswith("transfer_to_"):
+            return tool_call(name, {})
+    said = echo_script(request)
+    assert isinstance(said, TextReply)
+    return text(f"{request.get('model')} answers: {said.text.removeprefix('echo: ')}")
 
 
 def _chat_tool_then_answer(
