@@ -58,6 +58,8 @@ def read_dockerfile(path: Path = DOCKERFILE) -> list[Stage]:
         text, pending = pending + line, ""
         keyword, _, args = text.partition(" ")
         keyword = keyword.upper()
+        if keyword == "ARG" and not stages:
+            continue  # a global ARG (the base image): the FROM lines name a stage all the same
         if keyword == "FROM":
             parts = args.split()
             stages.append(Stage(parts[2] if len(parts) > 2 and parts[1].upper() == "AS" else None))
@@ -92,8 +94,8 @@ class Image:
         elif keyword == "COPY":
             self.copy(args, line)
         elif keyword == "RUN":
-            command = self.path(args)
-            if command.startswith("useradd "):
+            command = re.sub(r"^(--mount=\S+\s+)+", "", self.path(args))  # a build cache: not needed here
+            if command.startswith(("useradd ", "groupadd ")):
                 return  # makes the image's user: nothing to do here, and not as root
             command = command.replace("python -m venv ", "python -m venv --system-site-packages ")
             proc = subprocess.run(["sh", "-c", command], cwd=self.workdir, env=self.env, capture_output=True,
