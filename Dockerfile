@@ -1,31 +1,46 @@
 # syntax=docker/dockerfile:1
 # voice-runtime serve: the specs live in /etc/voice-runtime/agents.d (mount a
 # ConfigMap or a git-sync volume there), plugins in /etc/voice-runtime/plugins.
-# tests/e2e/test_deploy.py runs this file's install steps (the RUN lines of the
-# build stage) in a clean virtualenv and checks the example specs with the result;
-# hadolint lints it.
+# tests/e2e/test_image.py builds this file with podman and runs the image's own
+# check, test and serve as uid 10001 on a read-only root; test_deploy.py lints it.
 
-FROM python:3.11-slim-bookworm AS build
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+# a mirror or a pinned digest: docker build --build-arg BASE_IMAGE=registry.example/python:3.11-slim-bookworm .
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-RUN python -m venv /opt/voice-runtime
-COPY pyproject.toml README.md ./
+# no pip, setuptools or wheel in the virtualenv the image ships: the base's pip
+# installs into it from outside
+RUN python -m venv --without-pip /opt/voice-runtime
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY runtime ./runtime
-# the examples extra is mcp-server-time, the stdio MCP server the example specs use
-RUN /opt/voice-runtime/bin/pip install --no-compile ".[examples]"
+# the examples extra is mcp-server-time, the stdio MCP server the example specs use;
+# the cache mount keeps downloaded wheels between builds and out of the image;
+# bytecode is compiled here because the root filesystem is read-only at run time
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m pip --python /opt/voice-runtime/bin/python install ".[examples]"
 
-FROM python:3.11-slim-bookworm
-# a fixed numeric uid: Kubernetes' runAsNonRoot can verify it
-RUN useradd --system --uid 10001 --user-group --home-dir /home/voice --create-home --shell /usr/sbin/nologin voice
+FROM ${BASE_IMAGE}
+# uid and gid 10001 (Kubernetes' runAsNonRoot can verify a number); the name is not
+# `voice`: Debian's base-passwd already has a group `voice` (gid 22)
+RUN groupadd --system --gid 10001 voice-runtime \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
+       --shell /usr/sbin/nologin voice-runtime
 COPY --from=build /opt/voice-runtime /opt/voice-runtime
 COPY agents.d /etc/voice-runtime/agents.d
 COPY plugins /etc/voice-runtime/plugins
+# /tmp is the one path serve writes (its state, the metrics folder its job processes
+# share, the job processes' sockets, HOME for MCP servers that cache): everything
+# else can be read-only (docker run --read-only --tmpfs /tmp; Kubernetes'
+# readOnlyRootFilesystem with an emptyDir on /tmp)
 ENV PATH=/opt/voice-runtime/bin:$PATH \
+    TMPDIR=/tmp \
+    HOME=/tmp \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
-WORKDIR /home/voice
+WORKDIR /etc/voice-runtime
 # the operator port: status page, /healthz, /readyz, /metrics, /status
 EXPOSE 8081
 # SIGTERM drains: calls in progress finish (up to --drain-timeout), then serve exits 0

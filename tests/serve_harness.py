@@ -68,19 +68,23 @@ def voice_runtime_register_tools(register):
 
 class Serve:
     def __init__(self, agents: Path, *args: str, env: Mapping[str, str | None] | None = None,
-                 unregistered: bool = True) -> None:
+                 unregistered: bool = True, cli: list[str] | None = None, log_dir: Path | None = None) -> None:
+        """``cli``: another installed ``voice-runtime`` (a wheel in a virtualenv);
+        ``log_dir``: where serve's output goes (default: beside ``agents``)."""
         self.agents = agents
+        self._cli = cli or CLI
+        self._log_dir = log_dir or agents.parent
         self._args = [*(["--unregistered"] if unregistered else []), *args]
         self._env = env
         self._start()
 
     def _start(self) -> None:
         self.port = free_port()
-        self.log = self.agents.parent / f"serve-{self.port}.log"
+        self.log = self._log_dir / f"serve-{self.port}.log"
         base = ["--http-port", str(self.port), "--http-host", "127.0.0.1", "--simulate", "--idle-processes", "0"]
         self._log_file = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [*CLI, "serve", str(self.agents), *base, *self._args], stdout=self._log_file, stderr=subprocess.STDOUT,
+            [*self._cli, "serve", str(self.agents), *base, *self._args], stdout=self._log_file, stderr=subprocess.STDOUT,
             env=child_env(self._env), start_new_session=True,
         )
 

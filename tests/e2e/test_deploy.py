@@ -58,6 +58,8 @@ def read_dockerfile(path: Path = DOCKERFILE) -> list[Stage]:
         text, pending = pending + line, ""
         keyword, _, args = text.partition(" ")
         keyword = keyword.upper()
+        if keyword == "ARG" and not stages:
+            continue  # a global ARG (the base image): the FROM lines name a stage all the same
         if keyword == "FROM":
             parts = args.split()
             stages.append(Stage(parts[2] if len(parts) > 2 and parts[1].upper() == "AS" else None))
@@ -92,8 +94,8 @@ class Image:
         elif keyword == "COPY":
             self.copy(args, line)
         elif keyword == "RUN":
-            command = self.path(args)
-            if command.startswith("useradd "):
+            command = re.sub(r"^(--mount=\S+\s+)+", "", self.path(args))  # a build cache: not needed here
+            if command.startswith(("useradd ", "groupadd ")):
                 return  # makes the image's user: nothing to do here, and not as root
             command = command.replace("python -m venv ", "python -m venv --system-site-packages ")
             proc = subprocess.run(["sh", "-c", command], cwd=self.workdir, env=self.env, capture_output=True,
@@ -177,12 +179,17 @@ def image_cmd() -> list[str]:
     return json.loads(next(a for _, k, a in read_dockerfile()[-1].instructions if k == "CMD"))
 
 
+def image_env() -> dict[str, str]:
+    """The final stage's ENV."""
+    return dict(re.findall(r'(\w+)=("[^"]*"|\S+)', " ".join(a for _, k, a in read_dockerfile()[-1].instructions
+                                                            if k == "ENV")))
+
+
 def kustomize(folder: Path) -> list[dict]:
     import yaml
 
-    # the specs are the repository's agents.d/, outside the kustomization's folder
     kubectl = require_tool("kubectl", "install kubectl >= 1.27 (kustomize built in)")
-    proc = subprocess.run([kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(folder)],
+    proc = subprocess.run([kubectl, "kustomize", str(folder)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
@@ -209,8 +216,8 @@ def flag(args: list[str], name: str) -> str:
 def test_the_kustomization_renders_and_kubernetes_validate_accepts_every_object(tmp_path: Path) -> None:
     assert "PodMonitor/voice-runtime" not in kinds(kustomize(KUSTOMIZATION))  # an opt-in component
     objects = kustomize(with_podmonitor(tmp_path))
-    assert sorted(kinds(objects)) == [
-        "ConfigMap/voice-runtime-agents", "ConfigMap/voice-runtime-prompts", "Deployment/voice-runtime",
+    assert sorted(k.rsplit("-", 1)[0] if k.startswith("ConfigMap/") else k for k in kinds(objects)) == [
+        "ConfigMap/voice-runtime-git", "Deployment/voice-runtime",
         "PodDisruptionBudget/voice-runtime", "PodMonitor/voice-runtime", "Service/voice-runtime"]
     import yaml
 
@@ -220,32 +227,34 @@ def test_the_kustomization_renders_and_kubernetes_validate_accepts_every_object(
     proc = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", str(rendered),
                            str(KUSTOMIZATION / "secret.example.yaml")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count(" passed for resource ") == 6, proc.stdout
+    assert proc.stdout.count(" passed for resource ") == 5, proc.stdout
 
 
 def test_the_deployment_mounts_the_specs_where_serve_reads_them_and_outlasts_its_drain(tmp_path: Path) -> None:
     objects = kinds(kustomize(with_podmonitor(tmp_path)))
     deployment = objects["Deployment/voice-runtime"]
     pod = deployment["spec"]["template"]
-    [container] = pod["spec"]["containers"]
+    [container] = [c for c in pod["spec"]["containers"] if c["name"] == "voice-runtime"]
     args = container["args"]
-    # serve's specs folder is the mounted ConfigMap folder, and the image's own default
-    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == args[0]]
-    assert "subPath" not in mount  # a subPath mount never sees the ..data swap
-    assert args[0] == image_cmd()[0]
+    # serve's specs folder is git-sync's link in a volume the sidecar shares: the
+    # one-time clone fills it before serve starts, the sidecar follows the branch
+    [config] = [o for k, o in objects.items() if k.startswith("ConfigMap/voice-runtime-git-")]
+    git = config["data"]
+    [mount] = [m for m in container["volumeMounts"] if args[0].startswith(m["mountPath"] + "/")]
+    assert mount["readOnly"] is True and "subPath" not in mount  # a subPath mount never sees the link swap
+    assert args[0] == f"{mount['mountPath']}/{git['GITSYNC_LINK']}/agents.d"
+    [init] = pod["spec"]["initContainers"]
+    [sidecar] = [c for c in pod["spec"]["containers"] if c is not container]
+    assert "--one-time" in init["args"] and "args" not in sidecar
+    for syncer in (init, sidecar):
+        assert [e["configMapRef"]["name"] for e in syncer["envFrom"]] == [config["metadata"]["name"]]
+        [shared] = [m for m in syncer["volumeMounts"] if m["name"] == mount["name"]]
+        assert shared["mountPath"] == git["GITSYNC_ROOT"]
+        assert syncer["securityContext"]["readOnlyRootFilesystem"] is True
     [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
-    sources = {s["configMap"]["name"]: s["configMap"] for s in volume["projected"]["sources"]}
-    agents_cm, prompts_cm = objects["ConfigMap/voice-runtime-agents"], objects["ConfigMap/voice-runtime-prompts"]
-    assert "items" not in sources["voice-runtime-agents"]  # every spec key appears, new ones included
-    # every spec of agents.d is in the ConfigMap, and every file they refer to is mounted at its path
-    assert sorted(agents_cm["data"]) == sorted(p.name for p in (REPO / "agents.d").glob("*.yaml"))
-    referenced = {line.split(":", 1)[1].strip() for p in (REPO / "agents.d").glob("*.yaml")
-                  for line in p.read_text().splitlines() if line.startswith("instructions_file:")}
-    projected = {item["path"] for item in sources["voice-runtime-prompts"]["items"]}
-    assert referenced and referenced <= projected
-    assert {i["key"] for i in sources["voice-runtime-prompts"]["items"]} <= set(prompts_cm["data"])
-    # the generated names carry no hash: a spec change is an in-place update (hot reload), not a rollout
-    assert {agents_cm["metadata"]["name"], prompts_cm["metadata"]["name"]} <= set(sources)
+    assert "emptyDir" in volume
+    # the specs are not listed anywhere: no ConfigMap of specs to edit when one is added
+    assert not [o for o in objects.values() if o["kind"] == "ConfigMap" and o is not config]
     # SIGTERM drains for --drain-timeout; the kubelet must not SIGKILL before
     assert pod["spec"]["terminationGracePeriodSeconds"] > float(flag(args, "--drain-timeout"))
     # probes, Service, scraping and the PodMonitor all reach the operator port serve listens on
@@ -264,6 +273,11 @@ def test_the_deployment_mounts_the_specs_where_serve_reads_them_and_outlasts_its
         assert selector.items() <= labels.items()
     assert container["resources"]["requests"]["memory"] and container["resources"]["limits"]["memory"]
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    # a read-only root: serve writes only the image's TMPDIR and HOME, an emptyDir here
+    # (test_image.py runs the image's serve with nothing else writable)
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    [tmp] = [m for m in container["volumeMounts"] if m["mountPath"] == image_env()["TMPDIR"] == image_env()["HOME"]]
+    assert "emptyDir" in next(v for v in pod["spec"]["volumes"] if v["name"] == tmp["name"])
     assert [s["secretRef"]["name"] for s in container["envFrom"]] == ["voice-runtime-env"]
 
 
@@ -310,3 +324,35 @@ def test_the_example_search_server_of_compose_answers_the_concierge_specs_search
 def _listening(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+# -- specs from git ----------------------------------------------------------------
+
+
+def test_a_spec_merged_on_the_branch_reaches_serve_through_git_syncs_link_swap(tmp_path: Path) -> None:
+    """git-sync's update, as the Deployment's sidecar makes it: a new worktree of the
+    new commit, the link serve reads through swapped to it by a rename, the old
+    worktree deleted. serve (given LINK/agents.d, as in the Deployment) serves the
+    added spec with no restart and keeps the others."""
+    from serve_harness import Serve, spec
+
+    root = tmp_path / "git"
+    url = "http://127.0.0.1:9/v1"  # --unregistered: no call, no model
+
+    def worktree(commit: str, specs: dict[str, str]) -> str:
+        folder = root / ".worktrees" / commit / "agents.d"
+        folder.mkdir(parents=True)
+        for name, text in specs.items():
+            (folder / name).write_text(text)
+        return f".worktrees/{commit}"
+
+    first = {"support.yaml": spec("Help with orders.", url, name="support")}
+    (root / "specs").symlink_to(worktree("c1", first))
+    with Serve(root / "specs" / "agents.d", log_dir=tmp_path) as serve:
+        serve.wait_ready()
+        (root / ".specs-new").symlink_to(worktree("c2", {**first, "sales.yaml": spec("Sell.", url, name="sales")}))
+        os.replace(root / ".specs-new", root / "specs")
+        shutil.rmtree(root / ".worktrees" / "c1")
+        serve.wait_for(lambda: serve.agent("sales"), timeout=60, message="the agent merged on the branch")
+        assert serve.agent("support") is not None
+        assert serve.stop() == 0
