@@ -120,7 +120,7 @@ class Agents:
             host="127.0.0.1", port=0,  # livekit's own health port; ours is --http-port
             setup_fnc=functools.partial(prewarm, **bound),
         )
-        hub.rtc_session(functools.partial(entrypoint, dispatch=o.dispatch.value, **bound),
+        hub.rtc_session(functools.partial(entrypoint, route=o.route, **bound),
                         agent_name=o.agent_name if o.dispatch is Dispatch.METADATA else "",
                         on_request=self._on_request)
         hub_registers = not o.unregistered and o.dispatch is Dispatch.METADATA
@@ -156,9 +156,9 @@ class Agents:
     async def _on_request(self, request: Any) -> None:
         """Accept a job LiveKit offers if it names an agent served now."""
         try:
-            name = agent_of(request.job, self.options.dispatch)
+            name = agent_of(request.job, self.options.route)
         except Unroutable as exc:
-            self._refuse(request, "no_agent", str(exc))
+            self._refuse(request, exc.reason, str(exc))
             await request.reject()
             return
         if name not in self.workers or name in self.draining:
@@ -188,7 +188,7 @@ class Agents:
 
     def agent_of_job(self, info: Any) -> str | None:
         try:
-            return agent_of(info.job, self.options.dispatch)
+            return agent_of(info.job, self.options.route)
         except Unroutable:
             return None
 

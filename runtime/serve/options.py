@@ -6,6 +6,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .routing import Route
 
 
 class Executor(str, enum.Enum):
@@ -32,6 +36,8 @@ class ServeOptions:
     idle_processes: int = 1  # prewarmed job processes for the whole serve, any agent
     dispatch: Dispatch = Dispatch.NAME
     agent_name: str = "voice-runtime"  # the one name registered with --dispatch metadata
+    route_from_attributes: bool = False  # --dispatch metadata: the participant's `agent` attribute routes too
+    route_allow: tuple[str, ...] = ()  # --dispatch metadata: globs of the agents a job may be routed to
     job_memory_warn_mb: float = 1000.0  # livekit logs a warning above this (per job process)
     job_memory_limit_mb: float = 0.0  # livekit kills a job process above this; 0: no limit
     load_threshold: float = 0.7
@@ -44,3 +50,9 @@ class ServeOptions:
     ws_url: str | None = None
     api_key: str | None = None
     api_secret: str | None = None
+
+    @property
+    def route(self) -> Route:
+        from .routing import Route
+
+        return Route(self.dispatch, self.route_from_attributes, self.route_allow)

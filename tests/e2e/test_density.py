@@ -143,6 +143,35 @@ def test_dispatch_metadata_registers_one_name_and_routes_each_job_to_the_agent_i
         assert "AJ_nobody_1: agent" not in out
 
 
+def test_dispatch_metadata_lets_the_backend_outrank_a_callers_attribute_and_route_allow_bound_what_a_job_reaches(
+    agents: Path, fake_openai: FakeOpenAI, livekit: FakeLiveKit
+) -> None:
+    for name in ("lobby", "tenant-a", "admin"):
+        write(agents / f"{name}.yaml", spec(f"You are {name}.", fake_openai.base_url))
+    with Serve(agents, "--dispatch", "metadata", "--agent-name", "tenants", "--route-allow", "lobby,tenant-*",
+               "--idle-processes", "1", env=_connected(livekit), unregistered=False) as serve:
+        serve.wait_ready()
+        _idle(serve)
+        # without --route-from-attributes an attribute alone routes nowhere
+        assert not livekit.offer("AJ_attr_1", "tenants", attributes={"agent": "tenant-a"}).available
+        # admin is served, but no --route-allow pattern reaches it
+        assert not livekit.offer("AJ_admin_1", "tenants", metadata=json.dumps({"agent": "admin"})).available
+        # a caller that set its own `agent` attribute: the room metadata (the backend's) decides
+        assert livekit.offer("AJ_room_1", "tenants", room_metadata=json.dumps({"agent": "lobby"}),
+                             attributes={"agent": "admin"}).available
+        serve.wait_for(lambda: "job AJ_room_1: agent lobby generation 1" in serve.output(),
+                       message="the job routed by the room metadata")
+        out = serve.output()
+        assert "job AJ_attr_1 refused: the job names no agent" in out
+        assert "job AJ_admin_1 refused: the dispatch metadata names agent \"admin\", which no --route-allow" in out
+        assert serve.metric('voice_runtime_jobs_refused_total{reason="not_allowed"}') == 1
+        assert serve.metric('voice_runtime_jobs_refused_total{reason="no_agent"}') == 1
+        assert "AJ_admin_1: agent" not in out and "agent admin generation" not in out
+        # POST /simulate honours the same bound
+        code, answer = serve.post("/simulate", json.dumps({"agent": "admin", "turns": ["hi"]}).encode())
+        assert code == 403 and "--route-allow" in answer["error"]
+
+
 def test_dispatch_by_name_registers_every_agent_and_runs_their_jobs_on_the_one_pool(
     agents: Path, fake_openai: FakeOpenAI, livekit: FakeLiveKit
 ) -> None:
@@ -239,10 +268,13 @@ def test_status_for_an_agent_that_is_not_served_is_a_404(agents: Path, fake_open
 
 @pytest.mark.parametrize(("args", "says"), [
     (["--agent-name", "tenants"], "--agent-name is the one name of --dispatch metadata"),
+    (["--route-from-attributes"], "--route-from-attributes is for --dispatch metadata"),
+    (["--route-allow", "billing"], "--route-allow is for --dispatch metadata"),
+    (["--dispatch", "metadata", "--route-allow", "billing,"], "--route-allow has an empty pattern"),
     (["--dispatch", "metadata", "--agent-name", ""], "is not an agent name"),
     (["--dispatch", "metadata", "--agent-name", "a\nb"], "is not an agent name"),
 ])
-def test_agent_name_options_that_cannot_work_are_usage_errors(agents: Path, args: list[str], says: str) -> None:
+def test_dispatch_options_that_cannot_work_are_usage_errors(agents: Path, args: list[str], says: str) -> None:
     from helpers import run_cli
 
     result = run_cli("serve", str(agents), "--unregistered", *args)
