@@ -192,6 +192,19 @@ class Agents:
         except Unroutable:
             return None
 
+    def agent_of_process(self, pid: int | None, job_id: str) -> str | None:
+        """The agent serve routed ``job_id`` to, if that job runs on the job process
+        ``pid`` (None: no such job, or another process runs it). Without a pid (no
+        SO_PEERCRED on this system) the job id alone binds."""
+        for proc in livekit_compat.job_executors(self.hub) if self.hub is not None else []:
+            info = proc.running_job
+            if info is None or info.job.id != job_id:
+                continue
+            if pid is not None and getattr(proc, "pid", None) != pid:
+                return None
+            return self.agent_of_job(info)
+        return None
+
     def _killed_for_memory(self, job_id: str | None, memory_mb: float | None) -> None:
         if job_id is None:
             # a prewarmed process, before any call: the limit is below what an idle one

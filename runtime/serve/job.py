@@ -120,7 +120,7 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
     targets = read_published_reachable(Path(state_dir), loaded, plugins)
     spec_read = time.perf_counter()
     # a thread executor's job uses serve's pool itself; a job process borrows it
-    borrowed = None if shared_pool is not None else GatewayPool.from_state_dir(Path(state_dir))
+    borrowed = None if shared_pool is not None else GatewayPool.from_state_dir(Path(state_dir), ctx.job.id)
     pool = shared_pool if shared_pool is not None else borrowed
     fake = ctx.is_fake_job()
     runner = SessionRunner(loaded, plugins, text_only=fake, pool=pool, session_id=ctx.job.id, specs=targets)

@@ -101,8 +101,9 @@ class Supervisor:
         if self.options.executor is Executor.PROCESS:
             from ..mcp.gateway import Gateway
 
-            self.gateway = Gateway(self.pool, self.catalog.state_dir, self._accepted_spec)
+            self.gateway = Gateway(self.pool, self.catalog.state_dir, self._accepted_spec, self.agents.agent_of_process)
             await self.gateway.start()
+            self.view.gateway = self.gateway
         await self.agents.start()
         await self.reload({"specs"}, "start")
         self.reloader = Reloader(
