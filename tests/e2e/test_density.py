@@ -13,7 +13,7 @@ from typing import Any
 import psutil
 import pytest
 from fakes.livekit_server import FakeLiveKit
-from fakes.openai_chat import FakeOpenAI
+from fakes.openai_chat import FakeOpenAI, text, tool_call
 from helpers import write
 from mcp_servers.harness import read_events, read_records, stdio_command
 from serve_harness import Serve, spec, system_prompts_for
@@ -106,12 +106,89 @@ def test_a_shared_false_server_is_started_for_each_call_and_never_ahead(
     assert first["pid"] != second["pid"]
 
 
+# code in a job process that asks serve's MCP gateway for calls itself, with the token
+# every job process can read: what a plugin (or anything it runs) could do
+GATEWAY_PROBE = '''
+import glob, json, os, tempfile
+from pathlib import Path
+import voice_runtime
+
+def _tool():
+    from livekit.agents import function_tool, get_job_context
+
+    @function_tool
+    async def probe_gateway(key: str, tool: str) -> str:
+        """Ask serve's MCP gateway for a tool call, as this job."""
+        from voice_runtime.mcp.gateway import GatewayPool
+
+        [address] = glob.glob(os.path.join(tempfile.gettempdir(), "voice-runtime-*", "gateway.json"))
+        pool = GatewayPool.from_state_dir(Path(address).parent, get_job_context().job.id)
+        try:
+            status, answer = await pool.client.request(
+                "call", {"key": key, "tool": tool, "arguments": {"text": "probe " + tool}})
+        finally:
+            await pool.aclose()
+        return json.dumps({"status": status, "refused": answer.get("refused"), "text": answer.get("text")})
+    return probe_gateway
+
+@voice_runtime.hookimpl
+def voice_runtime_register_tools(register):
+    register("probe.gateway", _tool, description="asks serve's MCP gateway directly")
+'''
+
+
+def test_a_job_process_reaches_through_serves_gateway_only_its_own_agents_blocks_and_shown_tools(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    from voice_runtime.mcp.pool import server_key
+    from voice_runtime.plugins import make_plugin_manager
+    from voice_runtime.spec.loader import load_folder
+
+    desk_record, other_record = tmp_path / "desk.jsonl", tmp_path / "other.jsonl"
+    write(tmp_path / "plugins" / "probe.py", GATEWAY_PROBE)
+    command, args = stdio_command(record=desk_record, name="desk_tools")
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url, extra=(
+        "tools: [probe.gateway]\nmcp_servers:\n"
+        f"  desk_tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}, allowed_tools: [echo]}}\n")))
+    write(agents / "other.yaml", spec("You are another tenant.", fake_openai.base_url)
+          + _server_block("other_tools", other_record))
+    specs = {s.name: s for s in load_folder(agents, make_plugin_manager(tmp_path / "plugins")).specs}
+    probes = [(server_key(specs["desk"], "desk_tools"), "echo"),  # desk's own, shown: lent
+              (server_key(specs["desk"], "desk_tools"), "get_weather"),  # outside allowed_tools
+              (server_key(specs["other"], "other_tools"), "echo")]  # another agent's block
+    for key, tool in probes:
+        fake_openai.enqueue(tool_call("probe_gateway", {"key": key, "tool": tool}), text("done"))
+    (tmp_path / "tmp").mkdir()
+    with Serve(agents, "--idle-processes", "1", env={"TMPDIR": str(tmp_path / "tmp")}) as serve:
+        serve.wait_ready()
+        _idle(serve)
+        code, report = serve.post("/simulate?wait=1", json.dumps(
+            {"agent": "desk", "turns": ["probe 1", "probe 2", "probe 3"]}).encode(), timeout=120)
+        assert code == 200, report
+        answers = [json.loads(turn["tool_calls"][0]["result"]) for turn in report["turns"]]
+        assert [a["status"] for a in answers] == [200, 403, 403], answers
+        assert answers[0]["text"] == "probe echo"
+        assert "tool 'get_weather' of MCP server desk_tools is not one agent desk's model is shown" in answers[1]["refused"]
+        assert "not agent desk's" in answers[2]["refused"]
+        assert serve.metric('voice_runtime_gateway_refused_total{agent="desk",reason="tool"}') == 1
+        assert serve.metric('voice_runtime_gateway_refused_total{agent="desk",reason="block"}') == 1
+        assert "MCP gateway: job mock-job-" in serve.output() and "probe get_weather" not in serve.output()
+    assert [r["args"] for r in read_records(desk_record)] == [{"text": "probe echo"}]
+    assert read_records(other_record) == []
+
+
 @pytest.fixture
 def livekit() -> Iterator[FakeLiveKit]:
     fake = FakeLiveKit()
     fake.start_in_thread()
     yield fake
     fake.stop_thread()
+
+
+# livekit answers "unavailable" itself, without asking serve, while the machine's CPU
+# load is over --load-threshold: on a busy test machine the offers a test expects serve
+# to refuse (and log) would never reach it
+BUSY_MACHINE = ("--load-threshold", "1")
 
 
 def _connected(fake: FakeLiveKit) -> dict[str, str]:
@@ -123,7 +200,7 @@ def test_dispatch_metadata_registers_one_name_and_routes_each_job_to_the_agent_i
 ) -> None:
     for name in ("alpha", "bravo"):
         write(agents / f"{name}.yaml", spec(f"You are {name}.", fake_openai.base_url))
-    with Serve(agents, "--dispatch", "metadata", "--agent-name", "tenants", "--idle-processes", "1",
+    with Serve(agents, "--dispatch", "metadata", "--agent-name", "tenants", "--idle-processes", "1", *BUSY_MACHINE,
                env=_connected(livekit), unregistered=False) as serve:
         serve.wait_ready()
         assert livekit.registered_names() == ["tenants"]  # one registration for the whole serve
@@ -149,7 +226,7 @@ def test_dispatch_metadata_lets_the_backend_outrank_a_callers_attribute_and_rout
     for name in ("lobby", "tenant-a", "admin"):
         write(agents / f"{name}.yaml", spec(f"You are {name}.", fake_openai.base_url))
     with Serve(agents, "--dispatch", "metadata", "--agent-name", "tenants", "--route-allow", "lobby,tenant-*",
-               "--idle-processes", "1", env=_connected(livekit), unregistered=False) as serve:
+               "--idle-processes", "1", *BUSY_MACHINE, env=_connected(livekit), unregistered=False) as serve:
         serve.wait_ready()
         _idle(serve)
         # without --route-from-attributes an attribute alone routes nowhere
