@@ -102,8 +102,7 @@ class _Binding:
     agent: str
     specs: dict[str, list[LoadedSpec]] = field(default_factory=dict)  # agent -> its generations seen
     owners: dict[str, set[str]] = field(default_factory=dict)  # block key -> agents whose spec has it
-    locks: dict[int, Any] = field(default_factory=dict)  # id(spec) -> its tool lock, read once
-    plans: dict[int, tuple[Any, dict[str, set[str]]]] = field(default_factory=dict)  # id(spec) -> (what it was made of, key -> tools)
+    keys: dict[int, dict[str, str]] = field(default_factory=dict)  # id(spec) -> its shared servers' keys
 
     def add(self, loaded: LoadedSpec) -> None:
         from .pool import server_key
@@ -112,9 +111,10 @@ class _Binding:
         if any(s is loaded for s in seen):
             return
         seen.append(loaded)
-        for name, server in loaded.spec.mcp_servers.items():
-            if server.shared:
-                self.owners.setdefault(server_key(loaded, name), set()).add(loaded.name)
+        keys = self.keys[id(loaded)] = {name: server_key(loaded, name)
+                                        for name, server in loaded.spec.mcp_servers.items() if server.shared}
+        for key in keys.values():
+            self.owners.setdefault(key, set()).add(loaded.name)
 
 
 def _describe(conn: McpConnection) -> dict[str, Any]:
@@ -142,6 +142,9 @@ class Gateway:
         self.spec_of = spec_of
         self.job_agent = job_agent
         self.refused: Counter[tuple[str, str]] = Counter()  # (agent, reason) -> requests refused
+        # id(spec) -> (spec, what its plan was made of, block key -> tools shown): one plan per
+        # spec version for all its jobs, remade when a listing, a pin or the tool lock changes
+        self._plans: dict[int, tuple[LoadedSpec, Any, dict[str, set[str]]]] = {}
         self.token = token_source.token_urlsafe(32)
         self._server: asyncio.AbstractServer | None = None
         self._socket_dir: str | None = None
@@ -270,34 +273,42 @@ class Gateway:
             owners = binding.owners.get(key)
         return owners or set()
 
-    def _shown_tools(self, binding: _Binding, key: str, conn: McpConnection) -> set[str]:
+    def _shown_tools(self, binding: _Binding, key: str) -> set[str]:
         """The tools of this block the call's model is shown, by the plan of each of
-        its agents with the block (toolset.plan_tools over serve's connections, with
-        that spec's tool lock), remade when a listing or pin changes."""
-        from .pins import read_tool_lock
-        from .pool import server_key
-        from .toolset import plan_tools
-
+        its agents with the block."""
         shown: set[str] = set()
         for agent in self._owners(binding, key):
             for loaded in binding.specs.get(agent, []):
-                servers = {name: server_key(loaded, name) for name, s in loaded.spec.mcp_servers.items() if s.shared}
-                if key not in servers.values():
-                    continue
-                conns = {name: c for name, k in servers.items() if (c := self.pool.connection(k)) is not None}
-                made_of = tuple((id(c), id(c.tools), c.pins.pinned is None, tuple(c.pins.changed))
-                                for c in conns.values())
-                cached = binding.plans.get(id(loaded))
-                if cached is None or cached[0] != made_of:
-                    if id(loaded) not in binding.locks:
-                        binding.locks[id(loaded)] = read_tool_lock(loaded) if loaded.spec.mcp_servers else None
-                    plan = plan_tools(conns, lock=binding.locks[id(loaded)])
-                    tools: dict[str, set[str]] = {}
-                    for tool in plan.mcp:
-                        tools.setdefault(servers[tool.server], set()).add(tool.tool.name)
-                    cached = binding.plans[id(loaded)] = (made_of, tools)
-                shown |= cached[1].get(key, set())
+                servers = binding.keys[id(loaded)]
+                if key in servers.values():
+                    shown |= self._plan(loaded, servers).get(key, set())
         return shown
+
+    def _plan(self, loaded: LoadedSpec, servers: dict[str, str]) -> dict[str, set[str]]:
+        """block key -> the tools the spec's plan shows its model: toolset.plan_tools over
+        serve's connections with the spec's tool lock, as a job makes it."""
+        from .pins import read_tool_lock, tool_lock_path
+        from .toolset import plan_tools
+
+        conns = {name: c for name, k in servers.items() if (c := self.pool.connection(k)) is not None}
+        try:
+            st = os.stat(tool_lock_path(loaded))
+            lock_stamp: Any = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            lock_stamp = None
+        made_of = (lock_stamp, tuple((id(c), id(c.tools), c.pins.pinned is None, tuple(c.pins.changed))
+                                     for c in conns.values()))
+        cached = self._plans.get(id(loaded))
+        if cached is not None and cached[0] is loaded and cached[1] == made_of:
+            return cached[2]
+        if len(self._plans) > 4096:  # one per spec version in use; old versions go
+            self._plans.clear()
+        plan = plan_tools(conns, lock=read_tool_lock(loaded) if lock_stamp is not None else None)
+        tools: dict[str, set[str]] = {}
+        for tool in plan.mcp:
+            tools.setdefault(servers[tool.server], set()).add(tool.tool.name)
+        self._plans[id(loaded)] = (loaded, made_of, tools)
+        return tools
 
     async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter, leased: set[str],
                       binding: _Binding) -> None:
@@ -328,9 +339,9 @@ class Gateway:
         servers: dict[str, Any] = {}
         for name, key in wanted.items():
             if not self._owners(binding, key):
-                servers[name] = {"known": False, **self._refuse(
-                    binding, "block", f"MCP server {str(name)[:64]!r} is not a server of agent {binding.agent} "
-                                      "or of an agent it hands off to")}
+                refusal = self._refuse(binding, "block", f"MCP server {str(name)[:64]!r} is not a server of agent "
+                                                         f"{binding.agent} or of an agent it hands off to")
+                servers[name] = {"known": False, "refused": refusal["refused"]}
         wanted = {name: key for name, key in wanted.items() if name not in servers}
         agent = str(body.get("agent", ""))
         if any(self.pool.connection(key) is None for key in wanted.values()):
@@ -358,7 +369,7 @@ class Gateway:
         conn = self.pool.connection(key)
         if conn is None:
             return {"status": 404, "unknown": True}
-        if tool not in self._shown_tools(binding, key, conn):
+        if tool not in self._shown_tools(binding, key):
             return self._refuse(binding, "tool", f"tool {tool[:64]!r} of MCP server {conn.name} is not one "
                                                  f"agent {binding.agent}'s model is shown (allowed_tools, "
                                                  "the tool lock or pin_tools withhold it)")

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from livekit.agents import JobContext, JobProcess
 
     from ..mcp.pool import McpPool
-    from .routing import Route
+    from .options import Route
 
 log = logging.getLogger("voice_runtime.job")
 

@@ -4,12 +4,11 @@ and hands it over whole; the supervisor and its rooms read it, never the CLI."""
 from __future__ import annotations
 
 import enum
+import fnmatch
+import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .routing import Route
 
 
 class Executor(str, enum.Enum):
@@ -24,6 +23,25 @@ class Dispatch(str, enum.Enum):
 
     NAME = "name"  # one LiveKit registration per agent name
     METADATA = "metadata"  # one registration for the serve; each job names its agent
+
+
+@dataclass(frozen=True)
+class Route:
+    """How jobs find their agent (routing.py): plain values, pickled to job processes
+    with the entrypoint."""
+
+    dispatch: Dispatch = Dispatch.NAME
+    from_attributes: bool = False  # --route-from-attributes
+    allow: tuple[str, ...] = ()  # --route-allow globs; empty: any served agent
+
+    def allows(self, name: str) -> bool:
+        return not self.allow or _allowed(self.allow).fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=8)
+def _allowed(globs: tuple[str, ...]) -> re.Pattern[str]:
+    # case-sensitive, as agent names are (fnmatch.fnmatch folds case on some systems)
+    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
 
 
 @dataclass(frozen=True)
@@ -53,6 +71,4 @@ class ServeOptions:
 
     @property
     def route(self) -> Route:
-        from .routing import Route
-
         return Route(self.dispatch, self.route_from_attributes, self.route_allow)

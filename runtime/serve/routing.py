@@ -17,14 +17,12 @@ the job process (which spec to run), so the two never disagree.
 
 from __future__ import annotations
 
-import fnmatch
-import functools
 import json
-import re
-from dataclasses import dataclass
 from typing import Any
 
-from .options import Dispatch
+from .options import Dispatch, Route
+
+__all__ = ["Route", "Unroutable", "agent_of"]
 
 ROUTE_KEY = "agent"
 MAX_NAME = 63  # an agent name's longest (spec/models.py AGENT_NAME_PATTERN)
@@ -37,25 +35,6 @@ class Unroutable(Exception):
     def __init__(self, message: str, reason: str = "no_agent") -> None:
         super().__init__(message)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class Route:
-    """How jobs find their agent: plain values, pickled to job processes with the
-    entrypoint."""
-
-    dispatch: Dispatch = Dispatch.NAME
-    from_attributes: bool = False  # --route-from-attributes
-    allow: tuple[str, ...] = ()  # --route-allow globs; empty: any served agent
-
-    def allows(self, name: str) -> bool:
-        return not self.allow or _allowed(self.allow).fullmatch(name) is not None
-
-
-@functools.lru_cache(maxsize=8)
-def _allowed(globs: tuple[str, ...]) -> re.Pattern[str]:
-    # case-sensitive, as agent names are (fnmatch.fnmatch folds case on some systems)
-    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
 
 
 def agent_of(job: Any, route: Route) -> str:

@@ -168,7 +168,8 @@ def test_a_job_process_reaches_through_serves_gateway_only_its_own_agents_blocks
         answers = [json.loads(turn["tool_calls"][0]["result"]) for turn in report["turns"]]
         assert [a["status"] for a in answers] == [200, 403, 403], answers
         assert answers[0]["text"] == "probe echo"
-        assert "tool 'get_weather' of MCP server desk_tools is not one agent desk's model is shown" in answers[1]["refused"]
+        assert "tool 'get_weather' of MCP server desk_tools is not one agent desk's model is shown" in (
+            answers[1]["refused"])
         assert "not agent desk's" in answers[2]["refused"]
         assert serve.metric('voice_runtime_gateway_refused_total{agent="desk",reason="tool"}') == 1
         assert serve.metric('voice_runtime_gateway_refused_total{agent="desk",reason="block"}') == 1
