@@ -19,7 +19,9 @@ async def main(state_dir: Path, folder: Path) -> None:
     [loaded] = load_folder(folder, make_plugin_manager(None)).specs
     pool = McpPool()
     await pool.warm([loaded])
-    gateway = Gateway(pool, state_dir, lambda agent: loaded)
+    # the benchmark's borrowing process names job "bench", routed to the spec's agent
+    gateway = Gateway(pool, state_dir, lambda agent: loaded,
+                      lambda pid, job_id: loaded.name if job_id == "bench" else None)
     await gateway.start()
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)

@@ -176,7 +176,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("the gateway host did not start")
         from voice_runtime.mcp.gateway import GatewayPool
 
-        gateway_pool = GatewayPool.from_state_dir(tmp)
+        gateway_pool = GatewayPool.from_state_dir(tmp, "bench")
         assert gateway_pool is not None
         lent = await gateway_pool.acquire(loaded)
         borrowed_tool = next(t for t in visible_tools(lent.connections) if t.server == "local")

@@ -604,6 +604,8 @@ def serve(
     idle_processes: Annotated[int, typer.Option("--idle-processes", min=0, help="Job processes kept prewarmed for the whole serve (any agent's call takes one).")] = 1,
     dispatch: Annotated[Dispatch, typer.Option("--dispatch", help="name: register every agent name with LiveKit. metadata: register --agent-name once; each job names its agent in its dispatch metadata {\"agent\": \"<name>\"}.")] = Dispatch.NAME,
     agent_name: Annotated[Optional[str], typer.Option("--agent-name", help="The one agent name registered with --dispatch metadata. [default: voice-runtime]")] = None,
+    route_from_attributes: Annotated[bool, typer.Option("--route-from-attributes", help="With --dispatch metadata, also route by the `agent` attribute of the job's participant, when neither the dispatch nor the room metadata names an agent (only if callers must be able to pick).")] = False,
+    route_allow: Annotated[Optional[list[str]], typer.Option("--route-allow", metavar="GLOB", help="With --dispatch metadata, the agents a job may be routed to (names or globs such as 'tenant-*', comma-separated or repeated); a job naming another is refused. [default: every served agent]")] = None,
     job_memory_warn_mb: Annotated[float, typer.Option("--job-memory-warn-mb", min=0, help="Log a warning when a call's process uses more (MB; 0: never).")] = 1000.0,
     job_memory_limit_mb: Annotated[float, typer.Option("--job-memory-limit-mb", min=0, help="End a call whose process uses more (MB; 0: no limit); counted in voice_runtime_jobs_memory_killed_total.")] = 0.0,
     load_threshold: Annotated[float, typer.Option("--load-threshold", help="Above this load LiveKit sends no new calls.")] = 0.7,
@@ -633,6 +635,19 @@ def serve(
         typer.echo("error: --agent-name is the one name of --dispatch metadata; with --dispatch name every "
                    "agent registers under its own name", err=True)
         raise typer.Exit(2)
+    routing = [flag for flag, given in (("--route-from-attributes", route_from_attributes),
+                                        ("--route-allow", bool(route_allow))) if given]
+    if routing and dispatch is Dispatch.NAME:
+        typer.echo(f"error: {' and '.join(routing)} {'is' if len(routing) == 1 else 'are'} for --dispatch metadata, "
+                   "where each job names its agent; with --dispatch name LiveKit dispatches each job to its "
+                   "agent's own registered name", err=True)
+        raise typer.Exit(2)
+    # agent names hold no comma: "billing,lobby" is two of them
+    allow = tuple(g.strip() for given in route_allow or () for g in given.split(","))
+    if "" in allow:
+        typer.echo("error: --route-allow has an empty pattern, which matches no agent; give names or globs "
+                   "such as 'billing,tenant-*'", err=True)
+        raise typer.Exit(2)
     from .spec.loader import valid_agent_name
 
     if agent_name is not None and not valid_agent_name(agent_name):
@@ -651,7 +666,8 @@ def serve(
         # watched even when it does not exist yet: a plugins/ folder made later is loaded
         agents_dir=agents_dir, plugins_dir=plugins_dir_for(agents_dir, plugins),
         http_host=http_host, http_port=http_port, executor=executor, idle_processes=idle_processes,
-        dispatch=dispatch, agent_name=agent_name or "voice-runtime", job_memory_warn_mb=job_memory_warn_mb,
+        dispatch=dispatch, agent_name=agent_name or "voice-runtime", route_from_attributes=route_from_attributes,
+        route_allow=allow, job_memory_warn_mb=job_memory_warn_mb,
         job_memory_limit_mb=job_memory_limit_mb,
         load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
         unregistered=unregistered, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,

@@ -9,9 +9,18 @@ request (the tools of every server, as listed), a tool call one more (about 0.15
 on top of the call; HTTP cost 0.3-1 ms). A server
 block with ``shared: false`` is never lent: each call connects its own.
 
-The socket lives in serve's private state folder (0700) and every request carries
-a per-serve token (``gateway.json``, 0600): nothing but serve's own job processes
-can use the connections, whose headers and environment hold secrets.
+The socket lives in serve's private state folder (0700) and every connection starts
+with a per-serve token (``gateway.json``, 0600): nothing but serve's own job processes
+can use the connections, whose headers and environment hold secrets. The token is
+shared by every job, so it says nothing about which agent a job runs: serve binds
+each connection to the job of the process at the other end (the kernel's
+SO_PEERCRED pid, which code in the job cannot choose, must be the process serve
+launched that job on) and to the agent serve itself routed that job to. The
+connection may then use only that agent's server blocks and those of the agents it
+can hand off to, and call only the tools that agent's tool plan shows its model
+(``allowed_tools``, the tool lock and ``pin_tools``, withheld tools); anything else
+is refused with a 403 that the job reports as the tool being unavailable, logged
+(never with its arguments) and counted in ``voice_runtime_gateway_refused_total``.
 
 A key the pool no longer holds (the spec changed and the old server block was
 closed while a call of the older generation still runs) is answered 404; the
@@ -27,7 +36,10 @@ import json
 import logging
 import os
 import secrets as token_source
+import socket
+import struct
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +63,7 @@ ADDRESS_FILE = "gateway.json"
 UP_WAIT_S = 30.0  # a long poll for a server to come back lasts at most this
 CALL_MARGIN_S = 10.0  # a borrowed call gives up this long after the server's own max_timeout
 TOKEN_WAIT_S = 5.0  # a connection must say the token this soon
+MAX_JOB_ID = 256  # bytes of the job id a connection names after its token
 SOCKET_PATH_MAX = 100  # bytes; a unix socket path holds at most 107
 # one message per line: a tool result can be large (results are capped to the
 # server's max_result_chars only in the job)
@@ -59,6 +72,50 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 
 def _tool_dumps(conn: McpConnection) -> list[dict[str, Any]]:
     return [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in conn.tools]
+
+
+class GatewayRefused(McpUnavailable):
+    """Serve refused a job's request: the server block or tool is not its agent's to
+    use. The call reports the tool as unavailable."""
+
+
+def peer_pid(writer: asyncio.StreamWriter) -> int | None:
+    """The pid of the process at the other end of a unix socket, as the kernel
+    recorded it when that process connected; None where SO_PEERCRED is missing."""
+    sock = writer.get_extra_info("socket")
+    option = getattr(socket, "SO_PEERCRED", None)
+    if sock is None or option is None:
+        return None
+    try:
+        pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i")))
+    except OSError:
+        return None
+    return pid or None
+
+
+@dataclass
+class _Binding:
+    """What one job connection may use: the agent serve routed the job to, and the
+    specs of every agent the call can reach by handoffs, as serve accepted them when
+    the job connected (later generations are added: the job reads its specs once)."""
+
+    job_id: str
+    agent: str
+    specs: dict[str, list[LoadedSpec]] = field(default_factory=dict)  # agent -> its generations seen
+    owners: dict[str, set[str]] = field(default_factory=dict)  # block key -> agents whose spec has it
+    keys: dict[int, dict[str, str]] = field(default_factory=dict)  # id(spec) -> its shared servers' keys
+
+    def add(self, loaded: LoadedSpec) -> None:
+        from .pool import server_key
+
+        seen = self.specs.setdefault(loaded.name, [])
+        if any(s is loaded for s in seen):
+            return
+        seen.append(loaded)
+        keys = self.keys[id(loaded)] = {name: server_key(loaded, name)
+                                        for name, server in loaded.spec.mcp_servers.items() if server.shared}
+        for key in keys.values():
+            self.owners.setdefault(key, set()).add(loaded.name)
 
 
 def _describe(conn: McpConnection) -> dict[str, Any]:
@@ -82,10 +139,18 @@ class Gateway:
     "cancel", "id"}`` cancels a request (the caller interrupted: the SDK then
     cancels the call on the MCP server). HTTP cost each call 0.3-1 ms more."""
 
-    def __init__(self, pool: McpPool, state_dir: Path, spec_of: Callable[[str], LoadedSpec | None]) -> None:
+    def __init__(self, pool: McpPool, state_dir: Path, spec_of: Callable[[str], LoadedSpec | None],
+                 job_agent: Callable[[int | None, str], str | None]) -> None:
+        """``job_agent(pid, job_id)``: the agent serve routed that job to, if the process
+        ``pid`` runs it (None: a process that runs no job of this serve)."""
         self.pool = pool
         self.state_dir = state_dir
         self.spec_of = spec_of
+        self.job_agent = job_agent
+        self.refused: Counter[tuple[str, str]] = Counter()  # (agent, reason) -> requests refused
+        # id(spec) -> (spec, what its plan was made of, block key -> tools shown): one plan per
+        # spec version for all its jobs, remade when a listing, a pin or the tool lock changes
+        self._plans: dict[int, tuple[LoadedSpec, Any, dict[str, set[str]]]] = {}
         self.token = token_source.token_urlsafe(32)
         self._server: asyncio.AbstractServer | None = None
         self._socket_dir: str | None = None
@@ -126,12 +191,8 @@ class Gateway:
         # calls of the older generation still using it (McpPool.lend / release)
         leased: set[str] = set()
         try:
-            try:  # exactly the token's length and a newline, soon: nothing else is buffered first
-                first = await asyncio.wait_for(reader.readexactly(len(self.token) + 1), TOKEN_WAIT_S)
-            except (asyncio.TimeoutError, asyncio.IncompleteReadError):
-                first = b""
-            if first.rstrip(b"\n").decode(errors="replace") != self.token:
-                writer.write(_line({"id": None, "status": 401, "error": "not one of this serve's job processes"}))
+            binding = await self._bind(reader, writer)
+            if binding is None:
                 return
             while line := await reader.readline():
                 try:
@@ -148,7 +209,7 @@ class Gateway:
                         task.cancel()
                     continue
                 rid = request.get("id")
-                task = asyncio.ensure_future(self._answer(request, writer, leased))
+                task = asyncio.ensure_future(self._answer(request, writer, leased, binding))
                 running[rid] = task
                 task.add_done_callback(lambda _t, rid=rid: running.pop(rid, None))
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
@@ -166,13 +227,103 @@ class Gateway:
                         await self.pool.release(key)
             self._clients.discard(asyncio.current_task())  # type: ignore[arg-type]
 
-    async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter, leased: set[str]) -> None:
+    async def _bind(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> _Binding | None:
+        """The first line, ``<token> <job id>``: the token proves a job process of this
+        serve, and the job is the one serve launched on the process at the other end."""
+        try:  # exactly the token's length and a space, soon: nothing else is buffered first
+            first = await asyncio.wait_for(reader.readexactly(len(self.token) + 1), TOKEN_WAIT_S)
+            job_id = (await asyncio.wait_for(reader.readuntil(b"\n"), TOKEN_WAIT_S))[:-1]
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            first, job_id = b"", b""
+        if first[:-1].decode(errors="replace") != self.token or first[-1:] != b" ":
+            writer.write(_line({"id": None, "status": 401, "error": "not one of this serve's job processes"}))
+            return None
+        pid = peer_pid(writer)
+        job = job_id.decode(errors="replace")[:MAX_JOB_ID]
+        agent = self.job_agent(pid, job) if 0 < len(job_id) <= MAX_JOB_ID else None
+        if agent is None:
+            self._count("", "unbound")
+            log.warning("MCP gateway: refused a connection from process %s naming job %r: serve runs no such "
+                        "job on that process", pid, job[:80])
+            writer.write(_line({"id": None, "status": 403, "error": "this process runs no job serve routed"}))
+            return None
+        binding = _Binding(job, agent)
+        self._reach(binding)
+        return binding
+
+    def _reach(self, binding: _Binding) -> None:
+        """Add the agent's spec as accepted now, and those of every agent it can hand off to."""
+        from ..handoffs import reachable
+
+        start = self.spec_of(binding.agent)
+        if start is not None:
+            for loaded in reachable(start, self.spec_of).values():
+                binding.add(loaded)
+
+    def _count(self, agent: str, reason: str) -> None:
+        self.refused[(agent, reason)] += 1
+
+    def _refuse(self, binding: _Binding, reason: str, why: str) -> dict[str, Any]:
+        """A typed refusal, logged without the call's arguments and counted."""
+        self._count(binding.agent, reason)
+        log.warning("MCP gateway: job %s (agent %s): %s", binding.job_id, binding.agent, why,
+                    extra={"job_id": binding.job_id, "agent": binding.agent, "refused": reason})
+        return {"status": 403, "refused": why}
+
+    def _owners(self, binding: _Binding, key: str) -> set[str]:
+        """The agents of this call whose spec has this block; a spec accepted since
+        the job connected is looked at before refusing (the job may have read it)."""
+        owners = binding.owners.get(key)
+        if not owners:
+            self._reach(binding)
+            owners = binding.owners.get(key)
+        return owners or set()
+
+    def _shown_tools(self, binding: _Binding, key: str) -> set[str]:
+        """The tools of this block the call's model is shown, by the plan of each of
+        its agents with the block."""
+        shown: set[str] = set()
+        for agent in self._owners(binding, key):
+            for loaded in binding.specs.get(agent, []):
+                servers = binding.keys[id(loaded)]
+                if key in servers.values():
+                    shown |= self._plan(loaded, servers).get(key, set())
+        return shown
+
+    def _plan(self, loaded: LoadedSpec, servers: dict[str, str]) -> dict[str, set[str]]:
+        """block key -> the tools the spec's plan shows its model: toolset.plan_tools over
+        serve's connections with the spec's tool lock, as a job makes it."""
+        from .pins import read_tool_lock, tool_lock_path
+        from .toolset import plan_tools
+
+        conns = {name: c for name, k in servers.items() if (c := self.pool.connection(k)) is not None}
+        try:
+            st = os.stat(tool_lock_path(loaded))
+            lock_stamp: Any = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            lock_stamp = None
+        made_of = (lock_stamp, tuple((id(c), id(c.tools), c.pins.pinned is None, tuple(c.pins.changed))
+                                     for c in conns.values()))
+        cached = self._plans.get(id(loaded))
+        if cached is not None and cached[0] is loaded and cached[1] == made_of:
+            return cached[2]
+        if len(self._plans) > 4096:  # one per spec version in use; old versions go
+            self._plans.clear()
+        plan = plan_tools(conns, lock=read_tool_lock(loaded) if lock_stamp is not None else None)
+        tools: dict[str, set[str]] = {}
+        for tool in plan.mcp:
+            tools.setdefault(servers[tool.server], set()).add(tool.tool.name)
+        self._plans[id(loaded)] = (loaded, made_of, tools)
+        return tools
+
+    async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter, leased: set[str],
+                      binding: _Binding) -> None:
         op = request.get("op")
         try:
             if op == "acquire":
-                answer = await self._acquire(request, leased)
+                answer = await self._acquire(request, leased, binding)
             elif op in ("call", "up"):
-                answer = await (self._call if op == "call" else self._up)(request)
+                answer = await (self._call if op == "call" else self._up)(request, binding)
             else:
                 answer = {"status": 400, "error": f"unknown op {str(op)[:40]!r}"}
         except asyncio.CancelledError:
@@ -184,19 +335,27 @@ class Gateway:
 
     # -- requests --------------------------------------------------------------------
 
-    async def _acquire(self, body: dict[str, Any], leased: set[str]) -> dict[str, Any]:
+    async def _acquire(self, body: dict[str, Any], leased: set[str], binding: _Binding) -> dict[str, Any]:
         """{agent, servers: {name: key}} -> each server's state and tools; keys the
-        pool lacks are connected first if they belong to the agent's current spec."""
+        pool lacks are connected first if they belong to the agent's current spec.
+        A block none of the call's agents has is refused (``refused``), never lent."""
         wanted = body.get("servers")
         if not isinstance(wanted, dict) or not all(isinstance(v, str) for v in wanted.values()):
             return {"status": 400, "error": '"servers" must map server names to keys'}
+        servers: dict[str, Any] = {}
+        for name, key in wanted.items():
+            if not self._owners(binding, key):
+                refusal = self._refuse(binding, "block", f"MCP server {str(name)[:64]!r} is not a server of agent "
+                                                         f"{binding.agent} or of an agent it hands off to")
+                servers[name] = {"known": False, "refused": refusal["refused"]}
+        wanted = {name: key for name, key in wanted.items() if name not in servers}
+        agent = str(body.get("agent", ""))
         if any(self.pool.connection(key) is None for key in wanted.values()):
-            loaded = self.spec_of(str(body.get("agent", "")))
+            loaded = self.spec_of(agent) if agent in binding.specs else None
             if loaded is not None:
                 await self.pool.warm([loaded])  # its shared blocks only: never a call's own
         else:
             await self.pool.started(wanted.values())
-        servers = {}
         for name, key in wanted.items():
             conn = self.pool.connection(key)
             servers[name] = _describe(conn) if conn is not None else {"known": False}
@@ -205,13 +364,21 @@ class Gateway:
                 self.pool.lend(key)
         return {"status": 200, "servers": servers}
 
-    async def _call(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _call(self, body: dict[str, Any], binding: _Binding) -> dict[str, Any]:
         tool, arguments = body.get("tool"), body.get("arguments") or {}
         if not isinstance(tool, str) or not isinstance(arguments, dict):
             return {"status": 400, "error": '"tool" must be a name and "arguments" an object'}
-        conn = self.pool.connection(str(body.get("key", "")))
+        key = str(body.get("key", ""))
+        if not self._owners(binding, key):
+            return self._refuse(binding, "block", "a tool call on an MCP server block that is not agent "
+                                                  f"{binding.agent}'s or of an agent it hands off to")
+        conn = self.pool.connection(key)
         if conn is None:
             return {"status": 404, "unknown": True}
+        if tool not in self._shown_tools(binding, key):
+            return self._refuse(binding, "tool", f"tool {tool[:64]!r} of MCP server {conn.name} is not one "
+                                                 f"agent {binding.agent}'s model is shown (allowed_tools, "
+                                                 "the tool lock or pin_tools withhold it)")
         from mcp.shared.exceptions import MCPError
 
         from .toolset import SAID_CHARS, cap_text, result_text
@@ -233,9 +400,13 @@ class Gateway:
         return {"status": 200, "text": cap_text(result_text(result), conn.server.max_result_chars),
                 "is_error": bool(result.is_error)}
 
-    async def _up(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _up(self, body: dict[str, Any], binding: _Binding) -> dict[str, Any]:
         """A long poll: answers once the server is up (with its tools), or 204."""
-        conn = self.pool.connection(str(body.get("key", "")))
+        key = str(body.get("key", ""))
+        if not self._owners(binding, key):
+            return self._refuse(binding, "block", "waiting on an MCP server block that is not agent "
+                                                  f"{binding.agent}'s or of an agent it hands off to")
+        conn = self.pool.connection(key)
         if conn is None:
             return {"status": 404, "unknown": True}
         if conn.state is not ConnState.UP:
@@ -270,6 +441,7 @@ class _Client:
 
     socket: str
     token: str
+    job_id: str  # serve checks it is the job it launched on this process
     _writer: asyncio.StreamWriter | None = None
     _reader_task: asyncio.Task[None] | None = None
     _waiting: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
@@ -283,7 +455,7 @@ class _Client:
         async with self._lock:
             if self._writer is None or self._writer.is_closing():
                 reader, writer = await asyncio.open_unix_connection(self.socket, limit=MAX_LINE_BYTES)
-                writer.write(self.token.encode() + b"\n")
+                writer.write(f"{self.token} {self.job_id}\n".encode())
                 self._writer = writer
                 self._reader_task = asyncio.ensure_future(self._read(reader))
         assert self._writer is not None
@@ -297,7 +469,7 @@ class _Client:
                 waiter = self._waiting.pop(message.get("id"), None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(message)
-                elif message.get("id") is None and message.get("status") == 401:
+                elif message.get("id") is None and message.get("status") in (401, 403):
                     error = PermissionError(message.get("error"))
         except (ConnectionError, ValueError, asyncio.LimitOverrunError) as exc:
             error = exc
@@ -359,7 +531,8 @@ class RemoteConnection:
         self._fallback = fallback  # connects this block in the job when serve no longer holds it
         self._local: McpConnection | None = None
         self._watch: asyncio.Task[None] | None = None
-        if self.state is not ConnState.UP:
+        self.refused: str | None = info.get("refused")  # serve lends this block to no call of this agent
+        if self.state is not ConnState.UP and self.refused is None:
             self._watch = asyncio.ensure_future(self._wait_up())
 
     @property
@@ -375,6 +548,8 @@ class RemoteConnection:
 
         if self._local is not None:
             return await self._local.call(tool, arguments)
+        if self.refused is not None:
+            raise GatewayRefused(self.refused)
         status, body = await self._client.request("call", {"key": self.key, "tool": tool, "arguments": arguments},
                                                   timeout=self.server.resolved_max_timeout + CALL_MARGIN_S)
         if status == 200:
@@ -395,6 +570,8 @@ class RemoteConnection:
 
             error = body["rpc_error"]
             raise MCPError(int(error.get("code", 0)), str(error.get("message", "")))
+        if status == 403:  # not a tool this agent's model is shown: the server itself is fine
+            raise GatewayRefused(body.get("refused") or "refused by serve")
         if status == 404:  # serve closed this block (a newer generation): the call keeps its own
             log.info("MCP server %s: serve no longer holds this version of it; connecting it for this call", self.name)
             self._local = await self._fallback(self.name)
@@ -413,7 +590,7 @@ class RemoteConnection:
                 raise
             except Exception:  # noqa: BLE001 - serve is going away with this job
                 return
-            if status == 404:
+            if status in (403, 404):
                 return
             if status != 200:
                 continue
@@ -442,12 +619,13 @@ class GatewayPool:
     remote: list[RemoteConnection] = field(default_factory=list)
 
     @classmethod
-    def from_state_dir(cls, state_dir: Path) -> GatewayPool | None:
+    def from_state_dir(cls, state_dir: Path, job_id: str) -> GatewayPool | None:
+        """``job_id``: the job this process runs (serve lends only to that job's agent)."""
         try:
             address = json.loads((state_dir / ADDRESS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        return cls(_Client(address["socket"], address["token"]))
+        return cls(_Client(address["socket"], address["token"], job_id))
 
     async def acquire(self, loaded: LoadedSpec) -> Acquired:
         from . import pins
@@ -465,7 +643,9 @@ class GatewayPool:
             if status != 200:  # the call still gets its tools: it connects the servers itself
                 log.warning("agent %s: serve's MCP connections are out of reach (%s); this call connects its own",
                             loaded.name, body.get("error") or status)
-        own = [name for name in servers if not (infos.get(name) or {}).get("known")]
+        refused = {name: str(info["refused"]) for name, info in infos.items() if info.get("refused")}
+        # a block serve refused is unavailable to this call, not connected here instead
+        own = [name for name in servers if not (infos.get(name) or {}).get("known") and name not in refused]
         acquired = Acquired({}, lock=pins.read_tool_lock(loaded) if servers else None)
         if own:
             mine = await self.local.acquire(loaded, only=set(own))
@@ -477,7 +657,11 @@ class GatewayPool:
 
         for name, key in shared.items():
             info = infos.get(name) or {}
-            if not info.get("known"):
+            if name in refused:
+                info = {"state": ConnState.DOWN.value, "error": f"refused by serve: {refused[name]}",
+                        "refused": refused[name]}
+                log.warning("agent %s: serve refused MCP server %s to this call: %s", loaded.name, name, refused[name])
+            elif not info.get("known"):
                 continue
             conn = RemoteConnection(name, servers[name], key, info, self.client, fallback)
             self.remote.append(conn)

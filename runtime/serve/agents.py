@@ -120,7 +120,7 @@ class Agents:
             host="127.0.0.1", port=0,  # livekit's own health port; ours is --http-port
             setup_fnc=functools.partial(prewarm, **bound),
         )
-        hub.rtc_session(functools.partial(entrypoint, dispatch=o.dispatch.value, **bound),
+        hub.rtc_session(functools.partial(entrypoint, route=o.route, **bound),
                         agent_name=o.agent_name if o.dispatch is Dispatch.METADATA else "",
                         on_request=self._on_request)
         hub_registers = not o.unregistered and o.dispatch is Dispatch.METADATA
@@ -156,9 +156,9 @@ class Agents:
     async def _on_request(self, request: Any) -> None:
         """Accept a job LiveKit offers if it names an agent served now."""
         try:
-            name = agent_of(request.job, self.options.dispatch)
+            name = agent_of(request.job, self.options.route)
         except Unroutable as exc:
-            self._refuse(request, "no_agent", str(exc))
+            self._refuse(request, exc.reason, str(exc))
             await request.reject()
             return
         if name not in self.workers or name in self.draining:
@@ -188,9 +188,22 @@ class Agents:
 
     def agent_of_job(self, info: Any) -> str | None:
         try:
-            return agent_of(info.job, self.options.dispatch)
+            return agent_of(info.job, self.options.route)
         except Unroutable:
             return None
+
+    def agent_of_process(self, pid: int | None, job_id: str) -> str | None:
+        """The agent serve routed ``job_id`` to, if that job runs on the job process
+        ``pid`` (None: no such job, or another process runs it). Without a pid (no
+        SO_PEERCRED on this system) the job id alone binds."""
+        for proc in livekit_compat.job_executors(self.hub) if self.hub is not None else []:
+            info = proc.running_job
+            if info is None or info.job.id != job_id:
+                continue
+            if pid is not None and getattr(proc, "pid", None) != pid:
+                return None
+            return self.agent_of_job(info)
+        return None
 
     def _killed_for_memory(self, job_id: str | None, memory_mb: float | None) -> None:
         if job_id is None:

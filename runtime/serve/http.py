@@ -252,6 +252,8 @@ class Simulations:
         self.launching += 1
         try:
             await op.start_simulation(sim.agent, room, sim.script())
+        except PermissionError as exc:
+            return _error(403, str(exc))
         except Exception as exc:  # noqa: BLE001 - livekit found no process for it; the caller is told
             log.warning("POST /simulate for %s: the job did not start: %s", sim.agent, exc)
             return _error(503, f"the job did not start: {type(exc).__name__}: {exc}")

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from livekit.agents import JobContext, JobProcess
 
     from ..mcp.pool import McpPool
+    from .options import Route
 
 log = logging.getLogger("voice_runtime.job")
 
@@ -99,17 +100,16 @@ def _warm_up(plugins: Any) -> None:
     mcp.types.CallToolResult.model_validate({"content": [{"type": "text", "text": "warm"}]})
 
 
-async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, dispatch: str,
+async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, route: Route,
                      shared_pool: McpPool | None = None) -> None:
     from ..build import SessionRefused, SessionRunner
     from ..catalog import read_published, read_published_reachable
     from ..mcp.gateway import GatewayPool
-    from .options import Dispatch
     from .routing import Unroutable, agent_of
 
     entered = time.perf_counter()
     try:
-        agent = agent_of(ctx.job, Dispatch(dispatch))
+        agent = agent_of(ctx.job, route)
     except Unroutable as exc:  # serve refuses these before they start; a job from elsewhere
         log.error("job %s: %s", ctx.job.id, exc)
         ctx.shutdown(reason=str(exc))
@@ -120,7 +120,7 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, d
     targets = read_published_reachable(Path(state_dir), loaded, plugins)
     spec_read = time.perf_counter()
     # a thread executor's job uses serve's pool itself; a job process borrows it
-    borrowed = None if shared_pool is not None else GatewayPool.from_state_dir(Path(state_dir))
+    borrowed = None if shared_pool is not None else GatewayPool.from_state_dir(Path(state_dir), ctx.job.id)
     pool = shared_pool if shared_pool is not None else borrowed
     fake = ctx.is_fake_job()
     runner = SessionRunner(loaded, plugins, text_only=fake, pool=pool, session_id=ctx.job.id, specs=targets)

@@ -4,6 +4,9 @@ and hands it over whole; the supervisor and its rooms read it, never the CLI."""
 from __future__ import annotations
 
 import enum
+import fnmatch
+import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,25 @@ class Dispatch(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class Route:
+    """How jobs find their agent (routing.py): plain values, pickled to job processes
+    with the entrypoint."""
+
+    dispatch: Dispatch = Dispatch.NAME
+    from_attributes: bool = False  # --route-from-attributes
+    allow: tuple[str, ...] = ()  # --route-allow globs; empty: any served agent
+
+    def allows(self, name: str) -> bool:
+        return not self.allow or _allowed(self.allow).fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=8)
+def _allowed(globs: tuple[str, ...]) -> re.Pattern[str]:
+    # case-sensitive, as agent names are (fnmatch.fnmatch folds case on some systems)
+    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
+
+
+@dataclass(frozen=True)
 class ServeOptions:
     agents_dir: Path
     plugins_dir: Path | None
@@ -32,6 +54,8 @@ class ServeOptions:
     idle_processes: int = 1  # prewarmed job processes for the whole serve, any agent
     dispatch: Dispatch = Dispatch.NAME
     agent_name: str = "voice-runtime"  # the one name registered with --dispatch metadata
+    route_from_attributes: bool = False  # --dispatch metadata: the participant's `agent` attribute routes too
+    route_allow: tuple[str, ...] = ()  # --dispatch metadata: globs of the agents a job may be routed to
     job_memory_warn_mb: float = 1000.0  # livekit logs a warning above this (per job process)
     job_memory_limit_mb: float = 0.0  # livekit kills a job process above this; 0: no limit
     load_threshold: float = 0.7
@@ -44,3 +68,7 @@ class ServeOptions:
     ws_url: str | None = None
     api_key: str | None = None
     api_secret: str | None = None
+
+    @property
+    def route(self) -> Route:
+        return Route(self.dispatch, self.route_from_attributes, self.route_allow)

@@ -28,6 +28,7 @@ class StatusView:
         self.watching = False  # set once the specs folder is watched: ready means edits are seen
         # plugin files that do not load (start) or the newest plugin change that was refused
         self.plugin_errors: list[str] = []
+        self.gateway: Any = None  # the MCP gateway (process executor): its refusals are counted
         # name -> (LoadedSpec, describe(), server -> pool key), made once per accepted version
         self._described: dict[str, tuple[Any, dict[str, Any], dict[str, str]]] = {}
 
@@ -195,10 +196,17 @@ class ServeCollector:
         yield up
         yield required
         refused = CounterMetricFamily("voice_runtime_jobs_refused", "Jobs LiveKit offered that serve refused, by reason "
-                                      "(no_agent, unknown_agent, draining).", labels=["reason"])
+                                      "(no_agent, unknown_agent, draining, not_allowed).", labels=["reason"])
         for reason, count in sorted(view.agents.refused.items()):
             refused.add_metric([reason], count)
         yield refused
+        gateway = CounterMetricFamily(
+            "voice_runtime_gateway_refused", "Requests of job processes that serve's MCP gateway refused, by the "
+            "agent the job was routed to and reason (unbound: the process runs no job serve routed; block: a server "
+            "block not the agent's; tool: a tool its model is not shown).", labels=["agent", "reason"])
+        for (agent, reason), count in sorted(view.gateway.refused.items() if view.gateway is not None else []):
+            gateway.add_metric([agent, reason], count)
+        yield gateway
         killed = CounterMetricFamily("voice_runtime_jobs_memory_killed", "Calls ended because their job process "
                                      "went over --job-memory-limit-mb.", labels=["agent"])
         for agent, count in sorted(view.agents.memory_kills.items()):

@@ -23,7 +23,7 @@ from ..catalog import Catalog, Outcome, ReloadResult
 from ..reload import Reloader
 from .agents import Agents, until_done_or
 from .http import Call
-from .options import Executor
+from .options import Dispatch, Executor
 from .status import StatusView
 
 if TYPE_CHECKING:
@@ -101,8 +101,9 @@ class Supervisor:
         if self.options.executor is Executor.PROCESS:
             from ..mcp.gateway import Gateway
 
-            self.gateway = Gateway(self.pool, self.catalog.state_dir, self._accepted_spec)
+            self.gateway = Gateway(self.pool, self.catalog.state_dir, self._accepted_spec, self.agents.agent_of_process)
             await self.gateway.start()
+            self.view.gateway = self.gateway
         await self.agents.start()
         await self.reload({"specs"}, "start")
         self.reloader = Reloader(
@@ -298,6 +299,9 @@ class Supervisor:
     async def start_simulation(self, agent: str, room: str, script: str) -> None:
         if self.agents.serving(agent) is None:
             raise LookupError(f"agent {agent!r} stopped serving")
+        route = self.options.route
+        if route.dispatch is Dispatch.METADATA and not route.allows(agent):  # its job would refuse to run it
+            raise PermissionError(f"agent {agent!r} matches no --route-allow pattern")
         await self.agents.launch_simulation(agent, room, script)
 
     def take_simulation_report(self, room: str) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ from typing import Any
 import psutil
 import pytest
 from fakes.livekit_server import FakeLiveKit
-from fakes.openai_chat import FakeOpenAI
+from fakes.openai_chat import FakeOpenAI, text, tool_call
 from helpers import write
 from mcp_servers.harness import read_events, read_records, stdio_command
 from serve_harness import Serve, spec, system_prompts_for
@@ -106,12 +106,90 @@ def test_a_shared_false_server_is_started_for_each_call_and_never_ahead(
     assert first["pid"] != second["pid"]
 
 
+# code in a job process that asks serve's MCP gateway for calls itself, with the token
+# every job process can read: what a plugin (or anything it runs) could do
+GATEWAY_PROBE = '''
+import glob, json, os, tempfile
+from pathlib import Path
+import voice_runtime
+
+def _tool():
+    from livekit.agents import function_tool, get_job_context
+
+    @function_tool
+    async def probe_gateway(key: str, tool: str) -> str:
+        """Ask serve's MCP gateway for a tool call, as this job."""
+        from voice_runtime.mcp.gateway import GatewayPool
+
+        [address] = glob.glob(os.path.join(tempfile.gettempdir(), "voice-runtime-*", "gateway.json"))
+        pool = GatewayPool.from_state_dir(Path(address).parent, get_job_context().job.id)
+        try:
+            status, answer = await pool.client.request(
+                "call", {"key": key, "tool": tool, "arguments": {"text": "probe " + tool}})
+        finally:
+            await pool.aclose()
+        return json.dumps({"status": status, "refused": answer.get("refused"), "text": answer.get("text")})
+    return probe_gateway
+
+@voice_runtime.hookimpl
+def voice_runtime_register_tools(register):
+    register("probe.gateway", _tool, description="asks serve's MCP gateway directly")
+'''
+
+
+def test_a_job_process_reaches_through_serves_gateway_only_its_own_agents_blocks_and_shown_tools(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    from voice_runtime.mcp.pool import server_key
+    from voice_runtime.plugins import make_plugin_manager
+    from voice_runtime.spec.loader import load_folder
+
+    desk_record, other_record = tmp_path / "desk.jsonl", tmp_path / "other.jsonl"
+    write(tmp_path / "plugins" / "probe.py", GATEWAY_PROBE)
+    command, args = stdio_command(record=desk_record, name="desk_tools")
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url, extra=(
+        "tools: [probe.gateway]\nmcp_servers:\n"
+        f"  desk_tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}, allowed_tools: [echo]}}\n")))
+    write(agents / "other.yaml", spec("You are another tenant.", fake_openai.base_url)
+          + _server_block("other_tools", other_record))
+    specs = {s.name: s for s in load_folder(agents, make_plugin_manager(tmp_path / "plugins")).specs}
+    probes = [(server_key(specs["desk"], "desk_tools"), "echo"),  # desk's own, shown: lent
+              (server_key(specs["desk"], "desk_tools"), "get_weather"),  # outside allowed_tools
+              (server_key(specs["other"], "other_tools"), "echo")]  # another agent's block
+    for key, tool in probes:
+        fake_openai.enqueue(tool_call("probe_gateway", {"key": key, "tool": tool}), text("done"))
+    (tmp_path / "tmp").mkdir()
+    with Serve(agents, "--idle-processes", "1", env={"TMPDIR": str(tmp_path / "tmp")}) as serve:
+        serve.wait_ready()
+        _idle(serve)
+        code, report = serve.post("/simulate?wait=1", json.dumps(
+            {"agent": "desk", "turns": ["probe 1", "probe 2", "probe 3"]}).encode(), timeout=120)
+        assert code == 200, report
+        answers = [json.loads(turn["tool_calls"][0]["result"]) for turn in report["turns"]]
+        assert [a["status"] for a in answers] == [200, 403, 403], answers
+        assert answers[0]["text"] == "probe echo"
+        assert "tool 'get_weather' of MCP server desk_tools is not one agent desk's model is shown" in (
+            answers[1]["refused"])
+        assert "not agent desk's" in answers[2]["refused"]
+        assert serve.metric('voice_runtime_gateway_refused_total{agent="desk",reason="tool"}') == 1
+        assert serve.metric('voice_runtime_gateway_refused_total{agent="desk",reason="block"}') == 1
+        assert "MCP gateway: job mock-job-" in serve.output() and "probe get_weather" not in serve.output()
+    assert [r["args"] for r in read_records(desk_record)] == [{"text": "probe echo"}]
+    assert read_records(other_record) == []
+
+
 @pytest.fixture
 def livekit() -> Iterator[FakeLiveKit]:
     fake = FakeLiveKit()
     fake.start_in_thread()
     yield fake
     fake.stop_thread()
+
+
+# livekit answers "unavailable" itself, without asking serve, while the machine's CPU
+# load is over --load-threshold: on a busy test machine the offers a test expects serve
+# to refuse (and log) would never reach it
+BUSY_MACHINE = ("--load-threshold", "1")
 
 
 def _connected(fake: FakeLiveKit) -> dict[str, str]:
@@ -123,7 +201,7 @@ def test_dispatch_metadata_registers_one_name_and_routes_each_job_to_the_agent_i
 ) -> None:
     for name in ("alpha", "bravo"):
         write(agents / f"{name}.yaml", spec(f"You are {name}.", fake_openai.base_url))
-    with Serve(agents, "--dispatch", "metadata", "--agent-name", "tenants", "--idle-processes", "1",
+    with Serve(agents, "--dispatch", "metadata", "--agent-name", "tenants", "--idle-processes", "1", *BUSY_MACHINE,
                env=_connected(livekit), unregistered=False) as serve:
         serve.wait_ready()
         assert livekit.registered_names() == ["tenants"]  # one registration for the whole serve
@@ -141,6 +219,35 @@ def test_dispatch_metadata_registers_one_name_and_routes_each_job_to_the_agent_i
         assert serve.metric('voice_runtime_jobs_refused_total{reason="unknown_agent"}') == 1
         assert serve.metric('voice_runtime_jobs_refused_total{reason="no_agent"}') == 1
         assert "AJ_nobody_1: agent" not in out
+
+
+def test_dispatch_metadata_lets_the_backend_outrank_a_callers_attribute_and_route_allow_bound_what_a_job_reaches(
+    agents: Path, fake_openai: FakeOpenAI, livekit: FakeLiveKit
+) -> None:
+    for name in ("lobby", "tenant-a", "admin"):
+        write(agents / f"{name}.yaml", spec(f"You are {name}.", fake_openai.base_url))
+    with Serve(agents, "--dispatch", "metadata", "--agent-name", "tenants", "--route-allow", "lobby,tenant-*",
+               "--idle-processes", "1", *BUSY_MACHINE, env=_connected(livekit), unregistered=False) as serve:
+        serve.wait_ready()
+        _idle(serve)
+        # without --route-from-attributes an attribute alone routes nowhere
+        assert not livekit.offer("AJ_attr_1", "tenants", attributes={"agent": "tenant-a"}).available
+        # admin is served, but no --route-allow pattern reaches it
+        assert not livekit.offer("AJ_admin_1", "tenants", metadata=json.dumps({"agent": "admin"})).available
+        # a caller that set its own `agent` attribute: the room metadata (the backend's) decides
+        assert livekit.offer("AJ_room_1", "tenants", room_metadata=json.dumps({"agent": "lobby"}),
+                             attributes={"agent": "admin"}).available
+        serve.wait_for(lambda: "job AJ_room_1: agent lobby generation 1" in serve.output(),
+                       message="the job routed by the room metadata")
+        out = serve.output()
+        assert "job AJ_attr_1 refused: the job names no agent" in out
+        assert "job AJ_admin_1 refused: the dispatch metadata names agent \"admin\", which no --route-allow" in out
+        assert serve.metric('voice_runtime_jobs_refused_total{reason="not_allowed"}') == 1
+        assert serve.metric('voice_runtime_jobs_refused_total{reason="no_agent"}') == 1
+        assert "AJ_admin_1: agent" not in out and "agent admin generation" not in out
+        # POST /simulate honours the same bound
+        code, answer = serve.post("/simulate", json.dumps({"agent": "admin", "turns": ["hi"]}).encode())
+        assert code == 403 and "--route-allow" in answer["error"]
 
 
 def test_dispatch_by_name_registers_every_agent_and_runs_their_jobs_on_the_one_pool(
@@ -239,10 +346,13 @@ def test_status_for_an_agent_that_is_not_served_is_a_404(agents: Path, fake_open
 
 @pytest.mark.parametrize(("args", "says"), [
     (["--agent-name", "tenants"], "--agent-name is the one name of --dispatch metadata"),
+    (["--route-from-attributes"], "--route-from-attributes is for --dispatch metadata"),
+    (["--route-allow", "billing"], "--route-allow is for --dispatch metadata"),
+    (["--dispatch", "metadata", "--route-allow", "billing,"], "--route-allow has an empty pattern"),
     (["--dispatch", "metadata", "--agent-name", ""], "is not an agent name"),
     (["--dispatch", "metadata", "--agent-name", "a\nb"], "is not an agent name"),
 ])
-def test_agent_name_options_that_cannot_work_are_usage_errors(agents: Path, args: list[str], says: str) -> None:
+def test_dispatch_options_that_cannot_work_are_usage_errors(agents: Path, args: list[str], says: str) -> None:
     from helpers import run_cli
 
     result = run_cli("serve", str(agents), "--unregistered", *args)

@@ -109,13 +109,17 @@ class FakeLiveKit:
     # -- from a test's thread ---------------------------------------------------------
 
     def offer(self, job_id: str, agent_name: str, *, metadata: str = "", room: str = "room-1",
-              timeout: float = 20.0) -> Any:
+              room_metadata: str = "", attributes: dict[str, str] | None = None, timeout: float = 20.0) -> Any:
         """Offer a job to whoever registered ``agent_name``; returns livekit's
-        ``AvailabilityResponse`` (``.available``), assigning the job if accepted."""
+        ``AvailabilityResponse`` (``.available``), assigning the job if accepted.
+        ``attributes``: the job is for a participant (JT_PUBLISHER) with these."""
         from livekit.protocol import agent, models
 
         job = agent.Job(id=job_id, type=agent.JobType.JT_ROOM, agent_name=agent_name, metadata=metadata,
-                        room=models.Room(sid=f"RM_{room}", name=room))
+                        room=models.Room(sid=f"RM_{room}", name=room, metadata=room_metadata))
+        if attributes is not None:
+            job.type = agent.JobType.JT_PUBLISHER
+            job.participant.CopyFrom(models.ParticipantInfo(identity="caller", attributes=attributes))
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(self._offer(job, timeout), self._loop).result(timeout + 5)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,9 @@ import pytest
 from mcp_servers.harness import read_events, read_records, stdio_command
 
 from voice_runtime.mcp.connection import ConnState, McpUnavailable
-from voice_runtime.mcp.gateway import ADDRESS_FILE, Gateway, GatewayPool
-from voice_runtime.mcp.pool import McpPool
+from voice_runtime.mcp import pins
+from voice_runtime.mcp.gateway import ADDRESS_FILE, Gateway, GatewayPool, GatewayRefused
+from voice_runtime.mcp.pool import McpPool, server_key
 from voice_runtime.plugins import make_plugin_manager
 from voice_runtime.spec.loader import load_folder
 
@@ -39,7 +42,7 @@ async def lent(tmp_path: Path) -> AsyncIterator[tuple[Any, McpPool, Gateway, Pat
     loaded = _spec(tmp_path / "agents.d", record)
     pool = McpPool()
     await pool.warm([loaded])
-    gateway = Gateway(pool, tmp_path, lambda agent: loaded if agent == "desk" else None)
+    gateway = Gateway(pool, tmp_path, lambda agent: loaded if agent == "desk" else None, _jobs({"AJ_desk": "desk"}))
     await gateway.start()
     try:
         yield loaded, pool, gateway, record
@@ -48,9 +51,15 @@ async def lent(tmp_path: Path) -> AsyncIterator[tuple[Any, McpPool, Gateway, Pat
         await pool.aclose()
 
 
+def _jobs(routed: dict[str, str]) -> Any:
+    """What serve knows of its jobs, for a gateway in this process: the job ids it
+    routed (to which agent), each running here (the peer the kernel names)."""
+    return lambda pid, job_id: routed.get(job_id) if pid == os.getpid() else None
+
+
 async def test_a_borrowed_connection_calls_the_servers_one_process(lent: Any, tmp_path: Path) -> None:
     loaded, _, _, record = lent
-    borrowed = GatewayPool.from_state_dir(tmp_path)
+    borrowed = GatewayPool.from_state_dir(tmp_path, "AJ_desk")
     assert borrowed is not None
     try:
         acquired = await borrowed.acquire(loaded)
@@ -78,13 +87,13 @@ async def test_the_socket_and_its_token_are_private_and_a_request_without_the_to
         assert await reader.readline() == b""  # and the connection is closed: nothing was run
         writer.close()
     reader, writer = await asyncio.open_unix_connection(gateway.path)
-    writer.write(gateway.token.encode() + b"\n" + b"not json\n")
+    writer.write(gateway.token.encode() + b" AJ_desk\n" + b"not json\n")
     assert json.loads(await reader.readline())["status"] == 400
     writer.write(_request({"id": 2, "op": "call", "tool": ["echo"]}))
     assert json.loads(await reader.readline()) == {"id": 2, "status": 400,
                                                    "error": '"tool" must be a name and "arguments" an object'}
     writer.write(_request({"id": 3, "op": "call", "key": "nope", "tool": "echo"}))
-    assert json.loads(await reader.readline()) == {"id": 3, "status": 404, "unknown": True}
+    assert json.loads(await reader.readline())["status"] == 403  # no block of the job's agent
     writer.close()
 
 
@@ -98,7 +107,7 @@ async def test_a_block_a_reload_replaced_stays_open_for_the_call_that_borrowed_i
     """A spec edit replaced the block while a call of the older generation still runs:
     the call keeps its tools on serve's connection, which closes when the call ends."""
     loaded, pool, _, record = lent
-    borrowed = GatewayPool.from_state_dir(tmp_path)
+    borrowed = GatewayPool.from_state_dir(tmp_path, "AJ_desk")
     try:
         conn = (await borrowed.acquire(loaded)).connections["tools"]
         await pool.retain([])  # no spec wants the block any more
@@ -115,7 +124,7 @@ async def test_a_block_a_reload_replaced_stays_open_for_the_call_that_borrowed_i
 async def test_a_call_on_a_block_serve_no_longer_holds_connects_its_own(lent: Any, tmp_path: Path) -> None:
     loaded, pool, _, record = lent
     await pool.retain([])  # closed before the call asked for it (nobody had borrowed it)
-    borrowed = GatewayPool.from_state_dir(tmp_path)
+    borrowed = GatewayPool.from_state_dir(tmp_path, "AJ_desk")
     try:
         conn = (await borrowed.acquire(loaded)).connections["tools"]
         assert (await conn.call("echo", {"text": "mine"})).content[0].text == "mine"
@@ -130,9 +139,9 @@ async def test_a_shared_false_block_is_never_lent(tmp_path: Path) -> None:
     pool = McpPool()
     await pool.warm([loaded])
     assert pool.by_key() == {} and read_events(record) == []
-    gateway = Gateway(pool, tmp_path, lambda agent: loaded)
+    gateway = Gateway(pool, tmp_path, lambda agent: loaded, _jobs({"AJ_desk": "desk"}))
     await gateway.start()
-    borrowed = GatewayPool.from_state_dir(tmp_path)
+    borrowed = GatewayPool.from_state_dir(tmp_path, "AJ_desk")
     try:
         acquired = await borrowed.acquire(loaded)
         assert "RemoteConnection" not in type(acquired.connections["tools"]).__name__
@@ -146,7 +155,7 @@ async def test_a_shared_false_block_is_never_lent(tmp_path: Path) -> None:
 
 async def test_a_server_that_dies_during_a_borrowed_call_is_reported_unavailable(lent: Any, tmp_path: Path) -> None:
     loaded, _, _, _ = lent
-    borrowed = GatewayPool.from_state_dir(tmp_path)
+    borrowed = GatewayPool.from_state_dir(tmp_path, "AJ_desk")
     try:
         conn = (await borrowed.acquire(loaded)).connections["tools"]
         with pytest.raises(McpUnavailable):
@@ -158,7 +167,7 @@ async def test_a_server_that_dies_during_a_borrowed_call_is_reported_unavailable
 
 async def test_a_borrowed_call_the_caller_interrupts_is_cancelled_in_serve_too(lent: Any, tmp_path: Path) -> None:
     loaded, _, gateway, record = lent
-    borrowed = GatewayPool.from_state_dir(tmp_path)
+    borrowed = GatewayPool.from_state_dir(tmp_path, "AJ_desk")
     try:
         conn = (await borrowed.acquire(loaded)).connections["tools"]
         call = asyncio.ensure_future(conn.call("sleep", {"seconds": 30}))
@@ -184,7 +193,7 @@ async def test_a_huge_result_is_capped_in_serve_and_the_next_call_still_answers(
     """A tool returning megabytes (a file or log reader): serve caps it to the block's
     max_result_chars before lending it, with the marker the job would have written."""
     loaded, _, _, _ = lent
-    borrowed = GatewayPool.from_state_dir(tmp_path)
+    borrowed = GatewayPool.from_state_dir(tmp_path, "AJ_desk")
     try:
         conn = (await borrowed.acquire(loaded)).connections["tools"]
         text = (await conn.call("big", {"size": 3_000_000})).content[0].text
@@ -193,3 +202,103 @@ async def test_a_huge_result_is_capped_in_serve_and_the_next_call_still_answers(
         assert (await conn.call("echo", {"text": "after"})).content[0].text == "after"
     finally:
         await borrowed.aclose()
+
+
+# -- policy: a connection may use only what its job's agent would --------------------
+
+
+def _agents(folder: Path, tmp_path: Path) -> dict[str, Any]:
+    """desk (allowed_tools, a tool lock, an extra tool with a name no model accepts)
+    hands off to front; other is an agent of the same serve desk has no way to reach."""
+    def block(name: str, extra: str = "", **kwargs: Any) -> str:
+        command, args = stdio_command(record=tmp_path / f"{name}.jsonl", name=name, **kwargs)
+        return f"  {name}: {{command: {json.dumps(command)}, args: {json.dumps(args)}{extra}}}\n"
+
+    (tmp_path / "extra.json").write_text(json.dumps({"bad name": "listed with a name no model accepts"}))
+    head = ("apiVersion: voice-runtime/v1\ninstructions: hi\npipeline:\n"
+            "  llm: {provider: openai, base_url: 'http://127.0.0.1:9/v1', api_key: sk-test}\n  text_only: true\n")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "desk.yaml").write_text(
+        head + "handoffs: [{agent: front, when: 'The caller asks for the front desk.'}]\nmcp_servers:\n"
+        + block("tools", ", allowed_tools: [echo, add, whoami, 'bad name']", extra_tools=tmp_path / "extra.json"))
+    (folder / "front.yaml").write_text(head + "mcp_servers:\n" + block("front_tools"))
+    (folder / "other.yaml").write_text(head + "mcp_servers:\n" + block("other_tools"))
+    return {loaded.name: loaded for loaded in load_folder(folder, make_plugin_manager(None)).specs}
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[dict[str, Any], McpPool, Gateway]]:
+    specs = _agents(tmp_path / "agents.d", tmp_path)
+    pool = McpPool()
+    await pool.warm(specs.values())
+    # the operator approved echo and add of desk's server, not whoami
+    listed = pool.connection(server_key(specs["desk"], "tools")).tools  # type: ignore[union-attr]
+    pins.write_tool_lock(specs["desk"], {"tools": [t for t in listed if t.name in ("echo", "add", "bad name")]})
+    gateway = Gateway(pool, tmp_path, specs.get, _jobs({"AJ_desk": "desk", "AJ_other": "other"}))
+    await gateway.start()
+    try:
+        yield specs, pool, gateway
+    finally:
+        await gateway.aclose()
+        await pool.aclose()
+
+
+async def test_a_connection_bound_to_one_agent_uses_its_tools_and_its_handoff_targets_and_nothing_else(
+    served: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    specs, _, gateway = served
+    caplog.set_level(logging.WARNING, logger="voice_runtime.mcp")
+    desk = GatewayPool.from_state_dir(tmp_path, "AJ_desk")
+    other = GatewayPool.from_state_dir(tmp_path, "AJ_other")
+    assert desk is not None and other is not None
+    try:
+        tools = (await desk.acquire(specs["desk"])).connections["tools"]
+        assert (await tools.call("echo", {"text": "allowed"})).content[0].text == "allowed"
+        front = (await desk.acquire(specs["front"])).connections["front_tools"]  # a handoff target's
+        assert (await front.call("echo", {"text": "after a handoff"})).content[0].text == "after a handoff"
+        refused = {
+            "outside allowed_tools": "get_weather",
+            "not in the tool lock": "whoami",
+            "withheld (not a valid name for the model)": "bad name",
+        }
+        for why, name in refused.items():
+            with pytest.raises(GatewayRefused, match="is not one agent desk's model is shown"):
+                await tools.call(name, {"city": "SECRET-ARGUMENT"})
+            assert tools.state is ConnState.UP, why  # the server is fine; only that tool is not desk's
+
+        # another agent's block: refused when desk's job asks for it, and when it calls it by key
+        acquired = await desk.acquire(specs["other"])
+        assert "other_tools" in acquired.unavailable and "refused by serve" in acquired.unavailable["other_tools"]
+        with pytest.raises(GatewayRefused):
+            await acquired.connections["other_tools"].call("echo", {"text": "SECRET-ARGUMENT"})
+        key = server_key(specs["other"], "other_tools")
+        status, answer = await desk.client.request("call", {"key": key, "tool": "echo", "arguments": {"text": "x"}})
+        assert status == 403 and "not agent desk's" in answer["refused"]
+        # the same block, lent to a job routed to other
+        mine = (await other.acquire(specs["other"])).connections["other_tools"]
+        assert (await mine.call("echo", {"text": "other's own"})).content[0].text == "other's own"
+    finally:
+        await desk.aclose()
+        await other.aclose()
+    # only what was allowed reached the servers; the refusals are counted and logged without arguments
+    assert [r["args"] for r in read_records(tmp_path / "tools.jsonl")] == [{"text": "allowed"}]
+    assert [r["args"] for r in read_records(tmp_path / "other_tools.jsonl")] == [{"text": "other's own"}]
+    assert gateway.refused == {("desk", "tool"): 3, ("desk", "block"): 2}
+    assert "job AJ_desk (agent desk): tool 'whoami' of MCP server tools" in caplog.text
+    assert "SECRET-ARGUMENT" not in caplog.text
+
+
+async def test_a_process_that_runs_no_job_serve_routed_is_refused_whatever_token_it_holds(
+    served: Any, tmp_path: Path
+) -> None:
+    specs, _, gateway = served
+    key = server_key(specs["desk"], "tools")
+    for job in (b"AJ_nobody", b"", b"x" * 10_000):  # a job serve did not route, none, one too long
+        reader, writer = await asyncio.open_unix_connection(gateway.path)
+        writer.write(gateway.token.encode() + b" " + job + b"\n"
+                     + _request({"id": 1, "op": "call", "key": key, "tool": "echo", "arguments": {"text": "x"}}))
+        assert json.loads(await reader.readline())["status"] == 403
+        assert await reader.readline() == b""  # closed: nothing was run
+        writer.close()
+    assert read_records(tmp_path / "tools.jsonl") == []
+    assert gateway.refused[("", "unbound")] == 3
