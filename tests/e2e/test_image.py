@@ -6,10 +6,15 @@ setrlimit is refused), so:
 - the base is made locally with Debian's mmdebstrap (bookworm, the release and
   base-passwd of ``python:3.11-slim-bookworm``), ``podman import``ed and passed as the
   Dockerfile's ``BASE_IMAGE``; it is cached in podman's image store under a tag keyed
-  by the hash of its recipe, so only the first run pays the ~30 s;
+  by the hash of its recipe, so only the first run pays the 20-80 s;
 - podman builds with ``--cgroup-manager=cgroupfs --isolation=chroot``; pip inside the
   build gets this machine's certificate bundle and index through a build volume (a
   pip.conf at /etc/pip.conf), never through the Dockerfile;
+- the Dockerfile's ``dependencies`` stage (the third-party packages, about 500 MB) is
+  tagged by the hash of the files its layers come from, so its layers stay in the store
+  and a change to the code rebuilds only the small layers above it; every other image
+  the build makes is removed (the store keeps the base and the newest dependency
+  stages, not one 750 MB image per run);
 - the image is ``podman image mount``ed (a read-only view) and its own binaries run
   with the image's environment, working folder and user (``chroot --userspec``), with
   /proc and /dev bound and a tmpfs on /tmp, in a private mount namespace: everything
@@ -37,16 +42,19 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, require_tool
+from mcp_servers.harness import free_port
 from serve_harness import stop_process
 
 BASE_RECIPE = ["mmdebstrap", "--variant=minbase",
                "--include=python3,python3-venv,python3-pip,python-is-python3,ca-certificates", "bookworm"]
 BASE_TAG = "localhost/voice-runtime-test-base:" + hashlib.sha256(json.dumps(BASE_RECIPE).encode()).hexdigest()[:16]
-IMAGE_TAG = "localhost/voice-runtime:test"
+IMAGE_REPO = "localhost/voice-runtime"  # each run's image is IMAGE_REPO:test-<pid>, removed after the run
+DEPENDENCIES_REPO = "localhost/voice-runtime-test-dependencies"
+KEEP_DEPENDENCIES = 3  # branches with different dependencies take turns on one machine
 BUILD_FLAGS = ["--pull=never", "--cgroup-manager=cgroupfs", "--isolation=chroot",
                "--format", "docker"]  # docker format: OCI has no HEALTHCHECK
 WRITABLE = "/tmp"  # the one path the Dockerfile and the Deployment make writable
-# one build and one serve on the image's port 8081 at a time on this machine (xdist workers, other checkouts)
+# one build (and the store's clean-up) at a time on this machine: xdist workers and other checkouts
 LOCK = Path(tempfile.gettempdir()) / "voice-runtime-image-test.lock"
 
 pytestmark = pytest.mark.timeout(1200)  # a first build downloads every dependency
@@ -114,26 +122,56 @@ class Image:
         return subprocess.run(self.command(*args), capture_output=True, text=True, timeout=timeout)
 
 
+def images(*filters: str) -> set[str]:
+    return {i.removeprefix("sha256:") for i in podman("images", "--all", "--quiet", "--no-trunc", *filters).split()}
+
+
+def dependencies_tag(base: str) -> str:
+    """A tag for the ``dependencies`` stage, from what its layers are made of."""
+    digest = hashlib.sha256(base.encode())
+    for name in ("Dockerfile", "pyproject.toml"):
+        digest.update((REPO / name).read_bytes())
+    return f"{DEPENDENCIES_REPO}:{digest.hexdigest()[:16]}"
+
+
+def forget_old_images(current: str) -> None:
+    """Other runs' images no run has mounted (a run killed before its clean-up), and all but
+    the newest dependency stages: the store keeps what makes the next build fast."""
+    mounted = {m["id"] for m in json.loads(podman("image", "mount", "--format", "json"))}
+    tagged = [(name, i["Id"], i["Created"]) for i in json.loads(podman("images", "--format", "json"))
+              for name in i.get("Names") or ()]
+    runs = [name for name, id_, _ in tagged if name.startswith(f"{IMAGE_REPO}:test-") and name != current
+            and id_ not in mounted]
+    dependencies = sorted((t for t in tagged if t[0].startswith(DEPENDENCIES_REPO + ":")), key=lambda t: -t[2])
+    kept = {id_ for _, id_, _ in dependencies[:KEEP_DEPENDENCIES]}
+    for name in runs + [name for name, id_, _ in dependencies if id_ not in kept]:
+        subprocess.run(["podman", "rmi", name], capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Image]:
     workdir = tmp_path_factory.mktemp("image")
+    tag = f"{IMAGE_REPO}:test-{os.getpid()}"
     with machine_lock():
         base = base_image(workdir)
-        before = subprocess.run(["podman", "image", "inspect", "--format", "{{.Id}}", IMAGE_TAG],
-                                capture_output=True, text=True).stdout.strip()
+        build = ["build", *BUILD_FLAGS, "--build-arg", f"BASE_IMAGE={base}", *pip_volumes(workdir)]
+        before = images()
         started = time.monotonic()
-        podman("build", *BUILD_FLAGS, "--build-arg", f"BASE_IMAGE={base}", *pip_volumes(workdir),
-               "-t", IMAGE_TAG, str(REPO), timeout=1200)
-        print(f"image built in {time.monotonic() - started:.0f} s")
-        after = podman("image", "inspect", "--format", "{{.Id}}", IMAGE_TAG).strip()
-        if before and before != after:  # the previous build's image is no one's: keep the store from growing
-            subprocess.run(["podman", "rmi", before], capture_output=True)
-    [inspected] = json.loads(podman("image", "inspect", IMAGE_TAG))
-    root = Path(podman("image", "mount", IMAGE_TAG).strip())
+        podman(*build, "--target", "dependencies", "-t", dependencies_tag(base), str(REPO), timeout=1200)
+        podman(*build, "-t", tag, str(REPO), timeout=1200)
+        # the stages' images nothing is built on (the build stage's, a replaced layer's)
+        for id_ in (images("--filter", "dangling=true") & (images() - before)):
+            subprocess.run(["podman", "rmi", id_], capture_output=True)
+        forget_old_images(tag)
+        [inspected] = json.loads(podman("image", "inspect", tag))
+        print(f"image built in {time.monotonic() - started:.0f} s: {inspected['Size'] / 1e6:.0f} MB")
+        root = Path(podman("image", "mount", tag).strip())
     try:
         yield Image(root, inspected["Config"], inspected["Healthcheck"]["Test"])
     finally:
-        subprocess.run(["podman", "image", "unmount", IMAGE_TAG], capture_output=True)
+        with machine_lock():  # another build may be using the layers this removes
+            subprocess.run(["podman", "image", "unmount", tag], capture_output=True)
+            subprocess.run(["podman", "rmi", tag], capture_output=True)
 
 
 def test_the_image_runs_check_and_test_on_its_baked_in_specs_as_uid_10001_with_only_tmp_writable(image: Image) -> None:
@@ -159,9 +197,9 @@ def test_the_image_runs_check_and_test_on_its_baked_in_specs_as_uid_10001_with_o
     assert tests.returncode == 0 and "1 passed, 0 failed" in tests.stdout, tests.stdout + tests.stderr
 
 
-def _get(path: str) -> int:
+def _get(port: int, path: str) -> int:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:8081{path}", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -169,27 +207,38 @@ def _get(path: str) -> int:
 
 def test_the_images_own_command_serves_and_answers_healthz_readyz_and_its_healthcheck(image: Image,
                                                                                    tmp_path: Path) -> None:
-    # the image's ENTRYPOINT and CMD as a runtime starts them, not connecting to LiveKit
-    command = [*image.config["Entrypoint"], *image.config["Cmd"], "--unregistered"]
+    # the HEALTHCHECK probes the port the image exposes, which is serve's default
     healthcheck = image.healthcheck
-    assert healthcheck[0] == "CMD" and ":8081/healthz" in healthcheck[-1]
+    assert healthcheck[0] == "CMD" and "/healthz" in healthcheck[-1]
+    [exposed] = image.config["ExposedPorts"]
+    default = image.run("python", "-c", "import inspect, voice_runtime.cli as cli; "
+                        "print(inspect.signature(cli.serve).parameters['http_port'].default)")
+    assert exposed == f"{default.stdout.strip()}/tcp", default.stdout + default.stderr
+    image_port = exposed.split("/")[0]
+    assert f"//127.0.0.1:{image_port}/healthz" in healthcheck[-1]
+    # the image's ENTRYPOINT and CMD as a runtime starts them, not connecting to LiveKit; the
+    # image's network is this machine's, so serve listens on a free port here, not on 8081
+    port = free_port()
+    command = [*image.config["Entrypoint"], *image.config["Cmd"], "--unregistered", "--http-port", str(port)]
     log = tmp_path / "serve.log"
-    with machine_lock(), open(log, "w") as out:
+    with open(log, "w") as out:
         proc = subprocess.Popen(image.command(*command), stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
             deadline = time.monotonic() + 120
             while proc.poll() is None and time.monotonic() < deadline:
                 with contextlib.suppress(OSError):
-                    if _get("/readyz") == 200:
+                    if _get(port, "/readyz") == 200:
                         break
                 time.sleep(0.2)
-            assert proc.poll() is None and _get("/readyz") == 200, log.read_text()
-            assert _get("/healthz") == 200
-            # the HEALTHCHECK, run inside the image as docker would
-            health = image.run(*healthcheck[1:], timeout=30)
+            assert proc.poll() is None and _get(port, "/readyz") == 200, log.read_text()
+            assert _get(port, "/healthz") == 200
+            # the HEALTHCHECK, run inside the image as docker would, against this serve's port
+            health = image.run(*healthcheck[1:-1], healthcheck[-1].replace(f":{image_port}/", f":{port}/"),
+                               timeout=30)
             assert health.returncode == 0, health.stdout + health.stderr
-            proc.send_signal(signal.SIGTERM)
+            # the signal a runtime stops the container with drains serve, which exits 0
+            proc.send_signal(signal.Signals[image.config["StopSignal"]])
             assert proc.wait(60) == 0, log.read_text()
         finally:
             stop_process(proc)
