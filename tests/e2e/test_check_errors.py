@@ -167,7 +167,8 @@ class Run:
 def baseline_check_s(tmp_path_factory) -> float:
     """The wall time of `check` on one small valid spec, in this process's conditions."""
     folder = tmp_path_factory.mktemp("baseline")
-    write(folder / "agents/desk.yaml", HEAD + "instructions: You are the desk.\n")
+    write(folder / "agents/desk.yaml", HEAD + "instructions: You are the desk.\n"
+          "pipeline:\n  llm: {provider: openai, model: gpt-4o-mini, api_key: sk-test}\n  text_only: true\n")
     measured = run_cli_measured("check", "agents", cwd=folder, env={"VOICE_RUNTIME_DISABLE_PLUGINS": None})
     assert measured.result.rc == 0, measured.result.output
     return measured.wall_s
