@@ -153,7 +153,8 @@ class ClaimWatch:
     async def _check(self, text: str, loaded: Any, turn: int) -> None:
         claims = loaded.spec.claims
         try:
-            sentence = await asyncio.to_thread(find_claim, text, compile_patterns(claims.patterns))
+            # compiling a spec's patterns is part of the work kept off the loop (tens of ms each)
+            sentence = await asyncio.to_thread(lambda: find_claim(text, compile_patterns(claims.patterns)))
         except user_regex.TimedOut as exc:
             timed_out(self.runner, loaded, exc)
             return

@@ -54,6 +54,19 @@ def args_digest(arguments: Any) -> str:
     return hashlib.sha256(_CANONICAL.encode(arguments).encode()).hexdigest()[:16]
 
 
+# JSON-RPC reserves -32768..-32000 (its own errors and "server error"s); any other
+# code is the server's to choose, and a number can carry an argument (a code of
+# 4000056655665556 is a card number, a 4-digit one a PIN)
+RPC_RESERVED = range(-32768, -31999)
+
+
+def rpc_error(code: Any) -> str:
+    """A JSON-RPC error's fixed description: its code if JSON-RPC reserves it."""
+    if isinstance(code, int) and code in RPC_RESERVED:
+        return f"JSON-RPC error {code}"
+    return "JSON-RPC error (a code of the server's own)"
+
+
 @dataclass
 class CallOutcome:
     """Filled in by the code making a call inside ``CallRecorder.call``."""

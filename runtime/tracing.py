@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .secrets import SecretSet, environment_credentials
+from .tool_calls import RPC_RESERVED, rpc_error
 
 if TYPE_CHECKING:
     from .spec.loader import LoadedSpec
@@ -205,10 +206,17 @@ class _RedactingExporter:
         def clean(attributes: Any) -> dict[str, Any]:
             return {key: _redact_value(secrets, value) for key, value in (attributes or {}).items()}
 
+        def sdk_clean(attributes: Any) -> dict[str, Any]:
+            out = clean(attributes)
+            for key in _SDK_CODES:  # the server's JSON-RPC code: said only if JSON-RPC reserves it
+                if key in out:
+                    out[key] = _rpc_code(out[key])
+            return out
+
         copies = [
             ReadableSpan(
                 name=secrets.redact(s.name), context=s.context, parent=s.parent, resource=s.resource,
-                attributes=clean(s.attributes),
+                attributes=sdk_clean(s.attributes) if _is_mcp_sdk(s) else clean(s.attributes),
                 events=[Event(e.name, clean(e.attributes), e.timestamp) for e in s.events],
                 links=s.links, kind=s.kind, status=_status(secrets, s), start_time=s.start_time,
                 end_time=s.end_time, instrumentation_scope=s.instrumentation_scope,
@@ -237,6 +245,17 @@ def _redact_value(secrets: SecretSet, value: Any) -> Any:
 # arguments: its code (the span's ``error.type``) is said instead, as the
 # ``mcp.tool_call`` span and the call's record say it
 _MCP_SDK_SCOPE = "mcp-python-sdk"
+_SDK_CODES = ("error.type", "rpc.response.status_code")  # its attributes holding the code
+
+
+def _rpc_code(value: Any) -> Any:
+    """The SDK's ``error.type`` (a JSON-RPC code, as text or a number) if JSON-RPC
+    reserves it, else ``"server-defined"``."""
+    try:
+        code = int(value)
+    except (TypeError, ValueError):
+        return "server-defined"
+    return value if code in RPC_RESERVED else "server-defined"
 
 
 def _is_mcp_sdk(span: Any) -> bool:
@@ -252,5 +271,8 @@ def _status(secrets: SecretSet, span: Any) -> Any:
 
     if _is_mcp_sdk(span):
         code = (span.attributes or {}).get("error.type")
-        return Status(status.status_code, f"JSON-RPC error {code}" if code is not None else "error")
+        if code is None:
+            return Status(status.status_code, "error")
+        said = _rpc_code(code)
+        return Status(status.status_code, rpc_error(None if said == "server-defined" else int(said)))
     return Status(status.status_code, secrets.redact(status.description))

@@ -8,9 +8,10 @@ stops a match after ``timeout=`` seconds and lets other threads run meanwhile
 (``concurrent=True``), so a bad pattern costs at most ``MATCH_TIMEOUT_S`` and
 nobody else waits for it.
 
-Compiling cannot be stopped, and nested counted repetitions make it slow with the
-GIL held (``regex`` takes seconds for ``(a{1000}){1000}``, minutes for one more
-level), so such patterns and very long ones are refused when the file is read.
+Compiling cannot be stopped, and counted repetitions make it slow with the GIL held
+(``regex`` unrolls them: seconds for ``(a{1000}){1000}``, minutes for one more
+level, 1.5 s for 150 separate ``{9999}``), so patterns whose repetitions add up to
+too much, and very long ones, are refused when the file is read.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import regex
 
 MATCH_TIMEOUT_S = 0.25  # one search; a reply a pattern has not decided on by then is a bad pattern
 MAX_CHARS = 2000  # the built-in claim patterns are under 1000 characters each
-MAX_REPEAT = 10_000  # counted repetitions, nested ones multiplied: (a{100}){100} compiles in ~10 ms
+MAX_REPEAT = 10_000  # counted repetitions, nested ones multiplied, all added: (a{100}){100} compiles in ~10 ms
+MAX_DEPTH = 50  # nested groups and sets: regex's parser recurses, and ran out of stack near 150
 
 _COUNT = regex.compile(r"\{(\d*)(?:,(\d*))?\}")
+_SET_OPEN = regex.compile(r"(?<!\\)\[(?!:)")  # a set, or one nested in a set (not [:alpha:])
 
 
 class TimedOut(Exception):
@@ -40,44 +43,59 @@ def problem(text: str) -> str | None:
     """Why ``text`` is refused as a pattern, or None."""
     if len(text) > MAX_CHARS:
         return f"a pattern of {len(text)} characters; at most {MAX_CHARS}"
-    product = repeat_product(text)
-    if product > MAX_REPEAT:
-        return (f"counted repetitions ({{n}}, nested ones multiplied) reach {product}; at most {MAX_REPEAT} "
-                "(compiling it would take seconds)")
+    repeats, depth = shape(text)
+    if repeats > MAX_REPEAT:
+        return (f"counted repetitions ({{n}}, nested ones multiplied, all added up) reach {repeats}; at most "
+                f"{MAX_REPEAT} (compiling it would take seconds)")
+    if depth > MAX_DEPTH:
+        return f"groups and character sets nested {depth} deep; at most {MAX_DEPTH}"
     try:
         compiled(text)
     except regex.error as exc:
         return f"not a regular expression: {exc}"
+    except RecursionError:  # what the depth count missed: never a traceback for a pattern
+        return "nested too deeply to compile"
     return None
 
 
-def repeat_product(text: str) -> int:
-    """The largest product of nested counted repetitions (``{n}``, ``{m,n}``) in
-    ``text``: what makes ``regex`` slow to compile. Escapes and character classes
-    are skipped; it errs towards counting a literal brace as a repetition."""
-    inside = [1]  # per open group: the largest product within it
-    last = 1  # the product of the atom a following quantifier applies to
+def shape(text: str) -> tuple[int, int]:
+    """What makes ``regex`` slow or unable to compile ``text``: its counted
+    repetitions (``{n}``, ``{m,n}``: each one's count times what it repeats, nested
+    ones multiplied, all of a pattern's added up, as ``regex`` unrolls them: 150
+    separate ``{9999}`` in one pattern took 1.5 s, though none was nested) and how
+    deep its groups and character sets nest (``regex`` parses them recursively: 150
+    levels raised RecursionError). Escapes are skipped; it errs towards counting a
+    literal brace as a repetition and a literal ``[`` in a set as a nested set."""
+    inside = [0]  # per open group: the repetitions counted within it so far
+    last = 0  # those of the atom a following quantifier applies to
+    depth = 0
     i = 0
     while i < len(text):
         c = text[i]
         if c == "\\":
-            i, last = i + 2, 1
+            i, last = i + 2, 0
         elif c == "[":
-            i, last = _class_end(text, i), 1
+            end = _class_end(text, i)
+            sets = sum(1 for _ in _SET_OPEN.finditer(text, i, end))
+            depth = max(depth, len(inside) - 1 + sets)
+            i, last = end, 0
         elif c == "(":
-            inside.append(1)
-            i, last = i + 1, 1
+            inside.append(0)
+            depth = max(depth, len(inside) - 1)
+            i, last = i + 1, 0
         elif c == ")":
-            last = inside.pop() if len(inside) > 1 else 1
-            inside[-1] = max(inside[-1], last)
+            last = inside.pop() if len(inside) > 1 else 0
+            inside[-1] += last
             i += 1
         elif c == "{" and (m := _COUNT.match(text, i)) and any(m.groups()):
-            last *= max(int(n) for n in m.groups() if n)
-            inside[-1] = max(inside[-1], last)
+            count = max(int(n) for n in m.groups() if n)
+            # the atom's own repetitions are already counted once: count the rest
+            inside[-1] += max(last, 1) * count - last
+            last = max(last, 1) * count
             i = m.end()
         else:
-            i, last = i + 1, 1
-    return max(inside)
+            i, last = i + 1, 0
+    return sum(inside), depth
 
 
 def _class_end(text: str, start: int) -> int:

@@ -224,6 +224,8 @@ class McpConnection:
 
         try:
             async with contextlib.AsyncExitStack() as stack:
+                if self._stderr is not None:
+                    self._stderr.begin()
                 read, write = await stack.enter_async_context(
                     open_transport(self.server, base_dir=self.base_dir, stderr=self._stderr))
                 gone = asyncio.Event()
@@ -324,6 +326,8 @@ class McpConnection:
             with contextlib.suppress(RuntimeError):  # the call already ended
                 scope.reschedule(min(loop.time() + timeout, started + ceiling))
 
+        if self._stderr is not None:
+            self._stderr.withhold()
         try:
             async with asyncio.timeout(timeout) as scope:  # no extra task per call, unlike wait_for
                 return await session.call_tool(tool, arguments, progress_callback=on_progress)

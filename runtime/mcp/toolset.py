@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..plugin_functions import as_text
 from ..terminal import printable
+from ..tool_calls import rpc_error
 from .connection import McpUnavailable
 from .pins import tool_digest
 
@@ -322,7 +323,7 @@ async def call_tool(tool: McpTool, arguments: dict[str, Any], recorder: CallReco
             meaning = RPC_ERRORS.get(exc.code, "server error")
             failure = ToolFailure(f"the {server} tool {name} could not run (error {exc.code}, {meaning}): "
                                   f"{cap_text(exc.message, SAID_CHARS)}")
-            call.fail("error", f"JSON-RPC error {exc.code}", str(failure))
+            call.fail("error", rpc_error(exc.code), str(failure))
             raise failure from None
         except Exception as exc:  # our side of the call failed; its text may hold the arguments
             failure = ToolFailure(f"the {server} tool {name} failed")

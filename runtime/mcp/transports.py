@@ -160,8 +160,14 @@ class StderrLog:
     """A stdio server's stderr: an unlinked temporary file (a pipe nobody drains
     would stall the server), opened for appending so it can be trimmed under it."""
 
+    # once a tool call is sent, what the server writes may echo its arguments (a card
+    # number), and the tail goes to serve's log and /status: it is quoted no more
+    WITHHELD = "not quoted once a tool call was sent, as it may echo the call's arguments"
+
     def __init__(self) -> None:
         self.file: Any = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
+        self._start = 0  # where the current server process's lines begin
+        self._quoting = True
         try:
             import fcntl
 
@@ -183,17 +189,32 @@ class StderrLog:
             tail = os.pread(fd, STDERR_KEEP_BYTES, size - STDERR_KEEP_BYTES)
             os.ftruncate(fd, 0)
             os.write(fd, tail)  # opened for appending: lands at the new end, as the server's writes do
+            self._start = max(0, self._start - (size - STDERR_KEEP_BYTES))
         except (OSError, ValueError):
             pass
 
+    def begin(self) -> None:
+        """A new server process starts: its lines may be quoted until a call is sent."""
+        if not self.file.closed:
+            with contextlib.suppress(OSError, ValueError):
+                self._start = self.file.seek(0, os.SEEK_END)
+        self._quoting = True
+
+    def withhold(self) -> None:
+        """A tool call is sent: from now on the server's lines may hold its arguments."""
+        self._quoting = False
+
     def tail(self) -> str:
-        """The last non-blank line the server wrote (for error messages), or ""."""
+        """The last non-blank line the current server process wrote before any tool
+        call (for error messages), ``WITHHELD`` after one, or ""."""
         if self.file.closed:
             return ""
+        if not self._quoting:
+            return self.WITHHELD
         try:
             self.file.flush()
             size = self.file.seek(0, os.SEEK_END)
-            self.file.seek(max(0, size - 2000))
+            self.file.seek(max(self._start, size - 2000))
             lines = [line for line in self.file.read().splitlines() if line.strip()]
             self.file.seek(0, os.SEEK_END)
         except (OSError, ValueError):

@@ -115,9 +115,15 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
         ctx.shutdown(reason=str(exc))
         return
     plugins = _current_plugins(ctx.proc, state_dir, plugins_dir)
-    loaded, generation = read_published(Path(state_dir), agent, plugins)
-    # handoff targets as they are now: the call keeps them for its whole length
-    targets = read_published_reachable(Path(state_dir), loaded, plugins)
+
+    def read() -> tuple[Any, int, dict[str, Any]]:
+        loaded, generation = read_published(Path(state_dir), agent, plugins)
+        # handoff targets as they are now: the call keeps them for its whole length
+        return loaded, generation, read_published_reachable(Path(state_dir), loaded, plugins)
+
+    # off the job's loop: validating specs compiles their users' patterns (up to a few
+    # seconds for an agent and its handoff targets), while livekit's pings wait
+    loaded, generation, targets = await asyncio.to_thread(read)
     spec_read = time.perf_counter()
     # a thread executor's job uses serve's pool itself; a job process borrows it
     borrowed = None if shared_pool is not None else GatewayPool.from_state_dir(Path(state_dir), ctx.job.id)

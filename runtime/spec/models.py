@@ -260,11 +260,16 @@ class Handoff(StrictModel):
         "a summary written by the current model, or nothing.")
 
 
+# each is compiled when a job reads the spec and again for its first check: 100 of the
+# slowest patterns user_regex accepts take about a second (500 unbounded ones, 12 minutes)
+MAX_CLAIM_PATTERNS = 100
+
+
 class Claims(StrictModel):
     """What to do when a reply claims an action or a lookup but no tool ran in that turn."""
 
     patterns: list[Annotated[str, AfterValidator(regex_text)]] = Field(
-        default_factory=list,
+        default_factory=list, max_length=MAX_CLAIM_PATTERNS,
         description="Extra regular expressions (case-insensitive) that mark a claim, besides the built-in English ones.",
     )
     action: Literal["warn", "retry"] = Field(

@@ -136,6 +136,26 @@ def test_missing_livekit_credentials_are_a_one_line_error_before_anything_starts
     ]
 
 
+@pytest.mark.parametrize(("option", "value", "why"), [
+    ("--http-port", "99999", "less than or equal to 65535"),  # a traceback from the socket
+    ("--http-port", "-1", "greater than or equal to 1"),
+    ("--drain-timeout", "nan", "less than or equal to 86400"),  # a traceback on stop
+    ("--drain-timeout", "inf", "less than or equal to 86400"),  # a traceback at start
+    ("--scan-interval", "-5", "greater than or equal to 0"),  # taken silently
+    ("--load-threshold", "2", "less than or equal to 1"),
+])
+def test_a_serve_number_out_of_range_is_a_usage_error_naming_the_option(
+    agents: Path, option: str, value: str, why: str
+) -> None:
+    from helpers import run_cli
+
+    write(agents / "desk.yaml", spec("desk", "http://127.0.0.1:9/v1"))
+    result = run_cli("serve", agents, "--unregistered", "--http-host", "127.0.0.1", option, value, timeout=60)
+    assert result.rc == 2, result.output
+    assert f"Error: Invalid value for '{option}': Input should be {why}" in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_an_unreachable_livekit_keeps_serve_up_not_ready_and_still_reloading(
     agents: Path, fake_openai: FakeOpenAI
 ) -> None:

@@ -28,7 +28,7 @@ CARD = "4000056655665556"
 # turn -> the tool the model calls and its arguments
 TURNS: dict[str, tuple[str, dict[str, Any]]] = {
     **{f"pay {how}": ("charge", {"card": CARD, "how": how})
-       for how in ("is_error", "hostile", "huge", "rpc", "huge_rpc", "hang")},
+       for how in ("is_error", "hostile", "huge", "rpc", "huge_rpc", "code", "hang")},
     **{f"own {how}": ("own_charge", {"card": CARD, "how": how}) for how in ("is_error", "rpc")},
     "report": ("find_report", {"quarter": "Q3"}),
     "big": ("read_big", {"size": 5000}),
@@ -36,7 +36,8 @@ TURNS: dict[str, tuple[str, dict[str, Any]]] = {
     "pay die": ("charge", {"card": CARD, "how": "die"}),  # last: the server is gone after it
 }
 # what a call record may say of a failure: our words, never the server's
-FIXED = {"tool error", "JSON-RPC error -32602", "no answer within 2s", "server down"}
+FIXED = {"tool error", "JSON-RPC error -32602", "JSON-RPC error (a code of the server's own)", "no answer within 2s",
+         "server down"}
 
 
 def _script(request: dict[str, Any]) -> Any:
@@ -132,7 +133,8 @@ def test_a_failed_tool_calls_text_and_arguments_are_in_no_record_log_status_metr
     calls = {(c["server"], c["outcome"], c["error"]) for c in outcome.status["tool_calls"]}
     assert calls == {
         ("pay", "error", "tool error"), ("own", "error", "tool error"), ("pay", "error", "JSON-RPC error -32602"),
-        ("own", "error", "JSON-RPC error -32602"), ("pay", "timeout", "no answer within 2s"),
+        ("own", "error", "JSON-RPC error -32602"), ("pay", "error", "JSON-RPC error (a code of the server's own)"),
+        ("pay", "timeout", "no answer within 2s"),
         ("pay", "unavailable", "server down"), ("files", "ok", None)}
     spans = outcome.otlp.named("mcp.tool_call")
     assert {s.status_message for s in spans} == FIXED | {""}
@@ -140,6 +142,18 @@ def test_a_failed_tool_calls_text_and_arguments_are_in_no_record_log_status_metr
     # the log line of each failed call says the same
     lines = [json.loads(x) for x in outcome.outlets["serve's log"].splitlines() if '"tool_call"' in x]
     assert {line["tool_call"]["error"] for line in lines} == FIXED | {None}
+
+
+def test_a_json_rpc_code_or_server_stderr_holding_the_arguments_reaches_only_the_model(outcome: Outcome) -> None:
+    # a code outside JSON-RPC's reserved range is the server's to choose: a number that can carry an argument
+    assert outcome.told["pay code"] == f"the pay tool charge could not run (error {CARD}, server error): declined"
+    assert [c["error"] for c in outcome.status["tool_calls"] if (c["error"] or "").startswith("JSON-RPC error (")] == [
+        "JSON-RPC error (a code of the server's own)"]
+    # the server wrote the card to stderr as it died: serve's log says why it is not quoted
+    log = outcome.outlets["serve's log"]
+    assert ("MCP server pay went down: MCPError: Connection closed (server stderr: not quoted once a tool call was "
+            "sent, as it may echo the call's arguments)") in log, log[-3000:]
+    assert CARD not in log
 
 
 def test_a_resource_link_reaches_the_model_as_its_name_uri_and_description_and_a_resource_as_its_text(
@@ -151,4 +165,5 @@ def test_a_resource_link_reaches_the_model_as_its_name_uri_and_description_and_a
     assert told["passwd"] == "root:x:0:0:root:/root:/bin/bash"
     # an embedded resource's text is bounded by the server's max_result_chars
     assert told["big"] == "r" * 300 + "\n[result truncated: 5000 characters, showing the first 300]"
+
 

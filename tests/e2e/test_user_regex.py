@@ -81,7 +81,7 @@ def test_invalid_huge_and_slow_to_compile_patterns_are_refused_at_file_line_col(
     assert checked.rc == 1, checked.output
     assert checked.stdout.splitlines()[:2] == [
         f"{agents}/desk.yaml:5:14: claims.patterns[0]: not a regular expression: unterminated character set at position 3",
-        f"{agents}/desk.yaml:5:21: claims.patterns[1]: counted repetitions ({{n}}, nested ones multiplied) reach "
+        f"{agents}/desk.yaml:5:21: claims.patterns[1]: counted repetitions ({{n}}, nested ones multiplied, all added up) reach "
         "100000; at most 10000 (compiling it would take seconds)"], checked.stdout
     offline_spec(agents, "desk")
     tested = run_cli("test", agents, timeout=60)
@@ -90,11 +90,66 @@ def test_invalid_huge_and_slow_to_compile_patterns_are_refused_at_file_line_col(
         f"{agents}/tests/desk.yaml:9:28: cases[0].turns[0].expect[0].reply_matches: not a regular expression: "
         "missing ) at position 3",
         f"{agents}/tests/desk.yaml:15:28: cases[1].turns[0].expect[0].reply_matches: counted repetitions "
-        "({n}, nested ones multiplied) reach 1000000000; at most 10000 (compiling it would take seconds)",
+        "({n}, nested ones multiplied, all added up) reach 1000000000; at most 10000 (compiling it would take seconds)",
         f"{agents}/tests/desk.yaml:21:28: cases[2].turns[0].expect[0].reply_matches: a pattern of 2001 characters; "
         "at most 2000",
         "found 3 errors in 1 test file",
     ]
+
+
+# each accepted by the first bounds (none nested, under 2000 characters), each seconds to compile
+SPREAD_OUT = "".join(f"(?:a{i}){{9999}}" for i in range(150))  # 150 separate {9999}: 1.5 s
+DEEP = "(" * 400 + "a" + ")" * 400  # the parser recursed: RecursionError, a traceback from check
+
+
+def test_repetitions_that_add_up_and_groups_nested_deep_are_refused_at_file_line_col(agents: Path) -> None:
+    offline_spec(agents, "desk", "claims:\n  patterns:\n"
+                 + "".join(f"    - {json.dumps(p)}\n" for p in (SPREAD_OUT, DEEP, "(?V1)" + "[" * 120 + "a" + "]" * 120)))
+    write(agents / "tests" / "desk.yaml", cases("desk", [SPREAD_OUT, DEEP])[0])
+    checked = run_cli("check", agents, timeout=120)
+    assert checked.rc == 1, checked.output
+    assert checked.stdout.splitlines()[:3] == [
+        f"{agents}/desk.yaml:6:7: claims.patterns[0]: counted repetitions ({{n}}, nested ones multiplied, all added "
+        "up) reach 1499850; at most 10000 (compiling it would take seconds)",
+        f"{agents}/desk.yaml:7:7: claims.patterns[1]: groups and character sets nested 400 deep; at most 50",
+        f"{agents}/desk.yaml:8:7: claims.patterns[2]: groups and character sets nested 120 deep; at most 50",
+    ], checked.stdout
+    assert "Traceback" not in checked.output
+    offline_spec(agents, "desk", "claims:\n  patterns:\n" + "".join(f"    - 'w{n}'\n" for n in range(101)))
+    checked = run_cli("check", agents, timeout=120)
+    assert checked.rc == 1, checked.output
+    assert checked.stdout.splitlines()[0] == (
+        f"{agents}/desk.yaml:5:3: claims.patterns: list should have at most 100 items after validation, not 101")
+    offline_spec(agents, "desk")
+    tested = run_cli("test", agents, timeout=120)
+    assert tested.rc == 2, tested.output
+    assert tested.stderr.splitlines() == [
+        f"{agents}/tests/desk.yaml:9:28: cases[0].turns[0].expect[0].reply_matches: counted repetitions "
+        "({n}, nested ones multiplied, all added up) reach 1499850; at most 10000 (compiling it would take seconds)",
+        f"{agents}/tests/desk.yaml:15:28: cases[1].turns[0].expect[0].reply_matches: groups and character sets "
+        "nested 400 deep; at most 50",
+        "found 2 errors in 1 test file",
+    ]
+
+
+def test_a_hundred_claims_patterns_slow_to_compile_never_block_a_calls_loop_through_serve(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    # the most each may cost (10 x {999}: ~30 ms to compile), as many as a spec may hold
+    patterns = ["".join(f"(?:a{n}|c{i}){{999}}" for i in range(10)) for n in range(100)]
+    write(agents / "sales.yaml", spec("You are sales.", fake_openai.base_url, extra="claims:\n  patterns:\n"
+                                      + "".join(f"    - {json.dumps(p)}\n" for p in patterns)))
+    with Serve(agents) as serve:
+        serve.wait_ready(timeout=120)
+        fake_openai.enqueue(text("hello there"), text("I've emailed you the invoice."))
+        code, report = serve.post("/simulate?wait=1", b'{"agent": "sales", "turns": ["hi", "my invoice?"]}',
+                                  timeout=120)
+        assert code == 200 and report["ok"], report
+        serve.wait_for(lambda: serve.metric('voice_runtime_unbacked_claims_total{agent="sales"}') == 1,
+                       message="the claim in the second reply")
+        # the job compiles them twice (reading the spec, then for the first check): never on its loop
+        blocked = [line for line in serve.output().splitlines() if "event loop blocked" in line]
+        assert not [line for line in blocked if "regex" in line or "claims" in line], blocked
 
 
 def test_a_catastrophic_regex_in_a_test_gate_rejects_its_agent_while_serve_answers_and_stops_on_sigterm(

@@ -6,8 +6,9 @@ quoting the card number it was given, as a careless payment server would:
 * ``huge``: a tool error of 100,000 characters (over ``max_result_chars``);
 * ``rpc``: a JSON-RPC error -32602 naming the card;
 * ``huge_rpc``: a JSON-RPC error whose message is 1,000,000 characters;
+* ``code``: a JSON-RPC error whose code is the card number;
 * ``hang``: never answers (the call times out);
-* ``die``: the process exits mid-call;
+* ``die``: the process writes the card to stderr and exits mid-call;
 * anything else: ``charged <card>``.
 
 Run: ``python errors.py``."""
@@ -15,6 +16,7 @@ Run: ``python errors.py``."""
 from __future__ import annotations
 
 import os
+import sys
 
 import anyio
 from mcp.server.mcpserver import MCPServer
@@ -35,11 +37,14 @@ async def charge(card: str, how: str) -> str:
         raise ToolError(f"card {card} was declined " + "x" * 100_000)
     if how == "rpc":
         raise MCPError(-32602, f"invalid card {card}")
+    if how == "code":
+        raise MCPError(int(card), "declined")
     if how == "huge_rpc":
         raise MCPError(-32602, f"invalid card {card} " + "y" * 1_000_000)
     if how == "hang":
         await anyio.sleep_forever()
     if how == "die":
+        print(f"charging card {card}: bank unreachable", file=sys.stderr, flush=True)
         os._exit(3)
     return f"charged {card}"
 
