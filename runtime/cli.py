@@ -601,7 +601,7 @@ def serve(
     http_host: Annotated[str, typer.Option("--http-host", help="Address of the operator port.")] = "0.0.0.0",
     http_port: Annotated[int, typer.Option("--http-port", min=1, max=65535, help="The status page (/), /healthz /readyz /metrics /status.")] = 8081,
     executor: Annotated[Executor, typer.Option("--executor", help="process (one process per call) or thread.")] = Executor.PROCESS,
-    idle_processes: Annotated[int, typer.Option("--idle-processes", min=0, help="Job processes kept prewarmed for the whole serve (any agent's call takes one).")] = 1,
+    idle_processes: Annotated[int, typer.Option("--idle-processes", min=0, max=64, help="Job processes kept prewarmed for the whole serve (any agent's call takes one; at most 64: each holds about 100 MiB).")] = 1,
     dispatch: Annotated[Dispatch, typer.Option("--dispatch", help="name: register every agent name with LiveKit. metadata: register --agent-name once; each job names its agent in its dispatch metadata {\"agent\": \"<name>\"}.")] = Dispatch.NAME,
     agent_name: Annotated[Optional[str], typer.Option("--agent-name", help="The one agent name registered with --dispatch metadata. [default: voice-runtime]")] = None,
     route_from_attributes: Annotated[bool, typer.Option("--route-from-attributes", help="With --dispatch metadata, also route by the `agent` attribute of the job's participant, when neither the dispatch nor the room metadata names an agent (only if callers must be able to pick).")] = False,

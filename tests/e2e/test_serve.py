@@ -143,6 +143,7 @@ def test_missing_livekit_credentials_are_a_one_line_error_before_anything_starts
     ("--drain-timeout", "inf", "less than or equal to 86400"),  # a traceback at start
     ("--scan-interval", "-5", "greater than or equal to 0"),  # taken silently
     ("--load-threshold", "2", "less than or equal to 1"),
+    ("--idle-processes", "100000", "less than or equal to 64"),  # tried to prewarm them all
 ])
 def test_a_serve_number_out_of_range_is_a_usage_error_naming_the_option(
     agents: Path, option: str, value: str, why: str
