@@ -48,7 +48,8 @@ def _serve(agents: Path, tmp: Path, *args: str) -> tuple[Serve, Path, Path]:
     metrics, scratch = tmp / "metrics", tmp / "scratch"
     metrics.mkdir()
     scratch.mkdir()
-    return Serve(agents, *args, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics), "TMPDIR": str(scratch)}), metrics, scratch
+    serve = Serve(agents, *args, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics), "TMPDIR": str(scratch)})
+    return serve, metrics, scratch
 
 
 def _journal(scratch: Path) -> Path:
