@@ -7,6 +7,11 @@ job process starts; each process appends one JSON line per finished call to its
 own file there, and serve reads the newest lines when the page is asked for.
 Only what a ``ToolCallRecord`` holds is written (an argument digest, never the
 arguments; the result's size, never its text).
+
+A job process serves one call, so each call would leave a file. When serve sees
+a process end it folds that file into ``archive.jsonl`` (``retire``), which keeps
+the newest ``KEEP`` calls of every ended process: the folder holds the archive and
+the files of the processes alive now, whether or not anyone opens the page.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ if TYPE_CHECKING:
 
 ENV = "VOICE_RUNTIME_CALL_JOURNAL"
 KEEP = 100  # calls the status page shows
+ARCHIVE = "archive.jsonl"  # the newest KEEP calls of the processes that have ended
 # a process file is rewritten to its newest KEEP lines once it passes this size,
 # so a long-lived process (the thread executor: serve itself) stays bounded
 _MAX_BYTES = 256 * 1024
@@ -59,6 +65,35 @@ def _keep_newest(path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(lines), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def retire(folder: Path, pid: int) -> None:
+    """Fold the file of process ``pid``, which has ended, into the archive (written
+    whole, then renamed), keeping the newest ``KEEP`` calls; then remove it."""
+    path = folder / f"{pid}.jsonl"
+    try:
+        ended = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return  # it made no tool call
+    archive = folder / ARCHIVE
+    try:
+        kept = archive.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        kept = []
+    calls = []
+    for line in kept + ended[-KEEP:]:
+        try:
+            started = json.loads(line).get("started_at") or 0
+        except (ValueError, AttributeError):
+            continue  # a torn line (a full disk) is not worth keeping
+        calls.append((float(started) if isinstance(started, (int, float)) else 0.0, line))
+    calls.sort(key=lambda c: c[0])
+    tmp = folder / (ARCHIVE + ".tmp")  # not *.jsonl: the page never reads it
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.writelines(line + "\n" for _, line in calls[-KEEP:])
+    os.replace(tmp, archive)
+    path.unlink(missing_ok=True)
 
 
 def recent(folder: Path, limit: int = KEEP) -> list[dict[str, Any]]:

@@ -21,7 +21,6 @@ import contextlib
 import functools
 import gc
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from .options import Dispatch, Executor
 from .routing import Unroutable, agent_of
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..catalog import Catalog
     from ..mcp.pool import McpPool
     from .options import ServeOptions
@@ -71,8 +72,11 @@ class Agents:
     the supervisor's second stop signal: drains are cut short and job processes killed."""
 
     def __init__(self, options: ServeOptions, catalog: Catalog, hurry: asyncio.Event,
-                 shared_pool: McpPool | None) -> None:
+                 shared_pool: McpPool | None,
+                 on_process_exit: Callable[[int | None, str | None], None] | None = None) -> None:
         self.options = options
+        # (pid, job id) of each job process (or thread: no pid) that ended, whatever ended it
+        self.on_process_exit = on_process_exit
         self.catalog = catalog
         self.hurry = hurry
         # THREAD executor: jobs run in threads of this process and use its pool
@@ -131,7 +135,7 @@ class Agents:
                 # nobody reads an unregistered server's messages to LiveKit
                 self._discard = livekit_compat.discard_worker_messages(hub)
             livekit_compat.on_pool_event(hub, "process_job_launched", self._job_event)
-            livekit_compat.on_pool_event(hub, "process_closed", self._job_event)
+            livekit_compat.on_pool_event(hub, "process_closed", self._process_closed)
             log.info("job processes ready to start (%s executor, %d prewarmed)", o.executor.value, o.idle_processes)
 
         def registered(*_: Any) -> None:
@@ -145,7 +149,9 @@ class Agents:
 
     async def _run_hub(self, registers: bool) -> None:
         try:
-            shelter_metric_files()  # run() empties the metrics folder; the counts so far must survive
+            from .metric_files import shelter
+
+            shelter()  # run() empties the metrics folder; the counts so far must survive
             await self.hub.run(devmode=False, unregistered=not registers)
         except asyncio.CancelledError:
             raise
@@ -185,6 +191,18 @@ class Agents:
         if worker is not None and worker.registration is not None and not info.fake_job:
             task = asyncio.ensure_future(livekit_compat.registration_job_status(worker.registration, proc))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _process_closed(self, proc: Any) -> None:
+        """A job process (or thread) ended: livekit saw it exit, normally, killed or
+        crashed. LiveKit is told about its job; serve tidies what the process left."""
+        self._job_event(proc)
+        if self.on_process_exit is None:
+            return
+        info = proc.running_job
+        try:
+            self.on_process_exit(getattr(proc, "pid", None), info.job.id if info is not None else None)
+        except Exception:  # noqa: BLE001 - livekit's event emitter must go on to its other listeners
+            log.exception("tidying up after an ended job process failed")
 
     def agent_of_job(self, info: Any) -> str | None:
         try:
@@ -396,22 +414,3 @@ async def _kill_jobs(server: Any, job_ids: set[str] | None = None) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(kill(), timeout=2.0)
 
-
-def shelter_metric_files() -> None:
-    """livekit's ``AgentServer.run()`` deletes every file in PROMETHEUS_MULTIPROC_DIR.
-    Moving the files into a fresh subfolder first keeps the counts of jobs so far
-    (counters written before the hub started, by a test or a restarted pool); a
-    running process keeps writing to its file, moved or not (it is mmapped)."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not folder or not os.path.isdir(folder):
-        return
-    files = [f for f in os.listdir(folder) if f.endswith(".db")]
-    if not files:
-        return
-    kept = os.path.join(folder, "kept", str(time.time_ns()))
-    os.makedirs(kept, exist_ok=True)
-    for name in files:
-        try:
-            os.replace(os.path.join(folder, name), os.path.join(kept, name))
-        except OSError:
-            log.warning("could not keep metrics file %s", name, exc_info=True)

@@ -28,6 +28,7 @@ class Call(NamedTuple):
     agent: str
     room: str
     simulated: bool  # a fake job started by POST /simulate
+    ended: bool = False  # a simulated call that is over, its process still shutting down
 
 
 class Operator(Protocol):
@@ -58,7 +59,8 @@ class Operator(Protocol):
         ...
 
     def calls(self) -> list[Call]:
-        """Every job running now, over all agents."""
+        """Every job running now, over all agents (a simulated call that has ended
+        is listed, ``ended``, until its process exits)."""
         ...
 
     async def start_simulation(self, agent: str, room: str, script: str) -> None:
@@ -208,10 +210,13 @@ class Simulations:
         self.launching = 0  # start_simulation() calls not yet returned (their job is not listed yet)
 
     def running(self) -> int:
-        return self.launching + sum(1 for call in self.operator.calls() if call.simulated)
+        """Simulated calls in progress: an ended call's process may take seconds to
+        shut down, and it no longer counts."""
+        return self.launching + sum(1 for call in self.operator.calls() if call.simulated and not call.ended)
 
     def room_in_use(self, room: str, agent: str | None = None) -> bool:
-        return any(call.room == room and agent in (None, call.agent) for call in self.operator.calls())
+        return any(call.room == room and not call.ended and agent in (None, call.agent)
+                   for call in self.operator.calls())
 
     async def handle(self, request: web.Request) -> web.Response:
         from aiohttp import web

@@ -14,6 +14,7 @@ as ``shared_pool``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -155,7 +156,7 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
     """A call with no LiveKit server (``POST /simulate``): text turns from the
     room's metadata, then hang up. How serve is tested offline. With ``report``
     the transcript, tool calls and errors go back to serve (``?wait=1``)."""
-    from .simulate import MAX_CALL_S, RESULT_CHARS, write_result
+    from .simulate import MAX_CALL_S, RESULT_CHARS, mark_ended, write_result
 
     script = json.loads(ctx.job.room.metadata or "{}")
     room = ctx.job.room.name
@@ -187,6 +188,10 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
                 write_result(state_dir, room, report)
             except OSError as exc:  # serve's wait then says the job ended without a result
                 log.warning("job %s: could not report the simulated call: %s", ctx.job.id, exc)
+        # after the report: once serve stops counting the call, its wait finds the
+        # report; without the mark the call counts until its process exits
+        with contextlib.suppress(OSError):
+            mark_ended(state_dir, ctx.job.id)
     ctx.shutdown(reason="simulated call finished")
 
 

@@ -6,6 +6,10 @@ call is a job process (several hundred MB), so their number, their turns and how
 long they may last are bounded. With ``wait`` the job reports back through a file
 in serve's private state folder (0700; the file is 0600), named after the room:
 serve and its job processes already share that folder, and nothing else does.
+Every simulated call also leaves a mark there, named after its job, once it has
+ended: from then on it no longer counts against ``MAX_CONCURRENT``, although its
+process still takes a while to shut down (those seconds made /simulate answer 429
+to 16 of 20 calls sent three at a time).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ MAX_CONCURRENT = 4  # simulated calls running at once, over all agents
 WAIT_STARTUP_S = 60.0
 MAX_BODY_BYTES = 64 * 1024
 ROOM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")  # livekit's "mock-job-<shortuuid>"
+ENDED = ".ended"
 FIELDS = ("agent", "turns", "gap_s", "room", "wait", "speech")
 RESULT_CHARS = 2000  # of a tool result, in the report
 
@@ -129,3 +135,26 @@ def take_result(state_dir: Path, room: str) -> dict[str, Any] | None:
     with contextlib.suppress(OSError):
         path.unlink()
     return json.loads(text)
+
+
+def mark_ended(state_dir: Path, job_id: str) -> None:
+    """The simulated call of job ``job_id`` has ended (its report, if any, is written)."""
+    if JOB_ID.fullmatch(job_id):
+        folder = state_dir / "simulations"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        (folder / f"{job_id}{ENDED}").touch(mode=0o600)
+
+
+def ended_jobs(state_dir: Path) -> set[str]:
+    """The jobs whose simulated call has ended, while their mark is there."""
+    try:
+        names = [entry.name for entry in (state_dir / "simulations").iterdir()]
+    except FileNotFoundError:
+        return set()
+    return {name[: -len(ENDED)] for name in names if name.endswith(ENDED)}
+
+
+def forget_ended(state_dir: Path, job_id: str) -> None:
+    """The job's process is gone: its mark is no longer needed."""
+    if JOB_ID.fullmatch(job_id):
+        (state_dir / "simulations" / f"{job_id}{ENDED}").unlink(missing_ok=True)

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from ..catalog import Catalog, Entry
     from ..mcp.pool import McpPool
     from .agents import Agents
+    from .metric_files import MetricFiles
     from .options import ServeOptions
 
 
@@ -18,8 +19,11 @@ class StatusView:
     """The serve process as operators see it. ``reloads`` (counts by result) and
     ``plugin_errors`` are written by the supervisor, where reloads are handled."""
 
-    def __init__(self, options: ServeOptions, catalog: Catalog, agents: Agents, pool: McpPool | None) -> None:
+    def __init__(self, options: ServeOptions, catalog: Catalog, agents: Agents, pool: McpPool | None,
+                 metric_files: MetricFiles | None = None) -> None:
         self.options = options
+        # the job processes' metrics; None: no multiprocess folder, this process's registry
+        self.metric_files = metric_files
         self.catalog = catalog
         self.agents = agents
         self.pool = pool
@@ -133,11 +137,8 @@ class StatusView:
 
     def sessions_current(self) -> dict[str, int]:
         """Sessions per agent they talk as now, from the job processes' gauge."""
-        from prometheus_client import REGISTRY
-
-        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         out: dict[str, int] = {}
-        for family in (_ProcessFiles(folder) if folder else _Forward(REGISTRY)).collect():
+        for family in self._job_metrics().collect():
             if family.name == "voice_runtime_sessions_current":
                 for sample in family.samples:
                     out[sample.labels["agent"]] = out.get(sample.labels["agent"], 0) + int(sample.value)
@@ -146,14 +147,17 @@ class StatusView:
     def metrics_text(self) -> bytes:
         """The Prometheus exposition: job processes' counters (tool calls, livekit's)
         and serve's own gauges."""
-        from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+        from prometheus_client import CollectorRegistry, generate_latest
 
-        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         registry = CollectorRegistry()
-        # job processes write their counters to files there
-        registry.register(_ProcessFiles(folder) if folder else _Forward(REGISTRY))
+        registry.register(self._job_metrics())
         registry.register(ServeCollector(self))
         return generate_latest(registry)
+
+    def _job_metrics(self) -> Any:
+        from prometheus_client import REGISTRY
+
+        return self.metric_files if self.metric_files is not None else _Forward(REGISTRY)
 
 
 class ServeCollector:
@@ -267,22 +271,6 @@ def _cgroup_memory_limit() -> int | None:
             return int(text)
         return None
     return None
-
-
-class _ProcessFiles:
-    """prometheus_client's multiprocess aggregation over the folder and the files
-    ``serve`` sheltered in subfolders of it (see ``agents.shelter_metric_files``)."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-
-    def collect(self) -> Any:
-        import glob
-
-        from prometheus_client.multiprocess import MultiProcessCollector
-
-        files = glob.glob(os.path.join(self.folder, "**", "*.db"), recursive=True)
-        return MultiProcessCollector.merge(files, accumulate=True)
 
 
 class _Forward:

@@ -23,6 +23,7 @@ from ..catalog import Catalog, Outcome, ReloadResult
 from ..reload import Reloader
 from .agents import Agents, until_done_or
 from .http import Call
+from .metric_files import MetricFiles
 from .options import Dispatch, Executor
 from .status import StatusView
 
@@ -64,9 +65,13 @@ class Supervisor:
         self.exit_code = 0
         self._signal_reloads: set[asyncio.Task[Any]] = set()
         self.reloader: Reloader | None = None
-        self.agents = Agents(options, self.catalog, self._hurry, shared_pool=self.pool)
+        # the job processes' metrics (PROMETHEUS_MULTIPROC_DIR, set by run_serve)
+        self.metric_files = MetricFiles.from_env()
+        self._ended_pids: set[int] = set()  # job processes that ended, their files not yet folded
+        self.agents = Agents(options, self.catalog, self._hurry, shared_pool=self.pool,
+                             on_process_exit=self._process_exited)
         self.gateway: Any = None  # job processes borrow the pool's connections through it
-        self.view = StatusView(options, self.catalog, self.agents, self.pool)
+        self.view = StatusView(options, self.catalog, self.agents, self.pool, self.metric_files)
         self.view.plugin_errors = plugins.problems
         tracing.setup(self.catalog.secrets)  # config.reload and serve's mcp.connect spans
         # the plugin files last tried: a scan that finds the same bytes does nothing
@@ -122,6 +127,34 @@ class Supervisor:
     def _accepted_spec(self, agent: str) -> Any:
         entry = self.catalog.agents.get(agent)
         return entry.loaded if entry is not None else None
+
+    def _process_exited(self, pid: int | None, job_id: str | None) -> None:
+        """A job process ended (livekit saw it exit, however it ended): what it left
+        for serve is folded away now, so serve's folders and each scrape stay the
+        same size however many calls were served (see metric_files, call_journal)."""
+        from .simulate import forget_ended
+
+        if job_id is not None:
+            forget_ended(self.catalog.state_dir, job_id)
+        if pid is not None and pid != os.getpid():  # a job thread's pid is serve's own
+            self._ended_pids.add(pid)
+            self._retire_ended()
+
+    def _retire_ended(self) -> None:
+        """Fold away the files of the ended job processes. livekit reports an exit
+        once the process was reaped; a pid in use again by then is a new process,
+        which may already write to the same file names: its pid waits here until
+        it is free (retried at each scrape)."""
+        for pid in list(self._ended_pids):
+            if _pid_in_use(pid):
+                continue
+            self._ended_pids.discard(pid)
+            if self.metric_files is not None:
+                self.metric_files.retire(pid)
+            try:
+                call_journal.retire(self.catalog.state_dir / "tool_calls", pid)
+            except OSError as exc:
+                log.warning("could not fold the tool call journal of ended process %d: %s", pid, exc)
 
     def request_stop(self, signum: int | None = None) -> None:
         """The first SIGTERM/SIGINT drains; a second one during the drain cuts the
@@ -287,6 +320,8 @@ class Supervisor:
         return self.view.status(agents)
 
     def metrics_text(self) -> bytes:
+        if self._ended_pids:
+            self._retire_ended()
         return self.view.metrics_text()
 
     def serving_generation(self, agent: str) -> int | None:
@@ -294,7 +329,11 @@ class Supervisor:
         return worker.generation if worker is not None else None
 
     def calls(self) -> list[Call]:
-        return [Call(agent, job.job.room.name, job.fake_job) for agent, job in self.agents.jobs()]
+        from .simulate import ended_jobs
+
+        jobs = self.agents.jobs()
+        ended = ended_jobs(self.catalog.state_dir) if any(job.fake_job for _, job in jobs) else set()
+        return [Call(agent, job.job.room.name, job.fake_job, job.job.id in ended) for agent, job in jobs]
 
     async def start_simulation(self, agent: str, room: str, script: str) -> None:
         if self.agents.serving(agent) is None:
@@ -339,6 +378,16 @@ def _listen_for_signals(loop: asyncio.AbstractEventLoop, *, stop: Callable[[int]
             signal.signal(sig, handler)
 
     return restore
+
+
+def _pid_in_use(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _ignore(*_: Any) -> None:

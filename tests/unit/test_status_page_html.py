@@ -50,3 +50,22 @@ def test_the_journal_shows_the_newest_calls_of_every_process_and_drops_files_tha
     assert calls[0]["tool"] == f"tool{call_journal.KEEP + 4}"  # newest first
     assert "arguments" not in calls[0] and "result" not in calls[0]
     assert not old.exists()
+
+
+def test_the_journals_of_ended_processes_fold_into_one_archive_of_the_newest_calls(tmp_path: Path) -> None:
+    """serve retires a job process's journal when the process ends: the folder keeps
+    one archive of the newest KEEP calls, not a file per call ever served."""
+    import json
+
+    total = call_journal.KEEP * 3
+    for pid in range(1000, 1000 + total):  # one job process per call, each ended in turn
+        (tmp_path / f"{pid}.jsonl").write_text(json.dumps({"started_at": pid, "agent": "desk", "tool": f"t{pid}"})
+                                               + "\n")
+        call_journal.retire(tmp_path, pid)
+    (tmp_path / "7.jsonl").write_text('{"started_at": 5000, "agent": "desk", "tool": "live"}\n')  # a live process
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["7.jsonl", call_journal.ARCHIVE]
+    calls = call_journal.recent(tmp_path)
+    newest_ended = range(999 + total, 999 + total - (call_journal.KEEP - 1), -1)
+    assert [c["tool"] for c in calls] == ["live"] + [f"t{pid}" for pid in newest_ended]
+    call_journal.retire(tmp_path, 4242)  # a process that made no tool call
+    assert len((tmp_path / call_journal.ARCHIVE).read_text().splitlines()) == call_journal.KEEP
