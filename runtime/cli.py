@@ -16,17 +16,17 @@ import typer
 import typer.core
 
 from . import __version__
-from .choices import LogFormat, LogLevel, OutputFormat
+from .commands.option_choices import LogFormat, LogLevel, OutputFormat
 from .serve.options import Dispatch, Executor
-from .terminal import printable
+from .core.terminal import printable
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
-    from .plugins import Plugins
-    from .secrets import SecretSet
+    from .plugins.manager import Plugins
+    from .spec.secrets import SecretSet
     from .spec.loader import LoadedSpec
-    from .toolbox import Toolbox
+    from .mcp.direct import Toolbox
 
 EXAMPLES = """\b
 Examples:
@@ -114,7 +114,7 @@ def require_dir(agents_dir: Path) -> None:
 
 
 def load_plugins(agents_dir: Path | None, option: Path | None) -> Plugins:
-    from .plugins import make_plugin_manager
+    from .plugins.manager import make_plugin_manager
 
     return make_plugin_manager(plugins_dir_for(agents_dir, option))
 
@@ -135,7 +135,7 @@ def check(
     """
     import asyncio
 
-    from .check import probe_servers, render_json, render_text, run_check
+    from .commands.check import probe_servers, render_json, render_text, run_check
 
     require_dir(agents_dir)
     secrets = _guard_output()
@@ -185,7 +185,7 @@ def plugins_cmd(
     if format is OutputFormat.json:
         typer.echo(json.dumps({"plugins": rows, "disabled": loaded.disabled, "errors": problems}, indent=2))
     else:
-        from .check import table
+        from .commands.check import table
 
         typer.echo(table(["PLUGIN", "FROM", "REGISTERED", "SOURCE"], [
             [r["name"], r["origin"], ", ".join(r["registered"]) or "-", r["source"]] for r in rows
@@ -200,7 +200,7 @@ def plugins_cmd(
 def _guard_output() -> SecretSet:
     """This command's secrets, and a stdout and stderr that redact them: every line
     it prints (reports, errors, log lines, tracebacks, warnings) passes through."""
-    from .secrets import RedactingStream, SecretSet, environment_credentials
+    from .spec.secrets import RedactingStream, SecretSet, environment_credentials
 
     secrets = SecretSet(environment_credentials())
     if not isinstance(sys.stdout, RedactingStream):
@@ -235,7 +235,7 @@ def _pick_agent(agents_dir: Path, plugins: Plugins, agent: str, secrets: SecretS
 
 
 def _quiet_logging(level: LogLevel, secrets: SecretSet) -> None:
-    from .logs import setup_logging
+    from .observe.logs import setup_logging
 
     setup_logging("short", level.value, secrets)
 
@@ -265,7 +265,7 @@ def _session_logging(log_level: LogLevel | None, verbose: bool, secrets: SecretS
 def _refuse_missing_keys(loaded: LoadedSpec, plugins: Plugins, *, text_only: bool) -> None:
     """A provider this session builds has no API key: say which, and the variable
     to set, before anything starts (exit 2), not seconds in, in the SDK's words."""
-    from .check import missing_api_keys
+    from .commands.check import missing_api_keys
 
     missing = missing_api_keys(loaded, plugins.registry, text_only=text_only)
     for sentence in missing:
@@ -301,9 +301,9 @@ def chat(
     import asyncio
 
     secrets = _guard_output()  # before chat is imported: its printer's default stream is sys.stdout
-    from .build import SessionRunner
-    from .chat import ChatPrinter, run_audio_chat, run_chat
-    from .handoffs import reachable
+    from .session.runner import SessionRunner
+    from .session.chat import ChatPrinter, run_audio_chat, run_chat
+    from .session.handoffs import reachable
 
     if audio_out is not None and not audio_in:
         _usage_error("--audio-out needs --audio-in")
@@ -317,7 +317,7 @@ def chat(
         _usage_error(f"agent {loaded.name} is text-only: --audio-in needs a voice pipeline or a realtime model")
     _refuse_missing_keys(loaded, loaded_plugins, text_only=not turns)
     if turns:
-        from .audio_io import caller_audio, speaker_audio
+        from .session.audio_io import caller_audio, speaker_audio
 
         printer = ChatPrinter(loaded.name, as_json=json_lines, out=sys.stdout)
         runner = SessionRunner(loaded, loaded_plugins, audio_in=caller_audio(), audio_out=speaker_audio(),
@@ -350,9 +350,9 @@ def test_cmd(
     import asyncio
 
     from .spec.loader import load_folder
-    from .testing.files import TESTS_FOLDER, find_test_files
-    from .testing.report import render_json, render_text, write_junit
-    from .testing.suite import run_suite
+    from .session.testing.cases import TESTS_FOLDER, find_test_files
+    from .session.testing.report import render_json, render_text, write_junit
+    from .session.testing.suite import run_suite
 
     require_dir(agents_dir)
     secrets = _guard_output()
@@ -397,7 +397,7 @@ def _usage_error(message: str) -> NoReturn:
 def _audio_turns(paths: list[Path], audio_out: Path | None) -> list[Any]:
     """The caller's turns from ``--audio-in`` files; a file that is not usable audio
     is a one-line error and exit 2."""
-    from .audio_io import AudioFileError, read_wav, speech_turns
+    from .session.audio_io import AudioFileError, read_wav, speech_turns
 
     turns = []
     for path in paths:
@@ -422,8 +422,8 @@ def console(
     text: Annotated[bool, typer.Option("--text", help="Type instead of speaking.")] = False,
 ) -> None:
     """livekit's local console for one agent: microphone and speaker, or --text."""
-    from .console import run_console
-    from .secrets import SecretSet
+    from .session.console import run_console
+    from .spec.secrets import SecretSet
 
     # livekit's console owns the terminal (and its logging): no stream wrapping here
     loaded_plugins = load_plugins(agents_dir, plugins)
@@ -450,7 +450,7 @@ def tools(
     """
     import asyncio
 
-    from .toolbox import open_toolbox
+    from .mcp.direct import open_toolbox
 
     secrets = _guard_output()
     _quiet_logging(log_level, secrets)
@@ -475,7 +475,7 @@ def tools(
     with plugin_output():  # plugin tool factories run while the toolbox is built
         box = asyncio.run(main())
     unavailable = box.acquired.unavailable
-    from .handoffs import tool_name
+    from .session.handoffs import tool_name
 
     # the model is also shown a transfer tool per handoff (no arguments; the session continues as the agent)
     handoffs = [{"name": tool_name(h.agent), "source": f"handoff:{h.agent}", "original": h.agent,
@@ -485,7 +485,7 @@ def tools(
                                "withheld": [w.as_dict() for w in box.withheld],
                                "unavailable": unavailable}, indent=2))
     else:
-        from .check import table
+        from .commands.check import table
 
         typer.echo(table(["TOOL", "FROM", "ORIGINAL NAME", "DESCRIPTION"], [
             [r.name, r.source, r.original, _one_line(r.description, 70)] for r in box.rows
@@ -500,7 +500,7 @@ def tools(
 
 
 def plugin_output() -> AbstractContextManager[object]:
-    from .plugins import plugin_output
+    from .plugins.manager import plugin_output
 
     return plugin_output()
 
@@ -529,7 +529,7 @@ def call(
     import asyncio
 
     from .mcp.toolset import ToolFailure
-    from .toolbox import call_row, open_toolbox
+    from .mcp.direct import call_row, open_toolbox
 
     try:
         arguments = json.loads(args)
@@ -656,7 +656,7 @@ def serve(
                    "LiveKit for every room)", err=True)
         raise typer.Exit(2)
     require_dir(agents_dir)
-    from .logs import setup_logging
+    from .observe.logs import setup_logging
     from .serve import run_serve
     from .serve.options import ServeOptions
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..files import write_private_json
+from ..core.filesystem import write_private_json
 from .connection import CallTimeout, ConnState, McpUnavailable
 from .listing import Rejected
 from .pins import ToolPins
@@ -253,7 +253,7 @@ class Gateway:
 
     def _reach(self, binding: _Binding) -> None:
         """Add the agent's spec as accepted now, and those of every agent it can hand off to."""
-        from ..handoffs import reachable
+        from ..session.handoffs import reachable
 
         start = self.spec_of(binding.agent)
         if start is not None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..secrets import SecretSet
+from ..spec.secrets import SecretSet
 from . import pins
 from .connection import ConnState, McpConnection, McpUnavailable
 

@@ -67,7 +67,7 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    from .. import livekit_compat
+    from ..core import livekit_compat
 
     original = livekit_compat.stdio_text_stream()
 

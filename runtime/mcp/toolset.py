@@ -17,18 +17,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..plugin_functions import as_text
-from ..terminal import printable
-from ..tool_calls import rpc_error
+from ..plugins.functions import as_text
+from ..core.terminal import printable
+from ..observe.tool_calls import rpc_error
 from .connection import McpUnavailable
 from .pins import tool_digest
 
 if TYPE_CHECKING:
     from mcp.types import CallToolResult
 
-    from ..fillers import Fillers
-    from ..registry import Tool as PluginTool
-    from ..tool_calls import CallRecorder
+    from ..session.fillers import Fillers
+    from ..plugins.registry import Tool as PluginTool
+    from ..observe.tool_calls import CallRecorder
     from .connection import McpConnection
 
 
@@ -372,7 +372,7 @@ def plugin_function_tools(tool: PluginTool) -> list[Any]:
     through livekit's ``function_tool`` (name, docstring and signature)."""
     from livekit.agents.llm import function_tool
 
-    from ..plugin_functions import is_livekit_tool, made_by
+    from ..plugins.functions import is_livekit_tool, made_by
 
     return [t if is_livekit_tool(t) else function_tool(t) for t in made_by(tool)]
 
@@ -383,7 +383,7 @@ def plugin_tools(tool: PluginTool, recorder: CallRecorder) -> list[Any]:
 
 
 def _traced(lk_tool: Any, server: str, recorder: CallRecorder) -> Any:
-    from ..livekit_compat import tool_function
+    from ..core.livekit_compat import tool_function
 
     func = tool_function(lk_tool)  # the undecorated function: livekit parses arguments with it
     name = lk_tool.info.name

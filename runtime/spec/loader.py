@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, Union
 
 from pydantic import BaseModel, ValidationError
 
-from ..files import read_regular
+from ..core.filesystem import read_regular
 from .errors import SpecError, format_key_path
 from .models import AGENT_NAME_PATTERN, AgentSpecBase, spec_model
 
 if TYPE_CHECKING:
-    from ..plugins import Plugins
+    from ..plugins.manager import Plugins
 
 MAX_SPEC_BYTES = 1024 * 1024  # a spec is a page of YAML; this stops 10 MB files early
 MAX_INSTRUCTIONS_BYTES = 256 * 1024

@@ -30,7 +30,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 if TYPE_CHECKING:
-    from ..registry import Registry
+    from ..plugins.registry import Registry
 
 API_VERSION = "voice-runtime/v1"
 # LiveKit agent names travel in dispatch requests and metric labels: keep them
@@ -241,7 +241,7 @@ def _known_tool(value: str, info: ValidationInfo) -> str:
 def regex_text(value: str) -> str:
     """A validator: the text is a regular expression ``user_regex`` accepts (it
     compiles, and compiling it is quick)."""
-    from ..user_regex import problem
+    from ..core.user_regex import problem
 
     why = problem(value)
     if why is not None:

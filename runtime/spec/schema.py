@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .models import spec_model
 
 if TYPE_CHECKING:
-    from ..registry import Registry
+    from ..plugins.registry import Registry
 
 SCHEMA_ID = "https://voice-runtime.dev/schemas/agent.v1.json"
 

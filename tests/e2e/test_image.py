@@ -188,7 +188,7 @@ def test_the_image_runs_check_and_test_on_its_baked_in_specs_as_uid_10001_with_o
     assert not [p.name for p in site.iterdir() if p.name.split("-")[0] in ("pip", "setuptools", "wheel")]
     assert not (image.root / "opt/voice-runtime/bin/pip").exists()
 
-    where = image.run("python", "-c", "import voice_runtime.testing as t; print(t.__file__)")
+    where = image.run("python", "-c", "import voice_runtime.session.testing as t; print(t.__file__)")
     assert where.stdout.startswith("/opt/voice-runtime/lib/"), where.stdout + where.stderr
     specs = image.config["Cmd"][0]  # the folder serve reads by default
     check = image.run("voice-runtime", "check", "--offline", specs)

@@ -93,7 +93,7 @@ def test_a_fresh_virtualenv_with_the_wheel_runs_check_test_and_serve_on_the_exam
     proc = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
                            str(built["wheel"])], capture_output=True, text=True, timeout=300, env=_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    where = subprocess.run([str(python), "-c", "import voice_runtime, voice_runtime.testing as t; "
+    where = subprocess.run([str(python), "-c", "import voice_runtime, voice_runtime.session.testing as t; "
                             "print(voice_runtime.__file__); print(t.__file__)"],
                            capture_output=True, text=True, env=_env(), cwd=tmp_path, check=True).stdout.split()
     assert all(w.startswith(str(venv / "lib")) for w in where), where

@@ -34,8 +34,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 import voice_runtime
 import voice_runtime.spec.loader as loader_module
-from voice_runtime.catalog import Catalog, ReloadResult, read_published
-from voice_runtime.plugins import Plugins, make_plugin_manager
+from voice_runtime.serve.catalog import Catalog, ReloadResult, read_published
+from voice_runtime.plugins.manager import Plugins, make_plugin_manager
 from voice_runtime.spec.errors import SpecError
 from voice_runtime.spec.loader import LoadedSpec, SpecLoader
 
