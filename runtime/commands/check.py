@@ -1,206 +1,42 @@
-"""`voice-runtime check`: load a folder, then report what will run or every error."""
+"""`voice-runtime check`: every spec validated, every MCP server probed, what will run."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Annotated
 
-from ..spec.errors import SpecError
-from ..spec.loader import LoadedSpec, load_folder
-from ..spec.describe import describe
-from ..core.terminal import printable
+import typer
 
-if TYPE_CHECKING:
-    from ..mcp.toolset import Withheld
-    from ..plugins.manager import Plugins
-    from ..plugins.registry import Registry
+from .common import AgentsDir, FormatOpt, PluginsOpt, guard_output, load_plugins, quiet_logging, require_dir
+from .option_choices import LogLevel, OutputFormat
 
 
-@dataclass
-class ServerProbe:
-    """What connecting to one MCP server of one agent found."""
+def check(
+    agents_dir: AgentsDir,
+    plugins: PluginsOpt = None,
+    format: FormatOpt = OutputFormat.text,
+    offline: Annotated[bool, typer.Option("--offline", help="Do not connect to the MCP servers.")] = False,
+) -> None:
+    """Validate every spec, connect to every MCP server, and print what will run,
+    or every error as file:line:col.
 
-    agent: str
-    server: str
-    transport: str
-    required: bool
-    reachable: bool
-    error: str | None
-    handshake_ms: float | None
-    protocol_version: str | None
-    tools: list[str]  # as the model will see them, after the allow-list and prefixes
+    Exit code: 0 valid (an unreachable optional MCP server or a provider without an
+    API key is a warning), 1 invalid or a required MCP server unreachable, 2 usage
+    error (no such folder, bad option).
+    """
+    import asyncio
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    from .check_report import probe_servers, render_json, render_text, run_check
 
-
-@dataclass
-class CheckReport:
-    folder: Path
-    specs: list[LoadedSpec] = field(default_factory=list)
-    errors: list[SpecError] = field(default_factory=list)
-    servers: list[ServerProbe] | None = None  # None: not probed (--offline, or invalid specs)
-    # (agent, tool withheld from its model): what a session would withhold, and why
-    withheld: list[tuple[str, Withheld]] = field(default_factory=list)
-    # (agent, sentence): reported, but the specs are valid (tools withheld, keys missing)
-    warnings: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors and not self.unreachable_required
-
-    @property
-    def unreachable_required(self) -> list[ServerProbe]:
-        return [p for p in self.servers or [] if p.required and not p.reachable]
+    require_dir(agents_dir)
+    secrets = guard_output()
+    report = run_check(agents_dir, load_plugins(agents_dir, plugins))
+    secrets.add_specs(report.specs)
+    if not report.errors and not offline:
+        quiet_logging(LogLevel.error, secrets)  # the report says what failed; the SDK's own logs would repeat it
+        report.servers = asyncio.run(probe_servers(report))
+    typer.echo(render_json(report) if format is OutputFormat.json else render_text(report))
+    raise typer.Exit(0 if report.ok else 1)
 
 
-async def probe_servers(report: CheckReport) -> list[ServerProbe]:
-    """Connect to every MCP server of every spec, concurrently, once: the same
-    handshake, allow-list, names and withheld tools a session would get (the
-    withheld ones are added to ``report``). Plugin tool factories are not called
-    (one may import livekit, which `check` does not), so their names are unknown
-    here; a session renames an MCP tool that clashes with one (`tools` shows it)."""
-    from ..mcp.pool import McpPool
-    from ..mcp.toolset import plan_tools
-
-    specs = report.specs
-    pool = McpPool(retry_in_background=False)
-    try:
-        acquired = await asyncio.gather(*(pool.acquire(s) for s in specs))
-        probes = []
-        for loaded, got in zip(specs, acquired):
-            exposed: dict[str, list[str]] = {}
-            plan = plan_tools({n: c for n, c in got.connections.items() if c.state == "up"}, lock=got.lock)
-            for tool in plan.mcp:
-                exposed.setdefault(tool.server, []).append(tool.exposed)
-            report.withheld += [(loaded.name, w) for w in plan.withheld]
-            report.warnings += [(loaded.name, line) for line in plan.warnings()]
-            for name, conn in got.connections.items():
-                up = conn.state == "up"
-                probes.append(ServerProbe(
-                    loaded.name, name, conn.transport, conn.server.required, up, None if up else conn.error,
-                    round(conn.handshake_ms, 1) if up and conn.handshake_ms is not None else None,
-                    conn.protocol_version if up else None, exposed.get(name, []),
-                ))
-        return probes
-    finally:
-        await pool.aclose()
-
-
-def missing_api_keys(loaded: LoadedSpec, registry: Registry, *, text_only: bool = False,
-                     kinds: tuple[str, ...] | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
-    """One sentence per provider that would start without a key: the spec sets no
-    ``api_key`` and the variable its plugin reads (``api_key_env``) is not set.
-    Found here, before anything starts, instead of seconds into a session in the
-    provider SDK's words. ``text_only``: only what a text session builds (the
-    realtime model and the pipeline's LLMs); ``kinds``: only these of the pipeline
-    (``("stt", "tts")`` for simulated speech), whatever the spec's ``text_only``."""
-    environ = os.environ if environ is None else environ
-    spec: Any = loaded.spec
-    chains: list[tuple[str, str, Any]] = []
-    if spec.realtime is not None and kinds is None:
-        chains.append(("realtime", "realtime", [spec.realtime]))
-    if spec.pipeline is not None:
-        audio = not (text_only or spec.pipeline.text_only)
-        for kind in kinds or (("stt", "llm", "tts") if audio else ("llm",)):
-            chains.append((kind, f"pipeline.{kind}", getattr(spec.pipeline, kind, None) or []))
-    out = []
-    for kind, path, chain in chains:
-        for i, options in enumerate(chain):
-            provider = registry.providers.get((kind, options.provider))
-            env = provider.api_key_env if provider is not None else None
-            if env is None or getattr(options, "api_key", None) is not None or environ.get(env):
-                continue
-            where = f"{path}[{i}]" if len(chain) > 1 else path
-            out.append(f"{where} ({options.provider}) has no API key: set {env} or api_key:")
-    return out
-
-
-def run_check(folder: Path, plugins: Plugins) -> CheckReport:
-    report = CheckReport(folder)
-    # A broken plugin fails the check: a spec may depend on what it would register.
-    report.errors.extend(plugins.errors)
-    sources = {info.name: info.source for info in plugins.loaded}
-    report.errors.extend(SpecError(sources.get(p.plugin, p.plugin), message=str(p)) for p in plugins.registry.problems)
-    result = load_folder(folder, plugins)
-    report.specs = result.specs
-    report.errors.extend(result.errors)
-    for loaded in result.specs:
-        report.warnings += [(loaded.name, line) for line in missing_api_keys(loaded, plugins.registry)]
-    return report
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    """Columns for a terminal; every cell made printable (names and errors come from
-    MCP servers and specs)."""
-    rows = [[printable(str(c)) for c in row] for row in rows]
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
-    return "\n".join(lines)
-
-
-def render_text(report: CheckReport) -> str:
-    if report.errors:
-        files = {e.file for e in report.errors}
-        lines = [printable(str(e)) for e in report.errors]
-        lines.append(f"found {len(report.errors)} error{'s' if len(report.errors) != 1 else ''} in {len(files)} file{'s' if len(files) != 1 else ''}")
-        return "\n".join(lines)
-    rows = []
-    for loaded in report.specs:
-        d = describe(loaded)
-        providers = ", ".join(f"{k} {v}" for k, v in d["providers"].items())
-        servers = ", ".join(f"{n} ({s['transport']}{', required' if s['required'] else ''})" for n, s in d["mcp_servers"].items())
-        handoffs = ", ".join(h["agent"] + ("" if h["history"] == "full" else f" ({h['history']})")
-                             for h in d["handoffs"])
-        rows.append([d["name"], d["mode"], providers, servers or "-", ", ".join(d["tools"]) or "-",
-                     *([handoffs or "-"] if any(s.spec.handoffs for s in report.specs) else []), d["file"]])
-    # the HANDOFFS column only for folders that use them: other tables keep their shape
-    handoff_column = ["HANDOFFS"] if any(s.spec.handoffs for s in report.specs) else []
-    body = table(["AGENT", "MODE", "PROVIDERS", "MCP SERVERS", "TOOLS", *handoff_column, "FILE"], rows)
-    lines = [body]
-    if report.servers:
-        lines += ["", _servers_table(report.servers)]
-        for probe in report.servers:
-            if not probe.reachable:
-                what = "error" if probe.required else "warning"
-                then = ("sessions are refused until it is up (required: true)" if probe.required
-                        else "the agent starts without its tools")
-                lines.append(printable(
-                    f"{what}: {probe.agent}: MCP server {probe.server} is unreachable: {probe.error}; {then}"))
-    if report.warnings and not report.servers:
-        lines.append("")  # the agent table ends at a blank line
-    lines += [printable(f"warning: {agent}: {line}") for agent, line in report.warnings]
-    n = len(rows)
-    if report.unreachable_required:
-        k = len(report.unreachable_required)
-        lines.append(f"{n} agent{'s' if n != 1 else ''} valid; {k} required MCP server{'s' if k != 1 else ''} unreachable")
-    else:
-        lines.append(f"{n} agent{'s' if n != 1 else ''} OK")
-    return "\n".join(lines)
-
-
-def _servers_table(servers: list[ServerProbe]) -> str:
-    rows = [
-        [p.agent, p.server, p.transport, "up" if p.reachable else "DOWN",
-         f"{p.handshake_ms:.0f} ms" if p.handshake_ms is not None else "-", p.protocol_version or "-",
-         ", ".join(p.tools) or "-"]
-        for p in servers
-    ]
-    return table(["AGENT", "MCP SERVER", "TRANSPORT", "STATUS", "HANDSHAKE", "PROTOCOL", "TOOLS"], rows)
-
-
-def render_json(report: CheckReport) -> str:
-    out: dict[str, Any] = {
-        "ok": report.ok,
-        "agents": [describe(s) for s in report.specs] if not report.errors else [],
-        "errors": [e.as_dict() for e in report.errors],
-        "mcp_servers": None if report.servers is None else [p.as_dict() for p in report.servers],
-        "withheld_tools": [{"agent": agent, **w.as_dict()} for agent, w in report.withheld],
-        "warnings": [{"agent": agent, "message": line} for agent, line in report.warnings] if not report.errors else [],
-    }
-    return json.dumps(out, indent=2)
+def register(app: typer.Typer) -> None:
+    app.command("check")(check)

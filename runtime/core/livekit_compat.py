@@ -1,4 +1,5 @@
-"""Every use of livekit-agents' or the mcp SDK's private parts, in one place.
+"""Every use of livekit-agents' private parts, in one place (the mcp SDK's are in
+``mcp/compat.py``, so the ``mcp`` package never reaches livekit).
 
 pytest's ``_pytest/compat.py`` is the model: the rest of the package calls these
 functions and never reads a private attribute of a livekit or mcp object (a test,
@@ -150,45 +151,6 @@ def hold_run_open(session: Any, future: Any) -> None:
     watch = getattr(state, "_watch_handle", None)
     if state is not None and callable(watch) and not state.done():
         watch(future)
-
-
-# -- the mcp SDK's stdio transport (mcp/client/stdio.py) --------------------------------
-
-
-def stdio_text_stream() -> type:
-    """The text stream class ``stdio_client`` reads a server's stdout through:
-    ``mcp.client.stdio.TextReceiveStream`` (anyio's, imported into the SDK's module
-    and looked up there at each connection)."""
-    import mcp.client.stdio as sdk
-
-    return sdk.TextReceiveStream  # type: ignore[no-any-return]
-
-
-def set_stdio_text_stream(cls: type) -> None:
-    """Make ``stdio_client`` read through ``cls``. Degrades to nothing when the SDK
-    no longer reads through that name: a huge line is then read in quadratic time
-    and without a size bound."""
-    import mcp.client.stdio as sdk
-
-    sdk.TextReceiveStream = cls  # type: ignore[misc,assignment]
-
-
-def http_message_adapter() -> Any:
-    """The adapter ``streamable_http_client`` parses each server message with:
-    ``mcp.client.streamable_http.jsonrpc_message_adapter`` (imported into the SDK's
-    module and looked up there at each message)."""
-    import mcp.client.streamable_http as sdk
-
-    return sdk.jsonrpc_message_adapter
-
-
-def set_http_message_adapter(adapter: Any) -> None:
-    """Make ``streamable_http_client`` parse through ``adapter``. Degrades to
-    nothing when the SDK no longer looks the name up: a message nested too deep
-    then fails its request with the parser's error instead of being read cut."""
-    import mcp.client.streamable_http as sdk
-
-    sdk.jsonrpc_message_adapter = adapter
 
 
 # -- one process pool for many registrations (livekit/agents/worker.py 1.8.9) -------------

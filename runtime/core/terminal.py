@@ -29,3 +29,19 @@ def printable(text: str, *, lines: bool = False) -> str:
     ``\\u202e``). ``lines=True`` keeps newlines and tabs, for multi-line output
     such as a tool's result. Idempotent: escaping escaped text changes nothing."""
     return (_UNSAFE_KEEPING_LINES if lines else _UNSAFE).sub(_escape, text)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Columns for a terminal; every cell made printable (names and errors come from
+    MCP servers and specs)."""
+    rows = [[printable(str(c)) for c in row] for row in rows]
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def shortened(text: str, width: int) -> str:
+    """One line of at most ``width`` characters: whitespace runs made one space, the
+    rest cut with "..." (a description in a table column)."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."

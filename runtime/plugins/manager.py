@@ -40,7 +40,7 @@ import pluggy
 
 from . import hookspecs
 from ..core.filesystem import read_regular
-from .trial import exec_plugin, one_line
+from .trial import exec_plugin, exception_summary
 from .registry import Registry, build_registry
 from ..spec.errors import SpecError
 
@@ -101,7 +101,7 @@ class Plugins:
                 try:
                     results.append((impl.plugin_name, impl.function(**{k: kwargs[k] for k in impl.argnames})))
                 except BaseException as exc:  # noqa: BLE001 - a plugin bug, reported, never fatal
-                    failures.append(f"{self.describe(impl.plugin_name)}: {hook_name} raised {one_line(exc)}")
+                    failures.append(f"{self.describe(impl.plugin_name)}: {hook_name} raised {exception_summary(exc)}")
         return results, failures
 
     @property
@@ -216,7 +216,7 @@ def make_plugin_manager(
                 with plugin_output():
                     obj = ep.load()
             except Exception as exc:
-                plugins.errors.append(SpecError(source, message=f"entry point {ep.name!r} failed to load: {one_line(exc)}"))
+                plugins.errors.append(SpecError(source, message=f"entry point {ep.name!r} failed to load: {exception_summary(exc)}"))
                 continue
             add(obj, PluginInfo(ep.name, "entry point", source))
 

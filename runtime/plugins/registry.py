@@ -6,8 +6,9 @@ entry records its owner and a duplicate is reported with both owners' names.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -15,6 +16,8 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     import pluggy
+
+    from ..spec.loader import LoadedSpec
 
 ProviderKind = Literal["stt", "llm", "tts", "vad", "realtime"]
 PROVIDER_KINDS: tuple[ProviderKind, ...] = ("stt", "llm", "tts", "vad", "realtime")
@@ -141,3 +144,32 @@ def _tool_registrar(reg: Registry, owner: str) -> ToolRegistrar:
         reg.contributions.setdefault(owner, []).append(f"tool:{name}")
 
     return register
+
+
+def missing_api_keys(loaded: LoadedSpec, registry: Registry, *, text_only: bool = False,
+                     kinds: tuple[str, ...] | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """One sentence per provider that would start without a key: the spec sets no
+    ``api_key`` and the variable its plugin reads (``api_key_env``) is not set.
+    Found here, before anything starts, instead of seconds into a session in the
+    provider SDK's words. ``text_only``: only what a text session builds (the
+    realtime model and the pipeline's LLMs); ``kinds``: only these of the pipeline
+    (``("stt", "tts")`` for simulated speech), whatever the spec's ``text_only``."""
+    environ = os.environ if environ is None else environ
+    spec: Any = loaded.spec
+    chains: list[tuple[str, str, Any]] = []
+    if spec.realtime is not None and kinds is None:
+        chains.append(("realtime", "realtime", [spec.realtime]))
+    if spec.pipeline is not None:
+        audio = not (text_only or spec.pipeline.text_only)
+        for kind in kinds or (("stt", "llm", "tts") if audio else ("llm",)):
+            chains.append((kind, f"pipeline.{kind}", getattr(spec.pipeline, kind, None) or []))
+    out = []
+    for kind, path, chain in chains:
+        for i, options in enumerate(chain):
+            provider = registry.providers.get((kind, options.provider))
+            env = provider.api_key_env if provider is not None else None
+            if env is None or getattr(options, "api_key", None) is not None or environ.get(env):
+                continue
+            where = f"{path}[{i}]" if len(chain) > 1 else path
+            out.append(f"{where} ({options.provider}) has no API key: set {env} or api_key:")
+    return out

@@ -1,6 +1,6 @@
 """Running one plugin file (``exec_plugin``), and the child process that tries
 plugin files before anyone imports them for real (``python -m
-voice_runtime.plugin_trial``; see ``plugins.trial_import``). Only the standard
+voice_runtime.plugins.trial``; see ``manager.trial_import``). Only the standard
 library is imported here: the trial's cost is python's start plus the plugins.
 
 It reads ``{"timeout": s, "files": [[path, base64 bytes], ...]}`` on stdin, imports
@@ -56,7 +56,7 @@ def exec_plugin(path: Path, source: bytes, *, interrupt_is_failure: bool = True)
             raise
         _restore(name, previous)
         return SpecError(str(path), _line_in(path, exc.__traceback__), 1,
-                         message=f"plugin failed to import: {one_line(exc)}")
+                         message=f"plugin failed to import: {exception_summary(exc)}")
     return module
 
 
@@ -76,7 +76,7 @@ def _restore(name: str, previous: ModuleType | None) -> None:
         sys.modules[name] = previous
 
 
-def one_line(exc: BaseException) -> str:
+def exception_summary(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 

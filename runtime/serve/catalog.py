@@ -363,7 +363,7 @@ def read_published_reachable(state_dir: Path, start: LoadedSpec, plugins: Plugin
     """In a job: the generations serve publishes now of every agent the call can
     reach through handoffs, read once as the call starts, so the call keeps them
     whatever reloads follow."""
-    from ..session.handoffs import reachable
+    from ..spec.handoffs import reachable
 
     def lookup(name: str) -> LoadedSpec | None:
         try:

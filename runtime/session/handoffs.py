@@ -17,7 +17,7 @@ tools are withheld until its answer, and the refusal is logged, counted
 (``voice_runtime_handoffs_refused_total{agent,reason}``) and shown (``chat``).
 
 A call keeps the specs it started with: the runner is given, when the call starts,
-every agent it can reach through handoffs (``reachable``); a reload during the
+every agent it can reach through handoffs (``spec.handoffs.reachable``); a reload during the
 call changes none of them.
 """
 
@@ -26,12 +26,8 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ..spec.loader import LoadedSpec
+from typing import Any
 
 # the SessionRunner (build.py imports this module: naming its type here would be a cycle)
 SessionRunner = Any
@@ -45,26 +41,6 @@ SUMMARY_PROMPT = ("Summarize the conversation so far in a few sentences for a co
 def tool_name(agent: str) -> str:
     """``transfer_to_<agent>``; an agent name may hold ``.``, which model APIs refuse in tool names."""
     return "transfer_to_" + re.sub(r"[^A-Za-z0-9_-]", "_", agent)
-
-
-def reachable(start: LoadedSpec, lookup: Callable[[str], LoadedSpec | None]) -> dict[str, LoadedSpec]:
-    """Every agent a session of ``start`` can reach through handoffs, ``start`` included,
-    each read once (``lookup`` returns None for one that is not there)."""
-    found = {start.name: start}
-    todo = [start]
-    while todo:
-        source = todo.pop()
-        for handoff in source.spec.handoffs:
-            if handoff.agent in found:
-                continue
-            target = lookup(handoff.agent)
-            if target is None:
-                log.warning("agent %s hands off to %s, which is not being served; its transfer tool is left out",
-                            source.name, handoff.agent)
-                continue
-            found[target.name] = target
-            todo.append(target)
-    return found
 
 
 def transfer_tools(runner: SessionRunner) -> list[Any]:

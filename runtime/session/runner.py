@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..mcp.pool import McpPool
-from ..mcp.toolset import mcp_tools, plan_tools, plugin_tools
+from ..mcp.toolset import plan_tools
 from ..observe import tracing
 from ..plugins.manager import notify
 from ..observe.tool_calls import CallRecorder
+from .tools import mcp_tools, plugin_tools
 
 if TYPE_CHECKING:
     from collections.abc import Callable

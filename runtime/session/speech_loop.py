@@ -37,7 +37,7 @@ class SpeechLoop:
         ``text_only``). Raises SpeechUnavailable, in our words, for a provider
         without its key (the SDKs' own errors come with a traceback)."""
         from .runner import make_chain
-        from ..commands.check import missing_api_keys
+        from ..plugins.registry import missing_api_keys
 
         pipeline: Any = loaded.spec.pipeline
         if pipeline is None or pipeline.stt is None or pipeline.tts is None:

@@ -15,7 +15,7 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,7 +24,20 @@ from .errors import SpecError, format_key_path
 from .models import AGENT_NAME_PATTERN, AgentSpecBase, spec_model
 
 if TYPE_CHECKING:
-    from ..plugins.manager import Plugins
+    from .models import RegistryView
+
+
+class Plugins(Protocol):
+    """What the loader needs of ``plugins.manager.Plugins`` (plugins sit above spec:
+    the manager is handed down, never imported): the registry, and two hooks called
+    on every plugin (``voice_runtime_adjust_spec_data``, ``voice_runtime_check_spec``)."""
+
+    @property
+    def registry(self) -> RegistryView: ...
+
+    def describe(self, name: str) -> str: ...
+
+    def call_each(self, hook_name: str, **kwargs: Any) -> tuple[list[tuple[str, Any]], list[str]]: ...
 
 MAX_SPEC_BYTES = 1024 * 1024  # a spec is a page of YAML; this stops 10 MB files early
 MAX_INSTRUCTIONS_BYTES = 256 * 1024

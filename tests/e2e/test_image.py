@@ -211,8 +211,8 @@ def test_the_images_own_command_serves_and_answers_healthz_readyz_and_its_health
     healthcheck = image.healthcheck
     assert healthcheck[0] == "CMD" and "/healthz" in healthcheck[-1]
     [exposed] = image.config["ExposedPorts"]
-    default = image.run("python", "-c", "import inspect, voice_runtime.cli as cli; "
-                        "print(inspect.signature(cli.serve).parameters['http_port'].default)")
+    default = image.run("python", "-c", "import inspect, voice_runtime.commands.serve as command; "
+                        "print(inspect.signature(command.serve).parameters['http_port'].default)")
     assert exposed == f"{default.stdout.strip()}/tcp", default.stdout + default.stderr
     image_port = exposed.split("/")[0]
     assert f"//127.0.0.1:{image_port}/healthz" in healthcheck[-1]

@@ -1,1 +1,2 @@
-"""Built-in provider plugins. They use the same hooks as any third-party plugin."""
+"""The OpenAI, Deepgram, Cartesia and Silero providers: plugins registered through the
+same hooks as everyone's, each importing its livekit plugin inside its factory."""

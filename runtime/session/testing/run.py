@@ -146,7 +146,7 @@ async def _judge(expectation: Expectation, turn: _Turn, judge_llm: Any) -> str |
 def skip_reason(case: Case, loaded: LoadedSpec, plugins: Plugins, *, offline_only: bool) -> str | None:
     """Why a case cannot run here: a real model without its key, or (``serve
     --require-tests``) anything that needs the network."""
-    from ...commands.check import missing_api_keys
+    from ...plugins.registry import missing_api_keys
 
     if offline_only and not case.offline:
         return ("needs a real model or server (no script, a judge, or a tool the script calls unmocked); "
@@ -191,7 +191,7 @@ async def run_case(tests: LoadedTests, index: int, specs: dict[str, LoadedSpec],
 async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], plugins: Plugins,
                 result: CaseResult, pool: Any, where: Callable[..., str]) -> None:
     from ..runner import SessionRunner
-    from ..handoffs import reachable
+    from ...spec.handoffs import reachable
     from .scripted import scripted_llm
 
     scripted = scripted_llm(case.script) if case.script is not None else None

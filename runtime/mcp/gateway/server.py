@@ -40,43 +40,34 @@ import socket
 import struct
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.filesystem import write_private_json
-from .connection import CallTimeout, ConnState, McpUnavailable
-from .listing import Rejected
-from .pins import ToolPins
+from ...core.filesystem import write_private_json
+from ..connection import ConnState, McpUnavailable
+from .wire import (
+    ADDRESS_FILE,
+    MAX_JOB_ID,
+    MAX_LINE_BYTES,
+    SOCKET_PATH_MAX,
+    TOKEN_WAIT_S,
+    UP_WAIT_S,
+    Status,
+    encode,
+)
 
 if TYPE_CHECKING:
-    from mcp.types import CallToolResult
-
-    from ..spec.loader import LoadedSpec
-    from .connection import McpConnection
-    from .pool import Acquired, McpPool
+    from ...spec.loader import LoadedSpec
+    from ..connection import McpConnection
+    from ..pool import McpPool
 
 log = logging.getLogger("voice_runtime.mcp")
-
-ADDRESS_FILE = "gateway.json"
-UP_WAIT_S = 30.0  # a long poll for a server to come back lasts at most this
-CALL_MARGIN_S = 10.0  # a borrowed call gives up this long after the server's own max_timeout
-TOKEN_WAIT_S = 5.0  # a connection must say the token this soon
-MAX_JOB_ID = 256  # bytes of the job id a connection names after its token
-SOCKET_PATH_MAX = 100  # bytes; a unix socket path holds at most 107
-# one message per line: a tool result can be large (results are capped to the
-# server's max_result_chars only in the job)
-MAX_LINE_BYTES = 64 * 1024 * 1024
 
 
 def _tool_dumps(conn: McpConnection) -> list[dict[str, Any]]:
     return [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in conn.tools]
-
-
-class GatewayRefused(McpUnavailable):
-    """Serve refused a job's request: the server block or tool is not its agent's to
-    use. The call reports the tool as unavailable."""
 
 
 def peer_pid(writer: asyncio.StreamWriter) -> int | None:
@@ -106,7 +97,7 @@ class _Binding:
     keys: dict[int, dict[str, str]] = field(default_factory=dict)  # id(spec) -> its shared servers' keys
 
     def add(self, loaded: LoadedSpec) -> None:
-        from .pool import server_key
+        from ..pool import server_key
 
         seen = self.specs.setdefault(loaded.name, [])
         if any(s is loaded for s in seen):
@@ -121,11 +112,6 @@ class _Binding:
 def _describe(conn: McpConnection) -> dict[str, Any]:
     return {"known": True, "state": conn.state.value, "error": conn.error, "tools": _tool_dumps(conn),
             "rejected": [r.as_dict() for r in conn.rejected], "pinned": conn.pins.pinned, "changed": conn.pins.changed}
-
-
-def _rejected(info: dict[str, Any]) -> list[Rejected]:
-    return [Rejected(str(r.get("name", "")), str(r.get("reason", ""))) for r in info.get("rejected") or []
-            if isinstance(r, dict)]
 
 
 class Gateway:
@@ -200,7 +186,7 @@ class Gateway:
                 except ValueError:
                     request = None
                 if not isinstance(request, dict) or not isinstance(request.get("id"), (int, str, type(None))):
-                    writer.write(_line({"id": None, "status": 400, "error": "one JSON object per line, "
+                    writer.write(encode({"id": None, "status": Status.BAD_REQUEST, "error": "one JSON object per line, "
                                                                               "with a number or string id"}))
                     continue
                 if request.get("op") == "cancel":
@@ -236,7 +222,7 @@ class Gateway:
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             first, job_id = b"", b""
         if first[:-1].decode(errors="replace") != self.token or first[-1:] != b" ":
-            writer.write(_line({"id": None, "status": 401, "error": "not one of this serve's job processes"}))
+            writer.write(encode({"id": None, "status": Status.NOT_A_JOB, "error": "not one of this serve's job processes"}))
             return None
         pid = peer_pid(writer)
         job = job_id.decode(errors="replace")[:MAX_JOB_ID]
@@ -245,7 +231,7 @@ class Gateway:
             self._count("", "unbound")
             log.warning("MCP gateway: refused a connection from process %s naming job %r: serve runs no such "
                         "job on that process", pid, job[:80])
-            writer.write(_line({"id": None, "status": 403, "error": "this process runs no job serve routed"}))
+            writer.write(encode({"id": None, "status": Status.REFUSED, "error": "this process runs no job serve routed"}))
             return None
         binding = _Binding(job, agent)
         self._reach(binding)
@@ -253,7 +239,7 @@ class Gateway:
 
     def _reach(self, binding: _Binding) -> None:
         """Add the agent's spec as accepted now, and those of every agent it can hand off to."""
-        from ..session.handoffs import reachable
+        from ...spec.handoffs import reachable
 
         start = self.spec_of(binding.agent)
         if start is not None:
@@ -268,7 +254,7 @@ class Gateway:
         self._count(binding.agent, reason)
         log.warning("MCP gateway: job %s (agent %s): %s", binding.job_id, binding.agent, why,
                     extra={"job_id": binding.job_id, "agent": binding.agent, "refused": reason})
-        return {"status": 403, "refused": why}
+        return {"status": Status.REFUSED, "refused": why}
 
     def _owners(self, binding: _Binding, key: str) -> set[str]:
         """The agents of this call whose spec has this block; a spec accepted since
@@ -293,8 +279,8 @@ class Gateway:
     def _plan(self, loaded: LoadedSpec, servers: dict[str, str]) -> dict[str, set[str]]:
         """block key -> the tools the spec's plan shows its model: toolset.plan_tools over
         serve's connections with the spec's tool lock, as a job makes it."""
-        from .pins import read_tool_lock, tool_lock_path
-        from .toolset import plan_tools
+        from ..pins import read_tool_lock, tool_lock_path
+        from ..toolset import plan_tools
 
         conns = {name: c for name, k in servers.items() if (c := self.pool.connection(k)) is not None}
         try:
@@ -325,13 +311,13 @@ class Gateway:
             elif op in ("call", "up"):
                 answer = await (self._call if op == "call" else self._up)(request, binding)
             else:
-                answer = {"status": 400, "error": f"unknown op {str(op)[:40]!r}"}
+                answer = {"status": Status.BAD_REQUEST, "error": f"unknown op {str(op)[:40]!r}"}
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the job reports it as the tool's failure
-            answer = {"status": 500, "error": f"{type(exc).__name__}"}
+            answer = {"status": Status.ERROR, "error": f"{type(exc).__name__}"}
         if not writer.is_closing():
-            writer.write(_line({"id": request.get("id"), **answer}))
+            writer.write(encode({"id": request.get("id"), **answer}))
 
     # -- requests --------------------------------------------------------------------
 
@@ -341,7 +327,7 @@ class Gateway:
         A block none of the call's agents has is refused (``refused``), never lent."""
         wanted = body.get("servers")
         if not isinstance(wanted, dict) or not all(isinstance(v, str) for v in wanted.values()):
-            return {"status": 400, "error": '"servers" must map server names to keys'}
+            return {"status": Status.BAD_REQUEST, "error": '"servers" must map server names to keys'}
         servers: dict[str, Any] = {}
         for name, key in wanted.items():
             if not self._owners(binding, key):
@@ -362,42 +348,42 @@ class Gateway:
             if conn is not None and key not in leased:
                 leased.add(key)
                 self.pool.lend(key)
-        return {"status": 200, "servers": servers}
+        return {"status": Status.OK, "servers": servers}
 
     async def _call(self, body: dict[str, Any], binding: _Binding) -> dict[str, Any]:
         tool, arguments = body.get("tool"), body.get("arguments") or {}
         if not isinstance(tool, str) or not isinstance(arguments, dict):
-            return {"status": 400, "error": '"tool" must be a name and "arguments" an object'}
+            return {"status": Status.BAD_REQUEST, "error": '"tool" must be a name and "arguments" an object'}
         key = str(body.get("key", ""))
         if not self._owners(binding, key):
             return self._refuse(binding, "block", "a tool call on an MCP server block that is not agent "
                                                   f"{binding.agent}'s or of an agent it hands off to")
         conn = self.pool.connection(key)
         if conn is None:
-            return {"status": 404, "unknown": True}
+            return {"status": Status.UNKNOWN, "unknown": True}
         if tool not in self._shown_tools(binding, key):
             return self._refuse(binding, "tool", f"tool {tool[:64]!r} of MCP server {conn.name} is not one "
                                                  f"agent {binding.agent}'s model is shown (allowed_tools, "
                                                  "the tool lock or pin_tools withhold it)")
         from mcp.shared.exceptions import MCPError
 
-        from .toolset import SAID_CHARS, cap_text, result_text
+        from ..toolset import SAID_CHARS, cap_text, result_text
 
         try:
             result = await conn.call(tool, arguments)
         except McpUnavailable as exc:
-            return {"status": 503, "unavailable": str(exc)}
+            return {"status": Status.UNAVAILABLE, "unavailable": str(exc)}
         except asyncio.TimeoutError as exc:
-            return {"status": 504, "timeout": str(exc) or True}
+            return {"status": Status.TIMEOUT, "timeout": str(exc) or True}
         except asyncio.CancelledError:
             raise
         except MCPError as exc:  # the server's JSON-RPC error, for the job to word as its own call does
-            return {"status": 502, "rpc_error": {"code": exc.code, "message": cap_text(exc.message, SAID_CHARS)}}
+            return {"status": Status.RPC_ERROR, "rpc_error": {"code": exc.code, "message": cap_text(exc.message, SAID_CHARS)}}
         except Exception as exc:  # noqa: BLE001 - the job reports it as the tool's failure
-            return {"status": 500, "error": f"{type(exc).__name__}: {conn.redact(str(exc))}"}
+            return {"status": Status.ERROR, "error": f"{type(exc).__name__}: {conn.redact(str(exc))}"}
         # the result as the job will use it: its text, capped here to the server's
         # max_result_chars (a 30 MB result must not cross, nor fill, the socket)
-        return {"status": 200, "text": cap_text(result_text(result), conn.server.max_result_chars),
+        return {"status": Status.OK, "text": cap_text(result_text(result), conn.server.max_result_chars),
                 "is_error": bool(result.is_error)}
 
     async def _up(self, body: dict[str, Any], binding: _Binding) -> dict[str, Any]:
@@ -408,7 +394,7 @@ class Gateway:
                                                   f"{binding.agent}'s or of an agent it hands off to")
         conn = self.pool.connection(key)
         if conn is None:
-            return {"status": 404, "unknown": True}
+            return {"status": Status.UNKNOWN, "unknown": True}
         if conn.state is not ConnState.UP:
             came = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -424,266 +410,7 @@ class Gateway:
                 with contextlib.suppress(ValueError):
                     conn.on_up.remove(back)
         if conn.state is not ConnState.UP:
-            return {"status": 204}
-        return {"status": 200, **_describe(conn)}
+            return {"status": Status.NOT_UP}
+        return {"status": Status.OK, **_describe(conn)}
 
 
-def _line(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
-
-
-# -- the job side ----------------------------------------------------------------------
-
-
-@dataclass
-class _Client:
-    """One job's connection to the gateway (opened in the job's own event loop)."""
-
-    socket: str
-    token: str
-    job_id: str  # serve checks it is the job it launched on this process
-    _writer: asyncio.StreamWriter | None = None
-    _reader_task: asyncio.Task[None] | None = None
-    _waiting: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
-    _ids: Any = field(default_factory=lambda: __import__("itertools").count(1))
-    _lock: asyncio.Lock | None = None
-
-    async def _connect(self) -> asyncio.StreamWriter:
-        if self._writer is not None and not self._writer.is_closing():
-            return self._writer
-        self._lock = self._lock or asyncio.Lock()
-        async with self._lock:
-            if self._writer is None or self._writer.is_closing():
-                reader, writer = await asyncio.open_unix_connection(self.socket, limit=MAX_LINE_BYTES)
-                writer.write(f"{self.token} {self.job_id}\n".encode())
-                self._writer = writer
-                self._reader_task = asyncio.ensure_future(self._read(reader))
-        assert self._writer is not None
-        return self._writer
-
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        error: BaseException = ConnectionError("serve's gateway closed the connection")
-        try:
-            while line := await reader.readline():
-                message = json.loads(line)
-                waiter = self._waiting.pop(message.get("id"), None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(message)
-                elif message.get("id") is None and message.get("status") in (401, 403):
-                    error = PermissionError(message.get("error"))
-        except (ConnectionError, ValueError, asyncio.LimitOverrunError) as exc:
-            error = exc
-        finally:
-            # the next request opens a new connection: never one nobody reads
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-            for waiter in self._waiting.values():
-                if not waiter.done():
-                    waiter.set_exception(error)
-            self._waiting.clear()
-
-    async def request(self, op: str, body: dict[str, Any], timeout: float | None = None) -> tuple[int, dict[str, Any]]:
-        """``timeout``: a bound of the job's own on top of serve's (serve applies the
-        server's ``timeout`` to the call itself)."""
-        if timeout is not None:
-            async with asyncio.timeout(timeout):
-                return await self.request(op, body)
-        writer = await self._connect()
-        rid = next(self._ids)
-        answer = self._waiting[rid] = asyncio.get_running_loop().create_future()
-        writer.write(_line({"id": rid, "op": op, **body}))
-        try:
-            message = await answer
-        except asyncio.CancelledError:
-            self._waiting.pop(rid, None)
-            if not writer.is_closing():
-                writer.write(_line({"op": "cancel", "id": rid}))
-            raise
-        return int(message.get("status", 500)), message
-
-    async def aclose(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader_task
-
-
-class RemoteConnection:
-    """A server connection held by serve, as ``McpConnection`` looks to a session:
-    name, spec block, state, tools, pins, ``call`` and ``on_up``."""
-
-    def __init__(self, name: str, server: Any, key: str, info: dict[str, Any], client: _Client,
-                 fallback: Callable[[str], Any]) -> None:
-        from mcp.types import Tool
-
-        self.name, self.server, self.key = name, server, key
-        self.state = ConnState(info["state"])
-        self.error: str | None = info.get("error")
-        self.tools = [Tool.model_validate(t) for t in info.get("tools") or []]
-        self.rejected = _rejected(info)
-        self.pins = ToolPins(name, pin_tools=server.pin_tools)
-        self.pins.pinned, self.pins.changed = info.get("pinned"), list(info.get("changed") or [])
-        self.on_up: list[Callable[[Any], None]] = []
-        self._client = client
-        self._fallback = fallback  # connects this block in the job when serve no longer holds it
-        self._local: McpConnection | None = None
-        self._watch: asyncio.Task[None] | None = None
-        self.refused: str | None = info.get("refused")  # serve lends this block to no call of this agent
-        if self.state is not ConnState.UP and self.refused is None:
-            self._watch = asyncio.ensure_future(self._wait_up())
-
-    @property
-    def transport(self) -> str:
-        """How serve reaches the server (``stdio``, ``http``, ``sse``): the hop to
-        serve is a detail of this process."""
-        from .transports import transport_name
-
-        return transport_name(self.server)
-
-    async def call(self, tool: str, arguments: dict[str, Any]) -> CallToolResult:
-        from mcp.types import CallToolResult
-
-        if self._local is not None:
-            return await self._local.call(tool, arguments)
-        if self.refused is not None:
-            raise GatewayRefused(self.refused)
-        status, body = await self._client.request("call", {"key": self.key, "tool": tool, "arguments": arguments},
-                                                  timeout=self.server.resolved_max_timeout + CALL_MARGIN_S)
-        if status == 200:
-            from mcp.types import TextContent
-
-            return CallToolResult(content=[TextContent(type="text", text=str(body.get("text", "")))],
-                                  is_error=bool(body.get("is_error")))
-        if status == 503:
-            self.state, self.error = ConnState.DOWN, body.get("unavailable")
-            if self._watch is None or self._watch.done():
-                self._watch = asyncio.ensure_future(self._wait_up())
-            raise McpUnavailable(self.error or "not connected")
-        if status == 504:
-            reason = body.get("timeout")
-            raise CallTimeout(reason if isinstance(reason, str) else "")
-        if status == 502 and isinstance(body.get("rpc_error"), dict):
-            from mcp.shared.exceptions import MCPError
-
-            error = body["rpc_error"]
-            raise MCPError(int(error.get("code", 0)), str(error.get("message", "")))
-        if status == 403:  # not a tool this agent's model is shown: the server itself is fine
-            raise GatewayRefused(body.get("refused") or "refused by serve")
-        if status == 404:  # serve closed this block (a newer generation): the call keeps its own
-            log.info("MCP server %s: serve no longer holds this version of it; connecting it for this call", self.name)
-            self._local = await self._fallback(self.name)
-            return await self._local.call(tool, arguments)
-        raise RuntimeError(body.get("error") or f"gateway answered {status}")
-
-    async def _wait_up(self) -> None:
-        """While the server is down, wait (long poll) for serve to reconnect it,
-        then hand the new tools to the session as a reconnect would."""
-        from mcp.types import Tool
-
-        while self.state is not ConnState.UP:
-            try:
-                status, info = await self._client.request("up", {"key": self.key})
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - serve is going away with this job
-                return
-            if status in (403, 404):
-                return
-            if status != 200:
-                continue
-            self.tools = [Tool.model_validate(t) for t in info.get("tools") or []]
-            self.rejected = _rejected(info)
-            self.pins.pinned, self.pins.changed = info.get("pinned"), list(info.get("changed") or [])
-            self.state, self.error = ConnState.UP, None
-            for callback in list(self.on_up):
-                callback(self)
-
-    async def aclose(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-        if self._local is not None:
-            await self._local.aclose()
-
-
-@dataclass
-class GatewayPool:
-    """What a job process uses instead of a pool of its own: serve's connections
-    through the gateway, and its own connections for ``shared: false`` blocks and
-    for blocks serve no longer holds. Closed with the job."""
-
-    client: _Client
-    local: McpPool = field(default_factory=lambda: _local_pool())
-    remote: list[RemoteConnection] = field(default_factory=list)
-
-    @classmethod
-    def from_state_dir(cls, state_dir: Path, job_id: str) -> GatewayPool | None:
-        """``job_id``: the job this process runs (serve lends only to that job's agent)."""
-        try:
-            address = json.loads((state_dir / ADDRESS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return cls(_Client(address["socket"], address["token"], job_id))
-
-    async def acquire(self, loaded: LoadedSpec) -> Acquired:
-        from . import pins
-        from .pool import Acquired, server_key
-
-        servers = loaded.spec.mcp_servers
-        shared = {name: server_key(loaded, name) for name, s in servers.items() if s.shared}
-        infos: dict[str, Any] = {}
-        if shared:
-            try:
-                status, body = await self.client.request("acquire", {"agent": loaded.name, "servers": shared})
-            except (OSError, ValueError) as exc:
-                status, body = 0, {"error": str(exc) or type(exc).__name__}
-            infos = body.get("servers", {}) if status == 200 else {}
-            if status != 200:  # the call still gets its tools: it connects the servers itself
-                log.warning("agent %s: serve's MCP connections are out of reach (%s); this call connects its own",
-                            loaded.name, body.get("error") or status)
-        refused = {name: str(info["refused"]) for name, info in infos.items() if info.get("refused")}
-        # a block serve refused is unavailable to this call, not connected here instead
-        own = [name for name in servers if not (infos.get(name) or {}).get("known") and name not in refused]
-        acquired = Acquired({}, lock=pins.read_tool_lock(loaded) if servers else None)
-        if own:
-            mine = await self.local.acquire(loaded, only=set(own))
-            acquired.connections.update(mine.connections)
-            acquired.unavailable.update(mine.unavailable)
-
-        async def fallback(name: str) -> McpConnection:
-            return (await self.local.acquire(loaded, only={name})).connections[name]
-
-        for name, key in shared.items():
-            info = infos.get(name) or {}
-            if name in refused:
-                info = {"state": ConnState.DOWN.value, "error": f"refused by serve: {refused[name]}",
-                        "refused": refused[name]}
-                log.warning("agent %s: serve refused MCP server %s to this call: %s", loaded.name, name, refused[name])
-            elif not info.get("known"):
-                continue
-            conn = RemoteConnection(name, servers[name], key, info, self.client, fallback)
-            self.remote.append(conn)
-            acquired.connections[name] = conn  # type: ignore[assignment]
-            if conn.state is not ConnState.UP:
-                acquired.unavailable[name] = conn.error or conn.state.value
-        # in the spec's order, as a pool of its own would give them
-        acquired.connections = {name: acquired.connections[name] for name in servers if name in acquired.connections}
-        return acquired
-
-    async def warm(self, specs: Iterable[LoadedSpec]) -> None:
-        """Nothing to do ahead: serve connects every accepted spec's shared servers
-        when it accepts the spec; a ``shared: false`` block belongs to the call that
-        acquires it."""
-
-    async def aclose(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self.remote), return_exceptions=True)
-        await self.local.aclose()
-        await self.client.aclose()
-
-
-def _local_pool() -> McpPool:
-    from .pool import McpPool
-
-    return McpPool()
