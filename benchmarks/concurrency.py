@@ -161,7 +161,7 @@ class Baseline:
 async def worker(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
-    from voice_runtime.session.runner import import_livekit_plugins
+    from voice_runtime.session.providers import import_livekit_plugins
     from voice_runtime.mcp.pool import McpPool
 
     import_livekit_plugins()  # main thread, as serve does before any job

@@ -101,7 +101,7 @@ def quiet_logging(level: LogLevel, secrets: SecretSet) -> None:
 
 
 def _ours_only(record: logging.LogRecord) -> bool:
-    # a record the conversation shows as an event (build.SHOWN_AS_EVENT) is not said twice
+    # a record the conversation shows as an event (session.activity.SHOWN_AS_EVENT) is not said twice
     return record.name.startswith("voice_runtime") and not getattr(record, "session_event", False)
 
 

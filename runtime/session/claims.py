@@ -30,12 +30,29 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core import user_regex
 
-# the SessionRunner (build.py imports this module: naming its type here would be a cycle)
-SessionRunner = Any
+if TYPE_CHECKING:
+    from ..plugins.manager import Plugins
+    from ..spec.loader import LoadedSpec
+
+
+class ClaimOwner(Protocol):
+    """What the claim watch needs of the call it watches (``session.runner.SessionRunner``,
+    which imports this module): the agent's spec, livekit's session, whom to tell."""
+
+    session_id: str
+    loaded: LoadedSpec
+    plugins: Plugins
+    session: Any
+
+    @property
+    def name(self) -> str: ...
+
+    def emit(self, event: str, data: dict[str, Any]) -> None: ...
+
 
 log = logging.getLogger("voice_runtime.claims")
 
@@ -117,7 +134,7 @@ class ClaimWatch:
     ``conversation_item_added`` and ``function_tools_executed``, so voice calls
     and text turns are watched the same way."""
 
-    runner: SessionRunner
+    runner: ClaimOwner
     tool_ran: bool = False
     retried: bool = False
     turn: int = 0
@@ -171,7 +188,7 @@ class ClaimWatch:
         await asyncio.gather(*self._checks, return_exceptions=True)
 
 
-def timed_out(runner: SessionRunner, loaded: Any, exc: user_regex.TimedOut) -> None:
+def timed_out(runner: ClaimOwner, loaded: Any, exc: user_regex.TimedOut) -> None:
     """A check that ran out of time: the reply is not known to be honest, and the
     pattern to blame (a spec's, at file:line:col) is named."""
     patterns = list(loaded.spec.claims.patterns)
@@ -184,7 +201,7 @@ def timed_out(runner: SessionRunner, loaded: Any, exc: user_regex.TimedOut) -> N
     runner.emit("claims_check_timed_out", {"agent": runner.name, "message": where})
 
 
-def report(runner: SessionRunner, text: str, sentence: str, action: str) -> None:
+def report(runner: ClaimOwner, text: str, sentence: str, action: str) -> None:
     """One unbacked claim: the log line, the metric, the hook, the session event."""
     from ..observe.metrics import observe_unbacked_claim
     from ..plugins.manager import notify

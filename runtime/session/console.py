@@ -34,7 +34,7 @@ def run_console(loaded: LoadedSpec, plugins: Plugins, *, text: bool) -> int:
         return 1
     from livekit.agents import AgentServer, cli
 
-    from .runner import import_livekit_plugins
+    from .providers import import_livekit_plugins
 
     import_livekit_plugins()
     _CHOSEN.update(loaded=loaded, plugins=plugins, text=text)

@@ -27,10 +27,38 @@ import functools
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-# the SessionRunner (build.py imports this module: naming its type here would be a cycle)
-SessionRunner = Any
+if TYPE_CHECKING:
+    from ..plugins.manager import Plugins
+    from ..spec.loader import LoadedSpec
+
+
+class HandoffOwner(Protocol):
+    """What handoffs need of the call they run in (``session.runner.SessionRunner``,
+    which imports this module): the current agent's spec, tools and mode, the agents
+    it may hand off to, livekit's session, and the way to continue as another agent."""
+
+    session_id: str
+    loaded: LoadedSpec
+    plugins: Plugins
+    specs: dict[str, LoadedSpec]
+    session: Any
+    mode: str
+    tools: list[Any]
+    handoff_turn: TurnHandoffs
+
+    @property
+    def name(self) -> str: ...
+
+    def emit(self, event: str, data: dict[str, Any]) -> None: ...
+
+    def offer_tools(self, tools: list[Any]) -> None: ...
+
+    async def switch_to(self, target: LoadedSpec) -> None: ...
+
+    def agent_kwargs(self, chat_ctx: Any) -> dict[str, Any]: ...
+
 
 log = logging.getLogger("voice_runtime.handoffs")
 
@@ -43,7 +71,7 @@ def tool_name(agent: str) -> str:
     return "transfer_to_" + re.sub(r"[^A-Za-z0-9_-]", "_", agent)
 
 
-def transfer_tools(runner: SessionRunner) -> list[Any]:
+def transfer_tools(runner: HandoffOwner) -> list[Any]:
     """The current agent's ``transfer_to_<agent>`` tools (targets the call knows)."""
     from livekit.agents.llm import function_tool
 
@@ -74,7 +102,7 @@ class TurnHandoffs:
     """The handoffs of the caller's current turn, which starts with each message of
     the caller (livekit's ``conversation_item_added``: typed and spoken turns alike)."""
 
-    runner: SessionRunner
+    runner: HandoffOwner
     count: int = 0
     withheld: bool = False  # the transfer tools, until the current agent has answered
 
@@ -112,7 +140,7 @@ class TurnHandoffs:
         return REFUSED.format(count=self.count)
 
 
-async def hand_off(runner: SessionRunner, handoff: Any) -> Any:
+async def hand_off(runner: HandoffOwner, handoff: Any) -> Any:
     """Continue ``runner``'s session as ``handoff.agent``: the new livekit Agent,
     which the transfer tool returns (livekit swaps it in)."""
     from ..observe.metrics import observe_handoff
@@ -132,7 +160,7 @@ async def hand_off(runner: SessionRunner, handoff: Any) -> Any:
     return agent
 
 
-async def _history(runner: SessionRunner, history: str) -> Any:
+async def _history(runner: HandoffOwner, history: str) -> Any:
     from livekit.agents import ChatContext
 
     if history == "none":
@@ -149,7 +177,7 @@ async def _history(runner: SessionRunner, history: str) -> Any:
     return out
 
 
-async def _summarize(runner: SessionRunner, ctx: Any) -> str:
+async def _summarize(runner: HandoffOwner, ctx: Any) -> str:
     """One request to the current agent's LLM (public ``llm.chat``)."""
     llm = runner.session.current_agent.llm
     ask = ctx.copy()

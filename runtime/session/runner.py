@@ -1,5 +1,6 @@
-"""Spec -> a running livekit AgentSession: providers through the plugins' factories,
-fallback chains, MCP and plugin tools, greeting, and realtime -> pipeline fallback.
+"""One call, from start to close: a spec turned into a running livekit AgentSession
+(greeting, text turns, the realtime -> pipeline fallback), with the agent it is with
+now as an ``AgentActivity`` that a handoff replaces.
 
 livekit has no realtime -> pipeline fallback; ``RuntimeSession`` adds it: on the
 first error of the realtime model it swaps in a pipeline agent carrying the chat
@@ -13,125 +14,27 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..mcp.pool import McpPool
-from ..mcp.toolset import plan_tools
 from ..observe import tracing
 from ..plugins.manager import notify
-from ..observe.tool_calls import CallRecorder
-from .tools import mcp_tools, plugin_tools
+from .activity import SHOWN_AS_EVENT, AgentActivity
+from .activity import SessionRefused as SessionRefused  # where callers catch it
+from .providers import Models, build_agent, build_agent_kwargs, build_models
+from .providers import import_livekit_plugins as import_livekit_plugins  # serve.supervisor, benchmarks
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .fillers import Fillers
-    from .handoffs import TurnHandoffs
     from ..mcp.connection import McpConnection
     from ..mcp.gateway import GatewayPool
+    from ..observe.tool_calls import CallRecorder
     from ..plugins.manager import Plugins
     from ..spec.loader import LoadedSpec
-    from ..observe.tool_calls import Sink, ToolCallRecord
-
-# on log records that say what a session event (warning, fallback) says too: `chat`
-# prints the event, so its default log filter drops the record
-SHOWN_AS_EVENT = {"session_event": True}
 
 log = logging.getLogger("voice_runtime.build")
-
-
-class SessionRefused(Exception):
-    """A session cannot start (a ``required`` MCP server is down); says why."""
-
-
-def import_livekit_plugins() -> None:
-    """Import every installed ``livekit.plugins.*`` package. livekit requires
-    plugins to register on the main thread, and console/serve build agents in
-    job threads or processes; livekit's own ``download-files`` does the same."""
-    import importlib
-    import pkgutil
-
-    import livekit.plugins
-
-    for module in pkgutil.iter_modules(livekit.plugins.__path__):
-        try:
-            importlib.import_module(f"livekit.plugins.{module.name}")
-        except Exception as exc:  # noqa: BLE001 - a broken optional plugin is not ours to fail on
-            log.warning("livekit plugin %s failed to import: %s", module.name, exc)
-
-
-def session_sinks(plugins: Plugins) -> list[Sink]:
-    """Where a session's tool call records go: Prometheus and the plugins'
-    ``voice_runtime_tool_called`` hook (``notify``: an exporter's bug must not fail the call),
-    and under ``serve`` its journal of recent calls (the status page)."""
-    from ..observe.call_journal import sink_from_env
-    from ..observe.metrics import observe_tool_call
-
-    def tool_called(record: ToolCallRecord) -> None:
-        notify(plugins, "voice_runtime_tool_called", record=record)
-
-    journal = sink_from_env()
-    return [observe_tool_call, tool_called, *([journal] if journal is not None else [])]
-
-
-def make_provider(plugins: Plugins, kind: str, options: Any) -> Any:
-    """Build with the plugin's factory, handing it an instance of its own options
-    model (the spec's copy also carries the ``provider`` discriminator)."""
-    provider = plugins.registry.provider(kind, options.provider)
-    own = provider.options.model_validate(options.model_dump(exclude_unset=True, exclude={"provider"}))
-    return provider.factory(own)
-
-
-def make_chain(plugins: Plugins, kind: str, chain: list[Any], *, vad: Any = None) -> Any:
-    """One provider, or livekit's FallbackAdapter over a list of them."""
-    made = [make_provider(plugins, kind, options) for options in chain]
-    if len(made) == 1:
-        return made[0]
-    from livekit.agents import llm, stt, tts
-
-    if kind == "llm":
-        return llm.FallbackAdapter(made)
-    if kind == "stt":
-        return stt.FallbackAdapter(made, vad=vad)
-    return tts.FallbackAdapter(made)
-
-
-@dataclass
-class Models:
-    """The livekit objects one agent mode needs."""
-
-    mode: str  # "realtime" or "pipeline"
-    llm: Any
-    stt: Any = None
-    tts: Any = None
-    vad: Any = None
-    turn_detection: Any = None
-
-
-def build_models(plugins: Plugins, loaded: LoadedSpec, mode: str, *, text_only: bool = False) -> Models:
-    spec: Any = loaded.spec
-    if mode == "realtime":
-        options = spec.realtime
-        if text_only and "modalities" in type(options).model_fields:
-            options = options.model_copy(update={"modalities": ["text"]})
-        if spec.pipeline is not None and getattr(options, "max_retry", 1) == 0:
-            # a first failure must surface as a recoverable error for the
-            # pipeline fallback to take over cleanly
-            options = options.model_copy(update={"max_retry": 1})
-        return Models("realtime", make_provider(plugins, "realtime", options))
-    pipeline = spec.pipeline
-    if text_only or pipeline.text_only:
-        return Models("pipeline", make_chain(plugins, "llm", pipeline.llm))
-    vad = make_provider(plugins, "vad", pipeline.vad) if pipeline.vad is not None else None
-    return Models(
-        "pipeline",
-        llm=make_chain(plugins, "llm", pipeline.llm),
-        stt=make_chain(plugins, "stt", pipeline.stt, vad=vad),
-        tts=make_chain(plugins, "tts", pipeline.tts),
-        vad=vad,
-        turn_detection=_turn_detection(pipeline.turn_detection),
-    )
 
 
 @dataclass
@@ -140,43 +43,6 @@ class TurnAnswered:
     it failed: the answer's events, as in livekit's RunResult."""
 
     events: list[Any]
-
-
-def _turn_detection(value: str | None) -> Any:
-    if value is None:
-        return None
-    if value == "model":
-        from livekit.agents.inference import TurnDetector
-
-        return TurnDetector()
-    return value
-
-
-def build_agent(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ctx: Any = None,
-                instructions: str | None = None) -> Any:
-    from .handoffs import runtime_agent_class
-
-    return runtime_agent_class()(**build_agent_kwargs(loaded, models, tools, chat_ctx=chat_ctx,
-                                                      instructions=instructions))
-
-
-def build_agent_kwargs(loaded: LoadedSpec, models: Models, tools: list[Any], *, chat_ctx: Any = None,
-                       instructions: str | None = None) -> dict[str, Any]:
-    from livekit.agents import NOT_GIVEN
-
-    kwargs: dict[str, Any] = {
-        "instructions": loaded.instructions if instructions is None else instructions,
-        "tools": tools,
-        "llm": models.llm,
-        "stt": models.stt if models.stt is not None else NOT_GIVEN,
-        "tts": models.tts if models.tts is not None else NOT_GIVEN,
-        "vad": models.vad if models.vad is not None else NOT_GIVEN,
-    }
-    if models.turn_detection is not None:
-        kwargs["turn_handling"] = {"turn_detection": models.turn_detection}
-    if chat_ctx is not None:
-        kwargs["chat_ctx"] = chat_ctx
-    return kwargs
 
 
 def _runtime_session_class() -> type:
@@ -208,62 +74,95 @@ def _runtime_session_class() -> type:
     return RuntimeSession
 
 
-@dataclass
 class SessionRunner:
-    """One conversation with one agent: connects its MCP servers, builds the agent,
-    starts the livekit session, and switches realtime -> pipeline when needed."""
+    """One conversation: connects the agent's MCP servers, builds the agent, starts
+    the livekit session, switches realtime -> pipeline when needed, and continues as
+    another agent on a handoff. What belongs to the agent it is with now (spec,
+    connections, tools, mode, recorder) is its ``activity``, read through the
+    properties below; the rest lives as long as the call."""
 
-    loaded: LoadedSpec
-    plugins: Plugins
-    text_only: bool = False
-    session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    listeners: list[Callable[[str, dict[str, Any]], None]] = field(default_factory=list)
-    # shared warm connections (serve: its McpPool, or a job process's GatewayPool);
-    # None: the runner connects its own and closes them
-    pool: McpPool | GatewayPool | None = None
-    connections: dict[str, McpConnection] = field(default_factory=dict)
-    tool_lock: dict[str, dict[str, str]] | None = None  # the spec's `tools --lock` approvals
-    recorder: CallRecorder | None = None
-    # the agents this call may hand off to, as they were when it started (handoffs.py)
-    specs: dict[str, LoadedSpec] = field(default_factory=dict)
-    # a conversation test's scripted model (testing/scripted.py): every agent's LLM, text only
-    llm_override: Any = None
-    # a conversation test's mocked tools that no server of the agent lists now (one may be
-    # down): offered under their names, so livekit's mock_tools can answer them
-    stand_ins: list[Any] = field(default_factory=list)
-    # a call without a room (chat --audio-in, tests): livekit io.AudioInput / io.AudioOutput
-    audio_in: Any = None
-    audio_out: Any = None
-    session: Any = None
-    mode: str = ""
-    tools: list[Any] = field(default_factory=list)
-    switched: asyncio.Event = field(default_factory=asyncio.Event)  # set once on realtime -> pipeline
-    _models: list[Models] = field(default_factory=list)
-    _own_pool: McpPool | None = None
-    _owned: list[McpConnection] = field(default_factory=list)  # this call's `shared: false` connections
-    _on_up: Any = None
-    _tool_updates: set[asyncio.Task[None]] = field(default_factory=set)
-    _started: bool = False
-    tools_ready_at: float = 0.0  # perf_counter() once the MCP connections were taken and the tools built
-    marks: dict[str, float] = field(default_factory=dict)  # perf_counter() at each step of start()
-    _pending_fallback: Any = None  # a realtime error seen while session.start() was still running
-    _greeting_msg: Any = None  # text mode: the greeting as an assistant message of the history
-    _greeting_task: asyncio.Task[None] | None = None
-    _claims: Any = None  # the ClaimWatch of the session
-    _span: Any = tracing.NO_SPAN  # the session's span (the root of its trace) when tracing is on
-    _counted_as: str | None = None  # the agent this session counts under in voice_runtime_sessions_current
-    _warming: asyncio.Future[Any] | None = None  # handoff targets' MCP servers, connected while the call goes on
-    handoff_turn: TurnHandoffs = field(init=False)  # the handoffs of the caller's current turn (its bound)
-    _exit_stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
-
-    def __post_init__(self) -> None:
+    def __init__(self, loaded: LoadedSpec, plugins: Plugins, text_only: bool = False, session_id: str | None = None,
+                 listeners: list[Callable[[str, dict[str, Any]], None]] | None = None,
+                 pool: McpPool | GatewayPool | None = None, recorder: CallRecorder | None = None,
+                 specs: dict[str, LoadedSpec] | None = None, llm_override: Any = None,
+                 stand_ins: list[Any] | None = None, audio_in: Any = None, audio_out: Any = None) -> None:
         from .handoffs import TurnHandoffs
 
-        self.handoff_turn = TurnHandoffs(self)
+        self.plugins = plugins
+        self.text_only = text_only
+        self.session_id = session_id if session_id is not None else uuid.uuid4().hex[:12]
+        self.listeners = listeners if listeners is not None else []
+        # shared warm connections (serve: its McpPool, or a job process's GatewayPool);
+        # None: the runner connects its own and closes them
+        self.pool = pool
+        # the agents this call may hand off to, as they were when it started (handoffs.py)
+        self.specs = specs if specs is not None else {}
+        # a conversation test's scripted model (testing/scripted.py): every agent's LLM, text only
+        self.llm_override = llm_override
+        # a conversation test's mocked tools that no server of the agent lists now (one may be
+        # down): offered under their names, so livekit's mock_tools can answer them
+        self.stand_ins = stand_ins if stand_ins is not None else []
+        # a call without a room (chat --audio-in, tests): livekit io.AudioInput / io.AudioOutput
+        self.audio_in, self.audio_out = audio_in, audio_out
+        self.activity = AgentActivity(self, loaded, recorder=recorder)
+        self.session: Any = None
+        self.switched = asyncio.Event()  # set once on realtime -> pipeline
+        self._models: list[Models] = []
+        self._own_pool: McpPool | None = None
+        self._owned: list[McpConnection] = []  # this call's `shared: false` connections
+        self._tool_updates: set[asyncio.Task[None]] = set()
+        self._started = False
+        self.tools_ready_at = 0.0  # perf_counter() once the MCP connections were taken and the tools built
+        self.marks: dict[str, float] = {}  # perf_counter() at each step of start()
+        self._pending_fallback: Any = None  # a realtime error seen while session.start() was still running
+        self._greeting_msg: Any = None  # text mode: the greeting as an assistant message of the history
+        self._greeting_task: asyncio.Task[None] | None = None
+        self._claims: Any = None  # the ClaimWatch of the session
+        self._span: Any = tracing.NO_SPAN  # the session's span (the root of its trace) when tracing is on
+        self._counted_as: str | None = None  # the agent this session counts under in voice_runtime_sessions_current
+        self._warming: asyncio.Future[Any] | None = None  # handoff targets' MCP servers, connected while the call goes on
+        self.handoff_turn = TurnHandoffs(self)  # the handoffs of the caller's current turn (its bound)
+        self._exit_stack = contextlib.AsyncExitStack()
+
+    # -- the agent the call is with now ---------------------------------------------------
+
+    @property
+    def loaded(self) -> LoadedSpec:
+        return self.activity.loaded
 
     @property
     def name(self) -> str:
-        return self.loaded.name
+        return self.activity.loaded.name
+
+    @property
+    def mode(self) -> str:
+        return self.activity.mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        self.activity.mode = value
+
+    @property
+    def tools(self) -> list[Any]:
+        return self.activity.tools
+
+    @tools.setter
+    def tools(self, value: list[Any]) -> None:
+        self.activity.tools = value
+
+    @property
+    def connections(self) -> dict[str, McpConnection]:
+        return self.activity.connections
+
+    @property
+    def tool_lock(self) -> dict[str, dict[str, str]] | None:
+        return self.activity.tool_lock
+
+    @property
+    def recorder(self) -> CallRecorder | None:
+        return self.activity.recorder
+
+    # -- what the activity asks of the call -----------------------------------------------
 
     def emit(self, event: str, data: dict[str, Any]) -> None:
         """Tell whoever watches the session (``chat``, a simulated call's report)."""
@@ -272,92 +171,39 @@ class SessionRunner:
 
     _emit = emit
 
-    async def connect_mcp(self) -> None:
-        """Take the spec's MCP connections from the pool (warm in ``serve``). A down
-        server costs its own tools, unless it is ``required``."""
+    def mcp_pool(self) -> McpPool | GatewayPool:
         if self.pool is None:
             self.pool = self._own_pool = McpPool()
-        acquired = await self.pool.acquire(self.loaded)
-        self.connections, self.tool_lock = acquired.connections, acquired.lock
-        self._owned += acquired.owned  # a handoff acquires again: every call-owned connection closes at the end
-        for name, why in acquired.unavailable.items():
-            if self.connections[name].server.required:
-                raise SessionRefused(f"required MCP server {name} is unavailable: {why}")
-            log.warning("agent %s: MCP server %s is unavailable, starting without its tools: %s",
-                        self.name, name, why, extra=SHOWN_AS_EVENT)
-            self._emit("warning", {"message": f"MCP server {name} unavailable: {why}"})
-        loop = asyncio.get_running_loop()
-        # reconnects are seen in the pool's loop; the agent lives in this one
-        self._on_up = lambda conn: loop.call_soon_threadsafe(self._server_back, conn)
-        for conn in self.connections.values():
-            conn.on_up.append(self._on_up)
+        return self.pool
+
+    def own(self, connections: list[McpConnection]) -> None:
+        self._owned += connections
+
+    async def connect_mcp(self) -> None:
+        await self.activity.connect_mcp()
 
     def build_tools(self) -> list[Any]:
-        if self.recorder is None:
-            self.recorder = CallRecorder(self.name, self.session_id, session_sinks(self.plugins), self.listeners,
-                                         tracer=tracing.tracer(),
-                                         transports={n: c.transport for n, c in self.connections.items()},
-                                         traced_arguments=frozenset(
-                                             n for n, c in self.connections.items() if c.server.trace_arguments))
-        plugin = []
-        for tool_name in self.loaded.spec.tools:
-            registered = self.plugins.registry.tools[tool_name]
-            plugin += [(f"plugin:{registered.plugin}", t) for t in plugin_tools(registered, self.recorder)]
-        # a tool that would make livekit or the model API refuse the session is withheld
-        plan = plan_tools(self.connections, plugin_tools=plugin, lock=self.tool_lock)
-        for line in plan.warnings():
-            log.warning("agent %s session %s: %s", self.name, self.session_id, line, extra=SHOWN_AS_EVENT)
-            self._emit("warning", {"message": line})
-        from .handoffs import transfer_tools
-
-        tools = plan.plugin + mcp_tools(plan, self.recorder, self._fillers()) + transfer_tools(self)
-        if not self.stand_ins:
-            return tools
-        names = {getattr(getattr(t, "info", None), "name", None) for t in tools}
-        return tools + [t for t in self.stand_ins if t.info.name not in names]
+        return self.activity.build_tools()
 
     async def switch_to(self, target: LoadedSpec) -> None:
         """The session continues as ``target`` (a handoff): its MCP servers from the
         pool, its tools, its models; the livekit Agent is built by the caller."""
-        for conn in self.connections.values():
-            if self._on_up in conn.on_up:
-                conn.on_up.remove(self._on_up)
-        self.loaded, self.recorder = target, None
-        self._count_as(target.name)
         spec: Any = target.spec
-        self.mode = "realtime" if spec.realtime is not None and self.llm_override is None else "pipeline"
+        mode = "realtime" if spec.realtime is not None and self.llm_override is None else "pipeline"
+        self.activity = self.activity.moved_to(target, mode)
+        self._count_as(target.name)
         if self.session is not None:
             with_fallback = self.mode == "realtime" and spec.pipeline is not None
             self.session.arm_fallback(self._fall_back_to_pipeline if with_fallback else None)
         if self.mode == "realtime":
             self.switched = asyncio.Event()  # not fallen back yet: this is the target's realtime model
-        await self.connect_mcp()
-        self.tools = self.build_tools()
+        await self.activity.connect_mcp()
+        self.tools = self.activity.build_tools()
 
     def agent_kwargs(self, chat_ctx: Any) -> dict[str, Any]:
         """What ``build_agent`` gives livekit's Agent for the current spec and mode."""
         models = self._build_models(self.mode)
         return build_agent_kwargs(self.loaded, models, self.tools, chat_ctx=chat_ctx)
-
-    def _fillers(self) -> Fillers:
-        from .fillers import Fillers, speak_in
-
-        # the session and mode at the time of the line: a realtime -> pipeline switch
-        # moves the fillers to the pipeline's TTS
-        servers = {id(conn): self.loaded.spec.mcp_servers[name] for name, conn in self.connections.items()
-                   if name in self.loaded.spec.mcp_servers}
-        return Fillers(self.name, lambda line: speak_in(self.session, self.mode, line), self.listeners,
-                       servers=servers)
-
-    def _server_back(self, conn: McpConnection) -> None:
-        """A server reconnected: its tools (maybe changed, maybe new) reach the
-        agent in the same conversation."""
-        if self.session is None or getattr(self.session, "current_agent", None) is None:
-            return
-        self.tools = self.build_tools()
-        log.info("agent %s session %s: MCP server %s is back; %d tools", self.name, self.session_id,
-                 conn.name, len(self.tools))
-        self.offer_tools(self.tools)
 
     def offer_tools(self, tools: list[Any]) -> None:
         """The current agent's tools become ``tools`` (livekit's update_tools, in the background)."""
@@ -395,9 +241,9 @@ class SessionRunner:
     async def _start(self, room: Any) -> Any:
         spec: Any = self.loaded.spec
         self.marks["start"] = time.perf_counter()
-        await self.connect_mcp()
+        await self.activity.connect_mcp()
         self.marks["mcp"] = time.perf_counter()
-        self.tools = self.build_tools()
+        self.tools = self.activity.build_tools()
         self.tools_ready_at = self.marks["tools"] = time.perf_counter()
         self.mode = "realtime" if spec.realtime is not None and self.llm_override is None else "pipeline"
         models = self._build_models(self.mode)
@@ -637,9 +483,7 @@ class SessionRunner:
                 await session.aclose()
             except Exception:  # noqa: BLE001 - closing must not fail the caller
                 log.debug("session close raised", exc_info=True)
-        for conn in self.connections.values():
-            if self._on_up in conn.on_up:
-                conn.on_up.remove(self._on_up)
+        self.activity.detach()
         owned, self._owned = self._owned, []
         await asyncio.gather(*(conn.aclose() for conn in owned), return_exceptions=True)
         if self._own_pool is not None:

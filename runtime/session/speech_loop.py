@@ -36,7 +36,7 @@ class SpeechLoop:
         """The spec's pipeline STT and TTS; None when it has none (realtime only,
         ``text_only``). Raises SpeechUnavailable, in our words, for a provider
         without its key (the SDKs' own errors come with a traceback)."""
-        from .runner import make_chain
+        from .providers import make_chain
         from ..plugins.registry import missing_api_keys
 
         pipeline: Any = loaded.spec.pipeline
@@ -47,7 +47,7 @@ class SpeechLoop:
             raise SpeechUnavailable(f"{loaded.name}: " + "; ".join(missing))
         vad = None
         if pipeline.vad is not None and len(pipeline.stt) > 1:
-            from .runner import make_provider
+            from .providers import make_provider
 
             vad = make_provider(plugins, "vad", pipeline.vad)  # an STT fallback chain needs it
         return cls(make_chain(plugins, "stt", pipeline.stt, vad=vad), make_chain(plugins, "tts", pipeline.tts))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
+
+Loc = tuple[int, int]  # 1-based line, column
+KeyPath = tuple[Union[str, int], ...]  # keys and list indexes from the document's root
 
 
 @dataclass(frozen=True, order=True)

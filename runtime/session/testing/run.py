@@ -221,7 +221,7 @@ async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], pl
             problems += current.problems
             for expectation in (e for e in turn.expect if e.judge):
                 if judge_llm is None:
-                    from ..runner import make_chain
+                    from ..providers import make_chain
 
                     judge_llm = make_chain(plugins, "llm", loaded.spec.pipeline.llm)
                 problem = await _judge(expectation, current, judge_llm)
