@@ -350,17 +350,26 @@ class Gateway:
                 self.pool.lend(key)
         return {"status": Status.OK, "servers": servers}
 
+    def _lent(self, binding: _Binding, key: str, doing: str) -> McpConnection | dict[str, Any]:
+        """The connection of block ``key`` for this job, or the answer instead: refused
+        (not its agent's, nor of an agent it hands off to) or unknown (serve no longer
+        holds it)."""
+        if not self._owners(binding, key):
+            return self._refuse(binding, "block", f"{doing} on an MCP server block that is not agent "
+                                                  f"{binding.agent}'s or of an agent it hands off to")
+        conn = self.pool.connection(key)
+        if conn is None:
+            return {"status": Status.UNKNOWN, "unknown": True}
+        return conn
+
     async def _call(self, body: dict[str, Any], binding: _Binding) -> dict[str, Any]:
         tool, arguments = body.get("tool"), body.get("arguments") or {}
         if not isinstance(tool, str) or not isinstance(arguments, dict):
             return {"status": Status.BAD_REQUEST, "error": '"tool" must be a name and "arguments" an object'}
         key = str(body.get("key", ""))
-        if not self._owners(binding, key):
-            return self._refuse(binding, "block", "a tool call on an MCP server block that is not agent "
-                                                  f"{binding.agent}'s or of an agent it hands off to")
-        conn = self.pool.connection(key)
-        if conn is None:
-            return {"status": Status.UNKNOWN, "unknown": True}
+        conn = self._lent(binding, key, "a tool call")
+        if isinstance(conn, dict):
+            return conn
         if tool not in self._shown_tools(binding, key):
             return self._refuse(binding, "tool", f"tool {tool[:64]!r} of MCP server {conn.name} is not one "
                                                  f"agent {binding.agent}'s model is shown (allowed_tools, "
@@ -388,13 +397,9 @@ class Gateway:
 
     async def _up(self, body: dict[str, Any], binding: _Binding) -> dict[str, Any]:
         """A long poll: answers once the server is up (with its tools), or 204."""
-        key = str(body.get("key", ""))
-        if not self._owners(binding, key):
-            return self._refuse(binding, "block", "waiting on an MCP server block that is not agent "
-                                                  f"{binding.agent}'s or of an agent it hands off to")
-        conn = self.pool.connection(key)
-        if conn is None:
-            return {"status": Status.UNKNOWN, "unknown": True}
+        conn = self._lent(binding, str(body.get("key", "")), "waiting")
+        if isinstance(conn, dict):
+            return conn
         if conn.state is not ConnState.UP:
             came = asyncio.Event()
             loop = asyncio.get_running_loop()
