@@ -109,7 +109,7 @@ def spec_yaml(
 
 def load_spec(folder: Path, text: str, filename: str = "agent.yaml") -> tuple[Any, Any]:
     """Write one spec into ``folder`` and load it the way serve does: (plugins, LoadedSpec)."""
-    from voice_runtime.plugins import make_plugin_manager
+    from voice_runtime.plugins.manager import make_plugin_manager
     from voice_runtime.spec.loader import load_folder
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 async def main(state_dir: Path, folder: Path) -> None:
     from voice_runtime.mcp.gateway import Gateway
     from voice_runtime.mcp.pool import McpPool
-    from voice_runtime.plugins import make_plugin_manager
+    from voice_runtime.plugins.manager import make_plugin_manager
     from voice_runtime.spec.loader import load_folder
 
     [loaded] = load_folder(folder, make_plugin_manager(None)).specs

@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 
-from voice_runtime.claims import CHECK_BUDGET_S, compile_patterns, find_claim
+from voice_runtime.session.claims import CHECK_BUDGET_S, compile_patterns, find_claim
 
 UNIT = "once I've checked the calendar, if we booked it, "
 CLAIM = "fine. I've emailed you the invoice."

@@ -112,7 +112,7 @@ class Ours:
         self.runner: Any = None
 
     async def start(self) -> None:
-        from voice_runtime.build import SessionRunner
+        from voice_runtime.session.runner import SessionRunner
 
         self.runner = SessionRunner(self.loaded, self.plugins, text_only=True, pool=self.pool)
         await self.runner.start()
@@ -161,7 +161,7 @@ class Baseline:
 async def worker(args: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
-    from voice_runtime.build import import_livekit_plugins
+    from voice_runtime.session.providers import import_livekit_plugins
     from voice_runtime.mcp.pool import McpPool
 
     import_livekit_plugins()  # main thread, as serve does before any job

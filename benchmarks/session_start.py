@@ -84,7 +84,7 @@ class Bench:
     # -- voice-runtime -----------------------------------------------------------------
 
     async def ours(self) -> float:
-        from voice_runtime.build import SessionRunner
+        from voice_runtime.session.runner import SessionRunner
 
         started = time.perf_counter()
         runner = SessionRunner(self.loaded, self.plugins, text_only=True, pool=self.pool)
@@ -167,7 +167,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from fakes.openai_chat import FakeOpenAI
     from mcp_servers.harness import start_http_server, stdio_command
 
-    from voice_runtime.build import import_livekit_plugins
+    from voice_runtime.session.providers import import_livekit_plugins
 
     import_livekit_plugins()  # on the main thread, as serve does before any job
     with contextlib.ExitStack() as stack:

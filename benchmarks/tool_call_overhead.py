@@ -137,8 +137,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from voice_runtime.mcp.pool import McpPool
     from voice_runtime.mcp.toolset import call_tool, visible_tools
-    from voice_runtime.build import session_sinks
-    from voice_runtime.tool_calls import CallRecorder
+    from voice_runtime.session.activity import session_sinks
+    from voice_runtime.observe.tool_calls import CallRecorder
 
     log_tool_calls_like_serve()
     tool_log = logging.getLogger("voice_runtime.tools")

@@ -63,7 +63,7 @@ class Side:
     async def turn(self, pcm: bytes) -> float:
         """The caller speaks; returns ms from the end of their speech to the agent's
         first audio frame, once the agent's answer has played."""
-        from voice_runtime import audio_io
+        from voice_runtime.session import audio_io
 
         heard = len(self.speaker.played)
         spoke_until = await self.mic.play(audio_io.Pcm(pcm, INPUT_RATE))
@@ -96,8 +96,8 @@ def pipeline_yaml(fakes: Any, extra: str = "") -> str:
 
 
 async def ours(folder: Path, text: str, listeners: list[Any] | None = None) -> Side:
-    from voice_runtime import audio_io
-    from voice_runtime.build import SessionRunner
+    from voice_runtime.session import audio_io
+    from voice_runtime.session.runner import SessionRunner
 
     plugins, loaded = load_spec(folder, text)
     mic, speaker = audio_io.caller_audio(INPUT_RATE), audio_io.speaker_audio()
@@ -113,7 +113,7 @@ async def baseline(fakes: Any) -> Side:
     from livekit.agents.utils import http_context
     from livekit.plugins import cartesia, deepgram, openai, silero
 
-    from voice_runtime import audio_io
+    from voice_runtime.session import audio_io
 
     stack = contextlib.AsyncExitStack()
     await stack.enter_async_context(http_context.open())

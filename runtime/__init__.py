@@ -1,7 +1,7 @@
 """voice-runtime: LiveKit voice agents with MCP tools, from a folder of YAML specs.
 
 This module is the public face for plugin authors: ``hookimpl`` marks hook
-implementations; the hooks themselves are documented in ``voice_runtime.hookspecs``.
+implementations; the hooks themselves are documented in ``voice_runtime.plugins.hookspecs``.
 """
 
 from __future__ import annotations

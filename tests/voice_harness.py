@@ -23,9 +23,9 @@ from fakes.openai_chat import FakeOpenAI
 from fakes.openai_realtime import FakeRealtime
 from mcp_servers.harness import stdio_command
 
-from voice_runtime import audio_io
-from voice_runtime.build import SessionRunner
-from voice_runtime.plugins import make_plugin_manager
+from voice_runtime.session import audio_io
+from voice_runtime.session.runner import SessionRunner
+from voice_runtime.plugins.manager import make_plugin_manager
 from voice_runtime.spec.loader import load_folder
 
 INPUT_RATE = 16000

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import tracing
-from ..terminal import printable
+from ..observe import tracing
+from ..core.terminal import printable
 from .backoff import BACKOFF_MAX, BACKOFF_START, Backoff
 from .listing import MAX_LISTED_TOOLS, ListingFilter, Rejected, install_log_filter
 from .pins import ToolPins

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..terminal import printable
+from ..core.terminal import printable
 
 log = logging.getLogger("voice_runtime.mcp")
 
@@ -278,8 +278,8 @@ class _ShallowOnDepth:
 
 
 def install_http() -> None:
-    from .. import livekit_compat
+    from . import compat
 
-    adapter = livekit_compat.http_message_adapter()
+    adapter = compat.http_message_adapter()
     if not isinstance(adapter, _ShallowOnDepth):
-        livekit_compat.set_http_message_adapter(_ShallowOnDepth(adapter))
+        compat.set_http_message_adapter(_ShallowOnDepth(adapter))

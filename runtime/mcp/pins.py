@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..terminal import printable
+from ..core.terminal import printable
 
 if TYPE_CHECKING:
     from mcp.types import Tool

@@ -18,10 +18,9 @@ import weakref
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..secrets import SecretSet
+from ..spec.secrets import SecretSet
 from . import pins
 from .connection import ConnState, McpConnection, McpUnavailable
 
@@ -33,11 +32,10 @@ log = logging.getLogger("voice_runtime.mcp")
 START_SLOTS = max(4, 2 * (os.cpu_count() or 1))  # servers connecting for the first time at once
 
 
-def write_tool_lock(loaded: LoadedSpec, connections: dict[str, McpConnection]) -> Path:
-    """Approve every tool the servers list now. A server that is down keeps what the
-    previous lock approved for it."""
-    return pins.write_tool_lock(
-        loaded, {name: conn.tools if conn.state is ConnState.UP else None for name, conn in connections.items()})
+def listed_tools(connections: dict[str, McpConnection]) -> dict[str, list[Any] | None]:
+    """What each server lists now, as ``pins.write_tool_lock`` takes it: None for a
+    server that is down (it keeps what the previous lock approved for it)."""
+    return {name: conn.tools if conn.state is ConnState.UP else None for name, conn in connections.items()}
 
 
 def server_key(loaded: LoadedSpec, name: str) -> str:

@@ -67,9 +67,9 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    from .. import livekit_compat
+    from . import compat
 
-    original = livekit_compat.stdio_text_stream()
+    original = compat.stdio_text_stream()
 
     class WholeLineStream:
         def __init__(self, stream: Any, *args: Any, **kwargs: Any) -> None:
@@ -78,5 +78,5 @@ def install() -> None:
         def __aiter__(self) -> AsyncIterator[str]:
             return whole_lines(self._text.__aiter__())
 
-    livekit_compat.set_stdio_text_stream(WholeLineStream)
+    compat.set_stdio_text_stream(WholeLineStream)
     _installed = True

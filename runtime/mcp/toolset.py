@@ -1,15 +1,16 @@
-"""livekit function tools made from MCP servers and plugin tools, each one traced.
+"""The tool plan: which MCP and plugin tools an agent's model is shown, under which
+names, and one MCP tool call with its record (``call_tool``).
 
 What livekit's own MCPToolset lacks and this adds: allow-lists on every transport,
 prefixes (automatic on a name collision, which livekit turns into a ValueError),
 results as plain text capped in size, failures as a sentence the model can say,
-and a ToolCallRecord for every call.
+and a ToolCallRecord for every call. The livekit function tools made from the plan
+are ``session.tools``: this package never imports livekit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import re
 from collections import Counter
@@ -17,18 +18,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..plugin_functions import as_text
-from ..terminal import printable
-from ..tool_calls import rpc_error
+from ..core.terminal import printable
+from ..observe.tool_calls import rpc_error
 from .connection import McpUnavailable
 from .pins import tool_digest
 
 if TYPE_CHECKING:
     from mcp.types import CallToolResult
 
-    from ..fillers import Fillers
-    from ..registry import Tool as PluginTool
-    from ..tool_calls import CallRecorder
+    from ..observe.tool_calls import CallRecorder
     from .connection import McpConnection
 
 
@@ -335,74 +333,6 @@ async def call_tool(tool: McpTool, arguments: dict[str, Any], recorder: CallReco
             call.fail("error", "tool error", str(failure))
             raise failure
         return call.text
-
-
-def mcp_tools(plan: ToolPlan, recorder: CallRecorder, fillers: Fillers | None = None) -> list[Any]:
-    """livekit function tools for every MCP tool the plan shows the model; with
-    ``fillers``, a tool whose server (or own entry) sets filler/timeout_say speaks
-    while it runs."""
-    return [_function_tool(tool, recorder, fillers) for tool in plan.mcp]
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    return isinstance(exc, ToolFailure) and exc.outcome == "timeout"
-
-
-def _function_tool(tool: McpTool, recorder: CallRecorder, fillers: Fillers | None = None) -> Any:
-    from livekit.agents.llm import ToolError, function_tool
-
-    plan = fillers.plan_for(tool.conn, tool.tool.name) if fillers is not None else None
-
-    async def call(raw_arguments: dict[str, Any]) -> Any:
-        try:
-            if plan is None or fillers is None:
-                return await call_tool(tool, raw_arguments, recorder)
-            return await fillers.guard(tool.server, tool.tool.name, plan, call_tool(tool, raw_arguments, recorder),
-                                       _is_timeout)
-        except ToolFailure as exc:
-            raise ToolError(str(exc)) from None
-
-    schema = {"name": tool.exposed, "description": tool.tool.description or tool.tool.name,
-              "parameters": tool.parameters}
-    return function_tool(call, raw_schema=schema)
-
-
-def plugin_function_tools(tool: PluginTool) -> list[Any]:
-    """The livekit tools a plugin's factory returns; a plain function becomes one
-    through livekit's ``function_tool`` (name, docstring and signature)."""
-    from livekit.agents.llm import function_tool
-
-    from ..plugin_functions import is_livekit_tool, made_by
-
-    return [t if is_livekit_tool(t) else function_tool(t) for t in made_by(tool)]
-
-
-def plugin_tools(tool: PluginTool, recorder: CallRecorder) -> list[Any]:
-    """The livekit tools a plugin's factory returns, each wrapped to be traced."""
-    return [_traced(t, f"plugin:{tool.plugin}", recorder) for t in plugin_function_tools(tool)]
-
-
-def _traced(lk_tool: Any, server: str, recorder: CallRecorder) -> Any:
-    from ..livekit_compat import tool_function
-
-    func = tool_function(lk_tool)  # the undecorated function: livekit parses arguments with it
-    name = lk_tool.info.name
-
-    @functools.wraps(func)  # keeps the signature livekit parses arguments with
-    async def traced(*args: Any, **kwargs: Any) -> Any:
-        arguments = {k: v for k, v in kwargs.items() if _jsonable(v)}
-        with recorder.call(server=server, tool=name, exposed_name=name, arguments=arguments) as call:
-            result = func(*args, **kwargs)
-            if asyncio.iscoroutine(result):
-                result = await result
-            call.text = as_text(result)
-            return result
-
-    return type(lk_tool)(traced, lk_tool.info)
-
-
-def _jsonable(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool, list, dict, type(None)))
 
 
 def result_text(result: CallToolResult) -> str:

@@ -26,15 +26,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import livekit_compat
-from ..terminal import printable
+from ..core import livekit_compat
+from ..core.terminal import printable
 from .options import Dispatch, Executor
 from .routing import Unroutable, agent_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..catalog import Catalog
+    from .catalog import Catalog
     from ..mcp.pool import McpPool
     from .options import ServeOptions
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from ..secrets import SecretSet
+    from ..spec.secrets import SecretSet
 
 log = logging.getLogger("voice_runtime.http")
 

@@ -34,7 +34,7 @@ log = logging.getLogger("voice_runtime.job")
 def _accepted_plugins(state_dir: str, plugins_dir: str | None) -> Any:
     """The plugin files the serve process accepted, as it accepted them: never the
     folder as it is now, which may hold a file that hangs or exits at import."""
-    from ..plugins import make_plugin_manager, published_files
+    from ..plugins.manager import make_plugin_manager, published_files
 
     return make_plugin_manager(Path(plugins_dir) if plugins_dir else None,
                                files=published_files(Path(state_dir)), trial=False)
@@ -53,7 +53,7 @@ def prewarm(proc: JobProcess, state_dir: str, plugins_dir: str | None, shared_po
 def _plugins_stamp(state_dir: str) -> tuple[int, int, int] | None:
     """Which publication of the accepted plugin files this is (serve replaces the
     file whole, so a new one is a new inode)."""
-    from ..plugins import PUBLISHED
+    from ..plugins.manager import PUBLISHED
 
     try:
         st = os.stat(os.path.join(state_dir, PUBLISHED))
@@ -81,7 +81,8 @@ def _warm_up(plugins: Any) -> None:
     import mcp.types
     from livekit.agents.llm import function_tool
 
-    from .. import build, catalog, claims  # noqa: F401 - claims compiles its patterns on import
+    from ..session import claims, runner  # noqa: F401 - claims compiles its patterns on import
+    from . import catalog  # noqa: F401
     from ..mcp import gateway, toolset  # noqa: F401
     from ..spec.models import spec_model
 
@@ -103,8 +104,8 @@ def _warm_up(plugins: Any) -> None:
 
 async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, route: Route,
                      shared_pool: McpPool | None = None) -> None:
-    from ..build import SessionRefused, SessionRunner
-    from ..catalog import read_published, read_published_reachable
+    from ..session.runner import SessionRefused, SessionRunner
+    from .catalog import read_published, read_published_reachable
     from ..mcp.gateway import GatewayPool
     from .routing import Unroutable, agent_of
 
@@ -197,7 +198,7 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
 
 async def _run_script(ctx: JobContext, runner: Any, script: dict[str, Any], report: dict[str, Any],
                       calls: list[dict[str, Any]], entered: tuple[float, float]) -> None:
-    from ..loopback import SpeechLoop, SpeechUnavailable
+    from ..session.speech_loop import SpeechLoop, SpeechUnavailable
 
     await runner.start()
     # how long this call waited for its agent (spec, MCP tools, session) on this process

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..files import write_private_json
+from ..core.filesystem import write_private_json
 
 MAX_TURNS = 20
 MAX_TURN_CHARS = 4000

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..catalog import Catalog, Entry
+    from .catalog import Catalog, Entry
     from ..mcp.pool import McpPool
     from .agents import Agents
     from .metric_files import MetricFiles
@@ -72,7 +72,7 @@ class StatusView:
         cached = self._described.get(name)
         if cached is None or cached[0] is not entry.loaded:
             from ..mcp.pool import server_key
-            from ..summary import describe
+            from ..spec.describe import describe
 
             keys = {server: server_key(entry.loaded, server) for server in entry.loaded.spec.mcp_servers}
             cached = self._described[name] = (entry.loaded, describe(entry.loaded), keys)
@@ -131,7 +131,7 @@ class StatusView:
 
     def recent_tool_calls(self) -> list[dict[str, Any]]:
         """The last calls of every job, newest first (see call_journal)."""
-        from ..call_journal import recent
+        from ..observe.call_journal import recent
 
         return recent(self.catalog.state_dir / "tool_calls")
 

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import call_journal, livekit_compat, tracing
-from ..catalog import Catalog, Outcome, ReloadResult
-from ..reload import Reloader
+from ..observe import call_journal, tracing
+from ..core import livekit_compat
+from .catalog import Catalog, Outcome, ReloadResult
+from .reload import Reloader
 from .agents import Agents, until_done_or
 from .http import Call
 from .metric_files import MetricFiles
@@ -30,8 +31,8 @@ from .status import StatusView
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..plugins import Plugins
-    from ..secrets import SecretSet
+    from ..plugins.manager import Plugins
+    from ..spec.secrets import SecretSet
     from .options import ServeOptions
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
@@ -51,8 +52,8 @@ class Supervisor:
         self.plugins = plugins
         self.catalog = Catalog(options.agents_dir, plugins, state_dir, secrets=secrets)
         if options.require_tests:
-            from ..testing.files import TESTS_FOLDER
-            from ..testing.gate import TestsGate
+            from ..session.testing.cases import TESTS_FOLDER
+            from ..session.testing.gate import TestsGate
 
             self.catalog.gate = TestsGate(options.agents_dir / TESTS_FOLDER)
         self.pool = McpPool()
@@ -100,7 +101,7 @@ class Supervisor:
             restore()
 
     async def _serve(self) -> None:
-        from ..plugins import publish_files
+        from ..plugins.manager import publish_files
 
         publish_files(self.catalog.state_dir, self.plugins)  # job processes import these, not the folder
         if self.options.executor is Executor.PROCESS:
@@ -270,7 +271,7 @@ class Supervisor:
         """New plugin code, if the files' bytes changed and every file loads. Each
         changed file is first tried in a child process (plugins.trial_import); the
         import itself runs in a thread, so a slow plugin never stalls the loop."""
-        from ..plugins import make_plugin_manager, plugin_files, publish_files
+        from ..plugins.manager import make_plugin_manager, plugin_files, publish_files
 
         folder = self.options.plugins_dir
         files = await asyncio.to_thread(plugin_files, folder)
@@ -482,12 +483,12 @@ def run_serve(options: ServeOptions, *, secrets: SecretSet | None = None) -> int
             # job processes (forkserver children, started later) append their tool calls there
             os.environ[call_journal.ENV] = str(state_dir / "tool_calls")
         _fit_forkserver_socket()
-        from ..plugins import make_plugin_manager
+        from ..plugins.manager import make_plugin_manager
 
         plugins = make_plugin_manager(options.plugins_dir)
         for problem in plugins.problems:
             log.error("plugin problem: %s", problem)
-        from ..build import import_livekit_plugins
+        from ..session.runner import import_livekit_plugins
 
         import_livekit_plugins()  # livekit wants plugins registered on the main thread
         # one /proc walk per 0.5 s for all agents' servers, not one per server (1,000

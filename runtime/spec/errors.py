@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
+
+Loc = tuple[int, int]  # 1-based line, column
+KeyPath = tuple[Union[str, int], ...]  # keys and list indexes from the document's root
 
 
 @dataclass(frozen=True, order=True)
@@ -18,9 +21,9 @@ class SpecError:
 
     def __str__(self) -> str:
         # one problem, one line: a key or value may itself hold a line break
-        where = f"{_one_line(self.file)}:{self.line}:{self.col}"  # a file name may hold one too
-        message = _one_line(self.message)
-        return f"{where}: {_one_line(self.key_path)}: {message}" if self.key_path else f"{where}: {message}"
+        where = f"{_escaped_breaks(self.file)}:{self.line}:{self.col}"  # a file name may hold one too
+        message = _escaped_breaks(self.message)
+        return f"{where}: {_escaped_breaks(self.key_path)}: {message}" if self.key_path else f"{where}: {message}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -32,7 +35,7 @@ class SpecError:
         }
 
 
-def _one_line(text: str) -> str:
+def _escaped_breaks(text: str) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, Protocol, Union, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -29,8 +30,24 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-if TYPE_CHECKING:
-    from ..registry import Registry
+
+
+class ProviderView(Protocol):
+    """A provider as ``plugins.registry`` records it (plugins sit above spec: the
+    registry is handed down, never imported)."""
+
+    name: str
+    plugin: str
+    options: type[BaseModel]
+
+
+class RegistryView(Protocol):
+    """What a spec model needs of ``plugins.registry.Registry``."""
+
+    @property
+    def tools(self) -> Mapping[str, Any]: ...
+
+    def providers_of(self, kind: str) -> Sequence[ProviderView]: ...
 
 API_VERSION = "voice-runtime/v1"
 # LiveKit agent names travel in dispatch requests and metric labels: keep them
@@ -241,7 +258,7 @@ def _known_tool(value: str, info: ValidationInfo) -> str:
 def regex_text(value: str) -> str:
     """A validator: the text is a regular expression ``user_regex`` accepts (it
     compiles, and compiling it is quick)."""
-    from ..user_regex import problem
+    from ..core.user_regex import problem
 
     why = problem(value)
     if why is not None:
@@ -378,7 +395,7 @@ class _SecretLineEnds(BaseModel):
         return {k: v.rstrip("\r\n") if k in secret and isinstance(v, str) else v for k, v in data.items()}
 
 
-def _provider_union(registry: Registry, kind: str) -> Any:
+def _provider_union(registry: RegistryView, kind: str) -> Any:
     members = []
     for provider in registry.providers_of(kind):
         model = create_model(
@@ -404,7 +421,7 @@ def _one_or_many(member: Any) -> Any:
 
 
 @lru_cache(maxsize=8)
-def spec_model(registry: Registry) -> type[AgentSpecBase]:
+def spec_model(registry: RegistryView) -> type[AgentSpecBase]:
     """The AgentSpec model for the providers this registry knows."""
     unions = {kind: _provider_union(registry, kind) for kind in ("stt", "llm", "tts", "vad", "realtime")}
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .models import spec_model
-
-if TYPE_CHECKING:
-    from ..registry import Registry
+from .models import RegistryView, spec_model
 
 SCHEMA_ID = "https://voice-runtime.dev/schemas/agent.v1.json"
 
 
-def schema_dict(registry: Registry) -> dict[str, Any]:
+def schema_dict(registry: RegistryView) -> dict[str, Any]:
     schema = spec_model(registry).model_json_schema(by_alias=True)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -23,5 +20,5 @@ def schema_dict(registry: Registry) -> dict[str, Any]:
     }
 
 
-def schema_json(registry: Registry) -> str:
+def schema_json(registry: RegistryView) -> str:
     return json.dumps(schema_dict(registry), indent=2, sort_keys=True) + "\n"

@@ -545,7 +545,7 @@ def test_default_and_dollar_escape_make_a_valid_spec(tmp_path: Path) -> None:
 
 
 def test_default_and_dollar_escape_give_the_expected_values(tmp_path: Path) -> None:
-    from voice_runtime.plugins import make_plugin_manager
+    from voice_runtime.plugins.manager import make_plugin_manager
     from voice_runtime.spec.loader import load_folder
 
     write(

@@ -141,7 +141,7 @@ def test_a_job_process_reaches_through_serves_gateway_only_its_own_agents_blocks
     tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
 ) -> None:
     from voice_runtime.mcp.pool import server_key
-    from voice_runtime.plugins import make_plugin_manager
+    from voice_runtime.plugins.manager import make_plugin_manager
     from voice_runtime.spec.loader import load_folder
 
     desk_record, other_record = tmp_path / "desk.jsonl", tmp_path / "other.jsonl"

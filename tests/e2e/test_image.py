@@ -188,7 +188,7 @@ def test_the_image_runs_check_and_test_on_its_baked_in_specs_as_uid_10001_with_o
     assert not [p.name for p in site.iterdir() if p.name.split("-")[0] in ("pip", "setuptools", "wheel")]
     assert not (image.root / "opt/voice-runtime/bin/pip").exists()
 
-    where = image.run("python", "-c", "import voice_runtime.testing as t; print(t.__file__)")
+    where = image.run("python", "-c", "import voice_runtime.session.testing as t; print(t.__file__)")
     assert where.stdout.startswith("/opt/voice-runtime/lib/"), where.stdout + where.stderr
     specs = image.config["Cmd"][0]  # the folder serve reads by default
     check = image.run("voice-runtime", "check", "--offline", specs)
@@ -211,8 +211,8 @@ def test_the_images_own_command_serves_and_answers_healthz_readyz_and_its_health
     healthcheck = image.healthcheck
     assert healthcheck[0] == "CMD" and "/healthz" in healthcheck[-1]
     [exposed] = image.config["ExposedPorts"]
-    default = image.run("python", "-c", "import inspect, voice_runtime.cli as cli; "
-                        "print(inspect.signature(cli.serve).parameters['http_port'].default)")
+    default = image.run("python", "-c", "import inspect, voice_runtime.commands.serve as command; "
+                        "print(inspect.signature(command.serve).parameters['http_port'].default)")
     assert exposed == f"{default.stdout.strip()}/tcp", default.stdout + default.stderr
     image_port = exposed.split("/")[0]
     assert f"//127.0.0.1:{image_port}/healthz" in healthcheck[-1]

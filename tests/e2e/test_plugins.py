@@ -13,8 +13,8 @@ from pathlib import Path
 from helpers import REPO, run_cli, write
 
 import voice_runtime
-from voice_runtime import hookspecs
-from voice_runtime.plugins import BUILTINS, DISABLE_ENV, TIMEOUT_ENV, make_plugin_manager
+from voice_runtime.plugins import hookspecs
+from voice_runtime.plugins.manager import BUILTINS, DISABLE_ENV, TIMEOUT_ENV, make_plugin_manager
 from voice_runtime.spec.loader import load_folder
 
 TEST_DIR = Path(__file__).resolve().parents[1]  # the whole suite, every layer
@@ -63,7 +63,7 @@ def test_plugins_command_lists_the_builtins_and_the_clock_file_plugin_with_what_
     result = run_cli("plugins", "--plugins", "plugins", cwd=REPO, env=NO_DISABLE)
     clean(result, 0)
     assert plugin_rows(result) == [
-        *[[name, "built-in", ", ".join(regs), f"voice_runtime.builtin.{name}"] for name, regs in BUILTIN_REGISTRATIONS.items()],
+        *[[name, "built-in", ", ".join(regs), f"voice_runtime.plugins.builtin.{name}"] for name, regs in BUILTIN_REGISTRATIONS.items()],
         ["clock", "file", "tool:clock.now, tool:clock.days_until", "plugins/clock.py"],
     ]
 

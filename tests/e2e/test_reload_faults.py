@@ -12,7 +12,7 @@ from fakes.openai_chat import FakeOpenAI
 from helpers import REPO, run_cli, write
 from serve_harness import VERSION_PLUGIN, Serve, spec, system_prompts_for
 
-from voice_runtime.plugins import TIMEOUT_ENV
+from voice_runtime.plugins.manager import TIMEOUT_ENV
 
 
 def failures(serve: Serve) -> float:

@@ -168,7 +168,7 @@ def test_every_shape_of_a_secret_is_redacted(shape: str) -> None:
     import base64
     import urllib.parse
 
-    from voice_runtime.secrets import SecretSet
+    from voice_runtime.spec.secrets import SecretSet
 
     value = 'sec ret/é+XYZzy"12\n'
     stripped = value.strip()

@@ -24,7 +24,7 @@ from helpers import write
 from mcp_servers.harness import read_records, stdio_command
 from serve_harness import Serve, spec
 
-from voice_runtime.call_journal import ARCHIVE
+from voice_runtime.observe.call_journal import ARCHIVE
 
 pytestmark = pytest.mark.timeout(600)
 

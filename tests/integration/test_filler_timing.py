@@ -12,8 +12,8 @@ from typing import Any
 from fakes.openai_chat import FakeOpenAI
 from mcp_servers.harness import stdio_command
 
-from voice_runtime.build import SessionRunner
-from voice_runtime.plugins import make_plugin_manager
+from voice_runtime.session.runner import SessionRunner
+from voice_runtime.plugins.manager import make_plugin_manager
 from voice_runtime.spec.loader import load_folder
 
 

@@ -14,9 +14,9 @@ from helpers import write
 from mcp_servers.harness import read_records, stdio_command
 from voice_runtime.mcp.pool import McpPool
 from voice_runtime.mcp.toolset import ToolFailure, call_tool, visible_tools
-from voice_runtime.plugins import make_plugin_manager
+from voice_runtime.plugins.manager import make_plugin_manager
 from voice_runtime.spec.loader import load_folder
-from voice_runtime.tool_calls import CallRecorder
+from voice_runtime.observe.tool_calls import CallRecorder
 
 
 def load(tmp_path: Path, servers: dict[str, str]) -> object:

@@ -21,7 +21,7 @@ from voice_runtime.mcp.connection import ConnState, McpUnavailable
 from voice_runtime.mcp import pins
 from voice_runtime.mcp.gateway import ADDRESS_FILE, Gateway, GatewayPool, GatewayRefused
 from voice_runtime.mcp.pool import McpPool, server_key
-from voice_runtime.plugins import make_plugin_manager
+from voice_runtime.plugins.manager import make_plugin_manager
 from voice_runtime.spec.loader import load_folder
 
 

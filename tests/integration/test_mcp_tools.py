@@ -40,8 +40,8 @@ from mcp_servers.harness import (
     wait_gone,
 )
 
-from voice_runtime.build import SessionRefused, SessionRunner
-from voice_runtime.plugins import make_plugin_manager
+from voice_runtime.session.runner import SessionRefused, SessionRunner
+from voice_runtime.plugins.manager import make_plugin_manager
 from voice_runtime.spec.loader import load_folder
 
 pytestmark = pytest.mark.timeout(60)

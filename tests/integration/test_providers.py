@@ -19,8 +19,8 @@ from livekit.agents import llm, stt, tts
 from livekit.plugins import cartesia, deepgram, openai, silero
 from livekit.plugins.openai import tts as openai_tts
 
-from voice_runtime.build import build_models
-from voice_runtime.plugins import Plugins, make_plugin_manager
+from voice_runtime.session.providers import build_models
+from voice_runtime.plugins.manager import Plugins, make_plugin_manager
 from voice_runtime.spec.loader import LoadedSpec, load_folder
 
 PROVIDER_KEY_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "DEEPGRAM_API_KEY", "CARTESIA_API_KEY")

@@ -14,8 +14,8 @@ import pytest
 from fakes.openai_chat import FakeOpenAI
 from fakes.openai_realtime import FakeRealtime
 
-from voice_runtime.build import SessionRunner
-from voice_runtime.plugins import make_plugin_manager
+from voice_runtime.session.runner import SessionRunner
+from voice_runtime.plugins.manager import make_plugin_manager
 from voice_runtime.spec.loader import load_folder
 
 

@@ -22,10 +22,10 @@ from fakes.openai_realtime import FakeRealtime
 from mcp_servers.harness import read_records, stdio_command
 
 import voice_runtime
-from voice_runtime.build import SessionRunner
-from voice_runtime.plugins import Plugins, make_plugin_manager
+from voice_runtime.session.runner import SessionRunner
+from voice_runtime.plugins.manager import Plugins, make_plugin_manager
 from voice_runtime.spec.loader import LoadedSpec, load_folder
-from voice_runtime.tool_calls import ToolCallRecord
+from voice_runtime.observe.tool_calls import ToolCallRecord
 
 AGENT = "hooks-weather"
 SERVER = "weather"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fakes import espeak
 
-from voice_runtime.audio_io import Pcm, speech_turns
+from voice_runtime.session.audio_io import Pcm, speech_turns
 
 pytestmark = pytest.mark.needs_tool("espeak-ng", "apt-get install espeak-ng")
 RATE = 16000

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from voice_runtime.claims import compile_patterns, find_claim
+from voice_runtime.session.claims import compile_patterns, find_claim
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "claims_corpus.yaml"
 MIN_PRECISION = 0.95

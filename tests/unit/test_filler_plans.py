@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from voice_runtime.fillers import voice_plan
+from voice_runtime.session.fillers import voice_plan
 from voice_runtime.spec.models import HttpServer
 
 URL = "http://127.0.0.1:1/mcp"
@@ -37,7 +37,7 @@ def test_a_server_without_voice_keys_has_no_plan() -> None:
 def test_a_session_uses_its_own_specs_voice_keys_for_a_connection_opened_for_another_spec() -> None:
     from types import SimpleNamespace
 
-    from voice_runtime.fillers import Fillers
+    from voice_runtime.session.fillers import Fillers
 
     theirs = HttpServer(url=URL, filler={"after_ms": 800, "say": ["Their line."]})
     ours = HttpServer(url=URL, filler={"after_ms": 200, "say": ["Our line."]})

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers import write
-from voice_runtime.catalog import Catalog, Outcome
-from voice_runtime.plugins import make_plugin_manager
+from voice_runtime.serve.catalog import Catalog, Outcome
+from voice_runtime.plugins.manager import make_plugin_manager
 
 BASE = ("apiVersion: voice-runtime/v1\ninstructions: hi\n"
         "pipeline: {llm: {provider: openai, model: m, api_key: x}, text_only: true}\n")

@@ -33,9 +33,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
 import voice_runtime
-import voice_runtime.spec.loader as loader_module
-from voice_runtime.catalog import Catalog, ReloadResult, read_published
-from voice_runtime.plugins import Plugins, make_plugin_manager
+import voice_runtime.spec.yaml_fast as yaml_fast
+import voice_runtime.spec.yaml_tree as yaml_tree
+from voice_runtime.serve.catalog import Catalog, ReloadResult, read_published
+from voice_runtime.plugins.manager import Plugins, make_plugin_manager
 from voice_runtime.spec.errors import SpecError
 from voice_runtime.spec.loader import LoadedSpec, SpecLoader
 
@@ -78,13 +79,13 @@ def load_both_ways(data: bytes) -> tuple[LoadedSpec | list[SpecError], LoadedSpe
 def ruamel_only() -> Iterator[None]:
     """Every document through the reference parser: the state the loader is in when
     PyYAML has no libyaml (``_fast_setup()`` gives False, so ``_fast_compose`` passes)."""
-    loader_module._fast_setup()
-    saved = loader_module._fast_parts
-    loader_module._fast_parts = False
+    yaml_fast._fast_setup()
+    saved = yaml_fast._fast_parts
+    yaml_fast._fast_parts = False
     try:
         yield
     finally:
-        loader_module._fast_parts = saved
+        yaml_fast._fast_parts = saved
 
 
 def max_line(data: bytes) -> int:
@@ -349,7 +350,7 @@ BLANK_LINE_FIRST = HEAD + "instructions: |\n \n   hello\nrealtime: {provider: op
 @given(text=any_text)
 @example(text=BLANK_LINE_FIRST)
 def test_fast_and_ruamel_paths_agree_on_any_document(text: str) -> None:
-    fast_taken = loader_module._fast_compose(text) is not None
+    fast_taken = yaml_fast.fast_compose(text) is not None
     event("fast path taken" if fast_taken else "ruamel only")
     data = text.encode("utf-8")
     fast, reference = load_both_ways(data)
@@ -363,14 +364,14 @@ def test_fast_path_reads_every_document_it_accepts_exactly_like_ruamel(text: str
     """Below the loader's output: the plain data and every key's and value's position,
     so a difference no error happens to show (a number read as a string, a key one
     column off) is found too."""
-    tree = loader_module._fast_compose(text)
+    tree = yaml_fast.fast_compose(text)
     event("fast path taken" if tree is not None else "ruamel only")
     if tree is None:
         return
     reference = SpecLoader(plugins(), env=ENV)._parse("spec.yaml", text)
     assert not isinstance(reference, SpecError), f"the fast path accepted what ruamel refuses: {reference}"
-    fast_walker = loader_module._Walker("spec.yaml", ENV)
-    ruamel_walker = loader_module._Walker("spec.yaml", ENV)
+    fast_walker = yaml_tree.Walker("spec.yaml", ENV)
+    ruamel_walker = yaml_tree.Walker("spec.yaml", ENV)
     fast_data, ruamel_data = fast_walker.convert(tree), ruamel_walker.convert(reference)
     assert repr(fast_data) == repr(ruamel_data)  # repr: 1 and 1.0 and True must not pass for each other
     assert fast_walker.key_locs == ruamel_walker.key_locs

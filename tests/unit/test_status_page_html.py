@@ -6,9 +6,9 @@ import os
 import time
 from pathlib import Path
 
-from voice_runtime import call_journal
+from voice_runtime.observe import call_journal
 from voice_runtime.serve.page import render
-from voice_runtime.tool_calls import ToolCallRecord
+from voice_runtime.observe.tool_calls import ToolCallRecord
 
 
 def _status(**agent: object) -> dict[str, object]:

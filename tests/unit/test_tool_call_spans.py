@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from voice_runtime.tool_calls import CallRecorder
+from voice_runtime.observe.tool_calls import CallRecorder
 
 
 def _spans(traced_arguments: frozenset[str]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voice_runtime.tracing import wanted
+from voice_runtime.observe.tracing import wanted
 
 
 @pytest.mark.parametrize(("env", "on"), [

@@ -1,1 +1,0 @@
-"""Built-in provider plugins. They use the same hooks as any third-party plugin."""

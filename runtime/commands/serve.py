@@ -1,0 +1,98 @@
+"""`voice-runtime serve`: every spec a LiveKit agent, reloaded on change, one operator port."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..core.terminal import printable
+from ..serve.options import Dispatch, Executor
+from .common import AgentsDir, LogLevelOpt, PluginsOpt, guard_output, plugins_dir_for, require_dir
+from .option_choices import LogFormat, LogLevel
+
+
+def serve(
+    agents_dir: AgentsDir,
+    plugins: PluginsOpt = None,
+    http_host: Annotated[str, typer.Option("--http-host", help="Address of the operator port.")] = "0.0.0.0",
+    http_port: Annotated[int, typer.Option("--http-port", min=1, max=65535, help="The status page (/), /healthz /readyz /metrics /status.")] = 8081,
+    executor: Annotated[Executor, typer.Option("--executor", help="process (one process per call) or thread.")] = Executor.PROCESS,
+    idle_processes: Annotated[int, typer.Option("--idle-processes", min=0, max=64, help="Job processes kept prewarmed for the whole serve (any agent's call takes one; at most 64: each holds about 100 MiB).")] = 1,
+    dispatch: Annotated[Dispatch, typer.Option("--dispatch", help="name: register every agent name with LiveKit. metadata: register --agent-name once; each job names its agent in its dispatch metadata {\"agent\": \"<name>\"}.")] = Dispatch.NAME,
+    agent_name: Annotated[Optional[str], typer.Option("--agent-name", help="The one agent name registered with --dispatch metadata. [default: voice-runtime]")] = None,
+    route_from_attributes: Annotated[bool, typer.Option("--route-from-attributes", help="With --dispatch metadata, also route by the `agent` attribute of the job's participant, when neither the dispatch nor the room metadata names an agent (only if callers must be able to pick).")] = False,
+    route_allow: Annotated[Optional[list[str]], typer.Option("--route-allow", metavar="GLOB", help="With --dispatch metadata, the agents a job may be routed to (names or globs such as 'tenant-*', comma-separated or repeated); a job naming another is refused. [default: every served agent]")] = None,
+    job_memory_warn_mb: Annotated[float, typer.Option("--job-memory-warn-mb", min=0, help="Log a warning when a call's process uses more (MB; 0: never).")] = 1000.0,
+    job_memory_limit_mb: Annotated[float, typer.Option("--job-memory-limit-mb", min=0, help="End a call whose process uses more (MB; 0: no limit); counted in voice_runtime_jobs_memory_killed_total.")] = 0.0,
+    load_threshold: Annotated[float, typer.Option("--load-threshold", min=0, max=1, help="Above this load LiveKit sends no new calls.")] = 0.7,
+    drain_timeout: Annotated[float, typer.Option("--drain-timeout", min=0, max=86400, help="Seconds calls in progress get to finish on stop or removal.")] = 300.0,
+    scan_interval: Annotated[float, typer.Option("--scan-interval", min=0, help="Seconds between content-hash scans that catch missed file events (0: off).")] = 10.0,
+    unregistered: Annotated[bool, typer.Option("--unregistered", help="Do not connect to LiveKit (development and tests).")] = False,
+    simulate: Annotated[bool, typer.Option("--simulate", help="Enable POST /simulate: text-only calls with no LiveKit server.")] = False,
+    simulate_from_anywhere: Annotated[bool, typer.Option("--simulate-from-anywhere", help="Accept POST /simulate from other hosts, not only this machine.")] = False,
+    require_tests: Annotated[bool, typer.Option("--require-tests", help="Serve a new or changed agent only if its "
+                                                "scripted conversation tests (DIR/tests/*.yaml) pass.")] = False,
+    log_format: Annotated[LogFormat, typer.Option("--log-format", help="text or json.")] = LogFormat.text,
+    log_level: LogLevelOpt = LogLevel.info,
+) -> None:
+    """Serve every spec as a LiveKit agent from one pool of job processes; reload on change; one operator port.
+
+    LiveKit is reached through LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET.
+    """
+    import os
+
+    livekit = {v: os.environ.get(v, "") for v in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")}
+    missing = [v for v, value in livekit.items() if not value]
+    if missing and not unregistered:
+        typer.echo(f"error: {', '.join(missing)} not set (LiveKit's URL and API credentials; "
+                   "or use --unregistered to run without LiveKit)", err=True)
+        raise typer.Exit(2)
+    if agent_name is not None and dispatch is Dispatch.NAME:
+        typer.echo("error: --agent-name is the one name of --dispatch metadata; with --dispatch name every "
+                   "agent registers under its own name", err=True)
+        raise typer.Exit(2)
+    routing = [flag for flag, given in (("--route-from-attributes", route_from_attributes),
+                                        ("--route-allow", bool(route_allow))) if given]
+    if routing and dispatch is Dispatch.NAME:
+        typer.echo(f"error: {' and '.join(routing)} {'is' if len(routing) == 1 else 'are'} for --dispatch metadata, "
+                   "where each job names its agent; with --dispatch name LiveKit dispatches each job to its "
+                   "agent's own registered name", err=True)
+        raise typer.Exit(2)
+    # agent names hold no comma: "billing,lobby" is two of them
+    allow = tuple(g.strip() for given in route_allow or () for g in given.split(","))
+    if "" in allow:
+        typer.echo("error: --route-allow has an empty pattern, which matches no agent; give names or globs "
+                   "such as 'billing,tenant-*'", err=True)
+        raise typer.Exit(2)
+    from ..spec.loader import valid_agent_name
+
+    if agent_name is not None and not valid_agent_name(agent_name):
+        typer.echo(f"error: --agent-name {printable(agent_name[:80])!r} is not an agent name (1-63 letters, "
+                   "digits, '_', '.' or '-', starting with a letter or digit; an empty name would ask "
+                   "LiveKit for every room)", err=True)
+        raise typer.Exit(2)
+    require_dir(agents_dir)
+    from ..observe.logs import setup_logging
+    from ..serve import run_serve
+    from ..serve.options import ServeOptions
+
+    secrets = guard_output()
+    setup_logging(log_format.value, log_level.value, secrets)
+    options = ServeOptions(
+        # watched even when it does not exist yet: a plugins/ folder made later is loaded
+        agents_dir=agents_dir, plugins_dir=plugins_dir_for(agents_dir, plugins),
+        http_host=http_host, http_port=http_port, executor=executor, idle_processes=idle_processes,
+        dispatch=dispatch, agent_name=agent_name or "voice-runtime", route_from_attributes=route_from_attributes,
+        route_allow=allow, job_memory_warn_mb=job_memory_warn_mb,
+        job_memory_limit_mb=job_memory_limit_mb,
+        load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
+        unregistered=unregistered, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
+        require_tests=require_tests,
+        ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
+    )
+    raise typer.Exit(run_serve(options, secrets=secrets))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

@@ -1,0 +1,308 @@
+"""Every use of livekit-agents' private parts, in one place (the mcp SDK's are in
+``mcp/compat.py``, so the ``mcp`` package never reaches livekit).
+
+pytest's ``_pytest/compat.py`` is the model: the rest of the package calls these
+functions and never reads a private attribute of a livekit or mcp object (a test,
+tests/test_livekit_compat.py, greps for it). Each function says what it relies on,
+in which version it was read (livekit-agents 1.8.9, mcp 2.3.0), and what serve or
+a session degrades to when that part is gone. The same test asserts that each part
+still exists in the installed versions, so an upgrade fails there, loudly, instead
+of degrading in production.
+
+Nothing here imports livekit or mcp at module level: the CLI's light commands
+import this module too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from asyncio import Queue
+
+# -- AgentServer's process pool (livekit/agents/worker.py, ipc/proc_pool.py) --------------
+
+
+def _proc_pool(server: Any) -> Any:
+    return getattr(server, "_proc_pool", None)
+
+
+def job_executors(server: Any) -> list[Any]:
+    """The job executors (processes or threads, idle or running a job) of an
+    AgentServer: ``server._proc_pool.processes``. livekit has no public list.
+    Degrades to ``[]``: a hurried stop then cannot kill job processes at once, and
+    ``aclose()`` ends them only after livekit's own shutdown timeout."""
+    return list(getattr(_proc_pool(server), "processes", None) or [])
+
+
+def take_idle_executors(server: Any) -> list[Any]:
+    """Remove the prewarmed, idle executors from an AgentServer's pool and return
+    them (the caller closes them; livekit spawns fresh ones):
+    ``server._proc_pool._warmed_proc_queue``. Degrades to ``[]``: idle processes
+    then serve one more call each with an older warm-up (the spec itself is always
+    read at job entry)."""
+    queue: Queue[Any] | None = getattr(_proc_pool(server), "_warmed_proc_queue", None)
+    if queue is None:
+        return []
+    idle = []
+    while not queue.empty():
+        idle.append(queue.get_nowait())
+    return idle
+
+
+def idle_executors(server: Any) -> list[Any]:
+    """The prewarmed executors waiting for a job, left in place
+    (``server._proc_pool._warmed_proc_queue``, an asyncio.Queue). Degrades to ``[]``
+    (/status then shows no idle process)."""
+    queue: Any = getattr(_proc_pool(server), "_warmed_proc_queue", None)
+    return list(getattr(queue, "_queue", None) or [])
+
+
+def share_child_process_count(min_interval: float = 0.5) -> None:
+    """Make livekit's process-wide child count refresh at most once per
+    ``min_interval`` for all AgentServers of this process together: every server
+    calls ``livekit.agents.telemetry.metrics._update_child_proc_count`` (looked up
+    on the module at each call, worker.py) every 0.5 s, and each call walks /proc.
+    Idempotent. Degrades to no change: each server walks /proc on its own (with
+    1,000 agents, ~60 % of a core)."""
+    from livekit.agents.telemetry import metrics as livekit_metrics
+
+    update = getattr(livekit_metrics, "_update_child_proc_count", None)
+    if update is None or getattr(update, "shared_by_voice_runtime", False):
+        return
+    lock, last = threading.Lock(), [float("-inf")]
+
+    def shared() -> None:
+        with lock:
+            now = time.monotonic()
+            if now - last[0] < min_interval:
+                return
+            last[0] = now
+        update()
+
+    shared.shared_by_voice_runtime = True  # type: ignore[attr-defined]
+    livekit_metrics._update_child_proc_count = shared
+
+
+# -- function tools (livekit/agents/llm/tool_context.py) ---------------------------------
+
+
+def tool_function(tool: Any) -> Callable[..., Any]:
+    """The undecorated function of a livekit ``FunctionTool``: ``tool._func``. Its
+    signature is what livekit parses a call's arguments with, so a wrapper made with
+    ``functools.wraps`` must wrap this, not the tool. Degrades to the tool itself,
+    which is callable (direct calls still work) but has no usable signature."""
+    return getattr(tool, "_func", tool)
+
+
+# -- AgentSession (livekit/agents/voice/agent_session.py, agent_activity.py) -------------
+
+
+def session_with_error_hook() -> type:
+    """An ``AgentSession`` subclass that asks ``self.on_session_error(error)``
+    first about each error; True means handled, and livekit's own handling (which
+    closes the session on an unrecoverable error) is skipped. It overrides the
+    private ``AgentSession._on_error``. Degrades to a plain AgentSession (the hook is
+    never asked): a failing realtime model then closes the session as livekit does,
+    with no fallback to the pipeline."""
+    from livekit.agents import AgentSession
+
+    class HookedSession(AgentSession):  # type: ignore[misc]
+        def on_session_error(self, error: Any) -> bool:
+            return False
+
+        def _on_error(self, error: Any) -> None:
+            if not self.on_session_error(error):
+                super()._on_error(error)
+
+    if not callable(getattr(AgentSession, "_on_error", None)):
+        return AgentSession
+    return HookedSession
+
+
+def _activity(session: Any) -> Any:
+    return getattr(session, "_activity", None)
+
+
+def active_agent(session: Any) -> Any:
+    """The agent of the session's current activity (``session._activity.agent``):
+    livekit swaps activities in a background task and has no public signal for
+    "the new agent is live". Degrades to None: the caller waits for its timeout."""
+    return getattr(_activity(session), "agent", None)
+
+
+def realtime_session(session: Any) -> Any:
+    """The realtime model session of the session's current activity
+    (``session._activity.realtime_llm_session``). Degrades to None: a realtime
+    session that re-raises on close is then not quietened before a swap."""
+    return getattr(_activity(session), "realtime_llm_session", None)
+
+
+def hold_run_open(session: Any, future: Any) -> None:
+    """Keep the session's ``run()`` under way (if any) from returning before
+    ``future`` is done: ``session._global_run_state._watch_handle(future)``, what
+    livekit itself does to hold a run open during a handoff. Degrades to nothing: a
+    claim check finishing after its turn's run is reported after it (``chat`` prints
+    it late, a test case does not see it) and a retry's reply is not in that run."""
+    state = getattr(session, "_global_run_state", None)
+    watch = getattr(state, "_watch_handle", None)
+    if state is not None and callable(watch) and not state.done():
+        watch(future)
+
+
+# -- one process pool for many registrations (livekit/agents/worker.py 1.8.9) -------------
+#
+# livekit registers one agent name per AgentServer, and each AgentServer owns a
+# process pool, a load monitor and a health server. serve runs ONE AgentServer (the
+# hub: the pool of job processes, prewarmed once for every agent) and, per agent
+# name, only livekit's connection code on another AgentServer object that is never
+# run(): its websocket, availability answers and status updates, with the hub's
+# pool launching the jobs. The state below is what AgentServer.run() sets up for
+# that code (worker.py, run(): lines 595-660 and 800-810 in 1.8.9). It degrades to
+# nothing: without these attributes registration raises at start, which
+# tests/unit/test_livekit_compat.py checks on every upgrade.
+
+
+def launch_job(server: Any, job: Any, *, fake: bool) -> Any:
+    """Start ``job`` (a livekit ``agent.Job`` protobuf) on the hub's pool, as
+    ``AgentServer.simulate_job`` does, but with the job as given: simulate_job
+    sets no agent name and no dispatch metadata, which routing reads
+    (``server._proc_pool.launch_job``)."""
+    from livekit.agents.job import JobAcceptArguments, RunningJobInfo
+
+    info = RunningJobInfo(worker_id=server.id, accept_arguments=JobAcceptArguments(
+        identity=f"agent-{job.id}", name="", metadata=""), job=job, url="", token="", fake_job=fake)
+    return _proc_pool(server).launch_job(info)
+
+
+def discard_worker_messages(server: Any) -> Any:
+    """A task that empties an unregistered AgentServer's outgoing message channel.
+    With no websocket nobody reads it, and after 128 job status updates (about 43
+    calls) livekit's status tasks block on it for ever, and so does drain(), which
+    waits for them (``server._msg_chan``)."""
+    import asyncio
+
+    async def discard() -> None:
+        from livekit.agents.utils.aio import ChanClosed
+
+        channel = server._msg_chan
+        with __import__("contextlib").suppress(ChanClosed):
+            while True:
+                await channel.recv()
+
+    return asyncio.ensure_future(discard())
+
+
+def start_registration(hub: Any, name: str, on_request: Callable[[Any], Any],
+                       on_registered: Callable[..., None]) -> Any:
+    """Register ``name`` with LiveKit, its jobs launched on ``hub``'s pool. Returns
+    the registration (an AgentServer that is never run)."""
+    import asyncio
+
+    import aiohttp
+    from livekit.agents import utils
+    from livekit.agents.utils import http_context
+    from livekit.agents.worker import _DefaultLoadCalc
+    from livekit.protocol import agent
+
+    reg = _registration_class()(ws_url=hub._ws_url, api_key=hub._api_key, api_secret=hub._api_secret,
+                      max_retry=hub._max_retry, load_threshold=hub._load_threshold,
+                      num_idle_processes=hub._num_idle_processes)
+    # the entrypoint is the hub's: its pool runs the jobs, this object only registers the name
+    reg.rtc_session(hub._entrypoint_fnc, agent_name=name, on_request=on_request)
+    loop = asyncio.get_running_loop()
+    reg._loop, reg._devmode = loop, False
+    reg._job_lifecycle_tasks, reg._pending_assignments = set(), {}
+    reg._close_future = loop.create_future()
+    reg._msg_chan = utils.aio.Chan(128, loop=loop)
+    reg._inference_executor, reg._proc_pool = None, hub._proc_pool
+    reg._previous_status = agent.WorkerStatus.WS_AVAILABLE
+    reg._api, reg._http_server, reg._prometheus_server, reg._load_task = None, None, None, None
+    reg._http_session = aiohttp.ClientSession(
+        proxy=reg._http_proxy or None, connector=aiohttp.TCPConnector(ssl=http_context._create_ssl_context()))
+    reg._hub, reg._reserved_slots = hub, 0
+    reg._load_fnc = hub._load_fnc or _DefaultLoadCalc.get_load
+    reg._closed = False
+    reg.on("worker_registered", on_registered)
+    reg._conn_task = asyncio.ensure_future(reg._connection_task())
+    return reg
+
+
+_REGISTRATION: list[type] = []
+
+
+def _registration_class() -> type:
+    """AgentServer whose load is the hub's: livekit measures it in the hub's load
+    task (every 0.5 s) and each registration reports it to LiveKit with its status
+    (``_worker_load``, read by ``_update_worker_status`` and ``_get_effective_load``).
+    A registration's own refresh before answering a job is dropped: one measure
+    for the machine."""
+    if not _REGISTRATION:
+        from livekit.agents import AgentServer
+
+        class Registration(AgentServer):  # type: ignore[misc]
+            @property
+            def _worker_load(self) -> float:
+                return float(getattr(self._hub, "_worker_load", 0.0))
+
+            @_worker_load.setter
+            def _worker_load(self, value: float) -> None:
+                pass
+
+        _REGISTRATION.append(Registration)
+    return _REGISTRATION[0]
+
+
+def registration_job_status(reg: Any, proc: Any) -> Any:
+    """Tell LiveKit, on the registration that accepted it, how a job is doing
+    (the hub's pool events; ``AgentServer._update_job_status``)."""
+    return reg._update_job_status(proc)
+
+
+async def registration_full(reg: Any) -> None:
+    """Stop LiveKit sending this name new jobs (draining; ``_draining`` + status)."""
+    reg._draining = True
+    await reg._update_worker_status()
+
+
+async def stop_registration(reg: Any) -> None:
+    """Close the registration's websocket; the hub's pool (and its jobs) stay."""
+    from livekit.agents import utils
+
+    reg._closed = True
+    if reg._conn_task is not None:
+        await utils.aio.cancel_and_wait(reg._conn_task)
+    reg._msg_chan.close()
+    await reg._http_session.close()
+    if not reg._close_future.done():
+        reg._close_future.set_result(None)
+
+
+def on_pool_event(server: Any, event: str, callback: Callable[[Any], None]) -> None:
+    """Listen to the hub's process pool (``process_job_launched``, ``process_closed``)."""
+    _proc_pool(server).on(event, callback)
+
+
+# -- job memory (livekit/agents/ipc/supervised_proc.py 1.8.9) -------------------------------
+
+
+def watch_memory_kills(callback: Callable[[str | None, float | None], None]) -> None:
+    """Call ``callback(job_id, memory_mb)`` when livekit kills a job process for
+    exceeding ``job_memory_limit_mb`` (``job_id`` None: an idle, prewarmed one). livekit has no event for it, only the error record
+    "job process exceeded memory limit, killing it" on ``livekit.agents`` with the
+    job id in its extra fields (``_memory_monitor_task``). Degrades to no count
+    (the kill itself still happens) if the wording changes."""
+    import logging
+
+    class Watch(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.levelno >= logging.ERROR and "exceeded memory limit" in str(record.msg):
+                callback(getattr(record, "job_id", None), getattr(record, "memory_usage_mb", None))
+            return True
+
+    logger = logging.getLogger("livekit.agents")
+    if not any(type(f).__name__ == "Watch" for f in logger.filters):
+        logger.addFilter(Watch())

@@ -1,0 +1,48 @@
+"""Every use of the mcp SDK's private parts, in one place: ``core/livekit_compat.py``'s
+model, split off so that the ``mcp`` package imports no livekit code, even lazily.
+Each function says what it relies on (mcp 2.3.0) and what it degrades to;
+tests/unit/test_livekit_compat.py asserts each part still exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+# -- the mcp SDK's stdio transport (mcp/client/stdio.py) --------------------------------
+
+
+def stdio_text_stream() -> type:
+    """The text stream class ``stdio_client`` reads a server's stdout through:
+    ``mcp.client.stdio.TextReceiveStream`` (anyio's, imported into the SDK's module
+    and looked up there at each connection)."""
+    import mcp.client.stdio as sdk
+
+    return sdk.TextReceiveStream  # type: ignore[no-any-return]
+
+
+def set_stdio_text_stream(cls: type) -> None:
+    """Make ``stdio_client`` read through ``cls``. Degrades to nothing when the SDK
+    no longer reads through that name: a huge line is then read in quadratic time
+    and without a size bound."""
+    import mcp.client.stdio as sdk
+
+    sdk.TextReceiveStream = cls  # type: ignore[misc,assignment]
+
+
+def http_message_adapter() -> Any:
+    """The adapter ``streamable_http_client`` parses each server message with:
+    ``mcp.client.streamable_http.jsonrpc_message_adapter`` (imported into the SDK's
+    module and looked up there at each message)."""
+    import mcp.client.streamable_http as sdk
+
+    return sdk.jsonrpc_message_adapter
+
+
+def set_http_message_adapter(adapter: Any) -> None:
+    """Make ``streamable_http_client`` parse through ``adapter``. Degrades to
+    nothing when the SDK no longer looks the name up: a message nested too deep
+    then fails its request with the parser's error instead of being read cut."""
+    import mcp.client.streamable_http as sdk
+
+    sdk.jsonrpc_message_adapter = adapter

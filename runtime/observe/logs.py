@@ -1,0 +1,101 @@
+"""Log output: one line per event, text for people or JSON for collectors.
+
+Structured fields travel in ``extra=`` (``tool_call``, ``reload``, ``agent``...)
+and become JSON keys. Every line passes through the process's ``SecretSet`` on its
+way out: the libraries below us log URLs and headers (httpx logs every request
+URL at info, the mcp SDK the endpoint it connects to), and a ``${VAR}`` value may
+sit in either. JSON lines are redacted field by field before they are escaped,
+then once more as a whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+from ..spec.secrets import SecretSet
+
+
+class _Redacting(logging.Formatter):
+    def __init__(self, inner: logging.Formatter, secrets: SecretSet) -> None:
+        super().__init__()
+        self.inner = inner
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.secrets.redact(self.inner.format(record))
+
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def _is_pii(key: str) -> bool:
+    """livekit puts conversation content in ``lk.pii.*`` extras (a tool's error
+    message as ``lk.pii.error``), out of the message so that it can be dropped: a
+    call's content stays out of the log, as it stays out of livekit's spans."""
+    return "pii" in key.split(".")
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, secrets: SecretSet | None = None) -> None:
+        super().__init__()
+        self.secrets = secrets if secrets is not None else SecretSet()
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_") and not _is_pii(key):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        # redacted before json escapes them: "\u00e9" and "\"" are not the value's own text
+        return self.secrets.dumps(out)
+
+
+TEXT_FORMATS = {
+    "text": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+    "short": "%(levelname)s %(name)s: %(message)s",  # one-shot commands: chat, call, check
+}
+
+
+class _StrayStdoutLines(logging.Filter):
+    """The mcp SDK logs every line a stdio server prints that is not JSON-RPC (a
+    banner, a debug print) at ERROR with a pydantic traceback: one line each, at
+    WARNING, with the text; hidden where only errors are shown (``check``, whose
+    report says whether the server works)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "mcp.client.stdio" or not record.exc_info \
+                or not record.getMessage().startswith("Failed to parse JSONRPC"):
+            return True
+        errors = getattr(record.exc_info[1], "errors", None)
+        try:
+            line = str(errors()[0]["input"]) if callable(errors) else ""
+        except (IndexError, KeyError, TypeError):
+            line = ""
+        record.msg, record.args = "an MCP server printed a line that is not JSON-RPC (ignored): %r", (line[:200],)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        return record.levelno >= logging.getLogger().getEffectiveLevel()
+
+
+def setup_logging(fmt: str, level: str, secrets: SecretSet) -> None:
+    """Log lines to stderr, redacted with ``secrets`` (which may grow later)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_StrayStdoutLines())
+    inner = JsonFormatter(secrets) if fmt == "json" else logging.Formatter(TEXT_FORMATS[fmt])
+    handler.setFormatter(_Redacting(inner, secrets))
+    logging.captureWarnings(True)  # warnings.warn text reaches stderr through the formatter
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # livekit's per-job chatter stays at warning unless asked for
+    if root.level > logging.DEBUG:
+        logging.getLogger("livekit").setLevel(max(root.level, logging.WARNING))

@@ -1,0 +1,241 @@
+"""`voice-runtime chat`: a conversation with one agent, no LiveKit server: typed
+(text), or played from WAV files (``--audio-in``, through the agent's real STT, VAD
+and TTS). Every tool call is shown as it happens, with its result and latency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from ..core.terminal import printable
+
+if TYPE_CHECKING:
+    from .runner import SessionRunner
+
+RESULT_PREVIEW = 200
+
+
+class ChatPrinter:
+    """Turns session events into lines for a person (text) or a script (JSON)."""
+
+    def __init__(self, agent: str, *, as_json: bool, out: TextIO = sys.stdout, echo_user: bool = False) -> None:
+        self.agent = agent
+        self.as_json = as_json
+        self.out = out
+        self.echo_user = echo_user
+        self.errors = 0
+        # an unbacked claim is found while the turn runs; it is printed after the reply it is about
+        self.held: list[tuple[str, dict[str, Any]]] | None = None
+        self._fillers: list[str] = []  # filler lines shown, whose history item is not a reply to show again
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        if event == "unbacked_claim" and self.held is not None:
+            self.held.append((event, data))
+            return
+        if event == "handoff":
+            self.agent = data["to"]
+        if event == "filler" and data.get("kind") == "filler":
+            self._fillers.append(data["text"])
+        if self.as_json:  # json.dumps escapes control characters (ensure_ascii)
+            self.out.write(json.dumps({"type": event, **data}, default=str) + "\n")
+        else:
+            # tool results, replies repeating them, server errors: not the terminal's commands
+            self.out.write(printable(self._text(event, data), lines=True) + "\n")
+        self.out.flush()
+
+    def _text(self, event: str, data: dict[str, Any]) -> str:
+        if event == "user":
+            return f"you> {data['text']}"
+        if event == "reply":
+            return f"{self.agent}> {data['text']}"
+        if event == "tool_call":
+            return f"  -> {data['server']}: {data['tool']} {json.dumps(data['arguments'], default=str)}"
+        if event == "tool_result":
+            result = data["result"].replace("\n", " ")
+            if len(result) > RESULT_PREVIEW:
+                result = result[:RESULT_PREVIEW] + "..."
+            return f"  <- {data['tool']} {data['outcome']} in {data['latency_ms']:.1f} ms: {result}"
+        if event == "filler":
+            why = "timed out" if data["kind"] == "timeout" else "is still running"
+            return f"  .. {data['tool']} {why}: {self.agent}> {data['text']}"
+        if event == "error":
+            return f"error: {data['message']}"
+        if event == "handoff":
+            return f"-> handoff {data['from']} -> {data['to']}"
+        if event == "handoff_refused":
+            return (f"!! handoff {data['from']} -> {data['to']} refused: {data['limit']} handoffs in this turn "
+                    f"already (max_handoffs_per_turn); {data['from']} answers")
+        if event == "unbacked_claim":
+            return f"!! the reply claims an action but no tool ran: {data['claim']}"
+        if event == "fallback":
+            return f"  (switched from {data['from']} to {data['to']}: {data['reason']})"
+        return f"  ({event}: {data.get('message', data)})"
+
+    def hold(self) -> None:
+        self.held = []
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for event, data in held:
+            self(event, data)
+
+    def reply(self, text: str) -> None:
+        """An assistant message of the history: a reply, unless it is a filler line
+        already shown as one."""
+        if text in self._fillers:
+            self._fillers.remove(text)
+            return
+        self("reply", {"text": text})
+
+    def user(self, text: str) -> None:
+        if self.as_json or self.echo_user:
+            self("user", {"text": text})
+
+    def error(self, message: str) -> None:
+        self.errors += 1
+        self("error", {"message": message})
+
+
+def reply_texts(events: list[Any]) -> list[str]:
+    """The assistant's messages of a turn, in order (a handoff target's included)."""
+    out = []
+    for event in events:
+        item = getattr(event, "item", None)
+        if getattr(event, "type", "") == "message" and getattr(item, "role", "") == "assistant":
+            if item.text_content:
+                out.append(item.text_content)
+    return out
+
+
+async def _lines(stdin: TextIO, prompt: str | None, out: TextIO) -> Any:
+    loop = asyncio.get_running_loop()
+    while True:
+        if prompt is not None:
+            out.write(prompt)
+            out.flush()
+        line = await loop.run_in_executor(None, stdin.readline)
+        if not line:
+            return
+        line = line.strip()
+        if line:
+            yield line
+
+
+async def _started(runner: SessionRunner, printer: ChatPrinter) -> bool:
+    """Start the session with the printer listening; a refusal is printed as an error."""
+    from .runner import SessionRefused
+
+    runner.listeners.append(printer)
+    try:
+        await runner.start()
+    except SessionRefused as exc:
+        printer.error(str(exc))
+        return False
+    except Exception as exc:  # a provider that cannot be built (missing key...)
+        printer.error(f"agent {runner.name} could not start: {type(exc).__name__}: {exc}")
+        return False
+    return True
+
+
+async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = sys.stdin) -> int:
+    if not await _started(runner, printer):
+        return 1
+    try:
+        if runner.loaded.spec.greeting:
+            printer("reply", {"text": runner.loaded.spec.greeting, "greeting": True})
+        interactive = stdin.isatty() and not printer.as_json
+        async for line in _lines(stdin, "you> " if interactive else None, printer.out):
+            printer.user(line)
+            printer.hold()
+            try:
+                result = await runner.run_turn(line)
+            except Exception as exc:  # the conversation goes on after a failed turn
+                printer.error(f"{type(exc).__name__}: {exc}")
+                printer.release()
+                continue
+            for text in reply_texts(result.events):
+                printer.reply(text)
+            printer.release()
+    finally:
+        await runner.aclose()
+    return 1 if printer.errors else 0
+
+
+# how long the agent may take to start answering a turn once the caller stopped
+# speaking (VAD silence + endpointing + STT + LLM), and to finish it (tools included)
+ANSWER_START_SECONDS = 8.0
+TURN_SECONDS = 120.0
+QUIET_SECONDS = 0.6  # the agent idle this long: its answer is over
+
+
+async def run_audio_chat(runner: SessionRunner, printer: ChatPrinter, turns: list[Any],
+                         audio_out: Path | None = None) -> int:
+    """A voice conversation from audio: each of ``turns`` (``audio_io.Pcm``) is played
+    as the caller, in real time, once the agent has finished answering the previous
+    one. Prints what was heard and said with the same lines as text chat; writes the
+    call as the caller heard it to ``audio_out``."""
+    import time
+
+    from .audio_io import write_wav
+
+    mic, speaker = runner.audio_in, runner.audio_out
+    started = time.monotonic()
+    if not await _started(runner, printer):
+        return 1
+
+    def on_item(event: Any) -> None:
+        item = event.item
+        text = getattr(item, "text_content", None) or ""
+        role = getattr(item, "role", "")
+        if text and role == "user":
+            printer("user", {"text": text})
+        elif text and role == "assistant":
+            printer.reply(text)
+
+    session = runner.session
+    session.on("conversation_item_added", on_item)
+    try:
+        if runner.loaded.spec.greeting:
+            await _answered(runner, speaker, started=time.monotonic(), wait_start=ANSWER_START_SECONDS)
+        for turn in turns:
+            await mic.play(turn)
+            problem = await _answered(runner, speaker, started=time.monotonic(), wait_start=ANSWER_START_SECONDS)
+            if problem:
+                printer.error(problem)
+    finally:
+        await runner.aclose()
+        if audio_out is not None:
+            write_wav(audio_out, speaker.audio_since(started))
+    return 1 if printer.errors else 0
+
+
+async def _answered(runner: SessionRunner, speaker: Any, *, started: float, wait_start: float) -> str | None:
+    """Until the agent has answered: it started (thinking or speaking) within
+    ``wait_start`` seconds and has since been idle for QUIET_SECONDS. Otherwise
+    what went wrong, in a sentence: the agent never started to answer (the turn
+    was not heard: an unreachable STT, say), or the answer did not end in time."""
+    import time
+
+    def busy() -> bool:
+        session = runner.session
+        return session is not None and (session.agent_state in ("thinking", "speaking") or speaker.playing)
+
+    began = False
+    quiet_since: float | None = None
+    while True:
+        now = time.monotonic()
+        if busy():
+            began, quiet_since = True, None
+        elif began:
+            quiet_since = quiet_since or now
+            if now - quiet_since >= QUIET_SECONDS:
+                return None
+        elif now - started > wait_start:
+            return (f"the agent did not answer within {wait_start:g} s: the turn was not heard "
+                    "(is its STT reachable? -v shows the providers' errors)")
+        if now - started > TURN_SECONDS:
+            return f"no answer within {TURN_SECONDS:g} s"
+        await asyncio.sleep(0.05)
