@@ -276,7 +276,9 @@ class Talk:
         self.waiting[token] = waiting
         metadata = json.dumps({"talk": {"socket": self.path, "token": token,
                                         "max_call_seconds": self.options.max_call_seconds}})
-        joined: _Joined | None = None
+        relay = _Relay(ws, self.secrets)
+        # the page talks from the start: its audio goes nowhere until the job is there
+        from_page = asyncio.ensure_future(relay.page_to_job())
         try:
             await ws.send_json({"type": "status", "text": "starting the call (a job process for it)"})
             try:
@@ -285,67 +287,84 @@ class Talk:
                 log.warning("browser call to %s: the job did not start: %s", agent, exc)
                 await ws.send_json({"type": "error", "message": f"the call did not start: {exc}"})
                 return
-            closed = asyncio.ensure_future(ws.receive())  # the page may go away while the job starts
-            await asyncio.wait({waiting, closed}, timeout=JOB_CONNECT_S, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiting, from_page}, timeout=JOB_CONNECT_S, return_when=asyncio.FIRST_COMPLETED)
+            if from_page.done():
+                return  # hung up before the agent was there (a job that joins later finds no call and ends)
             if not waiting.done():
-                closed.cancel()
-                if not ws.closed:
-                    await ws.send_json({"type": "error", "message": f"the job did not connect within {JOB_CONNECT_S:g}s"})
+                await ws.send_json({"type": "error", "message": f"the job did not connect within {JOB_CONNECT_S:g}s"})
                 return
-            joined = waiting.result()
-            if closed.done():
-                return  # hung up before the agent was there: closing the socket ends the job
-            closed.cancel()
             log.info("browser call to %s started (room %s)", agent, room, extra={"agent": agent})
-            await self._relay(ws, joined)
+            await relay.run(waiting.result(), from_page, self.options.max_call_seconds + 5.0)
             log.info("browser call to %s ended (room %s)", agent, room, extra={"agent": agent})
         finally:
+            from_page.cancel()
             self.waiting.pop(token, None)
             if not waiting.done():
                 waiting.cancel()
-            if joined is not None and not joined.done.done():
-                joined.done.set_result(None)
+            elif not waiting.cancelled():
+                joined = waiting.result()
+                joined.writer.close()
+                if not joined.done.done():
+                    joined.done.set_result(None)
 
-    async def _relay(self, ws: web.WebSocketResponse, joined: _Joined) -> None:
-        """Frames both ways until either side is gone or the call's time is up (the
-        job ends it then too; this bounds a job that does not)."""
+
+class _Relay:
+    """Frames between a page's WebSocket and its job's connection, both ways,
+    without reading the audio."""
+
+    HELD_MESSAGES = 8  # typed turns sent before the job is there are held, this many
+
+    def __init__(self, ws: web.WebSocketResponse, secrets: SecretSet) -> None:
+        self.ws, self.secrets = ws, secrets
+        self.joined: _Joined | None = None
+        self.held: list[bytes] = []
+
+    async def page_to_job(self) -> None:
         from aiohttp import WSMsgType
 
-        async def page_to_job() -> None:
-            async for msg in ws:
-                if msg.type == WSMsgType.BINARY:
-                    joined.writer.write(frame(AUDIO, msg.data))
-                elif msg.type == WSMsgType.TEXT:
-                    joined.writer.write(frame(MESSAGE, msg.data.encode()))
-                else:
-                    break
-                await joined.writer.drain()
+        async for msg in self.ws:
+            if msg.type == WSMsgType.BINARY:
+                data = frame(AUDIO, msg.data)
+            elif msg.type == WSMsgType.TEXT:
+                data = frame(MESSAGE, msg.data.encode())
+            else:
+                break
+            if self.joined is None:
+                if data[:1] == MESSAGE and len(self.held) < self.HELD_MESSAGES:
+                    self.held.append(data)
+                continue
+            self.joined.writer.write(data)
+            await self.joined.writer.drain()
 
-        async def job_to_page() -> None:
-            while True:
-                got = await read_frame(joined.reader)
-                if got is None:
-                    return
-                kind, payload = got
-                if kind == AUDIO:
-                    await ws.send_bytes(payload)
-                else:  # the transcript and tool results may quote a ${VAR} value
-                    await ws.send_str(self.secrets.redact(payload.decode(errors="replace")))
+    async def job_to_page(self) -> None:
+        assert self.joined is not None
+        while True:
+            got = await read_frame(self.joined.reader)
+            if got is None:
+                return
+            kind, payload = got
+            if kind == AUDIO:
+                await self.ws.send_bytes(payload)
+            else:  # the transcript and tool results may quote a ${VAR} value
+                await self.ws.send_str(self.secrets.redact(payload.decode(errors="replace")))
 
-        tasks = [asyncio.ensure_future(page_to_job()), asyncio.ensure_future(job_to_page())]
+    async def run(self, joined: _Joined, from_page: asyncio.Future[None], limit_s: float) -> None:
+        """Until either side is gone or ``limit_s`` passed (the job ends the call at
+        --max-call-seconds itself; this bounds a job that does not)."""
+        self.joined = joined
+        for data in self.held:
+            joined.writer.write(data)
+        self.held.clear()
+        to_page = asyncio.ensure_future(self.job_to_page())
         try:
-            done, _ = await asyncio.wait(tasks, timeout=self.options.max_call_seconds + 5.0,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({from_page, to_page}, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if not task.cancelled() and isinstance(task.exception(), FrameError):
-                    log.warning("browser call: the job sent %s", task.exception())
+                if not task.cancelled() and isinstance(task.exception(), (FrameError, ConnectionError)):
+                    log.warning("browser call: %s", task.exception())
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
-            joined.writer.close()
+            to_page.cancel()
+            with contextlib.suppress(BaseException):
+                await to_page
 
 
 def _response(status: int, text: str) -> web.Response:
