@@ -145,6 +145,35 @@ def test_a_spoken_question_in_the_browser_reaches_the_tool_and_the_agent_answers
     assert [(r["tool"], r["args"]) for r in read_records(record)][:2] == [("get_time", {"text": "Tokyo"})] * 2
 
 
+def test_the_caller_talking_over_the_agent_in_the_browser_stops_it(
+    tmp_path: Path, agents: Path, speech_fakes: dict[str, Any]
+) -> None:
+    from fakes.openai_chat import text
+
+    write(agents / "desk.yaml", voice_spec(speech_fakes, ""))
+    long_answer = "Tokyo is nine hours ahead of London, " * 6
+    speech_fakes["chat"].enqueue(text(long_answer))
+    rate = 16000
+    wav = tmp_path / "barge-in.wav"
+    question = espeak.speak(QUESTION, rate)
+    # the caller asks, waits for the answer to begin, and asks again over it
+    espeak.write_wav(wav, espeak.silence(0.5, rate) + question + espeak.silence(3.0, rate) + question
+                     + espeak.silence(15.0, rate), rate)
+    browser = Browser(wav)
+    with Serve(agents, "--idle-processes", "1", env=NO_LIVEKIT, unregistered=False) as serve:
+        serve.wait_ready()
+        try:
+            page = browser.open(serve.url("/talk/desk?autostart=1"))
+            page.locator("[data-testid=turn][data-speaker=agent].interrupted").first.wait_for(timeout=90_000)
+            cut = page.locator("[data-testid=turn][data-speaker=agent].interrupted").first.inner_text()
+            cleared = page.evaluate("talk.cleared")
+        finally:
+            browser.close()
+    # the long answer is marked as cut short on the page (livekit's interrupted reply)
+    assert cut.startswith("desk Tokyo is nine hours ahead"), cut
+    assert cleared >= 1  # the page dropped the agent's audio it still held
+
+
 def test_a_second_tab_beyond_max_browser_calls_is_refused_with_the_reason_and_may_call_after_a_hang_up(
     tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
 ) -> None:
