@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..core.terminal import printable
 from ..serve.options import Dispatch, Executor
-from .common import AgentsDir, LogLevelOpt, PluginsOpt, guard_output, plugins_dir_for, require_dir
+from .common import AgentsDir, LogLevelOpt, PluginsOpt, guard_output, plugins_dir_for, require_dir, usage_error
 from .option_choices import LogFormat, LogLevel
+
+if TYPE_CHECKING:
+    from ..serve.options import TalkOptions
 
 
 def serve(
@@ -33,21 +36,31 @@ def serve(
     simulate_from_anywhere: Annotated[bool, typer.Option("--simulate-from-anywhere", help="Accept POST /simulate from other hosts, not only this machine.")] = False,
     require_tests: Annotated[bool, typer.Option("--require-tests", help="Serve a new or changed agent only if its "
                                                 "scripted conversation tests (DIR/tests/*.yaml) pass.")] = False,
+    local: Annotated[bool, typer.Option("--local", help="No LiveKit: talk to the agents from a browser at /talk/<agent> (the default when LIVEKIT_URL is not set).")] = False,
+    talk_from: Annotated[Optional[list[str]], typer.Option("--talk-from", metavar="CIDR", help="Also accept browser calls from these networks (comma-separated or repeated; needs --talk-token). [default: this machine only]")] = None,
+    talk_token: Annotated[Optional[str], typer.Option("--talk-token", metavar="'${VAR}'", help="The bearer token browser callers from --talk-from networks must give, as a ${VAR} read from the environment.")] = None,
+    max_browser_calls: Annotated[int, typer.Option("--max-browser-calls", min=0, max=64, help="Browser calls at once, over all agents (each is a job process); more get 429.")] = 2,
+    max_call_seconds: Annotated[float, typer.Option("--max-call-seconds", min=1, max=86400, help="A browser call is ended after this many seconds.")] = 600.0,
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="text or json.")] = LogFormat.text,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Serve every spec as a LiveKit agent from one pool of job processes; reload on change; one operator port.
 
-    LiveKit is reached through LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET.
+    LiveKit is reached through LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET. Without
+    LIVEKIT_URL (or with --local) serve runs without LiveKit and you talk to each agent
+    from a browser at http://127.0.0.1:PORT/talk/<agent> (the URL is printed at start).
     """
     import os
 
     livekit = {v: os.environ.get(v, "") for v in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")}
+    # no LiveKit URL at all: the agents are for browser callers (the two-command quick start)
+    local = local or (not livekit["LIVEKIT_URL"] and not unregistered)
     missing = [v for v, value in livekit.items() if not value]
-    if missing and not unregistered:
+    if missing and not unregistered and not local:
         typer.echo(f"error: {', '.join(missing)} not set (LiveKit's URL and API credentials; "
-                   "or use --unregistered to run without LiveKit)", err=True)
+                   "or use --local to talk to the agents from a browser without LiveKit)", err=True)
         raise typer.Exit(2)
+    talk = _talk_options(talk_from, talk_token, max_browser_calls, max_call_seconds)
     if agent_name is not None and dispatch is Dispatch.NAME:
         typer.echo("error: --agent-name is the one name of --dispatch metadata; with --dispatch name every "
                    "agent registers under its own name", err=True)
@@ -78,6 +91,8 @@ def serve(
     from ..serve.options import ServeOptions
 
     secrets = guard_output()
+    if talk.token is not None:
+        secrets.add({talk.token: talk.token_name or "${TOKEN}"})
     setup_logging(log_format.value, log_level.value, secrets)
     options = ServeOptions(
         # watched even when it does not exist yet: a plugins/ folder made later is loaded
@@ -87,11 +102,46 @@ def serve(
         route_allow=allow, job_memory_warn_mb=job_memory_warn_mb,
         job_memory_limit_mb=job_memory_limit_mb,
         load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
-        unregistered=unregistered, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
+        unregistered=unregistered or local, local=local, talk=talk, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
         require_tests=require_tests,
         ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
     )
     raise typer.Exit(run_serve(options, secrets=secrets))
+
+
+def _talk_options(allow_from: list[str] | None, token_ref: str | None, max_calls: int,
+                  max_call_seconds: float) -> TalkOptions:
+    """--talk-from, --talk-token and the limits of browser calls; bad values are
+    usage errors naming the option (exit 2)."""
+    import ipaddress
+    import os
+    import re
+
+    from ..serve.options import TalkOptions
+
+    networks = tuple(n.strip() for given in allow_from or () for n in given.split(","))
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            usage_error(printable(f"--talk-from {network[:80]!r} is not a network (such as 10.0.0.0/8 or 192.168.1.7)"))
+    token = name = None
+    if token_ref is not None:
+        match = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", token_ref.strip())
+        if match is None:
+            # a literal token would be in the process list and the shell history
+            usage_error("--talk-token takes a ${VAR} (the token is read from that environment variable), "
+                        "such as --talk-token '${TALK_TOKEN}'")
+        name = f"${{{match.group(1)}}}"
+        token = os.environ.get(match.group(1), "")
+        if len(token) < 16:
+            usage_error(f"--talk-token {name}: the variable is {'not set' if not token else 'shorter than 16 characters'}"
+                        " (a bearer token others must not guess)")
+    if networks and token is None:
+        usage_error("--talk-from needs --talk-token '${VAR}': callers from other hosts spend your provider keys, "
+                    "so they must give the token")
+    return TalkOptions(allow_from=networks, token=token, token_name=name, max_calls=max_calls,
+                       max_call_seconds=max_call_seconds)
 
 
 def register(app: typer.Typer) -> None:

@@ -294,8 +294,8 @@ class Agents:
         worker = AgentWorker(name, self.catalog.agents[name].generation)
         self.workers[name] = worker
         if not self.registers_names:
-            log.info("agent %s ready%s", name, " (not connected to LiveKit: --unregistered)"
-                     if self.options.unregistered else "")
+            log.info("agent %s ready%s", name, f" (no LiveKit: browser calls at /talk/{name})" if self.options.local
+                     else " (not connected to LiveKit: --unregistered)" if self.options.unregistered else "")
             return
 
         def registered(*_: Any) -> None:

@@ -1,5 +1,6 @@
 """The one operator port of `serve`: / (the status page), /healthz, /readyz,
-/metrics, /status (and POST /simulate when enabled). aiohttp, because livekit already depends on it.
+/metrics, /status, /talk (browser calls, talk.py) (and POST /simulate when
+enabled). aiohttp, because livekit already depends on it.
 
 The port knows serve only through ``Operator``, which the supervisor implements:
 what it shows is computed there (see status.py), and every response leaves
@@ -127,23 +128,29 @@ class ConnectionGuard:
         return mark_busy
 
 
-def _is_loopback(request: web.Request) -> bool:
+def peer_ip(request: web.Request) -> Any:
+    """The peer's address (an ipaddress object; IPv4-mapped IPv6 as IPv4), or None."""
     import ipaddress
 
     peer = request.transport.get_extra_info("peername") if request.transport is not None else None
     if not peer:
-        return False
+        return None
     try:
         ip = ipaddress.ip_address(str(peer[0]).split("%")[0])
     except ValueError:
-        return False
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return ip.is_loopback
+    return ip
+
+
+def _is_loopback(request: web.Request) -> bool:
+    ip = peer_ip(request)
+    return ip is not None and ip.is_loopback
 
 
 def make_app(operator: Operator, *, simulate: bool = False, simulate_from_anywhere: bool = False,
-             guard: ConnectionGuard | None = None) -> web.Application:
+             guard: ConnectionGuard | None = None, talk: Any = None) -> web.Application:
     from aiohttp import web
 
     from .simulate import MAX_BODY_BYTES
@@ -191,6 +198,8 @@ def make_app(operator: Operator, *, simulate: bool = False, simulate_from_anywhe
     app.router.add_get("/status", status)
     if simulate:
         app.router.add_post("/simulate", Simulations(operator, from_anywhere=simulate_from_anywhere).handle)
+    if talk is not None:  # browser calls (talk.py)
+        talk.add_routes(app)
     return app
 
 
@@ -211,8 +220,12 @@ class Simulations:
 
     def running(self) -> int:
         """Simulated calls in progress: an ended call's process may take seconds to
-        shut down, and it no longer counts."""
-        return self.launching + sum(1 for call in self.operator.calls() if call.simulated and not call.ended)
+        shut down, and it no longer counts; browser calls are fake jobs too, bounded by
+        --max-browser-calls instead."""
+        from .talk import ROOM_PREFIX
+
+        return self.launching + sum(1 for call in self.operator.calls()
+                                    if call.simulated and not call.ended and not call.room.startswith(ROOM_PREFIX))
 
     def room_in_use(self, room: str, agent: str | None = None) -> bool:
         return any(call.room == room and not call.ended and agent in (None, call.agent)
@@ -369,7 +382,7 @@ class _BadRequestsOnce(logging.Filter):
 
 
 async def start_http(operator: Operator, host: str, port: int, *, simulate: bool = False,
-                     simulate_from_anywhere: bool = False) -> OperatorPort:
+                     simulate_from_anywhere: bool = False, talk: Any = None) -> OperatorPort:
     from aiohttp import web
 
     loop = asyncio.get_running_loop()
@@ -380,7 +393,8 @@ async def start_http(operator: Operator, host: str, port: int, *, simulate: bool
     guard = ConnectionGuard(None)
     # keepalive_timeout also bounds the wait for the first request's head;
     # lingering_time bounds reading the rest of a body nobody wanted
-    app = make_app(operator, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere, guard=guard)
+    app = make_app(operator, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere, guard=guard,
+                   talk=talk)
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_TIMEOUT_S, lingering_time=2.0)
     await runner.setup()
     guard.server = runner.server

@@ -108,6 +108,7 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
     from .catalog import read_published, read_published_reachable
     from ..mcp.gateway import GatewayPool
     from .routing import Unroutable, agent_of
+    from .talk_job import BrowserCall
 
     entered = time.perf_counter()
     try:
@@ -131,7 +132,12 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
     borrowed = None if shared_pool is not None else GatewayPool.from_state_dir(Path(state_dir), ctx.job.id)
     pool = shared_pool if shared_pool is not None else borrowed
     fake = ctx.is_fake_job()
-    runner = SessionRunner(loaded, plugins, text_only=fake, pool=pool, session_id=ctx.job.id, specs=targets)
+    # a browser call (GET /talk) is a fake job too, with the page's audio as the room's
+    browser = BrowserCall.of(ctx, loaded) if fake else None
+    if browser is not None:
+        await browser.connect()
+    runner = SessionRunner(loaded, plugins, text_only=fake and not (browser and browser.audio), pool=pool,
+                           session_id=ctx.job.id, specs=targets, **(browser.io() if browser else {}))
     log.info("job %s: agent %s generation %d (%s)", ctx.job.id, agent, generation, loaded.digest[:12],
              extra={"agent": agent, "generation": generation, "job_id": ctx.job.id})
 
@@ -142,6 +148,9 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
 
     ctx.add_shutdown_callback(close)
     try:
+        if browser is not None:
+            await browser.run(ctx, runner)
+            return
         if fake:
             await _simulated_call(ctx, runner, Path(state_dir), generation, (entered, spec_read))
             return

@@ -45,6 +45,19 @@ def _allowed(globs: tuple[str, ...]) -> re.Pattern[str]:
 
 
 @dataclass(frozen=True)
+class TalkOptions:
+    """Who may call an agent from a browser (GET /talk/<agent>), and for how long.
+    Browser calls spend the operator's provider keys: loopback callers only, unless
+    ``allow_from`` names networks, and then every caller must present ``token``."""
+
+    allow_from: tuple[str, ...] = ()  # --talk-from CIDR networks (besides loopback)
+    token: str | None = None  # the value of --talk-token's ${VAR}
+    token_name: str | None = None  # that ${VAR}, as shown instead of the value
+    max_calls: int = 2  # --max-browser-calls, at once over all agents
+    max_call_seconds: float = 600.0  # --max-call-seconds
+
+
+@dataclass(frozen=True)
 class ServeOptions:
     agents_dir: Path
     plugins_dir: Path | None
@@ -65,6 +78,8 @@ class ServeOptions:
     simulate: bool = False  # POST /simulate starts text-only fake jobs
     simulate_from_anywhere: bool = False  # otherwise only loopback peers may POST /simulate
     require_tests: bool = False  # an agent is served only if its scripted conversation tests pass
+    local: bool = False  # no LiveKit at all: browser calls (/talk) are how agents are reached
+    talk: TalkOptions = TalkOptions()  # browser calls: GET /talk/<agent> (talk.py)
     ws_url: str | None = None
     api_key: str | None = None
     api_secret: str | None = None

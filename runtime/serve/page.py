@@ -50,7 +50,8 @@ def _agents(agents: list[dict[str, Any]]) -> str:
                       if a.get("ready")
                       else f'<span class="bad">not registered</span> {_e(a.get("error") or "")}')
         rows.append(
-            f'<tr id="agent-{_e(a["name"])}"><td><b>{_e(a["name"])}</b><br><code>{_e(a["file"])}</code></td>'
+            f'<tr id="agent-{_e(a["name"])}"><td><b>{_e(a["name"])}</b> <a href="/talk/{_e(a["name"])}">talk</a>'
+            f'<br><code>{_e(a["file"])}</code></td>'
             f'<td>{_e(a["generation"])}</td><td>{_e(a["mode"])}</td><td><ul>{providers}</ul></td>'
             f'<td>{_e(a["sessions_active"])}</td><td>{registered}</td></tr>')
     return ("<table><thead><tr><th>agent</th><th>generation</th><th>mode</th><th>providers</th>"

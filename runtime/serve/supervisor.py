@@ -72,6 +72,7 @@ class Supervisor:
         self.agents = Agents(options, self.catalog, self._hurry, shared_pool=self.pool,
                              on_process_exit=self._process_exited)
         self.gateway: Any = None  # job processes borrow the pool's connections through it
+        self.talk_url = ""  # the page listing the agents for browser calls
         self.view = StatusView(options, self.catalog, self.agents, self.pool, self.metric_files)
         self.view.plugin_errors = plugins.problems
         tracing.setup(self.catalog.secrets)  # config.reload and serve's mcp.connect spans
@@ -89,13 +90,18 @@ class Supervisor:
             self.request_stop()
         try:
             o = self.options
+            talk = self._talk()
+            await talk.start()
             http = await start_http(self, o.http_host, o.http_port, simulate=o.simulate,
-                                    simulate_from_anywhere=o.simulate_from_anywhere)
+                                    simulate_from_anywhere=o.simulate_from_anywhere, talk=talk)
             log.info("serving %s on http://%s:%d (status page at /; /healthz /readyz /metrics /status)", o.agents_dir,
                      o.http_host, o.http_port)
+            host = o.http_host if o.http_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+            self.talk_url = f"http://{host if ':' not in host else f'[{host}]'}:{o.http_port}/talk/"
             try:
                 await self._serve()
             finally:
+                await talk.aclose()
                 await http.cleanup()
         finally:
             restore()
@@ -112,6 +118,9 @@ class Supervisor:
             self.view.gateway = self.gateway
         await self.agents.start()
         await self.reload({"specs"}, "start")
+        names = sorted(self.agents.workers)
+        log.info("%s: talk to an agent in a browser at %s%s", "no LiveKit (local mode)" if self.options.local
+                 else "browser calls", self.talk_url, f" (e.g. {self.talk_url}{names[0]})" if names else "")
         self.reloader = Reloader(
             {"specs": self.options.agents_dir, **({"plugins": self.options.plugins_dir} if self.options.plugins_dir else {})},
             self.reload, scan_interval=self.options.scan_interval,
@@ -124,6 +133,14 @@ class Supervisor:
         self.view.watching = True
         await self._stop.wait()
         await self._shutdown()
+
+    def _talk(self) -> Any:
+        from .talk import Talk
+
+        return Talk(self.options.talk, self.catalog.state_dir,
+                    serving=lambda: [] if self.stopping else [n for n in self.agents.workers if self.agents.serving(n)],
+                    spec_of=self._accepted_spec, registry=lambda: self.plugins.registry,
+                    launch=self.start_simulation, secrets=self.catalog.secrets)
 
     def _accepted_spec(self, agent: str) -> Any:
         entry = self.catalog.agents.get(agent)

@@ -124,16 +124,32 @@ def test_sigterm_lets_a_call_in_progress_finish_then_exits_0(agents: Path, fake_
         assert system_prompts_for(fake_openai, "second") == ["You are the desk."]
 
 
-def test_missing_livekit_credentials_are_a_one_line_error_before_anything_starts(agents: Path) -> None:
+def test_a_livekit_url_without_its_credentials_is_a_one_line_error_before_anything_starts(agents: Path) -> None:
     from helpers import run_cli
 
     write(agents / "desk.yaml", spec("You are the desk.", "http://127.0.0.1:9/v1"))
-    result = run_cli("serve", agents, env={"LIVEKIT_URL": None, "LIVEKIT_API_KEY": None, "LIVEKIT_API_SECRET": None})
+    result = run_cli("serve", agents, env={"LIVEKIT_URL": "ws://127.0.0.1:9", "LIVEKIT_API_KEY": None,
+                                           "LIVEKIT_API_SECRET": None})
     assert result.rc == 2
     assert result.stderr.strip().splitlines() == [
-        "error: LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET not set (LiveKit's URL and API credentials; "
-        "or use --unregistered to run without LiveKit)"
+        "error: LIVEKIT_API_KEY, LIVEKIT_API_SECRET not set (LiveKit's URL and API credentials; "
+        "or use --local to talk to the agents from a browser without LiveKit)"
     ]
+
+
+def test_serve_without_a_livekit_url_serves_the_agents_for_browser_calls_and_prints_the_page(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    env = {"LIVEKIT_URL": None, "LIVEKIT_API_KEY": None, "LIVEKIT_API_SECRET": None}
+    with Serve(agents, env=env, unregistered=False) as serve:
+        serve.wait_ready()
+        assert (f"no LiveKit (local mode): talk to an agent in a browser at http://127.0.0.1:{serve.port}/talk/ "
+                f"(e.g. http://127.0.0.1:{serve.port}/talk/desk)") in serve.output()
+        code, page = serve.get("/talk/desk")
+        assert code == 200 and 'data-testid="start"' in page
+        assert serve.simulate("desk", ["still simulated"])["agent"] == "desk"  # /simulate works beside it
+        assert serve.stop() == 0
 
 
 @pytest.mark.parametrize(("option", "value", "why"), [

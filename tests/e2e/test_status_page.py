@@ -87,4 +87,5 @@ def test_status_page_shows_agents_a_down_server_a_simulated_tool_call_and_an_inv
     assert where in dom
     assert SECRET not in dom
     assert "<script" not in dom
+    assert '<a href="/talk/desk">talk</a>' in dom  # the browser call page of the agent
     assert screenshot.stat().st_size > 10_000  # chromium rendered it
