@@ -15,6 +15,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from .peers import is_loopback
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -128,27 +130,6 @@ class ConnectionGuard:
         return mark_busy
 
 
-def peer_ip(request: web.Request) -> Any:
-    """The peer's address (an ipaddress object; IPv4-mapped IPv6 as IPv4), or None."""
-    import ipaddress
-
-    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
-    if not peer:
-        return None
-    try:
-        ip = ipaddress.ip_address(str(peer[0]).split("%")[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip
-
-
-def _is_loopback(request: web.Request) -> bool:
-    ip = peer_ip(request)
-    return ip is not None and ip.is_loopback
-
-
 def make_app(operator: Operator, *, simulate: bool = False, simulate_from_anywhere: bool = False,
              guard: ConnectionGuard | None = None, talk: Any = None) -> web.Application:
     from aiohttp import web
@@ -237,7 +218,7 @@ class Simulations:
         from .simulate import MAX_BODY_BYTES, MAX_CONCURRENT, BadRequest, parse, wait_flag
 
         op = self.operator
-        if not self.from_anywhere and not _is_loopback(request):
+        if not self.from_anywhere and not is_loopback(request):
             return _error(403, "POST /simulate is only accepted from this machine (a loopback address); "
                                "start serve with --simulate-from-anywhere to accept it from other hosts")
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:

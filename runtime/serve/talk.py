@@ -137,9 +137,9 @@ class Talk:
 
     def refusal(self, request: web.Request) -> str | None:
         """Why this peer may not make browser calls; None when it may."""
-        from .http import _is_loopback, peer_ip
+        from .peers import is_loopback, peer_ip
 
-        if _is_loopback(request):
+        if is_loopback(request):
             return None
         how = ("start serve with --talk-from NETWORKS --talk-token '${VAR}' to accept callers from other hosts")
         if not self._networks:

@@ -305,13 +305,13 @@ def _make_classes() -> tuple[type, type]:
                 cut = float("inf")
             else:
                 cut = self._paused_at if self._paused_at is not None else time.monotonic()
-            played = self._keep(cut, interrupted)
+            played = self.keep_played(cut, interrupted)
             # a pause outlives the segment: the device stays paused until livekit resumes it
             self._frames, self._pushed, self._ends_at = [], 0.0, 0.0
             self._interrupted = False
             self.on_playback_finished(playback_position=played, interrupted=interrupted)
 
-        def _keep(self, cut: float, interrupted: bool) -> float:
+        def keep_played(self, cut: float, interrupted: bool) -> float:
             """Record what played of this segment before ``cut`` as one stretch (a
             gap where the audio arrived later than it was due is silence in it)."""
             total = 0.0

@@ -163,8 +163,8 @@ def _make_classes() -> tuple[type, type]:
             super().resume()
             self.link.post({"type": "audio", "action": "resume"})
 
-        def _keep(self, cut: float, interrupted: bool) -> float:
-            played = super()._keep(cut, interrupted)
+        def keep_played(self, cut: float, interrupted: bool) -> float:
+            played = super().keep_played(cut, interrupted)
             self.played.clear()  # how long it played is all the call needs; no recording
             return played
 
