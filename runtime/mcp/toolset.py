@@ -14,8 +14,8 @@ import asyncio
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..core.terminal import printable
@@ -46,6 +46,9 @@ class McpTool:
     exposed: str
     conn: McpConnection
     tool: Any  # mcp.types.Tool
+    # arguments the spec pins (``tools.TOOL.arguments``, with the call's values): not
+    # shown to the model, merged over whatever it sends
+    pinned: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def server(self) -> str:
@@ -53,7 +56,14 @@ class McpTool:
 
     @property
     def parameters(self) -> dict[str, Any]:
-        return self.tool.input_schema or {"type": "object", "properties": {}}
+        schema = self.tool.input_schema or {"type": "object", "properties": {}}
+        if not self.pinned:
+            return schema
+        properties = {k: v for k, v in (schema.get("properties") or {}).items() if k not in self.pinned}
+        out = {**schema, "properties": properties}
+        if isinstance(schema.get("required"), list):
+            out["required"] = [k for k in schema["required"] if k not in self.pinned]
+        return out
 
 
 # What OpenAI accepts as a function name (chat completions and realtime alike);
@@ -128,6 +138,7 @@ def plan_tools(
     *,
     plugin_tools: Sequence[tuple[str, Any]] = (),
     lock: dict[str, dict[str, str]] | None = None,
+    pins: Callable[[Any, str], Mapping[str, Any]] | None = None,
 ) -> ToolPlan:
     """Decide what the model sees, so that no server can make a session fail.
 
@@ -136,7 +147,8 @@ def plan_tools(
     would cause either is withheld with a reason naming the servers involved.
     ``plugin_tools``: (source, livekit tool or PluginFunction) pairs, in the spec's order; they win
     over MCP tools. ``lock``: the spec's tool lock (server -> tool -> digest), or
-    None when there is none."""
+    None when there is none. ``pins(server block, tool name)``: the arguments pinned
+    for that tool in this call."""
     withheld: list[Withheld] = []
     plugins: list[Any] = []
     plugin_names: dict[str, str] = {}  # exposed name -> source
@@ -225,6 +237,8 @@ def plan_tools(
 
     order = {(s, id(t)): i for i, (s, _, t, _) in enumerate(candidates)}
     kept.sort(key=lambda t: order[(t.server, id(t.tool))])
+    if pins is not None:
+        kept = [McpTool(t.exposed, t.conn, t.tool, pins(t.conn.server, t.tool.name)) for t in kept]
     mcp, over = _within_limits(kept, len(plugins), sum(_plugin_size(t) for t in plugins))
     withheld += [Withheld("over_limit", f"mcp:{t.server}", t.tool.name, t.exposed,
                           f"tool {_q(t.exposed)} of MCP server {t.server} withheld: over the tool limits",
@@ -303,6 +317,8 @@ async def call_tool(tool: McpTool, arguments: dict[str, Any], recorder: CallReco
     from mcp.shared.exceptions import MCPError
 
     conn, server, name = tool.conn, tool.server, tool.tool.name
+    if tool.pinned:  # the spec's values win: the model cannot forge a pinned argument
+        arguments = {**arguments, **tool.pinned}
     with recorder.call(server=server, tool=name, exposed_name=tool.exposed, arguments=arguments) as call:
         failure: ToolFailure
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ..spec.secrets import SecretSet
@@ -84,6 +85,38 @@ class _StrayStdoutLines(logging.Filter):
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.exc_info = record.exc_text = None
         return record.levelno >= logging.getLogger().getEffectiveLevel()
+
+
+class _RedactRecord(logging.Filter):
+    """Redacts a record's message before a handler passes it on: a job process's
+    records travel to serve (livekit's log queue), whose own set never learns a
+    call's values."""
+
+    def __init__(self, secrets: SecretSet) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if self.secrets.might_hold(text):
+            record.msg, record.args = self.secrets.redact(text), None
+        return True
+
+
+_learnt = SecretSet()
+
+
+def add_secrets(values: Mapping[str, str]) -> None:
+    """Values learnt while running (a call's secret context: value -> shown text),
+    redacted from every record the root handlers pass from now on."""
+    if not values:
+        return
+    _learnt.add(values)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, _Redacting):
+            handler.formatter.secrets.add(values)
+        if not any(isinstance(f, _RedactRecord) for f in handler.filters):
+            handler.addFilter(_RedactRecord(_learnt))
 
 
 def setup_logging(fmt: str, level: str, secrets: SecretSet) -> None:

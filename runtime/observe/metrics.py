@@ -60,6 +60,18 @@ def observe_session(agent: str, outcome: str) -> None:
     SESSIONS.labels(agent, outcome).inc()
 
 
+CALLS_REFUSED = Counter(
+    "voice_runtime_calls_refused",
+    "Calls refused before their session started because of their call context, by agent and reason "
+    "(missing: a required value, too_long, pattern, invalid).",
+    ["agent", "reason"],
+)
+
+
+def observe_call_refused(agent: str, reason: str) -> None:
+    CALLS_REFUSED.labels(agent, reason).inc()
+
+
 def observe_fallback(agent: str) -> None:
     SESSION_FALLBACKS.labels(agent).inc()
 

@@ -104,6 +104,12 @@ def add_secrets(loaded: LoadedSpec) -> None:
         _state["secrets"].add_specs([loaded])
 
 
+def add_secret_values(values: Mapping[str, str]) -> None:
+    """A call's secret context values (value -> shown text) never leave in a span."""
+    if _state["tracer"] is not None and values:
+        _state["secrets"].add(values)
+
+
 def tracer() -> Any:
     """The tracer, or None when tracing is off."""
     return _state["tracer"]

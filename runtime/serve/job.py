@@ -105,6 +105,7 @@ def _warm_up(plugins: Any) -> None:
 async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, route: Route,
                      shared_pool: McpPool | None = None) -> None:
     from ..session.runner import SessionRefused, SessionRunner
+    from ..spec.call_context import ContextRefused
     from .catalog import read_published, read_published_reachable
     from ..mcp.gateway import GatewayPool
     from .routing import Unroutable, agent_of
@@ -136,8 +137,16 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
     browser = BrowserCall.of(ctx, loaded) if fake else None
     if browser is not None:
         await browser.connect()
+    try:
+        values = await _call_context(ctx, loaded, fake and browser is None)
+    except ContextRefused as exc:
+        await _refuse(ctx, loaded, Path(state_dir), generation, exc, fake and browser is None)
+        if borrowed is not None:
+            await borrowed.aclose()
+        return
     runner = SessionRunner(loaded, plugins, text_only=fake and not (browser and browser.audio), pool=pool,
-                           session_id=ctx.job.id, specs=targets, **(browser.io() if browser else {}))
+                           session_id=ctx.job.id, specs=targets, call_context=values,
+                           **(browser.io() if browser else {}))
     log.info("job %s: agent %s generation %d (%s)", ctx.job.id, agent, generation, loaded.digest[:12],
              extra={"agent": agent, "generation": generation, "job_id": ctx.job.id})
 
@@ -154,11 +163,76 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
         if fake:
             await _simulated_call(ctx, runner, Path(state_dir), generation, (entered, spec_read))
             return
-        await ctx.connect()
+        if not ctx.room.isconnected():  # _call_context connected for a participant's attributes
+            await ctx.connect()
         await runner.start(room=ctx.room)
     except SessionRefused as exc:
         log.error("job %s: agent %s refused the session: %s", ctx.job.id, agent, exc)
         ctx.shutdown(reason=str(exc))
+
+
+PARTICIPANT_WAIT_S = 15.0  # for the caller whose attributes (sip.*) the context reads
+
+
+async def _call_context(ctx: JobContext, loaded: Any, simulated: bool) -> dict[str, str]:
+    """The call's declared context from where LiveKit carries it (dispatch metadata,
+    room metadata, the caller's attributes) or, for a simulated call, from its script.
+    Secret values are added to the log redaction before anything can log them."""
+    from ..observe.logs import add_secrets
+    from ..observe import tracing
+    from ..spec.call_context import gather, resolve, secret_values
+
+    declared = loaded.spec.context
+    if not declared:
+        return {}
+    given = None
+    attributes: dict[str, str] = {}
+    if simulated:
+        script = json.loads(ctx.job.room.metadata or "{}")
+        given = script.get("context") if isinstance(script.get("context"), dict) else {}
+    elif any(d.from_.startswith("participant:") for d in declared.values()):
+        if ctx.job.HasField("participant"):
+            attributes = dict(ctx.job.participant.attributes)
+        else:
+            await ctx.connect()
+            try:
+                participant = await asyncio.wait_for(ctx.wait_for_participant(), PARTICIPANT_WAIT_S)
+                attributes = dict(participant.attributes)
+            except asyncio.TimeoutError:
+                log.warning("job %s: no participant joined within %gs; its attributes give no context",
+                            ctx.job.id, PARTICIPANT_WAIT_S)
+    raw = gather(declared, dispatch=ctx.job.metadata, room=None if simulated else ctx.job.room.metadata,
+                 attributes=attributes, given=given)
+    # redacted first: even a refused value (too long, wrong pattern) never reaches a log
+    hidden = secret_values(declared, {k: str(v) for k, v in raw.items()})
+    add_secrets(hidden)
+    tracing.add_secret_values(hidden)
+    values = resolve(declared, raw)
+    add_secrets(secret_values(declared, values))
+    return values
+
+
+async def _refuse(ctx: JobContext, loaded: Any, state_dir: Path, generation: int, exc: Exception,
+                  simulated: bool) -> None:
+    """A call whose context is refused: said in the log and counted; a simulated
+    call's waiting request is told why."""
+    from ..observe.metrics import observe_call_refused
+    from .simulate import mark_ended, write_result
+
+    reason = getattr(exc, "reason", "invalid")
+    log.error("job %s: agent %s refused the call: %s", ctx.job.id, loaded.name, exc,
+              extra={"agent": loaded.name, "job_id": ctx.job.id, "refused": reason})
+    observe_call_refused(loaded.name, reason)
+    if simulated:
+        script = json.loads(ctx.job.room.metadata or "{}")
+        if script.get("report"):
+            with contextlib.suppress(OSError):
+                write_result(state_dir, ctx.job.room.name, {
+                    "ok": False, "agent": loaded.name, "room": ctx.job.room.name, "generation": generation,
+                    "turns": [], "error": f"call refused: {exc}", "refused": reason})
+        with contextlib.suppress(OSError):
+            mark_ended(state_dir, ctx.job.id)
+    ctx.shutdown(reason=f"call refused: {exc}")
 
 
 async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generation: int,

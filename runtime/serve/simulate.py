@@ -37,7 +37,9 @@ MAX_BODY_BYTES = 64 * 1024
 ROOM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")  # livekit's "mock-job-<shortuuid>"
 ENDED = ".ended"
-FIELDS = ("agent", "turns", "gap_s", "room", "wait", "speech")
+FIELDS = ("agent", "turns", "gap_s", "room", "wait", "speech", "context")
+MAX_CONTEXT_KEYS = 64
+MAX_CONTEXT_CHARS = 16 * 1024  # of one value: the spec's max_length refuses longer ones in the job
 RESULT_CHARS = 2000  # of a tool result, in the report
 
 
@@ -53,10 +55,13 @@ class Simulation:
     room: str | None
     wait: bool
     speech: bool = False  # each turn also through the pipeline's own STT and TTS (see loopback)
+    # the call context by name, as a LiveKit call would carry it (spec `context:`)
+    context: dict[str, str] | None = None
 
     def script(self) -> str:
         """What the job reads from its (fake) room's metadata."""
-        return json.dumps({"turns": self.turns, "gap_s": self.gap_s, "report": self.wait, "speech": self.speech})
+        return json.dumps({"turns": self.turns, "gap_s": self.gap_s, "report": self.wait, "speech": self.speech,
+                           "context": self.context or {}})
 
 
 def parse(body: Any, *, wait: bool = False) -> Simulation:
@@ -93,7 +98,12 @@ def parse(body: Any, *, wait: bool = False) -> Simulation:
     speech = body.get("speech", False)
     if not isinstance(speech, bool):
         raise BadRequest(f'"speech" must be true or false, not {_kind(speech)}')
-    return Simulation(agent, list(turns), float(gap), room, wait or body_wait, speech)
+    context = body.get("context", {})
+    if not isinstance(context, dict) or len(context) > MAX_CONTEXT_KEYS or not all(
+            isinstance(k, str) and isinstance(v, str) and len(v) <= MAX_CONTEXT_CHARS for k, v in context.items()):
+        raise BadRequest(f'"context" must be an object of at most {MAX_CONTEXT_KEYS} names to text values '
+                         f'(each at most {MAX_CONTEXT_CHARS} characters)')
+    return Simulation(agent, list(turns), float(gap), room, wait or body_wait, speech, dict(context))
 
 
 def _kind(value: Any) -> str:

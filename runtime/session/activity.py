@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..mcp.toolset import plan_tools
+from ..spec.call_context import pinned_arguments
 from ..observe import tracing
 from ..observe.tool_calls import CallRecorder
 from .handoffs import HandoffOwner
@@ -45,6 +46,7 @@ class ActivityOwner(HandoffOwner, Protocol):
 
     listeners: list[Callable[[str, dict[str, Any]], None]]
     stand_ins: list[Any]
+    call_context: dict[str, str]  # the call's values, for pinned tool arguments
 
     def mcp_pool(self) -> McpPool | GatewayPool: ...
 
@@ -113,7 +115,9 @@ class AgentActivity:
             registered = owner.plugins.registry.tools[tool_name]
             plugin += [(f"plugin:{registered.plugin}", t) for t in plugin_tools(registered, self.recorder)]
         # a tool that would make livekit or the model API refuse the session is withheld
-        plan = plan_tools(self.connections, plugin_tools=plugin, lock=self.tool_lock)
+        values = owner.call_context
+        plan = plan_tools(self.connections, plugin_tools=plugin, lock=self.tool_lock,
+                          pins=lambda server, tool: pinned_arguments(server, tool, values))
         for line in plan.warnings():
             log.warning("agent %s session %s: %s", self.name, owner.session_id, line, extra=SHOWN_AS_EVENT)
             owner.emit("warning", {"message": line})

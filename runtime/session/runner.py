@@ -85,8 +85,16 @@ class SessionRunner:
                  listeners: list[Callable[[str, dict[str, Any]], None]] | None = None,
                  pool: McpPool | GatewayPool | None = None, recorder: CallRecorder | None = None,
                  specs: dict[str, LoadedSpec] | None = None, llm_override: Any = None,
-                 stand_ins: list[Any] | None = None, audio_in: Any = None, audio_out: Any = None) -> None:
+                 stand_ins: list[Any] | None = None, audio_in: Any = None, audio_out: Any = None,
+                 call_context: dict[str, str] | None = None) -> None:
+        from ..spec.call_context import for_call
         from .handoffs import TurnHandoffs
+
+        # this call's checked context values (spec.call_context.resolve): substituted in
+        # the spec it runs and every handoff target's, and in its pinned tool arguments
+        self.call_context = call_context if call_context is not None else {}
+        if loaded.spec.context:
+            loaded = for_call(loaded, self.call_context)
 
         self.plugins = plugins
         self.text_only = text_only
@@ -188,6 +196,10 @@ class SessionRunner:
     async def switch_to(self, target: LoadedSpec) -> None:
         """The session continues as ``target`` (a handoff): its MCP servers from the
         pool, its tools, its models; the livekit Agent is built by the caller."""
+        if target.spec.context:
+            from ..spec.call_context import for_call
+
+            target = for_call(target, self.call_context)
         spec: Any = target.spec
         mode = "realtime" if spec.realtime is not None and self.llm_override is None else "pipeline"
         self.activity = self.activity.moved_to(target, mode)

@@ -191,7 +191,7 @@ class SpecLoader:
             return walker.errors + [e for e in errors if e.key_path not in seen]
         if walker.errors:
             return walker.errors
-        return self._finish(path, walker.raw, spec, walker)
+        return self._finish(path, walker.raw, spec, walker, data)
 
     def document(self, path: Path, what: str = "a spec", starts: str = "apiVersion: voice-runtime/v1"
                  ) -> tuple[Any, Walker] | list[SpecError]:
@@ -279,7 +279,8 @@ class SpecLoader:
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return SpecError(file, message=f"invalid YAML: a value cannot be read ({detail})")
 
-    def _finish(self, path: Path, raw: bytes, spec: AgentSpecBase, walker: Walker) -> LoadedSpec | list[SpecError]:
+    def _finish(self, path: Path, raw: bytes, spec: AgentSpecBase, walker: Walker, data: Any = None
+                ) -> LoadedSpec | list[SpecError]:
         file = str(path)
         errors: list[SpecError] = []
         name = spec.name or path.stem
@@ -300,6 +301,12 @@ class SpecLoader:
             else:
                 instructions = text  # type: ignore[assignment]
                 digest.update(body)  # type: ignore[arg-type]
+        from .call_context import check_uses
+
+        # every ${call.NAME}: declared, and where a call's values are substituted
+        for key_path, message in check_uses(data if data is not None else {}, spec.context,
+                                            instructions if spec.instructions_file else None):
+            errors.append(walker.error(key_path, message, value=True))
         for problem in self._plugin_problems(spec, path):
             errors.append(walker.error(problem[0], problem[1], value=False) if problem[0] else SpecError(file, message=problem[1]))
         if errors:

@@ -87,6 +87,11 @@ class ToolVoice(StrictModel):
     timeout_say: str | None = Field(
         None, min_length=1, description="Said when this tool's call times out (overrides the server's)."
     )
+    arguments: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Pinned arguments, e.g. {customer_id: \"${call.customer_id}\"}: removed from the schema the "
+        "model sees and merged into every call of this tool, so the model can neither see nor forge them.",
+    )
 
 
 class McpServerBase(StrictModel):
@@ -294,6 +299,34 @@ class Claims(StrictModel):
         "with a note that no tool ran.")
 
 
+CONTEXT_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+CONTEXT_SOURCE_PATTERN = r"^(dispatch|room):[^\s]{1,128}$|^participant:[^\s]{1,128}$"
+
+
+class ContextValue(StrictModel):
+    """One value a call may carry, used as ``${call.NAME}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: str = Field(
+        alias="from", pattern=CONTEXT_SOURCE_PATTERN,
+        description="Where a LiveKit call carries it: `dispatch:KEY` (a key of the dispatch metadata, JSON), "
+        "`room:KEY` (a key of the room metadata, JSON) or `participant:ATTR` (a participant attribute, e.g. "
+        "participant:sip.phoneNumber). Local calls (/simulate, chat --context, a test case) give it by name.")
+    required: bool = Field(False, description="Refuse the call when the value is missing.")
+    default: str | None = Field(None, description="Used when the value is missing.")
+    pattern: Annotated[str, AfterValidator(regex_text)] | None = Field(
+        None, description="A regular expression the whole value must match, else the call is refused.")
+    max_length: int = Field(256, ge=1, le=65536, description="Longer values refuse the call.")
+    secret: bool = Field(False, description="Redacted wherever secrets are (logs, status, reports).")
+
+    @model_validator(mode="after")
+    def _required_or_default(self) -> ContextValue:
+        if self.required and self.default is not None:
+            raise PydanticCustomError("context", "a value with a `default` is never missing: drop `required`")
+        return self
+
+
 class AgentSpecBase(StrictModel):
     """Fields every spec has; ``spec_model()`` adds the provider-dependent ones."""
 
@@ -316,6 +349,10 @@ class AgentSpecBase(StrictModel):
         description="Handoffs one caller turn may go through: once this many have happened since the caller "
         "last spoke, this agent's transfer tools are refused and withheld until its answer, which it gives itself.")
     claims: Claims = Field(default_factory=Claims, description="Replies that claim a tool ran when none did.")
+    context: dict[Annotated[str, Field(pattern=CONTEXT_NAME_PATTERN)], ContextValue] = Field(
+        default_factory=dict,
+        description="What a call may carry (caller, account, per-call token), used as ${call.NAME} in instructions, "
+        "greeting, MCP headers and url query, and pinned tool arguments.")
 
     @field_validator("handoffs")
     @classmethod
