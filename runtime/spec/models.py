@@ -193,6 +193,22 @@ class HttpServer(McpServerBase):
     )
     headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request; use ${VAR} for secrets.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _per_call_not_shared(cls, data: Any) -> Any:
+        # a block authenticated or addressed with a call's values belongs to that call:
+        # never connected ahead by serve's pool, never lent to another call
+        if not isinstance(data, dict):
+            return data
+        texts = [data.get("url")] + list((data.get("headers") or {}).values() if isinstance(data.get("headers"), dict) else [])
+        if any(isinstance(t, str) and "${call." in t for t in texts):
+            if data.get("shared") is True:
+                raise PydanticCustomError(
+                    "shared", "this server uses ${call.*} in its url or headers, so each call connects with its "
+                    "own values: it cannot be `shared: true` (drop the key)")
+            data = {**data, "shared": False}
+        return data
+
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:

@@ -150,6 +150,11 @@ def read_events(path: StrPath) -> list[dict[str, Any]]:
     return [r for r in _read_jsonl(path) if "event" in r]
 
 
+def read_requests(path: StrPath) -> list[dict[str, Any]]:
+    """The HTTP recorder's POSTs, in order: ``{"authorization", "query"}`` each."""
+    return [r["request"] for r in _read_jsonl(path) if "request" in r]
+
+
 def read_cancellations(path: StrPath) -> list[dict[str, Any]]:
     """``sleep`` calls the client cancelled, as the server saw them: ``{"cancelled":
     "sleep", "args", "pid", "ts"}`` each."""

@@ -372,7 +372,7 @@ def _ignore_sigterm() -> int:
     return child.pid
 
 
-async def _serve_http(server: MCPServer[Any], config: Config) -> None:
+async def _serve_http(server: MCPServer[Any], config: Config, rec: Recorder | None = None) -> None:
     import uvicorn
 
     assert config.port is not None
@@ -383,6 +383,8 @@ async def _serve_http(server: MCPServer[Any], config: Config) -> None:
         app = server.streamable_http_app()
         path = "/mcp"
 
+    if rec is not None:
+        app = _recording_requests(app, rec)
     ignore_sigterm = config.faults.ignore_sigterm
 
     class _Server(uvicorn.Server):
@@ -412,6 +414,20 @@ async def _serve_http(server: MCPServer[Any], config: Config) -> None:
         await uv.serve()
     finally:
         task.cancel()
+
+
+def _recording_requests(app: Any, rec: Recorder) -> Any:
+    """Each POST's Authorization header and query string as one ``{"request": ...}``
+    line: what a client authenticated each call with (per-call credentials)."""
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and scope.get("method") == "POST":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            rec.write({"request": {"authorization": headers.get("authorization"),
+                                   "query": scope.get("query_string", b"").decode("latin-1")}})
+        await app(scope, receive, send)
+
+    return wrapped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -482,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             while True:
                 signal.pause()
     else:
-        asyncio.run(_serve_http(server, config))
+        asyncio.run(_serve_http(server, config, rec))
     return 0
 
 

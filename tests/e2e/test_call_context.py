@@ -1,0 +1,109 @@
+"""Call context through a real `serve` (process executor): values a call carries reach
+the prompt the model is sent, the pinned argument the MCP server receives (never
+shown to the model), and the per-call credentials an HTTP MCP server sees; a call
+missing a required value is refused, logged and counted; a secret value never
+reaches the log."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from fakes.openai_chat import FakeOpenAI
+from helpers import write
+from mcp_servers.harness import read_records, read_requests, start_http_server, stdio_command
+from serve_harness import Serve, spec
+
+REFUSED = 'voice_runtime_calls_refused_total{agent="desk",reason="missing"}'
+
+
+def _simulate(serve: Serve, context: dict[str, str], turns: list[str] | None = None, code: int = 200
+              ) -> dict[str, Any]:
+    answered, report = serve.post("/simulate", json.dumps(
+        {"agent": "desk", "turns": turns or ["what is the weather?"], "wait": True, "context": context}).encode(),
+        timeout=90)
+    assert answered == code, report
+    return report
+
+
+def _system_prompts(fake: FakeOpenAI) -> list[str]:
+    return [m["content"] for r in fake.chat_requests for m in r["messages"] if m["role"] in ("system", "developer")]
+
+
+def test_context_reaches_the_prompt_and_a_pinned_argument_the_model_never_sees(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    record = tmp_path / "calls.jsonl"
+    command, args = stdio_command(record=record, name="weather")
+    server = {"command": command, "args": args, "tools": {"get_weather": {"arguments": {"city": "${call.city}"}}}}
+    write(agents / "desk.yaml", spec("You help ${call.caller}.", fake_openai.base_url)
+          + "context:\n  caller: {from: 'participant:sip.phoneNumber', required: true}\n"
+            "  city: {from: 'dispatch:city', pattern: '[A-Za-z ]+'}\n"
+          + f"mcp_servers:\n  weather: {json.dumps(server)}\n")
+    # the model tries to forge the pinned argument: the spec's value wins
+    fake_openai.use_tool_then_answer("get_weather", {"city": "Atlantis"})
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        # a value holding ${...} is data: never expanded from the environment or the context
+        report = _simulate(serve, {"caller": "Ann ${OPENAI_API_KEY} ${call.city}", "city": "Paris"})
+        assert report["ok"], report
+        assert report["turns"][0]["reply"] == "Result: sunny in Paris"
+    assert any("You help Ann ${OPENAI_API_KEY} ${call.city}." in p for p in _system_prompts(fake_openai))
+    assert [r["args"] for r in read_records(record)] == [{"city": "Paris"}]
+    [tool] = [t for t in fake_openai.chat_requests[0]["tools"] if t["function"]["name"] == "get_weather"]
+    assert "city" not in tool["function"]["parameters"].get("properties", {})
+    assert "city" not in tool["function"]["parameters"].get("required", [])
+
+
+def test_a_call_missing_a_required_value_is_refused_logged_and_counted(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    write(agents / "desk.yaml", spec("You help ${call.caller}.", fake_openai.base_url)
+          + "context:\n  caller: {from: 'participant:sip.phoneNumber', required: true}\n"
+            "  pin: {from: 'dispatch:pin', pattern: '[0-9]{4}'}\n")
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        report = _simulate(serve, {}, code=502)
+        assert not report["ok"]
+        assert report["error"] == "call refused: required call context caller is missing (from participant:sip.phoneNumber)"
+        bad = _simulate(serve, {"caller": "Ann", "pin": "12345"}, code=502)
+        assert bad["error"] == "call refused: call context pin does not match its pattern"
+        serve.wait_for(lambda: serve.metric(REFUSED) == 1.0, message="the refused call in /metrics")
+        assert serve.metric('voice_runtime_calls_refused_total{agent="desk",reason="pattern"}') == 1.0
+        assert "refused the call: required call context caller is missing" in serve.output()
+    assert fake_openai.chat_requests == []  # no session started: the model was never asked
+
+
+def test_each_call_reaches_an_http_mcp_server_with_its_own_token_which_never_reaches_the_log(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    record = tmp_path / "calls.jsonl"
+    tokens = ["tok-alpha-7781", "tok-bravo-9902"]
+    with start_http_server(record=record, name="crm") as crm:
+        server = {"url": crm.url + "?tenant=${call.tenant}", "headers": {"Authorization": "Bearer ${call.token}"}}
+        write(agents / "desk.yaml", spec("You help.", fake_openai.base_url)
+              + "context:\n  token: {from: 'dispatch:token', required: true, secret: true}\n"
+                "  tenant: {from: 'dispatch:tenant', default: main}\n"
+              + f"mcp_servers:\n  crm: {json.dumps(server)}\n")
+        fake_openai.use_tool_then_answer("whoami", {})
+        with Serve(agents) as serve:
+            serve.wait_ready()
+            reports: list[dict[str, Any]] = []
+            # two calls at once: neither may be given the other's credentials
+            threads = [threading.Thread(target=lambda t=t, n=n: reports.append(
+                _simulate(serve, {"token": t, "tenant": f"t&{n}"}, ["who are you?"])))
+                for n, t in enumerate(tokens)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert [r["ok"] for r in reports] == [True, True], reports
+            log = serve.output()
+        seen = {(r["authorization"], r["query"]) for r in read_requests(record)}
+        # the query value is percent-encoded: a caller's "&" cannot add a parameter
+        assert seen == {("Bearer tok-alpha-7781", "tenant=t%260"), ("Bearer tok-bravo-9902", "tenant=t%261")}
+        assert [r["tool"] for r in read_records(record)] == ["whoami", "whoami"]
+    for token in tokens:
+        assert token not in log
