@@ -325,7 +325,7 @@ class ContextValue(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     from_: str = Field(
-        alias="from", pattern=CONTEXT_SOURCE_PATTERN,
+        alias="from", json_schema_extra={"pattern": CONTEXT_SOURCE_PATTERN},
         description="Where a LiveKit call carries it: `dispatch:KEY` (a key of the dispatch metadata, JSON), "
         "`room:KEY` (a key of the room metadata, JSON) or `participant:ATTR` (a participant attribute, e.g. "
         "participant:sip.phoneNumber). Local calls (/simulate, chat --context, a test case) give it by name.")
@@ -335,6 +335,15 @@ class ContextValue(StrictModel):
         None, description="A regular expression the whole value must match, else the call is refused.")
     max_length: int = Field(256, ge=1, le=65536, description="Longer values refuse the call.")
     secret: bool = Field(False, description="Redacted wherever secrets are (logs, status, reports).")
+
+    @field_validator("from_")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if not re.fullmatch(CONTEXT_SOURCE_PATTERN, value):
+            raise PydanticCustomError(
+                "context_source", "`from` must be dispatch:KEY (dispatch metadata), room:KEY (room metadata) or "
+                "participant:ATTR (a participant attribute, e.g. participant:sip.phoneNumber)")
+        return value
 
     @model_validator(mode="after")
     def _required_or_default(self) -> ContextValue:

@@ -354,6 +354,32 @@ pipeline:
   llm: {provider: openai}
   text_only: true
 """,
+    "callref.yaml": """\
+apiVersion: voice-runtime/v1
+instructions: "Caller ${call.caler}"
+context:
+  caller: {from: "participant:sip.phoneNumber"}
+realtime: {provider: openai}
+mcp_servers:
+  crm:
+    url: "https://${call.caller}.example.com/mcp"
+  local:
+    command: "run ${call.caller}"
+""",
+    "calldecl.yaml": """\
+apiVersion: voice-runtime/v1
+instructions: hi
+context:
+  caller: {from: "cookie:x"}
+  pin: {from: "room:pin", required: true, default: "0"}
+  bad-name: {from: "room:x"}
+realtime: {provider: openai}
+mcp_servers:
+  crm:
+    url: "https://crm.example.com/mcp"
+    headers: {Authorization: "Bearer ${call.caller}"}
+    shared: true
+""",
 }
 SPEC_ENV = {
     "VR_TEST_UNSET": None,
@@ -709,3 +735,24 @@ def test_filler_and_timeout_say_mistakes_are_reported_at_their_keys(tmp_path: Pa
         "(its settings would never apply); allowed: search",
         "found 6 errors in 1 file",
     ], result.stdout
+
+
+def test_call_context_uses_are_checked_at_their_location(spec_run: FolderRun) -> None:
+    out = lines(spec_run)
+    assert ("agents/callref.yaml:2:15: instructions: ${call.caler} names no declared context value "
+            "(context: caller)") in out
+    assert ("agents/callref.yaml:8:10: mcp_servers.crm.url: ${call.*} may be used in a URL's query only, "
+            "not its scheme, host or path") in out
+    assert any(line.startswith("agents/callref.yaml:10:14: mcp_servers.local.command: ${call.caller} is not "
+                               "substituted here") for line in out)
+
+
+def test_call_context_declarations_are_checked(spec_run: FolderRun) -> None:
+    text = spec_run.text.result.stdout
+    assert ("agents/calldecl.yaml:4:18: context.caller.from: `from` must be dispatch:KEY (dispatch metadata), "
+            "room:KEY (room metadata) or participant:ATTR (a participant attribute, e.g. "
+            "participant:sip.phoneNumber)") in text
+    assert "agents/calldecl.yaml:5:3: context.pin: a value with a `default` is never missing: drop `required`" in text
+    assert "agents/calldecl.yaml:6:3: context.bad-name" in text
+    assert ("mcp_servers.crm: this server uses ${call.*} in its url or headers, so each call connects with "
+            "its own values: it cannot be `shared: true` (drop the key)") in text
