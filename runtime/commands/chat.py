@@ -31,6 +31,9 @@ def chat(
         "its pauses of 1 s or more separate turns; repeat the option for more files.")] = None,
     audio_out: Annotated[Optional[Path], typer.Option(
         "--audio-out", metavar="WAV", help="With --audio-in: write the call as the caller heard it (WAV, 24 kHz mono).")] = None,
+    context: Annotated[Optional[list[str]], typer.Option(
+        "--context", metavar="NAME=VALUE", help="A call context value the spec declares (its `context:`), as a "
+        "LiveKit call would carry it; repeat for more.")] = None,
 ) -> None:
     """Talk to an agent: no LiveKit server. Tool calls show inline.
 
@@ -58,18 +61,39 @@ def chat(
     if turns and (loaded.spec.pipeline is None or loaded.spec.pipeline.text_only) and loaded.spec.realtime is None:
         usage_error(f"agent {loaded.name} is text-only: --audio-in needs a voice pipeline or a realtime model")
     refuse_missing_keys(loaded, loaded_plugins, text_only=not turns)
+    values = _call_context(loaded, context or [], secrets)
     if turns:
         from ..session.audio_io import caller_audio, speaker_audio
 
         printer = ChatPrinter(loaded.name, as_json=json_lines, out=sys.stdout)
         runner = SessionRunner(loaded, loaded_plugins, audio_in=caller_audio(), audio_out=speaker_audio(),
-                               specs=reachable(loaded, by_name.get))
+                               specs=reachable(loaded, by_name.get), call_context=values)
         with plugin_output():
             raise typer.Exit(asyncio.run(run_audio_chat(runner, printer, turns, audio_out)))
     printer = ChatPrinter(loaded.name, as_json=json_lines, out=sys.stdout, echo_user=not sys.stdin.isatty())
-    runner = SessionRunner(loaded, loaded_plugins, text_only=True, specs=reachable(loaded, by_name.get))
+    runner = SessionRunner(loaded, loaded_plugins, text_only=True, specs=reachable(loaded, by_name.get),
+                           call_context=values)
     with plugin_output():  # plugin tools run during the session; the printer keeps stdout
         raise typer.Exit(asyncio.run(run_chat(runner, printer)))
+
+
+def _call_context(loaded: LoadedSpec, pairs: list[str], secrets: Any) -> dict[str, str]:
+    """``--context NAME=VALUE`` options, checked as a call's context is (exit 2 when
+    the call would be refused); secret values join the output's redaction."""
+    from ..spec.call_context import ContextRefused, local_values, secret_values
+
+    given: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            usage_error(f"--context {printable(pair)!r}: use NAME=VALUE")
+        given[name] = value
+    declared = loaded.spec.context
+    secrets.add(secret_values(declared, {k: v for k, v in given.items() if k in declared}))
+    try:
+        return local_values(declared, given)
+    except ContextRefused as exc:
+        usage_error(f"agent {loaded.name} refuses the call: {exc}")
 
 
 def _audio_turns(paths: list[Path], audio_out: Path | None) -> list[Any]:

@@ -166,6 +166,16 @@ def resolve(declared: Mapping[str, ContextValue], raw: Mapping[str, Any]) -> dic
     return values
 
 
+def local_values(declared: Mapping[str, ContextValue], given: Mapping[str, str]) -> dict[str, str]:
+    """A local call's values (chat --context, a test case's ``context:``), checked as a
+    LiveKit call's are; a name the spec does not declare is refused."""
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise ContextRefused("invalid", f"no context value named {', '.join(unknown)} is declared "
+                                        f"(context: {', '.join(sorted(declared)) or 'none'})")
+    return resolve(declared, gather(declared, given=given))
+
+
 # -- using them -----------------------------------------------------------------------
 
 def substitute(text: str, values: Mapping[str, str], encode: Any = None) -> str:

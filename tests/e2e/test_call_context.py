@@ -7,12 +7,13 @@ reaches the log."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
 from fakes.openai_chat import FakeOpenAI
-from helpers import write
+from helpers import CLI, child_env, write
 from mcp_servers.harness import read_records, read_requests, start_http_server, stdio_command
 from serve_harness import Serve, spec
 
@@ -107,3 +108,33 @@ def test_each_call_reaches_an_http_mcp_server_with_its_own_token_which_never_rea
         assert [r["tool"] for r in read_records(record)] == ["whoami", "whoami"]
     for token in tokens:
         assert token not in log
+
+
+def _chat(agents: Path, fake: FakeOpenAI, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, "chat", str(agents), "--agent", "desk", "--json", *extra],
+        input="what is the weather?\n", capture_output=True, text=True, timeout=90,
+        env=child_env({"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "x"}),
+    )
+
+
+def test_chat_context_fills_the_prompt_and_a_pinned_argument_and_refuses_a_missing_value(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    record = tmp_path / "calls.jsonl"
+    command, args = stdio_command(record=record, name="weather")
+    server = {"command": command, "args": args, "tools": {"get_weather": {"arguments": {"city": "${call.city}"}}}}
+    write(agents / "desk.yaml", spec("You help ${call.caller}.", fake_openai.base_url)
+          + "context:\n  caller: {from: 'participant:sip.phoneNumber', required: true, secret: true}\n"
+            "  city: {from: 'dispatch:city'}\n"
+          + f"mcp_servers:\n  weather: {json.dumps(server)}\n")
+    refused = _chat(agents, fake_openai, "--context", "city=Paris")
+    assert refused.returncode == 2
+    assert ("error: agent desk refuses the call: required call context caller is missing "
+            "(from participant:sip.phoneNumber)") in refused.stderr
+    fake_openai.use_tool_then_answer("get_weather", {})
+    result = _chat(agents, fake_openai, "--context", "caller=+15550001234", "--context", "city=Oslo")
+    assert result.returncode == 0, result.stderr
+    assert [r["args"] for r in read_records(record)] == [{"city": "Oslo"}]
+    assert any("You help +15550001234." in p for p in _system_prompts(fake_openai))
+    assert "+15550001234" not in result.stdout + result.stderr  # secret: redacted in what chat prints

@@ -95,6 +95,8 @@ class Case(StrictModel):
     mocks: dict[str, str] = Field(default_factory=dict, description="tool -> result text; a mocked tool never "
                                   "reaches its server.")
     allow_unbacked_claims: bool = Field(False, description="A reply may claim an action no tool backs.")
+    context: dict[str, str] = Field(default_factory=dict, description="The call context values (the agent's "
+                                    "`context:`) this call carries, by name.")
     turns: list[Turn] = Field(min_length=1)
 
     @property

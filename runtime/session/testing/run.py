@@ -194,9 +194,14 @@ async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], pl
     from ...spec.handoffs import reachable
     from .scripted import scripted_llm
 
+    from ...spec.call_context import local_values
+
     scripted = scripted_llm(case.script) if case.script is not None else None
+    # a refused context (missing, invalid) fails the case with the reason, as a call is refused
+    values = local_values(loaded.spec.context, case.context)
     runner = SessionRunner(loaded, plugins, text_only=True, pool=pool, llm_override=scripted,
-                           specs=reachable(loaded, specs.get), stand_ins=_stand_ins(case.mocks))
+                           specs=reachable(loaded, specs.get), stand_ins=_stand_ins(case.mocks),
+                           call_context=values)
     current: _Turn | None = None
 
     def on_event(event: str, data: dict[str, Any]) -> None:
