@@ -250,3 +250,40 @@ cases:
     result = run_cli("test", agents, env={"OPENAI_API_KEY": None}, timeout=60)
     assert result.rc == 0, result.output
     assert "  PASS mocked weather (" in result.stdout
+
+
+def test_a_cases_context_reaches_a_pinned_argument_and_a_missing_required_value_fails_the_case(
+    tmp_path: Path, agents: Path
+) -> None:
+    record = tmp_path / "calls.jsonl"
+    command, args = stdio_command(record=record, name="tools")
+    server = {"command": command, "args": args, "tools": {"get_weather": {"arguments": {"city": "${call.city}"}}}}
+    write(agents / "desk.yaml", DESK.split("mcp_servers:")[0].format(base="")
+          + f"mcp_servers:\n  tools: {json.dumps(server)}\n"
+          + "context:\n  city: {from: 'dispatch:city', required: true}\n")
+    write(agents / "tests" / "desk.yaml", """apiVersion: voice-runtime/v1
+agent: desk
+cases:
+  - name: the city comes from the call
+    context: {city: Lima}
+    script:
+      - tool_call: get_weather
+        arguments: {}
+      - say: "Sunny in Lima."
+    turns:
+      - user: weather?
+        expect:
+          - tool_call: get_weather
+  - name: no city
+    script:
+      - say: "Hello."
+    turns:
+      - user: hi
+""")
+    result = run_cli("test", agents, env={"OPENAI_API_KEY": None}, timeout=120)
+    assert result.rc == 1, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("  PASS the city comes from the call (")
+    assert lines[2].startswith("  FAIL no city (")
+    assert "required call context city is missing (from dispatch:city)" in lines[3]
+    assert [(r["tool"], r["args"]) for r in read_records(record)] == [("get_weather", {"city": "Lima"})]
