@@ -24,7 +24,6 @@ from urllib.parse import quote
 
 if TYPE_CHECKING:
     from .errors import KeyPath
-    from .loader import LoadedSpec
     from .models import ContextValue
 
 CALL_REF = re.compile(r"\$\{call\.([^}]*)\}")
@@ -196,8 +195,9 @@ def uses_call(server: Any) -> bool:
         or bool(CALL_REF.search(getattr(server, "url", "") or ""))
 
 
-def for_call(loaded: LoadedSpec, values: Mapping[str, str]) -> LoadedSpec:
-    """``loaded`` with this call's values in its instructions, greeting and per-call
+def for_call(loaded: Any, values: Mapping[str, str]) -> Any:
+    """``loaded`` (a ``loader.LoadedSpec``, untyped here: the loader imports this
+    module to check uses) with this call's values in its instructions, greeting and per-call
     MCP blocks. A block using ``${call.*}`` becomes ``shared: false``: its connection
     is this call's own, so one caller's credentials are never lent to another call.
     Pinned tool arguments stay templates here (``pinned_arguments`` fills them per
