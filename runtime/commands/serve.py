@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -41,6 +42,7 @@ def serve(
     talk_token: Annotated[Optional[str], typer.Option("--talk-token", metavar="'${VAR}'", help="The bearer token browser callers from --talk-from networks must give, as a ${VAR} read from the environment.")] = None,
     max_browser_calls: Annotated[int, typer.Option("--max-browser-calls", min=0, max=64, help="Browser calls at once, over all agents (each is a job process); more get 429.")] = 2,
     max_call_seconds: Annotated[float, typer.Option("--max-call-seconds", min=1, max=86400, help="A browser call is ended after this many seconds.")] = 600.0,
+    report_spool: Annotated[Optional[Path], typer.Option("--report-spool", metavar="DIR", help="Where call reports wait for delivery (put it on a volume: a serve started on it later, even after a crash, delivers what is left). [default: $XDG_STATE_HOME/voice-runtime/reports, or ~/.local/state/...]")] = None,
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="text or json.")] = LogFormat.text,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
@@ -103,10 +105,17 @@ def serve(
         job_memory_limit_mb=job_memory_limit_mb,
         load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
         unregistered=unregistered or local, local=local, talk=talk, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
-        require_tests=require_tests,
+        require_tests=require_tests, report_spool=report_spool or _default_spool(),
         ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
     )
     raise typer.Exit(run_serve(options, secrets=secrets))
+
+
+def _default_spool() -> Path:
+    import os
+
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "voice-runtime" / "reports"
 
 
 def _talk_options(allow_from: list[str] | None, token_ref: str | None, max_calls: int,

@@ -72,6 +72,27 @@ def observe_call_refused(agent: str, reason: str) -> None:
     CALLS_REFUSED.labels(agent, reason).inc()
 
 
+REPORTS = Counter(
+    "voice_runtime_reports",
+    "Call report deliveries by outcome (delivered; retried: an attempt failed and is retried later; dead: "
+    "refused for good or too old, kept in the spool's dead/ folder).",
+    ["outcome"],
+)
+REPORTS_PENDING = Gauge(
+    "voice_runtime_reports_pending",
+    "Call report deliveries waiting in the spool (serve's view).",
+    multiprocess_mode="livemax",
+)
+
+
+def observe_report(outcome: str) -> None:
+    REPORTS.labels(outcome).inc()
+
+
+def set_reports_pending(count: int) -> None:
+    REPORTS_PENDING.set(count)
+
+
 def observe_fallback(agent: str) -> None:
     SESSION_FALLBACKS.labels(agent).inc()
 

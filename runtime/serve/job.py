@@ -149,8 +149,15 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
                            **(browser.io() if browser else {}))
     log.info("job %s: agent %s generation %d (%s)", ctx.job.id, agent, generation, loaded.digest[:12],
              extra={"agent": agent, "generation": generation, "job_id": ctx.job.id})
+    from ..session.call_report import CallReport
+
+    call_report = CallReport(runner, generation=generation, call_id=ctx.job.id, room=ctx.job.room.name)
+    runner.call_report = call_report
 
     async def close() -> None:
+        if not call_report.done:  # a LiveKit call (a simulated one reported already), however it ended
+            _spool(Path(state_dir), loaded, runner.call_context,
+                   call_report.finish(runner.end_reason or "job shutdown"))
         await runner.aclose()
         if borrowed is not None:
             await borrowed.aclose()
@@ -168,7 +175,31 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
         await runner.start(room=ctx.room)
     except SessionRefused as exc:
         log.error("job %s: agent %s refused the session: %s", ctx.job.id, agent, exc)
+        call_report.end_reason = f"refused: {exc}"
         ctx.shutdown(reason=str(exc))
+
+
+def _spool(state_dir: Path, loaded: Any, values: dict[str, str], report: dict[str, Any]) -> None:
+    """The call's report into serve's durable spool, one entry per target of the spec;
+    redacted first (the spec's ${VAR} values, the call's secret context values)."""
+    from ..observe.report_spool import spool_of
+    from ..session.call_report import targets
+    from ..spec.call_context import secret_values
+    from ..spec.secrets import SecretSet
+
+    where = targets(loaded)
+    if not where:
+        return
+    spool = spool_of(state_dir)
+    if spool is None:
+        log.warning("agent %s: no report spool (serve named none); the call's report is not delivered", loaded.name)
+        return
+    secrets = SecretSet.of([loaded])
+    secrets.add(secret_values(loaded.spec.context, values))
+    try:
+        spool.add(secrets.redact_data(report), where)
+    except OSError as exc:
+        log.error("agent %s: could not spool the report of call %s: %s", loaded.name, report.get("call_id"), exc)
 
 
 PARTICIPANT_WAIT_S = 15.0  # for the caller whose attributes (sip.*) the context reads
@@ -219,17 +250,21 @@ async def _refuse(ctx: JobContext, loaded: Any, state_dir: Path, generation: int
     from ..observe.metrics import observe_call_refused
     from .simulate import mark_ended, write_result
 
+    from ..session.call_report import refused_report
+
     reason = getattr(exc, "reason", "invalid")
     log.error("job %s: agent %s refused the call: %s", ctx.job.id, loaded.name, exc,
               extra={"agent": loaded.name, "job_id": ctx.job.id, "refused": reason})
     observe_call_refused(loaded.name, reason)
+    report = refused_report(loaded, generation, ctx.job.id, ctx.job.room.name, f"refused: {exc}")
+    _spool(state_dir, loaded, {}, report)
     if simulated:
         script = json.loads(ctx.job.room.metadata or "{}")
         if script.get("report"):
             with contextlib.suppress(OSError):
                 write_result(state_dir, ctx.job.room.name, {
                     "ok": False, "agent": loaded.name, "room": ctx.job.room.name, "generation": generation,
-                    "turns": [], "error": f"call refused: {exc}", "refused": reason})
+                    "turns": [], "error": f"call refused: {exc}", "refused": reason, "call_report": report})
         with contextlib.suppress(OSError):
             mark_ended(state_dir, ctx.job.id)
     ctx.shutdown(reason=f"call refused: {exc}")
@@ -267,6 +302,12 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
         if not isinstance(exc, TimeoutError):
             raise
     finally:
+        call_report = getattr(runner, "call_report", None)
+        if call_report is not None:
+            ended = call_report.finish(runner.end_reason or ("error" if report["error"] else "simulated call finished"),
+                                       report["error"])
+            _spool(state_dir, runner.loaded, runner.call_context, ended)
+            report["call_report"] = ended
         if script.get("report"):
             try:
                 write_result(state_dir, room, report)

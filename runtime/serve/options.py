@@ -80,6 +80,8 @@ class ServeOptions:
     require_tests: bool = False  # an agent is served only if its scripted conversation tests pass
     local: bool = False  # no LiveKit at all: browser calls (/talk) are how agents are reached
     talk: TalkOptions = TalkOptions()  # browser calls: GET /talk/<agent> (talk.py)
+    # --report-spool: where call reports wait for delivery; it must outlive serve (a volume)
+    report_spool: Path | None = None
     ws_url: str | None = None
     api_key: str | None = None
     api_secret: str | None = None

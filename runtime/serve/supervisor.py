@@ -72,6 +72,7 @@ class Supervisor:
         self.agents = Agents(options, self.catalog, self._hurry, shared_pool=self.pool,
                              on_process_exit=self._process_exited)
         self.gateway: Any = None  # job processes borrow the pool's connections through it
+        self.deliverer: Any = None  # call reports, from the spool to their targets (reports.py)
         self.talk_url = ""  # the page listing the agents for browser calls
         self.view = StatusView(options, self.catalog, self.agents, self.pool, self.metric_files)
         self.view.plugin_errors = plugins.problems
@@ -116,6 +117,8 @@ class Supervisor:
             self.gateway = Gateway(self.pool, self.catalog.state_dir, self._accepted_spec, self.agents.agent_of_process)
             await self.gateway.start()
             self.view.gateway = self.gateway
+        self._start_reports()
+        await self.deliverer.start()
         await self.agents.start()
         await self.reload({"specs"}, "start")
         names = sorted(self.agents.workers)
@@ -133,6 +136,24 @@ class Supervisor:
         self.view.watching = True
         await self._stop.wait()
         await self._shutdown()
+
+    def _start_reports(self) -> None:
+        """The call report spool (``--report-spool``), named in the state folder for the
+        job processes that write to it. A folder that cannot be made (a read-only home)
+        falls back to the state folder, which does not outlive serve: said in the log."""
+        from ..core.filesystem import write_private_json
+        from ..observe.report_spool import SPOOL_POINTER, Spool
+        from .reports import Deliverer
+
+        folder = self.options.report_spool or self.catalog.state_dir / "reports"
+        try:
+            spool = Spool(folder)
+        except OSError as exc:
+            log.warning("call reports: cannot use %s (%s); spooling in serve's state folder, which a restart "
+                        "does not keep", folder, exc)
+            spool = Spool(self.catalog.state_dir / "reports")
+        write_private_json(self.catalog.state_dir / SPOOL_POINTER, {"folder": str(spool.folder)})
+        self.deliverer = Deliverer(spool)
 
     def _talk(self) -> Any:
         from .talk import Talk
@@ -229,6 +250,11 @@ class Supervisor:
 
             kill_server_groups()
         await closing
+        if self.deliverer is not None:
+            # the drained calls' reports: one last try now; what is left waits in the spool
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.deliverer.once(), timeout=5.0)
+            await self.deliverer.aclose()
         if self._killer is not None:
             self._killer.cancel()
 

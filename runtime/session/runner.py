@@ -131,6 +131,8 @@ class SessionRunner:
         self._warming: asyncio.Future[Any] | None = None  # handoff targets' MCP servers, connected while the call goes on
         self.handoff_turn = TurnHandoffs(self)  # the handoffs of the caller's current turn (its bound)
         self._exit_stack = contextlib.AsyncExitStack()
+        self.end_reason: str | None = None  # livekit's reason the session closed (the call report's)
+        self.call_report: Any = None  # serve's job attaches one (session/call_report.py)
 
     # -- the agent the call is with now ---------------------------------------------------
 
@@ -470,6 +472,9 @@ class SessionRunner:
 
     def _on_close(self, event: Any) -> None:
         reason = str(getattr(getattr(event, "reason", None), "value", getattr(event, "reason", "")))
+        self.end_reason = self.end_reason or reason
+        if self.call_report is not None:  # the history is still there: the session closes after this
+            self.call_report.snapshot_transcript()
         notify(self.plugins, "voice_runtime_session_ended", agent=self.name, session_id=self.session_id, reason=reason)
 
     def _count_as(self, agent: str | None) -> None:

@@ -315,6 +315,63 @@ class Claims(StrictModel):
         "with a note that no tool ran.")
 
 
+MAX_WEBHOOK_URL_CHARS = 2048
+
+
+class WebhookReport(StrictModel):
+    """POST each call's report, signed the Standard Webhooks way."""
+
+    url: str = Field(max_length=MAX_WEBHOOK_URL_CHARS, description="http(s) URL the report is POSTed to "
+                     "(redirects are not followed: the signed report goes only here).")
+    secret: str = Field(description="The signing secret, `whsec_` + base64 (as Standard Webhooks libraries make "
+                        "it); use ${VAR}.")
+    timeout_s: float = Field(10.0, gt=0, le=60, description="Seconds one delivery attempt may take.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise PydanticCustomError("url", "must be an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, value: str) -> str:
+        import base64
+        import binascii
+
+        body = value.strip().removeprefix("whsec_")
+        try:
+            key = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) < 16:  # the value is not echoed: it is a secret
+            raise PydanticCustomError("webhook_secret", "must be `whsec_` followed by base64 of at least 16 bytes "
+                                      "(e.g. python -c \"import base64,os;print('whsec_'+base64.b64encode(os.urandom(24)).decode())\")")
+        return value.strip()
+
+
+class FileReport(StrictModel):
+    """Write each call's report as `<id>.json` into a folder."""
+
+    dir: str = Field(min_length=1, description="The folder (relative to the spec's folder, or absolute).")
+
+
+class ReportTarget(StrictModel):
+    """Where a call's report goes: give `webhook` or `file`."""
+
+    webhook: WebhookReport | None = None
+    file: FileReport | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ReportTarget:
+        if (self.webhook is None) == (self.file is None):
+            raise PydanticCustomError("report_target", "a report target is `{webhook: {url, secret}}` or "
+                                      "`{file: {dir}}`, one per list entry")
+        return self
+
+
 CONTEXT_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 CONTEXT_SOURCE_PATTERN = r"^(dispatch|room):[^\s]{1,128}$|^participant:[^\s]{1,128}$"
 
@@ -374,6 +431,13 @@ class AgentSpecBase(StrictModel):
         description="Handoffs one caller turn may go through: once this many have happened since the caller "
         "last spoke, this agent's transfer tools are refused and withheld until its answer, which it gives itself.")
     claims: Claims = Field(default_factory=Claims, description="Replies that claim a tool ran when none did.")
+    reports: list[ReportTarget] = Field(
+        default_factory=list, max_length=8,
+        description="Where each call's report goes when it ends: [{webhook: {url, secret}}, {file: {dir}}]. "
+        "Spooled durably first, delivered at least once.")
+    report_tool_io: bool = Field(
+        False, description="Put each tool call's arguments and result in the report (default: server, tool, "
+        "outcome and latency only).")
     context: dict[Annotated[str, Field(pattern=CONTEXT_NAME_PATTERN)], ContextValue] = Field(
         default_factory=dict,
         description="What a call may carry (caller, account, per-call token), used as ${call.NAME} in instructions, "

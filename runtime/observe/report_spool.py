@@ -1,0 +1,129 @@
+"""The durable spool of call reports: written by a job when its call ends, delivered
+by serve (``serve/reports.py``), kept across a serve that is SIGKILLed.
+
+One file per (report, target) in ``pending/``, written whole (a temporary file,
+fsync, rename, fsync of the folder) before any delivery is tried, so a crash at any
+point leaves either no file or a complete one. A delivered entry is removed; one whose
+receiver refuses it for good (4xx other than 408/429, a redirect) or that is still
+undelivered after ``MAX_AGE_S`` moves to ``dead/``. Every report has a unique id
+(``webhook-id``): delivery is at least once, receivers deduplicate.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PENDING, DEAD, TMP = "pending", "dead", "tmp"
+BASE_DELAY_S = 1.0  # the first retry; then doubled
+MAX_DELAY_S = 3600.0
+MAX_AGE_S = 48 * 3600.0  # retried for at least 24 h (the issue's floor), then dead-lettered
+SPOOL_POINTER = "report-spool"  # in serve's state folder: where its job processes spool
+
+
+def new_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` whole, on disk, or does not exist."""
+    tmp = path.parent.parent / TMP / f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}" \
+        if path.parent.name in (PENDING, DEAD) else path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+@dataclass
+class Entry:
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def due(self) -> bool:
+        return float(self.data.get("next_at", 0)) <= time.time()
+
+
+class Spool:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        for sub in (PENDING, DEAD, TMP):
+            (folder / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def add(self, report: dict[str, Any], targets: list[dict[str, Any]]) -> None:
+        """One pending file per target, each on disk before this returns."""
+        now = time.time()
+        for n, target in enumerate(targets):
+            entry = {"id": report["id"], "target": target, "attempts": 0, "created_at": now, "next_at": 0,
+                     "last_error": None, "report": report}
+            write_durably(self.folder / PENDING / f"{report['id']}.{n}.json", json.dumps(entry).encode())
+
+    def pending(self) -> list[Entry]:
+        out = []
+        for path in sorted((self.folder / PENDING).glob("*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                out.append(Entry(path, json.loads(path.read_text(encoding="utf-8"))))
+        return out
+
+    def count(self, sub: str = PENDING) -> int:
+        return sum(1 for _ in (self.folder / sub).glob("*.json"))
+
+    def delivered(self, entry: Entry) -> None:
+        entry.path.unlink(missing_ok=True)
+        _fsync_dir(entry.path.parent)
+
+    def retry_later(self, entry: Entry, error: str) -> None:
+        attempts = int(entry.data.get("attempts", 0)) + 1
+        delay = min(BASE_DELAY_S * 2 ** (attempts - 1), MAX_DELAY_S) * random.uniform(0.9, 1.1)
+        entry.data.update(attempts=attempts, next_at=time.time() + delay, last_error=error)
+        write_durably(entry.path, json.dumps(entry.data).encode())
+
+    def dead(self, entry: Entry, error: str) -> None:
+        entry.data.update(last_error=error, dead_at=time.time())
+        write_durably(self.folder / DEAD / entry.path.name, json.dumps(entry.data).encode())
+        self.delivered(entry)
+
+    def expired(self, entry: Entry) -> bool:
+        return time.time() - float(entry.data.get("created_at", 0)) > MAX_AGE_S
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks signature (``webhook-signature``): HMAC-SHA256 over
+    ``id.timestamp.body`` with the base64 key after ``whsec_``."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def spool_of(state_dir: Path) -> Spool | None:
+    """The spool serve named in its state folder, for a job process; None when serve
+    has none (chat, tests)."""
+    try:
+        folder = json.loads((state_dir / SPOOL_POINTER).read_text(encoding="utf-8"))["folder"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return Spool(Path(folder)) if folder else None

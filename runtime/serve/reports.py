@@ -1,0 +1,135 @@
+"""Delivering the spooled call reports (``observe/report_spool.py``) from serve.
+
+One task in serve's loop looks at the spool every ``POLL_S`` and tries each entry that
+is due: a file target gets ``<id>.json`` written durably into its folder; a webhook
+target a POST signed the Standard Webhooks way. Bounded: one attempt lasts at most the
+target's ``timeout_s``, at most ``MAX_RESPONSE_BYTES`` of the answer are read, and
+redirects are never followed (the signed report goes to the URL the spec names, or
+nowhere). 2xx delivers; 408, 429, 5xx and network errors retry with exponential
+backoff; any other answer (4xx, 3xx) is permanent: the entry moves to ``dead/``, logged
+and counted. The spool outlives serve: a serve started on the same folder (after a
+SIGKILL too) delivers what its predecessor left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ..observe.report_spool import Entry, Spool, sign, write_durably
+
+log = logging.getLogger("voice_runtime.reports")
+POLL_S = 0.5
+MAX_RESPONSE_BYTES = 64 * 1024
+RETRYABLE = {408, 429}
+
+
+class Permanent(Exception):
+    """The receiver refused the report for good."""
+
+
+class Deliverer:
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self._task: asyncio.Task[None] | None = None
+        self._http: Any = None
+
+    async def start(self) -> None:
+        import aiohttp
+
+        self._http = aiohttp.ClientSession()
+        self._task = asyncio.ensure_future(self._run())
+        pending = self.spool.count()
+        if pending:
+            log.info("%d call report deliveries pending in %s (from a previous serve or this one)", pending,
+                     self.spool.folder)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._http is not None:
+            await self._http.close()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.once()
+            except Exception:  # noqa: BLE001 - delivery must outlive a bad entry
+                log.exception("call report delivery failed")
+            await asyncio.sleep(POLL_S)
+
+    async def once(self) -> None:
+        from ..observe.metrics import observe_report, set_reports_pending
+
+        entries = self.spool.pending()
+        set_reports_pending(len(entries))
+        due = [e for e in entries if e.due]
+        results = await asyncio.gather(*(self._deliver(e) for e in due), return_exceptions=True)
+        for entry, result in zip(due, results):
+            where = _where(entry)
+            if result is None:
+                self.spool.delivered(entry)
+                observe_report("delivered")
+                log.info("call report %s delivered to %s (attempt %d)", entry.data["id"], where,
+                         int(entry.data.get("attempts", 0)) + 1)
+            elif isinstance(result, Permanent) or self.spool.expired(entry):
+                self.spool.dead(entry, str(result))
+                observe_report("dead")
+                log.error("call report %s could not be delivered to %s: %s; kept in %s", entry.data["id"], where,
+                          result, self.spool.folder / "dead")
+            else:
+                self.spool.retry_later(entry, str(result))
+                observe_report("retried")
+                log.warning("call report %s not delivered to %s (attempt %d): %s; retrying", entry.data["id"],
+                            where, int(entry.data["attempts"]), result)
+        set_reports_pending(self.spool.count())
+
+    async def _deliver(self, entry: Entry) -> None:
+        target, report = entry.data["target"], entry.data["report"]
+        body = json.dumps(report).encode()
+        if "file" in target:
+            folder = Path(target["file"]["dir"])
+            await asyncio.to_thread(_write_file, folder, f"{report['id']}.json", body)
+            return None
+        hook = target["webhook"]
+        import aiohttp
+
+        stamp = int(time.time())
+        headers = {"content-type": "application/json", "webhook-id": report["id"], "webhook-timestamp": str(stamp),
+                   "webhook-signature": sign(hook["secret"], report["id"], stamp, body)}
+        try:
+            async with self._http.post(hook["url"], data=body, headers=headers, allow_redirects=False,
+                                       timeout=aiohttp.ClientTimeout(total=float(hook.get("timeout_s", 10)))) as resp:
+                await resp.content.read(MAX_RESPONSE_BYTES)  # bounded: the answer is not needed, only its status
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise RuntimeError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+        if 200 <= status < 300:
+            return None
+        if status in RETRYABLE or status >= 500:
+            raise RuntimeError(f"HTTP {status}")
+        if 300 <= status < 400:
+            raise Permanent(f"HTTP {status}: a redirect, not followed (the signed report goes only to its URL)")
+        raise Permanent(f"HTTP {status}")
+
+
+def _write_file(folder: Path, name: str, body: bytes) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_durably(folder / name, body)
+
+
+def _where(entry: Entry) -> str:
+    target = entry.data["target"]
+    if "file" in target:
+        return f"folder {target['file']['dir']}"
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(target["webhook"]["url"])  # no query: it may hold a token
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"

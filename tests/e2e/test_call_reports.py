@@ -1,0 +1,135 @@
+"""Call reports through a real `serve` (process executor): when a call ends its report
+is spooled, then delivered to the spec's webhook (signed the Standard Webhooks way,
+verified here with the `standardwebhooks` package) and folder; a receiver that fails
+gets it later, one that refuses it for good leaves it dead-lettered and counted, and a
+serve SIGKILLed with reports spooled delivers them when started again."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from standardwebhooks import Webhook
+
+from fakes.openai_chat import FakeOpenAI
+from fakes.webhook_receiver import WebhookReceiver
+from helpers import write
+from mcp_servers.harness import free_port, stdio_command
+from serve_harness import Serve, spec
+
+SECRET = "whsec_" + base64.b64encode(b"report-signing-key-0123456789").decode()
+
+
+def _desk(agents: Path, base_url: str, hooks: list[str], record: Path, extra: str = "") -> None:
+    command, args = stdio_command(record=record, name="weather")
+    reports = [{"webhook": {"url": url, "secret": SECRET}} for url in hooks] + [{"file": {"dir": "../reports-out"}}]
+    write(agents / "desk.yaml", spec("You help ${call.caller}.", base_url)
+          + "context:\n  caller: {from: 'participant:sip.phoneNumber'}\n  pin: {from: 'dispatch:pin', secret: true}\n"
+          + f"mcp_servers:\n  weather: {json.dumps({'command': command, 'args': args})}\n"
+          + f"reports: {json.dumps(reports)}\n" + extra)
+
+
+def _call(serve: Serve, context: dict[str, str]) -> dict[str, Any]:
+    code, answer = serve.post("/simulate", json.dumps(
+        {"agent": "desk", "turns": ["weather in Paris?"], "wait": True, "context": context}).encode(), timeout=90)
+    assert code == 200, answer
+    return answer
+
+
+def _verified(receiver: WebhookReceiver) -> list[dict[str, Any]]:
+    hook = Webhook(SECRET)
+    return [hook.verify(r.body, r.headers) for r in receiver.delivered()]
+
+
+def test_a_calls_report_reaches_its_webhook_signed_and_its_folder_without_secret_context(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    receiver = WebhookReceiver(free_port()).start()
+    spool = tmp_path / "spool"
+    _desk(agents, fake_openai.base_url, [receiver.url], tmp_path / "calls.jsonl")
+    fake_openai.use_tool_then_answer("get_weather", {"city": "Paris"})
+    try:
+        with Serve(agents, "--report-spool", str(spool)) as serve:
+            serve.wait_ready()
+            answer = _call(serve, {"caller": "+15550001", "pin": "pin-4411-secret"})
+            report = answer["call_report"]
+            serve.wait_for(lambda: len(receiver.delivered()) == 1, message="the webhook delivery")
+            serve.wait_for(lambda: serve.metric('voice_runtime_reports_total{outcome="delivered"}') == 2.0,
+                           message="two deliveries counted (webhook and folder)")
+    finally:
+        receiver.stop()
+    [sent] = _verified(receiver)
+    assert sent["id"] == report["id"] and receiver.delivered()[0].headers["webhook-id"] == report["id"]
+    assert sent["agent"] == "desk" and sent["call_id"] and sent["end_reason"] == "simulated call finished"
+    assert sent["context"] == {"caller": "+15550001"}  # the secret pin is not in it
+    assert [(t["role"], t["text"]) for t in sent["transcript"]] == [
+        ("caller", "weather in Paris?"), ("agent", "Result: sunny in Paris")]
+    [call] = sent["tool_calls"]
+    assert (call["server"], call["tool"], call["outcome"]) == ("weather", "get_weather", "ok")
+    assert "arguments" not in call and "result" not in call  # report_tool_io is off
+    assert sent["duration_s"] >= 0 and sent["ended_at"] >= sent["started_at"]
+    on_disk = json.loads((tmp_path / "reports-out" / f"{report['id']}.json").read_text())
+    assert on_disk == sent
+    assert "pin-4411-secret" not in json.dumps(sent)
+    assert list((spool / "pending").iterdir()) == []
+
+
+def test_a_receiver_that_fails_gets_the_report_later_and_one_that_refuses_dead_letters_it(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    flaky = WebhookReceiver(free_port(), statuses=[500, 503]).start()
+    refusing = WebhookReceiver(free_port(), statuses=[400]).start()
+    redirecting = WebhookReceiver(free_port(), statuses=[307], redirect_to=flaky.url).start()
+    spool = tmp_path / "spool"
+    _desk(agents, fake_openai.base_url, [flaky.url, refusing.url, redirecting.url], tmp_path / "calls.jsonl")
+    fake_openai.use_tool_then_answer("get_weather", {"city": "Paris"})
+    try:
+        with Serve(agents, "--report-spool", str(spool)) as serve:
+            serve.wait_ready()
+            report = _call(serve, {"caller": "+15550002"})["call_report"]
+            serve.wait_for(lambda: len(flaky.delivered()) == 1, timeout=60, message="delivery after 500, 503")
+            serve.wait_for(lambda: serve.metric('voice_runtime_reports_total{outcome="dead"}') == 2.0,
+                           message="the 400 and the redirect dead-lettered")
+            log = serve.output()
+    finally:
+        for r in (flaky, refusing, redirecting):
+            r.stop()
+    assert [r.status for r in flaky.received] == [500, 503, 200]
+    assert len({r.headers["webhook-id"] for r in flaky.received}) == 1  # one id: the receiver deduplicates
+    assert [r.status for r in refusing.received] == [400]
+    assert [r.status for r in redirecting.received] == [307]  # not followed: the flaky receiver got only its own
+    assert _verified(flaky)[0]["id"] == report["id"]
+    dead = sorted(p.name for p in (spool / "dead").iterdir())
+    assert len(dead) == 2 and all(name.startswith(report["id"]) for name in dead)
+    assert "could not be delivered to http://127.0.0.1" in log and "HTTP 400" in log
+
+
+def test_a_serve_killed_with_reports_spooled_delivers_them_when_started_again(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    port = free_port()
+    receiver = WebhookReceiver(port)  # down: nothing listens yet
+    spool = tmp_path / "spool"
+    _desk(agents, fake_openai.base_url, [receiver.url], tmp_path / "calls.jsonl")
+    fake_openai.use_tool_then_answer("get_weather", {"city": "Paris"})
+    with Serve(agents, "--report-spool", str(spool)) as serve:
+        serve.wait_ready()
+        ids = [_call(serve, {"caller": f"+1555000{n}"})["call_report"]["id"] for n in range(2)]
+        serve.wait_for(lambda: (serve.metric('voice_runtime_reports_total{outcome="retried"}') or 0) >= 2,
+                       message="failed attempts while the receiver is down")
+        os.killpg(serve.proc.pid, signal.SIGKILL)  # the whole pod at once: no shutdown code runs
+        serve.proc.wait(10)
+    left = [json.loads(p.read_text()) for p in (spool / "pending").iterdir()]
+    assert sorted(e["id"] for e in left if "webhook" in e["target"]) == sorted(ids)
+    receiver.start()
+    try:
+        with Serve(agents, "--report-spool", str(spool)) as again:
+            again.wait_for(lambda: len(receiver.delivered()) == 2, timeout=60, message="the predecessor's reports")
+            again.wait_for(lambda: not list((spool / "pending").iterdir()), message="the spool emptied")
+    finally:
+        receiver.stop()
+    assert sorted(r["id"] for r in _verified(receiver)) == sorted(ids)
