@@ -141,6 +141,10 @@ async def _started(runner: SessionRunner, printer: ChatPrinter) -> bool:
 
 
 async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = sys.stdin) -> int:
+    from .call_report import CallReport
+
+    # with --json, the call's report (as serve delivers it) is the last line
+    report = CallReport(runner, generation=None, call_id=runner.session_id) if printer.as_json else None
     if not await _started(runner, printer):
         return 1
     try:
@@ -159,6 +163,9 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
             for text in reply_texts(result.events):
                 printer.reply(text)
             printer.release()
+        if report is not None:
+            printer("report", {"report": report.finish("chat ended", f"{printer.errors} turn(s) failed"
+                                                        if printer.errors else None)})
     finally:
         await runner.aclose()
     return 1 if printer.errors else 0

@@ -138,3 +138,8 @@ def test_chat_context_fills_the_prompt_and_a_pinned_argument_and_refuses_a_missi
     assert [r["args"] for r in read_records(record)] == [{"city": "Oslo"}]
     assert any("You help +15550001234." in p for p in _system_prompts(fake_openai))
     assert "+15550001234" not in result.stdout + result.stderr  # secret: redacted in what chat prints
+    # --json ends with the call's report: the non-secret context, the transcript, the tool call's record
+    report = json.loads(result.stdout.splitlines()[-1])["report"]
+    assert report["context"] == {"city": "Oslo"}
+    assert [t["role"] for t in report["transcript"]] == ["caller", "agent"]
+    assert [(c["tool"], c["outcome"]) for c in report["tool_calls"]] == [("get_weather", "ok")]

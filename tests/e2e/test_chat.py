@@ -56,7 +56,7 @@ def assert_tool_really_ran(result: subprocess.CompletedProcess[str], record: Pat
     # (c) the user sees the call, its result and latency, and a reply containing it
     evs = events(result.stdout)
     kinds = [e["type"] for e in evs]
-    assert kinds == ["user", "tool_call", "tool_result", "reply"]
+    assert kinds == ["user", "tool_call", "tool_result", "reply", "report"]  # the call's report last
     call, res, reply = evs[1], evs[2], evs[3]
     assert call == {"type": "tool_call", "tool": "get_weather", "server": "weather", "arguments": {"city": "Paris"}}
     assert res["outcome"] == "ok" and res["result"] == "sunny in Paris" and res["latency_ms"] > 0
@@ -93,7 +93,7 @@ def test_a_model_that_only_claims_to_have_used_a_tool_shows_no_tool_call(
     result = chat(agents, "weather", "weather in Paris?\n", fake_openai, "--json")
     assert result.returncode == 0, result.stderr
     # no tool call is shown; the claim itself is flagged (see test_unbacked_claims.py)
-    assert [e["type"] for e in events(result.stdout)] == ["user", "reply", "unbacked_claim"]
+    assert [e["type"] for e in events(result.stdout)] == ["user", "reply", "unbacked_claim", "report"]
     assert read_records(record) == []
 
 
@@ -124,7 +124,7 @@ def test_a_down_mcp_server_costs_only_its_tools_and_the_model_hears_it_is_unavai
     evs = events(result.stdout)
     assert evs[0]["type"] == "warning" and "MCP server weather unavailable" in evs[0]["message"]
     assert "unavailable" not in result.stderr  # said once, as the event, not again as a log line
-    assert [e["type"] for e in evs[1:]] == ["user", "reply"]
+    assert [e["type"] for e in evs[1:]] == ["user", "reply", "report"]
     assert fake_openai.chat_requests[0].get("tools") in (None, [])
 
 

@@ -76,7 +76,7 @@ def test_a_handoff_continues_the_session_as_billing_with_its_instructions_model_
     result = chat(agents, "front", "I want a refund for my last bill\n", fake_openai)
     assert result.returncode == 0, result.stdout + result.stderr
     evs = events(result.stdout)
-    assert [e["type"] for e in evs] == ["user", "handoff", "tool_call", "tool_result", "reply"], evs
+    assert [e["type"] for e in evs] == ["user", "handoff", "tool_call", "tool_result", "reply", "report"], evs
     assert {k: evs[1][k] for k in ("type", "from", "to")} == {"type": "handoff", "from": "front", "to": "billing"}
     first, second = fake_openai.chat_requests[:2]
     # the front desk is offered the transfer tool with `when` as its description
@@ -89,7 +89,9 @@ def test_a_handoff_continues_the_session_as_billing_with_its_instructions_model_
     assert [m["content"] for m in second["messages"] if m["role"] == "user"] == ["I want a refund for my last bill"]
     # billing's MCP tool really ran on its server
     assert [(r["tool"], r["args"]) for r in read_records(record)] == [("get_weather", {"city": "Paris"})]
-    assert evs[-1] == {"type": "reply", "text": "Your refund is on its way."}
+    assert evs[-2] == {"type": "reply", "text": "Your refund is on its way."}
+    # the call's report (chat --json's last line) records the handoff
+    assert [(h["from"], h["to"]) for h in evs[-1]["report"]["handoffs"]] == [("front", "billing")]
     # plugins hear of it through voice_runtime_session_handoff
     assert [json.loads(line) for line in (tmp_path / "hooks.jsonl").read_text().splitlines()] == [
         {"hook": "handoff", "from_agent": "front", "to_agent": "billing", "history": "full"}]
@@ -245,7 +247,8 @@ def test_two_agents_that_always_transfer_hand_a_chat_turn_over_three_times_then_
     fake_openai.script = transfer_script
     result = chat(agents, "ping", "hello\nagain\n", fake_openai)
     assert result.returncode == 0, result.stdout + result.stderr
-    evs = [{k: v for k, v in e.items() if k in ("type", "from", "to", "text", "reason")} for e in events(result.stdout)]
+    evs = [{k: v for k, v in e.items() if k in ("type", "from", "to", "text", "reason")} for e in events(result.stdout)
+           if e["type"] != "report"]
     handoff = [{"type": "handoff", "from": a, "to": b} for a, b in (("ping", "pong"), ("pong", "ping"))]
     assert evs == [
         {"type": "user", "text": "hello"}, handoff[0], handoff[1], handoff[0],

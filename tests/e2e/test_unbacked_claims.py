@@ -41,7 +41,8 @@ def test_a_claim_without_a_tool_call_is_reported_and_the_same_claim_after_a_real
     result = chat(agents, "send me the forecast\nwhat about Paris?\n", fake_openai, hooks, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     evs = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [e["type"] for e in evs] == ["user", "reply", "unbacked_claim", "user", "tool_call", "tool_result", "reply"]
+    assert [e["type"] for e in evs] == ["user", "reply", "unbacked_claim", "user", "tool_call", "tool_result", "reply",
+                                        "report"]
     claim = evs[2]
     assert claim["text"] == "Sure. I've checked the forecast and emailed it to you."
     assert claim["claim"] == "I've checked the forecast and emailed it to you."
@@ -66,7 +67,7 @@ def test_retry_asks_the_model_once_more_with_a_note_and_spec_patterns_add_to_the
     result = chat(agents, "raise a ticket\n", fake_openai, tmp_path / "hooks.jsonl", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     evs = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [e["type"] for e in evs] == ["user", "reply", "reply", "unbacked_claim"], evs
+    assert [e["type"] for e in evs] == ["user", "reply", "reply", "unbacked_claim", "report"], evs
     assert evs[2]["text"] == "Sorry: I have not raised a ticket; I cannot do that."
     retry = fake_openai.chat_requests[1]["messages"]
     assert any("no tool ran in that turn" in str(m.get("content")) for m in retry), retry
