@@ -80,7 +80,7 @@ def chat(
 def _call_context(loaded: LoadedSpec, pairs: list[str], secrets: Any) -> dict[str, str]:
     """``--context NAME=VALUE`` options, checked as a call's context is (exit 2 when
     the call would be refused); secret values join the output's redaction."""
-    from ..spec.call_context import ContextRefused, local_values, secret_values
+    from ..spec.call_context import ContextRefused, for_call, local_values, secret_values
 
     given: dict[str, str] = {}
     for pair in pairs:
@@ -91,7 +91,9 @@ def _call_context(loaded: LoadedSpec, pairs: list[str], secrets: Any) -> dict[st
     declared = loaded.spec.context
     secrets.add(secret_values(declared, {k: v for k, v in given.items() if k in declared}))
     try:
-        return local_values(declared, given)
+        values = local_values(declared, given)
+        for_call(loaded, values)  # a value that cannot go into a header is refused now, not as a traceback
+        return values
     except ContextRefused as exc:
         usage_error(f"agent {loaded.name} refuses the call: {exc}")
 

@@ -139,14 +139,15 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
         await browser.connect()
     try:
         values = await _call_context(ctx, loaded, fake and browser is None)
+        # the spec made for this call: a value that cannot go into a header refuses it here
+        runner = SessionRunner(loaded, plugins, text_only=fake and not (browser and browser.audio), pool=pool,
+                               session_id=ctx.job.id, specs=targets, call_context=values,
+                               **(browser.io() if browser else {}))
     except ContextRefused as exc:
         await _refuse(ctx, loaded, Path(state_dir), generation, exc, fake and browser is None)
         if borrowed is not None:
             await borrowed.aclose()
         return
-    runner = SessionRunner(loaded, plugins, text_only=fake and not (browser and browser.audio), pool=pool,
-                           session_id=ctx.job.id, specs=targets, call_context=values,
-                           **(browser.io() if browser else {}))
     log.info("job %s: agent %s generation %d (%s)", ctx.job.id, agent, generation, loaded.digest[:12],
              extra={"agent": agent, "generation": generation, "job_id": ctx.job.id})
     from ..session.call_report import CallReport

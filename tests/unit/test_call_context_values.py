@@ -4,10 +4,11 @@ never reaches further than the text it is."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from voice_runtime.spec.call_context import ContextRefused, gather, metadata_json, resolve, substitute
+from voice_runtime.spec.call_context import ContextRefused, for_call, gather, metadata_json, resolve, substitute
 from voice_runtime.spec.models import ContextValue
 
 
@@ -58,3 +59,33 @@ def test_a_missing_value_takes_its_default_or_refuses_when_required() -> None:
     with pytest.raises(ContextRefused) as refused:
         resolve({"v": decl(required=True)}, {})
     assert refused.value.reason == "missing"
+
+
+def _loaded(tmp_path: Any, extra: str) -> Any:
+    from voice_runtime.plugins.manager import make_plugin_manager
+    from voice_runtime.spec.loader import SpecLoader
+
+    path = tmp_path / "desk.yaml"
+    path.write_text("apiVersion: voice-runtime/v1\ninstructions: hi ${call.who}\n"
+                    "pipeline: {llm: {provider: openai, api_key: sk-test}, text_only: true}\n"
+                    "context:\n  who: {from: 'dispatch:who'}\n" + extra)
+    loaded = SpecLoader(make_plugin_manager(None, entry_points=False), env={}).load(path)
+    assert not isinstance(loaded, list), loaded
+    return loaded
+
+
+@pytest.mark.parametrize("value", ["tok\r\nX-Admin: 1", "tok\nevil", "tök"])
+def test_a_value_that_would_split_or_break_a_header_refuses_the_call(tmp_path: Any, value: str) -> None:
+    loaded = _loaded(tmp_path, "mcp_servers:\n  crm: {url: 'https://crm.example/mcp', "
+                               "headers: {Authorization: 'Bearer ${call.who}'}}\n")
+    with pytest.raises(ContextRefused) as refused:
+        for_call(loaded, {"who": value})
+    assert refused.value.reason == "invalid" and value not in str(refused.value)
+
+
+def test_a_per_call_block_is_never_shared_and_its_query_value_is_encoded(tmp_path: Any) -> None:
+    loaded = _loaded(tmp_path, "mcp_servers:\n  crm: {url: 'https://crm.example/mcp?who=${call.who}'}\n")
+    assert loaded.spec.mcp_servers["crm"].shared is False  # serve's pool never connects it
+    call = for_call(loaded, {"who": "a&b=c#d"})
+    assert call.spec.mcp_servers["crm"].url == "https://crm.example/mcp?who=a%26b%3Dc%23d"
+    assert call.instructions == "hi a&b=c#d"
