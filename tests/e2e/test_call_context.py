@@ -101,6 +101,10 @@ def test_each_call_reaches_an_http_mcp_server_with_its_own_token_which_never_rea
             for thread in threads:
                 thread.join()
             assert [r["ok"] for r in reports] == [True, True], reports
+            # a value that would add a header line is refused before anything connects
+            injected = _simulate(serve, {"token": "tok-carol-1\r\nX-Admin: yes"}, code=502)
+            assert injected["refused"] == "invalid" and "X-Admin" not in injected["error"]
+            assert serve.metric('voice_runtime_calls_refused_total{agent="desk",reason="invalid"}') == 1.0
             log = serve.output()
         seen = {(r["authorization"], r["query"]) for r in read_requests(record)}
         # the query value is percent-encoded: a caller's "&" cannot add a parameter
