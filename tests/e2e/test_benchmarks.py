@@ -110,3 +110,13 @@ def test_voice_turn_reports_the_time_to_first_audio_of_both_sides_and_the_filler
     assert data["filler_start_p50_ms"] >= data["filler_after_ms"] == 500
     assert (data["target_ratio_p50"], data["target_filler_start_ms"]) == (1.05, 650)
     assert data["meets_target"] is (data["ratio_p50"] <= 1.05 and data["filler_start_p50_ms"] <= 650)
+
+
+def test_call_context_reports_session_start_for_a_shared_and_a_per_call_block_and_the_spool_write() -> None:
+    data = run_bench("call_context", "--sessions", "2", "--warmup", "0", "--reports", "5")
+
+    assert data["benchmark"] == "call_context" and data["sessions_per_side"] == 2 and data["reports_written"] == 5
+    for key in ("session_start_shared_block", "session_start_per_call_block", "report_spool_write_two_targets"):
+        assert_positive(data[key], "p50_ms", "p95_ms", "p99_ms")
+    assert data["per_call_over_shared_p50"] == pytest.approx(
+        data["session_start_per_call_block"]["p50_ms"] / data["session_start_shared_block"]["p50_ms"], rel=0.05)
