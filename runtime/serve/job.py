@@ -138,7 +138,7 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
     if browser is not None:
         await browser.connect()
     try:
-        values = await _call_context(ctx, loaded, fake and browser is None)
+        values = await _call_context(ctx, loaded, simulated=fake and browser is None, fake=fake)
         # the spec made for this call: a value that cannot go into a header refuses it here
         runner = SessionRunner(loaded, plugins, text_only=fake and not (browser and browser.audio), pool=pool,
                                session_id=ctx.job.id, specs=targets, call_context=values,
@@ -180,33 +180,36 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
         ctx.shutdown(reason=str(exc))
 
 
-def _spool(state_dir: Path, loaded: Any, values: dict[str, str], report: dict[str, Any]) -> None:
+def _spool(state_dir: Path, loaded: Any, values: dict[str, str], report: dict[str, Any]) -> dict[str, Any]:
     """The call's report into serve's durable spool, one entry per target of the spec;
-    redacted first (the spec's ${VAR} values, the call's secret context values)."""
+    redacted first (the spec's ${VAR} values, the call's secret context values). The
+    redacted report is returned: what /simulate answers is what receivers get."""
     from ..observe.report_spool import spool_of
     from ..session.call_report import targets
     from ..spec.call_context import secret_values
     from ..spec.secrets import SecretSet
 
+    secrets = SecretSet.of([loaded])
+    secrets.add(secret_values(loaded.spec.context, values))
+    report = secrets.redact_data(report)
     where = targets(loaded)
     if not where:
-        return
+        return report
     spool = spool_of(state_dir)
     if spool is None:
         log.warning("agent %s: no report spool (serve named none); the call's report is not delivered", loaded.name)
-        return
-    secrets = SecretSet.of([loaded])
-    secrets.add(secret_values(loaded.spec.context, values))
+        return report
     try:
-        spool.add(secrets.redact_data(report), where)
+        spool.add(report, where)
     except OSError as exc:
         log.error("agent %s: could not spool the report of call %s: %s", loaded.name, report.get("call_id"), exc)
+    return report
 
 
 PARTICIPANT_WAIT_S = 15.0  # for the caller whose attributes (sip.*) the context reads
 
 
-async def _call_context(ctx: JobContext, loaded: Any, simulated: bool) -> dict[str, str]:
+async def _call_context(ctx: JobContext, loaded: Any, *, simulated: bool, fake: bool) -> dict[str, str]:
     """The call's declared context from where LiveKit carries it (dispatch metadata,
     room metadata, the caller's attributes) or, for a simulated call, from its script.
     Secret values are added to the log redaction before anything can log them."""
@@ -222,7 +225,9 @@ async def _call_context(ctx: JobContext, loaded: Any, simulated: bool) -> dict[s
     if simulated:
         script = json.loads(ctx.job.room.metadata or "{}")
         given = script.get("context") if isinstance(script.get("context"), dict) else {}
-    elif any(d.from_.startswith("participant:") for d in declared.values()):
+    elif not fake and any(d.from_.startswith("participant:") for d in declared.values()):
+        # a browser call (a fake job too) has no LiveKit participant: its declared
+        # defaults apply, and a required participant value refuses it
         if ctx.job.HasField("participant"):
             attributes = dict(ctx.job.participant.attributes)
         else:
@@ -257,8 +262,8 @@ async def _refuse(ctx: JobContext, loaded: Any, state_dir: Path, generation: int
     log.error("job %s: agent %s refused the call: %s", ctx.job.id, loaded.name, exc,
               extra={"agent": loaded.name, "job_id": ctx.job.id, "refused": reason})
     observe_call_refused(loaded.name, reason)
-    report = refused_report(loaded, generation, ctx.job.id, ctx.job.room.name, f"refused: {exc}")
-    _spool(state_dir, loaded, {}, report)
+    report = _spool(state_dir, loaded, {},
+                    refused_report(loaded, generation, ctx.job.id, ctx.job.room.name, f"refused: {exc}"))
     if simulated:
         script = json.loads(ctx.job.room.metadata or "{}")
         if script.get("report"):
@@ -307,8 +312,7 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
         if call_report is not None:
             ended = call_report.finish(runner.end_reason or ("error" if report["error"] else "simulated call finished"),
                                        report["error"])
-            _spool(state_dir, runner.loaded, runner.call_context, ended)
-            report["call_report"] = ended
+            report["call_report"] = _spool(state_dir, runner.loaded, runner.call_context, ended)
         if script.get("report"):
             try:
                 write_result(state_dir, room, report)

@@ -33,9 +33,9 @@ def _desk(agents: Path, base_url: str, hooks: list[str], record: Path, extra: st
           + f"reports: {json.dumps(reports)}\n" + extra)
 
 
-def _call(serve: Serve, context: dict[str, str]) -> dict[str, Any]:
+def _call(serve: Serve, context: dict[str, str], turn: str = "weather in Paris?") -> dict[str, Any]:
     code, answer = serve.post("/simulate", json.dumps(
-        {"agent": "desk", "turns": ["weather in Paris?"], "wait": True, "context": context}).encode(), timeout=90)
+        {"agent": "desk", "turns": [turn], "wait": True, "context": context}).encode(), timeout=90)
     assert code == 200, answer
     return answer
 
@@ -55,7 +55,9 @@ def test_a_calls_report_reaches_its_webhook_signed_and_its_folder_without_secret
     try:
         with Serve(agents, "--report-spool", str(spool)) as serve:
             serve.wait_ready()
-            answer = _call(serve, {"caller": "+15550001", "pin": "pin-4411-secret"})
+            # the caller says the secret value: the transcript carries it redacted
+            answer = _call(serve, {"caller": "+15550001", "pin": "pin-4411-secret"},
+                           "weather in Paris? my pin is pin-4411-secret")
             report = answer["call_report"]
             serve.wait_for(lambda: len(receiver.delivered()) == 1, message="the webhook delivery")
             serve.wait_for(lambda: serve.metric('voice_runtime_reports_total{outcome="delivered"}') == 2.0,
@@ -67,14 +69,14 @@ def test_a_calls_report_reaches_its_webhook_signed_and_its_folder_without_secret
     assert sent["agent"] == "desk" and sent["call_id"] and sent["end_reason"] == "simulated call finished"
     assert sent["context"] == {"caller": "+15550001"}  # the secret pin is not in it
     assert [(t["role"], t["text"]) for t in sent["transcript"]] == [
-        ("caller", "weather in Paris?"), ("agent", "Result: sunny in Paris")]
+        ("caller", "weather in Paris? my pin is ${call.pin}"), ("agent", "Result: sunny in Paris")]
     [call] = sent["tool_calls"]
     assert (call["server"], call["tool"], call["outcome"]) == ("weather", "get_weather", "ok")
     assert "arguments" not in call and "result" not in call  # report_tool_io is off
     assert sent["duration_s"] >= 0 and sent["ended_at"] >= sent["started_at"]
     on_disk = json.loads((tmp_path / "reports-out" / f"{report['id']}.json").read_text())
     assert on_disk == sent
-    assert "pin-4411-secret" not in json.dumps(sent)
+    assert "pin-4411-secret" not in json.dumps(sent) and report == sent  # /simulate answers the same report
     assert list((spool / "pending").iterdir()) == []
 
 
