@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from fakes.livekit_server import FakeLiveKit
 from fakes.openai_chat import FakeOpenAI
 from helpers import CLI, child_env, write
 from mcp_servers.harness import read_records, read_requests, start_http_server, stdio_command
@@ -147,3 +151,42 @@ def test_chat_context_fills_the_prompt_and_a_pinned_argument_and_refuses_a_missi
     assert report["context"] == {"city": "Oslo"}
     assert [t["role"] for t in report["transcript"]] == ["caller", "agent"]
     assert [(c["tool"], c["outcome"]) for c in report["tool_calls"]] == [("get_weather", "ok")]
+
+
+@pytest.fixture
+def livekit() -> Iterator[FakeLiveKit]:
+    fake = FakeLiveKit()
+    fake.start_in_thread()
+    yield fake
+    fake.stop_thread()
+
+
+def test_a_livekit_job_reads_its_context_from_dispatch_metadata_and_the_callers_sip_attributes(
+    agents: Path, fake_openai: FakeOpenAI, livekit: FakeLiveKit
+) -> None:
+    write(agents / "desk.yaml", spec("You help ${call.caller} of ${call.account}.", fake_openai.base_url)
+          + "context:\n  caller: {from: 'participant:sip.phoneNumber', required: true, pattern: '\\+[0-9]{6,15}'}\n"
+            "  account: {from: 'dispatch:account', required: true}\n")
+    env = {"LIVEKIT_URL": livekit.url, "LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "devsecret-" + "x" * 32}
+    with Serve(agents, "--dispatch", "metadata", "--agent-name", "desk-line", "--idle-processes", "1",
+               "--load-threshold", "1", env=env, unregistered=False) as serve:
+        serve.wait_ready()
+        route = {"agent": "desk"}
+        # no account in the dispatch metadata: refused before any session
+        assert livekit.offer("AJ_noacct", "desk-line", metadata=json.dumps(route),
+                             attributes={"sip.phoneNumber": "+15550001234"}).available
+        serve.wait_for(lambda: "job AJ_noacct: agent desk refused the call: required call context account is "
+                               "missing (from dispatch:account)" in serve.output(), message="the refusal")
+        # a SIP number that is not one: refused by the pattern
+        assert livekit.offer("AJ_badsip", "desk-line", metadata=json.dumps({**route, "account": "A-1"}),
+                             attributes={"sip.phoneNumber": "anonymous"}).available
+        serve.wait_for(lambda: "job AJ_badsip: agent desk refused the call: call context caller does not match "
+                               "its pattern" in serve.output(), message="the pattern refusal")
+        # both present: the job goes on to its session (no refusal for it)
+        assert livekit.offer("AJ_good", "desk-line", metadata=json.dumps({**route, "account": "A-1"}),
+                             attributes={"sip.phoneNumber": "+15550001234"}).available
+        serve.wait_for(lambda: "job AJ_good: agent desk generation 1" in serve.output(), message="the good job")
+        serve.wait_for(lambda: serve.metric('voice_runtime_calls_refused_total{agent="desk",reason="pattern"}') == 1.0,
+                       message="the pattern refusal counted")
+        assert serve.metric('voice_runtime_calls_refused_total{agent="desk",reason="missing"}') == 1.0
+        assert "AJ_good: agent desk refused" not in serve.output()
