@@ -313,6 +313,13 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
             ended = call_report.finish(runner.end_reason or ("error" if report["error"] else "simulated call finished"),
                                        report["error"])
             report["call_report"] = _spool(state_dir, runner.loaded, runner.call_context, ended)
+        if runner.call_context:
+            # the turns' tool arguments hold pinned values, a secret one included
+            from ..spec.call_context import secret_values
+            from ..spec.secrets import SecretSet
+
+            report.update(SecretSet(secret_values(runner.loaded.spec.context, runner.call_context))
+                          .redact_data({k: v for k, v in report.items() if k != "call_report"}))
         if script.get("report"):
             try:
                 write_result(state_dir, room, report)

@@ -87,12 +87,14 @@ def test_each_call_reaches_an_http_mcp_server_with_its_own_token_which_never_rea
     record = tmp_path / "calls.jsonl"
     tokens = ["tok-alpha-7781", "tok-bravo-9902"]
     with start_http_server(record=record, name="crm") as crm:
-        server = {"url": crm.url + "?tenant=${call.tenant}", "headers": {"Authorization": "Bearer ${call.token}"}}
+        server = {"url": crm.url + "?tenant=${call.tenant}", "headers": {"Authorization": "Bearer ${call.token}"},
+                  "tools": {"echo": {"arguments": {"text": "${call.token}"}}}}
         write(agents / "desk.yaml", spec("You help.", fake_openai.base_url)
               + "context:\n  token: {from: 'dispatch:token', required: true, secret: true}\n"
                 "  tenant: {from: 'dispatch:tenant', default: main}\n"
               + f"mcp_servers:\n  crm: {json.dumps(server)}\n")
-        fake_openai.use_tool_then_answer("whoami", {})
+        # the pinned secret goes to the server and comes back as the result the agent repeats
+        fake_openai.use_tool_then_answer("echo", {})
         with Serve(agents) as serve:
             serve.wait_ready()
             reports: list[dict[str, Any]] = []
@@ -113,9 +115,10 @@ def test_each_call_reaches_an_http_mcp_server_with_its_own_token_which_never_rea
         seen = {(r["authorization"], r["query"]) for r in read_requests(record)}
         # the query value is percent-encoded: a caller's "&" cannot add a parameter
         assert seen == {("Bearer tok-alpha-7781", "tenant=t%260"), ("Bearer tok-bravo-9902", "tenant=t%261")}
-        assert [r["tool"] for r in read_records(record)] == ["whoami", "whoami"]
+        assert sorted(r["args"]["text"] for r in read_records(record)) == tokens
     for token in tokens:
         assert token not in log
+        assert token not in json.dumps(reports)  # /simulate's answer: turns, tool arguments, the report
 
 
 def _chat(agents: Path, fake: FakeOpenAI, *extra: str) -> subprocess.CompletedProcess[str]:
