@@ -9,7 +9,7 @@ import typer
 
 from ..core.terminal import printable
 from .common import AgentOpt, AgentsDir, PluginsOpt, guard_output, load_plugins, pick_agent, plugin_output, quiet_logging
-from .option_choices import LogLevel
+from .option_choices import ElicitChoice, LogLevel
 
 
 def call(
@@ -21,6 +21,10 @@ def call(
     plugins: PluginsOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the call record and result as JSON.")] = False,
     metrics: Annotated[bool, typer.Option("--metrics", help="Then print voice-runtime's Prometheus metrics.")] = False,
+    elicit: Annotated[ElicitChoice, typer.Option(
+        "--elicit", help="How a server's question during the call (elicitation, on a block with "
+        "`elicitation: allow`) is answered: accept each field's default (decline when a required field has "
+        "none), or decline.")] = ElicitChoice.decline,
 ) -> None:
     """Call one tool directly, through the same path a session uses, and print its result.
 
@@ -50,6 +54,10 @@ def call(
         try:
             with plugin_output():
                 box = await open_toolbox(loaded, loaded_plugins, pool)
+            from ..mcp.elicitation import ELICITORS
+
+            for conn in box.acquired.connections.values():
+                conn.elicitor = ELICITORS[elicit.value]
             row = box.find(tool)
             if row is None:
                 known = ", ".join(r.name for r in box.rows) or "none"

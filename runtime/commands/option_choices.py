@@ -29,3 +29,10 @@ class LogLevel(str, Enum):
     warning = "warning"
     error = "error"
     critical = "critical"
+
+
+class ElicitChoice(str, Enum):
+    """``--elicit`` of call: how a server's question is answered with no caller to ask."""
+
+    accept_defaults = "accept-defaults"
+    decline = "decline"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..observe import tracing
 from ..core.terminal import printable
 from .backoff import BACKOFF_MAX, BACKOFF_START, Backoff
+from .elicitation import Elicitor, sdk_callback
 from .listing import MAX_LISTED_TOOLS, ListingFilter, Rejected, install_log_filter
 from .pins import ToolPins
 from .transports import (
@@ -124,6 +125,10 @@ class McpConnection:
         self.pins = ToolPins(name, pin_tools=server.pin_tools)
         self.on_up: list[Callable[[McpConnection], None]] = []  # after every successful reconnect
         self._stderr = StderrLog() if self.is_stdio else None
+        # who answers this server's questions (elicitation/create); None declines. Set
+        # by the holder of the connection (a call's session, `voice-runtime call`):
+        # eliciting blocks are never pooled, so it is one caller's
+        self.elicitor: Elicitor | None = None
 
     def redact(self, text: str) -> str:
         """``text`` with this server's secrets (headers, env) masked."""
@@ -231,7 +236,11 @@ class McpConnection:
                 gone = asyncio.Event()
                 listing = ListingFilter(self.name, lambda: self.protocol_version)
                 read = Watched(read, gone, listing)
-                session = await stack.enter_async_context(ClientSession(read, write))
+                callbacks: dict[str, Any] = {}
+                if self.server.elicitation == "allow":  # else the capability is not announced
+                    callbacks["elicitation_callback"] = sdk_callback(
+                        self.name, self.server.elicitation_timeout, lambda: self.elicitor)
+                session = await stack.enter_async_context(ClientSession(read, write, **callbacks))
                 init = await session.initialize()
                 self.protocol_version = str(getattr(init, "protocol_version", "") or "") or None
                 self.tools, self.rejected = await _list_all_tools(session, listing)

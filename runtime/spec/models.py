@@ -131,6 +131,16 @@ class McpServerBase(StrictModel):
         description="Record the arguments of this server's tool calls on their trace spans (secrets "
         "redacted; at most 4096 characters). Default: only their digest.",
     )
+    elicitation: Literal["allow", "deny"] = Field(
+        "deny",
+        description="allow: announce the MCP elicitation capability, so the server may ask a question during a "
+        "tool call (form mode, primitive fields only; URL mode is declined). Such a block is connected per call "
+        "(never lent through serve's gateway): the question belongs to one caller. deny: the capability is "
+        "not announced.",
+    )
+    elicitation_timeout: float = Field(
+        120.0, gt=0, le=600, description="Seconds a server's question may wait for its answer before it is cancelled."
+    )
     filler: Filler | None = Field(
         None, description="Filler speech while a tool call of this server runs (e.g. after_ms: 800, say: [...])."
     )
@@ -150,6 +160,12 @@ class McpServerBase(StrictModel):
                 "max_timeout", "must be at least timeout ({timeout}s): it bounds a call that reports progress",
                 {"timeout": f"{timeout:g}"})
         return value
+
+    @property
+    def pooled(self) -> bool:
+        """Connected once per serve and lent to calls: ``shared`` and not eliciting (a
+        server's question must reach the caller whose tool call asked it)."""
+        return self.shared and self.elicitation == "deny"
 
     @property
     def resolved_max_timeout(self) -> float:
