@@ -1,0 +1,90 @@
+"""An MCP server whose tools ask the client something back: elicitation (a question
+for the caller), and what the client announced it can answer.
+
+Run: ``python asks.py [--record FILE]`` (stdio).
+
+* ``book(city)``: asks for a date (string, required), a yes/no ``confirm`` (boolean,
+  required) and ``seats`` (integer, default 2), then answers with what it got.
+* ``nested()``: asks with a form the MCP spec forbids (a nested object).
+* ``link()``: asks the client to open a URL (URL-mode elicitation).
+* ``capabilities()``: the client capabilities announced at initialize, as JSON.
+
+Each answer is appended to ``--record`` as ``{"asked": tool, "action", "content"}``
+(or ``{"asked": tool, "error"}``), so a test reads what reached the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mcp.server.mcpserver import Context, MCPServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recorder import Recorder  # noqa: E402
+
+BOOKING_FORM = {
+    "type": "object",
+    "properties": {
+        "date": {"type": "string", "title": "Date of the trip", "description": "as YYYY-MM-DD"},
+        "confirm": {"type": "boolean", "title": "Shall I book it?"},
+        "seats": {"type": "integer", "title": "Seats", "default": 2},
+    },
+    "required": ["date", "confirm"],
+}
+NESTED_FORM = {"type": "object", "properties": {"address": {"type": "object", "properties": {"street": {"type": "string"}}}}}
+
+
+def build(rec: Recorder) -> MCPServer:
+    server: MCPServer = MCPServer("asks", log_level="WARNING")
+
+    async def ask(tool: str, ctx: Context, message: str, form: dict) -> str:
+        try:
+            result = await ctx.request_context.session.elicit_form(message, form, related_request_id=ctx.request_id)
+        except Exception as exc:  # noqa: BLE001 - the test reads what the client answered
+            rec.write({"asked": tool, "error": str(exc)})
+            return f"error: {exc}"
+        rec.write({"asked": tool, "action": result.action, "content": result.content})
+        return f"{result.action}: {json.dumps(result.content, sort_keys=True)}"
+
+    @server.tool()
+    async def book(city: str, ctx: Context) -> str:
+        """Book a trip to `city`; asks the caller for the date and a confirmation."""
+        return await ask("book", ctx, f"Booking a trip to {city}. Which date, and shall I book it?", BOOKING_FORM)
+
+    @server.tool()
+    async def nested(ctx: Context) -> str:
+        """Asks with a nested form (not allowed by the MCP spec)."""
+        return await ask("nested", ctx, "Your address?", NESTED_FORM)
+
+    @server.tool()
+    async def link(ctx: Context) -> str:
+        """Asks the client to open a URL."""
+        try:
+            result = await ctx.request_context.session.elicit_url(
+                "Sign in to continue", "https://example.com/login", "login-1", related_request_id=ctx.request_id)
+        except Exception as exc:  # noqa: BLE001
+            rec.write({"asked": "link", "error": str(exc)})
+            return f"error: {exc}"
+        rec.write({"asked": "link", "action": result.action, "content": result.content})
+        return result.action
+
+    @server.tool()
+    async def capabilities(ctx: Context) -> str:
+        """The client's announced capabilities."""
+        caps = ctx.client_capabilities
+        return json.dumps(caps.model_dump(mode="json", exclude_none=True) if caps else {}, sort_keys=True)
+
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--record", type=Path)
+    build(Recorder(parser.parse_args().record)).run("stdio")
+
+
+if __name__ == "__main__":
+    main()
