@@ -166,8 +166,8 @@ def check_value(f: FormField, value: Any) -> Value:
 
 
 def check_answer(question: Question, content: dict[str, Any]) -> dict[str, Value]:
-    """The accepted content with every value of the field's type and every required
-    field present; raises ValueError naming the field."""
+    """The accepted content with every value of the field's type, omitted fields given
+    their defaults and every required field present; raises ValueError naming the field."""
     known = {f.name: f for f in question.fields}
     unknown = sorted(set(content) - set(known))
     if unknown:
@@ -179,6 +179,8 @@ def check_answer(question: Question, content: dict[str, Any]) -> dict[str, Value
                 out[f.name] = check_value(f, content[f.name])
             except ValueError as exc:
                 raise ValueError(f"field {f.name}: {exc}") from None
+        elif f.default is not None:  # SEP-1034: an omitted field takes its default
+            out[f.name] = f.default
         elif f.required:
             raise ValueError(f"field {f.name} is required")
     return out

@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes.openai_chat import FakeOpenAI, Reply, text, tool_call
 from mcp_servers.harness import read_answers as answers
 
 from voice_runtime.mcp.connection import McpConnection
 from voice_runtime.mcp.elicitation import Answer, Question, accept_defaults, decline
+from voice_runtime.plugins.manager import make_plugin_manager
+from voice_runtime.session.runner import SessionRunner
+from voice_runtime.spec.loader import load_folder
 from voice_runtime.spec.models import StdioServer
 
 ASKS = Path(__file__).resolve().parents[1] / "mcp_servers" / "asks.py"
@@ -117,3 +121,86 @@ async def test_a_nested_form_is_refused_and_a_url_is_declined(opened, tmp_path: 
     assert "field 'address' has type 'object'" in got[0]["error"]
     assert got[1] == {"asked": "link", "action": "decline", "content": None}
     assert asked == []  # neither reached the caller
+
+
+# -- in a call: the agent asks the caller ------------------------------------------------
+
+
+def directed(request: dict[str, Any]) -> Reply:
+    """The caller says ``call <tool> <json>``: that tool call; a tool result: ``Result: <output>``."""
+    last = (request.get("messages") or [{}])[-1]
+    if last.get("role") == "tool":
+        return text(f"Result: {last.get('content')}")
+    _, name, args = str(last.get("content")).split(" ", 2)
+    return tool_call(name, json.loads(args))
+
+
+@pytest.fixture
+async def call_with_asks(tmp_path: Path) -> AsyncIterator[Any]:
+    runners: list[SessionRunner] = []
+    async with FakeOpenAI(directed) as llm:
+        async def start(record: Path) -> SessionRunner:
+            folder = tmp_path / "agents.d"
+            folder.mkdir(exist_ok=True)
+            (folder / "desk.yaml").write_text(json.dumps({
+                "apiVersion": "voice-runtime/v1", "name": "desk", "instructions": "You book trips.",
+                "pipeline": {"llm": {"provider": "openai", "base_url": llm.base_url, "api_key": "x"}, "text_only": True},
+                "mcp_servers": {"asks": {"command": sys.executable, "args": [str(ASKS), "--record", str(record)],
+                                         "elicitation": "allow"}}}))
+            plugins = make_plugin_manager(None, entry_points=False)
+            loaded = load_folder(folder, plugins)
+            assert loaded.errors == [], [str(e) for e in loaded.errors]
+            runner = SessionRunner(loaded.specs[0], plugins, text_only=True)
+            runners.append(runner)
+            await runner.start()
+            return runner
+
+        yield start
+        for runner in runners:
+            await runner.aclose()
+
+
+async def outputs(runner: SessionRunner, words: str) -> list[tuple[str, str, bool]]:
+    result = await runner.run_turn(words)
+    return [(e.item.name, e.item.output, e.item.is_error) for e in result.events
+            if type(e).__name__ == "FunctionCallOutputEvent"]
+
+
+async def test_in_a_call_the_agent_is_given_the_question_and_the_callers_answers_reach_the_server(
+    call_with_asks: Any, tmp_path: Path
+) -> None:
+    record = tmp_path / "rec.jsonl"
+    runner = await call_with_asks(record)
+    [(tool, question, failed)] = await outputs(runner, 'call book {"city": "Oslo"}')
+    assert tool == "book" and not failed
+    assert question.startswith('Before it can finish, the asks service asks the caller: "Booking a trip to Oslo. '
+                               'Which date, and shall I book it?"')
+    assert ("date (Date of the trip): text, required; confirm (Shall I book it?): yes or no, required; "
+            "seats (Seats): a whole number, optional, default 2") in question
+    # the caller's answer does not fit the form: the model is told, the server still waits
+    [(_, why, failed)] = await outputs(
+        runner, 'call answer_server_question {"answers": {"date": "2026-12-24", "confirm": "maybe"}}')
+    assert failed and "field confirm: 'maybe' is not a boolean; ask the caller again" in why
+    assert answers(record) == []
+    [(_, result, failed)] = await outputs(
+        runner, 'call answer_server_question {"answers": {"date": "2026-12-24", "confirm": true}}')
+    assert not failed and result == 'accept: {"confirm": true, "date": "2026-12-24", "seats": 2}'
+    assert answers(record) == [{"asked": "book", "action": "accept",
+                                "content": {"date": "2026-12-24", "confirm": True, "seats": 2}}]
+
+
+async def test_the_caller_refusing_reaches_the_server_as_decline_and_a_hang_up_as_cancel(
+    call_with_asks: Any, tmp_path: Path
+) -> None:
+    record = tmp_path / "rec.jsonl"
+    runner = await call_with_asks(record)
+    await outputs(runner, 'call book {"city": "Oslo"}')
+    [(_, result, _)] = await outputs(runner, "call decline_server_question {}")
+    assert result == "decline: null"
+    await outputs(runner, 'call book {"city": "Rome"}')
+    await runner.aclose()  # the caller hangs up while the question waits
+    for _ in range(100):  # the server writes its record as the answer arrives
+        if len(answers(record)) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert [a["action"] for a in answers(record)] == ["decline", "cancel"]
