@@ -216,11 +216,13 @@ def sdk_callback(server: str, timeout: float, elicitor: Callable[[], Elicitor | 
 
         if getattr(params, "mode", "form") == "url":
             log.info("MCP server %s asked for a URL to be opened; declined (a caller cannot open a link)", server)
+            _count(server, "decline")
             return ElicitResult(action="decline")
         try:
             question = read_form(server, params.message, params.requested_schema)
         except BadForm as exc:
             log.warning("MCP server %s asked a question we refuse: %s", server, exc)
+            _count(server, "refused")
             return ErrorData(code=INVALID_PARAMS, message=f"elicitation refused: {exc}")
         answer = await answer_question(question, elicitor(), timeout)
         return ElicitResult(action=answer.action, content=answer.content if answer.action == "accept" else None)
@@ -246,4 +248,12 @@ async def answer_question(question: Question, elicitor: Elicitor | None, timeout
                 answer = Answer("cancel", reason=f"the answer does not fit the form: {exc}")
     log.info("MCP server %s asked %d field(s): %s%s", question.server, len(question.fields), answer.action,
              f" ({answer.reason})" if answer.reason else "")
+    _count(question.server, answer.action)
     return answer
+
+
+def _count(server: str, outcome: str) -> None:
+    # prometheus_client only once a server really asks (as mcp.direct does for tool calls)
+    from ..observe.metrics import observe_server_request
+
+    observe_server_request(server, "elicitation", outcome)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ..spec.loader import LoadedSpec
     from ..observe.tool_calls import Sink, ToolCallRecord
     from .fillers import Fillers
+    from ..mcp.sampling import Sampler
     from .questions import ServerQuestions
 
 # on log records that say what a session event (warning, fallback) says too: `chat`
@@ -47,6 +48,7 @@ class ActivityOwner(HandoffOwner, Protocol):
     listeners: list[Callable[[str, dict[str, Any]], None]]
     stand_ins: list[Any]
     questions: ServerQuestions
+    sampler: Sampler
 
     def mcp_pool(self) -> McpPool | GatewayPool: ...
 
@@ -97,6 +99,8 @@ class AgentActivity:
             conn.on_up.append(self._on_up)
             if conn.server.elicitation == "allow":  # never pooled: this call's own connection
                 conn.elicitor = owner.questions.ask
+            if conn.server.sampling.allow:  # never pooled either
+                conn.sampler = owner.sampler
 
     def detach(self) -> None:
         """No more reconnect callbacks from this activity's connections."""

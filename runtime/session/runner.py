@@ -25,6 +25,7 @@ from .activity import SessionRefused as SessionRefused  # where callers catch it
 from .providers import Models, build_agent, build_agent_kwargs, build_models
 from .providers import import_livekit_plugins as import_livekit_plugins  # serve.supervisor, benchmarks
 from .questions import ServerQuestions
+from .sampling import llm_sampler
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -107,6 +108,8 @@ class SessionRunner:
         self.audio_in, self.audio_out = audio_in, audio_out
         self.activity = AgentActivity(self, loaded, recorder=recorder)
         self.questions = ServerQuestions()  # a server's question to the caller (MCP elicitation)
+        # a server's completion request (MCP sampling): the model of the mode the call is in now
+        self.sampler = llm_sampler(lambda: self._models[-1].llm if self._models else None)
         self.session: Any = None
         self.switched = asyncio.Event()  # set once on realtime -> pipeline
         self._models: list[Models] = []

@@ -7,6 +7,9 @@ Run: ``python asks.py [--record FILE]`` (stdio).
   required) and ``seats`` (integer, default 2), then answers with what it got.
 * ``nested()``: asks with a form the MCP spec forbids (a nested object).
 * ``link()``: asks the client to open a URL (URL-mode elicitation).
+* ``summarize(text, max_tokens)``: asks the client's model for a one-line summary
+  (sampling), recorded as ``{"asked": "summarize", "model", "text", "stop_reason"}``.
+* ``roots()``: the client's roots (``roots/list``), as a JSON list of URIs.
 * ``capabilities()``: the client capabilities announced at initialize, as JSON.
 
 Each answer is appended to ``--record`` as ``{"asked": tool, "action", "content"}``
@@ -70,6 +73,31 @@ def build(rec: Recorder) -> MCPServer:
             return f"error: {exc}"
         rec.write({"asked": "link", "action": result.action, "content": result.content})
         return result.action
+
+    @server.tool()
+    async def summarize(text: str, max_tokens: int, ctx: Context) -> str:
+        """Asks the client's model to summarize `text` (MCP sampling)."""
+        from mcp.types import SamplingMessage, TextContent
+
+        try:
+            result = await ctx.request_context.session.create_message(
+                [SamplingMessage(role="user", content=TextContent(type="text", text=text))],
+                max_tokens=max_tokens, system_prompt="Summarize in one line.", related_request_id=ctx.request_id)
+        except Exception as exc:  # noqa: BLE001 - the test reads what the client answered
+            rec.write({"asked": "summarize", "error": str(exc)})
+            return f"error: {exc}"
+        rec.write({"asked": "summarize", "model": result.model, "text": result.content.text,
+                   "stop_reason": result.stop_reason})
+        return f"summary: {result.content.text}"
+
+    @server.tool()
+    async def roots(ctx: Context) -> str:
+        """The roots the client announces (MCP roots)."""
+        try:
+            result = await ctx.request_context.session.list_roots()
+        except Exception as exc:  # noqa: BLE001
+            return f"error: {exc}"
+        return json.dumps([str(r.uri) for r in result.roots])
 
     @server.tool()
     async def capabilities(ctx: Context) -> str:

@@ -1,7 +1,11 @@
-"""A real MCP server asks a question during a tool call (elicitation/create): what
-reaches it when the block allows elicitation and whoever holds the connection answers,
-declines, is too slow or answers outside the form; what it sees when the block denies
-it (the default); and a form or a URL the MCP spec or a phone caller cannot serve."""
+"""A real MCP server (tests/mcp_servers/asks.py) makes requests of us during a tool call.
+
+Elicitation: what reaches it when the block allows it and whoever holds the connection
+answers, declines, is too slow or answers outside the form; what it sees when the block
+denies it (the default); a form or a URL the MCP spec or a phone caller cannot serve; and
+in a call, the question given to the agent and the caller's answers reaching the server.
+Sampling: refused by default, answered by the call's model within max_tokens and
+max_requests when allowed. Roots: announced and listed only as the spec declares."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from mcp_servers.harness import read_answers as answers
 
 from voice_runtime.mcp.connection import McpConnection
 from voice_runtime.mcp.elicitation import Answer, Question, accept_defaults, decline
+from voice_runtime.observe.metrics import SERVER_REQUESTS
 from voice_runtime.plugins.manager import make_plugin_manager
 from voice_runtime.session.runner import SessionRunner
 from voice_runtime.spec.loader import load_folder
@@ -131,33 +136,42 @@ def directed(request: dict[str, Any]) -> Reply:
     last = (request.get("messages") or [{}])[-1]
     if last.get("role") == "tool":
         return text(f"Result: {last.get('content')}")
-    _, name, args = str(last.get("content")).split(" ", 2)
+    said = str(last.get("content"))
+    if not said.startswith("call "):  # a server's sampling request
+        return text(f"In short: {said}")
+    _, name, args = said.split(" ", 2)
     return tool_call(name, json.loads(args))
 
 
 @pytest.fixture
-async def call_with_asks(tmp_path: Path) -> AsyncIterator[Any]:
-    runners: list[SessionRunner] = []
-    async with FakeOpenAI(directed) as llm:
-        async def start(record: Path) -> SessionRunner:
-            folder = tmp_path / "agents.d"
-            folder.mkdir(exist_ok=True)
-            (folder / "desk.yaml").write_text(json.dumps({
-                "apiVersion": "voice-runtime/v1", "name": "desk", "instructions": "You book trips.",
-                "pipeline": {"llm": {"provider": "openai", "base_url": llm.base_url, "api_key": "x"}, "text_only": True},
-                "mcp_servers": {"asks": {"command": sys.executable, "args": [str(ASKS), "--record", str(record)],
-                                         "elicitation": "allow"}}}))
-            plugins = make_plugin_manager(None, entry_points=False)
-            loaded = load_folder(folder, plugins)
-            assert loaded.errors == [], [str(e) for e in loaded.errors]
-            runner = SessionRunner(loaded.specs[0], plugins, text_only=True)
-            runners.append(runner)
-            await runner.start()
-            return runner
+async def llm() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI(directed) as fake:
+        yield fake
 
-        yield start
-        for runner in runners:
-            await runner.aclose()
+
+@pytest.fixture
+async def call_with_asks(tmp_path: Path, llm: FakeOpenAI) -> AsyncIterator[Any]:
+    runners: list[SessionRunner] = []
+
+    async def start(record: Path, **keys: Any) -> SessionRunner:
+        folder = tmp_path / "agents.d"
+        folder.mkdir(exist_ok=True)
+        (folder / "desk.yaml").write_text(json.dumps({
+            "apiVersion": "voice-runtime/v1", "name": "desk", "instructions": "You book trips.",
+            "pipeline": {"llm": {"provider": "openai", "base_url": llm.base_url, "api_key": "x"}, "text_only": True},
+            "mcp_servers": {"asks": {"command": sys.executable, "args": [str(ASKS), "--record", str(record)],
+                                     "elicitation": "allow", **keys}}}))
+        plugins = make_plugin_manager(None, entry_points=False)
+        loaded = load_folder(folder, plugins)
+        assert loaded.errors == [], [str(e) for e in loaded.errors]
+        runner = SessionRunner(loaded.specs[0], plugins, text_only=True)
+        runners.append(runner)
+        await runner.start()
+        return runner
+
+    yield start
+    for runner in runners:
+        await runner.aclose()
 
 
 async def outputs(runner: SessionRunner, words: str) -> list[tuple[str, str, bool]]:
@@ -204,3 +218,41 @@ async def test_the_caller_refusing_reaches_the_server_as_decline_and_a_hang_up_a
             break
         await asyncio.sleep(0.05)
     assert [a["action"] for a in answers(record)] == ["decline", "cancel"]
+
+
+# -- sampling and roots ---------------------------------------------------------------------
+
+
+async def test_sampling_is_refused_by_default_and_roots_are_not_announced(opened, tmp_path: Path) -> None:
+    record = tmp_path / "rec.jsonl"
+    conn = await opened(record)
+    caps = json.loads(text_of(await conn.call("capabilities", {})))
+    assert "sampling" not in caps and "roots" not in caps
+    assert text_of(await conn.call("summarize", {"text": "a long story", "max_tokens": 50})).startswith("error:")
+    assert text_of(await conn.call("roots", {})).startswith("error:")
+
+
+async def test_roots_are_announced_and_listed_as_the_spec_declares(opened, tmp_path: Path) -> None:
+    conn = await opened(tmp_path / "rec.jsonl", roots=["file:///srv/data", "file:///tmp/x"])
+    assert "roots" in json.loads(text_of(await conn.call("capabilities", {})))
+    assert json.loads(text_of(await conn.call("roots", {}))) == ["file:///srv/data", "file:///tmp/x"]
+
+
+async def test_an_allowed_server_samples_the_calls_model_within_its_limits_and_the_call_goes_on(
+    call_with_asks: Any, llm: FakeOpenAI, tmp_path: Path
+) -> None:
+    record = tmp_path / "rec.jsonl"
+    denied = SERVER_REQUESTS.labels("asks", "sampling", "denied")._value.get()
+    runner = await call_with_asks(record, sampling={"allow": True, "max_requests": 1, "max_tokens": 20})
+    [(_, first, failed)] = await outputs(runner, 'call summarize {"text": "the trip is on the 24th", "max_tokens": 400}')
+    assert not failed and first == "summary: In short: the trip is on the 24th"
+    sampled = [r for r in llm.chat_requests if r["messages"][0]["content"] == "Summarize in one line."]
+    assert sampled and sampled[0]["max_completion_tokens"] == 20  # the server asked 400
+    [(_, second, failed)] = await outputs(runner, 'call summarize {"text": "again", "max_tokens": 10}')
+    assert not failed and "this call allows 1 sampling request(s) (max_requests)" in second
+    [(_, booked, _)] = await outputs(runner, "call decline_server_question {}")  # the call goes on
+    assert "no server question is waiting" in booked
+    got = answers(record)
+    assert got[0]["text"] == "In short: the trip is on the 24th" and got[0]["model"]
+    assert "max_requests" in got[1]["error"]
+    assert SERVER_REQUESTS.labels("asks", "sampling", "denied")._value.get() == denied + 1
