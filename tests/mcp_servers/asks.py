@@ -12,7 +12,7 @@ Run: ``python asks.py [--record FILE]`` (stdio).
 * ``roots()``: the client's roots (``roots/list``), as a JSON list of URIs.
 * ``capabilities()``: the client capabilities announced at initialize, as JSON.
 
-Each answer is appended to ``--record`` as ``{"asked": tool, "action", "content"}``
+At start it appends ``{"event": "spawn", "ppid"}``. Each answer is appended to ``--record`` as ``{"asked": tool, "action", "content"}``
 (or ``{"asked": tool, "error"}``), so a test reads what reached the server.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -111,7 +112,9 @@ def build(rec: Recorder) -> MCPServer:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--record", type=Path)
-    build(Recorder(parser.parse_args().record)).run("stdio")
+    rec = Recorder(parser.parse_args().record)
+    rec.write({"event": "spawn", "ppid": os.getppid()})  # which process started it (serve or a job)
+    build(rec).run("stdio")
 
 
 if __name__ == "__main__":
