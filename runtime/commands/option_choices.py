@@ -32,7 +32,8 @@ class LogLevel(str, Enum):
 
 
 class ElicitChoice(str, Enum):
-    """``--elicit`` of call: how a server's question is answered with no caller to ask."""
+    """``--elicit`` of call: how a server's question is answered (there is no caller)."""
 
+    ask = "ask"
     accept_defaults = "accept-defaults"
     decline = "decline"

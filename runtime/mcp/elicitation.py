@@ -165,6 +165,34 @@ def check_value(f: FormField, value: Any) -> Value:
     raise ValueError(f"{value!r} is not a {f.type}")
 
 
+YES = {"y", "yes", "true", "1", "yeah", "sure", "ok"}
+NO = {"n", "no", "false", "0", "nope"}
+
+
+def parse_typed(f: FormField, said: str) -> Value:
+    """What a person typed or said for field ``f``, as its type: yes/no words for a
+    boolean, a choice by its value or label (case-insensitive), commas between the
+    choices of a multi-select. Raises ValueError saying what is expected."""
+    said = said.strip()
+    if f.type == "boolean":
+        if said.lower() in YES | NO:
+            return said.lower() in YES
+        raise ValueError("say yes or no")
+    if f.type in ("integer", "number"):
+        try:
+            return check_value(f, float(said) if f.type == "number" or "." in said else int(said))
+        except ValueError:
+            raise ValueError("a whole number" if f.type == "integer" else "a number") from None
+    if f.choices is not None:
+        names = dict(zip(f.choices, f.labels or f.choices))
+        pick = {v.lower(): v for v in f.choices} | {label.lower(): v for v, label in names.items()}
+        words = [w.strip().lower() for w in said.split(",")] if f.type == "array" else [said.lower()]
+        if all(w in pick for w in words):
+            return [pick[w] for w in words if w] if f.type == "array" else pick[words[0]]
+        raise ValueError("one of " + ", ".join(names.values()))
+    return said
+
+
 def check_answer(question: Question, content: dict[str, Any]) -> dict[str, Value]:
     """The accepted content with every value of the field's type, omitted fields given
     their defaults and every required field present; raises ValueError naming the field."""
