@@ -162,7 +162,7 @@ def check_value(f: FormField, value: Any) -> Value:
         if f.choices is None or value in f.choices:
             return value
         raise ValueError(f"{value!r} is not one of {', '.join(f.choices)}")
-    raise ValueError(f"{value!r} is not a {f.type}")
+    raise ValueError(f"{value!r} is not {'an integer' if f.type == 'integer' else 'a ' + f.type}")
 
 
 YES = {"y", "yes", "true", "1", "yeah", "sure", "ok"}
