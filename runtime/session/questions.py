@@ -53,6 +53,11 @@ class ServerQuestions:
     def bind(self) -> None:
         self._loop = asyncio.get_running_loop()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The call's loop (once started): a connection's callbacks hop to it."""
+        return self._loop
+
     async def ask(self, question: Question) -> Answer:
         """The connection's elicitor: runs in the connection's loop, waits in the call's."""
         loop = self._loop

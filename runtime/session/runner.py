@@ -109,7 +109,7 @@ class SessionRunner:
         self.activity = AgentActivity(self, loaded, recorder=recorder)
         self.questions = ServerQuestions()  # a server's question to the caller (MCP elicitation)
         # a server's completion request (MCP sampling): the model of the mode the call is in now
-        self.sampler = llm_sampler(lambda: self._models[-1].llm if self._models else None)
+        self.sampler = llm_sampler(lambda: self._models[-1].llm if self._models else None, lambda: self.questions.loop)
         self.session: Any = None
         self.switched = asyncio.Event()  # set once on realtime -> pipeline
         self._models: list[Models] = []

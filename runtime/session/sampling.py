@@ -4,15 +4,25 @@ asked for a side completion, so a call in realtime mode refuses it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 from ..mcp.sampling import Refused, SamplingReply, SamplingRequest
 
 
-def llm_sampler(current_llm: Callable[[], Any]) -> Callable[[SamplingRequest], Any]:
+def llm_sampler(current_llm: Callable[[], Any],
+                call_loop: Callable[[], asyncio.AbstractEventLoop | None]) -> Callable[[SamplingRequest], Any]:
     """A ``Sampler`` asking whatever ``current_llm()`` is when the request comes (a
-    handoff or a realtime -> pipeline switch changes it)."""
+    handoff or a realtime -> pipeline switch changes it), in the call's loop: the
+    connection may live in another (serve's pool under ``--executor thread``), and
+    the model's HTTP session belongs to the call's."""
+
+    async def in_call_loop(request: SamplingRequest) -> SamplingReply:
+        loop = call_loop()
+        if loop is not None and loop is not asyncio.get_running_loop() and not loop.is_closed():
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(sample(request), loop))
+        return await sample(request)
 
     async def sample(request: SamplingRequest) -> SamplingReply:
         from livekit.agents.llm import LLM, ChatContext
@@ -35,7 +45,7 @@ def llm_sampler(current_llm: Callable[[], Any]) -> Callable[[SamplingRequest], A
                         break
         return SamplingReply("".join(parts), str(getattr(llm, "model", "") or type(llm).__name__))
 
-    return sample
+    return in_call_loop
 
 
 def _max_tokens(llm: Any, tokens: int) -> dict[str, Any]:
