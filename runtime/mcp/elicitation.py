@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.terminal import printable
+from ..observe import tracing
 
 if TYPE_CHECKING:
     from mcp.client.session import ClientRequestContext
@@ -260,7 +261,19 @@ def sdk_callback(server: str, timeout: float, elicitor: Callable[[], Elicitor | 
 
 async def answer_question(question: Question, elicitor: Elicitor | None, timeout: float) -> Answer:
     """Ask ``elicitor`` within ``timeout``: cancel when time runs out, decline when
-    nobody can answer, cancel when the answer does not fit the form."""
+    nobody can answer, cancel when the answer does not fit the form. Traced as
+    ``mcp.elicitation`` (the server, the number of fields, the outcome; never the values)."""
+    with tracing.span("mcp.elicitation", {"mcp.server": question.server, "mcp.elicitation.fields":
+                                          len(question.fields)}) as span:
+        answer = await _answer(question, elicitor, timeout)
+        span.set_attribute("mcp.elicitation.action", answer.action)
+    log.info("MCP server %s asked %d field(s): %s%s", question.server, len(question.fields), answer.action,
+             f" ({answer.reason})" if answer.reason else "")
+    _count(question.server, answer.action)
+    return answer
+
+
+async def _answer(question: Question, elicitor: Elicitor | None, timeout: float) -> Answer:
     if elicitor is None:
         answer = Answer("decline", reason="no one to ask here")
     else:
@@ -274,9 +287,6 @@ async def answer_question(question: Question, elicitor: Elicitor | None, timeout
                 answer = Answer("accept", check_answer(question, answer.content or {}))
             except ValueError as exc:
                 answer = Answer("cancel", reason=f"the answer does not fit the form: {exc}")
-    log.info("MCP server %s asked %d field(s): %s%s", question.server, len(question.fields), answer.action,
-             f" ({answer.reason})" if answer.reason else "")
-    _count(question.server, answer.action)
     return answer
 
 

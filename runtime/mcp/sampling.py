@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..observe import tracing
+
 if TYPE_CHECKING:
     from mcp.client.session import ClientRequestContext
     from mcp.types import CreateMessageRequestParams, CreateMessageResult, ErrorData
@@ -85,7 +87,9 @@ def sdk_callback(server: str, limits: Sampling, sampler: Callable[[], Sampler | 
             if answer is None:
                 raise Refused("no model here to answer (sampling is answered only during a call)")
             used += 1
-            reply = await answer(request)
+            with tracing.span("mcp.sampling", {"mcp.server": server, "mcp.sampling.max_tokens": request.max_tokens,
+                                               "mcp.sampling.request": used}):
+                reply = await answer(request)
         except Refused as exc:
             log.warning("MCP server %s: sampling request refused: %s", server, exc)
             observe_server_request(server, "sampling", "denied")

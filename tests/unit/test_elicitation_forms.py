@@ -73,3 +73,28 @@ def test_a_form_outside_the_mcp_spec_or_our_bounds_is_refused_saying_why(schema:
 def test_a_message_too_long_to_say_is_refused() -> None:
     with pytest.raises(BadForm, match="message of 2001 characters"):
         read_form("s", "x" * 2001, {"type": "object", "properties": {}})
+
+
+async def test_a_question_is_traced_with_its_server_field_count_and_outcome_never_its_values(monkeypatch) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from voice_runtime.mcp.elicitation import answer_question
+    from voice_runtime.observe import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setitem(tracing._state, "tracer", provider.get_tracer("test"))
+    question = read_form("crm", "Your card number?", {"type": "object", "properties": {"card": {"type": "string"}}})
+
+    async def caller(q):
+        from voice_runtime.mcp.elicitation import Answer
+
+        return Answer("accept", {"card": "4111111111111111"})
+
+    assert (await answer_question(question, caller, 5)).content == {"card": "4111111111111111"}
+    [span] = exporter.get_finished_spans()
+    assert span.name == "mcp.elicitation"
+    assert dict(span.attributes) == {"mcp.server": "crm", "mcp.elicitation.fields": 1, "mcp.elicitation.action": "accept"}
