@@ -72,9 +72,9 @@ class ServerQuestions:
         if not watchers:
             return Answer("decline", reason="asked outside a tool call of this server")
         pending = self.pending = Pending(question, asyncio.get_running_loop().create_future())
-        for watcher in watchers:
-            if not watcher.done():
-                watcher.set_result(pending)
+        # the MCP request does not say which of the server's running calls asked: the
+        # oldest one is given the question (one tool output shows it, not every one)
+        watchers[0].set_result(pending)
         try:
             return await pending.answer  # elicitation_timeout cancels this wait
         finally:
