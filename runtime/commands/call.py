@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
 
 from ..core.terminal import printable
 from .common import AgentOpt, AgentsDir, PluginsOpt, guard_output, load_plugins, pick_agent, plugin_output, quiet_logging
-from .option_choices import LogLevel
+from .option_choices import ElicitChoice, LogLevel
 
 
 def call(
@@ -21,6 +22,11 @@ def call(
     plugins: PluginsOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the call record and result as JSON.")] = False,
     metrics: Annotated[bool, typer.Option("--metrics", help="Then print voice-runtime's Prometheus metrics.")] = False,
+    elicit: Annotated[ElicitChoice | None, typer.Option(
+        "--elicit", help="How a server's question during the call (elicitation, on a block with "
+        "`elicitation: allow`) is answered: ask on the terminal, accept each field's default (decline when a "
+        "required field has none), or decline. Default: ask when stdin is a terminal, else decline.",
+        show_default=False)] = None,
 ) -> None:
     """Call one tool directly, through the same path a session uses, and print its result.
 
@@ -50,6 +56,11 @@ def call(
         try:
             with plugin_output():
                 box = await open_toolbox(loaded, loaded_plugins, pool)
+            from ..mcp.elicitation import ELICITORS
+
+            how = elicit or (ElicitChoice.ask if sys.stdin.isatty() else ElicitChoice.decline)
+            for conn in box.acquired.connections.values():
+                conn.elicitor = _ask_on_terminal if how is ElicitChoice.ask else ELICITORS[how.value]
             row = box.find(tool)
             if row is None:
                 known = ", ".join(r.name for r in box.rows) or "none"
@@ -86,6 +97,46 @@ def call(
             await pool.aclose()
 
     raise typer.Exit(asyncio.run(main()))
+
+
+async def _ask_on_terminal(question: Any) -> Any:
+    """A server's question asked on stderr, answered on stdin: ``decline`` (or ``no``)
+    at the first prompt declines; end of input cancels; an empty line takes a field's
+    default (or leaves an optional field out); a value that does not parse is asked
+    again, three times at most."""
+    import asyncio
+
+    from ..mcp.elicitation import Answer, parse_typed
+
+    async def line(prompt: str) -> str | None:
+        typer.echo(printable(prompt), err=True, nl=False)
+        text = await asyncio.to_thread(sys.stdin.readline)
+        return text.rstrip("\n") if text else None
+
+    typer.echo(printable(f"? MCP server {question.server} asks: {question.message}"), err=True)
+    first = await line("  answer it? [Y/n/decline] ")
+    if first is None:
+        return Answer("cancel", reason="end of input")
+    if first.strip().lower() in ("n", "no", "decline"):
+        return Answer("decline", reason="declined on the terminal")
+    content: dict[str, Any] = {}
+    for f in question.fields:
+        hint = (f" [{f.default}]" if f.default is not None else "") + ("" if f.required or f.default is not None
+                                                                       else " (optional)")
+        for _ in range(3):
+            said = await line(f"  {f.label}{hint}: ")
+            if said is None:
+                return Answer("cancel", reason="end of input")
+            if not said.strip() and (f.default is not None or not f.required):
+                break  # check_answer applies the default
+            try:
+                content[f.name] = parse_typed(f, said)
+                break
+            except ValueError as exc:
+                typer.echo(printable(f"  ({exc})"), err=True)
+        else:
+            return Answer("cancel", reason=f"no valid answer for {f.name}")
+    return Answer("accept", content)
 
 
 def _our_metrics() -> str:

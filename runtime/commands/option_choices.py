@@ -29,3 +29,11 @@ class LogLevel(str, Enum):
     warning = "warning"
     error = "error"
     critical = "critical"
+
+
+class ElicitChoice(str, Enum):
+    """``--elicit`` of call: how a server's question is answered (there is no caller)."""
+
+    ask = "ask"
+    accept_defaults = "accept-defaults"
+    decline = "decline"

@@ -142,7 +142,8 @@ def _talk_options(allow_from: list[str] | None, token_ref: str | None, max_calls
             usage_error("--talk-token takes a ${VAR} (the token is read from that environment variable), "
                         "such as --talk-token '${TALK_TOKEN}'")
         name = f"${{{match.group(1)}}}"
-        token = os.environ.get(match.group(1), "")
+        # a Kubernetes secret mounted as a file and read into the variable ends in a newline
+        token = os.environ.get(match.group(1), "").rstrip("\r\n")
         if len(token) < 16:
             usage_error(f"--talk-token {name}: the variable is {'not set' if not token else 'shorter than 16 characters'}"
                         " (a bearer token others must not guess)")

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from ..observe import tracing
 from ..core.terminal import printable
 from .backoff import BACKOFF_MAX, BACKOFF_START, Backoff
+from . import sampling
+from .elicitation import Elicitor, sdk_callback
 from .listing import MAX_LISTED_TOOLS, ListingFilter, Rejected, install_log_filter
 from .pins import ToolPins
 from .transports import (
@@ -124,6 +126,11 @@ class McpConnection:
         self.pins = ToolPins(name, pin_tools=server.pin_tools)
         self.on_up: list[Callable[[McpConnection], None]] = []  # after every successful reconnect
         self._stderr = StderrLog() if self.is_stdio else None
+        # who answers this server's questions (elicitation/create); None declines. Set
+        # by the holder of the connection (a call's session, `voice-runtime call`):
+        # eliciting blocks are never pooled, so it is one caller's
+        self.elicitor: Elicitor | None = None
+        self.sampler: sampling.Sampler | None = None  # the call's model, for `sampling: {allow: true}`
 
     def redact(self, text: str) -> str:
         """``text`` with this server's secrets (headers, env) masked."""
@@ -231,7 +238,16 @@ class McpConnection:
                 gone = asyncio.Event()
                 listing = ListingFilter(self.name, lambda: self.protocol_version)
                 read = Watched(read, gone, listing)
-                session = await stack.enter_async_context(ClientSession(read, write))
+                callbacks: dict[str, Any] = {}
+                if self.server.elicitation == "allow":  # else the capability is not announced
+                    callbacks["elicitation_callback"] = sdk_callback(
+                        self.name, self.server.elicitation_timeout, lambda: self.elicitor)
+                if self.server.sampling.allow:
+                    callbacks["sampling_callback"] = sampling.sdk_callback(
+                        self.name, self.server.sampling, lambda: self.sampler)
+                if self.server.roots:
+                    callbacks["list_roots_callback"] = _roots_callback(self.server.roots)
+                session = await stack.enter_async_context(ClientSession(read, write, **callbacks))
                 init = await session.initialize()
                 self.protocol_version = str(getattr(init, "protocol_version", "") or "") or None
                 self.tools, self.rejected = await _list_all_tools(session, listing)
@@ -433,6 +449,17 @@ async def _list_all_tools(session: ClientSession, listing: ListingFilter) -> tup
         seen.add(cursor)
         result = await session.list_tools(params=PaginatedRequestParams(cursor=cursor))
     return tools, list(listing.rejected)
+
+
+def _roots_callback(roots: list[str]) -> Callable[..., Any]:
+    """``roots/list``: the block's declared file:// URIs, the same for every ask."""
+
+    async def callback(context: Any) -> Any:
+        from mcp.types import ListRootsResult, Root
+
+        return ListRootsResult(roots=[Root(uri=uri) for uri in roots])
+
+    return callback
 
 
 async def _first_of(*events: asyncio.Event, timeout: float | None = None) -> None:

@@ -85,7 +85,7 @@ class McpPool:
         if self._loop is not running:
             return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.acquire(loaded, only), self._loop))
         servers = {n: s for n, s in loaded.spec.mcp_servers.items() if only is None or n in only}
-        keys = {name: server_key(loaded, name) for name, server in servers.items() if server.shared}
+        keys = {name: server_key(loaded, name) for name, server in servers.items() if server.pooled}
         pooled: dict[str, McpConnection] = {}  # held here: a retain() meanwhile may drop the key
         for name, key in keys.items():
             conn = self._connections.get(key)
@@ -93,7 +93,7 @@ class McpPool:
                 self._connections[key] = conn = self._new(loaded, name)
                 self._starting[key] = asyncio.ensure_future(self._start(conn))
             pooled[name] = conn
-        owned = {name: self._new(loaded, name) for name, server in servers.items() if not server.shared}
+        owned = {name: self._new(loaded, name) for name, server in servers.items() if not server.pooled}
         self._owned.update(owned.values())
         pending = [self._starting[k] for k in keys.values() if k in self._starting]
         pending += [asyncio.ensure_future(self._start(conn)) for conn in owned.values()]
@@ -197,4 +197,4 @@ class McpPool:
 
 
 def _shared(loaded: LoadedSpec) -> set[str]:
-    return {name for name, server in loaded.spec.mcp_servers.items() if server.shared}
+    return {name for name, server in loaded.spec.mcp_servers.items() if server.pooled}

@@ -151,3 +151,15 @@ TOOL_FILLERS = Counter(
 
 def count_filler(agent: str, server: str, tool: str) -> None:
     TOOL_FILLERS.labels(agent, server, tool).inc()
+
+
+SERVER_REQUESTS = Counter(
+    "voice_runtime_mcp_server_requests",
+    "Requests an MCP server made of us during calls, by server, kind (elicitation, sampling) and outcome "
+    "(accept, decline, cancel, refused, answered, denied, error).",
+    ["server", "kind", "outcome"],
+)
+
+
+def observe_server_request(server: str, kind: str, outcome: str) -> None:
+    SERVER_REQUESTS.labels(server, kind, outcome).inc()

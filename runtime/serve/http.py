@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from .peers import is_loopback
+from .peers import cross_site, is_loopback
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -171,7 +171,17 @@ def make_app(operator: Operator, *, simulate: bool = False, simulate_from_anywhe
         return web.Response(text=render(doc), content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store"})
 
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[guard.middleware()] if guard else [])
+    @web.middleware
+    async def same_site(request: web.Request, handler: Any) -> Any:
+        # probes and scrapes carry nothing a page could use, whatever Host they name
+        refused = None if request.path in ("/healthz", "/readyz", "/metrics") else cross_site(request)
+        if refused:
+            log.warning("%s %r refused: %s", request.method, request.path[:200], refused)
+            return _error(403, refused)
+        return await handler(request)
+
+    middlewares = ([guard.middleware()] if guard else []) + [same_site]
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app.router.add_get("/", page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -201,8 +201,7 @@ class Talk:
 
         audio = speaks(loaded)
         missing = self._missing_keys(loaded, audio)
-        notice = (" ".join(missing) + " Set it in serve's environment (or the spec's api_key) and the agent reloads."
-                  if missing else "")
+        notice = _missing_notice(missing)
         spec: Any = loaded.spec
         description = (f"{'voice' if audio else 'text only'}: "
                        + ("realtime model" if spec.realtime is not None else "pipeline")
@@ -234,9 +233,15 @@ class Talk:
         if agent not in self.serving() or self.spec_of(agent) is None:
             return _error(404, f"no agent named {agent[:100]!r} is served here; agents: "
                                f"{', '.join(self._names()) or 'none'}")
+        from .talk_job import speaks
+
+        loaded = self.spec_of(agent)
+        missing = self._missing_keys(loaded, speaks(loaded))
+        if missing:  # the job would only fail on its first request
+            return _error(409, _missing_notice(missing))
         running = self.running()
         if running >= self.options.max_calls:
-            return _error(429, f"{running} browser call(s) in progress: at most {self.options.max_calls} at once "
+            return _error(429, f"{running} browser call(s) in progress or about to start: at most {self.options.max_calls} at once "
                                "(serve --max-browser-calls); hang up another call or try again later",
                           **{"Retry-After": "10"})
         call = token_source.token_urlsafe(12)
@@ -378,6 +383,13 @@ def _html(status: int, title: str, body: str) -> web.Response:
     return _response(status, f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}"
                              f"</title></head><body style='font:15px system-ui,sans-serif;margin:1.5em'>"
                              f"<h1>{escape(title)}</h1>{body}</body></html>\n")
+
+
+def _missing_notice(missing: list[str]) -> str:
+    if not missing:
+        return ""
+    return ("; ".join(m.rstrip(". ") for m in missing) + ". Set it in serve's environment and restart serve, "
+            "or give the spec's api_key (the agent reloads).")
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from ..spec.loader import LoadedSpec
     from ..observe.tool_calls import Sink, ToolCallRecord
     from .fillers import Fillers
+    from ..mcp.sampling import Sampler
+    from .questions import ServerQuestions
 
 # on log records that say what a session event (warning, fallback) says too: `chat`
 # prints the event, so its default log filter drops the record
@@ -47,6 +49,8 @@ class ActivityOwner(HandoffOwner, Protocol):
     listeners: list[Callable[[str, dict[str, Any]], None]]
     stand_ins: list[Any]
     call_context: dict[str, str]  # the call's values, for pinned tool arguments
+    questions: ServerQuestions
+    sampler: Sampler
 
     def mcp_pool(self) -> McpPool | GatewayPool: ...
 
@@ -95,6 +99,10 @@ class AgentActivity:
         self._on_up = lambda conn: loop.call_soon_threadsafe(self._server_back, conn)
         for conn in self.connections.values():
             conn.on_up.append(self._on_up)
+            if conn.server.elicitation == "allow":  # never pooled: this call's own connection
+                conn.elicitor = owner.questions.ask
+            if conn.server.sampling.allow:  # never pooled either
+                conn.sampler = owner.sampler
 
     def detach(self) -> None:
         """No more reconnect callbacks from this activity's connections."""
@@ -123,7 +131,11 @@ class AgentActivity:
             owner.emit("warning", {"message": line})
         from .handoffs import transfer_tools
 
-        tools = plan.plugin + mcp_tools(plan, self.recorder, self._fillers()) + transfer_tools(owner)
+        tools = plan.plugin + mcp_tools(plan, self.recorder, self._fillers(), owner.questions) + transfer_tools(owner)
+        if any(conn.server.elicitation == "allow" for conn in self.connections.values()):
+            from .questions import question_tools
+
+            tools += question_tools(owner.questions)
         if not owner.stand_ins:
             return tools
         names = {getattr(getattr(t, "info", None), "name", None) for t in tools}

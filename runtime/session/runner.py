@@ -24,6 +24,8 @@ from .activity import SHOWN_AS_EVENT, AgentActivity
 from .activity import SessionRefused as SessionRefused  # where callers catch it
 from .providers import Models, build_agent, build_agent_kwargs, build_models
 from .providers import import_livekit_plugins as import_livekit_plugins  # serve.supervisor, benchmarks
+from .questions import ServerQuestions
+from .sampling import llm_sampler
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -113,6 +115,9 @@ class SessionRunner:
         # a call without a room (chat --audio-in, tests): livekit io.AudioInput / io.AudioOutput
         self.audio_in, self.audio_out = audio_in, audio_out
         self.activity = AgentActivity(self, loaded, recorder=recorder)
+        self.questions = ServerQuestions()  # a server's question to the caller (MCP elicitation)
+        # a server's completion request (MCP sampling): the model of the mode the call is in now
+        self.sampler = llm_sampler(lambda: self._models[-1].llm if self._models else None, lambda: self.questions.loop)
         self.session: Any = None
         self.switched = asyncio.Event()  # set once on realtime -> pipeline
         self._models: list[Models] = []
@@ -255,6 +260,7 @@ class SessionRunner:
     async def _start(self, room: Any) -> Any:
         spec: Any = self.loaded.spec
         self.marks["start"] = time.perf_counter()
+        self.questions.bind()
         await self.activity.connect_mcp()
         self.marks["mcp"] = time.perf_counter()
         self.tools = self.activity.build_tools()
@@ -501,6 +507,7 @@ class SessionRunner:
             except Exception:  # noqa: BLE001 - closing must not fail the caller
                 log.debug("session close raised", exc_info=True)
         self.activity.detach()
+        self.questions.close()  # a hang-up cancels a server's pending question
         owned, self._owned = self._owned, []
         await asyncio.gather(*(conn.aclose() for conn in owned), return_exceptions=True)
         if self._own_pool is not None:

@@ -16,30 +16,37 @@ if TYPE_CHECKING:
     from ..observe.tool_calls import CallRecorder
     from ..plugins.registry import Tool as PluginTool
     from .fillers import Fillers
+    from .questions import ServerQuestions
 
 
-def mcp_tools(plan: ToolPlan, recorder: CallRecorder, fillers: Fillers | None = None) -> list[Any]:
+def mcp_tools(plan: ToolPlan, recorder: CallRecorder, fillers: Fillers | None = None,
+              questions: ServerQuestions | None = None) -> list[Any]:
     """livekit function tools for every MCP tool the plan shows the model; with
     ``fillers``, a tool whose server (or own entry) sets filler/timeout_say speaks
-    while it runs."""
-    return [_function_tool(tool, recorder, fillers) for tool in plan.mcp]
+    while it runs; with ``questions``, a tool of a server that may ask the caller
+    something (``elicitation: allow``) returns the question to the model."""
+    return [_function_tool(tool, recorder, fillers, questions) for tool in plan.mcp]
 
 
 def _is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, ToolFailure) and exc.outcome == "timeout"
 
 
-def _function_tool(tool: McpTool, recorder: CallRecorder, fillers: Fillers | None = None) -> Any:
+def _function_tool(tool: McpTool, recorder: CallRecorder, fillers: Fillers | None = None,
+                   questions: ServerQuestions | None = None) -> Any:
     from livekit.agents.llm import ToolError, function_tool
 
     plan = fillers.plan_for(tool.conn, tool.tool.name) if fillers is not None else None
+    asks = questions if questions is not None and tool.conn.server.elicitation == "allow" else None
 
     async def call(raw_arguments: dict[str, Any]) -> Any:
+        running = call_tool(tool, raw_arguments, recorder)
+        if asks is not None:
+            running = asks.run(tool.server, running)
         try:
             if plan is None or fillers is None:
-                return await call_tool(tool, raw_arguments, recorder)
-            return await fillers.guard(tool.server, tool.tool.name, plan, call_tool(tool, raw_arguments, recorder),
-                                       _is_timeout)
+                return await running
+            return await fillers.guard(tool.server, tool.tool.name, plan, running, _is_timeout)
         except ToolFailure as exc:
             raise ToolError(str(exc)) from None
 

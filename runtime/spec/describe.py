@@ -55,6 +55,10 @@ def mcp_servers(loaded: LoadedSpec) -> dict[str, dict[str, Any]]:
         else:
             target = loaded.templates.get(f"mcp_servers.{name}.url", server.url)
             out[name] = {"transport": server.resolved_transport, "target": target, "required": server.required}
+        # what the server may ask of us (each announced as an MCP capability only when allowed)
+        out[name]["allows"] = [kind for kind, on in (("elicitation", server.elicitation == "allow"),
+                                                     ("sampling", server.sampling.allow),
+                                                     ("roots", bool(server.roots))) if on]
     return out
 
 

@@ -94,6 +94,14 @@ class ToolVoice(StrictModel):
     )
 
 
+class Sampling(StrictModel):
+    """A server may ask our model for a completion (MCP sampling) during a call."""
+
+    allow: bool = Field(False, description="true: announce the sampling capability and answer with the agent's LLM.")
+    max_requests: int = Field(5, ge=1, le=1000, description="Sampling requests answered per call; later ones are refused.")
+    max_tokens: int = Field(512, ge=1, le=32768, description="The most tokens one answer may have (a server's larger ask is lowered).")
+
+
 class McpServerBase(StrictModel):
     allowed_tools: list[str] | None = Field(
         None, description="Only these tools are shown to the model (default: all the server lists)."
@@ -136,6 +144,26 @@ class McpServerBase(StrictModel):
         description="Record the arguments of this server's tool calls on their trace spans (secrets "
         "redacted; at most 4096 characters). Default: only their digest.",
     )
+    elicitation: Literal["allow", "deny"] = Field(
+        "deny",
+        description="allow: announce the MCP elicitation capability, so the server may ask a question during a "
+        "tool call (form mode, primitive fields only; URL mode is declined). Such a block is connected per call "
+        "(never lent through serve's gateway): the question belongs to one caller. deny: the capability is "
+        "not announced.",
+    )
+    sampling: Sampling = Field(
+        default_factory=Sampling,
+        description="Whether and how much the server may ask the agent's LLM for completions (default: never). "
+        "Such a block is connected per call, like one that elicits: the call's model answers.",
+    )
+    roots: list[str] = Field(
+        default_factory=list,
+        description="file:// URIs announced to the server as its roots (the MCP roots capability, announced only "
+        "when this lists some).",
+    )
+    elicitation_timeout: float = Field(
+        120.0, gt=0, le=600, description="Seconds a server's question may wait for its answer before it is cancelled."
+    )
     filler: Filler | None = Field(
         None, description="Filler speech while a tool call of this server runs (e.g. after_ms: 800, say: [...])."
     )
@@ -146,6 +174,16 @@ class McpServerBase(StrictModel):
         default_factory=dict, description="Per-tool filler / timeout_say, by the tool's name on the server."
     )
 
+    @field_validator("roots")
+    @classmethod
+    def _file_uris(cls, value: list[str]) -> list[str]:
+        for uri in value:
+            parts = urlsplit(uri)
+            if parts.scheme != "file" or not parts.path.startswith("/"):
+                raise PydanticCustomError("root", "'{uri}' is not a file:// URI with an absolute path "
+                                          "(e.g. file:///srv/data)", {"uri": uri})
+        return value
+
     @field_validator("max_timeout")
     @classmethod
     def _max_timeout_covers_timeout(cls, value: float | None, info: ValidationInfo) -> float | None:
@@ -155,6 +193,13 @@ class McpServerBase(StrictModel):
                 "max_timeout", "must be at least timeout ({timeout}s): it bounds a call that reports progress",
                 {"timeout": f"{timeout:g}"})
         return value
+
+    @property
+    def pooled(self) -> bool:
+        """Connected once per serve and lent to calls: ``shared``, not eliciting and not
+        sampling (a server's question must reach the caller whose tool call asked it, and
+        a completion is the call's model's, counted against the call's limit)."""
+        return self.shared and self.elicitation == "deny" and not self.sampling.allow
 
     @property
     def resolved_max_timeout(self) -> float:

@@ -756,3 +756,41 @@ def test_call_context_declarations_are_checked(spec_run: FolderRun) -> None:
     assert "agents/calldecl.yaml:6:3: context.bad-name" in text
     assert ("mcp_servers.crm: this server uses ${call.*} in its url or headers, so each call connects with "
             "its own values: it cannot be `shared: true` (drop the key)") in text
+
+
+def test_elicitation_mistakes_are_reported_at_their_keys(tmp_path: Path) -> None:
+    write(tmp_path / "desk.yaml", HEAD + (
+        "instructions: x\n"
+        "pipeline: {llm: {provider: openai, api_key: k}, text_only: true}\n"
+        "mcp_servers:\n"
+        "  crm:\n"
+        "    url: http://127.0.0.1:1/mcp\n"
+        "    elicitation: yes\n"
+        "    elicitation_timeout: 0\n"
+    ))
+    result = run_cli("check", tmp_path, "--offline")
+
+    assert_clean_failure(result)
+    lines = [line.replace(str(tmp_path / "desk.yaml"), "desk.yaml") for line in result.stdout.splitlines()]
+    assert lines[:2] == [
+        "desk.yaml:7:18: mcp_servers.crm.elicitation: input should be 'allow' or 'deny'",
+        "desk.yaml:8:26: mcp_servers.crm.elicitation_timeout: input should be greater than 0",
+    ], result.stdout
+
+
+def test_a_root_that_is_not_a_file_uri_and_unknown_sampling_keys_are_reported_at_their_keys(tmp_path: Path) -> None:
+    write(tmp_path / "desk.yaml", HEAD + (
+        "instructions: x\n"
+        "pipeline: {llm: {provider: openai, api_key: k}, text_only: true}\n"
+        "mcp_servers:\n"
+        "  crm:\n"
+        "    url: http://127.0.0.1:1/mcp\n"
+        "    roots: [https://example.com/data]\n"
+        "    sampling: {allow: true, max_request: 3}\n"
+    ))
+    result = run_cli("check", tmp_path, "--offline")
+
+    assert_clean_failure(result)
+    out = result.stdout.replace(str(tmp_path / "desk.yaml"), "desk.yaml")
+    assert "desk.yaml:7:5: mcp_servers.crm.roots: 'https://example.com/data' is not a file:// URI" in out, out
+    assert "desk.yaml:8:29: mcp_servers.crm.sampling.max_request: unknown key 'max_request'; did you mean 'max_requests'?" in out, out

@@ -182,3 +182,16 @@ def test_table_shows_the_variable_text_not_its_value(tmp_path: Path) -> None:
     assert agent["mcp_servers"]["search"]["target"] == "${SEARCH_URL}"
     assert agent["providers"]["llm"] == "openai/${LLM_MODEL}"
     assert "canary-789" not in as_json.output, as_json.output
+
+
+def test_check_json_says_what_each_server_may_ask_of_the_agent(tmp_path: Path) -> None:
+    write(tmp_path / "agents" / "desk.yaml",
+          'apiVersion: voice-runtime/v1\ninstructions: hi\npipeline:\n  text_only: true\n  llm: {provider: openai}\n'
+          'mcp_servers:\n'
+          '  plain: {url: "http://127.0.0.1:9/mcp"}\n'
+          '  asks: {url: "http://127.0.0.1:9/mcp", elicitation: allow, sampling: {allow: true}, roots: ["file:///srv"]}\n')
+    result = run_cli("check", "agents", "--format", "json", "--offline", cwd=tmp_path)
+    assert result.rc == 0, result.output
+    [agent] = json.loads(result.stdout)["agents"]
+    assert agent["mcp_servers"]["plain"]["allows"] == []
+    assert agent["mcp_servers"]["asks"]["allows"] == ["elicitation", "sampling", "roots"]

@@ -206,7 +206,7 @@ def test_a_second_tab_beyond_max_browser_calls_is_refused_with_the_reason_and_ma
         finally:
             browser.close()
     assert status == "429"
-    assert "429: 1 browser call(s) in progress: at most 1 at once (serve --max-browser-calls)" in refused, refused
+    assert "429: 1 browser call(s) in progress or about to start: at most 1 at once (serve --max-browser-calls)" in refused, refused
     assert second_pid != pid
 
 
@@ -218,9 +218,10 @@ def _non_loopback_ipv4() -> str:
     raise AssertionError("this test needs a non-loopback IPv4 address on the machine")
 
 
-def _request(url: str, *, method: str = "GET", token: str | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None,
-                                 headers={"Authorization": f"Bearer {token}"} if token else {})
+def _request(url: str, *, method: str = "GET", token: str | None = None, data: bytes = b"",
+             headers: dict[str, str] | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, method=method, data=data if method == "POST" else None,
+                                 headers={**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.read().decode()
@@ -280,3 +281,56 @@ def test_talk_from_without_a_token_and_a_literal_token_are_usage_errors(agents: 
     assert "--talk-token takes a ${VAR}" in literal.stderr and "hunter2" not in literal.stderr
     assert "--talk-from 'tenth-floor' is not a network" in bad_net.stderr
     assert "Traceback" not in no_token.output + literal.output + bad_net.output
+
+
+def test_another_sites_page_cannot_start_calls_or_read_serve_through_a_renamed_host(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    """A page the operator visits can make the browser POST to 127.0.0.1 (a "simple"
+    request needs no preflight) and, through DNS rebinding, read the answers under
+    its own host name: both are refused; serve's own page and non-browser clients are not."""
+    write(agents / "desk.yaml", text_spec(fake_openai))
+    write(agents / "keyless.yaml", "apiVersion: voice-runtime/v1\ninstructions: x\n"
+                                   "pipeline: {llm: {provider: openai}, text_only: true}\n")
+    with Serve(agents, env={**NO_LIVEKIT, "OPENAI_API_KEY": None}, unregistered=False) as serve:
+        serve.wait_ready()
+        own = f"http://127.0.0.1:{serve.port}"
+        evil = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+        body = json.dumps({"agent": "desk", "turns": ["from another site"]}).encode()
+        simulate_cross = _request(serve.url("/simulate"), method="POST", data=body, headers=evil)
+        call_cross = _request(serve.url("/talk/desk/calls"), method="POST", headers=evil)
+        call_null = _request(serve.url("/talk/desk/calls"), method="POST", headers={"Origin": "null"})
+        rebound = _request(serve.url("/status"), headers={"Host": f"attacker.example:{serve.port}"})
+        rebound_call = _request(serve.url("/talk/desk/calls"), method="POST",
+                                headers={"Host": f"attacker.example:{serve.port}",
+                                         "Origin": f"http://attacker.example:{serve.port}"})
+        own_page = _request(serve.url("/talk/desk/calls"), method="POST", headers={"Origin": own})
+        by_name = _request(serve.url("/status"), headers={"Host": f"localhost:{serve.port}"})
+        keyless = _request(serve.url("/talk/keyless/calls"), method="POST", headers={"Origin": own})
+        log = serve.output()
+    assert simulate_cross[0] == 403 and "another site" in json.loads(simulate_cross[1])["error"]
+    assert call_cross[0] == 403 and call_null[0] == 403
+    assert rebound[0] == 403 and "not a name of this machine" in json.loads(rebound[1])["error"]
+    assert rebound_call[0] == 403
+    assert "from another site" not in json.dumps(fake_openai.chat_requests)  # no call ran
+    assert own_page[0] == 201 and by_name[0] == 200
+    # an agent whose keys are missing is refused before a job starts, naming the key
+    assert keyless[0] == 409 and "OPENAI_API_KEY" in json.loads(keyless[1])["error"]
+    assert "refused: a request from the page of another site" in log
+
+
+def test_a_talk_token_read_from_a_mounted_secret_with_its_newline_is_accepted_as_a_bearer_token(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    ip = _non_loopback_ipv4()
+    write(agents / "desk.yaml", text_spec(fake_openai))
+    token = "talk-token-5d1e0c7a9b"
+    env = {**NO_LIVEKIT, "TALK_TOKEN": token + "\n"}
+    with Serve(agents, "--http-host", "0.0.0.0", "--talk-from", f"{ip}/32", "--talk-token", "${TALK_TOKEN}",
+               env=env, unregistered=False) as serve:
+        serve.wait_ready()
+        code, answer = _request(f"http://{ip}:{serve.port}/talk/desk/calls", method="POST", token=token)
+        with_newline = _request(f"http://{ip}:{serve.port}/talk/desk?token={token}%0A")[0]
+        assert token not in serve.output()
+    assert code == 201, answer
+    assert with_newline == 403

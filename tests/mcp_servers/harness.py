@@ -161,6 +161,12 @@ def read_cancellations(path: StrPath) -> list[dict[str, Any]]:
     return [r for r in _read_jsonl(path) if "cancelled" in r]
 
 
+def read_answers(path: StrPath) -> list[dict[str, Any]]:
+    """What asks.py's questions got back, in order: ``{"asked": tool, "action",
+    "content"}`` or ``{"asked": tool, "error"}`` each (pid and ts left out)."""
+    return [{k: v for k, v in r.items() if k not in ("pid", "ts")} for r in _read_jsonl(path) if "asked" in r]
+
+
 class HttpServer:
     """One recorder served over HTTP by a subprocess; `restart()` keeps the port."""
 

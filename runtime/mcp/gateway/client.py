@@ -237,7 +237,7 @@ class GatewayPool:
         from ..pool import Acquired, server_key
 
         servers = loaded.spec.mcp_servers
-        shared = {name: server_key(loaded, name) for name, s in servers.items() if s.shared}
+        shared = {name: server_key(loaded, name) for name, s in servers.items() if s.pooled}
         infos: dict[str, Any] = {}
         if shared:
             try:

@@ -104,7 +104,7 @@ class _Binding:
             return
         seen.append(loaded)
         keys = self.keys[id(loaded)] = {name: server_key(loaded, name)
-                                        for name, server in loaded.spec.mcp_servers.items() if server.shared}
+                                        for name, server in loaded.spec.mcp_servers.items() if server.pooled}
         for key in keys.values():
             self.owners.setdefault(key, set()).add(loaded.name)
 

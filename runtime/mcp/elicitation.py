@@ -1,0 +1,297 @@
+"""A server's ``elicitation/create``: its question read into plain fields, answered
+by whoever holds the call (an ``Elicitor``), the answer checked against the question.
+
+The MCP spec allows a form of top-level primitive fields only (string, number,
+integer, boolean, enums of strings, multi-select enums of strings); anything else is
+refused before anyone is asked, as is a form of more than ``MAX_FIELDS`` fields or a
+message longer than ``MAX_MESSAGE_CHARS`` (a caller on the phone cannot be read a page).
+URL mode is declined: a phone caller cannot open a link.
+
+Who answers: ``voice-runtime call`` takes ``--elicit accept-defaults|decline``
+(``accept_defaults`` / ``decline``); a connection with no elicitor declines. The
+question waits at most the server's ``elicitation_timeout``, then it is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..core.terminal import printable
+from ..observe import tracing
+
+if TYPE_CHECKING:
+    from mcp.client.session import ClientRequestContext
+    from mcp.types import ElicitRequestParams, ElicitResult, ErrorData
+
+log = logging.getLogger("voice_runtime.mcp")
+
+MAX_FIELDS = 20
+MAX_MESSAGE_CHARS = 2000
+MAX_ENUM_VALUES = 50
+
+Action = Literal["accept", "decline", "cancel"]
+Value = str | int | float | bool | list[str]
+
+
+class BadForm(ValueError):
+    """The server's form is outside what the MCP spec allows (or our bounds)."""
+
+
+@dataclass(frozen=True)
+class FormField:
+    name: str
+    type: Literal["string", "number", "integer", "boolean", "array"]
+    title: str | None
+    description: str | None
+    required: bool
+    default: Value | None = None
+    choices: tuple[str, ...] | None = None  # enum values (single or multi-select)
+    labels: tuple[str, ...] | None = None  # titled enums (SEP-1330): what the caller hears
+
+    @property
+    def label(self) -> str:
+        return self.title or self.description or self.name
+
+
+@dataclass(frozen=True)
+class Question:
+    server: str
+    message: str
+    fields: tuple[FormField, ...]
+
+
+@dataclass(frozen=True)
+class Answer:
+    action: Action
+    content: dict[str, Value] | None = None
+    reason: str = ""  # for our log only; the MCP result has no room for it
+
+
+Elicitor = Callable[[Question], Awaitable[Answer]]
+
+
+def read_form(server: str, message: str, schema: Any) -> Question:
+    """The server's ``requestedSchema`` as fields; raises BadForm saying what is refused."""
+    if len(message) > MAX_MESSAGE_CHARS:
+        raise BadForm(f"message of {len(message)} characters (at most {MAX_MESSAGE_CHARS})")
+    if not isinstance(schema, dict) or schema.get("type", "object") != "object":
+        raise BadForm("requestedSchema is not an object schema")
+    properties = schema.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise BadForm("requestedSchema.properties is not an object")
+    if len(properties) > MAX_FIELDS:
+        raise BadForm(f"{len(properties)} fields (at most {MAX_FIELDS})")
+    required = set(schema.get("required") or [])
+    fields = tuple(_field(name, prop, name in required) for name, prop in properties.items())
+    return Question(server, message, fields)
+
+
+def _field(name: str, prop: Any, required: bool) -> FormField:
+    if not isinstance(prop, dict):
+        raise BadForm(f"field {name!r} is not a schema")
+    kind = prop.get("type")
+    choices = labels = None
+    if "oneOf" in prop or "anyOf" in prop:  # titled single-select enum (SEP-1330)
+        options = prop.get("oneOf") or prop.get("anyOf")
+        choices, labels = _titled(name, options)
+        kind = "string"
+    elif kind == "array":  # multi-select enum: only arrays of enumerated strings
+        items = prop.get("items") or {}
+        if "enum" in items:
+            choices = _strings(name, items["enum"])
+        elif "anyOf" in items or "oneOf" in items:
+            choices, labels = _titled(name, items.get("anyOf") or items.get("oneOf"))
+        else:
+            raise BadForm(f"field {name!r} is an array of something other than enumerated strings")
+    elif "enum" in prop:
+        choices = _strings(name, prop["enum"])
+        names = prop.get("enumNames")
+        labels = tuple(str(n) for n in names) if isinstance(names, list) and len(names) == len(choices) else None
+        kind = "string"
+    if kind not in ("string", "number", "integer", "boolean", "array"):
+        raise BadForm(f"field {name!r} has type {kind!r}: only string, number, integer, boolean and enums are allowed")
+    f = FormField(name, kind, _text(prop.get("title")), _text(prop.get("description")), required,
+                  choices=choices, labels=labels)
+    if "default" in prop:
+        try:
+            f = FormField(**{**f.__dict__, "default": check_value(f, prop["default"])})
+        except ValueError as exc:
+            raise BadForm(f"field {name!r}: its default {exc}") from None
+    return f
+
+
+def _titled(name: str, options: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if not isinstance(options, list) or not options or len(options) > MAX_ENUM_VALUES:
+        raise BadForm(f"field {name!r} has no options or more than {MAX_ENUM_VALUES}")
+    values = _strings(name, [o.get("const") if isinstance(o, dict) else None for o in options])
+    return values, tuple(str(o.get("title") or o["const"]) for o in options)
+
+
+def _strings(name: str, values: Any) -> tuple[str, ...]:
+    if not isinstance(values, list) or not values or len(values) > MAX_ENUM_VALUES:
+        raise BadForm(f"field {name!r}: an enum needs 1 to {MAX_ENUM_VALUES} values")
+    if not all(isinstance(v, str) for v in values):
+        raise BadForm(f"field {name!r}: enum values must be strings")
+    return tuple(values)
+
+
+def _text(value: Any) -> str | None:
+    return printable(value) if isinstance(value, str) and value else None
+
+
+def check_value(f: FormField, value: Any) -> Value:
+    """``value`` as the field's type; raises ValueError saying why not."""
+    if f.type == "boolean":
+        if isinstance(value, bool):
+            return value
+    elif f.type == "integer":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif f.type == "number":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    elif f.type == "array":
+        if isinstance(value, list) and all(isinstance(v, str) and (f.choices is None or v in f.choices) for v in value):
+            return list(value)
+    elif isinstance(value, str):
+        if f.choices is None or value in f.choices:
+            return value
+        raise ValueError(f"{value!r} is not one of {', '.join(f.choices)}")
+    raise ValueError(f"{value!r} is not {'an integer' if f.type == 'integer' else 'a ' + f.type}")
+
+
+YES = {"y", "yes", "true", "1", "yeah", "sure", "ok"}
+NO = {"n", "no", "false", "0", "nope"}
+
+
+def parse_typed(f: FormField, said: str) -> Value:
+    """What a person typed or said for field ``f``, as its type: yes/no words for a
+    boolean, a choice by its value or label (case-insensitive), commas between the
+    choices of a multi-select. Raises ValueError saying what is expected."""
+    said = said.strip()
+    if f.type == "boolean":
+        if said.lower() in YES | NO:
+            return said.lower() in YES
+        raise ValueError("say yes or no")
+    if f.type in ("integer", "number"):
+        try:
+            return check_value(f, float(said) if f.type == "number" or "." in said else int(said))
+        except ValueError:
+            raise ValueError("a whole number" if f.type == "integer" else "a number") from None
+    if f.choices is not None:
+        names = dict(zip(f.choices, f.labels or f.choices))
+        pick = {v.lower(): v for v in f.choices} | {label.lower(): v for v, label in names.items()}
+        words = [w.strip().lower() for w in said.split(",")] if f.type == "array" else [said.lower()]
+        if all(w in pick for w in words):
+            return [pick[w] for w in words if w] if f.type == "array" else pick[words[0]]
+        raise ValueError("one of " + ", ".join(names.values()))
+    return said
+
+
+def check_answer(question: Question, content: dict[str, Any]) -> dict[str, Value]:
+    """The accepted content with every value of the field's type, omitted fields given
+    their defaults and every required field present; raises ValueError naming the field."""
+    known = {f.name: f for f in question.fields}
+    unknown = sorted(set(content) - set(known))
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)}")
+    out: dict[str, Value] = {}
+    for f in question.fields:
+        if f.name in content and content[f.name] is not None:
+            try:
+                out[f.name] = check_value(f, content[f.name])
+            except ValueError as exc:
+                raise ValueError(f"field {f.name}: {exc}") from None
+        elif f.default is not None:  # SEP-1034: an omitted field takes its default
+            out[f.name] = f.default
+        elif f.required:
+            raise ValueError(f"field {f.name} is required")
+    return out
+
+
+# -- the non-interactive answers (`voice-runtime call --elicit ...`) -----------------
+
+
+async def accept_defaults(question: Question) -> Answer:
+    """Accept with each field's default (SEP-1034); decline when a required field has none."""
+    missing = [f.name for f in question.fields if f.required and f.default is None]
+    if missing:
+        return Answer("decline", reason=f"no default for required field(s) {', '.join(missing)}")
+    return Answer("accept", {f.name: f.default for f in question.fields if f.default is not None})
+
+
+async def decline(question: Question) -> Answer:
+    return Answer("decline", reason="no one to ask")
+
+
+ELICITORS: dict[str, Elicitor] = {"accept-defaults": accept_defaults, "decline": decline}
+
+
+# -- the SDK's callback -------------------------------------------------------------
+
+
+def sdk_callback(server: str, timeout: float, elicitor: Callable[[], Elicitor | None]) -> Callable[..., Any]:
+    """The mcp ``ClientSession``'s ``elicitation_callback`` for one connection; the
+    elicitor is looked up at each question, since whoever holds the connection answers."""
+
+    async def callback(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult | ErrorData:
+        from mcp.types import INVALID_PARAMS, ElicitResult, ErrorData
+
+        if getattr(params, "mode", "form") == "url":
+            log.info("MCP server %s asked for a URL to be opened; declined (a caller cannot open a link)", server)
+            _count(server, "decline")
+            return ElicitResult(action="decline")
+        try:
+            question = read_form(server, params.message, params.requested_schema)
+        except BadForm as exc:
+            log.warning("MCP server %s asked a question we refuse: %s", server, exc)
+            _count(server, "refused")
+            return ErrorData(code=INVALID_PARAMS, message=f"elicitation refused: {exc}")
+        answer = await answer_question(question, elicitor(), timeout)
+        return ElicitResult(action=answer.action, content=answer.content if answer.action == "accept" else None)
+
+    return callback
+
+
+async def answer_question(question: Question, elicitor: Elicitor | None, timeout: float) -> Answer:
+    """Ask ``elicitor`` within ``timeout``: cancel when time runs out, decline when
+    nobody can answer, cancel when the answer does not fit the form. Traced as
+    ``mcp.elicitation`` (the server, the number of fields, the outcome; never the values)."""
+    with tracing.span("mcp.elicitation", {"mcp.server": question.server, "mcp.elicitation.fields":
+                                          len(question.fields)}) as span:
+        answer = await _answer(question, elicitor, timeout)
+        span.set_attribute("mcp.elicitation.action", answer.action)
+    log.info("MCP server %s asked %d field(s): %s%s", question.server, len(question.fields), answer.action,
+             f" ({answer.reason})" if answer.reason else "")
+    _count(question.server, answer.action)
+    return answer
+
+
+async def _answer(question: Question, elicitor: Elicitor | None, timeout: float) -> Answer:
+    if elicitor is None:
+        answer = Answer("decline", reason="no one to ask here")
+    else:
+        try:
+            async with asyncio.timeout(timeout):
+                answer = await elicitor(question)
+        except TimeoutError:
+            answer = Answer("cancel", reason=f"no answer within {timeout:g}s")
+        if answer.action == "accept":
+            try:
+                answer = Answer("accept", check_answer(question, answer.content or {}))
+            except ValueError as exc:
+                answer = Answer("cancel", reason=f"the answer does not fit the form: {exc}")
+    return answer
+
+
+def _count(server: str, outcome: str) -> None:
+    # prometheus_client only once a server really asks (as mcp.direct does for tool calls)
+    from ..observe.metrics import observe_server_request
+
+    observe_server_request(server, "elicitation", outcome)

@@ -1,0 +1,182 @@
+"""A server's question during a call (MCP elicitation), put to the caller by the agent.
+
+When a server asks (``elicitation/create``) while one of its tools runs, that tool
+returns to the model at once with the question, the fields it needs in words, and
+what to do next: ask the caller, read the answers back, then call
+``answer_server_question`` with them (or ``decline_server_question`` when the caller
+refuses). The server's tool call stays open meanwhile; the answering tool hands the
+answer to the server and returns the original tool's result. So the question is
+spoken by the agent's own voice, in the caller's language, and the caller's next
+turns are parsed into the form by the model; ``mcp.elicitation`` checks the values
+against the form (a value that does not fit goes back to the model to ask again).
+
+Bounds: one question at a time per call (a second is declined), the server block's
+``elicitation_timeout`` (then the server gets ``cancel``), and a call that ends
+cancels what is pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..mcp.elicitation import Answer, FormField, Question, check_answer
+from ..mcp.toolset import ToolFailure
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+log = logging.getLogger("voice_runtime.session")
+
+ANSWER_TOOL = "answer_server_question"
+DECLINE_TOOL = "decline_server_question"
+
+
+@dataclass
+class Pending:
+    question: Question
+    answer: asyncio.Future[Answer]
+    call: asyncio.Task[Any] | None = None  # the tool call the question interrupted
+
+
+@dataclass
+class ServerQuestions:
+    """The call's pending server question, between the connection that asked it and
+    the model that puts it to the caller."""
+
+    pending: Pending | None = None
+    _watchers: dict[str, list[asyncio.Future[Pending]]] = field(default_factory=dict)
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The call's loop (once started): a connection's callbacks hop to it."""
+        return self._loop
+
+    async def ask(self, question: Question) -> Answer:
+        """The connection's elicitor: runs in the connection's loop, waits in the call's."""
+        loop = self._loop
+        if loop is not None and loop is not asyncio.get_running_loop() and not loop.is_closed():
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._ask(question), loop))
+        return await self._ask(question)
+
+    async def _ask(self, question: Question) -> Answer:
+        watchers = self._watchers.get(question.server) or []
+        if self.pending is not None:
+            return Answer("decline", reason="another question is waiting for the caller")
+        if not watchers:
+            return Answer("decline", reason="asked outside a tool call of this server")
+        pending = self.pending = Pending(question, asyncio.get_running_loop().create_future())
+        # the MCP request does not say which of the server's running calls asked: the
+        # oldest one is given the question (one tool output shows it, not every one)
+        watchers[0].set_result(pending)
+        try:
+            return await pending.answer  # elicitation_timeout cancels this wait
+        finally:
+            if self.pending is pending:
+                self.pending = None
+
+    async def run(self, server: str, call: Awaitable[Any]) -> Any:
+        """Run a tool call of ``server``; when the server asks a question first, return
+        the question for the model instead (the call goes on, waiting for the answer)."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(call)
+        watcher: asyncio.Future[Pending] = loop.create_future()
+        self._watchers.setdefault(server, []).append(watcher)
+        try:
+            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            self._watchers[server].remove(watcher)
+        if task.done() or not watcher.done():
+            return task.result()
+        pending = watcher.result()
+        pending.call = task
+        task.add_done_callback(_retrieved)  # a call that ends unheard (hang-up) logs no "never retrieved"
+        return for_the_model(pending.question)
+
+    async def answer(self, content: dict[str, Any] | None, action: str) -> Any:
+        """The model's ``answer_server_question`` / ``decline_server_question``:
+        the original tool's result, or a ValueError the model is told."""
+        pending = self.pending
+        if pending is None or pending.answer.done():
+            raise ValueError("no server question is waiting (it may have timed out)")
+        if action == "accept":
+            try:
+                content = check_answer(pending.question, content or {})
+            except ValueError as exc:
+                raise ValueError(f"{exc}; ask the caller again, then call {ANSWER_TOOL} again") from None
+            pending.answer.set_result(Answer("accept", content))
+        else:
+            pending.answer.set_result(Answer("decline", reason="the caller refused"))
+        assert pending.call is not None
+        return await pending.call
+
+    def close(self) -> None:
+        """The call ended: a pending question is cancelled for its server."""
+        pending, self.pending = self.pending, None
+        if pending is not None and not pending.answer.done():
+            pending.answer.set_result(Answer("cancel", reason="the call ended"))
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def for_the_model(question: Question) -> str:
+    fields = "; ".join(_describe(f) for f in question.fields)
+    return (f"Before it can finish, the {question.server} service asks the caller: \"{question.message}\" "
+            f"It needs: {fields}. Ask the caller, read their answers back to confirm, then call {ANSWER_TOOL} "
+            f"with `answers` holding each field by name; if the caller refuses, call {DECLINE_TOOL}.")
+
+
+def _describe(f: FormField) -> str:
+    if f.choices is not None:
+        names = f.labels or f.choices
+        kind = ("one or more of " if f.type == "array" else "one of ") + ", ".join(
+            f"{label} (as {value!r})" if label != value else repr(value) for label, value in zip(names, f.choices))
+    else:
+        kind = {"string": "text", "number": "a number", "integer": "a whole number", "boolean": "yes or no"}[f.type]
+    extra = "required" if f.required else f"optional, default {f.default!r}" if f.default is not None else "optional"
+    about = f.label if f.label != f.name else ""
+    return f"{f.name}{f' ({about})' if about else ''}: {kind}, {extra}"
+
+
+def question_tools(questions: ServerQuestions) -> list[Any]:
+    """The two tools the model answers a server's question with."""
+    from livekit.agents.llm import ToolError, function_tool
+
+    async def respond(content: dict[str, Any] | None, action: str) -> Any:
+        try:
+            return await questions.answer(content, action)
+        except (ValueError, ToolFailure) as exc:  # the model is told, as for any tool
+            raise ToolError(str(exc)) from None
+
+    async def answer(raw_arguments: dict[str, Any]) -> Any:
+        answers = raw_arguments.get("answers")
+        return await respond(answers if isinstance(answers, dict) else {}, "accept")
+
+    async def decline(raw_arguments: dict[str, Any]) -> Any:
+        return await respond(None, "decline")
+
+    return [
+        function_tool(answer, raw_schema={
+            "name": ANSWER_TOOL,
+            "description": "Give a service the caller's answers to the question it asked during a tool call; "
+                           "returns that tool's result.",
+            "parameters": {"type": "object", "properties": {"answers": {
+                "type": "object", "description": "Each field the question named, by name, with the caller's answer."}},
+                "required": ["answers"]}}),
+        function_tool(decline, raw_schema={
+            "name": DECLINE_TOOL,
+            "description": "The caller refused to answer a service's question; returns that tool's result.",
+            "parameters": {"type": "object", "properties": {}}}),
+    ]

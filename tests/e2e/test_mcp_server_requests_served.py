@@ -1,0 +1,56 @@
+"""A server's question in a served call (real `serve` subprocess, process and thread executors, the
+fake OpenAI at the network boundary, tests/mcp_servers/asks.py): a block with
+`elicitation: allow` is connected by the call's job process, never by serve or lent
+through its gateway, and the caller's answers reach the server."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes.openai_chat import FakeOpenAI, Reply, text, tool_call
+from helpers import REPO, write
+from mcp_servers.harness import read_answers, read_events
+from serve_harness import Serve, spec
+
+ASKS = REPO / "tests" / "mcp_servers" / "asks.py"
+
+
+def desk(request: dict[str, Any]) -> Reply:
+    """The model: books on "book please", asks the caller the server's question, and
+    passes the caller's answer on."""
+    last = request["messages"][-1]
+    if last["role"] == "tool":
+        said = str(last["content"])
+        return text("What date, and shall I book it?" if said.startswith("Before it can finish") else f"Done: {said}")
+    if "book" in str(last["content"]):
+        return tool_call("book", {"city": "Oslo"})
+    return tool_call("answer_server_question", {"answers": {"date": "2026-12-24", "confirm": True}})
+
+
+@pytest.mark.parametrize("executor", ["process", "thread"])
+def test_an_eliciting_block_is_connected_by_the_job_and_the_callers_answers_reach_the_server(
+    executor: str, tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    record = tmp_path / "asks.jsonl"
+    write(agents / "desk.yaml", spec("You book trips.", fake_openai.base_url) + (
+        f"mcp_servers:\n  asks: {{command: {json.dumps(sys.executable)}, "
+        f"args: {json.dumps([str(ASKS), '--record', str(record)])}, elicitation: allow}}\n"))
+    fake_openai.script = desk
+    with Serve(agents, "--idle-processes", "1", "--executor", executor) as serve:
+        serve.wait_ready()
+        time.sleep(1.0)
+        assert read_events(record) == []  # not warmed by serve: its questions belong to a call
+        code, report = serve.post("/simulate?wait=1", json.dumps(
+            {"agent": "desk", "turns": ["book please", "the 24th, yes"]}).encode(), timeout=120)
+    assert code == 200, report
+    assert [t["reply"] for t in report["turns"]] == [
+        "What date, and shall I book it?", 'Done: accept: {"confirm": true, "date": "2026-12-24", "seats": 2}']
+    # the job's process started it (serve's own under --executor thread, for that call only)
+    assert [e["ppid"] for e in read_events(record)] == [report["pid"]]
+    assert read_answers(record) == [{"asked": "book", "action": "accept",
+                                     "content": {"date": "2026-12-24", "confirm": True, "seats": 2}}]
