@@ -154,8 +154,10 @@ pipeline:
         assert len(state) == 1
         published = list(state[0].rglob("*"))
         # the spec (with its real key), the plugin files serve accepted for its jobs, and
-        # where they borrow serve's MCP connections (the socket is here if the path is short enough)
-        assert {p.name for p in published} - {"mcp.sock"} == {"agents", "desk.json", "plugins.json", "gateway.json"}
+        # where they borrow serve's MCP connections (the socket is here if the path is short enough),
+        # and where they spool their call reports
+        assert {p.name for p in published} - {"mcp.sock"} == {"agents", "desk.json", "plugins.json", "gateway.json",
+                                                              "report-spool"}
         for path in [state[0], *published]:
             mode = stat.S_IMODE(path.stat().st_mode)
             assert mode == (0o700 if path.is_dir() else 0o600), f"{path} is {oct(mode)}"
