@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import time
 import wave
 from dataclasses import dataclass, field
@@ -156,17 +157,8 @@ class Played:
         return len(self.data) / 2 / sample_rate
 
 
-_CLASSES: tuple[type, type] | None = None
-
-
+@functools.cache  # built once, on first use: livekit is imported lazily
 def _classes() -> tuple[type, type]:
-    global _CLASSES
-    if _CLASSES is None:
-        _CLASSES = _make_classes()
-    return _CLASSES
-
-
-def _make_classes() -> tuple[type, type]:
     from livekit.agents.voice import io
 
     class CallerAudio(io.AudioInput):  # type: ignore[misc]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from typing import Any
 
@@ -94,17 +95,8 @@ def browser_speaker(link: BrowserLink) -> Any:
     return _classes()[1](link)
 
 
-_CLASSES: tuple[type, type] | None = None
-
-
+@functools.cache  # built once, on first use: livekit is imported lazily
 def _classes() -> tuple[type, type]:
-    global _CLASSES
-    if _CLASSES is None:
-        _CLASSES = _make_classes()
-    return _CLASSES
-
-
-def _make_classes() -> tuple[type, type]:
     from livekit import rtc
     from livekit.agents.voice import io
 

@@ -31,6 +31,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 
+def http_url(value: str) -> str:
+    """An MCP server's or a webhook's URL: http(s) with a host."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise PydanticCustomError("url", "must be an http:// or https:// URL with a host")
+    return value
+
 
 class ProviderView(Protocol):
     """A provider as ``plugins.registry`` records it (plugins sit above spec: the
@@ -257,10 +264,7 @@ class HttpServer(McpServerBase):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise PydanticCustomError("url", "must be an http:// or https:// URL with a host")
-        return value
+        return http_url(value)
 
     @field_validator("headers")
     @classmethod
@@ -375,10 +379,7 @@ class WebhookReport(StrictModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise PydanticCustomError("url", "must be an http:// or https:// URL with a host")
-        return value
+        return http_url(value)
 
     @field_validator("secret")
     @classmethod
