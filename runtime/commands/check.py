@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .common import AgentsDir, FormatOpt, PluginsOpt, guard_output, load_plugins, quiet_logging, require_dir
+from .common import AgentsDir, FormatOpt, PluginsOpt, TelephonyOpt, guard_output, load_plugins, quiet_logging, require_dir
 from .option_choices import LogLevel, OutputFormat
 
 
@@ -15,6 +15,7 @@ def check(
     plugins: PluginsOpt = None,
     format: FormatOpt = OutputFormat.text,
     offline: Annotated[bool, typer.Option("--offline", help="Do not connect to the MCP servers.")] = False,
+    telephony: TelephonyOpt = None,
 ) -> None:
     """Validate every spec, connect to every MCP server, and print what will run,
     or every error as file:line:col.
@@ -29,8 +30,10 @@ def check(
 
     require_dir(agents_dir)
     secrets = guard_output()
-    report = run_check(agents_dir, load_plugins(agents_dir, plugins))
+    report = run_check(agents_dir, load_plugins(agents_dir, plugins), telephony)
     secrets.add_specs(report.specs)
+    if report.lines is not None:
+        secrets.add(report.lines.secrets)
     if not report.errors and not offline:
         quiet_logging(LogLevel.error, secrets)  # the report says what failed; the SDK's own logs would repeat it
         report.servers = asyncio.run(probe_servers(report))

@@ -17,6 +17,7 @@ from ..plugins.registry import missing_api_keys
 
 if TYPE_CHECKING:
     from ..mcp.toolset import Withheld
+    from ..spec.telephony import Lines
     from ..plugins.manager import Plugins
 
 
@@ -52,6 +53,7 @@ class CheckReport:
     withheld: list[tuple[str, Withheld]] = field(default_factory=list)
     # (agent, sentence): reported, but the specs are valid (tools withheld, keys missing)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    lines: Lines | None = None  # the telephony folder's trunks and dispatch rules, when it has any
 
     @property
     def ok(self) -> bool:
@@ -95,7 +97,9 @@ async def probe_servers(report: CheckReport) -> list[ServerProbe]:
         await pool.aclose()
 
 
-def run_check(folder: Path, plugins: Plugins) -> CheckReport:
+def run_check(folder: Path, plugins: Plugins, telephony: Path | None = None) -> CheckReport:
+    from ..spec.telephony import load_lines, telephony_folder
+
     report = CheckReport(folder)
     # A broken plugin fails the check: a spec may depend on what it would register.
     report.errors.extend(plugins.errors)
@@ -104,6 +108,10 @@ def run_check(folder: Path, plugins: Plugins) -> CheckReport:
     result = load_folder(folder, plugins)
     report.specs = result.specs
     report.errors.extend(result.errors)
+    # phone lines name agents: checked against the names of the specs that loaded
+    report.lines = load_lines(telephony_folder(folder, telephony), plugins, [s.name for s in result.specs],
+                              required=telephony is not None)
+    report.errors.extend(report.lines.errors)
     for loaded in result.specs:
         report.warnings += [(loaded.name, line) for line in missing_api_keys(loaded, plugins.registry)]
     return report
@@ -141,12 +149,22 @@ def render_text(report: CheckReport) -> str:
         lines.append("")  # the agent table ends at a blank line
     lines += [printable(f"warning: {agent}: {line}") for agent, line in report.warnings]
     n = len(rows)
+    if report.lines is not None and not report.lines.empty:
+        lines.append(lines_summary(report.lines))
     if report.unreachable_required:
         k = len(report.unreachable_required)
         lines.append(f"{n} agent{'s' if n != 1 else ''} valid; {k} required MCP server{'s' if k != 1 else ''} unreachable")
     else:
         lines.append(f"{n} agent{'s' if n != 1 else ''} OK")
     return "\n".join(lines)
+
+
+def lines_summary(lines: Lines) -> str:
+    """One sentence on the phone lines (numbers are no secret; passwords are never shown)."""
+    rules = ", ".join(f"{', '.join(r.numbers + [f'trunk {t}' for t in r.trunks])} -> {r.agent}"
+                      for r in lines.rules.values())
+    return printable(f"phone lines: {len(lines.inbound)} inbound trunk(s), {len(lines.outbound)} outbound "
+                     f"trunk(s), {len(lines.rules)} dispatch rule(s){': ' + rules if rules else ''}")
 
 
 def _servers_table(servers: list[ServerProbe]) -> str:
@@ -168,4 +186,8 @@ def render_json(report: CheckReport) -> str:
         "withheld_tools": [{"agent": agent, **w.as_dict()} for agent, w in report.withheld],
         "warnings": [{"agent": agent, "message": line} for agent, line in report.warnings] if not report.errors else [],
     }
+    if report.lines is not None and not report.lines.empty:
+        out["telephony"] = {"inbound_trunks": sorted(report.lines.inbound), "outbound_trunks": sorted(report.lines.outbound),
+                            "dispatch_rules": {n: {"agent": r.agent, "numbers": r.numbers, "trunks": r.trunks}
+                                               for n, r in sorted(report.lines.rules.items())}}
     return json.dumps(out, indent=2)

@@ -29,6 +29,11 @@ PluginsOpt = Annotated[
     typer.Option("--plugins", help="Folder of plugin files. Default: plugins/ beside the specs folder."),
 ]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="Output for people (text) or scripts (json).")]
+TelephonyOpt = Annotated[
+    Optional[Path],
+    typer.Option("--telephony", metavar="DIR", help="Folder of phone line files (trunks, dispatch rules). "
+                 "Default: telephony/ inside the specs folder."),
+]
 AgentOpt = Annotated[str, typer.Option("--agent", "-a", help="Agent name (see `check`).")]
 LogLevelOpt = Annotated[LogLevel, typer.Option("--log-level", case_sensitive=False, help="Log level on stderr.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also show the libraries' warnings "

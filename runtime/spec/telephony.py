@@ -1,0 +1,256 @@
+"""Phone lines as files: the SIP trunks and dispatch rules of ``agents.d/telephony/*.yaml``
+(or the folder ``--telephony`` names), validated like specs at ``file:line:col``.
+
+What LiveKit should hold is computed here as plain data (``desired``); comparing it with
+what LiveKit holds and applying it is ``serve.sip_lines`` (livekit is imported only
+there). Passwords are ``${VAR}`` references, never text in a file: the file is in git.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .errors import KeyPath, SpecError
+
+if typing.TYPE_CHECKING:
+    from .loader import Plugins
+    from .yaml_tree import Walker
+
+TELEPHONY_FOLDER = "telephony"  # inside the specs folder, unless --telephony names another
+E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
+# a destination pattern: E.164 digits with `*` (any digits) and `?` (one digit)
+DESTINATION_PATTERN = r"^\+[0-9*?]{1,15}$"
+LINE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+STARTS = "apiVersion: voice-runtime/v1"
+
+
+
+def _e164(value: str) -> str:
+    if re.fullmatch(E164_PATTERN, value) is None:
+        raise ValueError(f"{value[:40]!r} is not a phone number in E.164 form (+, country code and number, "
+                         "up to 15 digits, such as +14155550100)")
+    return value
+
+
+def _destination(value: str) -> str:
+    if re.fullmatch(DESTINATION_PATTERN, value) is None:
+        raise ValueError(f"{value[:40]!r} is not a destination pattern: + and up to 15 digits, "
+                         "`*` (any digits) or `?` (one digit), such as +1415*")
+    return value
+
+
+E164 = Annotated[str, AfterValidator(_e164),
+                 Field(description="A phone number in E.164 form: +, country code, number.")]
+Destination = Annotated[str, AfterValidator(_destination)]
+LineName = Annotated[str, Field(pattern=LINE_NAME_PATTERN)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Auth(_Strict):
+    """SIP digest credentials. The password must be a ``${VAR}``: it is read from the
+    environment when the files are loaded and never printed."""
+
+    username: str = Field(min_length=1, max_length=256)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class InboundTrunk(_Strict):
+    """Calls from a SIP provider to these numbers reach LiveKit."""
+
+    numbers: list[E164] = Field(min_length=1, description="The numbers callers dial.")
+    allowed_addresses: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, description="The provider's signalling addresses or CIDR ranges; empty: any.")
+    allowed_numbers: list[E164] = Field(default_factory=list, description="Accept only these callers; empty: any.")
+    auth: Auth | None = None
+
+
+class OutboundTrunk(_Strict):
+    """How LiveKit places calls through a SIP provider."""
+
+    address: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9.:\[\]-]+$",
+                         description="The provider's SIP host (such as example.pstn.twilio.com), optionally :port.")
+    transport: Literal["auto", "udp", "tcp", "tls"] = "auto"
+    numbers: list[E164] = Field(min_length=1, description="The caller ids calls are placed from (the first is used).")
+    auth: Auth | None = None
+    allowed_destinations: list[Destination] = Field(
+        default_factory=list,
+        description="The numbers calls may go to (`+1415*`, `+4420????????`); empty: no outbound calls.")
+
+    def allows(self, number: str) -> bool:
+        return any(fnmatch.fnmatchcase(number, pattern) for pattern in self.allowed_destinations)
+
+
+class DispatchRule(_Strict):
+    """Calls to these numbers (or arriving on these inbound trunks) start this agent."""
+
+    agent: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="The agent that answers.")
+    numbers: list[E164] = Field(default_factory=list, description="The called numbers this rule takes.")
+    trunks: list[LineName] = Field(default_factory=list, description="Inbound trunks (by name) whose calls it takes.")
+    room_prefix: str = Field("call-", pattern=r"^[A-Za-z0-9_-]{1,32}$", description="Each call gets a new room named so.")
+
+    @model_validator(mode="after")
+    def _something(self) -> DispatchRule:
+        if not self.numbers and not self.trunks:
+            raise ValueError("a dispatch rule needs `numbers` or `trunks` (which calls it takes)")
+        return self
+
+
+class TelephonyFile(_Strict):
+    """One file of ``telephony/``; names are unique across the folder."""
+
+    apiVersion: Literal["voice-runtime/v1"]
+    inbound_trunks: dict[LineName, InboundTrunk] = Field(default_factory=dict)
+    outbound_trunks: dict[LineName, OutboundTrunk] = Field(default_factory=dict)
+    dispatch_rules: dict[LineName, DispatchRule] = Field(default_factory=dict)
+
+    @field_validator("inbound_trunks", "outbound_trunks", "dispatch_rules", mode="before")
+    @classmethod
+    def _mapping(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+@dataclass
+class Lines:
+    """Every telephony file of a folder, merged; ``secrets`` maps each password (and
+    any other ``${VAR}`` value) to the ``${VAR}`` text shown instead."""
+
+    folder: Path | None = None
+    inbound: dict[str, InboundTrunk] = field(default_factory=dict)
+    outbound: dict[str, OutboundTrunk] = field(default_factory=dict)
+    rules: dict[str, DispatchRule] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    errors: list[SpecError] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.inbound or self.outbound or self.rules)
+
+    def outbound_for(self, number: str, trunk: str | None = None) -> tuple[str, OutboundTrunk] | str:
+        """The outbound trunk a call to ``number`` goes through, or why none may:
+        ``trunk`` names one; otherwise the first (by name) whose patterns allow it."""
+        if not self.outbound:
+            return "no outbound trunk is declared in the telephony files"
+        if trunk is not None:
+            chosen = self.outbound.get(trunk)
+            if chosen is None:
+                return f"no outbound trunk named {trunk!r}; declared: {', '.join(sorted(self.outbound))}"
+            if not chosen.allows(number):
+                return f"{number} is not in allowed_destinations of outbound trunk {trunk!r}"
+            return trunk, chosen
+        for name in sorted(self.outbound):
+            if self.outbound[name].allows(number):
+                return name, self.outbound[name]
+        return f"{number} is not in the allowed_destinations of any outbound trunk"
+
+
+def telephony_folder(agents_dir: Path, option: Path | None = None) -> Path:
+    return option if option is not None else agents_dir / TELEPHONY_FOLDER
+
+
+def load_lines(folder: Path, plugins: Plugins, agents: typing.Collection[str],
+               env: typing.Mapping[str, str] | None = None, *, required: bool = False) -> Lines:
+    """Every ``*.yaml`` of ``folder`` checked: each file against the model, then across
+    files (unique names, agents that exist, trunks that exist, one rule and one trunk
+    per number, passwords from ``${VAR}``). A missing folder holds no lines unless
+    ``required`` (it was named on the command line)."""
+    from .loader import SPEC_SUFFIXES, SpecLoader
+
+    lines = Lines(folder)
+    if not folder.is_dir():
+        if required or folder.exists():
+            why = "not a directory" if folder.exists() else "no such directory"
+            lines.errors.append(SpecError(str(folder), message=f"{why} (the telephony folder of *.yaml line files)"))
+        return lines
+    loader = SpecLoader(plugins, env)
+    owners: dict[tuple[str, str], tuple[Walker, KeyPath]] = {}  # (kind, name) -> where it is declared
+    numbers: dict[tuple[str, str], tuple[str, Walker, KeyPath]] = {}  # (kind, number) -> owner, where
+    for path in sorted(p for p in folder.iterdir() if p.suffix in SPEC_SUFFIXES and not p.name.startswith(".")):
+        read = loader.validate(path, TelephonyFile, "a telephony file", STARTS)
+        if isinstance(read, list):
+            lines.errors.extend(read)
+            continue
+        doc, walker = read
+        for kind, items, into in (("inbound_trunks", doc.inbound_trunks, lines.inbound),
+                                  ("outbound_trunks", doc.outbound_trunks, lines.outbound),
+                                  ("dispatch_rules", doc.dispatch_rules, lines.rules)):
+            for name, item in items.items():
+                where: KeyPath = (kind, name)
+                if (kind, name) in owners:
+                    first = owners[(kind, name)][0]
+                    lines.errors.append(walker.error(where, f"{kind[:-1].replace('_', ' ')} {name!r} is also "
+                                                            f"declared in {first.file}", value=False))
+                    continue
+                owners[(kind, name)] = (walker, where)
+                into[name] = item
+                lines.errors.extend(_item_problems(kind, name, item, walker, numbers))
+        for key_path, (value, template) in walker.expanded.items():
+            lines.secrets[value] = template
+        lines.errors.extend(_literal_passwords(doc, walker))
+    lines.errors.extend(_references(lines, owners, agents))
+    lines.errors.sort()
+    return lines
+
+
+def _item_problems(kind: str, name: str, item: Any, walker: Walker,
+                   numbers: dict[tuple[str, str], tuple[str, Walker, KeyPath]]) -> list[SpecError]:
+    """A number on two inbound trunks, or taken by two dispatch rules: LiveKit could
+    not tell which one a call is for."""
+    if kind == "outbound_trunks":
+        return []
+    out: list[SpecError] = []
+    what = "inbound trunk" if kind == "inbound_trunks" else "dispatch rule"
+    for i, number in enumerate(item.numbers):
+        where: KeyPath = (kind, name, "numbers", i)
+        held = numbers.get((kind, number))
+        if held is not None and held[0] != name:
+            out.append(walker.error(where, f"{number} is also taken by {what} {held[0]!r} ({held[1].file}); "
+                                           f"one {what} per number", value=True))
+        else:
+            numbers[(kind, number)] = (name, walker, where)
+    return out
+
+
+def _literal_passwords(doc: TelephonyFile, walker: Walker) -> list[SpecError]:
+    out = []
+    for kind, items in (("inbound_trunks", doc.inbound_trunks), ("outbound_trunks", doc.outbound_trunks)):
+        for name, trunk in items.items():
+            where: KeyPath = (kind, name, "auth", "password")
+            if trunk.auth is not None and where not in walker.expanded:
+                # a message never quotes the value: it is a password written in a file
+                out.append(walker.error(where, "write the password as a ${VAR} read from the environment "
+                                               "(such as ${SIP_PASSWORD}), not as text in the file", value=True))
+    return out
+
+
+def _references(lines: Lines, owners: dict[tuple[str, str], tuple[Walker, KeyPath]],
+                agents: typing.Collection[str]) -> list[SpecError]:
+    out: list[SpecError] = []
+    trunk_rules: dict[str, str] = {}
+    for name, rule in lines.rules.items():
+        walker, where = owners[("dispatch_rules", name)]
+        if rule.agent not in agents:
+            known = ", ".join(sorted(agents)) or "none"
+            out.append(walker.error((*where, "agent"), f"no valid agent named {rule.agent!r} in the specs folder; "
+                                                       f"available: {known}", value=True))
+        for i, trunk in enumerate(rule.trunks):
+            if trunk not in lines.inbound:
+                known = ", ".join(sorted(lines.inbound)) or "none"
+                out.append(walker.error((*where, "trunks", i), f"no inbound trunk named {trunk!r}; declared: {known}",
+                                        value=True))
+            elif not rule.numbers:  # a trunk-wide rule: one per trunk
+                if trunk in trunk_rules:
+                    out.append(walker.error((*where, "trunks", i), f"inbound trunk {trunk!r} already has the "
+                                            f"trunk-wide dispatch rule {trunk_rules[trunk]!r}; one per trunk",
+                                            value=True))
+                trunk_rules.setdefault(trunk, name)
+    return out
