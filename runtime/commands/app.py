@@ -9,7 +9,7 @@ import typer
 import typer.core
 
 from .. import __version__
-from . import call, chat, check, console, plugins, run_tests, schema, serve, tools
+from . import call, chat, check, console, plugins, run_tests, schema, serve, sip, tools
 
 
 EXAMPLES = """\b
@@ -24,6 +24,8 @@ Examples:
   voice-runtime tools agents.d/ --agent support  the tools the model sees, and from where
   voice-runtime call agents.d/ --agent support get_current_time --args '{"timezone": "UTC"}'
   voice-runtime test agents.d/ --junit results.xml   conversation tests in agents.d/tests/
+  voice-runtime sip plan agents.d/               phone lines (agents.d/telephony/) vs LiveKit; `sip apply` applies
+  voice-runtime dial agents.d/ --agent support --to +14155550123   the agent calls a number
 """
 
 
@@ -77,5 +79,5 @@ def _root(
 
 
 # each command module registers itself; commands never import each other (pyproject's contracts)
-for _command in (check, schema, plugins, chat, run_tests, console, tools, call, serve):
+for _command in (check, schema, plugins, chat, run_tests, console, tools, call, serve, sip):
     _command.register(app)
