@@ -9,11 +9,12 @@ import typer
 
 from ..core.terminal import printable
 from ..serve.options import Dispatch, Executor
-from .common import AgentsDir, LogLevelOpt, PluginsOpt, guard_output, plugins_dir_for, require_dir, usage_error
+from .common import AgentsDir, LogLevelOpt, PluginsOpt, TelephonyOpt, guard_output, plugins_dir_for, require_dir, \
+    usage_error
 from .option_choices import LogFormat, LogLevel
 
 if TYPE_CHECKING:
-    from ..serve.options import TalkOptions
+    from ..serve.options import CallsOptions, TalkOptions
 
 
 def serve(
@@ -43,6 +44,11 @@ def serve(
     max_browser_calls: Annotated[int, typer.Option("--max-browser-calls", min=0, max=64, help="Browser calls at once, over all agents (each is a job process); more get 429.")] = 2,
     max_call_seconds: Annotated[float, typer.Option("--max-call-seconds", min=1, max=86400, help="A browser call is ended after this many seconds.")] = 600.0,
     report_spool: Annotated[Optional[Path], typer.Option("--report-spool", metavar="DIR", help="Where call reports wait for delivery (put it on a volume: a serve started on it later, even after a crash, delivers what is left). [default: $XDG_STATE_HOME/voice-runtime/reports, or ~/.local/state/...]")] = None,
+    telephony: TelephonyOpt = None,
+    manage_sip: Annotated[bool, typer.Option("--manage-sip", help="Apply the phone lines (telephony/*.yaml) to LiveKit at start and on every change, as `sip apply` does; errors are logged and serving goes on.")] = False,
+    sip_owner: Annotated[str, typer.Option("--sip-owner", help="Whose managed SIP objects these are (see `sip apply --owner`).")] = "default",
+    calls_token: Annotated[Optional[str], typer.Option("--calls-token", metavar="'${VAR}'", help="Enable POST /calls (an agent calls a number); callers must give this bearer token, as a ${VAR} read from the environment.")] = None,
+    calls_per_minute: Annotated[int, typer.Option("--calls-per-minute", min=1, max=10000, help="POST /calls places at most this many calls a minute; more get 429.")] = 10,
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="text or json.")] = LogFormat.text,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
@@ -63,6 +69,11 @@ def serve(
                    "or use --local to talk to the agents from a browser without LiveKit)", err=True)
         raise typer.Exit(2)
     talk = _talk_options(talk_from, talk_token, max_browser_calls, max_call_seconds)
+    calls = _calls_options(calls_token, calls_per_minute)
+    needs_livekit = [flag for flag, given in (("--manage-sip", manage_sip), ("--calls-token", calls is not None)) if given]
+    if needs_livekit and missing:
+        usage_error(f"{' and '.join(needs_livekit)} need{'s' if len(needs_livekit) == 1 else ''} LiveKit's API: "
+                    f"{', '.join(missing)} not set")
     if agent_name is not None and dispatch is Dispatch.NAME:
         typer.echo("error: --agent-name is the one name of --dispatch metadata; with --dispatch name every "
                    "agent registers under its own name", err=True)
@@ -95,6 +106,8 @@ def serve(
     secrets = guard_output()
     if talk.token is not None:
         secrets.add({talk.token: talk.token_name or "${TOKEN}"})
+    if calls is not None:
+        secrets.add({calls.token: calls.token_name})
     setup_logging(log_format.value, log_level.value, secrets)
     options = ServeOptions(
         # watched even when it does not exist yet: a plugins/ folder made later is loaded
@@ -106,6 +119,7 @@ def serve(
         load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
         unregistered=unregistered or local, local=local, talk=talk, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
         require_tests=require_tests, report_spool=report_spool or _default_spool(),
+        telephony_dir=telephony, manage_sip=manage_sip, sip_owner=sip_owner, calls=calls,
         ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
     )
     raise typer.Exit(run_serve(options, secrets=secrets))
@@ -123,8 +137,6 @@ def _talk_options(allow_from: list[str] | None, token_ref: str | None, max_calls
     """--talk-from, --talk-token and the limits of browser calls; bad values are
     usage errors naming the option (exit 2)."""
     import ipaddress
-    import os
-    import re
 
     from ..serve.options import TalkOptions
 
@@ -134,24 +146,40 @@ def _talk_options(allow_from: list[str] | None, token_ref: str | None, max_calls
             ipaddress.ip_network(network, strict=False)
         except ValueError:
             usage_error(printable(f"--talk-from {network[:80]!r} is not a network (such as 10.0.0.0/8 or 192.168.1.7)"))
-    token = name = None
-    if token_ref is not None:
-        match = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", token_ref.strip())
-        if match is None:
-            # a literal token would be in the process list and the shell history
-            usage_error("--talk-token takes a ${VAR} (the token is read from that environment variable), "
-                        "such as --talk-token '${TALK_TOKEN}'")
-        name = f"${{{match.group(1)}}}"
-        # a Kubernetes secret mounted as a file and read into the variable ends in a newline
-        token = os.environ.get(match.group(1), "").rstrip("\r\n")
-        if len(token) < 16:
-            usage_error(f"--talk-token {name}: the variable is {'not set' if not token else 'shorter than 16 characters'}"
-                        " (a bearer token others must not guess)")
+    token, name = _token("--talk-token", "TALK_TOKEN", token_ref) if token_ref is not None else (None, None)
     if networks and token is None:
         usage_error("--talk-from needs --talk-token '${VAR}': callers from other hosts spend your provider keys, "
                     "so they must give the token")
     return TalkOptions(allow_from=networks, token=token, token_name=name, max_calls=max_calls,
                        max_call_seconds=max_call_seconds)
+
+
+def _token(option: str, example: str, token_ref: str) -> tuple[str, str]:
+    """A bearer token option's value read from the ${VAR} it names, and that ${VAR}."""
+    import os
+    import re
+
+    match = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", token_ref.strip())
+    if match is None:
+        # a literal token would be in the process list and the shell history
+        usage_error(f"{option} takes a ${{VAR}} (the token is read from that environment variable), "
+                    f"such as {option} '${{{example}}}'")
+    name = f"${{{match.group(1)}}}"
+    # a Kubernetes secret mounted as a file and read into the variable ends in a newline
+    token = os.environ.get(match.group(1), "").rstrip("\r\n")
+    if len(token) < 16:
+        usage_error(f"{option} {name}: the variable is {'not set' if not token else 'shorter than 16 characters'}"
+                    " (a bearer token others must not guess)")
+    return token, name
+
+
+def _calls_options(token_ref: str | None, per_minute: int) -> CallsOptions | None:
+    from ..serve.options import CallsOptions
+
+    if token_ref is None:
+        return None
+    token, name = _token("--calls-token", "CALLS_TOKEN", token_ref)
+    return CallsOptions(token=token, token_name=name, per_minute=per_minute)
 
 
 def register(app: typer.Typer) -> None:

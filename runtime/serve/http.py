@@ -1,6 +1,6 @@
 """The one operator port of `serve`: / (the status page), /healthz, /readyz,
-/metrics, /status, /talk (browser calls, talk.py) (and POST /simulate when
-enabled). aiohttp, because livekit already depends on it.
+/metrics, /status, /talk (browser calls, talk.py) (and POST /simulate and POST /calls
+when enabled). aiohttp, because livekit already depends on it.
 
 The port knows serve only through ``Operator``, which the supervisor implements:
 what it shows is computed there (see status.py), and every response leaves
@@ -131,7 +131,7 @@ class ConnectionGuard:
 
 
 def make_app(operator: Operator, *, simulate: bool = False, simulate_from_anywhere: bool = False,
-             guard: ConnectionGuard | None = None, talk: Any = None) -> web.Application:
+             guard: ConnectionGuard | None = None, talk: Any = None, calls: Any = None) -> web.Application:
     from aiohttp import web
 
     from .simulate import MAX_BODY_BYTES
@@ -191,6 +191,8 @@ def make_app(operator: Operator, *, simulate: bool = False, simulate_from_anywhe
         app.router.add_post("/simulate", Simulations(operator, from_anywhere=simulate_from_anywhere).handle)
     if talk is not None:  # browser calls (talk.py)
         talk.add_routes(app)
+    if calls is not None:  # POST /calls: an agent calls a number (phones.py)
+        calls.add_routes(app)
     return app
 
 
@@ -373,7 +375,7 @@ class _BadRequestsOnce(logging.Filter):
 
 
 async def start_http(operator: Operator, host: str, port: int, *, simulate: bool = False,
-                     simulate_from_anywhere: bool = False, talk: Any = None) -> OperatorPort:
+                     simulate_from_anywhere: bool = False, talk: Any = None, calls: Any = None) -> OperatorPort:
     from aiohttp import web
 
     loop = asyncio.get_running_loop()
@@ -385,7 +387,7 @@ async def start_http(operator: Operator, host: str, port: int, *, simulate: bool
     # keepalive_timeout also bounds the wait for the first request's head;
     # lingering_time bounds reading the rest of a body nobody wanted
     app = make_app(operator, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere, guard=guard,
-                   talk=talk)
+                   talk=talk, calls=calls)
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_TIMEOUT_S, lingering_time=2.0)
     await runner.setup()
     guard.server = runner.server

@@ -58,6 +58,16 @@ class TalkOptions:
 
 
 @dataclass(frozen=True)
+class CallsOptions:
+    """POST /calls (phones.py): the bearer token (the value of --calls-token's ${VAR})
+    and how many calls a minute may be placed."""
+
+    token: str
+    token_name: str
+    per_minute: int = 10
+
+
+@dataclass(frozen=True)
 class ServeOptions:
     agents_dir: Path
     plugins_dir: Path | None
@@ -82,6 +92,10 @@ class ServeOptions:
     talk: TalkOptions = TalkOptions()  # browser calls: GET /talk/<agent> (talk.py)
     # --report-spool: where call reports wait for delivery; it must outlive serve (a volume)
     report_spool: Path | None = None
+    telephony_dir: Path | None = None  # --telephony; None: telephony/ inside agents_dir
+    manage_sip: bool = False  # apply the phone lines to LiveKit on every (re)load
+    sip_owner: str = "default"  # --sip-owner: whose managed SIP objects these are
+    calls: CallsOptions | None = None  # POST /calls, when --calls-token is given
     ws_url: str | None = None
     api_key: str | None = None
     api_secret: str | None = None

@@ -26,6 +26,15 @@ def peer_ip(request: web.Request) -> Any:
     return ip
 
 
+def bearer_token(request: web.Request, query: bool = False) -> str:
+    """The token of ``Authorization: Bearer <token>`` (or, with ``query``, of
+    ``?token=``, which is how a browser page carries it); empty when none is given."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.query.get("token", "") if query else ""
+
+
 def is_loopback(request: web.Request) -> bool:
     ip = peer_ip(request)
     return ip is not None and ip.is_loopback

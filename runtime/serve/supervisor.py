@@ -75,6 +75,9 @@ class Supervisor:
         self.deliverer: Any = None  # call reports, from the spool to their targets (reports.py)
         self.talk_url = ""  # the page listing the agents for browser calls
         self.view = StatusView(options, self.catalog, self.agents, self.pool, self.metric_files)
+        from .phones import Phones
+
+        self.phones = Phones(options, lambda: self.plugins, lambda: list(self.catalog.agents), self.catalog.secrets)
         self.view.plugin_errors = plugins.problems
         tracing.setup(self.catalog.secrets)  # config.reload and serve's mcp.connect spans
         # the plugin files last tried: a scan that finds the same bytes does nothing
@@ -94,7 +97,7 @@ class Supervisor:
             talk = self._talk()
             await talk.start()
             http = await start_http(self, o.http_host, o.http_port, simulate=o.simulate,
-                                    simulate_from_anywhere=o.simulate_from_anywhere, talk=talk)
+                                    simulate_from_anywhere=o.simulate_from_anywhere, talk=talk, calls=self._calls())
             log.info("serving %s on http://%s:%d (status page at /; /healthz /readyz /metrics /status)", o.agents_dir,
                      o.http_host, o.http_port)
             host = o.http_host if o.http_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
@@ -125,7 +128,8 @@ class Supervisor:
         log.info("%s: talk to an agent in a browser at %s%s", "no LiveKit (local mode)" if self.options.local
                  else "browser calls", self.talk_url, f" (e.g. {self.talk_url}{names[0]})" if names else "")
         self.reloader = Reloader(
-            {"specs": self.options.agents_dir, **({"plugins": self.options.plugins_dir} if self.options.plugins_dir else {})},
+            {"specs": self.options.agents_dir, **({"plugins": self.options.plugins_dir} if self.options.plugins_dir else {}),
+             **({"telephony": self.options.telephony_dir} if self.options.telephony_dir else {})},
             self.reload, scan_interval=self.options.scan_interval,
         )
         await self.reloader.start()
@@ -162,6 +166,14 @@ class Supervisor:
                     serving=lambda: [] if self.stopping else [n for n in self.agents.workers if self.agents.serving(n)],
                     spec_of=self._accepted_spec, registry=lambda: self.plugins.registry,
                     launch=self.start_simulation, secrets=self.catalog.secrets)
+
+    def _calls(self) -> Any:
+        from .phones import Calls
+
+        if self.options.calls is None:
+            return None
+        return Calls(self.phones, self.options.calls,
+                     lambda: [] if self.stopping else [n for n in self.agents.workers if self.agents.serving(n)])
 
     def _accepted_spec(self, agent: str) -> Any:
         entry = self.catalog.agents.get(agent)
@@ -271,6 +283,10 @@ class Supervisor:
             # a rejected plugin change is recorded already; specs are still read with the old plugins
             before = self.catalog.last
             result = await self._reload_catalog()
+            try:  # phone lines name agents: read after the specs; their problems never stop serving
+                await self.phones.refresh()
+            except Exception:  # noqa: BLE001 - a bug here must not stop reloads
+                log.exception("reading the phone lines failed")
             if result.outcome is Outcome.NOOP and plugins is not Outcome.APPLIED:
                 return result
             await self._apply(result, plugins_changed=plugins is Outcome.APPLIED)

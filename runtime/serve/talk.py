@@ -137,7 +137,7 @@ class Talk:
 
     def refusal(self, request: web.Request) -> str | None:
         """Why this peer may not make browser calls; None when it may."""
-        from .peers import is_loopback, peer_ip
+        from .peers import bearer_token, is_loopback, peer_ip
 
         if is_loopback(request):
             return None
@@ -147,10 +147,7 @@ class Talk:
         ip = peer_ip(request)
         if ip is None or not any(ip in network for network in self._networks):
             return f"{ip} is not in the networks --talk-from allows"
-        given = request.query.get("token", "")
-        header = request.headers.get("Authorization", "")
-        if header.lower().startswith("bearer "):
-            given = header[7:].strip()
+        given = bearer_token(request, query=True)
         assert self.options.token is not None  # the CLI requires it with --talk-from
         if not given or not hmac.compare_digest(given.encode(), self.options.token.encode()):
             return f"browser calls from other hosts need the bearer token of {self.options.token_name} " \

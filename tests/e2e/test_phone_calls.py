@@ -1,0 +1,187 @@
+"""Phone lines and outbound calls through the real CLI and a real `serve`, against the
+fake LiveKit server API (tests/fakes/livekit_api.py): `sip plan`/`sip apply`, `dial`,
+`serve --manage-sip` and POST /calls."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes.livekit_api import FakeLiveKitAPI
+from helpers import run_cli, write
+from serve_harness import Serve, spec
+
+TOKEN = "calls-token-5f0c2a9e7d"
+SECRET = "devsecret-0123456789-0123456789-devsecret"
+PASSWORDS = {"SIP_PASSWORD": "inbound-pass-7a1f", "TRUNK_PASSWORD": "outbound-pass-9c3e"}
+LINES = """\
+apiVersion: voice-runtime/v1
+inbound_trunks:
+  main:
+    numbers: ["+14155550100"]
+    auth: {username: acme, password: "${SIP_PASSWORD}"}
+outbound_trunks:
+  carrier:
+    address: acme.pstn.example.com
+    numbers: ["+14155550100"]
+    auth: {username: acme, password: "${TRUNK_PASSWORD}"}
+    allowed_destinations: ["+1415*"]
+dispatch_rules:
+  support-line:
+    numbers: ["+14155550100"]
+    agent: support
+"""
+PER_MINUTE = 6
+
+
+def env_for(fake: FakeLiveKitAPI) -> dict[str, str]:
+    return {"LIVEKIT_URL": fake.url, "LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": SECRET,
+            "CALLS_TOKEN": TOKEN, **PASSWORDS}
+
+
+def folder(root: Path) -> Path:
+    agents = root / "agents.d"
+    write(agents / "support.yaml", spec("You are support.", "http://127.0.0.1:9/v1"))
+    write(agents / "telephony" / "lines.yaml", LINES)
+    return agents
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLiveKitAPI]:
+    api = FakeLiveKitAPI()
+    api.start_in_thread()
+    yield api
+    api.stop_thread()
+
+
+# -- the CLI --------------------------------------------------------------------------
+
+def test_sip_plan_shows_the_changes_without_passwords_and_sip_apply_makes_them(tmp_path: Path,
+                                                                                fake: FakeLiveKitAPI) -> None:
+    agents = folder(tmp_path)
+    planned = run_cli("sip", "plan", agents, env=env_for(fake))
+    assert planned.rc == 0, planned.stderr
+    assert "+ create inbound trunk main" in planned.stdout and "auth_password: (set, not shown)" in planned.stdout
+    assert planned.stdout.splitlines()[-1].startswith("plan: 3 to create, 0 to update, 0 to delete, 0 unchanged")
+    assert fake.writes == []  # a plan changes nothing
+    applied = run_cli("sip", "apply", agents, env=env_for(fake))
+    assert applied.rc == 0, applied.stderr
+    assert applied.stdout.splitlines()[-1] == "apply complete: 3 change(s)"
+    for value in (*PASSWORDS.values(), SECRET):
+        assert value not in planned.stdout + planned.stderr + applied.stdout + applied.stderr
+    assert sorted(t.name for t in fake.inbound.values()) == ["main"]
+
+
+def test_sip_apply_with_a_conflicting_foreign_number_changes_nothing_and_exits_1(tmp_path: Path,
+                                                                                  fake: FakeLiveKitAPI) -> None:
+    fake.add_rule(name="legacy", numbers=["+14155550100"])
+    result = run_cli("sip", "apply", folder(tmp_path), env=env_for(fake))
+    assert result.rc == 1
+    assert "conflict: dispatch rule support-line: +14155550100 is already taken by dispatch rule 'legacy'" in result.stdout
+    assert "nothing was changed" in result.stderr
+    assert fake.writes == []
+
+
+def test_dial_prints_the_call_and_its_outcome_and_refuses_a_number_outside_the_allowed_ones(
+        tmp_path: Path, fake: FakeLiveKitAPI) -> None:
+    agents = folder(tmp_path)
+    assert run_cli("sip", "apply", agents, env=env_for(fake)).rc == 0
+    busy = run_cli("dial", agents, "--agent", "support", "--to", "+14155550486", "--context", "customer=42",
+                   "--format", "json", env=env_for(fake))
+    assert busy.rc == 1, busy.stderr
+    result = json.loads(busy.stdout)
+    assert (result["outcome"], result["sip_status_code"], result["trunk"]) == ("busy", 486, "carrier")
+    assert json.loads(fake.dispatches[-1].metadata) == {"customer": "42", "agent": "support"}
+    refused = run_cli("dial", agents, "--agent", "support", "--to", "+33142681234", env=env_for(fake))
+    assert refused.rc == 2
+    assert "call refused: +33142681234 is not in the allowed_destinations of any outbound trunk" in refused.stderr
+
+
+def test_serve_refuses_a_literal_calls_token(tmp_path: Path, fake: FakeLiveKitAPI) -> None:
+    result = run_cli("serve", folder(tmp_path), "--unregistered", "--calls-token", TOKEN, env=env_for(fake))
+    assert result.rc == 2
+    assert "--calls-token takes a ${VAR}" in result.stderr and TOKEN not in result.stderr
+
+
+# -- serve --manage-sip and POST /calls (one serve for the module) ----------------------
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve, FakeLiveKitAPI, Path]]:
+    api = FakeLiveKitAPI()
+    api.start_in_thread()
+    agents = folder(tmp_path_factory.mktemp("phones"))
+    with Serve(agents, "--manage-sip", "--calls-token", "${CALLS_TOKEN}", "--calls-per-minute", str(PER_MINUTE),
+               "--scan-interval", "0.5", env=env_for(api)) as serve:
+        serve.wait_ready()
+        serve.wait_for(lambda: len(api.rules) == 1, message="the lines applied at start")
+        yield serve, api, agents
+        serve.stop()
+    api.stop_thread()
+
+
+def call(serve: Serve, body: dict[str, Any], token: str | None = TOKEN) -> tuple[int, dict[str, Any], Any]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(serve.url("/calls"), data=json.dumps(body).encode(), method="POST",
+                                     headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read()), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), e.headers
+
+
+def test_manage_sip_applies_a_changed_file_and_logs_a_broken_one_while_serving_goes_on(served) -> None:  # type: ignore[no-untyped-def]
+    serve, api, agents = served
+    lines = agents / "telephony" / "lines.yaml"
+    write(lines, LINES.replace('numbers: ["+14155550100"]\n    auth: {username: acme, password: "${SIP',
+                               'numbers: ["+14155550100", "+14155550199"]\n    auth: {username: acme, password: "${SIP'))
+    serve.wait_for(lambda: any("+14155550199" in t.numbers for t in api.inbound.values()), message="the update")
+    write(lines, LINES.replace("agent: support", "agent: nobody"))
+    serve.wait_for(lambda: "dispatch_rules.support-line.agent: no valid agent named 'nobody'" in serve.output(),
+                   message="the problem logged")
+    assert f"{lines}:15:12:" in serve.output()
+    assert serve.get("/readyz")[0] == 200
+    assert [r.room_config.agents[0].agent_name for r in api.rules.values()] == ["support"]  # last good lines kept
+    for value in (*PASSWORDS.values(), SECRET, TOKEN):
+        assert value not in serve.output()
+    write(lines, LINES)
+
+
+@pytest.mark.parametrize(("number", "outcome"), [("+14155550123", "answered"), ("+14155550486", "busy"),
+                                                 ("+14155550408", "no_answer")])
+def test_post_calls_places_the_call_and_answers_its_id_and_sip_outcome(served, number: str, outcome: str) -> None:  # type: ignore[no-untyped-def]
+    serve, api, _ = served
+    status, body, _ = call(serve, {"agent": "support", "to": number, "context": {"customer": "42"}})
+    assert status == 200, body
+    assert (body["outcome"], body["to"], body["trunk"]) == (outcome, number, "carrier")
+    assert body["call_id"].startswith("call-support-")
+    assert any(d.room == body["call_id"] and json.loads(d.metadata)["customer"] == "42" for d in api.dispatches)
+
+
+def test_post_calls_refuses_a_destination_outside_the_allowed_patterns(served) -> None:  # type: ignore[no-untyped-def]
+    status, body, _ = call(served[0], {"agent": "support", "to": "+33142681234"})
+    assert (status, body["error"]) == (403, "+33142681234 is not in the allowed_destinations of any outbound trunk")
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token-0000000000"])
+def test_post_calls_without_the_right_token_is_401_and_dials_nothing(served, token: str | None) -> None:  # type: ignore[no-untyped-def]
+    serve, api, _ = served
+    before = len(api.dispatches)
+    status, body, headers = call(serve, {"agent": "support", "to": "+14155550123"}, token)
+    assert status == 401 and headers["WWW-Authenticate"] == "Bearer"
+    assert "${CALLS_TOKEN}" in body["error"] and TOKEN not in json.dumps(body)
+    assert len(api.dispatches) == before
+
+
+def test_post_calls_beyond_the_rate_is_429_with_retry_after(served) -> None:  # type: ignore[no-untyped-def]
+    # last in the module: the minute's calls are used up after it
+    serve, api, _ = served
+    answers = [call(serve, {"agent": "support", "to": "+14155550123"}) for _ in range(PER_MINUTE + 1)]
+    limited = [(s, h) for s, _, h in answers if s == 429]
+    assert limited, [s for s, _, _ in answers]
+    assert 1 <= int(limited[0][1]["Retry-After"]) <= 60
