@@ -95,13 +95,14 @@ async def place_call(lines: Lines, agent: str, to: str, context: dict[str, str],
         base = dict(call_id=room, agent=agent, to=to, trunk=trunk_name, participant_identity=identity)
         try:
             await lk.sip.create_sip_participant(request)
-        except api.TwirpError as exc:
+        except Exception as exc:  # noqa: BLE001 - a SIP refusal, or no answer from LiveKit within the ring window
             code = getattr(exc, "sip_status_code", None)
             outcome = "busy" if code in _BUSY else "no_answer" if code in _NO_ANSWER else "failed"
             try:
                 await lk.room.delete_room(api.DeleteRoomRequest(room=room))
-            except api.TwirpError:
-                pass  # the room may never have been made; an empty room closes by itself
+            except Exception:  # noqa: BLE001 - the room may never have been made; an empty room closes by itself
+                pass
             return CallResult(**base, outcome=outcome, sip_status_code=code,
-                              sip_status=getattr(exc, "sip_status", None) or exc.message)
+                              sip_status=getattr(exc, "sip_status", None) or getattr(exc, "message", "")
+                              or f"{type(exc).__name__}: {exc}"[:200])
         return CallResult(**base, outcome="answered", sip_status_code=200, sip_status="OK")

@@ -43,6 +43,7 @@ class Phones:
         self.lines: Lines = Lines(self.folder)
         self._problems: tuple[str, ...] = ()
         self._applied: str | None = None  # digest of the lines last applied in full
+        self._failure: tuple[str, ...] = ()  # the last failure logged
         self._applying: asyncio.Task[None] | None = None
 
     async def refresh(self) -> None:
@@ -77,19 +78,27 @@ class Phones:
             plan, applied = await plan_and_apply(lines, o.ws_url or "", o.api_key or "", o.api_secret or "",
                                                  apply=True, owner=o.sip_owner)
         except Exception as exc:  # noqa: BLE001 - LiveKit unreachable: serving goes on; the next reload retries
-            log.error("--manage-sip: cannot read LiveKit's SIP objects: %s: %s", type(exc).__name__,
-                      getattr(exc, "message", "") or exc)
+            self._failed([f"cannot read LiveKit's SIP objects: {type(exc).__name__}: "
+                          f"{getattr(exc, 'message', '') or exc}"])
             return
         if plan.conflicts:
-            for conflict in plan.conflicts:
-                log.error("--manage-sip: %s", conflict)
-            log.error("--manage-sip: the plan has conflicts; nothing was changed")
+            self._failed([*plan.conflicts, "the plan has conflicts; nothing was changed"])
             return
         assert applied is not None
+        if not applied.ok:  # what was applied stays applied; the next reload plans the rest
+            self._failed(render_applied(applied).splitlines())
+            return
         for line in render_applied(applied).splitlines():
-            log.log(logging.INFO if applied.ok else logging.ERROR, "--manage-sip: %s", line)
-        if applied.ok:
-            self._applied = sealed
+            log.info("--manage-sip: %s", line)
+        self._applied, self._failure = sealed, ()
+
+    def _failed(self, lines: list[str]) -> None:
+        """Logged when it is news: each reload (every --scan-interval) retries, and the
+        same refusal every few seconds would drown the log."""
+        if tuple(lines) != self._failure:
+            for line in lines:
+                log.error("--manage-sip: %s", line)
+        self._failure = tuple(lines)
 
 
 class Calls:
@@ -120,8 +129,18 @@ class Calls:
                                "(Authorization: Bearer <token>)", **{"WWW-Authenticate": "Bearer"})
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
+        from aiohttp import web
+
+        from .http import BODY_TIMEOUT_S
+
         try:
-            body = json.loads(await request.read() or b"null")
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                raw = await request.read()
+            body = json.loads(raw or b"null")
+        except TimeoutError:
+            return _error(408, f"the body did not arrive within {BODY_TIMEOUT_S:g}s")
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
         except ValueError as exc:
             return _error(400, f"body is not JSON: {exc}")
         if not isinstance(body, dict) or not isinstance(body.get("agent"), str) or not isinstance(body.get("to"), str) \

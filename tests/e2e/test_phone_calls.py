@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fakes.livekit_api import FakeLiveKitAPI
-from helpers import run_cli, write
+from helpers import REPO, run_cli, write
 from serve_harness import Serve, spec
 
 TOKEN = "calls-token-5f0c2a9e7d"
@@ -100,6 +100,15 @@ def test_dial_prints_the_call_and_its_outcome_and_refuses_a_number_outside_the_a
     refused = run_cli("dial", agents, "--agent", "support", "--to", "+33142681234", env=env_for(fake))
     assert refused.rc == 2
     assert "call refused: +33142681234 is not in the allowed_destinations of any outbound trunk" in refused.stderr
+
+
+def test_the_shipped_twilio_example_is_valid_with_the_shipped_agents() -> None:
+    result = run_cli("check", "agents.d", "--offline", "--telephony", "deploy/examples/telephony", cwd=REPO,
+                     env={"TWILIO_SIP_PASSWORD": "example-pass-1234", "VOICE_RUNTIME_DISABLE_PLUGINS": None})
+    assert result.rc == 0, result.output
+    assert "phone lines: 1 inbound trunk(s), 1 outbound trunk(s), 2 dispatch rule(s): +14155550100 -> support, " \
+           "+14155550101 -> concierge" in result.stdout
+    assert "example-pass-1234" not in result.output
 
 
 def test_serve_refuses_a_literal_calls_token(tmp_path: Path, fake: FakeLiveKitAPI) -> None:
