@@ -32,24 +32,27 @@ STARTS = "apiVersion: voice-runtime/v1"
 
 
 
-def _e164(value: str) -> str:
-    if re.fullmatch(E164_PATTERN, value) is None:
-        raise ValueError(f"{value[:40]!r} is not a phone number in E.164 form (+, country code and number, "
-                         "up to 15 digits, such as +14155550100)")
-    return value
+def _matching(pattern: str, what: str) -> AfterValidator:
+    """A text rule whose error says what the value should be, with an example (pydantic's
+    own message would quote the regex)."""
+
+    def check(value: str) -> str:
+        if re.fullmatch(pattern, value) is None:
+            raise ValueError(f"{value[:40]!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
 
 
-def _destination(value: str) -> str:
-    if re.fullmatch(DESTINATION_PATTERN, value) is None:
-        raise ValueError(f"{value[:40]!r} is not a destination pattern: + and up to 15 digits, "
-                         "`*` (any digits) or `?` (one digit), such as +1415*")
-    return value
-
-
-E164 = Annotated[str, AfterValidator(_e164),
+E164 = Annotated[str, _matching(E164_PATTERN, "a phone number in E.164 form (+, country code and number, up to 15 "
+                                              "digits, such as +14155550100)"),
                  Field(description="A phone number in E.164 form: +, country code, number.")]
-Destination = Annotated[str, AfterValidator(_destination)]
-LineName = Annotated[str, Field(pattern=LINE_NAME_PATTERN)]
+Destination = Annotated[str, _matching(DESTINATION_PATTERN, "a destination pattern: + and up to 15 digits, `*` (any "
+                                                            "digits) or `?` (one digit), such as +1415*")]
+LineName = Annotated[str, _matching(LINE_NAME_PATTERN, "a name (1 to 63 letters, digits, '_', '.' or '-', starting "
+                                                       "with a letter or digit)")]
+SipHost = Annotated[str, _matching(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?",
+                                   "a SIP host (a name or address, optionally :port, such as example.pstn.twilio.com)")]
 
 
 class _Strict(BaseModel):
@@ -77,8 +80,7 @@ class InboundTrunk(_Strict):
 class OutboundTrunk(_Strict):
     """How LiveKit places calls through a SIP provider."""
 
-    address: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9.:\[\]-]+$",
-                         description="The provider's SIP host (such as example.pstn.twilio.com), optionally :port.")
+    address: SipHost = Field(description="The provider's SIP host (such as example.pstn.twilio.com), optionally :port.")
     transport: Literal["auto", "udp", "tcp", "tls"] = "auto"
     numbers: list[E164] = Field(min_length=1, description="The caller ids calls are placed from (the first is used).")
     auth: Auth | None = None
@@ -93,7 +95,7 @@ class OutboundTrunk(_Strict):
 class DispatchRule(_Strict):
     """Calls to these numbers (or arriving on these inbound trunks) start this agent."""
 
-    agent: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", description="The agent that answers.")
+    agent: LineName = Field(description="The agent that answers (its name).")
     numbers: list[E164] = Field(default_factory=list, description="The called numbers this rule takes.")
     trunks: list[LineName] = Field(default_factory=list, description="Inbound trunks (by name) whose calls it takes.")
     room_prefix: str = Field("call-", pattern=r"^[A-Za-z0-9_-]{1,32}$", description="Each call gets a new room named so.")
