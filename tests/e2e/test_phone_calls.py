@@ -111,10 +111,16 @@ def test_the_shipped_twilio_example_is_valid_with_the_shipped_agents() -> None:
     assert "example-pass-1234" not in result.output
 
 
-def test_serve_refuses_a_literal_calls_token(tmp_path: Path, fake: FakeLiveKitAPI) -> None:
-    result = run_cli("serve", folder(tmp_path), "--unregistered", "--calls-token", TOKEN, env=env_for(fake))
-    assert result.rc == 2
-    assert "--calls-token takes a ${VAR}" in result.stderr and TOKEN not in result.stderr
+def test_serve_refuses_a_literal_calls_token_and_calls_without_livekit_s_api(tmp_path: Path,
+                                                                              fake: FakeLiveKitAPI) -> None:
+    agents = folder(tmp_path)
+    literal = run_cli("serve", agents, "--unregistered", "--calls-token", TOKEN, env=env_for(fake))
+    assert literal.rc == 2
+    assert "--calls-token takes a ${VAR}" in literal.stderr and TOKEN not in literal.stderr
+    no_api = run_cli("serve", agents, "--unregistered", "--manage-sip", "--calls-token", "${CALLS_TOKEN}",
+                     env={**env_for(fake), "LIVEKIT_API_SECRET": None})
+    assert no_api.rc == 2
+    assert "--manage-sip and --calls-token need LiveKit's API: LIVEKIT_API_SECRET not set" in no_api.stderr
 
 
 # -- serve --manage-sip and POST /calls (one serve for the module) ----------------------
@@ -144,7 +150,7 @@ def call(serve: Serve, body: dict[str, Any], token: str | None = TOKEN) -> tuple
         return e.code, json.loads(e.read()), e.headers
 
 
-def test_manage_sip_applies_a_changed_file_and_logs_a_broken_one_while_serving_goes_on(served) -> None:  # type: ignore[no-untyped-def]
+def test_manage_sip_applies_a_changed_file_and_logs_a_broken_one_or_a_conflict_while_serving_goes_on(served) -> None:  # type: ignore[no-untyped-def]
     serve, api, agents = served
     lines = agents / "telephony" / "lines.yaml"
     write(lines, LINES.replace('numbers: ["+14155550100"]\n    auth: {username: acme, password: "${SIP',
@@ -156,6 +162,14 @@ def test_manage_sip_applies_a_changed_file_and_logs_a_broken_one_while_serving_g
     assert f"{lines}:15:12:" in serve.output()
     assert serve.get("/readyz")[0] == 200
     assert [r.room_config.agents[0].agent_name for r in api.rules.values()] == ["support"]  # last good lines kept
+    # a number an object of someone else's holds: logged once, nothing changed, serving goes on
+    api.add_rule(name="ops-line", numbers=["+14155550177"])
+    before = list(api.writes)
+    write(lines, LINES + '  other-line:\n    numbers: ["+14155550177"]\n    agent: support\n')
+    serve.wait_for(lambda: "--manage-sip: dispatch rule other-line: +14155550177 is already taken by dispatch rule "
+                           "'ops-line'" in serve.output(), message="the conflict logged")
+    assert "--manage-sip: the plan has conflicts; nothing was changed" in serve.output()
+    assert api.writes == before and serve.get("/readyz")[0] == 200
     for value in (*PASSWORDS.values(), SECRET, TOKEN):
         assert value not in serve.output()
     write(lines, LINES)
@@ -175,6 +189,16 @@ def test_post_calls_places_the_call_and_answers_its_id_and_sip_outcome(served, n
 def test_post_calls_refuses_a_destination_outside_the_allowed_patterns(served) -> None:  # type: ignore[no-untyped-def]
     status, body, _ = call(served[0], {"agent": "support", "to": "+33142681234"})
     assert (status, body["error"]) == (403, "+33142681234 is not in the allowed_destinations of any outbound trunk")
+
+
+@pytest.mark.parametrize(("body", "status", "error"), [
+    ({"agent": "nobody", "to": "+14155550123"}, 404, "no agent named 'nobody' is served"),
+    ({"agent": "support", "to": "4155550123"}, 400, "`to` must be a phone number in E.164 form"),
+    ({"agent": "support", "to": "+14155550123", "context": {"agent": "billing"}}, 400, "context key 'agent'"),
+    ({"agent": "support"}, 400, "agent and to are required")])
+def test_post_calls_refuses_a_bad_request_saying_why(served, body: dict[str, Any], status: int, error: str) -> None:  # type: ignore[no-untyped-def]
+    got, answer, _ = call(served[0], body)
+    assert got == status and error in answer["error"]
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token-0000000000"])

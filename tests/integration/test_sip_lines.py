@@ -197,3 +197,16 @@ def test_a_number_outside_allowed_destinations_is_refused_with_the_reason(tmp_pa
         check_request(lines, "support", "+442071838750", {})
     assert refused.value.status == 403
     assert str(refused.value) == "+442071838750 is not in the allowed_destinations of any outbound trunk"
+
+
+def test_a_phone_call_s_sip_attributes_and_a_dial_s_context_are_call_context() -> None:
+    """Inbound: LiveKit gives the phone participant `sip.*` attributes; outbound: `dial`
+    and POST /calls put the context in the dispatch metadata. Both reach `${call.*}`."""
+    from voice_runtime.spec.call_context import gather, resolve
+    from voice_runtime.spec.models import ContextValue
+
+    declared = {"caller": ContextValue(**{"from": "participant:sip.phoneNumber"}),
+                "customer": ContextValue(**{"from": "dispatch:customer"})}
+    raw = gather(declared, dispatch=json.dumps({"customer": "42", "agent": "support"}),
+                 attributes={"sip.phoneNumber": "+14155550123", "sip.trunkPhoneNumber": "+14155550100"})
+    assert resolve(declared, raw) == {"caller": "+14155550123", "customer": "42"}
