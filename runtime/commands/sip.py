@@ -23,11 +23,6 @@ LIVEKIT_VARS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 OwnerOpt = Annotated[str, typer.Option("--owner", help="Which voice-runtime's objects these are (in their metadata): "
                                        "two deployments sharing one LiveKit project use two owners.")]
 
-sip_app = typer.Typer(name="sip", help="Apply the phone lines of the files (telephony/*.yaml) to LiveKit.",
-                      no_args_is_help=True, add_completion=False, rich_markup_mode=None,
-                      pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
-
-
 def _livekit() -> tuple[str, str, str]:
     values = [os.environ.get(v, "") for v in LIVEKIT_VARS]
     missing = [v for v, value in zip(LIVEKIT_VARS, values) if not value]
@@ -82,7 +77,6 @@ def _run(agents_dir: Path, plugins: Path | None, telephony: Path | None, owner: 
         raise typer.Exit(0 if applied.ok else 1)
 
 
-@sip_app.command("plan")
 def plan(agents_dir: AgentsDir, plugins: PluginsOpt = None, telephony: TelephonyOpt = None,
          owner: OwnerOpt = "default") -> None:
     """Print what `sip apply` would change in LiveKit (create, update, delete, unchanged);
@@ -91,7 +85,6 @@ def plan(agents_dir: AgentsDir, plugins: PluginsOpt = None, telephony: Telephony
     _run(agents_dir, plugins, telephony, owner, apply=False)
 
 
-@sip_app.command("apply")
 def apply(agents_dir: AgentsDir, plugins: PluginsOpt = None, telephony: TelephonyOpt = None,
           owner: OwnerOpt = "default") -> None:
     """Make LiveKit's trunks and dispatch rules match the files, touching only the objects
@@ -154,5 +147,11 @@ def dial(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(sip_app, name="sip")
+    # a group of the app's own kind: its commands then get the app's usage line
+    sip = type(app)(name="sip", help="Apply the phone lines of the files (telephony/*.yaml) to LiveKit.",
+                    no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                    pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+    sip.command("plan")(plan)
+    sip.command("apply")(apply)
+    app.add_typer(sip, name="sip")
     app.command("dial")(dial)
