@@ -10,6 +10,7 @@ calls are placed a minute (429 beyond, with Retry-After).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -66,6 +67,13 @@ class Phones:
         self.lines = lines
         if self.options.manage_sip and (self._applying is None or self._applying.done()):
             self._applying = asyncio.ensure_future(self._apply(lines))
+
+    async def aclose(self) -> None:
+        """An apply in progress is cut at stop: the next start plans what is left."""
+        if self._applying is not None and not self._applying.done():
+            self._applying.cancel()
+            with contextlib.suppress(BaseException):
+                await self._applying
 
     async def _apply(self, lines: Lines) -> None:
         from .sip_lines import desired_objects, digest, plan_and_apply, render_applied

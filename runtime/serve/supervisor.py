@@ -249,6 +249,7 @@ class Supervisor:
         self.stopping = True
         if self.reloader is not None:
             await self.reloader.aclose()
+        await self.phones.aclose()
         async with self._lock:
             await self.agents.remove_all()
         if self.gateway is not None:
