@@ -18,6 +18,21 @@ if TYPE_CHECKING:
 RESULT_PREVIEW = 200
 
 
+def phone_line(data: dict[str, Any]) -> str:
+    """A phone outcome (session/phone.py) in words."""
+    kind = data.get("event")
+    why = f" ({data['reason']})" if data.get("reason") else ""
+    if kind == "hang_up":
+        return f"hung up: {data['reason']}"
+    if kind == "transfer":
+        return f"{data['kind']} transfer to {data['target']} ({data['to']}): {data['outcome']}" + why
+    if kind == "dtmf":
+        return f"keypad {data['direction']}: {data['count']} digits, {data['outcome']}" + why
+    if kind == "voicemail":
+        return f"answering-machine detection: {data['category']}, action {data['action']}" + why
+    return str(data)
+
+
 class ChatPrinter:
     """Turns session events into lines for a person (text) or a script (JSON)."""
 
@@ -72,6 +87,8 @@ class ChatPrinter:
             return f"!! the reply claims an action but no tool ran: {data['claim']}"
         if event == "fallback":
             return f"  (switched from {data['from']} to {data['to']}: {data['reason']})"
+        if event == "phone":
+            return f"  [phone] {phone_line(data)}"
         return f"  ({event}: {data.get('message', data)})"
 
     def hold(self) -> None:
