@@ -509,6 +509,8 @@ class SessionRunner:
         if self.hang_up_reason is not None:
             return
         self.hang_up_reason = reason
+        if self.call_report is not None:  # a simulated call may be reported before the session has closed
+            self.call_report.end_reason = reason
         from .phone import tell
 
         tell(self, "hang_up", reason=reason)

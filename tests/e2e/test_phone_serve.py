@@ -1,0 +1,91 @@
+"""A call ended by the agent through a real `serve` (process executor, simulated
+job): livekit's EndCallTool ends the job, and the hang-up is in the call report,
+the answer of /simulate and /metrics; and `check` points at each bad key of a
+``telephony:``/``turn_handling:``/``background_audio:`` block at file:line:col."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fakes.openai_chat import FakeOpenAI, tool_call
+from helpers import run_cli, write
+from serve_harness import Serve, spec
+
+CLOSING = "Goodbye from the desk."
+
+
+def test_end_call_in_a_served_call_ends_the_job_and_the_report_says_so(agents: Path, fake_openai: FakeOpenAI) -> None:
+    write(agents / "desk.yaml", spec("You are the front desk.", fake_openai.base_url)
+          + f"telephony: {json.dumps({'end_call': {'say': CLOSING}, 'max_call_seconds': 600})}\n")
+    fake_openai.enqueue(tool_call("end_call", {}))
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        code, answer = serve.post("/simulate", json.dumps(
+            {"agent": "desk", "turns": ["That is all, bye."], "wait": True}).encode(), timeout=90)
+        assert code == 200, answer
+        report = answer["call_report"]
+        assert report["end_reason"] == "end_call"
+        assert [e["event"] for e in report["phone"]] == ["hang_up"] and report["phone"][0]["reason"] == "end_call"
+        assert [(t["role"], t["text"]) for t in report["transcript"]][-1] == ("agent", CLOSING)
+        # the model was offered livekit's end_call tool and asked nothing after it
+        assert [t["function"]["name"] for t in fake_openai.chat_requests[0]["tools"]] == ["end_call"]
+        assert len(fake_openai.chat_requests) == 1
+        serve.wait_for(lambda: serve.metric('voice_runtime_call_ends_total{agent="desk",reason="end_call"}') == 1.0,
+                       message="the hang-up counted")
+
+
+def test_check_points_at_each_bad_phone_and_turn_key(tmp_path: Path) -> None:
+    folder = tmp_path / "agents"
+    write(folder / "desk.yaml", """\
+apiVersion: voice-runtime/v1
+instructions: You are the front desk.
+pipeline:
+  llm: {provider: openai, api_key: sk-x}
+  text_only: true
+telephony:
+  transfer:
+    - {name: billing, to: "555-1234", when: billing}
+    - {name: desk, to: "sip:desk@pbx.example.com", when: desk, briefing: "x"}
+  voicemail: {action: leave_message}
+  silence_timeout: {seconds: 1}
+turn_handling:
+  endpointing: {min_delay: 4, max_delay: 2}
+  interruption: {mode: sometimes}
+""")
+    write(folder / "sounds.yaml", """\
+apiVersion: voice-runtime/v1
+instructions: You are the front desk.
+pipeline:
+  llm: {provider: openai, api_key: sk-x}
+  text_only: true
+background_audio:
+  ambient: {file: sounds/office.ogg}
+  thinking: {clip: keyboard-typing, file: typing.ogg}
+""")
+    result = run_cli("check", str(folder))
+    assert result.rc == 1
+    lines = result.stdout.splitlines() + result.stderr.splitlines()
+    desk = str(folder / "desk.yaml")
+    expected = [
+        f"{desk}:8:27: telephony.transfer[0].to: '555-1234' is neither an E.164 number",
+        f"{desk}:9:7: telephony.transfer[1]: briefing: for a warm transfer only (mode: warm)",
+        f"{desk}:10:3: telephony.voicemail: action leave_message needs a `message`",
+        f"{desk}:11:30: telephony.silence_timeout.seconds: input should be greater than or equal to 3",
+        f"{desk}:13:3: turn_handling.endpointing: min_delay is more than max_delay",
+        f"{desk}:14:24: turn_handling.interruption.mode: input should be 'adaptive' or 'vad'",
+        f"{folder / 'sounds.yaml'}:8:3: background_audio.thinking: give `clip` or `file`, one of them",
+    ]
+    for line in expected:
+        assert any(got.startswith(line) for got in lines), (line, lines)
+    assert "Traceback" not in result.stderr
+    # the file check runs once the block is otherwise valid
+    write(folder / "sounds.yaml", (folder / "sounds.yaml").read_text().replace(", file: typing.ogg", ""))
+    (folder / "desk.yaml").unlink()
+    result = run_cli("check", str(folder))
+    assert result.rc == 1
+    assert f"{folder / 'sounds.yaml'}:7:19: background_audio.ambient.file: {folder / 'sounds' / 'office.ogg'}: " \
+           "no such sound file" in result.stdout + result.stderr
+    (folder / "sounds").mkdir()
+    (folder / "sounds" / "office.ogg").write_bytes(b"OggS")
+    assert run_cli("check", str(folder)).rc == 0
