@@ -47,6 +47,7 @@ telephony:
   transfer:
     - {name: billing, to: "555-1234", when: billing}
     - {name: desk, to: "sip:desk@pbx.example.com", when: desk, briefing: "x"}
+    - {name: pbx, to: "sip:desk:hunter2-pw@pbx.example.com", when: pbx}
   voicemail: {action: leave_message}
   silence_timeout: {seconds: 1}
 turn_handling:
@@ -68,17 +69,18 @@ background_audio:
     lines = result.stdout.splitlines() + result.stderr.splitlines()
     desk = str(folder / "desk.yaml")
     expected = [
-        f"{desk}:8:27: telephony.transfer[0].to: '555-1234' is neither an E.164 number",
+        f"{desk}:8:27: telephony.transfer[0].to: must be an E.164 number",
+        f"{desk}:10:23: telephony.transfer[2].to: must be an E.164 number",
         f"{desk}:9:7: telephony.transfer[1]: briefing: for a warm transfer only (mode: warm)",
-        f"{desk}:10:3: telephony.voicemail: action leave_message needs a `message`",
-        f"{desk}:11:30: telephony.silence_timeout.seconds: input should be greater than or equal to 3",
-        f"{desk}:13:3: turn_handling.endpointing: min_delay is more than max_delay",
-        f"{desk}:14:24: turn_handling.interruption.mode: input should be 'adaptive' or 'vad'",
+        f"{desk}:11:3: telephony.voicemail: action leave_message needs a `message`",
+        f"{desk}:12:30: telephony.silence_timeout.seconds: input should be greater than or equal to 3",
+        f"{desk}:14:3: turn_handling.endpointing: min_delay is more than max_delay",
+        f"{desk}:15:24: turn_handling.interruption.mode: input should be 'adaptive' or 'vad'",
         f"{folder / 'sounds.yaml'}:8:3: background_audio.thinking: give `clip` or `file`, one of them",
     ]
     for line in expected:
         assert any(got.startswith(line) for got in lines), (line, lines)
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "hunter2-pw" not in result.output  # a SIP password is not repeated
     # the file check runs once the block is otherwise valid
     write(folder / "sounds.yaml", (folder / "sounds.yaml").read_text().replace(", file: typing.ogg", ""))
     (folder / "desk.yaml").unlink()
