@@ -162,6 +162,8 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
 
     # with --json, the call's report (as serve delivers it) is the last line
     report = CallReport(runner, generation=None, call_id=runner.session_id) if printer.as_json else None
+    if report is not None:
+        runner.call_report = report  # a hang-up's reason is the report's end_reason
     if not await _started(runner, printer):
         return 1
     try:
@@ -180,6 +182,8 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
             for text in reply_texts(result.events):
                 printer.reply(text)
             printer.release()
+            if runner.hang_up_reason is not None:  # the agent ended the call (end_call, a transfer...)
+                break
         if report is not None:
             printer("report", {"report": report.finish("chat ended", f"{printer.errors} turn(s) failed"
                                                         if printer.errors else None)})
@@ -229,6 +233,8 @@ async def run_audio_chat(runner: SessionRunner, printer: ChatPrinter, turns: lis
             problem = await _answered(runner, speaker, started=time.monotonic(), wait_start=ANSWER_START_SECONDS)
             if problem:
                 printer.error(problem)
+            if runner.hang_up_reason is not None:
+                break
     finally:
         await runner.aclose()
         if audio_out is not None:

@@ -1,16 +1,22 @@
 """A call ended by the agent through a real `serve` (process executor, simulated
 job): livekit's EndCallTool ends the job, and the hang-up is in the call report,
-the answer of /simulate and /metrics; and `check` points at each bad key of a
+the answer of /simulate and /metrics; `chat` shows phone outcomes and stops when
+the agent hung up; and `check` points at each bad key of a
 ``telephony:``/``turn_handling:``/``background_audio:`` block at file:line:col."""
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
 from pathlib import Path
 
-from fakes.openai_chat import FakeOpenAI, tool_call
-from helpers import run_cli, write
+import pytest
+from fakes.openai_chat import FakeOpenAI, text, tool_call
+from helpers import CLI, child_env, run_cli, write
 from serve_harness import Serve, spec
+
+from voice_runtime.session.chat import ChatPrinter
 
 CLOSING = "Goodbye from the desk."
 
@@ -33,6 +39,42 @@ def test_end_call_in_a_served_call_ends_the_job_and_the_report_says_so(agents: P
         assert len(fake_openai.chat_requests) == 1
         serve.wait_for(lambda: serve.metric('voice_runtime_call_ends_total{agent="desk",reason="end_call"}') == 1.0,
                        message="the hang-up counted")
+
+
+@pytest.mark.timeout(300)  # a chat process imports livekit: slow on a loaded machine
+def test_chat_shows_phone_outcomes_and_the_conversation_stops_when_the_agent_hangs_up(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    targets = [{"name": "billing", "to": "+15105550123", "when": "billing"}]
+    write(agents / "desk.yaml", spec("You are the front desk.", fake_openai.base_url)
+          + f"telephony: {json.dumps({'end_call': {'say': CLOSING}, 'transfer': targets})}\n")
+    # chat has no phone line: the transfer fails and says why; then the model hangs up
+    fake_openai.enqueue(tool_call("transfer_call", {"target": "billing"}), text("I cannot transfer you from here."),
+                        tool_call("end_call", {}))
+
+    shown = subprocess.run([*CLI, "chat", str(agents), "--agent", "desk", "--json"],
+                           input="billing please\nbye\nare you there?\n", capture_output=True, text=True,
+                           timeout=240, env=child_env())
+    lines = [json.loads(line) for line in shown.stdout.splitlines()]
+    phone = [{k: v for k, v in line.items() if k not in ("type", "agent")} for line in lines if line["type"] == "phone"]
+    assert phone == [{"event": "transfer", "kind": "cold", "target": "billing", "to": "+15105550123",
+                      "outcome": "failed", "reason": "no phone line in this call"},
+                     {"event": "hang_up", "reason": "end_call"}]
+    # the third line is never sent: the call is over
+    assert [line["text"] for line in lines if line["type"] == "reply"][-1] == CLOSING
+    assert "are you there" not in json.dumps(fake_openai.chat_requests[-1]["messages"])
+    [report] = [line["report"] for line in lines if line["type"] == "report"]
+    assert report["end_reason"] == "end_call"
+    assert [p["event"] for p in report["phone"]] == ["transfer", "hang_up"]
+    # as chat prints them for a person
+    printed = io.StringIO()
+    printer = ChatPrinter("desk", as_json=False, out=printed)
+    for line in lines:
+        if line["type"] == "phone":
+            printer("phone", {k: v for k, v in line.items() if k != "type"})
+    assert printed.getvalue().splitlines() == [
+        "  [phone] cold transfer to billing (+15105550123): failed (no phone line in this call)",
+        "  [phone] hung up: end_call"]
 
 
 def test_check_points_at_each_bad_phone_and_turn_key(tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ class Keypad:
 async def line(sip_api: FakeSipApi) -> AsyncIterator[tuple[PhoneLine, Keypad]]:
     from livekit import api
 
-    client = api.LiveKitAPI(url=sip_api.url, api_key="lk-key", api_secret="lk-secret-0123456789")
+    client = api.LiveKitAPI(url=sip_api.url, api_key="lk-key", api_secret="lk-secret-0123456789-0123456789-0123")
     keypad = Keypad()
     yield PhoneLine(room_name=ROOM, api=lambda: client, caller_identity=lambda: CALLER,
                     publish_dtmf=keypad.publish_dtmf, dtmf_events=keypad.events), keypad
