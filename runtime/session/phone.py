@@ -90,6 +90,8 @@ def tell(owner: PhoneOwner, event: str, /, **data: Any) -> None:
 
     owner.emit("phone", {"event": event, "agent": owner.name, **data})
     observe_phone(owner.name, event, data)
+    log.info("agent %s: phone %s %s", owner.name, event, " ".join(f"{k}={v}" for k, v in data.items()),
+             extra={"agent": owner.name, "phone": event})
 
 
 def transfer_to_uri(to: str) -> str:
