@@ -79,6 +79,7 @@ class PhoneOwner(Protocol):
 
     name: str
     session: Any
+    mode: str  # pipeline or realtime: how a line is said
     line: PhoneLine | None
 
     def emit(self, event: str, data: dict[str, Any]) -> None: ...
@@ -92,6 +93,14 @@ def tell(owner: PhoneOwner, event: str, /, **data: Any) -> None:
     observe_phone(owner.name, event, data)
     log.info("agent %s: phone %s %s", owner.name, event, " ".join(f"{k}={v}" for k, v in data.items()),
              extra={"agent": owner.name, "phone": event})
+
+
+def _say(owner: PhoneOwner, line: str) -> Any:
+    """Say ``line`` as the agent, in the mode the call is in (a realtime model has no
+    TTS: it is asked to say it, as filler lines are)."""
+    from .fillers import speak_in
+
+    return speak_in(owner.session, owner.mode, line)
 
 
 def transfer_to_uri(to: str) -> str:
@@ -126,7 +135,7 @@ def _end_call_tool(owner: PhoneOwner, telephony: Telephony, hang_up: Callable[[s
         if spec.say:
             # said by us, word for word; the model is given nothing to answer
             # (end_instructions=None), so the session ends once the line has played
-            event.ctx.session.say(spec.say, allow_interruptions=False)
+            _say(owner, spec.say)
 
     line = owner.line
     return end_call_toolset_class()(
@@ -168,7 +177,7 @@ async def _cold(owner: PhoneOwner, target: Transfer, hang_up: Callable[[str], No
         tell(owner, "transfer", kind="cold", target=target.name, to=target.to, outcome="failed", reason=why)
         raise ToolError(f"the transfer is not possible: {why}")
     if target.say:
-        handle = owner.session.say(target.say, allow_interruptions=False)
+        handle = _say(owner, target.say)
         # the tool's own speech is done when the tool returns; the line plays after it,
         # so the REFER waits for it in the background
         asyncio.ensure_future(_refer_after(owner, target, line, identity, handle, hang_up))
@@ -226,7 +235,7 @@ async def _warm(owner: PhoneOwner, target: Transfer, hang_up: Callable[[str], No
         tell(owner, "transfer", kind="warm", target=target.name, to=target.to, outcome="failed", reason=why)
         raise ToolError(f"the transfer is not possible: {why}")
     if target.say:
-        owner.session.say(target.say, allow_interruptions=False)
+        _say(owner, target.say)
     # the session has no models of its own (each agent brings its own): the task and
     # the human's side session use the current agent's
     kwargs: dict[str, Any] = {"chat_ctx": owner.session.history, **_agent_models(owner.session)}
@@ -393,7 +402,9 @@ class CallGuards:
         if say:
             with contextlib.suppress(Exception):
                 session.interrupt(force=True)
-                await session.say(say, allow_interruptions=False).wait_for_playout()
+                handle = _say(self.owner, say)
+                if handle is not None:
+                    await handle.wait_for_playout()
         session.shutdown()
 
     async def _detect_machine(self, session: Any) -> None:
