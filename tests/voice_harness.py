@@ -115,7 +115,8 @@ class VoiceCall:
     t0: float
 
     @classmethod
-    async def start(cls, folder: Path, spec: str, *, filename: str = "desk.yaml") -> VoiceCall:
+    async def start(cls, folder: Path, spec: str, *, filename: str = "desk.yaml", **runner: Any) -> VoiceCall:
+        """``runner``: more of SessionRunner's arguments (a phone ``line``, a ``background_sink``)."""
         folder.mkdir(parents=True, exist_ok=True)
         (folder / filename).write_text(spec)
         plugins = make_plugin_manager(None)
@@ -124,7 +125,7 @@ class VoiceCall:
         events: list[tuple[float, str, dict[str, Any]]] = []
         mic, speaker = audio_io.caller_audio(INPUT_RATE), audio_io.speaker_audio(OUTPUT_RATE)
         runner = SessionRunner(result.specs[0], plugins, audio_in=mic, audio_out=speaker,
-                               listeners=[lambda e, d: events.append((time.monotonic(), e, d))])
+                               listeners=[lambda e, d: events.append((time.monotonic(), e, d))], **runner)
         t0 = time.monotonic()
         await runner.start()
         return cls(runner, mic, speaker, events, t0)

@@ -306,3 +306,95 @@ def watch_memory_kills(callback: Callable[[str | None, float | None], None]) -> 
     logger = logging.getLogger("livekit.agents")
     if not any(type(f).__name__ == "Watch" for f in logger.filters):
         logger.addFilter(Watch())
+
+
+# -- telephony parts (livekit/agents/beta, voice/background_audio.py) ----------------------
+
+
+def end_call_toolset_class() -> type:
+    """livekit's ``EndCallTool`` whose close handler works outside a job too.
+    ``EndCallTool._on_session_close`` calls ``get_job_context()``, which raises outside
+    a job (``chat``, tests): the session then closes but livekit logs a traceback.
+    The override does its job part only when there is a job; it also cancels
+    ``_shutdown_session_task`` as livekit's does. Degrades (the method renamed): the
+    traceback again, the call still ends."""
+    from livekit.agents.beta.tools import EndCallTool
+    from livekit.agents.job import get_job_context
+
+    class RuntimeEndCallTool(EndCallTool):  # type: ignore[misc]
+        def _on_session_close(self, ev: Any) -> None:
+            try:
+                get_job_context()
+            except RuntimeError:
+                task, self._shutdown_session_task = self._shutdown_session_task, None
+                if task is not None:
+                    task.cancel()
+                return
+            super()._on_session_close(ev)
+
+    return RuntimeEndCallTool
+
+
+def dtmf_task_class() -> type:
+    """livekit's ``GetDtmfTask`` listening to any ``sip_dtmf_received`` emitter
+    (the call's room, or a roomless call's line) instead of ``get_job_context().room``.
+    It attaches the task's own handlers, ``_on_sip_dtmf_received``,
+    ``_on_user_state_changed``, ``_on_agent_state_changed`` and cancels
+    ``_generate_dtmf_reply`` as livekit's ``on_enter``/``on_exit`` do (1.8.9)."""
+    from livekit.agents.beta.workflows import GetDtmfTask
+
+    class LineDtmfTask(GetDtmfTask):  # type: ignore[misc]
+        def __init__(self, events: Any, models: dict[str, Any], **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._line_events = events
+            # GetDtmfTask takes no models and falls back to the session's; a session
+            # whose agents bring their own has none: Agent's ``_llm``/``_stt``/``_tts``/``_vad``
+            for key, model in models.items():
+                if model is not None:
+                    setattr(self, f"_{key}", model)
+
+        async def on_enter(self) -> None:
+            self._line_events.on("sip_dtmf_received", self._on_sip_dtmf_received)
+            self.session.on("user_state_changed", self._on_user_state_changed)
+            self.session.on("agent_state_changed", self._on_agent_state_changed)
+            self.session.generate_reply(tool_choice="none")
+
+        async def on_exit(self) -> None:
+            self._line_events.off("sip_dtmf_received", self._on_sip_dtmf_received)
+            self.session.off("user_state_changed", self._on_user_state_changed)
+            self.session.off("agent_state_changed", self._on_agent_state_changed)
+            self._generate_dtmf_reply.cancel()
+
+    return LineDtmfTask
+
+
+def roomless_background_player_class() -> type:
+    """livekit's ``BackgroundAudioPlayer`` for a call without a room (``chat
+    --audio-in``, tests): its mixer's frames go to a callable instead of a published
+    track. Overrides ``_publish_track`` (nothing to publish) and ``_run_mixer_task``
+    (reads ``_audio_mixer`` as livekit's does, 1.8.9). ``start()`` still wants a
+    ``room`` argument; it is only stored."""
+    from livekit.agents.voice.background_audio import BackgroundAudioPlayer
+
+    class RoomlessBackgroundAudioPlayer(BackgroundAudioPlayer):  # type: ignore[misc]
+        def __init__(self, sink: Callable[[Any], None], **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._sink = sink
+
+        async def _publish_track(self) -> None:
+            return None
+
+        async def _run_mixer_task(self) -> None:
+            import asyncio
+
+            # a published track's AudioSource paces the mixer at real time; the sink
+            # does not, so the pacing is here (a 2 s clip would "play" in microseconds)
+            loop = asyncio.get_running_loop()
+            next_at = loop.time()
+            async for frame in self._audio_mixer:
+                self._sink(frame)
+                next_at = max(next_at, loop.time() - 0.2) + frame.duration
+                if next_at > loop.time():
+                    await asyncio.sleep(next_at - loop.time())
+
+    return RoomlessBackgroundAudioPlayer

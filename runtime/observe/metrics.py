@@ -163,3 +163,41 @@ SERVER_REQUESTS = Counter(
 
 def observe_server_request(server: str, kind: str, outcome: str) -> None:
     SERVER_REQUESTS.labels(server, kind, outcome).inc()
+
+
+CALL_ENDS = Counter(
+    "voice_runtime_call_ends",
+    "Calls ended, by agent and reason: end_call (the model hung up), transferred, voicemail, silence_timeout, "
+    "max_call_seconds, or livekit's close reason (user_initiated, participant_disconnected, error, ...).",
+    ["agent", "reason"],
+)
+TRANSFERS = Counter(
+    "voice_runtime_transfers",
+    "Phone transfers by agent, kind (cold, warm) and outcome (transferred, failed).",
+    ["agent", "kind", "outcome"],
+)
+DTMF = Counter(
+    "voice_runtime_dtmf",
+    "Keypad input by agent, direction (sent, collected) and outcome (ok, incomplete, failed).",
+    ["agent", "direction", "outcome"],
+)
+VOICEMAIL = Counter(
+    "voice_runtime_voicemail",
+    "Answering-machine detection verdicts by agent, category (human, machine-vm, machine-ivr, "
+    "machine-unavailable, uncertain, error) and what was done (leave_message, hang_up, none).",
+    ["agent", "category", "action"],
+)
+
+
+def observe_call_end(agent: str, reason: str) -> None:
+    CALL_ENDS.labels(agent, reason).inc()
+
+
+def observe_phone(agent: str, kind: str, data: dict[str, Any]) -> None:
+    """One phone outcome (session/phone.py), counted by its kind."""
+    if kind == "transfer":
+        TRANSFERS.labels(agent, data["kind"], data["outcome"]).inc()
+    elif kind == "dtmf":
+        DTMF.labels(agent, data["direction"], data["outcome"]).inc()
+    elif kind == "voicemail":
+        VOICEMAIL.labels(agent, data["category"], data["action"]).inc()

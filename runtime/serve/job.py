@@ -140,9 +140,12 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
     try:
         values = await _call_context(ctx, loaded, simulated=fake and browser is None, fake=fake)
         # the spec made for this call: a value that cannot go into a header refuses it here
+        from ..session.phone import PhoneLine
+
+        # a LiveKit room's phone line (transfers, DTMF, hang-up); a fake job has none
         runner = SessionRunner(loaded, plugins, text_only=fake and not (browser and browser.audio), pool=pool,
                                session_id=ctx.job.id, specs=targets, call_context=values,
-                               **(browser.io() if browser else {}))
+                               line=None if fake else PhoneLine.of_job(ctx), **(browser.io() if browser else {}))
     except ContextRefused as exc:
         await _refuse(ctx, loaded, Path(state_dir), generation, exc, fake and browser is None)
         if borrowed is not None:

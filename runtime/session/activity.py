@@ -51,6 +51,9 @@ class ActivityOwner(HandoffOwner, Protocol):
     call_context: dict[str, str]  # the call's values, for pinned tool arguments
     questions: ServerQuestions
     sampler: Sampler
+    line: Any  # session/phone.py PhoneLine, or None
+
+    def hang_up(self, reason: str) -> None: ...
 
     def mcp_pool(self) -> McpPool | GatewayPool: ...
 
@@ -131,7 +134,10 @@ class AgentActivity:
             owner.emit("warning", {"message": line})
         from .handoffs import transfer_tools
 
+        from .phone import phone_tools
+
         tools = plan.plugin + mcp_tools(plan, self.recorder, self._fillers(), owner.questions) + transfer_tools(owner)
+        tools += phone_tools(owner, self.loaded.spec.telephony, owner.hang_up)
         if any(conn.server.elicitation == "allow" for conn in self.connections.values()):
             from .questions import question_tools
 

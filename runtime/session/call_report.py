@@ -32,6 +32,7 @@ class CallReport:
         self.handoffs: list[dict[str, Any]] = []
         self.fallbacks: list[dict[str, Any]] = []
         self.claims: list[dict[str, Any]] = []
+        self.phone: list[dict[str, Any]] = []  # hang-ups, transfers, DTMF, voicemail (session/phone.py)
         self.transcript: list[dict[str, Any]] = []
         self.done = False
         self.end_reason: str | None = None  # set by whoever saw the call end first
@@ -56,6 +57,8 @@ class CallReport:
             self.handoffs.append({"from": data["from"], "to": data["to"], "at": now})
         elif event == "fallback":
             self.fallbacks.append({"from": data["from"], "to": data["to"], "reason": data["reason"], "at": now})
+        elif event == "phone":
+            self.phone.append({**data, "at": now})
         elif event == "unbacked_claim":
             self.claims.append({"agent": data["agent"], "claim": data["claim"], "action": data["action"], "at": now})
 
@@ -86,7 +89,7 @@ class CallReport:
             "duration_s": round(ended - self.started_at, 3), "end_reason": end_reason, "error": error,
             "context": public(self.spec.context, self.runner.call_context),
             "transcript": self.transcript, "tool_calls": self.tool_calls, "handoffs": self.handoffs,
-            "fallbacks": self.fallbacks, "unbacked_claims": self.claims,
+            "fallbacks": self.fallbacks, "unbacked_claims": self.claims, "phone": self.phone,
         }
 
 
@@ -97,7 +100,7 @@ def refused_report(loaded: Any, generation: int | None, call_id: str, room: str 
     return {"id": new_id(), "type": "call.ended", "agent": loaded.name, "generation": generation,
             "call_id": call_id, "room": room, "started_at": now, "ended_at": now, "duration_s": 0.0,
             "end_reason": reason, "error": reason, "context": {}, "transcript": [], "tool_calls": [],
-            "handoffs": [], "fallbacks": [], "unbacked_claims": []}
+            "handoffs": [], "fallbacks": [], "unbacked_claims": [], "phone": []}
 
 
 def targets(loaded: Any) -> list[dict[str, Any]]:

@@ -18,6 +18,21 @@ if TYPE_CHECKING:
 RESULT_PREVIEW = 200
 
 
+def phone_line(data: dict[str, Any]) -> str:
+    """A phone outcome (session/phone.py) in words."""
+    kind = data.get("event")
+    why = f" ({data['reason']})" if data.get("reason") else ""
+    if kind == "hang_up":
+        return f"hung up: {data['reason']}"
+    if kind == "transfer":
+        return f"{data['kind']} transfer to {data['target']} ({data['to']}): {data['outcome']}" + why
+    if kind == "dtmf":
+        return f"keypad {data['direction']}: {data['count']} digits, {data['outcome']}" + why
+    if kind == "voicemail":
+        return f"answering-machine detection: {data['category']}, action {data['action']}" + why
+    return str(data)
+
+
 class ChatPrinter:
     """Turns session events into lines for a person (text) or a script (JSON)."""
 
@@ -72,6 +87,8 @@ class ChatPrinter:
             return f"!! the reply claims an action but no tool ran: {data['claim']}"
         if event == "fallback":
             return f"  (switched from {data['from']} to {data['to']}: {data['reason']})"
+        if event == "phone":
+            return f"  [phone] {phone_line(data)}"
         return f"  ({event}: {data.get('message', data)})"
 
     def hold(self) -> None:
@@ -145,6 +162,8 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
 
     # with --json, the call's report (as serve delivers it) is the last line
     report = CallReport(runner, generation=None, call_id=runner.session_id) if printer.as_json else None
+    if report is not None:
+        runner.call_report = report  # a hang-up's reason is the report's end_reason
     if not await _started(runner, printer):
         return 1
     try:
@@ -163,6 +182,8 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
             for text in reply_texts(result.events):
                 printer.reply(text)
             printer.release()
+            if runner.hang_up_reason is not None:  # the agent ended the call (end_call, a transfer...)
+                break
         if report is not None:
             printer("report", {"report": report.finish("chat ended", f"{printer.errors} turn(s) failed"
                                                         if printer.errors else None)})
@@ -212,6 +233,8 @@ async def run_audio_chat(runner: SessionRunner, printer: ChatPrinter, turns: lis
             problem = await _answered(runner, speaker, started=time.monotonic(), wait_start=ANSWER_START_SECONDS)
             if problem:
                 printer.error(problem)
+            if runner.hang_up_reason is not None:
+                break
     finally:
         await runner.aclose()
         if audio_out is not None:

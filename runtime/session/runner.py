@@ -88,7 +88,8 @@ class SessionRunner:
                  pool: McpPool | GatewayPool | None = None, recorder: CallRecorder | None = None,
                  specs: dict[str, LoadedSpec] | None = None, llm_override: Any = None,
                  stand_ins: list[Any] | None = None, audio_in: Any = None, audio_out: Any = None,
-                 call_context: dict[str, str] | None = None) -> None:
+                 call_context: dict[str, str] | None = None, line: Any = None,
+                 background_sink: Callable[[Any], None] | None = None) -> None:
         from ..spec.call_context import for_call
         from .handoffs import TurnHandoffs
 
@@ -138,6 +139,13 @@ class SessionRunner:
         self._exit_stack = contextlib.AsyncExitStack()
         self.end_reason: str | None = None  # livekit's reason the session closed (the call report's)
         self.call_report: Any = None  # serve's job attaches one (session/call_report.py)
+        # where the phone operations go (session/phone.py PhoneLine): a job's room, a test's fakes, or None
+        self.line = line
+        # a call without a room: where background_audio's mixed frames go (tests)
+        self.background_sink = background_sink
+        self.hang_up_reason: str | None = None  # ours (end_call, transferred, ...), once the call is being ended
+        self._guards: Any = None  # session/phone.py CallGuards: limits and answering-machine detection
+        self._background: Any = None  # livekit's BackgroundAudioPlayer, when the spec has background_audio
 
     # -- the agent the call is with now ---------------------------------------------------
 
@@ -283,6 +291,18 @@ class SessionRunner:
             if interrupt_after_ms is not None:
                 # a session option in livekit (the agent's turn_handling does not reach it)
                 session_kwargs["turn_handling"] = {"interruption": {"min_duration": interrupt_after_ms / 1000}}
+            from .turn_taking import merge_turn_handling
+
+            # session options too: the agent a call starts with sets them for the call
+            turn_handling = merge_turn_handling(session_kwargs.get("turn_handling", {}), spec)
+            if turn_handling:
+                session_kwargs["turn_handling"] = turn_handling
+        if spec.telephony is not None:
+            from .phone import CallGuards
+
+            self._guards = CallGuards(self, spec.telephony, self.hang_up)
+            if not self.text_only:  # a typed call has no silence, no machine to detect
+                session_kwargs.update(self._guards.session_options())
         self.session = _runtime_session_class()(**session_kwargs)
         if self.mode == "realtime" and spec.pipeline is not None:
             self.session.realtime_fallback = self._fall_back_to_pipeline
@@ -303,6 +323,13 @@ class SessionRunner:
             self.session.output.audio = self.audio_out
         await self.session.start(agent, **({"room": room} if room is not None else {}))
         self._started = True
+        if self._guards is not None:
+            self._guards.attach(self.session, audio=not self.text_only)
+        if not self.text_only:
+            from .turn_taking import start_background
+
+            self._background = await start_background(spec.background_audio, self.loaded.path.parent, self.session,
+                                                      room, self.background_sink)
         self._count_as(self.name)
         targets = [s for name, s in self.specs.items() if name != self.name]
         if targets and self.pool is not None:
@@ -476,12 +503,34 @@ class SessionRunner:
         notify(self.plugins, "voice_runtime_session_fallback", agent=self.name, session_id=self.session_id,
                from_mode="realtime", to_mode="pipeline", reason=reason)
 
+    def hang_up(self, reason: str) -> None:
+        """The call is being ended by us (a phone tool or limit, session/phone.py); the
+        first reason given is the one reported."""
+        if self.hang_up_reason is not None:
+            return
+        self.hang_up_reason = reason
+        if self.call_report is not None:  # a simulated call may be reported before the session has closed
+            self.call_report.end_reason = reason
+        from .phone import tell
+
+        tell(self, "hang_up", reason=reason)
+
     def _on_close(self, event: Any) -> None:
+        from ..observe.metrics import observe_call_end
+        from .phone import end_job
+
         reason = str(getattr(getattr(event, "reason", None), "value", getattr(event, "reason", "")))
-        self.end_reason = self.end_reason or reason
+        self.end_reason = self.hang_up_reason or self.end_reason or reason
+        observe_call_end(self.name, self.end_reason)
+        if self.hang_up_reason not in (None, "end_call"):  # livekit's EndCallTool ends its job itself
+            end_job(self.line, self.end_reason, delete_room=self._deletes_room())
         if self.call_report is not None:  # the history is still there: the session closes after this
             self.call_report.snapshot_transcript()
         notify(self.plugins, "voice_runtime_session_ended", agent=self.name, session_id=self.session_id, reason=reason)
+
+    def _deletes_room(self) -> bool:
+        end_call = getattr(self.loaded.spec.telephony, "end_call", None)
+        return end_call.delete_room if end_call is not None else True
 
     def _count_as(self, agent: str | None) -> None:
         from ..observe.metrics import count_session
@@ -494,6 +543,12 @@ class SessionRunner:
 
     async def aclose(self) -> None:
         self._count_as(None)
+        if self._guards is not None:
+            await self._guards.aclose()
+        if self._background is not None:
+            background, self._background = self._background, None
+            with contextlib.suppress(Exception):
+                await background.aclose()
         if self._warming is not None and not self._warming.done():
             self._warming.cancel()
         if self._greeting_task is not None and not self._greeting_task.done():

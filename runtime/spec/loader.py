@@ -301,6 +301,10 @@ class SpecLoader:
             else:
                 instructions = text  # type: ignore[assignment]
                 digest.update(body)  # type: ignore[arg-type]
+        from .turn_taking import sound_file_problems
+
+        for key_path, message in sound_file_problems(getattr(spec, "background_audio", None), path.parent):
+            errors.append(walker.error(key_path, message, value=True))
         from .call_context import check_uses
 
         # every ${call.NAME}: declared, and where a call's values are substituted

@@ -30,6 +30,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from .telephony_agent import Telephony
+from .turn_taking import BackgroundAudio, TurnHandling
+
 
 def http_url(value: str) -> str:
     """An MCP server's or a webhook's URL: http(s) with a host."""
@@ -488,6 +491,9 @@ class AgentSpecBase(StrictModel):
         default_factory=dict,
         description="What a call may carry (caller, account, per-call token), used as ${call.NAME} in instructions, "
         "greeting, MCP headers and url query, and pinned tool arguments.")
+    telephony: Telephony | None = Field(None, description="Phone behaviour: end_call, transfer, dtmf, voicemail, ...")
+    turn_handling: TurnHandling | None = Field(None, description="Endpointing, interruptions, preemptive generation.")
+    background_audio: BackgroundAudio | None = Field(None, description="Ambient and thinking sounds.")
 
     @field_validator("handoffs")
     @classmethod

@@ -238,3 +238,26 @@ def test_a_pool_launches_a_job_as_given_and_keeps_its_idle_queue() -> None:
 
     assert inspect.iscoroutinefunction(ProcPool.launch_job)
     assert "_warmed_proc_queue" in inspect.getsource(ProcPool.__init__)
+
+
+async def test_the_telephony_parts_the_phone_behaviour_overrides_still_exist() -> None:
+    """EndCallTool's close handler and shutdown task, GetDtmfTask's handlers, an Agent's
+    models, BackgroundAudioPlayer's track and mixer (core/livekit_compat.py, telephony)."""
+    from livekit.agents import Agent
+    from livekit.agents.beta.tools import EndCallTool
+    from livekit.agents.beta.workflows import GetDtmfTask
+    from livekit.agents.voice.background_audio import BackgroundAudioPlayer
+
+    assert callable(EndCallTool._on_session_close)
+    assert EndCallTool()._shutdown_session_task is None
+    task = GetDtmfTask(num_digits=4)
+    for name in ("_on_sip_dtmf_received", "_on_user_state_changed", "_on_agent_state_changed"):
+        assert callable(getattr(task, name))
+    assert callable(task._generate_dtmf_reply.cancel)
+    agent = Agent(instructions="x")
+    assert all(hasattr(agent, f"_{key}") for key in ("llm", "stt", "tts", "vad"))
+    assert inspect.iscoroutinefunction(BackgroundAudioPlayer._publish_track)
+    assert inspect.iscoroutinefunction(BackgroundAudioPlayer._run_mixer_task)
+    assert "_audio_mixer" in inspect.getsource(BackgroundAudioPlayer.__init__)
+    line = livekit_compat.dtmf_task_class()(object(), {"llm": "model"}, num_digits=2)
+    assert line.llm == "model"
