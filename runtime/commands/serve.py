@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -43,6 +43,7 @@ def serve(
     max_browser_calls: Annotated[int, typer.Option("--max-browser-calls", min=0, max=64, help="Browser calls at once, over all agents (each is a job process); more get 429.")] = 2,
     max_call_seconds: Annotated[float, typer.Option("--max-call-seconds", min=1, max=86400, help="A browser call is ended after this many seconds.")] = 600.0,
     report_spool: Annotated[Optional[Path], typer.Option("--report-spool", metavar="DIR", help="Where call reports wait for delivery (put it on a volume: a serve started on it later, even after a crash, delivers what is left). [default: $XDG_STATE_HOME/voice-runtime/reports, or ~/.local/state/...]")] = None,
+    reports: Annotated[Optional[Path], typer.Option("--reports", metavar="FILE.yaml", help="Report targets for every call of every agent, besides each spec's `reports:` (apiVersion: voice-runtime/v1, reports: [{webhook: {url, secret}}, {file: {dir}}]).")] = None,
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="text or json.")] = LogFormat.text,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
@@ -106,9 +107,26 @@ def serve(
         load_threshold=load_threshold, drain_timeout=drain_timeout, scan_interval=scan_interval,
         unregistered=unregistered or local, local=local, talk=talk, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
         require_tests=require_tests, report_spool=report_spool or _default_spool(),
+        report_targets=tuple(_report_targets(reports)) if reports is not None else (),
         ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
     )
     raise typer.Exit(run_serve(options, secrets=secrets))
+
+
+def _report_targets(path: Path) -> list[dict[str, Any]]:
+    """--reports FILE read like a spec (errors at file:line:col, exit 2)."""
+    import sys
+
+    from ..plugins.manager import make_plugin_manager
+    from ..spec.loader import SpecLoader
+    from ..spec.reports_file import load_reports_file
+
+    got = load_reports_file(path, SpecLoader(make_plugin_manager(None, entry_points=False, trial=False)))
+    if got and not isinstance(got[0], dict):
+        for error in got:
+            print(f"error: {error}", file=sys.stderr)
+        raise typer.Exit(2)
+    return got  # type: ignore[return-value]
 
 
 def _default_spool() -> Path:

@@ -9,6 +9,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class Executor(str, enum.Enum):
@@ -82,6 +83,8 @@ class ServeOptions:
     talk: TalkOptions = TalkOptions()  # browser calls: GET /talk/<agent> (talk.py)
     # --report-spool: where call reports wait for delivery; it must outlive serve (a volume)
     report_spool: Path | None = None
+    # --reports FILE: report targets for every call of every agent, besides each spec's own
+    report_targets: tuple[dict[str, Any], ...] = ()
     ws_url: str | None = None
     api_key: str | None = None
     api_secret: str | None = None

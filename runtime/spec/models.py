@@ -30,6 +30,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from .analysis import Analysis
+
 
 def http_url(value: str) -> str:
     """An MCP server's or a webhook's URL: http(s) with a host."""
@@ -484,6 +486,7 @@ class AgentSpecBase(StrictModel):
     report_tool_io: bool = Field(
         False, description="Put each tool call's arguments and result in the report (default: server, tool, "
         "outcome and latency only).")
+    analysis: Analysis | None = Field(None, description="After the call, a model fills a JSON Schema from the transcript; the answer (or why there is none) goes into the report.")
     context: dict[Annotated[str, Field(pattern=CONTEXT_NAME_PATTERN)], ContextValue] = Field(
         default_factory=dict,
         description="What a call may carry (caller, account, per-call token), used as ${call.NAME} in instructions, "

@@ -66,7 +66,7 @@ def test_a_calls_report_reaches_its_webhook_signed_and_its_folder_without_secret
         receiver.stop()
     [sent] = _verified(receiver)
     assert sent["id"] == report["id"] and receiver.delivered()[0].headers["webhook-id"] == report["id"]
-    assert sent["agent"] == "desk" and sent["call_id"] and sent["end_reason"] == "simulated call finished"
+    assert sent["agent"] == "desk" and sent["call_id"] and sent["end_reason"] == "hang_up"
     assert sent["context"] == {"caller": "+15550001"}  # the secret pin is not in it
     assert [(t["role"], t["text"]) for t in sent["transcript"]] == [
         ("caller", "weather in Paris? my pin is ${call.pin}"), ("agent", "Result: sunny in Paris")]
