@@ -128,6 +128,13 @@ class Spool:
     def count(self, sub: str = PENDING) -> int:
         return sum(1 for _ in (self.folder / sub).glob("*.json"))
 
+    def backlog(self) -> dict[str, Any]:
+        """What waits: pending deliveries (and since when), dead-lettered ones, calls
+        running now (their checkpoints), for /status and the status page."""
+        oldest = min((p.stat().st_mtime for p in (self.folder / PENDING).glob("*.json")), default=None)
+        return {"pending": self.count(PENDING), "dead": self.count(DEAD), "calls_running": self.count(CALLS),
+                "oldest_pending_at": oldest, "spool": str(self.folder)}
+
     def delivered(self, entry: Entry) -> None:
         entry.path.unlink(missing_ok=True)
         _fsync_dir(entry.path.parent)

@@ -253,6 +253,9 @@ async def _call_context(ctx: JobContext, loaded: Any, *, simulated: bool, fake: 
     if simulated:
         script = json.loads(ctx.job.room.metadata or "{}")
         given = script.get("context") if isinstance(script.get("context"), dict) else {}
+    elif fake:  # a browser call: the page's query, checked by serve when it was reserved
+        talk = json.loads(ctx.job.room.metadata or "{}").get("talk") or {}
+        given = talk.get("context") if isinstance(talk.get("context"), dict) else {}
     elif not fake and any(d.from_.startswith("participant:") for d in declared.values()):
         # a browser call (a fake job too) has no LiveKit participant: its declared
         # defaults apply, and a required participant value refuses it

@@ -96,7 +96,7 @@ class Deliverer:
                 observe_report("retried")
                 log.warning("call report %s not delivered to %s (attempt %d): %s; retrying", entry.data["id"],
                             where, int(entry.data["attempts"]), result)
-        set_reports_pending(self.spool.count())
+        set_reports_pending(self.spool.count(), self.spool.count("dead"))
 
     def report_killed_calls(self) -> None:
         """The report of every call whose job process is gone without writing it, from

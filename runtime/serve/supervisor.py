@@ -155,6 +155,7 @@ class Supervisor:
         write_private_json(self.catalog.state_dir / SPOOL_POINTER,
                            {"folder": str(spool.folder), "targets": list(self.options.report_targets)})
         self.deliverer = Deliverer(spool, on_report=self._report_hook)
+        self.view.spool = spool
 
     def _report_hook(self, report: dict[str, Any]) -> None:
         from ..plugins.manager import notify
