@@ -192,6 +192,27 @@ def test_a_sigkilled_job_process_still_gets_a_report_marked_job_killed(
     assert report["id"] in hooks.read_text()  # serve told the hook too
 
 
+def test_chat_json_ends_with_the_same_report_as_a_served_call_analysis_included(
+    desk: tuple[Serve, Path, Path, Path]
+) -> None:
+    import subprocess
+
+    from helpers import CLI, child_env
+
+    serve, _spool, _out, hooks = desk
+    served = _call(serve, ["hello"])
+    chat = subprocess.run([*CLI, "chat", str(serve.agents), "--agent", "desk", "--json"], input="hello\n",
+                          capture_output=True, text=True, timeout=120, env=child_env({"HOOK_LOG": str(hooks)}))
+    assert chat.returncode == 0, chat.stderr
+    report = json.loads(chat.stdout.splitlines()[-1])["report"]
+    assert sorted(report) == sorted(served)
+    assert report["analysis"]["result"] == served["analysis"]["result"] == {"resolved": True, "topic": "weather"}
+    assert [(t["role"], t["text"]) for t in report["transcript"]] == [
+        (t["role"], t["text"]) for t in served["transcript"]]
+    assert report["end_reason"] == served["end_reason"] == "hang_up"
+    assert report["id"] in hooks.read_text()  # chat tells the hook too
+
+
 def test_a_call_cut_by_serve_draining_ends_with_serve_draining(desk: tuple[Serve, Path, Path, Path]) -> None:
     serve, spool, out, _hooks = desk
     before = {p.name for p in out.glob("*.json")}
