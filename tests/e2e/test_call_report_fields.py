@@ -228,3 +228,23 @@ def test_a_call_cut_by_serve_draining_ends_with_serve_draining(desk: tuple[Serve
     reports = [json.loads(p.read_text()) for p in out.glob("*.json") if p.name not in before]
     reports += [json.loads(p.read_text())["report"] for p in (spool / "pending").glob("*.json")]
     assert [r["end_reason"] for r in reports] == ["serve_draining"], reports
+
+
+def test_a_bad_serve_reports_file_stops_serve_with_each_error_at_its_location(tmp_path: Path) -> None:
+    import subprocess
+
+    from helpers import CLI, child_env
+
+    (tmp_path / "agents").mkdir()
+    write(tmp_path / "reports.yaml", "apiVersion: voice-runtime/v1\nreports:\n"
+          "  - webhook: {url: 'ftp://x/', secret: whsec_c2hvcnQ=}\n  - {file: {dir: a}, webhook: null, extra: 1}\n")
+    result = subprocess.run([*CLI, "serve", str(tmp_path / "agents"), "--unregistered", "--reports",
+                             str(tmp_path / "reports.yaml")], capture_output=True, text=True, timeout=60,
+                            env=child_env({}))
+    assert result.returncode == 2
+    err = result.stderr.replace(str(tmp_path) + "/", "")
+    assert "error: reports.yaml:3:20: reports[0].webhook.url: must be an http:// or https:// URL with a host" in err
+    assert "reports.yaml:3:40: reports[0].webhook.secret: must be `whsec_` followed by base64 of at least 16" in err
+    assert "c2hvcnQ" not in err  # the secret is not echoed
+    assert "reports.yaml:4:" in err and "extra" in err
+    assert "Traceback" not in err
