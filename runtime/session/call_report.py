@@ -194,7 +194,7 @@ def latency_of(transcript: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-turn latency in order, with p50 and the worst of the call."""
     values = [t["latency_s"] for t in transcript if "latency_s" in t]
     if not values:
-        return {"turns": [], "p50_s": None, "max_s": None}
+        return {"turns": [], "p50_s": None, "max_s": None, "measured": []}
     ordered = sorted(values)
     return {"turns": values, "p50_s": ordered[len(ordered) // 2], "max_s": ordered[-1],
             "measured": sorted({t["latency_of"] for t in transcript if "latency_of" in t})}
