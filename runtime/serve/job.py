@@ -210,7 +210,10 @@ async def _report_out(state_dir: Path, loaded: Any, plugins: Any, values: dict[s
     redact = redactor(loaded, values).redact_data
     report = redact(report)
     if analyze:
-        report = redact(await with_analysis(plugins, loaded.spec, report))
+        # serve closing its job processes gives each 10 s (livekit's close timeout): an
+        # analysis past that would be killed with the job, and the call reported job_killed
+        budget = DRAINING_ANALYSIS_S if draining(state_dir) else None
+        report = redact(await with_analysis(plugins, loaded.spec, report, budget))
     else:
         report["analysis"] = None
     notify(plugins, "voice_runtime_call_report", report=report)
@@ -234,6 +237,7 @@ def draining(state_dir: Path) -> bool:
 
 
 DRAINING_MARK = "draining"  # in serve's state folder once it stops: calls cut after it end by the drain
+DRAINING_ANALYSIS_S = 5.0
 PARTICIPANT_WAIT_S = 15.0  # for the caller whose attributes (sip.*) the context reads
 
 

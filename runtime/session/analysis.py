@@ -41,28 +41,32 @@ def _model(plugins: Any, spec: Any) -> Any:
     return make_provider(plugins, "llm", options)
 
 
-async def with_analysis(plugins: Any, spec: Any, report: dict[str, Any]) -> dict[str, Any]:
-    """``report`` with its ``analysis`` (None when the spec asks for none)."""
-    report["analysis"] = await analyze(plugins, spec, report.get("transcript") or []) \
+async def with_analysis(plugins: Any, spec: Any, report: dict[str, Any], budget_s: float | None = None
+                        ) -> dict[str, Any]:
+    """``report`` with its ``analysis`` (None when the spec asks for none); ``budget_s``
+    shortens its time limit (a job being closed by serve has only seconds left)."""
+    report["analysis"] = await analyze(plugins, spec, report.get("transcript") or [], budget_s) \
         if getattr(spec, "analysis", None) is not None else None
     return report
 
 
-async def analyze(plugins: Any, spec: Any, transcript: list[dict[str, Any]]) -> dict[str, Any]:
+async def analyze(plugins: Any, spec: Any, transcript: list[dict[str, Any]], budget_s: float | None = None
+                  ) -> dict[str, Any]:
     """``{"result": {...}, "model", "duration_s"}`` or ``{"error": "...", "duration_s"}``."""
     from ..spec.analysis import validate_answer
 
     analysis = spec.analysis
+    limit = min(analysis.timeout_s, budget_s) if budget_s is not None else analysis.timeout_s
     started = time.perf_counter()
     model_name = ""
     llm = None
     try:
         llm = _model(plugins, spec)
         model_name = str(getattr(llm, "model", "") or type(llm).__name__)
-        text = await asyncio.wait_for(_ask(llm, analysis, transcript), analysis.timeout_s)
+        text = await asyncio.wait_for(_ask(llm, analysis, transcript), limit)
         out: dict[str, Any] = {"result": validate_answer(analysis.schema_, text)}
     except asyncio.TimeoutError:
-        out = {"error": f"timeout: no answer within {analysis.timeout_s:g}s"}
+        out = {"error": f"timeout: no answer within {limit:g}s"}
     except Exception as exc:  # noqa: BLE001 - any failure is the report's to say
         out = {"error": _why(exc)}
     finally:
