@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -49,6 +49,7 @@ def serve(
     sip_owner: Annotated[str, typer.Option("--sip-owner", help="Whose managed SIP objects these are (see `sip apply --owner`).")] = "default",
     calls_token: Annotated[Optional[str], typer.Option("--calls-token", metavar="'${VAR}'", help="Enable POST /calls (an agent calls a number); callers must give this bearer token, as a ${VAR} read from the environment.")] = None,
     calls_per_minute: Annotated[int, typer.Option("--calls-per-minute", min=1, max=10000, help="POST /calls places at most this many calls a minute; more get 429.")] = 10,
+    reports: Annotated[Optional[Path], typer.Option("--reports", metavar="FILE.yaml", help="Report targets for every call of every agent, besides each spec's `reports:` (apiVersion: voice-runtime/v1, reports: [{webhook: {url, secret}}, {file: {dir}}]).")] = None,
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="text or json.")] = LogFormat.text,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
@@ -120,9 +121,26 @@ def serve(
         unregistered=unregistered or local, local=local, talk=talk, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
         require_tests=require_tests, report_spool=report_spool or _default_spool(),
         telephony_dir=telephony, manage_sip=manage_sip, sip_owner=sip_owner, calls=calls,
+        report_targets=tuple(_report_targets(reports)) if reports is not None else (),
         ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
     )
     raise typer.Exit(run_serve(options, secrets=secrets))
+
+
+def _report_targets(path: Path) -> list[dict[str, Any]]:
+    """--reports FILE read like a spec (errors at file:line:col, exit 2)."""
+    import sys
+
+    from ..plugins.manager import make_plugin_manager
+    from ..spec.loader import SpecLoader
+    from ..spec.reports_file import load_reports_file
+
+    got = load_reports_file(path, SpecLoader(make_plugin_manager(None, entry_points=False, trial=False)))
+    if got and not isinstance(got[0], dict):
+        for error in got:
+            print(f"error: {error}", file=sys.stderr)
+        raise typer.Exit(2)
+    return got  # type: ignore[return-value]
 
 
 def _default_spool() -> Path:

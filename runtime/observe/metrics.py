@@ -85,12 +85,22 @@ REPORTS_PENDING = Gauge(
 )
 
 
+REPORTS_DEAD = Gauge(
+    "voice_runtime_reports_dead",
+    "Call report deliveries kept in the spool's dead/ folder (refused for good, or too old); a counter "
+    "restarts with serve, this counts what is on disk.",
+    multiprocess_mode="livemax",
+)
+
+
 def observe_report(outcome: str) -> None:
     REPORTS.labels(outcome).inc()
 
 
-def set_reports_pending(count: int) -> None:
+def set_reports_pending(count: int, dead: int | None = None) -> None:
     REPORTS_PENDING.set(count)
+    if dead is not None:
+        REPORTS_DEAD.set(dead)
 
 
 def observe_fallback(agent: str) -> None:

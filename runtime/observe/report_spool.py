@@ -18,17 +18,31 @@ import hmac
 import json
 import os
 import random
+import re
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PENDING, DEAD, TMP = "pending", "dead", "tmp"
+PENDING, DEAD, TMP, CALLS = "pending", "dead", "tmp", "calls"
 BASE_DELAY_S = 1.0  # the first retry; then doubled
 MAX_DELAY_S = 3600.0
 MAX_AGE_S = 48 * 3600.0  # retried for at least 24 h (the issue's floor), then dead-lettered
 SPOOL_POINTER = "report-spool"  # in serve's state folder: where its job processes spool
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_id() -> str:
@@ -71,7 +85,7 @@ class Entry:
 class Spool:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        for sub in (PENDING, DEAD, TMP):
+        for sub in (PENDING, DEAD, TMP, CALLS):
             (folder / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def add(self, report: dict[str, Any], targets: list[dict[str, Any]]) -> None:
@@ -82,6 +96,28 @@ class Spool:
                      "last_error": None, "report": report}
             write_durably(self.folder / PENDING / f"{report['id']}.{n}.json", json.dumps(entry).encode())
 
+    def checkpoint_path(self, call_id: str) -> Path:
+        """Where a running call keeps its report so far (``session/call_report.py``)."""
+        safe = call_id if _SAFE_NAME.fullmatch(call_id) else hashlib.sha256(call_id.encode()).hexdigest()[:32]
+        return self.folder / CALLS / f"{safe}.{os.getpid()}.json"
+
+    def orphans(self) -> list[tuple[Path, dict[str, Any]]]:
+        """Checkpoints of calls whose job process is gone without writing their report
+        (killed, or serve with it): ``(file, {"targets", "report"})``."""
+        out = []
+        for path in sorted((self.folder / CALLS).glob("*.json")):
+            try:
+                pid = int(path.name.rsplit(".", 2)[-2])
+            except ValueError:
+                continue
+            if _alive(pid):
+                continue
+            try:
+                out.append((path, json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError):
+                path.unlink(missing_ok=True)  # half-written when its process died: nothing to tell
+        return out
+
     def pending(self) -> list[Entry]:
         out = []
         for path in sorted((self.folder / PENDING).glob("*.json")):
@@ -91,6 +127,13 @@ class Spool:
 
     def count(self, sub: str = PENDING) -> int:
         return sum(1 for _ in (self.folder / sub).glob("*.json"))
+
+    def backlog(self) -> dict[str, Any]:
+        """What waits: pending deliveries (and since when), dead-lettered ones, calls
+        running now (their checkpoints), for /status and the status page."""
+        oldest = min((p.stat().st_mtime for p in (self.folder / PENDING).glob("*.json")), default=None)
+        return {"pending": self.count(PENDING), "dead": self.count(DEAD), "calls_running": self.count(CALLS),
+                "oldest_pending_at": oldest, "spool": str(self.folder)}
 
     def delivered(self, entry: Entry) -> None:
         entry.path.unlink(missing_ok=True)
@@ -119,11 +162,12 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def spool_of(state_dir: Path) -> Spool | None:
-    """The spool serve named in its state folder, for a job process; None when serve
-    has none (chat, tests)."""
+def spool_of(state_dir: Path) -> tuple[Spool, list[dict[str, Any]]] | None:
+    """The spool serve named in its state folder and serve's own report targets
+    (``serve --reports``), for a job process; None when serve has none (chat, tests)."""
     try:
-        folder = json.loads((state_dir / SPOOL_POINTER).read_text(encoding="utf-8"))["folder"]
+        named = json.loads((state_dir / SPOOL_POINTER).read_text(encoding="utf-8"))
+        folder = named["folder"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return Spool(Path(folder)) if folder else None
+    return (Spool(Path(folder)), list(named.get("targets") or [])) if folder else None

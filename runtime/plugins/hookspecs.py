@@ -105,3 +105,12 @@ def voice_runtime_unbacked_claim(agent: str, session_id: str, text: str, claim: 
     """Called when a reply claims an action or a lookup ("I've sent it") in a turn
     where no tool ran. ``text`` is the reply, ``claim`` the sentence that claims,
     ``action`` the spec's ``claims.action`` (``warn`` or ``retry``)."""
+
+
+@hookspec
+def voice_runtime_call_report(report: dict[str, Any]) -> None:
+    """Called once for every call's report, as receivers get it (redacted, with its
+    analysis), before it is spooled for delivery: in the call's job process, or in
+    serve for a call whose job process was killed (``end_reason: job_killed``), and by
+    ``chat --json``. The dict is the report's JSON; do not change it. A hook that
+    raises is logged; the report is delivered all the same."""

@@ -147,21 +147,24 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
                                session_id=ctx.job.id, specs=targets, call_context=values,
                                line=None if fake else PhoneLine.of_job(ctx), **(browser.io() if browser else {}))
     except ContextRefused as exc:
-        await _refuse(ctx, loaded, Path(state_dir), generation, exc, fake and browser is None)
+        await _refuse(ctx, loaded, plugins, Path(state_dir), generation, exc, fake and browser is None)
         if borrowed is not None:
             await borrowed.aclose()
         return
     log.info("job %s: agent %s generation %d (%s)", ctx.job.id, agent, generation, loaded.digest[:12],
              extra={"agent": agent, "generation": generation, "job_id": ctx.job.id})
-    from ..session.call_report import CallReport
+    from ..session.call_report import CallReport, redactor
 
-    call_report = CallReport(runner, generation=generation, call_id=ctx.job.id, room=ctx.job.room.name)
+    call_report = CallReport(runner, generation=generation, call_id=ctx.job.id, room=ctx.job.room.name,
+                             redact=redactor(loaded, runner.call_context).redact_data)
+    call_report.checkpoint = _checkpoint(Path(state_dir), loaded, ctx.job.id)
     runner.call_report = call_report
 
-    async def close() -> None:
+    async def close(reason: str = "") -> None:
         if not call_report.done:  # a LiveKit call (a simulated one reported already), however it ended
-            _spool(Path(state_dir), loaded, runner.call_context,
-                   call_report.finish(runner.end_reason or "job shutdown"))
+            ended = call_report.finish(runner.end_reason or reason or "job shutdown",
+                                       draining=draining(Path(state_dir)))
+            await _report_out(Path(state_dir), loaded, plugins, runner.call_context, ended, call_report)
         await runner.aclose()
         if borrowed is not None:
             await borrowed.aclose()
@@ -183,32 +186,61 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
         ctx.shutdown(reason=str(exc))
 
 
-def _spool(state_dir: Path, loaded: Any, values: dict[str, str], report: dict[str, Any]) -> dict[str, Any]:
-    """The call's report into serve's durable spool, one entry per target of the spec;
-    redacted first (the spec's ${VAR} values, the call's secret context values). The
-    redacted report is returned: what /simulate answers is what receivers get."""
+def _checkpoint(state_dir: Path, loaded: Any, job_id: str) -> tuple[Path, list[dict[str, Any]]] | None:
+    """Where the call's report so far is kept while it runs (serve reports a killed
+    job's call from it), with the targets it goes to."""
     from ..observe.report_spool import spool_of
     from ..session.call_report import targets
-    from ..spec.call_context import secret_values
-    from ..spec.secrets import SecretSet
 
-    secrets = SecretSet.of([loaded])
-    secrets.add(secret_values(loaded.spec.context, values))
-    report = secrets.redact_data(report)
-    where = targets(loaded)
-    if not where:
-        return report
-    spool = spool_of(state_dir)
-    if spool is None:
+    found = spool_of(state_dir)
+    if found is None:
+        return None
+    spool, serve_wide = found
+    return spool.checkpoint_path(job_id), targets(loaded, serve_wide)
+
+
+async def _report_out(state_dir: Path, loaded: Any, plugins: Any, values: dict[str, str], report: dict[str, Any],
+                      call_report: Any = None, *, analyze: bool = True) -> dict[str, Any]:
+    """The call's report, redacted (the spec's ${VAR} values, the call's secret context
+    values), with its post-call analysis, told to the plugins' voice_runtime_call_report
+    and into serve's durable spool, one entry per target (the spec's and serve's). The
+    redacted report is returned: what /simulate answers is what receivers get."""
+    from ..observe.report_spool import spool_of
+    from ..plugins.manager import notify
+    from ..session.analysis import with_analysis
+    from ..session.call_report import redactor, targets
+
+    redact = redactor(loaded, values).redact_data
+    report = redact(report)
+    if analyze:
+        # serve closing its job processes gives each 10 s (livekit's close timeout): an
+        # analysis past that would be killed with the job, and the call reported job_killed
+        budget = DRAINING_ANALYSIS_S if draining(state_dir) else None
+        report = redact(await with_analysis(plugins, loaded.spec, report, budget))
+    else:
+        report["analysis"] = None
+    notify(plugins, "voice_runtime_call_report", report=report)
+    found = spool_of(state_dir)
+    where = targets(loaded, found[1] if found else None)
+    if where and found is None:
         log.warning("agent %s: no report spool (serve named none); the call's report is not delivered", loaded.name)
-        return report
-    try:
-        spool.add(report, where)
-    except OSError as exc:
-        log.error("agent %s: could not spool the report of call %s: %s", loaded.name, report.get("call_id"), exc)
+    elif where and found is not None:
+        try:
+            found[0].add(report, where)
+        except OSError as exc:
+            log.error("agent %s: could not spool the report of call %s: %s", loaded.name, report.get("call_id"), exc)
+    if call_report is not None:
+        call_report.drop_checkpoint()
     return report
 
 
+def draining(state_dir: Path) -> bool:
+    """Serve is stopping (it marks its state folder): a call cut now ends by the drain."""
+    return (state_dir / DRAINING_MARK).exists()
+
+
+DRAINING_MARK = "draining"  # in serve's state folder once it stops: calls cut after it end by the drain
+DRAINING_ANALYSIS_S = 5.0
 PARTICIPANT_WAIT_S = 15.0  # for the caller whose attributes (sip.*) the context reads
 
 
@@ -228,6 +260,9 @@ async def _call_context(ctx: JobContext, loaded: Any, *, simulated: bool, fake: 
     if simulated:
         script = json.loads(ctx.job.room.metadata or "{}")
         given = script.get("context") if isinstance(script.get("context"), dict) else {}
+    elif fake:  # a browser call: the page's query, checked by serve when it was reserved
+        talk = json.loads(ctx.job.room.metadata or "{}").get("talk") or {}
+        given = talk.get("context") if isinstance(talk.get("context"), dict) else {}
     elif not fake and any(d.from_.startswith("participant:") for d in declared.values()):
         # a browser call (a fake job too) has no LiveKit participant: its declared
         # defaults apply, and a required participant value refuses it
@@ -252,8 +287,8 @@ async def _call_context(ctx: JobContext, loaded: Any, *, simulated: bool, fake: 
     return values
 
 
-async def _refuse(ctx: JobContext, loaded: Any, state_dir: Path, generation: int, exc: Exception,
-                  simulated: bool) -> None:
+async def _refuse(ctx: JobContext, loaded: Any, plugins: Any, state_dir: Path, generation: int,
+                  exc: Exception, simulated: bool) -> None:
     """A call whose context is refused: said in the log and counted; a simulated
     call's waiting request is told why."""
     from ..observe.metrics import observe_call_refused
@@ -265,8 +300,9 @@ async def _refuse(ctx: JobContext, loaded: Any, state_dir: Path, generation: int
     log.error("job %s: agent %s refused the call: %s", ctx.job.id, loaded.name, exc,
               extra={"agent": loaded.name, "job_id": ctx.job.id, "refused": reason})
     observe_call_refused(loaded.name, reason)
-    report = _spool(state_dir, loaded, {},
-                    refused_report(loaded, generation, ctx.job.id, ctx.job.room.name, f"refused: {exc}"))
+    report = await _report_out(state_dir, loaded, plugins, {},
+                               refused_report(loaded, generation, ctx.job.id, ctx.job.room.name, f"refused: {exc}"),
+                               analyze=False)
     if simulated:
         script = json.loads(ctx.job.room.metadata or "{}")
         if script.get("report"):
@@ -300,12 +336,16 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
                              result=str(data["result"])[:RESULT_CHARS])
 
     runner.listeners.append(on_event)
+    timed_out = cancelled = False
     try:
-        async with asyncio.timeout(MAX_CALL_S):
+        async with asyncio.timeout(min(MAX_CALL_S, float(script.get("max_call_s") or MAX_CALL_S))):
             await _run_script(ctx, runner, script, report, calls, entered)
     except BaseException as exc:
+        timed_out = isinstance(exc, TimeoutError)
+        cancelled = isinstance(exc, asyncio.CancelledError)  # the job shut down (serve draining, a hang-up)
         report["ok"] = False
-        report["error"] = (f"the simulated call took longer than {MAX_CALL_S:g}s" if isinstance(exc, TimeoutError)
+        limit = min(MAX_CALL_S, float(script.get("max_call_s") or MAX_CALL_S))
+        report["error"] = (f"the simulated call took longer than {limit:g}s" if isinstance(exc, TimeoutError)
                            else str(exc) if type(exc).__name__ == "SessionRefused"
                            else f"{type(exc).__name__}: {exc}")
         if not isinstance(exc, TimeoutError):
@@ -313,9 +353,13 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
     finally:
         call_report = getattr(runner, "call_report", None)
         if call_report is not None:
-            ended = call_report.finish(runner.end_reason or ("error" if report["error"] else "simulated call finished"),
-                                       report["error"])
-            report["call_report"] = _spool(state_dir, runner.loaded, runner.call_context, ended)
+            detail = "job shutdown" if cancelled else runner.end_reason or (
+                "timeout" if timed_out else "error" if report["error"] else "simulated call finished")
+            failed = [f"turn {n + 1}: {t['error']}" for n, t in enumerate(report["turns"]) if t.get("error")]
+            error = None if cancelled else report["error"] or ("; ".join(failed) if failed else None)
+            ended = call_report.finish(detail, error, draining=draining(state_dir))
+            report["call_report"] = await _report_out(state_dir, call_report.loaded, runner.plugins,
+                                                      runner.call_context, ended, call_report)
         if runner.call_context:
             # the turns' tool arguments hold pinned values, a secret one included
             from ..spec.call_context import secret_values

@@ -9,6 +9,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class Executor(str, enum.Enum):
@@ -96,6 +97,8 @@ class ServeOptions:
     manage_sip: bool = False  # apply the phone lines to LiveKit on every (re)load
     sip_owner: str = "default"  # --sip-owner: whose managed SIP objects these are
     calls: CallsOptions | None = None  # POST /calls, when --calls-token is given
+    # --reports FILE: report targets for every call of every agent, besides each spec's own
+    report_targets: tuple[dict[str, Any], ...] = ()
     ws_url: str | None = None
     api_key: str | None = None
     api_secret: str | None = None

@@ -106,6 +106,18 @@ def _reload(last: dict[str, Any] | None, plugin_errors: list[str]) -> str:
     return head + '<ul class="errors">' + "".join(f"<li><code>{_e(p)}</code></li>" for p in problems) + "</ul>"
 
 
+def _reports(backlog: dict[str, Any] | None) -> str:
+    """The delivery backlog: a growing pending count or any dead letter needs a look."""
+    if backlog is None:
+        return '<p class="muted">no report spool</p>'
+    pending = f'<span class="{"bad" if backlog["pending"] else "ok"}">{_e(backlog["pending"])} pending</span>'
+    if backlog.get("oldest_pending_at"):
+        pending += f' (oldest {_when(backlog["oldest_pending_at"])})'
+    dead = f'<span class="{"bad" if backlog["dead"] else "ok"}">{_e(backlog["dead"])} dead-lettered</span>'
+    return (f'<p id="reports">{pending} &middot; {dead} &middot; {_e(backlog["calls_running"])} call(s) running '
+            f'&middot; <span class="muted">spool <code>{_e(backlog["spool"])}</code></span></p>')
+
+
 def render(status: dict[str, Any]) -> str:
     """The page for a /status document (redacted already)."""
     agents, calls = status["agents"], status.get("tool_calls", [])
@@ -128,6 +140,8 @@ def render(status: dict[str, Any]) -> str:
 {_servers(agents)}
 <h2>Last reload</h2>
 {_reload(status["last_reload"], status["plugin_errors"])}
+<h2>Call reports</h2>
+{_reports(status.get("reports"))}
 <h2>Recent tool calls <span class="muted">(newest first, last {len(calls)})</span></h2>
 {_calls(calls)}
 </body></html>

@@ -9,6 +9,10 @@ nowhere). 2xx delivers; 408, 429, 5xx and network errors retry with exponential
 backoff; any other answer (4xx, 3xx) is permanent: the entry moves to ``dead/``, logged
 and counted. The spool outlives serve: a serve started on the same folder (after a
 SIGKILL too) delivers what its predecessor left.
+
+A call whose job process died without writing its report (SIGKILL, the memory limit,
+serve itself killed) left a checkpoint (``Spool.orphans``): the same task spools the
+report it holds, marked ``job_killed``, with the id the job would have used.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from ..observe.report_spool import Entry, Spool, sign, write_durably
@@ -34,8 +39,9 @@ class Permanent(Exception):
 
 
 class Deliverer:
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Spool, on_report: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.spool = spool
+        self.on_report = on_report  # every report serve writes itself (a killed job's): the plugins' hook
         self._task: asyncio.Task[None] | None = None
         self._http: Any = None
 
@@ -68,6 +74,7 @@ class Deliverer:
     async def once(self) -> None:
         from ..observe.metrics import observe_report, set_reports_pending
 
+        self.report_killed_calls()
         entries = self.spool.pending()
         set_reports_pending(len(entries))
         due = [e for e in entries if e.due]
@@ -89,7 +96,29 @@ class Deliverer:
                 observe_report("retried")
                 log.warning("call report %s not delivered to %s (attempt %d): %s; retrying", entry.data["id"],
                             where, int(entry.data["attempts"]), result)
-        set_reports_pending(self.spool.count())
+        set_reports_pending(self.spool.count(), self.spool.count("dead"))
+
+    def report_killed_calls(self) -> None:
+        """The report of every call whose job process is gone without writing it, from
+        what its checkpoint holds (transcript, tool calls... up to its last event)."""
+        for path, saved in self.spool.orphans():
+            report = dict(saved.get("report") or {})
+            if not report.get("id"):
+                path.unlink(missing_ok=True)
+                continue
+            ended = time.time()
+            report.update(ended_at=ended, duration_s=round(ended - float(report.get("started_at") or ended), 3),
+                          end_reason="job_killed",
+                          end_detail="the call's job process ended without finishing the call")
+            log.warning("call %s of agent %s: its job process ended without a report; reporting it as job_killed",
+                        report.get("call_id"), report.get("agent"))
+            if self.on_report is not None:
+                try:
+                    self.on_report(report)
+                except Exception:  # noqa: BLE001 - the report is spooled whatever a plugin does
+                    log.exception("the call report hook failed")
+            self.spool.add(report, list(saved.get("targets") or []))
+            path.unlink(missing_ok=True)
 
     async def _deliver(self, entry: Entry) -> None:
         target, report = entry.data["target"], entry.data["report"]

@@ -37,7 +37,7 @@ MAX_BODY_BYTES = 64 * 1024
 ROOM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")  # livekit's "mock-job-<shortuuid>"
 ENDED = ".ended"
-FIELDS = ("agent", "turns", "gap_s", "room", "wait", "speech", "context")
+FIELDS = ("agent", "turns", "gap_s", "room", "wait", "speech", "context", "max_call_s")
 MAX_CONTEXT_KEYS = 64
 MAX_CONTEXT_CHARS = 16 * 1024  # of one value: the spec's max_length refuses longer ones in the job
 RESULT_CHARS = 2000  # of a tool result, in the report
@@ -57,11 +57,13 @@ class Simulation:
     speech: bool = False  # each turn also through the pipeline's own STT and TTS (see loopback)
     # the call context by name, as a LiveKit call would carry it (spec `context:`)
     context: dict[str, str] | None = None
+    # the call is cut after this (its report's end_reason: timeout); at most MAX_CALL_S
+    max_call_s: float = MAX_CALL_S
 
     def script(self) -> str:
         """What the job reads from its (fake) room's metadata."""
         return json.dumps({"turns": self.turns, "gap_s": self.gap_s, "report": self.wait, "speech": self.speech,
-                           "context": self.context or {}})
+                           "context": self.context or {}, "max_call_s": self.max_call_s})
 
 
 def parse(body: Any, *, wait: bool = False) -> Simulation:
@@ -103,7 +105,11 @@ def parse(body: Any, *, wait: bool = False) -> Simulation:
             isinstance(k, str) and isinstance(v, str) and len(v) <= MAX_CONTEXT_CHARS for k, v in context.items()):
         raise BadRequest(f'"context" must be an object of at most {MAX_CONTEXT_KEYS} names to text values '
                          f'(each at most {MAX_CONTEXT_CHARS} characters)')
-    return Simulation(agent, list(turns), float(gap), room, wait or body_wait, speech, dict(context))
+    limit = body.get("max_call_s", MAX_CALL_S)
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit) \
+            or not 0 < limit <= MAX_CALL_S:
+        raise BadRequest(f'"max_call_s" must be a number of seconds above 0, at most {MAX_CALL_S:g}, not {_kind(limit)}')
+    return Simulation(agent, list(turns), float(gap), room, wait or body_wait, speech, dict(context), float(limit))
 
 
 def _kind(value: Any) -> str:

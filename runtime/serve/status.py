@@ -33,6 +33,7 @@ class StatusView:
         # plugin files that do not load (start) or the newest plugin change that was refused
         self.plugin_errors: list[str] = []
         self.gateway: Any = None  # the MCP gateway (process executor): its refusals are counted
+        self.spool: Any = None  # the call report spool (observe/report_spool.Spool): its backlog is shown
         # name -> (LoadedSpec, describe(), server -> pool key), made once per accepted version
         self._described: dict[str, tuple[Any, dict[str, Any], dict[str, str]]] = {}
 
@@ -124,6 +125,8 @@ class StatusView:
                      "dispatch": self.options.dispatch.value,
                      "refused": dict(self.agents.refused), "killed_for_memory": sum(self.agents.memory_kills.values())},
             "tool_calls": self.recent_tool_calls(),
+            # call reports waiting for delivery or dead-lettered (the spool: serve --report-spool)
+            "reports": self.spool.backlog() if self.spool is not None else None,
             "ready": not not_ready,
             "not_ready": not_ready,
             "pid": os.getpid(),

@@ -156,8 +156,15 @@ class Supervisor:
             log.warning("call reports: cannot use %s (%s); spooling in serve's state folder, which a restart "
                         "does not keep", folder, exc)
             spool = Spool(self.catalog.state_dir / "reports")
-        write_private_json(self.catalog.state_dir / SPOOL_POINTER, {"folder": str(spool.folder)})
-        self.deliverer = Deliverer(spool)
+        write_private_json(self.catalog.state_dir / SPOOL_POINTER,
+                           {"folder": str(spool.folder), "targets": list(self.options.report_targets)})
+        self.deliverer = Deliverer(spool, on_report=self._report_hook)
+        self.view.spool = spool
+
+    def _report_hook(self, report: dict[str, Any]) -> None:
+        from ..plugins.manager import notify
+
+        notify(self.plugins, "voice_runtime_call_report", report=report)
 
     def _talk(self) -> Any:
         from .talk import Talk
@@ -213,6 +220,11 @@ class Supervisor:
         still stopping every MCP server and removing serve's folders."""
         if not self._stop.is_set():
             self.view.stopping = True
+            from .job import DRAINING_MARK
+
+            # a call cut from now on ends by the drain (its report says serve_draining)
+            with contextlib.suppress(OSError):
+                (self.catalog.state_dir / DRAINING_MARK).touch()
             log.info("stopping: draining %d agent(s), at most %.0fs (a second signal stops at once)",
                      len(self.agents.workers), self.options.drain_timeout)
             self._stop.set()

@@ -67,6 +67,8 @@ class _Ticket:
     agent: str
     expires: float
     socket_path: str = ""
+    # the call's context from the page's query (/talk/<agent>?customer_id=...), checked at reserve
+    context: dict[str, str] | None = None
 
 
 @dataclass
@@ -241,8 +243,11 @@ class Talk:
             return _error(429, f"{running} browser call(s) in progress or about to start: at most {self.options.max_calls} at once "
                                "(serve --max-browser-calls); hang up another call or try again later",
                           **{"Retry-After": "10"})
+        context = _query_context(request, loaded)
+        if isinstance(context, str):
+            return _error(400, context)
         call = token_source.token_urlsafe(12)
-        self.tickets[call] = _Ticket(agent, time.monotonic() + TICKET_S)
+        self.tickets[call] = _Ticket(agent, time.monotonic() + TICKET_S, context=context)
         from aiohttp import web
 
         return web.json_response({"agent": agent, "socket": f"/talk/{agent}/calls/{call}",
@@ -265,18 +270,18 @@ class Talk:
         assert task is not None
         self.calls.add(task)
         try:
-            await self._call(ws, agent)
+            await self._call(ws, agent, ticket.context or {})
         finally:
             self.calls.discard(task)
             await ws.close()
         return ws
 
-    async def _call(self, ws: web.WebSocketResponse, agent: str) -> None:
+    async def _call(self, ws: web.WebSocketResponse, agent: str, context: dict[str, str]) -> None:
         room = f"{ROOM_PREFIX}{time.time_ns()}"
         token = token_source.token_hex(16)
         waiting: asyncio.Future[_Joined] = asyncio.get_running_loop().create_future()
         self.waiting[token] = waiting
-        metadata = json.dumps({"talk": {"socket": self.path, "token": token,
+        metadata = json.dumps({"talk": {"socket": self.path, "token": token, "context": context,
                                         "max_call_seconds": self.options.max_call_seconds}})
         relay = _Relay(ws, self.secrets)
         # the page talks from the start: its audio goes nowhere until the job is there
@@ -387,6 +392,29 @@ def _missing_notice(missing: list[str]) -> str:
         return ""
     return ("; ".join(m.rstrip(". ") for m in missing) + ". Set it in serve's environment and restart serve, "
             "or give the spec's api_key (the agent reloads).")
+
+
+NOT_CONTEXT = ("token", "autostart")  # the page's own query parameters
+MAX_QUERY_VALUES = 64
+
+
+def _query_context(request: web.Request, loaded: LoadedSpec) -> dict[str, str] | str:
+    """The call's context from the query (the page passes its own on): each name must
+    be one the spec declares, and the values are checked as a LiveKit call's are (the
+    job checks them again); a string is why the call is refused (400), without values."""
+    from ..spec.call_context import ContextRefused, local_values
+
+    given = [(k, v) for k, v in request.query.items() if k not in NOT_CONTEXT]
+    if not given:
+        return {}
+    names = [k for k, _ in given]
+    if len(given) > MAX_QUERY_VALUES or len(set(names)) != len(names):
+        return f"call context: at most {MAX_QUERY_VALUES} query values, each name once"
+    try:
+        local_values(loaded.spec.context, dict(given))
+    except ContextRefused as exc:
+        return f"call refused: {exc}"
+    return dict(given)
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:

@@ -100,6 +100,8 @@ class BrowserCall:
                 async with asyncio.timeout(self.max_call_seconds):
                     await self._serve(runner)
             except TimeoutError:
+                if runner.call_report is not None:
+                    runner.call_report.end_reason = "timeout"
                 link.post({"type": "ended", "reason": f"the call reached its limit of {self.max_call_seconds:g} s"})
         finally:
             if self.mic is not None:

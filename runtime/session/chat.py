@@ -158,10 +158,11 @@ async def _started(runner: SessionRunner, printer: ChatPrinter) -> bool:
 
 
 async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = sys.stdin) -> int:
-    from .call_report import CallReport
+    from .call_report import CallReport, redactor
 
     # with --json, the call's report (as serve delivers it) is the last line
-    report = CallReport(runner, generation=None, call_id=runner.session_id) if printer.as_json else None
+    report = CallReport(runner, generation=None, call_id=runner.session_id,
+                        redact=redactor(runner.loaded, runner.call_context).redact_data) if printer.as_json else None
     if report is not None:
         runner.call_report = report  # a hang-up's reason is the report's end_reason
     if not await _started(runner, printer):
@@ -185,8 +186,14 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
             if runner.hang_up_reason is not None:  # the agent ended the call (end_call, a transfer...)
                 break
         if report is not None:
-            printer("report", {"report": report.finish("chat ended", f"{printer.errors} turn(s) failed"
-                                                        if printer.errors else None)})
+            from ..plugins.manager import notify
+            from .analysis import with_analysis
+
+            ended = report.finish("chat ended", f"{printer.errors} turn(s) failed" if printer.errors else None)
+            # the same report serve delivers: with the spec's post-call analysis, told to the hook
+            ended = report.redact(await with_analysis(runner.plugins, report.spec, report.redact(ended)))
+            notify(runner.plugins, "voice_runtime_call_report", report=ended)
+            printer("report", {"report": ended})
     finally:
         await runner.aclose()
     return 1 if printer.errors else 0

@@ -307,6 +307,8 @@ class SessionRunner:
         if self.mode == "realtime" and spec.pipeline is not None:
             self.session.realtime_fallback = self._fall_back_to_pipeline
         self.session.on("close", self._on_close)
+        if self.call_report is not None:
+            self.call_report.attach(self.session)
         from .claims import ClaimWatch
 
         self._claims = ClaimWatch(self)

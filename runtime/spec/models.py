@@ -32,6 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from .telephony_agent import Telephony
 from .turn_taking import BackgroundAudio, TurnHandling
+from .analysis import Analysis
 
 
 def http_url(value: str) -> str:
@@ -487,6 +488,7 @@ class AgentSpecBase(StrictModel):
     report_tool_io: bool = Field(
         False, description="Put each tool call's arguments and result in the report (default: server, tool, "
         "outcome and latency only).")
+    analysis: Analysis | None = Field(None, description="After the call, a model fills a JSON Schema from the transcript; the answer (or why there is none) goes into the report.")
     context: dict[Annotated[str, Field(pattern=CONTEXT_NAME_PATTERN)], ContextValue] = Field(
         default_factory=dict,
         description="What a call may carry (caller, account, per-call token), used as ${call.NAME} in instructions, "

@@ -113,10 +113,12 @@ def test_voice_turn_reports_the_time_to_first_audio_of_both_sides_and_the_filler
 
 
 def test_call_context_reports_session_start_for_a_shared_and_a_per_call_block_and_the_spool_write() -> None:
-    data = run_bench("call_context", "--sessions", "2", "--warmup", "0", "--reports", "5")
+    data = run_bench("call_context", "--sessions", "2", "--warmup", "0", "--reports", "5", "--ends", "3")
 
     assert data["benchmark"] == "call_context" and data["sessions_per_side"] == 2 and data["reports_written"] == 5
-    for key in ("session_start_shared_block", "session_start_per_call_block", "report_spool_write_two_targets"):
+    assert data["report_ends"] == 3
+    for key in ("session_start_shared_block", "session_start_per_call_block", "report_spool_write_two_targets",
+                "report_end_analysis_off", "report_end_analysis_on", "analysis_call"):
         assert_positive(data[key], "p50_ms", "p95_ms", "p99_ms")
     assert data["per_call_over_shared_p50"] == pytest.approx(
         data["session_start_per_call_block"]["p50_ms"] / data["session_start_shared_block"]["p50_ms"], rel=0.05)

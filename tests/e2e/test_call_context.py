@@ -199,3 +199,53 @@ def test_a_livekit_job_reads_its_context_from_dispatch_metadata_and_the_callers_
                        message="the pattern refusal counted")
         assert serve.metric('voice_runtime_calls_refused_total{agent="desk",reason="missing"}') == 1.0
         assert not re.search(r"AJ_good\d+: agent desk refused", serve.output())
+
+
+def test_a_browser_calls_page_query_is_its_context_checked_like_any_call_and_reaches_the_prompt(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    """GET /talk/desk?caller=...: the page passes its query on when it reserves the call;
+    serve refuses a name the spec does not declare or a value its pattern refuses (400,
+    without the value), and the job puts the rest into the prompt. Driven here as the
+    page drives it (reserve, then the call's WebSocket), without a browser."""
+    import asyncio
+
+    import aiohttp
+
+    write(agents / "desk.yaml", spec("You help ${call.caller}.", fake_openai.base_url)
+          + "context:\n  caller: {from: 'participant:sip.phoneNumber', required: true, pattern: '[A-Za-z ]+'}\n")
+
+    async def talk(serve: Serve, query: str) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(serve.url(f"/talk/desk/calls{query}")) as reply:
+                body = await reply.json()
+                if reply.status != 201:
+                    return reply.status, body, []
+            events: list[dict[str, Any]] = []
+            async with http.ws_connect(serve.url(body["socket"])) as ws:
+                await ws.send_str(json.dumps({"type": "text", "text": "hello"}))
+                async with asyncio.timeout(90):
+                    async for msg in ws:
+                        if msg.type == aiohttp.WSMsgType.TEXT:
+                            events.append(json.loads(msg.data))
+                            if events[-1].get("type") == "turn" and events[-1].get("speaker") == "agent":
+                                break
+                if not ws.closed:
+                    await ws.send_str(json.dumps({"type": "hangup"}))
+            return 201, body, events
+
+    with Serve(agents, "--local", "--idle-processes", "1",
+               env={"LIVEKIT_URL": None, "LIVEKIT_API_KEY": None, "LIVEKIT_API_SECRET": None},
+               unregistered=False) as serve:
+        serve.wait_ready()
+        unknown = asyncio.run(talk(serve, "?caller=Ann&admin=1"))
+        bad = asyncio.run(talk(serve, "?caller=Ann%0D%0AX-Admin:%201"))
+        missing = asyncio.run(talk(serve, ""))
+        code, _, events = asyncio.run(talk(serve, "?caller=Ann%20Smith&autostart=1"))
+    assert unknown[:2] == (400, {"ok": False, "error": "call refused: no context value named admin is declared "
+                                                       "(context: caller)"})
+    assert bad[0] == 400 and bad[1]["error"] == "call refused: call context caller does not match its pattern"
+    # no query: reserved, then the job refuses the call (required), as any call without it
+    assert missing[0] == 201 and not [e for e in missing[2] if e.get("type") == "turn"], missing
+    assert code == 201 and [e["text"] for e in events if e.get("type") == "turn"][-1] == "echo: hello"
+    assert any("You help Ann Smith." in p for p in _system_prompts(fake_openai))

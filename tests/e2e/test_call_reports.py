@@ -66,7 +66,7 @@ def test_a_calls_report_reaches_its_webhook_signed_and_its_folder_without_secret
         receiver.stop()
     [sent] = _verified(receiver)
     assert sent["id"] == report["id"] and receiver.delivered()[0].headers["webhook-id"] == report["id"]
-    assert sent["agent"] == "desk" and sent["call_id"] and sent["end_reason"] == "simulated call finished"
+    assert sent["agent"] == "desk" and sent["call_id"] and sent["end_reason"] == "hang_up"
     assert sent["context"] == {"caller": "+15550001"}  # the secret pin is not in it
     assert [(t["role"], t["text"]) for t in sent["transcript"]] == [
         ("caller", "weather in Paris? my pin is ${call.pin}"), ("agent", "Result: sunny in Paris")]
@@ -97,6 +97,11 @@ def test_a_receiver_that_fails_gets_the_report_later_and_one_that_refuses_dead_l
             serve.wait_for(lambda: serve.metric('voice_runtime_reports_total{outcome="dead"}') == 2.0,
                            message="the 400 and the redirect dead-lettered")
             log = serve.output()
+            # the backlog on /status, the status page and /metrics
+            assert serve.status()["reports"]["dead"] == 2
+            assert serve.metric("voice_runtime_reports_dead") == 2.0
+            code, page = serve.get("/")
+            assert code == 200 and "2 dead-lettered" in page
     finally:
         for r in (flaky, refusing, redirecting):
             r.stop()

@@ -794,3 +794,31 @@ def test_a_root_that_is_not_a_file_uri_and_unknown_sampling_keys_are_reported_at
     out = result.stdout.replace(str(tmp_path / "desk.yaml"), "desk.yaml")
     assert "desk.yaml:7:5: mcp_servers.crm.roots: 'https://example.com/data' is not a file:// URI" in out, out
     assert "desk.yaml:8:29: mcp_servers.crm.sampling.max_request: unknown key 'max_request'; did you mean 'max_requests'?" in out, out
+
+
+def test_an_analysis_schema_is_checked_at_its_location(tmp_path: Path) -> None:
+    """Post-call analysis (`analysis.schema`): a JSON Schema the model's answer is
+    validated against, bounded when the spec is read."""
+    base = HEAD + "instructions: x\npipeline: {llm: {provider: openai, api_key: k}, text_only: true}\nanalysis:\n"
+    deep: dict = {"type": "object"}
+    for _ in range(13):
+        deep = {"type": "object", "properties": {"x": deep}}
+    schemas = {
+        "badtype": {"type": "object", "properties": {"resolved": {"type": "bool"}}},
+        "notobject": {"type": "array"},
+        "deep": deep,
+        "huge": {"type": "object", "properties": {f"p{i}": {"type": "string", "description": "d" * 40}
+                                                  for i in range(400)}},
+    }
+    for name, schema in schemas.items():
+        write(tmp_path / f"{name}.yaml", base + f"  schema: {json.dumps(schema)}\n")
+    result = run_cli("check", tmp_path, "--offline")
+
+    assert_clean_failure(result)
+    out = result.stdout.replace(str(tmp_path) + "/", "")
+    assert ("badtype.yaml:5:3: analysis.schema: is not a valid JSON Schema at properties/resolved/type: 'bool' is "
+            "not valid under any of the given schemas") in out
+    assert ("notobject.yaml:5:3: analysis.schema: must describe an object (`type: object` at its top level): the "
+            "model answers with one JSON object") in out
+    assert "deep.yaml:5:3: analysis.schema: is nested more than 12 levels deep" in out
+    assert "huge.yaml:5:3: analysis.schema: is 34724 characters of JSON; at most 16384" in out

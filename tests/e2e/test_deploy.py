@@ -169,6 +169,10 @@ def test_the_deployment_mounts_the_specs_where_serve_reads_them_and_outlasts_its
     [tmp] = [m for m in container["volumeMounts"] if m["mountPath"] == image_env()["TMPDIR"] == image_env()["HOME"]]
     assert "emptyDir" in next(v for v in pod["spec"]["volumes"] if v["name"] == tmp["name"])
     assert [s["secretRef"]["name"] for s in container["envFrom"]] == ["voice-runtime-env"]
+    # the call report spool is a volume of its own, so a restarted container's serve finds it
+    spool = container["args"][container["args"].index("--report-spool") + 1]
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == spool]
+    assert next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]).keys() & {"emptyDir", "persistentVolumeClaim"}
 
 
 # -- compose ---------------------------------------------------------------------

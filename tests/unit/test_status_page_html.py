@@ -69,3 +69,11 @@ def test_the_journals_of_ended_processes_fold_into_one_archive_of_the_newest_cal
     assert [c["tool"] for c in calls] == ["live"] + [f"t{pid}" for pid in newest_ended]
     call_journal.retire(tmp_path, 4242)  # a process that made no tool call
     assert len((tmp_path / call_journal.ARCHIVE).read_text().splitlines()) == call_journal.KEEP
+
+
+def test_the_call_report_backlog_shows_pending_dead_letters_and_the_spool_escaped() -> None:
+    backlog = {"pending": 3, "dead": 1, "calls_running": 2, "oldest_pending_at": 0.0, "spool": "/var/<x>"}
+    page = render(_status() | {"reports": backlog})
+    assert '<span class="bad">3 pending</span>' in page and '<span class="bad">1 dead-lettered</span>' in page
+    assert "2 call(s) running" in page and "/var/&lt;x&gt;" in page
+    assert "no report spool" in render(_status())
