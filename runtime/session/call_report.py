@@ -32,6 +32,7 @@ class CallReport:
         self.handoffs: list[dict[str, Any]] = []
         self.fallbacks: list[dict[str, Any]] = []
         self.claims: list[dict[str, Any]] = []
+        self.verdicts: list[dict[str, Any]] = []  # the claims judge's, one per reply (claims.judge)
         self.transcript: list[dict[str, Any]] = []
         self.done = False
         self.end_reason: str | None = None  # set by whoever saw the call end first
@@ -57,7 +58,11 @@ class CallReport:
         elif event == "fallback":
             self.fallbacks.append({"from": data["from"], "to": data["to"], "reason": data["reason"], "at": now})
         elif event == "unbacked_claim":
-            self.claims.append({"agent": data["agent"], "claim": data["claim"], "action": data["action"], "at": now})
+            self.claims.append({"agent": data["agent"], "claim": data["claim"], "action": data["action"],
+                                "rule": data.get("rule", "pattern"), "token": data.get("token"), "at": now})
+        elif event == "claims_judged":
+            self.verdicts.append({"agent": data["agent"], "verdict": data["verdict"], "claim": data["claim"],
+                                  "at": now})
 
     def snapshot_transcript(self) -> None:
         """The history as the caller and the agent said it, with times; call before the
@@ -86,7 +91,7 @@ class CallReport:
             "duration_s": round(ended - self.started_at, 3), "end_reason": end_reason, "error": error,
             "context": public(self.spec.context, self.runner.call_context),
             "transcript": self.transcript, "tool_calls": self.tool_calls, "handoffs": self.handoffs,
-            "fallbacks": self.fallbacks, "unbacked_claims": self.claims,
+            "fallbacks": self.fallbacks, "unbacked_claims": self.claims, "claims_verdicts": self.verdicts,
         }
 
 
@@ -97,7 +102,7 @@ def refused_report(loaded: Any, generation: int | None, call_id: str, room: str 
     return {"id": new_id(), "type": "call.ended", "agent": loaded.name, "generation": generation,
             "call_id": call_id, "room": room, "started_at": now, "ended_at": now, "duration_s": 0.0,
             "end_reason": reason, "error": reason, "context": {}, "transcript": [], "tool_calls": [],
-            "handoffs": [], "fallbacks": [], "unbacked_claims": []}
+            "handoffs": [], "fallbacks": [], "unbacked_claims": [], "claims_verdicts": []}
 
 
 def targets(loaded: Any) -> list[dict[str, Any]]:

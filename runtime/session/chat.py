@@ -69,7 +69,11 @@ class ChatPrinter:
             return (f"!! handoff {data['from']} -> {data['to']} refused: {data['limit']} handoffs in this turn "
                     f"already (max_handoffs_per_turn); {data['from']} answers")
         if event == "unbacked_claim":
-            return f"!! the reply claims an action but no tool ran: {data['claim']}"
+            from .claims import describe
+
+            return f"!! {describe(data)}"
+        if event == "claims_judged":
+            return f"  (claims judge: {data['verdict']}{': ' + data['reason'] if data.get('reason') else ''})"
         if event == "fallback":
             return f"  (switched from {data['from']} to {data['to']}: {data['reason']})"
         return f"  ({event}: {data.get('message', data)})"

@@ -46,6 +46,7 @@ def test_a_claim_without_a_tool_call_is_reported_and_the_same_claim_after_a_real
     claim = evs[2]
     assert claim["text"] == "Sure. I've checked the forecast and emailed it to you."
     assert claim["claim"] == "I've checked the forecast and emailed it to you."
+    assert claim["rule"] == "tool_aware"  # the agent has no email tool, and none ran
     # the tool of the second turn really ran, so its reply is backed
     assert [r["tool"] for r in read_records(record)] == ["get_weather"]
     assert [json.loads(line) for line in hooks.read_text().splitlines()] == [
@@ -55,7 +56,7 @@ def test_a_claim_without_a_tool_call_is_reported_and_the_same_claim_after_a_real
     fake_openai.enqueue(text("I've booked it."))
     shown = chat(agents, "book it\n", fake_openai, hooks)
     assert shown.stdout.splitlines()[-2:] == [
-        "weather> I've booked it.", "!! the reply claims an action but no tool ran: I've booked it."]
+        "weather> I've booked it.", "!! [tool_aware] the reply claims an action but no tool ran: I've booked it."]
 
 
 def test_retry_asks_the_model_once_more_with_a_note_and_spec_patterns_add_to_the_built_in_ones(
