@@ -64,7 +64,7 @@ _GROUPS: dict[str, tuple[str, str]] = {
                  "deactivate enable enables disable renew renews extend extends upgrade upgrades downgrade"),
     "escalate": ("escalated assigned referred", "escalate escalates assign assigns handoff transfer refer refers"),
     "replace": ("replaced reissued", "replace replaces reissue reissues"),
-    "save": ("saved recorded noted", "save saves record records note notes"),
+    "save": ("saved recorded", "save saves record records note notes"),
     "approve": ("approved", "approve approves"),
     "ship": ("shipped dispatched", "ship ships dispatch dispatches"),
 }
@@ -74,7 +74,7 @@ _LOOKUP = frozenset(("checked double-checked verified searched looked found loca
 # what happened to the caller's things (third person): a looked-up fact
 _EVENTS = frozenset(("delivered scanned arrived departed landed left posted cleared declined rejected expired "
                      "bounced delayed diverted returned collected signed processed completed finalised finalized "
-                     "issued accepted received failed fixed repaired restored reconnected").split())
+                     "issued accepted received failed fixed repaired restored reconnected stuck held taken").split())
 _STATUS = (("on", "time"), ("in", "stock"), ("out", "of", "stock"), ("in", "transit"), ("out", "for", "delivery"),
            ("sold", "out"), ("fully", "booked"), ("overdue",), ("pending",), ("on", "its", "way"),
            ("on", "the", "way"), ("on", "their", "way"), ("on", "hold"), ("in", "credit"), ("in", "progress"),
@@ -87,6 +87,12 @@ _ALL_PAST: dict[str, tuple[str, ...]] = {}  # "moved" is a change or a payment
 for _group, (_past, _) in _GROUPS.items():
     for _word in _past.split():
         _ALL_PAST[_word] = (*_ALL_PAST.get(_word, ()), _group)
+# said in the first person these report an act ("I've put you down for Thursday"); the
+# word that must follow, when the verb alone says too little ("I got it" is "I understand")
+_FIRST_PERSON_ACTS: dict[str, frozenset[str] | None] = {
+    "put": None, "managed": None, "passed": None, "got": frozenset(["you"]), "let": frozenset(),
+    "made": frozenset("booking reservation appointment payment transfer change request claim complaint note "
+                      "the a your".split())}
 _HAD_FOLLOWERS = frozenset(_ALL_PAST) | _LOOKUP | {"just", "already"}
 _POSSESSIVES = frozenset("your the my our his her their its these those".split())
 
@@ -100,6 +106,7 @@ def _index(phrases: tuple[tuple[str, ...], ...]) -> dict[str, list[tuple[str, ..
 
 _COMPLETION_AT, _STATUS_AT = _index(_COMPLETION), _index(_STATUS)
 _TOOL_WORDS = {group: frozenset(words.split()) for group, (_, words) in _GROUPS.items()}
+_ANY_TOOL_WORD = frozenset().union(*_TOOL_WORDS.values())
 _LOOKUP_TOOL_VERBS = frozenset("get find search lookup look list check track read fetch query show view retrieve "
                                "describe status balance availability verify".split())
 
@@ -108,8 +115,9 @@ _AUX = frozenset("have has had 'd just already now also successfully quickly per
                  "gone went ahead and able to been managed all fully".split())
 _SUBJECT = frozenset(("i", "we"))
 _NEGATION = frozenset("not never no nothing none neither nor without".split())
-_MODAL = frozenset("will shall would could can may might must should going gonna about want wants like let need "
+_MODAL = frozenset("will shall would could can may might must should going gonna about want wants let need "
                    "needs try trying happy glad please ask plan hope able to be".split())
+_REPORTED = frozenset("said say mentioned told asked think thought wanted".split())
 _CONDITION = frozenset("if once when whenever after until unless before whether soon".split())
 _HABITUAL = frozenset("usually normally typically generally always often sometimes every".split())
 _DETERMINERS = frozenset("your the this that it these those my our his her their its".split())
@@ -368,6 +376,8 @@ def _blocked(words: list[str], i: int, allow_negation: bool = False) -> bool:
             if word == "no" and n + 1 < len(before) and before[n + 1] == "longer":
                 continue  # "no longer active" states a change
             return True
+        if word in _REPORTED and n and before[n - 1] == "you":
+            return True  # "you said you were charged twice": the caller's words, not a finding
         if word in _MODAL:
             if word in ("able", "to") and n and before[n - 1] in ("been", "was", "were", "managed", "able"):
                 continue  # "I was able to cancel it" did it
@@ -405,14 +415,20 @@ class _Reader:
         self.turn = turn
         self.tool_words = {t.name: self._words_of(t) for t in turn.tools}
         self.results = turn.results_text()
+        self.earlier = " ".join(turn.earlier_results).lower()
 
     @staticmethod
     def _words_of(tool: Tool) -> frozenset[str]:
         name = re.sub(r"([a-z])([A-Z])", r"\1 \2", tool.name).lower()
-        # the description's first word is its verb ("Cancel an order ..."); the rest names
-        # things ("... without sending it") and would back actions the tool does not do
-        first = tool.description.lower().split()[:1]
-        return frozenset(re.split(r"[^a-z]+", name + " " + " ".join(first))) - {""}
+        # the description starts with what the tool does ("Cancel an order", "Create, change or
+        # cancel a booking"); the rest names things ("... without sending it", "... by email")
+        # and would back actions the tool does not do
+        leading = []
+        for n, word in enumerate(re.split(r"[^a-z]+", tool.description.lower())):
+            if n and word not in _ANY_TOOL_WORD and word not in ("or", "and", ""):
+                break
+            leading.append(word)
+        return frozenset(re.split(r"[^a-z]+", name) + leading) - {""}
 
     def can(self, tool: str, group: str) -> bool:
         words = self.tool_words.get(tool)
@@ -435,8 +451,9 @@ class _Reader:
             return "no tool that acts ran in this turn" if self.turn.calls else "no tool ran in this turn"
         if any(self.can(c.tool, g) for c in ok for g in groups):
             return None
-        if form != "first" and re.search(rf"\b{re.escape(word)}\b", self.results):
-            return None  # "your order was cancelled": a result of the call says so
+        if re.search(rf"\b{re.escape(word)}\b", self.results if form != "first" else self.earlier):
+            return None  # "your order was cancelled": a result of the call says so (for "I've cancelled
+            # it", a call of an earlier turn: this turn's lookup does not make it the agent's act)
         if not any(self.can(t.name, g) for t in self.turn.tools for g in groups):
             return f"no tool of the agent can do this ({'/'.join(groups)})"
         failed = [c.tool for c in self.turn.calls if any(self.can(c.tool, g) for g in groups)]
@@ -480,14 +497,24 @@ class _Reader:
             return "lookup_fact", self.lookup_backed("")
         if word == "record" and i and words[i - 1] == "no" and i >= 2 and words[i - 2] in ("is", "have", "find"):
             return "lookup_fact", self.lookup_backed("")
+        if word == "no" and i >= 2 and words[i - 1] in ("is", "are") and words[i - 2] == "there" and \
+                "your" in words[i + 1: i + 7]:
+            return "lookup_fact", self.lookup_backed("")  # "there are no open tickets on your account"
+        if word in _FIRST_PERSON_ACTS and _subject(words, i) == "first" and not _blocked(words, i):
+            after = words[i + 1] if i + 1 < len(words) else ""
+            wanted = _FIRST_PERSON_ACTS[word]
+            if wanted is None or after in wanted or (word == "let" and words[i - 1] == "have"):
+                return "action", self.action_backed(("send",) if word in ("passed", "let") else None, word, "first")
         # "you have 3,200 points", "there are two rooms left": counts are grounded by the specifics rule
         groups = _ALL_PAST.get(word)
         if groups is not None or word in _LOOKUP or word in _EVENTS:
             if word in ("looked", "pulled") and not (i + 1 < len(words) and words[i + 1] in (
                     "up", "into", "at", "for", "it", "that", "this", "your")):
                 return None
-            if word == "left" and _subject(words, i) != "other":
+            if word == "left" and _subject(words, i) in ("you", "start"):
                 return None
+            if i + 1 < len(words) and words[i + 1] in ("nothing", "none"):
+                return None  # "I cancelled nothing"
             if i and words[i - 1] in _POSSESSIVES:
                 return None  # "your cancelled order": an adjective
             form = _subject(words, i)

@@ -69,3 +69,45 @@ def test_the_detector_on_the_held_out_replies_it_was_never_tuned_on() -> None:
     precision, recall, wrong = measure(HELD_OUT)
     assert precision >= HELD_OUT_MIN_PRECISION, wrong
     assert recall >= HELD_OUT_MIN_RECALL, wrong
+
+
+ORDERS = [Tool("get_order", "Look up an order by number."), Tool("cancel_order", "Cancel an order.")]
+
+
+def test_an_action_is_backed_only_by_a_tool_that_does_it_and_did_not_fail() -> None:
+    said = "Your order was cancelled."
+    assert [f.rule for f in read(said, Turn(tools=ORDERS))] == ["tool_aware"]
+    looked_up = Turn(tools=ORDERS, calls=[ToolRun("get_order", {"id": 5}, "status: processing")])
+    assert read(said, looked_up)[0].why == "no cancel tool ran in this turn"
+    failed = Turn(tools=ORDERS, calls=[ToolRun("cancel_order", {"id": 5}, "already shipped", "error")])
+    assert read(said, failed)[0].why == "cancel_order did not succeed in this turn"
+    assert read(said, Turn(tools=ORDERS, calls=[ToolRun("cancel_order", {"id": 5}, "cancelled")])) == []
+    assert read("I've emailed you the receipt.", Turn(tools=ORDERS))[0].why == (
+        "no tool of the agent can do this (send)")
+
+
+def test_negations_offers_conditions_questions_and_the_future_are_not_claims_even_mixed() -> None:
+    for text in ("I'll send it now.", "Have I sent it?", "I haven't touched your account yet.",
+                 "Once you confirm, I'll cancel it.", "I can cancel it if you like.", "Let me check that.",
+                 "Refunds are usually processed within 5 days."):
+        assert read(text, Turn(tools=ORDERS)) == [], text
+    mixed = read("I haven't cancelled it yet, but I've emailed you the form.", Turn(tools=ORDERS))
+    assert [(f.rule, f.kind) for f in mixed] == [("tool_aware", "action")]
+
+
+def test_a_specific_with_no_source_is_ungrounded_and_numbers_are_compared_normalised() -> None:
+    balance = Turn(calls=[ToolRun("get_balance", {}, "balance 3200.00 GBP")], caller="ten pounds to Anna at 3")
+    for grounded in ("You have £3,200 left.", "I've sent ten pounds to Anna.", "Sent £10.00 to Anna at 3 pm."):
+        assert [f for f in read(grounded, balance) if f.rule == "ungrounded_specific"] == [], grounded
+    found = read("Your balance is £3,250, and order 88213 shipped.", balance)
+    assert [(f.rule, f.token) for f in found if f.rule == "ungrounded_specific"] == [
+        ("ungrounded_specific", "3,250"), ("ungrounded_specific", "88213")]
+
+
+def test_a_specs_own_patterns_fire_as_the_pattern_rule_when_no_tool_ran() -> None:
+    from voice_runtime.session.claims import find_claims
+
+    patterns = compile_patterns([r"\bticket is on file\b"])
+    assert find_claim("Your ticket is on file.", patterns) == "Your ticket is on file."
+    assert [f.rule for f in find_claims("Your ticket is on file.", Turn(), patterns)] == ["pattern"]
+    assert find_claims("Your ticket is on file.", Turn(calls=[ToolRun("get_ticket")]), patterns) == []
