@@ -157,6 +157,7 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
 
     async def close() -> None:
         if not call_report.done:  # a LiveKit call (a simulated one reported already), however it ended
+            await runner.claims_settled()  # the last reply's findings and verdict (bounded) are in its report
             _spool(Path(state_dir), loaded, runner.call_context,
                    call_report.finish(runner.end_reason or "job shutdown"))
         await runner.aclose()
@@ -310,6 +311,7 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
     finally:
         call_report = getattr(runner, "call_report", None)
         if call_report is not None:
+            await runner.claims_settled()  # the last reply's findings and verdict (bounded) are in its report
             ended = call_report.finish(runner.end_reason or ("error" if report["error"] else "simulated call finished"),
                                        report["error"])
             report["call_report"] = _spool(state_dir, runner.loaded, runner.call_context, ended)

@@ -167,6 +167,7 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
             for text in reply_texts(result.events):
                 printer.reply(text)
             printer.release()
+        await runner.claims_settled()  # a judge's last verdicts are shown (and in the report) before it ends
         if report is not None:
             printer("report", {"report": report.finish("chat ended", f"{printer.errors} turn(s) failed"
                                                         if printer.errors else None)})
