@@ -64,6 +64,9 @@ _CONDITION = re.compile(r"\b(?:once|after|when|as\s+soon\s+as|if|before|until|wh
 _CONDITION_REACH = 80
 CHECK_BUDGET_S = 1.0  # one reply, all rules; 40 k characters take a few ms
 RULES = ("pattern", "tool_aware", "ungrounded_specific", "judge")
+RESULT_CHARS = 4000  # of one tool call, as a source of specifics and to the judge
+MAX_EARLIER_RESULTS = 200
+JUDGE_REPLY_CHARS = 8000  # of the reply, to the judge
 MAX_FINDINGS = 5  # per reply: the first few say enough, and a log is not flooded by one long reply
 
 RETRY_NOTE = ("Your last reply said that you did something or looked something up, but no tool ran in that "
@@ -141,7 +144,7 @@ class ClaimWatch:
     def _on_tools(self, event: Any) -> None:
         for call, output in event.zipped():
             self.calls.append(claim_rules.ToolRun(
-                call.name, call.arguments, str(getattr(output, "output", "") or ""),
+                call.name, call.arguments, str(getattr(output, "output", "") or "")[:RESULT_CHARS],
                 "error" if getattr(output, "is_error", False) else "ok"))
 
     def _on_item(self, event: Any) -> None:
@@ -153,7 +156,9 @@ class ClaimWatch:
         if item.role == "user":  # a new turn
             self.turn += 1
             self.retried = False
-            self.earlier += [f"{c.arguments} {c.result}" for c in self.calls]
+            # what a long call's tools returned stays a bounded source: each check reads it all
+            self.earlier = (self.earlier + [f"{c.arguments} {c.result}"[:RESULT_CHARS] for c in self.calls]
+                            )[-MAX_EARLIER_RESULTS:]
             self.calls = []
             self.caller.append(item.text_content or "")
             return
@@ -264,7 +269,8 @@ async def judge_reply(runner: ClaimOwner, judge: Any, text: str, turn: claim_rul
 
     tools = "\n".join(f"- {t.name}: {t.description}" for t in turn.tools) or "(none)"
     calls = "\n".join(f"- {c.tool}({c.arguments}) -> {c.outcome}: {c.result[:500]}" for c in turn.calls) or "(none)"
-    question = f"Tools of the agent:\n{tools}\n\nTool calls of this turn:\n{calls}\n\nThe reply:\n{text}"
+    question = (f"Tools of the agent:\n{tools}\n\nTool calls of this turn:\n{calls}\n\n"
+                f"The reply:\n{text[:JUDGE_REPLY_CHARS]}")
     verdict, claim, reason = "failed", "", ""
     llm = None
     try:

@@ -25,7 +25,7 @@ def claims_model(base: type, strict: type, llm: Any) -> type:
                                 description="Seconds one verdict may take; a judge that takes longer is logged.")),
     )
     return create_model(
-        "Claims", __base__=base,
+        "Claims", __base__=base, __doc__=base.__doc__,
         judge=(judge | None, Field(None, description="Ask a model after each turn (never delaying the caller) "
                                    "whether the reply claims what no tool call backs; its verdict is logged, "
                                    "counted and in the call report.")),
