@@ -128,6 +128,7 @@ _GENERAL_SUBJECTS = frozenset("refunds orders payments transfers bookings emails
 # one word, a number (3,200 / 42.00 / 10:12) or a mark that ends a clause
 _TOKEN = re.compile(r"[£$€¥#%]|(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
                     r"[,;:()\u2014\u2013]")
+_WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
 _CURRENCY_SIGNS = frozenset("£$€¥")
@@ -144,6 +145,7 @@ _NUMBER_WORDS = {w: n for n, w in enumerate(
 _NUMBER_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
                       "ninety": 90, "hundred": 100, "thousand": 1000, "dozen": 12, "couple": 2})
 _MEASURE = re.compile(r"[\d.]+(?:h|hrs?|mins?|s|kg|km|g|gb|mb|tb|mg|ml|cm|mm|m|k|x|p|mph|kph|kw|kwh)")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _ORDINAL = re.compile(r"\d+(?:st|nd|rd|th)")
 _CLOCK_WORD = re.compile(r"(\d{1,2})(?::(\d\d))?(am|pm)")
 _CONTRACTIONS = {"won't": ("will", "not"), "can't": ("can", "not"), "cannot": ("can", "not"),
@@ -261,13 +263,12 @@ def _number(text: str) -> str | None:
             return str(_NUMBER_WORDS[parts[0]] + _NUMBER_WORDS[parts[1]])
         return None
     plain = text.replace(",", "")
-    if not plain or not plain[0].isdigit() or ":" in plain:
+    if not _DECIMAL.fullmatch(plain):
         return None
-    try:
-        value = float(plain)
-    except ValueError:
-        return None
-    return str(int(value)) if value == int(value) else f"{value:g}"
+    # as text, not float: a 400-digit number is a number too (float() makes it inf)
+    whole, _, fraction = plain.partition(".")
+    whole, fraction = whole.lstrip("0") or "0", fraction.rstrip("0")
+    return f"{whole}.{fraction}" if fraction else whole
 
 
 def _clock(hour: int, minute: int, meridiem: str | None) -> set[str]:
@@ -291,7 +292,8 @@ def _forms(words: list[str], i: int) -> set[str]:
     nxt = words[i + 1] if i + 1 < len(words) else ""
     if ":" in word and word[0].isdigit():
         hour, _, minute = word.partition(":")
-        if hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60:
+        if len(hour) <= 2 and len(minute) == 2 and hour.isdigit() and minute.isdigit() and int(hour) < 24 \
+                and int(minute) < 60:
             return _clock(int(hour), int(minute), nxt if nxt in ("am", "pm") else None)
         return set()
     clock = _CLOCK_WORD.fullmatch(word)
@@ -299,7 +301,7 @@ def _forms(words: list[str], i: int) -> set[str]:
         return _clock(int(clock[1]), int(clock[2] or 0), clock[3])
     number = _number(word)
     if number is not None:
-        if nxt in ("am", "pm") and number.isdigit() and 1 <= int(number) <= 12:
+        if nxt in ("am", "pm") and len(number) <= 2 and number.isdigit() and 1 <= int(number) <= 12:
             return _clock(int(number), 0, nxt)
         return {number}
     if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
@@ -414,8 +416,9 @@ class _Reader:
     def __init__(self, turn: Turn) -> None:
         self.turn = turn
         self.tool_words = {t.name: self._words_of(t) for t in turn.tools}
-        self.results = turn.results_text()
-        self.earlier = " ".join(turn.earlier_results).lower()
+        # the words of the call's tool results, once: a long call's results are read once a reply
+        self.results = frozenset(_WORD.findall(turn.results_text()))
+        self.earlier = frozenset(_WORD.findall(" ".join(turn.earlier_results).lower()))
 
     @staticmethod
     def _words_of(tool: Tool) -> frozenset[str]:
@@ -451,7 +454,7 @@ class _Reader:
             return "no tool that acts ran in this turn" if self.turn.calls else "no tool ran in this turn"
         if any(self.can(c.tool, g) for c in ok for g in groups):
             return None
-        if re.search(rf"\b{re.escape(word)}\b", self.results if form != "first" else self.earlier):
+        if word in (self.results if form != "first" else self.earlier):
             return None  # "your order was cancelled": a result of the call says so (for "I've cancelled
             # it", a call of an earlier turn: this turn's lookup does not make it the agent's act)
         if not any(self.can(t.name, g) for t in self.turn.tools for g in groups):
@@ -464,7 +467,7 @@ class _Reader:
     def lookup_backed(self, word: str) -> str | None:
         if self.turn.calls:
             return None
-        if word and re.search(rf"\b{re.escape(word)}\b", self.results):
+        if word and word in self.results:
             return None
         return "no tool ran in this turn"
 

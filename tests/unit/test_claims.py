@@ -111,3 +111,10 @@ def test_a_specs_own_patterns_fire_as_the_pattern_rule_when_no_tool_ran() -> Non
     assert find_claim("Your ticket is on file.", patterns) == "Your ticket is on file."
     assert [f.rule for f in find_claims("Your ticket is on file.", Turn(), patterns)] == ["pattern"]
     assert find_claims("Your ticket is on file.", Turn(calls=[ToolRun("get_ticket")]), patterns) == []
+
+
+def test_numbers_of_thousands_of_digits_are_compared_as_text_and_never_break_the_check() -> None:
+    huge = "9" * 5000  # float() makes it inf, int() refuses it: neither may end the check
+    turn = Turn(caller=f"my reference is {huge}", calls=[ToolRun("get_order", None, "1" * 5000 + ":" + "2" * 5000)])
+    found = read(f"Your reference {huge} is noted; your total is £{'8' * 600}.", turn)
+    assert [(f.rule, f.token) for f in found] == [("ungrounded_specific", "8" * 600)]
