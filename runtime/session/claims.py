@@ -248,7 +248,7 @@ def report(runner: ClaimOwner, text: str, finding: claim_rules.Finding, action: 
                        "claim_rule": finding.rule, "session_event": True})
     observe_unbacked_claim(runner.name, finding.rule)
     notify(runner.plugins, "voice_runtime_unbacked_claim", agent=runner.name, session_id=runner.session_id,
-           text=text, claim=finding.sentence, action=action)
+           text=text, claim=finding.sentence, action=action, rule=finding.rule, token=finding.token)
     runner.emit("unbacked_claim", data)
 
 
