@@ -135,3 +135,15 @@ cases:
     assert result.rc == 1, result.output
     assert "turn 1 'weather?': [judge] the judge finds a claim no tool call backs: Sunny all week. " \
            "(allow_unbacked_claims: true to accept it)" in result.stdout, result.output
+
+
+def test_a_judge_without_a_model_or_with_an_unknown_key_is_refused_at_file_line_col(agents: Path) -> None:
+    base = "apiVersion: voice-runtime/v1\ninstructions: hi\npipeline: {llm: {provider: openai}, text_only: true}\n"
+    write(agents / "a.yaml", base + "claims:\n  judge: {timeout_s: 5}\n")
+    write(agents / "b.yaml", base + "claims:\n  judge: {llm: {provider: openai}, api_key: sk-leak-123}\n")
+    result = run_cli("check", agents)
+    assert result.rc == 1, result.output
+    assert f"{agents}/a.yaml:5:3: claims.judge.llm: required key is missing" in result.stdout, result.output
+    assert f"{agents}/b.yaml:5:36: claims.judge.api_key: unknown key 'api_key'; valid keys: llm, timeout_s" \
+        in result.stdout, result.output
+    assert "sk-leak-123" not in result.output
