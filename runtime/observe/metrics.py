@@ -140,8 +140,25 @@ def count_session(agent: str, delta: int) -> None:
     SESSIONS_CURRENT.labels(agent).inc(delta)
 
 
-def observe_unbacked_claim(agent: str) -> None:
+CLAIM_FINDINGS = Counter(
+    "voice_runtime_claim_findings",
+    "Claims no tool call backs, by the rule that found them: pattern, tool_aware, ungrounded_specific, judge.",
+    ["agent", "rule"],
+)
+CLAIMS_VERDICTS = Counter(
+    "voice_runtime_claims_judge_verdicts",
+    "Verdicts of the claims judge model (claims.judge): supported, unsupported, failed.",
+    ["agent", "verdict"],
+)
+
+
+def observe_unbacked_claim(agent: str, rule: str = "pattern") -> None:
     UNBACKED_CLAIMS.labels(agent).inc()
+    CLAIM_FINDINGS.labels(agent, rule).inc()
+
+
+def observe_claims_verdict(agent: str, verdict: str) -> None:
+    CLAIMS_VERDICTS.labels(agent, verdict).inc()
 
 
 def observe_handoff(from_agent: str, to_agent: str) -> None:

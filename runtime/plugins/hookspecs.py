@@ -101,10 +101,14 @@ def voice_runtime_session_handoff(session_id: str, from_agent: str, to_agent: st
 
 
 @hookspec
-def voice_runtime_unbacked_claim(agent: str, session_id: str, text: str, claim: str, action: str) -> None:
-    """Called when a reply claims an action or a lookup ("I've sent it") in a turn
-    where no tool ran. ``text`` is the reply, ``claim`` the sentence that claims,
-    ``action`` the spec's ``claims.action`` (``warn`` or ``retry``)."""
+def voice_runtime_unbacked_claim(agent: str, session_id: str, text: str, claim: str, action: str, rule: str,
+                                 token: str | None) -> None:
+    """Called when a reply claims an action or a lookup ("I've sent it") that no tool
+    call of its turn backs. ``text`` is the reply, ``claim`` the sentence that claims,
+    ``action`` the spec's ``claims.action`` (``warn`` or ``retry``), ``rule`` the rule
+    that found it (``pattern``, ``tool_aware``, ``ungrounded_specific``, ``judge``),
+    ``token`` the specific with no source (``ungrounded_specific``; else None). An
+    implementation may take any subset of these arguments."""
 
 
 @hookspec

@@ -162,6 +162,7 @@ async def entrypoint(ctx: JobContext, state_dir: str, plugins_dir: str | None, r
 
     async def close(reason: str = "") -> None:
         if not call_report.done:  # a LiveKit call (a simulated one reported already), however it ended
+            await runner.claims_settled()  # the last reply's findings and verdict (bounded) are in its report
             ended = call_report.finish(runner.end_reason or reason or "job shutdown",
                                        draining=draining(Path(state_dir)))
             await _report_out(Path(state_dir), loaded, plugins, runner.call_context, ended, call_report)
@@ -353,6 +354,7 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
     finally:
         call_report = getattr(runner, "call_report", None)
         if call_report is not None:
+            await runner.claims_settled()  # the last reply's findings and verdict (bounded) are in its report
             detail = "job shutdown" if cancelled else runner.end_reason or (
                 "timeout" if timed_out else "error" if report["error"] else "simulated call finished")
             failed = [f"turn {n + 1}: {t['error']}" for n, t in enumerate(report["turns"]) if t.get("error")]

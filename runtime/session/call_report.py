@@ -72,6 +72,7 @@ class CallReport:
         self.fillers: list[dict[str, Any]] = []
         self.claims: list[dict[str, Any]] = []
         self.phone: list[dict[str, Any]] = []  # hang-ups, transfers, DTMF, voicemail (session/phone.py)
+        self.verdicts: list[dict[str, Any]] = []  # the claims judge's, one per reply (claims.judge)
         self.transcript: list[dict[str, Any]] = []
         self.usage: dict[str, Any] = {}
         self.done = False
@@ -111,7 +112,11 @@ class CallReport:
             self.fillers.append({"text": data["text"], "kind": data["kind"], "server": data["server"],
                                  "tool": data["tool"], "at": now})
         elif event == "unbacked_claim":
-            self.claims.append({"agent": data["agent"], "claim": data["claim"], "action": data["action"], "at": now})
+            self.claims.append({"agent": data["agent"], "claim": data["claim"], "action": data["action"],
+                                "rule": data.get("rule", "pattern"), "token": data.get("token"), "at": now})
+        elif event == "claims_judged":
+            self.verdicts.append({"agent": data["agent"], "verdict": data["verdict"], "claim": data["claim"],
+                                  "at": now})
         else:
             return
         self._save_checkpoint()
@@ -165,7 +170,8 @@ class CallReport:
             "end_detail": detail, "error": error, "context": public(self.spec.context, self.runner.call_context),
             "transcript": self.transcript, "tool_calls": self.tool_calls, "handoffs": self.handoffs,
             "fallbacks": self.fallbacks, "fillers": self.fillers, "unbacked_claims": self.claims,
-            "phone": self.phone, "latency": latency_of(self.transcript), "usage": self.usage,
+            "claims_verdicts": self.verdicts, "phone": self.phone, "latency": latency_of(self.transcript),
+            "usage": self.usage,
         }
 
 
@@ -259,7 +265,7 @@ def refused_report(loaded: Any, generation: int | None, call_id: str, room: str 
             "call_id": call_id, "room": room, "started_at": now, "ended_at": now, "duration_s": 0.0,
             "end_reason": REFUSED, "end_detail": reason, "error": reason, "context": {}, "transcript": [],
             "tool_calls": [], "handoffs": [], "fallbacks": [], "fillers": [], "unbacked_claims": [],
-            "phone": [], "latency": latency_of([]), "usage": {}}
+            "claims_verdicts": [], "phone": [], "latency": latency_of([]), "usage": {}}
 
 
 def targets(loaded: Any, serve_wide: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:

@@ -84,7 +84,11 @@ class ChatPrinter:
             return (f"!! handoff {data['from']} -> {data['to']} refused: {data['limit']} handoffs in this turn "
                     f"already (max_handoffs_per_turn); {data['from']} answers")
         if event == "unbacked_claim":
-            return f"!! the reply claims an action but no tool ran: {data['claim']}"
+            from .claims import describe
+
+            return f"!! {describe(data)}"
+        if event == "claims_judged":
+            return f"  (claims judge: {data['verdict']}{': ' + data['reason'] if data.get('reason') else ''})"
         if event == "fallback":
             return f"  (switched from {data['from']} to {data['to']}: {data['reason']})"
         if event == "phone":
@@ -185,6 +189,7 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
             printer.release()
             if runner.hang_up_reason is not None:  # the agent ended the call (end_call, a transfer...)
                 break
+        await runner.claims_settled()  # a judge's last verdicts are shown (and in the report) before it ends
         if report is not None:
             from ..plugins.manager import notify
             from .analysis import with_analysis

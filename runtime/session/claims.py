@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core import user_regex
+from . import claim_rules
 
 if TYPE_CHECKING:
     from ..plugins.manager import Plugins
@@ -56,47 +57,17 @@ class ClaimOwner(Protocol):
 
 log = logging.getLogger("voice_runtime.claims")
 
-# past tense / participle of what an agent does through tools
-_ACTIONS = (
-    r"sent|e-?mailed|texted|messaged|booked|re-?scheduled|scheduled|reserved|cancell?ed|searched|"
-    r"looked\s+(?:it\s+|that\s+|this\s+)?(?:up|into|at|for)|checked|double-checked|verified|confirmed|updated|"
-    r"changed|created|submitted|placed|ordered|processed|refunded|transferred|forwarded|added|removed|deleted|"
-    r"saved|registered|filed|opened|escalated|called|notified|contacted|reached\s+out|found|located|"
-    r"pulled\s+up|retrieved|fetched|ran|reset|set\s+up|logged|recorded|issued|applied|charged|paid|moved|"
-    r"completed|shared|uploaded|activated|deactivated|blocked|renewed|extended|upgraded|downgraded|"
-    r"arranged|dispatched|shipped|replaced|credited|queried|consulted|reviewed|(?:went|gone)\s+through|"
-    r"signed\s+you\s+up|put\s+(?:in|through)|made\s+(?:a|the|your)\s+(?:booking|reservation|appointment|change)"
-)
-_SUBJECT = r"\b(?:i|we)(?:\s+have|\s+had|'ve|’ve|'d|’d)?"
-_ADVERBS = (r"(?:\s+(?:just|already|now|also|successfully|quickly|personally|gone\s+ahead\s+and|"
-            r"went\s+ahead\s+and|been\s+able\s+to))*")
-BUILTIN_PATTERNS = (
-    # I've sent / we just booked / I went ahead and cancelled
-    _SUBJECT + _ADVERBS + r"\s+(?:" + _ACTIONS + r")\b",
-    # it has been sent / your order has been cancelled
-    r"(?:\b(?:has|have|had)|'s|’s)\s+(?:now\s+|just\s+|already\s+)?been\s+(?:successfully\s+)?(?:" + _ACTIONS + r")\b",
-    # your table is now booked / you're all set
-    r"\b(?:is|are)\s+now\s+(?:booked|confirmed|cancell?ed|scheduled|reserved|updated|active|set\s+up)\b",
-    r"\byou(?:'re|’re|\s+are)\s+(?:all\s+)?(?:booked|set|confirmed|registered|scheduled)\b",
-    # a lookup that came back empty is still a lookup
-    r"\b(?:i|we)\s+(?:couldn't|couldn’t|could\s+not|was\s+unable\s+to|were\s+unable\s+to|wasn't\s+able\s+to|"
-    r"didn't|didn’t|did\s+not)\s+(?:find|locate)\b",
-    # lookups stated as what the records say
-    r"\baccording\s+to\s+(?:our|my|the|your)\s+(?:records|system|database|search|calendar|files|account)\b",
-    r"\bi\s+(?:can\s+)?see\s+(?:that\s+|in\s+|on\s+)?(?:your|the)\s+(?:account|order|booking|reservation|records?|"
-    r"file|calendar|history)\b",
-    r"\b(?:my|the)\s+search\s+(?:shows|showed|found|returned|turned\s+up)\b",
-)
-# "once I've checked, ...", "if we booked ...": a condition, not a claim
 _CONDITION = re.compile(r"\b(?:once|after|when|as\s+soon\s+as|if|before|until|whether|unless)\s*(?:\w+\s+){0,1}$",
                         re.IGNORECASE)
 # a condition is the few words just before the claim: reading only this much of what
-# precedes each match keeps a sentence of many matches linear (the whole prefix was
-# read for each: 40 k characters took seconds)
+# precedes each match keeps a sentence of many matches linear
 _CONDITION_REACH = 80
-_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
-_BUILTIN = tuple(user_regex.compiled(p, ignore_case=True) for p in BUILTIN_PATTERNS)
-CHECK_BUDGET_S = 1.0  # one reply, all patterns; 40 k characters take a few ms
+CHECK_BUDGET_S = 1.0  # one reply, all rules; 40 k characters take a few ms
+RULES = ("pattern", "tool_aware", "ungrounded_specific", "judge")
+RESULT_CHARS = 4000  # of one tool call, as a source of specifics and to the judge
+MAX_EARLIER_RESULTS = 200
+JUDGE_REPLY_CHARS = 8000  # of the reply, to the judge
+MAX_FINDINGS = 5  # per reply: the first few say enough, and a log is not flooded by one long reply
 
 RETRY_NOTE = ("Your last reply said that you did something or looked something up, but no tool ran in that "
               "turn. Do not claim actions you have not taken: call the tool now if you can, or tell the caller "
@@ -104,18 +75,17 @@ RETRY_NOTE = ("Your last reply said that you did something or looked something u
 
 
 def compile_patterns(extra: Iterable[str] = ()) -> tuple[Any, ...]:
-    """The built-in patterns and ``extra`` (a spec's, validated by ``user_regex.problem``)."""
-    return _BUILTIN + tuple(user_regex.compiled(p, ignore_case=True) for p in extra)
+    """A spec's own ``claims.patterns`` (validated by ``user_regex.problem``)."""
+    return tuple(user_regex.compiled(p, ignore_case=True) for p in extra)
 
 
-def find_claim(text: str, patterns: tuple[Any, ...] = _BUILTIN, budget_s: float = CHECK_BUDGET_S) -> str | None:
-    """The first sentence of ``text`` that claims an action or a lookup, or None.
-    Questions are not claims ("Have I sent it?"), nor are conditions ("once I've
-    checked"). ``user_regex.TimedOut`` when the patterns take more than ``budget_s``."""
+def find_claim(text: str, patterns: tuple[Any, ...], budget_s: float = CHECK_BUDGET_S) -> str | None:
+    """The first sentence of ``text`` a spec pattern matches (rule ``pattern``), or None.
+    Questions are not claims, nor are conditions ("once I've checked").
+    ``user_regex.TimedOut`` when the patterns take more than ``budget_s``."""
     deadline = time.monotonic() + budget_s
-    for sentence in _SENTENCES.split(text or ""):
-        sentence = sentence.strip()
-        if not sentence or sentence.rstrip("\"'”’)").endswith("?"):
+    for sentence in claim_rules.sentences(text):
+        if claim_rules.question(sentence):
             continue
         for pattern in patterns:
             for match in user_regex.finditer(pattern, sentence, deadline - time.monotonic()):
@@ -127,25 +97,55 @@ def find_claim(text: str, patterns: tuple[Any, ...] = _BUILTIN, budget_s: float 
     return None
 
 
+def find_claims(text: str, turn: claim_rules.Turn, patterns: tuple[Any, ...] = (),
+                budget_s: float = CHECK_BUDGET_S) -> list[claim_rules.Finding]:
+    """Everything of ``text`` no tool call backs: the built-in reading (``claim_rules``)
+    and, in a turn where no tool ran, the spec's own patterns."""
+    started = time.monotonic()
+    try:
+        findings = claim_rules.read(text, turn, started + budget_s, time.monotonic)
+    except TimeoutError:
+        raise user_regex.TimedOut("(built-in)", budget_s, len(text)) from None
+    if patterns and not turn.calls and not any(f.rule == "tool_aware" for f in findings):
+        sentence = find_claim(text, patterns, budget_s - (time.monotonic() - started))
+        if sentence is not None:
+            findings.insert(0, claim_rules.Finding("pattern", "action", sentence, why="a claims pattern of the spec"))
+    return findings[:MAX_FINDINGS]
+
+
+def _tool_of(tool: Any) -> claim_rules.Tool:
+    info = getattr(tool, "info", None)
+    name = str(getattr(info, "name", "") or "")
+    description = getattr(info, "description", None) or (getattr(info, "raw_schema", None) or {}).get("description")
+    return claim_rules.Tool(name, str(description or ""))
+
+
 @dataclass
 class ClaimWatch:
-    """Follows one session's conversation: which turn it is in, whether a tool ran
-    in it, and what each assistant message says. Events come from livekit's
-    ``conversation_item_added`` and ``function_tools_executed``, so voice calls
-    and text turns are watched the same way."""
+    """Follows one session's conversation: which turn it is in, the tool calls of
+    the turn and of the call before it, what the caller said, and what each
+    assistant message says. Events come from livekit's ``conversation_item_added``
+    and ``function_tools_executed``, so voice calls and text turns are watched the
+    same way."""
 
     runner: ClaimOwner
-    tool_ran: bool = False
     retried: bool = False
     turn: int = 0
+    calls: list[claim_rules.ToolRun] = field(default_factory=list)  # this turn's
+    earlier: list[str] = field(default_factory=list)  # the call's tool calls before this turn
+    caller: list[str] = field(default_factory=list)
     _checks: set[asyncio.Task[None]] = field(default_factory=set)
+    _judges: set[asyncio.Task[None]] = field(default_factory=set)
 
     def attach(self, session: Any) -> None:
         session.on("conversation_item_added", self._on_item)
         session.on("function_tools_executed", self._on_tools)
 
     def _on_tools(self, event: Any) -> None:
-        self.tool_ran = True
+        for call, output in event.zipped():
+            self.calls.append(claim_rules.ToolRun(
+                call.name, call.arguments, str(getattr(output, "output", "") or "")[:RESULT_CHARS],
+                "error" if getattr(output, "is_error", False) else "ok"))
 
     def _on_item(self, event: Any) -> None:
         from ..core.livekit_compat import hold_run_open
@@ -155,37 +155,57 @@ class ClaimWatch:
             return
         if item.role == "user":  # a new turn
             self.turn += 1
-            self.tool_ran = self.retried = False
+            self.retried = False
+            # what a long call's tools returned stays a bounded source: each check reads it all
+            self.earlier = (self.earlier + [f"{c.arguments} {c.result}"[:RESULT_CHARS] for c in self.calls]
+                            )[-MAX_EARLIER_RESULTS:]
+            self.calls = []
+            self.caller.append(item.text_content or "")
             return
-        if item.role != "assistant" or self.tool_ran or not item.text_content:
+        if item.role != "assistant" or not item.text_content:
             return
+        turn = self.snapshot()
         # off the event loop (the call's audio goes on); the turn's run waits for it, so a
         # claim and a retry's reply belong to the turn they are about
-        check = asyncio.ensure_future(self._check(item.text_content, self.runner.loaded, self.turn))
+        check = asyncio.ensure_future(self._check(item.text_content, self.runner.loaded, self.turn, turn))
         self._checks.add(check)
         check.add_done_callback(self._checks.discard)
         if self.runner.session is not None:
             hold_run_open(self.runner.session, check)
 
-    async def _check(self, text: str, loaded: Any, turn: int) -> None:
+    def snapshot(self) -> claim_rules.Turn:
+        """What this turn knows, copied: the check runs in a thread while the call goes on."""
+        loaded = self.runner.loaded
+        tools = [_tool_of(t) for t in getattr(self.runner, "tools", None) or []]
+        return claim_rules.Turn(tools=tools, calls=list(self.calls), earlier_results=list(self.earlier),
+                                caller="\n".join(self.caller), instructions=str(getattr(loaded, "instructions", "")),
+                                greeting=str(getattr(loaded.spec, "greeting", None) or ""))
+
+    async def _check(self, text: str, loaded: Any, turn_number: int, turn: claim_rules.Turn) -> None:
         claims = loaded.spec.claims
         try:
             # compiling a spec's patterns is part of the work kept off the loop (tens of ms each)
-            sentence = await asyncio.to_thread(lambda: find_claim(text, compile_patterns(claims.patterns)))
+            findings = await asyncio.to_thread(lambda: find_claims(text, turn, compile_patterns(claims.patterns)))
         except user_regex.TimedOut as exc:
             timed_out(self.runner, loaded, exc)
-            return
-        if sentence is None:
-            return
-        report(self.runner, text, sentence, claims.action)
+            findings = []
+        judge = getattr(claims, "judge", None)
+        if judge is not None:  # after the turn, never held: the caller does not wait for a verdict
+            task = asyncio.ensure_future(judge_reply(self.runner, judge, text, turn))
+            self._judges.add(task)
+            task.add_done_callback(self._judges.discard)
+        for finding in findings:
+            report(self.runner, text, finding, claims.action)
         session = self.runner.session
-        if claims.action == "retry" and not self.retried and turn == self.turn and session is not None:
+        if findings and claims.action == "retry" and not self.retried and turn_number == self.turn \
+                and session is not None:
             self.retried = True
             session.generate_reply(instructions=RETRY_NOTE)
 
     async def settle(self) -> None:
-        """Every check under way has reported (each is bounded by ``CHECK_BUDGET_S``)."""
+        """Every check and verdict under way has reported (each is bounded in time)."""
         await asyncio.gather(*self._checks, return_exceptions=True)
+        await asyncio.gather(*self._judges, return_exceptions=True)
 
 
 def timed_out(runner: ClaimOwner, loaded: Any, exc: user_regex.TimedOut) -> None:
@@ -195,22 +215,97 @@ def timed_out(runner: ClaimOwner, loaded: Any, exc: user_regex.TimedOut) -> None
     if exc.pattern in patterns:
         where = str(loaded.error_at(("claims", "patterns", patterns.index(exc.pattern)), f"claims check {exc}"))
     else:
-        where = f"{loaded.path}: claims check (built-in patterns) {exc}; the rest of the reply was not checked"
+        where = f"{loaded.path}: claims check (built-in rules) {exc}; the rest of the reply was not checked"
     log.warning("agent %s session %s: %s", runner.name, runner.session_id, where,
                 extra={"agent": runner.name, "session_id": runner.session_id, "session_event": True})
     runner.emit("claims_check_timed_out", {"agent": runner.name, "message": where})
 
 
-def report(runner: ClaimOwner, text: str, sentence: str, action: str) -> None:
-    """One unbacked claim: the log line, the metric, the hook, the session event."""
+def describe(data: dict[str, Any]) -> str:
+    """One finding as people read it (chat, the log, a failed test): the rule that fired first."""
+    rule = data.get("rule", "pattern")
+    if rule == "ungrounded_specific":
+        return f"[{rule}] the reply gives {data.get('token')!r}, which no source of the call has: {data['claim']}"
+    if rule == "judge":
+        return f"[judge] the judge finds a claim no tool call backs: {data['claim']}"
+    return f"[{rule}] the reply claims an action but no tool ran: {data['claim']}"
+
+
+def report(runner: ClaimOwner, text: str, finding: claim_rules.Finding, action: str) -> None:
+    """One finding: the log line, the metrics, the hook, the session event."""
     from ..observe.metrics import observe_unbacked_claim
     from ..plugins.manager import notify
 
-    log.warning("agent %s session %s: unbacked claim: the reply claims an action but no tool ran: %r",
-                runner.name, runner.session_id, sentence,
-                extra={"agent": runner.name, "session_id": runner.session_id, "unbacked_claim": sentence,
-                       "session_event": True})
-    observe_unbacked_claim(runner.name)
+    data = {"text": text, "claim": finding.sentence, "agent": runner.name, "action": action, "rule": finding.rule,
+            "kind": finding.kind, "token": finding.token, "why": finding.why}
+    if finding.rule == "ungrounded_specific":
+        line = f"ungrounded specific {finding.token!r} (rule ungrounded_specific): {finding.sentence!r}"
+    else:
+        line = (f"unbacked claim: the reply claims an action but no tool ran: {finding.sentence!r} "
+                f"(rule {finding.rule}: {finding.why})")
+    log.warning("agent %s session %s: %s", runner.name, runner.session_id, line,
+                extra={"agent": runner.name, "session_id": runner.session_id, "unbacked_claim": finding.sentence,
+                       "claim_rule": finding.rule, "session_event": True})
+    observe_unbacked_claim(runner.name, finding.rule)
     notify(runner.plugins, "voice_runtime_unbacked_claim", agent=runner.name, session_id=runner.session_id,
-           text=text, claim=sentence, action=action)
-    runner.emit("unbacked_claim", {"text": text, "claim": sentence, "agent": runner.name, "action": action})
+           text=text, claim=finding.sentence, action=action, rule=finding.rule, token=finding.token)
+    runner.emit("unbacked_claim", data)
+
+
+JUDGE_PROMPT = """You audit one reply of a voice agent. A reply must not tell the caller that something was done
+(sent, booked, cancelled, changed, ...) or state a fact only a lookup could give (balances, statuses, times,
+counts, reference numbers) unless a tool call of this turn, listed below, supports it. Offers, questions,
+future plans, conditions and negations are not claims. Answer with JSON only:
+{"unsupported": true or false, "claim": "<the sentence that claims, or empty>"}"""
+
+
+async def judge_reply(runner: ClaimOwner, judge: Any, text: str, turn: claim_rules.Turn) -> None:
+    """Ask the spec's judge model about ``text``; its verdict is logged, counted, an event
+    (the call report, ``voice-runtime test``) and, when unsupported, a ``judge`` finding."""
+    import json
+
+    from ..observe.metrics import observe_claims_verdict
+    from .providers import make_chain
+
+    tools = "\n".join(f"- {t.name}: {t.description}" for t in turn.tools) or "(none)"
+    calls = "\n".join(f"- {c.tool}({c.arguments}) -> {c.outcome}: {c.result[:500]}" for c in turn.calls) or "(none)"
+    question = (f"Tools of the agent:\n{tools}\n\nTool calls of this turn:\n{calls}\n\n"
+                f"The reply:\n{text[:JUDGE_REPLY_CHARS]}")
+    verdict, claim, reason = "failed", "", ""
+    llm = None
+    try:
+        from livekit.agents.llm import ChatContext
+
+        llm = make_chain(runner.plugins, "llm", judge.llm)
+        ctx = ChatContext.empty()
+        ctx.add_message(role="system", content=JUDGE_PROMPT)
+        ctx.add_message(role="user", content=question)
+        answer = ""
+        async with asyncio.timeout(judge.timeout_s):
+            async with llm.chat(chat_ctx=ctx) as stream:
+                async for chunk in stream:
+                    if chunk.delta is not None and chunk.delta.content:
+                        answer += chunk.delta.content
+        start, end = answer.find("{"), answer.rfind("}")
+        said = json.loads(answer[start:end + 1]) if 0 <= start < end else {}
+        if not isinstance(said, dict) or not isinstance(said.get("unsupported"), bool):
+            reason = f"the judge's answer is not the JSON asked for: {answer[:200]!r}"
+        else:
+            verdict = "unsupported" if said["unsupported"] else "supported"
+            claim = str(said.get("claim") or "")
+    except Exception as exc:  # a judge that fails never touches the call: it is logged
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    finally:
+        if llm is not None:
+            await llm.aclose()
+    observe_claims_verdict(runner.name, verdict)
+    level = logging.WARNING if verdict != "supported" else logging.INFO
+    log.log(level, "agent %s session %s: claims judge: %s%s", runner.name, runner.session_id, verdict,
+            f": {claim or reason}" if claim or reason else "",
+            extra={"agent": runner.name, "session_id": runner.session_id, "claims_verdict": verdict,
+                   "session_event": True})
+    runner.emit("claims_judged", {"agent": runner.name, "verdict": verdict, "claim": claim, "reason": reason,
+                                  "text": text})
+    if verdict == "unsupported":
+        report(runner, text, claim_rules.Finding("judge", "action", claim or text, why="the judge model"),
+               runner.loaded.spec.claims.action)

@@ -205,6 +205,11 @@ class SessionRunner:
     async def connect_mcp(self) -> None:
         await self.activity.connect_mcp()
 
+    async def claims_settled(self) -> None:
+        """Every claims check and judge verdict of the turns so far has reported."""
+        if self._claims is not None:
+            await self._claims.settle()
+
     def build_tools(self) -> list[Any]:
         return self.activity.build_tools()
 

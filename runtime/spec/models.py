@@ -618,9 +618,13 @@ def spec_model(registry: RegistryView) -> type[AgentSpecBase]:
     else:
         pipeline_fields["llm"] = (None, Field(None))
     pipeline = create_model("Pipeline", __base__=PipelineBase, **pipeline_fields)
+    from .claims_judge import claims_model
+
+    claims = claims_model(Claims, StrictModel, _one_or_many(unions["llm"]) if unions["llm"] else None)
     return create_model(
         "AgentSpec",
         __base__=AgentSpecBase,
+        claims=(claims, Field(default_factory=claims, description="Replies that claim a tool ran when none did.")),
         realtime=optional(unions["realtime"], "Speech-to-speech model."),
         pipeline=(pipeline | None, Field(None, description="STT -> LLM -> TTS; with realtime, its fallback.")),
     )

@@ -122,3 +122,13 @@ def test_call_context_reports_session_start_for_a_shared_and_a_per_call_block_an
         assert_positive(data[key], "p50_ms", "p95_ms", "p99_ms")
     assert data["per_call_over_shared_p50"] == pytest.approx(
         data["session_start_per_call_block"]["p50_ms"] / data["session_start_shared_block"]["p50_ms"], rel=0.05)
+
+
+def test_claims_reports_p50_and_p99_per_reply_size_and_how_the_cost_grows() -> None:
+    data = run_bench("claims", "--repeat", "5")
+
+    assert data["benchmark"] == "claims"
+    assert_positive(data, *(f"{p}_ms_{size}" for p in ("p50", "p99") for size in (100, 1000, 40000)),
+                    "p50_ms_40000_conditions", "ratio_40k_vs_1k")
+    assert data["ratio_40k_vs_1k"] == pytest.approx(data["p50_ms_40000"] / data["p50_ms_1000"], rel=0.01)
+    assert data["meets_target"] is (data["p99_ms_1000"] <= data["target_p99_ms_1000"] == 5.0)

@@ -9,8 +9,9 @@ import subprocess
 from pathlib import Path
 
 from fakes.openai_chat import FakeOpenAI, text, tool_call
-from helpers import CLI, HOOK_RECORDER_PLUGIN, child_env, write
+from helpers import CLI, HOOK_RECORDER_PLUGIN, child_env, run_cli, write
 from mcp_servers.harness import read_records, stdio_command
+from serve_harness import Serve, spec
 
 def project(tmp_path: Path, record: Path, claims: str = "") -> Path:
     command, args = stdio_command(record=record, name="weather")
@@ -46,6 +47,7 @@ def test_a_claim_without_a_tool_call_is_reported_and_the_same_claim_after_a_real
     claim = evs[2]
     assert claim["text"] == "Sure. I've checked the forecast and emailed it to you."
     assert claim["claim"] == "I've checked the forecast and emailed it to you."
+    assert claim["rule"] == "tool_aware"  # the agent has no email tool, and none ran
     # the tool of the second turn really ran, so its reply is backed
     assert [r["tool"] for r in read_records(record)] == ["get_weather"]
     assert [json.loads(line) for line in hooks.read_text().splitlines()] == [
@@ -55,7 +57,7 @@ def test_a_claim_without_a_tool_call_is_reported_and_the_same_claim_after_a_real
     fake_openai.enqueue(text("I've booked it."))
     shown = chat(agents, "book it\n", fake_openai, hooks)
     assert shown.stdout.splitlines()[-2:] == [
-        "weather> I've booked it.", "!! the reply claims an action but no tool ran: I've booked it."]
+        "weather> I've booked it.", "!! [tool_aware] the reply claims an action but no tool ran: I've booked it."]
 
 
 def test_retry_asks_the_model_once_more_with_a_note_and_spec_patterns_add_to_the_built_in_ones(
@@ -72,3 +74,76 @@ def test_retry_asks_the_model_once_more_with_a_note_and_spec_patterns_add_to_the
     retry = fake_openai.chat_requests[1]["messages"]
     assert any("no tool ran in that turn" in str(m.get("content")) for m in retry), retry
     assert len(fake_openai.chat_requests) == 2  # asked once more, not again after an honest answer
+
+
+JUDGE_SAYS = '{"unsupported": true, "claim": "I have emailed you the forecast."}'
+
+
+def test_through_serve_a_tool_aware_claim_an_ungrounded_specific_and_the_judge_reach_log_metrics_and_report(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    command, args = stdio_command(record=tmp_path / "calls.jsonl", name="weather")
+    write(agents / "desk.yaml", spec("You answer weather questions.", fake_openai.base_url)
+          + f"mcp_servers:\n  weather: {json.dumps({'command': command, 'args': args})}\n"
+          + "claims:\n  judge:\n    llm: {provider: openai, model: gpt-judge, base_url: "
+          + json.dumps(fake_openai.base_url) + ", api_key: sk-test}\n")
+    # the judge is another model on the same fake, answering outside the agent's queue
+    fake_openai.by_model["gpt-judge"] = lambda request: text(JUDGE_SAYS)
+    # turn 1: a real weather call, but no tool of the agent sends email; turn 2: a code no source has
+    fake_openai.enqueue(tool_call("get_weather", {"city": "Paris"}),
+                        text("It's sunny in Paris, and I've emailed you the forecast."),
+                        text("Your forecast reference is WX-4471."))
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        code, answer = serve.post("/simulate", json.dumps(
+            {"agent": "desk", "turns": ["weather in Paris?", "and a reference?"], "wait": True}).encode(), timeout=120)
+        assert code == 200, answer
+        report = answer["call_report"]
+        assert [(c["rule"], c["claim"], c["token"]) for c in report["unbacked_claims"]] == [
+            ("tool_aware", "It's sunny in Paris, and I've emailed you the forecast.", None),
+            ("judge", "I have emailed you the forecast.", None),
+            ("ungrounded_specific", "Your forecast reference is WX-4471.", "WX-4471"),
+            ("judge", "I have emailed you the forecast.", None)]
+        assert [v["verdict"] for v in report["claims_verdicts"]] == ["unsupported", "unsupported"]
+        for rule, count in (("tool_aware", 1), ("ungrounded_specific", 1), ("judge", 2)):
+            serve.wait_for(lambda r=rule, n=count: serve.metric(
+                f'voice_runtime_claim_findings_total{{agent="desk",rule="{r}"}}') == n, message=rule)
+        assert serve.metric('voice_runtime_claims_judge_verdicts_total{agent="desk",verdict="unsupported"}') == 2
+        assert serve.metric('voice_runtime_unbacked_claims_total{agent="desk"}') == 4
+        output = serve.output()
+    assert "(rule tool_aware: no tool of the agent can do this (send))" in output, output[-3000:]
+    assert "ungrounded specific 'WX-4471' (rule ungrounded_specific)" in output
+    assert "claims judge: unsupported: I have emailed you the forecast." in output
+    # the judge was asked after each reply, with the turn's tool calls; the caller never waited for it
+    judged = [r for r in fake_openai.chat_requests if r["model"] == "gpt-judge"]
+    assert len(judged) == 2 and "get_weather" in str(judged[0]["messages"])
+
+
+def test_the_judges_verdict_fails_a_conversation_test_naming_the_rule(agents: Path, fake_openai: FakeOpenAI) -> None:
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url)
+          + "claims:\n  judge:\n    llm: {provider: openai, model: gpt-judge, base_url: "
+          + json.dumps(fake_openai.base_url) + ", api_key: sk-test}\n")
+    write(agents / "tests" / "desk.yaml", """apiVersion: voice-runtime/v1
+agent: desk
+cases:
+  - name: an answer the judge doubts
+    script: [{say: "Sunny all week."}]
+    turns: [{user: weather?}]
+""")
+    fake_openai.by_model["gpt-judge"] = lambda request: text('{"unsupported": true, "claim": "Sunny all week."}')
+    result = run_cli("test", agents, timeout=120)
+    assert result.rc == 1, result.output
+    assert "turn 1 'weather?': [judge] the judge finds a claim no tool call backs: Sunny all week. " \
+           "(allow_unbacked_claims: true to accept it)" in result.stdout, result.output
+
+
+def test_a_judge_without_a_model_or_with_an_unknown_key_is_refused_at_file_line_col(agents: Path) -> None:
+    base = "apiVersion: voice-runtime/v1\ninstructions: hi\npipeline: {llm: {provider: openai}, text_only: true}\n"
+    write(agents / "a.yaml", base + "claims:\n  judge: {timeout_s: 5}\n")
+    write(agents / "b.yaml", base + "claims:\n  judge: {llm: {provider: openai}, api_key: sk-leak-123}\n")
+    result = run_cli("check", agents)
+    assert result.rc == 1, result.output
+    assert f"{agents}/a.yaml:5:3: claims.judge.llm: required key is missing" in result.stdout, result.output
+    assert f"{agents}/b.yaml:5:36: claims.judge.api_key: unknown key 'api_key'; valid keys: llm, timeout_s" \
+        in result.stdout, result.output
+    assert "sk-leak-123" not in result.output

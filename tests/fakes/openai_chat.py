@@ -395,6 +395,9 @@ class FakeOpenAI(_ScriptedServer):
         self.transcript = "hello from the fake transcriber"  # what /v1/audio/transcriptions hears
         self.spoken: list[str] = []  # every text /v1/audio/speech synthesized
         self.speech_failures = 0  # answer the next N speech requests with 503
+        # a model that answers on its own, outside the queue (a claims judge asked after the
+        # turn, while the agent's model answers from the queue): model id -> its script
+        self.by_model: dict[str, Script] = {}
 
     # -- scripting ---------------------------------------------------------------------
 
@@ -489,7 +492,10 @@ class FakeOpenAI(_ScriptedServer):
         except json.JSONDecodeError:
             return web.json_response(error(400, "invalid JSON body").body(), status=400)
         rec = self._record(request, body)
-        reply = await self._next_reply(rec)
+        own = self.by_model.get(str(body.get("model")))
+        reply = own(rec) if own is not None else await self._next_reply(rec)
+        if inspect.isawaitable(reply):
+            reply = await reply
 
         while True:
             if isinstance(reply, DelayReply):

@@ -1,63 +1,120 @@
-"""The built-in claim patterns, measured on a corpus of replies labelled by hand
-(tests/data/claims_corpus.yaml): precision and recall are printed (run with -s)
-and held above a floor, so a change that makes them worse fails."""
+"""The claims detector measured on replies labelled by hand: the corpus it was tuned
+on (tests/data/claims_corpus.yaml) and a held-out set written by someone who never
+saw its code (tests/data/claims_heldout.yaml), both in the same per-case format
+(the agent's tools, what the caller said, what ran this turn, the reply, the label).
+Precision and recall are printed (run with -s) and held above targets."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
+from voice_runtime.session.claim_rules import Tool, ToolRun, Turn, read
 from voice_runtime.session.claims import compile_patterns, find_claim
 
-CORPUS = Path(__file__).resolve().parent.parent / "data" / "claims_corpus.yaml"
-MIN_PRECISION = 0.95
-MIN_RECALL = 0.90
-HELD_OUT_MIN_PRECISION = 0.9
-HELD_OUT_MIN_RECALL = 0.45  # measured 0.467 (7 of 15) when the list was written
+DATA = Path(__file__).resolve().parent.parent / "data"
+CORPUS, HELD_OUT = DATA / "claims_corpus.yaml", DATA / "claims_heldout.yaml"
+# targets of issue 26 (held-out); the tuned corpus is held a little higher
+MIN_PRECISION, MIN_RECALL = 0.95, 0.90
+HELD_OUT_MIN_PRECISION, HELD_OUT_MIN_RECALL = 0.95, 0.80
 
 
-def test_the_built_in_claim_patterns_keep_their_precision_and_recall_on_the_corpus() -> None:
-    corpus = yaml.safe_load(CORPUS.read_text(encoding="utf-8"))
-    claims, others = corpus["claim"], corpus["not_claim"]
-    assert len(claims) >= 30 and len(others) >= 30
-    missed = [text for text in claims if find_claim(text) is None]
-    false_alarms = [text for text in others if find_claim(text) is not None]
-    true_positives = len(claims) - len(missed)
-    precision = true_positives / (true_positives + len(false_alarms))
-    recall = true_positives / len(claims)
-    print(f"\nclaims corpus: {len(claims)} claims, {len(others)} non-claims; "
-          f"precision {precision:.3f}, recall {recall:.3f}")
-    print("missed:", missed)
-    print("false alarms:", false_alarms)
-    assert precision >= MIN_PRECISION, false_alarms
-    assert recall >= MIN_RECALL, missed
+def turn_of(case: dict[str, Any]) -> Turn:
+    return Turn(
+        tools=[Tool(t["name"], t.get("description") or "") for t in case.get("tools") or []],
+        calls=[ToolRun(c["tool"], c.get("arguments"), str(c.get("result") or ""), c.get("outcome") or "ok")
+               for c in case.get("tool_calls") or []],
+        earlier_results=[str(r) for r in case.get("earlier_results") or []],
+        caller=case.get("caller") or "", instructions=case.get("instructions") or "",
+        greeting=case.get("greeting") or "")
 
 
-def test_the_built_in_claim_patterns_on_replies_they_were_not_tuned_on() -> None:
-    """The held-out lists were written after the patterns and never tuned on: the
-    honest estimate. Implicit claims ("Your new card is on its way") are beyond
-    what sentence patterns see."""
-    corpus = yaml.safe_load(CORPUS.read_text(encoding="utf-8"))
-    claims, others = corpus["held_out_claim"], corpus["held_out_not_claim"]
-    found = [text for text in claims if find_claim(text) is not None]
-    false_alarms = [text for text in others if find_claim(text) is not None]
-    precision = len(found) / max(len(found) + len(false_alarms), 1)
-    recall = len(found) / len(claims)
-    print(f"\nheld-out: {len(claims)} claims, {len(others)} non-claims; precision {precision:.3f}, recall {recall:.3f}")
-    print("missed:", [t for t in claims if t not in found])
-    print("false alarms:", false_alarms)
-    assert precision >= HELD_OUT_MIN_PRECISION, false_alarms
-    assert recall >= HELD_OUT_MIN_RECALL
+def measure(path: Path) -> tuple[float, float, list[str]]:
+    cases = yaml.safe_load(path.read_text(encoding="utf-8"))["cases"]
+    hits = misses = alarms = 0
+    wrong = []
+    for case in cases:
+        findings = read(case["reply"], turn_of(case))
+        flagged = bool(findings)
+        if case["flag"] and flagged:
+            hits += 1
+        elif case["flag"]:
+            misses += 1
+            wrong.append(f"missed {case['id']} ({case.get('kind')}): {case['reply']!r}")
+        elif flagged:
+            alarms += 1
+            wrong.append(f"false alarm {case['id']} ({case.get('kind')}): {case['reply']!r} "
+                         f"[{findings[0].rule}: {findings[0].token or findings[0].why}]")
+    precision = hits / max(hits + alarms, 1)
+    recall = hits / max(hits + misses, 1)
+    print(f"\n{path.name}: {len(cases)} replies, {hits + misses} claims; precision {precision:.3f}, "
+          f"recall {recall:.3f}")
+    print("\n".join(wrong))
+    return precision, recall, wrong
 
 
-def test_future_tense_questions_negations_and_conditions_are_not_claims() -> None:
-    for text in ("I'll send it now.", "Have I sent it?", "I haven't sent it.", "Once I've checked, I'll call you."):
-        assert find_claim(text) is None, text
-    assert find_claim("Sure. I've sent it. Anything else?") == "I've sent it."
+def test_the_detector_keeps_its_precision_and_recall_on_the_corpus_it_was_tuned_on() -> None:
+    assert len(yaml.safe_load(CORPUS.read_text(encoding="utf-8"))["cases"]) >= 200
+    precision, recall, wrong = measure(CORPUS)
+    assert precision >= MIN_PRECISION, wrong
+    assert recall >= MIN_RECALL, wrong
 
 
-def test_a_specs_own_patterns_add_to_the_built_in_ones() -> None:
-    patterns = compile_patterns([r"\bticket is raised\b"])
-    assert find_claim("Your ticket is raised.") is None
-    assert find_claim("Your ticket is raised.", patterns) == "Your ticket is raised."
-    assert find_claim("I've sent it.", patterns) == "I've sent it."
+def test_the_detector_on_the_held_out_replies_it_was_never_tuned_on() -> None:
+    """Written by another helper without seeing the detector, run once when the
+    detector was final: the honest estimate (README "Claims without calls")."""
+    assert len(yaml.safe_load(HELD_OUT.read_text(encoding="utf-8"))["cases"]) >= 60
+    precision, recall, wrong = measure(HELD_OUT)
+    assert precision >= HELD_OUT_MIN_PRECISION, wrong
+    assert recall >= HELD_OUT_MIN_RECALL, wrong
+
+
+ORDERS = [Tool("get_order", "Look up an order by number."), Tool("cancel_order", "Cancel an order.")]
+
+
+def test_an_action_is_backed_only_by_a_tool_that_does_it_and_did_not_fail() -> None:
+    said = "Your order was cancelled."
+    assert [f.rule for f in read(said, Turn(tools=ORDERS))] == ["tool_aware"]
+    looked_up = Turn(tools=ORDERS, calls=[ToolRun("get_order", {"id": 5}, "status: processing")])
+    assert read(said, looked_up)[0].why == "no cancel tool ran in this turn"
+    failed = Turn(tools=ORDERS, calls=[ToolRun("cancel_order", {"id": 5}, "already shipped", "error")])
+    assert read(said, failed)[0].why == "cancel_order did not succeed in this turn"
+    assert read(said, Turn(tools=ORDERS, calls=[ToolRun("cancel_order", {"id": 5}, "cancelled")])) == []
+    assert read("I've emailed you the receipt.", Turn(tools=ORDERS))[0].why == (
+        "no tool of the agent can do this (send)")
+
+
+def test_negations_offers_conditions_questions_and_the_future_are_not_claims_even_mixed() -> None:
+    for text in ("I'll send it now.", "Have I sent it?", "I haven't touched your account yet.",
+                 "Once you confirm, I'll cancel it.", "I can cancel it if you like.", "Let me check that.",
+                 "Refunds are usually processed within 5 days."):
+        assert read(text, Turn(tools=ORDERS)) == [], text
+    mixed = read("I haven't cancelled it yet, but I've emailed you the form.", Turn(tools=ORDERS))
+    assert [(f.rule, f.kind) for f in mixed] == [("tool_aware", "action")]
+
+
+def test_a_specific_with_no_source_is_ungrounded_and_numbers_are_compared_normalised() -> None:
+    balance = Turn(calls=[ToolRun("get_balance", {}, "balance 3200.00 GBP")], caller="ten pounds to Anna at 3")
+    for grounded in ("You have £3,200 left.", "I've sent ten pounds to Anna.", "Sent £10.00 to Anna at 3 pm."):
+        assert [f for f in read(grounded, balance) if f.rule == "ungrounded_specific"] == [], grounded
+    found = read("Your balance is £3,250, and order 88213 shipped.", balance)
+    assert [(f.rule, f.token) for f in found if f.rule == "ungrounded_specific"] == [
+        ("ungrounded_specific", "3,250"), ("ungrounded_specific", "88213")]
+
+
+def test_a_specs_own_patterns_fire_as_the_pattern_rule_when_no_tool_ran() -> None:
+    from voice_runtime.session.claims import find_claims
+
+    patterns = compile_patterns([r"\bticket is on file\b"])
+    assert find_claim("Your ticket is on file.", patterns) == "Your ticket is on file."
+    assert [f.rule for f in find_claims("Your ticket is on file.", Turn(), patterns)] == ["pattern"]
+    assert find_claims("Your ticket is on file.", Turn(calls=[ToolRun("get_ticket")]), patterns) == []
+
+
+def test_numbers_of_thousands_of_digits_are_compared_as_text_and_never_break_the_check() -> None:
+    huge = "9" * 5000  # float() makes it inf, int() refuses it: neither may end the check
+    turn = Turn(caller=f"my reference is {huge}", calls=[ToolRun("get_order", None, "1" * 5000 + ":" + "2" * 5000)])
+    found = read(f"Your reference {huge} is noted; your total is £{'8' * 600}.", turn)
+    assert [(f.rule, f.token) for f in found] == [("ungrounded_specific", "8" * 600)]

@@ -210,7 +210,9 @@ async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], pl
         if event == "handoff":
             current.handoffs.append(data["to"])
         elif event == "unbacked_claim":
-            current.claims.append(data["claim"])
+            from ..claims import describe
+
+            current.claims.append(describe(data))
         elif event == "claims_check_timed_out":
             current.problems.append(data["message"])
 
@@ -222,6 +224,7 @@ async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], pl
         for n, turn in enumerate(case.turns, 1):
             current = _Turn(None)
             current.result = await runner.run_turn(turn.user)
+            await runner.claims_settled()  # a judge's verdict comes after the reply; the turn is judged with it
             problems = _checks(turn.expect, current, lambda k, key, t=n - 1: where(t, "expect", k, key))
             problems += current.problems
             for expectation in (e for e in turn.expect if e.judge):
@@ -233,8 +236,7 @@ async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], pl
                 if problem:
                     problems.append(problem)
             if current.claims and not case.allow_unbacked_claims:
-                problems.append(f"the reply claims an action but no tool ran: {current.claims[0]!r} "
-                                "(allow_unbacked_claims: true to accept it)")
+                problems.append(f"{current.claims[0]} (allow_unbacked_claims: true to accept it)")
             if scripted is not None and scripted.exhausted:
                 problems.append(f"the model was asked more often than the script has entries ({len(case.script or [])})")
             if problems:

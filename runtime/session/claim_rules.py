@@ -1,0 +1,627 @@
+"""How a reply is read for claims no tool call backs: the tool-aware reading and the
+grounding of specifics. Pure functions of the reply and what the turn knows (the
+agent's tools, this turn's tool calls, the call's earlier results, what the caller
+said, the instructions and the greeting); ``claims.py`` watches a session and reports.
+
+Rules (each finding names the one that fired):
+
+- ``tool_aware``: a clause states an action ("I've cancelled it", "your order was
+  cancelled"), a completion ("you're all set", "done", "the transfer went through"),
+  a state only a lookup can know ("your flight is on time", "I can see two bookings")
+  and nothing of this turn supports it. An action is supported by a call of a tool
+  whose name or description holds that action's verb (``cancel_order`` backs
+  "cancelled", ``get_order`` does not) and that did not fail; a lookup or a state by
+  any call of the turn, or by a tool result of the call that holds the same word.
+  An action no tool of the agent can do is reported as such.
+- ``ungrounded_specific``: an amount, a balance, a reference number or code, a time
+  of an event or a count that appears in none of the caller's words, the
+  instructions, the greeting or a tool call (arguments and results) of this call.
+  Numbers are compared normalised: 3,200 = 3200, "ten" = 10, GBP 42.00 = 42, 3 pm = 15:00.
+
+Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
+check"), conditions ("once you confirm, ..."), questions, the future ("I'll send it")
+and habitual statements ("refunds are usually processed in 5 days") are not claims:
+the words that make them so are looked for in the same clause, before the verb.
+
+Everything is one pass over the reply's words with a bounded look-back (a few words),
+so the cost is linear in the reply's length; the one regular expression that splits
+words has no nested repetition.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+LOOK_BACK = 8  # words before a verb where a subject, a negation, a modal or a condition counts
+
+# action groups: the verb forms a reply uses (past tense and participles) and the
+# words by which a tool's name or description shows it does that action
+_GROUPS: dict[str, tuple[str, str]] = {
+    # group: (past forms said in a reply, a tool's words for it)
+    "send": ("sent emailed e-mailed texted messaged forwarded mailed notified resent called phoned rang contacted", "send sends email emails mail "
+             "text sms message messages forward forwards notify notifies resend"),
+    "book": ("booked reserved scheduled rescheduled arranged", "book books reserve reserves schedule schedules "
+             "reschedule reschedules arrange make create creates"),
+    "cancel": ("cancelled canceled voided terminated withdrawn", "cancel cancels void terminate terminates withdraw"),
+    "change": ("changed updated modified amended edited moved switched corrected adjusted", "change changes update "
+               "updates modify modifies amend amends edit edits move moves switch correct adjust set"),
+    "refund": ("refunded reimbursed credited", "refund refunds reimburse credit credits"),
+    "pay": ("paid transferred charged debited topped moved sent", "pay pays transfer transfers charge charges debit top payment"),
+    "create": ("created opened filed logged raised submitted registered lodged placed ordered requested",
+               "create creates open opens file files log logs raise raises submit submits register registers lodge "
+               "place places order orders request requests"),
+    "close": ("closed resolved", "close closes resolve resolves"),
+    "block": ("blocked frozen locked suspended unblocked unlocked unfrozen reactivated", "block blocks freeze "
+              "freezes lock locks suspend suspends unblock unlock unfreeze reactivate"),
+    "reset": ("reset", "reset resets"),
+    "waive": ("waived removed deleted dropped cleared", "waive waives remove removes delete deletes drop clear"),
+    "add": ("added enrolled subscribed unsubscribed", "add adds enrol enroll subscribe unsubscribe"),
+    "apply": ("applied redeemed", "apply applies redeem redeems discount voucher coupon"),
+    "activate": ("activated deactivated enabled disabled renewed extended upgraded downgraded", "activate activates "
+                 "deactivate enable enables disable renew renews extend extends upgrade upgrades downgrade"),
+    "escalate": ("escalated assigned referred", "escalate escalates assign assigns handoff transfer refer refers"),
+    "replace": ("replaced reissued", "replace replaces reissue reissues"),
+    "save": ("saved recorded", "save saves record records note notes"),
+    "approve": ("approved", "approve approves"),
+    "ship": ("shipped dispatched", "ship ships dispatch dispatches"),
+}
+# lookups said in the first person: any call of the turn backs them
+_LOOKUP = frozenset(("checked double-checked verified searched looked found located retrieved fetched queried "
+                     "reviewed tracked pulled confirmed consulted traced").split())
+# what happened to the caller's things (third person): a looked-up fact
+_EVENTS = frozenset(("delivered scanned arrived departed landed left posted cleared declined rejected expired "
+                     "bounced delayed diverted returned collected signed processed completed finalised finalized "
+                     "issued accepted received failed fixed repaired restored reconnected stuck held taken").split())
+_STATUS = (("on", "time"), ("in", "stock"), ("out", "of", "stock"), ("in", "transit"), ("out", "for", "delivery"),
+           ("sold", "out"), ("fully", "booked"), ("overdue",), ("pending",), ("on", "its", "way"),
+           ("on", "the", "way"), ("on", "their", "way"), ("on", "hold"), ("in", "credit"), ("in", "progress"),
+           ("under", "review"), ("now", "active"), ("now", "live"), ("active", "now"), ("live", "now"),
+           ("closed", "now"), ("in", "place"), ("ready",))
+_COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "care", "of"), ("good", "to", "go"),
+               ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
+               ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"))
+_ALL_PAST: dict[str, tuple[str, ...]] = {}  # "moved" is a change or a payment
+for _group, (_past, _) in _GROUPS.items():
+    for _word in _past.split():
+        _ALL_PAST[_word] = (*_ALL_PAST.get(_word, ()), _group)
+# said in the first person these report an act ("I've put you down for Thursday"); the
+# word that must follow, when the verb alone says too little ("I got it" is "I understand")
+_FIRST_PERSON_ACTS: dict[str, frozenset[str] | None] = {
+    "put": None, "managed": None, "passed": None, "got": frozenset(["you"]), "let": frozenset(),
+    "made": frozenset("booking reservation appointment payment transfer change request claim complaint note "
+                      "the a your".split())}
+_HAD_FOLLOWERS = frozenset(_ALL_PAST) | _LOOKUP | {"just", "already"}
+_POSSESSIVES = frozenset("your the my our his her their its these those".split())
+
+
+def _index(phrases: tuple[tuple[str, ...], ...]) -> dict[str, list[tuple[str, ...]]]:
+    out: dict[str, list[tuple[str, ...]]] = {}
+    for phrase in phrases:
+        out.setdefault(phrase[0], []).append(phrase)
+    return out
+
+
+_COMPLETION_AT, _STATUS_AT = _index(_COMPLETION), _index(_STATUS)
+_TOOL_WORDS = {group: frozenset(words.split()) for group, (_, words) in _GROUPS.items()}
+_ANY_TOOL_WORD = frozenset().union(*_TOOL_WORDS.values())
+_LOOKUP_TOOL_VERBS = frozenset("get find search lookup look list check track read fetch query show view retrieve "
+                               "describe status balance availability verify".split())
+
+_BE = frozenset("is are was were been be being am got gets get".split())
+_AUX = frozenset("have has had 'd just already now also successfully quickly personally actually finally "
+                 "gone went ahead and able to been managed all fully".split())
+_SUBJECT = frozenset(("i", "we"))
+_NEGATION = frozenset("not never no nothing none neither nor without".split())
+_MODAL = frozenset("will shall would could can may might must should going gonna about want wants let need "
+                   "needs try trying happy glad please ask plan hope able to be".split())
+_REPORTED = frozenset("said say mentioned told asked think thought wanted".split())
+_CONDITION = frozenset("if once when whenever after until unless before whether soon".split())
+_HABITUAL = frozenset("usually normally typically generally always often sometimes every".split())
+_DETERMINERS = frozenset("your the this that it these those my our his her their its".split())
+_CLAUSE_WORDS = frozenset("but although though however whereas so because while".split())
+_GENERAL_SUBJECTS = frozenset("refunds orders payments transfers bookings emails changes cancellations requests "
+                              "tickets parcels deliveries appointments reservations".split())
+
+# one word, a number (3,200 / 42.00 / 10:12) or a mark that ends a clause
+_TOKEN = re.compile(r"[£$€¥#%]|(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
+                    r"[,;:()\u2014\u2013]")
+_WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
+_SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
+_CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
+_CURRENCY_SIGNS = frozenset("£$€¥")
+_CURRENCY_WORDS = frozenset("pounds pound dollars dollar euros euro eur gbp usd quid pence cents".split())
+_REFERENCE_NOUNS = frozenset("order ticket case reference ref number no confirmation booking flight gate platform "
+                             "seat room account terminal invoice policy claim tracking train bus pnr pin code "
+                             "#".split())
+_COUNT_GENERAL = frozenset("seconds minutes hours days weeks months years nights business working ways steps options "
+                           "things questions choices times moments reasons tips people adults children guests "
+                           "digits characters letters words more of to or and percent".split())
+_NUMBER_WORDS = {w: n for n, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
+                      "ninety": 90, "hundred": 100, "thousand": 1000, "dozen": 12, "couple": 2})
+_MEASURE = re.compile(r"[\d.]+(?:h|hrs?|mins?|s|kg|km|g|gb|mb|tb|mg|ml|cm|mm|m|k|x|p|mph|kph|kw|kwh)")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_ORDINAL = re.compile(r"\d+(?:st|nd|rd|th)")
+_CLOCK_WORD = re.compile(r"(\d{1,2})(?::(\d\d))?(am|pm)")
+_CONTRACTIONS = {"won't": ("will", "not"), "can't": ("can", "not"), "cannot": ("can", "not"),
+                 "shan't": ("shall", "not"), "i'm": ("i", "am"), "let's": ("let", "us")}
+_SUFFIXES = {"n't": "not", "'ve": "have", "'re": "are", "'ll": "will", "'s": "is", "'m": "am", "'d": "'d"}
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    """One tool call of the turn: what it was given and what came back."""
+
+    tool: str
+    arguments: Any = None
+    result: str = ""
+    outcome: str = "ok"
+
+
+@dataclass
+class Turn:
+    """What the reader knows besides the reply."""
+
+    tools: Sequence[Tool] = ()
+    calls: Sequence[ToolRun] = ()  # this turn's
+    earlier_results: Sequence[str] = ()  # the call's tool calls before this turn (arguments and results)
+    caller: str = ""  # all the caller has said in the call
+    instructions: str = ""
+    greeting: str = ""
+    _sources: frozenset[str] | None = field(default=None, repr=False)
+
+    def sources(self) -> frozenset[str]:
+        """Every normalised number, time and code the reply may take its specifics from."""
+        if self._sources is None:
+            texts = [self.caller, self.instructions, self.greeting, *self.earlier_results]
+            for call in self.calls:
+                texts += [str(call.arguments or ""), str(call.result or "")]
+            forms: set[str] = set()
+            for text in texts:
+                words = _words(text)
+                for i in range(len(words)):
+                    forms |= _forms(words, i)
+            self._sources = frozenset(forms)
+        return self._sources
+
+    def results_text(self) -> str:
+        return " ".join([*(str(c.result or "") for c in self.calls), *self.earlier_results]).lower()
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str  # tool_aware, ungrounded_specific (pattern and judge: claims.py)
+    kind: str  # action, state, lookup_fact, ungrounded_specific
+    sentence: str
+    token: str | None = None
+    why: str = ""
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words, contractions opened ("I've" -> i, have; "isn't" -> is, not)."""
+    out: list[str] = []
+    for raw in _TOKEN.findall(text.replace("’", "'")):
+        word = raw.lower()
+        if word in _CONTRACTIONS:
+            out += _CONTRACTIONS[word]
+            continue
+        apostrophe = word.rfind("'")
+        if apostrophe > 0:
+            suffix = word[apostrophe - 1:] if word.endswith("n't") else word[apostrophe:]
+            if suffix in _SUFFIXES:
+                out += [word[: len(word) - len(suffix)], _SUFFIXES[suffix]]
+                continue
+        out.append(word)
+    return _merge_numbers(out)
+
+
+def _merge_numbers(words: list[str]) -> list[str]:
+    """"three thousand two hundred" -> "3200" (the caller says it, a tool writes 3200)."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        j = i
+        while j < len(words) and (words[j] in _NUMBER_WORDS or (words[j] == "and" and j > i)):
+            j += 1
+        run = [w for w in words[i:j] if w != "and"]
+        if len(run) >= 2 and any(w in ("hundred", "thousand") or _NUMBER_WORDS[w] >= 20 for w in run):
+            total = current = 0
+            for w in run:
+                value = _NUMBER_WORDS[w]
+                if w == "hundred":
+                    current = max(current, 1) * 100
+                elif w == "thousand":
+                    total, current = total + max(current, 1) * 1000, 0
+                else:
+                    current += value
+            out.append(str(total + current))
+            i = j
+        else:
+            out.append(words[i])
+            i += 1
+    return out
+
+
+def _number(text: str) -> str | None:
+    """3,200 -> 3200; 42.00 -> 42; 4.50 -> 4.5; ten -> 10."""
+    if text in _NUMBER_WORDS:
+        return str(_NUMBER_WORDS[text])
+    if "-" in text:  # twenty-five
+        parts = text.split("-")
+        if len(parts) == 2 and parts[0] in _NUMBER_WORDS and parts[1] in _NUMBER_WORDS:
+            return str(_NUMBER_WORDS[parts[0]] + _NUMBER_WORDS[parts[1]])
+        return None
+    plain = text.replace(",", "")
+    if not _DECIMAL.fullmatch(plain):
+        return None
+    # as text, not float: a 400-digit number is a number too (float() makes it inf)
+    whole, _, fraction = plain.partition(".")
+    whole, fraction = whole.lstrip("0") or "0", fraction.rstrip("0")
+    return f"{whole}.{fraction}" if fraction else whole
+
+
+def _clock(hour: int, minute: int, meridiem: str | None) -> set[str]:
+    if meridiem == "pm" and hour < 12:
+        hours = {hour + 12}
+    elif meridiem == "am" and hour == 12:
+        hours = {0}
+    elif meridiem is None and 1 <= hour <= 11:
+        hours = {hour, hour + 12}  # 9:40 may be either
+    else:
+        hours = {hour}
+    forms = {f"{h}:{minute:02d}" for h in hours}
+    if minute == 0:
+        forms.add(str(hour))  # "come at 3" grounds "3 pm"
+    return forms
+
+
+def _forms(words: list[str], i: int) -> set[str]:
+    """The normalised forms of the number, time or code at ``words[i]`` (empty if none)."""
+    word = words[i]
+    nxt = words[i + 1] if i + 1 < len(words) else ""
+    if ":" in word and word[0].isdigit():
+        hour, _, minute = word.partition(":")
+        if len(hour) <= 2 and len(minute) == 2 and hour.isdigit() and minute.isdigit() and int(hour) < 24 \
+                and int(minute) < 60:
+            return _clock(int(hour), int(minute), nxt if nxt in ("am", "pm") else None)
+        return set()
+    clock = _CLOCK_WORD.fullmatch(word)
+    if clock:
+        return _clock(int(clock[1]), int(clock[2] or 0), clock[3])
+    number = _number(word)
+    if number is not None:
+        if nxt in ("am", "pm") and len(number) <= 2 and number.isdigit() and 1 <= int(number) <= 12:
+            return _clock(int(number), 0, nxt)
+        return {number}
+    if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
+        code = re.sub(r"[^0-9a-z]", "", word).upper()
+        forms = {code}
+        leading = re.match(r"\d+(?:\.\d+)?", word)
+        if leading and _MEASURE.fullmatch(word):  # 18.4GB = 18.4 GB
+            forms.add(str(_number(leading[0])))
+        forms.update(run for run in re.findall(r"\d{3,}", word))
+        return forms
+    return set()
+
+
+def _specific(words: list[str], i: int) -> bool:
+    """Whether ``words[i]`` is an account-specific detail: an amount, a percentage, a
+    clock time, a code or reference number, a long number or a count of things."""
+    word = words[i]
+    prev = words[i - 1] if i else ""
+    nxt = words[i + 1] if i + 1 < len(words) else ""
+    if _ORDINAL.fullmatch(word):
+        return False
+    if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
+        return bool(_CLOCK_WORD.fullmatch(word)) or (len(word) >= 3 and not _MEASURE.fullmatch(word))
+    number = _number(word) if (word[0].isdigit() or word in _NUMBER_WORDS or "-" in word) else None
+    if number is None:
+        return ":" in word and word[0].isdigit()
+    digits = word[0].isdigit()
+    if prev in _CURRENCY_SIGNS or nxt in _CURRENCY_WORDS or nxt in ("%", "percent"):
+        return True
+    if digits and (nxt in ("am", "pm") or prev == "#" or prev in _REFERENCE_NOUNS):
+        return True
+    if digits and "." in word:
+        return True
+    if digits and len(number) >= 3 and not (len(number) == 4 and 1900 <= int(number) <= 2100):
+        return nxt not in _COUNT_GENERAL
+    # a count: "two rooms left", "3 results", "5 points"
+    if number in ("0", "1") or (not digits and word in ("hundred", "thousand", "dozen", "couple")):
+        return False
+    following = words[i + 1: i + 3]
+    if any(w in ("left", "remaining", "available") for w in following):
+        return True
+    return (bool(nxt) and nxt.isalpha() and not any(w in _COUNT_GENERAL for w in following)
+            and any(w.isalpha() and w.endswith("s") for w in following))
+
+
+def _clauses(words: list[str]) -> list[list[str]]:
+    out, current = [], []
+    for word in words:
+        if word in _CLAUSE_MARKS or word in _CLAUSE_WORDS:
+            if current:
+                out.append(current)
+            current = []
+        else:
+            current.append(word)
+    if current:
+        out.append(current)
+    return out
+
+
+def _phrase_at(words: list[str], i: int, phrases: dict[str, list[tuple[str, ...]]]) -> tuple[str, ...] | None:
+    for phrase in phrases.get(words[i], ()):
+        if tuple(words[i: i + len(phrase)]) == phrase:
+            return phrase
+    return None
+
+
+def _blocked(words: list[str], i: int, allow_negation: bool = False) -> bool:
+    """A negation, modal, condition or habit in the few words before ``i``."""
+    before = words[max(0, i - LOOK_BACK): i]
+    for n, word in enumerate(before):
+        if word in _CONDITION or word in _HABITUAL:
+            return True
+        if word in _NEGATION and not allow_negation:
+            if word == "no" and n + 1 < len(before) and before[n + 1] == "longer":
+                continue  # "no longer active" states a change
+            return True
+        if word in _REPORTED and n and before[n - 1] == "you":
+            return True  # "you said you were charged twice": the caller's words, not a finding
+        if word in _MODAL:
+            if word in ("able", "to") and n and before[n - 1] in ("been", "was", "were", "managed", "able"):
+                continue  # "I was able to cancel it" did it
+            if word == "be" and n and before[n - 1] not in _MODAL:
+                continue
+            if word in ("to", "be"):
+                continue  # only after a modal ("will be sent"), which counts by itself
+            return True
+        if word == "'d" and not (n + 1 < len(before) and before[n + 1] in _HAD_FOLLOWERS):
+            return True  # I'd send it (not: I'd already sent it)
+    return False
+
+
+def _subject(words: list[str], i: int) -> str:
+    """``first``: I/we before the verb (auxiliaries and adverbs between); ``be``: a form
+    of be before it (passive, state); ``you``: the caller did it; else ``other``."""
+    j = i - 1
+    seen_be = False
+    while j >= 0 and i - j <= LOOK_BACK:
+        word = words[j]
+        if word in _SUBJECT:
+            return "first"
+        if word == "you":
+            return "be" if seen_be else "you"
+        if word in _BE or word == "is":
+            seen_be = True
+        elif word not in _AUX and word not in ("now", "already", "just"):
+            break
+        j -= 1
+    return "be" if seen_be else ("start" if j < 0 else "other")
+
+
+class _Reader:
+    def __init__(self, turn: Turn) -> None:
+        self.turn = turn
+        self.tool_words = {t.name: self._words_of(t) for t in turn.tools}
+        # the words of the call's tool results, once: a long call's results are read once a reply
+        self.results = frozenset(_WORD.findall(turn.results_text()))
+        self.earlier = frozenset(_WORD.findall(" ".join(turn.earlier_results).lower()))
+
+    @staticmethod
+    def _words_of(tool: Tool) -> frozenset[str]:
+        name = re.sub(r"([a-z])([A-Z])", r"\1 \2", tool.name).lower()
+        # the description starts with what the tool does ("Cancel an order", "Create, change or
+        # cancel a booking"); the rest names things ("... without sending it", "... by email")
+        # and would back actions the tool does not do
+        leading = []
+        for n, word in enumerate(re.split(r"[^a-z]+", tool.description.lower())):
+            if n and word not in _ANY_TOOL_WORD and word not in ("or", "and", ""):
+                break
+            leading.append(word)
+        return frozenset(re.split(r"[^a-z]+", name) + leading) - {""}
+
+    def can(self, tool: str, group: str) -> bool:
+        words = self.tool_words.get(tool)
+        if words is None:
+            words = self._words_of(Tool(tool))
+        return bool(words & _TOOL_WORDS[group])
+
+    def is_lookup_tool(self, tool: str) -> bool:
+        first = re.split(r"[^a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", tool).lower())[0]
+        return first in _LOOKUP_TOOL_VERBS
+
+    def action_backed(self, groups: tuple[str, ...] | None, word: str, form: str) -> str | None:
+        """None when a call of this turn backs the action; else why not."""
+        ok = [c for c in self.turn.calls if c.outcome == "ok"]
+        if groups is None:  # "done", "all set": any call that did something
+            if any(not self.is_lookup_tool(c.tool) for c in ok):
+                return None
+            if form != "first" and word in self.results:
+                return None
+            return "no tool that acts ran in this turn" if self.turn.calls else "no tool ran in this turn"
+        if any(self.can(c.tool, g) for c in ok for g in groups):
+            return None
+        if word in (self.results if form != "first" else self.earlier):
+            return None  # "your order was cancelled": a result of the call says so (for "I've cancelled
+            # it", a call of an earlier turn: this turn's lookup does not make it the agent's act)
+        if not any(self.can(t.name, g) for t in self.turn.tools for g in groups):
+            return f"no tool of the agent can do this ({'/'.join(groups)})"
+        failed = [c.tool for c in self.turn.calls if any(self.can(c.tool, g) for g in groups)]
+        if failed:
+            return f"{failed[0]} did not succeed in this turn"
+        return f"no {'/'.join(groups)} tool ran in this turn"
+
+    def lookup_backed(self, word: str) -> str | None:
+        if self.turn.calls:
+            return None
+        if word and word in self.results:
+            return None
+        return "no tool ran in this turn"
+
+    def clause(self, words: list[str], sentence: str) -> Finding | None:
+        for i, word in enumerate(words):
+            found = self._at(words, i, word)
+            if found is not None:
+                kind, why = found
+                if why is not None:
+                    return Finding("tool_aware", kind, sentence, why=why)
+        return None
+
+    def _at(self, words: list[str], i: int, word: str) -> tuple[str, str | None] | None:
+        # lookups in the first person: "I can see", "I couldn't find", "according to our records"
+        if word == "see" and (_subject(words, i) == "first" or (i > 1 and words[i - 1] == "can"
+                                                                 and words[i - 2] in _SUBJECT)):
+            follows = words[i + 1] if i + 1 < len(words) else ""
+            start = i - 1 if words[i - 1] == "can" else i
+            if (follows in _DETERMINERS or follows in ("there", "a", "an") or _number(follows) is not None) and \
+                    not _blocked(words, start, allow_negation=True):
+                return "lookup_fact", self.lookup_backed("")
+            return None
+        if word in ("find", "locate", "see") and i >= 2 and words[i - 1] == "not" and (words[i - 2] in (
+                "could", "did") or (word == "see" and words[i - 2] == "do")) and i >= 3 and words[i - 3] in _SUBJECT:
+            return "lookup_fact", self.lookup_backed("")
+        if word == "according" and i + 2 < len(words) and words[i + 1] == "to" and words[i + 2] in _DETERMINERS:
+            return "lookup_fact", self.lookup_backed("")
+        if word in ("shows", "showed", "says", "indicates") and i and words[i - 1] in (
+                "records", "system", "account", "search", "file", "history", "tracking", "calendar"):
+            return "lookup_fact", self.lookup_backed("")
+        if word == "record" and i and words[i - 1] == "no" and i >= 2 and words[i - 2] in ("is", "have", "find"):
+            return "lookup_fact", self.lookup_backed("")
+        if word == "no" and i >= 2 and words[i - 1] in ("is", "are") and words[i - 2] == "there" and \
+                "your" in words[i + 1: i + 7]:
+            return "lookup_fact", self.lookup_backed("")  # "there are no open tickets on your account"
+        if word in _FIRST_PERSON_ACTS and _subject(words, i) == "first" and not _blocked(words, i):
+            after = words[i + 1] if i + 1 < len(words) else ""
+            wanted = _FIRST_PERSON_ACTS[word]
+            if wanted is None or after in wanted or (word == "let" and words[i - 1] == "have"):
+                return "action", self.action_backed(("send",) if word in ("passed", "let") else None, word, "first")
+        # "you have 3,200 points", "there are two rooms left": counts are grounded by the specifics rule
+        groups = _ALL_PAST.get(word)
+        if groups is not None or word in _LOOKUP or word in _EVENTS:
+            if word in ("looked", "pulled") and not (i + 1 < len(words) and words[i + 1] in (
+                    "up", "into", "at", "for", "it", "that", "this", "your")):
+                return None
+            if word == "left" and _subject(words, i) in ("you", "start"):
+                return None
+            if i + 1 < len(words) and words[i + 1] in ("nothing", "none"):
+                return None  # "I cancelled nothing"
+            if i and words[i - 1] in _POSSESSIVES:
+                return None  # "your cancelled order": an adjective
+            form = _subject(words, i)
+            if form == "you" or _blocked(words, i):
+                return None
+            if form == "be" and self._general(words, i):
+                return None
+            if word in _LOOKUP and groups is None:
+                if form == "first":
+                    return "lookup_fact", self.lookup_backed("")
+                if form == "be":  # "it's been confirmed": a state someone made so
+                    return "state", self.action_backed(None, word, form)
+                return None
+            if word in _EVENTS and groups is None:
+                if form == "first":  # "we've processed your refund"
+                    return "action", self.action_backed(None, word, form)
+                return "state", self.lookup_backed(word)
+            kind = "action" if form == "first" else "state"
+            return kind, self.action_backed(groups, word, form)
+        phrase = _phrase_at(words, i, _COMPLETION_AT)
+        if phrase is not None:
+            if phrase == ("done",) or phrase == ("sorted",):
+                if not (i == 0 or words[i - 1] in _BE or words[i - 1] in ("all", "that", "it")):
+                    return None
+            if phrase[0] in ("went", "gone", "come", "came") and _subject(words, i) == "you":
+                return None
+            if phrase == ("went", "through") and _subject(words, i) == "first":  # I went through the calendar
+                return (None if _blocked(words, i) else ("lookup_fact", self.lookup_backed("")))
+            if _blocked(words, i):
+                return None
+            return "state", self.action_backed(None, phrase[-1], "other")
+        if word == "now" and i and words[i - 1] in ("is", "are") and i + 1 < len(words) and \
+                words[i + 1] not in _ALL_PAST and not _blocked(words, i):
+            return "state", self.action_backed(None, "now", "other")  # "the address is now 14 Mill Lane"
+        phrase = _phrase_at(words, i, _STATUS_AT)
+        if phrase is not None:
+            if _subject(words, i) != "be" and words[i] not in ("now",) and phrase[-1] not in ("now",):
+                return None
+            if _blocked(words, i) or self._general(words, i):
+                return None
+            return "lookup_fact", self.lookup_backed(phrase[-1] if len(phrase) == 1 else "")
+        return None
+
+    @staticmethod
+    def _general(words: list[str], i: int) -> bool:
+        """"Refunds are processed in 5 days": a policy, not this caller's state."""
+        j = i - 1
+        while j >= 0 and (words[j] in _AUX or words[j] in ("now", "already", "just")):
+            j -= 1
+        if j < 1 or words[j] not in ("are", "is", "get", "be"):
+            return False
+        subject = words[j - 1]
+        determiner = words[j - 2] if j >= 2 else ""
+        # a bare plural in the present: a policy ("complaints are logged within a day")
+        return words[j] != "is" and subject.endswith("s") and determiner not in _DETERMINERS | {"both", "all"} \
+            and not _number(determiner or "x")
+
+
+def question(sentence: str) -> bool:
+    return sentence.rstrip("\"'”’) ").endswith("?")
+
+
+def sentences(text: str) -> Iterable[str]:
+    for sentence in _SENTENCES.split(text or ""):
+        sentence = sentence.strip()
+        if sentence:
+            yield sentence
+
+
+def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = None) -> list[Finding]:
+    """Every finding of ``reply``: at most one ``tool_aware`` per sentence and one
+    ``ungrounded_specific`` per token. ``clock`` and ``deadline`` bound the time
+    (``TimeoutError`` past it)."""
+    reader = _Reader(turn)
+    findings: list[Finding] = []
+    seen_tokens: set[str] = set()
+    for sentence in sentences(reply):
+        if deadline is not None and clock() > deadline:
+            raise TimeoutError
+        if question(sentence):
+            continue
+        words = _words(sentence)
+        raw = _raw_tokens(sentence)
+        for clause in _clauses(words):
+            found = reader.clause(clause, sentence)
+            if found is not None:
+                findings.append(found)
+                break
+        for clause in _clauses(words):
+            for i in range(len(clause)):
+                if not _specific(clause, i) or _blocked(clause, i, allow_negation=True):
+                    continue
+                forms = _forms(clause, i)
+                if not forms or forms & turn.sources():
+                    continue
+                token = raw.get(clause[i], clause[i])
+                if token not in seen_tokens:
+                    seen_tokens.add(token)
+                    findings.append(Finding("ungrounded_specific", "ungrounded_specific", sentence, token=token,
+                                            why=f"{token!r} is in nothing the caller said, the instructions, the "
+                                                "greeting or a tool result of this call"))
+    return findings
+
+
+def _raw_tokens(sentence: str) -> dict[str, str]:
+    """Lower-case word -> as written (a finding names the token as the reply wrote it)."""
+    return {raw.lower(): raw for raw in _TOKEN.findall(sentence.replace("’", "'"))}
