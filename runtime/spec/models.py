@@ -85,6 +85,10 @@ class Filler(StrictModel):
     on_result: Literal["wait", "interrupt"] = Field(
         "wait", description="A result arriving during a filler: `wait` lets the filler finish, `interrupt` cuts it.",
     )
+    say_progress: bool = Field(
+        False, description="Say the server's own progress and task status messages (once after_ms has passed, "
+        "at most one every 3 s, each new message once) in place of the next filler line.",
+    )
 
 
 class ToolVoice(StrictModel):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import progress
 from ..connection import CallTimeout, ConnState, McpUnavailable
 from ..listing import Rejected
 from ..pins import ToolPins
@@ -40,6 +41,16 @@ def _rejected(info: dict[str, Any]) -> list[Rejected]:
             if isinstance(r, dict)]
 
 
+def _capabilities(info: dict[str, Any]) -> Any:
+    from mcp.types import ServerCapabilities
+
+    raw = info.get("capabilities")
+    try:
+        return ServerCapabilities.model_validate(raw) if isinstance(raw, dict) else None
+    except ValueError:
+        return None
+
+
 @dataclass
 class _Client:
     """One job's connection to the gateway (opened in the job's own event loop)."""
@@ -50,6 +61,7 @@ class _Client:
     _writer: asyncio.StreamWriter | None = None
     _reader_task: asyncio.Task[None] | None = None
     _waiting: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    _progress: dict[int, Callable[[str], None]] = field(default_factory=dict)  # request id -> its listener
     _ids: Any = field(default_factory=lambda: __import__("itertools").count(1))
     _lock: asyncio.Lock | None = None
 
@@ -71,6 +83,11 @@ class _Client:
         try:
             while line := await reader.readline():
                 message = json.loads(line)
+                if message.get("op") == "progress":  # a line about a call still running: not its answer
+                    listener = self._progress.get(message.get("id"))
+                    if listener is not None and isinstance(message.get("message"), str):
+                        listener(message["message"])
+                    continue
                 waiter = self._waiting.pop(message.get("id"), None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(message)
@@ -88,15 +105,20 @@ class _Client:
                     waiter.set_exception(error)
             self._waiting.clear()
 
-    async def request(self, op: str, body: dict[str, Any], timeout: float | None = None) -> tuple[Status, dict[str, Any]]:
+    async def request(self, op: str, body: dict[str, Any], timeout: float | None = None,
+                      on_progress: Callable[[str], None] | None = None) -> tuple[Status, dict[str, Any]]:
         """``timeout``: a bound of the job's own on top of serve's (serve applies the
-        server's ``timeout`` to the call itself)."""
+        server's ``timeout`` to the call itself). ``on_progress``: told each progress or
+        task status line serve relays while the request runs."""
         if timeout is not None:
             async with asyncio.timeout(timeout):
-                return await self.request(op, body)
+                return await self.request(op, body, on_progress=on_progress)
         writer = await self._connect()
         rid = next(self._ids)
         answer = self._waiting[rid] = asyncio.get_running_loop().create_future()
+        if on_progress is not None:
+            self._progress[rid] = on_progress
+            body = {**body, "progress": True}
         writer.write(encode({"id": rid, "op": op, **body}))
         try:
             message = await answer
@@ -105,6 +127,8 @@ class _Client:
             if not writer.is_closing():
                 writer.write(encode({"op": "cancel", "id": rid}))
             raise
+        finally:
+            self._progress.pop(rid, None)
         return Status.of(message.get("status", Status.ERROR)), message
 
     async def aclose(self) -> None:
@@ -129,6 +153,7 @@ class RemoteConnection:
         self.error: str | None = info.get("error")
         self.tools = [Tool.model_validate(t) for t in info.get("tools") or []]
         self.rejected = _rejected(info)
+        self.capabilities = _capabilities(info)
         self.pins = ToolPins(name, pin_tools=server.pin_tools)
         self.pins.pinned, self.pins.changed = info.get("pinned"), list(info.get("changed") or [])
         self.on_up: list[Callable[[Any], None]] = []
@@ -156,7 +181,8 @@ class RemoteConnection:
         if self.refused is not None:
             raise GatewayRefused(self.refused)
         status, body = await self._client.request("call", {"key": self.key, "tool": tool, "arguments": arguments},
-                                                  timeout=self.server.resolved_max_timeout + CALL_MARGIN_S)
+                                                  timeout=self.server.resolved_max_timeout + CALL_MARGIN_S,
+                                                  on_progress=progress.current())
         if status is Status.OK:
             from mcp.types import TextContent
 
@@ -201,6 +227,7 @@ class RemoteConnection:
                 continue
             self.tools = [Tool.model_validate(t) for t in info.get("tools") or []]
             self.rejected = _rejected(info)
+            self.capabilities = _capabilities(info)
             self.pins.pinned, self.pins.changed = info.get("pinned"), list(info.get("changed") or [])
             self.state, self.error = ConnState.UP, None
             for callback in list(self.on_up):

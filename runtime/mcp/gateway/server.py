@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...core.filesystem import write_private_json
+from .. import progress
 from ..connection import ConnState, McpUnavailable
 from .wire import (
     ADDRESS_FILE,
@@ -111,7 +112,10 @@ class _Binding:
 
 def _describe(conn: McpConnection) -> dict[str, Any]:
     return {"known": True, "state": conn.state.value, "error": conn.error, "tools": _tool_dumps(conn),
-            "rejected": [r.as_dict() for r in conn.rejected], "pinned": conn.pins.pinned, "changed": conn.pins.changed}
+            "rejected": [r.as_dict() for r in conn.rejected], "pinned": conn.pins.pinned, "changed": conn.pins.changed,
+            # the job plans task-only tools by the server's tasks capability
+            "capabilities": None if conn.capabilities is None else conn.capabilities.model_dump(
+                mode="json", by_alias=True, exclude_none=True)}
 
 
 class Gateway:
@@ -308,6 +312,15 @@ class Gateway:
         try:
             if op == "acquire":
                 answer = await self._acquire(request, leased, binding)
+            elif op == "call" and request.get("progress") is True:
+                # the job speaks the server's progress and task status lines (filler
+                # say_progress): each goes back as a frame with the call's id
+                def tell(message: str, rid: Any = request.get("id")) -> None:
+                    if not writer.is_closing():
+                        writer.write(encode({"id": rid, "op": "progress", "message": message}))
+
+                with progress.listening(tell):
+                    answer = await self._call(request, binding)
             elif op in ("call", "up"):
                 answer = await (self._call if op == "call" else self._up)(request, binding)
             else:
