@@ -26,6 +26,7 @@ from . import progress, sampling, tasks
 from .elicitation import Elicitor, sdk_callback
 from .listing import MAX_LISTED_TOOLS, ListingFilter, Rejected, install_log_filter
 from .pins import ToolPins
+from .server_log import ServerLog
 from .transports import (
     STDERR_CHECK_SECONDS,
     ServerGone,
@@ -248,6 +249,7 @@ class McpConnection:
                         self.name, self.server.sampling, lambda: self.sampler)
                 if self.server.roots:
                     callbacks["list_roots_callback"] = _roots_callback(self.server.roots)
+                callbacks["logging_callback"] = ServerLog(self.name, self.redact).callback
                 session = await stack.enter_async_context(ClientSession(read, write, **callbacks))
                 init = await session.initialize()
                 self.protocol_version = str(getattr(init, "protocol_version", "") or "") or None
