@@ -113,3 +113,20 @@ def test_a_task_only_tool_runs_through_serves_gateway_with_its_status_lines_said
         servers = [p for p in psutil.Process(serve.proc.pid).children(recursive=True)
                    if str(EVERYTHING) in " ".join(p.cmdline())]
         assert [p.ppid() for p in servers] == [serve.proc.pid]
+
+
+def test_check_and_tools_show_what_each_server_declares_and_what_the_spec_lets_it_ask(
+    tmp_path: Path, agents: Path
+) -> None:
+    server = {"command": sys.executable, "args": [str(TASKS_SERVER), "--record", str(tmp_path / "t.jsonl")],
+              "elicitation": "allow", "sampling": {"allow": True}}
+    write(agents / "desk.yaml", agent_yaml(server))
+    env = child_env({"OPENAI_API_KEY": "x"})
+    checked = subprocess.run([*CLI, "check", str(agents)], capture_output=True, text=True, timeout=60, env=env)
+    listed = subprocess.run([*CLI, "tools", str(agents), "--agent", "desk", "--format", "json"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "capabilities: desk/research: tools, tasks, logging; may ask: elicitation, sampling" in checked.stdout
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["servers"] == {
+        "research": {"capabilities": ["tools", "tasks", "logging"], "allows": ["elicitation", "sampling"]}}
