@@ -323,15 +323,50 @@ class McpConnection:
         as a task (``tasks``) is created, followed and fetched here; each status
         answer restarts the timeout the same way. Progress and status messages go to
         the listener of ``progress.listening``."""
-        report = progress.current()
+        return await self._on_owner(self._call(tool, arguments, report=progress.current()))
+
+    async def get_prompt(self, name: str, arguments: dict[str, str]) -> str:
+        """A prompt's messages as text (``prompts/get``), within the server's ``timeout``."""
+        return await self._on_owner(self._fetch("prompt", name, arguments))
+
+    async def read_resource(self, uri: str) -> str:
+        """A resource's contents as text (``resources/read``), within the server's ``timeout``."""
+        return await self._on_owner(self._fetch("resource", uri, {}))
+
+    async def _on_owner(self, work: Any) -> Any:
+        """Await ``work`` (a coroutine using the session) in the loop that owns the
+        transport: a job running in another loop (a job thread, or a job process whose
+        pool was warmed on its own thread) hands it over; cancelling this await
+        cancels it there too."""
         owner = self._loop
         if owner is not None and owner is not asyncio.get_running_loop() and not owner.is_closed():
-            # a job running in another loop (a job thread, or a job process whose
-            # pool was warmed on its own thread): the transport belongs to the owner
-            # loop; cancelling this await cancels the call there too
-            return await asyncio.wrap_future(
-                asyncio.run_coroutine_threadsafe(self._call(tool, arguments, report=report), owner))
-        return await self._call(tool, arguments, report=report)
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, owner))
+        return await work
+
+    async def _fetch(self, kind: str, name: str, arguments: dict[str, str]) -> str:
+        from types import SimpleNamespace
+
+        from .toolset import result_text
+
+        session = self._session
+        if session is None or self.state is not ConnState.UP:
+            raise McpUnavailable(self.error or "not connected")
+        try:
+            async with asyncio.timeout(self.server.timeout):
+                if kind == "prompt":
+                    got = await session.get_prompt(name, arguments)
+                    items = [message.content for message in got.messages]
+                else:
+                    items = list((await session.read_resource(name)).contents)
+        except asyncio.TimeoutError:
+            raise CallTimeout(f"no answer within {self.server.timeout:g}s") from None
+        except Exception as exc:
+            if is_connection_error(exc) or self._session is not session:
+                self._lost(describe(exc, self._stderr_tail()))
+                raise McpUnavailable(self.error or "connection lost") from None
+            raise
+        # the same words a tool result's content gets (text as text, other kinds described)
+        return result_text(SimpleNamespace(content=items, structured_content=None))
 
     def runs_as_task(self, tool: str) -> bool:
         listed = next((t for t in self.tools if t.name == tool), None)

@@ -30,6 +30,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from .mcp_context import MAX_RESOURCES, ContextResource, InstructionsFrom
+
 
 def http_url(value: str) -> str:
     """An MCP server's or a webhook's URL: http(s) with a host."""
@@ -492,6 +494,8 @@ class AgentSpecBase(StrictModel):
         default_factory=dict,
         description="What a call may carry (caller, account, per-call token), used as ${call.NAME} in instructions, "
         "greeting, MCP headers and url query, and pinned tool arguments.")
+    instructions_from: InstructionsFrom | None = Field(None, description="Instructions from an MCP server's prompt at each call's start; `instructions` stay the fallback when the server is down.")
+    context_resources: list[ContextResource] = Field(default_factory=list, max_length=MAX_RESOURCES, description="MCP resources read at each call's start, added to the instructions.")
 
     @field_validator("handoffs")
     @classmethod

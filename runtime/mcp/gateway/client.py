@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import progress
 from ..connection import CallTimeout, ConnState, McpUnavailable
@@ -188,6 +188,35 @@ class RemoteConnection:
 
             return CallToolResult(content=[TextContent(type="text", text=str(body.get("text", "")))],
                                   is_error=bool(body.get("is_error")))
+        if status is Status.UNKNOWN:  # serve closed this block (a newer generation): the call keeps its own
+            log.info("MCP server %s: serve no longer holds this version of it; connecting it for this call", self.name)
+            self._local = await self._fallback(self.name)
+            return await self._local.call(tool, arguments)
+        self._raise_for(status, body)
+
+    async def get_prompt(self, name: str, arguments: dict[str, str]) -> str:
+        """A prompt as text, from serve's warm connection."""
+        if self._local is not None:
+            return await self._local.get_prompt(name, arguments)
+        return await self._fetch("prompt", {"name": name, "arguments": arguments})
+
+    async def read_resource(self, uri: str) -> str:
+        """A resource as text, from serve's warm connection."""
+        if self._local is not None:
+            return await self._local.read_resource(uri)
+        return await self._fetch("resource", {"uri": uri})
+
+    async def _fetch(self, op: str, body: dict[str, Any]) -> str:
+        if self.refused is not None:
+            raise GatewayRefused(self.refused)
+        status, answer = await self._client.request(op, {"key": self.key, **body},
+                                                    timeout=self.server.timeout + CALL_MARGIN_S)
+        if status is Status.OK:
+            return str(answer.get("text", ""))
+        self._raise_for(status, answer)
+
+    def _raise_for(self, status: Status, body: dict[str, Any]) -> NoReturn:
+        """What the job's own connection would have raised for a failure serve worded."""
         if status is Status.UNAVAILABLE:
             self.state, self.error = ConnState.DOWN, body.get("unavailable")
             if self._watch is None or self._watch.done():
@@ -203,10 +232,6 @@ class RemoteConnection:
             raise MCPError(int(error.get("code", 0)), str(error.get("message", "")))
         if status is Status.REFUSED:  # not a tool this agent's model is shown: the server itself is fine
             raise GatewayRefused(body.get("refused") or "refused by serve")
-        if status is Status.UNKNOWN:  # serve closed this block (a newer generation): the call keeps its own
-            log.info("MCP server %s: serve no longer holds this version of it; connecting it for this call", self.name)
-            self._local = await self._fallback(self.name)
-            return await self._local.call(tool, arguments)
         raise RuntimeError(body.get("error") or f"gateway answered {status}")
 
     async def _wait_up(self) -> None:
