@@ -12,7 +12,9 @@ against the form (a value that does not fit goes back to the model to ask again)
 
 Bounds: one question at a time per call (a second is declined), the server block's
 ``elicitation_timeout`` (then the server gets ``cancel``), and a call that ends
-cancels what is pending.
+cancels what is pending. The caller speaking over the agent while it puts the
+question to them (barge-in) abandons it: the server gets ``cancel`` at once, as a
+filler's barge-in cancels a slow call, and the model is told when it tries to answer.
 """
 
 from __future__ import annotations
@@ -119,11 +121,27 @@ class ServerQuestions:
         assert pending.call is not None
         return await pending.call
 
-    def close(self) -> None:
-        """The call ended: a pending question is cancelled for its server."""
+    def close(self, reason: str = "the call ended") -> None:
+        """The call ended (or the caller abandoned the question): a pending question is
+        cancelled for its server."""
         pending, self.pending = self.pending, None
         if pending is not None and not pending.answer.done():
-            pending.answer.set_result(Answer("cancel", reason="the call ended"))
+            log.info("server %s's question cancelled: %s", pending.question.server, reason)
+            pending.answer.set_result(Answer("cancel", reason=reason))
+
+    def attach(self, session: Any) -> None:
+        """Watch the call's speech: an agent turn the caller cut short while a question
+        was with the model (being put to them) abandons that question."""
+
+        def on_item(event: Any) -> None:
+            item = getattr(event, "item", None)
+            if getattr(item, "role", None) != "assistant" or not getattr(item, "interrupted", False):
+                return
+            pending = self.pending
+            if pending is not None and pending.call is not None:  # the model has it: it was being asked
+                self.close("the caller interrupted the question")
+
+        session.on("conversation_item_added", on_item)
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:

@@ -292,6 +292,7 @@ class SessionRunner:
         self._claims = ClaimWatch(self)
         self._claims.attach(self.session)
         self.handoff_turn.attach(self.session)
+        self.questions.attach(self.session)
         if self.audio_in is not None:
             from livekit.agents.utils import http_context
 
