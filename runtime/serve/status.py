@@ -124,6 +124,7 @@ class StatusView:
                      "dispatch": self.options.dispatch.value,
                      "refused": dict(self.agents.refused), "killed_for_memory": sum(self.agents.memory_kills.values())},
             "tool_calls": self.recent_tool_calls(),
+            "pending_questions": self.pending_questions(),
             "ready": not not_ready,
             "not_ready": not_ready,
             "pid": os.getpid(),
@@ -134,6 +135,12 @@ class StatusView:
         from ..observe.call_journal import recent
 
         return recent(self.catalog.state_dir / "tool_calls")
+
+    def pending_questions(self) -> list[dict[str, Any]]:
+        """Server questions (MCP elicitation) waiting for a caller now (see pending_questions)."""
+        from ..observe.pending_questions import pending
+
+        return pending(self.catalog.state_dir / "tool_calls")
 
     def sessions_current(self) -> dict[str, int]:
         """Sessions per agent they talk as now, from the job processes' gauge."""

@@ -28,7 +28,7 @@ from ..mcp.elicitation import Answer, FormField, Question, check_answer
 from ..mcp.toolset import ToolFailure
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("voice_runtime.session")
 
@@ -49,6 +49,8 @@ class ServerQuestions:
     the model that puts it to the caller."""
 
     pending: Pending | None = None
+    # told of each question put to the caller and of its end (None): serve's status page
+    on_change: Callable[[Question | None], None] | None = None
     _watchers: dict[str, list[asyncio.Future[Pending]]] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
 
@@ -74,6 +76,7 @@ class ServerQuestions:
         if not watchers:
             return Answer("decline", reason="asked outside a tool call of this server")
         pending = self.pending = Pending(question, asyncio.get_running_loop().create_future())
+        self._changed(question)
         # the MCP request does not say which of the server's running calls asked: the
         # oldest one is given the question (one tool output shows it, not every one)
         watchers[0].set_result(pending)
@@ -82,6 +85,7 @@ class ServerQuestions:
         finally:
             if self.pending is pending:
                 self.pending = None
+            self._changed(None)
 
     async def run(self, server: str, call: Awaitable[Any]) -> Any:
         """Run a tool call of ``server``; when the server asks a question first, return
@@ -128,6 +132,15 @@ class ServerQuestions:
         if pending is not None and not pending.answer.done():
             log.info("server %s's question cancelled: %s", pending.question.server, reason)
             pending.answer.set_result(Answer("cancel", reason=reason))
+            self._changed(None)
+
+    def _changed(self, question: Question | None) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(question)
+        except Exception:  # noqa: BLE001 - the status page's view must not fail the question
+            log.debug("pending question not published", exc_info=True)
 
     def attach(self, session: Any) -> None:
         """Watch the call's speech: an agent turn the caller cut short while a question
