@@ -140,6 +140,9 @@ async def _answered(conn: McpConnection, request: Any, answer: Callable[[Any], d
     return {"status": Status.OK, **answer(result)}
 
 
+PROGRESS_FRAMES_PER_S = 10
+
+
 class Gateway:
     """The serve side: a unix-socket server over serve's pool. ``spec_of(agent)`` is
     the agent's accepted spec now, so a job of a new spec can have its servers
@@ -337,9 +340,16 @@ class Gateway:
             elif op == "call" and request.get("progress") is True:
                 # the job speaks the server's progress and task status lines (filler
                 # say_progress): each goes back as a frame with the call's id
+                last: list[Any] = [None, float("-inf")]  # the message sent last, and when
+
                 def tell(message: str, rid: Any = request.get("id")) -> None:
-                    if not writer.is_closing():
-                        writer.write(encode({"id": rid, "op": "progress", "message": message}))
+                    # a server may send thousands a second: the job says one every few
+                    # seconds, so only a changed message, at most PROGRESS_FRAMES_PER_S
+                    now = asyncio.get_running_loop().time()
+                    if writer.is_closing() or message == last[0] or now - last[1] < 1 / PROGRESS_FRAMES_PER_S:
+                        return
+                    last[:] = [message, now]
+                    writer.write(encode({"id": rid, "op": "progress", "message": message}))
 
                 with progress.listening(tell):
                     answer = await self._call(request, binding)
