@@ -36,6 +36,8 @@ class ServerProbe:
     handshake_ms: float | None
     protocol_version: str | None
     tools: list[str]  # as the model will see them, after the allow-list and prefixes
+    capabilities: list[str] = field(default_factory=list)  # what the server declares (tools, prompts, tasks...)
+    allows: list[str] = field(default_factory=list)  # what the spec lets it ask (elicitation, sampling, roots)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -70,6 +72,7 @@ async def probe_servers(report: CheckReport) -> list[ServerProbe]:
     withheld ones are added to ``report``). Plugin tool factories are not called
     (one may import livekit, which `check` does not), so their names are unknown
     here; a session renames an MCP tool that clashes with one (`tools` shows it)."""
+    from ..mcp.capabilities import allowed, served
     from ..mcp.pool import McpPool
     from ..mcp.toolset import plan_tools
 
@@ -91,6 +94,7 @@ async def probe_servers(report: CheckReport) -> list[ServerProbe]:
                     loaded.name, name, conn.transport, conn.server.required, up, None if up else conn.error,
                     round(conn.handshake_ms, 1) if up and conn.handshake_ms is not None else None,
                     conn.protocol_version if up else None, exposed.get(name, []),
+                    served(conn.capabilities) if up else [], allowed(conn.server),
                 ))
         return probes
     finally:
@@ -174,7 +178,10 @@ def _servers_table(servers: list[ServerProbe]) -> str:
          ", ".join(p.tools) or "-"]
         for p in servers
     ]
-    return table(["AGENT", "MCP SERVER", "TRANSPORT", "STATUS", "HANDSHAKE", "PROTOCOL", "TOOLS"], rows)
+    capabilities = [f"{p.agent}/{p.server}: {', '.join(p.capabilities) or '-'}"
+                    + (f"; may ask: {', '.join(p.allows)}" if p.allows else "") for p in servers if p.reachable]
+    return (table(["AGENT", "MCP SERVER", "TRANSPORT", "STATUS", "HANDSHAKE", "PROTOCOL", "TOOLS"], rows)
+            + "".join(f"\ncapabilities: {line}" for line in capabilities))
 
 
 def render_json(report: CheckReport) -> str:

@@ -63,10 +63,16 @@ def tools(
     # the model is also shown a transfer tool per handoff (no arguments; the session continues as the agent)
     handoffs = [{"name": tool_name(h.agent), "source": f"handoff:{h.agent}", "original": h.agent,
                  "description": h.when, "parameters": {}} for h in loaded.spec.handoffs]
+    from ..mcp.capabilities import allowed, served, summary
+
+    up = {name: conn for name, conn in box.acquired.connections.items() if name not in unavailable}
     if format is OutputFormat.json:
         typer.echo(json.dumps({"agent": loaded.name, "tools": [r.as_dict() for r in box.rows] + handoffs,
                                "withheld": [w.as_dict() for w in box.withheld],
-                               "unavailable": unavailable}, indent=2))
+                               "unavailable": unavailable,
+                               "servers": {name: {"capabilities": served(conn.capabilities),
+                                                  "allows": allowed(conn.server)} for name, conn in up.items()}},
+                              indent=2))
     else:
         from ..core.terminal import table
 
@@ -75,6 +81,8 @@ def tools(
         ] + [[h["name"], h["source"], h["original"], shortened(h["description"], 70)] for h in handoffs]))
         for line in box.warnings:
             typer.echo(printable(f"withheld: {line}"))
+        for name, conn in up.items():
+            typer.echo(f"capabilities: MCP server {name}: {summary(conn.capabilities, conn.server)}")
         for server, why in unavailable.items():
             typer.echo(printable(f"warning: MCP server {server} is unreachable: {why}; its tools are missing"),
                        err=True)

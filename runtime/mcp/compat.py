@@ -46,3 +46,21 @@ def set_http_message_adapter(adapter: Any) -> None:
     import mcp.client.streamable_http as sdk
 
     sdk.jsonrpc_message_adapter = adapter
+
+
+# -- the mcp SDK's client session (mcp/client/session.py) --------------------------------
+
+
+async def send_raw_request(session: Any, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Send ``method`` and return the server's result unparsed. mcp 2.3.0's
+    ``send_request`` checks a ``tools/call`` result against ``CallToolResult``, which
+    refuses the ``CreateTaskResult`` a task-augmented call answers with (protocol
+    2025-11-25), so the request goes through what ``send_request`` itself uses:
+    ``ClientSession._stamp`` (the protocol headers) and
+    ``ClientSession._dispatcher.send_raw_request``. No degraded form: a task-only tool
+    fails its call with the AttributeError's sentence when these are gone."""
+    data: dict[str, Any] = {"method": method, "params": params}
+    opts: dict[str, Any] = {}
+    session._stamp(data, opts)
+    raw = await session._dispatcher.send_raw_request(method, data.get("params"), opts)
+    return dict(raw)

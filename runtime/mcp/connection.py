@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 from ..observe import tracing
 from ..core.terminal import printable
 from .backoff import BACKOFF_MAX, BACKOFF_START, Backoff
-from . import sampling
+from . import progress, sampling, tasks
 from .elicitation import Elicitor, sdk_callback
 from .listing import MAX_LISTED_TOOLS, ListingFilter, Rejected, install_log_filter
 from .pins import ToolPins
+from .server_log import ServerLog
 from .transports import (
     STDERR_CHECK_SECONDS,
     ServerGone,
@@ -112,6 +113,7 @@ class McpConnection:
         self.rejected: list[Rejected] = []
         self.handshake_ms: float | None = None
         self.protocol_version: str | None = None
+        self.capabilities: Any = None  # the server's, from its initialize answer
         self.reconnects = 0
         self._connects = 0  # successful connects so far: a call knows which one it used
         self._session: ClientSession | None = None
@@ -247,9 +249,11 @@ class McpConnection:
                         self.name, self.server.sampling, lambda: self.sampler)
                 if self.server.roots:
                     callbacks["list_roots_callback"] = _roots_callback(self.server.roots)
+                callbacks["logging_callback"] = ServerLog(self.name, self.redact).callback
                 session = await stack.enter_async_context(ClientSession(read, write, **callbacks))
                 init = await session.initialize()
                 self.protocol_version = str(getattr(init, "protocol_version", "") or "") or None
+                self.capabilities = getattr(init, "capabilities", None)
                 self.tools, self.rejected = await _list_all_tools(session, listing)
                 for rejected in self.rejected:
                     log.warning("MCP server %s: %s%s", self.name,
@@ -315,16 +319,61 @@ class McpConnection:
     async def call(self, tool: str, arguments: dict[str, Any]) -> CallToolResult:
         """Call a tool. Raises McpUnavailable (down, or died during the call) or
         CallTimeout (no answer within the server's ``timeout``, which each progress
-        notification restarts, up to ``max_timeout`` in all)."""
+        notification restarts, up to ``max_timeout`` in all). A tool the server runs
+        as a task (``tasks``) is created, followed and fetched here; each status
+        answer restarts the timeout the same way. Progress and status messages go to
+        the listener of ``progress.listening``."""
+        return await self._on_owner(self._call(tool, arguments, report=progress.current()))
+
+    async def get_prompt(self, name: str, arguments: dict[str, str]) -> str:
+        """A prompt's messages as text (``prompts/get``), within the server's ``timeout``."""
+        return await self._on_owner(self._fetch("prompt", name, arguments))
+
+    async def read_resource(self, uri: str) -> str:
+        """A resource's contents as text (``resources/read``), within the server's ``timeout``."""
+        return await self._on_owner(self._fetch("resource", uri, {}))
+
+    async def _on_owner(self, work: Any) -> Any:
+        """Await ``work`` (a coroutine using the session) in the loop that owns the
+        transport: a job running in another loop (a job thread, or a job process whose
+        pool was warmed on its own thread) hands it over; cancelling this await
+        cancels it there too."""
         owner = self._loop
         if owner is not None and owner is not asyncio.get_running_loop() and not owner.is_closed():
-            # a job running in another loop (a job thread, or a job process whose
-            # pool was warmed on its own thread): the transport belongs to the owner
-            # loop; cancelling this await cancels the call there too
-            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._call(tool, arguments), owner))
-        return await self._call(tool, arguments)
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, owner))
+        return await work
 
-    async def _call(self, tool: str, arguments: dict[str, Any], *, resend: bool = True) -> CallToolResult:
+    async def _fetch(self, kind: str, name: str, arguments: dict[str, str]) -> str:
+        from types import SimpleNamespace
+
+        from .toolset import result_text
+
+        session = self._session
+        if session is None or self.state is not ConnState.UP:
+            raise McpUnavailable(self.error or "not connected")
+        try:
+            async with asyncio.timeout(self.server.timeout):
+                if kind == "prompt":
+                    got = await session.get_prompt(name, arguments)
+                    items = [message.content for message in got.messages]
+                else:
+                    items = list((await session.read_resource(name)).contents)
+        except asyncio.TimeoutError:
+            raise CallTimeout(f"no answer within {self.server.timeout:g}s") from None
+        except Exception as exc:
+            if is_connection_error(exc) or self._session is not session:
+                self._lost(describe(exc, self._stderr_tail()))
+                raise McpUnavailable(self.error or "connection lost") from None
+            raise
+        # the same words a tool result's content gets (text as text, other kinds described)
+        return result_text(SimpleNamespace(content=items, structured_content=None))
+
+    def runs_as_task(self, tool: str) -> bool:
+        listed = next((t for t in self.tools if t.name == tool), None)
+        return listed is not None and tasks.runs_as_task(listed, self.capabilities)
+
+    async def _call(self, tool: str, arguments: dict[str, Any], *, resend: bool = True,
+                    report: progress.Listener | None = None) -> CallToolResult:
         session = self._session
         if session is None or self.state is not ConnState.UP:
             self._schedule_reconnect()
@@ -335,17 +384,24 @@ class McpConnection:
         timeout, ceiling = self.server.timeout, self.server.resolved_max_timeout
         progressed = False
 
-        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        def alive() -> None:
             # The MCP spec: progress MAY reset the timeout, a maximum still applies
             nonlocal progressed
             progressed = True
             with contextlib.suppress(RuntimeError):  # the call already ended
                 scope.reschedule(min(loop.time() + timeout, started + ceiling))
 
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            alive()
+            if message and report is not None:
+                report(message)
+
         if self._stderr is not None:
             self._stderr.withhold()
         try:
             async with asyncio.timeout(timeout) as scope:  # no extra task per call, unlike wait_for
+                if self.runs_as_task(tool):
+                    return await tasks.call_as_task(session, self.name, tool, arguments, alive=alive, report=report)
                 return await session.call_tool(tool, arguments, progress_callback=on_progress)
         except asyncio.TimeoutError:
             elapsed = loop.time() - started
@@ -367,7 +423,7 @@ class McpConnection:
                     raise
                 if renewed:
                     self._came_back()
-                return await self._call(tool, arguments, resend=False)
+                return await self._call(tool, arguments, resend=False, report=report)
             if is_connection_error(exc) or self._session is not session or self._owner is None or self._owner.done():
                 self._lost(describe(exc, self._stderr_tail()))
                 raise McpUnavailable(self.error or "connection lost") from None

@@ -22,6 +22,7 @@ from ..core.terminal import printable
 from ..observe.tool_calls import rpc_error
 from .connection import McpUnavailable
 from .pins import tool_digest
+from .tasks import declares_task_calls
 
 if TYPE_CHECKING:
     from mcp.types import CallToolResult
@@ -200,10 +201,11 @@ def plan_tools(
             if not VALID_TOOL_NAME.fullmatch(name):
                 withheld.append(Withheld("invalid_name", source, tool.name, name, _invalid(name, server), (server,)))
                 continue
-            if task_only(tool):
+            if task_only(tool) and not declares_task_calls(getattr(conn, "capabilities", None)):
                 withheld.append(Withheld("task_required", source, tool.name, name, (
                     f"tool {shown} of MCP server {server} withheld: it runs only as an MCP task "
-                    "(execution.taskSupport: required), which voice-runtime does not run yet"), (server,)))
+                    "(execution.taskSupport: required), and the server does not declare tasks for tool "
+                    "calls (capabilities.tasks.requests.tools.call)"), (server,)))
                 continue
             candidates.append((server, conn, tool, name))
 

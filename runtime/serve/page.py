@@ -88,6 +88,16 @@ def _calls(calls: list[dict[str, Any]]) -> str:
             "<th>latency</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
+def _questions(questions: list[dict[str, Any]]) -> str:
+    if not questions:
+        return '<p class="muted">No server is waiting for a caller\'s answer.</p>'
+    rows = [f'<tr><td>{_e(_when(q.get("asked_at")))}</td><td>{_e(q.get("agent"))}</td>'
+            f'<td>{_e(q.get("session_id"))}</td><td>{_e(q.get("server"))}</td>'
+            f'<td>{_e(", ".join(q.get("fields") or []))}</td></tr>' for q in questions]
+    return ("<table><thead><tr><th>asked</th><th>agent</th><th>call</th><th>server</th><th>fields</th>"
+            "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
 def _reload(last: dict[str, Any] | None, plugin_errors: list[str]) -> str:
     if last is None:
         return '<p class="muted">The specs are still being loaded.</p>'
@@ -142,6 +152,8 @@ def render(status: dict[str, Any]) -> str:
 {_reload(status["last_reload"], status["plugin_errors"])}
 <h2>Call reports</h2>
 {_reports(status.get("reports"))}
+<h2>Server questions waiting for a caller <span class="muted">(MCP elicitation)</span></h2>
+{_questions(status.get("pending_questions", []))}
 <h2>Recent tool calls <span class="muted">(newest first, last {len(calls)})</span></h2>
 {_calls(calls)}
 </body></html>

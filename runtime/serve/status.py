@@ -127,6 +127,7 @@ class StatusView:
             "tool_calls": self.recent_tool_calls(),
             # call reports waiting for delivery or dead-lettered (the spool: serve --report-spool)
             "reports": self.spool.backlog() if self.spool is not None else None,
+            "pending_questions": self.pending_questions(),
             "ready": not not_ready,
             "not_ready": not_ready,
             "pid": os.getpid(),
@@ -137,6 +138,12 @@ class StatusView:
         from ..observe.call_journal import recent
 
         return recent(self.catalog.state_dir / "tool_calls")
+
+    def pending_questions(self) -> list[dict[str, Any]]:
+        """Server questions (MCP elicitation) waiting for a caller now (see pending_questions)."""
+        from ..observe.pending_questions import pending
+
+        return pending(self.catalog.state_dir / "tool_calls")
 
     def sessions_current(self) -> dict[str, int]:
         """Sessions per agent they talk as now, from the job processes' gauge."""

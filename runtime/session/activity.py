@@ -7,6 +7,7 @@ the listeners, livekit's session, the history."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -106,6 +107,20 @@ class AgentActivity:
                 conn.elicitor = owner.questions.ask
             if conn.server.sampling.allow:  # never pooled either
                 conn.sampler = owner.sampler
+        await self._instructions_from_servers()
+
+    async def _instructions_from_servers(self) -> None:
+        """``instructions_from`` / ``context_resources``: read now, through this call's
+        connections; whatever cannot be read leaves the spec's own, with a WARNING."""
+        from ..mcp.context import call_instructions
+
+        def warn(line: str) -> None:
+            log.warning("agent %s: %s", self.name, line, extra=SHOWN_AS_EVENT)
+            self.owner.emit("warning", {"message": line})
+
+        told = await call_instructions(self.loaded, self.connections, self.owner.call_context, warn)
+        if told is not None:
+            self.loaded = dataclasses.replace(self.loaded, instructions=told)
 
     def detach(self) -> None:
         """No more reconnect callbacks from this activity's connections."""

@@ -52,7 +52,7 @@ class ChatPrinter:
             return
         if event == "handoff":
             self.agent = data["to"]
-        if event == "filler" and data.get("kind") == "filler":
+        if event == "filler" and data.get("kind") in ("filler", "progress"):
             self._fillers.append(data["text"])
         if self.as_json:  # json.dumps escapes control characters (ensure_ascii)
             self.out.write(json.dumps({"type": event, **data}, default=str) + "\n")
@@ -74,7 +74,7 @@ class ChatPrinter:
                 result = result[:RESULT_PREVIEW] + "..."
             return f"  <- {data['tool']} {data['outcome']} in {data['latency_ms']:.1f} ms: {result}"
         if event == "filler":
-            why = "timed out" if data["kind"] == "timeout" else "is still running"
+            why = {"timeout": "timed out", "progress": "reports"}.get(data["kind"], "is still running")
             return f"  .. {data['tool']} {why}: {self.agent}> {data['text']}"
         if event == "error":
             return f"error: {data['message']}"

@@ -5,7 +5,9 @@ silence. ``Fillers.guard`` runs around each MCP call of a session: when the call
 has not returned after ``filler.after_ms`` it has the agent say the next filler line
 (pipeline: ``session.say`` through the TTS; realtime: the model is asked to say it),
 without waiting for the line (the call goes on), again at most every ``every_ms``
-while the call runs. A result that arrives during a filler waits for it to finish,
+while the call runs. With ``say_progress`` the server's own words (a progress
+notification's message, an MCP task's status message) are said instead of the next
+line when they are new, at most one every ``PROGRESS_EVERY_S``. A result that arrives during a filler waits for it to finish,
 or cuts it (``on_result: interrupt``). The caller speaking over a filler cancels the
 call (livekit would let it run on). A call that times out with ``timeout_say`` set
 makes the agent say that line, and the model gets the failure without being asked
@@ -24,11 +26,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..mcp import progress
+
 if TYPE_CHECKING:
     from ..spec.models import Filler, McpServerBase
     from ..observe.tool_calls import Listener
 
 log = logging.getLogger("voice_runtime.fillers")
+
+# the server's status lines are said at most this often (a server may send dozens a second)
+PROGRESS_EVERY_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,7 @@ class Fillers:
         except RuntimeError as exc:  # the session is closing: nobody to talk to
             log.debug("filler not said: %s", exc)
             return None
-        if kind == "filler":
+        if kind != "timeout":  # a status line said while the call runs is a filler too
             self._count(self.agent, server, tool)
         for listener in self._listeners:
             listener("filler", {"server": server, "tool": tool, "text": line, "kind": kind})
@@ -108,12 +115,17 @@ class Fillers:
             return await call
         from livekit.agents.llm import ToolResult
 
-        task = asyncio.ensure_future(call)
+        news = _News()
+        if plan.filler is not None and plan.filler.say_progress:
+            with progress.listening(news.tell):  # the call's task reads the listener when it starts
+                task = asyncio.ensure_future(call)
+        else:
+            task = asyncio.ensure_future(call)
         speaking: Any = None
         try:
             await asyncio.sleep(0)  # the call starts (and is recorded as started) before after_ms counts
             if plan.filler is not None:
-                speaking = await self._fill(task, plan.filler, server, tool)
+                speaking = await self._fill(task, plan.filler, server, tool, news)
             try:
                 result = await asyncio.shield(task)
             except Exception as exc:
@@ -141,11 +153,13 @@ class Fillers:
             _interrupt(speaking)
             raise
 
-    async def _fill(self, task: asyncio.Future[Any], filler: Filler, server: str, tool: str) -> Any:
-        """Say filler lines until ``task`` is done; returns the last line's handle.
-        Raises _CallerInterrupted when the caller cuts a line short."""
+    async def _fill(self, task: asyncio.Future[Any], filler: Filler, server: str, tool: str, news: _News) -> Any:
+        """Say filler lines (or the server's news) until ``task`` is done; returns the
+        last line's handle. Raises _CallerInterrupted when the caller cuts a line short."""
         loop = asyncio.get_running_loop()
-        due = loop.time() + filler.after_ms / 1000
+        started = loop.time()
+        due = started + filler.after_ms / 1000
+        next_news = started + filler.after_ms / 1000  # a fast call says nothing, news or not
         speaking: Any = None
         said = 0
         while True:
@@ -154,18 +168,48 @@ class Fillers:
             if speaking is not None and not speaking.done():
                 waiter = asyncio.ensure_future(speaking.wait_for_playout())
                 waits.add(waiter)
-            timeout = None if due == float("inf") or waiter is not None else max(0.0, due - loop.time())
+            wake = min(due, next_news) if news.latest is not None else due
+            timeout = None if wake == float("inf") or waiter is not None else max(0.0, wake - loop.time())
+            heard = asyncio.ensure_future(news.arrived.wait())
+            waits.add(heard)
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            heard.cancel()
+            news.arrived.clear()
             if waiter is not None:
                 waiter.cancel()
             if task.done():
                 return speaking
             if speaking is not None and speaking.done() and speaking.interrupted:
                 raise _CallerInterrupted
-            if loop.time() >= due and (speaking is None or speaking.done()):
+            if speaking is not None and not speaking.done():
+                continue
+            now = loop.time()
+            if news.latest is not None and now >= next_news:
+                line, news.latest = news.latest, None
+                speaking = self._say(line, server=server, tool=tool, kind="progress")
+                next_news = now + PROGRESS_EVERY_S
+                # the server's line stands for the next filler line, not beside it
+                due = now + filler.every_ms / 1000 if filler.every_ms is not None else float("inf")
+            elif now >= due:
                 speaking = self._say(filler.say[said % len(filler.say)], server=server, tool=tool, kind="filler")
                 said += 1
-                due = loop.time() + filler.every_ms / 1000 if filler.every_ms is not None else float("inf")
+                due = now + filler.every_ms / 1000 if filler.every_ms is not None else float("inf")
+
+
+class _News:
+    """The newest thing the server said about the call and not yet said to the caller
+    (older unsaid lines are stale: only the latest counts)."""
+
+    def __init__(self) -> None:
+        self.latest: str | None = None
+        self._last_told: str | None = None
+        self.arrived = asyncio.Event()
+
+    def tell(self, message: str) -> None:
+        if message == self._last_told:  # a status polled again, unchanged
+            return
+        self._last_told = self.latest = message
+        self.arrived.set()
 
 
 class _CallerInterrupted(Exception):

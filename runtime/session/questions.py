@@ -12,7 +12,9 @@ against the form (a value that does not fit goes back to the model to ask again)
 
 Bounds: one question at a time per call (a second is declined), the server block's
 ``elicitation_timeout`` (then the server gets ``cancel``), and a call that ends
-cancels what is pending.
+cancels what is pending. The caller speaking over the agent while it puts the
+question to them (barge-in) abandons it: the server gets ``cancel`` at once, as a
+filler's barge-in cancels a slow call, and the model is told when it tries to answer.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..mcp.elicitation import Answer, FormField, Question, check_answer
 from ..mcp.toolset import ToolFailure
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("voice_runtime.session")
 
@@ -47,6 +49,8 @@ class ServerQuestions:
     the model that puts it to the caller."""
 
     pending: Pending | None = None
+    # told of each question put to the caller and of its end (None): serve's status page
+    on_change: Callable[[Question | None], None] | None = None
     _watchers: dict[str, list[asyncio.Future[Pending]]] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
 
@@ -72,6 +76,7 @@ class ServerQuestions:
         if not watchers:
             return Answer("decline", reason="asked outside a tool call of this server")
         pending = self.pending = Pending(question, asyncio.get_running_loop().create_future())
+        self._changed(question)
         # the MCP request does not say which of the server's running calls asked: the
         # oldest one is given the question (one tool output shows it, not every one)
         watchers[0].set_result(pending)
@@ -80,6 +85,7 @@ class ServerQuestions:
         finally:
             if self.pending is pending:
                 self.pending = None
+            self._changed(None)
 
     async def run(self, server: str, call: Awaitable[Any]) -> Any:
         """Run a tool call of ``server``; when the server asks a question first, return
@@ -119,11 +125,36 @@ class ServerQuestions:
         assert pending.call is not None
         return await pending.call
 
-    def close(self) -> None:
-        """The call ended: a pending question is cancelled for its server."""
+    def close(self, reason: str = "the call ended") -> None:
+        """The call ended (or the caller abandoned the question): a pending question is
+        cancelled for its server."""
         pending, self.pending = self.pending, None
         if pending is not None and not pending.answer.done():
-            pending.answer.set_result(Answer("cancel", reason="the call ended"))
+            log.info("server %s's question cancelled: %s", pending.question.server, reason)
+            pending.answer.set_result(Answer("cancel", reason=reason))
+            self._changed(None)
+
+    def _changed(self, question: Question | None) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(question)
+        except Exception:  # noqa: BLE001 - the status page's view must not fail the question
+            log.debug("pending question not published", exc_info=True)
+
+    def attach(self, session: Any) -> None:
+        """Watch the call's speech: an agent turn the caller cut short while a question
+        was with the model (being put to them) abandons that question."""
+
+        def on_item(event: Any) -> None:
+            item = getattr(event, "item", None)
+            if getattr(item, "role", None) != "assistant" or not getattr(item, "interrupted", False):
+                return
+            pending = self.pending
+            if pending is not None and pending.call is not None:  # the model has it: it was being asked
+                self.close("the caller interrupted the question")
+
+        session.on("conversation_item_added", on_item)
 
 
 def _retrieved(task: asyncio.Task[Any]) -> None:

@@ -117,6 +117,7 @@ class SessionRunner:
         self.audio_in, self.audio_out = audio_in, audio_out
         self.activity = AgentActivity(self, loaded, recorder=recorder)
         self.questions = ServerQuestions()  # a server's question to the caller (MCP elicitation)
+        self.questions.on_change = self._publish_question
         # a server's completion request (MCP sampling): the model of the mode the call is in now
         self.sampler = llm_sampler(lambda: self._models[-1].llm if self._models else None, lambda: self.questions.loop)
         self.session: Any = None
@@ -270,6 +271,13 @@ class SessionRunner:
         self._span.set_attribute("voice_runtime.session.mode", self.mode)
         return session
 
+    def _publish_question(self, question: Any) -> None:
+        """Serve's status page lists a question waiting for this call's caller."""
+        from ..observe.pending_questions import publish
+
+        publish(self.name, self.session_id, question.server if question else None,
+                [f.name for f in question.fields] if question else [])
+
     async def _start(self, room: Any) -> Any:
         spec: Any = self.loaded.spec
         self.marks["start"] = time.perf_counter()
@@ -319,6 +327,7 @@ class SessionRunner:
         self._claims = ClaimWatch(self)
         self._claims.attach(self.session)
         self.handoff_turn.attach(self.session)
+        self.questions.attach(self.session)
         if self.audio_in is not None:
             from livekit.agents.utils import http_context
 

@@ -31,7 +31,8 @@ NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 SOURCES = ("dispatch", "room", "participant")
 # metadata is read only this far: LiveKit allows 64 KiB, more would be hostile
 MAX_METADATA_CHARS = 64 * 1024
-PLACES = "instructions, greeting, an HTTP MCP server's headers and url, and mcp_servers.X.tools.TOOL.arguments"
+PLACES = ("instructions, greeting, an HTTP MCP server's headers and url, mcp_servers.X.tools.TOOL.arguments "
+          "and instructions_from.arguments")
 
 
 class ContextRefused(Exception):
@@ -50,6 +51,8 @@ def names_in(text: str) -> list[str]:
 
 def _allowed_place(path: KeyPath) -> bool:
     if path in (("instructions",), ("greeting",)):
+        return True
+    if len(path) == 3 and path[:2] == ("instructions_from", "arguments"):
         return True
     if len(path) >= 3 and path[0] == "mcp_servers":
         rest = path[2:]

@@ -56,10 +56,15 @@ def mcp_servers(loaded: LoadedSpec) -> dict[str, dict[str, Any]]:
             target = loaded.templates.get(f"mcp_servers.{name}.url", server.url)
             out[name] = {"transport": server.resolved_transport, "target": target, "required": server.required}
         # what the server may ask of us (each announced as an MCP capability only when allowed)
-        out[name]["allows"] = [kind for kind, on in (("elicitation", server.elicitation == "allow"),
-                                                     ("sampling", server.sampling.allow),
-                                                     ("roots", bool(server.roots))) if on]
+        out[name]["allows"] = allows(server)
     return out
+
+
+def allows(server: Any) -> list[str]:
+    """What a server block lets the server ask of a call (each announced only when allowed)."""
+    return [kind for kind, on in (("elicitation", server.elicitation == "allow"),
+                                  ("sampling", server.sampling.allow),
+                                  ("roots", bool(server.roots))) if on]
 
 
 def describe(loaded: LoadedSpec) -> dict[str, Any]:

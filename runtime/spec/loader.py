@@ -311,6 +311,10 @@ class SpecLoader:
         for key_path, message in check_uses(data if data is not None else {}, spec.context,
                                             instructions if spec.instructions_file else None):
             errors.append(walker.error(key_path, message, value=True))
+        from . import mcp_context
+
+        for key_path, message in mcp_context.check(spec):  # the servers it names exist
+            errors.append(walker.error(key_path, message, value=True))
         for problem in self._plugin_problems(spec, path):
             errors.append(walker.error(problem[0], problem[1], value=False) if problem[0] else SpecError(file, message=problem[1]))
         if errors:

@@ -33,6 +33,7 @@ from pydantic_core import PydanticCustomError
 from .telephony_agent import Telephony
 from .turn_taking import BackgroundAudio, TurnHandling
 from .analysis import Analysis
+from .mcp_context import MAX_RESOURCES, ContextResource, InstructionsFrom
 
 
 def http_url(value: str) -> str:
@@ -88,6 +89,10 @@ class Filler(StrictModel):
     )
     on_result: Literal["wait", "interrupt"] = Field(
         "wait", description="A result arriving during a filler: `wait` lets the filler finish, `interrupt` cuts it.",
+    )
+    say_progress: bool = Field(
+        False, description="Say the server's own progress and task status messages (once after_ms has passed, "
+        "at most one every 3 s, each new message once) in place of the next filler line.",
     )
 
 
@@ -496,6 +501,8 @@ class AgentSpecBase(StrictModel):
     telephony: Telephony | None = Field(None, description="Phone behaviour: end_call, transfer, dtmf, voicemail, ...")
     turn_handling: TurnHandling | None = Field(None, description="Endpointing, interruptions, preemptive generation.")
     background_audio: BackgroundAudio | None = Field(None, description="Ambient and thinking sounds.")
+    instructions_from: InstructionsFrom | None = Field(None, description="Instructions from an MCP server's prompt at each call's start; `instructions` stay the fallback when the server is down.")
+    context_resources: list[ContextResource] = Field(default_factory=list, max_length=MAX_RESOURCES, description="MCP resources read at each call's start, added to the instructions.")
 
     @field_validator("handoffs")
     @classmethod

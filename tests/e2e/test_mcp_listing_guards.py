@@ -1,6 +1,6 @@
 """What a server's tool definitions and slow calls may do to an agent (issue 20,
 items 7, 11, 12): a schema too deep or malformed costs only that tool, with the
-reason shown; a task-only tool is never offered; progress keeps a call alive past
+reason shown; a task-only tool of a server declaring no tasks is never offered; progress keeps a call alive past
 its `timeout`, up to `max_timeout`.
 
 Servers are real processes (tests/mcp_servers/raw_listing.py writes its listing as
@@ -102,12 +102,13 @@ def test_a_fifty_megabyte_tool_and_a_hundred_thousand_tools_are_bounded_and_the_
 # -- item 11: task-only tools ---------------------------------------------------------------
 
 
-def test_a_task_only_tool_is_withheld_with_its_reason_in_check_tools_and_call_and_never_called(
+def test_a_task_only_tool_of_a_server_declaring_no_tasks_is_withheld_with_its_reason_in_check_tools_and_call(
     tmp_path: Path,
 ) -> None:
     folder = folder_with(tmp_path, "raw", "raw_listing.py", "--task-required")
     reason = ("tool research of MCP server raw withheld: it runs only as an MCP task "
-              "(execution.taskSupport: required), which voice-runtime does not run yet")
+              "(execution.taskSupport: required), and the server does not declare tasks for tool calls "
+              "(capabilities.tasks.requests.tools.call)")
 
     checked = run_cli("check", folder)
     listed = run_cli("tools", folder, "--agent", "desk")

@@ -54,3 +54,34 @@ def test_an_eliciting_block_is_connected_by_the_job_and_the_callers_answers_reac
     assert [e["ppid"] for e in read_events(record)] == [report["pid"]]
     assert read_answers(record) == [{"asked": "book", "action": "accept",
                                      "content": {"date": "2026-12-24", "confirm": True, "seats": 2}}]
+
+
+def test_the_status_page_shows_a_question_waiting_for_the_caller_and_not_once_it_is_answered(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    from fakes.openai_chat import delay
+
+    record = tmp_path / "asks.jsonl"
+    write(agents / "desk.yaml", spec("You book trips.", fake_openai.base_url) + (
+        f"mcp_servers:\n  asks: {{command: {json.dumps(sys.executable)}, "
+        f"args: {json.dumps([str(ASKS), '--record', str(record)])}, elicitation: allow}}\n"))
+
+    def slow_caller(request: dict[str, Any]) -> Reply:
+        # the caller takes a while to answer: the model's turn after the question waits
+        reply = desk(request)
+        last = request["messages"][-1]
+        return delay(6, reply) if last["role"] == "user" and "book" not in str(last["content"]) else reply
+
+    fake_openai.script = slow_caller
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        code, _ = serve.post("/simulate", json.dumps({"agent": "desk", "turns": ["book please", "the 24th, yes"]}).encode())
+        assert code in (200, 202)
+        serve.wait_for(lambda: serve.status()["pending_questions"], message="the pending question on /status")
+        [waiting] = serve.status()["pending_questions"]
+        assert {k: waiting[k] for k in ("agent", "server", "fields")} == {
+            "agent": "desk", "server": "asks", "fields": ["date", "confirm", "seats"]}
+        _, page = serve.get("/")
+        assert "Server questions waiting for a caller" in page and "date, confirm, seats" in page
+        serve.wait_for(lambda: read_answers(record), message="the answer to reach the server")
+        serve.wait_for(lambda: not serve.status()["pending_questions"], message="the question gone from /status")

@@ -141,6 +141,16 @@ def test_the_streamable_http_parser_seam_is_where_the_sdk_parses_each_message() 
     assert "jsonrpc_message_adapter.validate_json(sse.data" in inspect.getsource(sdk)
 
 
+def test_a_raw_request_still_goes_through_the_sessions_stamp_and_dispatcher() -> None:
+    """``ClientSession._stamp`` and ``ClientSession._dispatcher.send_raw_request``: what
+    ``send_request`` itself uses, and what a task-augmented ``tools/call`` is sent through."""
+    from mcp import ClientSession
+
+    source = inspect.getsource(ClientSession.send_request)
+    assert "self._stamp(data, opts)" in source
+    assert "await self._dispatcher.send_raw_request(method, data.get(\"params\"), opts)" in source
+
+
 # -- nobody else reaches in -------------------------------------------------------------
 
 # private attributes read outside livekit_compat, each with the reason it is not

@@ -13,8 +13,9 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from .. import progress
 from ..connection import CallTimeout, ConnState, McpUnavailable
 from ..listing import Rejected
 from ..pins import ToolPins
@@ -40,6 +41,16 @@ def _rejected(info: dict[str, Any]) -> list[Rejected]:
             if isinstance(r, dict)]
 
 
+def _capabilities(info: dict[str, Any]) -> Any:
+    from mcp.types import ServerCapabilities
+
+    raw = info.get("capabilities")
+    try:
+        return ServerCapabilities.model_validate(raw) if isinstance(raw, dict) else None
+    except ValueError:
+        return None
+
+
 @dataclass
 class _Client:
     """One job's connection to the gateway (opened in the job's own event loop)."""
@@ -50,6 +61,7 @@ class _Client:
     _writer: asyncio.StreamWriter | None = None
     _reader_task: asyncio.Task[None] | None = None
     _waiting: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    _progress: dict[int, Callable[[str], None]] = field(default_factory=dict)  # request id -> its listener
     _ids: Any = field(default_factory=lambda: __import__("itertools").count(1))
     _lock: asyncio.Lock | None = None
 
@@ -71,6 +83,11 @@ class _Client:
         try:
             while line := await reader.readline():
                 message = json.loads(line)
+                if message.get("op") == "progress":  # a line about a call still running: not its answer
+                    listener = self._progress.get(message.get("id"))
+                    if listener is not None and isinstance(message.get("message"), str):
+                        listener(message["message"])
+                    continue
                 waiter = self._waiting.pop(message.get("id"), None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(message)
@@ -88,15 +105,20 @@ class _Client:
                     waiter.set_exception(error)
             self._waiting.clear()
 
-    async def request(self, op: str, body: dict[str, Any], timeout: float | None = None) -> tuple[Status, dict[str, Any]]:
+    async def request(self, op: str, body: dict[str, Any], timeout: float | None = None,
+                      on_progress: Callable[[str], None] | None = None) -> tuple[Status, dict[str, Any]]:
         """``timeout``: a bound of the job's own on top of serve's (serve applies the
-        server's ``timeout`` to the call itself)."""
+        server's ``timeout`` to the call itself). ``on_progress``: told each progress or
+        task status line serve relays while the request runs."""
         if timeout is not None:
             async with asyncio.timeout(timeout):
-                return await self.request(op, body)
+                return await self.request(op, body, on_progress=on_progress)
         writer = await self._connect()
         rid = next(self._ids)
         answer = self._waiting[rid] = asyncio.get_running_loop().create_future()
+        if on_progress is not None:
+            self._progress[rid] = on_progress
+            body = {**body, "progress": True}
         writer.write(encode({"id": rid, "op": op, **body}))
         try:
             message = await answer
@@ -105,6 +127,8 @@ class _Client:
             if not writer.is_closing():
                 writer.write(encode({"op": "cancel", "id": rid}))
             raise
+        finally:
+            self._progress.pop(rid, None)
         return Status.of(message.get("status", Status.ERROR)), message
 
     async def aclose(self) -> None:
@@ -129,6 +153,7 @@ class RemoteConnection:
         self.error: str | None = info.get("error")
         self.tools = [Tool.model_validate(t) for t in info.get("tools") or []]
         self.rejected = _rejected(info)
+        self.capabilities = _capabilities(info)
         self.pins = ToolPins(name, pin_tools=server.pin_tools)
         self.pins.pinned, self.pins.changed = info.get("pinned"), list(info.get("changed") or [])
         self.on_up: list[Callable[[Any], None]] = []
@@ -156,12 +181,42 @@ class RemoteConnection:
         if self.refused is not None:
             raise GatewayRefused(self.refused)
         status, body = await self._client.request("call", {"key": self.key, "tool": tool, "arguments": arguments},
-                                                  timeout=self.server.resolved_max_timeout + CALL_MARGIN_S)
+                                                  timeout=self.server.resolved_max_timeout + CALL_MARGIN_S,
+                                                  on_progress=progress.current())
         if status is Status.OK:
             from mcp.types import TextContent
 
             return CallToolResult(content=[TextContent(type="text", text=str(body.get("text", "")))],
                                   is_error=bool(body.get("is_error")))
+        if status is Status.UNKNOWN:  # serve closed this block (a newer generation): the call keeps its own
+            log.info("MCP server %s: serve no longer holds this version of it; connecting it for this call", self.name)
+            self._local = await self._fallback(self.name)
+            return await self._local.call(tool, arguments)
+        self._raise_for(status, body)
+
+    async def get_prompt(self, name: str, arguments: dict[str, str]) -> str:
+        """A prompt as text, from serve's warm connection."""
+        if self._local is not None:
+            return await self._local.get_prompt(name, arguments)
+        return await self._fetch("prompt", {"name": name, "arguments": arguments})
+
+    async def read_resource(self, uri: str) -> str:
+        """A resource as text, from serve's warm connection."""
+        if self._local is not None:
+            return await self._local.read_resource(uri)
+        return await self._fetch("resource", {"uri": uri})
+
+    async def _fetch(self, op: str, body: dict[str, Any]) -> str:
+        if self.refused is not None:
+            raise GatewayRefused(self.refused)
+        status, answer = await self._client.request(op, {"key": self.key, **body},
+                                                    timeout=self.server.timeout + CALL_MARGIN_S)
+        if status is Status.OK:
+            return str(answer.get("text", ""))
+        self._raise_for(status, answer)
+
+    def _raise_for(self, status: Status, body: dict[str, Any]) -> NoReturn:
+        """What the job's own connection would have raised for a failure serve worded."""
         if status is Status.UNAVAILABLE:
             self.state, self.error = ConnState.DOWN, body.get("unavailable")
             if self._watch is None or self._watch.done():
@@ -177,10 +232,6 @@ class RemoteConnection:
             raise MCPError(int(error.get("code", 0)), str(error.get("message", "")))
         if status is Status.REFUSED:  # not a tool this agent's model is shown: the server itself is fine
             raise GatewayRefused(body.get("refused") or "refused by serve")
-        if status is Status.UNKNOWN:  # serve closed this block (a newer generation): the call keeps its own
-            log.info("MCP server %s: serve no longer holds this version of it; connecting it for this call", self.name)
-            self._local = await self._fallback(self.name)
-            return await self._local.call(tool, arguments)
         raise RuntimeError(body.get("error") or f"gateway answered {status}")
 
     async def _wait_up(self) -> None:
@@ -201,6 +252,7 @@ class RemoteConnection:
                 continue
             self.tools = [Tool.model_validate(t) for t in info.get("tools") or []]
             self.rejected = _rejected(info)
+            self.capabilities = _capabilities(info)
             self.pins.pinned, self.pins.changed = info.get("pinned"), list(info.get("changed") or [])
             self.state, self.error = ConnState.UP, None
             for callback in list(self.on_up):

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...core.filesystem import write_private_json
+from .. import progress
 from ..connection import ConnState, McpUnavailable
 from .wire import (
     ADDRESS_FILE,
@@ -111,7 +112,35 @@ class _Binding:
 
 def _describe(conn: McpConnection) -> dict[str, Any]:
     return {"known": True, "state": conn.state.value, "error": conn.error, "tools": _tool_dumps(conn),
-            "rejected": [r.as_dict() for r in conn.rejected], "pinned": conn.pins.pinned, "changed": conn.pins.changed}
+            "rejected": [r.as_dict() for r in conn.rejected], "pinned": conn.pins.pinned, "changed": conn.pins.changed,
+            # the job plans task-only tools by the server's tasks capability
+            "capabilities": None if conn.capabilities is None else conn.capabilities.model_dump(
+                mode="json", by_alias=True, exclude_none=True)}
+
+
+async def _answered(conn: McpConnection, request: Any, answer: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """Await a request to ``conn`` and word its outcome for the job: ``answer(result)``
+    with OK, or the status of its failure (the job raises what its own connection would)."""
+    from mcp.shared.exceptions import MCPError
+
+    from ..toolset import SAID_CHARS, cap_text
+
+    try:
+        result = await request
+    except McpUnavailable as exc:
+        return {"status": Status.UNAVAILABLE, "unavailable": str(exc)}
+    except asyncio.TimeoutError as exc:
+        return {"status": Status.TIMEOUT, "timeout": str(exc) or True}
+    except asyncio.CancelledError:
+        raise
+    except MCPError as exc:  # the server's JSON-RPC error, for the job to word as its own call does
+        return {"status": Status.RPC_ERROR, "rpc_error": {"code": exc.code, "message": cap_text(exc.message, SAID_CHARS)}}
+    except Exception as exc:  # noqa: BLE001 - the job reports it as the tool's failure
+        return {"status": Status.ERROR, "error": f"{type(exc).__name__}: {conn.redact(str(exc))}"}
+    return {"status": Status.OK, **answer(result)}
+
+
+PROGRESS_FRAMES_PER_S = 10
 
 
 class Gateway:
@@ -308,8 +337,26 @@ class Gateway:
         try:
             if op == "acquire":
                 answer = await self._acquire(request, leased, binding)
+            elif op == "call" and request.get("progress") is True:
+                # the job speaks the server's progress and task status lines (filler
+                # say_progress): each goes back as a frame with the call's id
+                last: list[Any] = [None, float("-inf")]  # the message sent last, and when
+
+                def tell(message: str, rid: Any = request.get("id")) -> None:
+                    # a server may send thousands a second: the job says one every few
+                    # seconds, so only a changed message, at most PROGRESS_FRAMES_PER_S
+                    now = asyncio.get_running_loop().time()
+                    if writer.is_closing() or message == last[0] or now - last[1] < 1 / PROGRESS_FRAMES_PER_S:
+                        return
+                    last[:] = [message, now]
+                    writer.write(encode({"id": rid, "op": "progress", "message": message}))
+
+                with progress.listening(tell):
+                    answer = await self._call(request, binding)
             elif op in ("call", "up"):
                 answer = await (self._call if op == "call" else self._up)(request, binding)
+            elif op in ("prompt", "resource"):
+                answer = await self._fetch(op, request, binding)
             else:
                 answer = {"status": Status.BAD_REQUEST, "error": f"unknown op {str(op)[:40]!r}"}
         except asyncio.CancelledError:
@@ -374,26 +421,29 @@ class Gateway:
             return self._refuse(binding, "tool", f"tool {tool[:64]!r} of MCP server {conn.name} is not one "
                                                  f"agent {binding.agent}'s model is shown (allowed_tools, "
                                                  "the tool lock or pin_tools withhold it)")
-        from mcp.shared.exceptions import MCPError
+        from ..toolset import cap_text, result_text
 
-        from ..toolset import SAID_CHARS, cap_text, result_text
-
-        try:
-            result = await conn.call(tool, arguments)
-        except McpUnavailable as exc:
-            return {"status": Status.UNAVAILABLE, "unavailable": str(exc)}
-        except asyncio.TimeoutError as exc:
-            return {"status": Status.TIMEOUT, "timeout": str(exc) or True}
-        except asyncio.CancelledError:
-            raise
-        except MCPError as exc:  # the server's JSON-RPC error, for the job to word as its own call does
-            return {"status": Status.RPC_ERROR, "rpc_error": {"code": exc.code, "message": cap_text(exc.message, SAID_CHARS)}}
-        except Exception as exc:  # noqa: BLE001 - the job reports it as the tool's failure
-            return {"status": Status.ERROR, "error": f"{type(exc).__name__}: {conn.redact(str(exc))}"}
         # the result as the job will use it: its text, capped here to the server's
         # max_result_chars (a 30 MB result must not cross, nor fill, the socket)
-        return {"status": Status.OK, "text": cap_text(result_text(result), conn.server.max_result_chars),
-                "is_error": bool(result.is_error)}
+        return await _answered(conn, conn.call(tool, arguments), lambda result: {
+            "text": cap_text(result_text(result), conn.server.max_result_chars), "is_error": bool(result.is_error)})
+
+    async def _fetch(self, op: str, body: dict[str, Any], binding: _Binding) -> dict[str, Any]:
+        """A prompt (``{key, name, arguments}``) or resource (``{key, uri}``) for a call's
+        instructions: from the same warm connection its tools use."""
+        name, arguments = body.get("name" if op == "prompt" else "uri"), body.get("arguments") or {}
+        if not isinstance(name, str) or not isinstance(arguments, dict) \
+                or not all(isinstance(v, str) for v in arguments.values()):
+            return {"status": Status.BAD_REQUEST, "error": f"a {op} needs a name or uri and string arguments"}
+        conn = self._lent(binding, str(body.get("key", "")), f"a {op}")
+        if isinstance(conn, dict):
+            return conn
+        from ...spec.mcp_context import MAX_PROMPT_CHARS, MAX_RESOURCE_CHARS
+        from ..toolset import cap_text
+
+        fetched = conn.get_prompt(name, arguments) if op == "prompt" else conn.read_resource(name)
+        return await _answered(conn, fetched, lambda text: {
+            "text": cap_text(text, MAX_PROMPT_CHARS if op == "prompt" else MAX_RESOURCE_CHARS)})
 
     async def _up(self, body: dict[str, Any], binding: _Binding) -> dict[str, Any]:
         """A long poll: answers once the server is up (with its tools), or 204."""

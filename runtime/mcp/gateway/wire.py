@@ -3,9 +3,11 @@
 of every answer.
 
 One JSON object per line each way. A job connects, writes ``<token> <job id>\n``, then
-sends ``{"id": n, "op": "acquire" | "call" | "up" | "cancel", ...}``; each answer
+sends ``{"id": n, "op": "acquire" | "call" | "prompt" | "resource" | "up" | "cancel", ...}``; each answer
 carries the request's ``id`` and a ``status`` (``Status``), with ``"id": null`` for
-the answer that refuses the connection itself.
+the answer that refuses the connection itself. A ``call`` sent with ``"progress": true``
+may be followed, before its answer, by ``{"id": n, "op": "progress", "message": ...}``
+frames: the server's progress and task status lines, for a filler to speak.
 """
 
 from __future__ import annotations
