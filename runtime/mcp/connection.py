@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..observe import tracing
 from ..core.terminal import printable
 from .backoff import BACKOFF_MAX, BACKOFF_START, Backoff
-from . import sampling
+from . import oauth, sampling
 from .elicitation import Elicitor, sdk_callback
 from .listing import MAX_LISTED_TOOLS, ListingFilter, Rejected, install_log_filter
 from .pins import ToolPins
@@ -80,13 +80,14 @@ class ServerHealth:
     protocol_version: str | None
     reconnects: int
     changed_tools: list[str] = field(default_factory=list)
+    auth: dict[str, Any] | None = None  # OAuth: grant, token expiry; never the token
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "transport": self.transport, "state": self.state.value, "error": self.error,
             "tools": self.tools, "handshake_ms": None if self.handshake_ms is None else round(self.handshake_ms, 1),
             "protocol_version": self.protocol_version, "reconnects": self.reconnects,
-            "changed_tools": self.changed_tools,
+            "changed_tools": self.changed_tools, "auth": self.auth,
         }
 
 
@@ -131,6 +132,8 @@ class McpConnection:
         # eliciting blocks are never pooled, so it is one caller's
         self.elicitor: Elicitor | None = None
         self.sampler: sampling.Sampler | None = None  # the call's model, for `sampling: {allow: true}`
+        # OAuth: made at the first connect, kept across reconnects (its tokens are cached with it)
+        self._auth: Any = None
 
     def redact(self, text: str) -> str:
         """``text`` with this server's secrets (headers, env) masked."""
@@ -153,6 +156,7 @@ class McpConnection:
         return ServerHealth(
             self.name, self.transport, self.state, self.error, [t.name for t in self.tools],
             self.handshake_ms, self.protocol_version, self.reconnects, list(self.pins.changed),
+            oauth.token_state(self._auth),
         )
 
     # -- lifecycle ------------------------------------------------------------
@@ -233,8 +237,10 @@ class McpConnection:
             async with contextlib.AsyncExitStack() as stack:
                 if self._stderr is not None:
                     self._stderr.begin()
+                if self._auth is None and getattr(self.server, "auth", None) is not None:
+                    self._auth = oauth.provider_for(self.name, self.server, self.base_dir)  # type: ignore[arg-type]
                 read, write = await stack.enter_async_context(
-                    open_transport(self.server, base_dir=self.base_dir, stderr=self._stderr))
+                    open_transport(self.server, base_dir=self.base_dir, stderr=self._stderr, auth=self._auth))
                 gone = asyncio.Event()
                 listing = ListingFilter(self.name, lambda: self.protocol_version)
                 read = Watched(read, gone, listing)

@@ -30,6 +30,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from .mcp_auth import McpAuth
+
 
 def http_url(value: str) -> str:
     """An MCP server's or a webhook's URL: http(s) with a host."""
@@ -244,6 +246,7 @@ class HttpServer(McpServerBase):
         None, description="Default: inferred from the URL path."
     )
     headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request; use ${VAR} for secrets.")
+    auth: McpAuth | None = Field(None, description="OAuth 2.1 for this server: `{oauth: {...}}` (see README).")
 
     @model_validator(mode="before")
     @classmethod
