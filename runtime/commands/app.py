@@ -9,7 +9,7 @@ import typer
 import typer.core
 
 from .. import __version__
-from . import call, chat, check, console, plugins, run_tests, schema, serve, tools
+from . import call, chat, check, console, mcp_login, plugins, run_tests, schema, serve, tools
 
 
 EXAMPLES = """\b
@@ -24,6 +24,7 @@ Examples:
   voice-runtime tools agents.d/ --agent support  the tools the model sees, and from where
   voice-runtime call agents.d/ --agent support get_current_time --args '{"timezone": "UTC"}'
   voice-runtime test agents.d/ --junit results.xml   conversation tests in agents.d/tests/
+  voice-runtime mcp-login agents.d/ --agent support --server crm --store /secrets/crm.json
 """
 
 
@@ -77,5 +78,5 @@ def _root(
 
 
 # each command module registers itself; commands never import each other (pyproject's contracts)
-for _command in (check, schema, plugins, chat, run_tests, console, tools, call, serve):
+for _command in (check, schema, plugins, chat, run_tests, console, tools, call, mcp_login, serve):
     _command.register(app)

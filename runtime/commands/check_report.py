@@ -35,6 +35,7 @@ class ServerProbe:
     handshake_ms: float | None
     protocol_version: str | None
     tools: list[str]  # as the model will see them, after the allow-list and prefixes
+    auth: dict[str, Any] | None = None  # OAuth: grant and token expiry (mcp.oauth.TokenState), never a token
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -88,7 +89,7 @@ async def probe_servers(report: CheckReport) -> list[ServerProbe]:
                 probes.append(ServerProbe(
                     loaded.name, name, conn.transport, conn.server.required, up, None if up else conn.error,
                     round(conn.handshake_ms, 1) if up and conn.handshake_ms is not None else None,
-                    conn.protocol_version if up else None, exposed.get(name, []),
+                    conn.protocol_version if up else None, exposed.get(name, []), conn.health().auth,
                 ))
         return probes
     finally:
@@ -150,13 +151,17 @@ def render_text(report: CheckReport) -> str:
 
 
 def _servers_table(servers: list[ServerProbe]) -> str:
+    from ..mcp.oauth import describe_auth
+
     rows = [
         [p.agent, p.server, p.transport, "up" if p.reachable else "DOWN",
          f"{p.handshake_ms:.0f} ms" if p.handshake_ms is not None else "-", p.protocol_version or "-",
-         ", ".join(p.tools) or "-"]
+         ", ".join(p.tools) or "-", *([describe_auth(p.auth)] if any(q.auth for q in servers) else [])]
         for p in servers
     ]
-    return table(["AGENT", "MCP SERVER", "TRANSPORT", "STATUS", "HANDSHAKE", "PROTOCOL", "TOOLS"], rows)
+    # the AUTH column only where a server uses OAuth: other tables keep their shape
+    auth = ["AUTH"] if any(p.auth for p in servers) else []
+    return table(["AGENT", "MCP SERVER", "TRANSPORT", "STATUS", "HANDSHAKE", "PROTOCOL", "TOOLS", *auth], rows)
 
 
 def render_json(report: CheckReport) -> str:

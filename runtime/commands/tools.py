@@ -63,10 +63,13 @@ def tools(
     # the model is also shown a transfer tool per handoff (no arguments; the session continues as the agent)
     handoffs = [{"name": tool_name(h.agent), "source": f"handoff:{h.agent}", "original": h.agent,
                  "description": h.when, "parameters": {}} for h in loaded.spec.handoffs]
+    from ..mcp.oauth import describe_auth
+
+    auth = {name: conn.health().auth for name, conn in box.acquired.connections.items() if conn.health().auth}
     if format is OutputFormat.json:
         typer.echo(json.dumps({"agent": loaded.name, "tools": [r.as_dict() for r in box.rows] + handoffs,
                                "withheld": [w.as_dict() for w in box.withheld],
-                               "unavailable": unavailable}, indent=2))
+                               "unavailable": unavailable, "auth": auth}, indent=2))
     else:
         from ..core.terminal import table
 
@@ -75,6 +78,8 @@ def tools(
         ] + [[h["name"], h["source"], h["original"], shortened(h["description"], 70)] for h in handoffs]))
         for line in box.warnings:
             typer.echo(printable(f"withheld: {line}"))
+        for server, state in auth.items():
+            typer.echo(printable(f"auth: MCP server {server}: {describe_auth(state)}"))
         for server, why in unavailable.items():
             typer.echo(printable(f"warning: MCP server {server} is unreachable: {why}; its tools are missing"),
                        err=True)

@@ -227,6 +227,7 @@ class McpConnection:
         if self._abandoned:
             await asyncio.gather(*self._abandoned, return_exceptions=True)
         self.state = ConnState.CLOSED
+        oauth.close(self._auth)
         if self._stderr is not None:
             self._stderr.close()
 

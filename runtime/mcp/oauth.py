@@ -122,12 +122,30 @@ class Login:
 
 
 _login_allowed = False
+_fresh_login = False
 
 
-def allow_login(allowed: bool = True) -> None:
-    """Let connections in this process ask a person to log in (a command a person runs)."""
-    global _login_allowed
-    _login_allowed = allowed
+def allow_login(allowed: bool = True, *, fresh: bool = False) -> None:
+    """Let connections in this process ask a person to log in (a command a person runs);
+    ``fresh``: log in even when the store holds a refresh token (``mcp-login``)."""
+    global _login_allowed, _fresh_login
+    _login_allowed, _fresh_login = allowed, fresh
+
+
+def stored_refresh_token(store: Path) -> bool:
+    """Whether a login store holds a refresh token (never the token itself)."""
+    try:
+        return bool(json.loads(store.read_text()).get("refresh_token"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+class _NoTraceback(logging.Filter):
+    """The SDK logs each failed OAuth flow with its traceback; the connection reports
+    the reason itself (health, check, the log line of a server going down)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "OAuth flow error"
 
 
 # -- tokens ---------------------------------------------------------------------
@@ -174,7 +192,7 @@ class TokenCache:
             data = json.loads(store.read_text())
             if data.get("client"):
                 self.client_info = OAuthClientInformationFull.model_validate(data["client"])
-            self.refresh_token = data.get("refresh_token") or None
+            self.refresh_token = None if _fresh_login else data.get("refresh_token") or None
         except (OSError, ValueError) as exc:
             raise OAuthRefused(f"the login store {store} cannot be read ({type(exc).__name__}); "
                                "run `voice-runtime mcp-login` again") from None
@@ -253,6 +271,10 @@ def provider_for(name: str, server: HttpServer, base_dir: Path) -> httpx2.Auth:
     """The ``auth=`` of the server's HTTP client; made once per connection."""
     OAuthClientProvider, cc = _sdk()
     from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata
+
+    sdk_log = logging.getLogger("mcp.client.auth.oauth2")
+    if not any(isinstance(f, _NoTraceback) for f in sdk_log.filters):
+        sdk_log.addFilter(_NoTraceback())
 
     assert server.auth is not None
     config = server.auth.oauth
@@ -394,9 +416,34 @@ def provider_for(name: str, server: HttpServer, base_dir: Path) -> httpx2.Auth:
 
     provider = Provider()
     provider.token_state = state  # type: ignore[attr-defined]
+    provider.login = login  # type: ignore[attr-defined]
     return provider
+
+
+def close(auth: Any) -> None:
+    """Stop a provider's login listener, if it has one."""
+    login = getattr(auth, "login", None)
+    if login is not None:
+        login.close()
 
 
 def token_state(auth: Any) -> dict[str, Any] | None:
     state = getattr(auth, "token_state", None)
     return None if state is None else state.as_dict()
+
+
+def describe_auth(auth: dict[str, Any] | None, *, now: float | None = None) -> str:
+    """A server's auth state in a few words, for check, tools and the status page:
+    ``oauth client_credentials, token expires 15:40:12 UTC (in 59 min)``; never a token."""
+    if not auth:
+        return "-"
+    text = f"oauth {auth['grant']}"
+    if auth.get("token") != "held":
+        return text + (f", no token: {auth['error']}" if auth.get("error") else ", no token yet")
+    expires = auth.get("expires_at")
+    if expires is None:
+        return text + ", token without expiry"
+    left = max(0, expires - (time.time() if now is None else now))
+    clock = time.strftime("%H:%M:%S UTC", time.gmtime(expires))
+    return text + f", token expires {clock} (in {left / 60:.0f} min)" if left >= 120 else \
+        text + f", token expires {clock} (in {left:.0f} s)"
