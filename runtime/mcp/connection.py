@@ -200,7 +200,7 @@ class McpConnection:
                 raise
             except Exception as exc:
                 await self._stop_owner()
-                raise self._down(describe(exc, self._stderr_tail())) from None
+                raise self._down(self._why(exc)) from None
             self.handshake_ms = (time.perf_counter() - started) * 1000
             self.state, self.error = ConnState.UP, None
             self._connects += 1
@@ -279,7 +279,7 @@ class McpConnection:
                 else:
                     ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
             elif not closing.is_set() and not isinstance(exc, asyncio.CancelledError):
-                self._lost(describe(exc, self._stderr_tail()))
+                self._lost(self._why(exc))
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
@@ -376,7 +376,7 @@ class McpConnection:
                     self._came_back()
                 return await self._call(tool, arguments, resend=False)
             if is_connection_error(exc) or self._session is not session or self._owner is None or self._owner.done():
-                self._lost(describe(exc, self._stderr_tail()))
+                self._lost(self._why(exc))
                 raise McpUnavailable(self.error or "connection lost") from None
             raise
 
@@ -427,6 +427,11 @@ class McpConnection:
                 listener(self)
             except Exception:  # noqa: BLE001 - one session's bug must not stop the others hearing
                 log.exception("MCP server %s: reconnect listener failed", self.name)
+
+    def _why(self, exc: BaseException) -> str:
+        """A failure for humans: the authorization server's refusal when there was one
+        (the transport only sees its connection closed), else the failure itself."""
+        return oauth.refusal(self._auth) or describe(exc, self._stderr_tail())
 
     def _stderr_tail(self) -> str:
         return self._stderr.tail() if self._stderr is not None else ""

@@ -432,6 +432,12 @@ def token_state(auth: Any) -> dict[str, Any] | None:
     return None if state is None else state.as_dict()
 
 
+def refusal(auth: Any) -> str | None:
+    """Why the authorization server refused this provider a token, while it holds none."""
+    state = getattr(auth, "token_state", None)
+    return None if state is None or state.token or not state.error else f"OAuthRefused: {state.error}"
+
+
 def describe_auth(auth: dict[str, Any] | None, *, now: float | None = None) -> str:
     """A server's auth state in a few words, for check, tools and the status page:
     ``oauth client_credentials, token expires 15:40:12 UTC (in 59 min)``; never a token."""
