@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from fakes.openai_chat import FakeOpenAI, text, tool_call
-from helpers import CLI, REPO, child_env, write
+from helpers import CLI, REPO, child_env, run_cli, write
 from mcp_servers.harness import HttpServer, free_port
 from serve_harness import Serve, spec
 
@@ -177,3 +177,39 @@ def test_a_login_stores_a_refresh_token_and_once_it_is_revoked_the_server_goes_d
     assert [r["args"] for r in _records(crm) if "tool" in r] == [{"text": "first"}]
     _assert_no_token(auth_server.issued(), *outputs, login.stdout, login.stderr, store.read_text().replace(
         json.loads(store.read_text())["refresh_token"], ""))
+
+
+HEAD = ("apiVersion: voice-runtime/v1\ninstructions: hi\npipeline:\n  llm: {provider: openai, model: gpt-4o-mini, "
+        "api_key: sk-x}\n  text_only: true\nmcp_servers:\n  crm:\n    url: http://127.0.0.1:9/mcp\n")
+
+
+def test_a_bad_oauth_block_is_reported_at_its_file_line_and_column_without_echoing_a_secret(agents: Path) -> None:
+    write(agents / "jwt.yaml", HEAD + "    auth:\n      oauth:\n        client_id: app\n"
+                                      "        token_endpoint_auth: private_key_jwt\n")
+    write(agents / "alg.yaml", HEAD + "    auth:\n      oauth:\n        client_id: app\n"
+                                      "        client_secret: hunter2-literal-secret\n        signing_algorithm: HS256\n"
+                                      "        scopes: crm.read\n")
+    write(agents / "refresh.yaml", HEAD + "    auth:\n      oauth: {grant: refresh_token, client_id: app}\n")
+    result = run_cli("check", "--offline", agents)
+    assert result.rc == 1 and "Traceback" not in result.output, result.output
+    lines = set(result.output.splitlines())
+    assert f"{agents / 'jwt.yaml'}:10:7: mcp_servers.crm.auth.oauth: private_key_jwt needs `private_key` (${{VAR}}) " \
+           "or `private_key_file`" in lines
+    assert any(line.startswith(f"{agents / 'alg.yaml'}:13:28: mcp_servers.crm.auth.oauth.signing_algorithm: "
+                               "unknown JWS algorithm HS256") for line in lines), result.output
+    assert f"{agents / 'alg.yaml'}:14:9: mcp_servers.crm.auth.oauth.scopes: unknown key 'scopes'; did you mean " \
+           "'scope'?" in lines
+    assert any(line.startswith(f"{agents / 'refresh.yaml'}:10:7: mcp_servers.crm.auth.oauth: refresh_token needs "
+                               "`refresh_token`") for line in lines), result.output
+    assert "hunter2-literal-secret" not in result.output
+
+
+def test_mcp_login_says_what_is_missing_for_a_server_it_cannot_log_in_to(agents: Path) -> None:
+    write(agents / "desk.yaml", HEAD.replace("  crm:", "  plain:\n    url: http://127.0.0.1:9/mcp\n  crm:")
+          + "    auth:\n      oauth: {client_id: app, client_secret: x-secret-1}\n")
+    plain = run_cli("mcp-login", agents, "--agent", "desk", "--server", "plain")
+    assert plain.rc == 2 and "MCP server plain has no `auth: {oauth: ...}`" in plain.output, plain.output
+    machine = run_cli("mcp-login", agents, "--agent", "desk", "--server", "crm")
+    assert machine.rc == 2 and "uses client_credentials: the runtime is the client" in machine.output, machine.output
+    missing = run_cli("mcp-login", agents, "--agent", "desk", "--server", "nope")
+    assert missing.rc == 2 and "has no MCP server 'nope'; its servers: plain, crm" in missing.output
