@@ -33,6 +33,7 @@ import socket
 import sys
 import time
 import webbrowser
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,9 +152,22 @@ class _NoTraceback(logging.Filter):
 # -- tokens ---------------------------------------------------------------------
 
 
+# the latest tokens are redacted; older ones have expired long before they drop out, and a
+# serve renewing tokens for months must not grow the redaction pattern every log line pays
+KEEP_ISSUED = 512
+_issued: deque[str] = deque(maxlen=KEEP_ISSUED)
+
+
 def note_issued(*values: str | None) -> None:
     """Tokens never to be shown: redacted everywhere from now on."""
-    ISSUED.add({v: TOKEN_LABEL for v in values if v})
+    fresh = [v for v in values if v and v not in ISSUED]
+    if not fresh:
+        return
+    full = len(_issued) + len(fresh) > KEEP_ISSUED
+    _issued.extend(fresh)
+    ISSUED.add({v: TOKEN_LABEL for v in fresh})
+    if full:
+        ISSUED.retain(_issued)
 
 
 @dataclass
@@ -208,6 +222,9 @@ class TokenCache:
         self.state.expires_at = None if tokens.expires_in is None else time.time() + int(tokens.expires_in)
         self.state.error = None
         if tokens.refresh_token and tokens.refresh_token != self.refresh_token:
+            if self.refresh_token is not None and self.store is None:
+                log.warning("the authorization server rotated the refresh token; without `store` the new one lives "
+                            "only in this process, and a restart redeems the old one from the spec")
             self.refresh_token = tokens.refresh_token
             self.save()
 

@@ -237,6 +237,16 @@ class SecretSet:
             if len(self._shown) != before:
                 self._stale = True  # compiled at the next redact: a pool makes sets it may never use
 
+    def retain(self, values: Iterable[str]) -> None:
+        """Forget every value but these (and their stripped forms): a set filled at run
+        time (``ISSUED``) stays bounded."""
+        keep = {v for value in values for v in (value, value.strip())}
+        with self._lock:
+            before = len(self._shown)
+            self._shown = {v: shown for v, shown in self._shown.items() if v in keep}
+            if len(self._shown) != before:
+                self._stale = True
+
     def add_specs(self, specs: Iterable[LoadedSpec]) -> None:
         merged: dict[str, str] = {}
         for loaded in specs:
