@@ -9,7 +9,7 @@ import typer
 import typer.core
 
 from .. import __version__
-from . import call, chat, check, console, plugins, run_tests, schema, serve, sip, tools
+from . import call, chat, check, console, mcp_login, plugins, run_tests, schema, serve, sip, tools
 
 
 EXAMPLES = """\b
@@ -26,6 +26,7 @@ Examples:
   voice-runtime test agents.d/ --junit results.xml   conversation tests in agents.d/tests/
   voice-runtime sip plan agents.d/               phone lines (agents.d/telephony/) vs LiveKit; `sip apply` applies
   voice-runtime dial agents.d/ --agent support --to +14155550123   the agent calls a number
+  voice-runtime mcp-login agents.d/ --agent support --server crm --store /secrets/crm.json
 """
 
 
@@ -79,5 +80,5 @@ def _root(
 
 
 # each command module registers itself; commands never import each other (pyproject's contracts)
-for _command in (check, schema, plugins, chat, run_tests, console, tools, call, serve, sip):
+for _command in (check, schema, plugins, chat, run_tests, console, tools, call, mcp_login, serve, sip):
     _command.register(app)

@@ -52,6 +52,9 @@ def call(
     async def main() -> int:
         from ..mcp.pool import McpPool
 
+        from ..mcp import oauth
+
+        oauth.allow_login()  # a person runs `call`: a server with `grant: authorization_code` may ask them to log in
         pool = McpPool(retry_in_background=False)
         try:
             with plugin_output():

@@ -38,6 +38,7 @@ class ServerProbe:
     tools: list[str]  # as the model will see them, after the allow-list and prefixes
     capabilities: list[str] = field(default_factory=list)  # what the server declares (tools, prompts, tasks...)
     allows: list[str] = field(default_factory=list)  # what the spec lets it ask (elicitation, sampling, roots)
+    auth: dict[str, Any] | None = None  # OAuth: grant and token expiry (mcp.oauth.TokenState), never a token
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -94,7 +95,7 @@ async def probe_servers(report: CheckReport) -> list[ServerProbe]:
                     loaded.name, name, conn.transport, conn.server.required, up, None if up else conn.error,
                     round(conn.handshake_ms, 1) if up and conn.handshake_ms is not None else None,
                     conn.protocol_version if up else None, exposed.get(name, []),
-                    served(conn.capabilities) if up else [], allowed(conn.server),
+                    served(conn.capabilities) if up else [], allowed(conn.server), conn.health().auth,
                 ))
         return probes
     finally:
@@ -172,15 +173,19 @@ def lines_summary(lines: Lines) -> str:
 
 
 def _servers_table(servers: list[ServerProbe]) -> str:
+    from ..mcp.oauth import describe_auth
+
     rows = [
         [p.agent, p.server, p.transport, "up" if p.reachable else "DOWN",
          f"{p.handshake_ms:.0f} ms" if p.handshake_ms is not None else "-", p.protocol_version or "-",
-         ", ".join(p.tools) or "-"]
+         ", ".join(p.tools) or "-", *([describe_auth(p.auth)] if any(q.auth for q in servers) else [])]
         for p in servers
     ]
     capabilities = [f"{p.agent}/{p.server}: {', '.join(p.capabilities) or '-'}"
                     + (f"; may ask: {', '.join(p.allows)}" if p.allows else "") for p in servers if p.reachable]
-    return (table(["AGENT", "MCP SERVER", "TRANSPORT", "STATUS", "HANDSHAKE", "PROTOCOL", "TOOLS"], rows)
+    # the AUTH column only where a server uses OAuth: other tables keep their shape
+    auth = ["AUTH"] if any(p.auth for p in servers) else []
+    return (table(["AGENT", "MCP SERVER", "TRANSPORT", "STATUS", "HANDSHAKE", "PROTOCOL", "TOOLS", *auth], rows)
             + "".join(f"\ncapabilities: {line}" for line in capabilities))
 
 

@@ -64,12 +64,14 @@ def tools(
     handoffs = [{"name": tool_name(h.agent), "source": f"handoff:{h.agent}", "original": h.agent,
                  "description": h.when, "parameters": {}} for h in loaded.spec.handoffs]
     from ..mcp.capabilities import allowed, served, summary
+    from ..mcp.oauth import describe_auth
 
     up = {name: conn for name, conn in box.acquired.connections.items() if name not in unavailable}
+    auth = {name: conn.health().auth for name, conn in box.acquired.connections.items() if conn.health().auth}
     if format is OutputFormat.json:
         typer.echo(json.dumps({"agent": loaded.name, "tools": [r.as_dict() for r in box.rows] + handoffs,
                                "withheld": [w.as_dict() for w in box.withheld],
-                               "unavailable": unavailable,
+                               "unavailable": unavailable, "auth": auth,
                                "servers": {name: {"capabilities": served(conn.capabilities),
                                                   "allows": allowed(conn.server)} for name, conn in up.items()}},
                               indent=2))
@@ -83,6 +85,8 @@ def tools(
             typer.echo(printable(f"withheld: {line}"))
         for name, conn in up.items():
             typer.echo(f"capabilities: MCP server {name}: {summary(conn.capabilities, conn.server)}")
+        for server, state in auth.items():
+            typer.echo(printable(f"auth: MCP server {server}: {describe_auth(state)}"))
         for server, why in unavailable.items():
             typer.echo(printable(f"warning: MCP server {server} is unreachable: {why}; its tools are missing"),
                        err=True)

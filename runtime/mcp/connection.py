@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..observe import tracing
 from ..core.terminal import printable
 from .backoff import BACKOFF_MAX, BACKOFF_START, Backoff
-from . import progress, sampling, tasks
+from . import oauth, progress, sampling, tasks
 from .elicitation import Elicitor, sdk_callback
 from .listing import MAX_LISTED_TOOLS, ListingFilter, Rejected, install_log_filter
 from .pins import ToolPins
@@ -81,13 +81,14 @@ class ServerHealth:
     protocol_version: str | None
     reconnects: int
     changed_tools: list[str] = field(default_factory=list)
+    auth: dict[str, Any] | None = None  # OAuth: grant, token expiry; never the token
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "transport": self.transport, "state": self.state.value, "error": self.error,
             "tools": self.tools, "handshake_ms": None if self.handshake_ms is None else round(self.handshake_ms, 1),
             "protocol_version": self.protocol_version, "reconnects": self.reconnects,
-            "changed_tools": self.changed_tools,
+            "changed_tools": self.changed_tools, "auth": self.auth,
         }
 
 
@@ -133,6 +134,8 @@ class McpConnection:
         # eliciting blocks are never pooled, so it is one caller's
         self.elicitor: Elicitor | None = None
         self.sampler: sampling.Sampler | None = None  # the call's model, for `sampling: {allow: true}`
+        # OAuth: made at the first connect, kept across reconnects (its tokens are cached with it)
+        self._auth: Any = None
 
     def redact(self, text: str) -> str:
         """``text`` with this server's secrets (headers, env) masked."""
@@ -155,6 +158,7 @@ class McpConnection:
         return ServerHealth(
             self.name, self.transport, self.state, self.error, [t.name for t in self.tools],
             self.handshake_ms, self.protocol_version, self.reconnects, list(self.pins.changed),
+            oauth.token_state(self._auth),
         )
 
     # -- lifecycle ------------------------------------------------------------
@@ -198,7 +202,7 @@ class McpConnection:
                 raise
             except Exception as exc:
                 await self._stop_owner()
-                raise self._down(describe(exc, self._stderr_tail())) from None
+                raise self._down(self._why(exc)) from None
             self.handshake_ms = (time.perf_counter() - started) * 1000
             self.state, self.error = ConnState.UP, None
             self._connects += 1
@@ -225,6 +229,7 @@ class McpConnection:
         if self._abandoned:
             await asyncio.gather(*self._abandoned, return_exceptions=True)
         self.state = ConnState.CLOSED
+        oauth.close(self._auth)
         if self._stderr is not None:
             self._stderr.close()
 
@@ -235,8 +240,10 @@ class McpConnection:
             async with contextlib.AsyncExitStack() as stack:
                 if self._stderr is not None:
                     self._stderr.begin()
+                if self._auth is None and getattr(self.server, "auth", None) is not None:
+                    self._auth = oauth.provider_for(self.name, self.server, self.base_dir)  # type: ignore[arg-type]
                 read, write = await stack.enter_async_context(
-                    open_transport(self.server, base_dir=self.base_dir, stderr=self._stderr))
+                    open_transport(self.server, base_dir=self.base_dir, stderr=self._stderr, auth=self._auth))
                 gone = asyncio.Event()
                 listing = ListingFilter(self.name, lambda: self.protocol_version)
                 read = Watched(read, gone, listing)
@@ -276,7 +283,7 @@ class McpConnection:
                 else:
                     ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
             elif not closing.is_set() and not isinstance(exc, asyncio.CancelledError):
-                self._lost(describe(exc, self._stderr_tail()))
+                self._lost(self._why(exc))
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
@@ -425,7 +432,7 @@ class McpConnection:
                     self._came_back()
                 return await self._call(tool, arguments, resend=False, report=report)
             if is_connection_error(exc) or self._session is not session or self._owner is None or self._owner.done():
-                self._lost(describe(exc, self._stderr_tail()))
+                self._lost(self._why(exc))
                 raise McpUnavailable(self.error or "connection lost") from None
             raise
 
@@ -476,6 +483,11 @@ class McpConnection:
                 listener(self)
             except Exception:  # noqa: BLE001 - one session's bug must not stop the others hearing
                 log.exception("MCP server %s: reconnect listener failed", self.name)
+
+    def _why(self, exc: BaseException) -> str:
+        """A failure for humans: the authorization server's refusal when there was one
+        (the transport only sees its connection closed), else the failure itself."""
+        return oauth.refusal(self._auth) or describe(exc, self._stderr_tail())
 
     def _stderr_tail(self) -> str:
         return self._stderr.tail() if self._stderr is not None else ""

@@ -68,8 +68,10 @@ def import_sdk(server: StdioServer | HttpServer) -> None:
         install_http()
 
 
-def open_transport(server: StdioServer | HttpServer, *, base_dir: Path, stderr: StderrLog | None) -> Any:
-    """An async context manager yielding the (read, write) streams of a new transport."""
+def open_transport(server: StdioServer | HttpServer, *, base_dir: Path, stderr: StderrLog | None,
+                   auth: Any = None) -> Any:
+    """An async context manager yielding the (read, write) streams of a new transport;
+    ``auth`` (an httpx2 ``Auth``, ``oauth.provider_for``) authenticates HTTP requests."""
     spec: Any = server
     if is_stdio(server):
         from mcp import StdioServerParameters, stdio_client
@@ -88,12 +90,12 @@ def open_transport(server: StdioServer | HttpServer, *, base_dir: Path, stderr: 
     if spec.resolved_transport == "sse":
         from mcp.client.sse import sse_client
 
-        return sse_client(spec.url, headers=dict(spec.headers), timeout=spec.connect_timeout)
+        return sse_client(spec.url, headers=dict(spec.headers), timeout=spec.connect_timeout, auth=auth)
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
     client = httpx2.AsyncClient(
-        headers=dict(spec.headers), timeout=httpx2.Timeout(spec.connect_timeout, read=spec.timeout + 5)
+        headers=dict(spec.headers), timeout=httpx2.Timeout(spec.connect_timeout, read=spec.timeout + 5), auth=auth
     )
     return _closing_client(
         client, streamable_http_client(spec.url, http_client=client, max_sse_event_size=MAX_MESSAGE_BYTES)

@@ -34,6 +34,7 @@ from .telephony_agent import Telephony
 from .turn_taking import BackgroundAudio, TurnHandling
 from .analysis import Analysis
 from .mcp_context import MAX_RESOURCES, ContextResource, InstructionsFrom
+from .mcp_auth import McpAuth
 
 
 def http_url(value: str) -> str:
@@ -253,6 +254,7 @@ class HttpServer(McpServerBase):
         None, description="Default: inferred from the URL path."
     )
     headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request; use ${VAR} for secrets.")
+    auth: McpAuth | None = Field(None, description="OAuth 2.1 for this server: `{oauth: {...}}` (see README).")
 
     @model_validator(mode="before")
     @classmethod

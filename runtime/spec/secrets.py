@@ -221,7 +221,7 @@ class SecretSet:
         return secrets
 
     def __bool__(self) -> bool:
-        return bool(self._shown)
+        return bool(self._shown) or (self is not ISSUED and bool(ISSUED._shown))
 
     def __contains__(self, value: str) -> bool:
         return value in self._shown
@@ -236,6 +236,16 @@ class SecretSet:
                         self._shown.setdefault(variant, shown)
             if len(self._shown) != before:
                 self._stale = True  # compiled at the next redact: a pool makes sets it may never use
+
+    def retain(self, values: Iterable[str]) -> None:
+        """Forget every value but these (and their stripped forms): a set filled at run
+        time (``ISSUED``) stays bounded."""
+        keep = {v for value in values for v in (value, value.strip())}
+        with self._lock:
+            before = len(self._shown)
+            self._shown = {v: shown for v, shown in self._shown.items() if v in keep}
+            if len(self._shown) != before:
+                self._stale = True
 
     def add_specs(self, specs: Iterable[LoadedSpec]) -> None:
         merged: dict[str, str] = {}
@@ -263,6 +273,8 @@ class SecretSet:
                 if self._stale:
                     self._compile()
                     self._stale = False
+        if self is not ISSUED and ISSUED._shown and ISSUED.might_hold(text):
+            return True
         if self._regex is None or not text:
             return False
         return self._always or any(anchor in text for anchor in self._anchors)
@@ -270,6 +282,10 @@ class SecretSet:
     def redact(self, text: str) -> str:
         if not self.might_hold(text):
             return text
+        if self is not ISSUED and ISSUED._shown:
+            text = ISSUED.redact(text)
+            if self._regex is None:
+                return text
         regex, labels = self._regex, self._labels
         assert regex is not None
         return regex.sub(lambda m: labels[m.lastindex - 1], text)  # type: ignore[operator]
@@ -284,7 +300,7 @@ class SecretSet:
 
     def redact_data(self, data: Any) -> Any:
         """``redact`` on every string in a JSON-like structure (before it is escaped)."""
-        if not self._shown:
+        if not self._shown and not ISSUED._shown:
             return data
         if isinstance(data, str):
             return self.redact(data)
@@ -293,6 +309,12 @@ class SecretSet:
         if isinstance(data, (list, tuple)):
             return [self.redact_data(v) for v in data]
         return data
+
+
+# Secrets issued while the process runs (OAuth access and refresh tokens): every
+# SecretSet redacts them too, so each log formatter, status page and report made from
+# a spec's set also hides the tokens fetched for that spec's servers.
+ISSUED = SecretSet()
 
 
 class RedactingStream(io.TextIOBase):

@@ -87,6 +87,7 @@ def _recorder_args(
     extra_tools: StrPath | None = None,
     page_size: int = 0,
     stderr_text: str = "",
+    oauth_issuer: str | None = None,
 ) -> list[str]:
     args = [str(RECORDER), "--transport", transport, "--name", name]
     if port is not None:
@@ -101,6 +102,8 @@ def _recorder_args(
         args += ["--page-size", str(page_size)]
     if stderr_text:
         args += ["--stderr-text", stderr_text]
+    if oauth_issuer:
+        args += ["--oauth-issuer", oauth_issuer]
     faults = [fault] if isinstance(fault, str) else list(fault or ())
     for f in faults:
         args += ["--fault", f]
@@ -182,6 +185,7 @@ class HttpServer:
         descriptions: StrPath | None = None,
         extra_tools: StrPath | None = None,
         page_size: int = 0,
+        oauth_issuer: str | None = None,
     ) -> None:
         if transport not in ("streamable-http", "sse"):
             raise ValueError(f"not an HTTP transport: {transport!r}")
@@ -192,6 +196,7 @@ class HttpServer:
         self.descriptions = descriptions
         self.extra_tools = extra_tools
         self.page_size = page_size
+        self.oauth_issuer = oauth_issuer
         self.port = port if port is not None else free_port()
         self.startup_timeout = startup_timeout
         fd, stderr_path = tempfile.mkstemp(prefix=f"mcp-{name}-", suffix=".stderr")
@@ -230,6 +235,7 @@ class HttpServer:
         args = _recorder_args(
             self.transport, record=self.record, name=self.name, fault=self.fault, port=self.port,
             descriptions=self.descriptions, extra_tools=self.extra_tools, page_size=self.page_size,
+            oauth_issuer=self.oauth_issuer,
         )
         with self.stderr_path.open("ab") as stderr:
             self._proc = subprocess.Popen(

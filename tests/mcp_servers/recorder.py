@@ -51,6 +51,13 @@ runs, or list names a model API refuses.
 
 HTTP transports bind 127.0.0.1 only, keep stdout silent and print one ready line to
 stderr; the endpoint is ``/mcp`` (streamable HTTP) or ``/sse`` (SSE).
+
+``--oauth-issuer URL`` (HTTP): an OAuth-protected resource, as the MCP authorization
+spec has it: it publishes its protected resource metadata (RFC 9728) naming that
+authorization server, and answers a request without a valid bearer token (a JWT signed
+by a key of the issuer's JWKS, not expired, from that issuer) with 401 and a
+``WWW-Authenticate`` pointing at the metadata. Each refusal is recorded as
+``{"refused": reason}``.
 """
 
 from __future__ import annotations
@@ -127,6 +134,7 @@ class Config:
     descriptions: dict[str, str] = field(default_factory=dict)  # tool -> description
     extra_tools: dict[str, str] = field(default_factory=dict)  # name -> description
     page_size: int = 0  # 0: one page
+    oauth_issuer: str | None = None  # --oauth-issuer: bearer JWTs from this issuer only
 
 
 def parse_faults(specs: Sequence[str]) -> Faults:
@@ -385,6 +393,8 @@ async def _serve_http(server: MCPServer[Any], config: Config, rec: Recorder | No
 
     if rec is not None:
         app = _recording_requests(app, rec)
+    if config.oauth_issuer is not None:
+        app = _bearer_required(app, config.oauth_issuer, f"http://127.0.0.1:{config.port}{path}", rec)
     ignore_sigterm = config.faults.ignore_sigterm
 
     class _Server(uvicorn.Server):
@@ -430,6 +440,48 @@ def _recording_requests(app: Any, rec: Recorder) -> Any:
     return wrapped
 
 
+def _bearer_required(app: Any, issuer: str, resource: str, rec: Recorder | None) -> Any:
+    """The resource server's side of MCP authorization (see the module docstring)."""
+    import jwt
+
+    jwks = jwt.PyJWKClient(issuer.rstrip("/") + "/jwks", cache_keys=True)
+    metadata_url = resource.rsplit("/", 1)[0] + "/.well-known/oauth-protected-resource/" + resource.rsplit("/", 1)[1]
+    metadata = json.dumps({"resource": resource, "authorization_servers": [issuer]}).encode()
+
+    async def respond(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+    def verify(token: str) -> None:
+        key = jwks.get_signing_key_from_jwt(token)
+        jwt.decode(token, key.key, algorithms=["RS256"], issuer=issuer, options={"verify_aud": False})
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") != "http":
+            await app(scope, receive, send)
+            return
+        if scope["path"].startswith("/.well-known/oauth-protected-resource"):
+            await respond(send, 200, metadata, [])
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        given = headers.get("authorization", "")
+        reason = "no bearer token"
+        if given.startswith("Bearer "):
+            try:
+                await anyio.to_thread.run_sync(verify, given[7:])
+                await app(scope, receive, send)
+                return
+            except Exception as exc:  # noqa: BLE001 - any bad token is refused the same way
+                reason = f"{type(exc).__name__}: {exc}"
+        if rec is not None:
+            rec.write({"refused": reason})
+        challenge = f'Bearer error="invalid_token", resource_metadata="{metadata_url}"'
+        await respond(send, 401, b'{"error": "invalid_token"}', [(b"www-authenticate", challenge.encode())])
+
+    return wrapped
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transport", choices=TRANSPORTS, default="stdio")
@@ -441,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extra-tools", type=Path, help="JSON object: extra tool name -> description")
     parser.add_argument("--page-size", type=int, default=0, help="tools/list pages of this many tools")
     parser.add_argument("--stderr-text", default="", help="written to stderr at startup")
+    parser.add_argument("--oauth-issuer", help="HTTP: require bearer JWTs from this OAuth issuer (see above)")
     ns = parser.parse_args(argv)
 
     try:
@@ -459,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     config = Config(
         transport=ns.transport, port=ns.port, record=ns.record, name=ns.name, faults=faults,
-        descriptions=descriptions, extra_tools=extra_tools, page_size=ns.page_size,
+        descriptions=descriptions, extra_tools=extra_tools, page_size=ns.page_size, oauth_issuer=ns.oauth_issuer,
     )
     rec = Recorder.for_config(config)
     server = build_server(config, rec)
