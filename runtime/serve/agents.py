@@ -105,6 +105,7 @@ class Agents:
         from livekit.agents import AgentServer, JobExecutorType
 
         from .job import entrypoint, prewarm
+        from .load import Load
 
         o = self.options
         # process executor: the partials are pickled to job processes, so only plain
@@ -115,6 +116,7 @@ class Agents:
             job_executor_type=JobExecutorType.THREAD if o.executor is Executor.THREAD else JobExecutorType.PROCESS,
             num_idle_processes=o.idle_processes,
             load_threshold=o.load_threshold,
+            load_fnc=Load(o.full_load_calls),
             drain_timeout=int(o.drain_timeout),
             job_memory_warn_mb=o.job_memory_warn_mb,
             job_memory_limit_mb=o.job_memory_limit_mb,
@@ -265,6 +267,10 @@ class Agents:
         except AttributeError:  # no hub, or its pool is not made yet (run() makes it)
             return []
         return [(self.agent_of_job(info) or "", info) for info in infos]
+
+    def load(self) -> float:
+        """The load last reported to LiveKit (load.py; livekit measures it every 0.5 s)."""
+        return float(getattr(self.hub, "_worker_load", 0.0)) if self.hub is not None else 0.0
 
     def idle_pids(self) -> list[int]:
         """The prewarmed job processes waiting for a call (any agent's)."""
