@@ -191,7 +191,8 @@ class Side:
     curve: list[dict[str, Any]] = field(default_factory=list)
 
 
-def start_ours(tmp: Path, urls: dict[str, str], mcp: list[str], options: list[str]) -> Side:
+def start_ours(tmp: Path, urls: dict[str, str], mcp: list[str], options: list[str], name: str = "voice-runtime",
+               env: dict[str, str] | None = None) -> Side:
     fakes = SimpleNamespace(deepgram=SimpleNamespace(listen_url=urls["stt"]),
                             chat=SimpleNamespace(base_url=urls["llm"]), cartesia=SimpleNamespace(root_url=urls["tts"]))
     agents = tmp / "agents"
@@ -199,7 +200,7 @@ def start_ours(tmp: Path, urls: dict[str, str], mcp: list[str], options: list[st
     server = json.dumps({"command": mcp[0], "args": mcp[1:]})
     (agents / "desk.yaml").write_text(pipeline_yaml(fakes, f"mcp_servers:\n  desk: {server}\n"), encoding="utf-8")
     serve = Serve(agents, tmp, None, options=("--idle-processes", "1", "--max-browser-calls", "64", *options),
-                  env={"LIVEKIT_URL": "", "LIVEKIT_API_KEY": "", "LIVEKIT_API_SECRET": ""})
+                  env={"LIVEKIT_URL": "", "LIVEKIT_API_KEY": "", "LIVEKIT_API_SECRET": "", **(env or {})})
     serve.wait_ready(READY_TIMEOUT_S)
     base = f"http://127.0.0.1:{serve.port}"
 
@@ -210,7 +211,7 @@ def start_ours(tmp: Path, urls: dict[str, str], mcp: list[str], options: list[st
                 raise BenchError(f"serve refused the call: {response.status} {body}")
         return await session.ws_connect(f"ws://127.0.0.1:{serve.port}{body['socket']}", max_msg_size=0)
 
-    return Side("voice-runtime", serve.proc.pid, open_call, serve.kill)
+    return Side(name, serve.proc.pid, open_call, serve.kill)
 
 
 def start_handbuilt(tmp: Path, urls: dict[str, str], mcp: list[str]) -> Side:
@@ -396,23 +397,40 @@ def summary(ours: Side, base: Side) -> dict[str, Any]:
     return out
 
 
+def parse_variant(text: str, parser: argparse.ArgumentParser) -> tuple[str, dict[str, str], list[str]]:
+    """'NAME:[VAR=VALUE ...] [serve options]' -> (name, environment, options)."""
+    name, sep, rest = text.partition(":")
+    if not sep or not name.strip() or not name.replace("-", "").replace("_", "").isalnum():
+        parser.error(f"--variant {text!r}: write NAME:[VAR=VALUE ...] [serve options] (NAME of letters, digits, - or _)")
+    words = shlex.split(rest)
+    env: dict[str, str] = {}
+    while words and "=" in words[0] and not words[0].startswith("-"):
+        var, _, value = words.pop(0).partition("=")
+        env[var] = value
+    return name.strip(), env, words
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", default="1,2,4,8,12,16", help="concurrent calls, comma-separated (default 1,2,4,8,12,16)")
     p.add_argument("--turns", type=int, default=4, help="timed turns per call (default 4)")
     p.add_argument("--warmup", type=int, default=2, help="turns of one untimed call per side first (default 2)")
-    p.add_argument("--quick", action="store_true", help="N = 1,2 with 2 turns and a 1-turn warm-up")
+    p.add_argument("--quick", action="store_true", help="N = 1,2, one turn per call, no warm-up: that it works, not a figure")
     p.add_argument("--ours", default="", help="extra serve options for our side, e.g. '--executor thread'")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:[VAR=VALUE ...] [OPTIONS]",
+                   help="another serve measured in the same run, e.g. 'thread:--executor thread' or "
+                   "'before:PYTHONPATH=/tmp/base' (the code of another checkout); repeatable")
     p.add_argument("--no-handbuilt", action="store_true", help="measure serve alone")
     args = p.parse_args(argv)
     if args.quick:
-        args.n, args.turns, args.warmup = "1,2", 2, 1
+        args.n, args.turns, args.warmup = "1,2", 1, 0
     try:
         ns = sorted({int(x) for x in args.n.split(",") if x.strip()})
     except ValueError:
         p.error(f"--n: not a comma-separated list of numbers: {args.n!r}")
     if not ns or ns[0] < 1 or ns[-1] > 64:
         p.error("--n: each N must be 1 to 64 (serve takes at most 64 browser calls at once)")
+    variants = [parse_variant(v, p) for v in args.variant]
     from mcp_servers.harness import stdio_command
 
     started = time.perf_counter()
@@ -425,7 +443,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             (tmp / "ours").mkdir()
             sides.append(start_ours(tmp / "ours", urls, mcp, shlex.split(args.ours)))
-            if not args.no_handbuilt:
+            for i, (name, env, options) in enumerate(variants):
+                (tmp / f"variant-{i}").mkdir()
+                sides.append(start_ours(tmp / f"variant-{i}", urls, mcp, options, name, env))
+            if not args.no_handbuilt:  # last: the summary compares the first side with it
                 (tmp / "handbuilt").mkdir()
                 sides.append(start_handbuilt(tmp / "handbuilt", urls, mcp))
             asyncio.run(measure(sides, ns, args.turns, args.warmup, fakes.pid))
@@ -438,13 +459,17 @@ def main(argv: list[str] | None = None) -> int:
             fakes.send_signal(signal.SIGTERM)
             fakes.wait(10)
     result: dict[str, Any] = {"benchmark": "concurrent_calls"}
-    if len(sides) == 2:
-        result.update(summary(sides[0], sides[1]))
+    ours, others = sides[0], sides[1:]
+    handbuilt = others.pop() if not args.no_handbuilt else None
+    if handbuilt is not None:
+        result.update(summary(ours, handbuilt))
     else:
-        result["knee"] = knee(sides[0].curve)
+        result["knee"] = knee(ours.curve)
     result.update({
-        "ours": sides[0].curve,
-        **({"handbuilt": sides[1].curve} if len(sides) == 2 else {}),
+        "ours": ours.curve,
+        **({"handbuilt": handbuilt.curve} if handbuilt is not None else {}),
+        "variants": {s.name: {"knee": knee(s.curve), "curve": s.curve, "options": options}
+                     for s, (_, _, options) in zip(others, variants)},
         "idle_pss_mb": {s.name: round(s.idle_pss_mb, 1) for s in sides},
         "ours_options": f"--idle-processes 1 --max-browser-calls 64 {args.ours}".strip(),
         "n": ns, "turns_per_call": args.turns, "knee_rule": f"p95 <= {KNEE_RATIO} x own N=1 p95, no failed turn",
