@@ -104,7 +104,8 @@ class Agents:
     async def start(self) -> None:
         from livekit.agents import AgentServer, JobExecutorType
 
-        from .job import entrypoint, prewarm
+        from .job import FORKSERVER_PRELOAD, entrypoint, prewarm
+        from .load import Load
 
         o = self.options
         # process executor: the partials are pickled to job processes, so only plain
@@ -115,6 +116,7 @@ class Agents:
             job_executor_type=JobExecutorType.THREAD if o.executor is Executor.THREAD else JobExecutorType.PROCESS,
             num_idle_processes=o.idle_processes,
             load_threshold=o.load_threshold,
+            load_fnc=Load(o.full_load_calls),
             drain_timeout=int(o.drain_timeout),
             job_memory_warn_mb=o.job_memory_warn_mb,
             job_memory_limit_mb=o.job_memory_limit_mb,
@@ -123,6 +125,7 @@ class Agents:
             ws_url=o.ws_url or "", api_key=o.api_key or "", api_secret=o.api_secret or "",
             host="127.0.0.1", port=0,  # livekit's own health port; ours is --http-port
             setup_fnc=functools.partial(prewarm, **bound),
+            preload_modules=list(FORKSERVER_PRELOAD),
         )
         hub.rtc_session(functools.partial(entrypoint, route=o.route, **bound),
                         agent_name=o.agent_name if o.dispatch is Dispatch.METADATA else "",
@@ -265,6 +268,10 @@ class Agents:
         except AttributeError:  # no hub, or its pool is not made yet (run() makes it)
             return []
         return [(self.agent_of_job(info) or "", info) for info in infos]
+
+    def load(self) -> float:
+        """The load last reported to LiveKit (load.py; livekit measures it every 0.5 s)."""
+        return float(getattr(self.hub, "_worker_load", 0.0)) if self.hub is not None else 0.0
 
     def idle_pids(self) -> list[int]:
         """The prewarmed job processes waiting for a call (any agent's)."""

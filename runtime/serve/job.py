@@ -30,6 +30,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voice_runtime.job")
 
+# What every call imports, imported once in livekit's forkserver (``preload_modules``):
+# each job process is forked with them loaded, sharing their pages with the others
+# copy-on-write, instead of importing them again in its prewarm (mcp.types alone is
+# ~0.5 s of CPU). Only serve's own code and its libraries: the operator's plugin
+# files are imported in prewarm, as serve accepted them (they change while it runs).
+FORKSERVER_PRELOAD = (
+    "mcp.types",
+    "livekit.agents.llm",
+    "voice_runtime.spec.models",
+    "voice_runtime.spec.call_context",
+    "voice_runtime.mcp.gateway",
+    "voice_runtime.mcp.toolset",
+    "voice_runtime.session.runner",
+    "voice_runtime.session.claims",
+    "voice_runtime.session.call_report",
+    "voice_runtime.session.browser_audio",
+    "voice_runtime.serve.catalog",
+    "voice_runtime.serve.routing",
+    "voice_runtime.serve.talk_job",
+    "voice_runtime.serve.simulate",
+    "voice_runtime.observe.report_spool",
+)
+
 
 def _accepted_plugins(state_dir: str, plugins_dir: str | None) -> Any:
     """The plugin files the serve process accepted, as it accepted them: never the

@@ -83,6 +83,7 @@ class ServeOptions:
     job_memory_warn_mb: float = 1000.0  # livekit logs a warning above this (per job process)
     job_memory_limit_mb: float = 0.0  # livekit kills a job process above this; 0: no limit
     load_threshold: float = 0.7
+    full_load_calls: int = 0  # --full-load-calls: calls that make load 1.0 (load.py); 0: CPU alone
     drain_timeout: float = 300.0
     scan_interval: float = 10.0
     unregistered: bool = False  # no LiveKit connection (development, tests)

@@ -207,6 +207,11 @@ class ServeCollector:
                 up.add_metric([name, server], 1 if health["state"] == "up" else 0)
                 required.add_metric([name, server], 1 if servers[server].required else 0)
         yield sessions
+        yield GaugeMetricFamily("voice_runtime_load", "The load serve reports to LiveKit (0-1): CPU use, or calls "
+                                "/ --full-load-calls when that is larger; LiveKit sends no new call above "
+                                "voice_runtime_load_threshold. What an autoscaler scales on.", value=view.agents.load())
+        yield GaugeMetricFamily("voice_runtime_load_threshold", "--load-threshold.",
+                                value=view.options.load_threshold)
         yield up
         yield required
         refused = CounterMetricFamily("voice_runtime_jobs_refused", "Jobs LiveKit offered that serve refused, by reason "

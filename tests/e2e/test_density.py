@@ -292,6 +292,29 @@ def voice_runtime_register_tools(register):
 '''
 
 
+def test_with_full_load_calls_a_call_in_progress_is_the_load_livekit_and_the_metrics_see(
+    agents: Path, fake_openai: FakeOpenAI, livekit: FakeLiveKit
+) -> None:
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    # one call is full load: LiveKit must stop sending calls here while it runs
+    with Serve(agents, "--full-load-calls", "1", "--load-threshold", "0.9", env=_connected(livekit),
+               unregistered=False) as serve:
+        serve.wait_ready()
+        assert serve.metric("voice_runtime_load_threshold") == 0.9
+        serve.simulate("desk", ["first", "later"], gap_s=20.0)
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "first"), message="the call's first turn")
+        serve.wait_for(lambda: serve.metric("voice_runtime_load") == 1.0, message="load 1.0 in /metrics")
+
+        def full_while_calling() -> bool:
+            from livekit.protocol import agent
+
+            updates = [m.update_worker for name, m in list(livekit.messages)
+                       if name == "desk" and m.WhichOneof("message") == "update_worker"]
+            return any(u.load == 1.0 and u.job_count == 1 and u.status == agent.WorkerStatus.WS_FULL for u in updates)
+
+        serve.wait_for(full_while_calling, message="LiveKit told the replica is full (load 1.0, one job)")
+
+
 def test_a_call_over_the_job_memory_limit_is_ended_and_counted(
     tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
 ) -> None:

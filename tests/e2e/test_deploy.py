@@ -85,14 +85,18 @@ def kustomize(folder: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
-def with_podmonitor(tmp_path: Path) -> Path:
-    """A kustomization of the base plus the podmonitor component, as the component's notes say."""
+def with_components(tmp_path: Path, *components: str) -> Path:
+    """A kustomization of the base plus opt-in components, as their notes say."""
     overlay = tmp_path / "overlay"
     overlay.mkdir()
+    parts = ", ".join(os.path.relpath(KUSTOMIZATION / c, overlay) for c in components)
     (overlay / "kustomization.yaml").write_text(
-        f"resources: [{os.path.relpath(KUSTOMIZATION, overlay)}]\n"
-        f"components: [{os.path.relpath(KUSTOMIZATION / 'podmonitor', overlay)}]\n")
+        f"resources: [{os.path.relpath(KUSTOMIZATION, overlay)}]\ncomponents: [{parts}]\n")
     return overlay
+
+
+def with_podmonitor(tmp_path: Path) -> Path:
+    return with_components(tmp_path, "podmonitor")
 
 
 def kinds(objects: list[dict]) -> dict[str, dict]:
@@ -173,6 +177,41 @@ def test_the_deployment_mounts_the_specs_where_serve_reads_them_and_outlasts_its
     spool = container["args"][container["args"].index("--report-spool") + 1]
     [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == spool]
     assert next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]).keys() & {"emptyDir", "persistentVolumeClaim"}
+
+
+def test_the_autoscaler_component_scales_on_the_load_serve_reports_and_scale_in_waits_for_the_drain(
+    tmp_path: Path
+) -> None:
+    import yaml
+
+    base = kinds(kustomize(KUSTOMIZATION))
+    assert "HorizontalPodAutoscaler/voice-runtime" not in base  # opt-in: the default output is unchanged
+    assert "--full-load-calls" not in base["Deployment/voice-runtime"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    objects = kustomize(with_components(tmp_path, "autoscaler"))
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(yaml.safe_dump_all(objects))
+    proc = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", str(rendered)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    named = kinds(objects)
+    hpa, deployment = named["HorizontalPodAutoscaler/voice-runtime"], named["Deployment/voice-runtime"]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "voice-runtime"}
+    assert "replicas" not in deployment["spec"]  # the HPA owns the count; an apply must not reset it
+    [container] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "voice-runtime"]
+    args = container["args"]
+    assert int(flag(args, "--full-load-calls")) > 0  # the load counts calls, not only CPU
+    # the HPA reads the metric serve exports, as prometheus-adapter's rule names it
+    [metric] = hpa["spec"]["metrics"]
+    adapter = yaml.safe_load((KUSTOMIZATION / "autoscaler" / "prometheus-adapter-values.yaml").read_text())
+    [rule] = adapter["rules"]["custom"]
+    assert metric["pods"]["metric"]["name"] == rule["name"]["as"] == "voice_runtime_load"
+    assert rule["seriesQuery"].startswith("voice_runtime_load{")
+    # held below the threshold where LiveKit stops sending a pod calls (serve's default 0.7)
+    assert float(metric["pods"]["target"]["averageValue"].rstrip("m")) / 1000 < 0.7
+    # scale-in is a SIGTERM: serve drains its calls, and the kubelet waits longer than the drain
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > float(flag(args, "--drain-timeout"))
+    assert hpa["spec"]["behavior"]["scaleDown"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 120}]
 
 
 # -- compose ---------------------------------------------------------------------
