@@ -31,8 +31,10 @@ def _livekit() -> tuple[str, str, str]:
     return values[0], values[1], values[2]
 
 
-def _lines(agents_dir: Path, plugins: Path | None, telephony: Path | None, secrets: SecretSet) -> Lines:
-    """The folder's phone lines, or exit 1 with every problem at file:line:col."""
+def _lines(agents_dir: Path, plugins: Path | None, telephony: Path | None, secrets: SecretSet
+           ) -> tuple[Lines, list[str]]:
+    """The folder's phone lines and the names of its valid agents, or exit 1 with every
+    problem of the lines at file:line:col."""
     from ..spec.loader import load_folder
     from ..spec.telephony import load_lines, telephony_folder
 
@@ -40,13 +42,14 @@ def _lines(agents_dir: Path, plugins: Path | None, telephony: Path | None, secre
     manager = load_plugins(agents_dir, plugins)
     specs = load_folder(agents_dir, manager)
     secrets.add_specs(specs.specs)
-    lines = load_lines(telephony_folder(agents_dir, telephony), manager, [s.name for s in specs.specs], required=True)
+    agents = [s.name for s in specs.specs]
+    lines = load_lines(telephony_folder(agents_dir, telephony), manager, agents, required=True)
     secrets.add(lines.secrets)
     if lines.errors:
         for error in lines.errors:
             typer.echo(printable(str(error)), err=True)
         raise typer.Exit(1)
-    return lines
+    return lines, agents
 
 
 def _echo(text: str, err: bool = False) -> None:
@@ -58,7 +61,7 @@ def _run(agents_dir: Path, plugins: Path | None, telephony: Path | None, owner: 
     from ..serve.sip_lines import plan_and_apply, render_applied
 
     secrets = guard_output()
-    lines = _lines(agents_dir, plugins, telephony, secrets)
+    lines, _ = _lines(agents_dir, plugins, telephony, secrets)
     url, key, secret = _livekit()
     secrets.add({secret: "${LIVEKIT_API_SECRET}"})
     quiet_logging(LogLevel.error, secrets)
@@ -119,10 +122,7 @@ def dial(
             usage_error(printable(f"--context {item[:80]!r} is not KEY=VALUE"))
         given[key.strip()] = value
     secrets = guard_output()
-    lines = _lines(agents_dir, plugins, telephony, secrets)
-    from ..spec.loader import load_folder
-
-    agents = [s.name for s in load_folder(agents_dir, load_plugins(agents_dir, plugins)).specs]
+    lines, agents = _lines(agents_dir, plugins, telephony, secrets)
     try:
         trunk_name = check_request(lines, agent, to, given, trunk, agents)
     except Refused as exc:
