@@ -278,10 +278,14 @@ async def test_silence_hangs_up_after_the_timeout_line(tmp_path: Path, fakes: Fa
         await call.aclose()
 
 
-async def test_a_call_is_ended_after_max_call_seconds(tmp_path: Path, fakes: Fakes) -> None:
+async def test_a_call_is_ended_after_max_call_seconds_and_ivr_detection_is_livekits(
+    tmp_path: Path, fakes: Fakes
+) -> None:
     before = metric("voice_runtime_call_ends_total", agent="desk", reason="max_call_seconds")
-    call = await VoiceCall.start(tmp_path / "agents", pipeline_spec(fakes, extra=telephony({"max_call_seconds": 10})))
+    spec = pipeline_spec(fakes, extra=telephony({"max_call_seconds": 10, "ivr_detection": True}))
+    call = await VoiceCall.start(tmp_path / "agents", spec)
     try:
+        assert call.runner.session.options.ivr_detection is True
         assert await ended(call) == "max_call_seconds"
         assert phone_events(call) == [{"event": "hang_up", "reason": "max_call_seconds"}]
         assert metric("voice_runtime_call_ends_total", agent="desk", reason="max_call_seconds") == before + 1
