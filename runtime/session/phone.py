@@ -42,6 +42,7 @@ log = logging.getLogger("voice_runtime.phone")
 # livekit's send_dtmf_events waits this long between digits (beta/tools/send_dtmf.py)
 DTMF_GAP_S = 0.3
 PAUSE_S = 0.5  # a `w` in digits, as livekit's dtmf option of a SIP participant
+_PENDING: set[asyncio.Future[Any]] = set()  # transfers waiting for their line to be said
 
 
 @dataclass
@@ -180,7 +181,9 @@ async def _cold(owner: PhoneOwner, target: Transfer, hang_up: Callable[[str], No
         handle = _say(owner, target.say)
         # the tool's own speech is done when the tool returns; the line plays after it,
         # so the REFER waits for it in the background
-        asyncio.ensure_future(_refer_after(owner, target, line, identity, handle, hang_up))
+        task = asyncio.ensure_future(_refer_after(owner, target, line, identity, handle, hang_up))
+        _PENDING.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(_PENDING.discard)
         return ToolResult(f"Transferring the caller to {target.name}.", reply_required=False)
     outcome = await _refer(owner, target, line, identity, hang_up)
     if outcome != "transferred":
