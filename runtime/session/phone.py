@@ -109,6 +109,18 @@ def transfer_to_uri(to: str) -> str:
     return f"tel:{to}" if E164.fullmatch(to) else to
 
 
+def tool_names(tools: list[Any]) -> set[str]:
+    """The names the model sees of ``tools`` (a livekit Toolset, EndCallTool, holds several)."""
+    names: set[str] = set()
+    for tool in tools:
+        inner = getattr(tool, "tools", None)
+        for one in inner if isinstance(inner, list) else [tool]:
+            name = getattr(getattr(one, "info", None), "name", None)
+            if name:
+                names.add(name)
+    return names
+
+
 def phone_tools(owner: PhoneOwner, telephony: Telephony | None, hang_up: Callable[[str], None]) -> list[Any]:
     """The tools the spec's ``telephony:`` block gives the model."""
     if telephony is None:
