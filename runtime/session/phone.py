@@ -267,8 +267,11 @@ async def _warm(owner: PhoneOwner, target: Transfer, hang_up: Callable[[str], No
         raise ToolError(f"the warm transfer to {target.name} failed: {exc}; tell the caller") from None
     tell(owner, "transfer", kind="warm", target=target.name, to=target.to, outcome="transferred",
          participant=getattr(result, "human_agent_identity", ""))
-    hang_up("transferred")
-    owner.session.shutdown()  # the human is with the caller now
+    # the human is with the caller now, in this room: the agent leaves the conversation,
+    # but the room stays and so does the job (WarmTransferTask deletes the room once one
+    # of them leaves)
+    hang_up("warm_transferred")
+    owner.session.shutdown()
     return None
 
 
@@ -342,9 +345,12 @@ def _collect_tool(owner: PhoneOwner, telephony: Telephony) -> Any:
 
 def end_job(line: PhoneLine | None, reason: str, *, delete_room: bool) -> None:
     """After our hang-up closed the session: in a LiveKit job, the room goes (which
-    disconnects a SIP caller) and the job ends, as livekit's EndCallTool does."""
-    if line is None or not line.in_job:
+    disconnects a SIP caller) and the job ends, as livekit's EndCallTool does. After a
+    cold transfer the room is left to LiveKit (the caller's leg was referred away);
+    after a warm one the caller and the human are talking in it: nothing is ended."""
+    if line is None or not line.in_job or reason == "warm_transferred":
         return
+    delete_room = delete_room and reason != "transferred"
     from livekit.agents.job import get_job_context
 
     try:
