@@ -194,8 +194,8 @@ def observe_server_request(server: str, kind: str, outcome: str) -> None:
 
 CALL_ENDS = Counter(
     "voice_runtime_call_ends",
-    "Calls ended, by agent and reason: end_call (the model hung up), transferred, voicemail, silence_timeout, "
-    "max_call_seconds, or livekit's close reason (user_initiated, participant_disconnected, error, ...).",
+    "Calls ended, by agent and reason: end_call (the model hung up), transferred, warm_transferred, voicemail, "
+    "silence_timeout, max_call_seconds, or livekit's close reason (user_initiated, participant_disconnected, error, ...).",
     ["agent", "reason"],
 )
 TRANSFERS = Counter(

@@ -148,11 +148,17 @@ class AgentActivity:
             log.warning("agent %s session %s: %s", self.name, owner.session_id, line, extra=SHOWN_AS_EVENT)
             owner.emit("warning", {"message": line})
         from .handoffs import transfer_tools
-
-        from .phone import phone_tools
+        from .phone import phone_tools, tool_names
 
         tools = plan.plugin + mcp_tools(plan, self.recorder, self._fillers(), owner.questions) + transfer_tools(owner)
-        tools += phone_tools(owner, self.loaded.spec.telephony, owner.hang_up)
+        phone = phone_tools(owner, self.loaded.spec.telephony, owner.hang_up)
+        # livekit refuses a session with two tools of one name: the spec's telephony wins
+        taken = tool_names(phone)
+        for name in sorted(taken & tool_names(tools)):
+            line = f"tool {name} is hidden by the telephony tool of the same name"
+            log.warning("agent %s session %s: %s", self.name, owner.session_id, line, extra=SHOWN_AS_EVENT)
+            owner.emit("warning", {"message": line})
+        tools = [t for t in tools if not tool_names([t]) & taken] + phone
         if any(conn.server.elicitation == "allow" for conn in self.connections.values()):
             from .questions import question_tools
 

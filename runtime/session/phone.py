@@ -42,6 +42,7 @@ log = logging.getLogger("voice_runtime.phone")
 # livekit's send_dtmf_events waits this long between digits (beta/tools/send_dtmf.py)
 DTMF_GAP_S = 0.3
 PAUSE_S = 0.5  # a `w` in digits, as livekit's dtmf option of a SIP participant
+_PENDING: set[asyncio.Future[Any]] = set()  # transfers waiting for their line to be said
 
 
 @dataclass
@@ -106,6 +107,18 @@ def _say(owner: PhoneOwner, line: str) -> Any:
 def transfer_to_uri(to: str) -> str:
     """What LiveKit's transfer wants: tel:+E164, or the sip: URI as it is."""
     return f"tel:{to}" if E164.fullmatch(to) else to
+
+
+def tool_names(tools: list[Any]) -> set[str]:
+    """The names the model sees of ``tools`` (a livekit Toolset, EndCallTool, holds several)."""
+    names: set[str] = set()
+    for tool in tools:
+        inner = getattr(tool, "tools", None)
+        for one in inner if isinstance(inner, list) else [tool]:
+            name = getattr(getattr(one, "info", None), "name", None)
+            if name:
+                names.add(name)
+    return names
 
 
 def phone_tools(owner: PhoneOwner, telephony: Telephony | None, hang_up: Callable[[str], None]) -> list[Any]:
@@ -180,7 +193,9 @@ async def _cold(owner: PhoneOwner, target: Transfer, hang_up: Callable[[str], No
         handle = _say(owner, target.say)
         # the tool's own speech is done when the tool returns; the line plays after it,
         # so the REFER waits for it in the background
-        asyncio.ensure_future(_refer_after(owner, target, line, identity, handle, hang_up))
+        task = asyncio.ensure_future(_refer_after(owner, target, line, identity, handle, hang_up))
+        _PENDING.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(_PENDING.discard)
         return ToolResult(f"Transferring the caller to {target.name}.", reply_required=False)
     outcome = await _refer(owner, target, line, identity, hang_up)
     if outcome != "transferred":
@@ -252,8 +267,11 @@ async def _warm(owner: PhoneOwner, target: Transfer, hang_up: Callable[[str], No
         raise ToolError(f"the warm transfer to {target.name} failed: {exc}; tell the caller") from None
     tell(owner, "transfer", kind="warm", target=target.name, to=target.to, outcome="transferred",
          participant=getattr(result, "human_agent_identity", ""))
-    hang_up("transferred")
-    owner.session.shutdown()  # the human is with the caller now
+    # the human is with the caller now, in this room: the agent leaves the conversation,
+    # but the room stays and so does the job (WarmTransferTask deletes the room once one
+    # of them leaves)
+    hang_up("warm_transferred")
+    owner.session.shutdown()
     return None
 
 
@@ -327,9 +345,12 @@ def _collect_tool(owner: PhoneOwner, telephony: Telephony) -> Any:
 
 def end_job(line: PhoneLine | None, reason: str, *, delete_room: bool) -> None:
     """After our hang-up closed the session: in a LiveKit job, the room goes (which
-    disconnects a SIP caller) and the job ends, as livekit's EndCallTool does."""
-    if line is None or not line.in_job:
+    disconnects a SIP caller) and the job ends, as livekit's EndCallTool does. After a
+    cold transfer the room is left to LiveKit (the caller's leg was referred away);
+    after a warm one the caller and the human are talking in it: nothing is ended."""
+    if line is None or not line.in_job or reason == "warm_transferred":
         return
+    delete_room = delete_room and reason != "transferred"
     from livekit.agents.job import get_job_context
 
     try:

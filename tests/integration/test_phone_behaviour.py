@@ -100,11 +100,15 @@ async def ended(call: VoiceCall) -> str:
     return str(call.runner.end_reason)
 
 
-async def test_end_call_says_the_closing_line_and_ends_the_session(tmp_path: Path, fakes: Fakes) -> None:
+async def test_end_call_says_the_closing_line_ends_the_session_and_hides_a_server_tool_of_its_name(tmp_path: Path, fakes: Fakes) -> None:
     before = metric("voice_runtime_call_ends_total", agent="desk", reason="end_call")
     fakes.deepgram.say("That is all, bye.")
     fakes.chat.enqueue(tool_call("end_call", {}))
-    spec = pipeline_spec(fakes, extra=telephony({"end_call": {"say": "Goodbye from the desk."}}))
+    # an MCP server with a tool of the same name: livekit would refuse the session; ours wins
+    (tmp_path / "extra.json").write_text(json.dumps({"end_call": "A server's own end_call."}))
+    command, args = stdio_command(record=tmp_path / "calls.jsonl", extra_tools=tmp_path / "extra.json")
+    spec = pipeline_spec(fakes, extra=telephony({"end_call": {"say": "Goodbye from the desk."}})
+                         + f"mcp_servers:\n  desk: {json.dumps({'command': command, 'args': args})}\n")
     call = await VoiceCall.start(tmp_path / "agents", spec)
     try:
         await call.say("That is all, bye.")
@@ -113,9 +117,12 @@ async def test_end_call_says_the_closing_line_and_ends_the_session(tmp_path: Pat
         [heard] = call.speaker.played
         assert not heard.interrupted  # the line played to its end before the hang-up
         assert phone_events(call) == [{"event": "hang_up", "reason": "end_call"}]
-        # livekit's EndCallTool is what the model was offered
-        tools = [t["function"]["name"] for t in fakes.chat.chat_requests[0]["tools"]]
-        assert tools == ["end_call"]
+        # livekit's EndCallTool is what the model was offered, once; the server's is hidden, with a warning
+        offered = [t["function"] for t in fakes.chat.chat_requests[0]["tools"]]
+        [end_call] = [t for t in offered if t["name"] == "end_call"]
+        assert "Ends the current call" in end_call["description"]
+        assert [d["message"] for _, d in call.event_times("warning")] == [
+            "tool end_call is hidden by the telephony tool of the same name"]
         # the model was asked nothing after the tool: the line is ours, word for word
         assert len(fakes.chat.chat_requests) == 1
         assert metric("voice_runtime_call_ends_total", agent="desk", reason="end_call") == before + 1
@@ -278,10 +285,14 @@ async def test_silence_hangs_up_after_the_timeout_line(tmp_path: Path, fakes: Fa
         await call.aclose()
 
 
-async def test_a_call_is_ended_after_max_call_seconds(tmp_path: Path, fakes: Fakes) -> None:
+async def test_a_call_is_ended_after_max_call_seconds_and_ivr_detection_is_livekits(
+    tmp_path: Path, fakes: Fakes
+) -> None:
     before = metric("voice_runtime_call_ends_total", agent="desk", reason="max_call_seconds")
-    call = await VoiceCall.start(tmp_path / "agents", pipeline_spec(fakes, extra=telephony({"max_call_seconds": 10})))
+    spec = pipeline_spec(fakes, extra=telephony({"max_call_seconds": 10, "ivr_detection": True}))
+    call = await VoiceCall.start(tmp_path / "agents", spec)
     try:
+        assert call.runner.session.options.ivr_detection is True
         assert await ended(call) == "max_call_seconds"
         assert phone_events(call) == [{"event": "hang_up", "reason": "max_call_seconds"}]
         assert metric("voice_runtime_call_ends_total", agent="desk", reason="max_call_seconds") == before + 1
