@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -145,7 +146,12 @@ class CallReport:
             # a killed job runs no analysis: the report says so (serve cannot run the spec's model)
             body["analysis"] = {"error": "not run: the call's job process was killed"} \
                 if getattr(self.spec, "analysis", None) is not None else None
-            tmp.write_text(json.dumps({"targets": targets, "report": self.redact(body)}), encoding="utf-8")
+            data = json.dumps({"targets": targets, "report": self.redact(body)}).encode()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # like the spool's files
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
             tmp.replace(path)
 
     def drop_checkpoint(self) -> None:

@@ -176,25 +176,32 @@ def test_a_livekit_job_reads_its_context_from_dispatch_metadata_and_the_callers_
                "--load-threshold", "1", env=env, unregistered=False) as serve:
         serve.wait_ready()
         route = {"agent": "desk"}
+
+        def taken(prefix: str, metadata: dict[str, str], number: str) -> str:
+            """The id of the job LiveKit got a process for: livekit answers "unavailable"
+            while the prewarmed process is starting or a refused job's is being replaced
+            (slow on a loaded machine), so the job is offered again under a new id."""
+            attempts = iter(range(1000))
+
+            def offered() -> str | None:
+                job = f"{prefix}{next(attempts)}"
+                answer = livekit.offer(job, "desk-line", metadata=json.dumps(metadata),
+                                       attributes={"sip.phoneNumber": number})
+                return job if answer.available else None
+
+            return serve.wait_for(offered, timeout=90, message=f"a process free for {prefix}")
+
         # no account in the dispatch metadata: refused before any session
-        assert livekit.offer("AJ_noacct", "desk-line", metadata=json.dumps(route),
-                             attributes={"sip.phoneNumber": "+15550001234"}).available
-        serve.wait_for(lambda: "job AJ_noacct: agent desk refused the call: required call context account is "
+        job = taken("AJ_noacct", route, "+15550001234")
+        serve.wait_for(lambda: f"job {job}: agent desk refused the call: required call context account is "
                                "missing (from dispatch:account)" in serve.output(), message="the refusal")
         # a SIP number that is not one: refused by the pattern
-        assert livekit.offer("AJ_badsip", "desk-line", metadata=json.dumps({**route, "account": "A-1"}),
-                             attributes={"sip.phoneNumber": "anonymous"}).available
-        serve.wait_for(lambda: "job AJ_badsip: agent desk refused the call: call context caller does not match "
+        job = taken("AJ_badsip", {**route, "account": "A-1"}, "anonymous")
+        serve.wait_for(lambda: f"job {job}: agent desk refused the call: call context caller does not match "
                                "its pattern" in serve.output(), message="the pattern refusal")
-        # both present: the job goes on to its session (no refusal for it). livekit answers
-        # "unavailable" while the refused jobs' processes are still being replaced: offer again
-        attempts = iter(range(1000))
-        serve.wait_for(lambda: livekit.offer(f"AJ_good{next(attempts)}", "desk-line",
-                                             metadata=json.dumps({**route, "account": "A-1"}),
-                                             attributes={"sip.phoneNumber": "+15550001234"}).available,
-                       timeout=90, message="a process free for the good job")
-        serve.wait_for(lambda: re.search(r"job AJ_good\d+: agent desk generation 1", serve.output()),
-                       message="the good job")
+        # both present: the job goes on to its session (no refusal for it)
+        job = taken("AJ_good", {**route, "account": "A-1"}, "+15550001234")
+        serve.wait_for(lambda: f"job {job}: agent desk generation 1" in serve.output(), message="the good job")
         serve.wait_for(lambda: serve.metric('voice_runtime_calls_refused_total{agent="desk",reason="pattern"}') == 1.0,
                        message="the pattern refusal counted")
         assert serve.metric('voice_runtime_calls_refused_total{agent="desk",reason="missing"}') == 1.0

@@ -183,9 +183,13 @@ def test_a_sigkilled_job_process_still_gets_a_report_marked_job_killed(
     serve, spool, out, hooks = desk
     path = _running_call(serve, spool)
     os.kill(int(path.name.rsplit(".", 2)[-2]), signal.SIGKILL)  # the job process, named in its checkpoint
-    serve.wait_for(lambda: not path.exists(), timeout=30, message="serve reporting the killed call")
-    killed = [json.loads(p.read_text()) for p in out.glob("*.json")]
-    [report] = [r for r in killed if r["end_reason"] == "job_killed"]
+    def killed() -> list[dict[str, Any]]:
+        return [r for r in map(lambda p: json.loads(p.read_text()), out.glob("*.json")) if r["end_reason"] == "job_killed"]
+
+    # serve spools it from the checkpoint, then delivers it to the serve-wide folder
+    serve.wait_for(killed, timeout=30, message="serve reporting the killed call")
+    assert not path.exists()
+    [report] = killed()
     assert [c["tool"] for c in report["tool_calls"]] == ["sleep"]
     assert [t["text"] for t in report["transcript"] if t["role"] == "caller"] == ["sleep 60"]
     assert report["analysis"] == {"error": "not run: the call's job process was killed"}

@@ -109,6 +109,8 @@ BAD_BODIES = [
     (b'{"agent": "desk", "turns": ["  "]}', '"turns"[0] must be non-blank text'),
     (b'{"agent": "desk", "room": "../../etc"}', '"room" must be 1-64 letters, digits'),
     (b'{"agent": "desk", "wait": "yes"}', '"wait" must be true or false, not "yes"'),
+    (b'{"agent": "desk", "max_call_s": 0}', '"max_call_s" must be a number of seconds above 0, at most 300, not 0'),
+    (b'{"agent": "desk", "max_call_s": 301}', '"max_call_s" must be a number of seconds above 0, at most 300'),
     (b'{"agent": "desk", "turn": ["hi"]}', "unknown field(s) 'turn'; valid: agent, turns, gap_s, room, wait"),
     (b'["desk"]', "body must be a JSON object"),
     (b"", "body must be a JSON object"),
