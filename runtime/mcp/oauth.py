@@ -315,6 +315,9 @@ def provider_for(name: str, server: HttpServer, base_dir: Path) -> httpx2.Auth:
             grant_types=["client_credentials"] if grant == "client_credentials"
             else ["authorization_code", "refresh_token"])
     key = _private_key(config, base_dir) if method == "private_key_jwt" else None
+    if config.issuer is None and (secret is not None or key is not None):
+        log.warning("MCP server %s: its client credentials go to whichever authorization server the server's "
+                    "metadata names; set auth.oauth.issuer to send them to that one only", name)
 
     class Provider(OAuthClientProvider):  # type: ignore[misc, valid-type]
         """The SDK's flow with our grants; see the module docstring."""
