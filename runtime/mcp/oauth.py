@@ -262,11 +262,13 @@ class TokenCache:
 
 
 def _sdk() -> Any:
-    """The SDK's provider classes, imported when the first OAuth server connects."""
+    """The SDK's provider class and its client-credentials steps (``compat``), imported
+    when the first OAuth server connects."""
     from mcp.client.auth import OAuthClientProvider
-    from mcp.client.auth.extensions import client_credentials
 
-    return OAuthClientProvider, client_credentials
+    from .compat import oauth_client_credentials_steps
+
+    return OAuthClientProvider, oauth_client_credentials_steps()
 
 
 def _private_key(config: OAuthClient, base_dir: Path) -> str | None:
@@ -354,7 +356,7 @@ def provider_for(name: str, server: HttpServer, base_dir: Path) -> httpx2.Auth:
             self._initialized = True
 
         def _select_authorization_server(self, advertised: list[str]) -> str:
-            return cc._preferred_authorization_server(advertised, self._issuer)
+            return cc.preferred_server(advertised, self._issuer)
 
         def _can_renew(self) -> bool:
             if not self._found_endpoint or self.context.client_info is None:
@@ -382,12 +384,10 @@ def provider_for(name: str, server: HttpServer, base_dir: Path) -> httpx2.Auth:
                                                          scope=config.scope)
 
         # the SDK's private_key_jwt assertion (audience: the discovered issuer)
-        _add_client_authentication_jwt = cc.PrivateKeyJWTOAuthProvider._add_client_authentication_jwt
+        _add_client_authentication_jwt = cc.add_jwt_assertion
 
         async def _client_credentials(self) -> Any:
-            if key is not None:
-                return await cc.PrivateKeyJWTOAuthProvider._exchange_token_client_credentials(self)
-            return await cc.ClientCredentialsOAuthProvider._exchange_token_client_credentials(self)
+            return await (cc.jwt_request if key is not None else cc.secret_request)(self)
 
         async def _perform_authorization(self) -> Any:
             self._found_endpoint = True
