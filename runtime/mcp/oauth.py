@@ -196,13 +196,28 @@ class TokenCache:
         self.tokens: Any = None
         self.client_info: Any = None
         self.refresh_token: str | None = None
+        self._seen: float | None = None  # the store's mtime when last read or written
         if store is not None and store.exists():
             self._load(store)
+
+    def latest_refresh_token(self) -> str | None:
+        """The refresh token to redeem now: re-read from the store when another process
+        (a second serve, `call`, a new `mcp-login`) wrote it since, since redeeming the
+        one it rotated away would be refused."""
+        if self.store is not None and not _fresh_login:
+            try:
+                changed = self.store.stat().st_mtime != self._seen
+            except OSError:
+                changed = False
+            if changed:
+                self._load(self.store)
+        return self.refresh_token
 
     def _load(self, store: Path) -> None:
         from mcp.shared.auth import OAuthClientInformationFull
 
         try:
+            self._seen = store.stat().st_mtime
             data = json.loads(store.read_text())
             if data.get("client"):
                 self.client_info = OAuthClientInformationFull.model_validate(data["client"])
@@ -251,6 +266,7 @@ class TokenCache:
             with os.fdopen(fd, "w") as f:
                 json.dump(data, f)
             os.replace(temp, self.store)
+            self._seen = self.store.stat().st_mtime
         except OSError as exc:
             log.warning("the OAuth login store %s cannot be written (%s); a rotated refresh token lives only "
                         "in this process", self.store, exc.strerror or exc)
@@ -378,10 +394,11 @@ def provider_for(name: str, server: HttpServer, base_dir: Path) -> httpx2.Auth:
         def _hold_refresh_token(self) -> None:
             from mcp.shared.auth import OAuthToken
 
+            latest = cache.latest_refresh_token()
             current = self.context.current_tokens
-            if current is None or not current.refresh_token:
-                self.context.current_tokens = OAuthToken(access_token="", refresh_token=cache.refresh_token,
-                                                         scope=config.scope)
+            if current is None or not current.refresh_token or current.refresh_token != latest:
+                self.context.current_tokens = OAuthToken(access_token="", refresh_token=latest,
+                                                         scope=current.scope if current is not None else config.scope)
 
         # the SDK's private_key_jwt assertion (audience: the discovered issuer)
         _add_client_authentication_jwt = cc.add_jwt_assertion
@@ -426,13 +443,13 @@ def provider_for(name: str, server: HttpServer, base_dir: Path) -> httpx2.Auth:
                                                     if error.get("error_description") else "")
             except (ValueError, AttributeError):
                 why = f"HTTP {response.status_code}"
+            why = why[:300]  # the authorization server's words: bounded before they reach logs and /status
             what = "the refresh token" if redeeming else "the client's credentials" \
                 if grant == "client_credentials" else "the login"
             advice = "; log in again with `voice-runtime mcp-login`" if redeeming else ""
             state.error = f"the authorization server refused {what} ({why or response.status_code}){advice}"
             state.token = False
             raise OAuthRefused(state.error)
-
 
     provider = Provider()
     provider.token_state = state  # type: ignore[attr-defined]
