@@ -64,3 +64,35 @@ async def send_raw_request(session: Any, method: str, params: dict[str, Any]) ->
     session._stamp(data, opts)
     raw = await session._dispatcher.send_raw_request(method, data.get("params"), opts)
     return dict(raw)
+
+
+# -- the mcp SDK's OAuth client (mcp/client/auth/) ---------------------------------------
+
+# The steps of ``OAuthClientProvider``'s flow that ``mcp.oauth.provider_for`` overrides
+# (the SDK's own client-credentials providers override the same ones), and the context
+# methods it wraps. No degraded mode: without one of them OAuth servers cannot be used,
+# which tests/unit/test_livekit_compat.py turns into a failing test at the upgrade.
+OAUTH_PROVIDER_STEPS = ("_initialize", "_perform_authorization", "_refresh_token", "_handle_token_response",
+                        "_handle_refresh_response", "_select_authorization_server", "_get_token_endpoint")
+OAUTH_CONTEXT_STEPS = ("update_token_expiry", "can_refresh_token", "token_expiry_time", "current_tokens",
+                       "client_metadata", "oauth_metadata")
+
+
+def oauth_client_credentials_steps() -> Any:
+    """The SDK's client-credentials pieces, reused by a provider that also does the
+    refresh-token grant (mcp/client/auth/extensions/client_credentials.py):
+    the request built with a client secret (``ClientCredentialsOAuthProvider``) or a
+    signed assertion (``PrivateKeyJWTOAuthProvider``, which reads ``_assertion_provider``
+    and ``_issuer`` on self), and the choice of the configured issuer among those a
+    server advertises."""
+    from types import SimpleNamespace
+
+    from mcp.client.auth.extensions import client_credentials as sdk
+
+    return SimpleNamespace(
+        secret_request=sdk.ClientCredentialsOAuthProvider._exchange_token_client_credentials,
+        jwt_request=sdk.PrivateKeyJWTOAuthProvider._exchange_token_client_credentials,
+        add_jwt_assertion=sdk.PrivateKeyJWTOAuthProvider._add_client_authentication_jwt,
+        preferred_server=sdk._preferred_authorization_server,
+        SignedJWTParameters=sdk.SignedJWTParameters,
+    )

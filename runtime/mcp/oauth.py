@@ -196,13 +196,28 @@ class TokenCache:
         self.tokens: Any = None
         self.client_info: Any = None
         self.refresh_token: str | None = None
+        self._seen: float | None = None  # the store's mtime when last read or written
         if store is not None and store.exists():
             self._load(store)
+
+    def latest_refresh_token(self) -> str | None:
+        """The refresh token to redeem now: re-read from the store when another process
+        (a second serve, `call`, a new `mcp-login`) wrote it since, since redeeming the
+        one it rotated away would be refused."""
+        if self.store is not None and not _fresh_login:
+            try:
+                changed = self.store.stat().st_mtime != self._seen
+            except OSError:
+                changed = False
+            if changed:
+                self._load(self.store)
+        return self.refresh_token
 
     def _load(self, store: Path) -> None:
         from mcp.shared.auth import OAuthClientInformationFull
 
         try:
+            self._seen = store.stat().st_mtime
             data = json.loads(store.read_text())
             if data.get("client"):
                 self.client_info = OAuthClientInformationFull.model_validate(data["client"])
@@ -251,6 +266,7 @@ class TokenCache:
             with os.fdopen(fd, "w") as f:
                 json.dump(data, f)
             os.replace(temp, self.store)
+            self._seen = self.store.stat().st_mtime
         except OSError as exc:
             log.warning("the OAuth login store %s cannot be written (%s); a rotated refresh token lives only "
                         "in this process", self.store, exc.strerror or exc)
@@ -262,11 +278,13 @@ class TokenCache:
 
 
 def _sdk() -> Any:
-    """The SDK's provider classes, imported when the first OAuth server connects."""
+    """The SDK's provider class and its client-credentials steps (``compat``), imported
+    when the first OAuth server connects."""
     from mcp.client.auth import OAuthClientProvider
-    from mcp.client.auth.extensions import client_credentials
 
-    return OAuthClientProvider, client_credentials
+    from .compat import oauth_client_credentials_steps
+
+    return OAuthClientProvider, oauth_client_credentials_steps()
 
 
 def _private_key(config: OAuthClient, base_dir: Path) -> str | None:
@@ -315,6 +333,9 @@ def provider_for(name: str, server: HttpServer, base_dir: Path) -> httpx2.Auth:
             grant_types=["client_credentials"] if grant == "client_credentials"
             else ["authorization_code", "refresh_token"])
     key = _private_key(config, base_dir) if method == "private_key_jwt" else None
+    if config.issuer is None and (secret is not None or key is not None):
+        log.warning("MCP server %s: its client credentials go to whichever authorization server the server's "
+                    "metadata names; set auth.oauth.issuer to send them to that one only", name)
 
     class Provider(OAuthClientProvider):  # type: ignore[misc, valid-type]
         """The SDK's flow with our grants; see the module docstring."""
@@ -351,7 +372,7 @@ def provider_for(name: str, server: HttpServer, base_dir: Path) -> httpx2.Auth:
             self._initialized = True
 
         def _select_authorization_server(self, advertised: list[str]) -> str:
-            return cc._preferred_authorization_server(advertised, self._issuer)
+            return cc.preferred_server(advertised, self._issuer)
 
         def _can_renew(self) -> bool:
             if not self._found_endpoint or self.context.client_info is None:
@@ -373,18 +394,17 @@ def provider_for(name: str, server: HttpServer, base_dir: Path) -> httpx2.Auth:
         def _hold_refresh_token(self) -> None:
             from mcp.shared.auth import OAuthToken
 
+            latest = cache.latest_refresh_token()
             current = self.context.current_tokens
-            if current is None or not current.refresh_token:
-                self.context.current_tokens = OAuthToken(access_token="", refresh_token=cache.refresh_token,
-                                                         scope=config.scope)
+            if current is None or not current.refresh_token or current.refresh_token != latest:
+                self.context.current_tokens = OAuthToken(access_token="", refresh_token=latest,
+                                                         scope=current.scope if current is not None else config.scope)
 
         # the SDK's private_key_jwt assertion (audience: the discovered issuer)
-        _add_client_authentication_jwt = cc.PrivateKeyJWTOAuthProvider._add_client_authentication_jwt
+        _add_client_authentication_jwt = cc.add_jwt_assertion
 
         async def _client_credentials(self) -> Any:
-            if key is not None:
-                return await cc.PrivateKeyJWTOAuthProvider._exchange_token_client_credentials(self)
-            return await cc.ClientCredentialsOAuthProvider._exchange_token_client_credentials(self)
+            return await (cc.jwt_request if key is not None else cc.secret_request)(self)
 
         async def _perform_authorization(self) -> Any:
             self._found_endpoint = True
@@ -423,13 +443,13 @@ def provider_for(name: str, server: HttpServer, base_dir: Path) -> httpx2.Auth:
                                                     if error.get("error_description") else "")
             except (ValueError, AttributeError):
                 why = f"HTTP {response.status_code}"
+            why = why[:300]  # the authorization server's words: bounded before they reach logs and /status
             what = "the refresh token" if redeeming else "the client's credentials" \
                 if grant == "client_credentials" else "the login"
             advice = "; log in again with `voice-runtime mcp-login`" if redeeming else ""
             state.error = f"the authorization server refused {what} ({why or response.status_code}){advice}"
             state.token = False
             raise OAuthRefused(state.error)
-
 
     provider = Provider()
     provider.token_state = state  # type: ignore[attr-defined]

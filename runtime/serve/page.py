@@ -68,11 +68,11 @@ def _servers(agents: list[dict[str, Any]]) -> str:
             rows.append(
                 f'<tr class="mcp-{_e(s["state"])}"><td>{_e(a["name"])}</td><td>{_e(name)}</td>'
                 f'<td>{_e(s["transport"])}</td><td>{_state(s["state"])}{" (required)" if s.get("required") else ""}</td>'
-                f'<td>{_e(s.get("error") or "")}</td><td>{_e(describe_auth(s.get("auth")))}</td><td>{tools}</td></tr>')
+                f'<td>{_e(s.get("error") or "")}</td><td>{tools}</td><td>{_e(describe_auth(s.get("auth")))}</td></tr>')
     if not rows:
         return '<p class="muted">No agent uses an MCP server.</p>'
     return ("<table><thead><tr><th>agent</th><th>server</th><th>transport</th><th>state</th>"
-            "<th>last error</th><th>auth</th><th>tools</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+            "<th>last error</th><th>tools</th><th>auth</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
 def _calls(calls: list[dict[str, Any]]) -> str:

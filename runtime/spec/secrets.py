@@ -221,7 +221,7 @@ class SecretSet:
         return secrets
 
     def __bool__(self) -> bool:
-        return bool(self._shown) or (self is not ISSUED and bool(ISSUED._shown))
+        return bool(self._shown) or (self is not ISSUED and bool(ISSUED))
 
     def __contains__(self, value: str) -> bool:
         return value in self._shown
@@ -273,7 +273,7 @@ class SecretSet:
                 if self._stale:
                     self._compile()
                     self._stale = False
-        if self is not ISSUED and ISSUED._shown and ISSUED.might_hold(text):
+        if self is not ISSUED and ISSUED and ISSUED.might_hold(text):
             return True
         if self._regex is None or not text:
             return False
@@ -282,7 +282,7 @@ class SecretSet:
     def redact(self, text: str) -> str:
         if not self.might_hold(text):
             return text
-        if self is not ISSUED and ISSUED._shown:
+        if self is not ISSUED and ISSUED:
             text = ISSUED.redact(text)
             if self._regex is None:
                 return text
@@ -300,7 +300,7 @@ class SecretSet:
 
     def redact_data(self, data: Any) -> Any:
         """``redact`` on every string in a JSON-like structure (before it is escaped)."""
-        if not self._shown and not ISSUED._shown:
+        if not self._shown and not ISSUED:
             return data
         if isinstance(data, str):
             return self.redact(data)

@@ -8,7 +8,8 @@
 // --client: the one confidential client; its client_credentials and refresh_token
 //   requests must authenticate (client_secret_basic or client_secret_post), else 401;
 // refresh tokens: only those it issued and has not revoked are redeemed (else 400
-//   invalid_grant); POST /test/revoke revokes every one issued so far;
+//   invalid_grant), each once (a refresh answers with a new one and revokes the old, as
+//   servers that rotate them do); POST /test/revoke revokes every one issued so far;
 // --log: one JSON line per token response {grant, status, access_token,
 //   refresh_token}, so a test knows every token issued (and can grep outputs for them).
 // Prints "ready http://127.0.0.1:P" once it listens.
@@ -61,6 +62,7 @@ server.service.on("beforeResponse", (response, req) => {
     if (!issued.has(token) || revoked.has(token)) fail(400, "invalid_grant");
   }
   if (response.statusCode === 200) {
+    if (grant === "refresh_token") revoked.add(req.body.refresh_token); // rotated: the old one is spent
     response.body.expires_in = ttl;
     if (response.body.refresh_token) issued.add(response.body.refresh_token);
   }

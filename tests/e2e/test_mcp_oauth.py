@@ -4,8 +4,9 @@ client, refresh tokens it can revoke) in front of a real MCP server over streama
 HTTP (tests/mcp_servers/recorder.py --oauth-issuer) that refuses any request without a
 JWT verified against the issuer's JWKS. Through a real serve (process executor) and
 `chat`: client credentials, a token renewed before it expires in the middle of a call,
-`mcp-login` storing a refresh token 0600, a revoked refresh token taking the server
-DOWN with its reason while the call goes on, and no token in any output."""
+`mcp-login` storing a refresh token 0600, a refresh token rotated by another process
+picked up from the store, a revoked refresh token taking the server DOWN with its
+reason while the call goes on, and no token in any output."""
 
 from __future__ import annotations
 
@@ -154,12 +155,22 @@ def test_a_login_stores_a_refresh_token_and_once_it_is_revoked_the_server_goes_d
     assert json.loads(store.read_text())["refresh_token"] in auth_server.issued()
 
     fake_openai.enqueue(tool_call("echo", {"text": "first"}), text("first done"),
-                        tool_call("echo", {"text": "second"}), text("the crm is not answering"))
+                        tool_call("echo", {"text": "after the rotation"}), text("second done"),
+                        tool_call("echo", {"text": "third"}), text("the crm is not answering"))
     with Serve(agents, env={"CRM_SECRET": SECRET}) as serve:
         serve.wait_ready()
         code, first = serve.post("/simulate", json.dumps(
             {"agent": "desk", "turns": ["look it up"], "wait": True}).encode(), timeout=90)
         assert code == 200 and first["turns"][0]["reply"] == "first done", first
+        # a person's `call` meanwhile redeems the stored refresh token: the server rotates it
+        # (the old one is spent) and `call` writes the new one to the store serve reads again
+        rotating = subprocess.run([*CLI, "call", str(agents), "--agent", "desk", "echo", "--args",
+                                   '{"text": "from call"}'], capture_output=True, text=True, timeout=90, env=env)
+        assert rotating.returncode == 0, rotating.stderr
+        time.sleep(TTL_S + 0.5)  # serve's access token expires: it must redeem the rotated refresh token
+        code, second = serve.post("/simulate", json.dumps(
+            {"agent": "desk", "turns": ["once more"], "wait": True}).encode(), timeout=90)
+        assert code == 200 and second["turns"][0]["reply"] == "second done", second
         auth_server.revoke_refresh_tokens()
         time.sleep(TTL_S + 0.5)  # the access token expires: the next request needs the refresh token
         code, answer = serve.post("/simulate", json.dumps(
@@ -174,8 +185,9 @@ def test_a_login_stores_a_refresh_token_and_once_it_is_revoked_the_server_goes_d
         serve.stop()
         outputs.append(serve.output())
     assert "went down: OAuthRefused: the authorization server refused the refresh token" in outputs[-1]  # logged when it went down
-    assert [r["args"] for r in _records(crm) if "tool" in r] == [{"text": "first"}]
-    _assert_no_token(auth_server.issued(), *outputs, login.stdout, login.stderr, store.read_text().replace(
+    assert [r["args"]["text"] for r in _records(crm) if "tool" in r] == ["first", "from call", "after the rotation"]
+    _assert_no_token(auth_server.issued(), *outputs, login.stdout, login.stderr, rotating.stdout, rotating.stderr,
+                     store.read_text().replace(
         json.loads(store.read_text())["refresh_token"], ""))
 
 
