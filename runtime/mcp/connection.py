@@ -353,7 +353,7 @@ class McpConnection:
     async def _fetch(self, kind: str, name: str, arguments: dict[str, str]) -> str:
         from types import SimpleNamespace
 
-        from .toolset import result_text
+        from .results import result_text
 
         session = self._session
         if session is None or self.state is not ConnState.UP:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..spec.call_context import substitute
 from ..spec.mcp_context import MAX_PROMPT_CHARS, MAX_RESOURCE_CHARS
-from .toolset import cap_text
+from .results import cap_text
 
 log = logging.getLogger("voice_runtime.mcp")
 

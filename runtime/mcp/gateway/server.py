@@ -421,7 +421,7 @@ class Gateway:
             return self._refuse(binding, "tool", f"tool {tool[:64]!r} of MCP server {conn.name} is not one "
                                                  f"agent {binding.agent}'s model is shown (allowed_tools, "
                                                  "the tool lock or pin_tools withhold it)")
-        from ..toolset import cap_text, result_text
+        from ..results import cap_text, result_text
 
         # the result as the job will use it: its text, capped here to the server's
         # max_result_chars (a 30 MB result must not cross, nor fill, the socket)
@@ -439,7 +439,7 @@ class Gateway:
         if isinstance(conn, dict):
             return conn
         from ...spec.mcp_context import MAX_PROMPT_CHARS, MAX_RESOURCE_CHARS
-        from ..toolset import cap_text
+        from ..results import cap_text
 
         fetched = conn.get_prompt(name, arguments) if op == "prompt" else conn.read_resource(name)
         return await _answered(conn, fetched, lambda text: {
