@@ -26,7 +26,6 @@ from .results import cap_text, result_text
 from .tasks import declares_task_calls
 
 if TYPE_CHECKING:
-
     from ..observe.tool_calls import CallRecorder
     from .connection import McpConnection
 
