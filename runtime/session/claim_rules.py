@@ -125,14 +125,18 @@ _CLAUSE_WORDS = frozenset("but although though however whereas so because while"
 _GENERAL_SUBJECTS = frozenset("refunds orders payments transfers bookings emails changes cancellations requests "
                               "tickets parcels deliveries appointments reservations".split())
 
-# one word, a number (3,200 / 42.00 / 10:12) or a mark that ends a clause
-_TOKEN = re.compile(r"[£$€¥#%]|(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
+# one word, a date (2026-12-05, 05/12/2026: one token, so its 12 grounds no "number 12"), a
+# number (3,200 / 42.00 / 10:12) or a mark that ends a clause
+_TOKEN = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?!\d)|\d{1,2}/\d{1,2}/\d{2,4}(?!\d)|[£$€¥#%]|(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
                     r"[,;:()\u2014\u2013]")
+_DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
 _CURRENCY_SIGNS = frozenset("£$€¥")
 _CURRENCY_WORDS = frozenset("pounds pound dollars dollar euros euro eur gbp usd quid pence cents".split())
+_MAJOR_UNITS = frozenset("pounds pound dollars dollar euros euro quid bucks".split())
+_MINOR_UNITS = frozenset("pence penny cents cent p".split())
 _REFERENCE_NOUNS = frozenset("order ticket case reference ref number no confirmation booking flight gate platform "
                              "seat room account terminal invoice policy claim tracking train bus pnr pin code "
                              "#".split())
@@ -211,7 +215,7 @@ class Finding:
 def _words(text: str) -> list[str]:
     """Lower-case words, contractions opened ("I've" -> i, have; "isn't" -> is, not)."""
     out: list[str] = []
-    for raw in _TOKEN.findall(text.replace("’", "'")):
+    for raw in _TOKEN.findall(_DATE_TIME.sub(r"\1 ", text.replace("’", "'"))):
         word = raw.lower()
         if word in _CONTRACTIONS:
             out += _CONTRACTIONS[word]
@@ -223,7 +227,7 @@ def _words(text: str) -> list[str]:
                 out += [word[: len(word) - len(suffix)], _SUFFIXES[suffix]]
                 continue
         out.append(word)
-    return _merge_numbers(out)
+    return _merge_amounts(_merge_numbers(out))
 
 
 def _merge_numbers(words: list[str]) -> list[str]:
@@ -234,6 +238,8 @@ def _merge_numbers(words: list[str]) -> list[str]:
         j = i
         while j < len(words) and (words[j] in _NUMBER_WORDS or (words[j] == "and" and j > i)):
             j += 1
+        while j > i and words[j - 1] == "and":  # "two hundred and then": the "and" is not the number's
+            j -= 1
         run = [w for w in words[i:j] if w != "and"]
         if len(run) >= 2 and any(w in ("hundred", "thousand") or _NUMBER_WORDS[w] >= 20 for w in run):
             total = current = 0
@@ -251,6 +257,53 @@ def _merge_numbers(words: list[str]) -> list[str]:
             out.append(words[i])
             i += 1
     return out
+
+
+def _merge_amounts(words: list[str]) -> list[str]:
+    """Amounts with a sub-unit as one number: "118 pounds 40" and "1240 euros and 17 cents"
+    -> "118.40 pounds" / "1240.17 euros" (a tool writes 118.40); "quarter to 3" -> "2:45"."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in ("quarter", "half") and i + 2 < len(words) and words[i + 1] in ("to", "past"):
+            hour = _number(words[i + 2])
+            if hour is not None and hour.isdigit() and 1 <= int(hour) <= 12 and (word, words[i + 1]) != ("half", "to"):
+                h, minute = int(hour), {"quarter": 15, "half": 30}[word]
+                if words[i + 1] == "to":
+                    h, minute = (h - 2) % 12 + 1, 60 - minute
+                out.append(f"{h}:{minute:02d}")
+                i += 3
+                continue
+        merged = _amount_at(words, i)
+        if merged is not None:
+            amount, end = merged
+            out += [amount, words[i + 1]]
+            i = end
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
+def _amount_at(words: list[str], i: int) -> tuple[str, int] | None:
+    """The amount "N major [and] M [minor]" starting at ``i`` and where it ends, or None."""
+    if i + 2 >= len(words) or words[i + 1] not in _MAJOR_UNITS:
+        return None
+    whole = _number(words[i]) if words[i][:1].isdigit() or words[i] in _NUMBER_WORDS else None
+    j = i + 3 if words[i + 2] == "and" else i + 2
+    if whole is None or "." in whole or j >= len(words):
+        return None
+    part = _number(words[j]) if words[j][:1].isdigit() or words[j] in _NUMBER_WORDS or "-" in words[j] else None
+    if part is None or not part.isdigit() or int(part) >= 100:
+        return None
+    after = words[j + 1] if j + 1 < len(words) else ""
+    if after in _MINOR_UNITS:
+        return f"{whole}.{int(part):02d}", j + 2
+    # "118 pounds 40, due ..." (no sub-unit word), but not "20 pounds and 3 bags"
+    if words[j - 1] == "and" or after in _COUNT_GENERAL or (after.isalpha() and after.endswith("s")):
+        return None
+    return f"{whole}.{int(part):02d}", j + 1
 
 
 def _number(text: str) -> str | None:
