@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LOOK_BACK = 8  # words before a verb where a subject, a negation, a modal or a condition counts
+RELATION_REACH = 12  # words of a stated fact, from its verb on, that a tool result must share one of
+SUBJECT_REACH = 3  # and words before the verb ("3,200 points left")
 
 # action groups: the verb forms a reply uses (past tense and participles) and the
 # words by which a tool's name or description shows it does that action
@@ -122,6 +124,11 @@ _CONDITION = frozenset("if once when whenever after until unless before whether 
 _HABITUAL = frozenset("usually normally typically generally always often sometimes every".split())
 _DETERMINERS = frozenset("your the this that it these those my our his her their its".split())
 _CLAUSE_WORDS = frozenset("but although though however whereas so because while".split())
+# words that say nothing of the fact itself: a tool result sharing them does not back it
+_RELATION_STOP = frozenset("the your you our his her their its this that these those with from into onto for and "
+                           "but are was were been being has have had now just already also still then here there "
+                           "number today tomorrow yesterday morning afternoon evening tonight week month year "
+                           "order account booking".split())
 _GENERAL_SUBJECTS = frozenset("refunds orders payments transfers bookings emails changes cancellations requests "
                               "tickets parcels deliveries appointments reservations".split())
 
@@ -191,16 +198,29 @@ class Turn:
             texts = [self.caller, self.instructions, self.greeting, *self.earlier_results]
             for call in self.calls:
                 texts += [str(call.arguments or ""), str(call.result or "")]
-            forms: set[str] = set()
-            for text in texts:
-                words = _words(text)
-                for i in range(len(words)):
-                    forms |= _forms(words, i)
-            self._sources = frozenset(forms)
+            self._sources = _all_forms(texts)
         return self._sources
 
     def results_text(self) -> str:
         return " ".join([*(str(c.result or "") for c in self.calls), *self.earlier_results]).lower()
+
+
+def _all_forms(texts: Iterable[str]) -> frozenset[str]:
+    forms: set[str] = set()
+    for text in texts:
+        words = _words(text)
+        for i in range(len(words)):
+            forms |= _forms(words, i)
+    return frozenset(forms)
+
+
+def _stem(word: str) -> str:
+    """Enough of a word to match its kin: delivered, delivery -> deliv; delayed, delay -> delay."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            word = word[: -len(suffix)]
+            break
+    return word[:5]
 
 
 @dataclass(frozen=True)
@@ -472,6 +492,8 @@ class _Reader:
         # the words of the call's tool results, once: a long call's results are read once a reply
         self.results = frozenset(_WORD.findall(turn.results_text()))
         self.earlier = frozenset(_WORD.findall(" ".join(turn.earlier_results).lower()))
+        self.result_stems = frozenset(_stem(w) for w in self.results)
+        self._result_forms: frozenset[str] | None = None
 
     @staticmethod
     def _words_of(tool: Tool) -> frozenset[str]:
@@ -517,12 +539,37 @@ class _Reader:
             return f"{failed[0]} did not succeed in this turn"
         return f"no {'/'.join(groups)} tool ran in this turn"
 
-    def lookup_backed(self, word: str) -> str | None:
-        if self.turn.calls:
-            return None
-        if word and word in self.results:
-            return None
-        return "no tool ran in this turn"
+    def lookup_backed(self, word: str, words: list[str] | None = None, at: int = 0) -> str | None:
+        """A lookup said in the first person ("I've checked", ``words`` None) is backed by any
+        call of the turn; a stated fact ("the courier left it with your neighbour") only by a
+        tool result of the call that relates to what it says."""
+        if words is None:
+            if self.turn.calls or (word and word in self.results):
+                return None
+            return "no tool ran in this turn"
+        if self.relates(words, max(0, at - SUBJECT_REACH)) or any(
+                c.outcome == "ok" and not self.is_lookup_tool(c.tool) for c in self.turn.calls):
+            return None  # a result that says so, or a state this turn's act made ("I've ordered it; it's on the way")
+        return "no tool result of the call says so" if self.turn.calls else "no tool ran in this turn"
+
+    def relates(self, words: list[str], at: int) -> bool:
+        """Whether a tool result of the call holds what the clause says from ``at`` on: one
+        of its words (by stem: delivered ~ delivery) or one of its numbers or times, whole
+        (14:45 ~ "quarter to three"; a date's 12 is no 12)."""
+        for k in range(at, min(len(words), at + RELATION_REACH)):
+            word = words[k]
+            if word.isalpha():
+                if len(word) >= 3 and word not in _RELATION_STOP and _stem(word) in self.result_stems:
+                    return True
+            elif _forms(words, k) & self.result_forms():
+                return True
+        return False
+
+    def result_forms(self) -> frozenset[str]:
+        if self._result_forms is None:
+            self._result_forms = _all_forms([str(c.result or "") for c in self.turn.calls] +
+                                            list(self.turn.earlier_results))
+        return self._result_forms
 
     def clause(self, words: list[str], sentence: str) -> Finding | None:
         for i, word in enumerate(words):
@@ -587,7 +634,7 @@ class _Reader:
             if word in _EVENTS and groups is None:
                 if form == "first":  # "we've processed your refund"
                     return "action", self.action_backed(None, word, form)
-                return "state", self.lookup_backed(word)
+                return "state", self.lookup_backed(word, words, i)
             kind = "action" if form == "first" else "state"
             return kind, self.action_backed(groups, word, form)
         phrase = _phrase_at(words, i, _COMPLETION_AT)
@@ -604,14 +651,15 @@ class _Reader:
             return "state", self.action_backed(None, phrase[-1], "other")
         if word == "now" and i and words[i - 1] in ("is", "are") and i + 1 < len(words) and \
                 words[i + 1] not in _ALL_PAST and not _blocked(words, i):
-            return "state", self.action_backed(None, "now", "other")  # "the address is now 14 Mill Lane"
+            # "the address is now 14 Mill Lane": a change, or a fact a lookup gave ("it's now leaving at 14:45")
+            return "state", (None if self.relates(words, i + 1) else self.action_backed(None, "now", "other"))
         phrase = _phrase_at(words, i, _STATUS_AT)
         if phrase is not None:
             if _subject(words, i) != "be" and words[i] not in ("now",) and phrase[-1] not in ("now",):
                 return None
             if _blocked(words, i) or self._general(words, i):
                 return None
-            return "lookup_fact", self.lookup_backed(phrase[-1] if len(phrase) == 1 else "")
+            return "lookup_fact", self.lookup_backed(phrase[-1], words, i)
         return None
 
     @staticmethod
