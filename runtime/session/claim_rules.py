@@ -43,8 +43,9 @@ SUBJECT_REACH = 3  # and words before the verb ("3,200 points left")
 # words by which a tool's name or description shows it does that action
 _GROUPS: dict[str, tuple[str, str]] = {
     # group: (past forms said in a reply, a tool's words for it)
-    "send": ("sent emailed e-mailed texted messaged forwarded mailed notified resent called phoned rang contacted", "send sends email emails mail "
-             "text sms message messages forward forwards notify notifies resend"),
+    "send": ("sent emailed e-mailed texted messaged forwarded mailed notified resent called phoned rang contacted "
+             "replied responded", "send sends email emails mail text sms message messages forward forwards notify "
+             "notifies resend reply replies respond responds"),
     "book": ("booked reserved scheduled rescheduled arranged", "book books reserve reserves schedule schedules "
              "reschedule reschedules arrange make create creates"),
     "cancel": ("cancelled canceled voided terminated withdrawn", "cancel cancels void terminate terminates withdraw"),
@@ -76,15 +77,17 @@ _LOOKUP = frozenset(("checked double-checked verified searched looked found loca
 # what happened to the caller's things (third person): a looked-up fact
 _EVENTS = frozenset(("delivered scanned arrived departed landed left posted cleared declined rejected expired "
                      "bounced delayed diverted returned collected signed processed completed finalised finalized "
-                     "issued accepted received failed fixed repaired restored reconnected stuck held taken").split())
+                     "issued accepted received failed fixed repaired restored reconnected stuck held taken "
+                     "actioned").split())
 _STATUS = (("on", "time"), ("in", "stock"), ("out", "of", "stock"), ("in", "transit"), ("out", "for", "delivery"),
            ("sold", "out"), ("fully", "booked"), ("overdue",), ("pending",), ("on", "its", "way"),
            ("on", "the", "way"), ("on", "their", "way"), ("on", "hold"), ("in", "credit"), ("in", "progress"),
            ("under", "review"), ("now", "active"), ("now", "live"), ("active", "now"), ("live", "now"),
-           ("closed", "now"), ("in", "place"), ("ready",))
+           ("closed", "now"), ("in", "place"), ("ready",), ("back",), ("complete",), ("through",))
 _COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "care", "of"), ("good", "to", "go"),
                ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
-               ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"))
+               ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"), ("dealt", "with"),
+               ("came", "back"), ("come", "back"), ("heard", "back"))
 _ALL_PAST: dict[str, tuple[str, ...]] = {}  # "moved" is a change or a payment
 for _group, (_past, _) in _GROUPS.items():
     for _word in _past.split():
@@ -101,7 +104,7 @@ _POSSESSIVES = frozenset("your the my our his her their its these those".split()
 
 def _index(phrases: tuple[tuple[str, ...], ...]) -> dict[str, list[tuple[str, ...]]]:
     out: dict[str, list[tuple[str, ...]]] = {}
-    for phrase in phrases:
+    for phrase in sorted(phrases, key=len, reverse=True):  # "sorted out" before "sorted"
         out.setdefault(phrase[0], []).append(phrase)
     return out
 
@@ -124,6 +127,11 @@ _CONDITION = frozenset("if once when whenever after until unless before whether 
 _HABITUAL = frozenset("usually normally typically generally always often sometimes every".split())
 _DETERMINERS = frozenset("your the this that it these those my our his her their its".split())
 _CLAUSE_WORDS = frozenset("but although though however whereas so because while".split())
+# who, besides the agent, acts or looks things up for the caller
+_STAFF = frozenset("engineer engineers team technician technicians doctor doctors gp nurse colleague colleagues "
+                   "manager managers supervisor specialist specialists department staff pharmacist dentist "
+                   "consultant lab laboratory underwriter underwriters adviser advisor advisers advisors someone "
+                   "somebody surveyor inspector accountant landlord insurer office branch clinic surgery".split())
 # words that say nothing of the fact itself: a tool result sharing them does not back it
 _RELATION_STOP = frozenset("the your you our his her their its this that these those with from into onto for and "
                            "but are was were been being has have had now just already also still then here there "
@@ -479,10 +487,23 @@ def _subject(words: list[str], i: int) -> str:
             return "be" if seen_be else "you"
         if word in _BE or word == "is":
             seen_be = True
+        elif word == "and" and not seen_be and j == i - 1 and _SUBJECT.intersection(words[max(0, j - 2 * LOOK_BACK): j]):
+            return "first"  # "I've logged it and escalated it": the first verb's subject
         elif word not in _AUX and word not in ("now", "already", "just"):
             break
         j -= 1
     return "be" if seen_be else ("start" if j < 0 else "other")
+
+
+def _third_party(words: list[str], i: int) -> bool:
+    """Someone of the business did it: "our engineer reviewed", "the lab has checked",
+    "someone has looked at it" (not the caller, not a thing)."""
+    j = i - 1
+    while j >= 0 and i - j <= LOOK_BACK and (words[j] in _AUX or words[j] in ("now", "already", "just")):
+        j -= 1
+    if j < 0:
+        return False
+    return words[j] in _STAFF or (j >= 1 and words[j - 1] == "our" and words[j].isalpha())
 
 
 class _Reader:
@@ -493,6 +514,8 @@ class _Reader:
         self.results = frozenset(_WORD.findall(turn.results_text()))
         self.earlier = frozenset(_WORD.findall(" ".join(turn.earlier_results).lower()))
         self.result_stems = frozenset(_stem(w) for w in self.results)
+        self.acted = frozenset(_WORD.findall(" ".join(
+            str(c.result or "") for c in turn.calls if c.outcome == "ok" and not self.is_lookup_tool(c.tool)).lower()))
         self._result_forms: frozenset[str] | None = None
 
     @staticmethod
@@ -529,9 +552,10 @@ class _Reader:
             return "no tool that acts ran in this turn" if self.turn.calls else "no tool ran in this turn"
         if any(self.can(c.tool, g) for c in ok for g in groups):
             return None
-        if word in (self.results if form != "first" else self.earlier):
+        if word in (self.results if form != "first" else self.earlier) or (form == "first" and word in self.acted):
             return None  # "your order was cancelled": a result of the call says so (for "I've cancelled
-            # it", a call of an earlier turn: this turn's lookup does not make it the agent's act)
+            # it", a call of an earlier turn, or what this turn's act did: "card blocked; replacement
+            # ordered"; this turn's lookup does not make it the agent's act)
         if not any(self.can(t.name, g) for t in self.turn.tools for g in groups):
             return f"no tool of the agent can do this ({'/'.join(groups)})"
         failed = [c.tool for c in self.turn.calls if any(self.can(c.tool, g) for g in groups)]
@@ -630,24 +654,33 @@ class _Reader:
                     return "lookup_fact", self.lookup_backed("")
                 if form == "be":  # "it's been confirmed": a state someone made so
                     return "state", self.action_backed(None, word, form)
+                if _third_party(words, i):  # "our engineer reviewed your logs": a fact of a lookup
+                    return "lookup_fact", self.lookup_backed(word, words, i)
                 return None
             if word in _EVENTS and groups is None:
                 if form == "first":  # "we've processed your refund"
                     return "action", self.action_backed(None, word, form)
                 return "state", self.lookup_backed(word, words, i)
             kind = "action" if form == "first" else "state"
-            return kind, self.action_backed(groups, word, form)
+            why = self.action_backed(groups, word, form)
+            if why is not None and form == "other" and not _third_party(words, i) and \
+                    self.relates(words, max(0, i - SUBJECT_REACH)):
+                return None  # "Priya replied at 8:05": what someone else did, as a result of the call says
+            return kind, why
         phrase = _phrase_at(words, i, _COMPLETION_AT)
         if phrase is not None:
-            if phrase == ("done",) or phrase == ("sorted",):
-                if not (i == 0 or words[i - 1] in _BE or words[i - 1] in ("all", "that", "it")):
+            form = _subject(words, i)
+            if phrase == ("done",) or phrase == ("sorted",):  # "that's done", "I've sorted it"; not "well done"
+                if not (i == 0 or words[i - 1] in _BE or words[i - 1] in ("all", "that", "it") or form == "first"):
                     return None
-            if phrase[0] in ("went", "gone", "come", "came") and _subject(words, i) == "you":
+            if phrase[0] in ("went", "gone", "come", "came") and form == "you":
                 return None
-            if phrase == ("went", "through") and _subject(words, i) == "first":  # I went through the calendar
+            if phrase[1:] == ("through",) and form == "first":  # I went / I've gone through the calendar
                 return (None if _blocked(words, i) else ("lookup_fact", self.lookup_backed("")))
             if _blocked(words, i):
                 return None
+            if phrase[-1] == "back":  # "the results came back clear", "we've heard back from the insurer"
+                return "lookup_fact", self.lookup_backed(phrase[0], words, i)
             return "state", self.action_backed(None, phrase[-1], "other")
         if word == "now" and i and words[i - 1] in ("is", "are") and i + 1 < len(words) and \
                 words[i + 1] not in _ALL_PAST and not _blocked(words, i):
@@ -671,10 +704,11 @@ class _Reader:
         if j < 1 or words[j] not in ("are", "is", "get", "be"):
             return False
         subject = words[j - 1]
-        determiner = words[j - 2] if j >= 2 else ""
+        # the noun phrase's first words: "your test results are back" is this caller's
+        before = words[max(0, j - 4): j - 1]
         # a bare plural in the present: a policy ("complaints are logged within a day")
-        return words[j] != "is" and subject.endswith("s") and determiner not in _DETERMINERS | {"both", "all"} \
-            and not _number(determiner or "x")
+        return words[j] != "is" and subject.endswith("s") and not any(
+            w in _DETERMINERS or w in ("both", "all") or _number(w) for w in before[-3:])
 
 
 def question(sentence: str) -> bool:
