@@ -137,6 +137,16 @@ _RELATION_STOP = frozenset("the your you our his her their its this that these t
                            "but are was were been being has have had now just already also still then here there "
                            "number today tomorrow yesterday morning afternoon evening tonight week month year "
                            "order account booking".split())
+# the future of the world, not of the agent: forecasts and timetables
+_FUTURE_MARKS = frozenset("will going due expected scheduled set".split())
+_FUTURE_ADVERBS = frozenset("probably likely still only also then now definitely certainly mostly".split())
+_FUTURE_VERBS = frozenset("arrive depart leave land open reopen close run rain snow shine reach expire start finish "
+                          "end peak clear drizzle freeze thaw".split())
+_FUTURE_STATES = frozenset("open closed shut delayed late early sunny cloudy rainy dry wet windy stormy cold warm "
+                           "hot mild icy foggy snowy overcast clear humid freezing showery".split())
+_QUESTION_START = frozenset("would could can shall should do does did is are was were have has will what when "
+                            "where which who whom whose how why may am".split())
+_TAG_WORDS = frozenset("right correct not ok okay yes yeah".split())  # "..., isn't it?", "..., right?"
 _GENERAL_SUBJECTS = frozenset("refunds orders payments transfers bookings emails changes cancellations requests "
                               "tickets parcels deliveries appointments reservations".split())
 
@@ -150,6 +160,7 @@ _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
 _CURRENCY_SIGNS = frozenset("£$€¥")
 _CURRENCY_WORDS = frozenset("pounds pound dollars dollar euros euro eur gbp usd quid pence cents".split())
+_MEASURE_WORDS = frozenset("% percent degrees degree celsius fahrenheit mph kph".split())
 _MAJOR_UNITS = frozenset("pounds pound dollars dollar euros euro quid bucks".split())
 _MINOR_UNITS = frozenset("pence penny cents cent p".split())
 _REFERENCE_NOUNS = frozenset("order ticket case reference ref number no confirmation booking flight gate platform "
@@ -428,6 +439,12 @@ def _specific(words: list[str], i: int) -> bool:
             and any(w.isalpha() and w.endswith("s") for w in following))
 
 
+def _amount(words: list[str], i: int) -> bool:
+    """A price, a percentage or a measure: "£40", "40 pounds", "5%", "12 degrees"."""
+    nxt = words[i + 1] if i + 1 < len(words) else ""
+    return (i > 0 and words[i - 1] in _CURRENCY_SIGNS) or nxt in _CURRENCY_WORDS or nxt in _MEASURE_WORDS
+
+
 def _clauses(words: list[str]) -> list[list[str]]:
     out, current = [], []
     for word in words:
@@ -449,8 +466,9 @@ def _phrase_at(words: list[str], i: int, phrases: dict[str, list[tuple[str, ...]
     return None
 
 
-def _blocked(words: list[str], i: int, allow_negation: bool = False) -> bool:
-    """A negation, modal, condition or habit in the few words before ``i``."""
+def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal: bool = False) -> bool:
+    """A negation, modal, condition or habit in the few words before ``i`` (``allow_*``: those
+    do not count)."""
     before = words[max(0, i - LOOK_BACK): i]
     for n, word in enumerate(before):
         if word in _CONDITION or word in _HABITUAL:
@@ -461,6 +479,8 @@ def _blocked(words: list[str], i: int, allow_negation: bool = False) -> bool:
             return True
         if word in _REPORTED and n and before[n - 1] == "you":
             return True  # "you said you were charged twice": the caller's words, not a finding
+        if allow_modal and (word in _MODAL or word == "'d"):
+            continue
         if word in _MODAL:
             if word in ("able", "to") and n and before[n - 1] in ("been", "was", "were", "managed", "able"):
                 continue  # "I was able to cancel it" did it
@@ -517,6 +537,7 @@ class _Reader:
         self.acted = frozenset(_WORD.findall(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome == "ok" and not self.is_lookup_tool(c.tool)).lower()))
         self._result_forms: frozenset[str] | None = None
+        self.told_stems = frozenset(_stem(w) for w in _WORD.findall(f"{turn.instructions} {turn.greeting}".lower()))
 
     @staticmethod
     def _words_of(tool: Tool) -> frozenset[str]:
@@ -667,6 +688,8 @@ class _Reader:
                     self.relates(words, max(0, i - SUBJECT_REACH)):
                 return None  # "Priya replied at 8:05": what someone else did, as a result of the call says
             return kind, why
+        if word in _FUTURE_MARKS:
+            return self._future_fact(words, i)
         phrase = _phrase_at(words, i, _COMPLETION_AT)
         if phrase is not None:
             form = _subject(words, i)
@@ -695,6 +718,38 @@ class _Reader:
             return "lookup_fact", self.lookup_backed(phrase[-1], words, i)
         return None
 
+    def _future_fact(self, words: list[str], i: int) -> tuple[str, str | None] | None:
+        """A forecast or a schedule in the future tense, which only a lookup (or the
+        instructions) can give: "it'll rain tomorrow", "the ferry will leave from berth 3",
+        "it's going to be sunny", "the pharmacy will be open until 9". The agent's own future
+        ("I'll send it", "it'll be cancelled once you confirm") stays an intent."""
+        j = i - 1  # the subject
+        if words[i] != "will":  # "is going to", "is due to", "is expected to", "is scheduled to"
+            if not (i and words[i - 1] in _BE and i + 1 < len(words) and words[i + 1] == "to"):
+                return None
+            i, j = i + 1, i - 2
+        subject = words[j] if j >= 0 else ""
+        if subject in _SUBJECT or subject == "you" or subject in _BE or _blocked(words, j + 1):
+            return None
+        k = i + 1
+        while k < len(words) and words[k] in _FUTURE_ADVERBS:
+            k += 1
+        verb = words[k] if k < len(words) else ""
+        after = words[k + 1] if k + 1 < len(words) else ""
+        if any(w in _CONDITION for w in words[k: k + RELATION_REACH]):
+            return None  # "it will be open once you confirm": what follows a condition
+        if verb in _FUTURE_VERBS or (verb == "be" and (after in _FUTURE_STATES or (
+                after == "at" and k + 2 < len(words) and bool(_forms(words, k + 2))))):
+            if self.relates(words, max(0, j - SUBJECT_REACH)) or self.told(words, k):
+                return None
+            return "lookup_fact", "no tool result of the call says so" if self.turn.calls else "no tool ran in this turn"
+        return None
+
+    def told(self, words: list[str], at: int) -> bool:
+        """Whether the instructions or the greeting say it ("we open at 9 on Saturdays")."""
+        return any(w.isalpha() and len(w) >= 3 and w not in _RELATION_STOP and _stem(w) in self.told_stems
+                   for w in words[at: at + RELATION_REACH])
+
     @staticmethod
     def _general(words: list[str], i: int) -> bool:
         """"Refunds are processed in 5 days": a policy, not this caller's state."""
@@ -722,6 +777,21 @@ def sentences(text: str) -> Iterable[str]:
             yield sentence
 
 
+def _asserted(clauses: list[list[str]], is_question: bool) -> list[list[str]]:
+    """The clauses a sentence asserts. A question asserts nothing when it is one from its
+    start ("Would you like the 9:40, which ...?") or ends in a tag ("..., is that right?");
+    otherwise only its last clause asks: "The flight would cost 40 pounds, shall I book it?"
+    states the price."""
+    if not is_question:
+        return clauses
+    if len(clauses) < 2 or clauses[0][0] in _QUESTION_START:
+        return []
+    tail = clauses[-1]
+    if len(tail) <= 4 and any(w in _TAG_WORDS for w in tail):
+        return []
+    return clauses[:-1]
+
+
 def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = None) -> list[Finding]:
     """Every finding of ``reply``: at most one ``tool_aware`` per sentence and one
     ``ungrounded_specific`` per token. ``clock`` and ``deadline`` bound the time
@@ -732,18 +802,22 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
     for sentence in sentences(reply):
         if deadline is not None and clock() > deadline:
             raise TimeoutError
-        if question(sentence):
+        clauses = _asserted(_clauses(_words(sentence)), question(sentence))
+        if not clauses:
             continue
-        words = _words(sentence)
         raw = _raw_tokens(sentence)
-        for clause in _clauses(words):
+        for clause in clauses:
             found = reader.clause(clause, sentence)
             if found is not None:
                 findings.append(found)
                 break
-        for clause in _clauses(words):
+        for clause in clauses:
             for i in range(len(clause)):
-                if not _specific(clause, i) or _blocked(clause, i, allow_negation=True):
+                # an amount said in the conditional or the future must come from somewhere too ("the
+                # Tuesday flight would cost 40 pounds", "it'll be 12 degrees"); a time there is offered
+                # ("I can book you in at 3 pm"), a condition's number is the caller's case
+                if not _specific(clause, i) or _blocked(clause, i, allow_negation=True,
+                                                        allow_modal=_amount(clause, i)):
                     continue
                 forms = _forms(clause, i)
                 if not forms or forms & turn.sources():
