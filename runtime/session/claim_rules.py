@@ -10,18 +10,26 @@ Rules (each finding names the one that fired):
   a state only a lookup can know ("your flight is on time", "I can see two bookings")
   and nothing of this turn supports it. An action is supported by a call of a tool
   whose name or description holds that action's verb (``cancel_order`` backs
-  "cancelled", ``get_order`` does not) and that did not fail; a lookup or a state by
-  any call of the turn, or by a tool result of the call that holds the same word.
-  An action no tool of the agent can do is reported as such.
+  "cancelled", ``get_order`` does not) and that did not fail; a lookup said in the
+  first person ("I've checked") by any call of the turn; a stated fact ("the courier
+  left it with your neighbour", "our engineer reviewed your logs", "it'll rain on
+  Sunday", "the next train will leave from platform 2") only by a tool result of the
+  call that relates to it (a word by its stem, or a whole number or time) or by an act
+  of this turn. An action no tool of the agent can do is reported as such.
 - ``ungrounded_specific``: an amount, a balance, a reference number or code, a time
   of an event or a count that appears in none of the caller's words, the
   instructions, the greeting or a tool call (arguments and results) of this call.
-  Numbers are compared normalised: 3,200 = 3200, "ten" = 10, GBP 42.00 = 42, 3 pm = 15:00.
+  Numbers are compared normalised and whole: 3,200 = 3200, "ten" = 10, GBP 42.00 = 42,
+  3 pm = 15:00, "118 pounds 40" = "a hundred and eighteen pounds and forty pence" = 118.40,
+  "quarter to three" = 2:45; a date is one token (2026-12-05 is no source of "12").
+  An amount said in the conditional ("would cost 40 pounds") must be grounded too.
 
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
 check"), conditions ("once you confirm, ..."), questions, the future ("I'll send it")
 and habitual statements ("refunds are usually processed in 5 days") are not claims:
-the words that make them so are looked for in the same clause, before the verb.
+the words that make them so are looked for in the same clause, before the verb. A
+question asserts nothing when it is one from its start or ends in a tag ("..., right?");
+otherwise only its last clause asks ("that's 12 pounds more, shall I switch you?").
 
 Everything is one pass over the reply's words with a bounded look-back (a few words),
 so the cost is linear in the reply's length; the one regular expression that splits
@@ -83,7 +91,7 @@ _STATUS = (("on", "time"), ("in", "stock"), ("out", "of", "stock"), ("in", "tran
            ("sold", "out"), ("fully", "booked"), ("overdue",), ("pending",), ("on", "its", "way"),
            ("on", "the", "way"), ("on", "their", "way"), ("on", "hold"), ("in", "credit"), ("in", "progress"),
            ("under", "review"), ("now", "active"), ("now", "live"), ("active", "now"), ("live", "now"),
-           ("closed", "now"), ("in", "place"), ("ready",), ("back",), ("complete",), ("through",))
+           ("closed", "now"), ("in", "place"), ("ready",), ("back",), ("complete",))
 _COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "care", "of"), ("good", "to", "go"),
                ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
                ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"), ("dealt", "with"),
@@ -131,7 +139,11 @@ _CLAUSE_WORDS = frozenset("but although though however whereas so because while"
 _STAFF = frozenset("engineer engineers team technician technicians doctor doctors gp nurse colleague colleagues "
                    "manager managers supervisor specialist specialists department staff pharmacist dentist "
                    "consultant lab laboratory underwriter underwriters adviser advisor advisers advisors someone "
-                   "somebody surveyor inspector accountant landlord insurer office branch clinic surgery".split())
+                   "somebody surveyor inspector accountant landlord insurer office branch clinic surgery driver "
+                   "drivers courier postman".split())
+_TITLES = ("dr", "doctor", "nurse", "mr", "mrs", "ms", "miss", "professor", "prof")  # "Dr Patel has reviewed it"
+_IRREGULAR_PAST = frozenset("put took gave said told found saw brought rang spoke wrote sent left got made "
+                            "did had kept".split())
 # words that say nothing of the fact itself: a tool result sharing them does not back it
 _RELATION_STOP = frozenset("the your you our his her their its this that these those with from into onto for and "
                            "but are was were been being has have had now just already also still then here there "
@@ -152,7 +164,8 @@ _GENERAL_SUBJECTS = frozenset("refunds orders payments transfers bookings emails
 
 # one word, a date (2026-12-05, 05/12/2026: one token, so its 12 grounds no "number 12"), a
 # number (3,200 / 42.00 / 10:12) or a mark that ends a clause
-_TOKEN = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?!\d)|\d{1,2}/\d{1,2}/\d{2,4}(?!\d)|[£$€¥#%]|(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
+_TOKEN = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?!\d)|\d{1,2}/\d{1,2}/\d{2,4}(?!\d)|"
+                    r"[£$€¥#%]|(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
                     r"[,;:()\u2014\u2013]")
 _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
@@ -175,6 +188,7 @@ _NUMBER_WORDS = {w: n for n, w in enumerate(
 _NUMBER_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
                       "ninety": 90, "hundred": 100, "thousand": 1000, "dozen": 12, "couple": 2})
 _MEASURE = re.compile(r"[\d.]+(?:h|hrs?|mins?|s|kg|km|g|gb|mb|tb|mg|ml|cm|mm|m|k|x|p|mph|kph|kw|kwh)")
+_DEGREES = re.compile(r"-?\d+(?:\.\d+)?[cf]")  # a forecast's 8C (also seat 14F: its 14 grounds little)
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _ORDINAL = re.compile(r"\d+(?:st|nd|rd|th)")
 _CLOCK_WORD = re.compile(r"(\d{1,2})(?::(\d\d))?(am|pm)")
@@ -210,6 +224,7 @@ class Turn:
     instructions: str = ""
     greeting: str = ""
     _sources: frozenset[str] | None = field(default=None, repr=False)
+    _result_forms: frozenset[str] | None = field(default=None, repr=False)
 
     def sources(self) -> frozenset[str]:
         """Every normalised number, time and code the reply may take its specifics from."""
@@ -219,6 +234,12 @@ class Turn:
                 texts += [str(call.arguments or ""), str(call.result or "")]
             self._sources = _all_forms(texts)
         return self._sources
+
+    def result_forms(self) -> frozenset[str]:
+        """The numbers and times of the call's tool results (what a stated fact may relate to)."""
+        if self._result_forms is None:
+            self._result_forms = _all_forms([*(str(c.result or "") for c in self.calls), *self.earlier_results])
+        return self._result_forms
 
     def results_text(self) -> str:
         return " ".join([*(str(c.result or "") for c in self.calls), *self.earlier_results]).lower()
@@ -258,6 +279,9 @@ def _words(text: str) -> list[str]:
         word = raw.lower()
         if word in _CONTRACTIONS:
             out += _CONTRACTIONS[word]
+            continue
+        if "-" in word and all(part in _NUMBER_WORDS for part in word.split("-")):
+            out += word.split("-")  # forty-five -> forty five -> 45 (below)
             continue
         apostrophe = word.rfind("'")
         if apostrophe > 0:
@@ -400,7 +424,7 @@ def _forms(words: list[str], i: int) -> set[str]:
         code = re.sub(r"[^0-9a-z]", "", word).upper()
         forms = {code}
         leading = re.match(r"\d+(?:\.\d+)?", word)
-        if leading and _MEASURE.fullmatch(word):  # 18.4GB = 18.4 GB
+        if leading and (_MEASURE.fullmatch(word) or _DEGREES.fullmatch(word)):  # 18.4GB = 18.4 GB, 8C = 8 degrees
             forms.add(str(_number(leading[0])))
         forms.update(run for run in re.findall(r"\d{3,}", word))
         return forms
@@ -507,7 +531,8 @@ def _subject(words: list[str], i: int) -> str:
             return "be" if seen_be else "you"
         if word in _BE or word == "is":
             seen_be = True
-        elif word == "and" and not seen_be and j == i - 1 and _SUBJECT.intersection(words[max(0, j - 2 * LOOK_BACK): j]):
+        elif word == "and" and not seen_be and j == i - 1 and \
+                _SUBJECT.intersection(words[max(0, j - 2 * LOOK_BACK): j]):
             return "first"  # "I've logged it and escalated it": the first verb's subject
         elif word not in _AUX and word not in ("now", "already", "just"):
             break
@@ -523,7 +548,7 @@ def _third_party(words: list[str], i: int) -> bool:
         j -= 1
     if j < 0:
         return False
-    return words[j] in _STAFF or (j >= 1 and words[j - 1] == "our" and words[j].isalpha())
+    return words[j] in _STAFF or (j >= 1 and words[j].isalpha() and words[j - 1] in _TITLES)
 
 
 class _Reader:
@@ -536,7 +561,6 @@ class _Reader:
         self.result_stems = frozenset(_stem(w) for w in self.results)
         self.acted = frozenset(_WORD.findall(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome == "ok" and not self.is_lookup_tool(c.tool)).lower()))
-        self._result_forms: frozenset[str] | None = None
         self.told_stems = frozenset(_stem(w) for w in _WORD.findall(f"{turn.instructions} {turn.greeting}".lower()))
 
     @staticmethod
@@ -595,6 +619,9 @@ class _Reader:
         if self.relates(words, max(0, at - SUBJECT_REACH)) or any(
                 c.outcome == "ok" and not self.is_lookup_tool(c.tool) for c in self.turn.calls):
             return None  # a result that says so, or a state this turn's act made ("I've ordered it; it's on the way")
+        return self.no_result()
+
+    def no_result(self) -> str:
         return "no tool result of the call says so" if self.turn.calls else "no tool ran in this turn"
 
     def relates(self, words: list[str], at: int) -> bool:
@@ -611,10 +638,7 @@ class _Reader:
         return False
 
     def result_forms(self) -> frozenset[str]:
-        if self._result_forms is None:
-            self._result_forms = _all_forms([str(c.result or "") for c in self.turn.calls] +
-                                            list(self.turn.earlier_results))
-        return self._result_forms
+        return self.turn.result_forms()
 
     def clause(self, words: list[str], sentence: str) -> Finding | None:
         for i, word in enumerate(words):
@@ -688,6 +712,9 @@ class _Reader:
                     self.relates(words, max(0, i - SUBJECT_REACH)):
                 return None  # "Priya replied at 8:05": what someone else did, as a result of the call says
             return kind, why
+        if (word.endswith("ed") or word in _IRREGULAR_PAST) and word.isalpha() and _third_party(words, i) and \
+                not _blocked(words, i):  # "the driver put it in your bin", "Dr Patel has signed it"
+            return "lookup_fact", self.lookup_backed(word, words, i)
         if word in _FUTURE_MARKS:
             return self._future_fact(words, i)
         phrase = _phrase_at(words, i, _COMPLETION_AT)
@@ -736,13 +763,15 @@ class _Reader:
             k += 1
         verb = words[k] if k < len(words) else ""
         after = words[k + 1] if k + 1 < len(words) else ""
-        if any(w in _CONDITION for w in words[k: k + RELATION_REACH]):
-            return None  # "it will be open once you confirm": what follows a condition
+        if any(w in _CONDITION or w in _HABITUAL for w in words[k: k + RELATION_REACH]):
+            return None  # "it will be open once you confirm", "trains will run every 20 minutes"
+        if subject.endswith("s") and not (j and (words[j - 1] in _DETERMINERS or _number(words[j - 1]))):
+            return None  # "shops will close early on Christmas Eve": bare plurals, a general fact
         if verb in _FUTURE_VERBS or (verb == "be" and (after in _FUTURE_STATES or (
                 after == "at" and k + 2 < len(words) and bool(_forms(words, k + 2))))):
             if self.relates(words, max(0, j - SUBJECT_REACH)) or self.told(words, k):
                 return None
-            return "lookup_fact", "no tool result of the call says so" if self.turn.calls else "no tool ran in this turn"
+            return "lookup_fact", self.no_result()
         return None
 
     def told(self, words: list[str], at: int) -> bool:
