@@ -159,6 +159,32 @@ _FUTURE_STATES = frozenset("open closed shut delayed late early sunny cloudy rai
 _QUESTION_START = frozenset("would could can shall should do does did is are was were have has will what when "
                             "where which who whom whose how why may am".split())
 _TAG_WORDS = frozenset("right correct not ok okay yes yeah".split())  # "..., isn't it?", "..., right?"
+# words a reply and a tool result use for the same state ("on its way" ~ OUT_FOR_DELIVERY,
+# "on time" ~ "no delay", "cleared" ~ SETTLED): a result in other words still backs the fact
+_KIN_GROUPS = (
+    "way shipped dispatched delivery route courier carrier depot van",  # not transit: trans- is transfer too
+    "time scheduled delay ontime",
+    "left departed departure airborne boarded",
+    "landed lands arrived arrival arriving",
+    "stock available availability units quantity remaining",
+    "sold unavailable",
+    "pending processing progress review reviewing awaiting waiting queued",
+    "ready collection collect",
+    "credit balance paid owed due payment",
+    "active live enabled",
+    "cleared settled completed posted processed",
+    "declined rejected failed bounced refused",
+    "cancelled canceled voided",
+    "resolved closed fixed",
+    "back ready reported results available",
+    "confirmed booked reserved",
+    "delivered arrived received signed dropped",
+    "wet rain rainy showers drizzle",
+    "sunny sun clear dry",
+    "cold snow snowy frost icy freezing",
+    "warm hot mild",
+)
+_KIN: dict[str, frozenset[str]] = {}
 _GENERAL_SUBJECTS = frozenset("refunds orders payments transfers bookings emails changes cancellations requests "
                               "tickets parcels deliveries appointments reservations".split())
 
@@ -263,6 +289,12 @@ def _stem(word: str) -> str:
     return word[:5]
 
 
+for _kin in _KIN_GROUPS:
+    _stems = frozenset(_stem(w) for w in _kin.split())
+    for _one in _stems:
+        _KIN[_one] = _KIN.get(_one, frozenset([_one])) | _stems
+
+
 @dataclass(frozen=True)
 class Finding:
     rule: str  # tool_aware, ungrounded_specific (pattern and judge: claims.py)
@@ -329,15 +361,11 @@ def _merge_amounts(words: list[str]) -> list[str]:
     i = 0
     while i < len(words):
         word = words[i]
-        if word in ("quarter", "half") and i + 2 < len(words) and words[i + 1] in ("to", "past"):
-            hour = _number(words[i + 2])
-            if hour is not None and hour.isdigit() and 1 <= int(hour) <= 12 and (word, words[i + 1]) != ("half", "to"):
-                h, minute = int(hour), {"quarter": 15, "half": 30}[word]
-                if words[i + 1] == "to":
-                    h, minute = (h - 2) % 12 + 1, 60 - minute
-                out.append(f"{h}:{minute:02d}")
-                i += 3
-                continue
+        clock = _clock_phrase(words, i)
+        if clock is not None:
+            out.append(clock)
+            i += 3
+            continue
         merged = _amount_at(words, i)
         if merged is not None:
             amount, end = merged
@@ -347,6 +375,30 @@ def _merge_amounts(words: list[str]) -> list[str]:
         out.append(word)
         i += 1
     return out
+
+
+_AT_TIME = frozenset("at by around about until till before after leaves leaving departs arrives lands".split())
+_SPOKEN_MINUTES = {"quarter": 15, "half": 30, "five": 5, "ten": 10, "twenty": 20, "25": 25}
+
+
+def _clock_phrase(words: list[str], i: int) -> str | None:
+    """"quarter to three" -> 2:45, "ten past twelve" -> 12:10, "at ten to six" -> 5:50 (not
+    "five to six weeks", "open ten to six")."""
+    minute = _SPOKEN_MINUTES.get(words[i])
+    if minute is None or i + 2 >= len(words) or words[i + 1] not in ("to", "past"):
+        return None
+    hour = _number(words[i + 2]) if words[i + 2][:1].isdigit() or words[i + 2] in _NUMBER_WORDS else None
+    after = words[i + 3] if i + 3 < len(words) else ""
+    if hour is None or not hour.isdigit() or not 1 <= int(hour) <= 12 or (minute == 30 and words[i + 1] == "to") \
+            or after in _COUNT_GENERAL or (after.isalpha() and after.endswith("s")):
+        return None
+    before = words[i - 1] if i else ""
+    if words[i + 1] == "to" and (before in ("from", "between") or (minute != 15 and before not in _AT_TIME)):
+        return None  # "open from ten to six" is a range
+    h = int(hour)
+    if words[i + 1] == "to":
+        h, minute = (h - 2) % 12 + 1, 60 - minute
+    return f"{h}:{minute:02d}"
 
 
 def _amount_at(words: list[str], i: int) -> tuple[str, int] | None:
@@ -558,7 +610,9 @@ class _Reader:
         # the words of the call's tool results, once: a long call's results are read once a reply
         self.results = frozenset(_WORD.findall(turn.results_text()))
         self.earlier = frozenset(_WORD.findall(" ".join(turn.earlier_results).lower()))
-        self.result_stems = frozenset(_stem(w) for w in self.results)
+        # what the call's tools gave: a failed call's "cannot cancel: already shipped" backs nothing
+        self.result_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
+            [*(str(c.result or "") for c in turn.calls if c.outcome == "ok"), *turn.earlier_results]).lower()))
         self.acted = frozenset(_WORD.findall(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome == "ok" and not self.is_lookup_tool(c.tool)).lower()))
         self.told_stems = frozenset(_stem(w) for w in _WORD.findall(f"{turn.instructions} {turn.greeting}".lower()))
@@ -616,7 +670,7 @@ class _Reader:
             if self.turn.calls or (word and word in self.results):
                 return None
             return "no tool ran in this turn"
-        if self.relates(words, max(0, at - SUBJECT_REACH)) or any(
+        if self.relates(words, at, SUBJECT_REACH) or any(
                 c.outcome == "ok" and not self.is_lookup_tool(c.tool) for c in self.turn.calls):
             return None  # a result that says so, or a state this turn's act made ("I've ordered it; it's on the way")
         return self.no_result()
@@ -624,14 +678,20 @@ class _Reader:
     def no_result(self) -> str:
         return "no tool result of the call says so" if self.turn.calls else "no tool ran in this turn"
 
-    def relates(self, words: list[str], at: int) -> bool:
-        """Whether a tool result of the call holds what the clause says from ``at`` on: one
-        of its words (by stem: delivered ~ delivery) or one of its numbers or times, whole
+    def relates(self, words: list[str], at: int, before: int = 0) -> bool:
+        """Whether a tool result of the call holds what the clause says from ``at`` on (and
+        ``before`` words before it, the subject): one of its words (by stem or kin: delivered
+        ~ delivery, on its way ~ OUT_FOR_DELIVERY) or one of its numbers or times, whole
         (14:45 ~ "quarter to three"; a date's 12 is no 12)."""
-        for k in range(at, min(len(words), at + RELATION_REACH)):
+        for k in range(max(0, at - before), min(len(words), at + RELATION_REACH)):
             word = words[k]
+            if word == "and" and k > at:
+                break  # "your card is blocked and a replacement is on its way": two facts
             if word.isalpha():
-                if len(word) >= 3 and word not in _RELATION_STOP and _stem(word) in self.result_stems:
+                stem = _stem(word)
+                # kin for what the fact says, not for who it is about ("the assessor approved")
+                if len(word) >= 3 and word not in _RELATION_STOP and not self.result_stems.isdisjoint(
+                        _KIN.get(stem, (stem,)) if k >= at else (stem,)):
                     return True
             elif _forms(words, k) & self.result_forms():
                 return True
@@ -708,9 +768,10 @@ class _Reader:
                 return "state", self.lookup_backed(word, words, i)
             kind = "action" if form == "first" else "state"
             why = self.action_backed(groups, word, form)
-            if why is not None and form == "other" and not _third_party(words, i) and \
-                    self.relates(words, max(0, i - SUBJECT_REACH)):
-                return None  # "Priya replied at 8:05": what someone else did, as a result of the call says
+            # who did it, for someone else's act ("Priya replied"); what it is now, for a passive
+            if why is not None and form in ("other", "be") and not _third_party(words, i) and \
+                    self.relates(words, i, SUBJECT_REACH if form == "other" else 0):
+                return None  # "Priya replied at 8:05", "you're booked in with Dr Lee": what a result says
             return kind, why
         if (word.endswith("ed") or word in _IRREGULAR_PAST) and word.isalpha() and _third_party(words, i) and \
                 not _blocked(words, i):  # "the driver put it in your bin", "Dr Patel has signed it"
@@ -769,7 +830,7 @@ class _Reader:
             return None  # "shops will close early on Christmas Eve": bare plurals, a general fact
         if verb in _FUTURE_VERBS or (verb == "be" and (after in _FUTURE_STATES or (
                 after == "at" and k + 2 < len(words) and bool(_forms(words, k + 2))))):
-            if self.relates(words, max(0, j - SUBJECT_REACH)) or self.told(words, k):
+            if self.relates(words, k, k - max(0, j - SUBJECT_REACH)) or self.told(words, k):
                 return None
             return "lookup_fact", self.no_result()
         return None
