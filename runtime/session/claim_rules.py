@@ -10,18 +10,26 @@ Rules (each finding names the one that fired):
   a state only a lookup can know ("your flight is on time", "I can see two bookings")
   and nothing of this turn supports it. An action is supported by a call of a tool
   whose name or description holds that action's verb (``cancel_order`` backs
-  "cancelled", ``get_order`` does not) and that did not fail; a lookup or a state by
-  any call of the turn, or by a tool result of the call that holds the same word.
-  An action no tool of the agent can do is reported as such.
+  "cancelled", ``get_order`` does not) and that did not fail; a lookup said in the
+  first person ("I've checked") by any call of the turn; a stated fact ("the courier
+  left it with your neighbour", "our engineer reviewed your logs", "it'll rain on
+  Sunday", "the next train will leave from platform 2") only by a tool result of the
+  call that relates to it (a word by its stem, or a whole number or time) or by an act
+  of this turn. An action no tool of the agent can do is reported as such.
 - ``ungrounded_specific``: an amount, a balance, a reference number or code, a time
   of an event or a count that appears in none of the caller's words, the
   instructions, the greeting or a tool call (arguments and results) of this call.
-  Numbers are compared normalised: 3,200 = 3200, "ten" = 10, GBP 42.00 = 42, 3 pm = 15:00.
+  Numbers are compared normalised and whole: 3,200 = 3200, "ten" = 10, GBP 42.00 = 42,
+  3 pm = 15:00, "118 pounds 40" = "a hundred and eighteen pounds and forty pence" = 118.40,
+  "quarter to three" = 2:45; a date is one token (2026-12-05 is no source of "12").
+  An amount said in the conditional ("would cost 40 pounds") must be grounded too.
 
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
 check"), conditions ("once you confirm, ..."), questions, the future ("I'll send it")
 and habitual statements ("refunds are usually processed in 5 days") are not claims:
-the words that make them so are looked for in the same clause, before the verb.
+the words that make them so are looked for in the same clause, before the verb. A
+question asserts nothing when it is one from its start or ends in a tag ("..., right?");
+otherwise only its last clause asks ("that's 12 pounds more, shall I switch you?").
 
 Everything is one pass over the reply's words with a bounded look-back (a few words),
 so the cost is linear in the reply's length; the one regular expression that splits
@@ -36,13 +44,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LOOK_BACK = 8  # words before a verb where a subject, a negation, a modal or a condition counts
+RELATION_REACH = 12  # words of a stated fact, from its verb on, that a tool result must share one of
+SUBJECT_REACH = 3  # and words before the verb ("3,200 points left")
 
 # action groups: the verb forms a reply uses (past tense and participles) and the
 # words by which a tool's name or description shows it does that action
 _GROUPS: dict[str, tuple[str, str]] = {
     # group: (past forms said in a reply, a tool's words for it)
-    "send": ("sent emailed e-mailed texted messaged forwarded mailed notified resent called phoned rang contacted", "send sends email emails mail "
-             "text sms message messages forward forwards notify notifies resend"),
+    "send": ("sent emailed e-mailed texted messaged forwarded mailed notified resent called phoned rang contacted "
+             "replied responded", "send sends email emails mail text sms message messages forward forwards notify "
+             "notifies resend reply replies respond responds"),
     "book": ("booked reserved scheduled rescheduled arranged", "book books reserve reserves schedule schedules "
              "reschedule reschedules arrange make create creates"),
     "cancel": ("cancelled canceled voided terminated withdrawn", "cancel cancels void terminate terminates withdraw"),
@@ -74,15 +85,17 @@ _LOOKUP = frozenset(("checked double-checked verified searched looked found loca
 # what happened to the caller's things (third person): a looked-up fact
 _EVENTS = frozenset(("delivered scanned arrived departed landed left posted cleared declined rejected expired "
                      "bounced delayed diverted returned collected signed processed completed finalised finalized "
-                     "issued accepted received failed fixed repaired restored reconnected stuck held taken").split())
+                     "issued accepted received failed fixed repaired restored reconnected stuck held taken "
+                     "actioned").split())
 _STATUS = (("on", "time"), ("in", "stock"), ("out", "of", "stock"), ("in", "transit"), ("out", "for", "delivery"),
            ("sold", "out"), ("fully", "booked"), ("overdue",), ("pending",), ("on", "its", "way"),
            ("on", "the", "way"), ("on", "their", "way"), ("on", "hold"), ("in", "credit"), ("in", "progress"),
            ("under", "review"), ("now", "active"), ("now", "live"), ("active", "now"), ("live", "now"),
-           ("closed", "now"), ("in", "place"), ("ready",))
+           ("closed", "now"), ("in", "place"), ("ready",), ("back",), ("complete",))
 _COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "care", "of"), ("good", "to", "go"),
                ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
-               ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"))
+               ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"), ("dealt", "with"),
+               ("came", "back"), ("come", "back"), ("heard", "back"))
 _ALL_PAST: dict[str, tuple[str, ...]] = {}  # "moved" is a change or a payment
 for _group, (_past, _) in _GROUPS.items():
     for _word in _past.split():
@@ -99,7 +112,7 @@ _POSSESSIVES = frozenset("your the my our his her their its these those".split()
 
 def _index(phrases: tuple[tuple[str, ...], ...]) -> dict[str, list[tuple[str, ...]]]:
     out: dict[str, list[tuple[str, ...]]] = {}
-    for phrase in phrases:
+    for phrase in sorted(phrases, key=len, reverse=True):  # "sorted out" before "sorted"
         out.setdefault(phrase[0], []).append(phrase)
     return out
 
@@ -122,17 +135,73 @@ _CONDITION = frozenset("if once when whenever after until unless before whether 
 _HABITUAL = frozenset("usually normally typically generally always often sometimes every".split())
 _DETERMINERS = frozenset("your the this that it these those my our his her their its".split())
 _CLAUSE_WORDS = frozenset("but although though however whereas so because while".split())
+# who, besides the agent, acts or looks things up for the caller
+_STAFF = frozenset("engineer engineers team technician technicians doctor doctors gp nurse colleague colleagues "
+                   "manager managers supervisor specialist specialists department staff pharmacist dentist "
+                   "consultant lab laboratory underwriter underwriters adviser advisor advisers advisors someone "
+                   "somebody surveyor inspector accountant landlord insurer office branch clinic surgery driver "
+                   "drivers courier postman".split())
+_TITLES = ("dr", "doctor", "nurse", "mr", "mrs", "ms", "miss", "professor", "prof")  # "Dr Patel has reviewed it"
+_IRREGULAR_PAST = frozenset("put took gave said told found saw brought rang spoke wrote sent left got made "
+                            "did had kept".split())
+# words that say nothing of the fact itself: a tool result sharing them does not back it
+_RELATION_STOP = frozenset("the your you our his her their its this that these those with from into onto for and "
+                           "but are was were been being has have had now just already also still then here there "
+                           "number today tomorrow yesterday morning afternoon evening tonight week month year "
+                           "order account booking".split())
+# the future of the world, not of the agent: forecasts and timetables
+_FUTURE_MARKS = frozenset("will going due expected scheduled set".split())
+_FUTURE_ADVERBS = frozenset("probably likely still only also then now definitely certainly mostly".split())
+_FUTURE_VERBS = frozenset("arrive depart leave land open reopen close run rain snow shine reach expire start finish "
+                          "end peak clear drizzle freeze thaw".split())
+_FUTURE_STATES = frozenset("open closed shut delayed late early sunny cloudy rainy dry wet windy stormy cold warm "
+                           "hot mild icy foggy snowy overcast clear humid freezing showery".split())
+_QUESTION_START = frozenset("would could can shall should do does did is are was were have has will what when "
+                            "where which who whom whose how why may am".split())
+_TAG_WORDS = frozenset("right correct not ok okay yes yeah".split())  # "..., isn't it?", "..., right?"
+# words a reply and a tool result use for the same state ("on its way" ~ OUT_FOR_DELIVERY,
+# "on time" ~ "no delay", "cleared" ~ SETTLED): a result in other words still backs the fact
+_KIN_GROUPS = (
+    "way shipped dispatched delivery route courier carrier depot van",  # not transit: trans- is transfer too
+    "time scheduled delay ontime",
+    "left departed departure airborne boarded",
+    "landed lands arrived arrival arriving",
+    "stock available availability units quantity remaining",
+    "sold unavailable",
+    "pending processing progress review reviewing awaiting waiting queued",
+    "ready collection collect",
+    "credit balance paid owed due payment",
+    "active live enabled",
+    "cleared settled completed posted processed",
+    "declined rejected failed bounced refused",
+    "cancelled canceled voided",
+    "resolved closed fixed",
+    "back ready reported results available",
+    "confirmed booked reserved",
+    "delivered arrived received signed dropped",
+    "wet rain rainy showers drizzle",
+    "sunny sun clear dry",
+    "cold snow snowy frost icy freezing",
+    "warm hot mild",
+)
+_KIN: dict[str, frozenset[str]] = {}
 _GENERAL_SUBJECTS = frozenset("refunds orders payments transfers bookings emails changes cancellations requests "
                               "tickets parcels deliveries appointments reservations".split())
 
-# one word, a number (3,200 / 42.00 / 10:12) or a mark that ends a clause
-_TOKEN = re.compile(r"[£$€¥#%]|(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
+# one word, a date (2026-12-05, 05/12/2026: one token, so its 12 grounds no "number 12"), a
+# number (3,200 / 42.00 / 10:12) or a mark that ends a clause
+_TOKEN = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?!\d)|\d{1,2}/\d{1,2}/\d{2,4}(?!\d)|"
+                    r"[£$€¥#%]|(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
                     r"[,;:()\u2014\u2013]")
+_DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
 _CURRENCY_SIGNS = frozenset("£$€¥")
 _CURRENCY_WORDS = frozenset("pounds pound dollars dollar euros euro eur gbp usd quid pence cents".split())
+_MEASURE_WORDS = frozenset("% percent degrees degree celsius fahrenheit mph kph".split())
+_MAJOR_UNITS = frozenset("pounds pound dollars dollar euros euro quid bucks".split())
+_MINOR_UNITS = frozenset("pence penny cents cent p".split())
 _REFERENCE_NOUNS = frozenset("order ticket case reference ref number no confirmation booking flight gate platform "
                              "seat room account terminal invoice policy claim tracking train bus pnr pin code "
                              "#".split())
@@ -145,6 +214,7 @@ _NUMBER_WORDS = {w: n for n, w in enumerate(
 _NUMBER_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
                       "ninety": 90, "hundred": 100, "thousand": 1000, "dozen": 12, "couple": 2})
 _MEASURE = re.compile(r"[\d.]+(?:h|hrs?|mins?|s|kg|km|g|gb|mb|tb|mg|ml|cm|mm|m|k|x|p|mph|kph|kw|kwh)")
+_DEGREES = re.compile(r"-?\d+(?:\.\d+)?[cf]")  # a forecast's 8C (also seat 14F: its 14 grounds little)
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _ORDINAL = re.compile(r"\d+(?:st|nd|rd|th)")
 _CLOCK_WORD = re.compile(r"(\d{1,2})(?::(\d\d))?(am|pm)")
@@ -180,6 +250,7 @@ class Turn:
     instructions: str = ""
     greeting: str = ""
     _sources: frozenset[str] | None = field(default=None, repr=False)
+    _result_forms: frozenset[str] | None = field(default=None, repr=False)
 
     def sources(self) -> frozenset[str]:
         """Every normalised number, time and code the reply may take its specifics from."""
@@ -187,16 +258,41 @@ class Turn:
             texts = [self.caller, self.instructions, self.greeting, *self.earlier_results]
             for call in self.calls:
                 texts += [str(call.arguments or ""), str(call.result or "")]
-            forms: set[str] = set()
-            for text in texts:
-                words = _words(text)
-                for i in range(len(words)):
-                    forms |= _forms(words, i)
-            self._sources = frozenset(forms)
+            self._sources = _all_forms(texts)
         return self._sources
+
+    def result_forms(self) -> frozenset[str]:
+        """The numbers and times of the call's tool results (what a stated fact may relate to)."""
+        if self._result_forms is None:
+            self._result_forms = _all_forms([*(str(c.result or "") for c in self.calls), *self.earlier_results])
+        return self._result_forms
 
     def results_text(self) -> str:
         return " ".join([*(str(c.result or "") for c in self.calls), *self.earlier_results]).lower()
+
+
+def _all_forms(texts: Iterable[str]) -> frozenset[str]:
+    forms: set[str] = set()
+    for text in texts:
+        words = _words(text)
+        for i in range(len(words)):
+            forms |= _forms(words, i)
+    return frozenset(forms)
+
+
+def _stem(word: str) -> str:
+    """Enough of a word to match its kin: delivered, delivery -> deliv; delayed, delay -> delay."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            word = word[: -len(suffix)]
+            break
+    return word[:5]
+
+
+for _kin in _KIN_GROUPS:
+    _stems = frozenset(_stem(w) for w in _kin.split())
+    for _one in _stems:
+        _KIN[_one] = _KIN.get(_one, frozenset([_one])) | _stems
 
 
 @dataclass(frozen=True)
@@ -211,10 +307,13 @@ class Finding:
 def _words(text: str) -> list[str]:
     """Lower-case words, contractions opened ("I've" -> i, have; "isn't" -> is, not)."""
     out: list[str] = []
-    for raw in _TOKEN.findall(text.replace("’", "'")):
+    for raw in _TOKEN.findall(_DATE_TIME.sub(r"\1 ", text.replace("’", "'"))):
         word = raw.lower()
         if word in _CONTRACTIONS:
             out += _CONTRACTIONS[word]
+            continue
+        if "-" in word and all(part in _NUMBER_WORDS for part in word.split("-")):
+            out += word.split("-")  # forty-five -> forty five -> 45 (below)
             continue
         apostrophe = word.rfind("'")
         if apostrophe > 0:
@@ -223,7 +322,7 @@ def _words(text: str) -> list[str]:
                 out += [word[: len(word) - len(suffix)], _SUFFIXES[suffix]]
                 continue
         out.append(word)
-    return _merge_numbers(out)
+    return _merge_amounts(_merge_numbers(out))
 
 
 def _merge_numbers(words: list[str]) -> list[str]:
@@ -234,6 +333,8 @@ def _merge_numbers(words: list[str]) -> list[str]:
         j = i
         while j < len(words) and (words[j] in _NUMBER_WORDS or (words[j] == "and" and j > i)):
             j += 1
+        while j > i and words[j - 1] == "and":  # "two hundred and then": the "and" is not the number's
+            j -= 1
         run = [w for w in words[i:j] if w != "and"]
         if len(run) >= 2 and any(w in ("hundred", "thousand") or _NUMBER_WORDS[w] >= 20 for w in run):
             total = current = 0
@@ -251,6 +352,73 @@ def _merge_numbers(words: list[str]) -> list[str]:
             out.append(words[i])
             i += 1
     return out
+
+
+def _merge_amounts(words: list[str]) -> list[str]:
+    """Amounts with a sub-unit as one number: "118 pounds 40" and "1240 euros and 17 cents"
+    -> "118.40 pounds" / "1240.17 euros" (a tool writes 118.40); "quarter to 3" -> "2:45"."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        clock = _clock_phrase(words, i)
+        if clock is not None:
+            out.append(clock)
+            i += 3
+            continue
+        merged = _amount_at(words, i)
+        if merged is not None:
+            amount, end = merged
+            out += [amount, words[i + 1]]
+            i = end
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
+_AT_TIME = frozenset("at by around about until till before after leaves leaving departs arrives lands".split())
+_SPOKEN_MINUTES = {"quarter": 15, "half": 30, "five": 5, "ten": 10, "twenty": 20, "25": 25}
+
+
+def _clock_phrase(words: list[str], i: int) -> str | None:
+    """"quarter to three" -> 2:45, "ten past twelve" -> 12:10, "at ten to six" -> 5:50 (not
+    "five to six weeks", "open ten to six")."""
+    minute = _SPOKEN_MINUTES.get(words[i])
+    if minute is None or i + 2 >= len(words) or words[i + 1] not in ("to", "past"):
+        return None
+    hour = _number(words[i + 2]) if words[i + 2][:1].isdigit() or words[i + 2] in _NUMBER_WORDS else None
+    after = words[i + 3] if i + 3 < len(words) else ""
+    if hour is None or not hour.isdigit() or not 1 <= int(hour) <= 12 or (minute == 30 and words[i + 1] == "to") \
+            or after in _COUNT_GENERAL or (after.isalpha() and after.endswith("s")):
+        return None
+    before = words[i - 1] if i else ""
+    if words[i + 1] == "to" and (before in ("from", "between") or (minute != 15 and before not in _AT_TIME)):
+        return None  # "open from ten to six" is a range
+    h = int(hour)
+    if words[i + 1] == "to":
+        h, minute = (h - 2) % 12 + 1, 60 - minute
+    return f"{h}:{minute:02d}"
+
+
+def _amount_at(words: list[str], i: int) -> tuple[str, int] | None:
+    """The amount "N major [and] M [minor]" starting at ``i`` and where it ends, or None."""
+    if i + 2 >= len(words) or words[i + 1] not in _MAJOR_UNITS:
+        return None
+    whole = _number(words[i]) if words[i][:1].isdigit() or words[i] in _NUMBER_WORDS else None
+    j = i + 3 if words[i + 2] == "and" else i + 2
+    if whole is None or "." in whole or j >= len(words):
+        return None
+    part = _number(words[j]) if words[j][:1].isdigit() or words[j] in _NUMBER_WORDS or "-" in words[j] else None
+    if part is None or not part.isdigit() or int(part) >= 100:
+        return None
+    after = words[j + 1] if j + 1 < len(words) else ""
+    if after in _MINOR_UNITS:
+        return f"{whole}.{int(part):02d}", j + 2
+    # "118 pounds 40, due ..." (no sub-unit word), but not "20 pounds and 3 bags"
+    if words[j - 1] == "and" or after in _COUNT_GENERAL or (after.isalpha() and after.endswith("s")):
+        return None
+    return f"{whole}.{int(part):02d}", j + 1
 
 
 def _number(text: str) -> str | None:
@@ -308,7 +476,7 @@ def _forms(words: list[str], i: int) -> set[str]:
         code = re.sub(r"[^0-9a-z]", "", word).upper()
         forms = {code}
         leading = re.match(r"\d+(?:\.\d+)?", word)
-        if leading and _MEASURE.fullmatch(word):  # 18.4GB = 18.4 GB
+        if leading and (_MEASURE.fullmatch(word) or _DEGREES.fullmatch(word)):  # 18.4GB = 18.4 GB, 8C = 8 degrees
             forms.add(str(_number(leading[0])))
         forms.update(run for run in re.findall(r"\d{3,}", word))
         return forms
@@ -347,6 +515,12 @@ def _specific(words: list[str], i: int) -> bool:
             and any(w.isalpha() and w.endswith("s") for w in following))
 
 
+def _amount(words: list[str], i: int) -> bool:
+    """A price, a percentage or a measure: "£40", "40 pounds", "5%", "12 degrees"."""
+    nxt = words[i + 1] if i + 1 < len(words) else ""
+    return (i > 0 and words[i - 1] in _CURRENCY_SIGNS) or nxt in _CURRENCY_WORDS or nxt in _MEASURE_WORDS
+
+
 def _clauses(words: list[str]) -> list[list[str]]:
     out, current = [], []
     for word in words:
@@ -368,8 +542,9 @@ def _phrase_at(words: list[str], i: int, phrases: dict[str, list[tuple[str, ...]
     return None
 
 
-def _blocked(words: list[str], i: int, allow_negation: bool = False) -> bool:
-    """A negation, modal, condition or habit in the few words before ``i``."""
+def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal: bool = False) -> bool:
+    """A negation, modal, condition or habit in the few words before ``i`` (``allow_*``: those
+    do not count)."""
     before = words[max(0, i - LOOK_BACK): i]
     for n, word in enumerate(before):
         if word in _CONDITION or word in _HABITUAL:
@@ -380,6 +555,8 @@ def _blocked(words: list[str], i: int, allow_negation: bool = False) -> bool:
             return True
         if word in _REPORTED and n and before[n - 1] == "you":
             return True  # "you said you were charged twice": the caller's words, not a finding
+        if allow_modal and (word in _MODAL or word == "'d"):
+            continue
         if word in _MODAL:
             if word in ("able", "to") and n and before[n - 1] in ("been", "was", "were", "managed", "able"):
                 continue  # "I was able to cancel it" did it
@@ -406,10 +583,24 @@ def _subject(words: list[str], i: int) -> str:
             return "be" if seen_be else "you"
         if word in _BE or word == "is":
             seen_be = True
+        elif word == "and" and not seen_be and j == i - 1 and \
+                _SUBJECT.intersection(words[max(0, j - 2 * LOOK_BACK): j]):
+            return "first"  # "I've logged it and escalated it": the first verb's subject
         elif word not in _AUX and word not in ("now", "already", "just"):
             break
         j -= 1
     return "be" if seen_be else ("start" if j < 0 else "other")
+
+
+def _third_party(words: list[str], i: int) -> bool:
+    """Someone of the business did it: "our engineer reviewed", "the lab has checked",
+    "someone has looked at it" (not the caller, not a thing)."""
+    j = i - 1
+    while j >= 0 and i - j <= LOOK_BACK and (words[j] in _AUX or words[j] in ("now", "already", "just")):
+        j -= 1
+    if j < 0:
+        return False
+    return words[j] in _STAFF or (j >= 1 and words[j].isalpha() and words[j - 1] in _TITLES)
 
 
 class _Reader:
@@ -419,6 +610,12 @@ class _Reader:
         # the words of the call's tool results, once: a long call's results are read once a reply
         self.results = frozenset(_WORD.findall(turn.results_text()))
         self.earlier = frozenset(_WORD.findall(" ".join(turn.earlier_results).lower()))
+        # what the call's tools gave: a failed call's "cannot cancel: already shipped" backs nothing
+        self.result_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
+            [*(str(c.result or "") for c in turn.calls if c.outcome == "ok"), *turn.earlier_results]).lower()))
+        self.acted = frozenset(_WORD.findall(" ".join(
+            str(c.result or "") for c in turn.calls if c.outcome == "ok" and not self.is_lookup_tool(c.tool)).lower()))
+        self.told_stems = frozenset(_stem(w) for w in _WORD.findall(f"{turn.instructions} {turn.greeting}".lower()))
 
     @staticmethod
     def _words_of(tool: Tool) -> frozenset[str]:
@@ -454,9 +651,10 @@ class _Reader:
             return "no tool that acts ran in this turn" if self.turn.calls else "no tool ran in this turn"
         if any(self.can(c.tool, g) for c in ok for g in groups):
             return None
-        if word in (self.results if form != "first" else self.earlier):
+        if word in (self.results if form != "first" else self.earlier) or (form == "first" and word in self.acted):
             return None  # "your order was cancelled": a result of the call says so (for "I've cancelled
-            # it", a call of an earlier turn: this turn's lookup does not make it the agent's act)
+            # it", a call of an earlier turn, or what this turn's act did: "card blocked; replacement
+            # ordered"; this turn's lookup does not make it the agent's act)
         if not any(self.can(t.name, g) for t in self.turn.tools for g in groups):
             return f"no tool of the agent can do this ({'/'.join(groups)})"
         failed = [c.tool for c in self.turn.calls if any(self.can(c.tool, g) for g in groups)]
@@ -464,12 +662,43 @@ class _Reader:
             return f"{failed[0]} did not succeed in this turn"
         return f"no {'/'.join(groups)} tool ran in this turn"
 
-    def lookup_backed(self, word: str) -> str | None:
-        if self.turn.calls:
-            return None
-        if word and word in self.results:
-            return None
-        return "no tool ran in this turn"
+    def lookup_backed(self, word: str, words: list[str] | None = None, at: int = 0) -> str | None:
+        """A lookup said in the first person ("I've checked", ``words`` None) is backed by any
+        call of the turn; a stated fact ("the courier left it with your neighbour") only by a
+        tool result of the call that relates to what it says."""
+        if words is None:
+            if self.turn.calls or (word and word in self.results):
+                return None
+            return "no tool ran in this turn"
+        if self.relates(words, at, SUBJECT_REACH) or any(
+                c.outcome == "ok" and not self.is_lookup_tool(c.tool) for c in self.turn.calls):
+            return None  # a result that says so, or a state this turn's act made ("I've ordered it; it's on the way")
+        return self.no_result()
+
+    def no_result(self) -> str:
+        return "no tool result of the call says so" if self.turn.calls else "no tool ran in this turn"
+
+    def relates(self, words: list[str], at: int, before: int = 0) -> bool:
+        """Whether a tool result of the call holds what the clause says from ``at`` on (and
+        ``before`` words before it, the subject): one of its words (by stem or kin: delivered
+        ~ delivery, on its way ~ OUT_FOR_DELIVERY) or one of its numbers or times, whole
+        (14:45 ~ "quarter to three"; a date's 12 is no 12)."""
+        for k in range(max(0, at - before), min(len(words), at + RELATION_REACH)):
+            word = words[k]
+            if word == "and" and k > at:
+                break  # "your card is blocked and a replacement is on its way": two facts
+            if word.isalpha():
+                stem = _stem(word)
+                # kin for what the fact says, not for who it is about ("the assessor approved")
+                if len(word) >= 3 and word not in _RELATION_STOP and not self.result_stems.isdisjoint(
+                        _KIN.get(stem, (stem,)) if k >= at else (stem,)):
+                    return True
+            elif _forms(words, k) & self.result_forms():
+                return True
+        return False
+
+    def result_forms(self) -> frozenset[str]:
+        return self.turn.result_forms()
 
     def clause(self, words: list[str], sentence: str) -> Finding | None:
         for i, word in enumerate(words):
@@ -530,36 +759,86 @@ class _Reader:
                     return "lookup_fact", self.lookup_backed("")
                 if form == "be":  # "it's been confirmed": a state someone made so
                     return "state", self.action_backed(None, word, form)
+                if _third_party(words, i):  # "our engineer reviewed your logs": a fact of a lookup
+                    return "lookup_fact", self.lookup_backed(word, words, i)
                 return None
             if word in _EVENTS and groups is None:
                 if form == "first":  # "we've processed your refund"
                     return "action", self.action_backed(None, word, form)
-                return "state", self.lookup_backed(word)
+                return "state", self.lookup_backed(word, words, i)
             kind = "action" if form == "first" else "state"
-            return kind, self.action_backed(groups, word, form)
+            why = self.action_backed(groups, word, form)
+            # who did it, for someone else's act ("Priya replied"); what it is now, for a passive
+            if why is not None and form in ("other", "be") and not _third_party(words, i) and \
+                    self.relates(words, i, SUBJECT_REACH if form == "other" else 0):
+                return None  # "Priya replied at 8:05", "you're booked in with Dr Lee": what a result says
+            return kind, why
+        if (word.endswith("ed") or word in _IRREGULAR_PAST) and word.isalpha() and _third_party(words, i) and \
+                not _blocked(words, i):  # "the driver put it in your bin", "Dr Patel has signed it"
+            return "lookup_fact", self.lookup_backed(word, words, i)
+        if word in _FUTURE_MARKS:
+            return self._future_fact(words, i)
         phrase = _phrase_at(words, i, _COMPLETION_AT)
         if phrase is not None:
-            if phrase == ("done",) or phrase == ("sorted",):
-                if not (i == 0 or words[i - 1] in _BE or words[i - 1] in ("all", "that", "it")):
+            form = _subject(words, i)
+            if phrase == ("done",) or phrase == ("sorted",):  # "that's done", "I've sorted it"; not "well done"
+                if not (i == 0 or words[i - 1] in _BE or words[i - 1] in ("all", "that", "it") or form == "first"):
                     return None
-            if phrase[0] in ("went", "gone", "come", "came") and _subject(words, i) == "you":
+            if phrase[0] in ("went", "gone", "come", "came") and form == "you":
                 return None
-            if phrase == ("went", "through") and _subject(words, i) == "first":  # I went through the calendar
+            if phrase[1:] == ("through",) and form == "first":  # I went / I've gone through the calendar
                 return (None if _blocked(words, i) else ("lookup_fact", self.lookup_backed("")))
             if _blocked(words, i):
                 return None
+            if phrase[-1] == "back":  # "the results came back clear", "we've heard back from the insurer"
+                return "lookup_fact", self.lookup_backed(phrase[0], words, i)
             return "state", self.action_backed(None, phrase[-1], "other")
         if word == "now" and i and words[i - 1] in ("is", "are") and i + 1 < len(words) and \
                 words[i + 1] not in _ALL_PAST and not _blocked(words, i):
-            return "state", self.action_backed(None, "now", "other")  # "the address is now 14 Mill Lane"
+            # "the address is now 14 Mill Lane": a change, or a fact a lookup gave ("it's now leaving at 14:45")
+            return "state", (None if self.relates(words, i + 1) else self.action_backed(None, "now", "other"))
         phrase = _phrase_at(words, i, _STATUS_AT)
         if phrase is not None:
             if _subject(words, i) != "be" and words[i] not in ("now",) and phrase[-1] not in ("now",):
                 return None
             if _blocked(words, i) or self._general(words, i):
                 return None
-            return "lookup_fact", self.lookup_backed(phrase[-1] if len(phrase) == 1 else "")
+            return "lookup_fact", self.lookup_backed(phrase[-1], words, i)
         return None
+
+    def _future_fact(self, words: list[str], i: int) -> tuple[str, str | None] | None:
+        """A forecast or a schedule in the future tense, which only a lookup (or the
+        instructions) can give: "it'll rain tomorrow", "the ferry will leave from berth 3",
+        "it's going to be sunny", "the pharmacy will be open until 9". The agent's own future
+        ("I'll send it", "it'll be cancelled once you confirm") stays an intent."""
+        j = i - 1  # the subject
+        if words[i] != "will":  # "is going to", "is due to", "is expected to", "is scheduled to"
+            if not (i and words[i - 1] in _BE and i + 1 < len(words) and words[i + 1] == "to"):
+                return None
+            i, j = i + 1, i - 2
+        subject = words[j] if j >= 0 else ""
+        if subject in _SUBJECT or subject == "you" or subject in _BE or _blocked(words, j + 1):
+            return None
+        k = i + 1
+        while k < len(words) and words[k] in _FUTURE_ADVERBS:
+            k += 1
+        verb = words[k] if k < len(words) else ""
+        after = words[k + 1] if k + 1 < len(words) else ""
+        if any(w in _CONDITION or w in _HABITUAL for w in words[k: k + RELATION_REACH]):
+            return None  # "it will be open once you confirm", "trains will run every 20 minutes"
+        if subject.endswith("s") and not (j and (words[j - 1] in _DETERMINERS or _number(words[j - 1]))):
+            return None  # "shops will close early on Christmas Eve": bare plurals, a general fact
+        if verb in _FUTURE_VERBS or (verb == "be" and (after in _FUTURE_STATES or (
+                after == "at" and k + 2 < len(words) and bool(_forms(words, k + 2))))):
+            if self.relates(words, k, k - max(0, j - SUBJECT_REACH)) or self.told(words, k):
+                return None
+            return "lookup_fact", self.no_result()
+        return None
+
+    def told(self, words: list[str], at: int) -> bool:
+        """Whether the instructions or the greeting say it ("we open at 9 on Saturdays")."""
+        return any(w.isalpha() and len(w) >= 3 and w not in _RELATION_STOP and _stem(w) in self.told_stems
+                   for w in words[at: at + RELATION_REACH])
 
     @staticmethod
     def _general(words: list[str], i: int) -> bool:
@@ -570,10 +849,11 @@ class _Reader:
         if j < 1 or words[j] not in ("are", "is", "get", "be"):
             return False
         subject = words[j - 1]
-        determiner = words[j - 2] if j >= 2 else ""
+        # the noun phrase's first words: "your test results are back" is this caller's
+        before = words[max(0, j - 4): j - 1]
         # a bare plural in the present: a policy ("complaints are logged within a day")
-        return words[j] != "is" and subject.endswith("s") and determiner not in _DETERMINERS | {"both", "all"} \
-            and not _number(determiner or "x")
+        return words[j] != "is" and subject.endswith("s") and not any(
+            w in _DETERMINERS or w in ("both", "all") or _number(w) for w in before[-3:])
 
 
 def question(sentence: str) -> bool:
@@ -587,6 +867,21 @@ def sentences(text: str) -> Iterable[str]:
             yield sentence
 
 
+def _asserted(clauses: list[list[str]], is_question: bool) -> list[list[str]]:
+    """The clauses a sentence asserts. A question asserts nothing when it is one from its
+    start ("Would you like the 9:40, which ...?") or ends in a tag ("..., is that right?");
+    otherwise only its last clause asks: "The flight would cost 40 pounds, shall I book it?"
+    states the price."""
+    if not is_question:
+        return clauses
+    if len(clauses) < 2 or clauses[0][0] in _QUESTION_START:
+        return []
+    tail = clauses[-1]
+    if len(tail) <= 4 and any(w in _TAG_WORDS for w in tail):
+        return []
+    return clauses[:-1]
+
+
 def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = None) -> list[Finding]:
     """Every finding of ``reply``: at most one ``tool_aware`` per sentence and one
     ``ungrounded_specific`` per token. ``clock`` and ``deadline`` bound the time
@@ -597,18 +892,22 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
     for sentence in sentences(reply):
         if deadline is not None and clock() > deadline:
             raise TimeoutError
-        if question(sentence):
+        clauses = _asserted(_clauses(_words(sentence)), question(sentence))
+        if not clauses:
             continue
-        words = _words(sentence)
         raw = _raw_tokens(sentence)
-        for clause in _clauses(words):
+        for clause in clauses:
             found = reader.clause(clause, sentence)
             if found is not None:
                 findings.append(found)
                 break
-        for clause in _clauses(words):
+        for clause in clauses:
             for i in range(len(clause)):
-                if not _specific(clause, i) or _blocked(clause, i, allow_negation=True):
+                # an amount said in the conditional or the future must come from somewhere too ("the
+                # Tuesday flight would cost 40 pounds", "it'll be 12 degrees"); a time there is offered
+                # ("I can book you in at 3 pm"), a condition's number is the caller's case
+                if not _specific(clause, i) or _blocked(clause, i, allow_negation=True,
+                                                        allow_modal=_amount(clause, i)):
                     continue
                 forms = _forms(clause, i)
                 if not forms or forms & turn.sources():

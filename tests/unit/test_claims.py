@@ -1,7 +1,8 @@
 """The claims detector measured on replies labelled by hand: the corpus it was tuned
-on (tests/data/claims_corpus.yaml) and a held-out set written by someone who never
-saw its code (tests/data/claims_heldout.yaml), both in the same per-case format
-(the agent's tools, what the caller said, what ran this turn, the reply, the label).
+on (tests/data/claims_corpus.yaml), the first held-out set, seen since and trained on
+(tests/data/claims_seen_heldout.yaml), and a held-out set written by someone who never
+saw its code (tests/data/claims_heldout.yaml), all in the same per-case format (the
+agent's tools, what the caller said, what ran this turn, the reply, the label).
 Precision and recall are printed (run with -s) and held above targets."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from voice_runtime.session.claims import compile_patterns, find_claim
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CORPUS, HELD_OUT = DATA / "claims_corpus.yaml", DATA / "claims_heldout.yaml"
+SEEN_HELD_OUT = DATA / "claims_seen_heldout.yaml"
 # targets of issue 26 (held-out); the tuned corpus is held a little higher
 MIN_PRECISION, MIN_RECALL = 0.95, 0.90
 HELD_OUT_MIN_PRECISION, HELD_OUT_MIN_RECALL = 0.95, 0.80
@@ -60,6 +62,14 @@ def test_the_detector_keeps_its_precision_and_recall_on_the_corpus_it_was_tuned_
     precision, recall, wrong = measure(CORPUS)
     assert precision >= MIN_PRECISION, wrong
     assert recall >= MIN_RECALL, wrong
+
+
+def test_the_detector_meets_the_targets_on_the_first_held_out_set_it_has_since_been_trained_on() -> None:
+    """Run once blind (precision 0.925, recall 0.860), then studied: no longer an estimate,
+    but it must not fall back below the targets."""
+    precision, recall, wrong = measure(SEEN_HELD_OUT)
+    assert precision >= HELD_OUT_MIN_PRECISION, wrong
+    assert recall >= HELD_OUT_MIN_RECALL, wrong
 
 
 def test_the_detector_on_the_held_out_replies_it_was_never_tuned_on() -> None:
@@ -118,3 +128,40 @@ def test_numbers_of_thousands_of_digits_are_compared_as_text_and_never_break_the
     turn = Turn(caller=f"my reference is {huge}", calls=[ToolRun("get_order", None, "1" * 5000 + ":" + "2" * 5000)])
     found = read(f"Your reference {huge} is noted; your total is £{'8' * 600}.", turn)
     assert [(f.rule, f.token) for f in found] == [("ungrounded_specific", "8" * 600)]
+
+
+def test_amounts_with_a_sub_unit_are_one_number_and_a_date_grounds_none_of_its_parts() -> None:
+    bill = Turn(calls=[ToolRun("get_bill", {}, "amount due 64.30 GBP; due 2026-12-28; balance 1240.17 EUR")])
+    for grounded in ("Your bill is 64 pounds 30.", "That's sixty-four pounds and thirty pence.",
+                     "It's one thousand two hundred and forty euros and seventeen cents."):
+        assert read(grounded, bill) == [], grounded
+    assert [f.token for f in read("Your bill is 64 pounds 80.", bill)] == ["64.80"]
+    # the 12 of the date 2026-12-28 is no source for "number 12"
+    assert [f.token for f in read("The engineer is at number 12.", bill)] == ["12"]
+
+
+def test_a_stated_fact_is_backed_only_by_a_result_that_relates_to_it() -> None:
+    tracked = Turn(calls=[ToolRun("get_order", {"order": "3391"}, "order 3391: status delivered 2026-12-06")])
+    assert read("It was delivered on the 6th.", tracked) == []
+    found = read("It was delivered, and the driver left it with your neighbour.", tracked)
+    assert [(f.rule, f.why) for f in found] == [("tool_aware", "no tool result of the call says so")]
+    flight = Turn(calls=[ToolRun("get_flight_status", {}, "BA2490: delayed, new departure 14:45")])
+    assert read("It's delayed; it's now leaving at quarter to three.", flight) == []
+
+
+def test_a_question_mark_hides_only_the_clause_that_asks() -> None:
+    assert [f.token for f in read("The later train is 12 pounds more, shall I switch you?", Turn())] == ["12"]
+    for question in ("Would you like the 7:10, which is 12 pounds more?", "So you paid 12 pounds, is that right?"):
+        assert read(question, Turn()) == [], question
+
+
+def test_completions_third_parties_and_forecasts_are_claims_no_tool_backs() -> None:
+    for said in ("Your test results are back.", "I've replied to Sara.", "I've sorted that for you.",
+                 "Our engineer reviewed your logs.", "Dr Patel has signed your form.", "It's going to rain on Sunday.",
+                 "The next train will leave from platform 2."):
+        assert [f.rule for f in read(said, Turn(tools=ORDERS))] == ["tool_aware"], said
+    for intent in ("I'll reply to Sara now.", "It'll go out once you approve it.", "Trains will run every hour.",
+                   "An engineer can look at it tomorrow.", "It isn't sorted yet."):
+        assert read(intent, Turn(tools=ORDERS)) == [], intent
+    forecast = Turn(calls=[ToolRun("get_weather", {}, "Bath, Sunday: rain, 8C")])
+    assert read("It'll rain on Sunday, around 8 degrees.", forecast) == []
