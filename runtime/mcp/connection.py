@@ -26,6 +26,7 @@ from . import progress, sampling, tasks
 from .elicitation import Elicitor, sdk_callback
 from .listing import MAX_LISTED_TOOLS, ListingFilter, Rejected, install_log_filter
 from .pins import ToolPins
+from .content import result_text
 from .server_log import ServerLog
 from .transports import (
     STDERR_CHECK_SECONDS,
@@ -345,8 +346,6 @@ class McpConnection:
 
     async def _fetch(self, kind: str, name: str, arguments: dict[str, str]) -> str:
         from types import SimpleNamespace
-
-        from .toolset import result_text
 
         session = self._session
         if session is None or self.state is not ConnState.UP:

@@ -421,7 +421,8 @@ class Gateway:
             return self._refuse(binding, "tool", f"tool {tool[:64]!r} of MCP server {conn.name} is not one "
                                                  f"agent {binding.agent}'s model is shown (allowed_tools, "
                                                  "the tool lock or pin_tools withhold it)")
-        from ..toolset import cap_text, result_text
+        from ..content import result_text
+        from ..toolset import cap_text
 
         # the result as the job will use it: its text, capped here to the server's
         # max_result_chars (a 30 MB result must not cross, nor fill, the socket)
