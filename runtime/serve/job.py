@@ -74,16 +74,38 @@ def _current_plugins(proc: Any, state_dir: str, plugins_dir: str | None) -> Any:
     return plugins
 
 
+# The modules a call needs (mcp.types alone is about 0.5 s of CPU; claims compiles
+# its patterns on import). serve's process executor imports them once in livekit's
+# forkserver (``preload_modules``), so each job process forked from it starts with
+# them; prewarm imports them again, which costs nothing there and is the import
+# under the thread executor. None of them is plugin code, which may change while
+# serve runs and is loaded in each job (``_accepted_plugins``).
+CALL_MODULES = (
+    "mcp.types",
+    "livekit.agents.llm",
+    "voice_runtime.session.claims",
+    "voice_runtime.session.runner",
+    "voice_runtime.spec.call_context",
+    "voice_runtime.spec.models",
+    "voice_runtime.mcp.gateway",
+    "voice_runtime.mcp.toolset",
+    "voice_runtime.serve.catalog",
+    "voice_runtime.serve.routing",
+    "voice_runtime.serve.talk_job",
+)
+
+
 def _warm_up(plugins: Any) -> None:
-    """Pay here, once per process, what a call's first use costs: imports (mcp.types
-    alone is about 0.5 s), the spec model with the plugins' providers, and livekit's
+    """Pay here, once per process, what a call's first use costs: imports
+    (``CALL_MODULES``), the spec model with the plugins' providers, and livekit's
     function-tool and the MCP types' first builds (5-20 ms on this machine's call)."""
+    import importlib
+
+    for name in CALL_MODULES:
+        importlib.import_module(name)
     import mcp.types
     from livekit.agents.llm import function_tool
 
-    from ..session import claims, runner  # noqa: F401 - claims compiles its patterns on import
-    from . import catalog  # noqa: F401
-    from ..mcp import gateway, toolset  # noqa: F401
     from ..spec.models import spec_model
 
     spec_model(plugins.registry)
