@@ -10,14 +10,25 @@ import pytest
 from fakes.openai_chat import FakeOpenAI
 
 
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
+def _fake_openai_in_thread() -> Iterator[FakeOpenAI]:
     """The fake OpenAI server, in a thread, so CLI subprocesses and serve's job
     processes can reach it while the test blocks."""
     fake = FakeOpenAI()
     fake.start_in_thread()
     yield fake
     fake.stop_thread()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    yield from _fake_openai_in_thread()
+
+
+@pytest.fixture(scope="module")
+def module_fake_openai() -> Iterator[FakeOpenAI]:
+    """One for a module whose tests share one serve (a module-scoped fixture):
+    starting serve costs seconds of CPU, and those tests only read from it."""
+    yield from _fake_openai_in_thread()
 
 
 @pytest.fixture
@@ -36,10 +47,30 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         require_tool(*mark.args)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test in tests/e2e drives the real CLI or serve in a subprocess: marked
-    `slow`, so `-m "not slow"` runs the unit and in-process layers alone."""
+    `slow`, so `-m "not slow"` runs the unit and in-process layers alone.
+
+    The tests sharing a module-scoped fixture (one serve, one built wheel, one run of
+    `check` per parameter) go to one xdist worker (``--dist loadgroup``): spread over
+    both, each worker would build the fixture again."""
     e2e = Path(__file__).parent / "e2e"
     for item in items:
         if e2e in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.slow)
+        group = _module_fixture_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _module_fixture_group(item: pytest.Item) -> str | None:
+    """The module and the module-scoped fixtures (with their parameter) ``item`` uses."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    shared = sorted(name for name, defs in info.name2fixturedefs.items() if defs and defs[-1].scope == "module")
+    if not shared:
+        return None
+    indices = getattr(getattr(item, "callspec", None), "indices", {})
+    return f"{item.nodeid.split('::')[0]}:" + ",".join(f"{name}{indices.get(name, '')}" for name in shared)

@@ -104,7 +104,7 @@ class Agents:
     async def start(self) -> None:
         from livekit.agents import AgentServer, JobExecutorType
 
-        from .job import FORKSERVER_PRELOAD, entrypoint, prewarm
+        from .job import CALL_MODULES, entrypoint, prewarm
         from .load import Load
 
         o = self.options
@@ -125,7 +125,7 @@ class Agents:
             ws_url=o.ws_url or "", api_key=o.api_key or "", api_secret=o.api_secret or "",
             host="127.0.0.1", port=0,  # livekit's own health port; ours is --http-port
             setup_fnc=functools.partial(prewarm, **bound),
-            preload_modules=list(FORKSERVER_PRELOAD),
+            preload_modules=list(CALL_MODULES),  # imported once in the forkserver, not in each job
         )
         hub.rtc_session(functools.partial(entrypoint, route=o.route, **bound),
                         agent_name=o.agent_name if o.dispatch is Dispatch.METADATA else "",

@@ -30,30 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voice_runtime.job")
 
-# What every call imports, imported once in livekit's forkserver (``preload_modules``):
-# each job process is forked with them loaded, sharing their pages with the others
-# copy-on-write, instead of importing them again in its prewarm (mcp.types alone is
-# ~0.5 s of CPU). Only serve's own code and its libraries: the operator's plugin
-# files are imported in prewarm, as serve accepted them (they change while it runs).
-FORKSERVER_PRELOAD = (
-    "mcp.types",
-    "livekit.agents.llm",
-    "voice_runtime.spec.models",
-    "voice_runtime.spec.call_context",
-    "voice_runtime.mcp.gateway",
-    "voice_runtime.mcp.toolset",
-    "voice_runtime.session.runner",
-    "voice_runtime.session.claims",
-    "voice_runtime.session.call_report",
-    "voice_runtime.session.browser_audio",
-    "voice_runtime.serve.catalog",
-    "voice_runtime.serve.routing",
-    "voice_runtime.serve.talk_job",
-    "voice_runtime.serve.simulate",
-    "voice_runtime.observe.report_spool",
-)
-
-
 def _accepted_plugins(state_dir: str, plugins_dir: str | None) -> Any:
     """The plugin files the serve process accepted, as it accepted them: never the
     folder as it is now, which may hold a file that hangs or exits at import."""
@@ -97,16 +73,42 @@ def _current_plugins(proc: Any, state_dir: str, plugins_dir: str | None) -> Any:
     return plugins
 
 
+# The modules a call needs (mcp.types alone is about 0.5 s of CPU; claims compiles
+# its patterns on import). serve's process executor imports them once in livekit's
+# forkserver (``preload_modules``), so each job process forked from it starts with
+# them; prewarm imports them again, which costs nothing there and is the import
+# under the thread executor. None of them is plugin code, which may change while
+# serve runs and is loaded in each job (``_accepted_plugins``).
+CALL_MODULES = (
+    "mcp.types",
+    "livekit.agents.llm",
+    "voice_runtime.spec.models",
+    "voice_runtime.spec.call_context",
+    "voice_runtime.mcp.gateway",
+    "voice_runtime.mcp.toolset",
+    "voice_runtime.session.runner",
+    "voice_runtime.session.claims",
+    "voice_runtime.session.call_report",
+    "voice_runtime.session.browser_audio",
+    "voice_runtime.serve.catalog",
+    "voice_runtime.serve.routing",
+    "voice_runtime.serve.talk_job",
+    "voice_runtime.serve.simulate",
+    "voice_runtime.observe.report_spool",
+)
+
+
 def _warm_up(plugins: Any) -> None:
-    """Pay here, once per process, what a call's first use costs: imports (mcp.types
-    alone is about 0.5 s), the spec model with the plugins' providers, and livekit's
+    """Pay here, once per process, what a call's first use costs: imports
+    (``CALL_MODULES``), the spec model with the plugins' providers, and livekit's
     function-tool and the MCP types' first builds (5-20 ms on this machine's call)."""
+    import importlib
+
+    for name in CALL_MODULES:
+        importlib.import_module(name)
     import mcp.types
     from livekit.agents.llm import function_tool
 
-    from ..session import claims, runner  # noqa: F401 - claims compiles its patterns on import
-    from . import catalog  # noqa: F401
-    from ..mcp import gateway, toolset  # noqa: F401
     from ..spec.models import spec_model
 
     spec_model(plugins.registry)

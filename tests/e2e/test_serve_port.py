@@ -11,6 +11,7 @@ import os
 import socket
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,42 +57,50 @@ def _closed_by_server(sock: socket.socket) -> bool:
         return False
 
 
-def test_half_sent_requests_neither_stop_healthz_nor_pile_up_and_are_closed_after_the_idle_timeout(
-    agents: Path, fake_openai: FakeOpenAI
-) -> None:
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
-    socks: list[socket.socket] = []
+@pytest.fixture(scope="module")
+def desk(tmp_path_factory: pytest.TempPathFactory, module_fake_openai: FakeOpenAI) -> Iterator[Serve]:
+    """One serve for the tests that only send it requests and read what it answers
+    and logs from then on (each measures from its own start: open files, log size)."""
+    agents = tmp_path_factory.mktemp("desk") / "agents.d"
+    write(agents / "desk.yaml", spec("You are the desk.", module_fake_openai.base_url))
     with Serve(agents) as serve:
         serve.wait_ready()
-        before = _settled_fds(serve.proc.pid)
-        log_size = len(serve.output())
-        try:
-            for i in range(FLOOD):
-                sock = socket.create_connection(("127.0.0.1", serve.port), timeout=5)
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # the head never ends
-                socks.append(sock)
-                if i % 100 == 99:
-                    assert _healthz_within(serve, 1.0)
-            flooded_at = time.monotonic()
-            for _ in range(5):
-                assert _healthz_within(serve, 1.0)
-            # the port keeps at most MAX_CONNECTIONS open: the oldest idle ones went first
-            assert _fds(serve.proc.pid) - before <= MAX_CONNECTIONS + 5
-            for sock in socks:
-                sock.settimeout(0)
-            evicted = sum(_closed_by_server(s) for s in socks)
-            assert evicted >= FLOOD - MAX_CONNECTIONS
-            for sock in socks:
-                sock.settimeout(max(0.1, flooded_at + IDLE_TIMEOUT_S + 3 - time.monotonic()))
-            # every one of them is closed once it has been idle for IDLE_TIMEOUT_S
-            assert all(_closed_by_server(s) for s in socks)
-        finally:
-            for sock in socks:
-                sock.close()
-        assert _healthz_within(serve, 1.0)
-        flood_log = serve.output()[log_size:]
-        assert len(flood_log) < 2000, flood_log[:2000]
-        assert "Too many open files" not in flood_log
+        yield serve
+
+
+def test_half_sent_requests_neither_stop_healthz_nor_pile_up_and_are_closed_after_the_idle_timeout(
+    desk: Serve,
+) -> None:
+    socks: list[socket.socket] = []
+    before = _settled_fds(desk.proc.pid)
+    log_size = len(desk.output())
+    try:
+        for i in range(FLOOD):
+            sock = socket.create_connection(("127.0.0.1", desk.port), timeout=5)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # the head never ends
+            socks.append(sock)
+            if i % 100 == 99:
+                assert _healthz_within(desk, 1.0)
+        flooded_at = time.monotonic()
+        for _ in range(5):
+            assert _healthz_within(desk, 1.0)
+        # the port keeps at most MAX_CONNECTIONS open: the oldest idle ones went first
+        assert _fds(desk.proc.pid) - before <= MAX_CONNECTIONS + 5
+        for sock in socks:
+            sock.settimeout(0)
+        evicted = sum(_closed_by_server(s) for s in socks)
+        assert evicted >= FLOOD - MAX_CONNECTIONS
+        for sock in socks:
+            sock.settimeout(max(0.1, flooded_at + IDLE_TIMEOUT_S + 3 - time.monotonic()))
+        # every one of them is closed once it has been idle for IDLE_TIMEOUT_S
+        assert all(_closed_by_server(s) for s in socks)
+    finally:
+        for sock in socks:
+            sock.close()
+    assert _healthz_within(desk, 1.0)
+    flood_log = desk.output()[log_size:]
+    assert len(flood_log) < 2000, flood_log[:2000]
+    assert "Too many open files" not in flood_log
 
 
 BAD_BODIES = [
@@ -118,23 +127,23 @@ BAD_BODIES = [
 ]
 
 
-def test_every_bad_simulate_body_gets_400_with_the_reason_and_no_traceback(agents: Path, fake_openai: FakeOpenAI) -> None:
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        for body, reason in BAD_BODIES:
-            code, answer = serve.post("/simulate", body)
-            assert (code, answer["ok"]) == (400, False), (body, answer)
-            assert reason in answer["error"], (body, answer)
-        code, answer = serve.post("/simulate?wait=maybe", b'{"agent": "desk"}')
-        assert (code, answer["error"]) == (400, "wait='maybe': use wait=1 or wait=0")
-        code, answer = serve.post("/simulate", b'{"agent": "nobody"}')
-        assert (code, answer["error"]) == (404, "no agent named 'nobody' is serving")
-        code, answer = serve.post("/simulate", b'{"agent": "desk", "turns": ["' + b"x" * 70_000 + b'"]}')
-        assert (code, answer["error"]) == (413, "the body is over 65536 bytes")
-        assert fake_openai.chat_requests == []  # no bad body started a job
-        assert "Traceback" not in serve.output()
-        assert "Error handling request" not in serve.output()
+def test_every_bad_simulate_body_gets_400_with_the_reason_and_no_traceback(
+    desk: Serve, module_fake_openai: FakeOpenAI
+) -> None:
+    log_size = len(desk.output())
+    for body, reason in BAD_BODIES:
+        code, answer = desk.post("/simulate", body)
+        assert (code, answer["ok"]) == (400, False), (body, answer)
+        assert reason in answer["error"], (body, answer)
+    code, answer = desk.post("/simulate?wait=maybe", b'{"agent": "desk"}')
+    assert (code, answer["error"]) == (400, "wait='maybe': use wait=1 or wait=0")
+    code, answer = desk.post("/simulate", b'{"agent": "nobody"}')
+    assert (code, answer["error"]) == (404, "no agent named 'nobody' is serving")
+    code, answer = desk.post("/simulate", b'{"agent": "desk", "turns": ["' + b"x" * 70_000 + b'"]}')
+    assert (code, answer["error"]) == (413, "the body is over 65536 bytes")
+    assert module_fake_openai.chat_requests == []  # no bad body started a job
+    assert "Traceback" not in desk.output()[log_size:]
+    assert "Error handling request" not in desk.output()[log_size:]
 
 
 def test_simulated_calls_over_the_cap_are_refused_with_429(agents: Path, fake_openai: FakeOpenAI) -> None:
@@ -249,14 +258,11 @@ def test_malformed_requests_are_logged_once_per_interval_without_tracebacks(agen
         assert len(logged) < 2000
 
 
-def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(agents: Path, fake_openai: FakeOpenAI) -> None:
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        started = time.monotonic()
-        with socket.create_connection(("127.0.0.1", serve.port), timeout=10) as sock:
-            sock.sendall(b"POST /simulate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 99999999999\r\n\r\n{")
-            answer = sock.recv(4096).decode()
-        assert answer.startswith("HTTP/1.1 413"), answer
-        assert time.monotonic() - started < 2  # not after the body timeout
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(desk: Serve) -> None:
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", desk.port), timeout=10) as sock:
+        sock.sendall(b"POST /simulate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 99999999999\r\n\r\n{")
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert time.monotonic() - started < 2  # not after the body timeout
