@@ -25,10 +25,12 @@ caller waits for the answer to end (no audio for 1 s) and pauses 1 s.
   above 0.05 full scale) sent to the agent's first audio frame received;
 - ``failed_turns``: no answer within 20 s, or a call that never started;
 - ``cpu_per_call``: CPU time of the side's process tree (serve or the worker, the
-  forkserver, the job processes, the MCP servers) over the turns, in cores, / N;
+  forkserver, the job processes, the MCP servers) over the turns, in cores, / the
+  calls that started (``calls_started``);
 - ``pss_mb_per_call``: the tree's PSS (``/proc/PID/smaps_rollup``, sampled every
-  2 s during the turns, averaged) / N; ``pss_mb_marginal`` is (that - the idle
-  tree's) / N;
+  2 s during the turns, averaged) / the calls that started; ``pss_mb_marginal`` is
+  (that - the idle tree's) / the calls; ``pss_per_call_ratio`` compares the sides at
+  the largest N where neither failed a turn;
 - ``knee``: the largest N whose p95 stays within 1.2 x the side's own N=1 p95,
   with no failed turn (every smaller N passing too).
 
@@ -308,17 +310,19 @@ async def run_calls(side: Side, n: int, turns: int, utterance: tuple[list[bytes]
     latencies = [ms for c in live for ms in c.latencies_ms]
     failed = sum(c.failed for c in live) + turns * (n - len(live))
     pss = sum(samples) / len(samples) if samples else tree_pss(side.root)
+    held = max(1, len(live))  # per call that ran: a call that never started holds nothing
     point = {
         "n": n,
         "p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
         "p95_ms": round(percentile(latencies, 95), 1) if latencies else None,
         "turns": len(latencies) + failed,
         "failed_turns": failed,
-        "cpu_per_call": round(cpu / n, 3),
+        "calls_started": len(live),
+        "cpu_per_call": round(cpu / held, 3),
         "cpu_total": round(cpu, 3),
         "fakes_cpu": round(fakes_cpu, 3),
-        "pss_mb_per_call": round(pss / n, 1),
-        "pss_mb_marginal": round((pss - side.idle_pss_mb) / n, 1),
+        "pss_mb_per_call": round(pss / held, 1),
+        "pss_mb_marginal": round((pss - side.idle_pss_mb) / held, 1),
         "pss_mb_total": round(pss, 1),
         "processes": processes,
         "setup_s": round(setup_s, 1),
@@ -377,14 +381,17 @@ async def measure(sides: list[Side], ns: list[int], turns: int, warmup: int, fak
 
 def summary(ours: Side, base: Side) -> dict[str, Any]:
     ours_knee, base_knee = knee(ours.curve), knee(base.curve)
-    at = {p["n"]: p for p in base.curve}
-    common = [p for p in ours.curve if p["n"] in at]
+    at = {p["n"]: p for p in base.curve if not p["failed_turns"]}
+    # memory compared where both sides held every call
+    common = [p for p in ours.curve if p["n"] in at and not p["failed_turns"]]
     largest = common[-1] if common else None
     out: dict[str, Any] = {"knee": ours_knee, "handbuilt_knee": base_knee}
     out["knee_ratio"] = round(ours_knee / base_knee, 2) if ours_knee and base_knee else None
     if largest is not None:
         out["pss_per_call_ratio"] = round(largest["pss_mb_per_call"] / at[largest["n"]]["pss_mb_per_call"], 3)
         out["pss_per_call_ratio_at_n"] = largest["n"]
+        # what one more call adds (the idle tree left out): the fixed cost of serve aside
+        out["pss_marginal_ratio"] = round(largest["pss_mb_marginal"] / at[largest["n"]]["pss_mb_marginal"], 3)
     one, base_one = next((p for p in ours.curve if p["n"] == 1), None), at.get(1)
     if one and base_one and one["p50_ms"] and base_one["p50_ms"]:
         out["p50_ratio_n1"] = round(one["p50_ms"] / base_one["p50_ms"], 3)

@@ -234,6 +234,12 @@ def start_registration(hub: Any, name: str, on_request: Callable[[Any], Any],
 _REGISTRATION: list[type] = []
 
 
+def worker_load(hub: Any) -> float:
+    """The load livekit last measured for the machine (``AgentServer._worker_load``,
+    refreshed by its load task every 0.5 s); 0.0 before the first measure."""
+    return float(getattr(hub, "_worker_load", 0.0))
+
+
 def _registration_class() -> type:
     """AgentServer whose load is the hub's: livekit measures it in the hub's load
     task (every 0.5 s) and each registration reports it to LiveKit with its status
@@ -246,7 +252,7 @@ def _registration_class() -> type:
         class Registration(AgentServer):  # type: ignore[misc]
             @property
             def _worker_load(self) -> float:
-                return float(getattr(self._hub, "_worker_load", 0.0))
+                return worker_load(self._hub)
 
             @_worker_load.setter
             def _worker_load(self, value: float) -> None:

@@ -271,7 +271,7 @@ class Agents:
 
     def load(self) -> float:
         """The load last reported to LiveKit (load.py; livekit measures it every 0.5 s)."""
-        return float(getattr(self.hub, "_worker_load", 0.0)) if self.hub is not None else 0.0
+        return livekit_compat.worker_load(self.hub) if self.hub is not None else 0.0
 
     def idle_pids(self) -> list[int]:
         """The prewarmed job processes waiting for a call (any agent's)."""
