@@ -330,7 +330,10 @@ class McpConnection:
         as a task (``tasks``) is created, followed and fetched here; each status
         answer restarts the timeout the same way. Progress and status messages go to
         the listener of ``progress.listening``."""
-        return await self._on_owner(self._call(tool, arguments, report=progress.current()))
+        listener = progress.current()
+        # a status line is the server's text: it may echo a header or env secret of this block
+        report = (lambda message: listener(self.redact(message))) if listener is not None else None
+        return await self._on_owner(self._call(tool, arguments, report=report))
 
     async def get_prompt(self, name: str, arguments: dict[str, str]) -> str:
         """A prompt's messages as text (``prompts/get``), within the server's ``timeout``."""
