@@ -21,6 +21,10 @@ def mcp_login(
     store: Annotated[Path | None, typer.Option(
         "--store", help="Where the refresh token is written (0600). Default: the block's `auth.oauth.store`.",
         show_default=False)] = None,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=1, max=600,
+        help="Seconds to wait for the login to complete (the person in the browser), instead of the "
+             "block's connect_timeout.")] = 300,
     plugins: PluginsOpt = None,
 ) -> None:
     """Log in to an MCP server's authorization server in the browser, once, and store
@@ -46,6 +50,9 @@ def mcp_login(
     if where is None:
         usage_error("say where the refresh token goes: --store PATH, or `store:` in the block's auth.oauth")
     where = where if where.is_absolute() else (Path.cwd() / where if store else loaded.path.parent / where)
+    unwritable = _unwritable(where)
+    if unwritable:  # before the browser opens: a login whose token cannot be kept is a person's time lost
+        usage_error(f"the login store {where} cannot be written: {unwritable}")
     login_block = block.model_copy(update={"auth": block.auth.model_copy(update={"oauth": config.model_copy(
         update={"grant": "authorization_code", "store": str(where), "refresh_token": None})})})
 
@@ -56,7 +63,7 @@ def mcp_login(
         oauth.allow_login(fresh=True)
         conn = McpConnection(server, login_block, base_dir=loaded.path.parent, redact=secrets.redact)
         try:
-            await conn.connect()
+            await conn.connect(timeout=timeout)
         except McpUnavailable as exc:
             typer.echo(printable(f"error: login to MCP server {server} failed: {exc}"), err=True)
             return 1
@@ -72,6 +79,23 @@ def mcp_login(
         return 0
 
     raise typer.Exit(asyncio.run(main()))
+
+
+def _unwritable(store: Path) -> str | None:
+    """Why the login store cannot be written (its folder is created if missing), or None."""
+    import os
+
+    if store.is_dir():
+        return "it is a folder"
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"its folder cannot be created ({exc.strerror or exc})"
+    if not os.access(store.parent, os.W_OK | os.X_OK):
+        return f"its folder {store.parent} is not writable"
+    if store.exists() and not os.access(store, os.W_OK):
+        return "the file is not writable"
+    return None
 
 
 def register(app: typer.Typer) -> None:

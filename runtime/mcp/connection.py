@@ -163,18 +163,20 @@ class McpConnection:
 
     # -- lifecycle ------------------------------------------------------------
 
-    async def connect(self, *, unless_newer_than: int | None = None) -> bool:
+    async def connect(self, *, unless_newer_than: int | None = None, timeout: float | None = None) -> bool:
         """Connect and list tools within ``connect_timeout``; raise McpUnavailable.
         With ``unless_newer_than``: do nothing (return False) when a connection newer
-        than that one (a count of connects) is already up (another caller renewed it first)."""
+        than that one (a count of connects) is already up (another caller renewed it first).
+        ``timeout`` replaces ``connect_timeout`` for a connect that waits on a person
+        (``mcp-login``: the browser's redirect comes minutes later, not seconds)."""
         with tracing.span("mcp.connect", {"mcp.server": self.name, "mcp.transport": self.transport}) as span:
-            connected = await self._connect(unless_newer_than)
+            connected = await self._connect(unless_newer_than, timeout)
             span.set_attribute("mcp.tools", len(self.tools))
             if self.protocol_version:
                 span.set_attribute("mcp.protocol_version", self.protocol_version)
             return connected
 
-    async def _connect(self, unless_newer_than: int | None) -> bool:
+    async def _connect(self, unless_newer_than: int | None, timeout: float | None) -> bool:
         async with self._lock:
             if unless_newer_than is not None and self._connects > unless_newer_than and self.state is ConnState.UP:
                 return False
@@ -189,12 +191,13 @@ class McpConnection:
             started = time.perf_counter()
             self._owner = asyncio.create_task(self._own(ready, self._closing), name=f"mcp-{self.name}")
             try:
-                await asyncio.wait_for(asyncio.shield(ready), timeout=self.server.connect_timeout)
+                await asyncio.wait_for(asyncio.shield(ready), timeout=timeout or self.server.connect_timeout)
             except asyncio.TimeoutError:
                 # torn down in the background: connect_timeout bounds the caller's wait,
                 # and stopping a stdio server that ignores stdin takes the SDK seconds
                 self._abandon_owner()
-                raise self._down(f"no answer within connect_timeout ({self.server.connect_timeout:g}s)") from None
+                raise self._down(f"no answer within {timeout:g}s" if timeout else
+                                 f"no answer within connect_timeout ({self.server.connect_timeout:g}s)") from None
             except asyncio.CancelledError:
                 self._abandon_owner()  # closing, or the caller gave up: no attempt left behind
                 if self.state is ConnState.CONNECTING:

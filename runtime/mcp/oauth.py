@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets as _random
 import socket
 import sys
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("voice_runtime.mcp")
 
 TOKEN_LABEL = "[oauth token]"
+# `Basic <base64>` / `Bearer <token>` in a server's error text
+_CREDENTIAL = re.compile(r"\b(Basic|Bearer)\s+[A-Za-z0-9+/=._~%-]+", re.IGNORECASE)
 
 
 class OAuthRefused(Exception):
@@ -443,7 +446,9 @@ def provider_for(name: str, server: HttpServer, base_dir: Path) -> httpx2.Auth:
                                                     if error.get("error_description") else "")
             except (ValueError, AttributeError):
                 why = f"HTTP {response.status_code}"
-            why = why[:300]  # the authorization server's words: bounded before they reach logs and /status
+            # the authorization server's words: credentials it echoes back (our own Basic header,
+            # a token) masked whatever their encoding, and bounded before they reach logs and /status
+            why = _CREDENTIAL.sub(r"\1 [credentials]", why)[:300]
             what = "the refresh token" if redeeming else "the client's credentials" \
                 if grant == "client_credentials" else "the login"
             advice = "; log in again with `voice-runtime mcp-login`" if redeeming else ""

@@ -48,6 +48,15 @@ def _link(link: Any) -> str:
 
 
 _CAPPED = re.compile(r"\n\[result truncated: \d+ characters, showing the first (\d+)\]")
+# the runtime's own notes in a result's text (a model may repeat them in its reply)
+_MARKER = re.compile(r"\[result truncated: \d+ characters, showing the first \d+\]"
+                     r"|\[[a-z_]+ content, [^\]\n]{0,200}?(?:, \d+ bytes)?\]")
+
+
+def without_markers(text: str) -> str:
+    """``text`` without the markers this module writes into a result (truncation, content it
+    could not show as text): they are the runtime's words, not a server's or a model's."""
+    return _MARKER.sub(" ", text) if "[" in text else text
 
 
 def cap_text(text: str, cap: int) -> str:

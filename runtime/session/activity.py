@@ -60,6 +60,8 @@ class ActivityOwner(HandoffOwner, Protocol):
 
     def own(self, connections: list[McpConnection]) -> None: ...
 
+    def not_a_reply(self, line: str) -> None: ...
+
 
 @dataclass
 class AgentActivity:
@@ -176,8 +178,14 @@ class AgentActivity:
         # moves the fillers to the pipeline's TTS
         servers = {id(conn): self.loaded.spec.mcp_servers[name] for name, conn in self.connections.items()
                    if name in self.loaded.spec.mcp_servers}
-        return Fillers(self.name, lambda line: speak_in(owner.session, owner.mode, line), owner.listeners,
-                       servers=servers)
+
+        def speak(line: str) -> Any:
+            # a filler or a server's progress line lands in the history as the agent's
+            # words, yet the model never said it: the claim watch is told to pass it by
+            owner.not_a_reply(line)
+            return speak_in(owner.session, owner.mode, line)
+
+        return Fillers(self.name, speak, owner.listeners, servers=servers)
 
     def _server_back(self, conn: McpConnection) -> None:
         """A server reconnected: its tools (maybe changed, maybe new) reach the

@@ -28,11 +28,13 @@ import asyncio
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core import user_regex
+from ..mcp.results import without_markers
 from . import claim_rules
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ RULES = ("pattern", "tool_aware", "ungrounded_specific", "judge")
 RESULT_CHARS = 4000  # of one tool call, as a source of specifics and to the judge
 MAX_EARLIER_RESULTS = 200
 JUDGE_REPLY_CHARS = 8000  # of the reply, to the judge
+RUNTIME_LINES = 32
 MAX_FINDINGS = 5  # per reply: the first few say enough, and a log is not flooded by one long reply
 
 RETRY_NOTE = ("Your last reply said that you did something or looked something up, but no tool ran in that "
@@ -102,6 +105,7 @@ def find_claims(text: str, turn: claim_rules.Turn, patterns: tuple[Any, ...] = (
     """Everything of ``text`` no tool call backs: the built-in reading (``claim_rules``)
     and, in a turn where no tool ran, the spec's own patterns."""
     started = time.monotonic()
+    text = without_markers(text)  # the runtime's own words ("showing the first 16384") claim nothing
     try:
         findings = claim_rules.read(text, turn, started + budget_s, time.monotonic)
     except TimeoutError:
@@ -111,6 +115,11 @@ def find_claims(text: str, turn: claim_rules.Turn, patterns: tuple[Any, ...] = (
         if sentence is not None:
             findings.insert(0, claim_rules.Finding("pattern", "action", sentence, why="a claims pattern of the spec"))
     return findings[:MAX_FINDINGS]
+
+
+def _said(text: str) -> str:
+    """A line as it is compared with the history's text: spacing and case aside."""
+    return " ".join(text.split()).casefold()
 
 
 def _tool_of(tool: Any) -> claim_rules.Tool:
@@ -136,6 +145,12 @@ class ClaimWatch:
     caller: list[str] = field(default_factory=list)
     _checks: set[asyncio.Task[None]] = field(default_factory=set)
     _judges: set[asyncio.Task[None]] = field(default_factory=set)
+    # lines the runtime says as the agent (fillers, progress) and whose history item has
+    # not come yet; bounded: a line said while the session closes never gets one
+    _runtime_lines: deque[str] = field(default_factory=lambda: deque(maxlen=RUNTIME_LINES))
+
+    def not_a_reply(self, line: str) -> None:
+        self._runtime_lines.append(_said(line))
 
     def attach(self, session: Any) -> None:
         session.on("conversation_item_added", self._on_item)
@@ -163,6 +178,10 @@ class ClaimWatch:
             self.caller.append(item.text_content or "")
             return
         if item.role != "assistant" or not item.text_content:
+            return
+        said = _said(item.text_content)
+        if said in self._runtime_lines:  # a filler or progress line: not the model's reply
+            self._runtime_lines.remove(said)
             return
         turn = self.snapshot()
         # off the event loop (the call's audio goes on); the turn's run waits for it, so a

@@ -195,6 +195,12 @@ class SessionRunner:
 
     _emit = emit
 
+    def not_a_reply(self, line: str) -> None:
+        """``line`` is about to be said by the runtime (a filler, a server's progress),
+        not by the model: no claim check reads it."""
+        if self._claims is not None:
+            self._claims.not_a_reply(line)
+
     def mcp_pool(self) -> McpPool | GatewayPool:
         if self.pool is None:
             self.pool = self._own_pool = McpPool()

@@ -27,6 +27,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, quote_plus
 
 from pydantic import SecretBytes, SecretStr
 
@@ -163,20 +164,24 @@ def _char_pattern(char: str) -> str:
 def _base64_shapes(value: str) -> list[str]:
     """The base64 text of ``value`` at each of the three byte alignments it can have
     inside a longer string (``user:${PASS}`` in a Basic auth header): the characters
-    that depend only on the value."""
-    raw = value.encode("utf-8", "surrogatepass")
+    that depend only on the value. An OAuth client secret is percent-encoded before
+    it is base64-encoded (RFC 6749 2.3.1: ``client_secret_basic`` sends
+    ``base64(urlencode(id) ":" urlencode(secret))``), so those forms are covered too."""
     out = []
-    for offset in range(3):
-        for encode in (base64.b64encode, base64.urlsafe_b64encode):
-            text = encode(b"\0" * offset + raw).decode().rstrip("=")
-            start = 4 if offset else 0
-            end = len(text) - (0 if (offset + len(raw)) % 3 == 0 else 3)
-            middle = text[start:end]
-            if len(middle) >= 8:
-                out.append(middle)
-    return out
+    for form in dict.fromkeys((value, quote(value, safe=""), quote_plus(value, safe=""))):
+        raw = form.encode("utf-8", "surrogatepass")
+        for offset in range(3):
+            for encode in (base64.b64encode, base64.urlsafe_b64encode):
+                text = encode(b"\0" * offset + raw).decode().rstrip("=")
+                start = 4 if offset else 0
+                end = len(text) - (0 if (offset + len(raw)) % 3 == 0 else 3)
+                middle = text[start:end]
+                if len(middle) >= 8:
+                    out.append(middle)
+    return list(dict.fromkeys(out))
 
 
+_B64_EDGE = "[A-Za-z0-9+/_-]"
 _UNRESERVED_RUN = re.compile(r"[A-Za-z0-9_.~-]+")
 
 
@@ -190,7 +195,9 @@ def _anchors(value: str) -> list[str]:
 
 def _value_pattern(value: str) -> str:
     shapes = ["".join(_char_pattern(c) for c in value)]
-    shapes += [re.escape(b) for b in _base64_shapes(value)]
+    # the base64 groups on either side mix the value's first and last bytes with
+    # their neighbours': they go too, or a Basic header would keep a character or two
+    shapes += [_B64_EDGE + "{0,4}" + re.escape(b) + _B64_EDGE + "{0,4}=*" for b in _base64_shapes(value)]
     return "|".join(dict.fromkeys(shapes))
 
 
