@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,9 +50,12 @@ class CallResult:
         return dict(self.__dict__)
 
 
-def check_request(lines: Lines, agent: str, to: str, context: dict[str, Any], trunk: str | None = None,
-                  agents: Any = None) -> str:
-    """The outbound trunk's name, or ``Refused`` naming why the call may not be placed."""
+def check_request(lines: Lines, agent: str, to: str, context: dict[str, Any], declared: Mapping[str, Any],
+                  trunk: str | None = None, agents: Any = None) -> str:
+    """The outbound trunk's name, or ``Refused`` naming why the call may not be placed.
+    ``declared`` (the agent's ``context:``) checks the context before anything rings: a
+    call the agent's job would refuse is never dialled (the message never holds a value)."""
+    from ..spec.call_context import ContextRefused, dispatch_values
     from ..spec.telephony import E164_PATTERN
 
     if agents is not None and agent not in agents:
@@ -63,6 +67,10 @@ def check_request(lines: Lines, agent: str, to: str, context: dict[str, Any], tr
             raise Refused(400, f"context key {str(key)[:80]!r} is not a name (letters, digits, _; not 'agent')")
         if not isinstance(value, str) or len(value) > MAX_CONTEXT_VALUE:
             raise Refused(400, f"context value {key} must be text of at most {MAX_CONTEXT_VALUE} characters")
+    try:
+        dispatch_values(declared, context)
+    except ContextRefused as exc:
+        raise Refused(400, str(exc)) from None
     chosen = lines.outbound_for(to, trunk)
     if isinstance(chosen, str):
         raise Refused(403, chosen)

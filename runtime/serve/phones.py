@@ -112,8 +112,9 @@ class Phones:
 class Calls:
     """POST /calls: authenticate, limit, check the request, place the call."""
 
-    def __init__(self, phones: Phones, options: CallsOptions, served: Callable[[], Collection[str]]) -> None:
-        self.phones, self.options, self.served = phones, options, served
+    def __init__(self, phones: Phones, options: CallsOptions, served: Callable[[], Collection[str]],
+                 spec_of: Callable[[str], Any]) -> None:
+        self.phones, self.options, self.served, self.spec_of = phones, options, served, spec_of
         self._placed: list[float] = []  # monotonic times of the calls placed in the last minute
 
     def add_routes(self, app: web.Application) -> None:
@@ -160,7 +161,9 @@ class Calls:
             return _error(400, f"unknown key(s) {', '.join(unknown)[:200]}")
         lines, agent, to, context = self.phones.lines, body["agent"], body["to"], body.get("context", {})
         try:
-            trunk = check_request(lines, agent, to, context, body.get("trunk") or None, self.served())
+            loaded = self.spec_of(agent)
+            declared = loaded.spec.context if loaded is not None else {}
+            trunk = check_request(lines, agent, to, context, declared, body.get("trunk") or None, self.served())
         except Refused as exc:
             return _error(exc.status, str(exc))
         wait = self._limited()

@@ -15,9 +15,11 @@ from helpers import write
 from voice_runtime.plugins.manager import make_plugin_manager
 from voice_runtime.serve.dial import Refused, check_request, place_call
 from voice_runtime.serve.sip_lines import plan_and_apply, render_applied
+from voice_runtime.spec.models import ContextValue
 from voice_runtime.spec.telephony import Lines, load_lines
 
 KEY, SECRET = "devkey", "devsecret-0123456789-0123456789-devsecret"
+DECLARED = {"customer": ContextValue(**{"from": "dispatch:customer"})}
 ENV = {"SIP_PASSWORD": "inbound-pass-7a1f", "TRUNK_PASSWORD": "outbound-pass-9c3e"}
 LINES = """\
 apiVersion: voice-runtime/v1
@@ -178,7 +180,7 @@ async def test_a_call_dispatches_the_agent_with_its_context_then_dials_and_retur
         tmp_path: Path, fake: FakeLiveKitAPI, number: str, outcome: str, code: int) -> None:
     lines = lines_of(tmp_path)
     await plan(fake, lines)
-    trunk = check_request(lines, "support", number, {"customer": "42"})
+    trunk = check_request(lines, "support", number, {"customer": "42"}, DECLARED)
     result = await place_call(lines, "support", number, {"customer": "42"}, trunk, fake.url, KEY, SECRET)
     assert (result.outcome, result.sip_status_code, result.trunk) == (outcome, code, "carrier")
     dispatch = fake.dispatches[-1]
@@ -194,7 +196,7 @@ async def test_a_call_dispatches_the_agent_with_its_context_then_dials_and_retur
 def test_a_number_outside_allowed_destinations_is_refused_with_the_reason(tmp_path: Path) -> None:
     lines = lines_of(tmp_path)
     with pytest.raises(Refused) as refused:
-        check_request(lines, "support", "+442071838750", {})
+        check_request(lines, "support", "+442071838750", {}, DECLARED)
     assert refused.value.status == 403
     assert str(refused.value) == "+442071838750 is not in the allowed_destinations of any outbound trunk"
 
