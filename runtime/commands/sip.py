@@ -59,7 +59,7 @@ def _echo(text: str, err: bool = False) -> None:
 
 
 def _run(agents_dir: Path, plugins: Path | None, telephony: Path | None, owner: str, apply: bool) -> None:
-    from ..serve.sip_lines import plan_and_apply, render_applied
+    from ..serve.sip_lines import plan_and_apply, remote_error, render_applied
 
     secrets = guard_output()
     lines, _ = _lines(agents_dir, plugins, telephony, secrets)
@@ -69,8 +69,7 @@ def _run(agents_dir: Path, plugins: Path | None, telephony: Path | None, owner: 
     try:
         plan, applied = asyncio.run(plan_and_apply(lines, url, key, secret, apply=apply, owner=owner))
     except Exception as exc:  # noqa: BLE001 - LiveKit unreachable or refusing: one line, nothing changed
-        typer.echo(printable(f"error: cannot read LiveKit's SIP objects at {url}: {type(exc).__name__}: "
-                             f"{getattr(exc, 'message', '') or exc}"), err=True)
+        typer.echo(printable(f"error: cannot read LiveKit's SIP objects at {url}: {remote_error(exc)}"), err=True)
         raise typer.Exit(1) from None
     _echo(plan.render())
     if plan.conflicts:
@@ -115,6 +114,7 @@ def dial(
     import json
 
     from ..serve.dial import Refused, check_request, place_call
+    from ..serve.sip_lines import remote_error
 
     given: dict[str, str] = {}
     for item in context or []:
@@ -139,8 +139,7 @@ def dial(
     except Refused as exc:
         usage_error(printable(f"call refused: {exc}"))
     except Exception as exc:  # noqa: BLE001 - LiveKit unreachable or refusing the dispatch
-        typer.echo(printable(f"error: the call was not placed: {type(exc).__name__}: {getattr(exc, 'message', '') or exc}"),
-                   err=True)
+        typer.echo(printable(f"error: the call was not placed: {remote_error(exc)}"), err=True)
         raise typer.Exit(1) from None
     if format is OutputFormat.json:
         typer.echo(json.dumps(result.as_dict()))

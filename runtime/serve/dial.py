@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .sip_lines import OUTBOUND, ownership
+from .sip_lines import OUTBOUND, livekit_api, ownership, remote_error
 
 if TYPE_CHECKING:
     from ..spec.telephony import Lines
@@ -86,7 +86,7 @@ async def place_call(lines: Lines, agent: str, to: str, context: dict[str, str],
 
     trunk = lines.outbound[trunk_name]
     room = f"call-{agent}-{secrets.token_hex(6)}"
-    async with api.LiveKitAPI(url, api_key, api_secret) as lk:
+    async with livekit_api(url, api_key, api_secret, room=room) as lk:
         listed = await lk.sip.list_outbound_trunk(api.ListSIPOutboundTrunkRequest())
         trunk_id = next((t.sip_trunk_id for t in listed.items
                          if (mark := ownership(t.metadata)) and mark.get("kind") == OUTBOUND
@@ -111,6 +111,5 @@ async def place_call(lines: Lines, agent: str, to: str, context: dict[str, str],
             except Exception:  # noqa: BLE001 - the room may never have been made; an empty room closes by itself
                 pass
             return CallResult(**base, outcome=outcome, sip_status_code=code,
-                              sip_status=getattr(exc, "sip_status", None) or getattr(exc, "message", "")
-                              or f"{type(exc).__name__}: {exc}"[:200])
+                              sip_status=(getattr(exc, "sip_status", None) or remote_error(exc))[:200])
         return CallResult(**base, outcome="answered", sip_status_code=200, sip_status="OK")

@@ -121,6 +121,19 @@ def test_dial_refuses_a_context_the_agent_would_refuse_before_anything_rings(
     assert fake.dispatches == [] and not [m for m, _ in fake.requests if m == "CreateSIPParticipant"]
 
 
+def test_sip_plan_and_dial_never_print_the_livekit_token_a_server_echoes_in_its_error(
+        tmp_path: Path, fake: FakeLiveKitAPI) -> None:
+    agents = folder(tmp_path)
+    fake.echo_authorization = True  # every answer is a 500 quoting the request's Authorization header
+    planned = run_cli("sip", "plan", agents, env=env_for(fake))
+    dialled = run_cli("dial", agents, "--agent", "support", "--to", "+14155550123", "--context", "customer=42",
+                      env=env_for(fake))
+    for result in (planned, dialled):
+        assert result.rc == 1
+        assert "cannot serve Bearer **********" in result.stderr, result.stderr
+        assert "eyJ" not in result.output and SECRET not in result.output
+
+
 def test_the_shipped_twilio_example_is_valid_with_the_shipped_agents() -> None:
     result = run_cli("check", "agents.d", "--offline", "--telephony", "deploy/examples/telephony", cwd=REPO,
                      env={"TWILIO_SIP_PASSWORD": "example-pass-1234", "VOICE_RUNTIME_DISABLE_PLUGINS": None})
@@ -192,6 +205,22 @@ def test_manage_sip_applies_a_changed_file_and_logs_a_broken_one_or_a_conflict_w
     for value in (*PASSWORDS.values(), SECRET, TOKEN):
         assert value not in serve.output()
     write(lines, LINES)
+
+
+def test_manage_sip_and_post_calls_never_show_the_livekit_token_a_server_echoes(served) -> None:  # type: ignore[no-untyped-def]
+    serve, api, agents = served
+    lines = agents / "telephony" / "lines.yaml"
+    api.echo_authorization = True
+    try:
+        write(lines, LINES.replace('"+1415*"', '"+1415*", "+1212*"'))
+        serve.wait_for(lambda: "--manage-sip: cannot read LiveKit's SIP objects: " in serve.output(),
+                       message="the failure logged")
+        status, body, _ = call(serve, {"agent": "support", "to": "+14155550123", "context": {"customer": "42"}})
+    finally:
+        api.echo_authorization = False
+        write(lines, LINES)
+    assert status == 502 and "cannot serve Bearer **********" in body["error"], body
+    assert "eyJ" not in serve.output() and "eyJ" not in json.dumps(body)
 
 
 @pytest.mark.parametrize(("number", "outcome"), [("+14155550123", "answered"), ("+14155550486", "busy"),
