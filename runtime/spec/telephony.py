@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import KeyPath, SpecError
+from .secrets import defaulted_vars, mounted_secret
 
 if typing.TYPE_CHECKING:
     from .loader import Plugins
@@ -65,6 +66,18 @@ class Auth(_Strict):
 
     username: str = Field(min_length=1, max_length=256)
     password: str = Field(min_length=1, max_length=256)
+
+    @field_validator("password")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        # a mounted secret file's line break would be sent as part of the password;
+        # the message never quotes the value
+        value = mounted_secret(value)
+        if not value:
+            raise ValueError("the password is empty (its variable holds only a line break)")
+        if "\n" in value or "\r" in value:
+            raise ValueError("the password has a line break inside it")
+        return value
 
 
 class InboundTrunk(_Strict):
@@ -227,10 +240,17 @@ def _literal_passwords(doc: TelephonyFile, walker: Walker) -> list[SpecError]:
     for kind, items in (("inbound_trunks", doc.inbound_trunks), ("outbound_trunks", doc.outbound_trunks)):
         for name, trunk in items.items():
             where: KeyPath = (kind, name, "auth", "password")
-            if trunk.auth is not None and where not in walker.expanded:
+            if trunk.auth is None:
+                continue
+            if where not in walker.expanded:
                 # a message never quotes the value: it is a password written in a file
                 out.append(walker.error(where, "write the password as a ${VAR} read from the environment "
                                                "(such as ${SIP_PASSWORD}), not as text in the file", value=True))
+            elif defaulted := defaulted_vars(walker.expanded[where][1]):
+                # the default is used whenever the variable is unset: a password in git, live
+                out.append(walker.error(where, f"a password takes no default: write ${{{defaulted[0]}}} (not "
+                                               f"${{{defaulted[0]}:-...}}) and set {defaulted[0]} in the "
+                                               "environment", value=True))
     return out
 
 

@@ -84,6 +84,24 @@ def test_a_number_that_is_not_e164_is_refused_with_an_example(tmp_path: Path) ->
     assert "'4155550101' is not a phone number in E.164 form" in lines.errors[0].message
 
 
+def test_a_password_with_a_default_is_refused_at_file_line_col_even_when_the_variable_is_unset(tmp_path: Path) -> None:
+    lines = lines_of(tmp_path, LINES.replace("${TRUNK_PASSWORD}", "${NOPE:-DefaultLiteral}"))
+    assert [(e.line, e.col, e.key_path) for e in lines.errors] == [(11, 38, "outbound_trunks.carrier.auth.password")]
+    assert "a password takes no default: write ${NOPE} (not ${NOPE:-...})" in lines.errors[0].message
+    assert "DefaultLiteral" not in lines.errors[0].message
+
+
+async def test_a_password_from_a_mounted_secret_file_is_sent_without_its_trailing_newline(
+        tmp_path: Path, fake: FakeLiveKitAPI) -> None:
+    lines = lines_of(tmp_path, env={**ENV, "SIP_PASSWORD": "inbound-pass-7a1f\n"})
+    assert lines.errors == []
+    await plan(fake, lines)
+    assert next(iter(fake.inbound.values())).auth_password == "inbound-pass-7a1f"
+    broken = lines_of(tmp_path, env={**ENV, "SIP_PASSWORD": "inbound\npass-7a1f"})
+    assert [(e.line, e.key_path) for e in broken.errors] == [(6, "inbound_trunks.main.auth.password")]
+    assert "line break inside" in broken.errors[0].message and "pass-7a1f" not in str(broken.errors[0])
+
+
 # -- plan and apply -------------------------------------------------------------------
 
 async def test_apply_creates_every_object_marked_as_ours_and_a_second_apply_changes_nothing(
