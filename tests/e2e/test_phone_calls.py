@@ -171,8 +171,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve, Fa
     api.stop_thread()
 
 
-def call(serve: Serve, body: dict[str, Any], token: str | None = TOKEN) -> tuple[int, dict[str, Any], Any]:
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+def call(serve: Serve, body: dict[str, Any], token: str | None = TOKEN, scheme: str = "Bearer "
+         ) -> tuple[int, dict[str, Any], Any]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"{scheme}{token}"} if token else {})}
     request = urllib.request.Request(serve.url("/calls"), data=json.dumps(body).encode(), method="POST",
                                      headers=headers)
     try:
@@ -268,6 +269,13 @@ def test_post_calls_without_the_right_token_is_401_and_dials_nothing(served, tok
     assert status == 401 and headers["WWW-Authenticate"] == "Bearer"
     assert "${CALLS_TOKEN}" in body["error"] and TOKEN not in json.dumps(body)
     assert len(api.dispatches) == before
+
+
+@pytest.mark.parametrize("scheme", ["bearer ", "BEARER ", "Bearer\t", "bEaReR   "])
+def test_post_calls_takes_the_bearer_scheme_in_any_case(served, scheme: str) -> None:  # type: ignore[no-untyped-def]
+    # RFC 7235: the scheme is case-insensitive; a 400 on the context shows the token was taken
+    status, body, _ = call(served[0], {"agent": "support", "to": "+14155550123"}, scheme=scheme)
+    assert (status, body["error"]) == (400, "required call context customer is missing (from dispatch:customer)")
 
 
 def test_post_calls_beyond_the_rate_is_429_with_retry_after(served) -> None:  # type: ignore[no-untyped-def]
