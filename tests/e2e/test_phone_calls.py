@@ -198,7 +198,9 @@ def test_manage_sip_applies_a_changed_file_and_logs_a_broken_one_or_a_conflict_w
     # a number an object of someone else's holds: logged once, nothing changed, serving goes on
     api.add_rule(name="ops-line", numbers=["+14155550177"])
     before = list(api.writes)
-    write(lines, LINES + '  other-line:\n    numbers: ["+14155550177"]\n    agent: support\n')
+    write(lines, LINES.replace('numbers: ["+14155550100"]\n    auth: {username: acme, password: "${SIP',
+                               'numbers: ["+14155550100", "+14155550177"]\n    auth: {username: acme, password: "${SIP')
+          + '  other-line:\n    numbers: ["+14155550177"]\n    agent: support\n')
     serve.wait_for(lambda: "--manage-sip: dispatch rule other-line: +14155550177 is already taken by dispatch rule "
                            "'ops-line'" in serve.output(), message="the conflict logged")
     assert "--manage-sip: the plan has conflicts; nothing was changed" in serve.output()

@@ -102,6 +102,33 @@ async def test_a_password_from_a_mounted_secret_file_is_sent_without_its_trailin
     assert "line break inside" in broken.errors[0].message and "pass-7a1f" not in str(broken.errors[0])
 
 
+def test_a_dispatch_rule_for_a_number_no_inbound_trunk_holds_is_refused_at_its_position(tmp_path: Path) -> None:
+    lines = lines_of(tmp_path, LINES.replace('numbers: ["+14155550101"]', 'numbers: ["+14155550199"]'))
+    assert [(e.line, e.col, e.key_path) for e in lines.errors] == [(18, 15, "dispatch_rules.sales-line.numbers[0]")]
+    assert "+14155550199 is on no inbound trunk: no call to it reaches LiveKit" in lines.errors[0].message
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1:99999", "10.0.0.1:0", "[2001:db8::1]:70000"])
+def test_an_outbound_address_with_a_port_out_of_range_is_refused(tmp_path: Path, address: str) -> None:
+    lines = lines_of(tmp_path, LINES.replace("address: acme.pstn.example.com", f'address: "{address}"'))
+    assert [(e.line, e.key_path) for e in lines.errors] == [(9, "outbound_trunks.carrier.address")]
+    assert "is out of range (1 to 65535)" in lines.errors[0].message
+
+
+def test_more_than_1000_numbers_on_a_trunk_are_refused_with_the_bound(tmp_path: Path) -> None:
+    many = ", ".join(f'"+1415{i:07d}"' for i in range(1001))
+    lines = lines_of(tmp_path, LINES.replace('numbers: ["+14155550100", "+14155550101"]', f"numbers: [{many}]"))
+    assert [(e.line, e.key_path) for e in lines.errors] == [(4, "inbound_trunks.main.numbers")]
+    assert "1001 numbers; at most 1000 per trunk or rule" in lines.errors[0].message
+
+
+def test_a_file_listing_19000_numbers_is_refused_with_the_bound_not_the_yaml_guard(tmp_path: Path) -> None:
+    many = "".join(f'\n      - "+1415{i:07d}"' for i in range(19000))
+    lines = lines_of(tmp_path, LINES.replace('numbers: ["+14155550100", "+14155550101"]', f"numbers:{many}"))
+    assert [(e.line, e.col) for e in lines.errors] == [(5005, 10)]
+    assert "more than 5000 phone numbers; at most 1000 per trunk or rule" in lines.errors[0].message
+
+
 # -- plan and apply -------------------------------------------------------------------
 
 async def test_apply_creates_every_object_marked_as_ours_and_a_second_apply_changes_nothing(
