@@ -355,7 +355,9 @@ def remote_error(exc: BaseException) -> str:
     in it masked (a token from elsewhere, or one not yet registered, included)."""
     from ..spec.secrets import mask_tokens
 
-    return f"{type(exc).__name__}: {mask_tokens(str(getattr(exc, 'message', '') or exc))}"
+    text = mask_tokens(str(getattr(exc, "message", "") or exc))
+    # not cut short: a cut could split a secret the output's redaction would then miss
+    return f"{type(exc).__name__}: " + text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 async def plan_and_apply(lines: Lines, url: str, api_key: str, api_secret: str, *, apply: bool,
