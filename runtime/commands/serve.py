@@ -178,6 +178,8 @@ def _token(option: str, example: str, token_ref: str) -> tuple[str, str]:
     import os
     import re
 
+    from ..spec.secrets import mounted_secret
+
     match = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", token_ref.strip())
     if match is None:
         # a literal token would be in the process list and the shell history
@@ -185,7 +187,7 @@ def _token(option: str, example: str, token_ref: str) -> tuple[str, str]:
                     f"such as {option} '${{{example}}}'")
     name = f"${{{match.group(1)}}}"
     # a Kubernetes secret mounted as a file and read into the variable ends in a newline
-    token = os.environ.get(match.group(1), "").rstrip("\r\n")
+    token = mounted_secret(os.environ.get(match.group(1), ""))
     if len(token) < 16:
         usage_error(f"{option} {name}: the variable is {'not set' if not token else 'shorter than 16 characters'}"
                     " (a bearer token others must not guess)")

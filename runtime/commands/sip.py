@@ -16,6 +16,7 @@ from .common import AgentOpt, AgentsDir, FormatOpt, PluginsOpt, TelephonyOpt, gu
 from .option_choices import LogLevel, OutputFormat
 
 if TYPE_CHECKING:
+    from ..spec.loader import LoadedSpec
     from ..spec.secrets import SecretSet
     from ..spec.telephony import Lines
 
@@ -32,8 +33,8 @@ def _livekit() -> tuple[str, str, str]:
 
 
 def _lines(agents_dir: Path, plugins: Path | None, telephony: Path | None, secrets: SecretSet
-           ) -> tuple[Lines, list[str]]:
-    """The folder's phone lines and the names of its valid agents, or exit 1 with every
+           ) -> tuple[Lines, dict[str, LoadedSpec]]:
+    """The folder's phone lines and its valid agents by name, or exit 1 with every
     problem of the lines at file:line:col."""
     from ..spec.loader import load_folder
     from ..spec.telephony import load_lines, telephony_folder
@@ -42,7 +43,7 @@ def _lines(agents_dir: Path, plugins: Path | None, telephony: Path | None, secre
     manager = load_plugins(agents_dir, plugins)
     specs = load_folder(agents_dir, manager)
     secrets.add_specs(specs.specs)
-    agents = [s.name for s in specs.specs]
+    agents = {s.name: s for s in specs.specs}
     lines = load_lines(telephony_folder(agents_dir, telephony), manager, agents, required=True)
     secrets.add(lines.secrets)
     if lines.errors:
@@ -58,7 +59,7 @@ def _echo(text: str, err: bool = False) -> None:
 
 
 def _run(agents_dir: Path, plugins: Path | None, telephony: Path | None, owner: str, apply: bool) -> None:
-    from ..serve.sip_lines import plan_and_apply, render_applied
+    from ..serve.sip_lines import plan_and_apply, remote_error, render_applied
 
     secrets = guard_output()
     lines, _ = _lines(agents_dir, plugins, telephony, secrets)
@@ -68,8 +69,7 @@ def _run(agents_dir: Path, plugins: Path | None, telephony: Path | None, owner: 
     try:
         plan, applied = asyncio.run(plan_and_apply(lines, url, key, secret, apply=apply, owner=owner))
     except Exception as exc:  # noqa: BLE001 - LiveKit unreachable or refusing: one line, nothing changed
-        typer.echo(printable(f"error: cannot read LiveKit's SIP objects at {url}: {type(exc).__name__}: "
-                             f"{getattr(exc, 'message', '') or exc}"), err=True)
+        typer.echo(printable(f"error: cannot read LiveKit's SIP objects at {url}: {remote_error(exc)}"), err=True)
         raise typer.Exit(1) from None
     _echo(plan.render())
     if plan.conflicts:
@@ -114,17 +114,21 @@ def dial(
     import json
 
     from ..serve.dial import Refused, check_request, place_call
+    from ..serve.sip_lines import remote_error
 
     given: dict[str, str] = {}
     for item in context or []:
         key, sep, value = item.partition("=")
         if not sep:
             usage_error(printable(f"--context {item[:80]!r} is not KEY=VALUE"))
+        if key.strip() in given:  # last-wins would dial with a value the caller may not have meant
+            usage_error(printable(f"--context {key.strip()[:80]!r} is given twice"))
         given[key.strip()] = value
     secrets = guard_output()
     lines, agents = _lines(agents_dir, plugins, telephony, secrets)
     try:
-        trunk_name = check_request(lines, agent, to, given, trunk, agents)
+        declared = agents[agent].spec.context if agent in agents else {}
+        trunk_name = check_request(lines, agent, to, given, declared, trunk, agents)
     except Refused as exc:
         usage_error(printable(f"call refused: {exc}"))
     url, key, secret = _livekit()
@@ -135,8 +139,7 @@ def dial(
     except Refused as exc:
         usage_error(printable(f"call refused: {exc}"))
     except Exception as exc:  # noqa: BLE001 - LiveKit unreachable or refusing the dispatch
-        typer.echo(printable(f"error: the call was not placed: {type(exc).__name__}: {getattr(exc, 'message', '') or exc}"),
-                   err=True)
+        typer.echo(printable(f"error: the call was not placed: {remote_error(exc)}"), err=True)
         raise typer.Exit(1) from None
     if format is OutputFormat.json:
         typer.echo(json.dumps(result.as_dict()))

@@ -161,14 +161,14 @@ KEEP_ISSUED = 512
 _issued: deque[str] = deque(maxlen=KEEP_ISSUED)
 
 
-def note_issued(*values: str | None) -> None:
-    """Tokens never to be shown: redacted everywhere from now on."""
+def note_issued(*values: str | None, label: str = TOKEN_LABEL) -> None:
+    """Tokens never to be shown: redacted everywhere from now on (shown as ``label``)."""
     fresh = [v for v in values if v and v not in ISSUED]
     if not fresh:
         return
     full = len(_issued) + len(fresh) > KEEP_ISSUED
     _issued.extend(fresh)
-    ISSUED.add({v: TOKEN_LABEL for v in fresh})
+    ISSUED.add({v: label for v in fresh})
     if full:
         ISSUED.retain(_issued)
 

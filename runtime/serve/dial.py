@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .sip_lines import OUTBOUND, ownership
+from .sip_lines import OUTBOUND, livekit_api, ownership, remote_error
 
 if TYPE_CHECKING:
     from ..spec.telephony import Lines
@@ -49,9 +50,12 @@ class CallResult:
         return dict(self.__dict__)
 
 
-def check_request(lines: Lines, agent: str, to: str, context: dict[str, Any], trunk: str | None = None,
-                  agents: Any = None) -> str:
-    """The outbound trunk's name, or ``Refused`` naming why the call may not be placed."""
+def check_request(lines: Lines, agent: str, to: str, context: dict[str, Any], declared: Mapping[str, Any],
+                  trunk: str | None = None, agents: Any = None) -> str:
+    """The outbound trunk's name, or ``Refused`` naming why the call may not be placed.
+    ``declared`` (the agent's ``context:``) checks the context before anything rings: a
+    call the agent's job would refuse is never dialled (the message never holds a value)."""
+    from ..spec.call_context import ContextRefused, dispatch_values
     from ..spec.telephony import E164_PATTERN
 
     if agents is not None and agent not in agents:
@@ -63,6 +67,10 @@ def check_request(lines: Lines, agent: str, to: str, context: dict[str, Any], tr
             raise Refused(400, f"context key {str(key)[:80]!r} is not a name (letters, digits, _; not 'agent')")
         if not isinstance(value, str) or len(value) > MAX_CONTEXT_VALUE:
             raise Refused(400, f"context value {key} must be text of at most {MAX_CONTEXT_VALUE} characters")
+    try:
+        dispatch_values(declared, context)
+    except ContextRefused as exc:
+        raise Refused(400, str(exc)) from None
     chosen = lines.outbound_for(to, trunk)
     if isinstance(chosen, str):
         raise Refused(403, chosen)
@@ -78,7 +86,7 @@ async def place_call(lines: Lines, agent: str, to: str, context: dict[str, str],
 
     trunk = lines.outbound[trunk_name]
     room = f"call-{agent}-{secrets.token_hex(6)}"
-    async with api.LiveKitAPI(url, api_key, api_secret) as lk:
+    async with livekit_api(url, api_key, api_secret, room=room) as lk:
         listed = await lk.sip.list_outbound_trunk(api.ListSIPOutboundTrunkRequest())
         trunk_id = next((t.sip_trunk_id for t in listed.items
                          if (mark := ownership(t.metadata)) and mark.get("kind") == OUTBOUND
@@ -103,6 +111,5 @@ async def place_call(lines: Lines, agent: str, to: str, context: dict[str, str],
             except Exception:  # noqa: BLE001 - the room may never have been made; an empty room closes by itself
                 pass
             return CallResult(**base, outcome=outcome, sip_status_code=code,
-                              sip_status=getattr(exc, "sip_status", None) or getattr(exc, "message", "")
-                              or f"{type(exc).__name__}: {exc}"[:200])
+                              sip_status=(getattr(exc, "sip_status", None) or remote_error(exc))[:200])
         return CallResult(**base, outcome="answered", sip_status_code=200, sip_status="OK")

@@ -29,9 +29,10 @@ def peer_ip(request: web.Request) -> Any:
 def bearer_token(request: web.Request, query: bool = False) -> str:
     """The token of ``Authorization: Bearer <token>`` (or, with ``query``, of
     ``?token=``, which is how a browser page carries it); empty when none is given."""
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
+    # RFC 7235: the scheme is case-insensitive ("bearer", "BEARER"); spaces or a tab follow it
+    parts = request.headers.get("Authorization", "").split(None, 1)
+    if len(parts) == 2 and parts[0].lower() == "bearer":
+        return parts[1].strip()
     return request.query.get("token", "") if query else ""
 
 

@@ -76,7 +76,7 @@ class Phones:
                 await self._applying
 
     async def _apply(self, lines: Lines) -> None:
-        from .sip_lines import desired_objects, digest, plan_and_apply, render_applied
+        from .sip_lines import desired_objects, digest, plan_and_apply, remote_error, render_applied
 
         o = self.options
         sealed = digest({f"{k[0]}/{k[1]}": v for k, v in desired_objects(lines).items()}, o.api_secret or "")
@@ -86,8 +86,7 @@ class Phones:
             plan, applied = await plan_and_apply(lines, o.ws_url or "", o.api_key or "", o.api_secret or "",
                                                  apply=True, owner=o.sip_owner)
         except Exception as exc:  # noqa: BLE001 - LiveKit unreachable: serving goes on; the next reload retries
-            self._failed([f"cannot read LiveKit's SIP objects: {type(exc).__name__}: "
-                          f"{getattr(exc, 'message', '') or exc}"])
+            self._failed([f"cannot read LiveKit's SIP objects: {remote_error(exc)}"])
             return
         if plan.conflicts:
             self._failed([*plan.conflicts, "the plan has conflicts; nothing was changed"])
@@ -112,8 +111,9 @@ class Phones:
 class Calls:
     """POST /calls: authenticate, limit, check the request, place the call."""
 
-    def __init__(self, phones: Phones, options: CallsOptions, served: Callable[[], Collection[str]]) -> None:
-        self.phones, self.options, self.served = phones, options, served
+    def __init__(self, phones: Phones, options: CallsOptions, served: Callable[[], Collection[str]],
+                 spec_of: Callable[[str], Any]) -> None:
+        self.phones, self.options, self.served, self.spec_of = phones, options, served, spec_of
         self._placed: list[float] = []  # monotonic times of the calls placed in the last minute
 
     def add_routes(self, app: web.Application) -> None:
@@ -130,6 +130,7 @@ class Calls:
 
     async def handle(self, request: web.Request) -> web.Response:
         from .dial import Refused, check_request, place_call
+        from .sip_lines import remote_error
 
         given = bearer_token(request)
         if not given or not hmac.compare_digest(given.encode(), self.options.token.encode()):
@@ -160,7 +161,9 @@ class Calls:
             return _error(400, f"unknown key(s) {', '.join(unknown)[:200]}")
         lines, agent, to, context = self.phones.lines, body["agent"], body["to"], body.get("context", {})
         try:
-            trunk = check_request(lines, agent, to, context, body.get("trunk") or None, self.served())
+            loaded = self.spec_of(agent)
+            declared = loaded.spec.context if loaded is not None else {}
+            trunk = check_request(lines, agent, to, context, declared, body.get("trunk") or None, self.served())
         except Refused as exc:
             return _error(exc.status, str(exc))
         wait = self._limited()
@@ -174,8 +177,8 @@ class Calls:
         except Refused as exc:
             return _error(exc.status, str(exc))
         except Exception as exc:  # noqa: BLE001 - LiveKit refused the dispatch or is unreachable
-            log.warning("POST /calls: the call to %s was not placed: %s: %s", to, type(exc).__name__, exc)
-            return _error(502, f"the call was not placed: {type(exc).__name__}: {getattr(exc, 'message', '') or exc}")
+            log.warning("POST /calls: the call to %s was not placed: %s", to, remote_error(exc))
+            return _error(502, f"the call was not placed: {remote_error(exc)}")
         log.info("POST /calls: %s called %s through %s: %s (call %s)", agent, to, trunk, result.outcome, result.call_id)
         return _json(200, self.phones.secrets.dumps(result.as_dict()))
 

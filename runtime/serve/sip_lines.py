@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -289,7 +290,7 @@ async def apply_plan(plan: Plan, sip: Any, remote: Remote, key: str, owner: str 
                     trunk_ids[change.name] = change.object_id
         except Exception as exc:  # noqa: BLE001 - a refusal or a lost connection: stop and say what was done
             applied.failed = change
-            applied.error = f"{type(exc).__name__}: {getattr(exc, 'message', '') or exc}"
+            applied.error = remote_error(exc)
             return applied
         applied.done.append(change)
     return applied
@@ -326,12 +327,43 @@ def render_applied(applied: Applied) -> str:
     return "\n".join(lines)
 
 
+# long enough for an apply or a call's ring; the SDK's own tokens live 6 hours
+TOKEN_TTL = timedelta(minutes=15)
+
+
+def livekit_api(url: str, api_key: str, api_secret: str, *, room: str | None = None) -> Any:
+    """A LiveKit API client with one token minted here, with only the grants these calls
+    need (SIP admin; with ``room``, that room and dialling into it). The token joins the
+    redaction set as issued OAuth tokens do: a server echoing the Authorization header
+    in an error puts it in no output or log line. (Left to the SDK, each request signs
+    a fresh 6-hour token we never see.)"""
+    from livekit import api
+
+    from ..mcp.oauth import note_issued
+
+    token = api.AccessToken(api_key, api_secret).with_ttl(TOKEN_TTL) \
+        .with_sip_grants(api.SIPGrants(admin=True, call=room is not None))
+    if room is not None:
+        token = token.with_grants(api.VideoGrants(room_admin=True, room=room, room_create=True))
+    jwt = token.to_jwt()
+    note_issued(jwt, label="[livekit token]")
+    return api.LiveKitAPI(url, token=jwt)
+
+
+def remote_error(exc: BaseException) -> str:
+    """A LiveKit API failure as one line: its type and message, any bearer token or JWT
+    in it masked (a token from elsewhere, or one not yet registered, included)."""
+    from ..spec.secrets import mask_tokens
+
+    text = mask_tokens(str(getattr(exc, "message", "") or exc))
+    # not cut short: a cut could split a secret the output's redaction would then miss
+    return f"{type(exc).__name__}: " + text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 async def plan_and_apply(lines: Lines, url: str, api_key: str, api_secret: str, *, apply: bool,
                          owner: str = "default") -> tuple[Plan, Applied | None]:
     """One connection: read LiveKit, plan, and (``apply``) apply."""
-    from livekit import api
-
-    async with api.LiveKitAPI(url, api_key, api_secret) as lk:
+    async with livekit_api(url, api_key, api_secret) as lk:
         remote = await read_remote(lk.sip)
         plan = make_plan(lines, remote, api_secret, owner)
         if not apply:

@@ -180,7 +180,8 @@ class Supervisor:
         if self.options.calls is None:
             return None
         return Calls(self.phones, self.options.calls,
-                     lambda: [] if self.stopping else [n for n in self.agents.workers if self.agents.serving(n)])
+                     lambda: [] if self.stopping else [n for n in self.agents.workers if self.agents.serving(n)],
+                     self._accepted_spec)
 
     def _accepted_spec(self, agent: str) -> Any:
         entry = self.catalog.agents.get(agent)

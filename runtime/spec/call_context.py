@@ -178,6 +178,20 @@ def local_values(declared: Mapping[str, ContextValue], given: Mapping[str, str])
     return resolve(declared, gather(declared, given=given))
 
 
+def dispatch_values(declared: Mapping[str, ContextValue], given: Mapping[str, str]) -> dict[str, str]:
+    """An outbound call's dispatch metadata (dial --context, POST /calls) checked before
+    anything rings, as the job will check it: each key must be the KEY of a declared
+    ``from: dispatch:KEY``, and those values pass ``local_values``. Values from the room
+    or a participant (the callee's SIP attributes) arrive with the call: the job checks them."""
+    by_key = {d.from_.partition(":")[2]: name for name, d in declared.items() if d.from_.startswith("dispatch:")}
+    unknown = sorted(set(given) - set(by_key))
+    if unknown:
+        raise ContextRefused("invalid", f"no context value is read from dispatch:{', dispatch:'.join(unknown)} "
+                                        f"(the agent's context reads dispatch:{', dispatch:'.join(sorted(by_key)) or 'none'})")
+    return local_values({name: declared[name] for name in by_key.values()},
+                        {by_key[key]: value for key, value in given.items()})
+
+
 # -- using them -----------------------------------------------------------------------
 
 def substitute(text: str, values: Mapping[str, str], encode: Any = None) -> str:

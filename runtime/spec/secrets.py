@@ -43,6 +43,27 @@ _CREDENTIAL_ENV = re.compile(r"(?:^|_)(?:API_?KEY|API_SECRET|SECRET|TOKEN|PASSWO
 _MIN_ENV_LENGTH = 8  # the environment holds short flags ("1", "true") under such names too
 
 
+# a bearer token or a JWT quoted by a remote server's error text (some echo the request's
+# Authorization header): masked even when it is no token we know of
+_REMOTE_TOKEN = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+|\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+def mask_tokens(text: str) -> str:
+    """``text`` (a remote error) with any ``Bearer <token>`` and any JWT masked."""
+    return _REMOTE_TOKEN.sub(lambda m: f"{m.group(1)} {MASK}" if m.group(1) else MASK, text)
+
+
+def mounted_secret(text: str) -> str:
+    """A secret read from the environment without the line break a mounted secret file
+    (a Kubernetes Secret read into the variable) ends in."""
+    return text.rstrip("\r\n")
+
+
+def defaulted_vars(template: str) -> list[str]:
+    """The names of the ``${VAR:-default}`` references of ``template``."""
+    return [m.group(1) for m in _VAR_REF.finditer(template) if m.group(2) is not None]
+
+
 def reveal(value: Any) -> Any:
     """The plain value of a pydantic secret field (anything else unchanged)."""
     if isinstance(value, SecretStr):

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from .errors import KeyPath, SpecError
+from .secrets import defaulted_vars, mounted_secret
 
 if typing.TYPE_CHECKING:
     from .loader import Plugins
@@ -29,6 +30,13 @@ E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
 DESTINATION_PATTERN = r"^\+[0-9*?]{1,15}$"
 LINE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 STARTS = "apiVersion: voice-runtime/v1"
+# LiveKit keeps a trunk's or rule's numbers in one object, and a plan compares them all:
+# a range beyond this is split over several trunks (and files)
+MAX_NUMBERS = 1000
+# a file listing more is refused before it is parsed: it could not fit the YAML guard
+# (yaml_tree.MAX_NODES values) and parsing it would take seconds
+MAX_FILE_NUMBERS = 5000
+_A_NUMBER = re.compile(r"(?<=[\s\[,\"'])\+[0-9]")
 
 
 
@@ -51,8 +59,26 @@ Destination = Annotated[str, _matching(DESTINATION_PATTERN, "a destination patte
                                                             "digits) or `?` (one digit), such as +1415*")]
 LineName = Annotated[str, _matching(LINE_NAME_PATTERN, "a name (1 to 63 letters, digits, '_', '.' or '-', starting "
                                                        "with a letter or digit)")]
+def _port_in_range(value: str) -> str:
+    port = value.rpartition("]")[2] if value.startswith("[") else value
+    _, colon, digits = port.rpartition(":")
+    if colon and not 1 <= int(digits) <= 65535:
+        raise ValueError(f"port {digits} is out of range (1 to 65535)")
+    return value
+
+
 SipHost = Annotated[str, _matching(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?",
-                                   "a SIP host (a name or address, optionally :port, such as example.pstn.twilio.com)")]
+                                   "a SIP host (a name or address, optionally :port, such as example.pstn.twilio.com)"),
+                    AfterValidator(_port_in_range)]
+
+
+def _at_most_numbers(value: Any) -> Any:
+    if isinstance(value, list) and len(value) > MAX_NUMBERS:
+        raise ValueError(f"{len(value)} numbers; at most {MAX_NUMBERS} per trunk or rule (split them over several)")
+    return value
+
+
+Numbers = BeforeValidator(_at_most_numbers)
 
 
 class _Strict(BaseModel):
@@ -66,14 +92,27 @@ class Auth(_Strict):
     username: str = Field(min_length=1, max_length=256)
     password: str = Field(min_length=1, max_length=256)
 
+    @field_validator("password")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        # a mounted secret file's line break would be sent as part of the password;
+        # the message never quotes the value
+        value = mounted_secret(value)
+        if not value:
+            raise ValueError("the password is empty (its variable holds only a line break)")
+        if "\n" in value or "\r" in value:
+            raise ValueError("the password has a line break inside it")
+        return value
+
 
 class InboundTrunk(_Strict):
     """Calls from a SIP provider to these numbers reach LiveKit."""
 
-    numbers: list[E164] = Field(min_length=1, description="The numbers callers dial.")
+    numbers: Annotated[list[E164], Numbers] = Field(min_length=1, description="The numbers callers dial.")
     allowed_addresses: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, description="The provider's signalling addresses or CIDR ranges; empty: any.")
-    allowed_numbers: list[E164] = Field(default_factory=list, description="Accept only these callers; empty: any.")
+    allowed_numbers: Annotated[list[E164], Numbers] = Field(default_factory=list,
+                                                            description="Accept only these callers; empty: any.")
     auth: Auth | None = None
 
 
@@ -82,7 +121,8 @@ class OutboundTrunk(_Strict):
 
     address: SipHost = Field(description="The provider's SIP host (such as example.pstn.twilio.com), optionally :port.")
     transport: Literal["auto", "udp", "tcp", "tls"] = "auto"
-    numbers: list[E164] = Field(min_length=1, description="The caller ids calls are placed from (the first is used).")
+    numbers: Annotated[list[E164], Numbers] = Field(
+        min_length=1, description="The caller ids calls are placed from (the first is used).")
     auth: Auth | None = None
     allowed_destinations: list[Destination] = Field(
         default_factory=list,
@@ -96,7 +136,8 @@ class DispatchRule(_Strict):
     """Calls to these numbers (or arriving on these inbound trunks) start this agent."""
 
     agent: LineName = Field(description="The agent that answers (its name).")
-    numbers: list[E164] = Field(default_factory=list, description="The called numbers this rule takes.")
+    numbers: Annotated[list[E164], Numbers] = Field(default_factory=list,
+                                                    description="The called numbers this rule takes.")
     trunks: list[LineName] = Field(default_factory=list, description="Inbound trunks (by name) whose calls it takes.")
     room_prefix: str = Field("call-", pattern=r"^[A-Za-z0-9_-]{1,32}$", description="Each call gets a new room named so.")
 
@@ -177,6 +218,10 @@ def load_lines(folder: Path, plugins: Plugins, agents: typing.Collection[str],
     owners: dict[tuple[str, str], tuple[Walker, KeyPath]] = {}  # (kind, name) -> where it is declared
     numbers: dict[tuple[str, str], tuple[str, Walker, KeyPath]] = {}  # (kind, number) -> owner, where
     for path in sorted(p for p in folder.iterdir() if p.suffix in SPEC_SUFFIXES and not p.name.startswith(".")):
+        too_many = _too_many_numbers(path)
+        if too_many is not None:
+            lines.errors.append(too_many)
+            continue
         read = loader.validate(path, TelephonyFile, "a telephony file", STARTS)
         if isinstance(read, list):
             lines.errors.extend(read)
@@ -203,6 +248,24 @@ def load_lines(folder: Path, plugins: Plugins, agents: typing.Collection[str],
     return lines
 
 
+def _too_many_numbers(path: Path) -> SpecError | None:
+    """A file listing more than MAX_FILE_NUMBERS phone numbers, said at the first one
+    over, before the file is parsed (a bound of its own, not the YAML guard's)."""
+    from .yaml_tree import offset_loc
+
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None  # the loader says why it cannot be read
+    for count, match in enumerate(_A_NUMBER.finditer(text), 1):
+        if count > MAX_FILE_NUMBERS:
+            return SpecError(str(path), *offset_loc(text, match.start()),
+                             message=f"the file lists more than {MAX_FILE_NUMBERS} phone numbers; at most "
+                                     f"{MAX_NUMBERS} per trunk or rule and {MAX_FILE_NUMBERS} per file (split the "
+                                     "lines over several files)")
+    return None
+
+
 def _item_problems(kind: str, name: str, item: Any, walker: Walker,
                    numbers: dict[tuple[str, str], tuple[str, Walker, KeyPath]]) -> list[SpecError]:
     """A number on two inbound trunks, or taken by two dispatch rules: LiveKit could
@@ -227,10 +290,17 @@ def _literal_passwords(doc: TelephonyFile, walker: Walker) -> list[SpecError]:
     for kind, items in (("inbound_trunks", doc.inbound_trunks), ("outbound_trunks", doc.outbound_trunks)):
         for name, trunk in items.items():
             where: KeyPath = (kind, name, "auth", "password")
-            if trunk.auth is not None and where not in walker.expanded:
+            if trunk.auth is None:
+                continue
+            if where not in walker.expanded:
                 # a message never quotes the value: it is a password written in a file
                 out.append(walker.error(where, "write the password as a ${VAR} read from the environment "
                                                "(such as ${SIP_PASSWORD}), not as text in the file", value=True))
+            elif defaulted := defaulted_vars(walker.expanded[where][1]):
+                # the default is used whenever the variable is unset: a password in git, live
+                out.append(walker.error(where, f"a password takes no default: write ${{{defaulted[0]}}} (not "
+                                               f"${{{defaulted[0]}:-...}}) and set {defaulted[0]} in the "
+                                               "environment", value=True))
     return out
 
 
@@ -238,8 +308,18 @@ def _references(lines: Lines, owners: dict[tuple[str, str], tuple[Walker, KeyPat
                 agents: typing.Collection[str]) -> list[SpecError]:
     out: list[SpecError] = []
     trunk_rules: dict[str, str] = {}
+    held = {number: trunk for trunk, item in lines.inbound.items() for number in item.numbers}
     for name, rule in lines.rules.items():
         walker, where = owners[("dispatch_rules", name)]
+        for i, number in enumerate(rule.numbers):
+            # LiveKit takes a call only on a number of an inbound trunk: a rule for any other
+            # number never starts its agent (a typo in a number, most often)
+            if number not in held:
+                out.append(walker.error((*where, "numbers", i), f"{number} is on no inbound trunk: no call to it "
+                                        "reaches LiveKit (add it to an inbound trunk's numbers)", value=True))
+            elif rule.trunks and held[number] not in rule.trunks:
+                out.append(walker.error((*where, "numbers", i), f"{number} is on inbound trunk {held[number]!r}, "
+                                        f"not on the rule's trunks ({', '.join(rule.trunks)})", value=True))
         if rule.agent not in agents:
             known = ", ".join(sorted(agents)) or "none"
             out.append(walker.error((*where, "agent"), f"no valid agent named {rule.agent!r} in the specs folder; "

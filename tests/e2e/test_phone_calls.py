@@ -37,6 +37,9 @@ dispatch_rules:
     agent: support
 """
 PER_MINUTE = 6
+# what the support agent's calls carry: a call the agent would refuse is never dialled
+CONTEXT = ('context:\n  customer: {from: "dispatch:customer", required: true, max_length: 8, pattern: "[0-9]+"}\n'
+           '  caller: {from: "participant:sip.phoneNumber"}\n')
 
 
 def env_for(fake: FakeLiveKitAPI) -> dict[str, str]:
@@ -46,7 +49,7 @@ def env_for(fake: FakeLiveKitAPI) -> dict[str, str]:
 
 def folder(root: Path) -> Path:
     agents = root / "agents.d"
-    write(agents / "support.yaml", spec("You are support.", "http://127.0.0.1:9/v1"))
+    write(agents / "support.yaml", spec("You are support.", "http://127.0.0.1:9/v1", extra=CONTEXT))
     write(agents / "telephony" / "lines.yaml", LINES)
     return agents
 
@@ -97,9 +100,38 @@ def test_dial_prints_the_call_and_its_outcome_and_refuses_a_number_outside_the_a
     result = json.loads(busy.stdout)
     assert (result["outcome"], result["sip_status_code"], result["trunk"]) == ("busy", 486, "carrier")
     assert json.loads(fake.dispatches[-1].metadata) == {"customer": "42", "agent": "support"}
-    refused = run_cli("dial", agents, "--agent", "support", "--to", "+33142681234", env=env_for(fake))
+    refused = run_cli("dial", agents, "--agent", "support", "--to", "+33142681234", "--context", "customer=42",
+                      env=env_for(fake))
     assert refused.rc == 2
     assert "call refused: +33142681234 is not in the allowed_destinations of any outbound trunk" in refused.stderr
+
+
+@pytest.mark.parametrize(("context", "error"), [
+    (["--context", "plan=gold"], "no context value is read from dispatch:plan"),
+    (["--context", "customer=123456789"], "call context customer has 9 characters; at most 8"),
+    (["--context", "customer=4x2"], "call context customer does not match its pattern"),
+    ([], "required call context customer is missing"),
+    (["--context", "customer=1", "--context", "customer=2"], "--context 'customer' is given twice")])
+def test_dial_refuses_a_context_the_agent_would_refuse_before_anything_rings(
+        tmp_path: Path, fake: FakeLiveKitAPI, context: list[str], error: str) -> None:
+    agents = folder(tmp_path)
+    refused = run_cli("dial", agents, "--agent", "support", "--to", "+14155550123", *context, env=env_for(fake))
+    assert refused.rc == 2 and error in refused.stderr, refused.stderr
+    assert "123456789" not in refused.stderr and "4x2" not in refused.stderr  # the reason, never the value
+    assert fake.dispatches == [] and not [m for m, _ in fake.requests if m == "CreateSIPParticipant"]
+
+
+def test_sip_plan_and_dial_never_print_the_livekit_token_a_server_echoes_in_its_error(
+        tmp_path: Path, fake: FakeLiveKitAPI) -> None:
+    agents = folder(tmp_path)
+    fake.echo_authorization = True  # every answer is a 500 quoting the request's Authorization header
+    planned = run_cli("sip", "plan", agents, env=env_for(fake))
+    dialled = run_cli("dial", agents, "--agent", "support", "--to", "+14155550123", "--context", "customer=42",
+                      env=env_for(fake))
+    for result in (planned, dialled):
+        assert result.rc == 1
+        assert "cannot serve Bearer **********" in result.stderr, result.stderr
+        assert "eyJ" not in result.output and SECRET not in result.output
 
 
 def test_the_shipped_twilio_example_is_valid_with_the_shipped_agents() -> None:
@@ -139,8 +171,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve, Fa
     api.stop_thread()
 
 
-def call(serve: Serve, body: dict[str, Any], token: str | None = TOKEN) -> tuple[int, dict[str, Any], Any]:
-    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+def call(serve: Serve, body: dict[str, Any], token: str | None = TOKEN, scheme: str = "Bearer "
+         ) -> tuple[int, dict[str, Any], Any]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"{scheme}{token}"} if token else {})}
     request = urllib.request.Request(serve.url("/calls"), data=json.dumps(body).encode(), method="POST",
                                      headers=headers)
     try:
@@ -165,7 +198,9 @@ def test_manage_sip_applies_a_changed_file_and_logs_a_broken_one_or_a_conflict_w
     # a number an object of someone else's holds: logged once, nothing changed, serving goes on
     api.add_rule(name="ops-line", numbers=["+14155550177"])
     before = list(api.writes)
-    write(lines, LINES + '  other-line:\n    numbers: ["+14155550177"]\n    agent: support\n')
+    write(lines, LINES.replace('numbers: ["+14155550100"]\n    auth: {username: acme, password: "${SIP',
+                               'numbers: ["+14155550100", "+14155550177"]\n    auth: {username: acme, password: "${SIP')
+          + '  other-line:\n    numbers: ["+14155550177"]\n    agent: support\n')
     serve.wait_for(lambda: "--manage-sip: dispatch rule other-line: +14155550177 is already taken by dispatch rule "
                            "'ops-line'" in serve.output(), message="the conflict logged")
     assert "--manage-sip: the plan has conflicts; nothing was changed" in serve.output()
@@ -173,6 +208,22 @@ def test_manage_sip_applies_a_changed_file_and_logs_a_broken_one_or_a_conflict_w
     for value in (*PASSWORDS.values(), SECRET, TOKEN):
         assert value not in serve.output()
     write(lines, LINES)
+
+
+def test_manage_sip_and_post_calls_never_show_the_livekit_token_a_server_echoes(served) -> None:  # type: ignore[no-untyped-def]
+    serve, api, agents = served
+    lines = agents / "telephony" / "lines.yaml"
+    api.echo_authorization = True
+    try:
+        write(lines, LINES.replace('"+1415*"', '"+1415*", "+1212*"'))
+        serve.wait_for(lambda: "--manage-sip: cannot read LiveKit's SIP objects: " in serve.output(),
+                       message="the failure logged")
+        status, body, _ = call(serve, {"agent": "support", "to": "+14155550123", "context": {"customer": "42"}})
+    finally:
+        api.echo_authorization = False
+        write(lines, LINES)
+    assert status == 502 and "cannot serve Bearer **********" in body["error"], body
+    assert "eyJ" not in serve.output() and "eyJ" not in json.dumps(body)
 
 
 @pytest.mark.parametrize(("number", "outcome"), [("+14155550123", "answered"), ("+14155550486", "busy"),
@@ -187,7 +238,7 @@ def test_post_calls_places_the_call_and_answers_its_id_and_sip_outcome(served, n
 
 
 def test_post_calls_refuses_a_destination_outside_the_allowed_patterns(served) -> None:  # type: ignore[no-untyped-def]
-    status, body, _ = call(served[0], {"agent": "support", "to": "+33142681234"})
+    status, body, _ = call(served[0], {"agent": "support", "to": "+33142681234", "context": {"customer": "42"}})
     assert (status, body["error"]) == (403, "+33142681234 is not in the allowed_destinations of any outbound trunk")
 
 
@@ -195,10 +246,21 @@ def test_post_calls_refuses_a_destination_outside_the_allowed_patterns(served) -
     ({"agent": "nobody", "to": "+14155550123"}, 404, "no agent named 'nobody' is served"),
     ({"agent": "support", "to": "4155550123"}, 400, "`to` must be a phone number in E.164 form"),
     ({"agent": "support", "to": "+14155550123", "context": {"agent": "billing"}}, 400, "context key 'agent'"),
-    ({"agent": "support"}, 400, "agent and to are required")])
+    ({"agent": "support"}, 400, "agent and to are required"),
+    ({"agent": "support", "to": "+14155550123", "context": {"customer": "42", "plan": "gold"}}, 400,
+     "no context value is read from dispatch:plan"),
+    ({"agent": "support", "to": "+14155550123", "context": {"customer": "123456789"}}, 400,
+     "call context customer has 9 characters; at most 8"),
+    ({"agent": "support", "to": "+14155550123", "context": {"customer": "4x2"}}, 400,
+     "call context customer does not match its pattern"),
+    ({"agent": "support", "to": "+14155550123"}, 400, "required call context customer is missing")])
 def test_post_calls_refuses_a_bad_request_saying_why(served, body: dict[str, Any], status: int, error: str) -> None:  # type: ignore[no-untyped-def]
-    got, answer, _ = call(served[0], body)
-    assert got == status and error in answer["error"]
+    serve, api, _ = served
+    before = len(api.dispatches)
+    got, answer, _ = call(serve, body)
+    assert got == status and error in answer["error"], answer
+    assert "123456789" not in answer["error"] and "4x2" not in answer["error"]  # the reason, never the value
+    assert len(api.dispatches) == before  # refused before anything rings
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token-0000000000"])
@@ -211,10 +273,18 @@ def test_post_calls_without_the_right_token_is_401_and_dials_nothing(served, tok
     assert len(api.dispatches) == before
 
 
+@pytest.mark.parametrize("scheme", ["bearer ", "BEARER ", "Bearer\t", "bEaReR   "])
+def test_post_calls_takes_the_bearer_scheme_in_any_case(served, scheme: str) -> None:  # type: ignore[no-untyped-def]
+    # RFC 7235: the scheme is case-insensitive; a 400 on the context shows the token was taken
+    status, body, _ = call(served[0], {"agent": "support", "to": "+14155550123"}, scheme=scheme)
+    assert (status, body["error"]) == (400, "required call context customer is missing (from dispatch:customer)")
+
+
 def test_post_calls_beyond_the_rate_is_429_with_retry_after(served) -> None:  # type: ignore[no-untyped-def]
     # last in the module: the minute's calls are used up after it
     serve, api, _ = served
-    answers = [call(serve, {"agent": "support", "to": "+14155550123"}) for _ in range(PER_MINUTE + 1)]
+    answers = [call(serve, {"agent": "support", "to": "+14155550123", "context": {"customer": "42"}})
+               for _ in range(PER_MINUTE + 1)]
     limited = [(s, h) for s, _, h in answers if s == 429]
     assert limited, [s for s, _, _ in answers]
     assert 1 <= int(limited[0][1]["Retry-After"]) <= 60

@@ -44,6 +44,7 @@ class FakeLiveKitAPI:
     deleted_rooms: list[str] = field(default_factory=list)
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (method, request as a dict)
     fail_request: int | None = None  # the Nth request from now fails
+    echo_authorization: bool = False  # a hostile or careless server: every error quotes the request's header
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
@@ -142,6 +143,8 @@ class FakeLiveKitAPI:
             if self.fail_request == 0:
                 self.fail_request = None
                 return _error(500, "internal", "the fake was told to fail this request")
+        if self.echo_authorization:
+            return _error(500, "internal", f"cannot serve {request.headers.get('Authorization')}")
         try:
             reply = handle(message)
         except _TwirpError as exc:

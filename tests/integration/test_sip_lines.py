@@ -15,9 +15,11 @@ from helpers import write
 from voice_runtime.plugins.manager import make_plugin_manager
 from voice_runtime.serve.dial import Refused, check_request, place_call
 from voice_runtime.serve.sip_lines import plan_and_apply, render_applied
+from voice_runtime.spec.models import ContextValue
 from voice_runtime.spec.telephony import Lines, load_lines
 
 KEY, SECRET = "devkey", "devsecret-0123456789-0123456789-devsecret"
+DECLARED = {"customer": ContextValue(**{"from": "dispatch:customer"})}
 ENV = {"SIP_PASSWORD": "inbound-pass-7a1f", "TRUNK_PASSWORD": "outbound-pass-9c3e"}
 LINES = """\
 apiVersion: voice-runtime/v1
@@ -80,6 +82,51 @@ def test_a_number_that_is_not_e164_is_refused_with_an_example(tmp_path: Path) ->
     assert len(lines.errors) == 1
     assert lines.errors[0].line == 18
     assert "'4155550101' is not a phone number in E.164 form" in lines.errors[0].message
+
+
+def test_a_password_with_a_default_is_refused_at_file_line_col_even_when_the_variable_is_unset(tmp_path: Path) -> None:
+    lines = lines_of(tmp_path, LINES.replace("${TRUNK_PASSWORD}", "${NOPE:-DefaultLiteral}"))
+    assert [(e.line, e.col, e.key_path) for e in lines.errors] == [(11, 38, "outbound_trunks.carrier.auth.password")]
+    assert "a password takes no default: write ${NOPE} (not ${NOPE:-...})" in lines.errors[0].message
+    assert "DefaultLiteral" not in lines.errors[0].message
+
+
+async def test_a_password_from_a_mounted_secret_file_is_sent_without_its_trailing_newline(
+        tmp_path: Path, fake: FakeLiveKitAPI) -> None:
+    lines = lines_of(tmp_path, env={**ENV, "SIP_PASSWORD": "inbound-pass-7a1f\n"})
+    assert lines.errors == []
+    await plan(fake, lines)
+    assert next(iter(fake.inbound.values())).auth_password == "inbound-pass-7a1f"
+    broken = lines_of(tmp_path, env={**ENV, "SIP_PASSWORD": "inbound\npass-7a1f"})
+    assert [(e.line, e.key_path) for e in broken.errors] == [(6, "inbound_trunks.main.auth.password")]
+    assert "line break inside" in broken.errors[0].message and "pass-7a1f" not in str(broken.errors[0])
+
+
+def test_a_dispatch_rule_for_a_number_no_inbound_trunk_holds_is_refused_at_its_position(tmp_path: Path) -> None:
+    lines = lines_of(tmp_path, LINES.replace('numbers: ["+14155550101"]', 'numbers: ["+14155550199"]'))
+    assert [(e.line, e.col, e.key_path) for e in lines.errors] == [(18, 15, "dispatch_rules.sales-line.numbers[0]")]
+    assert "+14155550199 is on no inbound trunk: no call to it reaches LiveKit" in lines.errors[0].message
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1:99999", "10.0.0.1:0", "[2001:db8::1]:70000"])
+def test_an_outbound_address_with_a_port_out_of_range_is_refused(tmp_path: Path, address: str) -> None:
+    lines = lines_of(tmp_path, LINES.replace("address: acme.pstn.example.com", f'address: "{address}"'))
+    assert [(e.line, e.key_path) for e in lines.errors] == [(9, "outbound_trunks.carrier.address")]
+    assert "is out of range (1 to 65535)" in lines.errors[0].message
+
+
+def test_more_than_1000_numbers_on_a_trunk_are_refused_with_the_bound(tmp_path: Path) -> None:
+    many = ", ".join(f'"+1415{i:07d}"' for i in range(1001))
+    lines = lines_of(tmp_path, LINES.replace('numbers: ["+14155550100", "+14155550101"]', f"numbers: [{many}]"))
+    assert [(e.line, e.key_path) for e in lines.errors] == [(4, "inbound_trunks.main.numbers")]
+    assert "1001 numbers; at most 1000 per trunk or rule" in lines.errors[0].message
+
+
+def test_a_file_listing_19000_numbers_is_refused_with_the_bound_not_the_yaml_guard(tmp_path: Path) -> None:
+    many = "".join(f'\n      - "+1415{i:07d}"' for i in range(19000))
+    lines = lines_of(tmp_path, LINES.replace('numbers: ["+14155550100", "+14155550101"]', f"numbers:{many}"))
+    assert [(e.line, e.col) for e in lines.errors] == [(5005, 10)]
+    assert "more than 5000 phone numbers; at most 1000 per trunk or rule" in lines.errors[0].message
 
 
 # -- plan and apply -------------------------------------------------------------------
@@ -178,7 +225,7 @@ async def test_a_call_dispatches_the_agent_with_its_context_then_dials_and_retur
         tmp_path: Path, fake: FakeLiveKitAPI, number: str, outcome: str, code: int) -> None:
     lines = lines_of(tmp_path)
     await plan(fake, lines)
-    trunk = check_request(lines, "support", number, {"customer": "42"})
+    trunk = check_request(lines, "support", number, {"customer": "42"}, DECLARED)
     result = await place_call(lines, "support", number, {"customer": "42"}, trunk, fake.url, KEY, SECRET)
     assert (result.outcome, result.sip_status_code, result.trunk) == (outcome, code, "carrier")
     dispatch = fake.dispatches[-1]
@@ -194,7 +241,7 @@ async def test_a_call_dispatches_the_agent_with_its_context_then_dials_and_retur
 def test_a_number_outside_allowed_destinations_is_refused_with_the_reason(tmp_path: Path) -> None:
     lines = lines_of(tmp_path)
     with pytest.raises(Refused) as refused:
-        check_request(lines, "support", "+442071838750", {})
+        check_request(lines, "support", "+442071838750", {}, DECLARED)
     assert refused.value.status == 403
     assert str(refused.value) == "+442071838750 is not in the allowed_destinations of any outbound trunk"
 
