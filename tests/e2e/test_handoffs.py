@@ -247,8 +247,9 @@ def test_two_agents_that_always_transfer_hand_a_chat_turn_over_three_times_then_
     fake_openai.script = transfer_script
     result = chat(agents, "ping", "hello\nagain\n", fake_openai)
     assert result.returncode == 0, result.stdout + result.stderr
+    # the claims check reads the fake's "gpt-4.1 answers" as a code no source gave: not what this test is about
     evs = [{k: v for k, v in e.items() if k in ("type", "from", "to", "text", "reason")} for e in events(result.stdout)
-           if e["type"] != "report"]
+           if e["type"] not in ("report", "unbacked_claim")]
     handoff = [{"type": "handoff", "from": a, "to": b} for a, b in (("ping", "pong"), ("pong", "ping"))]
     assert evs == [
         {"type": "user", "text": "hello"}, handoff[0], handoff[1], handoff[0],
@@ -269,7 +270,7 @@ def test_two_agents_that_always_transfer_hand_a_chat_turn_over_three_times_then_
     # as a person reads it
     text_run = chat(agents, "ping", "hello\n", fake_openai, json_lines=False)
     assert text_run.returncode == 0, text_run.stdout + text_run.stderr
-    assert text_run.stdout.splitlines()[-2:] == [
+    assert [line for line in text_run.stdout.splitlines() if not line.startswith("!! [")][-2:] == [
         "!! handoff pong -> ping refused: 3 handoffs in this turn already (max_handoffs_per_turn); pong answers",
         "pong> gpt-4.1 answers: hello"], text_run.stdout
 
