@@ -177,11 +177,15 @@ def _running_call(serve: Serve, spool: Path) -> Path:
     return serve.wait_for(checkpoint, timeout=60, message="the running call's checkpoint with its tool call")
 
 
-def test_a_sigkilled_job_process_still_gets_a_report_marked_job_killed(
+def test_a_sigkilled_job_process_still_gets_a_report_marked_job_killed_and_the_spool_is_private(
     desk: tuple[Serve, Path, Path, Path]
 ) -> None:
     serve, spool, out, hooks = desk
     path = _running_call(serve, spool)
+    # README: spool files are 0600 in 0700 folders (the checkpoint holds the transcript and targets)
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in [spool, *spool.iterdir()]} == {
+        "spool": "0o700", "pending": "0o700", "dead": "0o700", "tmp": "0o700", "calls": "0o700"}
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
     os.kill(int(path.name.rsplit(".", 2)[-2]), signal.SIGKILL)  # the job process, named in its checkpoint
     def killed() -> list[dict[str, Any]]:
         return [r for r in map(lambda p: json.loads(p.read_text()), out.glob("*.json")) if r["end_reason"] == "job_killed"]
