@@ -21,8 +21,10 @@ from helpers import write
 from mcp_servers.harness import stdio_command
 from serve_harness import Serve, spec
 
+# the topic's pattern backtracks for ever (with `re`) on "aaa...a!": see "redos" below
+BACKTRACKS = "^([a-z]|a)+$"
 SCHEMA = {"type": "object", "required": ["resolved", "topic"],
-          "properties": {"resolved": {"type": "boolean"}, "topic": {"type": "string"}}}
+          "properties": {"resolved": {"type": "boolean"}, "topic": {"type": "string", "pattern": BACKTRACKS}}}
 HOOK_PLUGIN = '''
 import json, os
 import voice_runtime
@@ -57,6 +59,8 @@ def _model(request: dict[str, Any]) -> Reply:
             return error(503, "overloaded")
         if "analysis-hangs" in transcript:
             return hang()
+        if "redos" in transcript:
+            return text(json.dumps({"resolved": True, "topic": "a" * 40 + "!"}))
         return text('{"resolved": true, "topic": "weather"}')
     for msg in reversed(request.get("messages") or []):  # a filler line may follow the tool's result
         if msg.get("role") == "user":
@@ -139,6 +143,8 @@ def test_a_report_has_fillers_latency_usage_and_a_validated_analysis_and_reaches
     ("mismatch", "does not match the schema at resolved: 'yes' is not of type 'boolean'"),
     ("provider-down", "provider error"),
     ("analysis-hangs", "timeout: no answer within 3s"),
+    # the schema's pattern is bounded and off the event loop: the job ends, the report says why
+    ("redos", f"schema validation took too long: pattern {BACKTRACKS!r} at topic"),
 ])
 def test_a_failed_analysis_is_recorded_in_the_report_which_is_still_delivered(
     desk: tuple[Serve, Path, Path, Path], said: str, why: str
