@@ -6,6 +6,7 @@ reason: hang-up, error, timeout, a SIGKILLed job process, serve draining."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -169,18 +170,22 @@ def test_a_call_that_fails_ends_with_error_and_one_cut_by_its_limit_with_timeout
     assert [c["tool"] for c in cut["tool_calls"]] == ["sleep"]
 
 
-def _running_call(serve: Serve, spool: Path) -> Path:
-    """Start a call whose tool sleeps; its checkpoint once the tool call is in it."""
-    code, answer = serve.post("/simulate", json.dumps({"agent": "desk", "turns": ["sleep 60"]}).encode())
+def _running_call(serve: Serve, spool: Path, turns: list[str] | None = None, gap_s: float = 0,
+                  holding: str = '"sleep"') -> Path:
+    """Start a call (by default one whose tool sleeps); its checkpoint once it holds
+    ``holding`` (the tool call)."""
+    code, answer = serve.post("/simulate", json.dumps(
+        {"agent": "desk", "turns": turns or ["sleep 60"], "gap_s": gap_s}).encode())
     assert code in (200, 202), answer
 
     def checkpoint() -> Path | None:
         for path in (spool / "calls").glob("*.json"):
-            if '"sleep"' in path.read_text():
-                return path
+            with contextlib.suppress(OSError):  # replaced meanwhile
+                if holding in path.read_text():
+                    return path
         return None
 
-    return serve.wait_for(checkpoint, timeout=60, message="the running call's checkpoint with its tool call")
+    return serve.wait_for(checkpoint, timeout=60, message=f"the running call's checkpoint holding {holding}")
 
 
 def test_a_sigkilled_job_process_still_gets_a_report_marked_job_killed_and_the_spool_is_private(
@@ -227,10 +232,15 @@ def test_chat_json_ends_with_the_same_report_as_a_served_call_analysis_included(
     assert report["id"] in hooks.read_text()  # chat tells the hook too
 
 
-def test_a_call_cut_by_serve_draining_ends_with_serve_draining(desk: tuple[Serve, Path, Path, Path]) -> None:
+def test_calls_cut_by_serve_draining_end_with_serve_draining_a_simulated_one_between_turns_too(
+    desk: tuple[Serve, Path, Path, Path]
+) -> None:
     serve, spool, out, _hooks = desk
     before = {p.name for p in out.glob("*.json")}
     _running_call(serve, spool)
+    # between its turns when the drain (2 s) ends: cut then, not 12 s later as a hang-up
+    # (livekit waits 15 s for a closing job's entrypoint, which a simulated call is)
+    _running_call(serve, spool, ["first turn", "second turn"], gap_s=12, holding="echo: first turn")
     serve.stop(signal.SIGTERM, timeout=90)  # --drain-timeout 2: the call is cut
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not [p for p in out.glob("*.json") if p.name not in before]:
@@ -241,7 +251,9 @@ def test_a_call_cut_by_serve_draining_ends_with_serve_draining(desk: tuple[Serve
         time.sleep(0.2)
     reports = [json.loads(p.read_text()) for p in out.glob("*.json") if p.name not in before]
     reports += [json.loads(p.read_text())["report"] for p in (spool / "pending").glob("*.json")]
-    assert [r["end_reason"] for r in reports] == ["serve_draining"], reports
+    assert [r["end_reason"] for r in reports] == ["serve_draining", "serve_draining"], reports
+    callers = sorted([t["text"] for t in r["transcript"] if t["role"] == "caller"] for r in reports)
+    assert callers == [["first turn"], ["sleep 60"]], reports
 
 
 def test_a_bad_serve_reports_file_stops_serve_with_each_error_at_its_location(tmp_path: Path) -> None:
