@@ -117,28 +117,38 @@ def _problems(schema: dict[str, Any]) -> Iterator[tuple[SchemaPath, str]]:
     if schema.get("$schema", DRAFT) != DRAFT:
         yield ("$schema",), f"only draft 2020-12 is supported ({DRAFT}, or no $schema)"
     refs: list[tuple[SchemaPath, SchemaPath]] = []  # (where the $ref is, what it points at)
-    for path, sub in _subschemas(schema):
-        for key, why in _REFUSED.items():
-            if key in sub and not (key == "$id" and not path):  # the top level may name itself
-                yield (*path, key), f"`{key}` {why}: not supported in an analysis schema"
-        if isinstance(sub.get("pattern"), str) and (why := user_regex.problem(sub["pattern"])) is not None:
-            yield (*path, "pattern"), why
-        ref = sub.get("$ref")
-        if ref is None:
-            continue
-        target = _pointer(schema, ref) if isinstance(ref, str) else None
-        if target is None:
-            yield (*path, "$ref"), (f"{ref!r} does not resolve inside the schema: only local refs are supported "
-                                    "('#/$defs/NAME', a JSON pointer into this schema; never fetched)")
-        else:
-            refs.append((path, target))
+    seen: set[SchemaPath] = set()
+    # from the top, then from each ref's target not walked yet: a ref may point at a
+    # mapping under a key jsonschema does not know, whose own refs it then follows
+    todo: list[tuple[SchemaPath, Any]] = [((), schema)]
+    while todo:
+        for path, sub in _subschemas(*reversed(todo.pop())):
+            if path in seen:
+                continue
+            seen.add(path)
+            for key, why in _REFUSED.items():
+                if key in sub and not (key == "$id" and not path):  # the top level may name itself
+                    yield (*path, key), f"`{key}` {why}: not supported in an analysis schema"
+            if isinstance(sub.get("pattern"), str) and (why := user_regex.problem(sub["pattern"])) is not None:
+                yield (*path, "pattern"), why
+            ref = sub.get("$ref")
+            if ref is None:
+                continue
+            found = _pointer(schema, ref) if isinstance(ref, str) else None
+            if found is None:
+                yield (*path, "$ref"), (f"{ref!r} does not resolve inside the schema: only local refs are supported "
+                                        "('#/$defs/NAME', a JSON pointer into this schema; never fetched)")
+            else:
+                refs.append((path, found[0]))
+                if found[0] not in seen:
+                    todo.append(found)
     for where in _recursive(refs):
         yield (*where, "$ref"), "a recursive $ref (it leads back to itself): not supported in an analysis schema"
 
 
-def _pointer(schema: dict[str, Any], ref: str) -> SchemaPath | None:
-    """The path a local ``$ref`` (``#`` or ``#/a/b``, JSON pointer escapes) points at,
-    if it names a schema (a mapping or a boolean) there; else None."""
+def _pointer(schema: dict[str, Any], ref: str) -> tuple[SchemaPath, Any] | None:
+    """The path a local ``$ref`` (``#`` or ``#/a/b``, JSON pointer escapes) points at
+    and the schema there, if it is one (a mapping or a boolean); else None."""
     if ref != "#" and not ref.startswith("#/"):
         return None
     path: list[str | int] = []
@@ -153,7 +163,7 @@ def _pointer(schema: dict[str, Any], ref: str) -> SchemaPath | None:
             node = node[int(part)]
         else:
             return None
-    return tuple(path) if isinstance(node, (dict, bool)) else None
+    return (tuple(path), node) if isinstance(node, (dict, bool)) else None
 
 
 def _recursive(refs: list[tuple[SchemaPath, SchemaPath]]) -> list[SchemaPath]:
