@@ -227,12 +227,33 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
         raise BadBody(408, f"the body did not arrive within {BODY_TIMEOUT_S:g}s") from None
     except web.HTTPRequestEntityTooLarge:
         raise BadBody(413, f"the body is over {max_bytes} bytes") from None
+    too_deep = BadBody(400, "the body is not JSON this endpoint takes (nested too deep)")
     try:
-        return json.loads(raw or b"null")
+        body = json.loads(raw or b"null")
     except RecursionError:
-        raise BadBody(400, "the body is not JSON this endpoint takes (nested too deep)") from None
+        raise too_deep from None
     except ValueError as exc:
         raise BadBody(400, f"body is not JSON: {exc}") from None
+    # what the decoder took may still be too deep to print in an error (900 levels
+    # of `[` decoded, then json.dumps of it in a 400's message recursed too far)
+    if _depth_over(body, MAX_BODY_DEPTH):
+        raise too_deep
+    return body
+
+
+MAX_BODY_DEPTH = 32  # no endpoint takes a body nested half as deep
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """``value`` nests lists and objects more than ``limit`` deep (walked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            if level >= limit:
+                return True
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 class Simulations:
