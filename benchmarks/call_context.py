@@ -94,8 +94,11 @@ async def _ends(tmp: Path, fake_url: str, n: int) -> dict[str, Any]:
     state = tmp / "state"
     state.mkdir()
     (state / SPOOL_POINTER).write_text(_json.dumps({"folder": str(tmp / "end-spool"), "targets": []}))
-    reports = ('reports: [{webhook: {url: "http://127.0.0.1:9/x", secret: "whsec_' + "A" * 32 + '"}}, '
-               '{file: {dir: out}}]\n')
+    import os
+
+    os.environ["BENCH_WEBHOOK_SECRET"] = "whsec_" + "A" * 32  # a spec takes a webhook secret only from ${VAR}
+    reports = 'reports: [{webhook: {url: "http://127.0.0.1:9/x", secret: "${BENCH_WEBHOOK_SECRET}"}}, {file: {dir: out}}]\n'
+
     out: dict[str, Any] = {}
     for label, extra in (("analysis_off", reports), ("analysis_on", reports + ANALYSIS)):
         plugins, loaded = load_spec(tmp / label, spec_yaml(label, fake_url, {}).replace("mcp_servers:\n", "") + extra)

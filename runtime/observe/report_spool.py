@@ -85,6 +85,9 @@ class Entry:
 class Spool:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        # the root too: mkdir(parents=True) made it with the default mode (0755), and
+        # its listing names the calls (README: spool files are 0600 in 0700 folders)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         for sub in (PENDING, DEAD, TMP, CALLS):
             (folder / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
 

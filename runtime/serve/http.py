@@ -202,6 +202,60 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"ok": False, "error": message}, status=status, headers=headers or None)
 
 
+class BadBody(Exception):
+    """A request body refused: ``status`` and what to tell the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def read_json(request: web.Request, max_bytes: int) -> Any:
+    """The request's JSON body (None when empty), or BadBody: over ``max_bytes``
+    (said before a byte of it is read when Content-Length tells), not arrived within
+    BODY_TIMEOUT_S, not JSON, or nested too deep for the decoder (16 KB of ``[``
+    raised RecursionError, a 500, before this refused it). Every POST endpoint
+    reads its body here."""
+    from aiohttp import web
+
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise BadBody(413, f"the body is over {max_bytes} bytes")
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            raw = await request.read()
+    except TimeoutError:
+        raise BadBody(408, f"the body did not arrive within {BODY_TIMEOUT_S:g}s") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise BadBody(413, f"the body is over {max_bytes} bytes") from None
+    too_deep = BadBody(400, "the body is not JSON this endpoint takes (nested too deep)")
+    try:
+        body = json.loads(raw or b"null")
+    except RecursionError:
+        raise too_deep from None
+    except ValueError as exc:
+        raise BadBody(400, f"body is not JSON: {exc}") from None
+    # what the decoder took may still be too deep to print in an error (900 levels
+    # of `[` decoded, then json.dumps of it in a 400's message recursed too far)
+    if _depth_over(body, MAX_BODY_DEPTH):
+        raise too_deep
+    return body
+
+
+MAX_BODY_DEPTH = 32  # no endpoint takes a body nested half as deep
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """``value`` nests lists and objects more than ``limit`` deep (walked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            if level >= limit:
+                return True
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 class Simulations:
     """POST /simulate: checks, limits, starts the fake job, and with ``wait`` waits
     for its report (see simulate.py)."""
@@ -233,19 +287,10 @@ class Simulations:
         if not self.from_anywhere and not is_loopback(request):
             return _error(403, "POST /simulate is only accepted from this machine (a loopback address); "
                                "start serve with --simulate-from-anywhere to accept it from other hosts")
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")  # said before a byte of it is read
         try:
-            async with asyncio.timeout(BODY_TIMEOUT_S):
-                raw = await request.read()
-        except TimeoutError:
-            return _error(408, f"the body did not arrive within {BODY_TIMEOUT_S:g}s")
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
-        try:
-            body = json.loads(raw or b"null")
-        except ValueError as exc:
-            return _error(400, f"body is not JSON: {exc}")
+            body = await read_json(request, MAX_BODY_BYTES)
+        except BadBody as exc:
+            return _error(exc.status, str(exc))
         try:
             sim = parse(body, wait=wait_flag(request.query.get("wait")))
         except BadRequest as exc:

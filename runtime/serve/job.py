@@ -265,7 +265,25 @@ def draining(state_dir: Path) -> bool:
     return (state_dir / DRAINING_MARK).exists()
 
 
+async def _cut_at_drain_end(state_dir: Path, script: asyncio.Task[None]) -> None:
+    """Cancel a simulated call's ``script`` when serve's drain ends (the mark's
+    ``cut_at``). Serve stops a job by closing livekit's pool after its drain, and
+    livekit then waits 15 s for the entrypoint: a simulated call between turns ran on
+    that long and ended as hang_up, past --drain-timeout (a LiveKit call's entrypoint
+    has returned by then: its shutdown callback ends it at once)."""
+    mark = state_dir / DRAINING_MARK
+    while True:
+        try:
+            cut_at = float(json.loads(mark.read_text(encoding="utf-8"))["cut_at"])
+            break
+        except (OSError, ValueError, KeyError, TypeError):  # not stopping yet (or a mark being written)
+            await asyncio.sleep(DRAIN_POLL_S)
+    await asyncio.sleep(max(0.0, cut_at - time.time()))
+    script.cancel()
+
+
 DRAINING_MARK = "draining"  # in serve's state folder once it stops: calls cut after it end by the drain
+DRAIN_POLL_S = 0.5  # how often a simulated call looks for the mark: a cut comes at most this late
 DRAINING_ANALYSIS_S = 5.0
 PARTICIPANT_WAIT_S = 15.0  # for the caller whose attributes (sip.*) the context reads
 
@@ -363,9 +381,11 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
 
     runner.listeners.append(on_event)
     timed_out = cancelled = False
+    turns = asyncio.ensure_future(_run_script(ctx, runner, script, report, calls, entered))
+    drain = asyncio.ensure_future(_cut_at_drain_end(state_dir, turns))
     try:
         async with asyncio.timeout(min(MAX_CALL_S, float(script.get("max_call_s") or MAX_CALL_S))):
-            await _run_script(ctx, runner, script, report, calls, entered)
+            await turns
     except BaseException as exc:
         timed_out = isinstance(exc, TimeoutError)
         cancelled = isinstance(exc, asyncio.CancelledError)  # the job shut down (serve draining, a hang-up)
@@ -374,9 +394,10 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
         report["error"] = (f"the simulated call took longer than {limit:g}s" if isinstance(exc, TimeoutError)
                            else str(exc) if type(exc).__name__ == "SessionRefused"
                            else f"{type(exc).__name__}: {exc}")
-        if not isinstance(exc, TimeoutError):
+        if not isinstance(exc, TimeoutError) and not drain.done():  # cut by the drain: reported below
             raise
     finally:
+        drain.cancel()
         call_report = getattr(runner, "call_report", None)
         if call_report is not None:
             await runner.claims_settled()  # the last reply's findings and verdict (bounded) are in its report

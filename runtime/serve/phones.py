@@ -136,22 +136,12 @@ class Calls:
         if not given or not hmac.compare_digest(given.encode(), self.options.token.encode()):
             return _error(401, f"POST /calls needs the bearer token of {self.options.token_name} "
                                "(Authorization: Bearer <token>)", **{"WWW-Authenticate": "Bearer"})
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
-        from aiohttp import web
-
-        from .http import BODY_TIMEOUT_S
+        from .http import BadBody, read_json
 
         try:
-            async with asyncio.timeout(BODY_TIMEOUT_S):
-                raw = await request.read()
-            body = json.loads(raw or b"null")
-        except TimeoutError:
-            return _error(408, f"the body did not arrive within {BODY_TIMEOUT_S:g}s")
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"the body is over {MAX_BODY_BYTES} bytes")
-        except ValueError as exc:
-            return _error(400, f"body is not JSON: {exc}")
+            body = await read_json(request, MAX_BODY_BYTES)
+        except BadBody as exc:
+            return _error(exc.status, str(exc))
         if not isinstance(body, dict) or not isinstance(body.get("agent"), str) or not isinstance(body.get("to"), str) \
                 or not isinstance(body.get("context", {}), dict) or not isinstance(body.get("trunk", ""), str):
             return _error(400, 'the body is {"agent": NAME, "to": "+E164", "context": {KEY: VALUE}, "trunk": NAME}; '

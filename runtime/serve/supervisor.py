@@ -221,11 +221,14 @@ class Supervisor:
         still stopping every MCP server and removing serve's folders."""
         if not self._stop.is_set():
             self.view.stopping = True
+            from ..core.filesystem import write_private_json
             from .job import DRAINING_MARK
 
-            # a call cut from now on ends by the drain (its report says serve_draining)
+            # a call cut from now on ends by the drain (its report says serve_draining); a
+            # simulated call's job cuts itself at cut_at (livekit would let it run 15 s more)
             with contextlib.suppress(OSError):
-                (self.catalog.state_dir / DRAINING_MARK).touch()
+                write_private_json(self.catalog.state_dir / DRAINING_MARK,
+                                   {"cut_at": time.time() + self.options.drain_timeout})
             log.info("stopping: draining %d agent(s), at most %.0fs (a second signal stops at once)",
                      len(self.agents.workers), self.options.drain_timeout)
             self._stop.set()

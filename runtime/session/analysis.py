@@ -1,7 +1,7 @@
 """Post-call analysis (``analysis:`` in the spec, ``spec/analysis.py``): after the
 call, the spec's pipeline LLM (or the model ``analysis.llm`` names, on the same
 provider) is asked to fill the schema from the transcript. The answer is validated
-against the schema and goes into the report as ``analysis.result``; whatever goes
+against the schema (in a thread, its patterns bounded: ``spec/analysis.py``) and goes into the report as ``analysis.result``; whatever goes
 wrong (no model, the provider down, a timeout, invalid JSON, an answer that does not
 match) is ``analysis.error`` in the report, never a report dropped. Bounded by
 ``timeout_s`` for the whole attempt, retries included."""
@@ -64,7 +64,14 @@ async def analyze(plugins: Any, spec: Any, transcript: list[dict[str, Any]], bud
         llm = _model(plugins, spec)
         model_name = str(getattr(llm, "model", "") or type(llm).__name__)
         text = await asyncio.wait_for(_ask(llm, analysis, transcript), limit)
-        out: dict[str, Any] = {"result": validate_answer(analysis.schema_, text)}
+        deadline = time.monotonic() + limit - (time.perf_counter() - started)
+        # off the event loop (the job's session, serve's heartbeats go on) and within the same bound
+        try:
+            result = await asyncio.wait_for(asyncio.to_thread(validate_answer, analysis.schema_, text, deadline),
+                                            max(deadline - time.monotonic(), 0.001))
+        except asyncio.TimeoutError:
+            raise ValueError(f"schema validation took too long: no verdict within {limit:g}s") from None
+        out: dict[str, Any] = {"result": result}
     except asyncio.TimeoutError:
         out = {"error": f"timeout: no answer within {limit:g}s"}
     except Exception as exc:  # noqa: BLE001 - any failure is the report's to say

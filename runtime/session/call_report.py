@@ -149,6 +149,7 @@ class CallReport:
             data = json.dumps({"targets": targets, "report": self.redact(body)}).encode()
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # like the spool's files
             try:
+                os.fchmod(fd, 0o600)  # a temporary file left by an older version keeps its mode otherwise
                 os.write(fd, data)
             finally:
                 os.close(fd)

@@ -315,6 +315,9 @@ class SpecLoader:
 
         for key_path, message in mcp_context.check(spec):  # the servers it names exist
             errors.append(walker.error(key_path, message, value=True))
+        from .reports_file import literal_secrets
+
+        errors.extend(literal_secrets(getattr(spec, "reports", None) or [], walker))
         for problem in self._plugin_problems(spec, path):
             errors.append(walker.error(problem[0], problem[1], value=False) if problem[0] else SpecError(file, message=problem[1]))
         if errors:

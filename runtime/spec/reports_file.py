@@ -13,12 +13,15 @@ a ``file`` target's folder is relative to the file's folder."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from .errors import SpecError
 from .models import ReportTarget, StrictModel
+
+if TYPE_CHECKING:
+    from .yaml_tree import Walker
 
 
 class ReportsFile(StrictModel):
@@ -32,7 +35,22 @@ def load_reports_file(path: Path, loader: Any) -> list[dict[str, Any]] | list[Sp
     got = loader.validate(path, ReportsFile, "a reports file", "apiVersion: voice-runtime/v1")
     if isinstance(got, list):
         return got
-    return target_data(got[0].reports, path.parent)
+    literal = literal_secrets(got[0].reports, got[1])
+    return literal or target_data(got[0].reports, path.parent)
+
+
+def literal_secrets(targets: list[ReportTarget], walker: Walker) -> list[SpecError]:
+    """A webhook secret written as text in the file, each at its file:line:col: like
+    SIP passwords and the call/talk tokens, it must come from ``${VAR}`` (a literal one
+    sits in every copy of the file, its history and reviews)."""
+    out = []
+    for n, target in enumerate(targets):
+        where = ("reports", n, "webhook", "secret")
+        if target.webhook is not None and where not in walker.expanded:
+            # never quoting the value: it is a secret written in a file
+            out.append(walker.error(where, "write the signing secret as a ${VAR} read from the environment (such "
+                                           "as ${REPORTS_WEBHOOK_SECRET}), not as text in the file", value=True))
+    return out
 
 
 def target_data(targets: list[ReportTarget], base: Path) -> list[dict[str, Any]]:

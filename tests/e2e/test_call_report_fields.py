@@ -6,6 +6,7 @@ reason: hang-up, error, timeout, a SIGKILLed job process, serve draining."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,8 +22,10 @@ from helpers import write
 from mcp_servers.harness import stdio_command
 from serve_harness import Serve, spec
 
+# the topic's pattern backtracks for ever (with `re`) on "aaa...a!": see "redos" below
+BACKTRACKS = "^([a-z]|a)+$"
 SCHEMA = {"type": "object", "required": ["resolved", "topic"],
-          "properties": {"resolved": {"type": "boolean"}, "topic": {"type": "string"}}}
+          "properties": {"resolved": {"type": "boolean"}, "topic": {"type": "string", "pattern": BACKTRACKS}}}
 HOOK_PLUGIN = '''
 import json, os
 import voice_runtime
@@ -57,6 +60,8 @@ def _model(request: dict[str, Any]) -> Reply:
             return error(503, "overloaded")
         if "analysis-hangs" in transcript:
             return hang()
+        if "redos" in transcript:
+            return text(json.dumps({"resolved": True, "topic": "a" * 40 + "!"}))
         return text('{"resolved": true, "topic": "weather"}')
     for msg in reversed(request.get("messages") or []):  # a filler line may follow the tool's result
         if msg.get("role") == "user":
@@ -139,6 +144,8 @@ def test_a_report_has_fillers_latency_usage_and_a_validated_analysis_and_reaches
     ("mismatch", "does not match the schema at resolved: 'yes' is not of type 'boolean'"),
     ("provider-down", "provider error"),
     ("analysis-hangs", "timeout: no answer within 3s"),
+    # the schema's pattern is bounded and off the event loop: the job ends, the report says why
+    ("redos", f"schema validation took too long: pattern {BACKTRACKS!r} at topic"),
 ])
 def test_a_failed_analysis_is_recorded_in_the_report_which_is_still_delivered(
     desk: tuple[Serve, Path, Path, Path], said: str, why: str
@@ -163,25 +170,33 @@ def test_a_call_that_fails_ends_with_error_and_one_cut_by_its_limit_with_timeout
     assert [c["tool"] for c in cut["tool_calls"]] == ["sleep"]
 
 
-def _running_call(serve: Serve, spool: Path) -> Path:
-    """Start a call whose tool sleeps; its checkpoint once the tool call is in it."""
-    code, answer = serve.post("/simulate", json.dumps({"agent": "desk", "turns": ["sleep 60"]}).encode())
+def _running_call(serve: Serve, spool: Path, turns: list[str] | None = None, gap_s: float = 0,
+                  holding: str = '"sleep"') -> Path:
+    """Start a call (by default one whose tool sleeps); its checkpoint once it holds
+    ``holding`` (the tool call)."""
+    code, answer = serve.post("/simulate", json.dumps(
+        {"agent": "desk", "turns": turns or ["sleep 60"], "gap_s": gap_s}).encode())
     assert code in (200, 202), answer
 
     def checkpoint() -> Path | None:
         for path in (spool / "calls").glob("*.json"):
-            if '"sleep"' in path.read_text():
-                return path
+            with contextlib.suppress(OSError):  # replaced meanwhile
+                if holding in path.read_text():
+                    return path
         return None
 
-    return serve.wait_for(checkpoint, timeout=60, message="the running call's checkpoint with its tool call")
+    return serve.wait_for(checkpoint, timeout=60, message=f"the running call's checkpoint holding {holding}")
 
 
-def test_a_sigkilled_job_process_still_gets_a_report_marked_job_killed(
+def test_a_sigkilled_job_process_still_gets_a_report_marked_job_killed_and_the_spool_is_private(
     desk: tuple[Serve, Path, Path, Path]
 ) -> None:
     serve, spool, out, hooks = desk
     path = _running_call(serve, spool)
+    # README: spool files are 0600 in 0700 folders (the checkpoint holds the transcript and targets)
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in [spool, *spool.iterdir()]} == {
+        "spool": "0o700", "pending": "0o700", "dead": "0o700", "tmp": "0o700", "calls": "0o700"}
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
     os.kill(int(path.name.rsplit(".", 2)[-2]), signal.SIGKILL)  # the job process, named in its checkpoint
     def killed() -> list[dict[str, Any]]:
         return [r for r in map(lambda p: json.loads(p.read_text()), out.glob("*.json")) if r["end_reason"] == "job_killed"]
@@ -217,10 +232,15 @@ def test_chat_json_ends_with_the_same_report_as_a_served_call_analysis_included(
     assert report["id"] in hooks.read_text()  # chat tells the hook too
 
 
-def test_a_call_cut_by_serve_draining_ends_with_serve_draining(desk: tuple[Serve, Path, Path, Path]) -> None:
+def test_calls_cut_by_serve_draining_end_with_serve_draining_a_simulated_one_between_turns_too(
+    desk: tuple[Serve, Path, Path, Path]
+) -> None:
     serve, spool, out, _hooks = desk
     before = {p.name for p in out.glob("*.json")}
     _running_call(serve, spool)
+    # between its turns when the drain (2 s) ends: cut then, not 12 s later as a hang-up
+    # (livekit waits 15 s for a closing job's entrypoint, which a simulated call is)
+    _running_call(serve, spool, ["first turn", "second turn"], gap_s=12, holding="echo: first turn")
     serve.stop(signal.SIGTERM, timeout=90)  # --drain-timeout 2: the call is cut
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not [p for p in out.glob("*.json") if p.name not in before]:
@@ -231,7 +251,9 @@ def test_a_call_cut_by_serve_draining_ends_with_serve_draining(desk: tuple[Serve
         time.sleep(0.2)
     reports = [json.loads(p.read_text()) for p in out.glob("*.json") if p.name not in before]
     reports += [json.loads(p.read_text())["report"] for p in (spool / "pending").glob("*.json")]
-    assert [r["end_reason"] for r in reports] == ["serve_draining"], reports
+    assert [r["end_reason"] for r in reports] == ["serve_draining", "serve_draining"], reports
+    callers = sorted([t["text"] for t in r["transcript"] if t["role"] == "caller"] for r in reports)
+    assert callers == [["first turn"], ["sleep 60"]], reports
 
 
 def test_a_bad_serve_reports_file_stops_serve_with_each_error_at_its_location(tmp_path: Path) -> None:

@@ -22,11 +22,12 @@ from mcp_servers.harness import free_port, stdio_command
 from serve_harness import Serve, spec
 
 SECRET = "whsec_" + base64.b64encode(b"report-signing-key-0123456789").decode()
+ENV = {"CALL_WEBHOOK_SECRET": SECRET}  # a webhook secret comes from the environment, never the file
 
 
 def _desk(agents: Path, base_url: str, hooks: list[str], record: Path, extra: str = "") -> None:
     command, args = stdio_command(record=record, name="weather")
-    reports = [{"webhook": {"url": url, "secret": SECRET}} for url in hooks] + [{"file": {"dir": "../reports-out"}}]
+    reports = [{"webhook": {"url": url, "secret": "${CALL_WEBHOOK_SECRET}"}} for url in hooks] + [{"file": {"dir": "../reports-out"}}]
     write(agents / "desk.yaml", spec("You help ${call.caller}.", base_url)
           + "context:\n  caller: {from: 'participant:sip.phoneNumber'}\n  pin: {from: 'dispatch:pin', secret: true}\n"
           + f"mcp_servers:\n  weather: {json.dumps({'command': command, 'args': args})}\n"
@@ -53,7 +54,7 @@ def test_a_calls_report_reaches_its_webhook_signed_and_its_folder_without_secret
     _desk(agents, fake_openai.base_url, [receiver.url], tmp_path / "calls.jsonl")
     fake_openai.use_tool_then_answer("get_weather", {"city": "Paris"})
     try:
-        with Serve(agents, "--report-spool", str(spool)) as serve:
+        with Serve(agents, "--report-spool", str(spool), env=ENV) as serve:
             serve.wait_ready()
             # the caller says the secret value: the transcript carries it redacted
             answer = _call(serve, {"caller": "+15550001", "pin": "pin-4411-secret"},
@@ -90,7 +91,7 @@ def test_a_receiver_that_fails_gets_the_report_later_and_one_that_refuses_dead_l
     _desk(agents, fake_openai.base_url, [flaky.url, refusing.url, redirecting.url], tmp_path / "calls.jsonl")
     fake_openai.use_tool_then_answer("get_weather", {"city": "Paris"})
     try:
-        with Serve(agents, "--report-spool", str(spool)) as serve:
+        with Serve(agents, "--report-spool", str(spool), env=ENV) as serve:
             serve.wait_ready()
             report = _call(serve, {"caller": "+15550002"})["call_report"]
             serve.wait_for(lambda: len(flaky.delivered()) == 1, timeout=60, message="delivery after 500, 503")
@@ -123,7 +124,7 @@ def test_a_serve_killed_with_reports_spooled_delivers_them_when_started_again(
     spool = tmp_path / "spool"
     _desk(agents, fake_openai.base_url, [receiver.url], tmp_path / "calls.jsonl")
     fake_openai.use_tool_then_answer("get_weather", {"city": "Paris"})
-    with Serve(agents, "--report-spool", str(spool)) as serve:
+    with Serve(agents, "--report-spool", str(spool), env=ENV) as serve:
         serve.wait_ready()
         ids = [_call(serve, {"caller": f"+1555000{n}"})["call_report"]["id"] for n in range(2)]
         serve.wait_for(lambda: (serve.metric('voice_runtime_reports_total{outcome="retried"}') or 0) >= 2,
@@ -134,9 +135,32 @@ def test_a_serve_killed_with_reports_spooled_delivers_them_when_started_again(
     assert sorted(e["id"] for e in left if "webhook" in e["target"]) == sorted(ids)
     receiver.start()
     try:
-        with Serve(agents, "--report-spool", str(spool)) as again:
+        with Serve(agents, "--report-spool", str(spool), env=ENV) as again:
             again.wait_for(lambda: len(receiver.delivered()) == 2, timeout=60, message="the predecessor's reports")
             again.wait_for(lambda: not list((spool / "pending").iterdir()), message="the spool emptied")
     finally:
         receiver.stop()
     assert sorted(r["id"] for r in _verified(receiver)) == sorted(ids)
+
+
+def test_a_literal_webhook_secret_is_refused_where_it_is_written_in_a_spec_and_in_a_reports_file(
+    tmp_path: Path, agents: Path
+) -> None:
+    import subprocess
+
+    from helpers import CLI, child_env
+
+    write(agents / "desk.yaml", spec("You help.", "http://127.0.0.1:9/v1")
+          + f"reports:\n  - webhook: {{url: 'https://hooks.example.com/calls', secret: '{SECRET}'}}\n")
+    write(tmp_path / "reports.yaml", "apiVersion: voice-runtime/v1\nreports:\n"
+          f"  - webhook: {{url: 'https://hooks.example.com/all', secret: '{SECRET}'}}\n")
+    check = subprocess.run([*CLI, "check", str(agents), "--offline"], capture_output=True, text=True, timeout=60,
+                           env=child_env({}))
+    served = subprocess.run([*CLI, "serve", str(agents), "--unregistered", "--reports", str(tmp_path / "reports.yaml")],
+                            capture_output=True, text=True, timeout=60, env=child_env({}))
+    assert (check.returncode, served.returncode) == (1, 2), (check.stdout, served.stderr)
+    said = "write the signing secret as a ${VAR} read from the environment"
+    line = next(n for n, text in enumerate((agents / "desk.yaml").read_text().splitlines(), 1) if "secret:" in text)
+    assert f"desk.yaml:{line}:" in check.stdout and f"reports[0].webhook.secret: {said}" in check.stdout, check.stdout
+    assert f"reports.yaml:3:61: reports[0].webhook.secret: {said}" in served.stderr, served.stderr
+    assert SECRET not in check.stdout + check.stderr + served.stdout + served.stderr

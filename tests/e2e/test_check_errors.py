@@ -822,3 +822,41 @@ def test_an_analysis_schema_is_checked_at_its_location(tmp_path: Path) -> None:
             "model answers with one JSON object") in out
     assert "deep.yaml:5:3: analysis.schema: is nested more than 12 levels deep" in out
     assert "huge.yaml:5:3: analysis.schema: is 34724 characters of JSON; at most 16384" in out
+
+
+def test_an_analysis_schema_with_remote_dangling_or_recursive_refs_or_a_bad_pattern_is_refused_where_written(
+    tmp_path: Path
+) -> None:
+    """Refs resolve inside the schema only (never fetched, never looping) and patterns
+    are bounded as claims patterns are: refused by `check`, not a failure after each call."""
+    base = HEAD + "instructions: x\npipeline: {llm: {provider: openai, api_key: k}, text_only: true}\nanalysis:\n"
+    schemas = {
+        "remote": {"type": "object", "properties": {"a": {"$ref": "http://127.0.0.1:9/evil.json"}}},
+        "fileref": {"type": "object", "properties": {"a": {"$ref": "file:///etc/passwd"}}},
+        "dangling": {"type": "object", "properties": {"a": {"$ref": "#/nope"}}},
+        "recursive": {"type": "object", "$defs": {"x": {"$ref": "#/$defs/x"}}, "properties": {"a": {"$ref": "#/$defs/x"}}},
+        "dynamic": {"type": "object", "$dynamicRef": "#meta"},
+        "draft4": {"type": "object", "$schema": "http://json-schema.org/draft-04/schema#"},
+        "slowpattern": {"type": "object", "properties": {"a": {"type": "string", "pattern": "(a{100}){1000}"}}},
+        "patternprops": {"type": "object", "patternProperties": {"^(a|a)+$": {"type": "string"}}},
+        "fine": {"type": "object", "$defs": {"name": {"type": "string", "pattern": "^[A-Z]"}},
+                 "properties": {"a": {"$ref": "#/$defs/name"}, "b": {"type": "array", "items": {"$ref": "#/$defs/name"}}}},
+    }
+    for name, schema in schemas.items():
+        write(tmp_path / f"{name}.yaml", base + f"  schema: {json.dumps(schema)}\n")
+    result = run_cli("check", tmp_path, "--offline")
+
+    assert_clean_failure(result)
+    out = result.stdout.replace(str(tmp_path) + "/", "")
+    local = "does not resolve inside the schema: only local refs are supported"
+    assert f"remote.yaml:5:59: analysis.schema.properties.a.$ref: 'http://127.0.0.1:9/evil.json' {local}" in out
+    assert f"fileref.yaml:5:59: analysis.schema.properties.a.$ref: 'file:///etc/passwd' {local}" in out
+    assert f"dangling.yaml:5:59: analysis.schema.properties.a.$ref: '#/nope' {local}" in out
+    assert ("recursive.yaml:5:54: analysis.schema.$defs.x.$ref: a recursive $ref (it leads back to itself): "
+            "not supported in an analysis schema") in out
+    assert "dynamic.yaml:5:45: analysis.schema.$dynamicRef: `$dynamicRef` refers by dynamic scope" in out
+    assert "draft4.yaml:5:41: analysis.schema.$schema: only draft 2020-12 is supported" in out
+    assert ("slowpattern.yaml:5:80: analysis.schema.properties.a.pattern: counted repetitions ({n}, nested ones "
+            "multiplied, all added up) reach 100000; at most 10000") in out
+    assert "patternprops.yaml:5:30: analysis.schema.patternProperties: `patternProperties` matches property names" in out
+    assert "fine.yaml" not in out

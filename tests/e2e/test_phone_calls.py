@@ -171,10 +171,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve, Fa
     api.stop_thread()
 
 
-def call(serve: Serve, body: dict[str, Any], token: str | None = TOKEN, scheme: str = "Bearer "
+def call(serve: Serve, body: dict[str, Any] | bytes, token: str | None = TOKEN, scheme: str = "Bearer "
          ) -> tuple[int, dict[str, Any], Any]:
     headers = {"Content-Type": "application/json", **({"Authorization": f"{scheme}{token}"} if token else {})}
-    request = urllib.request.Request(serve.url("/calls"), data=json.dumps(body).encode(), method="POST",
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(serve.url("/calls"), data=data, method="POST",
                                      headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as r:
@@ -261,6 +262,14 @@ def test_post_calls_refuses_a_bad_request_saying_why(served, body: dict[str, Any
     assert got == status and error in answer["error"], answer
     assert "123456789" not in answer["error"] and "4x2" not in answer["error"]  # the reason, never the value
     assert len(api.dispatches) == before  # refused before anything rings
+
+
+def test_post_calls_with_json_nested_too_deep_is_400_not_a_server_error(served) -> None:  # type: ignore[no-untyped-def]
+    serve, api, _ = served
+    before = len(api.dispatches)
+    status, body, _ = call(serve, b"[" * 8000 + b"]" * 8000)
+    assert (status, body["error"]) == (400, "the body is not JSON this endpoint takes (nested too deep)")
+    assert len(api.dispatches) == before and "Traceback" not in serve.output()
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token-0000000000"])

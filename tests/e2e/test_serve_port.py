@@ -124,6 +124,8 @@ BAD_BODIES = [
     (b'["desk"]', "body must be a JSON object"),
     (b"", "body must be a JSON object"),
     (b"agent=desk", "body is not JSON: Expecting value: line 1 column 1 (char 0)"),
+    (b"[" * 8000 + b"]" * 8000, "the body is not JSON this endpoint takes (nested too deep)"),
+    (b'{"agent": ' + b"[" * 900 + b"]" * 900 + b"}", "the body is not JSON this endpoint takes (nested too deep)"),
 ]
 
 
