@@ -38,6 +38,12 @@ _SHUTDOWNS = {"job_shutdown", "job shutdown", "parent process shutdown", "shutdo
 AGENT_ENDS = ("end_call", "transferred", "silence_timeout", "max_call_seconds", "voicemail")
 
 
+# a report's top-level keys (analysis: added after the call, see session/analysis.py)
+REPORT_FIELDS = ("id", "type", "agent", "generation", "call_id", "room", "started_at", "ended_at", "duration_s",
+                 "end_reason", "end_detail", "error", "context", "transcript", "tool_calls", "handoffs", "fallbacks",
+                 "fillers", "unbacked_claims", "claims_verdicts", "phone", "latency", "usage", "analysis")
+
+
 def end_reason_of(detail: str, *, draining: bool = False) -> str:
     """The report's end_reason for what livekit or our code said ended the call."""
     if detail.startswith("refused"):

@@ -16,6 +16,7 @@ from fakes.openai_chat import FakeOpenAI, text
 from helpers import REPO, run_cli, write
 from mcp_servers.harness import read_records, stdio_command
 from serve_harness import Serve, spec
+from voice_runtime.session.call_report import REPORT_FIELDS
 
 DESK = """apiVersion: voice-runtime/v1
 instructions: You are the desk.
@@ -93,6 +94,7 @@ cases:
     turns:
       - user: hi
         expect: [{reply_contain: x}, {tool_call: a, no_tool_call: true}]
+    expect: {report: {end_reason: hang_up, outcome: passed}}
 """)
     write(agents / "tests" / "nobody.yaml", "apiVersion: voice-runtime/v1\nagent: nobody\ncases: [{name: x, turns: [{user: hi}]}]\n")
     result = run_cli("test", agents, timeout=60)
@@ -102,8 +104,10 @@ cases:
         "did you mean 'reply_contains'?",
         f"{agents}/tests/bad.yaml:7:38: cases[0].turns[0].expect[1]: an expectation has exactly one of tool_call, "
         "no_tool_call, reply_contains, reply_matches, handoff_to, judge; this one has tool_call, no_tool_call",
+        f"{agents}/tests/bad.yaml:8:14: cases[0].expect.report: a call report has no outcome; its keys: "
+        + ", ".join(REPORT_FIELDS),
         f"{agents}/tests/nobody.yaml:2:8: agent: no valid agent named 'nobody'; available: desk",
-        "found 3 errors in 2 test files",
+        "found 4 errors in 2 test files",
     ]
     assert run_cli("test", agents, "--agent", "nobody").rc == 2
 
@@ -334,6 +338,7 @@ def test_each_case_carries_its_call_report_with_the_fakes_analysis_and_a_report_
     cases = {c["name"]: c for c in json.loads(result.stdout)["cases"]}
     assert cases["resolved"]["outcome"] == "passed", cases["resolved"]["failures"]
     report = cases["resolved"]["call_report"]
+    assert tuple(report) == REPORT_FIELDS  # what `expect: {report: ...}` may name
     assert report["type"] == "call.ended" and report["agent"] == "desk" and report["end_reason"] == "hang_up"
     assert report["analysis"]["result"] == {"resolved": True} and report["analysis"]["model"] == "gpt-analysis"
     assert [t["role"] for t in report["transcript"]] == ["caller", "agent"]

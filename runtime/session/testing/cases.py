@@ -94,6 +94,17 @@ class CaseExpect(StrictModel):
     report: dict[str, Any] = Field(description="A subset of the call's report (as `chat --json` prints it): "
                                    "each key given must be there with a matching value (session/testing/report_match.py).")
 
+    @field_validator("report")
+    @classmethod
+    def _known(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from ..call_report import REPORT_FIELDS
+
+        unknown = sorted(set(value) - set(REPORT_FIELDS))
+        if unknown:
+            raise PydanticCustomError("report_key", "a call report has no {keys}; its keys: {valid}",
+                                      {"keys": ", ".join(unknown), "valid": ", ".join(REPORT_FIELDS)})
+        return value
+
 
 class Case(StrictModel):
     name: str = Field(min_length=1)
