@@ -50,6 +50,19 @@ async def with_analysis(plugins: Any, spec: Any, report: dict[str, Any], budget_
     return report
 
 
+async def finished_report(plugins: Any, report: Any, detail: str, error: str | None = None, *,
+                          analyze: bool = True) -> dict[str, Any]:
+    """A local call's report (``chat --json``, a test case) as serve delivers it:
+    ``report`` (a CallReport) finished, redacted, with the spec's post-call analysis
+    (``analyze=False``: marked not run, for runs that must stay offline)."""
+    ended = report.redact(report.finish(detail, error))
+    if not analyze:
+        ended["analysis"] = {"error": "not run: this run is offline"} \
+            if getattr(report.spec, "analysis", None) is not None else None
+        return ended
+    return report.redact(await with_analysis(plugins, report.spec, ended))
+
+
 async def analyze(plugins: Any, spec: Any, transcript: list[dict[str, Any]], budget_s: float | None = None
                   ) -> dict[str, Any]:
     """``{"result": {...}, "model", "duration_s"}`` or ``{"error": "...", "duration_s"}``."""

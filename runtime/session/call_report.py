@@ -32,10 +32,16 @@ RESULT_CHARS = 2000
 HANG_UP, ERROR, TIMEOUT, JOB_KILLED, SERVE_DRAINING, REFUSED, SHUTDOWN = (
     "hang_up", "error", "timeout", "job_killed", "serve_draining", "refused", "shutdown")
 _HANG_UPS = {"participant_disconnected", "room disconnected", "user_initiated", "simulated call finished",
-             "chat ended", "browser call ended", "task_completed"}
+             "chat ended", "test case ended", "browser call ended", "task_completed"}
 _SHUTDOWNS = {"job_shutdown", "job shutdown", "parent process shutdown", "shutdown"}
 # the agent ended the call (session/phone.py): the report names how, as the phone metrics do
 AGENT_ENDS = ("end_call", "transferred", "silence_timeout", "max_call_seconds", "voicemail")
+
+
+# a report's top-level keys (analysis: added after the call, see session/analysis.py)
+REPORT_FIELDS = ("id", "type", "agent", "generation", "call_id", "room", "started_at", "ended_at", "duration_s",
+                 "end_reason", "end_detail", "error", "context", "transcript", "tool_calls", "handoffs", "fallbacks",
+                 "fillers", "unbacked_claims", "claims_verdicts", "phone", "latency", "usage", "analysis")
 
 
 def end_reason_of(detail: str, *, draining: bool = False) -> str:

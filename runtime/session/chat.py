@@ -192,11 +192,11 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
         await runner.claims_settled()  # a judge's last verdicts are shown (and in the report) before it ends
         if report is not None:
             from ..plugins.manager import notify
-            from .analysis import with_analysis
+            from .analysis import finished_report
 
-            ended = report.finish("chat ended", f"{printer.errors} turn(s) failed" if printer.errors else None)
             # the same report serve delivers: with the spec's post-call analysis, told to the hook
-            ended = report.redact(await with_analysis(runner.plugins, report.spec, report.redact(ended)))
+            ended = await finished_report(runner.plugins, report, "chat ended",
+                                          f"{printer.errors} turn(s) failed" if printer.errors else None)
             notify(runner.plugins, "voice_runtime_call_report", report=ended)
             printer("report", {"report": ended})
     finally:

@@ -16,6 +16,7 @@ from fakes.openai_chat import FakeOpenAI, text
 from helpers import REPO, run_cli, write
 from mcp_servers.harness import read_records, stdio_command
 from serve_harness import Serve, spec
+from voice_runtime.session.call_report import REPORT_FIELDS
 
 DESK = """apiVersion: voice-runtime/v1
 instructions: You are the desk.
@@ -93,6 +94,7 @@ cases:
     turns:
       - user: hi
         expect: [{reply_contain: x}, {tool_call: a, no_tool_call: true}]
+    expect: {report: {end_reason: hang_up, outcome: passed}}
 """)
     write(agents / "tests" / "nobody.yaml", "apiVersion: voice-runtime/v1\nagent: nobody\ncases: [{name: x, turns: [{user: hi}]}]\n")
     result = run_cli("test", agents, timeout=60)
@@ -102,8 +104,10 @@ cases:
         "did you mean 'reply_contains'?",
         f"{agents}/tests/bad.yaml:7:38: cases[0].turns[0].expect[1]: an expectation has exactly one of tool_call, "
         "no_tool_call, reply_contains, reply_matches, handoff_to, judge; this one has tool_call, no_tool_call",
+        f"{agents}/tests/bad.yaml:8:14: cases[0].expect.report: a call report has no outcome; its keys: "
+        + ", ".join(REPORT_FIELDS),
         f"{agents}/tests/nobody.yaml:2:8: agent: no valid agent named 'nobody'; available: desk",
-        "found 3 errors in 2 test files",
+        "found 4 errors in 2 test files",
     ]
     assert run_cli("test", agents, "--agent", "nobody").rc == 2
 
@@ -287,3 +291,70 @@ cases:
     assert lines[2].startswith("  FAIL no city (")
     assert "required call context city is missing (from dispatch:city)" in lines[3]
     assert [(r["tool"], r["args"]) for r in read_records(record)] == [("get_weather", {"city": "Lima"})]
+
+
+ANALYZED = """
+analysis:
+  schema: {type: object, required: [resolved], properties: {resolved: {type: boolean}}}
+  instructions: Was the caller's question answered?
+  llm: gpt-analysis
+context:
+  pin: {from: 'dispatch:pin', secret: true}
+"""
+
+REPORT_CASES = """apiVersion: voice-runtime/v1
+agent: desk
+cases:
+  - name: resolved
+    context: {pin: "739164"}
+    script: [{say: "Your pin 739164 is reset."}]
+    allow_unbacked_claims: true
+    turns: [{user: "reset my pin 739164", expect: [{reply_contains: reset}]}]
+    expect:
+      report: {end_reason: hang_up, analysis: {result: {resolved: true}}, transcript: [{role: caller}, {role: agent}]}
+  - name: wrongly unresolved
+    context: {pin: "739164"}
+    script: [{say: "Done."}]
+    allow_unbacked_claims: true
+    turns: [{user: hi}]
+    expect:
+      report: {end_reason: hang_up, analysis: {result: {resolved: false}}}
+  - name: a failing reply quotes the pin
+    context: {pin: "739164"}
+    script: [{say: "Pin 739164."}]
+    turns: [{user: hi, expect: [{reply_contains: goodbye}]}]
+"""
+
+
+def test_each_case_carries_its_call_report_with_the_fakes_analysis_and_a_report_assertion_names_the_differing_path(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url, extra=ANALYZED))
+    write(agents / "tests" / "desk.yaml", REPORT_CASES)
+    fake_openai.by_model["gpt-analysis"] = lambda request: text('{"resolved": true}')
+    junit = tmp_path / "junit.xml"
+    result = run_cli("test", agents, "--format", "json", "--junit", junit, timeout=120)
+    assert result.rc == 1, result.output
+    cases = {c["name"]: c for c in json.loads(result.stdout)["cases"]}
+    assert cases["resolved"]["outcome"] == "passed", cases["resolved"]["failures"]
+    report = cases["resolved"]["call_report"]
+    assert tuple(report) == REPORT_FIELDS  # what `expect: {report: ...}` may name
+    assert report["type"] == "call.ended" and report["agent"] == "desk" and report["end_reason"] == "hang_up"
+    assert report["analysis"]["result"] == {"resolved": True} and report["analysis"]["model"] == "gpt-analysis"
+    assert [t["role"] for t in report["transcript"]] == ["caller", "agent"]
+    assert report["transcript"][1]["text"].startswith("Your pin ") and "739164" not in report["transcript"][1]["text"]
+    assert report["context"] == {}  # the secret context value is not in the report
+    assert "739164" not in result.stdout + junit.read_text()  # redacted like chat --json's report
+    wrong = cases["wrongly unresolved"]
+    assert wrong["outcome"] == "failed"
+    assert wrong["failures"] == [f"expect.report at {agents}/tests/desk.yaml:17:7: "
+                                 "report.analysis.result.resolved: expected false, got true"]
+    assert wrong["call_report"]["analysis"]["result"] == {"resolved": True}
+    # the analysis asked the analysis model about the case's transcript
+    asked = [json.dumps(r["messages"]) for r in fake_openai.chat_requests if r.get("model") == "gpt-analysis"]
+    assert len(asked) == 3 and "reset my pin" in asked[0] and "739164" not in asked[0]
+    # JUnit carries each case's report as its output
+    outs = [json.loads(e.text)["call_report"]["analysis"]["result"] for e in ET.parse(junit).getroot().iter("system-out")]
+    assert outs == [{"resolved": True}] * 3
+    quoted = cases["a failing reply quotes the pin"]["failures"]
+    assert quoted[-1] == "turn 1: actual: reply 'Pin ${call.pin}.'; tool calls: none"

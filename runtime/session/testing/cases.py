@@ -88,6 +88,24 @@ class Turn(StrictModel):
     expect: list[Expectation] = Field(default_factory=list)
 
 
+class CaseExpect(StrictModel):
+    """What the whole call must show once it ended."""
+
+    report: dict[str, Any] = Field(description="A subset of the call's report (as `chat --json` prints it): "
+                                   "each key given must be there with a matching value (session/testing/report_match.py).")
+
+    @field_validator("report")
+    @classmethod
+    def _known(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from ..call_report import REPORT_FIELDS
+
+        unknown = sorted(set(value) - set(REPORT_FIELDS))
+        if unknown:
+            raise PydanticCustomError("report_key", "a call report has no {keys}; its keys: {valid}",
+                                      {"keys": ", ".join(unknown), "valid": ", ".join(REPORT_FIELDS)})
+        return value
+
+
 class Case(StrictModel):
     name: str = Field(min_length=1)
     script: list[ScriptEntry] | None = Field(None, description="A scripted model replaces the LLM: each LLM "
@@ -98,12 +116,19 @@ class Case(StrictModel):
     context: dict[str, str] = Field(default_factory=dict, description="The call context values (the agent's "
                                     "`context:`) this call carries, by name.")
     turns: list[Turn] = Field(min_length=1)
+    expect: CaseExpect | None = Field(None, description="What the call's report must hold once the turns are done.")
+
+    @property
+    def checks_analysis(self) -> bool:
+        """The case asserts on the post-call analysis, which the spec's real model fills."""
+        return self.expect is not None and "analysis" in self.expect.report
 
     @property
     def offline(self) -> bool:
-        """Runs with no network: a scripted model, no judge (which needs a real one),
-        and every tool the script calls mocked (or a handoff's transfer tool)."""
-        if self.script is None or any(e.judge for t in self.turns for e in t.expect):
+        """Runs with no network: a scripted model, no judge or analysis asserted on
+        (which need a real one), and every tool the script calls mocked (or a
+        handoff's transfer tool)."""
+        if self.script is None or self.checks_analysis or any(e.judge for t in self.turns for e in t.expect):
             return False
         return all(e.tool_call in self.mocks or e.tool_call.startswith("transfer_to_")
                    for e in self.script if e.tool_call is not None)

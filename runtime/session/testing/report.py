@@ -45,7 +45,8 @@ def render_json(results: list[CaseResult]) -> str:
 
 
 def write_junit(results: list[CaseResult], path: Path) -> None:
-    """One <testsuite> per test file, one <testcase> per case (classname: the agent)."""
+    """One <testsuite> per test file, one <testcase> per case (classname: the agent), its
+    call report as JSON in <system-out>."""
     root = ET.Element("testsuites", name="voice-runtime test", tests=str(len(results)),
                       failures=str(counts(results)["failed"]), skipped=str(counts(results)["skipped"]))
     by_file: dict[str, list[CaseResult]] = {}
@@ -62,5 +63,7 @@ def write_junit(results: list[CaseResult], path: Path) -> None:
                 failure.text = "\n".join(r.failures)
             elif r.verdict is Verdict.SKIPPED:
                 ET.SubElement(case, "skipped", message=r.reason)
+            if r.call_report is not None:  # the call's report, as `test --json` has it (CI keeps it as output)
+                ET.SubElement(case, "system-out").text = json.dumps({"call_report": r.call_report})
     ET.indent(root)
     path.write_text(ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n", encoding="utf-8")

@@ -43,11 +43,13 @@ class CaseResult:
     failures: list[str] = field(default_factory=list)
     reason: str = ""  # why it was skipped
     seconds: float = 0.0
+    # the call's report, as `chat --json` prints it (None: the session never started)
+    call_report: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"file": self.file, "where": self.where, "agent": self.agent, "name": self.name,
                 "outcome": self.verdict.value, "failures": self.failures, "skip_reason": self.reason or None,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "call_report": self.call_report}
 
 
 @dataclass
@@ -154,10 +156,12 @@ def skip_reason(case: Case, loaded: LoadedSpec, plugins: Plugins, *, offline_onl
     judged = any(e.judge for t in case.turns for e in t.expect)
     if judged and getattr(loaded.spec, "pipeline", None) is None:
         return "a judge runs on the spec's pipeline LLM, and this agent has no pipeline"
-    if case.script is None or judged:
+    analyzed = case.checks_analysis and getattr(loaded.spec, "analysis", None) is not None
+    if case.script is None or judged or analyzed:
         missing = missing_api_keys(loaded, plugins.registry, text_only=True)
         if missing:
-            what = "a judge needs" if case.script is not None else "without a script the case needs"
+            what = ("without a script the case needs" if case.script is None else
+                    "a judge needs" if judged else "the report's analysis needs")
             return f"{what} the spec's real model: {missing[0]}"
     return None
 
@@ -177,7 +181,7 @@ async def run_case(tests: LoadedTests, index: int, specs: dict[str, LoadedSpec],
     try:
         async with asyncio.timeout(CASE_TIMEOUT_S):
             await _play(case, loaded, specs, plugins, result, pool,
-                        lambda *key: tests.where(("cases", index, "turns", *key)))
+                        lambda *key: tests.where(("cases", index, *key)), analyze=not offline_only)
     except TimeoutError:
         result.failures.append(f"the case took longer than {CASE_TIMEOUT_S:g}s")
     except Exception as exc:  # noqa: BLE001 - a session that fails is a failed case, not a crash
@@ -189,7 +193,9 @@ async def run_case(tests: LoadedTests, index: int, specs: dict[str, LoadedSpec],
 
 
 async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], plugins: Plugins,
-                result: CaseResult, pool: Any, where: Callable[..., str]) -> None:
+                result: CaseResult, pool: Any, where: Callable[..., str], *, analyze: bool = True) -> None:
+    from ..analysis import finished_report
+    from ..call_report import CallReport, redactor
     from ..runner import SessionRunner
     from ...spec.handoffs import reachable
     from .scripted import scripted_llm
@@ -217,6 +223,10 @@ async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], pl
             current.problems.append(data["message"])
 
     runner.listeners.append(on_event)
+    # the report `chat --json` prints, so a case's report (and analysis) is testable offline
+    secrets = redactor(loaded, values)
+    report = CallReport(runner, generation=None, call_id=runner.session_id, redact=secrets.redact_data)
+    runner.call_report = report  # an agent's hang-up is the report's end_reason
     judge_llm = None
     try:
         await runner.start()
@@ -225,7 +235,7 @@ async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], pl
             current = _Turn(None)
             current.result = await runner.run_turn(turn.user)
             await runner.claims_settled()  # a judge's verdict comes after the reply; the turn is judged with it
-            problems = _checks(turn.expect, current, lambda k, key, t=n - 1: where(t, "expect", k, key))
+            problems = _checks(turn.expect, current, lambda k, key, t=n - 1: where("turns", t, "expect", k, key))
             problems += current.problems
             for expectation in (e for e in turn.expect if e.judge):
                 if judge_llm is None:
@@ -242,8 +252,18 @@ async def _play(case: Case, loaded: LoadedSpec, specs: dict[str, LoadedSpec], pl
             if problems:
                 result.failures += [f"turn {n} {turn.user!r}: {p}" for p in problems]
                 result.failures.append(f"turn {n}: {current.actual()}")
-                return  # later turns build on this one
+                break  # later turns build on this one
+        current = None
+        result.call_report = await finished_report(plugins, report, "test case ended", analyze=analyze)
+        if case.expect is not None and not result.failures:
+            from .report_match import mismatch
+
+            problem = mismatch(case.expect.report, result.call_report)
+            if problem:
+                result.failures.append(f"expect.report at {where('expect', 'report')}: {problem}")
     finally:
+        # a failure quotes the reply: the case's secret context values are redacted there too
+        result.failures[:] = secrets.redact_data(result.failures)
         if judge_llm is not None:
             await judge_llm.aclose()
         await runner.aclose()
