@@ -21,14 +21,16 @@ ASKS = REPO / "tests" / "mcp_servers" / "asks.py"
 
 
 def desk(request: dict[str, Any]) -> Reply:
-    """The model: books on "book please", asks the caller the server's question, and
-    passes the caller's answer on."""
+    """The model: books on "book please", asks the caller the server's question,
+    passes the caller's answer on, and confirms it when the caller says yes to the read-back."""
     last = request["messages"][-1]
     if last["role"] == "tool":
         said = str(last["content"])
         return text("What date, and shall I book it?" if said.startswith("Before it can finish") else f"Done: {said}")
     if "book" in str(last["content"]):
         return tool_call("book", {"city": "Oslo"})
+    if last["content"] == "yes":
+        return tool_call("answer_server_question", {"answers": {}, "confirmed": True})
     return tool_call("answer_server_question", {"answers": {"date": "2026-12-24", "confirm": True}})
 
 
@@ -46,10 +48,12 @@ def test_an_eliciting_block_is_connected_by_the_job_and_the_callers_answers_reac
         time.sleep(1.0)
         assert read_events(record) == []  # not warmed by serve: its questions belong to a call
         code, report = serve.post("/simulate?wait=1", json.dumps(
-            {"agent": "desk", "turns": ["book please", "the 24th, yes"]}).encode(), timeout=120)
+            {"agent": "desk", "turns": ["book please", "the 24th, yes", "yes"]}).encode(), timeout=120)
     assert code == 200, report
     assert [t["reply"] for t in report["turns"]] == [
-        "What date, and shall I book it?", 'Done: accept: {"confirm": true, "date": "2026-12-24", "seats": 2}']
+        "What date, and shall I book it?",
+        "So that is: Date of the trip 2026-12-24; Shall I book it? yes; Seats 2. Is that right?",
+        'Done: accept: {"confirm": true, "date": "2026-12-24", "seats": 2}']
     # the job's process started it (serve's own under --executor thread, for that call only)
     assert [e["ppid"] for e in read_events(record)] == [report["pid"]]
     assert read_answers(record) == [{"asked": "book", "action": "accept",
@@ -75,7 +79,8 @@ def test_the_status_page_shows_a_question_waiting_for_the_caller_and_not_once_it
     fake_openai.script = slow_caller
     with Serve(agents) as serve:
         serve.wait_ready()
-        code, _ = serve.post("/simulate", json.dumps({"agent": "desk", "turns": ["book please", "the 24th, yes"]}).encode())
+        code, _ = serve.post("/simulate", json.dumps(
+            {"agent": "desk", "turns": ["book please", "the 24th, yes", "yes"]}).encode())
         assert code in (200, 202)
         serve.wait_for(lambda: serve.status()["pending_questions"], message="the pending question on /status")
         [waiting] = serve.status()["pending_questions"]
