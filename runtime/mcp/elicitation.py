@@ -154,7 +154,10 @@ def _spoken(f: FormField, value: Value) -> str:
     names = dict(zip(f.choices or (), f.labels or f.choices or ()))
     if isinstance(value, list):
         return ", ".join(names.get(v, v) for v in value) or "none"
-    return names.get(value, str(value)) if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, str):
+        return names.get(value, value)
+    # 3.0 is said "3"; :g would turn a large amount into exponent notation
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _titled(name: str, options: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -108,9 +108,9 @@ def test_the_read_back_says_each_value_in_words_and_never_a_secret_fields_value(
         "passphrase2": {"type": "string", "format": "password", "title": "Phrase"},
         "note": {"type": "string", "writeOnly": True},
         "urgent": {"type": "boolean"}}})
-    line = read_back(question, {"amount": 12.5, "account": "sav", "card_pin": "4321", "passphrase2": "hunter2",
+    line = read_back(question, {"amount": 1250000.0, "account": "sav", "card_pin": "4321", "passphrase2": "hunter2",
                                 "note": "private", "urgent": False})
-    assert line == ("So that is: Amount 12.5; account savings; card_pin the value you gave; Phrase the value you "
+    assert line == ("So that is: Amount 1250000; account savings; card_pin the value you gave; Phrase the value you "
                     "gave; note the value you gave; urgent no. Is that right?")
     for secret in ("4321", "hunter2", "private"):
         assert secret not in line
