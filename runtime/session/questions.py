@@ -2,9 +2,12 @@
 
 When a server asks (``elicitation/create``) while one of its tools runs, that tool
 returns to the model at once with the question, the fields it needs in words, and
-what to do next: ask the caller, read the answers back, then call
-``answer_server_question`` with them (or ``decline_server_question`` when the caller
-refuses). The server's tool call stays open meanwhile; the answering tool hands the
+what to do next: ask the caller, then call ``answer_server_question`` with the
+answers (or ``decline_server_question`` when the caller refuses). When the block's
+``elicitation_confirm`` is on (the default), checked answers are not sent yet: the
+runtime itself reads them back ("So that is: ... Is that right?", a secret field as
+"the value you gave") and the model's turn ends there; only ``confirmed: true`` for
+the very answers read out sends them, and corrected answers are read back again. The server's tool call stays open meanwhile; the answering tool hands the
 answer to the server and returns the original tool's result. So the question is
 spoken by the agent's own voice, in the caller's language, and the caller's next
 turns are parsed into the form by the model; ``mcp.elicitation`` checks the values
