@@ -253,7 +253,8 @@ class McpConnection:
                 callbacks: dict[str, Any] = {}
                 if self.server.elicitation == "allow":  # else the capability is not announced
                     callbacks["elicitation_callback"] = sdk_callback(
-                        self.name, self.server.elicitation_timeout, lambda: self.elicitor)
+                        self.name, self.server.elicitation_timeout, lambda: self.elicitor,
+                        self.server.elicitation_confirm)
                 if self.server.sampling.allow:
                     callbacks["sampling_callback"] = sampling.sdk_callback(
                         self.name, self.server.sampling, lambda: self.sampler)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.terminal import printable
@@ -51,6 +52,7 @@ class FormField:
     default: Value | None = None
     choices: tuple[str, ...] | None = None  # enum values (single or multi-select)
     labels: tuple[str, ...] | None = None  # titled enums (SEP-1330): what the caller hears
+    secret: bool = False  # never read back aloud (format password, writeOnly, or a name like pin)
 
     @property
     def label(self) -> str:
@@ -62,6 +64,7 @@ class Question:
     server: str
     message: str
     fields: tuple[FormField, ...]
+    confirm: bool = True  # the block's elicitation_confirm: answers are read back before they go
 
 
 @dataclass(frozen=True)
@@ -115,13 +118,46 @@ def _field(name: str, prop: Any, required: bool) -> FormField:
     if kind not in ("string", "number", "integer", "boolean", "array"):
         raise BadForm(f"field {name!r} has type {kind!r}: only string, number, integer, boolean and enums are allowed")
     f = FormField(name, kind, _text(prop.get("title")), _text(prop.get("description")), required,
-                  choices=choices, labels=labels)
+                  choices=choices, labels=labels, secret=_is_secret(name, prop))
     if "default" in prop:
         try:
             f = FormField(**{**f.__dict__, "default": check_value(f, prop["default"])})
         except ValueError as exc:
             raise BadForm(f"field {name!r}: its default {exc}") from None
     return f
+
+
+# a field whose value must not be said aloud: JSON Schema's format password / writeOnly,
+# or a name that says it is one (a server may not mark its PIN field at all)
+SECRET_WORDS = {"password", "passcode", "passphrase", "secret", "token", "pin", "cvv", "cvc", "ssn", "otp"}
+
+
+def _is_secret(name: str, prop: dict[str, Any]) -> bool:
+    if prop.get("format") == "password" or prop.get("writeOnly") is True:
+        return True
+    words = re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower())
+    return bool(SECRET_WORDS & set(words))
+
+
+def read_back(question: Question, content: dict[str, Value]) -> str:
+    """The checked answers as one sentence the caller hears before they are sent:
+    each field by its label and value in words; a secret field's value is not said."""
+    parts = [f"{f.label} {_spoken(f, content[f.name])}" for f in question.fields if f.name in content]
+    return f"So that is: {'; '.join(parts) or 'nothing'}. Is that right?"
+
+
+def _spoken(f: FormField, value: Value) -> str:
+    if f.secret:
+        return "the value you gave"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    names = dict(zip(f.choices or (), f.labels or f.choices or ()))
+    if isinstance(value, list):
+        return ", ".join(names.get(v, v) for v in value) or "none"
+    if isinstance(value, str):
+        return names.get(value, value)
+    # 3.0 is said "3"; :g would turn a large amount into exponent notation
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _titled(name: str, options: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -236,9 +272,11 @@ ELICITORS: dict[str, Elicitor] = {"accept-defaults": accept_defaults, "decline":
 # -- the SDK's callback -------------------------------------------------------------
 
 
-def sdk_callback(server: str, timeout: float, elicitor: Callable[[], Elicitor | None]) -> Callable[..., Any]:
+def sdk_callback(server: str, timeout: float, elicitor: Callable[[], Elicitor | None],
+                 confirm: bool = True) -> Callable[..., Any]:
     """The mcp ``ClientSession``'s ``elicitation_callback`` for one connection; the
-    elicitor is looked up at each question, since whoever holds the connection answers."""
+    elicitor is looked up at each question, since whoever holds the connection answers.
+    ``confirm``: the call's answers are read back to the caller before they are sent."""
 
     async def callback(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult | ErrorData:
         from mcp.types import INVALID_PARAMS, ElicitResult, ErrorData
@@ -248,7 +286,7 @@ def sdk_callback(server: str, timeout: float, elicitor: Callable[[], Elicitor | 
             _count(server, "decline")
             return ElicitResult(action="decline")
         try:
-            question = read_form(server, params.message, params.requested_schema)
+            question = replace(read_form(server, params.message, params.requested_schema), confirm=confirm)
         except BadForm as exc:
             log.warning("MCP server %s asked a question we refuse: %s", server, exc)
             _count(server, "refused")

@@ -164,28 +164,29 @@ class AgentActivity:
         if any(conn.server.elicitation == "allow" for conn in self.connections.values()):
             from .questions import question_tools
 
-            tools += question_tools(owner.questions)
+            tools += question_tools(owner.questions, self._speak)
         if not owner.stand_ins:
             return tools
         names = {getattr(getattr(t, "info", None), "name", None) for t in tools}
         return tools + [t for t in owner.stand_ins if t.info.name not in names]
 
     def _fillers(self) -> Fillers:
-        from .fillers import Fillers, speak_in
+        from .fillers import Fillers
 
         owner = self.owner
-        # the session and mode at the time of the line: a realtime -> pipeline switch
-        # moves the fillers to the pipeline's TTS
         servers = {id(conn): self.loaded.spec.mcp_servers[name] for name, conn in self.connections.items()
                    if name in self.loaded.spec.mcp_servers}
+        return Fillers(self.name, self._speak, owner.listeners, servers=servers)
 
-        def speak(line: str) -> Any:
-            # a filler or a server's progress line lands in the history as the agent's
-            # words, yet the model never said it: the claim watch is told to pass it by
-            owner.not_a_reply(line)
-            return speak_in(owner.session, owner.mode, line)
+    def _speak(self, line: str) -> Any:
+        """Say ``line`` as the agent, the runtime's words (a filler, a server's progress
+        line, a read-back): it lands in the history as the agent's words, yet the model
+        never said it, so the claim watch is told to pass it by. The session and mode
+        are read at the time of the line: a realtime -> pipeline switch moves it to the TTS."""
+        from .fillers import speak_in
 
-        return Fillers(self.name, speak, owner.listeners, servers=servers)
+        self.owner.not_a_reply(line)
+        return speak_in(self.owner.session, self.owner.mode, line)
 
     def _server_back(self, conn: McpConnection) -> None:
         """A server reconnected: its tools (maybe changed, maybe new) reach the

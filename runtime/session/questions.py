@@ -2,9 +2,12 @@
 
 When a server asks (``elicitation/create``) while one of its tools runs, that tool
 returns to the model at once with the question, the fields it needs in words, and
-what to do next: ask the caller, read the answers back, then call
-``answer_server_question`` with them (or ``decline_server_question`` when the caller
-refuses). The server's tool call stays open meanwhile; the answering tool hands the
+what to do next: ask the caller, then call ``answer_server_question`` with the
+answers (or ``decline_server_question`` when the caller refuses). When the block's
+``elicitation_confirm`` is on (the default), checked answers are not sent yet: the
+runtime itself reads them back ("So that is: ... Is that right?", a secret field as
+"the value you gave") and the model's turn ends there; only ``confirmed: true`` for
+the very answers read out sends them, and corrected answers are read back again. The server's tool call stays open meanwhile; the answering tool hands the
 answer to the server and returns the original tool's result. So the question is
 spoken by the agent's own voice, in the caller's language, and the caller's next
 turns are parsed into the form by the model; ``mcp.elicitation`` checks the values
@@ -24,7 +27,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..mcp.elicitation import Answer, FormField, Question, check_answer
+from ..mcp.elicitation import Answer, FormField, Question, check_answer, read_back
 from ..mcp.toolset import ToolFailure
 
 if TYPE_CHECKING:
@@ -41,6 +44,14 @@ class Pending:
     question: Question
     answer: asyncio.Future[Answer]
     call: asyncio.Task[Any] | None = None  # the tool call the question interrupted
+    read_back: dict[str, Any] | None = None  # the answers last read back to the caller, awaiting their yes
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    """Answers the runtime reads back (``line``) before they go to the server."""
+
+    line: str
 
 
 @dataclass
@@ -108,17 +119,26 @@ class ServerQuestions:
         task.add_done_callback(_retrieved)  # a call that ends unheard (hang-up) logs no "never retrieved"
         return for_the_model(pending.question)
 
-    async def answer(self, content: dict[str, Any] | None, action: str) -> Any:
+    async def answer(self, content: dict[str, Any] | None, action: str, confirmed: bool = False) -> Any:
         """The model's ``answer_server_question`` / ``decline_server_question``:
-        the original tool's result, or a ValueError the model is told."""
+        the original tool's result, a ``ReadBack`` to say first (the block confirms
+        and the caller has not said yes to exactly these answers), or a ValueError
+        the model is told."""
         pending = self.pending
         if pending is None or pending.answer.done():
             raise ValueError("no server question is waiting (it may have timed out)")
         if action == "accept":
+            if confirmed and not content and pending.read_back is not None:
+                content = pending.read_back  # "yes" to what was read back
             try:
                 content = check_answer(pending.question, content or {})
             except ValueError as exc:
                 raise ValueError(f"{exc}; ask the caller again, then call {ANSWER_TOOL} again") from None
+            # a yes counts only for the very answers the runtime read out: the model
+            # cannot skip the read-back, and a corrected value is read back again
+            if pending.question.confirm and not (confirmed and content == pending.read_back):
+                pending.read_back = content
+                return ReadBack(read_back(pending.question, content))
             pending.answer.set_result(Answer("accept", content))
         else:
             pending.answer.set_result(Answer("decline", reason="the caller refused"))
@@ -165,8 +185,9 @@ def _retrieved(task: asyncio.Task[Any]) -> None:
 def for_the_model(question: Question) -> str:
     fields = "; ".join(_describe(f) for f in question.fields)
     return (f"Before it can finish, the {question.server} service asks the caller: \"{question.message}\" "
-            f"It needs: {fields}. Ask the caller, read their answers back to confirm, then call {ANSWER_TOOL} "
-            f"with `answers` holding each field by name; if the caller refuses, call {DECLINE_TOOL}.")
+            f"It needs: {fields}. Ask the caller, then call {ANSWER_TOOL} with `answers` holding each field by name"
+            f"{' (they are read back to the caller for a yes first)' if question.confirm else ''}; "
+            f"if the caller refuses, call {DECLINE_TOOL}.")
 
 
 def _describe(f: FormField) -> str:
@@ -181,19 +202,32 @@ def _describe(f: FormField) -> str:
     return f"{f.name}{f' ({about})' if about else ''}: {kind}, {extra}"
 
 
-def question_tools(questions: ServerQuestions) -> list[Any]:
-    """The two tools the model answers a server's question with."""
-    from livekit.agents.llm import ToolError, function_tool
+def after_read_back(line: str) -> str:
+    return (f"The caller was read back their answers: \"{line}\" Wait for their reply. If they say yes, call "
+            f"{ANSWER_TOOL} with confirmed: true. If they change a value, call {ANSWER_TOOL} with the corrected "
+            f"answers (they are read back again). If they refuse, call {DECLINE_TOOL}.")
 
-    async def respond(content: dict[str, Any] | None, action: str) -> Any:
+
+def question_tools(questions: ServerQuestions, say: Callable[[str], Any]) -> list[Any]:
+    """The two tools the model answers a server's question with; ``say`` speaks the
+    read-back as the agent (the runtime's words, not the model's)."""
+    from livekit.agents.llm import ToolError, ToolResult, function_tool
+
+    async def respond(content: dict[str, Any] | None, action: str, confirmed: bool = False) -> Any:
         try:
-            return await questions.answer(content, action)
+            result = await questions.answer(content, action, confirmed)
         except (ValueError, ToolFailure) as exc:  # the model is told, as for any tool
             raise ToolError(str(exc)) from None
+        if isinstance(result, ReadBack):
+            say(result.line)
+            # the read-back is this turn's words: the model speaks again at the caller's reply
+            return ToolResult(after_read_back(result.line), reply_required=False)
+        return result
 
     async def answer(raw_arguments: dict[str, Any]) -> Any:
         answers = raw_arguments.get("answers")
-        return await respond(answers if isinstance(answers, dict) else {}, "accept")
+        return await respond(answers if isinstance(answers, dict) else {}, "accept",
+                             raw_arguments.get("confirmed") is True)
 
     async def decline(raw_arguments: dict[str, Any]) -> Any:
         return await respond(None, "decline")
@@ -203,8 +237,11 @@ def question_tools(questions: ServerQuestions) -> list[Any]:
             "name": ANSWER_TOOL,
             "description": "Give a service the caller's answers to the question it asked during a tool call; "
                            "returns that tool's result.",
-            "parameters": {"type": "object", "properties": {"answers": {
-                "type": "object", "description": "Each field the question named, by name, with the caller's answer."}},
+            "parameters": {"type": "object", "properties": {
+                "answers": {"type": "object",
+                            "description": "Each field the question named, by name, with the caller's answer."},
+                "confirmed": {"type": "boolean", "description": "true once the caller said yes to the answers "
+                                                                "read back to them (the same answers)."}},
                 "required": ["answers"]}}),
         function_tool(decline, raw_schema={
             "name": DECLINE_TOOL,

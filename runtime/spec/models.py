@@ -178,6 +178,9 @@ class McpServerBase(StrictModel):
         description="file:// URIs announced to the server as its roots (the MCP roots capability, announced only "
         "when this lists some).",
     )
+    elicitation_confirm: bool = Field(
+        True, description="In a call, the runtime reads the caller's answers back and sends them only once the "
+        "caller says yes (a secret field's value is not said). false: the model's answers are sent at once.")
     elicitation_timeout: float = Field(
         120.0, gt=0, le=600, description="Seconds a server's question may wait for its answer before it is cancelled."
     )

@@ -96,12 +96,13 @@ class Caller:
     def say(self, words: str) -> None:
         self.queued += espeak.speak(words, RATE) + espeak.silence(0.3, RATE)
 
-    async def agent_spoke(self, timeout: float = 60.0) -> None:
-        """Until the agent has said something and stopped (its state, as the page shows it)."""
+    async def agent_spoke(self, times: int = 1, timeout: float = 60.0) -> None:
+        """Until the agent has said something and stopped ``times`` times (its state, as the page shows it)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             states = [e["agent"] for e in self.events if e.get("type") == "state"]
-            if "speaking" in states and states[-1] != "speaking" and states.index("speaking") < len(states) - 1:
+            ended = sum(1 for a, b in zip(states, states[1:]) if a == "speaking" and b != "speaking")
+            if ended >= times:
                 return
             await asyncio.sleep(0.1)
         raise AssertionError(f"the agent said nothing: {self.events}")
@@ -149,24 +150,29 @@ async def wait_answer(record: Path, before: int, timeout: float = 60.0) -> list[
     raise AssertionError("no answer reached the server")
 
 
+ANSWER = tool_call("answer_server_question", {"answers": {"date": "2026-12-24", "confirm": True}})
+YES = tool_call("answer_server_question", {"answers": {}, "confirmed": True})  # "yes" to what was read back
+
+
 @pytest.mark.parametrize("said, model, reached", [
-    ("The twenty fourth of December. Yes please.",
-     tool_call("answer_server_question", {"answers": {"date": "2026-12-24", "confirm": True}}),
+    (["The twenty fourth of December. Yes please.", "Yes."], [ANSWER, YES],
      {"action": "accept", "content": {"date": "2026-12-24", "confirm": True, "seats": 2}}),
-    ("No, I would rather not say.", tool_call("decline_server_question", {}), {"action": "decline", "content": None}),
+    (["No, I would rather not say."], [tool_call("decline_server_question", {})],
+     {"action": "decline", "content": None}),
 ], ids=["accept", "decline"])
 async def test_the_callers_spoken_answer_or_refusal_reaches_the_server_in_a_served_call(
-    served, said: str, model: Any, reached: dict[str, Any]
+    served, said: list[str], model: list[Any], reached: dict[str, Any]
 ) -> None:
     serve, fakes, record = served
     before = len(answers_since(record, 0))
-    fakes["deepgram"].say("Book a trip to Oslo.", said)
-    fakes["chat"].enqueue(tool_call("book", {"city": "Oslo"}), text(QUESTION), model, text("Done."))
+    fakes["deepgram"].say("Book a trip to Oslo.", *said)
+    fakes["chat"].enqueue(tool_call("book", {"city": "Oslo"}), text(QUESTION), *model, text("Done."))
 
     async def talk(caller: Caller) -> None:
         caller.say("Book a trip to Oslo.")
-        await caller.agent_spoke()  # the server's question, in the agent's voice
-        caller.say(said)
+        for spoke, line in enumerate(said, start=1):
+            await caller.agent_spoke(spoke)  # the server's question in the agent's voice, then the read-back
+            caller.say(line)
         assert await wait_answer(record, before) == [{"asked": "book", **reached}]
 
     await call(serve, fakes, talk)

@@ -196,8 +196,13 @@ async def test_in_a_call_the_agent_is_given_the_question_and_the_callers_answers
         runner, 'call answer_server_question {"answers": {"date": "2026-12-24", "confirm": "maybe"}}')
     assert failed and "field confirm: 'maybe' is not a boolean; ask the caller again" in why
     assert answers(record) == []
-    [(_, result, failed)] = await outputs(
+    # checked answers are read back by the runtime first; only the caller's yes sends them
+    [(_, read, failed)] = await outputs(
         runner, 'call answer_server_question {"answers": {"date": "2026-12-24", "confirm": true}}')
+    assert not failed and read.startswith('The caller was read back their answers: "So that is: Date of the trip '
+                                          '2026-12-24; Shall I book it? yes; Seats 2. Is that right?"')
+    assert answers(record) == []
+    [(_, result, failed)] = await outputs(runner, 'call answer_server_question {"answers": {}, "confirmed": true}')
     assert not failed and result == 'accept: {"confirm": true, "date": "2026-12-24", "seats": 2}'
     assert answers(record) == [{"asked": "book", "action": "accept",
                                 "content": {"date": "2026-12-24", "confirm": True, "seats": 2}}]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from voice_runtime.mcp.elicitation import BadForm, accept_defaults, check_answer, parse_typed, read_form
+from voice_runtime.mcp.elicitation import BadForm, accept_defaults, check_answer, parse_typed, read_back, read_form
 
 FORM = {
     "type": "object",
@@ -98,3 +98,19 @@ async def test_a_question_is_traced_with_its_server_field_count_and_outcome_neve
     [span] = exporter.get_finished_spans()
     assert span.name == "mcp.elicitation"
     assert dict(span.attributes) == {"mcp.server": "crm", "mcp.elicitation.fields": 1, "mcp.elicitation.action": "accept"}
+
+
+def test_the_read_back_says_each_value_in_words_and_never_a_secret_fields_value() -> None:
+    question = read_form("bank", "Confirm the transfer.", {"type": "object", "properties": {
+        "amount": {"type": "number", "title": "Amount"},
+        "account": {"type": "string", "enum": ["chk", "sav"], "enumNames": ["checking", "savings"]},
+        "card_pin": {"type": "string"},
+        "passphrase2": {"type": "string", "format": "password", "title": "Phrase"},
+        "note": {"type": "string", "writeOnly": True},
+        "urgent": {"type": "boolean"}}})
+    line = read_back(question, {"amount": 1250000.0, "account": "sav", "card_pin": "4321", "passphrase2": "hunter2",
+                                "note": "private", "urgent": False})
+    assert line == ("So that is: Amount 1250000; account savings; card_pin the value you gave; Phrase the value you "
+                    "gave; note the value you gave; urgent no. Is that right?")
+    for secret in ("4321", "hunter2", "private"):
+        assert secret not in line
