@@ -383,6 +383,23 @@ class SessionRunner:
         if self.switched.is_set():
             await self._pipeline_active()
         asked_at = time.time()
+        try:
+            return await self._run_turn(text, asked_at)
+        except RuntimeError:
+            if self.hang_up_reason is None:
+                raise
+            # the agent ended the call in this turn (end_call): livekit closes the session
+            # under the turn's run once its speech is done, which may be before the run
+            # noticed the closing line; what was said is in the history all the same
+            return TurnAnswered(self._said_since(asked_at))
+
+    def _said_since(self, asked_at: float) -> list[Any]:
+        from livekit.agents import ChatMessageEvent
+
+        return [ChatMessageEvent(item=i) for i in self.session.history.items
+                if getattr(i, "type", "") == "message" and i.role == "assistant" and i.created_at >= asked_at]
+
+    async def _run_turn(self, text: str, asked_at: float) -> Any:
         run = asyncio.ensure_future(self.session.run(user_input=text))
         if self.switched.is_set() or self.session.realtime_fallback is None:
             return await run

@@ -41,9 +41,6 @@ def test_end_call_in_a_served_call_ends_the_job_and_the_report_says_so(agents: P
                        message="the hang-up counted")
 
 
-@pytest.mark.xfail(strict=False, reason="known race (issue 28, open): livekit's EndCallTool shuts the session down "
-                   "when the turn's speech is done and the closing line said beside it is sometimes cut, so chat "
-                   "shows 'session closed' instead of the line (about 3 runs in 5 on this machine)")
 @pytest.mark.timeout(300)  # a chat process imports livekit: slow on a loaded machine
 def test_chat_shows_phone_outcomes_and_the_conversation_stops_when_the_agent_hangs_up(
     agents: Path, fake_openai: FakeOpenAI
