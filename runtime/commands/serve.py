@@ -178,7 +178,7 @@ def _token(option: str, example: str, token_ref: str) -> tuple[str, str]:
     import os
     import re
 
-    from ..spec.secrets import mounted_secret
+    from ..core.mounted import mounted_secret
 
     match = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", token_ref.strip())
     if match is None:

@@ -35,6 +35,7 @@ from .turn_taking import BackgroundAudio, TurnHandling
 from .analysis import Analysis
 from .mcp_context import MAX_RESOURCES, ContextResource, InstructionsFrom
 from .mcp_auth import McpAuth
+from ..core.mounted import mounted_secret
 
 
 def http_url(value: str) -> str:
@@ -288,7 +289,7 @@ class HttpServer(McpServerBase):
         # the value is refused (it would split the header); the value is not echoed.
         out = {}
         for name, text in value.items():
-            text = text.rstrip("\r\n")
+            text = mounted_secret(text)
             if "\r" in text or "\n" in text:
                 raise PydanticCustomError(
                     "header_value", "header {name} has a line break inside its value; "
@@ -584,7 +585,7 @@ class _SecretLineEnds(BaseModel):
         if not isinstance(data, dict):
             return data
         secret = [name for name, f in cls.model_fields.items() if _is_secret(f.annotation)]
-        return {k: v.rstrip("\r\n") if k in secret and isinstance(v, str) else v for k, v in data.items()}
+        return {k: mounted_secret(v) if k in secret and isinstance(v, str) else v for k, v in data.items()}
 
 
 def _provider_union(registry: RegistryView, kind: str) -> Any:

@@ -53,12 +53,6 @@ def mask_tokens(text: str) -> str:
     return _REMOTE_TOKEN.sub(lambda m: f"{m.group(1)} {MASK}" if m.group(1) else MASK, text)
 
 
-def mounted_secret(text: str) -> str:
-    """A secret read from the environment without the line break a mounted secret file
-    (a Kubernetes Secret read into the variable) ends in."""
-    return text.rstrip("\r\n")
-
-
 def defaulted_vars(template: str) -> list[str]:
     """The names of the ``${VAR:-default}`` references of ``template``."""
     return [m.group(1) for m in _VAR_REF.finditer(template) if m.group(2) is not None]

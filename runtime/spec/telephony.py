@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from .errors import KeyPath, SpecError
-from .secrets import defaulted_vars, mounted_secret
+from ..core.mounted import mounted_secret
+from .secrets import defaulted_vars
 
 if typing.TYPE_CHECKING:
     from .loader import Plugins

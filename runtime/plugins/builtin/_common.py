@@ -7,13 +7,15 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_core import PydanticCustomError
 
+from ...core.mounted import mounted_secret
+
 def _header_safe(value: SecretStr | None) -> SecretStr | None:
     """The key travels in an HTTP header: a character one cannot carry would fail
     every request (after the SDK's retries) with UnicodeEncodeError. The value is
     never echoed; a mounted secret file's trailing newline is dropped."""
     if value is None:
         return None
-    text = value.get_secret_value().rstrip("\r\n")
+    text = mounted_secret(value.get_secret_value())
     if not text.isascii() or any(c < " " or c == "\x7f" for c in text):
         raise PydanticCustomError(
             "api_key", "the API key has a character HTTP headers cannot carry (non-ASCII, a line break "
