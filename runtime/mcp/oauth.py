@@ -28,7 +28,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import secrets as _random
 import socket
 import sys
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..spec.secrets import ISSUED, reveal
+from ..spec.secrets import ISSUED, mask_tokens, reveal
 
 if TYPE_CHECKING:
     import httpx2
@@ -51,8 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("voice_runtime.mcp")
 
 TOKEN_LABEL = "[oauth token]"
-# `Basic <base64>` / `Bearer <token>` in a server's error text
-_CREDENTIAL = re.compile(r"\b(Basic|Bearer)\s+[A-Za-z0-9+/=._~%-]+", re.IGNORECASE)
 
 
 class OAuthRefused(Exception):
@@ -448,7 +445,7 @@ def provider_for(name: str, server: HttpServer, base_dir: Path) -> httpx2.Auth:
                 why = f"HTTP {response.status_code}"
             # the authorization server's words: credentials it echoes back (our own Basic header,
             # a token) masked whatever their encoding, and bounded before they reach logs and /status
-            why = _CREDENTIAL.sub(r"\1 [credentials]", why)[:300]
+            why = mask_tokens(why, "[credentials]")[:300]
             what = "the refresh token" if redeeming else "the client's credentials" \
                 if grant == "client_credentials" else "the login"
             advice = "; log in again with `voice-runtime mcp-login`" if redeeming else ""

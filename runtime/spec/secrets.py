@@ -43,14 +43,17 @@ _CREDENTIAL_ENV = re.compile(r"(?:^|_)(?:API_?KEY|API_SECRET|SECRET|TOKEN|PASSWO
 _MIN_ENV_LENGTH = 8  # the environment holds short flags ("1", "true") under such names too
 
 
-# a bearer token or a JWT quoted by a remote server's error text (some echo the request's
-# Authorization header): masked even when it is no token we know of
-_REMOTE_TOKEN = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+|\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# credentials quoted by a remote server's error text (some echo the request's
+# Authorization header: a Basic client id:secret, a bearer token) and JWTs: masked even
+# when they are no secret we know of (LiveKit's API, OAuth authorization servers)
+_REMOTE_TOKEN = re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9._~+/=%-]+"
+                           r"|\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
-def mask_tokens(text: str) -> str:
-    """``text`` (a remote error) with any ``Bearer <token>`` and any JWT masked."""
-    return _REMOTE_TOKEN.sub(lambda m: f"{m.group(1)} {MASK}" if m.group(1) else MASK, text)
+def mask_tokens(text: str, label: str = MASK) -> str:
+    """``text`` (a remote error) with any ``Basic``/``Bearer`` credential and any JWT
+    replaced by ``label`` (the scheme word kept as written)."""
+    return _REMOTE_TOKEN.sub(lambda m: f"{m.group(1)} {label}" if m.group(1) else label, text)
 
 
 def defaulted_vars(template: str) -> list[str]:
