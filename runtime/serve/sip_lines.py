@@ -61,10 +61,15 @@ class Plan:
 
     @property
     def pending(self) -> list[Change]:
-        return sorted((c for c in self.changes if c.action != "no-op"), key=lambda c: (_ORDER[(c.action, c.kind)], c.name))
+        return [c for c in self._in_apply_order() if c.action != "no-op"]
+
+    def _in_apply_order(self) -> list[Change]:
+        # an unchanged object sits where its update would: trunks before the rules naming them
+        return sorted(self.changes, key=lambda c: (_ORDER[("update" if c.action == "no-op" else c.action, c.kind)], c.name))
 
     def render(self) -> str:
-        lines = [c.line() for c in sorted(self.changes, key=lambda c: (c.kind, c.name))]
+        # in the order apply makes the changes: deletions, then trunks, then the rules naming them
+        lines = [c.line() for c in self._in_apply_order()]
         lines += [f"conflict: {c}" for c in self.conflicts]
         counts = {a: sum(1 for c in self.changes if c.action == a) for a in ("create", "update", "delete", "no-op")}
         lines.append(f"plan: {counts['create']} to create, {counts['update']} to update, {counts['delete']} to delete, "

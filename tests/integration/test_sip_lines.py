@@ -166,6 +166,10 @@ async def test_an_edited_number_is_an_update_and_a_removed_rule_a_delete(tmp_pat
     assert by_name["main"].details == ['numbers: ["+14155550100", "+14155550101"] -> ["+14155550100", "+14155550102"]']
     assert fake.writes == ["DeleteSIPDispatchRule", "UpdateSIPInboundTrunk"]
     assert [r.name for r in fake.rules.values()] == ["support-line"]
+    # the plan reads in the order apply works: deletions, then the trunks, then the rules naming them
+    heads = [line.split(" (")[0] for line in changes.render().splitlines() if line[:1] in "+~-="]
+    assert heads == ["- delete dispatch rule sales-line", "= no-op outbound trunk carrier",
+                     "~ update inbound trunk main", "= no-op dispatch rule support-line"]
 
 
 async def test_a_changed_password_is_an_update_whose_plan_never_shows_a_password(
