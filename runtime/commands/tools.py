@@ -63,13 +63,21 @@ def tools(
     # the model is also shown a transfer tool per handoff (no arguments; the session continues as the agent)
     handoffs = [{"name": tool_name(h.agent), "source": f"handoff:{h.agent}", "original": h.agent,
                  "description": h.when, "parameters": {}} for h in loaded.spec.handoffs]
+    from ..session.phone import phone_tool_listing
+
+    # the spec's telephony: tools; in a session they hide a server's tool of the same name
+    phone = [{"name": name, "source": "built-in phone tool", "original": name, "description": description}
+             for name, description in phone_tool_listing(loaded.spec.telephony)]
+    hidden = {p["name"] for p in phone}
+    rows = [r for r in box.rows if r.name not in hidden]
+    handoffs += phone
     from ..mcp.capabilities import allowed, served, summary
     from ..mcp.oauth import describe_auth
 
     up = {name: conn for name, conn in box.acquired.connections.items() if name not in unavailable}
     auth = {name: conn.health().auth for name, conn in box.acquired.connections.items() if conn.health().auth}
     if format is OutputFormat.json:
-        typer.echo(json.dumps({"agent": loaded.name, "tools": [r.as_dict() for r in box.rows] + handoffs,
+        typer.echo(json.dumps({"agent": loaded.name, "tools": [r.as_dict() for r in rows] + handoffs,
                                "withheld": [w.as_dict() for w in box.withheld],
                                "unavailable": unavailable, "auth": auth,
                                "servers": {name: {"capabilities": served(conn.capabilities),
@@ -79,10 +87,13 @@ def tools(
         from ..core.terminal import table
 
         typer.echo(table(["TOOL", "FROM", "ORIGINAL NAME", "DESCRIPTION"], [
-            [r.name, r.source, r.original, shortened(r.description, 70)] for r in box.rows
+            [r.name, r.source, r.original, shortened(r.description, 70)] for r in rows
         ] + [[h["name"], h["source"], h["original"], shortened(h["description"], 70)] for h in handoffs]))
         for line in box.warnings:
             typer.echo(printable(f"withheld: {line}"))
+        for r in box.rows:
+            if r.name in hidden:
+                typer.echo(printable(f"hidden: {r.name} from {r.source}: the built-in phone tool of the same name wins"))
         for name, conn in up.items():
             typer.echo(f"capabilities: MCP server {name}: {summary(conn.capabilities, conn.server)}")
         for server, state in auth.items():

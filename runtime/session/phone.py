@@ -121,6 +121,28 @@ def tool_names(tools: list[Any]) -> set[str]:
     return names
 
 
+def _transfer_description(targets: list[Transfer]) -> str:
+    return "Transfer the caller to a person or another line. Targets: " + "; ".join(f"{t.name}: {t.when}" for t in targets)
+
+
+def phone_tool_listing(telephony: Telephony | None) -> list[tuple[str, str]]:
+    """(name, description) of each tool ``phone_tools`` gives the model, without a call:
+    what ``voice-runtime tools`` lists."""
+    if telephony is None:
+        return []
+    listed: list[tuple[str, str]] = []
+    if telephony.end_call is not None:
+        closing = f' (says "{telephony.end_call.say}" first)' if telephony.end_call.say else ""
+        listed.append(("end_call", f"Hang up the call{closing}; livekit's EndCallTool."))
+    if telephony.transfer:
+        listed.append(("transfer_call", _transfer_description(telephony.transfer)))
+    if telephony.dtmf is not None and telephony.dtmf.send:
+        listed.append(("send_dtmf", "Press keys on the phone keypad (0-9, *, #; w waits half a second)."))
+    if telephony.dtmf is not None and telephony.dtmf.collect is not None:
+        listed.append(("collect_digits", "Ask the caller to key digits in on their phone keypad and wait for them."))
+    return listed
+
+
 def phone_tools(owner: PhoneOwner, telephony: Telephony | None, hang_up: Callable[[str], None]) -> list[Any]:
     """The tools the spec's ``telephony:`` block gives the model."""
     if telephony is None:
@@ -161,10 +183,9 @@ def _transfer_tool(owner: PhoneOwner, targets: list[Transfer], hang_up: Callable
     from livekit.agents.llm import ToolError
 
     by_name = {t.name: t for t in targets}
-    listing = "; ".join(f"{t.name}: {t.when}" for t in targets)
     schema = {
         "name": "transfer_call",
-        "description": "Transfer the caller to a person or another line. Targets: " + listing,
+        "description": _transfer_description(targets),
         "parameters": {"type": "object", "properties": {"target": {"type": "string", "enum": list(by_name)}},
                        "required": ["target"], "additionalProperties": False},
     }

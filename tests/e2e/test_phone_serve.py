@@ -133,3 +133,25 @@ background_audio:
     (folder / "sounds").mkdir()
     (folder / "sounds" / "office.ogg").write_bytes(b"OggS")
     assert run_cli("check", str(folder)).rc == 0
+
+
+def test_tools_lists_the_built_in_phone_tools_the_model_gets_and_the_server_tool_they_hide(tmp_path: Path) -> None:
+    from mcp_servers.harness import stdio_command
+
+    folder = tmp_path / "agents"
+    (tmp_path / "extra.json").write_text(json.dumps({"end_call": "A server's own end_call."}))
+    command, args = stdio_command(extra_tools=tmp_path / "extra.json")
+    telephony = {"end_call": {"say": CLOSING}, "transfer": [{"name": "billing", "to": "+15105550123", "when": "billing"}],
+                 "dtmf": {"send": True, "collect": {"digits": 4}}}
+    write(folder / "desk.yaml", spec("You are the front desk.", "http://127.0.0.1:9/v1")
+          + f"telephony: {json.dumps(telephony)}\n"
+          + f"mcp_servers:\n  desk: {json.dumps({'command': command, 'args': args})}\n")
+    listed = run_cli("tools", folder, "--agent", "desk")
+    assert listed.rc == 0, listed.output
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:] if line and not line.startswith(("capab", "hidden"))}
+    for name in ("end_call", "transfer_call", "send_dtmf", "collect_digits"):
+        assert "built-in phone tool" in rows[name], listed.stdout
+    assert "another line. Targets: billing" in rows["transfer_call"]
+    # the server's end_call is not what the model gets (a session hides it), and tools says so
+    assert rows["end_call"].count("end_call") == 2 and "server's own" not in rows["end_call"]
+    assert "hidden: end_call from mcp:desk: the built-in phone tool of the same name wins" in listed.stdout
