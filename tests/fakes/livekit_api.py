@@ -1,9 +1,16 @@
 """A fake LiveKit server API: the Twirp services livekit-api's ``SipService`` and
 ``AgentDispatchService`` call (``POST /twirp/livekit.SIP/<Method>``,
-``/twirp/livekit.AgentDispatchService/<Method>``, ``RoomService/DeleteRoom``), with protobuf binary bodies as
-livekit-api 1.2.2 sends them (``application/protobuf``) and protobuf JSON as other
-clients do. It keeps trunks, dispatch rules, dispatches and dialled participants, and
-records every request (``requests``: method and the request as a dict).
+``/twirp/livekit.AgentDispatchService/<Method>``, ``RoomService/DeleteRoom`` and
+``MoveParticipant``), with protobuf binary bodies as livekit-api 1.2.2 sends them
+(``application/protobuf``) and protobuf JSON as other clients do. It keeps trunks,
+dispatch rules, dispatches and dialled participants, and records every request
+(``requests``: method and the request as a dict; ``of(method)``: the request as the
+protobuf message, with the grants of its bearer token, decoded, not verified).
+
+What an agent asks during a call: ``TransferSIPParticipant`` (a cold transfer; its
+answer is ``transfer_outcome``: "successful", "failed" (a 200 with a failed status) or
+an HTTP status (a Twirp error)), ``CreateSIPParticipant`` (what a warm transfer dials)
+and ``MoveParticipant`` (the human moved into the caller's room).
 
 Outcomes of a call are decided by the number dialled (``sip_call_to``):
 
@@ -22,7 +29,9 @@ Run alone: ``python -m tests.fakes.livekit_api --port 7881``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
+import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +39,13 @@ from typing import Any
 from aiohttp import web
 
 SIP_OUTCOMES = {"0486": (486, "Busy Here"), "0408": (408, "Request Timeout"), "0503": (503, "Service Unavailable")}
+
+
+@dataclass
+class Received:
+    method: str
+    request: Any  # the protobuf message
+    grants: dict[str, Any]  # of the bearer token (decoded, not verified)
 
 
 @dataclass
@@ -45,6 +61,9 @@ class FakeLiveKitAPI:
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (method, request as a dict)
     fail_request: int | None = None  # the Nth request from now fails
     echo_authorization: bool = False  # a hostile or careless server: every error quotes the request's header
+    transfer_outcome: str | int = "successful"  # of the next TransferSIPParticipant
+    moved: list[Any] = field(default_factory=list)  # MoveParticipantRequest
+    received: list[Received] = field(default_factory=list)  # every request as its message, with its token's grants
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
@@ -58,6 +77,9 @@ class FakeLiveKitAPI:
     def writes(self) -> list[str]:
         """The methods of the requests that change something, in order."""
         return [m for m, _ in self.requests if not m.startswith(("List", "Get"))]
+
+    def of(self, method: str) -> list[Received]:
+        return [r for r in self.received if r.method == method]
 
     # -- objects a test puts there beforehand (someone else's, or ours from before) --
 
@@ -138,6 +160,7 @@ class FakeLiveKitAPI:
         else:
             message.ParseFromString(raw)
         self.requests.append((method, json_format.MessageToDict(message, preserving_proto_field_name=True)))
+        self.received.append(Received(method, message, _grants(request.headers["Authorization"])))
         if self.fail_request is not None:
             self.fail_request -= 1
             if self.fail_request == 0:
@@ -273,6 +296,29 @@ class FakeLiveKitAPI:
 
         return sip.CreateSIPParticipantRequest, dial
 
+    def _TransferSIPParticipant(self) -> Any:
+        from livekit.protocol import sip
+
+        def transfer(r: Any) -> Any:
+            if isinstance(self.transfer_outcome, int):
+                raise _TwirpError(self.transfer_outcome, "unavailable", "the far end refused the REFER")
+            failed = self.transfer_outcome == "failed"
+            return sip.TransferSIPParticipantResponse(
+                transfer_id=f"TR_{next(self._ids)}",
+                status=sip.SIPTransferStatus.STS_TRANSFER_FAILED if failed else sip.SIPTransferStatus.STS_TRANSFER_SUCCESSFUL,
+                reason=sip.SIPTransferReason.STR_REJECTED if failed else sip.SIPTransferReason.STR_COMPLETED)
+
+        return sip.TransferSIPParticipantRequest, transfer
+
+    def _MoveParticipant(self) -> Any:
+        from livekit.protocol import room
+
+        def move(r: Any) -> Any:
+            self.moved.append(r)
+            return room.MoveParticipantResponse()
+
+        return room.MoveParticipantRequest, move
+
     def _DeleteRoom(self) -> Any:
         from livekit.protocol import room
 
@@ -299,6 +345,13 @@ class FakeLiveKitAPI:
             if taken:
                 raise _TwirpError(400, "invalid_argument", f"{what} conflicts with {other.name or 'another'}: "
                                                           f"{', '.join(sorted(taken))}")
+
+
+def _grants(header: str) -> dict[str, Any]:
+    parts = header.removeprefix("Bearer ").strip().split(".")
+    if len(parts) != 3:
+        return {}
+    return json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
 
 
 class _TwirpError(Exception):

@@ -2,7 +2,7 @@
 ``background_audio:``) in voice calls: espeak-ng speech into the real livekit
 AgentSession through SessionRunner, real silero VAD and the real deepgram, openai
 and cartesia plugins against the fakes. The phone line's server API is a fake of
-LiveKit's Twirp SIP service (``fakes/livekit_sip_recorder.py``) reached by the real
+LiveKit's server API (``fakes/livekit_api.py``) reached by the real
 livekit-api client; keypad tones travel in a LiveKit room's data channel, which a
 call without a room does not have, so they go to and come from the line's
 ``publish_dtmf`` / ``sip_dtmf_received`` stand-ins (the room's in a LiveKit job).
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fakes.livekit_sip_recorder import FakeSipApi
+from fakes.livekit_api import FakeLiveKitAPI
 from fakes.openai_chat import TextReply, text, tool_call
 from mcp_servers.harness import stdio_command
 from prometheus_client import REGISTRY
@@ -44,8 +44,8 @@ async def fakes() -> AsyncIterator[Fakes]:
 
 
 @pytest.fixture
-async def sip_api() -> AsyncIterator[FakeSipApi]:
-    fake = FakeSipApi()
+async def sip_api() -> AsyncIterator[FakeLiveKitAPI]:
+    fake = FakeLiveKitAPI()
     await fake.start()
     yield fake
     await fake.stop()
@@ -73,7 +73,7 @@ class Keypad:
 
 
 @pytest.fixture
-async def line(sip_api: FakeSipApi) -> AsyncIterator[tuple[PhoneLine, Keypad]]:
+async def line(sip_api: FakeLiveKitAPI) -> AsyncIterator[tuple[PhoneLine, Keypad]]:
     from livekit import api
 
     client = api.LiveKitAPI(url=sip_api.url, api_key="lk-key", api_secret="lk-secret-0123456789-0123456789-0123")
@@ -137,7 +137,7 @@ TRANSFERS = [{"name": "billing", "to": "+15105550123", "when": "billing question
 
 
 async def test_a_cold_transfer_refers_the_sip_caller_to_the_target_after_the_line_is_said(
-    tmp_path: Path, fakes: Fakes, sip_api: FakeSipApi, line: tuple[PhoneLine, Keypad]
+    tmp_path: Path, fakes: Fakes, sip_api: FakeLiveKitAPI, line: tuple[PhoneLine, Keypad]
 ) -> None:
     before = metric("voice_runtime_transfers_total", agent="desk", kind="cold", outcome="transferred")
     fakes.deepgram.say("I have a question about my bill.")
@@ -164,7 +164,7 @@ async def test_a_cold_transfer_refers_the_sip_caller_to_the_target_after_the_lin
 
 
 async def test_a_refused_cold_transfer_is_told_to_the_model_and_the_call_goes_on(
-    tmp_path: Path, fakes: Fakes, sip_api: FakeSipApi, line: tuple[PhoneLine, Keypad]
+    tmp_path: Path, fakes: Fakes, sip_api: FakeLiveKitAPI, line: tuple[PhoneLine, Keypad]
 ) -> None:
     sip_api.transfer_outcome = "failed"
     fakes.deepgram.say("Put me through to the front desk.")
@@ -188,7 +188,7 @@ async def test_a_refused_cold_transfer_is_told_to_the_model_and_the_call_goes_on
 
 
 async def test_a_warm_transfer_without_a_livekit_room_fails_and_says_why(
-    tmp_path: Path, fakes: Fakes, sip_api: FakeSipApi, line: tuple[PhoneLine, Keypad]
+    tmp_path: Path, fakes: Fakes, sip_api: FakeLiveKitAPI, line: tuple[PhoneLine, Keypad]
 ) -> None:
     # livekit's WarmTransferTask joins a side room of the job's LiveKit server to dial the
     # human: a call without a room reports the transfer as failed, and nothing is dialled
