@@ -261,7 +261,6 @@ async def _refer(owner: PhoneOwner, target: Transfer, line: PhoneLine, identity:
 
 
 async def _warm(owner: PhoneOwner, target: Transfer, hang_up: Callable[[str], None]) -> Any:
-    from livekit.agents.beta.workflows import WarmTransferTask
     from livekit.agents.llm import ToolError
 
     line = owner.line
@@ -272,17 +271,8 @@ async def _warm(owner: PhoneOwner, target: Transfer, hang_up: Callable[[str], No
         raise ToolError(f"the transfer is not possible: {why}")
     if target.say:
         _say(owner, target.say)
-    # the session has no models of its own (each agent brings its own): the task and
-    # the human's side session use the current agent's
-    kwargs: dict[str, Any] = {"chat_ctx": owner.session.history, **_agent_models(owner.session)}
-    if target.sip_trunk_id is not None:
-        kwargs["sip_trunk_id"] = target.sip_trunk_id
-    if target.ringing_timeout is not None:
-        kwargs["ringing_timeout"] = target.ringing_timeout
-    if target.briefing is not None:
-        kwargs["extra_instructions"] = target.briefing
     try:
-        result = await WarmTransferTask(target.to, **kwargs)
+        result = await warm_transfer_task(owner, target)
     except Exception as exc:  # noqa: BLE001 - ToolError("could not dial human agent", "declined ...")
         tell(owner, "transfer", kind="warm", target=target.name, to=target.to, outcome="failed", reason=str(exc))
         raise ToolError(f"the warm transfer to {target.name} failed: {exc}; tell the caller") from None
@@ -294,6 +284,24 @@ async def _warm(owner: PhoneOwner, target: Transfer, hang_up: Callable[[str], No
     hang_up("warm_transferred")
     owner.session.shutdown()
     return None
+
+
+def warm_transfer_task(owner: PhoneOwner, target: Transfer) -> Any:
+    """livekit's WarmTransferTask for ``target``, briefed with the call so far: its
+    instructions (livekit's, the conversation, ``briefing``) are what the agent that
+    talks to the human is given; it dials ``to`` through ``sip_trunk_id``."""
+    from livekit.agents.beta.workflows import WarmTransferTask
+
+    # the session has no models of its own (each agent brings its own): the task and
+    # the human's side session use the current agent's
+    kwargs: dict[str, Any] = {"chat_ctx": owner.session.history, **_agent_models(owner.session)}
+    if target.sip_trunk_id is not None:
+        kwargs["sip_trunk_id"] = target.sip_trunk_id
+    if target.ringing_timeout is not None:
+        kwargs["ringing_timeout"] = target.ringing_timeout
+    if target.briefing is not None:
+        kwargs["extra_instructions"] = target.briefing
+    return WarmTransferTask(target.to, **kwargs)
 
 
 def _agent_models(session: Any) -> dict[str, Any]:

@@ -207,6 +207,56 @@ async def test_a_warm_transfer_without_a_livekit_room_fails_and_says_why(
         await call.aclose()
 
 
+async def test_a_warm_transfer_briefs_the_human_with_the_call_and_dials_them_into_a_consult_room_through_the_trunk(
+    tmp_path: Path, fakes: Fakes, sip_api: FakeLiveKitAPI, line: tuple[PhoneLine, Keypad], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # livekit's WarmTransferTask as our spec builds it from a live call. Its room parts
+    # (hold music into the caller's room, joining the consult room, the human's side
+    # session, which speaks the briefing) need a LiveKit media server, which tests do not
+    # have; its two server API calls are made here by livekit's own code, against the fake
+    from livekit import rtc
+    from livekit.agents.testing import fake_job_context
+    from livekit.agents.utils import http_context
+
+    from voice_runtime.session.phone import warm_transfer_task
+
+    trunk = sip_api.add_outbound(name="carrier", numbers=["+14155550100"])
+    manager = {**TRANSFERS[2], "briefing": "Say what broke and that a refund was offered.", "sip_trunk_id": trunk,
+               "ringing_timeout": 25}
+    fakes.deepgram.say("My order seven arrived broken.")
+    fakes.chat.enqueue(text("I am sorry. I can offer a refund."))
+    call = await VoiceCall.start(tmp_path / "agents", pipeline_spec(fakes, extra=telephony({"transfer": [manager]})),
+                                 line=line[0])
+    try:
+        await call.say("My order seven arrived broken.")
+        await call.wait_heard(1)
+        task = warm_transfer_task(call.runner, call.runner.loaded.spec.telephony.transfer[0])
+        # what the agent that talks to the human is told: the call so far and the briefing
+        briefing = str(task.instructions)
+        assert "Caller: My order seven arrived broken.\nAssistant: I am sorry. I can offer a refund.\n" in briefing
+        assert "Say what broke and that a refund was offered." in briefing
+        assert "connect_to_caller" in briefing  # how the human is put through, once they agree
+
+        # livekit dials the human into the consult room with the job's server API (LIVEKIT_* env)
+        for key, value in {"LIVEKIT_URL": sip_api.url, "LIVEKIT_API_KEY": "lk-key",
+                           "LIVEKIT_API_SECRET": "lk-secret-0123456789-0123456789-0123"}.items():
+            monkeypatch.setenv(key, value)
+        async with http_context.open():
+            with fake_job_context(room=rtc.Room()):
+                await task._originate_human_agent(room_name=f"{ROOM}-human-agent", identity="human-agent-sip",
+                                                  room=rtc.Room())
+        [dial] = sip_api.of("CreateSIPParticipant")
+        request = dial.request
+        assert (request.sip_call_to, request.sip_trunk_id, request.room_name, request.participant_identity) == (
+            "+15105550999", trunk, f"{ROOM}-human-agent", "human-agent-sip")
+        assert request.wait_until_answered and request.ringing_timeout.seconds == 25
+        assert dial.grants["sip"]["call"]
+        assert sip_api.participants == [request]  # the fake answered: the human picked up
+        assert phone_events(call) == []  # nothing was transferred by building the task
+    finally:
+        await call.aclose()
+
+
 async def test_keys_are_sent_on_the_line_and_keyed_digits_are_collected_as_input(
     tmp_path: Path, fakes: Fakes, line: tuple[PhoneLine, Keypad]
 ) -> None:
