@@ -124,7 +124,11 @@ class VoiceCall:
         assert result.ok, [str(e) for e in result.errors]
         events: list[tuple[float, str, dict[str, Any]]] = []
         mic, speaker = audio_io.caller_audio(INPUT_RATE), audio_io.speaker_audio(OUTPUT_RATE)
-        runner = SessionRunner(result.specs[0], plugins, audio_in=mic, audio_out=speaker,
+        # the call is the written spec's; the folder's others are what it may hand off to
+        by_name = {loaded.name: loaded for loaded in result.specs}
+        runner.setdefault("specs", by_name)
+        [loaded] = [spec for spec in result.specs if spec.path.name == filename]
+        runner = SessionRunner(loaded, plugins, audio_in=mic, audio_out=speaker,
                                listeners=[lambda e, d: events.append((time.monotonic(), e, d))], **runner)
         t0 = time.monotonic()
         await runner.start()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -404,6 +405,8 @@ class CallGuards:
     hang_up: Callable[[str], None]
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _ending = False
+    started: float = field(default_factory=time.perf_counter)  # the call's start, which limits count from
+    _limit_task: asyncio.Task[Any] | None = None
 
     def session_options(self) -> dict[str, Any]:
         """livekit's AgentSession options these need."""
@@ -417,7 +420,7 @@ class CallGuards:
     def attach(self, session: Any, *, audio: bool) -> None:
         telephony = self.telephony
         if telephony.max_call_seconds is not None:
-            self._spawn(self._limit(telephony.max_call_seconds))
+            self.limit(telephony.max_call_seconds)
         if not audio:
             return
         if telephony.silence_timeout is not None:
@@ -425,10 +428,17 @@ class CallGuards:
         if telephony.voicemail is not None:
             self._spawn(self._detect_machine(session))
 
-    def _spawn(self, coro: Any) -> None:
+    def limit(self, seconds: float) -> None:
+        """End the call ``seconds`` after its start (a later limit replaces an earlier one)."""
+        if self._limit_task is not None:
+            self._limit_task.cancel()
+        self._limit_task = self._spawn(self._limit(max(0.0, seconds - (time.perf_counter() - self.started))))
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _on_user_state(self, event: Any) -> None:
         if getattr(event, "new_state", None) == "away" and not self._ending:

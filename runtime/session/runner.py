@@ -238,11 +238,30 @@ class SessionRunner:
             self.switched = asyncio.Event()  # not fallen back yet: this is the target's realtime model
         await self.activity.connect_mcp()
         self.tools = self.activity.build_tools()
+        if spec.telephony is not None and spec.telephony.max_call_seconds is not None:
+            self._limit_call(spec.telephony)
+
+    def _limit_call(self, telephony: Any) -> None:
+        """A handoff target's ``max_call_seconds`` replaces the call's, counted from the
+        call's start. Its silence_timeout and voicemail cannot: livekit's user_away_timeout
+        is fixed when the session starts, and a machine answers before any handoff."""
+        from .phone import CallGuards
+
+        if self._guards is None:
+            self._guards = CallGuards(self, telephony, self.hang_up, started=self.marks["start"])
+        self._guards.limit(telephony.max_call_seconds)
 
     def agent_kwargs(self, chat_ctx: Any) -> dict[str, Any]:
         """What ``build_agent`` gives livekit's Agent for the current spec and mode."""
         models = self._build_models(self.mode)
-        return build_agent_kwargs(self.loaded, models, self.tools, chat_ctx=chat_ctx)
+        kwargs = build_agent_kwargs(self.loaded, models, self.tools, chat_ctx=chat_ctx)
+        if not self.text_only:
+            from .turn_taking import agent_turn_handling
+
+            # the session's options are the first agent's; a handoff target takes turns its
+            # own way through the keys livekit reads from the Agent
+            kwargs["turn_handling"] = agent_turn_handling(kwargs.get("turn_handling", {}), self.loaded.spec)
+        return kwargs
 
     def offer_tools(self, tools: list[Any]) -> None:
         """The current agent's tools become ``tools`` (livekit's update_tools, in the background)."""
@@ -319,7 +338,7 @@ class SessionRunner:
         if spec.telephony is not None:
             from .phone import CallGuards
 
-            self._guards = CallGuards(self, spec.telephony, self.hang_up)
+            self._guards = CallGuards(self, spec.telephony, self.hang_up, started=self.marks["start"])
             if not self.text_only:  # a typed call has no silence, no machine to detect
                 session_kwargs.update(self._guards.session_options())
         self.session = _runtime_session_class()(**session_kwargs)

@@ -28,6 +28,25 @@ def merge_turn_handling(base: dict[str, Any], spec: Any) -> dict[str, Any]:
     return out
 
 
+# what livekit 1.8.9 takes from an Agent's own turn_handling (voice/agent.py and
+# agent_activity.py): endpointing, preemptive generation and whether and how barge-in is
+# detected; the rest of `interruption` (durations, thresholds, false-interruption
+# timeout) is read from the session only
+_AGENT_INTERRUPTION_KEYS = ("enabled", "mode")
+
+
+def agent_turn_handling(base: dict[str, Any], spec: Any) -> dict[str, Any]:
+    """``base`` (an Agent's TurnHandlingOptions) with the spec's ``turn_handling`` keys
+    that livekit applies per agent: how a handoff target takes turns."""
+    out = dict(base)
+    for key, value in merge_turn_handling({}, spec).items():
+        if key == "interruption":
+            value = {k: v for k, v in value.items() if k in _AGENT_INTERRUPTION_KEYS}
+        if value:
+            out[key] = value
+    return out
+
+
 def _audio_config(sound: Sound, folder: Path) -> Any:
     from livekit.agents.voice.background_audio import AudioConfig, BuiltinAudioClip
 

@@ -388,3 +388,30 @@ async def test_turn_handling_reaches_livekits_session_and_the_thinking_sound_pla
         assert not after or max(after) < 100
     finally:
         await call.aclose()
+
+
+async def test_a_handoff_target_takes_turns_its_own_way_and_its_call_limit_ends_the_call(
+    tmp_path: Path, fakes: Fakes
+) -> None:
+    folder = tmp_path / "agents"
+    folder.mkdir()
+    (folder / "sales.yaml").write_text(pipeline_spec(fakes, extra=(
+        "turn_handling:\n  endpointing: {min_delay: 1.2, max_delay: 4}\n  interruption: {mode: vad, min_duration: 0.9}\n"
+        + telephony({"max_call_seconds": 10}))))
+    fakes.deepgram.say("I want to buy a boat.")
+    fakes.chat.enqueue(tool_call("transfer_to_sales", {}), text("Sales here."))
+    call = await VoiceCall.start(folder, pipeline_spec(fakes, extra="handoffs: [{agent: sales, when: buying}]\n"))
+    try:
+        desk = call.runner.session.current_agent
+        await call.say("I want to buy a boat.")
+        await call.wait_for(lambda: call.runner.session.current_agent is not desk, 20, "the handoff")
+        sales = call.runner.session.current_agent
+        # livekit reads endpointing and the barge-in mode from the Agent; the session's stay the desk's
+        assert (sales.min_endpointing_delay, sales.max_endpointing_delay, sales.interruption_detection) == (
+            1.2, 4, "vad")
+        assert call.runner.session.options.turn_handling["interruption"]["min_duration"] != 0.9
+        # the desk had no limit; sales' counts from the call's start
+        assert await ended(call) == "max_call_seconds"
+        assert phone_events(call) == [{"event": "hang_up", "reason": "max_call_seconds"}]
+    finally:
+        await call.aclose()
