@@ -1,16 +1,16 @@
 """A fake LiveKit server API: the Twirp services livekit-api's ``SipService`` and
 ``AgentDispatchService`` call (``POST /twirp/livekit.SIP/<Method>``,
-``/twirp/livekit.AgentDispatchService/<Method>``, ``RoomService/DeleteRoom`` and
-``MoveParticipant``), with protobuf binary bodies as livekit-api 1.2.2 sends them
-(``application/protobuf``) and protobuf JSON as other clients do. It keeps trunks,
+``/twirp/livekit.AgentDispatchService/<Method>``, ``RoomService/DeleteRoom``), with
+protobuf binary bodies as livekit-api 1.2.2 sends them (``application/protobuf``) and
+protobuf JSON as other clients do. It keeps trunks,
 dispatch rules, dispatches and dialled participants, and records every request
 (``requests``: method and the request as a dict; ``of(method)``: the request as the
 protobuf message, with the grants of its bearer token, decoded, not verified).
 
 What an agent asks during a call: ``TransferSIPParticipant`` (a cold transfer; its
 answer is ``transfer_outcome``: "successful", "failed" (a 200 with a failed status) or
-an HTTP status (a Twirp error)), ``CreateSIPParticipant`` (what a warm transfer dials)
-and ``MoveParticipant`` (the human moved into the caller's room).
+an HTTP status (a Twirp error)) and ``CreateSIPParticipant`` (what a warm transfer
+dials the human with).
 
 Outcomes of a call are decided by the number dialled (``sip_call_to``):
 
@@ -62,7 +62,6 @@ class FakeLiveKitAPI:
     fail_request: int | None = None  # the Nth request from now fails
     echo_authorization: bool = False  # a hostile or careless server: every error quotes the request's header
     transfer_outcome: str | int = "successful"  # of the next TransferSIPParticipant
-    moved: list[Any] = field(default_factory=list)  # MoveParticipantRequest
     received: list[Received] = field(default_factory=list)  # every request as its message, with its token's grants
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
@@ -309,15 +308,6 @@ class FakeLiveKitAPI:
                 reason=sip.SIPTransferReason.STR_REJECTED if failed else sip.SIPTransferReason.STR_COMPLETED)
 
         return sip.TransferSIPParticipantRequest, transfer
-
-    def _MoveParticipant(self) -> Any:
-        from livekit.protocol import room
-
-        def move(r: Any) -> Any:
-            self.moved.append(r)
-            return room.MoveParticipantResponse()
-
-        return room.MoveParticipantRequest, move
 
     def _DeleteRoom(self) -> Any:
         from livekit.protocol import room

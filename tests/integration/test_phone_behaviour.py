@@ -218,7 +218,7 @@ async def test_a_warm_transfer_briefs_the_human_with_the_call_and_dials_them_int
     from livekit.agents.testing import fake_job_context
     from livekit.agents.utils import http_context
 
-    from voice_runtime.session.phone import warm_transfer_task
+    from voice_runtime.session.phone import tool_names, warm_transfer_task
 
     trunk = sip_api.add_outbound(name="carrier", numbers=["+14155550100"])
     manager = {**TRANSFERS[2], "briefing": "Say what broke and that a refund was offered.", "sip_trunk_id": trunk,
@@ -235,7 +235,8 @@ async def test_a_warm_transfer_briefs_the_human_with_the_call_and_dials_them_int
         briefing = str(task.instructions)
         assert "Caller: My order seven arrived broken.\nAssistant: I am sorry. I can offer a refund.\n" in briefing
         assert "Say what broke and that a refund was offered." in briefing
-        assert "connect_to_caller" in briefing  # how the human is put through, once they agree
+        # ...and the tools it answers the human with: put them through, or not
+        assert {"connect_to_caller", "decline_transfer", "voicemail_detected"} <= tool_names(task.tools)
 
         # livekit dials the human into the consult room with the job's server API (LIVEKIT_* env)
         for key, value in {"LIVEKIT_URL": sip_api.url, "LIVEKIT_API_KEY": "lk-key",
