@@ -66,8 +66,8 @@ def tools(
     from ..session.phone import phone_tool_listing
 
     # the spec's telephony: tools; in a session they hide a server's tool of the same name
-    phone = [{"name": name, "source": "built-in phone tool", "original": name, "description": description}
-             for name, description in phone_tool_listing(loaded.spec.telephony)]
+    phone = [{**tool, "source": "built-in phone tool", "original": tool["name"]}
+             for tool in phone_tool_listing(loaded.spec.telephony)]
     hidden = {p["name"] for p in phone}
     rows = [r for r in box.rows if r.name not in hidden]
     handoffs += phone

@@ -122,25 +122,32 @@ def tool_names(tools: list[Any]) -> set[str]:
     return names
 
 
-def _transfer_description(targets: list[Transfer]) -> str:
-    return "Transfer the caller to a person or another line. Targets: " + "; ".join(f"{t.name}: {t.when}" for t in targets)
+@dataclass
+class _Listing:
+    """The owner of tools built only to be listed (``voice-runtime tools``): no call,
+    nothing said or told."""
+
+    name: str = "listing"
+    session: Any = None
+    mode: str = "pipeline"
+    line: PhoneLine | None = None
+
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        pass
 
 
-def phone_tool_listing(telephony: Telephony | None) -> list[tuple[str, str]]:
-    """(name, description) of each tool ``phone_tools`` gives the model, without a call:
-    what ``voice-runtime tools`` lists."""
-    if telephony is None:
-        return []
-    listed: list[tuple[str, str]] = []
-    if telephony.end_call is not None:
-        closing = f' (says "{telephony.end_call.say}" first)' if telephony.end_call.say else ""
-        listed.append(("end_call", f"Hang up the call{closing}; livekit's EndCallTool."))
-    if telephony.transfer:
-        listed.append(("transfer_call", _transfer_description(telephony.transfer)))
-    if telephony.dtmf is not None and telephony.dtmf.send:
-        listed.append(("send_dtmf", "Press keys on the phone keypad (0-9, *, #; w waits half a second)."))
-    if telephony.dtmf is not None and telephony.dtmf.collect is not None:
-        listed.append(("collect_digits", "Ask the caller to key digits in on their phone keypad and wait for them."))
+def phone_tool_listing(telephony: Telephony | None) -> list[dict[str, Any]]:
+    """``name``, ``description`` and ``parameters`` of each tool ``phone_tools`` gives
+    the model, as the model is shown them (built, never called)."""
+    from livekit.agents.llm.utils import build_legacy_openai_schema
+
+    listed: list[dict[str, Any]] = []
+    for tool in phone_tools(_Listing(), telephony, lambda reason: None):
+        inner = getattr(tool, "tools", None)
+        for one in inner if isinstance(inner, list) else [tool]:
+            raw = getattr(one.info, "raw_schema", None)
+            schema = raw if raw is not None else build_legacy_openai_schema(one, internally_tagged=True)
+            listed.append({key: schema.get(key) for key in ("name", "description", "parameters")})
     return listed
 
 
@@ -184,9 +191,10 @@ def _transfer_tool(owner: PhoneOwner, targets: list[Transfer], hang_up: Callable
     from livekit.agents.llm import ToolError
 
     by_name = {t.name: t for t in targets}
+    listing = "; ".join(f"{t.name}: {t.when}" for t in targets)
     schema = {
         "name": "transfer_call",
-        "description": _transfer_description(targets),
+        "description": "Transfer the caller to a person or another line. Targets: " + listing,
         "parameters": {"type": "object", "properties": {"target": {"type": "string", "enum": list(by_name)}},
                        "required": ["target"], "additionalProperties": False},
     }
