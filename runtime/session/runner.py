@@ -260,7 +260,9 @@ class SessionRunner:
 
             # the session's options are the first agent's; a handoff target takes turns its
             # own way through the keys livekit reads from the Agent
-            kwargs["turn_handling"] = agent_turn_handling(kwargs.get("turn_handling", {}), self.loaded.spec)
+            turn_handling = agent_turn_handling(kwargs.get("turn_handling", {}), self.loaded.spec)
+            if turn_handling:
+                kwargs["turn_handling"] = turn_handling
         return kwargs
 
     def offer_tools(self, tools: list[Any]) -> None:
