@@ -59,10 +59,10 @@ _GROUPS: dict[str, tuple[str, str]] = {
     "cancel": ("cancelled canceled voided terminated withdrawn", "cancel cancels void terminate terminates withdraw"),
     "change": ("changed updated modified amended edited moved switched corrected adjusted", "change changes update "
                "updates modify modifies amend amends edit edits move moves switch correct adjust set"),
-    "refund": ("refunded reimbursed credited", "refund refunds reimburse credit credits"),
+    "refund": ("refunded reimbursed credited reversed", "refund refunds reimburse credit credits reverse reverses"),
     "pay": ("paid transferred charged debited topped moved sent", "pay pays transfer transfers charge charges debit top payment"),
     "create": ("created opened filed logged raised submitted registered lodged placed ordered requested",
-               "create creates open opens file files log logs raise raises submit submits register registers lodge "
+               "create creates setup open opens file files log logs raise raises submit submits register registers lodge "
                "place places order orders request requests"),
     "close": ("closed resolved", "close closes resolve resolves"),
     "block": ("blocked frozen locked suspended unblocked unlocked unfrozen reactivated", "block blocks freeze "
@@ -91,11 +91,13 @@ _STATUS = (("on", "time"), ("in", "stock"), ("out", "of", "stock"), ("in", "tran
            ("sold", "out"), ("fully", "booked"), ("overdue",), ("pending",), ("on", "its", "way"),
            ("on", "the", "way"), ("on", "their", "way"), ("on", "hold"), ("in", "credit"), ("in", "progress"),
            ("under", "review"), ("now", "active"), ("now", "live"), ("active", "now"), ("live", "now"),
-           ("closed", "now"), ("in", "place"), ("ready",), ("back",), ("complete",))
+           ("closed", "now"), ("in", "place"), ("ready",), ("back",), ("complete",), ("on", "for"),
+           ("available",), ("free", "at"), ("free", "on"), ("free", "for"), ("up", "and", "running"))
 _COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "care", "of"), ("good", "to", "go"),
                ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
                ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"), ("dealt", "with"),
-               ("came", "back"), ("come", "back"), ("heard", "back"))
+               ("came", "back"), ("come", "back"), ("heard", "back"),
+               ("all", "good"), ("squared", "away"), ("good", "as", "done"))
 _ALL_PAST: dict[str, tuple[str, ...]] = {}  # "moved" is a change or a payment
 for _group, (_past, _) in _GROUPS.items():
     for _word in _past.split():
@@ -132,7 +134,8 @@ _MODAL = frozenset("will shall would could can may might must should going gonna
                    "needs try trying happy glad please ask plan hope able to be".split())
 _REPORTED = frozenset("said say mentioned told asked think thought wanted".split())
 _CONDITION = frozenset("if once when whenever after until unless before whether soon".split())
-_HABITUAL = frozenset("usually normally typically generally always often sometimes every".split())
+_HABITUAL = frozenset("usually normally typically generally always often sometimes every daily weekly nightly "
+                      "mondays tuesdays wednesdays thursdays fridays saturdays sundays weekends weekdays".split())
 _DETERMINERS = frozenset("your the this that it these those my our his her their its".split())
 _CLAUSE_WORDS = frozenset("but although though however whereas so because while".split())
 # who, besides the agent, acts or looks things up for the caller
@@ -142,6 +145,23 @@ _STAFF = frozenset("engineer engineers team technician technicians doctor doctor
                    "somebody surveyor inspector accountant landlord insurer office branch clinic surgery driver "
                    "drivers courier postman".split())
 _TITLES = ("dr", "doctor", "nurse", "mr", "mrs", "ms", "miss", "professor", "prof")  # "Dr Patel has reviewed it"
+# participles the lists above do not name are still states or acts when said of the caller's
+# things after a form of be ("the line's ported now", "the charge has been reversed", "you're
+# covered") or of the agent's own act ("I've popped a credit on"); not these, which describe a
+# person, say what a thing is called or meant, or report what the agent thought or heard
+_NOT_ACTS = frozenset("interested concerned worried pleased delighted thrilled excited tired bored scared confused "
+                      "annoyed frustrated disappointed surprised based located called named supposed used required "
+                      "needed allowed permitted entitled advised recommended expected included limited related "
+                      "designed meant qualified married retired experienced skilled engaged equipped prepared "
+                      "determined committed involved attached noticed wanted asked hoped wondered realised realized "
+                      "understood heard mentioned thought guessed figured assumed reckoned believed liked loved "
+                      "enjoyed appreciated apologised apologized learned learnt listened tried attempted missed "
+                      "wished preferred feared doubted considered explained said told seen spotted noted".split())
+_STATE_PARTICIPLES = frozenset("put stuck sold bought set".split())
+# a failure a reply relays: a failed call's own message backs it ("sorry, that slot was just taken")
+_SETBACKS = frozenset("taken declined rejected failed bounced refused unavailable full expired invalid".split())
+# "we've got a table free at eight", "I have two slots available": availability only a lookup gives
+_AVAILABILITY = frozenset("free available spare left open remaining".split())
 _IRREGULAR_PAST = frozenset("put took gave said told found saw brought rang spoke wrote sent left got made "
                             "did had kept".split())
 # words that say nothing of the fact itself: a tool result sharing them does not back it
@@ -167,7 +187,7 @@ _KIN_GROUPS = (
     "left departed departure airborne boarded",
     "landed lands arrived arrival arriving",
     "stock available availability units quantity remaining",
-    "sold unavailable",
+    "sold unavailable full fully taken longer",
     "pending processing progress review reviewing awaiting waiting queued",
     "ready collection collect",
     "credit balance paid owed due payment",
@@ -191,7 +211,7 @@ _GENERAL_SUBJECTS = frozenset("refunds orders payments transfers bookings emails
 # one word, a date (2026-12-05, 05/12/2026: one token, so its 12 grounds no "number 12"), a
 # number (3,200 / 42.00 / 10:12) or a mark that ends a clause
 _TOKEN = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?!\d)|\d{1,2}/\d{1,2}/\d{2,4}(?!\d)|"
-                    r"[£$€¥#%]|(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
+                    r"[£$€¥#%]|\d+(?:-\d+)+(?![\w.:])|(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
                     r"[,;:()\u2014\u2013]")
 _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
@@ -281,11 +301,14 @@ def _all_forms(texts: Iterable[str]) -> frozenset[str]:
 
 
 def _stem(word: str) -> str:
-    """Enough of a word to match its kin: delivered, delivery -> deliv; delayed, delay -> delay."""
+    """Enough of a word to match its kin: delivered, delivery -> deliv; delayed, delay -> delay;
+    replied, reply -> reply. A state in progress is not the state reached: processing (-ing)
+    keeps its mark, so a result saying "processing" backs no "processed"."""
+    if word.endswith(("ied", "ies")) and len(word) >= 6:
+        return (word[:-3] + "y")[:5]
     for suffix in ("ing", "ed", "es", "s"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 4:
-            word = word[: -len(suffix)]
-            break
+            return word[: -len(suffix)][:5] + ("-ing" if suffix == "ing" else "")
     return word[:5]
 
 
@@ -312,8 +335,11 @@ def _words(text: str) -> list[str]:
         if word in _CONTRACTIONS:
             out += _CONTRACTIONS[word]
             continue
-        if "-" in word and all(part in _NUMBER_WORDS for part in word.split("-")):
-            out += word.split("-")  # forty-five -> forty five -> 45 (below)
+        if "-" in word and (all(part in _NUMBER_WORDS for part in word.split("-")) or _hyphen_range(word)):
+            out += word.split("-")  # forty-five -> forty five -> 45 (below); 10-12 days: two numbers
+            continue
+        if "-" in word and word.partition("-")[2] in _CURRENCY_WORDS and _number(word.partition("-")[0]):
+            out += word.split("-", 1)  # "a ten-pound credit": an amount
             continue
         apostrophe = word.rfind("'")
         if apostrophe > 0:
@@ -325,33 +351,66 @@ def _words(text: str) -> list[str]:
     return _merge_amounts(_merge_numbers(out))
 
 
+def _hyphen_range(word: str) -> bool:
+    """"10-12", "9-5": a range of two small numbers; "88-20417" (5 digits or more) is one reference."""
+    return word[0].isdigit() and sum(c.isdigit() for c in word) < 5
+
+
 def _merge_numbers(words: list[str]) -> list[str]:
-    """"three thousand two hundred" -> "3200" (the caller says it, a tool writes 3200)."""
+    """"three thousand two hundred" -> "3200" (the caller says it, a tool writes 3200). A
+    number ends where a new one starts ("forty two ninety nine" is 42 and 99, not 141), and
+    two spoken numbers side by side are one price or clock time: "four forty" -> "4~40"
+    (4.40 or 4:40), "forty-two ninety-nine" -> "42~99" (a tool writes 42.99 or 16:40)."""
     out: list[str] = []
+    spoken: list[bool] = []  # whether out[k] is a number said in words
     i = 0
     while i < len(words):
-        j = i
-        while j < len(words) and (words[j] in _NUMBER_WORDS or (words[j] == "and" and j > i)):
+        j, total, current, small = i, 0, 0, 0  # small: the part below a hundred said so far
+        while j < len(words):
+            w = words[j]
+            if w == "and" and j > i:
+                j += 1
+                continue
+            value = _NUMBER_WORDS.get(w)
+            if value is None:
+                break
+            if w in ("hundred", "thousand"):
+                if small == 0 and current == 0 and j > i:
+                    break
+                if w == "hundred":
+                    current, small = max(current, 1) * 100, 0
+                else:
+                    total, current, small = total + max(current, 1) * 1000, 0, 0
+            elif small == 0 or (small >= 20 and small % 10 == 0 and value < 10):
+                current, small = current + value, small + value
+            else:
+                break  # "forty two | ninety nine", "four | forty"
             j += 1
         while j > i and words[j - 1] == "and":  # "two hundred and then": the "and" is not the number's
             j -= 1
         run = [w for w in words[i:j] if w != "and"]
-        if len(run) >= 2 and any(w in ("hundred", "thousand") or _NUMBER_WORDS[w] >= 20 for w in run):
-            total = current = 0
-            for w in run:
-                value = _NUMBER_WORDS[w]
-                if w == "hundred":
-                    current = max(current, 1) * 100
-                elif w == "thousand":
-                    total, current = total + max(current, 1) * 1000, 0
-                else:
-                    current += value
-            out.append(str(total + current))
+        if len(run) >= 2 or (run and run[0] in _NUMBER_WORDS and run[0] not in ("dozen", "couple")):
+            value = str(total + current) if len(run) >= 2 else run[0]
+            pair = _spoken_pair(out[-1] if out and spoken[-1] else "", total + current, run)
+            if pair is not None:
+                out[-1], spoken[-1] = pair, False
+            else:
+                out.append(value)
+                spoken.append(True)
             i = j
         else:
             out.append(words[i])
+            spoken.append(False)
             i += 1
     return out
+
+
+def _spoken_pair(first: str, second: int, run: list[str]) -> str | None:
+    """"four" then "forty" -> "4~40": hours or pounds, then minutes or pence (10 to 99)."""
+    head = _NUMBER_WORDS.get(first, None) if first in _NUMBER_WORDS else (int(first) if first.isdigit() else None)
+    if head is None or not 1 <= head <= 999 or not 10 <= second <= 99 or run[-1] in ("hundred", "thousand"):
+        return None
+    return f"{head}~{second:02d}"
 
 
 def _merge_amounts(words: list[str]) -> list[str]:
@@ -458,6 +517,14 @@ def _forms(words: list[str], i: int) -> set[str]:
     """The normalised forms of the number, time or code at ``words[i]`` (empty if none)."""
     word = words[i]
     nxt = words[i + 1] if i + 1 < len(words) else ""
+    if "~" in word:  # "four forty": 4.40, 440, 4:40 or 16:40
+        head, _, tail = word.partition("~")
+        forms = {str(_number(f"{head}.{tail}")), str(int(head) * 100 + int(tail))}  # or 389 ("three eighty-nine")
+        if int(head) < 24 and int(tail) < 60:
+            forms |= _clock(int(head), int(tail), nxt if nxt in ("am", "pm") else None)
+        return forms
+    if word[0].isdigit() and "-" in word:  # a reference: 88-20417 = 8820417
+        return {word.replace("-", ""), *(run for run in word.split("-") if len(run) >= 3)}
     if ":" in word and word[0].isdigit():
         hour, _, minute = word.partition(":")
         if len(hour) <= 2 and len(minute) == 2 and hour.isdigit() and minute.isdigit() and int(hour) < 24 \
@@ -491,6 +558,8 @@ def _specific(words: list[str], i: int) -> bool:
     nxt = words[i + 1] if i + 1 < len(words) else ""
     if _ORDINAL.fullmatch(word):
         return False
+    if "~" in word or (word[0].isdigit() and "-" in word):  # "four forty", "88-20417"
+        return True
     if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
         return bool(_CLOCK_WORD.fullmatch(word)) or (len(word) >= 3 and not _MEASURE.fullmatch(word))
     number = _number(word) if (word[0].isdigit() or word in _NUMBER_WORDS or "-" in word) else None
@@ -592,6 +661,29 @@ def _subject(words: list[str], i: int) -> str:
     return "be" if seen_be else ("start" if j < 0 else "other")
 
 
+def _first_be(words: list[str], i: int) -> bool:
+    """"we're closed", "I'm booked": I/we with a form of be (not have) before the word."""
+    j = i - 1
+    while j >= 0 and words[j] not in _SUBJECT:
+        if words[j] in ("am", "are", "is", "was", "were"):
+            return True
+        j -= 1
+    return False
+
+
+def _habitual_after(words: list[str], i: int) -> bool:
+    """"closed on Mondays", "open every day", "covered daily": a rule of the business."""
+    return not _HABITUAL.isdisjoint(words[i + 1: i + 4])
+
+
+def _be_subject(words: list[str], i: int) -> str:
+    """The word before the form of be ahead of ``i`` ("line" of "the line's ported"), or ""."""
+    j = i - 1
+    while j >= 0 and (words[j] in _BE or words[j] in _AUX or words[j] in ("now", "already", "just")):
+        j -= 1
+    return words[j] if j >= 0 else "start"
+
+
 def _third_party(words: list[str], i: int) -> bool:
     """Someone of the business did it: "our engineer reviewed", "the lab has checked",
     "someone has looked at it" (not the caller, not a thing)."""
@@ -613,6 +705,8 @@ class _Reader:
         # what the call's tools gave: a failed call's "cannot cancel: already shipped" backs nothing
         self.result_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
             [*(str(c.result or "") for c in turn.calls if c.outcome == "ok"), *turn.earlier_results]).lower()))
+        self.failed_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
+            str(c.result or "") for c in turn.calls if c.outcome != "ok").lower()))
         self.acted = frozenset(_WORD.findall(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome == "ok" and not self.is_lookup_tool(c.tool)).lower()))
         self.told_stems = frozenset(_stem(w) for w in _WORD.findall(f"{turn.instructions} {turn.greeting}".lower()))
@@ -688,10 +782,10 @@ class _Reader:
             if word == "and" and k > at:
                 break  # "your card is blocked and a replacement is on its way": two facts
             if word.isalpha():
-                stem = _stem(word)
-                # kin for what the fact says, not for who it is about ("the assessor approved")
-                if len(word) >= 3 and word not in _RELATION_STOP and not self.result_stems.isdisjoint(
-                        _KIN.get(stem, (stem,)) if k >= at else (stem,)):
+                # the words before the verb say what the fact is about ("the refund has been
+                # processed"): a result naming the refund as pending backs none of it; only
+                # the fact's own words (or a number, time or code of its subject) relate
+                if k >= at and len(word) >= 3 and word not in _RELATION_STOP and self.states(word):
                     return True
             elif _forms(words, k) & self.result_forms():
                 return True
@@ -699,6 +793,25 @@ class _Reader:
 
     def result_forms(self) -> frozenset[str]:
         return self.turn.result_forms()
+
+    def states(self, word: str) -> bool:
+        """Whether a result of the call says ``word`` or its kin (cancelled ~ CANCELLED,
+        fully booked ~ full, on its way ~ out for delivery)."""
+        stem = _stem(word)
+        kin = _KIN.get(stem, (stem,))
+        return not self.result_stems.isdisjoint(kin) or (word in _SETBACKS and not self.failed_stems.isdisjoint(kin))
+
+    def acted_ok(self) -> bool:
+        """Whether a tool that acts (not a lookup) succeeded in this turn."""
+        return any(c.outcome == "ok" and not self.is_lookup_tool(c.tool) for c in self.turn.calls)
+
+    def state_backed(self, words: list[str], i: int) -> str | None:
+        """A state the reply's own words give ("the line's ported now", "you're on the unlimited
+        plan", "we're closed on Mondays"): backed by an act of this turn, a result that says it
+        or the instructions; else why not."""
+        if self.acted_ok() or self.relates(words, i) or self.told(words, i):
+            return None
+        return self.no_result()
 
     def clause(self, words: list[str], sentence: str) -> Finding | None:
         for i, word in enumerate(words):
@@ -715,7 +828,8 @@ class _Reader:
                                                                  and words[i - 2] in _SUBJECT)):
             follows = words[i + 1] if i + 1 < len(words) else ""
             start = i - 1 if words[i - 1] == "can" else i
-            if (follows in _DETERMINERS or follows in ("there", "a", "an") or _number(follows) is not None) and \
+            if (follows in _DETERMINERS or follows in ("there", "a", "an") or follows in _REFERENCE_NOUNS or
+                    _number(follows) is not None) and \
                     not _blocked(words, start, allow_negation=True):
                 return "lookup_fact", self.lookup_backed("")
             return None
@@ -737,8 +851,19 @@ class _Reader:
             wanted = _FIRST_PERSON_ACTS[word]
             if wanted is None or after in wanted or (word == "let" and words[i - 1] == "have"):
                 return "action", self.action_backed(("send",) if word in ("passed", "let") else None, word, "first")
+        if word in ("have", "got") and _subject(words, i) == "first" and i + 1 < len(words) and (
+                words[i + 1] in ("a", "an", "some", "space", "room") or _number(words[i + 1]) is not None) and \
+                not _AVAILABILITY.isdisjoint(words[i + 2: i + 7]) and not _blocked(words, i):
+            return "lookup_fact", self.lookup_backed("")  # "we've got a table free at eight"
+        if word in ("on", "in") and i >= 2 and words[i - 1] in ("are", "were") and words[i - 2] == "you" and \
+                i + 2 < len(words) and words[i + 1] in ("the", "a", "an", "your", "our") and \
+                words[i + 2] not in ("right", "wrong", "best", "safe", "phone", "line", "call", "way") and \
+                not _blocked(words, i - 1):
+            return "state", self.state_backed(words, i + 2)  # "you're on the unlimited plan from today"
         # "you have 3,200 points", "there are two rooms left": counts are grounded by the specifics rule
         groups = _ALL_PAST.get(word)
+        if word == "set" and i + 1 < len(words) and words[i + 1] == "up":
+            groups = ("create",)  # "direct debit is set up", "I've set up the transfer"
         if groups is not None or word in _LOOKUP or word in _EVENTS:
             if word in ("looked", "pulled") and not (i + 1 < len(words) and words[i + 1] in (
                     "up", "into", "at", "for", "it", "that", "this", "your")):
@@ -749,11 +874,16 @@ class _Reader:
                 return None  # "I cancelled nothing"
             if i and words[i - 1] in _POSSESSIVES:
                 return None  # "your cancelled order": an adjective
+            if i and (words[i - 1], word) in _STATUS:
+                return None  # "fully booked": the status phrase, read at its first word
             form = _subject(words, i)
             if form == "you" or _blocked(words, i):
                 return None
             if form == "be" and self._general(words, i):
                 return None
+            if form == "first" and _first_be(words, i):
+                # "we're closed on Mondays", "we're fully booked": the business's state
+                return None if _habitual_after(words, i) else ("state", self.state_backed(words, i))
             if word in _LOOKUP and groups is None:
                 if form == "first":
                     return "lookup_fact", self.lookup_backed("")
@@ -769,13 +899,16 @@ class _Reader:
             kind = "action" if form == "first" else "state"
             why = self.action_backed(groups, word, form)
             # who did it, for someone else's act ("Priya replied"); what it is now, for a passive
-            if why is not None and form in ("other", "be") and not _third_party(words, i) and \
-                    self.relates(words, i, SUBJECT_REACH if form == "other" else 0):
-                return None  # "Priya replied at 8:05", "you're booked in with Dr Lee": what a result says
+            if why is not None and form in ("other", "be") and not _third_party(words, i) and (
+                    self.states(word) or (form == "other" and self.relates(words, i, SUBJECT_REACH))):
+                return None  # "you're booked in with Dr Lee", "Priya replied at 8:05": what a result says
             return kind, why
         if (word.endswith("ed") or word in _IRREGULAR_PAST) and word.isalpha() and _third_party(words, i) and \
                 not _blocked(words, i):  # "the driver put it in your bin", "Dr Patel has signed it"
             return "lookup_fact", self.lookup_backed(word, words, i)
+        found = self._participle(words, i, word)
+        if found is not None:
+            return found
         if word in _FUTURE_MARKS:
             return self._future_fact(words, i)
         phrase = _phrase_at(words, i, _COMPLETION_AT)
@@ -805,6 +938,28 @@ class _Reader:
                 return None
             return "lookup_fact", self.lookup_backed(phrase[-1], words, i)
         return None
+
+    def _participle(self, words: list[str], i: int, word: str) -> tuple[str, str | None] | None:
+        """A verb no list names, by its form: the agent's own act in the past ("I've popped a
+        credit on your account": any call of the turn that did not fail backs it) or a
+        participle after a form of be, said of the caller's things ("the line's ported now",
+        "the charge has been reversed", "you're covered for that": a state)."""
+        if not (word in _STATE_PARTICIPLES or (word.endswith("ed") and len(word) >= 5)) or word in _NOT_ACTS or \
+                not word.isalpha() or (i and words[i - 1] in _POSSESSIVES):
+            return None
+        after = words[i + 1] if i + 1 < len(words) else ""
+        if after == "to" or (word in _STATE_PARTICIPLES and word != "put" and after not in ("up", "in", "on", "off")):
+            return None  # "you're required to", "it's set for Friday" (a schedule)
+        form = _subject(words, i)
+        if form not in ("first", "be") or _blocked(words, i) or _habitual_after(words, i):
+            return None
+        if form == "first" and not _first_be(words, i):
+            if any(c.outcome == "ok" for c in self.turn.calls):
+                return None
+            return "action", ("no tool of this turn succeeded" if self.turn.calls else "no tool ran in this turn")
+        if form == "be" and (self._general(words, i) or _be_subject(words, i) in ("", "start")):
+            return None
+        return "state", self.state_backed(words, i)
 
     def _future_fact(self, words: list[str], i: int) -> tuple[str, str | None] | None:
         """A forecast or a schedule in the future tense, which only a lookup (or the
@@ -912,7 +1067,7 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
                 forms = _forms(clause, i)
                 if not forms or forms & turn.sources():
                     continue
-                token = raw.get(clause[i], clause[i])
+                token = raw.get(clause[i], clause[i].replace("~", "."))
                 if token not in seen_tokens:
                     seen_tokens.add(token)
                     findings.append(Finding("ungrounded_specific", "ungrounded_specific", sentence, token=token,
