@@ -81,7 +81,8 @@ _GROUPS: dict[str, tuple[str, str]] = {
 }
 # lookups said in the first person: any call of the turn backs them
 _LOOKUP = frozenset(("checked double-checked verified searched looked found located retrieved fetched queried "
-                     "reviewed tracked pulled confirmed consulted traced").split())
+                     "reviewed tracked pulled confirmed consulted traced investigated examined inspected analysed "
+                     "analyzed compared calculated scanned browsed").split())
 # what happened to the caller's things (third person): a looked-up fact
 _EVENTS = frozenset(("delivered scanned arrived departed landed left posted cleared declined rejected expired "
                      "bounced delayed diverted returned collected signed processed completed finalised finalized "
@@ -130,7 +131,7 @@ _AUX = frozenset("have has had 'd just already now also successfully quickly per
                  "gone went ahead and able to been managed all fully".split())
 _SUBJECT = frozenset(("i", "we"))
 _NEGATION = frozenset("not never no nothing none neither nor without".split())
-_MODAL = frozenset("will shall would could can may might must should going gonna about want wants let need "
+_MODAL = frozenset("will shall would could can may might must should going gonna about want wants let need sounds "
                    "needs try trying happy glad please ask plan hope able to be".split())
 _REPORTED = frozenset("said say mentioned told asked think thought wanted".split())
 _CONDITION = frozenset("if once when whenever after until unless before whether soon".split())
@@ -156,12 +157,18 @@ _NOT_ACTS = frozenset("interested concerned worried pleased delighted thrilled e
                       "determined committed involved attached noticed wanted asked hoped wondered realised realized "
                       "understood heard mentioned thought guessed figured assumed reckoned believed liked loved "
                       "enjoyed appreciated apologised apologized learned learnt listened tried attempted missed "
-                      "wished preferred feared doubted considered explained said told seen spotted noted".split())
+                      "wished preferred feared doubted considered explained said told seen spotted noted affected "
+                      "protected".split())
 _STATE_PARTICIPLES = frozenset("put stuck sold bought set".split())
 # a failure a reply relays: a failed call's own message backs it ("sorry, that slot was just taken")
 _SETBACKS = frozenset("taken declined rejected failed bounced refused unavailable full expired invalid".split())
 # "we've got a table free at eight", "I have two slots available": availability only a lookup gives
 _AVAILABILITY = frozenset("free available spare left open remaining".split())
+_RULES = frozenset("policy guarantee warranty law terms gdpr regulations rules cover scheme".split())
+_NOMINAL = ("y", "ies", "ion", "ions", "ment", "ments", "al", "als")
+# what a booking gives the caller: "you've got a place on Thursday's class" states it was made
+_HELD = frozenset("place places seat seats table slot spot room ticket tickets appointment booking reservation "
+                  "space".split())
 _IRREGULAR_PAST = frozenset("put took gave said told found saw brought rang spoke wrote sent left got made "
                             "did had kept".split())
 # words that say nothing of the fact itself: a tool result sharing them does not back it
@@ -705,6 +712,12 @@ class _Reader:
         # what the call's tools gave: a failed call's "cannot cancel: already shipped" backs nothing
         self.result_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
             [*(str(c.result or "") for c in turn.calls if c.outcome == "ok"), *turn.earlier_results]).lower()))
+        # the states a result says: not its nouns made of the verb ("out for delivery", "cancellation
+        # requested", "booking pending") nor what is under way ("processing"), which back no
+        # "delivered", "cancelled" or "booked"
+        self.state_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
+            [*(str(c.result or "") for c in turn.calls if c.outcome == "ok"), *turn.earlier_results]).lower())
+            if not w.endswith(_NOMINAL))
         self.failed_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome != "ok").lower()))
         self.acted = frozenset(_WORD.findall(" ".join(
@@ -799,7 +812,8 @@ class _Reader:
         fully booked ~ full, on its way ~ out for delivery)."""
         stem = _stem(word)
         kin = _KIN.get(stem, (stem,))
-        return not self.result_stems.isdisjoint(kin) or (word in _SETBACKS and not self.failed_stems.isdisjoint(kin))
+        said = self.state_stems if word.endswith("ed") else self.result_stems
+        return not said.isdisjoint(kin) or (word in _SETBACKS and not self.failed_stems.isdisjoint(kin))
 
     def acted_ok(self) -> bool:
         """Whether a tool that acts (not a lookup) succeeded in this turn."""
@@ -855,6 +869,9 @@ class _Reader:
                 words[i + 1] in ("a", "an", "some", "space", "room") or _number(words[i + 1]) is not None) and \
                 not _AVAILABILITY.isdisjoint(words[i + 2: i + 7]) and not _blocked(words, i):
             return "lookup_fact", self.lookup_backed("")  # "we've got a table free at eight"
+        if word in ("have", "got") and _subject(words, i) == "you" and i + 2 < len(words) and \
+                words[i + 1] in ("a", "an", "your") and words[i + 2] in _HELD and not _blocked(words, i):
+            return "state", self.state_backed(words, i + 2)  # "you've got a place on Thursday's class"
         if word in ("on", "in") and i >= 2 and words[i - 1] in ("are", "were") and words[i - 2] == "you" and \
                 i + 2 < len(words) and words[i + 1] in ("the", "a", "an", "your", "our") and \
                 words[i + 2] not in ("right", "wrong", "best", "safe", "phone", "line", "call", "way") and \
@@ -936,7 +953,7 @@ class _Reader:
                 return None
             if _blocked(words, i) or self._general(words, i):
                 return None
-            return "lookup_fact", self.lookup_backed(phrase[-1], words, i)
+            return "lookup_fact", (None if self.told(words, i) else self.lookup_backed(phrase[-1], words, i))
         return None
 
     def _participle(self, words: list[str], i: int, word: str) -> tuple[str, str | None] | None:
@@ -948,15 +965,15 @@ class _Reader:
                 not word.isalpha() or (i and words[i - 1] in _POSSESSIVES):
             return None
         after = words[i + 1] if i + 1 < len(words) else ""
+        if after in ("by", "under") and not _RULES.isdisjoint(words[i + 2: i + 6]):
+            return None  # "you're covered by our returns policy": the business's rules, not an act
         if after == "to" or (word in _STATE_PARTICIPLES and word != "put" and after not in ("up", "in", "on", "off")):
             return None  # "you're required to", "it's set for Friday" (a schedule)
         form = _subject(words, i)
         if form not in ("first", "be") or _blocked(words, i) or _habitual_after(words, i):
             return None
-        if form == "first" and not _first_be(words, i):
-            if any(c.outcome == "ok" for c in self.turn.calls):
-                return None
-            return "action", ("no tool of this turn succeeded" if self.turn.calls else "no tool ran in this turn")
+        if form == "first" and not _first_be(words, i):  # a lookup said so is in _LOOKUP
+            return "action", self.action_backed(None, word, form)
         if form == "be" and (self._general(words, i) or _be_subject(words, i) in ("", "start")):
             return None
         return "state", self.state_backed(words, i)

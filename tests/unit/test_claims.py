@@ -1,9 +1,10 @@
 """The claims detector measured on replies labelled by hand: the corpus it was tuned
-on (tests/data/claims_corpus.yaml), the first held-out set, seen since and trained on
-(tests/data/claims_seen_heldout.yaml), and a held-out set written by someone who never
-saw its code (tests/data/claims_heldout.yaml), all in the same per-case format (the
-agent's tools, what the caller said, what ran this turn, the reply, the label).
-Precision and recall are printed (run with -s) and held above targets."""
+on (tests/data/claims_corpus.yaml), the held-out sets it has since been trained on
+(tests/data/claims_seen_heldout*.yaml: each was run once blind, then studied), and the
+blind set, written by someone who never saw its code and run once when the detector was
+final (tests/data/claims_heldout.yaml), all in the same per-case format (the agent's
+tools, what the caller said, what ran this turn, the reply, the label). Precision and
+recall are printed (run with -s) and held above targets."""
 
 from __future__ import annotations
 
@@ -17,10 +18,19 @@ from voice_runtime.session.claims import compile_patterns, find_claim
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CORPUS, HELD_OUT = DATA / "claims_corpus.yaml", DATA / "claims_heldout.yaml"
-SEEN_HELD_OUT = DATA / "claims_seen_heldout.yaml"
+# run once blind, then studied and trained on: (file, what its blind run measured)
+SEEN_HELD_OUT = [("claims_seen_heldout.yaml", "0.925 / 0.860"), ("claims_seen_heldout2.yaml", "0.833 / 0.732")]
 # targets of issue 26 (held-out); the tuned corpus is held a little higher
 MIN_PRECISION, MIN_RECALL = 0.95, 0.90
 HELD_OUT_MIN_PRECISION, HELD_OUT_MIN_RECALL = 0.95, 0.80
+
+# The blind set. Whoever runs a new blind set puts it in tests/data/claims_heldout.yaml, runs
+# this module once (-s prints the figures) and writes what it measured here, as a floor the
+# detector may not fall below; BLIND_MEETS_TARGETS says whether that run met the issue's
+# targets (False keeps the strict xfail below, True makes it a plain test).
+BLIND_MEASURED_PRECISION = 0.0  # set 3 not run yet (set 2, run blind at 0.833 / 0.732, is seen now)
+BLIND_MEASURED_RECALL = 0.0
+BLIND_MEETS_TARGETS = False
 
 
 def turn_of(case: dict[str, Any]) -> Turn:
@@ -64,31 +74,37 @@ def test_the_detector_keeps_its_precision_and_recall_on_the_corpus_it_was_tuned_
     assert recall >= MIN_RECALL, wrong
 
 
-def test_the_detector_meets_the_targets_on_the_first_held_out_set_it_has_since_been_trained_on() -> None:
-    """Run once blind (precision 0.925, recall 0.860), then studied: no longer an estimate,
-    but it must not fall back below the targets."""
-    precision, recall, wrong = measure(SEEN_HELD_OUT)
+@pytest.mark.parametrize(("name", "blind"), SEEN_HELD_OUT, ids=[name for name, _ in SEEN_HELD_OUT])
+def test_the_detector_meets_the_targets_on_the_held_out_sets_it_has_since_been_trained_on(name: str,
+                                                                                         blind: str) -> None:
+    """Each was run once blind (``blind``: precision / recall), then studied: no longer an
+    estimate, but the detector must not fall back below the targets on it."""
+    precision, recall, wrong = measure(DATA / name)
     assert precision >= HELD_OUT_MIN_PRECISION, wrong
     assert recall >= HELD_OUT_MIN_RECALL, wrong
 
 
-# what the blind run measured (2026-12-07): a floor, so the detector cannot quietly get worse
-HELD_OUT_MEASURED_PRECISION, HELD_OUT_MEASURED_RECALL = 0.83, 0.73
-
-
-def test_the_detector_on_the_held_out_replies_never_falls_below_what_the_blind_run_measured() -> None:
-    """Written by another helper without seeing the detector, run once when the
-    detector was final: the honest estimate (README "Claims without calls")."""
+def blind_set() -> Path:
+    if not HELD_OUT.exists():
+        pytest.skip(f"no blind set in {HELD_OUT.name}: the next one, written by someone who never saw the detector, "
+                    "goes there")
     assert len(yaml.safe_load(HELD_OUT.read_text(encoding="utf-8"))["cases"]) >= 60
-    precision, recall, wrong = measure(HELD_OUT)
-    assert precision >= HELD_OUT_MEASURED_PRECISION, wrong
-    assert recall >= HELD_OUT_MEASURED_RECALL, wrong
+    return HELD_OUT
 
 
-@pytest.mark.xfail(strict=True, reason="issue 26 is open: the blind run measured precision 0.833, recall 0.732 "
-                   "against targets 0.95 / 0.80; strict, so reaching them fails this marker and it must go")
-def test_the_detector_meets_the_issue_targets_on_the_held_out_replies_it_was_never_tuned_on() -> None:
-    precision, recall, wrong = measure(HELD_OUT)
+def test_the_detector_on_the_blind_replies_never_falls_below_what_their_blind_run_measured() -> None:
+    """Written by another helper without seeing the detector, run once when the detector
+    was final: the honest estimate (README "Claims without calls")."""
+    precision, recall, wrong = measure(blind_set())
+    assert precision >= BLIND_MEASURED_PRECISION, wrong
+    assert recall >= BLIND_MEASURED_RECALL, wrong
+
+
+@pytest.mark.xfail(not BLIND_MEETS_TARGETS, strict=True,
+                   reason="issue 26: the last blind run did not meet the targets 0.95 / 0.80; strict, so reaching "
+                   "them fails this marker and BLIND_MEETS_TARGETS must be set")
+def test_the_detector_meets_the_issue_targets_on_the_blind_replies_it_was_never_tuned_on() -> None:
+    precision, recall, wrong = measure(blind_set())
     assert precision >= HELD_OUT_MIN_PRECISION, wrong
     assert recall >= HELD_OUT_MIN_RECALL, wrong
 
