@@ -165,6 +165,7 @@ _SETBACKS = frozenset("taken declined rejected failed bounced refused unavailabl
 # "we've got a table free at eight", "I have two slots available": availability only a lookup gives
 _AVAILABILITY = frozenset("free available spare left open remaining".split())
 _RULES = frozenset("policy guarantee warranty law terms gdpr regulations rules cover scheme".split())
+_NOT_PLURALS = frozenset("is was has does this its his as us yes plus less thus".split())  # "seven's fully booked"
 _NOMINAL = ("y", "ies", "ion", "ions", "ment", "ments", "al", "als")
 # what a booking gives the caller: "you've got a place on Thursday's class" states it was made
 _HELD = frozenset("place places seat seats table slot spot room ticket tickets appointment booking reservation "
@@ -588,7 +589,7 @@ def _specific(words: list[str], i: int) -> bool:
     if any(w in ("left", "remaining", "available") for w in following):
         return True
     return (bool(nxt) and nxt.isalpha() and not any(w in _COUNT_GENERAL for w in following)
-            and any(w.isalpha() and w.endswith("s") for w in following))
+            and any(w.isalpha() and w.endswith("s") and w not in _NOT_PLURALS for w in following))
 
 
 def _amount(words: list[str], i: int) -> bool:

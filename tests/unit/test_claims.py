@@ -193,3 +193,43 @@ def test_completions_third_parties_and_forecasts_are_claims_no_tool_backs() -> N
         assert read(intent, Turn(tools=ORDERS)) == [], intent
     forecast = Turn(calls=[ToolRun("get_weather", {}, "Bath, Sunday: rain, 8C")])
     assert read("It'll rain on Sunday, around 8 degrees.", forecast) == []
+
+
+def test_spoken_prices_and_times_are_one_number_and_a_hyphenated_reference_is_one_code() -> None:
+    slots = Turn(calls=[ToolRun("find_slots", {}, "today 15:15, 16:40; fee 42.99; total 389.00")])
+    for grounded in ("There's a three-fifteen or a four-forty.", "The fee is forty-two ninety-nine.",
+                     "That comes to three eighty-nine."):
+        assert read(grounded, slots) == [], grounded
+    assert [f.token for f in read("The fee is forty-two fifty.", slots)] == ["42.50"]
+    assert [f.token for f in read("Your order 88-20417 is here.", slots) if f.rule == "ungrounded_specific"] == [
+        "88-20417"]
+
+
+def test_a_result_backs_a_state_only_when_it_says_that_state_not_when_it_names_the_same_thing() -> None:
+    pending = Turn(calls=[ToolRun("get_refund", {}, "refund pending, not yet issued")])
+    assert [f.rule for f in read("Your refund has been processed.", pending)] == ["tool_aware"]
+    assert read("Your refund is still pending.", pending) == []
+    slots = Turn(tools=[Tool("book_slot", "Book a slot.")], earlier_results=["free: 15:15 with Dr Patel"])
+    assert [f.kind for f in read("You're booked in with Dr Patel at 3:15.", slots)] == ["state"]
+    full = Turn(calls=[ToolRun("check_availability", {}, "19:00 full; 20:15 available")])
+    assert read("Seven's fully booked, but there's a quarter past eight.", full) == []
+
+
+def test_a_call_that_failed_backs_no_success_but_backs_the_failure_it_relays() -> None:
+    failed = Turn(tools=[Tool("change_plan", "Change the plan.")],
+                  calls=[ToolRun("change_plan", {}, "error: class full, plan code invalid", "error")])
+    for said in ("You're on the unlimited plan from today.", "That's gone through.", "All sorted."):
+        assert [f.rule for f in read(said, failed)] == ["tool_aware"], said
+    assert read("Sorry, that plan code was declined as invalid.", failed) == []
+
+
+def test_acts_and_states_in_words_no_list_names_are_claims_and_feelings_and_rules_are_not() -> None:
+    for said in ("I've popped a ten-pound credit on your account.", "The line's ported now.",
+                 "The charge has been reversed.", "Direct debit is set up from next month.",
+                 "We've got a table free at eight.", "You've got a place on the 6 pm class."):
+        assert [f.rule for f in read(said, Turn(tools=ORDERS))][:1] == ["tool_aware"], said
+    rules = Turn(tools=ORDERS, instructions="We're open Tuesday to Sunday. Closed Mondays.")
+    for said in ("We're closed on Mondays.", "I'm sorry you've been affected by this.",
+                 "You're covered by our returns policy.", "It sounds like it was damaged in transit.",
+                 "You're required to bring ID."):
+        assert read(said, rules) == [], said
