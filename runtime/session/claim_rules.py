@@ -131,7 +131,7 @@ _AUX = frozenset("have has had 'd just already now also successfully quickly per
                  "gone went ahead and able to been managed all fully".split())
 _SUBJECT = frozenset(("i", "we"))
 _NEGATION = frozenset("not never no nothing none neither nor without".split())
-_MODAL = frozenset("will shall would could can may might must should going gonna about want wants let need sounds "
+_MODAL = frozenset("will shall would could can may might must should going gonna about want wants let need sounds hear "
                    "needs try trying happy glad please ask plan hope able to be".split())
 _REPORTED = frozenset("said say mentioned told asked think thought wanted".split())
 _CONDITION = frozenset("if once when whenever after until unless before whether soon".split())
@@ -657,6 +657,8 @@ def _subject(words: list[str], i: int) -> str:
         if word in _SUBJECT:
             return "first"
         if word == "you":
+            if j == i - 1 and j and words[j - 1] in ("is", "was"):
+                return "be"  # "that's you booked in": the agent's act, said of the caller
             return "be" if seen_be else "you"
         if word in _BE or word == "is":
             seen_be = True
@@ -669,10 +671,17 @@ def _subject(words: list[str], i: int) -> str:
     return "be" if seen_be else ("start" if j < 0 else "other")
 
 
+def _hedged_now(words: list[str], i: int) -> bool:
+    """"You should be all set now", "it should be sorted now": a completion claimed with a
+    hedge, not a forecast ("it should be done by Friday")."""
+    return words[max(0, i - 2): i] == ["should", "be"] and "now" in words[i + 1: i + RELATION_REACH] and \
+        not _blocked(words, i - 2)
+
+
 def _first_be(words: list[str], i: int) -> bool:
     """"we're closed", "I'm booked": I/we with a form of be (not have) before the word."""
     j = i - 1
-    while j >= 0 and words[j] not in _SUBJECT:
+    while j >= 0 and i - j <= LOOK_BACK and words[j] not in _SUBJECT:
         if words[j] in ("am", "are", "is", "was", "were"):
             return True
         j -= 1
@@ -687,7 +696,8 @@ def _habitual_after(words: list[str], i: int) -> bool:
 def _be_subject(words: list[str], i: int) -> str:
     """The word before the form of be ahead of ``i`` ("line" of "the line's ported"), or ""."""
     j = i - 1
-    while j >= 0 and (words[j] in _BE or words[j] in _AUX or words[j] in ("now", "already", "just")):
+    while j >= 0 and i - j <= LOOK_BACK and (words[j] in _BE or words[j] in _AUX or words[j] in (
+            "now", "already", "just")):
         j -= 1
     return words[j] if j >= 0 else "start"
 
@@ -939,7 +949,7 @@ class _Reader:
                 return None
             if phrase[1:] == ("through",) and form == "first":  # I went / I've gone through the calendar
                 return (None if _blocked(words, i) else ("lookup_fact", self.lookup_backed("")))
-            if _blocked(words, i):
+            if _blocked(words, i) and not _hedged_now(words, i):
                 return None
             if phrase[-1] == "back":  # "the results came back clear", "we've heard back from the insurer"
                 return "lookup_fact", self.lookup_backed(phrase[0], words, i)
@@ -1017,7 +1027,7 @@ class _Reader:
     def _general(words: list[str], i: int) -> bool:
         """"Refunds are processed in 5 days": a policy, not this caller's state."""
         j = i - 1
-        while j >= 0 and (words[j] in _AUX or words[j] in ("now", "already", "just")):
+        while j >= 0 and i - j <= LOOK_BACK and (words[j] in _AUX or words[j] in ("now", "already", "just")):
             j -= 1
         if j < 1 or words[j] not in ("are", "is", "get", "be"):
             return False
