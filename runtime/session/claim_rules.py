@@ -93,7 +93,7 @@ _STATUS = (("on", "time"), ("in", "stock"), ("out", "of", "stock"), ("in", "tran
            ("on", "the", "way"), ("on", "their", "way"), ("on", "hold"), ("in", "credit"), ("in", "progress"),
            ("under", "review"), ("now", "active"), ("now", "live"), ("active", "now"), ("live", "now"),
            ("closed", "now"), ("in", "place"), ("ready",), ("back",), ("complete",), ("on", "for"),
-           ("available",), ("free", "at"), ("free", "on"), ("free", "for"), ("up", "and", "running"))
+           ("available",), ("underway",), ("under", "way"), ("free", "at"), ("free", "on"), ("free", "for"), ("up", "and", "running"))
 _COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "care", "of"), ("good", "to", "go"),
                ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
                ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"), ("dealt", "with"),
@@ -166,6 +166,14 @@ _SETBACKS = frozenset("taken declined rejected failed bounced refused unavailabl
 _AVAILABILITY = frozenset("free available spare left open remaining".split())
 _RULES = frozenset("policy guarantee warranty law terms gdpr regulations rules cover scheme".split())
 _NOT_PLURALS = frozenset("is was has does this its his as us yes plus less thus".split())  # "seven's fully booked"
+# where the caller will find it: "the label is in your inbox", "the meeting's in your calendar"
+_CONTAINERS = frozenset("inbox calendar diary account basket cart app portal wallet file records email emails "
+                        "statement".split())
+# the weather now or as a lookup says it will be: "it's pouring in Glasgow", "tomorrow looks dry"
+_WEATHER = frozenset("raining pouring snowing drizzling sunny cloudy rainy windy stormy foggy icy overcast showery "
+                     "humid freezing dry wet warm hot mild".split())
+_WHEN = frozenset("it tomorrow today tonight weekend monday tuesday wednesday thursday friday saturday sunday "
+                  "morning afternoon evening".split())
 _NOMINAL = ("y", "ies", "ion", "ions", "ment", "ments", "al", "als")
 # what a booking gives the caller: "you've got a place on Thursday's class" states it was made
 _HELD = frozenset("place places seat seats table slot spot room ticket tickets appointment booking reservation "
@@ -883,6 +891,12 @@ class _Reader:
         if word in ("have", "got") and _subject(words, i) == "you" and i + 2 < len(words) and \
                 words[i + 1] in ("a", "an", "your") and words[i + 2] in _HELD and not _blocked(words, i):
             return "state", self.state_backed(words, i + 2)  # "you've got a place on Thursday's class"
+        if word in ("in", "on") and i + 2 < len(words) and words[i + 1] == "your" and words[i + 2] in _CONTAINERS and \
+                _subject(words, i) == "be" and not _blocked(words, i):
+            return "state", self.state_backed(words, i + 2)  # "the label is in your inbox"
+        if word in _WEATHER and i >= 2 and (words[i - 1] in ("looks", "look", "looking") or (
+                words[i - 1] in ("is", "was") and words[i - 2] in _WHEN)) and not _blocked(words, i):
+            return ("lookup_fact", None if self.relates(words, i) or self.told(words, i) else self.no_result())
         if word in ("on", "in") and i >= 2 and words[i - 1] in ("are", "were") and words[i - 2] == "you" and \
                 i + 2 < len(words) and words[i + 1] in ("the", "a", "an", "your", "our") and \
                 words[i + 2] not in ("right", "wrong", "best", "safe", "phone", "line", "call", "way") and \
