@@ -206,9 +206,9 @@ _KIN_GROUPS = (
     "sold unavailable full fully taken longer",
     "pending processing progress review reviewing awaiting waiting queued",
     "ready collection collect",
-    "credit balance paid owed due payment",
+    "credit balance owed due",  # what is owed; paid is a state reached (below)
     "active live enabled",
-    "cleared settled completed posted processed",
+    "cleared settled completed posted processed paid payment",
     "declined rejected failed bounced refused",
     "cancelled canceled voided",
     "resolved closed fixed",
