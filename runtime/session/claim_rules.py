@@ -168,7 +168,7 @@ _RULES = frozenset("policy guarantee warranty law terms gdpr regulations rules c
 _NOT_PLURALS = frozenset("is was has does this its his as us yes plus less thus".split())  # "seven's fully booked"
 # where the caller will find it: "the label is in your inbox", "the meeting's in your calendar"
 _CONTAINERS = frozenset("inbox calendar diary account basket cart app portal wallet file records email emails "
-                        "statement".split())
+                        "statement booking order reservation policy plan system".split())
 # the weather now or as a lookup says it will be: "it's pouring in Glasgow", "tomorrow looks dry"
 _WEATHER = frozenset("raining pouring snowing drizzling sunny cloudy rainy windy stormy foggy icy overcast showery "
                      "humid freezing dry wet warm hot mild".split())
@@ -891,7 +891,8 @@ class _Reader:
         if word in ("have", "got") and _subject(words, i) == "you" and i + 2 < len(words) and \
                 words[i + 1] in ("a", "an", "your") and words[i + 2] in _HELD and not _blocked(words, i):
             return "state", self.state_backed(words, i + 2)  # "you've got a place on Thursday's class"
-        if word in ("in", "on") and i + 2 < len(words) and words[i + 1] == "your" and words[i + 2] in _CONTAINERS and \
+        if word in ("in", "on") and i + 2 < len(words) and words[i + 1] in ("your", "the") and \
+                words[i + 2] in _CONTAINERS and \
                 _subject(words, i) == "be" and not _blocked(words, i):
             return "state", self.state_backed(words, i + 2)  # "the label is in your inbox"
         if word in _WEATHER and i >= 2 and (words[i - 1] in ("looks", "look", "looking") or (
