@@ -728,15 +728,15 @@ class _Reader:
         # the words of the call's tool results, once: a long call's results are read once a reply
         self.results = frozenset(_WORD.findall(turn.results_text()))
         self.earlier = frozenset(_WORD.findall(" ".join(turn.earlier_results).lower()))
-        # what the call's tools gave: a failed call's "cannot cancel: already shipped" backs nothing
-        self.result_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
+        # what the call's tools gave: a failed call's "cannot cancel: already shipped" backs nothing;
+        # each distinct word stemmed once
+        given = frozenset(_WORD.findall(" ".join(
             [*(str(c.result or "") for c in turn.calls if c.outcome == "ok"), *turn.earlier_results]).lower()))
+        self.result_stems = frozenset(_stem(w) for w in given)
         # the states a result says: not its nouns made of the verb ("out for delivery", "cancellation
         # requested", "booking pending") nor what is under way ("processing"), which back no
         # "delivered", "cancelled" or "booked"
-        self.state_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
-            [*(str(c.result or "") for c in turn.calls if c.outcome == "ok"), *turn.earlier_results]).lower())
-            if not w.endswith(_NOMINAL))
+        self.state_stems = frozenset(_stem(w) for w in given if not w.endswith(_NOMINAL))
         self.failed_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome != "ok").lower()))
         self.acted = frozenset(_WORD.findall(" ".join(
