@@ -215,9 +215,9 @@ _KIN_GROUPS = (
     "back ready reported results available",
     "confirmed booked reserved",
     "delivered arrived received signed dropped",
-    "wet rain rainy showers drizzle",
+    "wet rain rainy showers drizzle raining pouring drizzling",
     "sunny sun clear dry",
-    "cold snow snowy frost icy freezing",
+    "cold snow snowy frost icy freezing snowing",
     "warm hot mild",
 )
 _KIN: dict[str, frozenset[str]] = {}
@@ -229,6 +229,7 @@ _GENERAL_SUBJECTS = frozenset("refunds orders payments transfers bookings emails
 _TOKEN = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?!\d)|\d{1,2}/\d{1,2}/\d{2,4}(?!\d)|"
                     r"[£$€¥#%]|\d+(?:-\d+)+(?![\w.:])|(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
                     r"[,;:()\u2014\u2013]")
+_ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")  # one token, no reference
 _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -539,7 +540,7 @@ def _forms(words: list[str], i: int) -> set[str]:
         if int(head) < 24 and int(tail) < 60:
             forms |= _clock(int(head), int(tail), nxt if nxt in ("am", "pm") else None)
         return forms
-    if word[0].isdigit() and "-" in word:  # a reference: 88-20417 = 8820417
+    if word[0].isdigit() and "-" in word and not _ISO_DATE.fullmatch(word):  # a reference: 88-20417 = 8820417
         return {word.replace("-", ""), *(run for run in word.split("-") if len(run) >= 3)}
     if ":" in word and word[0].isdigit():
         hour, _, minute = word.partition(":")
@@ -574,7 +575,7 @@ def _specific(words: list[str], i: int) -> bool:
     nxt = words[i + 1] if i + 1 < len(words) else ""
     if _ORDINAL.fullmatch(word):
         return False
-    if "~" in word or (word[0].isdigit() and "-" in word):  # "four forty", "88-20417"
+    if "~" in word or (word[0].isdigit() and "-" in word and not _ISO_DATE.fullmatch(word)):  # "four forty", "88-20417"
         return True
     if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
         return bool(_CLOCK_WORD.fullmatch(word)) or (len(word) >= 3 and not _MEASURE.fullmatch(word))
@@ -697,8 +698,8 @@ def _first_be(words: list[str], i: int) -> bool:
 
 
 def _habitual_after(words: list[str], i: int) -> bool:
-    """"closed on Mondays", "open every day", "covered daily": a rule of the business."""
-    return not _HABITUAL.isdisjoint(words[i + 1: i + 4])
+    """"closed on Mondays", "served from seven until ten every morning": a rule of the business."""
+    return not _HABITUAL.isdisjoint(words[i + 1: i + RELATION_REACH])
 
 
 def _be_subject(words: list[str], i: int) -> str:
