@@ -144,7 +144,9 @@ _STAFF = frozenset("engineer engineers team technician technicians doctor doctor
                    "manager managers supervisor specialist specialists department staff pharmacist dentist "
                    "consultant lab laboratory underwriter underwriters adviser advisor advisers advisors someone "
                    "somebody surveyor inspector accountant landlord insurer office branch clinic surgery driver "
-                   "drivers courier postman".split())
+                   "drivers courier postman assessor assessors handler handlers adjuster".split())
+# an arranged visit or call, said in the present: "an engineer is coming out on Friday"
+_VISITS = frozenset("coming visiting calling ringing phoning popping dropping arriving".split())
 _TITLES = ("dr", "doctor", "nurse", "mr", "mrs", "ms", "miss", "professor", "prof")  # "Dr Patel has reviewed it"
 # participles the lists above do not name are still states or acts when said of the caller's
 # things after a form of be ("the line's ported now", "the charge has been reversed", "you're
@@ -896,6 +898,12 @@ class _Reader:
                 words[i + 2] in _CONTAINERS and \
                 _subject(words, i) == "be" and not _blocked(words, i):
             return "state", self.state_backed(words, i + 2)  # "the label is in your inbox"
+        if word == "with" and i and words[i - 1] in ("is", "are", "now") and _subject(words, i) == "be" and \
+                not _STAFF.isdisjoint(words[i + 1: i + 4]) and not _blocked(words, i):
+            return "state", self.state_backed(words, i + 1)  # "your parcel's with the courier"
+        if word in _VISITS and i and words[i - 1] in ("is", "are") and not _STAFF.isdisjoint(words[max(0, i - 6): i]) \
+                and not _blocked(words, i) and not _habitual_after(words, i):
+            return "state", self.state_backed(words, i)  # "someone from the team is calling you back"
         if word in _WEATHER and i >= 2 and (words[i - 1] in ("looks", "look", "looking") or (
                 words[i - 1] in ("is", "was") and words[i - 2] in _WHEN)) and not _blocked(words, i):
             return ("lookup_fact", None if self.relates(words, i) or self.told(words, i) else self.no_result())
@@ -994,8 +1002,9 @@ class _Reader:
         after = words[i + 1] if i + 1 < len(words) else ""
         if after in ("by", "under") and not _RULES.isdisjoint(words[i + 2: i + 6]):
             return None  # "you're covered by our returns policy": the business's rules, not an act
-        if after == "to" or (word in _STATE_PARTICIPLES and word != "put" and after not in ("up", "in", "on", "off")):
-            return None  # "you're required to", "it's set for Friday" (a schedule)
+        infinitive = after == "to" and (i + 2 >= len(words) or words[i + 2] not in _DETERMINERS | {"a", "an"})
+        if infinitive or (word in _STATE_PARTICIPLES and word != "put" and after not in ("up", "in", "on", "off")):
+            return None  # "you're required to bring", "it's set for Friday" (a schedule); not "passed to the team"
         form = _subject(words, i)
         if form not in ("first", "be") or _blocked(words, i) or _habitual_after(words, i):
             return None
