@@ -226,10 +226,13 @@ def test_a_call_that_failed_backs_no_success_but_backs_the_failure_it_relays() -
 def test_acts_and_states_in_words_no_list_names_are_claims_and_feelings_and_rules_are_not() -> None:
     for said in ("I've popped a ten-pound credit on your account.", "The line's ported now.",
                  "The charge has been reversed.", "Direct debit is set up from next month.",
-                 "We've got a table free at eight.", "You've got a place on the 6 pm class."):
+                 "We've got a table free at eight.", "You've got a place on the 6 pm class.",
+                 "Your parcel's with the courier.", "An engineer is coming out on Friday.",
+                 "That's been passed to the network team.", "The label is in your inbox."):
         assert [f.rule for f in read(said, Turn(tools=ORDERS))][:1] == ["tool_aware"], said
     rules = Turn(tools=ORDERS, instructions="We're open Tuesday to Sunday. Closed Mondays.")
     for said in ("We're closed on Mondays.", "I'm sorry you've been affected by this.",
                  "You're covered by our returns policy.", "It sounds like it was damaged in transit.",
-                 "You're required to bring ID."):
+                 "You're required to bring ID.", "Breakfast is served from seven until ten every morning.",
+                 "Engineers usually visit between 8 and 1."):
         assert read(said, rules) == [], said
