@@ -160,7 +160,8 @@ _NOT_ACTS = frozenset("interested concerned worried pleased delighted thrilled e
                       "understood heard mentioned thought guessed figured assumed reckoned believed liked loved "
                       "enjoyed appreciated apologised apologized learned learnt listened tried attempted missed "
                       "wished preferred feared doubted considered explained said told seen spotted noted affected "
-                      "protected".split())
+                      "protected outlined summarised summarized described clarified repeated answered suggested "
+                      "offered listed gathered".split())
 _STATE_PARTICIPLES = frozenset("put stuck sold bought set".split())
 # a failure a reply relays: a failed call's own message backs it ("sorry, that slot was just taken")
 _SETBACKS = frozenset("taken declined rejected failed bounced refused unavailable full expired invalid".split())
@@ -176,6 +177,7 @@ _WEATHER = frozenset("raining pouring snowing drizzling sunny cloudy rainy windy
                      "humid freezing dry wet warm hot mild".split())
 _WHEN = frozenset("it tomorrow today tonight weekend monday tuesday wednesday thursday friday saturday sunday "
                   "morning afternoon evening".split())
+_AFTER_HOUR = frozenset("on in tomorrow today tonight this next o'clock oclock sharp with and then for".split())
 _NOMINAL = ("y", "ies", "ion", "ions", "ment", "ments", "al", "als")
 # what a booking gives the caller: "you've got a place on Thursday's class" states it was made
 _HELD = frozenset("place places seat seats table slot spot room ticket tickets appointment booking reservation "
@@ -529,6 +531,8 @@ def _clock(hour: int, minute: int, meridiem: str | None) -> set[str]:
     forms = {f"{h}:{minute:02d}" for h in hours}
     if minute == 0:
         forms.add(str(hour))  # "come at 3" grounds "3 pm"
+        if hour > 12:
+            forms.add(str(hour - 12))  # and a result's 15:00 grounds "at three"
     return forms
 
 
@@ -593,6 +597,9 @@ def _specific(words: list[str], i: int) -> bool:
         return True
     if digits and len(number) >= 3 and not (len(number) == 4 and 1900 <= int(number) <= 2100):
         return nxt not in _COUNT_GENERAL
+    # the time of an event: "your appointment is at 3", "it lands at nine tomorrow"
+    if prev == "at" and number.isdigit() and 1 <= int(number) <= 12 and (not nxt or nxt in _AFTER_HOUR):
+        return True
     # a count: "two rooms left", "3 results", "5 points"
     if number in ("0", "1") or (not digits and word in ("hundred", "thousand", "dozen", "couple")):
         return False
@@ -690,10 +697,10 @@ def _hedged_now(words: list[str], i: int) -> bool:
 
 
 def _first_be(words: list[str], i: int) -> bool:
-    """"we're closed", "I'm booked": I/we with a form of be (not have) before the word."""
+    """"we're closed", "I'm booked", "we've been closed": I/we with a form of be before the word."""
     j = i - 1
     while j >= 0 and i - j <= LOOK_BACK and words[j] not in _SUBJECT:
-        if words[j] in ("am", "are", "is", "was", "were"):
+        if words[j] in ("am", "are", "is", "was", "were", "been"):
             return True
         j -= 1
     return False

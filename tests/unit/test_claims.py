@@ -201,6 +201,8 @@ def test_spoken_prices_and_times_are_one_number_and_a_hyphenated_reference_is_on
                      "That comes to three eighty-nine."):
         assert read(grounded, slots) == [], grounded
     assert [f.token for f in read("The fee is forty-two fifty.", slots)] == ["42.50"]
+    # the hour of an event is a specific: a result's 15:15 grounds "at three-fifteen", nothing grounds "at 4"
+    assert [f.token for f in read("Your appointment is at 4 on Tuesday.", slots)] == ["4"]
     assert [f.token for f in read("Your order 88-20417 is here.", slots) if f.rule == "ungrounded_specific"] == [
         "88-20417"]
 
