@@ -93,7 +93,7 @@ _STATUS = (("on", "time"), ("in", "stock"), ("out", "of", "stock"), ("in", "tran
            ("on", "the", "way"), ("on", "their", "way"), ("on", "hold"), ("in", "credit"), ("in", "progress"),
            ("under", "review"), ("now", "active"), ("now", "live"), ("active", "now"), ("live", "now"),
            ("closed", "now"), ("in", "place"), ("ready",), ("back",), ("complete",), ("on", "for"),
-           ("available",), ("underway",), ("under", "way"), ("free", "at"), ("free", "on"), ("free", "for"), ("up", "and", "running"))
+           ("available",), ("shut",), ("underway",), ("under", "way"), ("free", "at"), ("free", "on"), ("free", "for"), ("up", "and", "running"))
 _COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "care", "of"), ("good", "to", "go"),
                ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
                ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"), ("dealt", "with"),
@@ -166,7 +166,7 @@ _STATE_PARTICIPLES = frozenset("put stuck sold bought set".split())
 # a failure a reply relays: a failed call's own message backs it ("sorry, that slot was just taken")
 _SETBACKS = frozenset("taken declined rejected failed bounced refused unavailable full expired invalid".split())
 # "we've got a table free at eight", "I have two slots available": availability only a lookup gives
-_AVAILABILITY = frozenset("free available spare left open remaining".split())
+_AVAILABILITY = frozenset("free available spare left open remaining stock".split())
 _RULES = frozenset("policy guarantee warranty law terms gdpr regulations rules cover scheme".split())
 _NOT_PLURALS = frozenset("is was has does this its his as us yes plus less thus".split())  # "seven's fully booked"
 # where the caller will find it: "the label is in your inbox", "the meeting's in your calendar"
@@ -178,6 +178,8 @@ _WEATHER = frozenset("raining pouring snowing drizzling sunny cloudy rainy windy
 _WHEN = frozenset("it tomorrow today tonight weekend monday tuesday wednesday thursday friday saturday sunday "
                   "morning afternoon evening".split())
 _AFTER_HOUR = frozenset("on in tomorrow today tonight this next o'clock oclock sharp with and then for".split())
+_NOT_NOUNS = frozenset("you it that this them him her me us to by for with in on at from over up out off and or "
+                       "but so".split())
 _NOMINAL = ("y", "ies", "ion", "ions", "ment", "ments", "al", "als")
 # what a booking gives the caller: "you've got a place on Thursday's class" states it was made
 _HELD = frozenset("place places seat seats table slot spot room ticket tickets appointment booking reservation "
@@ -604,7 +606,7 @@ def _specific(words: list[str], i: int) -> bool:
     if number in ("0", "1") or (not digits and word in ("hundred", "thousand", "dozen", "couple")):
         return False
     following = words[i + 1: i + 3]
-    if any(w in ("left", "remaining", "available") for w in following):
+    if any(w in ("left", "remaining", "available", "stock") for w in following):
         return True
     return (bool(nxt) and nxt.isalpha() and not any(w in _COUNT_GENERAL for w in following)
             and any(w.isalpha() and w.endswith("s") and w not in _NOT_PLURALS for w in following))
@@ -836,13 +838,17 @@ class _Reader:
     def result_forms(self) -> frozenset[str]:
         return self.turn.result_forms()
 
-    def states(self, word: str) -> bool:
+    def states(self, word: str, relay: bool = False) -> bool:
         """Whether a result of the call says ``word`` or its kin (cancelled ~ CANCELLED,
         fully booked ~ full, on its way ~ out for delivery)."""
         stem = _stem(word)
         kin = _KIN.get(stem, (stem,))
         said = self.state_stems if word.endswith("ed") else self.result_stems
-        return not said.isdisjoint(kin) or (word in _SETBACKS and not self.failed_stems.isdisjoint(kin))
+        # a failed call's message backs the setback it reports ("slot taken"; with ``relay``, any state
+        # word said of the thing: "part discontinued"), never the act it failed to do ("could not be
+        # changed" backs no "changed") nor the words around it ("plan code invalid" backs no "plan")
+        relayed = word in _SETBACKS or (relay and word not in _ALL_PAST and word not in _EVENTS and word not in _LOOKUP)
+        return not said.isdisjoint(kin) or (relayed and not self.failed_stems.isdisjoint(kin))
 
     def acted_ok(self) -> bool:
         """Whether a tool that acts (not a lookup) succeeded in this turn."""
@@ -933,6 +939,9 @@ class _Reader:
                 return None  # "I cancelled nothing"
             if i and words[i - 1] in _POSSESSIVES:
                 return None  # "your cancelled order": an adjective
+            if (i == 0 or words[i - 1] in ("a", "an", "all", "any", "some", "no")) and i + 2 < len(words) and \
+                    words[i + 1].isalpha() and words[i + 1] not in _NOT_NOUNS and words[i + 2] in _BE:
+                return None  # "reserved items are held for 48 hours": an adjective before its noun
             if i and (words[i - 1], word) in _STATUS:
                 return None  # "fully booked": the status phrase, read at its first word
             form = _subject(words, i)
@@ -1019,7 +1028,7 @@ class _Reader:
             return "action", self.action_backed(None, word, form)
         if form == "be" and (self._general(words, i) or _be_subject(words, i) in ("", "start")):
             return None
-        return "state", self.state_backed(words, i)
+        return "state", (None if self.states(word, relay=True) else self.state_backed(words, i))
 
     def _future_fact(self, words: list[str], i: int) -> tuple[str, str | None] | None:
         """A forecast or a schedule in the future tense, which only a lookup (or the
