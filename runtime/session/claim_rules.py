@@ -15,13 +15,21 @@ Rules (each finding names the one that fired):
   left it with your neighbour", "our engineer reviewed your logs", "it'll rain on
   Sunday", "the next train will leave from platform 2") only by a tool result of the
   call that relates to it (a word by its stem, or a whole number or time) or by an act
-  of this turn. An action no tool of the agent can do is reported as such.
+  of this turn. An action no tool of the agent can do is reported as such. Verbs no
+  list names count by their form: the agent's own act in the past ("I've popped a
+  credit on"), a participle after a form of be said of the caller's things ("the line's
+  ported now", "you're covered"). A result backs a state only when it says that state
+  (the word or its kin: "full" ~ "fully booked"), not when it names the same thing ("refund
+  pending" backs no "refund processed"; "out for delivery" no "delivered"); a failed
+  call's message backs the setback it reports ("slot taken"), never the act it failed.
 - ``ungrounded_specific``: an amount, a balance, a reference number or code, a time
   of an event or a count that appears in none of the caller's words, the
   instructions, the greeting or a tool call (arguments and results) of this call.
   Numbers are compared normalised and whole: 3,200 = 3200, "ten" = 10, GBP 42.00 = 42,
   3 pm = 15:00, "118 pounds 40" = "a hundred and eighteen pounds and forty pence" = 118.40,
-  "quarter to three" = 2:45; a date is one token (2026-12-05 is no source of "12").
+  "quarter to three" = 2:45, "four-forty" = 4.40, 440 or 4:40, "forty-two ninety-nine"
+  = 42.99; a date is one token (2026-12-05 is no source of "12"), and so is a hyphenated
+  reference (88-20417); an hour said bare ("your appointment is at 4") is a specific.
   An amount said in the conditional ("would cost 40 pounds") must be grounded too.
 
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
@@ -59,10 +67,12 @@ _GROUPS: dict[str, tuple[str, str]] = {
     "cancel": ("cancelled canceled voided terminated withdrawn", "cancel cancels void terminate terminates withdraw"),
     "change": ("changed updated modified amended edited moved switched corrected adjusted", "change changes update "
                "updates modify modifies amend amends edit edits move moves switch correct adjust set"),
-    "refund": ("refunded reimbursed credited reversed", "refund refunds reimburse credit credits reverse reverses"),
+    "refund": ("refunded reimbursed credited reversed",
+               "refund refunds reimburse credit credits reverse reverses"),
     "pay": ("paid transferred charged debited topped moved sent", "pay pays transfer transfers charge charges debit top payment"),
     "create": ("created opened filed logged raised submitted registered lodged placed ordered requested",
-               "create creates setup open opens file files log logs raise raises submit submits register registers lodge "
+               "create creates setup open opens file files log logs raise raises submit submits register "
+               "registers lodge "
                "place places order orders request requests"),
     "close": ("closed resolved", "close closes resolve resolves"),
     "block": ("blocked frozen locked suspended unblocked unlocked unfrozen reactivated", "block blocks freeze "
@@ -93,7 +103,8 @@ _STATUS = (("on", "time"), ("in", "stock"), ("out", "of", "stock"), ("in", "tran
            ("on", "the", "way"), ("on", "their", "way"), ("on", "hold"), ("in", "credit"), ("in", "progress"),
            ("under", "review"), ("now", "active"), ("now", "live"), ("active", "now"), ("live", "now"),
            ("closed", "now"), ("in", "place"), ("ready",), ("back",), ("complete",), ("on", "for"),
-           ("available",), ("shut",), ("underway",), ("under", "way"), ("free", "at"), ("free", "on"), ("free", "for"), ("up", "and", "running"))
+           ("available",), ("shut",), ("underway",), ("under", "way"), ("free", "at"), ("free", "on"),
+           ("free", "for"), ("up", "and", "running"))
 _COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "care", "of"), ("good", "to", "go"),
                ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
                ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"), ("dealt", "with"),
@@ -167,6 +178,7 @@ _STATE_PARTICIPLES = frozenset("put stuck sold bought set".split())
 _SETBACKS = frozenset("taken declined rejected failed bounced refused unavailable full expired invalid".split())
 # "we've got a table free at eight", "I have two slots available": availability only a lookup gives
 _AVAILABILITY = frozenset("free available spare left open remaining stock".split())
+# "covered by our returns policy": the business's rules, not an act done for the caller
 _RULES = frozenset("policy guarantee warranty law terms gdpr regulations rules cover scheme".split())
 _NOT_PLURALS = frozenset("is was has does this its his as us yes plus less thus".split())  # "seven's fully booked"
 # where the caller will find it: "the label is in your inbox", "the meeting's in your calendar"
@@ -177,9 +189,12 @@ _WEATHER = frozenset("raining pouring snowing drizzling sunny cloudy rainy windy
                      "humid freezing dry wet warm hot mild".split())
 _WHEN = frozenset("it tomorrow today tonight weekend monday tuesday wednesday thursday friday saturday sunday "
                   "morning afternoon evening".split())
+# what follows an hour said as a bare number ("at 4 on Tuesday", "at 9 tomorrow"; not "at 4 levels")
 _AFTER_HOUR = frozenset("on in tomorrow today tonight this next o'clock oclock sharp with and then for".split())
+# words that cannot be the noun a participle qualifies ("reserved items are ..."; not "sent to you is")
 _NOT_NOUNS = frozenset("you it that this them him her me us to by for with in on at from over up out off and or "
                        "but so".split())
+# endings of nouns made of a verb (delivery, cancellation, payment, approval): a result's noun
 _NOMINAL = ("y", "ies", "ion", "ions", "ment", "ments", "al", "als")
 # what a booking gives the caller: "you've got a place on Thursday's class" states it was made
 _HELD = frozenset("place places seat seats table slot spot room ticket tickets appointment booking reservation "
@@ -233,7 +248,8 @@ _GENERAL_SUBJECTS = frozenset("refunds orders payments transfers bookings emails
 # one word, a date (2026-12-05, 05/12/2026: one token, so its 12 grounds no "number 12"), a
 # number (3,200 / 42.00 / 10:12) or a mark that ends a clause
 _TOKEN = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?!\d)|\d{1,2}/\d{1,2}/\d{2,4}(?!\d)|"
-                    r"[£$€¥#%]|\d+(?:-\d+)+(?![\w.:])|(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
+                    r"[£$€¥#%]|\d+(?:-\d+)+(?![\w.:])|"  # 88-20417, a reference (10-12: split below)
+                    r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
                     r"[,;:()\u2014\u2013]")
 _ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")  # one token, no reference
 _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
@@ -430,7 +446,7 @@ def _merge_numbers(words: list[str]) -> list[str]:
 
 def _spoken_pair(first: str, second: int, run: list[str]) -> str | None:
     """"four" then "forty" -> "4~40": hours or pounds, then minutes or pence (10 to 99)."""
-    head = _NUMBER_WORDS.get(first, None) if first in _NUMBER_WORDS else (int(first) if first.isdigit() else None)
+    head = _NUMBER_WORDS.get(first, int(first) if first.isdigit() else None)
     if head is None or not 1 <= head <= 999 or not 10 <= second <= 99 or run[-1] in ("hundred", "thousand"):
         return None
     return f"{head}~{second:02d}"
