@@ -675,6 +675,8 @@ def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal
                 continue  # "I was able to cancel it" did it
             if word == "be" and n and before[n - 1] not in _MODAL:
                 continue
+            if word == "to" and n and before[n - 1] in ("have", "has", "ought", "got"):
+                return True  # "they have to be changed with the site": an obligation, not a fact
             if word in ("to", "be"):
                 continue  # only after a modal ("will be sent"), which counts by itself
             return True
