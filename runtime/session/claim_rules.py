@@ -174,6 +174,8 @@ _NOT_ACTS = frozenset("interested concerned worried pleased delighted thrilled e
                       "protected outlined summarised summarized described clarified repeated answered suggested "
                       "offered listed gathered".split())
 _STATE_PARTICIPLES = frozenset("put stuck sold bought set".split())
+# irregular participles that are acts in the first person ("I've given you a credit", "I've thrown in delivery")
+_FIRST_ACTS = frozenset("given thrown written brought".split())
 # a failure a reply relays: a failed call's own message backs it ("sorry, that slot was just taken")
 _SETBACKS = frozenset("taken declined rejected failed bounced refused unavailable full expired invalid".split())
 # "we've got a table free at eight", "I have two slots available": availability only a lookup gives
@@ -913,6 +915,12 @@ class _Reader:
         if word == "no" and i >= 2 and words[i - 1] in ("is", "are") and words[i - 2] == "there" and \
                 "your" in words[i + 1: i + 7]:
             return "lookup_fact", self.lookup_backed("")  # "there are no open tickets on your account"
+        if word == "had" and _subject(words, i) == "first" and not {"look", "check"}.isdisjoint(words[i + 1: i + 4]) \
+                and not _blocked(words, i):
+            return "lookup_fact", self.lookup_backed("")  # "I've had a look and ..."
+        if word == "get" and i >= 2 and words[i - 1] == "to" and words[i - 2] in ("able", "managed") and \
+                _subject(words, i) == "first" and not _blocked(words, i):
+            return "action", self.action_backed(None, word, "first")  # "we've been able to get you a refund"
         if word in _FIRST_PERSON_ACTS and _subject(words, i) == "first" and not _blocked(words, i):
             after = words[i + 1] if i + 1 < len(words) else ""
             wanted = _FIRST_PERSON_ACTS[word]
@@ -1030,8 +1038,8 @@ class _Reader:
         credit on your account": any call of the turn that did not fail backs it) or a
         participle after a form of be, said of the caller's things ("the line's ported now",
         "the charge has been reversed", "you're covered for that": a state)."""
-        if not (word in _STATE_PARTICIPLES or (word.endswith("ed") and len(word) >= 5)) or word in _NOT_ACTS or \
-                not word.isalpha() or (i and words[i - 1] in _POSSESSIVES):
+        participle = word in _STATE_PARTICIPLES or word in _FIRST_ACTS or (word.endswith("ed") and len(word) >= 5)
+        if not participle or word in _NOT_ACTS or not word.isalpha() or (i and words[i - 1] in _POSSESSIVES):
             return None
         after = words[i + 1] if i + 1 < len(words) else ""
         if after in ("by", "under") and not _RULES.isdisjoint(words[i + 2: i + 6]):
@@ -1040,7 +1048,8 @@ class _Reader:
         if infinitive or (word in _STATE_PARTICIPLES and word != "put" and after not in ("up", "in", "on", "off")):
             return None  # "you're required to bring", "it's set for Friday" (a schedule); not "passed to the team"
         form = _subject(words, i)
-        if form not in ("first", "be") or _blocked(words, i) or _habitual_after(words, i):
+        if form not in ("first", "be") or _blocked(words, i) or _habitual_after(words, i) or (
+                word in _FIRST_ACTS and form != "first"):
             return None
         if form == "first" and not _first_be(words, i):  # a lookup said so is in _LOOKUP
             return "action", self.action_backed(None, word, form)
