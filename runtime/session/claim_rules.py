@@ -104,7 +104,7 @@ _STATUS = (("on", "time"), ("in", "stock"), ("out", "of", "stock"), ("in", "tran
            ("under", "review"), ("now", "active"), ("now", "live"), ("active", "now"), ("live", "now"),
            ("closed", "now"), ("in", "place"), ("ready",), ("back",), ("complete",), ("on", "for"),
            ("available",), ("shut",), ("underway",), ("under", "way"), ("free", "at"), ("free", "on"),
-           ("free", "for"), ("up", "and", "running"))
+           ("free", "for"), ("up", "and", "running"), ("in", "now"), ("through", "now"))
 _COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "care", "of"), ("good", "to", "go"),
                ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
                ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"), ("dealt", "with"),
