@@ -15,13 +15,21 @@ Rules (each finding names the one that fired):
   left it with your neighbour", "our engineer reviewed your logs", "it'll rain on
   Sunday", "the next train will leave from platform 2") only by a tool result of the
   call that relates to it (a word by its stem, or a whole number or time) or by an act
-  of this turn. An action no tool of the agent can do is reported as such.
+  of this turn. An action no tool of the agent can do is reported as such. Verbs no
+  list names count by their form: the agent's own act in the past ("I've popped a
+  credit on"), a participle after a form of be said of the caller's things ("the line's
+  ported now", "you're covered"). A result backs a state only when it says that state
+  (the word or its kin: "full" ~ "fully booked"), not when it names the same thing ("refund
+  pending" backs no "refund processed"; "out for delivery" no "delivered"); a failed
+  call's message backs the setback it reports ("slot taken"), never the act it failed.
 - ``ungrounded_specific``: an amount, a balance, a reference number or code, a time
   of an event or a count that appears in none of the caller's words, the
   instructions, the greeting or a tool call (arguments and results) of this call.
   Numbers are compared normalised and whole: 3,200 = 3200, "ten" = 10, GBP 42.00 = 42,
   3 pm = 15:00, "118 pounds 40" = "a hundred and eighteen pounds and forty pence" = 118.40,
-  "quarter to three" = 2:45; a date is one token (2026-12-05 is no source of "12").
+  "quarter to three" = 2:45, "four-forty" = 4.40, 440 or 4:40, "forty-two ninety-nine"
+  = 42.99; a date is one token (2026-12-05 is no source of "12"), and so is a hyphenated
+  reference (88-20417); an hour said bare ("your appointment is at 4") is a specific.
   An amount said in the conditional ("would cost 40 pounds") must be grounded too.
 
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
@@ -59,10 +67,12 @@ _GROUPS: dict[str, tuple[str, str]] = {
     "cancel": ("cancelled canceled voided terminated withdrawn", "cancel cancels void terminate terminates withdraw"),
     "change": ("changed updated modified amended edited moved switched corrected adjusted", "change changes update "
                "updates modify modifies amend amends edit edits move moves switch correct adjust set"),
-    "refund": ("refunded reimbursed credited", "refund refunds reimburse credit credits"),
+    "refund": ("refunded reimbursed credited reversed",
+               "refund refunds reimburse credit credits reverse reverses"),
     "pay": ("paid transferred charged debited topped moved sent", "pay pays transfer transfers charge charges debit top payment"),
     "create": ("created opened filed logged raised submitted registered lodged placed ordered requested",
-               "create creates open opens file files log logs raise raises submit submits register registers lodge "
+               "create creates setup open opens file files log logs raise raises submit submits register "
+               "registers lodge "
                "place places order orders request requests"),
     "close": ("closed resolved", "close closes resolve resolves"),
     "block": ("blocked frozen locked suspended unblocked unlocked unfrozen reactivated", "block blocks freeze "
@@ -81,7 +91,8 @@ _GROUPS: dict[str, tuple[str, str]] = {
 }
 # lookups said in the first person: any call of the turn backs them
 _LOOKUP = frozenset(("checked double-checked verified searched looked found located retrieved fetched queried "
-                     "reviewed tracked pulled confirmed consulted traced").split())
+                     "reviewed tracked pulled confirmed consulted traced investigated examined inspected analysed "
+                     "analyzed compared calculated scanned browsed").split())
 # what happened to the caller's things (third person): a looked-up fact
 _EVENTS = frozenset(("delivered scanned arrived departed landed left posted cleared declined rejected expired "
                      "bounced delayed diverted returned collected signed processed completed finalised finalized "
@@ -91,11 +102,14 @@ _STATUS = (("on", "time"), ("in", "stock"), ("out", "of", "stock"), ("in", "tran
            ("sold", "out"), ("fully", "booked"), ("overdue",), ("pending",), ("on", "its", "way"),
            ("on", "the", "way"), ("on", "their", "way"), ("on", "hold"), ("in", "credit"), ("in", "progress"),
            ("under", "review"), ("now", "active"), ("now", "live"), ("active", "now"), ("live", "now"),
-           ("closed", "now"), ("in", "place"), ("ready",), ("back",), ("complete",))
+           ("closed", "now"), ("in", "place"), ("ready",), ("back",), ("complete",), ("on", "for"),
+           ("available",), ("shut",), ("underway",), ("under", "way"), ("free", "at"), ("free", "on"),
+           ("free", "for"), ("up", "and", "running"), ("in", "now"), ("through", "now"))
 _COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "care", "of"), ("good", "to", "go"),
                ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
                ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"), ("dealt", "with"),
-               ("came", "back"), ("come", "back"), ("heard", "back"))
+               ("came", "back"), ("come", "back"), ("heard", "back"),
+               ("all", "good"), ("squared", "away"), ("good", "as", "done"))
 _ALL_PAST: dict[str, tuple[str, ...]] = {}  # "moved" is a change or a payment
 for _group, (_past, _) in _GROUPS.items():
     for _word in _past.split():
@@ -128,11 +142,12 @@ _AUX = frozenset("have has had 'd just already now also successfully quickly per
                  "gone went ahead and able to been managed all fully".split())
 _SUBJECT = frozenset(("i", "we"))
 _NEGATION = frozenset("not never no nothing none neither nor without".split())
-_MODAL = frozenset("will shall would could can may might must should going gonna about want wants let need "
+_MODAL = frozenset("will shall would could can may might must should going gonna about want wants let need sounds hear "
                    "needs try trying happy glad please ask plan hope able to be".split())
 _REPORTED = frozenset("said say mentioned told asked think thought wanted".split())
 _CONDITION = frozenset("if once when whenever after until unless before whether soon".split())
-_HABITUAL = frozenset("usually normally typically generally always often sometimes every".split())
+_HABITUAL = frozenset("usually normally typically generally always often sometimes every daily weekly nightly "
+                      "mondays tuesdays wednesdays thursdays fridays saturdays sundays weekends weekdays".split())
 _DETERMINERS = frozenset("your the this that it these those my our his her their its".split())
 _CLAUSE_WORDS = frozenset("but although though however whereas so because while".split())
 # who, besides the agent, acts or looks things up for the caller
@@ -140,8 +155,52 @@ _STAFF = frozenset("engineer engineers team technician technicians doctor doctor
                    "manager managers supervisor specialist specialists department staff pharmacist dentist "
                    "consultant lab laboratory underwriter underwriters adviser advisor advisers advisors someone "
                    "somebody surveyor inspector accountant landlord insurer office branch clinic surgery driver "
-                   "drivers courier postman".split())
+                   "drivers courier postman assessor assessors handler handlers adjuster".split())
+# an arranged visit or call, said in the present: "an engineer is coming out on Friday"
+_VISITS = frozenset("coming visiting calling ringing phoning popping dropping arriving".split())
 _TITLES = ("dr", "doctor", "nurse", "mr", "mrs", "ms", "miss", "professor", "prof")  # "Dr Patel has reviewed it"
+# participles the lists above do not name are still states or acts when said of the caller's
+# things after a form of be ("the line's ported now", "the charge has been reversed", "you're
+# covered") or of the agent's own act ("I've popped a credit on"); not these, which describe a
+# person, say what a thing is called or meant, or report what the agent thought or heard
+_NOT_ACTS = frozenset("interested concerned worried pleased delighted thrilled excited tired bored scared confused "
+                      "annoyed frustrated disappointed surprised based located called named supposed used required "
+                      "needed allowed permitted entitled advised recommended expected included limited related "
+                      "designed meant qualified married retired experienced skilled engaged equipped prepared "
+                      "determined committed involved attached noticed wanted asked hoped wondered realised realized "
+                      "understood heard mentioned thought guessed figured assumed reckoned believed liked loved "
+                      "enjoyed appreciated apologised apologized learned learnt listened tried attempted missed "
+                      "wished preferred feared doubted considered explained said told seen spotted noted affected "
+                      "protected outlined summarised summarized described clarified repeated answered suggested "
+                      "offered listed gathered".split())
+_STATE_PARTICIPLES = frozenset("put stuck sold bought set".split())
+# irregular participles that are acts in the first person ("I've given you a credit", "I've thrown in delivery")
+_FIRST_ACTS = frozenset("given thrown written brought".split())
+# a failure a reply relays: a failed call's own message backs it ("sorry, that slot was just taken")
+_SETBACKS = frozenset("taken declined rejected failed bounced refused unavailable full expired invalid".split())
+# "we've got a table free at eight", "I have two slots available": availability only a lookup gives
+_AVAILABILITY = frozenset("free available spare left open remaining stock".split())
+# "covered by our returns policy": the business's rules, not an act done for the caller
+_RULES = frozenset("policy guarantee warranty law terms gdpr regulations rules cover scheme".split())
+_NOT_PLURALS = frozenset("is was has does this its his as us yes plus less thus".split())  # "seven's fully booked"
+# where the caller will find it: "the label is in your inbox", "the meeting's in your calendar"
+_CONTAINERS = frozenset("inbox calendar diary account basket cart app portal wallet file records email emails "
+                        "statement booking order reservation policy plan system".split())
+# the weather now or as a lookup says it will be: "it's pouring in Glasgow", "tomorrow looks dry"
+_WEATHER = frozenset("raining pouring snowing drizzling sunny cloudy rainy windy stormy foggy icy overcast showery "
+                     "humid freezing dry wet warm hot mild".split())
+_WHEN = frozenset("it tomorrow today tonight weekend monday tuesday wednesday thursday friday saturday sunday "
+                  "morning afternoon evening".split())
+# what follows an hour said as a bare number ("at 4 on Tuesday", "at 9 tomorrow"; not "at 4 levels")
+_AFTER_HOUR = frozenset("on in tomorrow today tonight this next o'clock oclock sharp with and then for".split())
+# words that cannot be the noun a participle qualifies ("reserved items are ..."; not "sent to you is")
+_NOT_NOUNS = frozenset("you it that this them him her me us to by for with in on at from over up out off and or "
+                       "but so".split())
+# endings of nouns made of a verb (delivery, cancellation, payment, approval): a result's noun
+_NOMINAL = ("y", "ies", "ion", "ions", "ment", "ments", "al", "als")
+# what a booking gives the caller: "you've got a place on Thursday's class" states it was made
+_HELD = frozenset("place places seat seats table slot spot room ticket tickets appointment booking reservation "
+                  "space".split())
 _IRREGULAR_PAST = frozenset("put took gave said told found saw brought rang spoke wrote sent left got made "
                             "did had kept".split())
 # words that say nothing of the fact itself: a tool result sharing them does not back it
@@ -167,21 +226,21 @@ _KIN_GROUPS = (
     "left departed departure airborne boarded",
     "landed lands arrived arrival arriving",
     "stock available availability units quantity remaining",
-    "sold unavailable",
+    "sold unavailable full fully taken longer",
     "pending processing progress review reviewing awaiting waiting queued",
     "ready collection collect",
-    "credit balance paid owed due payment",
+    "credit balance owed due",  # what is owed; paid is a state reached (below)
     "active live enabled",
-    "cleared settled completed posted processed",
+    "cleared settled completed posted processed paid payment",
     "declined rejected failed bounced refused",
     "cancelled canceled voided",
     "resolved closed fixed",
     "back ready reported results available",
     "confirmed booked reserved",
     "delivered arrived received signed dropped",
-    "wet rain rainy showers drizzle",
+    "wet rain rainy showers drizzle raining pouring drizzling",
     "sunny sun clear dry",
-    "cold snow snowy frost icy freezing",
+    "cold snow snowy frost icy freezing snowing",
     "warm hot mild",
 )
 _KIN: dict[str, frozenset[str]] = {}
@@ -191,8 +250,10 @@ _GENERAL_SUBJECTS = frozenset("refunds orders payments transfers bookings emails
 # one word, a date (2026-12-05, 05/12/2026: one token, so its 12 grounds no "number 12"), a
 # number (3,200 / 42.00 / 10:12) or a mark that ends a clause
 _TOKEN = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?!\d)|\d{1,2}/\d{1,2}/\d{2,4}(?!\d)|"
-                    r"[£$€¥#%]|(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
+                    r"[£$€¥#%]|\d+(?:-\d+)+(?![\w.:])|"  # 88-20417, a reference (10-12: split below)
+                    r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:[.:]\d+)?(?!\w|\.\w)|\w+(?:['’.\-]\w+)*|"
                     r"[,;:()\u2014\u2013]")
+_ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")  # one token, no reference
 _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -281,11 +342,14 @@ def _all_forms(texts: Iterable[str]) -> frozenset[str]:
 
 
 def _stem(word: str) -> str:
-    """Enough of a word to match its kin: delivered, delivery -> deliv; delayed, delay -> delay."""
+    """Enough of a word to match its kin: delivered, delivery -> deliv; delayed, delay -> delay;
+    replied, reply -> reply. A state in progress is not the state reached: processing (-ing)
+    keeps its mark, so a result saying "processing" backs no "processed"."""
+    if word.endswith(("ied", "ies")) and len(word) >= 6:
+        return (word[:-3] + "y")[:5]
     for suffix in ("ing", "ed", "es", "s"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 4:
-            word = word[: -len(suffix)]
-            break
+            return word[: -len(suffix)][:5] + ("-ing" if suffix == "ing" else "")
     return word[:5]
 
 
@@ -312,8 +376,11 @@ def _words(text: str) -> list[str]:
         if word in _CONTRACTIONS:
             out += _CONTRACTIONS[word]
             continue
-        if "-" in word and all(part in _NUMBER_WORDS for part in word.split("-")):
-            out += word.split("-")  # forty-five -> forty five -> 45 (below)
+        if "-" in word and (all(part in _NUMBER_WORDS for part in word.split("-")) or _hyphen_range(word)):
+            out += word.split("-")  # forty-five -> forty five -> 45 (below); 10-12 days: two numbers
+            continue
+        if "-" in word and word.partition("-")[2] in _CURRENCY_WORDS and _number(word.partition("-")[0]):
+            out += word.split("-", 1)  # "a ten-pound credit": an amount
             continue
         apostrophe = word.rfind("'")
         if apostrophe > 0:
@@ -325,33 +392,66 @@ def _words(text: str) -> list[str]:
     return _merge_amounts(_merge_numbers(out))
 
 
+def _hyphen_range(word: str) -> bool:
+    """"10-12", "9-5": a range of two small numbers; "88-20417" (5 digits or more) is one reference."""
+    return word[0].isdigit() and sum(c.isdigit() for c in word) < 5
+
+
 def _merge_numbers(words: list[str]) -> list[str]:
-    """"three thousand two hundred" -> "3200" (the caller says it, a tool writes 3200)."""
+    """"three thousand two hundred" -> "3200" (the caller says it, a tool writes 3200). A
+    number ends where a new one starts ("forty two ninety nine" is 42 and 99, not 141), and
+    two spoken numbers side by side are one price or clock time: "four forty" -> "4~40"
+    (4.40 or 4:40), "forty-two ninety-nine" -> "42~99" (a tool writes 42.99 or 16:40)."""
     out: list[str] = []
+    spoken: list[bool] = []  # whether out[k] is a number said in words
     i = 0
     while i < len(words):
-        j = i
-        while j < len(words) and (words[j] in _NUMBER_WORDS or (words[j] == "and" and j > i)):
+        j, total, current, small = i, 0, 0, 0  # small: the part below a hundred said so far
+        while j < len(words):
+            w = words[j]
+            if w == "and" and j > i:
+                j += 1
+                continue
+            value = _NUMBER_WORDS.get(w)
+            if value is None:
+                break
+            if w in ("hundred", "thousand"):
+                if small == 0 and current == 0 and j > i:
+                    break
+                if w == "hundred":
+                    current, small = max(current, 1) * 100, 0
+                else:
+                    total, current, small = total + max(current, 1) * 1000, 0, 0
+            elif small == 0 or (small >= 20 and small % 10 == 0 and value < 10):
+                current, small = current + value, small + value
+            else:
+                break  # "forty two | ninety nine", "four | forty"
             j += 1
         while j > i and words[j - 1] == "and":  # "two hundred and then": the "and" is not the number's
             j -= 1
         run = [w for w in words[i:j] if w != "and"]
-        if len(run) >= 2 and any(w in ("hundred", "thousand") or _NUMBER_WORDS[w] >= 20 for w in run):
-            total = current = 0
-            for w in run:
-                value = _NUMBER_WORDS[w]
-                if w == "hundred":
-                    current = max(current, 1) * 100
-                elif w == "thousand":
-                    total, current = total + max(current, 1) * 1000, 0
-                else:
-                    current += value
-            out.append(str(total + current))
+        if len(run) >= 2 or (run and run[0] in _NUMBER_WORDS and run[0] not in ("dozen", "couple")):
+            value = str(total + current) if len(run) >= 2 else run[0]
+            pair = _spoken_pair(out[-1] if out and spoken[-1] else "", total + current, run)
+            if pair is not None:
+                out[-1], spoken[-1] = pair, False
+            else:
+                out.append(value)
+                spoken.append(True)
             i = j
         else:
             out.append(words[i])
+            spoken.append(False)
             i += 1
     return out
+
+
+def _spoken_pair(first: str, second: int, run: list[str]) -> str | None:
+    """"four" then "forty" -> "4~40": hours or pounds, then minutes or pence (10 to 99)."""
+    head = _NUMBER_WORDS.get(first, int(first) if first.isdigit() else None)
+    if head is None or not 1 <= head <= 999 or not 10 <= second <= 99 or run[-1] in ("hundred", "thousand"):
+        return None
+    return f"{head}~{second:02d}"
 
 
 def _merge_amounts(words: list[str]) -> list[str]:
@@ -451,6 +551,8 @@ def _clock(hour: int, minute: int, meridiem: str | None) -> set[str]:
     forms = {f"{h}:{minute:02d}" for h in hours}
     if minute == 0:
         forms.add(str(hour))  # "come at 3" grounds "3 pm"
+        if hour > 12:
+            forms.add(str(hour - 12))  # and a result's 15:00 grounds "at three"
     return forms
 
 
@@ -458,6 +560,14 @@ def _forms(words: list[str], i: int) -> set[str]:
     """The normalised forms of the number, time or code at ``words[i]`` (empty if none)."""
     word = words[i]
     nxt = words[i + 1] if i + 1 < len(words) else ""
+    if "~" in word:  # "four forty": 4.40, 440, 4:40 or 16:40
+        head, _, tail = word.partition("~")
+        forms = {str(_number(f"{head}.{tail}")), str(int(head) * 100 + int(tail))}  # or 389 ("three eighty-nine")
+        if int(head) < 24 and int(tail) < 60:
+            forms |= _clock(int(head), int(tail), nxt if nxt in ("am", "pm") else None)
+        return forms
+    if word[0].isdigit() and "-" in word and not _ISO_DATE.fullmatch(word):  # a reference: 88-20417 = 8820417
+        return {word.replace("-", ""), *(run for run in word.split("-") if len(run) >= 3)}
     if ":" in word and word[0].isdigit():
         hour, _, minute = word.partition(":")
         if len(hour) <= 2 and len(minute) == 2 and hour.isdigit() and minute.isdigit() and int(hour) < 24 \
@@ -491,6 +601,8 @@ def _specific(words: list[str], i: int) -> bool:
     nxt = words[i + 1] if i + 1 < len(words) else ""
     if _ORDINAL.fullmatch(word):
         return False
+    if "~" in word or (word[0].isdigit() and "-" in word and not _ISO_DATE.fullmatch(word)):  # "four forty", "88-20417"
+        return True
     if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
         return bool(_CLOCK_WORD.fullmatch(word)) or (len(word) >= 3 and not _MEASURE.fullmatch(word))
     number = _number(word) if (word[0].isdigit() or word in _NUMBER_WORDS or "-" in word) else None
@@ -505,14 +617,17 @@ def _specific(words: list[str], i: int) -> bool:
         return True
     if digits and len(number) >= 3 and not (len(number) == 4 and 1900 <= int(number) <= 2100):
         return nxt not in _COUNT_GENERAL
+    # the time of an event: "your appointment is at 3", "it lands at nine tomorrow"
+    if prev == "at" and number.isdigit() and 1 <= int(number) <= 12 and (not nxt or nxt in _AFTER_HOUR):
+        return True
     # a count: "two rooms left", "3 results", "5 points"
     if number in ("0", "1") or (not digits and word in ("hundred", "thousand", "dozen", "couple")):
         return False
     following = words[i + 1: i + 3]
-    if any(w in ("left", "remaining", "available") for w in following):
+    if any(w in ("left", "remaining", "available", "stock") for w in following):
         return True
     return (bool(nxt) and nxt.isalpha() and not any(w in _COUNT_GENERAL for w in following)
-            and any(w.isalpha() and w.endswith("s") for w in following))
+            and any(w.isalpha() and w.endswith("s") and w not in _NOT_PLURALS for w in following))
 
 
 def _amount(words: list[str], i: int) -> bool:
@@ -562,6 +677,8 @@ def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal
                 continue  # "I was able to cancel it" did it
             if word == "be" and n and before[n - 1] not in _MODAL:
                 continue
+            if word == "to" and n and before[n - 1] in ("have", "has", "ought", "got"):
+                return True  # "they have to be changed with the site": an obligation, not a fact
             if word in ("to", "be"):
                 continue  # only after a modal ("will be sent"), which counts by itself
             return True
@@ -580,6 +697,8 @@ def _subject(words: list[str], i: int) -> str:
         if word in _SUBJECT:
             return "first"
         if word == "you":
+            if j == i - 1 and j and words[j - 1] in ("is", "was"):
+                return "be"  # "that's you booked in": the agent's act, said of the caller
             return "be" if seen_be else "you"
         if word in _BE or word == "is":
             seen_be = True
@@ -590,6 +709,37 @@ def _subject(words: list[str], i: int) -> str:
             break
         j -= 1
     return "be" if seen_be else ("start" if j < 0 else "other")
+
+
+def _hedged_now(words: list[str], i: int) -> bool:
+    """"You should be all set now", "it should be sorted now": a completion claimed with a
+    hedge, not a forecast ("it should be done by Friday")."""
+    return words[max(0, i - 2): i] == ["should", "be"] and "now" in words[i + 1: i + RELATION_REACH] and \
+        not _blocked(words, i - 2)
+
+
+def _first_be(words: list[str], i: int) -> bool:
+    """"we're closed", "I'm booked", "we've been closed": I/we with a form of be before the word."""
+    j = i - 1
+    while j >= 0 and i - j <= LOOK_BACK and words[j] not in _SUBJECT:
+        if words[j] in ("am", "are", "is", "was", "were", "been"):
+            return True
+        j -= 1
+    return False
+
+
+def _habitual_after(words: list[str], i: int) -> bool:
+    """"closed on Mondays", "served from seven until ten every morning": a rule of the business."""
+    return not _HABITUAL.isdisjoint(words[i + 1: i + RELATION_REACH])
+
+
+def _be_subject(words: list[str], i: int) -> str:
+    """The word before the form of be ahead of ``i`` ("line" of "the line's ported"), or ""."""
+    j = i - 1
+    while j >= 0 and i - j <= LOOK_BACK and (words[j] in _BE or words[j] in _AUX or words[j] in (
+            "now", "already", "just")):
+        j -= 1
+    return words[j] if j >= 0 else "start"
 
 
 def _third_party(words: list[str], i: int) -> bool:
@@ -610,9 +760,17 @@ class _Reader:
         # the words of the call's tool results, once: a long call's results are read once a reply
         self.results = frozenset(_WORD.findall(turn.results_text()))
         self.earlier = frozenset(_WORD.findall(" ".join(turn.earlier_results).lower()))
-        # what the call's tools gave: a failed call's "cannot cancel: already shipped" backs nothing
-        self.result_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
+        # what the call's tools gave: a failed call's "cannot cancel: already shipped" backs nothing;
+        # each distinct word stemmed once
+        given = frozenset(_WORD.findall(" ".join(
             [*(str(c.result or "") for c in turn.calls if c.outcome == "ok"), *turn.earlier_results]).lower()))
+        self.result_stems = frozenset(_stem(w) for w in given)
+        # the states a result says: not its nouns made of the verb ("out for delivery", "cancellation
+        # requested", "booking pending") nor what is under way ("processing"), which back no
+        # "delivered", "cancelled" or "booked"
+        self.state_stems = frozenset(_stem(w) for w in given if not w.endswith(_NOMINAL))
+        self.failed_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
+            str(c.result or "") for c in turn.calls if c.outcome != "ok").lower()))
         self.acted = frozenset(_WORD.findall(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome == "ok" and not self.is_lookup_tool(c.tool)).lower()))
         self.told_stems = frozenset(_stem(w) for w in _WORD.findall(f"{turn.instructions} {turn.greeting}".lower()))
@@ -688,10 +846,10 @@ class _Reader:
             if word == "and" and k > at:
                 break  # "your card is blocked and a replacement is on its way": two facts
             if word.isalpha():
-                stem = _stem(word)
-                # kin for what the fact says, not for who it is about ("the assessor approved")
-                if len(word) >= 3 and word not in _RELATION_STOP and not self.result_stems.isdisjoint(
-                        _KIN.get(stem, (stem,)) if k >= at else (stem,)):
+                # the words before the verb say what the fact is about ("the refund has been
+                # processed"): a result naming the refund as pending backs none of it; only
+                # the fact's own words (or a number, time or code of its subject) relate
+                if k >= at and len(word) >= 3 and word not in _RELATION_STOP and self.states(word):
                     return True
             elif _forms(words, k) & self.result_forms():
                 return True
@@ -699,6 +857,30 @@ class _Reader:
 
     def result_forms(self) -> frozenset[str]:
         return self.turn.result_forms()
+
+    def states(self, word: str, relay: bool = False) -> bool:
+        """Whether a result of the call says ``word`` or its kin (cancelled ~ CANCELLED,
+        fully booked ~ full, on its way ~ out for delivery)."""
+        stem = _stem(word)
+        kin = _KIN.get(stem, (stem,))
+        said = self.state_stems if word.endswith("ed") else self.result_stems
+        # a failed call's message backs the setback it reports ("slot taken"; with ``relay``, any state
+        # word said of the thing: "part discontinued"), never the act it failed to do ("could not be
+        # changed" backs no "changed") nor the words around it ("plan code invalid" backs no "plan")
+        relayed = word in _SETBACKS or (relay and word not in _ALL_PAST and word not in _EVENTS and word not in _LOOKUP)
+        return not said.isdisjoint(kin) or (relayed and not self.failed_stems.isdisjoint(kin))
+
+    def acted_ok(self) -> bool:
+        """Whether a tool that acts (not a lookup) succeeded in this turn."""
+        return any(c.outcome == "ok" and not self.is_lookup_tool(c.tool) for c in self.turn.calls)
+
+    def state_backed(self, words: list[str], i: int) -> str | None:
+        """A state the reply's own words give ("the line's ported now", "you're on the unlimited
+        plan", "we're closed on Mondays"): backed by an act of this turn, a result that says it
+        or the instructions; else why not."""
+        if self.acted_ok() or self.relates(words, i) or self.told(words, i):
+            return None
+        return self.no_result()
 
     def clause(self, words: list[str], sentence: str) -> Finding | None:
         for i, word in enumerate(words):
@@ -715,7 +897,8 @@ class _Reader:
                                                                  and words[i - 2] in _SUBJECT)):
             follows = words[i + 1] if i + 1 < len(words) else ""
             start = i - 1 if words[i - 1] == "can" else i
-            if (follows in _DETERMINERS or follows in ("there", "a", "an") or _number(follows) is not None) and \
+            if (follows in _DETERMINERS or follows in ("there", "a", "an") or follows in _REFERENCE_NOUNS or
+                    _number(follows) is not None) and \
                     not _blocked(words, start, allow_negation=True):
                 return "lookup_fact", self.lookup_backed("")
             return None
@@ -732,13 +915,46 @@ class _Reader:
         if word == "no" and i >= 2 and words[i - 1] in ("is", "are") and words[i - 2] == "there" and \
                 "your" in words[i + 1: i + 7]:
             return "lookup_fact", self.lookup_backed("")  # "there are no open tickets on your account"
+        if word == "had" and _subject(words, i) == "first" and not {"look", "check"}.isdisjoint(words[i + 1: i + 4]) \
+                and not _blocked(words, i):
+            return "lookup_fact", self.lookup_backed("")  # "I've had a look and ..."
+        if word == "get" and i >= 2 and words[i - 1] == "to" and words[i - 2] in ("able", "managed") and \
+                _subject(words, i) == "first" and not _blocked(words, i):
+            return "action", self.action_backed(None, word, "first")  # "we've been able to get you a refund"
         if word in _FIRST_PERSON_ACTS and _subject(words, i) == "first" and not _blocked(words, i):
             after = words[i + 1] if i + 1 < len(words) else ""
             wanted = _FIRST_PERSON_ACTS[word]
             if wanted is None or after in wanted or (word == "let" and words[i - 1] == "have"):
                 return "action", self.action_backed(("send",) if word in ("passed", "let") else None, word, "first")
+        if word in ("have", "got") and _subject(words, i) == "first" and i + 1 < len(words) and (
+                words[i + 1] in ("a", "an", "some", "space", "room") or _number(words[i + 1]) is not None) and \
+                not _AVAILABILITY.isdisjoint(words[i + 2: i + 7]) and not _blocked(words, i):
+            return "lookup_fact", self.lookup_backed("")  # "we've got a table free at eight"
+        if word in ("have", "got") and _subject(words, i) == "you" and i + 2 < len(words) and \
+                words[i + 1] in ("a", "an", "your") and words[i + 2] in _HELD and not _blocked(words, i):
+            return "state", self.state_backed(words, i + 2)  # "you've got a place on Thursday's class"
+        if word in ("in", "on") and i + 2 < len(words) and words[i + 1] in ("your", "the") and \
+                words[i + 2] in _CONTAINERS and \
+                _subject(words, i) == "be" and not _blocked(words, i):
+            return "state", self.state_backed(words, i + 2)  # "the label is in your inbox"
+        if word == "with" and i and words[i - 1] in ("is", "are", "now") and _subject(words, i) == "be" and \
+                not _STAFF.isdisjoint(words[i + 1: i + 4]) and not _blocked(words, i):
+            return "state", self.state_backed(words, i + 1)  # "your parcel's with the courier"
+        if word in _VISITS and i and words[i - 1] in ("is", "are") and not _STAFF.isdisjoint(words[max(0, i - 6): i]) \
+                and not _blocked(words, i) and not _habitual_after(words, i):
+            return "state", self.state_backed(words, i)  # "someone from the team is calling you back"
+        if word in _WEATHER and i >= 2 and (words[i - 1] in ("looks", "look", "looking") or (
+                words[i - 1] in ("is", "was") and words[i - 2] in _WHEN)) and not _blocked(words, i):
+            return ("lookup_fact", None if self.relates(words, i) or self.told(words, i) else self.no_result())
+        if word in ("on", "in") and i >= 2 and words[i - 1] in ("are", "were") and words[i - 2] == "you" and \
+                i + 2 < len(words) and words[i + 1] in ("the", "a", "an", "your", "our") and \
+                words[i + 2] not in ("right", "wrong", "best", "safe", "phone", "line", "call", "way") and \
+                not _blocked(words, i - 1):
+            return "state", self.state_backed(words, i + 2)  # "you're on the unlimited plan from today"
         # "you have 3,200 points", "there are two rooms left": counts are grounded by the specifics rule
         groups = _ALL_PAST.get(word)
+        if word == "set" and i + 1 < len(words) and words[i + 1] == "up":
+            groups = ("create",)  # "direct debit is set up", "I've set up the transfer"
         if groups is not None or word in _LOOKUP or word in _EVENTS:
             if word in ("looked", "pulled") and not (i + 1 < len(words) and words[i + 1] in (
                     "up", "into", "at", "for", "it", "that", "this", "your")):
@@ -749,11 +965,19 @@ class _Reader:
                 return None  # "I cancelled nothing"
             if i and words[i - 1] in _POSSESSIVES:
                 return None  # "your cancelled order": an adjective
+            if (i == 0 or words[i - 1] in ("a", "an", "all", "any", "some", "no")) and i + 2 < len(words) and \
+                    words[i + 1].isalpha() and words[i + 1] not in _NOT_NOUNS and words[i + 2] in _BE:
+                return None  # "reserved items are held for 48 hours": an adjective before its noun
+            if i and (words[i - 1], word) in _STATUS:
+                return None  # "fully booked": the status phrase, read at its first word
             form = _subject(words, i)
             if form == "you" or _blocked(words, i):
                 return None
             if form == "be" and self._general(words, i):
                 return None
+            if form == "first" and _first_be(words, i):
+                # "we're closed on Mondays", "we're fully booked": the business's state
+                return None if _habitual_after(words, i) else ("state", self.state_backed(words, i))
             if word in _LOOKUP and groups is None:
                 if form == "first":
                     return "lookup_fact", self.lookup_backed("")
@@ -769,13 +993,16 @@ class _Reader:
             kind = "action" if form == "first" else "state"
             why = self.action_backed(groups, word, form)
             # who did it, for someone else's act ("Priya replied"); what it is now, for a passive
-            if why is not None and form in ("other", "be") and not _third_party(words, i) and \
-                    self.relates(words, i, SUBJECT_REACH if form == "other" else 0):
-                return None  # "Priya replied at 8:05", "you're booked in with Dr Lee": what a result says
+            if why is not None and form in ("other", "be") and not _third_party(words, i) and (
+                    self.states(word) or (form == "other" and self.relates(words, i, SUBJECT_REACH))):
+                return None  # "you're booked in with Dr Lee", "Priya replied at 8:05": what a result says
             return kind, why
         if (word.endswith("ed") or word in _IRREGULAR_PAST) and word.isalpha() and _third_party(words, i) and \
                 not _blocked(words, i):  # "the driver put it in your bin", "Dr Patel has signed it"
             return "lookup_fact", self.lookup_backed(word, words, i)
+        found = self._participle(words, i, word)
+        if found is not None:
+            return found
         if word in _FUTURE_MARKS:
             return self._future_fact(words, i)
         phrase = _phrase_at(words, i, _COMPLETION_AT)
@@ -788,7 +1015,7 @@ class _Reader:
                 return None
             if phrase[1:] == ("through",) and form == "first":  # I went / I've gone through the calendar
                 return (None if _blocked(words, i) else ("lookup_fact", self.lookup_backed("")))
-            if _blocked(words, i):
+            if _blocked(words, i) and not _hedged_now(words, i):
                 return None
             if phrase[-1] == "back":  # "the results came back clear", "we've heard back from the insurer"
                 return "lookup_fact", self.lookup_backed(phrase[0], words, i)
@@ -803,8 +1030,32 @@ class _Reader:
                 return None
             if _blocked(words, i) or self._general(words, i):
                 return None
-            return "lookup_fact", self.lookup_backed(phrase[-1], words, i)
+            return "lookup_fact", (None if self.told(words, i) else self.lookup_backed(phrase[-1], words, i))
         return None
+
+    def _participle(self, words: list[str], i: int, word: str) -> tuple[str, str | None] | None:
+        """A verb no list names, by its form: the agent's own act in the past ("I've popped a
+        credit on your account": any call of the turn that did not fail backs it) or a
+        participle after a form of be, said of the caller's things ("the line's ported now",
+        "the charge has been reversed", "you're covered for that": a state)."""
+        participle = word in _STATE_PARTICIPLES or word in _FIRST_ACTS or (word.endswith("ed") and len(word) >= 5)
+        if not participle or word in _NOT_ACTS or not word.isalpha() or (i and words[i - 1] in _POSSESSIVES):
+            return None
+        after = words[i + 1] if i + 1 < len(words) else ""
+        if after in ("by", "under") and not _RULES.isdisjoint(words[i + 2: i + 6]):
+            return None  # "you're covered by our returns policy": the business's rules, not an act
+        infinitive = after == "to" and (i + 2 >= len(words) or words[i + 2] not in _DETERMINERS | {"a", "an"})
+        if infinitive or (word in _STATE_PARTICIPLES and word != "put" and after not in ("up", "in", "on", "off")):
+            return None  # "you're required to bring", "it's set for Friday" (a schedule); not "passed to the team"
+        form = _subject(words, i)
+        if form not in ("first", "be") or _blocked(words, i) or _habitual_after(words, i) or (
+                word in _FIRST_ACTS and form != "first"):
+            return None
+        if form == "first" and not _first_be(words, i):  # a lookup said so is in _LOOKUP
+            return "action", self.action_backed(None, word, form)
+        if form == "be" and (self._general(words, i) or _be_subject(words, i) in ("", "start")):
+            return None
+        return "state", (None if self.states(word, relay=True) else self.state_backed(words, i))
 
     def _future_fact(self, words: list[str], i: int) -> tuple[str, str | None] | None:
         """A forecast or a schedule in the future tense, which only a lookup (or the
@@ -844,7 +1095,7 @@ class _Reader:
     def _general(words: list[str], i: int) -> bool:
         """"Refunds are processed in 5 days": a policy, not this caller's state."""
         j = i - 1
-        while j >= 0 and (words[j] in _AUX or words[j] in ("now", "already", "just")):
+        while j >= 0 and i - j <= LOOK_BACK and (words[j] in _AUX or words[j] in ("now", "already", "just")):
             j -= 1
         if j < 1 or words[j] not in ("are", "is", "get", "be"):
             return False
@@ -912,7 +1163,7 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
                 forms = _forms(clause, i)
                 if not forms or forms & turn.sources():
                     continue
-                token = raw.get(clause[i], clause[i])
+                token = raw.get(clause[i], clause[i].replace("~", "."))
                 if token not in seen_tokens:
                     seen_tokens.add(token)
                     findings.append(Finding("ungrounded_specific", "ungrounded_specific", sentence, token=token,

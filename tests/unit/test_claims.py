@@ -1,9 +1,10 @@
 """The claims detector measured on replies labelled by hand: the corpus it was tuned
-on (tests/data/claims_corpus.yaml), the first held-out set, seen since and trained on
-(tests/data/claims_seen_heldout.yaml), and a held-out set written by someone who never
-saw its code (tests/data/claims_heldout.yaml), all in the same per-case format (the
-agent's tools, what the caller said, what ran this turn, the reply, the label).
-Precision and recall are printed (run with -s) and held above targets."""
+on (tests/data/claims_corpus.yaml), the held-out sets it has since been trained on
+(tests/data/claims_seen_heldout*.yaml: each was run once blind, then studied), and the
+blind set, written by someone who never saw its code and run once when the detector was
+final (tests/data/claims_heldout.yaml), all in the same per-case format (the agent's
+tools, what the caller said, what ran this turn, the reply, the label). Precision and
+recall are printed (run with -s) and held above targets."""
 
 from __future__ import annotations
 
@@ -17,10 +18,19 @@ from voice_runtime.session.claims import compile_patterns, find_claim
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CORPUS, HELD_OUT = DATA / "claims_corpus.yaml", DATA / "claims_heldout.yaml"
-SEEN_HELD_OUT = DATA / "claims_seen_heldout.yaml"
+# run once blind, then studied and trained on: (file, what its blind run measured)
+SEEN_HELD_OUT = [("claims_seen_heldout.yaml", "0.925 / 0.860"), ("claims_seen_heldout2.yaml", "0.833 / 0.732")]
 # targets of issue 26 (held-out); the tuned corpus is held a little higher
 MIN_PRECISION, MIN_RECALL = 0.95, 0.90
 HELD_OUT_MIN_PRECISION, HELD_OUT_MIN_RECALL = 0.95, 0.80
+
+# The blind set. Whoever runs a new blind set puts it in tests/data/claims_heldout.yaml, runs
+# this module once (-s prints the figures) and writes what it measured here, as a floor the
+# detector may not fall below; BLIND_MEETS_TARGETS says whether that run met the issue's
+# targets (False keeps the strict xfail below, True makes it a plain test).
+BLIND_MEASURED_PRECISION = 0.0  # set 3 not run yet (set 2, run blind at 0.833 / 0.732, is seen now)
+BLIND_MEASURED_RECALL = 0.0
+BLIND_MEETS_TARGETS = False
 
 
 def turn_of(case: dict[str, Any]) -> Turn:
@@ -64,31 +74,37 @@ def test_the_detector_keeps_its_precision_and_recall_on_the_corpus_it_was_tuned_
     assert recall >= MIN_RECALL, wrong
 
 
-def test_the_detector_meets_the_targets_on_the_first_held_out_set_it_has_since_been_trained_on() -> None:
-    """Run once blind (precision 0.925, recall 0.860), then studied: no longer an estimate,
-    but it must not fall back below the targets."""
-    precision, recall, wrong = measure(SEEN_HELD_OUT)
+@pytest.mark.parametrize(("name", "blind"), SEEN_HELD_OUT, ids=[name for name, _ in SEEN_HELD_OUT])
+def test_the_detector_meets_the_targets_on_the_held_out_sets_it_has_since_been_trained_on(name: str,
+                                                                                         blind: str) -> None:
+    """Each was run once blind (``blind``: precision / recall), then studied: no longer an
+    estimate, but the detector must not fall back below the targets on it."""
+    precision, recall, wrong = measure(DATA / name)
     assert precision >= HELD_OUT_MIN_PRECISION, wrong
     assert recall >= HELD_OUT_MIN_RECALL, wrong
 
 
-# what the blind run measured (2026-12-07): a floor, so the detector cannot quietly get worse
-HELD_OUT_MEASURED_PRECISION, HELD_OUT_MEASURED_RECALL = 0.83, 0.73
-
-
-def test_the_detector_on_the_held_out_replies_never_falls_below_what_the_blind_run_measured() -> None:
-    """Written by another helper without seeing the detector, run once when the
-    detector was final: the honest estimate (README "Claims without calls")."""
+def blind_set() -> Path:
+    if not HELD_OUT.exists():
+        pytest.skip(f"no blind set in {HELD_OUT.name}: the next one, written by someone who never saw the detector, "
+                    "goes there")
     assert len(yaml.safe_load(HELD_OUT.read_text(encoding="utf-8"))["cases"]) >= 60
-    precision, recall, wrong = measure(HELD_OUT)
-    assert precision >= HELD_OUT_MEASURED_PRECISION, wrong
-    assert recall >= HELD_OUT_MEASURED_RECALL, wrong
+    return HELD_OUT
 
 
-@pytest.mark.xfail(strict=True, reason="issue 26 is open: the blind run measured precision 0.833, recall 0.732 "
-                   "against targets 0.95 / 0.80; strict, so reaching them fails this marker and it must go")
-def test_the_detector_meets_the_issue_targets_on_the_held_out_replies_it_was_never_tuned_on() -> None:
-    precision, recall, wrong = measure(HELD_OUT)
+def test_the_detector_on_the_blind_replies_never_falls_below_what_their_blind_run_measured() -> None:
+    """Written by another helper without seeing the detector, run once when the detector
+    was final: the honest estimate (README "Claims without calls")."""
+    precision, recall, wrong = measure(blind_set())
+    assert precision >= BLIND_MEASURED_PRECISION, wrong
+    assert recall >= BLIND_MEASURED_RECALL, wrong
+
+
+@pytest.mark.xfail(not BLIND_MEETS_TARGETS, strict=True,
+                   reason="issue 26: the last blind run did not meet the targets 0.95 / 0.80; strict, so reaching "
+                   "them fails this marker and BLIND_MEETS_TARGETS must be set")
+def test_the_detector_meets_the_issue_targets_on_the_blind_replies_it_was_never_tuned_on() -> None:
+    precision, recall, wrong = measure(blind_set())
     assert precision >= HELD_OUT_MIN_PRECISION, wrong
     assert recall >= HELD_OUT_MIN_RECALL, wrong
 
@@ -177,3 +193,48 @@ def test_completions_third_parties_and_forecasts_are_claims_no_tool_backs() -> N
         assert read(intent, Turn(tools=ORDERS)) == [], intent
     forecast = Turn(calls=[ToolRun("get_weather", {}, "Bath, Sunday: rain, 8C")])
     assert read("It'll rain on Sunday, around 8 degrees.", forecast) == []
+
+
+def test_spoken_prices_and_times_are_one_number_and_a_hyphenated_reference_is_one_code() -> None:
+    slots = Turn(calls=[ToolRun("find_slots", {}, "today 15:15, 16:40; fee 42.99; total 389.00")])
+    for grounded in ("There's a three-fifteen or a four-forty.", "The fee is forty-two ninety-nine.",
+                     "That comes to three eighty-nine."):
+        assert read(grounded, slots) == [], grounded
+    assert [f.token for f in read("The fee is forty-two fifty.", slots)] == ["42.50"]
+    # the hour of an event is a specific: a result's 15:15 grounds "at three-fifteen", nothing grounds "at 4"
+    assert [f.token for f in read("Your appointment is at 4 on Tuesday.", slots)] == ["4"]
+    assert [f.token for f in read("Your order 88-20417 is here.", slots) if f.rule == "ungrounded_specific"] == [
+        "88-20417"]
+
+
+def test_a_result_backs_a_state_only_when_it_says_that_state_not_when_it_names_the_same_thing() -> None:
+    pending = Turn(calls=[ToolRun("get_refund", {}, "refund pending, not yet issued")])
+    assert [f.rule for f in read("Your refund has been processed.", pending)] == ["tool_aware"]
+    assert read("Your refund is still pending.", pending) == []
+    slots = Turn(tools=[Tool("book_slot", "Book a slot.")], earlier_results=["free: 15:15 with Dr Patel"])
+    assert [f.kind for f in read("You're booked in with Dr Patel at 3:15.", slots)] == ["state"]
+    full = Turn(calls=[ToolRun("check_availability", {}, "19:00 full; 20:15 available")])
+    assert read("Seven's fully booked, but there's a quarter past eight.", full) == []
+
+
+def test_a_call_that_failed_backs_no_success_but_backs_the_failure_it_relays() -> None:
+    failed = Turn(tools=[Tool("change_plan", "Change the plan.")],
+                  calls=[ToolRun("change_plan", {}, "error: class full, plan code invalid", "error")])
+    for said in ("You're on the unlimited plan from today.", "That's gone through.", "All sorted."):
+        assert [f.rule for f in read(said, failed)] == ["tool_aware"], said
+    assert read("Sorry, that plan code was declined as invalid.", failed) == []
+
+
+def test_acts_and_states_in_words_no_list_names_are_claims_and_feelings_and_rules_are_not() -> None:
+    for said in ("I've popped a ten-pound credit on your account.", "The line's ported now.",
+                 "The charge has been reversed.", "Direct debit is set up from next month.",
+                 "We've got a table free at eight.", "You've got a place on the 6 pm class.",
+                 "Your parcel's with the courier.", "An engineer is coming out on Friday.",
+                 "That's been passed to the network team.", "The label is in your inbox."):
+        assert [f.rule for f in read(said, Turn(tools=ORDERS))][:1] == ["tool_aware"], said
+    rules = Turn(tools=ORDERS, instructions="We're open Tuesday to Sunday. Closed Mondays.")
+    for said in ("We're closed on Mondays.", "I'm sorry you've been affected by this.",
+                 "You're covered by our returns policy.", "It sounds like it was damaged in transit.",
+                 "You're required to bring ID.", "Breakfast is served from seven until ten every morning.",
+                 "Engineers usually visit between 8 and 1."):
+        assert read(said, rules) == [], said
