@@ -28,8 +28,8 @@ HELD_OUT_MIN_PRECISION, HELD_OUT_MIN_RECALL = 0.95, 0.80
 # this module once (-s prints the figures) and writes what it measured here, as a floor the
 # detector may not fall below; BLIND_MEETS_TARGETS says whether that run met the issue's
 # targets (False keeps the strict xfail below, True makes it a plain test).
-BLIND_MEASURED_PRECISION = 0.919  # set 3 (100 replies, 45 claims), run once blind 2026-12-07 18:53 UTC
-BLIND_MEASURED_RECALL = 0.756
+BLIND_MEASURED_PRECISION = 34 / 37  # set 3 (100 replies, 45 claims), run once blind 2026-12-07 18:53 UTC
+BLIND_MEASURED_RECALL = 34 / 45  # 0.919 and 0.756
 BLIND_MEETS_TARGETS = False
 
 
