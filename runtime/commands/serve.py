@@ -44,7 +44,7 @@ def serve(
     talk_token: Annotated[Optional[str], typer.Option("--talk-token", metavar="'${VAR}'", help="The bearer token browser callers from --talk-from networks must give, as a ${VAR} read from the environment.")] = None,
     max_browser_calls: Annotated[int, typer.Option("--max-browser-calls", min=0, max=64, help="Browser calls at once, over all agents (each is a job process); more get 429.")] = 2,
     max_call_seconds: Annotated[float, typer.Option("--max-call-seconds", min=1, max=86400, help="A browser call is ended after this many seconds.")] = 600.0,
-    report_spool: Annotated[Optional[Path], typer.Option("--report-spool", metavar="DIR", help="Where call reports wait for delivery (put it on a volume: a serve started on it later, even after a crash, delivers what is left). [default: $XDG_STATE_HOME/voice-runtime/reports, or ~/.local/state/...]")] = None,
+    report_spool: Annotated[Optional[Path], typer.Option("--report-spool", metavar="DIR", help="Where call reports wait for delivery (put it on a volume: a serve started on it later, even after a crash, delivers what is left). One serve at a time per folder (a second is refused). [default: $XDG_STATE_HOME/voice-runtime/reports/port-<http port>, or ~/.local/state/...]")] = None,
     telephony: TelephonyOpt = None,
     manage_sip: Annotated[bool, typer.Option("--manage-sip", help="Apply the phone lines (telephony/*.yaml) to LiveKit at start and on every change, as `sip apply` does; errors are logged and serving goes on.")] = False,
     sip_owner: Annotated[str, typer.Option("--sip-owner", help="Whose managed SIP objects these are (see `sip apply --owner`).")] = "default",
@@ -120,7 +120,7 @@ def serve(
         job_memory_limit_mb=job_memory_limit_mb,
         load_threshold=load_threshold, full_load_calls=full_load_calls, drain_timeout=drain_timeout, scan_interval=scan_interval,
         unregistered=unregistered or local, local=local, talk=talk, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
-        require_tests=require_tests, report_spool=report_spool or _default_spool(),
+        require_tests=require_tests, report_spool=report_spool or _default_spool(http_port),
         telephony_dir=telephony, manage_sip=manage_sip, sip_owner=sip_owner, calls=calls,
         report_targets=tuple(_report_targets(reports)) if reports is not None else (),
         ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
@@ -144,11 +144,14 @@ def _report_targets(path: Path) -> list[dict[str, Any]]:
     return got  # type: ignore[return-value]
 
 
-def _default_spool() -> Path:
+def _default_spool(http_port: int) -> Path:
+    """One per operator port: a serve restarted on its port finds what its predecessor
+    left, and two serves of one user on one machine (never on one port) never share a
+    spool (a shared one is refused at start: SpoolInUse)."""
     import os
 
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(state) / "voice-runtime" / "reports"
+    return Path(state) / "voice-runtime" / "reports" / f"port-{http_port}"
 
 
 def _talk_options(allow_from: list[str] | None, token_ref: str | None, max_calls: int,

@@ -82,14 +82,42 @@ class Entry:
         return float(self.data.get("next_at", 0)) <= time.time()
 
 
+class SpoolInUse(Exception):
+    """Another live serve holds the spool: two delivering one spool would both report a
+    killed job's call and both send each pending report."""
+
+    def __init__(self, folder: Path, holder: str) -> None:
+        super().__init__(f"the report spool {folder} is in use by another serve (pid {holder or '?'}); give this "
+                         "serve its own --report-spool")
+
+
 class Spool:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._lock_fd: int | None = None
         # the root too: mkdir(parents=True) made it with the default mode (0755), and
         # its listing names the calls (README: spool files are 0600 in 0700 folders)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         for sub in (PENDING, DEAD, TMP, CALLS):
             (folder / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def hold(self) -> None:
+        """Serve's claim on the spool for its lifetime (Prometheus locks its data folder
+        the same way): a POSIX lock, released by the kernel when serve dies, even by
+        SIGKILL, and never inherited by the processes it forks. Job processes write
+        into the spool without it; only the delivering serve holds it."""
+        import fcntl
+
+        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise SpoolInUse(self.folder, holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
 
     def add(self, report: dict[str, Any], targets: list[dict[str, Any]]) -> None:
         """One pending file per target, each on disk before this returns."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..observe import call_journal, tracing
+from ..observe.report_spool import SpoolInUse
 from ..core import livekit_compat
 from .catalog import Catalog, Outcome, ReloadResult
 from .reload import Reloader
@@ -152,6 +153,7 @@ class Supervisor:
         folder = self.options.report_spool or self.catalog.state_dir / "reports"
         try:
             spool = Spool(folder)
+            spool.hold()  # SpoolInUse ends serve with exit 2 (run_serve)
         except OSError as exc:
             log.warning("call reports: cannot use %s (%s); spooling in serve's state folder, which a restart "
                         "does not keep", folder, exc)
@@ -576,6 +578,9 @@ def run_serve(options: ServeOptions, *, secrets: SecretSet | None = None) -> int
         rc = supervisor.exit_code
     except _StoppedWhileStarting:
         log.info("stopped while starting")
+    except SpoolInUse as exc:
+        log.error("%s", exc)
+        rc = 2
     except OSError as exc:  # the operator port is taken
         log.error("cannot serve on %s:%d: %s", options.http_host, options.http_port,
                   exc.strerror or exc)

@@ -143,6 +143,31 @@ def test_a_serve_killed_with_reports_spooled_delivers_them_when_started_again(
     assert sorted(r["id"] for r in _verified(receiver)) == sorted(ids)
 
 
+def test_a_second_serve_on_a_spool_another_serve_holds_is_refused_naming_it_and_the_first_goes_on(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    """Two serves delivering one spool would both report a killed job's call as
+    job_killed and both send every pending report (a new user's two serves did)."""
+    import subprocess
+
+    from helpers import CLI, child_env
+
+    spool = tmp_path / "spool"
+    _desk(agents, fake_openai.base_url, [], tmp_path / "calls.jsonl")
+    fake_openai.use_tool_then_answer("get_weather", {"city": "Paris"})
+    with Serve(agents, "--report-spool", str(spool), env=ENV) as serve:
+        serve.wait_ready()
+        second = subprocess.run([*CLI, "serve", str(agents), "--unregistered", "--report-spool", str(spool),
+                                 "--http-port", str(free_port())], capture_output=True, text=True, timeout=90,
+                                env=child_env(ENV))
+        report = _call(serve, {"caller": "+15550009"})["call_report"]
+        serve.wait_for(lambda: (tmp_path / "reports-out" / f"{report['id']}.json").exists(),
+                       message="the first serve still delivering")
+    assert second.returncode == 2, second.stderr
+    assert f"the report spool {spool} is in use by another serve (pid {serve.proc.pid})" in second.stderr
+    assert "give this serve its own --report-spool" in second.stderr and "Traceback" not in second.stderr
+
+
 def test_a_literal_webhook_secret_is_refused_where_it_is_written_in_a_spec_and_in_a_reports_file(
     tmp_path: Path, agents: Path
 ) -> None:
