@@ -48,7 +48,7 @@ def _agents(agents: list[dict[str, Any]]) -> str:
         providers = "".join(f"<li>{_e(kind)}: {_e(label)}</li>" for kind, label in a["providers"].items())
         registered = ('<span class="warn">draining</span>' if a["draining"]
                       else '<span class="ok">registered</span>' if a["registered"]
-                      else '<span class="ok">ready</span> (--unregistered: not registered with LiveKit)'
+                      else '<span class="ok">ready</span> (not registered with LiveKit: local mode or --unregistered)'
                       if a.get("ready")
                       else f'<span class="bad">not registered</span> {_e(a.get("error") or "")}')
         rows.append(

@@ -187,7 +187,8 @@ def dispatch_values(declared: Mapping[str, ContextValue], given: Mapping[str, st
     unknown = sorted(set(given) - set(by_key))
     if unknown:
         raise ContextRefused("invalid", f"no context value is read from dispatch:{', dispatch:'.join(unknown)} "
-                                        f"(the agent's context reads dispatch:{', dispatch:'.join(sorted(by_key)) or 'none'})")
+                                        + (f"(the agent's context reads dispatch:{', dispatch:'.join(sorted(by_key))})" if by_key
+                                         else "(the agent's context reads no dispatch value)"))
     return local_values({name: declared[name] for name in by_key.values()},
                         {by_key[key]: value for key, value in given.items()})
 

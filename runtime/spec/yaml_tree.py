@@ -123,9 +123,11 @@ class Walker:
             if value is None or (value == "" and default is not None):
                 if default is not None:
                     return default
-                self.errors.append(
-                    self.error(path, f"environment variable {name} is not set (use ${{{name}:-default}} to give a default)", value=True)
-                )
+                # a password takes no default (spec/telephony.py refuses one: it would be a live
+                # password in git), so its hint must not suggest one
+                hint = ("set it in the environment; a password takes no default" if path and path[-1] == "password"
+                        else f"use ${{{name}:-default}} to give a default")
+                self.errors.append(self.error(path, f"environment variable {name} is not set ({hint})", value=True))
                 return ""
             return value
 

@@ -91,6 +91,15 @@ def test_a_password_with_a_default_is_refused_at_file_line_col_even_when_the_var
     assert "DefaultLiteral" not in lines.errors[0].message
 
 
+def test_an_unset_password_variable_is_reported_without_suggesting_a_default_the_file_may_not_have(
+        tmp_path: Path) -> None:
+    lines = lines_of(tmp_path, LINES.replace("${TRUNK_PASSWORD}", "${NEVER_SET_PASSWORD}"))
+    [error] = lines.errors
+    assert (error.line, error.col, error.key_path) == (11, 38, "outbound_trunks.carrier.auth.password")
+    assert "environment variable NEVER_SET_PASSWORD is not set (set it in the environment; a password takes " \
+           "no default)" in error.message and ":-" not in error.message
+
+
 async def test_a_password_from_a_mounted_secret_file_is_sent_without_its_trailing_newline(
         tmp_path: Path, fake: FakeLiveKitAPI) -> None:
     lines = lines_of(tmp_path, env={**ENV, "SIP_PASSWORD": "inbound-pass-7a1f\n"})
