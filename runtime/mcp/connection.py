@@ -124,6 +124,9 @@ class McpConnection:
         self._closing: asyncio.Event | None = None
         self._lock = asyncio.Lock()
         self._reconnect_task: asyncio.Task[None] | None = None
+        # aclose() has begun: nothing may schedule or run a reconnect from now on (a call
+        # failing as the transport closes would otherwise start one that outlives aclose)
+        self._closed = False
         # the first listing's definitions: later listings are compared against them
         # (a spec's tool lock is applied per agent, in toolset.plan_tools)
         self.pins = ToolPins(name, pin_tools=server.pin_tools)
@@ -178,6 +181,8 @@ class McpConnection:
 
     async def _connect(self, unless_newer_than: int | None, timeout: float | None) -> bool:
         async with self._lock:
+            if self._closed:
+                raise McpUnavailable("closed")
             if unless_newer_than is not None and self._connects > unless_newer_than and self.state is ConnState.UP:
                 return False
             await self._stop_owner()
@@ -223,6 +228,7 @@ class McpConnection:
             raise
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
             with contextlib.suppress(BaseException):
@@ -324,6 +330,10 @@ class McpConnection:
             owner.cancel()
             with contextlib.suppress(BaseException):
                 await owner
+            # our own caller was cancelled (aclose cancelling a reconnect that is stopping a
+            # failed attempt): say so, or the reconnect loop would carry on as if it failed
+            if _cancelling():
+                raise asyncio.CancelledError
 
     # -- calls ----------------------------------------------------------------
 
@@ -444,7 +454,7 @@ class McpConnection:
             raise
 
     def _lost(self, reason: str) -> None:
-        if self.state is ConnState.CLOSED:
+        if self._closed or self.state is ConnState.CLOSED:  # a call cut by our own aclose(): not the server going down
             return
         was_up = self.state is ConnState.UP
         if was_up:
@@ -463,7 +473,8 @@ class McpConnection:
         return McpUnavailable(reason)
 
     def _schedule_reconnect(self) -> None:
-        if self.state is ConnState.CLOSED or (self._reconnect_task is not None and not self._reconnect_task.done()):
+        if self._closed or self.state is ConnState.CLOSED or (
+                self._reconnect_task is not None and not self._reconnect_task.done()):
             return
         try:
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect_loop())
@@ -471,11 +482,15 @@ class McpConnection:
             pass
 
     async def _reconnect_loop(self) -> None:
-        while self.state not in (ConnState.UP, ConnState.CLOSED):
+        while self.state not in (ConnState.UP, ConnState.CLOSED) and not self._closed:
             await asyncio.sleep(self.backoff.next_delay())
             try:
                 await self.connect()
             except McpUnavailable as exc:
+                if self._closed or _cancelling():
+                    # Python 3.11's wait_for returns a failed attempt's error instead of
+                    # the cancellation that arrived with it: aclose() waits for this task
+                    return
                 # the first tries say so; after that the health entry and metric do
                 level = logging.INFO if len(self.backoff.delays) <= 3 else logging.DEBUG
                 log.log(level, "MCP server %s still down: %s (next try in ~%.1fs)", self.name, exc, self.backoff.base)
@@ -535,6 +550,12 @@ def _roots_callback(roots: list[str]) -> Callable[..., Any]:
         return ListRootsResult(roots=[Root(uri=uri) for uri in roots])
 
     return callback
+
+
+def _cancelling() -> bool:
+    """Whether the running task has been asked to cancel (and has not said it is done with that)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _first_of(*events: asyncio.Event, timeout: float | None = None) -> None:

@@ -208,8 +208,6 @@ async def test_in_a_call_the_agent_is_given_the_question_and_the_callers_answers
                                 "content": {"date": "2026-12-24", "confirm": True, "seats": 2}}]
 
 
-@pytest.mark.xfail(strict=False, reason="known hang under parallel load (issue 25, open): passes alone, hangs to its "
-                   "timeout when the whole suite runs on both cores; not yet understood")
 async def test_the_caller_refusing_reaches_the_server_as_decline_and_a_hang_up_as_cancel(
     call_with_asks: Any, tmp_path: Path
 ) -> None:
