@@ -23,7 +23,8 @@ from ..observe import tracing
 from ..core.terminal import printable
 from .backoff import BACKOFF_MAX, BACKOFF_START, Backoff
 from . import oauth, progress, sampling, tasks
-from .elicitation import Elicitor, sdk_callback
+from . import elicitation
+from .elicitation import Callers, Elicitor, sdk_callback
 from .listing import MAX_LISTED_TOOLS, ListingFilter, Rejected, install_log_filter
 from .pins import ToolPins
 from .server_log import ServerLog
@@ -132,10 +133,12 @@ class McpConnection:
         self.pins = ToolPins(name, pin_tools=server.pin_tools)
         self.on_up: list[Callable[[McpConnection], None]] = []  # after every successful reconnect
         self._stderr = StderrLog() if self.is_stdio else None
-        # who answers this server's questions (elicitation/create); None declines. Set
-        # by the holder of the connection (a call's session, `voice-runtime call`):
-        # eliciting blocks are never pooled, so it is one caller's
+        # who answers this server's questions (elicitation/create) asked while no tool
+        # call is in flight; None declines. Set only by a sole holder (`voice-runtime
+        # call`, a call's own `shared: false` connection): a pooled connection puts each
+        # question to the call whose tool call asked it (``callers``)
         self.elicitor: Elicitor | None = None
+        self.callers = Callers()
         self.sampler: sampling.Sampler | None = None  # the call's model, for `sampling: {allow: true}`
         # OAuth: made at the first connect, kept across reconnects (its tokens are cached with it)
         self._auth: Any = None
@@ -260,7 +263,7 @@ class McpConnection:
                 if self.server.elicitation == "allow":  # else the capability is not announced
                     callbacks["elicitation_callback"] = sdk_callback(
                         self.name, self.server.elicitation_timeout, lambda: self.elicitor,
-                        self.server.elicitation_confirm)
+                        self.server.elicitation_confirm, self.callers)
                 if self.server.sampling.allow:
                     callbacks["sampling_callback"] = sampling.sdk_callback(
                         self.name, self.server.sampling, lambda: self.sampler)
@@ -347,7 +350,9 @@ class McpConnection:
         listener = progress.current()
         # a status line is the server's text: it may echo a header or env secret of this block
         report = (lambda message: listener(self.redact(message))) if listener is not None else None
-        return await self._on_owner(self._call(tool, arguments, report=report))
+        # taken here, in the caller's context: the call itself may run in the owner's loop
+        asker = elicitation.current()
+        return await self._on_owner(self._call(tool, arguments, report=report, asker=asker))
 
     async def get_prompt(self, name: str, arguments: dict[str, str]) -> str:
         """A prompt's messages as text (``prompts/get``), within the server's ``timeout``."""
@@ -397,7 +402,7 @@ class McpConnection:
         return listed is not None and tasks.runs_as_task(listed, self.capabilities)
 
     async def _call(self, tool: str, arguments: dict[str, Any], *, resend: bool = True,
-                    report: progress.Listener | None = None) -> CallToolResult:
+                    report: progress.Listener | None = None, asker: Elicitor | None = None) -> CallToolResult:
         session = self._session
         if session is None or self.state is not ConnState.UP:
             self._schedule_reconnect()
@@ -423,10 +428,12 @@ class McpConnection:
         if self._stderr is not None:
             self._stderr.withhold()
         try:
-            async with asyncio.timeout(timeout) as scope:  # no extra task per call, unlike wait_for
-                if self.runs_as_task(tool):
-                    return await tasks.call_as_task(session, self.name, tool, arguments, alive=alive, report=report)
-                return await session.call_tool(tool, arguments, progress_callback=on_progress)
+            # in flight on this connection until it ends: a question the server asks meanwhile may be this call's
+            with self.callers.calling(asker):
+                async with asyncio.timeout(timeout) as scope:  # no extra task per call, unlike wait_for
+                    if self.runs_as_task(tool):
+                        return await tasks.call_as_task(session, self.name, tool, arguments, alive=alive, report=report)
+                    return await session.call_tool(tool, arguments, progress_callback=on_progress)
         except asyncio.TimeoutError:
             elapsed = loop.time() - started
             if not progressed:
@@ -447,7 +454,7 @@ class McpConnection:
                     raise
                 if renewed:
                     self._came_back()
-                return await self._call(tool, arguments, resend=False, report=report)
+                return await self._call(tool, arguments, resend=False, report=report, asker=asker)
             if is_connection_error(exc) or self._session is not session or self._owner is None or self._owner.done():
                 self._lost(self._why(exc))
                 raise McpUnavailable(self.error or "connection lost") from None
