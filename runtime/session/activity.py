@@ -109,7 +109,7 @@ class AgentActivity:
             # that asked (ServerQuestions.run); only a connection of this call's own answers here
             if conn.server.elicitation == "allow" and not conn.server.pooled:
                 conn.elicitor = owner.questions.ask
-            if conn.server.sampling.allow:  # never pooled either
+            if conn.server.sampling.allow:  # never pooled: this call's own connection
                 conn.sampler = owner.sampler
         await self._instructions_from_servers()
 

@@ -172,7 +172,7 @@ class McpServerBase(StrictModel):
     sampling: Sampling = Field(
         default_factory=Sampling,
         description="Whether and how much the server may ask the agent's LLM for completions (default: never). "
-        "Such a block is connected per call, like one that elicits: the call's model answers.",
+        "Such a block is connected per call (never pooled): the call's model answers.",
     )
     roots: list[str] = Field(
         default_factory=list,
