@@ -146,7 +146,7 @@ def in_loop(loop: asyncio.AbstractEventLoop | None, elicitor: Elicitor) -> Elici
     return ask
 
 
-@dataclass
+@dataclass(eq=False)  # each is one tool call: removed by identity, never by an equal one
 class _Caller:
     elicitor: Elicitor | None
     asking: bool = False  # its question is with it now: a second question is not its (see Callers)
