@@ -23,7 +23,8 @@ from ..observe import tracing
 from ..core.terminal import printable
 from .backoff import BACKOFF_MAX, BACKOFF_START, Backoff
 from . import oauth, progress, sampling, tasks
-from .elicitation import Elicitor, sdk_callback
+from . import elicitation
+from .elicitation import Callers, Elicitor, sdk_callback
 from .listing import MAX_LISTED_TOOLS, ListingFilter, Rejected, install_log_filter
 from .pins import ToolPins
 from .server_log import ServerLog
@@ -124,15 +125,20 @@ class McpConnection:
         self._closing: asyncio.Event | None = None
         self._lock = asyncio.Lock()
         self._reconnect_task: asyncio.Task[None] | None = None
+        # aclose() has begun: nothing may schedule or run a reconnect from now on (a call
+        # failing as the transport closes would otherwise start one that outlives aclose)
+        self._closed = False
         # the first listing's definitions: later listings are compared against them
         # (a spec's tool lock is applied per agent, in toolset.plan_tools)
         self.pins = ToolPins(name, pin_tools=server.pin_tools)
         self.on_up: list[Callable[[McpConnection], None]] = []  # after every successful reconnect
         self._stderr = StderrLog() if self.is_stdio else None
-        # who answers this server's questions (elicitation/create); None declines. Set
-        # by the holder of the connection (a call's session, `voice-runtime call`):
-        # eliciting blocks are never pooled, so it is one caller's
+        # who answers this server's questions (elicitation/create) asked while no tool
+        # call is in flight; None declines. Set only by a sole holder (`voice-runtime
+        # call`, a call's own `shared: false` connection): a pooled connection puts each
+        # question to the call whose tool call asked it (``callers``)
         self.elicitor: Elicitor | None = None
+        self.callers = Callers()
         self.sampler: sampling.Sampler | None = None  # the call's model, for `sampling: {allow: true}`
         # OAuth: made at the first connect, kept across reconnects (its tokens are cached with it)
         self._auth: Any = None
@@ -178,6 +184,8 @@ class McpConnection:
 
     async def _connect(self, unless_newer_than: int | None, timeout: float | None) -> bool:
         async with self._lock:
+            if self._closed:
+                raise McpUnavailable("closed")
             if unless_newer_than is not None and self._connects > unless_newer_than and self.state is ConnState.UP:
                 return False
             await self._stop_owner()
@@ -223,6 +231,7 @@ class McpConnection:
             raise
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
             with contextlib.suppress(BaseException):
@@ -254,7 +263,7 @@ class McpConnection:
                 if self.server.elicitation == "allow":  # else the capability is not announced
                     callbacks["elicitation_callback"] = sdk_callback(
                         self.name, self.server.elicitation_timeout, lambda: self.elicitor,
-                        self.server.elicitation_confirm)
+                        self.server.elicitation_confirm, self.callers)
                 if self.server.sampling.allow:
                     callbacks["sampling_callback"] = sampling.sdk_callback(
                         self.name, self.server.sampling, lambda: self.sampler)
@@ -324,6 +333,10 @@ class McpConnection:
             owner.cancel()
             with contextlib.suppress(BaseException):
                 await owner
+            # our own caller was cancelled (aclose cancelling a reconnect that is stopping a
+            # failed attempt): say so, or the reconnect loop would carry on as if it failed
+            if _cancelling():
+                raise asyncio.CancelledError
 
     # -- calls ----------------------------------------------------------------
 
@@ -337,7 +350,9 @@ class McpConnection:
         listener = progress.current()
         # a status line is the server's text: it may echo a header or env secret of this block
         report = (lambda message: listener(self.redact(message))) if listener is not None else None
-        return await self._on_owner(self._call(tool, arguments, report=report))
+        # taken here, in the caller's context: the call itself may run in the owner's loop
+        asker = elicitation.current()
+        return await self._on_owner(self._call(tool, arguments, report=report, asker=asker))
 
     async def get_prompt(self, name: str, arguments: dict[str, str]) -> str:
         """A prompt's messages as text (``prompts/get``), within the server's ``timeout``."""
@@ -387,7 +402,7 @@ class McpConnection:
         return listed is not None and tasks.runs_as_task(listed, self.capabilities)
 
     async def _call(self, tool: str, arguments: dict[str, Any], *, resend: bool = True,
-                    report: progress.Listener | None = None) -> CallToolResult:
+                    report: progress.Listener | None = None, asker: Elicitor | None = None) -> CallToolResult:
         session = self._session
         if session is None or self.state is not ConnState.UP:
             self._schedule_reconnect()
@@ -413,10 +428,12 @@ class McpConnection:
         if self._stderr is not None:
             self._stderr.withhold()
         try:
-            async with asyncio.timeout(timeout) as scope:  # no extra task per call, unlike wait_for
-                if self.runs_as_task(tool):
-                    return await tasks.call_as_task(session, self.name, tool, arguments, alive=alive, report=report)
-                return await session.call_tool(tool, arguments, progress_callback=on_progress)
+            # in flight on this connection until it ends: a question the server asks meanwhile may be this call's
+            with self.callers.calling(asker):
+                async with asyncio.timeout(timeout) as scope:  # no extra task per call, unlike wait_for
+                    if self.runs_as_task(tool):
+                        return await tasks.call_as_task(session, self.name, tool, arguments, alive=alive, report=report)
+                    return await session.call_tool(tool, arguments, progress_callback=on_progress)
         except asyncio.TimeoutError:
             elapsed = loop.time() - started
             if not progressed:
@@ -437,14 +454,14 @@ class McpConnection:
                     raise
                 if renewed:
                     self._came_back()
-                return await self._call(tool, arguments, resend=False, report=report)
+                return await self._call(tool, arguments, resend=False, report=report, asker=asker)
             if is_connection_error(exc) or self._session is not session or self._owner is None or self._owner.done():
                 self._lost(self._why(exc))
                 raise McpUnavailable(self.error or "connection lost") from None
             raise
 
     def _lost(self, reason: str) -> None:
-        if self.state is ConnState.CLOSED:
+        if self._closed or self.state is ConnState.CLOSED:  # a call cut by our own aclose(): not the server going down
             return
         was_up = self.state is ConnState.UP
         if was_up:
@@ -463,7 +480,8 @@ class McpConnection:
         return McpUnavailable(reason)
 
     def _schedule_reconnect(self) -> None:
-        if self.state is ConnState.CLOSED or (self._reconnect_task is not None and not self._reconnect_task.done()):
+        if self._closed or self.state is ConnState.CLOSED or (
+                self._reconnect_task is not None and not self._reconnect_task.done()):
             return
         try:
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect_loop())
@@ -471,11 +489,15 @@ class McpConnection:
             pass
 
     async def _reconnect_loop(self) -> None:
-        while self.state not in (ConnState.UP, ConnState.CLOSED):
+        while self.state not in (ConnState.UP, ConnState.CLOSED) and not self._closed:
             await asyncio.sleep(self.backoff.next_delay())
             try:
                 await self.connect()
             except McpUnavailable as exc:
+                if self._closed or _cancelling():
+                    # Python 3.11's wait_for returns a failed attempt's error instead of
+                    # the cancellation that arrived with it: aclose() waits for this task
+                    return
                 # the first tries say so; after that the health entry and metric do
                 level = logging.INFO if len(self.backoff.delays) <= 3 else logging.DEBUG
                 log.log(level, "MCP server %s still down: %s (next try in ~%.1fs)", self.name, exc, self.backoff.base)
@@ -535,6 +557,12 @@ def _roots_callback(roots: list[str]) -> Callable[..., Any]:
         return ListRootsResult(roots=[Root(uri=uri) for uri in roots])
 
     return callback
+
+
+def _cancelling() -> bool:
+    """Whether the running task has been asked to cancel (and has not said it is done with that)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _first_of(*events: asyncio.Event, timeout: float | None = None) -> None:

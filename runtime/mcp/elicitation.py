@@ -7,18 +7,29 @@ refused before anyone is asked, as is a form of more than ``MAX_FIELDS`` fields 
 message longer than ``MAX_MESSAGE_CHARS`` (a caller on the phone cannot be read a page).
 URL mode is declined: a phone caller cannot open a link.
 
-Who answers: ``voice-runtime call`` takes ``--elicit accept-defaults|decline``
-(``accept_defaults`` / ``decline``); a connection with no elicitor declines. The
-question waits at most the server's ``elicitation_timeout``, then it is cancelled.
+Who answers: the caller whose tool call is in flight on the connection. A connection
+may be shared by many calls (a pooled block, lent through serve's gateway), and the
+MCP wire does not say which request a question belongs to (the SDK hands the callback
+only the question's own id; stdio carries nothing else), so ``Callers`` keeps the
+connection's tool calls in flight, each with the elicitor its call set (``asking``),
+and a question goes to the one call that can have asked it: the only call in flight,
+or the only one not already waiting for the answer to its own question (a tool
+handler awaits its question before asking again). Anything else is cancelled with
+the reason logged, never put to a guessed caller. With no call in flight the holder
+of the connection answers (``voice-runtime call`` takes ``--elicit
+accept-defaults|decline``); a connection with no elicitor declines. The question
+waits at most the server's ``elicitation_timeout``, then it is cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.terminal import printable
@@ -66,6 +77,20 @@ class Question:
     fields: tuple[FormField, ...]
     confirm: bool = True  # the block's elicitation_confirm: answers are read back before they go
 
+    def as_wire(self) -> dict[str, Any]:
+        """As JSON, for serve's gateway to put it to a job process (``from_wire``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, raw: dict[str, Any]) -> Question:
+        """What ``as_wire`` made; raises ValueError (KeyError, TypeError) when it is not."""
+        def tupled(value: Any) -> Any:
+            return tuple(value) if isinstance(value, list) else value
+
+        fields = tuple(FormField(**{k: tupled(v) if k in ("choices", "labels") else v for k, v in f.items()})
+                       for f in raw["fields"])
+        return cls(str(raw["server"]), str(raw["message"]), fields, bool(raw.get("confirm", True)))
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -73,8 +98,96 @@ class Answer:
     content: dict[str, Value] | None = None
     reason: str = ""  # for our log only; the MCP result has no room for it
 
+    def as_wire(self) -> dict[str, Any]:
+        return {"action": self.action, "content": self.content, "reason": self.reason}
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Answer:
+        """A job's answer as serve reads it: anything malformed is a cancel saying so
+        (the values are checked against the form afterwards, as any answer's are)."""
+        if not isinstance(raw, dict) or raw.get("action") not in ("accept", "decline", "cancel") \
+                or not isinstance(raw.get("content"), (dict, type(None))):
+            return cls("cancel", reason="the call's process sent an answer that is not one")
+        # the reason reaches serve's log: one printable line, short
+        return cls(raw["action"], raw["content"], printable(str(raw.get("reason") or ""))[:200])
+
 
 Elicitor = Callable[[Question], Awaitable[Answer]]
+
+# the elicitor of the call whose tool call runs in this context: set around a call's
+# tool call (``asking``), read by the connection when it sends the call (``current``)
+_ASKING: contextvars.ContextVar[Elicitor | None] = contextvars.ContextVar("voice_runtime_elicitor", default=None)
+
+
+@contextlib.contextmanager
+def asking(elicitor: Elicitor | None) -> Iterator[None]:
+    """Tool calls started (tasks created) inside this block are ``elicitor``'s: a
+    server's question during one of them is put to it."""
+    token = _ASKING.set(elicitor)
+    try:
+        yield
+    finally:
+        _ASKING.reset(token)
+
+
+def current() -> Elicitor | None:
+    return _ASKING.get()
+
+
+def in_loop(loop: asyncio.AbstractEventLoop | None, elicitor: Elicitor) -> Elicitor:
+    """``elicitor`` run in ``loop`` (a call's, the gateway's), awaited from any other:
+    a connection's callbacks run in the loop that owns its transport."""
+
+    async def ask(question: Question) -> Answer:
+        if loop is not None and loop is not asyncio.get_running_loop() and not loop.is_closed():
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(elicitor(question), loop))
+        return await elicitor(question)
+
+    return ask
+
+
+@dataclass(eq=False)  # each is one tool call: removed by identity, never by an equal one
+class _Caller:
+    elicitor: Elicitor | None
+    asking: bool = False  # its question is with it now: a second question is not its (see Callers)
+
+
+@dataclass
+class Callers:
+    """The tool calls in flight on one connection, each with its call's elicitor (or
+    None: then whoever holds the connection answers). Used in the connection's loop."""
+
+    _calls: list[_Caller] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def calling(self, elicitor: Elicitor | None) -> Iterator[None]:
+        caller = _Caller(elicitor)
+        self._calls.append(caller)
+        try:
+            yield
+        finally:
+            self._calls.remove(caller)
+
+    @contextlib.contextmanager
+    def attribute(self, holder: Elicitor | None) -> Iterator[Elicitor | Answer | None]:
+        """Who answers a question arriving now: the one call that can have asked it
+        (marked as asking until the block ends), ``holder`` when no call is in flight,
+        or the ``Answer`` for a question no single call can have asked (cancel)."""
+        if not self._calls:
+            yield holder
+            return
+        free = [c for c in self._calls if not c.asking]
+        if len(free) != 1:
+            yield Answer("cancel", reason=f"{len(free)} tool calls in flight on this shared connection could have "
+                                          "asked; the question is put to none of their callers" if free else
+                                          "every tool call in flight is already waiting for its own answer")
+            return
+        [caller] = free
+        caller.asking = True
+        try:
+            yield caller.elicitor or holder
+        finally:
+            caller.asking = False
 
 
 def read_form(server: str, message: str, schema: Any) -> Question:
@@ -273,10 +386,12 @@ ELICITORS: dict[str, Elicitor] = {"accept-defaults": accept_defaults, "decline":
 
 
 def sdk_callback(server: str, timeout: float, elicitor: Callable[[], Elicitor | None],
-                 confirm: bool = True) -> Callable[..., Any]:
-    """The mcp ``ClientSession``'s ``elicitation_callback`` for one connection; the
-    elicitor is looked up at each question, since whoever holds the connection answers.
+                 confirm: bool = True, callers: Callers | None = None) -> Callable[..., Any]:
+    """The mcp ``ClientSession``'s ``elicitation_callback`` for one connection: the
+    question goes to the call ``callers`` attributes it to; ``elicitor()`` (the holder
+    of the connection, looked up at each question) answers when no call is in flight.
     ``confirm``: the call's answers are read back to the caller before they are sent."""
+    callers = callers if callers is not None else Callers()
 
     async def callback(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult | ErrorData:
         from mcp.types import INVALID_PARAMS, ElicitResult, ErrorData
@@ -291,15 +406,17 @@ def sdk_callback(server: str, timeout: float, elicitor: Callable[[], Elicitor | 
             log.warning("MCP server %s asked a question we refuse: %s", server, exc)
             _count(server, "refused")
             return ErrorData(code=INVALID_PARAMS, message=f"elicitation refused: {exc}")
-        answer = await answer_question(question, elicitor(), timeout)
+        with callers.attribute(elicitor()) as who:
+            answer = await answer_question(question, who, timeout)
         return ElicitResult(action=answer.action, content=answer.content if answer.action == "accept" else None)
 
     return callback
 
 
-async def answer_question(question: Question, elicitor: Elicitor | None, timeout: float) -> Answer:
+async def answer_question(question: Question, elicitor: Elicitor | Answer | None, timeout: float) -> Answer:
     """Ask ``elicitor`` within ``timeout``: cancel when time runs out, decline when
-    nobody can answer, cancel when the answer does not fit the form. Traced as
+    nobody can answer, cancel when the answer does not fit the form; an ``Answer``
+    given instead of an elicitor is the outcome already decided. Traced as
     ``mcp.elicitation`` (the server, the number of fields, the outcome; never the values)."""
     with tracing.span("mcp.elicitation", {"mcp.server": question.server, "mcp.elicitation.fields":
                                           len(question.fields)}) as span:
@@ -311,8 +428,10 @@ async def answer_question(question: Question, elicitor: Elicitor | None, timeout
     return answer
 
 
-async def _answer(question: Question, elicitor: Elicitor | None, timeout: float) -> Answer:
-    if elicitor is None:
+async def _answer(question: Question, elicitor: Elicitor | Answer | None, timeout: float) -> Answer:
+    if isinstance(elicitor, Answer):
+        answer = elicitor
+    elif elicitor is None:
         answer = Answer("decline", reason="no one to ask here")
     else:
         try:

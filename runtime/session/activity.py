@@ -105,9 +105,11 @@ class AgentActivity:
         self._on_up = lambda conn: loop.call_soon_threadsafe(self._server_back, conn)
         for conn in self.connections.values():
             conn.on_up.append(self._on_up)
-            if conn.server.elicitation == "allow":  # never pooled: this call's own connection
+            # a pooled connection is shared: its questions find this call through the tool call
+            # that asked (ServerQuestions.run); only a connection of this call's own answers here
+            if conn.server.elicitation == "allow" and not conn.server.pooled:
                 conn.elicitor = owner.questions.ask
-            if conn.server.sampling.allow:  # never pooled either
+            if conn.server.sampling.allow:  # never pooled: this call's own connection
                 conn.sampler = owner.sampler
         await self._instructions_from_servers()
 
@@ -161,7 +163,8 @@ class AgentActivity:
             log.warning("agent %s session %s: %s", self.name, owner.session_id, line, extra=SHOWN_AS_EVENT)
             owner.emit("warning", {"message": line})
         tools = [t for t in tools if not tool_names([t]) & taken] + phone
-        if any(conn.server.elicitation == "allow" for conn in self.connections.values()):
+        owner.questions.offer = self._offer_question_tools
+        if owner.questions.offered:
             from .questions import question_tools
 
             tools += question_tools(owner.questions, self._speak)
@@ -169,6 +172,13 @@ class AgentActivity:
             return tools
         names = {getattr(getattr(t, "info", None), "name", None) for t in tools}
         return tools + [t for t in owner.stand_ins if t.info.name not in names]
+
+    async def _offer_question_tools(self) -> None:
+        """A server asked this call's first question: the model gets the tools that answer it."""
+        self.tools = self.build_tools()
+        agent = getattr(self.owner.session, "current_agent", None)
+        if agent is not None:
+            await agent.update_tools(self.tools)
 
     def _fillers(self) -> Fillers:
         from .fillers import Fillers

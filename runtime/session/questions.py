@@ -27,7 +27,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..mcp.elicitation import Answer, FormField, Question, check_answer, read_back
+from ..mcp.elicitation import Answer, FormField, Question, asking, check_answer, in_loop, read_back
 from ..mcp.toolset import ToolFailure
 
 if TYPE_CHECKING:
@@ -62,6 +62,10 @@ class ServerQuestions:
     pending: Pending | None = None
     # told of each question put to the caller and of its end (None): serve's status page
     on_change: Callable[[Question | None], None] | None = None
+    # the model is offered the answering tools from the call's first question on (``offer``):
+    # most calls are never asked anything, and two unused tools would cost every turn
+    offered: bool = False
+    offer: Callable[[], Awaitable[None]] | None = None
     _watchers: dict[str, list[asyncio.Future[Pending]]] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
 
@@ -75,10 +79,7 @@ class ServerQuestions:
 
     async def ask(self, question: Question) -> Answer:
         """The connection's elicitor: runs in the connection's loop, waits in the call's."""
-        loop = self._loop
-        if loop is not None and loop is not asyncio.get_running_loop() and not loop.is_closed():
-            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._ask(question), loop))
-        return await self._ask(question)
+        return await in_loop(self._loop, self._ask)(question)
 
     async def _ask(self, question: Question) -> Answer:
         watchers = self._watchers.get(question.server) or []
@@ -102,7 +103,10 @@ class ServerQuestions:
         """Run a tool call of ``server``; when the server asks a question first, return
         the question for the model instead (the call goes on, waiting for the answer)."""
         loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(call)
+        # the call's tool call carries this call's elicitor: a shared connection puts the
+        # server's question to it, not to another call using the same connection
+        with asking(self.ask):
+            task = asyncio.ensure_future(call)
         watcher: asyncio.Future[Pending] = loop.create_future()
         self._watchers.setdefault(server, []).append(watcher)
         try:
@@ -117,6 +121,11 @@ class ServerQuestions:
         pending = watcher.result()
         pending.call = task
         task.add_done_callback(_retrieved)  # a call that ends unheard (hang-up) logs no "never retrieved"
+        if not self.offered:
+            # before the model reads the question: its next turn can answer it
+            self.offered = True
+            if self.offer is not None:
+                await self.offer()
         return for_the_model(pending.question)
 
     async def answer(self, content: dict[str, Any] | None, action: str, confirmed: bool = False) -> Any:

@@ -163,16 +163,16 @@ class McpServerBase(StrictModel):
         "redacted; at most 4096 characters). Default: only their digest.",
     )
     elicitation: Literal["allow", "deny"] = Field(
-        "deny",
+        "allow",
         description="allow: announce the MCP elicitation capability, so the server may ask a question during a "
-        "tool call (form mode, primitive fields only; URL mode is declined). Such a block is connected per call "
-        "(never lent through serve's gateway): the question belongs to one caller. deny: the capability is "
-        "not announced.",
+        "tool call (form mode, primitive fields only; URL mode is declined). A shared block stays pooled: the "
+        "question goes to the one call whose tool call is in flight and can have asked it, else it is cancelled. "
+        "deny: the capability is not announced.",
     )
     sampling: Sampling = Field(
         default_factory=Sampling,
         description="Whether and how much the server may ask the agent's LLM for completions (default: never). "
-        "Such a block is connected per call, like one that elicits: the call's model answers.",
+        "Such a block is connected per call (never pooled): the call's model answers.",
     )
     roots: list[str] = Field(
         default_factory=list,
@@ -217,10 +217,11 @@ class McpServerBase(StrictModel):
 
     @property
     def pooled(self) -> bool:
-        """Connected once per serve and lent to calls: ``shared``, not eliciting and not
-        sampling (a server's question must reach the caller whose tool call asked it, and
-        a completion is the call's model's, counted against the call's limit)."""
-        return self.shared and self.elicitation == "deny" and not self.sampling.allow
+        """Connected once per serve and lent to calls: ``shared`` and not sampling (a
+        completion is the call's model's, counted against the call's limit). A question
+        (elicitation) on a pooled connection finds its caller through the tool call in
+        flight (``mcp.elicitation.Callers``)."""
+        return self.shared and not self.sampling.allow
 
     @property
     def resolved_max_timeout(self) -> float:

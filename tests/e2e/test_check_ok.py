@@ -189,9 +189,11 @@ def test_check_json_says_what_each_server_may_ask_of_the_agent(tmp_path: Path) -
           'apiVersion: voice-runtime/v1\ninstructions: hi\npipeline:\n  text_only: true\n  llm: {provider: openai}\n'
           'mcp_servers:\n'
           '  plain: {url: "http://127.0.0.1:9/mcp"}\n'
+          '  quiet: {url: "http://127.0.0.1:9/mcp", elicitation: deny}\n'
           '  asks: {url: "http://127.0.0.1:9/mcp", elicitation: allow, sampling: {allow: true}, roots: ["file:///srv"]}\n')
     result = run_cli("check", "agents", "--format", "json", "--offline", cwd=tmp_path)
     assert result.rc == 0, result.output
     [agent] = json.loads(result.stdout)["agents"]
-    assert agent["mcp_servers"]["plain"]["allows"] == []
+    assert agent["mcp_servers"]["plain"]["allows"] == ["elicitation"]  # the default
+    assert agent["mcp_servers"]["quiet"]["allows"] == []
     assert agent["mcp_servers"]["asks"]["allows"] == ["elicitation", "sampling", "roots"]

@@ -1,14 +1,14 @@
 """A server's question in a served call (real `serve` subprocess, process and thread executors, the
-fake OpenAI at the network boundary, tests/mcp_servers/asks.py): a block with
-`elicitation: allow` is connected by the call's job process, never by serve or lent
-through its gateway, and the caller's answers reach the server."""
+fake OpenAI at the network boundary, tests/mcp_servers/asks.py): a shared block with
+`elicitation: allow` stays warm in serve's pool (lent through its gateway to a job
+process), its question reaches the caller whose tool call asked it, and the caller's
+answers reach the server."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def desk(request: dict[str, Any]) -> Reply:
 
 
 @pytest.mark.parametrize("executor", ["process", "thread"])
-def test_an_eliciting_block_is_connected_by_the_job_and_the_callers_answers_reach_the_server(
+def test_an_eliciting_block_stays_warm_in_serve_and_the_callers_answers_reach_the_server(
     executor: str, tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
 ) -> None:
     record = tmp_path / "asks.jsonl"
@@ -46,8 +46,8 @@ def test_an_eliciting_block_is_connected_by_the_job_and_the_callers_answers_reac
     fake_openai.script = desk
     with Serve(agents, "--idle-processes", "1", "--executor", executor) as serve:
         serve.wait_ready()
-        time.sleep(1.0)
-        assert read_events(record) == []  # not warmed by serve: its questions belong to a call
+        # warmed by serve before any call: a question finds its caller through the tool call in flight
+        serve.wait_for(lambda: read_events(record), message="serve warming the block")
         code, report = serve.post("/simulate?wait=1", json.dumps(
             {"agent": "desk", "turns": ["book please", "the 24th, yes", "yes"]}).encode(), timeout=120)
     assert code == 200, report
@@ -55,8 +55,8 @@ def test_an_eliciting_block_is_connected_by_the_job_and_the_callers_answers_reac
         "What date, and shall I book it?",
         "So that is: Date of the trip 2026-12-24; Shall I book it? yes; Seats 2. Is that right?",
         'Done: accept: {"confirm": true, "date": "2026-12-24", "seats": 2}']
-    # the job's process started it (serve's own under --executor thread, for that call only)
-    assert [e["ppid"] for e in read_events(record)] == [report["pid"]]
+    # serve's process started it, once, and the call used that connection
+    assert [e["ppid"] for e in read_events(record)] == [serve.proc.pid]
     assert read_answers(record) == [{"asked": "book", "action": "accept",
                                      "content": {"date": "2026-12-24", "confirm": True, "seats": 2}}]
 

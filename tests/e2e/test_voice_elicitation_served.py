@@ -2,7 +2,8 @@
 LiveKit) and its /talk WebSocket driven by a caller that streams espeak-ng speech as
 16 kHz PCM in real time, as the page's microphone does; the speech fakes at the
 network boundary; tests/mcp_servers/asks.py elicits a date and a yes/no while its
-``book`` tool runs (``elicitation: allow``: the job connects it). The caller's
+``book`` tool runs (``elicitation: allow``: serve's pooled connection, lent to the job
+through the gateway, puts the question to the job's call). The caller's
 spoken answers reach the server as typed values; speaking over the question
 cancels it."""
 

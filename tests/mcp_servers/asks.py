@@ -5,6 +5,10 @@ Run: ``python asks.py [--record FILE]`` (stdio).
 
 * ``book(city)``: asks for a date (string, required), a yes/no ``confirm`` (boolean,
   required) and ``seats`` (integer, default 2), then answers with what it got.
+* ``book_when(city, gate)``: records ``{"event": "waiting", "tool", "city"}``, waits until the
+  file ``gate`` exists, then asks as ``book`` does.
+* ``hold(gate)``: records ``{"event": "waiting", "tool"}`` and waits until ``gate`` exists
+  (a tool call in flight that asks nothing).
 * ``nested()``: asks with a form the MCP spec forbids (a nested object).
 * ``link()``: asks the client to open a URL (URL-mode elicitation).
 * ``summarize(text, max_tokens)``: asks the client's model for a one-line summary
@@ -24,6 +28,7 @@ import os
 import sys
 from pathlib import Path
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,6 +62,24 @@ def build(rec: Recorder) -> MCPServer:
     async def book(city: str, ctx: Context) -> str:
         """Book a trip to `city`; asks the caller for the date and a confirmation."""
         return await ask("book", ctx, f"Booking a trip to {city}. Which date, and shall I book it?", BOOKING_FORM)
+
+    async def wait_for(tool: str, gate: str, **about: str) -> None:
+        # the test opens the gate once every call it needs is in flight (no sleeps in the test)
+        rec.write({"event": "waiting", "tool": tool, **about})
+        while not Path(gate).exists():
+            await anyio.sleep(0.02)
+
+    @server.tool()
+    async def book_when(city: str, gate: str, ctx: Context) -> str:
+        """Book a trip to `city` once the file `gate` exists."""
+        await wait_for("book_when", gate, city=city)
+        return await ask("book", ctx, f"Booking a trip to {city}. Which date, and shall I book it?", BOOKING_FORM)
+
+    @server.tool()
+    async def hold(gate: str) -> str:
+        """Return once the file `gate` exists."""
+        await wait_for("hold", gate)
+        return "released"
 
     @server.tool()
     async def nested(ctx: Context) -> str:

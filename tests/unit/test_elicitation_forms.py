@@ -4,9 +4,20 @@ and what a person typed or said read as each field's type."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from voice_runtime.mcp.elicitation import BadForm, accept_defaults, check_answer, parse_typed, read_back, read_form
+from voice_runtime.mcp.elicitation import (
+    Answer,
+    BadForm,
+    Question,
+    accept_defaults,
+    check_answer,
+    parse_typed,
+    read_back,
+    read_form,
+)
 
 FORM = {
     "type": "object",
@@ -114,3 +125,15 @@ def test_the_read_back_says_each_value_in_words_and_never_a_secret_fields_value(
                     "gave; note the value you gave; urgent no. Is that right?")
     for secret in ("4321", "hunter2", "private"):
         assert secret not in line
+
+
+def test_a_question_crosses_to_a_job_process_unchanged_and_a_malformed_answer_back_is_a_cancel() -> None:
+    question = read_form("s", "Please", FORM)
+    assert Question.from_wire(json.loads(json.dumps(question.as_wire()))) == question
+    answer = Answer("accept", {"size": "l"})
+    assert Answer.from_wire(json.loads(json.dumps(answer.as_wire()))) == answer
+    for malformed in (None, "accept", {"action": "yes"}, {"action": "accept", "content": ["l"]}):
+        assert Answer.from_wire(malformed).action == "cancel"
+    # the job's reason reaches serve's log as one short printable line
+    logged = Answer.from_wire({"action": "decline", "content": None, "reason": "refused\n2026 fake log line" + "x" * 500})
+    assert "\n" not in logged.reason and len(logged.reason) == 200

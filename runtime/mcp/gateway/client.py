@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .. import progress
+from .. import elicitation, progress
 from ..connection import CallTimeout, ConnState, McpUnavailable
 from ..listing import Rejected
 from ..pins import ToolPins
@@ -23,6 +23,8 @@ from .wire import ADDRESS_FILE, CALL_MARGIN_S, MAX_LINE_BYTES, Status, encode
 
 if TYPE_CHECKING:
     from mcp.types import CallToolResult
+
+    from ..elicitation import Elicitor
 
     from ...spec.loader import LoadedSpec
     from ..connection import McpConnection
@@ -62,6 +64,8 @@ class _Client:
     _reader_task: asyncio.Task[None] | None = None
     _waiting: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     _progress: dict[int, Callable[[str], None]] = field(default_factory=dict)  # request id -> its listener
+    _elicitors: dict[int, Elicitor] = field(default_factory=dict)  # call id -> who answers its server's question
+    _asked: dict[int, asyncio.Task[None]] = field(default_factory=dict)  # call id -> its question being answered
     _ids: Any = field(default_factory=lambda: __import__("itertools").count(1))
     _lock: asyncio.Lock | None = None
 
@@ -88,6 +92,14 @@ class _Client:
                     if listener is not None and isinstance(message.get("message"), str):
                         listener(message["message"])
                     continue
+                if message.get("op") == "question":  # the server asks this call's caller: answered beside the reading
+                    self._put(message.get("id"), message.get("question"))
+                    continue
+                if message.get("op") == "unasked":  # serve stopped waiting (elicitation_timeout, the call ended)
+                    asked = self._asked.pop(message.get("id"), None)
+                    if asked is not None:
+                        asked.cancel()
+                    continue
                 waiter = self._waiting.pop(message.get("id"), None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(message)
@@ -104,21 +116,52 @@ class _Client:
                 if not waiter.done():
                     waiter.set_exception(error)
             self._waiting.clear()
+            for asked in self._asked.values():
+                asked.cancel()
+            self._asked.clear()
+
+    def _put(self, rid: Any, raw: Any) -> None:
+        """Serve's question during call ``rid``, to that call's elicitor; the answer goes back as
+        ``{"op": "answer", "id", "answer"}`` (a question of no call of ours is declined)."""
+        from ..elicitation import Answer, Question
+
+        elicitor = self._elicitors.get(rid) if isinstance(rid, int) else None
+
+        async def answer() -> None:
+            try:
+                result = (await elicitor(Question.from_wire(raw)) if elicitor is not None
+                          else Answer("decline", reason="no caller of this process made that call"))
+            except (KeyError, TypeError, ValueError):
+                result = Answer("cancel", reason="serve sent a question that is not one")
+            finally:
+                self._asked.pop(rid, None)
+            if self._writer is not None and not self._writer.is_closing():
+                self._writer.write(encode({"op": "answer", "id": rid, "answer": result.as_wire()}))
+
+        task = asyncio.ensure_future(answer())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if isinstance(rid, int):
+            self._asked[rid] = task
 
     async def request(self, op: str, body: dict[str, Any], timeout: float | None = None,
-                      on_progress: Callable[[str], None] | None = None) -> tuple[Status, dict[str, Any]]:
+                      on_progress: Callable[[str], None] | None = None,
+                      on_question: Elicitor | None = None) -> tuple[Status, dict[str, Any]]:
         """``timeout``: a bound of the job's own on top of serve's (serve applies the
         server's ``timeout`` to the call itself). ``on_progress``: told each progress or
-        task status line serve relays while the request runs."""
+        task status line serve relays while the request runs. ``on_question``: answers
+        a question the server asks during this call (serve attributes it to this call)."""
         if timeout is not None:
             async with asyncio.timeout(timeout):
-                return await self.request(op, body, on_progress=on_progress)
+                return await self.request(op, body, on_progress=on_progress, on_question=on_question)
         writer = await self._connect()
         rid = next(self._ids)
         answer = self._waiting[rid] = asyncio.get_running_loop().create_future()
         if on_progress is not None:
             self._progress[rid] = on_progress
             body = {**body, "progress": True}
+        if on_question is not None:
+            self._elicitors[rid] = on_question
+            body = {**body, "questions": True}
         writer.write(encode({"id": rid, "op": op, **body}))
         try:
             message = await answer
@@ -129,6 +172,7 @@ class _Client:
             raise
         finally:
             self._progress.pop(rid, None)
+            self._elicitors.pop(rid, None)
         return Status.of(message.get("status", Status.ERROR)), message
 
     async def aclose(self) -> None:
@@ -182,7 +226,7 @@ class RemoteConnection:
             raise GatewayRefused(self.refused)
         status, body = await self._client.request("call", {"key": self.key, "tool": tool, "arguments": arguments},
                                                   timeout=self.server.resolved_max_timeout + CALL_MARGIN_S,
-                                                  on_progress=progress.current())
+                                                  on_progress=progress.current(), on_question=elicitation.current())
         if status is Status.OK:
             from mcp.types import TextContent
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...core.filesystem import write_private_json
-from .. import progress
+from .. import elicitation, progress
 from ..connection import ConnState, McpUnavailable
 from .wire import (
     ADDRESS_FILE,
@@ -62,6 +62,7 @@ from .wire import (
 if TYPE_CHECKING:
     from ...spec.loader import LoadedSpec
     from ..connection import McpConnection
+    from ..elicitation import Answer, Question
     from ..pool import McpPool
 
 log = logging.getLogger("voice_runtime.mcp")
@@ -143,6 +144,15 @@ async def _answered(conn: McpConnection, request: Any, answer: Callable[[Any], d
 PROGRESS_FRAMES_PER_S = 10
 
 
+def _unask(asked: dict[Any, asyncio.Future[Answer]], rid: Any) -> None:
+    """Call ``rid`` ended (or its job went away) with its question unanswered: the server gets cancel."""
+    from ..elicitation import Answer
+
+    waiting = asked.pop(rid, None)
+    if waiting is not None and not waiting.done():
+        waiting.set_result(Answer("cancel", reason="the call ended"))
+
+
 class Gateway:
     """The serve side: a unix-socket server over serve's pool. ``spec_of(agent)`` is
     the agent's accepted spec now, so a job of a new spec can have its servers
@@ -201,6 +211,7 @@ class Gateway:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients.add(asyncio.current_task())  # type: ignore[arg-type]
         running: dict[Any, asyncio.Task[None]] = {}
+        asked: dict[Any, asyncio.Future[Answer]] = {}  # call id -> the server's question put to the job
         self._running.append(running)
         # the blocks this job borrowed: a block a spec edit replaced stays open for the
         # calls of the older generation still using it (McpPool.lend / release)
@@ -223,10 +234,17 @@ class Gateway:
                     if task is not None:
                         task.cancel()
                     continue
+                if request.get("op") == "answer":  # the job's caller answered the question of its call ``id``
+                    from ..elicitation import Answer
+
+                    waiting = asked.get(request.get("id"))
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(Answer.from_wire(request.get("answer")))
+                    continue
                 rid = request.get("id")
-                task = asyncio.ensure_future(self._answer(request, writer, leased, binding))
+                task = asyncio.ensure_future(self._answer(request, writer, leased, binding, asked))
                 running[rid] = task
-                task.add_done_callback(lambda _t, rid=rid: running.pop(rid, None))
+                task.add_done_callback(lambda _t, rid=rid: (running.pop(rid, None), _unask(asked, rid)))
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass  # the job went away (or sent a line over the limit): its calls end with it
         except asyncio.CancelledError:
@@ -234,6 +252,8 @@ class Gateway:
         finally:
             for task in list(running.values()):
                 task.cancel()  # a job that ended mid-call: the calls to its servers are cancelled
+            for rid in list(asked):
+                _unask(asked, rid)
             self._running.remove(running)
             writer.close()
             if self._server is not None and self._server.is_serving():  # not when serve stops
@@ -332,29 +352,20 @@ class Gateway:
         return tools
 
     async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter, leased: set[str],
-                      binding: _Binding) -> None:
+                      binding: _Binding, asked: dict[Any, asyncio.Future[Answer]]) -> None:
         op = request.get("op")
         try:
             if op == "acquire":
                 answer = await self._acquire(request, leased, binding)
-            elif op == "call" and request.get("progress") is True:
-                # the job speaks the server's progress and task status lines (filler
-                # say_progress): each goes back as a frame with the call's id
-                last: list[Any] = [None, float("-inf")]  # the message sent last, and when
-
-                def tell(message: str, rid: Any = request.get("id")) -> None:
-                    # a server may send thousands a second: the job says one every few
-                    # seconds, so only a changed message, at most PROGRESS_FRAMES_PER_S
-                    now = asyncio.get_running_loop().time()
-                    if writer.is_closing() or message == last[0] or now - last[1] < 1 / PROGRESS_FRAMES_PER_S:
-                        return
-                    last[:] = [message, now]
-                    writer.write(encode({"id": rid, "op": "progress", "message": message}))
-
-                with progress.listening(tell):
+            elif op == "call":
+                with contextlib.ExitStack() as stack:
+                    if request.get("progress") is True:
+                        stack.enter_context(progress.listening(self._relay_progress(request.get("id"), writer)))
+                    if request.get("questions") is True:
+                        stack.enter_context(elicitation.asking(self._job_elicitor(request.get("id"), writer, asked)))
                     answer = await self._call(request, binding)
-            elif op in ("call", "up"):
-                answer = await (self._call if op == "call" else self._up)(request, binding)
+            elif op == "up":
+                answer = await self._up(request, binding)
             elif op in ("prompt", "resource"):
                 answer = await self._fetch(op, request, binding)
             else:
@@ -365,6 +376,48 @@ class Gateway:
             answer = {"status": Status.ERROR, "error": f"{type(exc).__name__}"}
         if not writer.is_closing():
             writer.write(encode({"id": request.get("id"), **answer}))
+
+    @staticmethod
+    def _relay_progress(rid: Any, writer: asyncio.StreamWriter) -> Callable[[str], None]:
+        """The job speaks the server's progress and task status lines (filler
+        say_progress): each goes back as a frame with the call's id."""
+        last: list[Any] = [None, float("-inf")]  # the message sent last, and when
+
+        def tell(message: str) -> None:
+            # a server may send thousands a second: the job says one every few
+            # seconds, so only a changed message, at most PROGRESS_FRAMES_PER_S
+            now = asyncio.get_running_loop().time()
+            if writer.is_closing() or message == last[0] or now - last[1] < 1 / PROGRESS_FRAMES_PER_S:
+                return
+            last[:] = [message, now]
+            writer.write(encode({"id": rid, "op": "progress", "message": message}))
+
+        return tell
+
+    @staticmethod
+    def _job_elicitor(rid: Any, writer: asyncio.StreamWriter,
+                      asked: dict[Any, asyncio.Future[Answer]]) -> elicitation.Elicitor:
+        """Who answers a question the server asks during the job's call ``rid``: the job's
+        caller, over this connection (a ``question`` frame; the job sends an ``answer``).
+        The shared connection attributed the question to this call (``Callers``)."""
+        from ..elicitation import Answer
+
+        async def ask(question: Question) -> Answer:
+            if writer.is_closing() or rid in asked:
+                return Answer("cancel", reason="the call's process is gone" if writer.is_closing()
+                              else "the call already has a question waiting")
+            waiting = asked[rid] = asyncio.get_running_loop().create_future()
+            writer.write(encode({"id": rid, "op": "question", "question": question.as_wire()}))
+            try:
+                return await waiting
+            except asyncio.CancelledError:  # elicitation_timeout, or the call ended: the job stops asking
+                if not writer.is_closing():
+                    writer.write(encode({"id": rid, "op": "unasked"}))
+                raise
+            finally:
+                asked.pop(rid, None)
+
+        return elicitation.in_loop(asyncio.get_running_loop(), ask)
 
     # -- requests --------------------------------------------------------------------
 

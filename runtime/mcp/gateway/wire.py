@@ -7,7 +7,11 @@ sends ``{"id": n, "op": "acquire" | "call" | "prompt" | "resource" | "up" | "can
 carries the request's ``id`` and a ``status`` (``Status``), with ``"id": null`` for
 the answer that refuses the connection itself. A ``call`` sent with ``"progress": true``
 may be followed, before its answer, by ``{"id": n, "op": "progress", "message": ...}``
-frames: the server's progress and task status lines, for a filler to speak.
+frames: the server's progress and task status lines, for a filler to speak. A ``call``
+sent with ``"questions": true`` may be followed by ``{"id": n, "op": "question",
+"question": ...}`` (the server asked, and its connection attributed the question to this
+call): the job answers ``{"op": "answer", "id": n, "answer": {"action", "content"}}``, and
+serve sends ``{"id": n, "op": "unasked"}`` when it stops waiting for that answer.
 """
 
 from __future__ import annotations
