@@ -104,7 +104,7 @@ _STATUS = (("on", "time"), ("in", "stock"), ("out", "of", "stock"), ("in", "tran
            ("under", "review"), ("now", "active"), ("now", "live"), ("active", "now"), ("live", "now"),
            ("closed", "now"), ("in", "place"), ("ready",), ("back",), ("complete",), ("on", "for"),
            ("available",), ("shut",), ("underway",), ("under", "way"), ("free", "at"), ("free", "on"),
-           ("free", "for"), ("up", "and", "running"), ("in", "now"), ("through", "now"))
+           ("free", "for"), ("up", "and", "running"), ("in", "now"), ("through", "now"), ("on", "site"))
 _COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "care", "of"), ("good", "to", "go"),
                ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
                ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"), ("dealt", "with"),
@@ -182,6 +182,18 @@ _SETBACKS = frozenset("taken declined rejected failed bounced refused unavailabl
 _AVAILABILITY = frozenset("free available spare left open remaining stock".split())
 # "covered by our returns policy": the business's rules, not an act done for the caller
 _RULES = frozenset("policy guarantee warranty law terms gdpr regulations rules cover scheme".split())
+# a result that says the act is not finished ("seat change requested; awaiting confirmation",
+# "draft saved; not sent"): the call ran, but backs no "all done" nor the state it would make
+_UNFINISHED = frozenset("pending awaiting draft unconfirmed queued".split())
+# a number said roughly ("about twelve gigs", "just over 12"): a result's 12.4 grounds it
+_APPROX = frozenset("about around roughly approximately nearly almost over under just some".split())
+# an ordinal day ("until the nineteenth"): a result's date 2026-12-19 grounds it
+_ORDINAL_WORDS = {w: n for n, w in enumerate(
+    "zeroth first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
+    "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth".split())}
+_ORDINAL_WORDS.update({"thirtieth": 30})
+# what a booking puts the caller in: "you're in 14C", "you're in room 12", "you're in for twenty to four"
+_PLACES = frozenset("room seat row cabin berth bay pitch lane court slot".split())
 _NOT_PLURALS = frozenset("is was has does this its his as us yes plus less thus".split())  # "seven's fully booked"
 # where the caller will find it: "the label is in your inbox", "the meeting's in your calendar"
 _CONTAINERS = frozenset("inbox calendar diary account basket cart app portal wallet file records email emails "
@@ -225,7 +237,7 @@ _KIN_GROUPS = (
     "time scheduled delay ontime",
     "left departed departure airborne boarded",
     "landed lands arrived arrival arriving",
-    "stock available availability units quantity remaining",
+    "stock available availability units quantity remaining left",  # "twelve gigs left" ~ remaining_data
     "sold unavailable full fully taken longer",
     "pending processing progress review reviewing awaiting waiting queued",
     "ready collection collect",
@@ -328,8 +340,52 @@ class Turn:
             self._result_forms = _all_forms([*(str(c.result or "") for c in self.calls), *self.earlier_results])
         return self._result_forms
 
+    def grounds(self, words: list[str], i: int, forms: frozenset[str]) -> bool:
+        """Whether ``forms`` hold the number at ``words[i]``: exactly, or, said roughly ("about
+        twelve", "just over 12"), as the whole part of a result's 12.4 or its nearest whole number."""
+        own = _forms(words, i)
+        if own & forms:
+            return True
+        if not (i and words[i - 1] in _APPROX and len(own) == 1):
+            return False
+        (number,) = own
+        return number.isdigit() and any(f.partition(".")[0] == number or _rounded(f) == number for f in forms
+                                        if "." in f and f.partition(".")[0].isdigit())
+
     def results_text(self) -> str:
         return " ".join([*(str(c.result or "") for c in self.calls), *self.earlier_results]).lower()
+
+
+def _rounded(number: str) -> str:
+    whole, _, fraction = number.partition(".")
+    return str(int(whole) + 1) if fraction[:1] >= "5" else whole
+
+
+def _affirmed(text: str) -> frozenset[str]:
+    """The words of a result that it says happened: not those it denies ("not sent", "not yet
+    issued") nor those it says wait ("activation pending")."""
+    words = _WORD.findall(text)
+    return frozenset(w for n, w in enumerate(words) if not (
+        (n and words[n - 1] in ("not", "never", "yet")) or (n + 1 < len(words) and words[n + 1] in _UNFINISHED)))
+
+
+def _caller_did(caller: str) -> frozenset[str]:
+    """The things the caller says they did themselves ("I've already bought a ticket for the
+    ten fifteen"): a reply saying it back to them ("so you've got your ticket sorted") repeats
+    their words, it reports nothing a tool did."""
+    things: set[str] = set()
+    for sentence in sentences(caller):
+        if question(sentence):
+            continue
+        words = _words(sentence)
+        for n, word in enumerate(words):
+            if word in _SUBJECT and any(w in ("have", "'d") or (w.isalpha() and w.endswith("ed")) or
+                                        w in _IRREGULAR_PAST for w in words[n + 1: n + 4]):
+                things.update(_stem(w) for w in words[n + 1:] if w.isalpha() and len(w) >= 4 and
+                              w not in _RELATION_STOP and w not in _AUX and not w.endswith("ed") and
+                              w not in _IRREGULAR_PAST and w not in _STATE_PARTICIPLES)
+                break
+    return frozenset(things)
 
 
 def _all_forms(texts: Iterable[str]) -> frozenset[str]:
@@ -389,7 +445,22 @@ def _words(text: str) -> list[str]:
                 out += [word[: len(word) - len(suffix)], _SUFFIXES[suffix]]
                 continue
         out.append(word)
-    return _merge_amounts(_merge_numbers(out))
+    return _ordinals(_merge_amounts(_merge_numbers(out)))
+
+
+def _ordinals(words: list[str]) -> list[str]:
+    """"the nineteenth", "the twenty-first" -> 19th, 21st: a day, as a tool writes it in a date
+    (not "the first time", "a second": only past the second, or after twenty or thirty)."""
+    out: list[str] = []
+    for word in words:
+        value = _ORDINAL_WORDS.get(word)
+        if value is not None and out and out[-1] in ("20", "30") and 1 <= value <= 9:
+            out[-1] = f"{int(out[-1]) + value}th"
+        elif value is not None and value >= 3 and out and out[-1] == "the":
+            out.append(f"{value}th")
+        else:
+            out.append(word)
+    return out
 
 
 def _hyphen_range(word: str) -> bool:
@@ -566,6 +637,10 @@ def _forms(words: list[str], i: int) -> set[str]:
         if int(head) < 24 and int(tail) < 60:
             forms |= _clock(int(head), int(tail), nxt if nxt in ("am", "pm") else None)
         return forms
+    if _ISO_DATE.fullmatch(word):  # its day grounds "the 19th" (and no bare 19)
+        return {f"day:{int(word.rsplit('-', 1)[1])}"}
+    if _ORDINAL.fullmatch(word):
+        return {f"day:{int(word[:-2])}"}
     if word[0].isdigit() and "-" in word and not _ISO_DATE.fullmatch(word):  # a reference: 88-20417 = 8820417
         return {word.replace("-", ""), *(run for run in word.split("-") if len(run) >= 3)}
     if ":" in word and word[0].isdigit():
@@ -662,6 +737,11 @@ def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal
     do not count)."""
     before = words[max(0, i - LOOK_BACK): i]
     for n, word in enumerate(before):
+        nxt = before[n + 1] if n + 1 < len(before) else (words[i] if i < len(words) else "")
+        if word in ("until", "till") and _is_time(nxt):
+            continue  # "late checkout until two is sorted": how long, not a condition
+        if word == "about" and nxt != "to":
+            continue  # "about twelve gigabytes": a rough number, not "about to"
         if word in _CONDITION or word in _HABITUAL:
             return True
         if word in _NEGATION and not allow_negation:
@@ -685,6 +765,18 @@ def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal
         if word == "'d" and not (n + 1 < len(before) and before[n + 1] in _HAD_FOLLOWERS):
             return True  # I'd send it (not: I'd already sent it)
     return False
+
+
+def _code(word: str) -> bool:
+    """A seat, room or booking code said alone: 14C, B12 (digits and letters, not 12pm or 5kg)."""
+    return any(c.isdigit() for c in word) and any(c.isalpha() for c in word) and not _CLOCK_WORD.fullmatch(word) \
+        and not _MEASURE.fullmatch(word) and not _ORDINAL.fullmatch(word)
+
+
+def _is_time(word: str) -> bool:
+    """A time or a day a duration runs to: two, 2pm, 14:00, noon, Tuesday, the 19th."""
+    return (word in _NUMBER_WORDS or word[:1].isdigit() or (word in _WHEN and word != "it") or word in ("noon", "midday", "midnight")
+            or word in _ORDINAL_WORDS)
 
 
 def _subject(words: list[str], i: int) -> str:
@@ -758,12 +850,12 @@ class _Reader:
         self.turn = turn
         self.tool_words = {t.name: self._words_of(t) for t in turn.tools}
         # the words of the call's tool results, once: a long call's results are read once a reply
-        self.results = frozenset(_WORD.findall(turn.results_text()))
-        self.earlier = frozenset(_WORD.findall(" ".join(turn.earlier_results).lower()))
+        self.results = _affirmed(turn.results_text())
+        self.earlier = _affirmed(" ".join(turn.earlier_results).lower())
         # what the call's tools gave: a failed call's "cannot cancel: already shipped" backs nothing;
         # each distinct word stemmed once
-        given = frozenset(_WORD.findall(" ".join(
-            [*(str(c.result or "") for c in turn.calls if c.outcome == "ok"), *turn.earlier_results]).lower()))
+        given = _affirmed(" ".join(
+            [*(str(c.result or "") for c in turn.calls if c.outcome == "ok"), *turn.earlier_results]).lower())
         self.result_stems = frozenset(_stem(w) for w in given)
         # the states a result says: not its nouns made of the verb ("out for delivery", "cancellation
         # requested", "booking pending") nor what is under way ("processing"), which back no
@@ -771,8 +863,12 @@ class _Reader:
         self.state_stems = frozenset(_stem(w) for w in given if not w.endswith(_NOMINAL))
         self.failed_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome != "ok").lower()))
-        self.acted = frozenset(_WORD.findall(" ".join(
-            str(c.result or "") for c in turn.calls if c.outcome == "ok" and not self.is_lookup_tool(c.tool)).lower()))
+        self.acted = _affirmed(" ".join(
+            str(c.result or "") for c in turn.calls if c.outcome == "ok" and not self.is_lookup_tool(c.tool)).lower())
+        # the calls that did what they were asked: not one whose result says it waits ("awaiting confirmation")
+        self.finished = [c for c in turn.calls if c.outcome == "ok" and _UNFINISHED.isdisjoint(
+            _WORD.findall(str(c.result or "").lower()))]
+        self.caller_did = _caller_did(turn.caller)
         self.told_stems = frozenset(_stem(w) for w in _WORD.findall(f"{turn.instructions} {turn.greeting}".lower()))
 
     @staticmethod
@@ -800,12 +896,15 @@ class _Reader:
 
     def action_backed(self, groups: tuple[str, ...] | None, word: str, form: str) -> str | None:
         """None when a call of this turn backs the action; else why not."""
-        ok = [c for c in self.turn.calls if c.outcome == "ok"]
+        ok = self.finished
         if groups is None:  # "done", "all set": any call that did something
             if any(not self.is_lookup_tool(c.tool) for c in ok):
                 return None
             if form != "first" and word in self.results:
                 return None
+            waiting = [c for c in self.turn.calls if c.outcome == "ok" and c not in self.finished]
+            if waiting:
+                return self.not_done(waiting[0])
             return "no tool that acts ran in this turn" if self.turn.calls else "no tool ran in this turn"
         if any(self.can(c.tool, g) for c in ok for g in groups):
             return None
@@ -815,10 +914,15 @@ class _Reader:
             # ordered"; this turn's lookup does not make it the agent's act)
         if not any(self.can(t.name, g) for t in self.turn.tools for g in groups):
             return f"no tool of the agent can do this ({'/'.join(groups)})"
-        failed = [c.tool for c in self.turn.calls if any(self.can(c.tool, g) for g in groups)]
+        failed = [c for c in self.turn.calls if any(self.can(c.tool, g) for g in groups)]
         if failed:
-            return f"{failed[0]} did not succeed in this turn"
+            return self.not_done(failed[0])
         return f"no {'/'.join(groups)} tool ran in this turn"
+
+    def not_done(self, call: ToolRun) -> str:
+        if call.outcome == "ok":
+            return f"{call.tool} ran but its result says it is not done yet"
+        return f"{call.tool} did not succeed in this turn"
 
     def lookup_backed(self, word: str, words: list[str] | None = None, at: int = 0) -> str | None:
         """A lookup said in the first person ("I've checked", ``words`` None) is backed by any
@@ -828,8 +932,7 @@ class _Reader:
             if self.turn.calls or (word and word in self.results):
                 return None
             return "no tool ran in this turn"
-        if self.relates(words, at, SUBJECT_REACH) or any(
-                c.outcome == "ok" and not self.is_lookup_tool(c.tool) for c in self.turn.calls):
+        if self.relates(words, at, SUBJECT_REACH) or self.acted_ok():
             return None  # a result that says so, or a state this turn's act made ("I've ordered it; it's on the way")
         return self.no_result()
 
@@ -851,7 +954,7 @@ class _Reader:
                 # the fact's own words (or a number, time or code of its subject) relate
                 if k >= at and len(word) >= 3 and word not in _RELATION_STOP and self.states(word):
                     return True
-            elif _forms(words, k) & self.result_forms():
+            elif self.turn.grounds(words, k, self.result_forms()):
                 return True
         return False
 
@@ -872,7 +975,7 @@ class _Reader:
 
     def acted_ok(self) -> bool:
         """Whether a tool that acts (not a lookup) succeeded in this turn."""
-        return any(c.outcome == "ok" and not self.is_lookup_tool(c.tool) for c in self.turn.calls)
+        return any(not self.is_lookup_tool(c.tool) for c in self.finished)
 
     def state_backed(self, words: list[str], i: int) -> str | None:
         """A state the reply's own words give ("the line's ported now", "you're on the unlimited
@@ -887,9 +990,16 @@ class _Reader:
             found = self._at(words, i, word)
             if found is not None:
                 kind, why = found
+                if why is not None and self.echoes(words):
+                    return None
                 if why is not None:
                     return Finding("tool_aware", kind, sentence, why=why)
         return None
+
+    def echoes(self, words: list[str]) -> bool:
+        """"So you've got your ticket for the ten fifteen sorted": the caller's own act said back
+        to them (the caller said they did it; the clause is about "you" and names the same thing)."""
+        return "you" in words and any(w.isalpha() and len(w) >= 4 and _stem(w) in self.caller_did for w in words)
 
     def _at(self, words: list[str], i: int, word: str) -> tuple[str, str | None] | None:
         # lookups in the first person: "I can see", "I couldn't find", "according to our records"
@@ -951,6 +1061,24 @@ class _Reader:
                 words[i + 2] not in ("right", "wrong", "best", "safe", "phone", "line", "call", "way") and \
                 not _blocked(words, i - 1):
             return "state", self.state_backed(words, i + 2)  # "you're on the unlimited plan from today"
+        if word == "in" and i >= 2 and words[i - 1] == "are" and words[i - 2] == "you" and i + 1 < len(words) and (
+                _code(words[i + 1]) or (words[i + 1] in _PLACES and i + 2 < len(words) and _forms(words, i + 2)) or (
+                words[i + 1] in ("for", "at") and i + 2 < len(words) and _is_time(words[i + 2]))) and \
+                not _blocked(words, i - 1):
+            # "you're in 14C", "you're in room 12", "you're in for twenty to four": a booking made
+            return "state", self.action_backed(("book", "change"), "booked", "other")
+        if word == "yours" and i and words[i - 1] in ("is", "are") and not _blocked(words, i) and \
+                not {"now", "through", "until", "till", "from", "for"}.isdisjoint(words[i + 1: i + 4]):
+            return "state", self.state_backed(words, i)  # "the car's yours through Tuesday now"
+        if word in ("has", "have") and i + 2 < len(words) and words[i + 1] == "your" and words[i + 2].isalpha() and \
+                _subject(words, i) == "other" and i and words[i - 1] not in _NOT_NOUNS and \
+                words[i - 1] not in ("who", "which", "everyone", "everybody", "nobody") and not _blocked(words, i):
+            return "state", self.state_backed(words, i + 2)  # "the kitchen has your note"
+        if word == "running" and i and words[i - 1] in ("is", "are") and (
+                not {"late", "behind", "early", "ahead", "delayed", "slow"}.isdisjoint(words[i + 1: i + 6])
+                or _phrase_at(words, i + 1, _STATUS_AT) == ("on", "time")) and \
+                not _blocked(words, i) and not self._general(words, i):
+            return "lookup_fact", self.lookup_backed(word, words, i)  # "your flight is running forty minutes late"
         # "you have 3,200 points", "there are two rooms left": counts are grounded by the specifics rule
         groups = _ALL_PAST.get(word)
         if word == "set" and i + 1 < len(words) and words[i + 1] == "up":
@@ -973,6 +1101,8 @@ class _Reader:
             form = _subject(words, i)
             if form == "you" or _blocked(words, i):
                 return None
+            if form == "start" and self.told(words, i):
+                return None  # "..., paid up front": a term of the instructions said after a price, no act
             if form == "be" and self._general(words, i):
                 return None
             if form == "first" and _first_be(words, i):
@@ -1088,14 +1218,18 @@ class _Reader:
 
     def told(self, words: list[str], at: int) -> bool:
         """Whether the instructions or the greeting say it ("we open at 9 on Saturdays")."""
-        return any(w.isalpha() and len(w) >= 3 and w not in _RELATION_STOP and _stem(w) in self.told_stems
-                   for w in words[at: at + RELATION_REACH])
+        # the thing a state is about ("on the policy") is no state: "the policy line of Meridian" says nothing of it
+        return any(w.isalpha() and len(w) >= 3 and w not in _RELATION_STOP and w not in _CONTAINERS and
+                   _stem(w) in self.told_stems for w in words[at: at + RELATION_REACH])
 
     @staticmethod
     def _general(words: list[str], i: int) -> bool:
         """"Refunds are processed in 5 days": a policy, not this caller's state."""
         j = i - 1
-        while j >= 0 and i - j <= LOOK_BACK and (words[j] in _AUX or words[j] in ("now", "already", "just")):
+        while j >= 0 and i - j <= LOOK_BACK and (words[j] in _AUX or words[j] in ("now", "already", "just",
+                                                                                  "currently")):
+            if words[j] in ("now", "already", "currently"):
+                return False  # "engineers are already on site": this event, not a policy
             j -= 1
         if j < 1 or words[j] not in ("are", "is", "get", "be"):
             return False
@@ -1161,7 +1295,7 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
                                                         allow_modal=_amount(clause, i)):
                     continue
                 forms = _forms(clause, i)
-                if not forms or forms & turn.sources():
+                if not forms or turn.grounds(clause, i, turn.sources()):
                     continue
                 token = raw.get(clause[i], clause[i].replace("~", "."))
                 if token not in seen_tokens:
