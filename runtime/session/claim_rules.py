@@ -194,7 +194,7 @@ _ORDINAL_WORDS = {w: n for n, w in enumerate(
 _ORDINAL_WORDS.update({"thirtieth": 30})
 # what a booking puts the caller in: "you're in 14C", "you're in room 12", "you're in for twenty to four"
 _PLACES = frozenset("room seat row cabin berth bay pitch lane court slot".split())
-_NOT_PLURALS = frozenset("is was has does this its his as us yes plus less thus".split())  # "seven's fully booked"
+_NOT_PLURALS = frozenset("is was has does this its his as us yes plus less thus yours ours hers theirs".split())  # "seven's fully booked"
 # where the caller will find it: "the label is in your inbox", "the meeting's in your calendar"
 _CONTAINERS = frozenset("inbox calendar diary account basket cart app portal wallet file records email emails "
                         "statement booking order reservation policy plan system".split())
@@ -268,6 +268,7 @@ _TOKEN = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?!\d)|\d{1,2}/\d{1,2}/\d{2,4}(?!\d)|
 _ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")  # one token, no reference
 _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
+_RESULT_PARTS = re.compile(r"[;,.:|\n]+")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
 _CURRENCY_SIGNS = frozenset("£$€¥")
@@ -364,9 +365,12 @@ def _rounded(number: str) -> str:
 def _affirmed(text: str) -> frozenset[str]:
     """The words of a result that it says happened: not those it denies ("not sent", "not yet
     issued") nor those it says wait ("activation pending")."""
-    words = _WORD.findall(text)
-    return frozenset(w for n, w in enumerate(words) if not (
-        (n and words[n - 1] in ("not", "never", "yet")) or (n + 1 < len(words) and words[n + 1] in _UNFINISHED)))
+    said: set[str] = set()
+    for part in _RESULT_PARTS.split(text):  # "seat change requested; awaiting confirmation": requested is said
+        words = _WORD.findall(part)
+        said.update(w for n, w in enumerate(words) if not (
+            (n and words[n - 1] in ("not", "never", "yet")) or (n + 1 < len(words) and words[n + 1] in _UNFINISHED)))
+    return frozenset(said)
 
 
 def _caller_did(caller: str) -> frozenset[str]:
@@ -740,8 +744,8 @@ def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal
         nxt = before[n + 1] if n + 1 < len(before) else (words[i] if i < len(words) else "")
         if word in ("until", "till") and _is_time(nxt):
             continue  # "late checkout until two is sorted": how long, not a condition
-        if word == "about" and nxt != "to":
-            continue  # "about twelve gigabytes": a rough number, not "about to"
+        if word == "about" and (nxt in _NUMBER_WORDS or nxt[:1].isdigit()):
+            continue  # "about twelve gigabytes": a rough number, not "about to" nor "about done"
         if word in _CONDITION or word in _HABITUAL:
             return True
         if word in _NEGATION and not allow_negation:
@@ -1071,8 +1075,10 @@ class _Reader:
                 not {"now", "through", "until", "till", "from", "for"}.isdisjoint(words[i + 1: i + 4]):
             return "state", self.state_backed(words, i)  # "the car's yours through Tuesday now"
         if word in ("has", "have") and i + 2 < len(words) and words[i + 1] == "your" and words[i + 2].isalpha() and \
+                words[i + 2] not in ("best", "back", "interests", "attention", "word") and \
                 _subject(words, i) == "other" and i and words[i - 1] not in _NOT_NOUNS and \
-                words[i - 1] not in ("who", "which", "everyone", "everybody", "nobody") and not _blocked(words, i):
+                words[i - 1] not in ("who", "which", "everyone", "everybody", "nobody") and \
+                {"each", "every", "all", "any"}.isdisjoint(words[max(0, i - 3): i]) and not _blocked(words, i):
             return "state", self.state_backed(words, i + 2)  # "the kitchen has your note"
         if word == "running" and i and words[i - 1] in ("is", "are") and (
                 not {"late", "behind", "early", "ahead", "delayed", "slow"}.isdisjoint(words[i + 1: i + 6])

@@ -241,3 +241,22 @@ def test_acts_and_states_in_words_no_list_names_are_claims_and_feelings_and_rule
                  "You're required to bring ID.", "Breakfast is served from seven until ten every morning.",
                  "Engineers usually visit between 8 and 1."):
         assert read(said, rules) == [], said
+
+
+def test_a_call_whose_result_says_it_waits_backs_no_act_but_its_request_is_backed() -> None:
+    mail = [Tool("send_email", "Send an email.")]
+    draft = Turn(tools=mail, calls=[ToolRun("send_email", {}, "draft saved; not sent, awaiting user confirmation")])
+    waits = ["send_email ran but its result says it is not done yet"]
+    assert [f.why for f in read("I've sent Tom a note.", draft)] == waits
+    assert [f.why for f in read("All done.", draft)] == waits
+    seat = Turn(tools=[Tool("change_seat", "Request a seat change.")],
+                calls=[ToolRun("change_seat", {}, "seat change requested; awaiting confirmation")])
+    assert read("I've requested the seat change.", seat) == []
+    assert [f.kind for f in read("You're in 14C now.", seat)] == ["state", "ungrounded_specific"]
+
+
+def test_a_rough_number_is_grounded_by_the_result_it_rounds_and_an_ordinal_day_by_a_date() -> None:
+    usage = Turn(calls=[ToolRun("get_usage", {}, "remaining_data_gb: 12.4; cycle_end: 2026-12-19")])
+    for said in ("You've got about twelve gigabytes left.", "You've got just over 12 gigs left until the nineteenth."):
+        assert read(said, usage) == [], said
+    assert [f.token for f in read("You've got about fifteen gigabytes left.", usage)] == ["fifteen"]
