@@ -268,6 +268,9 @@ _TOKEN = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?!\d)|\d{1,2}/\d{1,2}/\d{2,4}(?!\d)|
 _ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")  # one token, no reference
 _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
+_DENIED_OR_WAITING = re.compile(r"\b(?:not|never|yet|pending|awaiting|draft|unconfirmed|queued)\b")
+_WAITING = re.compile(r"\b(?:pending|awaiting|draft|unconfirmed|queued)\b")  # the words of _UNFINISHED
+_DENIED_OR_WAITING_MARKS = ("not", "never", "yet", *_UNFINISHED)  # substring scans first: most results have none
 _RESULT_PARTS = re.compile(r"[;,.:|\n]+")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
@@ -325,6 +328,7 @@ class Turn:
     greeting: str = ""
     _sources: frozenset[str] | None = field(default=None, repr=False)
     _result_forms: frozenset[str] | None = field(default=None, repr=False)
+    _rough: dict[bool, frozenset[str]] | None = field(default=None, repr=False)
 
     def sources(self) -> frozenset[str]:
         """Every normalised number, time and code the reply may take its specifics from."""
@@ -341,36 +345,51 @@ class Turn:
             self._result_forms = _all_forms([*(str(c.result or "") for c in self.calls), *self.earlier_results])
         return self._result_forms
 
-    def grounds(self, words: list[str], i: int, forms: frozenset[str]) -> bool:
-        """Whether ``forms`` hold the number at ``words[i]``: exactly, or, said roughly ("about
-        twelve", "just over 12"), as the whole part of a result's 12.4 or its nearest whole number."""
+    def grounds(self, words: list[str], i: int, results_only: bool = False) -> bool:
+        """Whether the sources (``results_only``: the tool results) hold the number at ``words[i]``:
+        exactly, or, said roughly ("about twelve", "just over 12"), as the whole part of a result's
+        12.4 or its nearest whole number."""
+        forms = self.result_forms() if results_only else self.sources()
         own = _forms(words, i)
-        if own & forms:
+        if not own.isdisjoint(forms):
             return True
         if not (i and words[i - 1] in _APPROX and len(own) == 1):
             return False
-        (number,) = own
-        return number.isdigit() and any(f.partition(".")[0] == number or _rounded(f) == number for f in forms
-                                        if "." in f and f.partition(".")[0].isdigit())
+        if self._rough is None:
+            self._rough = {}
+        if results_only not in self._rough:  # once per turn, not once per number of the reply
+            self._rough[results_only] = _rough(forms)
+        return next(iter(own)) in self._rough[results_only]
 
     def results_text(self) -> str:
         return " ".join([*(str(c.result or "") for c in self.calls), *self.earlier_results]).lower()
 
 
-def _rounded(number: str) -> str:
-    whole, _, fraction = number.partition(".")
-    return str(int(whole) + 1) if fraction[:1] >= "5" else whole
+def _rough(forms: frozenset[str]) -> frozenset[str]:
+    """The whole numbers a rough figure may round a decimal of ``forms`` to (12.4 -> 12; 3.8 -> 3, 4)."""
+    out: set[str] = set()
+    for form in forms:
+        whole, dot, fraction = form.partition(".")
+        if dot and whole.isdigit() and len(whole) <= 12:
+            out.update((whole, str(int(whole) + 1) if fraction[:1] >= "5" else whole))
+    return frozenset(out)
 
 
 def _affirmed(text: str) -> frozenset[str]:
     """The words of a result that it says happened: not those it denies ("not sent", "not yet
     issued") nor those it says wait ("activation pending")."""
+    if not any(mark in text for mark in _DENIED_OR_WAITING_MARKS) or _DENIED_OR_WAITING.search(text) is None:
+        return frozenset(_WORD.findall(text))  # most results: one pass in C
     said: set[str] = set()
     for part in _RESULT_PARTS.split(text):  # "seat change requested; awaiting confirmation": requested is said
         words = _WORD.findall(part)
         said.update(w for n, w in enumerate(words) if not (
             (n and words[n - 1] in ("not", "never", "yet")) or (n + 1 < len(words) and words[n + 1] in _UNFINISHED)))
     return frozenset(said)
+
+
+def _waits(result: str) -> bool:
+    return any(mark in result for mark in _UNFINISHED) and _WAITING.search(result) is not None
 
 
 def _caller_did(caller: str) -> frozenset[str]:
@@ -870,8 +889,7 @@ class _Reader:
         self.acted = _affirmed(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome == "ok" and not self.is_lookup_tool(c.tool)).lower())
         # the calls that did what they were asked: not one whose result says it waits ("awaiting confirmation")
-        self.finished = [c for c in turn.calls if c.outcome == "ok" and _UNFINISHED.isdisjoint(
-            _WORD.findall(str(c.result or "").lower()))]
+        self.finished = [c for c in turn.calls if c.outcome == "ok" and not _waits(str(c.result or "").lower())]
         self.caller_did = _caller_did(turn.caller)
         self.told_stems = frozenset(_stem(w) for w in _WORD.findall(f"{turn.instructions} {turn.greeting}".lower()))
 
@@ -958,7 +976,7 @@ class _Reader:
                 # the fact's own words (or a number, time or code of its subject) relate
                 if k >= at and len(word) >= 3 and word not in _RELATION_STOP and self.states(word):
                     return True
-            elif self.turn.grounds(words, k, self.result_forms()):
+            elif self.turn.grounds(words, k, results_only=True):
                 return True
         return False
 
@@ -1301,7 +1319,7 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
                                                         allow_modal=_amount(clause, i)):
                     continue
                 forms = _forms(clause, i)
-                if not forms or turn.grounds(clause, i, turn.sources()):
+                if not forms or turn.grounds(clause, i):
                     continue
                 token = raw.get(clause[i], clause[i].replace("~", "."))
                 if token not in seen_tokens:
