@@ -1094,6 +1094,7 @@ class _Reader:
             return "state", self.state_backed(words, i)  # "the car's yours through Tuesday now"
         if word in ("has", "have") and i + 2 < len(words) and words[i + 1] == "your" and words[i + 2].isalpha() and \
                 words[i + 2] not in ("best", "back", "interests", "attention", "word") and \
+                not any(w.endswith("ed") for w in words[i + 3: i + 5]) and \
                 _subject(words, i) == "other" and i and words[i - 1] not in _NOT_NOUNS and \
                 words[i - 1] not in ("who", "which", "everyone", "everybody", "nobody") and \
                 {"each", "every", "all", "any"}.isdisjoint(words[max(0, i - 3): i]) and not _blocked(words, i):
@@ -1305,19 +1306,24 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
         if not clauses:
             continue
         raw = _raw_tokens(sentence)
-        for clause in clauses:
+        # "If that works, you're in for two": what would follow, not what happened
+        conditional = [bool(n) and _condition_clause(clauses[n - 1]) for n in range(len(clauses))]
+        for n, clause in enumerate(clauses):
+            if conditional[n]:
+                continue
             found = reader.clause(clause, sentence)
             if found is not None:
                 findings.append(found)
                 break
-        for clause in clauses:
+        for n, clause in enumerate(clauses):
             for i in range(len(clause)):
                 # an amount said in the conditional or the future must come from somewhere too ("the
                 # Tuesday flight would cost 40 pounds", "it'll be 12 degrees"); a time there is offered
                 # ("I can book you in at 3 pm"), a condition's number is the caller's case
                 if not _specific(clause, i) or _blocked(clause, i, allow_negation=True,
-                                                        allow_modal=_amount(clause, i)):
-                    continue
+                                                        allow_modal=_amount(clause, i)) or (
+                        conditional[n] and not _amount(clause, i)):
+                    continue  # after "if that works", a time is offered; a price still must come from somewhere
                 forms = _forms(clause, i)
                 if not forms or turn.grounds(clause, i):
                     continue
@@ -1328,6 +1334,22 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
                                             why=f"{token!r} is in nothing the caller said, the instructions, the "
                                                 "greeting or a tool result of this call"))
     return findings
+
+
+_PAST_MARKS = frozenset("was were did had 'd came went ran began broke fell gave".split())
+
+
+def _condition_clause(clause: list[str]) -> bool:
+    """"If that works", "unless you'd rather not", "once you've signed", "when you confirm" (not
+    "when I checked", "once it had arrived": a time in the past)."""
+    if clause[0] in ("if", "unless"):
+        return True
+    if clause[0] not in ("once", "when", "whenever"):
+        return False
+    if "have" in clause[1:3]:
+        return True  # "once you've signed": a perfect still ahead
+    return not any(w in _PAST_MARKS or (w.isalpha() and w.endswith("ed")) or w in _IRREGULAR_PAST
+                   for w in clause[1:])
 
 
 def _raw_tokens(sentence: str) -> dict[str, str]:
