@@ -21,7 +21,10 @@ Rules (each finding names the one that fired):
   ported now", "you're covered"). A result backs a state only when it says that state
   (the word or its kin: "full" ~ "fully booked"), not when it names the same thing ("refund
   pending" backs no "refund processed"; "out for delivery" no "delivered"); a failed
-  call's message backs the setback it reports ("slot taken"), never the act it failed.
+  call's message backs the setback it reports ("slot taken"), never the act it failed;
+  a call whose result says it waits ("awaiting confirmation", "not sent") backs its
+  request, not the act done nor "all done". The caller's own act said back to them ("so
+  you've got your ticket sorted" after "I've bought a ticket") is no claim.
 - ``ungrounded_specific``: an amount, a balance, a reference number or code, a time
   of an event or a count that appears in none of the caller's words, the
   instructions, the greeting or a tool call (arguments and results) of this call.
@@ -30,10 +33,13 @@ Rules (each finding names the one that fired):
   "quarter to three" = 2:45, "four-forty" = 4.40, 440 or 4:40, "forty-two ninety-nine"
   = 42.99; a date is one token (2026-12-05 is no source of "12"), and so is a hyphenated
   reference (88-20417); an hour said bare ("your appointment is at 4") is a specific.
-  An amount said in the conditional ("would cost 40 pounds") must be grounded too.
+  An amount said in the conditional ("would cost 40 pounds") must be grounded too. A
+  number said roughly ("about twelve", "just over 12") is grounded by a result's 12.4,
+  an ordinal day ("the nineteenth") by a result's date.
 
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
-check"), conditions ("once you confirm, ..."), questions, the future ("I'll send it")
+check"), conditions ("once you confirm, ...", and the clause after a leading "if ...,"),
+questions, the future ("I'll send it")
 and habitual statements ("refunds are usually processed in 5 days") are not claims:
 the words that make them so are looked for in the same clause, before the verb. A
 question asserts nothing when it is one from its start or ends in a tag ("..., right?");
