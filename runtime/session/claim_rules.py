@@ -479,9 +479,13 @@ def _words(text: str) -> list[str]:
 
 def _ordinals(words: list[str]) -> list[str]:
     """"the nineteenth", "the twenty-first" -> 19th, 21st: a day, as a tool writes it in a date
-    (not "the first time", "a second": only past the second, or after twenty or thirty)."""
+    (not "the first time", "a second": only past the second, or after twenty or thirty); and
+    a decimal said aloud, "twelve point four" -> 12.4."""
     out: list[str] = []
     for word in words:
+        if len(out) >= 2 and out[-1] == "point" and _whole(out[-2]) is not None and (_whole(word) if _whole(word) is not None else 10) < 10:
+            out[-2:] = [f"{_whole(out[-2])}.{_whole(word)}"]  # "twelve point four" -> 12.4, as a tool writes it
+            continue
         value = _ORDINAL_WORDS.get(word)
         if value is not None and out and out[-1] in ("20", "30") and 1 <= value <= 9:
             out[-1] = f"{int(out[-1]) + value}th"
@@ -802,6 +806,19 @@ def _code(word: str) -> bool:
         and not _MEASURE.fullmatch(word) and not _ORDINAL.fullmatch(word)
 
 
+def _whole(word: str) -> int | None:
+    """"four" or "4" -> 4; anything else None."""
+    if word in _NUMBER_WORDS:
+        return _NUMBER_WORDS[word]
+    return int(word) if word.isdigit() and len(word) <= 6 else None
+
+
+def _spoken_code(words: list[str], i: int) -> bool:
+    """A seat said aloud: "fourteen C" (a number, then one letter that is no word)."""
+    return i + 1 < len(words) and _whole(words[i]) is not None and len(words[i + 1]) == 1 and \
+        words[i + 1] in "bcdefghjk"
+
+
 def _is_time(word: str) -> bool:
     """A time or a day a duration runs to: two, 2pm, 14:00, noon, Tuesday, the 19th."""
     return (word in _NUMBER_WORDS or word[:1].isdigit() or (word in _WHEN and word != "it") or word in ("noon", "midday", "midnight")
@@ -1090,7 +1107,7 @@ class _Reader:
                 not _blocked(words, i - 1):
             return "state", self.state_backed(words, i + 2)  # "you're on the unlimited plan from today"
         if word == "in" and i >= 2 and words[i - 1] == "are" and words[i - 2] == "you" and i + 1 < len(words) and (
-                _code(words[i + 1]) or (words[i + 1] in _PLACES and i + 2 < len(words) and _forms(words, i + 2)) or (
+                _code(words[i + 1]) or _spoken_code(words, i + 1) or (words[i + 1] in _PLACES and i + 2 < len(words) and _forms(words, i + 2)) or (
                 words[i + 1] in ("for", "at") and i + 2 < len(words) and _is_time(words[i + 2]))) and \
                 not _blocked(words, i - 1):
             # "you're in 14C", "you're in room 12", "you're in for twenty to four": a booking made
