@@ -398,6 +398,9 @@ def _waits(result: str) -> bool:
     return any(mark in result for mark in _UNFINISHED) and _WAITING.search(result) is not None
 
 
+_CALLER_DONE = frozenset("bought sorted done renewed collected picked".split())
+
+
 def _caller_did(caller: str) -> frozenset[str]:
     """The things the caller says they did themselves ("I've already bought a ticket for the
     ten fifteen"): a reply saying it back to them ("so you've got your ticket sorted") repeats
@@ -408,8 +411,8 @@ def _caller_did(caller: str) -> frozenset[str]:
             continue
         words = _words(sentence)
         for n, word in enumerate(words):
-            if word in _SUBJECT and any(w in ("have", "'d") or (w.isalpha() and w.endswith("ed")) or
-                                        w in _IRREGULAR_PAST for w in words[n + 1: n + 4]):
+            # an act that gets the thing done ("booked", "paid", "bought", "sorted"), not "I've lost my card"
+            if word in _SUBJECT and any(w in _ALL_PAST or w in _CALLER_DONE for w in words[n + 1: n + 5]):
                 things.update(_stem(w) for w in words[n + 1:] if w.isalpha() and len(w) >= 4 and
                               w not in _RELATION_STOP and w not in _AUX and not w.endswith("ed") and
                               w not in _IRREGULAR_PAST and w not in _STATE_PARTICIPLES)
@@ -813,6 +816,17 @@ def _whole(word: str) -> int | None:
     return int(word) if word.isdigit() and len(word) <= 6 else None
 
 
+def _you_have_got(words: list[str], i: int) -> bool:
+    """"You've got a new card on the way", "you have a parcel out for delivery": the caller's thing
+    in a state, said as theirs (a few words back, no verb between)."""
+    for j in range(i - 1, max(-1, i - LOOK_BACK), -1):
+        if words[j] in ("have", "got") and j and words[j - 1] in ("you", "have"):
+            return True
+        if words[j] in _BE or words[j] in _CLAUSE_WORDS or words[j].endswith("ed"):
+            return False
+    return False
+
+
 def _spoken_code(words: list[str], i: int) -> bool:
     """A seat said aloud: "fourteen C" (a number, then one letter that is no word)."""
     return i + 1 < len(words) and _whole(words[i]) is not None and len(words[i + 1]) == 1 and \
@@ -1204,7 +1218,8 @@ class _Reader:
             return "state", (None if self.relates(words, i + 1) else self.action_backed(None, "now", "other"))
         phrase = _phrase_at(words, i, _STATUS_AT)
         if phrase is not None:
-            if _subject(words, i) != "be" and words[i] not in ("now",) and phrase[-1] not in ("now",):
+            if _subject(words, i) != "be" and words[i] not in ("now",) and phrase[-1] not in ("now",) and \
+                    not _you_have_got(words, i):
                 return None
             if _blocked(words, i) or self._general(words, i):
                 return None
