@@ -21,6 +21,7 @@ import contextlib
 import functools
 import gc
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -104,10 +105,12 @@ class Agents:
     async def start(self) -> None:
         from livekit.agents import AgentServer, JobExecutorType
 
+        from .forkserver_signals import SERVE_PID
         from .job import CALL_MODULES, entrypoint, prewarm
         from .load import Load
 
         o = self.options
+        os.environ[SERVE_PID] = str(os.getpid())  # inherited by the forkserver (forkserver_signals.py)
         # process executor: the partials are pickled to job processes, so only plain
         # values go in; thread executor: nothing is pickled and the pool is passed as is
         bound = dict(state_dir=str(self.catalog.state_dir),
@@ -125,7 +128,9 @@ class Agents:
             ws_url=o.ws_url or "", api_key=o.api_key or "", api_secret=o.api_secret or "",
             host="127.0.0.1", port=0,  # livekit's own health port; ours is --http-port
             setup_fnc=functools.partial(prewarm, **bound),
-            preload_modules=list(CALL_MODULES),  # imported once in the forkserver, not in each job
+            # imported once in the forkserver, not in each job; first, the forkserver's
+            # own signal dispositions (forkserver_signals.py)
+            preload_modules=["voice_runtime.serve.forkserver_signals", *CALL_MODULES],
         )
         hub.rtc_session(functools.partial(entrypoint, route=o.route, **bound),
                         agent_name=o.agent_name if o.dispatch is Dispatch.METADATA else "",

@@ -39,6 +39,26 @@ def test_sighup_reloads_now_even_a_change_no_watcher_sees(tmp_path: Path, agents
         assert serve.stop() == 0
 
 
+def test_a_sigterm_to_serves_whole_process_group_stops_it_cleanly_with_no_error_logged(
+        tmp_path: Path, agents: Path, fake_openai: FakeOpenAI) -> None:
+    """systemd (KillMode=control-group), `timeout` and the shell's `kill %1` signal the
+    whole group: the forkserver starting the job processes must not die of it, or each
+    job process ending after it is logged as exit code 255."""
+    import os
+
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        serve.wait_for(lambda: "job processes ready to start" in serve.output(), message="the job pool")
+        serve.simulate("desk", ["hello from a call"])
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "hello from a call"), message="a call")
+        os.killpg(serve.proc.pid, signal.SIGTERM)
+        assert serve.proc.wait(60) == 0
+        log = serve.output()
+    assert "drained and unregistered" in log
+    assert "non-zero exit code" not in log and " ERROR " not in log, log[-3000:]
+
+
 def _stubborn_server_pids(record: Path) -> list[int]:
     """Every process of every start of the recorder: it ignores stdin EOF and
     SIGTERM, and leaves a grandchild in its process group."""
