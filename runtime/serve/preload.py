@@ -51,6 +51,22 @@ def choose_local_models(specs: Iterable[Any], environ: MutableMapping[str, str] 
     return False
 
 
+SILERO_MODULE = "voice_runtime.serve.forkserver_silero"
+
+
+def uses_silero(loaded: Any) -> bool:
+    """The agent's calls run a silero VAD (a voice pipeline naming it)."""
+    pipeline = getattr(loaded.spec, "pipeline", None)
+    vad = getattr(pipeline, "vad", None) if pipeline is not None and not pipeline.text_only else None
+    return getattr(vad, "provider", None) == "silero"
+
+
+def forkserver_modules(specs: Iterable[Any]) -> list[str]:
+    """What the forkserver imports beyond ``job.CALL_MODULES`` for the agents in ``specs``:
+    silero's session when one of them uses it (an agent added later makes it in its job)."""
+    return [SILERO_MODULE] if any(uses_silero(loaded) for loaded in specs) else []
+
+
 class TurnModelWatch:
     """Tells, once per agent, that an agent accepted after the start uses the local
     end-of-turn model the job processes were forked without."""

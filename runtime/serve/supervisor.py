@@ -26,7 +26,7 @@ from .agents import Agents, until_done_or
 from .http import Call
 from .metric_files import MetricFiles
 from .options import Dispatch, Executor
-from .preload import TurnModelWatch, choose_local_models
+from .preload import TurnModelWatch, choose_local_models, forkserver_modules
 from .status import StatusView
 
 if TYPE_CHECKING:
@@ -125,7 +125,9 @@ class Supervisor:
         self._start_reports()
         await self.deliverer.start()
         if self.options.executor is Executor.PROCESS:  # before the forkserver starts: it reads the environment
-            self.turn_model = TurnModelWatch(choose_local_models(await asyncio.to_thread(self.catalog.peek)))
+            specs = await asyncio.to_thread(self.catalog.peek)
+            self.turn_model = TurnModelWatch(choose_local_models(specs))
+            self.agents.preload = forkserver_modules(specs)
         await self.agents.start()
         await self.reload({"specs"}, "start")
         names = sorted(self.agents.workers)
