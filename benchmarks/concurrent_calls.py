@@ -27,10 +27,14 @@ caller waits for the answer to end (no audio for 1 s) and pauses 1 s.
 - ``cpu_per_call``: CPU time of the side's process tree (serve or the worker, the
   forkserver, the job processes, the MCP servers) over the turns, in cores, / the
   calls that started (``calls_started``);
-- ``pss_mb_per_call``: the tree's PSS (``/proc/PID/smaps_rollup``, sampled every
-  2 s during the turns, averaged) / the calls that started; ``pss_mb_marginal`` is
-  (that - the idle tree's) / the calls; ``pss_per_call_ratio`` compares the sides at
-  the largest N where neither failed a turn;
+- ``pss_mb_per_call``: the side's whole tree's PSS (``/proc/PID/smaps_rollup`` of
+  every process under serve or the hand-built worker: the main process, livekit's
+  forkserver and resource tracker, the job processes, the MCP servers; sampled every
+  2 s during the turns, averaged) / the calls that started: the same rule for both
+  sides, each paying for everything it runs; ``pss_mb_marginal`` is (that - the idle
+  tree's) / the calls; ``pss_per_call_ratio`` compares the sides at the largest N
+  where neither failed a turn; with ``--smaps`` each point also holds ``smaps``, the
+  tree by process role and mapping kind (``_smaps.py``);
 - ``knee``: the largest N whose p95 stays within 1.2 x the side's own N=1 p95,
   with no failed turn (every smaller N passing too).
 
