@@ -61,10 +61,14 @@ def uses_silero(loaded: Any) -> bool:
     return getattr(vad, "provider", None) == "silero"
 
 
+PLUGINS_MODULE = "voice_runtime.serve.forkserver_plugins"  # job.FORKSERVER_PLUGINS
+
+
 def forkserver_modules(specs: Iterable[Any]) -> list[str]:
-    """What the forkserver imports beyond ``job.CALL_MODULES`` for the agents in ``specs``:
-    silero's session when one of them uses it (an agent added later makes it in its job)."""
-    return [SILERO_MODULE] if any(uses_silero(loaded) for loaded in specs) else []
+    """What the forkserver imports beyond ``job.CALL_MODULES`` (process executor): the
+    built-in plugins' manager and spec model, and silero's session when an agent in
+    ``specs`` uses it (an agent added later makes it in its job)."""
+    return [PLUGINS_MODULE, *([SILERO_MODULE] if any(uses_silero(loaded) for loaded in specs) else [])]
 
 
 class TurnModelWatch:
