@@ -27,10 +27,14 @@ caller waits for the answer to end (no audio for 1 s) and pauses 1 s.
 - ``cpu_per_call``: CPU time of the side's process tree (serve or the worker, the
   forkserver, the job processes, the MCP servers) over the turns, in cores, / the
   calls that started (``calls_started``);
-- ``pss_mb_per_call``: the tree's PSS (``/proc/PID/smaps_rollup``, sampled every
-  2 s during the turns, averaged) / the calls that started; ``pss_mb_marginal`` is
-  (that - the idle tree's) / the calls; ``pss_per_call_ratio`` compares the sides at
-  the largest N where neither failed a turn;
+- ``pss_mb_per_call``: the side's whole tree's PSS (``/proc/PID/smaps_rollup`` of
+  every process under serve or the hand-built worker: the main process, livekit's
+  forkserver and resource tracker, the job processes, the MCP servers; sampled every
+  2 s during the turns, averaged) / the calls that started: the same rule for both
+  sides, each paying for everything it runs; ``pss_mb_marginal`` is (that - the idle
+  tree's) / the calls; ``pss_per_call_ratio`` compares the sides at the largest N
+  where neither failed a turn; with ``--smaps`` each point also holds ``smaps``, the
+  tree by process role and mapping kind (``_smaps.py``);
 - ``knee``: the largest N whose p95 stays within 1.2 x the side's own N=1 p95,
   with no failed turn (every smaller N passing too).
 
@@ -63,6 +67,7 @@ from typing import Any
 import _common  # noqa: F401 - puts tests/ on sys.path
 import psutil
 from _common import REPO, emit, machine, percentile, progress
+from _smaps import breakdown
 from density import tree, tree_cpu_seconds
 from reload_latency import BenchError, Serve
 from voice_turn import INPUT_RATE, UTTERANCE, pipeline_yaml
@@ -254,7 +259,7 @@ def settle(side: Side, timeout: float = 90.0) -> None:
 
 
 async def run_calls(side: Side, n: int, turns: int, utterance: tuple[list[bytes], int],
-                    fakes_pid: int) -> dict[str, Any]:
+                    fakes_pid: int, smaps: bool = False) -> dict[str, Any]:
     import aiohttp
 
     frames, last_loud = utterance
@@ -284,10 +289,13 @@ async def run_calls(side: Side, n: int, turns: int, utterance: tuple[list[bytes]
         live = [c for c in callers if c is not None]
         cpu0, fakes0, t0 = tree_cpu_seconds(side.root), cpu_seconds(fakes_pid), time.monotonic()
         samples: list[float] = []
+        where: dict[str, Any] = {}
 
         async def sample() -> None:
             while True:
                 samples.append(await asyncio.to_thread(tree_pss, side.root))
+                if smaps and len(samples) == 3:  # every call in its turns by then
+                    where.update(await asyncio.to_thread(breakdown, side.root))
                 await asyncio.sleep(2.0)
 
         sampler = asyncio.ensure_future(sample())
@@ -328,6 +336,8 @@ async def run_calls(side: Side, n: int, turns: int, utterance: tuple[list[bytes]
         "setup_s": round(setup_s, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+    if where:
+        point["smaps"] = where
     errors = sorted({e for c in live for e in c.errors})
     if errors:
         point["errors"] = errors[:5]
@@ -362,7 +372,8 @@ def start_fakes(tmp: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
     return proc, json.loads(line)
 
 
-async def measure(sides: list[Side], ns: list[int], turns: int, warmup: int, fakes_pid: int) -> None:
+async def measure(sides: list[Side], ns: list[int], turns: int, warmup: int, fakes_pid: int,
+                  smaps: bool = False) -> None:
     from fakes import espeak
 
     utterance = frames_of(espeak.speak(UTTERANCE, INPUT_RATE))
@@ -375,7 +386,7 @@ async def measure(sides: list[Side], ns: list[int], turns: int, warmup: int, fak
         side.idle_pss_mb = await asyncio.to_thread(tree_pss, side.root)
     for i, n in enumerate(ns):
         for side in sides if i % 2 == 0 else sides[::-1]:
-            side.curve.append(await run_calls(side, n, turns, utterance, fakes_pid))
+            side.curve.append(await run_calls(side, n, turns, utterance, fakes_pid, smaps))
             await asyncio.to_thread(settle, side)
 
 
@@ -428,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="another serve measured in the same run, e.g. 'thread:--executor thread' or "
                    "'before:PYTHONPATH=/tmp/base' (the code of another checkout); repeatable")
     p.add_argument("--no-handbuilt", action="store_true", help="measure serve alone")
+    p.add_argument("--smaps", action="store_true",
+                   help="add each point's memory by process role and mapping kind (key 'smaps', see _smaps.py)")
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.turns, args.warmup = "1,2", 1, 0
@@ -456,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_handbuilt:  # last: the summary compares the first side with it
                 (tmp / "handbuilt").mkdir()
                 sides.append(start_handbuilt(tmp / "handbuilt", urls, mcp))
-            asyncio.run(measure(sides, ns, args.turns, args.warmup, fakes.pid))
+            asyncio.run(measure(sides, ns, args.turns, args.warmup, fakes.pid, args.smaps))
         except BenchError as exc:
             progress(f"concurrent_calls failed: {exc}")
             return 1

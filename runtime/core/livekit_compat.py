@@ -404,3 +404,40 @@ def roomless_background_player_class() -> type:
                     await asyncio.sleep(next_at - loop.time())
 
     return RoomlessBackgroundAudioPlayer
+
+
+# -- silero: one ONNX session per process ------------------------------------------------
+# silero.VAD.load makes an onnxruntime session of the shipped model each time (~11 MiB of
+# a process's private memory). serve makes one (``silero_session``) in livekit's forkserver
+# when an agent uses silero, and every job process's VADs run on that copy-on-write
+# session: each stream keeps its own state (OnnxModel), and onnxruntime's run is
+# thread-safe. The options are derived as VAD.load derives them (checked against it in
+# tests/unit/test_livekit_compat.py).
+_SILERO_SESSIONS: dict[bool, Any] = {}
+
+
+def silero_session(force_cpu: bool = True) -> Any:
+    """The process's one onnxruntime session of silero's shipped model (made on first use)."""
+    session = _SILERO_SESSIONS.get(force_cpu)
+    if session is None:
+        from livekit.plugins.silero import onnx_model
+
+        session = _SILERO_SESSIONS[force_cpu] = onnx_model.new_inference_session(force_cpu)
+    return session
+
+
+def silero_vad(*, min_speech_duration: float = 0.05, min_silence_duration: float = 0.55,
+               prefix_padding_duration: float = 0.5, activation_threshold: float = 0.5,
+               sample_rate: int = 16000, force_cpu: bool = True) -> Any:
+    """``silero.VAD.load(...)`` (same defaults, same derived deactivation threshold) on the
+    process's shared session instead of a new one."""
+    from livekit.plugins import silero
+    from livekit.plugins.silero import onnx_model, vad
+
+    if sample_rate not in onnx_model.SUPPORTED_SAMPLE_RATES:
+        raise ValueError("Silero VAD only supports 8KHz and 16KHz sample rates")
+    opts = vad._VADOptions(min_speech_duration=min_speech_duration, min_silence_duration=min_silence_duration,
+                           prefix_padding_duration=prefix_padding_duration, max_buffered_speech=60.0,
+                           activation_threshold=activation_threshold,
+                           deactivation_threshold=max(activation_threshold - 0.15, 0.01), sample_rate=sample_rate)
+    return silero.VAD(session=silero_session(force_cpu), opts=opts)

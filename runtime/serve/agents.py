@@ -94,6 +94,7 @@ class Agents:
         self.hub_error: str | None = None
         self._discard: asyncio.Future[None] | None = None
         self._freeze: asyncio.Task[None] | None = None
+        self.preload: list[str] = []  # modules the forkserver imports for the agents at start (serve/preload.py)
 
     @property
     def registers_names(self) -> bool:
@@ -128,9 +129,9 @@ class Agents:
             ws_url=o.ws_url or "", api_key=o.api_key or "", api_secret=o.api_secret or "",
             host="127.0.0.1", port=0,  # livekit's own health port; ours is --http-port
             setup_fnc=functools.partial(prewarm, **bound),
-            # imported once in the forkserver, not in each job; first, the forkserver's
-            # own signal dispositions (forkserver_signals.py)
-            preload_modules=["voice_runtime.serve.forkserver_signals", *CALL_MODULES],
+            # imported once in the forkserver, not in each job (and what serve.preload chose);
+            # first, the forkserver's own signal dispositions (forkserver_signals.py)
+            preload_modules=["voice_runtime.serve.forkserver_signals", *CALL_MODULES, *self.preload],
         )
         hub.rtc_session(functools.partial(entrypoint, route=o.route, **bound),
                         agent_name=o.agent_name if o.dispatch is Dispatch.METADATA else "",

@@ -187,6 +187,15 @@ class Catalog:
             del self._files[gone]
         return out
 
+    def peek(self) -> list[LoadedSpec]:
+        """The folder's valid specs as they are now, served or not (serve's start decides
+        what job processes preload from them). Kept for the next reload, which does not
+        read an unchanged file again."""
+        paths = discover(self.folder)
+        if isinstance(paths, SpecError):
+            return []
+        return [got for got in self._read(paths).values() if isinstance(got, LoadedSpec)]
+
     def reload(self) -> ReloadResult:
         """Read the folder and swap in what is valid; never raises for bad input.
         The result's ``outcome`` says whether anything is new (see ``Outcome``)."""

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,8 +36,16 @@ def _accepted_plugins(state_dir: str, plugins_dir: str | None) -> Any:
     folder as it is now, which may hold a file that hangs or exits at import."""
     from ..plugins.manager import make_plugin_manager, published_files
 
-    return make_plugin_manager(Path(plugins_dir) if plugins_dir else None,
-                               files=published_files(Path(state_dir)), trial=False)
+    files = published_files(Path(state_dir))
+    if not files.sources and not files.errors:  # the built-ins alone: the forkserver's, if it made them
+        shared = getattr(sys.modules.get(FORKSERVER_PLUGINS), "PLUGINS", None)
+        if shared is not None:
+            return shared
+    return make_plugin_manager(Path(plugins_dir) if plugins_dir else None, files=files, trial=False)
+
+
+# made in the forkserver under the process executor only (serve/preload.py): one process, one call
+FORKSERVER_PLUGINS = "voice_runtime.serve.forkserver_plugins"
 
 
 def prewarm(proc: JobProcess, state_dir: str, plugins_dir: str | None, shared_pool: McpPool | None = None) -> None:

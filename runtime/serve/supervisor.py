@@ -27,6 +27,7 @@ from .agents import Agents, until_done_or
 from .http import Call
 from .metric_files import MetricFiles
 from .options import Dispatch, Executor
+from .preload import TurnModelWatch, choose_local_models, forkserver_modules
 from .status import StatusView
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class Supervisor:
         self.exit_code = 0
         self._signal_reloads: set[asyncio.Task[Any]] = set()
         self.reloader: Reloader | None = None
+        self.turn_model: TurnModelWatch | None = None  # process executor: what the forkserver preloaded
         # the job processes' metrics (PROMETHEUS_MULTIPROC_DIR, set by run_serve)
         self.metric_files = MetricFiles.from_env()
         self._ended_pids: set[int] = set()  # job processes that ended, their files not yet folded
@@ -123,6 +125,10 @@ class Supervisor:
             self.view.gateway = self.gateway
         self._start_reports()
         await self.deliverer.start()
+        if self.options.executor is Executor.PROCESS:  # before the forkserver starts: it reads the environment
+            specs = await asyncio.to_thread(self.catalog.peek)
+            self.turn_model = TurnModelWatch(choose_local_models(specs))
+            self.agents.preload = forkserver_modules(specs)
         await self.agents.start()
         await self.reload({"specs"}, "start")
         names = sorted(self.agents.workers)
@@ -380,6 +386,9 @@ class Supervisor:
             await self.agents.add(name)
         for name in result.updated:
             self.agents.set_generation(name, self.catalog.agents[name].generation)
+        if self.turn_model is not None:
+            for name in (*result.added, *result.updated):
+                self.turn_model.check(self.catalog.agents[name].loaded)
         if result.changed:
             # re-warm only what changed: unchanged server blocks keep their connections
             asyncio.ensure_future(self.pool.retain(e.loaded for e in self.catalog.agents.values()))

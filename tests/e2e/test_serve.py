@@ -384,3 +384,28 @@ def test_status_under_unregistered_says_the_agent_is_ready_but_not_registered_wi
         # ready means it takes calls: a simulated one is answered
         code, report = serve.post("/simulate?wait=1", b'{"agent": "desk", "turns": ["hi"]}', timeout=120)
         assert code == 200 and report["ok"], report
+
+
+VOICE_DEFAULT_TURNS = (  # a voice pipeline leaving turn detection to livekit: its local end-of-turn model
+    "apiVersion: voice-runtime/v1\nname: voice\ninstructions: You are the desk.\npipeline:\n"
+    "  stt: {provider: deepgram, base_url: 'http://127.0.0.1:9/v1/listen', api_key: dg-key}\n"
+    "  llm: {provider: openai, model: gpt-4o-mini, base_url: 'http://127.0.0.1:9/v1', api_key: sk-key}\n"
+    "  tts: {provider: cartesia, base_url: 'http://127.0.0.1:9', api_key: ct-key, voice: v1}\n"
+    "  vad: {provider: silero}\n"
+)
+
+
+def test_job_processes_start_without_the_turn_model_no_agent_uses_and_an_agent_added_later_that_uses_it_is_named(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        assert "livekit's local end-of-turn model is not preloaded: no agent uses it" in serve.output()
+        serve.simulate("desk", ["hello?"])  # calls still run on processes forked without it
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "hello?"), message="a desk job")
+        write(agents / "voice.yaml", VOICE_DEFAULT_TURNS)
+        serve.wait_for(lambda: (serve.agent("voice") or {}).get("ready"), message="voice ready")
+        serve.wait_for(lambda: "agent voice uses livekit's local end-of-turn model (turn_detection: livekit's default)"
+                       in serve.output(), message="the warning")
+        assert serve.output().count("agent voice uses livekit's local end-of-turn model") == 1

@@ -292,3 +292,27 @@ async def test_the_telephony_parts_the_phone_behaviour_overrides_still_exist() -
     assert "_audio_mixer" in inspect.getsource(BackgroundAudioPlayer.__init__)
     line = livekit_compat.dtmf_task_class()(object(), {"llm": "model"}, num_digits=2)
     assert line.llm == "model"
+
+
+@pytest.mark.parametrize("options", [{}, {"activation_threshold": 0.8, "min_silence_duration": 0.3},
+                                     {"activation_threshold": 0.1, "sample_rate": 8000, "prefix_padding_duration": 0.2,
+                                      "min_speech_duration": 0.1}])
+def test_a_silero_vad_on_the_shared_session_has_the_options_vad_load_gives(options: dict[str, object]) -> None:
+    from livekit.plugins import silero
+
+    from voice_runtime.core.livekit_compat import silero_session, silero_vad
+
+    shared = silero_vad(**options)
+    assert shared._opts == silero.VAD.load(**options)._opts
+    assert shared._onnx_session is silero_session() is silero_vad()._onnx_session  # one session per process
+
+
+def test_a_silero_vad_on_the_shared_session_hears_speech_and_silence() -> None:
+    import numpy as np
+    from livekit.plugins.silero import onnx_model
+
+    from voice_runtime.core.livekit_compat import silero_vad
+
+    vad = silero_vad()
+    model = onnx_model.OnnxModel(onnx_session=vad._onnx_session, sample_rate=16000)
+    assert model(np.zeros(512, dtype=np.float32)) < 0.1

@@ -23,9 +23,11 @@ class SileroVADOptions(ProviderOptions):
 
 
 def make_vad(options: SileroVADOptions) -> Any:
-    from livekit.plugins import silero
+    # not silero.VAD.load: that makes an ONNX session per VAD; this one runs on the
+    # process's session, which serve's job processes inherit from the forkserver
+    from ...core.livekit_compat import silero_vad
 
-    return silero.VAD.load(**options.constructor_kwargs())
+    return silero_vad(**options.constructor_kwargs())
 
 
 @hookimpl
