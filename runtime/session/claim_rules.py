@@ -246,7 +246,7 @@ _KIN_GROUPS = (
     "stock available availability units quantity remaining left",  # "twelve gigs left" ~ remaining_data
     "sold unavailable full fully taken longer",
     "pending processing progress review reviewing awaiting waiting queued",
-    "ready collection collect",
+    "ready collection collect bagged packed prepared dispensed",  # "bagged up and ready" ~ dispensed, ready for collection
     "credit balance owed due",  # what is owed; paid is a state reached (below)
     "active live enabled",
     "cleared settled completed posted processed paid payment",
@@ -281,9 +281,11 @@ _RESULT_PARTS = re.compile(r"[;,.:|\n]+")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
 _CURRENCY_SIGNS = frozenset("£$€¥")
-_CURRENCY_WORDS = frozenset("pounds pound dollars dollar euros euro eur gbp usd quid pence cents".split())
+_CURRENCY_WORDS = frozenset("pounds pound dollars dollar euros euro eur gbp usd quid pence cents rupees rupee rs inr "
+                            "rand yen francs franc dirhams dirham pesos peso".split())
 _MEASURE_WORDS = frozenset("% percent degrees degree celsius fahrenheit mph kph".split())
-_MAJOR_UNITS = frozenset("pounds pound dollars dollar euros euro quid bucks".split())
+_MAJOR_UNITS = frozenset("pounds pound dollars dollar euros euro quid bucks rupees rupee rand yen francs franc dirhams "
+                         "dirham pesos peso".split())
 _MINOR_UNITS = frozenset("pence penny cents cent p".split())
 _REFERENCE_NOUNS = frozenset("order ticket case reference ref number no confirmation booking flight gate platform "
                              "seat room account terminal invoice policy claim tracking train bus pnr pin code "
@@ -359,7 +361,10 @@ class Turn:
         own = _forms(words, i)
         if not own.isdisjoint(forms):
             return True
-        if not (i and words[i - 1] in _APPROX and len(own) == 1):
+        # said roughly, or an amount said whole: "two thousand one hundred seventy rupees" for a
+        # result's 2,170.02 (a reply says a bill's pounds or rupees and drops the pence or paise)
+        spoken_whole = i + 1 < len(words) and words[i + 1] in _MAJOR_UNITS and words[i].isdigit()
+        if not ((i and words[i - 1] in _APPROX) or spoken_whole) or len(own) != 1:
             return False
         if self._rough is None:
             self._rough = {}
@@ -396,6 +401,18 @@ def _affirmed(text: str) -> frozenset[str]:
 
 def _waits(result: str) -> bool:
     return any(mark in result for mark in _UNFINISHED) and _WAITING.search(result) is not None
+
+
+_NOT_DONE_YET = "ran but its result says it is not done yet"
+# a reply that says the thing is asked for, not done ("I've put the cancellation request in",
+# "it's not guaranteed just yet", "the clinic still has to confirm it"): what a waiting result says
+_PENDING_SAID = frozenset("request requests requested pending awaiting waiting provisional provisionally tentative "
+                          "tentatively yet guaranteed approval".split())
+
+
+def _reports_pending(words: list[str]) -> bool:
+    return not _PENDING_SAID.isdisjoint(words) or any(
+        w == "still" and "to" in words[n + 1: n + 4] for n, w in enumerate(words))
 
 
 _CALLER_DONE = frozenset("bought sorted done renewed collected picked".split())
@@ -623,8 +640,9 @@ def _amount_at(words: list[str], i: int) -> tuple[str, int] | None:
     if after in _MINOR_UNITS:
         return f"{whole}.{int(part):02d}", j + 2
     # "118 pounds 40, due ..." (no sub-unit word), but not "20 pounds and 3 bags"
-    if words[j - 1] == "and" or after in _COUNT_GENERAL or (after.isalpha() and after.endswith("s")):
-        return None
+    if words[j - 1] == "and" or after in _COUNT_GENERAL or (after.isalpha() and after.endswith("s") and
+                                                             after not in _NOT_PLURALS):
+        return None  # "four pounds fifty's been refunded": fifty, then is
     return f"{whole}.{int(part):02d}", j + 1
 
 
@@ -920,7 +938,7 @@ class _Reader:
         # the states a result says: not its nouns made of the verb ("out for delivery", "cancellation
         # requested", "booking pending") nor what is under way ("processing"), which back no
         # "delivered", "cancelled" or "booked"
-        self.state_stems = frozenset(_stem(w) for w in given if not w.endswith(_NOMINAL))
+        self.state_stems = frozenset(_stem(w) for w in given if not w.endswith(_NOMINAL) or w == "ready")
         self.failed_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome != "ok").lower()))
         self.acted = _affirmed(" ".join(
@@ -980,7 +998,7 @@ class _Reader:
 
     def not_done(self, call: ToolRun) -> str:
         if call.outcome == "ok":
-            return f"{call.tool} ran but its result says it is not done yet"
+            return f"{call.tool} {_NOT_DONE_YET}"
         return f"{call.tool} did not succeed in this turn"
 
     def lookup_backed(self, word: str, words: list[str] | None = None, at: int = 0) -> str | None:
@@ -1051,6 +1069,9 @@ class _Reader:
                 kind, why = found
                 if why is not None and self.echoes(words):
                     return None
+                if why is not None and why.endswith(_NOT_DONE_YET) and \
+                        any(c.outcome == "ok" for c in self.turn.calls) and _reports_pending(_words(sentence)):
+                    return None  # the reply says it waits, as the result does: backed
                 if why is not None:
                     return Finding("tool_aware", kind, sentence, why=why)
         return None
@@ -1346,6 +1367,12 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
         raw = _raw_tokens(sentence)
         # "If that works, you're in for two": what would follow, not what happened
         conditional = [bool(n) and _condition_clause(clauses[n - 1]) for n in range(len(clauses))]
+        # "If a payment's late there's a twelve pound fee added": condition and consequence in one
+        # clause, no comma: a general rule when the instructions say so ("Late payment fee is 12
+        # pounds"), unless the agent says it did something in it; not "if you check the app
+        # there's a twelve pound credit added" (this caller's account, said of no rule)
+        conditional = [c or (clause[0] in ("if", "unless") and _SUBJECT.isdisjoint(clause) and reader.told(clause, 1))
+                       for c, clause in zip(conditional, clauses)]
         for n, clause in enumerate(clauses):
             if conditional[n]:
                 continue
