@@ -1371,8 +1371,8 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
         # clause, no comma: a general rule when the instructions say so ("Late payment fee is 12
         # pounds"), unless the agent says it did something in it; not "if you check the app
         # there's a twelve pound credit added" (this caller's account, said of no rule)
-        conditional = [c or (clause[0] in ("if", "unless") and _SUBJECT.isdisjoint(clause) and reader.told(clause, 1))
-                       for c, clause in zip(conditional, clauses)]
+        conditional = [c or (clause[0] in ("if", "unless") and _SUBJECT.isdisjoint(clause) and
+                             reader.told(clause, 1)) for c, clause in zip(conditional, clauses)]
         for n, clause in enumerate(clauses):
             if conditional[n]:
                 continue
