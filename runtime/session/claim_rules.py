@@ -410,9 +410,21 @@ _PENDING_SAID = frozenset("request requests requested pending awaiting waiting p
                           "tentatively yet guaranteed approval".split())
 
 
+_STILL_TO_COME = frozenset("confirm confirmed approve approved sign signed accept accepted".split())
+_AHEAD = frozenset("to should will once when until".split())
+
+
 def _reports_pending(words: list[str]) -> bool:
+    """"it still has to be approved", "it still needs sign-off", "it should be confirmed within
+    the hour", "once they've approved it": the sentence says the thing waits (and not, besides,
+    that it is done: "I've sent the request in and it's been approved")."""
+    if any(w in _STILL_TO_COME and w.endswith("ed") and _AHEAD.isdisjoint(words[max(0, n - 4): n]) and
+           _NEGATION.isdisjoint(words[max(0, n - 4): n]) and "yet" not in words[n + 1: n + 3]
+           for n, w in enumerate(words)):
+        return False
     return not _PENDING_SAID.isdisjoint(words) or any(
-        w == "still" and "to" in words[n + 1: n + 4] for n, w in enumerate(words))
+        (w == "still" and not {"to", "has", "have", "needs", "need"}.isdisjoint(words[n + 1: n + 4])) or
+        (w in _STILL_TO_COME and not _AHEAD.isdisjoint(words[max(0, n - 4): n])) for n, w in enumerate(words))
 
 
 _CALLER_DONE = frozenset("bought sorted done renewed collected picked".split())
@@ -710,6 +722,8 @@ def _forms(words: list[str], i: int) -> set[str]:
     if number is not None:
         if nxt in ("am", "pm") and len(number) <= 2 and number.isdigit() and 1 <= int(number) <= 12:
             return _clock(int(number), 0, nxt)
+        if nxt in _MINOR_UNITS and number.isdigit() and len(number) <= 2:
+            return {number, str(_number(f"0.{int(number):02d}"))}  # "ninety-nine pence": a result's 0.99
         return {number}
     if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
         code = re.sub(r"[^0-9a-z]", "", word).upper()
@@ -996,6 +1010,16 @@ class _Reader:
             return self.not_done(failed[0])
         return f"no {'/'.join(groups)} tool ran in this turn"
 
+    def waits_as_said(self, why: str, sentence: str) -> bool:
+        """A call that acts ran and its result waits ("cancellation requested; awaiting clinic
+        confirmation"), and the sentence says so too ("I've put the cancellation request in",
+        "I've sent in the request, but it still needs sign-off"): the act it reports is that request."""
+        if not (why.endswith(_NOT_DONE_YET) or why.startswith("no tool of the agent can do this")):
+            return False
+        waiting = any(c.outcome == "ok" and c not in self.finished and not self.is_lookup_tool(c.tool)
+                      for c in self.turn.calls)
+        return waiting and _reports_pending(_words(sentence))
+
     def not_done(self, call: ToolRun) -> str:
         if call.outcome == "ok":
             return f"{call.tool} {_NOT_DONE_YET}"
@@ -1069,8 +1093,7 @@ class _Reader:
                 kind, why = found
                 if why is not None and self.echoes(words):
                     return None
-                if why is not None and why.endswith(_NOT_DONE_YET) and \
-                        any(c.outcome == "ok" for c in self.turn.calls) and _reports_pending(_words(sentence)):
+                if why is not None and self.waits_as_said(why, sentence):
                     return None  # the reply says it waits, as the result does: backed
                 if why is not None:
                     return Finding("tool_aware", kind, sentence, why=why)
