@@ -427,6 +427,10 @@ def _reports_pending(words: list[str]) -> bool:
         (w in _STILL_TO_COME and not _AHEAD.isdisjoint(words[max(0, n - 4): n])) for n, w in enumerate(words))
 
 
+# things on the move whose place now only tracking gives; and how far away it is said
+_MOVERS = frozenset("rider driver courier taxi cab bus train tram coach ferry van engineer technician plumber "
+                    "electrician delivery parcel order food shuttle".split())
+_TRAVEL_UNITS = frozenset("minutes minute mins min stops hours".split())
 _CALLER_DONE = frozenset("bought sorted done renewed collected picked".split())
 
 
@@ -1236,7 +1240,7 @@ class _Reader:
         if (word.endswith("ed") or word in _IRREGULAR_PAST) and word.isalpha() and _third_party(words, i) and \
                 not _blocked(words, i):  # "the driver put it in your bin", "Dr Patel has signed it"
             return "lookup_fact", self.lookup_backed(word, words, i)
-        found = self._participle(words, i, word)
+        found = self._participle(words, i, word) or self._near(words, i)
         if found is not None:
             return found
         if word in _FUTURE_MARKS:
@@ -1269,6 +1273,41 @@ class _Reader:
                 return None
             return "lookup_fact", (None if self.told(words, i) else self.lookup_backed(phrase[-1], words, i))
         return None
+
+    def _near(self, words: list[str], i: int) -> tuple[str, str | None] | None:
+        """Where a thing on the move is now, which only a tracking lookup gives: "the next 42's
+        about six minutes away", "your rider's just round the corner", "your driver is outside"
+        (not "the station is ten minutes away", "ten minutes away from the beach": a place)."""
+        word = words[i]
+        after = words[i + 1] if i + 1 < len(words) else ""
+        if after in ("from", "by", "on", "walk", "drive", "of", "the", "your", "our", "hours"):
+            return None  # "ten minutes away from the beach", "outside the entrance": a place
+        if word == "away":
+            if not (i >= 2 and words[i - 1] in _TRAVEL_UNITS and _number(words[i - 2]) is not None):
+                return None
+            start = i - 2
+        elif word == "corner" and i >= 2 and words[i - 1] == "the" and words[i - 2] in ("round", "around"):
+            start = i - 2
+        elif word in ("outside", "nearby"):
+            start = i
+        else:
+            return None
+        k = start - 1
+        while k >= 0 and start - k <= 3 and (words[k] in _APPROX or words[k] in ("only", "now", "currently")):
+            k -= 1
+        if k < 1 or words[k] not in ("is", "are", "s"):  # "the next 42's" reads 42, s
+            return None
+        subject = words[max(0, k - 4): k]
+        # the thing itself ("your rider", "the next 42"), not "the bus stop"
+        if not (words[k - 1] in _MOVERS or "next" in subject) or _blocked(words, k) or \
+                _habitual_after(words, k):
+            return None
+        # a tracking result that names the thing ("rider 300m away", "driver arrived") or relates
+        named = any(w.isalpha() and len(w) >= 3 and w not in _RELATION_STOP and _stem(w) in self.result_stems
+                    for w in subject)
+        # (not any act of the turn: a booking made is no rider round the corner)
+        backed = named or self.told(words, k) or self.relates(words, k, SUBJECT_REACH)
+        return "lookup_fact", (None if backed else self.no_result())
 
     def _participle(self, words: list[str], i: int, word: str) -> tuple[str, str | None] | None:
         """A verb no list names, by its form: the agent's own act in the past ("I've popped a
