@@ -23,22 +23,28 @@ Rules (each finding names the one that fired):
   pending" backs no "refund processed"; "out for delivery" no "delivered"); a failed
   call's message backs the setback it reports ("slot taken"), never the act it failed;
   a call whose result says it waits ("awaiting confirmation", "not sent") backs its
-  request, not the act done nor "all done". The caller's own act said back to them ("so
-  you've got your ticket sorted" after "I've bought a ticket") is no claim.
+  request, not the act done nor "all done", and backs a sentence that itself says the
+  request waits ("I've put the cancellation request in", "it still needs sign-off").
+  Where a thing on the move is now ("the next 42's six minutes away", "your rider's
+  round the corner") only a tracking result backs. The caller's own act said back to
+  them ("so you've got your ticket sorted" after "I've bought a ticket") is no claim.
 - ``ungrounded_specific``: an amount, a balance, a reference number or code, a time
   of an event or a count that appears in none of the caller's words, the
   instructions, the greeting or a tool call (arguments and results) of this call.
   Numbers are compared normalised and whole: 3,200 = 3200, "ten" = 10, GBP 42.00 = 42,
   3 pm = 15:00, "118 pounds 40" = "a hundred and eighteen pounds and forty pence" = 118.40,
   "quarter to three" = 2:45, "four-forty" = 4.40, 440 or 4:40, "forty-two ninety-nine"
-  = 42.99; a date is one token (2026-12-05 is no source of "12"), and so is a hyphenated
+  = 42.99, "six hundred and forty-two pounds eighteen" = 642.18, "ninety-nine pence" =
+  0.99, and a whole amount said with its currency ("two thousand one hundred seventy
+  rupees") is grounded by a result's 2,170.02; a date is one token (2026-12-05 is no source of "12"), and so is a hyphenated
   reference (88-20417); an hour said bare ("your appointment is at 4") is a specific.
   An amount said in the conditional ("would cost 40 pounds") must be grounded too. A
   number said roughly ("about twelve", "just over 12") is grounded by a result's 12.4,
   an ordinal day ("the nineteenth") by a result's date.
 
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
-check"), conditions ("once you confirm, ...", and the clause after a leading "if ...,"),
+check"), conditions ("once you confirm, ...", the clause after a leading "if ...,", and "if a
+payment's late there's a fee added" when the instructions state that rule),
 questions, the future ("I'll send it")
 and habitual statements ("refunds are usually processed in 5 days") are not claims:
 the words that make them so are looked for in the same clause, before the verb. A
