@@ -23,22 +23,28 @@ Rules (each finding names the one that fired):
   pending" backs no "refund processed"; "out for delivery" no "delivered"); a failed
   call's message backs the setback it reports ("slot taken"), never the act it failed;
   a call whose result says it waits ("awaiting confirmation", "not sent") backs its
-  request, not the act done nor "all done". The caller's own act said back to them ("so
-  you've got your ticket sorted" after "I've bought a ticket") is no claim.
+  request, not the act done nor "all done", and backs a sentence that itself says the
+  request waits ("I've put the cancellation request in", "it still needs sign-off").
+  Where a thing on the move is now ("the next 42's six minutes away", "your rider's
+  round the corner") only a tracking result backs. The caller's own act said back to
+  them ("so you've got your ticket sorted" after "I've bought a ticket") is no claim.
 - ``ungrounded_specific``: an amount, a balance, a reference number or code, a time
   of an event or a count that appears in none of the caller's words, the
   instructions, the greeting or a tool call (arguments and results) of this call.
   Numbers are compared normalised and whole: 3,200 = 3200, "ten" = 10, GBP 42.00 = 42,
   3 pm = 15:00, "118 pounds 40" = "a hundred and eighteen pounds and forty pence" = 118.40,
   "quarter to three" = 2:45, "four-forty" = 4.40, 440 or 4:40, "forty-two ninety-nine"
-  = 42.99; a date is one token (2026-12-05 is no source of "12"), and so is a hyphenated
+  = 42.99, "six hundred and forty-two pounds eighteen" = 642.18, "ninety-nine pence" =
+  0.99, and a whole amount said with its currency ("two thousand one hundred seventy
+  rupees") is grounded by a result's 2,170.02; a date is one token (2026-12-05 is no source of "12"), and so is a hyphenated
   reference (88-20417); an hour said bare ("your appointment is at 4") is a specific.
   An amount said in the conditional ("would cost 40 pounds") must be grounded too. A
   number said roughly ("about twelve", "just over 12") is grounded by a result's 12.4,
   an ordinal day ("the nineteenth") by a result's date.
 
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
-check"), conditions ("once you confirm, ...", and the clause after a leading "if ...,"),
+check"), conditions ("once you confirm, ...", the clause after a leading "if ...,", and "if a
+payment's late there's a fee added" when the instructions state that rule),
 questions, the future ("I'll send it")
 and habitual statements ("refunds are usually processed in 5 days") are not claims:
 the words that make them so are looked for in the same clause, before the verb. A
@@ -246,7 +252,7 @@ _KIN_GROUPS = (
     "stock available availability units quantity remaining left",  # "twelve gigs left" ~ remaining_data
     "sold unavailable full fully taken longer",
     "pending processing progress review reviewing awaiting waiting queued",
-    "ready collection collect",
+    "ready collection collect bagged packed prepared dispensed",  # "bagged up and ready" ~ dispensed, ready for collection
     "credit balance owed due",  # what is owed; paid is a state reached (below)
     "active live enabled",
     "cleared settled completed posted processed paid payment",
@@ -281,9 +287,11 @@ _RESULT_PARTS = re.compile(r"[;,.:|\n]+")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
 _CURRENCY_SIGNS = frozenset("£$€¥")
-_CURRENCY_WORDS = frozenset("pounds pound dollars dollar euros euro eur gbp usd quid pence cents".split())
+_CURRENCY_WORDS = frozenset("pounds pound dollars dollar euros euro eur gbp usd quid pence cents rupees rupee rs inr "
+                            "rand yen francs franc dirhams dirham pesos peso".split())
 _MEASURE_WORDS = frozenset("% percent degrees degree celsius fahrenheit mph kph".split())
-_MAJOR_UNITS = frozenset("pounds pound dollars dollar euros euro quid bucks".split())
+_MAJOR_UNITS = frozenset("pounds pound dollars dollar euros euro quid bucks rupees rupee rand yen francs franc dirhams "
+                         "dirham pesos peso".split())
 _MINOR_UNITS = frozenset("pence penny cents cent p".split())
 _REFERENCE_NOUNS = frozenset("order ticket case reference ref number no confirmation booking flight gate platform "
                              "seat room account terminal invoice policy claim tracking train bus pnr pin code "
@@ -359,7 +367,10 @@ class Turn:
         own = _forms(words, i)
         if not own.isdisjoint(forms):
             return True
-        if not (i and words[i - 1] in _APPROX and len(own) == 1):
+        # said roughly, or an amount said whole: "two thousand one hundred seventy rupees" for a
+        # result's 2,170.02 (a reply says a bill's pounds or rupees and drops the pence or paise)
+        spoken_whole = i + 1 < len(words) and words[i + 1] in _MAJOR_UNITS and words[i].isdigit()
+        if not ((i and words[i - 1] in _APPROX) or spoken_whole) or len(own) != 1:
             return False
         if self._rough is None:
             self._rough = {}
@@ -398,6 +409,34 @@ def _waits(result: str) -> bool:
     return any(mark in result for mark in _UNFINISHED) and _WAITING.search(result) is not None
 
 
+_NOT_DONE_YET = "ran but its result says it is not done yet"
+# a reply that says the thing is asked for, not done ("I've put the cancellation request in",
+# "it's not guaranteed just yet", "the clinic still has to confirm it"): what a waiting result says
+_PENDING_SAID = frozenset("request requests requested pending awaiting waiting provisional provisionally tentative "
+                          "tentatively yet guaranteed approval".split())
+
+
+_STILL_TO_COME = frozenset("confirm confirmed approve approved sign signed accept accepted".split())
+_AHEAD = frozenset("to should will once when until".split())
+
+
+def _reports_pending(words: list[str]) -> bool:
+    """"it still has to be approved", "it still needs sign-off", "it should be confirmed within
+    the hour", "once they've approved it": the sentence says the thing waits (and not, besides,
+    that it is done: "I've sent the request in and it's been approved")."""
+    if any(w in _STILL_TO_COME and w.endswith("ed") and _AHEAD.isdisjoint(words[max(0, n - 4): n]) and
+           _NEGATION.isdisjoint(words[max(0, n - 4): n]) and "yet" not in words[n + 1: n + 3]
+           for n, w in enumerate(words)):
+        return False
+    return not _PENDING_SAID.isdisjoint(words) or any(
+        (w == "still" and not {"to", "has", "have", "needs", "need"}.isdisjoint(words[n + 1: n + 4])) or
+        (w in _STILL_TO_COME and not _AHEAD.isdisjoint(words[max(0, n - 4): n])) for n, w in enumerate(words))
+
+
+# things on the move whose place now only tracking gives; and how far away it is said
+_MOVERS = frozenset("rider driver courier taxi cab bus train tram coach ferry van engineer technician plumber "
+                    "electrician delivery parcel order food shuttle".split())
+_TRAVEL_UNITS = frozenset("minutes minute mins min stops hours".split())
 _CALLER_DONE = frozenset("bought sorted done renewed collected picked".split())
 
 
@@ -623,8 +662,9 @@ def _amount_at(words: list[str], i: int) -> tuple[str, int] | None:
     if after in _MINOR_UNITS:
         return f"{whole}.{int(part):02d}", j + 2
     # "118 pounds 40, due ..." (no sub-unit word), but not "20 pounds and 3 bags"
-    if words[j - 1] == "and" or after in _COUNT_GENERAL or (after.isalpha() and after.endswith("s")):
-        return None
+    if words[j - 1] == "and" or after in _COUNT_GENERAL or (after.isalpha() and after.endswith("s") and
+                                                             after not in _NOT_PLURALS):
+        return None  # "four pounds fifty's been refunded": fifty, then is
     return f"{whole}.{int(part):02d}", j + 1
 
 
@@ -692,6 +732,8 @@ def _forms(words: list[str], i: int) -> set[str]:
     if number is not None:
         if nxt in ("am", "pm") and len(number) <= 2 and number.isdigit() and 1 <= int(number) <= 12:
             return _clock(int(number), 0, nxt)
+        if nxt in _MINOR_UNITS and number.isdigit() and len(number) <= 2:
+            return {number, str(_number(f"0.{int(number):02d}"))}  # "ninety-nine pence": a result's 0.99
         return {number}
     if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
         code = re.sub(r"[^0-9a-z]", "", word).upper()
@@ -920,7 +962,7 @@ class _Reader:
         # the states a result says: not its nouns made of the verb ("out for delivery", "cancellation
         # requested", "booking pending") nor what is under way ("processing"), which back no
         # "delivered", "cancelled" or "booked"
-        self.state_stems = frozenset(_stem(w) for w in given if not w.endswith(_NOMINAL))
+        self.state_stems = frozenset(_stem(w) for w in given if not w.endswith(_NOMINAL) or w == "ready")
         self.failed_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome != "ok").lower()))
         self.acted = _affirmed(" ".join(
@@ -978,9 +1020,19 @@ class _Reader:
             return self.not_done(failed[0])
         return f"no {'/'.join(groups)} tool ran in this turn"
 
+    def waits_as_said(self, why: str, sentence: str) -> bool:
+        """A call that acts ran and its result waits ("cancellation requested; awaiting clinic
+        confirmation"), and the sentence says so too ("I've put the cancellation request in",
+        "I've sent in the request, but it still needs sign-off"): the act it reports is that request."""
+        if not (why.endswith(_NOT_DONE_YET) or why.startswith("no tool of the agent can do this")):
+            return False
+        waiting = any(c.outcome == "ok" and c not in self.finished and not self.is_lookup_tool(c.tool)
+                      for c in self.turn.calls)
+        return waiting and _reports_pending(_words(sentence))
+
     def not_done(self, call: ToolRun) -> str:
         if call.outcome == "ok":
-            return f"{call.tool} ran but its result says it is not done yet"
+            return f"{call.tool} {_NOT_DONE_YET}"
         return f"{call.tool} did not succeed in this turn"
 
     def lookup_backed(self, word: str, words: list[str] | None = None, at: int = 0) -> str | None:
@@ -1051,6 +1103,8 @@ class _Reader:
                 kind, why = found
                 if why is not None and self.echoes(words):
                     return None
+                if why is not None and self.waits_as_said(why, sentence):
+                    return None  # the reply says it waits, as the result does: backed
                 if why is not None:
                     return Finding("tool_aware", kind, sentence, why=why)
         return None
@@ -1192,7 +1246,7 @@ class _Reader:
         if (word.endswith("ed") or word in _IRREGULAR_PAST) and word.isalpha() and _third_party(words, i) and \
                 not _blocked(words, i):  # "the driver put it in your bin", "Dr Patel has signed it"
             return "lookup_fact", self.lookup_backed(word, words, i)
-        found = self._participle(words, i, word)
+        found = self._participle(words, i, word) or self._near(words, i)
         if found is not None:
             return found
         if word in _FUTURE_MARKS:
@@ -1225,6 +1279,41 @@ class _Reader:
                 return None
             return "lookup_fact", (None if self.told(words, i) else self.lookup_backed(phrase[-1], words, i))
         return None
+
+    def _near(self, words: list[str], i: int) -> tuple[str, str | None] | None:
+        """Where a thing on the move is now, which only a tracking lookup gives: "the next 42's
+        about six minutes away", "your rider's just round the corner", "your driver is outside"
+        (not "the station is ten minutes away", "ten minutes away from the beach": a place)."""
+        word = words[i]
+        after = words[i + 1] if i + 1 < len(words) else ""
+        if after in ("from", "by", "on", "walk", "drive", "of", "the", "your", "our", "hours"):
+            return None  # "ten minutes away from the beach", "outside the entrance": a place
+        if word == "away":
+            if not (i >= 2 and words[i - 1] in _TRAVEL_UNITS and _number(words[i - 2]) is not None):
+                return None
+            start = i - 2
+        elif word == "corner" and i >= 2 and words[i - 1] == "the" and words[i - 2] in ("round", "around"):
+            start = i - 2
+        elif word in ("outside", "nearby"):
+            start = i
+        else:
+            return None
+        k = start - 1
+        while k >= 0 and start - k <= 3 and (words[k] in _APPROX or words[k] in ("only", "now", "currently")):
+            k -= 1
+        if k < 1 or words[k] not in ("is", "are", "s"):  # "the next 42's" reads 42, s
+            return None
+        subject = words[max(0, k - 4): k]
+        # the thing itself ("your rider", "the next 42"), not "the bus stop"
+        if not (words[k - 1] in _MOVERS or "next" in subject) or _blocked(words, k) or \
+                _habitual_after(words, k):
+            return None
+        # a tracking result that names the thing ("rider 300m away", "driver arrived") or relates
+        named = any(w.isalpha() and len(w) >= 3 and w not in _RELATION_STOP and _stem(w) in self.result_stems
+                    for w in subject)
+        # (not any act of the turn: a booking made is no rider round the corner)
+        backed = named or self.told(words, k) or self.relates(words, k, SUBJECT_REACH)
+        return "lookup_fact", (None if backed else self.no_result())
 
     def _participle(self, words: list[str], i: int, word: str) -> tuple[str, str | None] | None:
         """A verb no list names, by its form: the agent's own act in the past ("I've popped a
@@ -1346,6 +1435,12 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
         raw = _raw_tokens(sentence)
         # "If that works, you're in for two": what would follow, not what happened
         conditional = [bool(n) and _condition_clause(clauses[n - 1]) for n in range(len(clauses))]
+        # "If a payment's late there's a twelve pound fee added": condition and consequence in one
+        # clause, no comma: a general rule when the instructions say so ("Late payment fee is 12
+        # pounds"), unless the agent says it did something in it; not "if you check the app
+        # there's a twelve pound credit added" (this caller's account, said of no rule)
+        conditional = [c or (clause[0] in ("if", "unless") and _SUBJECT.isdisjoint(clause) and
+                             reader.told(clause, 1)) for c, clause in zip(conditional, clauses)]
         for n, clause in enumerate(clauses):
             if conditional[n]:
                 continue
