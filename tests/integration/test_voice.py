@@ -222,7 +222,9 @@ async def test_a_tool_that_times_out_makes_the_agent_say_timeout_say_instead_of_
         [(called_at, _)] = call.event_times("tool_call")
         [(_, result)] = call.event_times("tool_result")
         assert result["outcome"] == "timeout"
-        assert heard.started - called_at == pytest.approx(1.0, abs=0.4)
+        # said at the 1 s timeout, not when the server's 5 s sleep ends (1.73 s seen at load 10:
+        # the bound is the outcome it must be told from, not a guess at the machine's speed)
+        assert 0.6 <= heard.started - called_at < 5.0, call.heard()
         assert heard.audio_seconds == pytest.approx(tts_seconds(sorry), abs=LENGTH_TOLERANCE)
         assert fakes.cartesia.spoken == [sorry]
         # the model was not asked to explain the failure on top (it would say it twice)
