@@ -113,6 +113,15 @@ def run_cli_measured(
     return Measured(CliResult(int(rc), proc.stdout, proc.stderr), float(wall), int(rss_kib) / 1024)
 
 
+def assert_wall_within(measured: Measured, baseline_s: float, what: str, *, ratio: float = 3.0,
+                       slack_s: float = 1.0) -> None:
+    """Hold a run's wall time to a ratio of a baseline run measured in the same test (or
+    module), never to a fixed number of seconds: on a loaded machine both slow down
+    alike, while the fault the bound guards against costs many times the baseline."""
+    bound = ratio * baseline_s + slack_s
+    assert measured.wall_s < bound, f"{what}: took {measured.wall_s:.2f} s, the baseline {baseline_s:.2f} s"
+
+
 def write(path: Path, text: str | bytes) -> Path:
     """Write a file (making its folder); bytes are written as they are."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,15 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers import REPO, Measured, run_cli, run_cli_measured, write
+from helpers import REPO, Measured, assert_wall_within, run_cli, run_cli_measured, write
 
 MAX_RSS_MB = 200.0
 # Wall time is held to a ratio of a check of one small valid spec measured in the same
-# module, not to a fixed number of seconds: on a loaded machine both slow down alike,
-# while an input that made the parser blow up (an alias bomb expanded, a deep document
-# recursed) costs many times the baseline.
-MAX_WALL_RATIO = 3.0
-MAX_WALL_SLACK_S = 1.0
+# module (helpers.assert_wall_within): an input that made the parser blow up (an alias
+# bomb expanded, a deep document recursed) costs many times the baseline.
 DEEP = "nesting is too deep (more than 64 levels are not allowed)"
 HEAD = "apiVersion: voice-runtime/v1\n"
 ERROR_LINE = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?P<col>\d+): (?P<rest>.*)$")
@@ -174,11 +171,6 @@ def baseline_check_s(tmp_path_factory) -> float:
     return measured.wall_s
 
 
-def assert_within_wall_bound(measured: Measured, baseline_s: float, what: str) -> None:
-    bound = MAX_WALL_RATIO * baseline_s + MAX_WALL_SLACK_S
-    assert measured.wall_s < bound, f"{what}: took {measured.wall_s:.2f} s, a valid spec {baseline_s:.2f} s"
-
-
 @pytest.fixture(scope="module", params=CASES, ids=[c.id for c in CASES])
 def bad_run(request, tmp_path_factory) -> Run:
     case: Case = request.param
@@ -197,7 +189,7 @@ def test_bad_input_exits_1_without_a_traceback(bad_run: Run) -> None:
 def test_bad_input_is_checked_in_a_few_times_a_valid_specs_time_and_200_mb(bad_run: Run, baseline_check_s: float) -> None:
     m = bad_run.measured
     assert m.result.rc == 1, m.result.output
-    assert_within_wall_bound(m, baseline_check_s, bad_run.case.id)
+    assert_wall_within(m, baseline_check_s, bad_run.case.id)
     assert m.peak_rss_mb < MAX_RSS_MB, f"{bad_run.case.id}: peak RSS {m.peak_rss_mb:.0f} MB"
 
 
@@ -415,7 +407,7 @@ def lines(run: FolderRun) -> list[str]:
 
 def test_spec_errors_exit_1_without_a_traceback_within_bounds(spec_run: FolderRun, baseline_check_s: float) -> None:
     assert_clean_failure(spec_run.text.result)
-    assert_within_wall_bound(spec_run.text, baseline_check_s, "the folder of bad specs")
+    assert_wall_within(spec_run.text, baseline_check_s, "the folder of bad specs")
     assert spec_run.text.peak_rss_mb < MAX_RSS_MB
 
 

@@ -210,6 +210,17 @@ def healthz_latency(serve: Serve) -> float:
     return time.monotonic() - started
 
 
+def stall_bound(serve: Serve) -> float:
+    """The slowest /healthz a stalled loop must exceed: the slowest of a second of
+    answers from the idle serve (the machine's own latency, which load stretches),
+    plus 1 s. Each fault here held the loop for 1.5-2 s or more."""
+    slowest, deadline = 0.0, time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        slowest = max(slowest, healthz_latency(serve))
+        time.sleep(0.05)
+    return slowest + 1.0
+
+
 def slowest_healthz_until(serve: Serve, done: Callable[[], bool], timeout: float = 30.0) -> float:
     """Poll /healthz until ``done()``; the slowest answer seen."""
     slowest, deadline = 0.0, time.monotonic() + timeout
@@ -254,9 +265,10 @@ def test_a_slow_thread_starting_plugin_is_imported_once_per_change_and_never_sta
     with Serve(agents, "--scan-interval", "0.3", env={"IMPORT_LOG": str(imports), TIMEOUT_ENV: "10"}) as serve:
         serve.wait_ready()
         pid = serve.proc.pid
+        bound = stall_bound(serve)
         write(tmp_path / "plugins" / "slow.py", SLOW_PLUGIN)
         slowest = slowest_healthz_until(serve, lambda: "plugins reloaded" in serve.output())
-        assert slowest < 1.0, f"/healthz took {slowest:.2f} s while the plugin was tried and imported"
+        assert slowest < bound, f"/healthz took {slowest:.2f} s while the plugin was tried and imported"
         importers = imports.read_text().split()
         assert len(importers) == 2 and importers.count(str(pid)) == 1, importers  # the trial, then serve
         time.sleep(1.0)  # the thread pools that run reloads have grown to their size
@@ -266,7 +278,7 @@ def test_a_slow_thread_starting_plugin_is_imported_once_per_change_and_never_sta
         while time.monotonic() < deadline:
             slowest = max(slowest, healthz_latency(serve))
             time.sleep(0.05)
-        assert slowest < 1.0
+        assert slowest < bound
         assert imports.read_text().split() == importers, "an unchanged plugin was executed again"
         assert threads(pid) == before
         write(tmp_path / "plugins" / "slow.py", SLOW_PLUGIN + "# edited\n")
@@ -303,11 +315,12 @@ def test_a_plugin_that_hangs_exits_or_interrupts_at_import_during_serve_is_repor
         serve.wait_ready()
         pid = serve.proc.pid
         assert list(tmp.glob("voice-runtime-*")), "the state folders are under TMPDIR"
+        bound = stall_bound(serve)
         for n, (kind, (source, line, message)) in enumerate(HOSTILE_PLUGINS.items(), start=1):
             write(plugins / "bad.py", source)
             expected = [f"{plugins / 'bad.py'}:{line}:1: {message}"]
             slowest = slowest_healthz_until(serve, lambda: serve.status()["plugin_errors"] == expected)
-            assert slowest < 1.0, f"{kind}: /healthz took {slowest:.2f} s"
+            assert slowest < bound, f"{kind}: /healthz took {slowest:.2f} s"
             assert failures(serve) == n, kind
             assert serve.metric("voice_runtime_config_last_reload_successful") == 0.0, kind
             assert expected[0] in serve.output(), kind
@@ -350,6 +363,7 @@ def test_a_fifo_as_instructions_file_during_serve_is_refused_and_serve_stays_res
     write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
     with Serve(agents) as serve:
         serve.wait_ready()
+        bound = stall_bound(serve)
         (agents / "prompts").mkdir()
         os.mkfifo(agents / "prompts" / "p.md")
         text = spec("x", fake_openai.base_url).replace('instructions: "x"', "instructions_file: prompts/p.md")
@@ -362,7 +376,7 @@ def test_a_fifo_as_instructions_file_during_serve_is_refused_and_serve_stays_res
             f"{agents}/fifo.yaml:1:1: is a FIFO (named pipe), not a regular file",
             f"{agents}/piped.yaml:2:20: instructions_file: {prompt}: is a FIFO (named pipe), not a regular file",
         ]
-        assert healthz_latency(serve) < 1.0
+        assert healthz_latency(serve) < bound
         assert_still_serves(serve, fake_openai, "desk", "You are the desk.", "past the pipe")
         started = time.monotonic()
         assert serve.stop(timeout=30) == 0

@@ -46,7 +46,10 @@ async def test_filler_lines_repeat_in_turn_at_most_every_every_ms_until_the_resu
     assert len(lines) >= 2 and lines == [("One moment.", "Still looking.")[i % 2] for i in range(len(lines))], fillers
     starts = [t for t, _ in fillers]
     assert starts[0] - called >= 0.2
-    assert all(b - a >= 0.5 for a, b in zip(starts, starts[1:])), fillers
+    # every_ms counts from the moment a line is handed to the session; the listener stamps it a
+    # little later, by however long a loaded machine delays that line's event (9 ms short seen
+    # at load 11). A line repeated every after_ms (0.2 s), every_ms ignored, stays caught.
+    assert all(b - a >= 0.5 - 0.1 for a, b in zip(starts, starts[1:])), fillers
     assert starts[-1] < returned  # none after the result
     said = [e.item.text_content for e in result.events if getattr(e, "type", "") == "message"]
     assert said[-1] == "Result: slept"

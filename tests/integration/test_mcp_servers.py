@@ -47,7 +47,7 @@ async def stdio_session(
     fault: str | None = None,
     env: dict[str, str] | None = None,
     errlog_path: Path | None = None,
-    timeout: float = 5,
+    timeout: float = 30,  # a hang's guard; `initialize` waits for the server's start, which load stretches
 ) -> AsyncIterator[ClientSession]:
     command, args = stdio_command(record=record, name=name, fault=fault)
     params = StdioServerParameters(command=command, args=args, env=env)
@@ -61,7 +61,7 @@ async def stdio_session(
 
 
 @asynccontextmanager
-async def http_session(url: str, *, timeout: float = 5) -> AsyncIterator[ClientSession]:
+async def http_session(url: str, *, timeout: float = 30) -> AsyncIterator[ClientSession]:
     async with httpx2.AsyncClient() as http:
         async with streamable_http_client(url, http_client=http) as (read, write):
             async with ClientSession(read, write, read_timeout_seconds=timeout) as session:

@@ -592,7 +592,7 @@ def test_check_warns_about_each_provider_without_a_key_naming_spec_provider_and_
 
 
 def test_chat_without_a_provider_key_refuses_at_once_with_the_variable_to_set() -> None:
-    from helpers import REPO, run_cli_measured
+    from helpers import REPO, assert_wall_within, run_cli_measured
 
     # chat is text: the LLMs need a key, the audio stages (deepgram, cartesia) do not
     measured = run_cli_measured("chat", "agents.d", "--agent", "support", cwd=REPO,
@@ -604,7 +604,9 @@ def test_chat_without_a_provider_key_refuses_at_once_with_the_variable_to_set() 
         "error: support: pipeline.llm[1] (openai) has no API key: set OPENAI_API_KEY or api_key:",
     ]
     assert result.stdout == ""
-    assert measured.wall_s < 5, f"took {measured.wall_s:.1f} s"  # it was found 7-11 s in, in the SDK's words
+    # refused before any session starts: about the CLI's own start (`chat --help`, measured
+    # here so a loaded machine stretches both), not the 7-11 s the SDK took to say it
+    assert_wall_within(measured, run_cli_measured("chat", "--help").wall_s, "the refusal")
     console = run_cli_measured("console", "agents.d", "--agent", "support", "--text", cwd=REPO,
                                env={"VOICE_RUNTIME_DISABLE_PLUGINS": None}).result
     assert (console.rc, console.stderr) == (2, result.stderr)

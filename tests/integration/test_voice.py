@@ -172,7 +172,10 @@ async def test_a_slow_tool_gets_a_filler_line_after_after_ms_and_then_its_result
         [(called_at, _)] = call.event_times("tool_call")
         [(result_at, _)] = call.event_times("tool_result")
 
-        assert 0.5 <= first.started - called_at <= 0.7, call.heard()
+        # after after_ms, while the 2 s tool still runs: how soon after after_ms is a speed,
+        # measured by benchmarks/voice_turn.py (filler_start_p50_ms), not bounded here, where
+        # a loaded machine made it 0.2-2.6 s late
+        assert 0.5 <= first.started - called_at and first.started < result_at, call.heard()
         assert REGISTRY.get_sample_value("voice_runtime_tool_fillers_total", labels) == counted + 1
         assert first.audio_seconds == pytest.approx(tts_seconds(filler), abs=LENGTH_TOLERANCE)
         assert second.started >= max(result_at, first.started + first.seconds(24000))
@@ -219,7 +222,9 @@ async def test_a_tool_that_times_out_makes_the_agent_say_timeout_say_instead_of_
         [(called_at, _)] = call.event_times("tool_call")
         [(_, result)] = call.event_times("tool_result")
         assert result["outcome"] == "timeout"
-        assert heard.started - called_at == pytest.approx(1.0, abs=0.4)
+        # said at the 1 s timeout, not when the server's 5 s sleep ends (1.73 s seen at load 10:
+        # the bound is the outcome it must be told from, not a guess at the machine's speed)
+        assert 0.6 <= heard.started - called_at < 5.0, call.heard()
         assert heard.audio_seconds == pytest.approx(tts_seconds(sorry), abs=LENGTH_TOLERANCE)
         assert fakes.cartesia.spoken == [sorry]
         # the model was not asked to explain the failure on top (it would say it twice)
@@ -412,7 +417,7 @@ async def test_a_realtime_model_says_the_filler_while_a_slow_tool_runs(
         [(called_at, _)] = call.event_times("tool_call")
         [(result_at, _)] = call.event_times("tool_result")
         # asked of the model after after_ms; it answers and speaks it at once
-        assert 0.5 <= first.started - called_at <= 0.8, call.heard()
+        assert 0.5 <= first.started - called_at and first.started < result_at, call.heard()
         assert first.audio_seconds == pytest.approx(tts_seconds(filler), abs=LENGTH_TOLERANCE)
         asked = fakes.realtime.events_of_type("response.create")
         assert any(filler in json.dumps(e) for e in asked)
