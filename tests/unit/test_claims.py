@@ -31,8 +31,8 @@ HELD_OUT_MIN_PRECISION, HELD_OUT_MIN_RECALL = 0.95, 0.80
 # targets (False keeps the strict xfail below, True makes it a plain test).
 # Set 5 goes in tests/data/claims_heldout.yaml (set 4 measured 0.841 / 0.822 blind and is now seen, above);
 # until it is run once, no floor: 0.0 (and the blind tests skip while the file is missing).
-BLIND_MEASURED_PRECISION = 0.0
-BLIND_MEASURED_RECALL = 0.0
+BLIND_MEASURED_PRECISION = 38 / 42  # set 5 (100 replies, 45 claims), run once blind 2026-12-07 19:22 UTC: 0.905
+BLIND_MEASURED_RECALL = 38 / 45  # 0.844
 BLIND_MEETS_TARGETS = False
 
 
