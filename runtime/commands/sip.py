@@ -40,11 +40,16 @@ def _lines(agents_dir: Path, plugins: Path | None, telephony: Path | None, secre
     from ..spec.telephony import load_lines, telephony_folder
 
     require_dir(agents_dir)
+    folder = telephony_folder(agents_dir, telephony)
+    if not folder.is_dir():  # nothing to read: a usage error, not an invalid file at 1:1
+        usage_error(printable(f"no phone lines: {folder} is {'not a directory' if folder.exists() else 'missing'}; "
+                              "put the *.yaml line files there (an example: deploy/examples/telephony/twilio.yaml) "
+                              "or name their folder with --telephony DIR"))
     manager = load_plugins(agents_dir, plugins)
     specs = load_folder(agents_dir, manager)
     secrets.add_specs(specs.specs)
     agents = {s.name: s for s in specs.specs}
-    lines = load_lines(telephony_folder(agents_dir, telephony), manager, agents, required=True)
+    lines = load_lines(folder, manager, agents, required=True)
     secrets.add(lines.secrets)
     if lines.errors:
         for error in lines.errors:
@@ -124,6 +129,13 @@ def dial(
         if key.strip() in given:  # last-wins would dial with a value the caller may not have meant
             usage_error(printable(f"--context {key.strip()[:80]!r} is given twice"))
         given[key.strip()] = value
+    import re
+
+    from ..spec.telephony import E164_PATTERN
+
+    if not re.fullmatch(E164_PATTERN, to):  # before reading any file: the command line is wrong
+        usage_error(printable(f"--to {to[:40]!r} is not a phone number in E.164 form (+, country code and "
+                              "number, such as +14155550100)"))
     secrets = guard_output()
     lines, agents = _lines(agents_dir, plugins, telephony, secrets)
     try:

@@ -106,6 +106,20 @@ def test_dial_prints_the_call_and_its_outcome_and_refuses_a_number_outside_the_a
     assert "call refused: +33142681234 is not in the allowed_destinations of any outbound trunk" in refused.stderr
 
 
+def test_sip_plan_without_line_files_and_dial_to_a_non_e164_number_are_usage_errors_saying_what_to_do(
+        tmp_path: Path) -> None:
+    agents = tmp_path / "agents.d"
+    write(agents / "support.yaml", spec("You are support.", "http://127.0.0.1:9/v1", extra=CONTEXT))
+    plan = run_cli("sip", "plan", agents)  # a fresh clone: no telephony/ folder, no LiveKit either
+    assert plan.rc == 2, plan.stderr
+    assert f"error: no phone lines: {agents / 'telephony'} is missing; put the *.yaml line files there (an " \
+           "example: deploy/examples/telephony/twilio.yaml) or name their folder with --telephony DIR" in plan.stderr
+    assert ":1:1" not in plan.stderr
+    dial = run_cli("dial", agents, "--agent", "support", "--to", "555")  # the number is checked first
+    assert dial.rc == 2
+    assert "--to '555' is not a phone number in E.164 form" in dial.stderr and "phone lines" not in dial.stderr
+
+
 @pytest.mark.parametrize(("context", "error"), [
     (["--context", "plan=gold"], "no context value is read from dispatch:plan"),
     (["--context", "customer=123456789"], "call context customer has 9 characters; at most 8"),
