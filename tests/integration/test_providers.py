@@ -612,6 +612,19 @@ def test_chat_without_a_provider_key_refuses_at_once_with_the_variable_to_set() 
     assert (console.rc, console.stderr) == (2, result.stderr)
 
 
+def test_console_with_piped_input_says_it_needs_a_terminal_and_names_chat_instead_of_ignoring_the_lines() -> None:
+    import subprocess
+
+    from helpers import CLI, REPO, child_env
+
+    piped = subprocess.run([*CLI, "console", "agents.d", "--agent", "support", "--text"], input="what time is it\n",
+                           capture_output=True, text=True, timeout=60, cwd=REPO,
+                           env=child_env({"OPENAI_API_KEY": "sk-test", "VOICE_RUNTIME_DISABLE_PLUGINS": None}))
+    assert piped.returncode == 2, piped.stderr[-2000:]
+    assert piped.stderr.strip() == ("error: console needs a terminal; for typed turns from a pipe or a script use "
+                                    "`voice-runtime chat AGENTS_DIR --agent NAME` (one turn per line)")
+
+
 def test_a_key_given_in_the_spec_satisfies_the_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from helpers import run_cli
 
