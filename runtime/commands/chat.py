@@ -21,7 +21,7 @@ def chat(
     agents_dir: AgentsDir,
     agent: AgentOpt,
     plugins: PluginsOpt = None,
-    json_lines: Annotated[bool, typer.Option("--json", help="One JSON event per line (user, tool_call, tool_result, reply, error).")] = False,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON event per line: user, tool_call, tool_result, reply, error, warning, filler, fallback, handoff, handoff_refused, unbacked_claim, claims_judged, phone; the call report last (report).")] = False,
     log_level: Annotated[Optional[LogLevel], typer.Option("--log-level", case_sensitive=False,
                                                           help="Log level on stderr, for every library "
                                                           "(default: voice-runtime's warnings only).")] = None,
