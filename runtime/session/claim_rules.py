@@ -433,6 +433,35 @@ def _reports_pending(words: list[str]) -> bool:
         (w in _STILL_TO_COME and not _AHEAD.isdisjoint(words[max(0, n - 4): n])) for n, w in enumerate(words))
 
 
+# a setting's value as a result writes it or a reply says it: on or off
+_SWITCH_STATES = {**dict.fromkeys("on true yes enabled active activated".split(), "on"),
+                  **dict.fromkeys("off false no disabled inactive deactivated".split(), "off")}
+# a name starts after no letter and is short: a long result is read in one linear pass
+_SETTING = re.compile(r"(?<![a-z_-])([a-z][a-z_-]{0,40})\"?\s*[:=]\s*\"?(on|off|true|false|yes|no|enabled|disabled|active|inactive)\b")
+
+
+def _switches(results: str) -> dict[str, str]:
+    """The settings a result gives, by name run together ("auto_renew: false" -> autorenew: off),
+    once per turn."""
+    out: dict[str, str] = {}
+    for name, value in _SETTING.findall(results):
+        state = _SWITCH_STATES[value]
+        out[re.sub(r"[_-]", "", name)] = state
+    return out
+
+
+_STILL_WAITING = frozenset("awaiting pending waiting processing".split())
+
+
+def _says_not_yet(words: list[str]) -> bool:
+    """"Not yet", "it's still awaiting a decision", "still pending": the reply says the thing
+    waits (not "still" alone: "it's still active")."""
+    return any((w == "not" and n + 1 < len(words) and words[n + 1] == "yet") or
+               (w == "still" and not _STILL_WAITING.isdisjoint(words[n + 1: n + 3])) or
+               (w in ("awaiting", "pending") and n and words[n - 1] in _BE)
+               for n, w in enumerate(words))
+
+
 # things on the move whose place now only tracking gives; and how far away it is said
 _MOVERS = frozenset("rider driver courier taxi cab bus train tram coach ferry van engineer technician plumber "
                     "electrician delivery parcel order food shuttle".split())
@@ -576,6 +605,20 @@ def _merge_numbers(words: list[str]) -> list[str]:
         while j > i and words[j - 1] == "and":  # "two hundred and then": the "and" is not the number's
             j -= 1
         run = [w for w in words[i:j] if w != "and"]
+        if words[i] == "oh" and out and spoken[-1] and 1 <= int(_number(out[-1]) or 0) <= 99 and \
+                i + 1 < len(words) and 0 < _NUMBER_WORDS.get(words[i + 1], 0) < 10 and \
+                not 0 <= _NUMBER_WORDS.get(words[i + 2] if i + 2 < len(words) else "", -1) < 10:
+            # "eleven oh two" -> 11~02 (1102, 11:02); not a code said digit by digit ("four oh nine one two")
+            out[-1], spoken[-1] = f"{_number(out[-1])}~0{_NUMBER_WORDS[words[i + 1]]}", False
+            i += 2
+            continue
+        if run and out and "~" in out[-1] and out[-1].count("~") == 1 and len(out[-1]) <= 6 and \
+                run[-1] not in ("hundred", "thousand") and 10 <= total + current <= 99:
+            # a third group: "eleven oh two | thirty-five", "eighteen forty-two | sixty" -> 1102.35, 1842.60
+            head, _, tail = out[-1].partition("~")
+            out[-1], spoken[-1] = f"{head}{tail}.{total + current:02d}", False
+            i = j
+            continue
         if len(run) >= 2 or (run and run[0] in _NUMBER_WORDS and run[0] not in ("dozen", "couple")):
             value = str(total + current) if len(run) >= 2 else run[0]
             pair = _spoken_pair(out[-1] if out and spoken[-1] else "", total + current, run)
@@ -971,6 +1014,8 @@ class _Reader:
         self.finished = [c for c in turn.calls if c.outcome == "ok" and not _waits(str(c.result or "").lower())]
         self.caller_did = _caller_did(turn.caller)
         self.told_stems = frozenset(_stem(w) for w in _WORD.findall(f"{turn.instructions} {turn.greeting}".lower()))
+        self.reply_waits = False
+        self.switches = _switches(turn.results_text())
 
     @staticmethod
     def _words_of(tool: Tool) -> frozenset[str]:
@@ -1059,7 +1104,7 @@ class _Reader:
             word = words[k]
             if word == "and" and k > at:
                 break  # "your card is blocked and a replacement is on its way": two facts
-            if word.isalpha():
+            if word.isalpha() and word not in _NUMBER_WORDS:  # "two seats left" relates as "2 seats left" does
                 # the words before the verb say what the fact is about ("the refund has been
                 # processed"): a result naming the refund as pending backs none of it; only
                 # the fact's own words (or a number, time or code of its subject) relate
@@ -1103,6 +1148,10 @@ class _Reader:
                 kind, why = found
                 if why is not None and self.echoes(words):
                     return None
+                if why is not None and _subject(words, i) != "first" and self.relays_switch(words, i):
+                    return None  # "auto-renew's switched off": what a lookup's auto_renew: false says
+                if why is not None and why.endswith(_NOT_DONE_YET) and self.reply_waits:
+                    return None  # the reply says it is not done yet, as the result does
                 if why is not None and self.waits_as_said(why, sentence):
                     return None  # the reply says it waits, as the result does: backed
                 if why is not None:
@@ -1205,6 +1254,9 @@ class _Reader:
                 return None
             if word == "left" and _subject(words, i) in ("you", "start"):
                 return None
+            if word == "left" and i >= 2 and _number(words[i - 2]) is not None and words[i - 1].endswith("s"):
+                # "only got two seats left": a count a search gives, not a departure
+                return "lookup_fact", self.lookup_backed(word, words, i)
             if i + 1 < len(words) and words[i + 1] in ("nothing", "none"):
                 return None  # "I cancelled nothing"
             if i and words[i - 1] in _POSSESSIVES:
@@ -1279,6 +1331,18 @@ class _Reader:
                 return None
             return "lookup_fact", (None if self.told(words, i) else self.lookup_backed(phrase[-1], words, i))
         return None
+
+    def relays_switch(self, words: list[str], i: int) -> bool:
+        """"auto-renew's switched off", "paperless billing is turned on", "roaming is disabled":
+        a setting's state, backed by a result field that says the same (auto_renew: false,
+        "paperless": true, roaming: disabled) — a state read, not a change made."""
+        word, after = words[i], words[i + 1] if i + 1 < len(words) else ""
+        state = _SWITCH_STATES.get(after) if word in ("switched", "turned", "set") else _SWITCH_STATES.get(word)
+        if state is None or not self.switches:
+            return False
+        subject = [w.replace("-", "") for w in words[max(0, i - SUBJECT_REACH - 1): i] if w.isalpha() or "-" in w]
+        names = set(subject) | {a + b for a, b in zip(subject, subject[1:])}
+        return any(self.switches.get(name) == state for name in names)
 
     def _near(self, words: list[str], i: int) -> tuple[str, str | None] | None:
         """Where a thing on the move is now, which only a tracking lookup gives: "the next 42's
@@ -1424,12 +1488,16 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
     ``ungrounded_specific`` per token. ``clock`` and ``deadline`` bound the time
     (``TimeoutError`` past it)."""
     reader = _Reader(turn)
+    # a reply that itself says the thing is not done ("Not yet, I'm afraid, it's still awaiting a
+    # decision") relays the waiting result; none of its sentences claims it done against that result
+    said = [(sentence, _words(sentence)) for sentence in sentences(reply)]  # each sentence's words, once
+    reader.reply_waits = any(_says_not_yet(words) for _, words in said)
     findings: list[Finding] = []
     seen_tokens: set[str] = set()
-    for sentence in sentences(reply):
+    for sentence, words in said:
         if deadline is not None and clock() > deadline:
             raise TimeoutError
-        clauses = _asserted(_clauses(_words(sentence)), question(sentence))
+        clauses = _asserted(_clauses(words), question(sentence))
         if not clauses:
             continue
         raw = _raw_tokens(sentence)
