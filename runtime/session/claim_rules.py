@@ -153,7 +153,7 @@ _BE = frozenset("is are was were been be being am got gets get".split())
 _AUX = frozenset("have has had 'd just already now also successfully quickly personally actually finally "
                  "gone went ahead and able to been managed all fully".split())
 _SUBJECT = frozenset(("i", "we"))
-_NEGATION = frozenset("not never no nothing none neither nor without".split())
+_NEGATION = frozenset("not never no nothing none neither nor without nobody".split())
 _MODAL = frozenset("will shall would could can may might must should going gonna about want wants let need sounds hear "
                    "needs try trying happy glad please ask plan hope able to be".split())
 _REPORTED = frozenset("said say mentioned told asked think thought wanted".split())
@@ -447,9 +447,15 @@ def _switches(results: str) -> dict[str, str]:
     for name, value in _SETTING.findall(results):
         state = _SWITCH_STATES[value]
         out[re.sub(r"[_-]", "", name)] = state
+        head, _, tail = name.rpartition("_")
+        if head and tail in _SWITCH_STATES:  # "wifi_enabled: true": wifi is on
+            out[head.replace("_", "").replace("-", "")] = state if _SWITCH_STATES[tail] == "on" else \
+                {"on": "off", "off": "on"}[state]
     return out
 
 
+# what "it went out" says of a thing: these words themselves (their kin, "carrier", "on its way", say less)
+_SENT_OUT = frozenset(("dispa", "shipp", "post", "sent"))  # _stem of dispatched, shipped, posted, sent
 _STILL_WAITING = frozenset("awaiting pending waiting processing".split())
 
 
@@ -553,9 +559,16 @@ def _ordinals(words: list[str]) -> list[str]:
     (not "the first time", "a second": only past the second, or after twenty or thirty); and
     a decimal said aloud, "twelve point four" -> 12.4."""
     out: list[str] = []
+    said_decimals: set[str] = set()  # decimals said aloud, which a following digit extends
     for word in words:
-        if len(out) >= 2 and out[-1] == "point" and _whole(out[-2]) is not None and (_whole(word) if _whole(word) is not None else 10) < 10:
-            out[-2:] = [f"{_whole(out[-2])}.{_whole(word)}"]  # "twelve point four" -> 12.4, as a tool writes it
+        digit = _whole(word) if _whole(word) is not None else 10
+        if len(out) >= 2 and out[-1] == "point" and _whole(out[-2]) is not None and digit < 10:
+            out[-2:] = [f"{_whole(out[-2])}.{digit}"]  # "twelve point four" -> 12.4, as a tool writes it
+            said_decimals.add(out[-1])
+            continue
+        if out and digit < 10 and out[-1] in said_decimals:
+            out[-1] = f"{out[-1]}{digit}"  # "four point one five" -> 4.15
+            said_decimals.add(out[-1])
             continue
         value = _ORDINAL_WORDS.get(word)
         if value is not None and out and out[-1] in ("20", "30") and 1 <= value <= 9:
@@ -606,6 +619,8 @@ def _merge_numbers(words: list[str]) -> list[str]:
             j -= 1
         run = [w for w in words[i:j] if w != "and"]
         if words[i] == "oh" and out and spoken[-1] and 1 <= int(_number(out[-1]) or 0) <= 99 and \
+                not (len(out) >= 2 and spoken[-2] and len(_number(out[-1]) or "") == 1 and
+                     len(_number(out[-2]) or "") == 1) and \
                 i + 1 < len(words) and 0 < _NUMBER_WORDS.get(words[i + 1], 0) < 10 and \
                 not 0 <= _NUMBER_WORDS.get(words[i + 2] if i + 2 < len(words) else "", -1) < 10:
             # "eleven oh two" -> 11~02 (1102, 11:02); not a code said digit by digit ("four oh nine one two")
@@ -621,6 +636,13 @@ def _merge_numbers(words: list[str]) -> list[str]:
             continue
         if len(run) >= 2 or (run and run[0] in _NUMBER_WORDS and run[0] not in ("dozen", "couple")):
             value = str(total + current) if len(run) >= 2 else run[0]
+            head = int(out[-1]) if out and spoken[-1] and out[-1].isdigit() else 0
+            if head >= 1000 and 1 <= head % 1000 <= 9 and 10 <= total + current <= 99 and len(run) <= 2 and \
+                    run[-1] not in ("hundred", "thousand") and "and" not in words[max(0, i - 2): i]:
+                # "seven thousand two fifty" -> 7250: the hundreds said as a digit before the tens
+                out[-1], spoken[-1] = str(head - head % 1000 + head % 1000 * 100 + total + current), False
+                i = j
+                continue
             pair = _spoken_pair(out[-1] if out and spoken[-1] else "", total + current, run)
             if pair is not None:
                 out[-1], spoken[-1] = pair, False
@@ -756,8 +778,8 @@ def _forms(words: list[str], i: int) -> set[str]:
         if int(head) < 24 and int(tail) < 60:
             forms |= _clock(int(head), int(tail), nxt if nxt in ("am", "pm") else None)
         return forms
-    if _ISO_DATE.fullmatch(word):  # its day grounds "the 19th" (and no bare 19)
-        return {f"day:{int(word.rsplit('-', 1)[1])}"}
+    if _ISO_DATE.fullmatch(word):  # its day grounds "the 19th" (and no bare 19); its year "twenty twenty-eight"
+        return {f"day:{int(word.rsplit('-', 1)[1])}", str(int(word.split("-", 1)[0]))}
     if _ORDINAL.fullmatch(word):
         return {f"day:{int(word[:-2])}"}
     if word[0].isdigit() and "-" in word and not _ISO_DATE.fullmatch(word):  # a reference: 88-20417 = 8820417
@@ -1317,6 +1339,8 @@ class _Reader:
                 return None
             if phrase[-1] == "back":  # "the results came back clear", "we've heard back from the insurer"
                 return "lookup_fact", self.lookup_backed(phrase[0], words, i)
+            if phrase[-1] == "out" and form != "first" and not self.state_stems.isdisjoint(_SENT_OUT):
+                return None  # "it went out with DPD yesterday": what a result's "dispatched" says
             return "state", self.action_backed(None, phrase[-1], "other")
         if word == "now" and i and words[i - 1] in ("is", "are") and i + 1 < len(words) and \
                 words[i + 1] not in _ALL_PAST and not _blocked(words, i):
