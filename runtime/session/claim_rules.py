@@ -406,14 +406,18 @@ def _affirmed(text: str) -> frozenset[str]:
 
 
 def _waits(result: str) -> bool:
-    return any(mark in result for mark in _UNFINISHED) and _WAITING.search(result) is not None
+    # "request received; subject to depot confirmation": asked for, not done
+    # (not "booked; cancellation subject to 24h notice": a term, the act is done)
+    return (any(mark in result for mark in _UNFINISHED) and _WAITING.search(result) is not None) or (
+        "subject to" in result and _SUBJECT_TO_CHECK.search(result) is not None)
 
 
+_SUBJECT_TO_CHECK = re.compile(r"\bsubject to (?:[a-z'-]+ ){0,2}(?:confirmation|approval|review|verification|sign-off)")
 _NOT_DONE_YET = "ran but its result says it is not done yet"
 # a reply that says the thing is asked for, not done ("I've put the cancellation request in",
 # "it's not guaranteed just yet", "the clinic still has to confirm it"): what a waiting result says
 _PENDING_SAID = frozenset("request requests requested pending awaiting waiting provisional provisionally tentative "
-                          "tentatively yet guaranteed approval".split())
+                          "tentatively yet guaranteed approval subject".split())
 
 
 _STILL_TO_COME = frozenset("confirm confirmed approve approved sign signed accept accepted".split())
