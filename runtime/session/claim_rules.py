@@ -41,6 +41,14 @@ Rules (each finding names the one that fired):
   An amount said in the conditional ("would cost 40 pounds") must be grounded too. A
   number said roughly ("about twelve", "just over 12") is grounded by a result's 12.4,
   an ordinal day ("the nineteenth") by a result's date.
+  Spoken paraphrases of a result are read as the result writes them: amounts in groups
+  ("eleven oh two thirty-five" = 1102.35, "eighteen forty-two sixty" = 1842.60, "seven
+  thousand two fifty" = 7250; a code said digit by digit stays a code), "four point one
+  five" = 4.15, a date's year ("twenty twenty-eight"); a setting's state ("auto-renew's
+  switched off", "roaming is disabled") is backed by a result field saying the same
+  (auto_renew: false, "roaming": "off", wifi_enabled: true); a reply that itself says
+  the thing is not done ("not yet", "still awaiting a decision") is never flagged as
+  claiming it done against a result that waits.
 
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
 check"), conditions ("once you confirm, ...", the clause after a leading "if ...,", and "if a
@@ -441,7 +449,8 @@ def _reports_pending(words: list[str]) -> bool:
 _SWITCH_STATES = {**dict.fromkeys("on true yes enabled active activated".split(), "on"),
                   **dict.fromkeys("off false no disabled inactive deactivated".split(), "off")}
 # a name starts after no letter and is short: a long result is read in one linear pass
-_SETTING = re.compile(r"(?<![a-z_-])([a-z][a-z_-]{0,40})\"?\s*[:=]\s*\"?(on|off|true|false|yes|no|enabled|disabled|active|inactive)\b")
+_SETTING = re.compile(r"(?<![a-z_-])([a-z][a-z_-]{0,40})\"?\s*[:=]\s*\"?"
+                      r"(on|off|true|false|yes|no|enabled|disabled|active|inactive)\b")
 
 
 def _switches(results: str) -> dict[str, str]:
@@ -1365,7 +1374,9 @@ class _Reader:
         a setting's state, backed by a result field that says the same (auto_renew: false,
         "paperless": true, roaming: disabled) — a state read, not a change made."""
         word, after = words[i], words[i + 1] if i + 1 < len(words) else ""
-        state = _SWITCH_STATES.get(after) if word in ("switched", "turned", "set") else _SWITCH_STATES.get(word)
+        # "switched off", or a participle that is the state itself ("disabled"; not "no", "on")
+        state = _SWITCH_STATES.get(after) if word in ("switched", "turned", "set") else \
+            _SWITCH_STATES.get(word) if word.endswith("ed") else None
         if state is None or not self.switches:
             return False
         subject = [w.replace("-", "") for w in words[max(0, i - SUBJECT_REACH - 1): i] if w.isalpha() or "-" in w]
