@@ -41,6 +41,14 @@ Rules (each finding names the one that fired):
   An amount said in the conditional ("would cost 40 pounds") must be grounded too. A
   number said roughly ("about twelve", "just over 12") is grounded by a result's 12.4,
   an ordinal day ("the nineteenth") by a result's date.
+  Spoken paraphrases of a result are read as the result writes them: amounts in groups
+  ("eleven oh two thirty-five" = 1102.35, "eighteen forty-two sixty" = 1842.60, "seven
+  thousand two fifty" = 7250; a code said digit by digit stays a code), "four point one
+  five" = 4.15, a date's year ("twenty twenty-eight"); a setting's state ("auto-renew's
+  switched off", "roaming is disabled") is backed by a result field saying the same
+  (auto_renew: false, "roaming": "off", wifi_enabled: true); a reply that itself says
+  the thing is not done ("not yet", "still awaiting a decision") is never flagged as
+  claiming it done against a result that waits.
 
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
 check"), conditions ("once you confirm, ...", the clause after a leading "if ...,", and "if a
@@ -153,7 +161,7 @@ _BE = frozenset("is are was were been be being am got gets get".split())
 _AUX = frozenset("have has had 'd just already now also successfully quickly personally actually finally "
                  "gone went ahead and able to been managed all fully".split())
 _SUBJECT = frozenset(("i", "we"))
-_NEGATION = frozenset("not never no nothing none neither nor without".split())
+_NEGATION = frozenset("not never no nothing none neither nor without nobody".split())
 _MODAL = frozenset("will shall would could can may might must should going gonna about want wants let need sounds hear "
                    "needs try trying happy glad please ask plan hope able to be".split())
 _REPORTED = frozenset("said say mentioned told asked think thought wanted".split())
@@ -406,14 +414,18 @@ def _affirmed(text: str) -> frozenset[str]:
 
 
 def _waits(result: str) -> bool:
-    return any(mark in result for mark in _UNFINISHED) and _WAITING.search(result) is not None
+    # "request received; subject to depot confirmation": asked for, not done
+    # (not "booked; cancellation subject to 24h notice": a term, the act is done)
+    return (any(mark in result for mark in _UNFINISHED) and _WAITING.search(result) is not None) or (
+        "subject to" in result and _SUBJECT_TO_CHECK.search(result) is not None)
 
 
+_SUBJECT_TO_CHECK = re.compile(r"\bsubject to (?:[a-z'-]+ ){0,2}(?:confirmation|approval|review|verification|sign-off)")
 _NOT_DONE_YET = "ran but its result says it is not done yet"
 # a reply that says the thing is asked for, not done ("I've put the cancellation request in",
 # "it's not guaranteed just yet", "the clinic still has to confirm it"): what a waiting result says
 _PENDING_SAID = frozenset("request requests requested pending awaiting waiting provisional provisionally tentative "
-                          "tentatively yet guaranteed approval".split())
+                          "tentatively yet guaranteed approval subject".split())
 
 
 _STILL_TO_COME = frozenset("confirm confirmed approve approved sign signed accept accepted".split())
@@ -431,6 +443,42 @@ def _reports_pending(words: list[str]) -> bool:
     return not _PENDING_SAID.isdisjoint(words) or any(
         (w == "still" and not {"to", "has", "have", "needs", "need"}.isdisjoint(words[n + 1: n + 4])) or
         (w in _STILL_TO_COME and not _AHEAD.isdisjoint(words[max(0, n - 4): n])) for n, w in enumerate(words))
+
+
+# a setting's value as a result writes it or a reply says it: on or off
+_SWITCH_STATES = {**dict.fromkeys("on true yes enabled active activated".split(), "on"),
+                  **dict.fromkeys("off false no disabled inactive deactivated".split(), "off")}
+# a name starts after no letter and is short: a long result is read in one linear pass
+_SETTING = re.compile(r"(?<![a-z_-])([a-z][a-z_-]{0,40})\"?\s*[:=]\s*\"?"
+                      r"(on|off|true|false|yes|no|enabled|disabled|active|inactive)\b")
+
+
+def _switches(results: str) -> dict[str, str]:
+    """The settings a result gives, by name run together ("auto_renew: false" -> autorenew: off),
+    once per turn."""
+    out: dict[str, str] = {}
+    for name, value in _SETTING.findall(results):
+        state = _SWITCH_STATES[value]
+        out[re.sub(r"[_-]", "", name)] = state
+        head, _, tail = name.rpartition("_")
+        if head and tail in _SWITCH_STATES:  # "wifi_enabled: true": wifi is on
+            out[head.replace("_", "").replace("-", "")] = state if _SWITCH_STATES[tail] == "on" else \
+                {"on": "off", "off": "on"}[state]
+    return out
+
+
+# what "it went out" says of a thing: these words themselves (their kin, "carrier", "on its way", say less)
+_SENT_OUT = frozenset(("dispa", "shipp", "post", "sent"))  # _stem of dispatched, shipped, posted, sent
+_STILL_WAITING = frozenset("awaiting pending waiting processing".split())
+
+
+def _says_not_yet(words: list[str]) -> bool:
+    """"Not yet", "it's still awaiting a decision", "still pending": the reply says the thing
+    waits (not "still" alone: "it's still active")."""
+    return any((w == "not" and n + 1 < len(words) and words[n + 1] == "yet") or
+               (w == "still" and not _STILL_WAITING.isdisjoint(words[n + 1: n + 3])) or
+               (w in ("awaiting", "pending") and n and words[n - 1] in _BE)
+               for n, w in enumerate(words))
 
 
 # things on the move whose place now only tracking gives; and how far away it is said
@@ -524,9 +572,16 @@ def _ordinals(words: list[str]) -> list[str]:
     (not "the first time", "a second": only past the second, or after twenty or thirty); and
     a decimal said aloud, "twelve point four" -> 12.4."""
     out: list[str] = []
+    said_decimals: set[str] = set()  # decimals said aloud, which a following digit extends
     for word in words:
-        if len(out) >= 2 and out[-1] == "point" and _whole(out[-2]) is not None and (_whole(word) if _whole(word) is not None else 10) < 10:
-            out[-2:] = [f"{_whole(out[-2])}.{_whole(word)}"]  # "twelve point four" -> 12.4, as a tool writes it
+        digit = _whole(word) if _whole(word) is not None else 10
+        if len(out) >= 2 and out[-1] == "point" and _whole(out[-2]) is not None and digit < 10:
+            out[-2:] = [f"{_whole(out[-2])}.{digit}"]  # "twelve point four" -> 12.4, as a tool writes it
+            said_decimals.add(out[-1])
+            continue
+        if out and digit < 10 and out[-1] in said_decimals:
+            out[-1] = f"{out[-1]}{digit}"  # "four point one five" -> 4.15
+            said_decimals.add(out[-1])
             continue
         value = _ORDINAL_WORDS.get(word)
         if value is not None and out and out[-1] in ("20", "30") and 1 <= value <= 9:
@@ -576,8 +631,31 @@ def _merge_numbers(words: list[str]) -> list[str]:
         while j > i and words[j - 1] == "and":  # "two hundred and then": the "and" is not the number's
             j -= 1
         run = [w for w in words[i:j] if w != "and"]
+        if words[i] == "oh" and out and spoken[-1] and 1 <= int(_number(out[-1]) or 0) <= 99 and \
+                not (len(out) >= 2 and spoken[-2] and len(_number(out[-1]) or "") == 1 and
+                     len(_number(out[-2]) or "") == 1) and \
+                i + 1 < len(words) and 0 < _NUMBER_WORDS.get(words[i + 1], 0) < 10 and \
+                not 0 <= _NUMBER_WORDS.get(words[i + 2] if i + 2 < len(words) else "", -1) < 10:
+            # "eleven oh two" -> 11~02 (1102, 11:02); not a code said digit by digit ("four oh nine one two")
+            out[-1], spoken[-1] = f"{_number(out[-1])}~0{_NUMBER_WORDS[words[i + 1]]}", False
+            i += 2
+            continue
+        if run and out and "~" in out[-1] and out[-1].count("~") == 1 and len(out[-1]) <= 6 and \
+                run[-1] not in ("hundred", "thousand") and 10 <= total + current <= 99:
+            # a third group: "eleven oh two | thirty-five", "eighteen forty-two | sixty" -> 1102.35, 1842.60
+            head, _, tail = out[-1].partition("~")
+            out[-1], spoken[-1] = f"{head}{tail}.{total + current:02d}", False
+            i = j
+            continue
         if len(run) >= 2 or (run and run[0] in _NUMBER_WORDS and run[0] not in ("dozen", "couple")):
             value = str(total + current) if len(run) >= 2 else run[0]
+            head = int(out[-1]) if out and spoken[-1] and out[-1].isdigit() else 0
+            if head >= 1000 and 1 <= head % 1000 <= 9 and 10 <= total + current <= 99 and len(run) <= 2 and \
+                    run[-1] not in ("hundred", "thousand") and "and" not in words[max(0, i - 2): i]:
+                # "seven thousand two fifty" -> 7250: the hundreds said as a digit before the tens
+                out[-1], spoken[-1] = str(head - head % 1000 + head % 1000 * 100 + total + current), False
+                i = j
+                continue
             pair = _spoken_pair(out[-1] if out and spoken[-1] else "", total + current, run)
             if pair is not None:
                 out[-1], spoken[-1] = pair, False
@@ -713,8 +791,8 @@ def _forms(words: list[str], i: int) -> set[str]:
         if int(head) < 24 and int(tail) < 60:
             forms |= _clock(int(head), int(tail), nxt if nxt in ("am", "pm") else None)
         return forms
-    if _ISO_DATE.fullmatch(word):  # its day grounds "the 19th" (and no bare 19)
-        return {f"day:{int(word.rsplit('-', 1)[1])}"}
+    if _ISO_DATE.fullmatch(word):  # its day grounds "the 19th" (and no bare 19); its year "twenty twenty-eight"
+        return {f"day:{int(word.rsplit('-', 1)[1])}", str(int(word.split("-", 1)[0]))}
     if _ORDINAL.fullmatch(word):
         return {f"day:{int(word[:-2])}"}
     if word[0].isdigit() and "-" in word and not _ISO_DATE.fullmatch(word):  # a reference: 88-20417 = 8820417
@@ -971,6 +1049,8 @@ class _Reader:
         self.finished = [c for c in turn.calls if c.outcome == "ok" and not _waits(str(c.result or "").lower())]
         self.caller_did = _caller_did(turn.caller)
         self.told_stems = frozenset(_stem(w) for w in _WORD.findall(f"{turn.instructions} {turn.greeting}".lower()))
+        self.reply_waits = False
+        self.switches = _switches(turn.results_text())
 
     @staticmethod
     def _words_of(tool: Tool) -> frozenset[str]:
@@ -1059,7 +1139,7 @@ class _Reader:
             word = words[k]
             if word == "and" and k > at:
                 break  # "your card is blocked and a replacement is on its way": two facts
-            if word.isalpha():
+            if word.isalpha() and word not in _NUMBER_WORDS:  # "two seats left" relates as "2 seats left" does
                 # the words before the verb say what the fact is about ("the refund has been
                 # processed"): a result naming the refund as pending backs none of it; only
                 # the fact's own words (or a number, time or code of its subject) relate
@@ -1103,6 +1183,10 @@ class _Reader:
                 kind, why = found
                 if why is not None and self.echoes(words):
                     return None
+                if why is not None and _subject(words, i) != "first" and self.relays_switch(words, i):
+                    return None  # "auto-renew's switched off": what a lookup's auto_renew: false says
+                if why is not None and why.endswith(_NOT_DONE_YET) and self.reply_waits:
+                    return None  # the reply says it is not done yet, as the result does
                 if why is not None and self.waits_as_said(why, sentence):
                     return None  # the reply says it waits, as the result does: backed
                 if why is not None:
@@ -1205,6 +1289,9 @@ class _Reader:
                 return None
             if word == "left" and _subject(words, i) in ("you", "start"):
                 return None
+            if word == "left" and i >= 2 and _number(words[i - 2]) is not None and words[i - 1].endswith("s"):
+                # "only got two seats left": a count a search gives, not a departure
+                return "lookup_fact", self.lookup_backed(word, words, i)
             if i + 1 < len(words) and words[i + 1] in ("nothing", "none"):
                 return None  # "I cancelled nothing"
             if i and words[i - 1] in _POSSESSIVES:
@@ -1265,6 +1352,8 @@ class _Reader:
                 return None
             if phrase[-1] == "back":  # "the results came back clear", "we've heard back from the insurer"
                 return "lookup_fact", self.lookup_backed(phrase[0], words, i)
+            if phrase[-1] == "out" and form != "first" and not self.state_stems.isdisjoint(_SENT_OUT):
+                return None  # "it went out with DPD yesterday": what a result's "dispatched" says
             return "state", self.action_backed(None, phrase[-1], "other")
         if word == "now" and i and words[i - 1] in ("is", "are") and i + 1 < len(words) and \
                 words[i + 1] not in _ALL_PAST and not _blocked(words, i):
@@ -1279,6 +1368,20 @@ class _Reader:
                 return None
             return "lookup_fact", (None if self.told(words, i) else self.lookup_backed(phrase[-1], words, i))
         return None
+
+    def relays_switch(self, words: list[str], i: int) -> bool:
+        """"auto-renew's switched off", "paperless billing is turned on", "roaming is disabled":
+        a setting's state, backed by a result field that says the same (auto_renew: false,
+        "paperless": true, roaming: disabled) — a state read, not a change made."""
+        word, after = words[i], words[i + 1] if i + 1 < len(words) else ""
+        # "switched off", or a participle that is the state itself ("disabled"; not "no", "on")
+        state = _SWITCH_STATES.get(after) if word in ("switched", "turned", "set") else \
+            _SWITCH_STATES.get(word) if word.endswith("ed") else None
+        if state is None or not self.switches:
+            return False
+        subject = [w.replace("-", "") for w in words[max(0, i - SUBJECT_REACH - 1): i] if w.isalpha() or "-" in w]
+        names = set(subject) | {a + b for a, b in zip(subject, subject[1:])}
+        return any(self.switches.get(name) == state for name in names)
 
     def _near(self, words: list[str], i: int) -> tuple[str, str | None] | None:
         """Where a thing on the move is now, which only a tracking lookup gives: "the next 42's
@@ -1424,12 +1527,16 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
     ``ungrounded_specific`` per token. ``clock`` and ``deadline`` bound the time
     (``TimeoutError`` past it)."""
     reader = _Reader(turn)
+    # a reply that itself says the thing is not done ("Not yet, I'm afraid, it's still awaiting a
+    # decision") relays the waiting result; none of its sentences claims it done against that result
+    said = [(sentence, _words(sentence)) for sentence in sentences(reply)]  # each sentence's words, once
+    reader.reply_waits = any(_says_not_yet(words) for _, words in said)
     findings: list[Finding] = []
     seen_tokens: set[str] = set()
-    for sentence in sentences(reply):
+    for sentence, words in said:
         if deadline is not None and clock() > deadline:
             raise TimeoutError
-        clauses = _asserted(_clauses(_words(sentence)), question(sentence))
+        clauses = _asserted(_clauses(words), question(sentence))
         if not clauses:
             continue
         raw = _raw_tokens(sentence)
