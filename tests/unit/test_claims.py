@@ -32,8 +32,8 @@ HELD_OUT_MIN_PRECISION, HELD_OUT_MIN_RECALL = 0.95, 0.80
 # targets (False keeps the strict xfail below, True makes it a plain test).
 # Set 6 goes in tests/data/claims_heldout.yaml (set 5 measured 0.905 / 0.844 blind and is now seen, above);
 # until it is run once, no floor: 0.0 (and the blind tests skip while the file is missing).
-BLIND_MEASURED_PRECISION = 0.0
-BLIND_MEASURED_RECALL = 0.0
+BLIND_MEASURED_PRECISION = 28 / 34  # set 6 (100 replies, 45 claims), run once blind 2026-12-07 19:38 UTC: 0.824
+BLIND_MEASURED_RECALL = 28 / 45  # 0.622
 BLIND_MEETS_TARGETS = False
 
 
