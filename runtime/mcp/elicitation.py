@@ -28,6 +28,7 @@ import contextlib
 import contextvars
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -152,12 +153,23 @@ class _Caller:
     asking: bool = False  # its question is with it now: a second question is not its (see Callers)
 
 
+CUT_MEMORY_S = 30.0  # a tool call cut short (hang-up, barge-in, timeout): its handler may still ask
+
+
 @dataclass
 class Callers:
     """The tool calls in flight on one connection, each with its call's elicitor (or
-    None: then whoever holds the connection answers). Used in the connection's loop."""
+    None: then whoever holds the connection answers). Used in the connection's loop.
+
+    Nothing on the wire says which tool call a question belongs to (mcp gives the
+    callback only the question's own id), so a question is put to a caller only when
+    no other caller can have caused it: every tool call in flight is that caller's, and
+    no other caller's call was cut short in the last CUT_MEMORY_S (its handler may go on
+    and ask). Anything else is cancelled, never put to a guessed caller: a handler that
+    asks twice at once, or after its caller hung up, would otherwise reach a stranger."""
 
     _calls: list[_Caller] = field(default_factory=list)
+    _cut: list[tuple[float, Elicitor | None]] = field(default_factory=list)  # (when, whose)
 
     @contextlib.contextmanager
     def calling(self, elicitor: Elicitor | None) -> Iterator[None]:
@@ -165,24 +177,33 @@ class Callers:
         self._calls.append(caller)
         try:
             yield
+        except BaseException:
+            self._cut.append((time.monotonic(), elicitor))
+            raise
         finally:
             self._calls.remove(caller)
 
     @contextlib.contextmanager
     def attribute(self, holder: Elicitor | None) -> Iterator[Elicitor | Answer | None]:
-        """Who answers a question arriving now: the one call that can have asked it
-        (marked as asking until the block ends), ``holder`` when no call is in flight,
-        or the ``Answer`` for a question no single call can have asked (cancel)."""
+        """Who answers a question arriving now: the one caller every tool call in flight
+        belongs to (marked as asking until the block ends), ``holder`` when no call is in
+        flight, or the ``Answer`` (cancel) when more than one caller can have caused it."""
+        now = time.monotonic()
+        self._cut = [(at, who) for at, who in self._cut if now - at < CUT_MEMORY_S]
         if not self._calls:
             yield holder
             return
+        owners = {id(c.elicitor or holder) for c in self._calls}
+        recent = {id(who or holder) for _, who in self._cut} - owners
         free = [c for c in self._calls if not c.asking]
-        if len(free) != 1:
-            yield Answer("cancel", reason=f"{len(free)} tool calls in flight on this shared connection could have "
-                                          "asked; the question is put to none of their callers" if free else
-                                          "every tool call in flight is already waiting for its own answer")
+        if len(owners) > 1 or recent or not free:
+            why = (f"tool calls of {len(owners)} callers are in flight on this shared connection"
+                   if len(owners) > 1 else
+                   "another caller's tool call on this shared connection was cut short moments ago"
+                   if recent else "every tool call in flight is already waiting for its own answer")
+            yield Answer("cancel", reason=f"{why}; the question could be theirs and is put to no caller")
             return
-        [caller] = free
+        caller = free[0]
         caller.asking = True
         try:
             yield caller.elicitor or holder

@@ -108,7 +108,11 @@ class Spool:
         into the spool without it; only the delivering serve holds it."""
         import fcntl
 
-        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:  # never through a symlink: serve would truncate what it points at
+            fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise SpoolInUse(self.folder, f"? ({self.folder / '.lock'} cannot be used as the lock: "
+                                          f"{exc.strerror or exc})") from None
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

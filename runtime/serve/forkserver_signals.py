@@ -1,5 +1,6 @@
 """Imported only by the forkserver that starts the job processes (first of livekit's
-``preload_modules``): it ignores SIGTERM and SIGINT, as livekit's job processes do.
+``preload_modules``): it ignores SIGTERM and SIGINT, as livekit's job processes do, and
+the other signals serve handles (SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2).
 
 serve drains on SIGTERM, then closes its job processes through livekit's pipe (and
 SIGKILLs them on a hurried stop); the forkserver ends by itself when serve does. But a
@@ -19,6 +20,12 @@ import signal
 
 SERVE_PID = "VOICE_RUNTIME_SERVE_PID"  # set by serve before the forkserver starts
 
+# every signal serve handles itself (stop, reload, logged-and-ignored): sent to the whole
+# group (a terminal closing sends SIGHUP to it), each would have killed the forkserver and,
+# inherited, the job processes with their calls; livekit's job processes set their own
+# SIGUSR1 handler (stack dumps) over this
+GROUP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+
 if os.environ.get(SERVE_PID) not in (None, str(os.getpid())):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in GROUP_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)

@@ -617,8 +617,8 @@ def _merge_numbers(words: list[str]) -> list[str]:
             if value is None:
                 break
             if w in ("hundred", "thousand"):
-                if small == 0 and current == 0 and j > i:
-                    break
+                if (small == 0 and current == 0 and j > i) or max(current, total) >= 10 ** 15:
+                    break  # the second: "hundred hundred ..." (a model stuck on a word) is no number said
                 if w == "hundred":
                     current, small = max(current, 1) * 100, 0
                 else:

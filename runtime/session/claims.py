@@ -208,6 +208,9 @@ class ClaimWatch:
         except user_regex.TimedOut as exc:
             timed_out(self.runner, loaded, exc)
             findings = []
+        except Exception:  # noqa: BLE001 - a detector bug must be seen, not end the task unretrieved
+            log.exception("the claims check of a %d-character reply failed; nothing is reported for it", len(text))
+            findings = []
         judge = getattr(claims, "judge", None)
         if judge is not None:  # after the turn, never held: the caller does not wait for a verdict
             task = asyncio.ensure_future(judge_reply(self.runner, judge, text, turn))

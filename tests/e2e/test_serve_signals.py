@@ -39,7 +39,7 @@ def test_sighup_reloads_now_even_a_change_no_watcher_sees(tmp_path: Path, agents
         assert serve.stop() == 0
 
 
-def test_a_sigterm_to_serves_whole_process_group_stops_it_cleanly_with_no_error_logged(
+def test_signals_to_serves_whole_process_group_reload_or_stop_it_cleanly_with_no_error_logged(
         tmp_path: Path, agents: Path, fake_openai: FakeOpenAI) -> None:
     """systemd (KillMode=control-group), `timeout` and the shell's `kill %1` signal the
     whole group: the forkserver starting the job processes must not die of it, or each
@@ -52,6 +52,14 @@ def test_a_sigterm_to_serves_whole_process_group_stops_it_cleanly_with_no_error_
         serve.wait_for(lambda: "job processes ready to start" in serve.output(), message="the job pool")
         serve.simulate("desk", ["hello from a call"])
         serve.wait_for(lambda: system_prompts_for(fake_openai, "hello from a call"), message="a call")
+        # the other signals serve handles, sent to the group (a closing terminal sends SIGHUP):
+        # serve reloads or logs them, and the forkserver lives on to start the next call
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            os.killpg(serve.proc.pid, sig)
+        serve.wait_for(lambda: "SIGHUP: reloading" in serve.output(), message="the reload")
+        serve.simulate("desk", ["a call after the group signals"])
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "a call after the group signals"),
+                       message="a call started by the same forkserver")
         os.killpg(serve.proc.pid, signal.SIGTERM)
         assert serve.proc.wait(60) == 0
         log = serve.output()

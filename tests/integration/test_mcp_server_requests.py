@@ -77,9 +77,12 @@ def caller_of(city: str, asked: list[tuple[str, str]], answered: asyncio.Event |
     return answer
 
 
-async def test_calls_sharing_a_connection_are_each_asked_only_the_question_of_their_own_tool_call(
+async def test_a_caller_alone_on_a_shared_connection_is_asked_and_a_question_while_another_callers_call_runs_is_cancelled(
     opened, tmp_path: Path
 ) -> None:
+    """Nothing on the wire says which tool call asked: with Oslo's question still open, the
+    question that follows could be Rome's or a second one of Oslo's handler (a hostile pass
+    had it put to the wrong caller), so it is put to neither."""
     record = tmp_path / "rec.jsonl"
     conn = await opened(record)
     asked: list[tuple[str, str]] = []
@@ -91,9 +94,8 @@ async def test_calls_sharing_a_connection_are_each_asked_only_the_question_of_th
     with asking(caller_of("Rome", asked)):
         rome = text_of(await conn.call("book", {"city": "Rome"}))
     oslo_answers.set()
-    assert asked == [("Oslo", "Booking a trip to Oslo. Which date, and shall I book it?"),
-                     ("Rome", "Booking a trip to Rome. Which date, and shall I book it?")]
-    assert rome == 'accept: {"confirm": true, "date": "date for Rome", "seats": 2}'
+    assert asked == [("Oslo", "Booking a trip to Oslo. Which date, and shall I book it?")]
+    assert rome == "cancel: null"
     assert text_of(await oslo) == 'accept: {"confirm": true, "date": "date for Oslo", "seats": 2}'
 
 

@@ -162,6 +162,12 @@ def test_numbers_of_thousands_of_digits_are_compared_as_text_and_never_break_the
     assert [(f.rule, f.token) for f in found] == [("ungrounded_specific", "8" * 600)]
 
 
+def test_a_long_run_of_hundreds_said_in_words_never_breaks_the_check_and_the_claim_is_still_found() -> None:
+    # a model stuck on a word: int -> str beyond 4,300 digits raised, and the check died unreported
+    found = read("I have refunded your order. It was " + "hundred " * 2200 + "pounds.", Turn(tools=[Tool("refund_order", "Refund an order")]))
+    assert any(f.rule == "tool_aware" for f in found), found
+
+
 def test_amounts_with_a_sub_unit_are_one_number_and_a_date_grounds_none_of_its_parts() -> None:
     bill = Turn(calls=[ToolRun("get_bill", {}, "amount due 64.30 GBP; due 2026-12-28; balance 1240.17 EUR")])
     for grounded in ("Your bill is 64 pounds 30.", "That's sixty-four pounds and thirty pence.",
