@@ -4,7 +4,9 @@ by whoever holds the call (an ``Elicitor``), the answer checked against the ques
 The MCP spec allows a form of top-level primitive fields only (string, number,
 integer, boolean, enums of strings, multi-select enums of strings); anything else is
 refused before anyone is asked, as is a form of more than ``MAX_FIELDS`` fields or a
-message longer than ``MAX_MESSAGE_CHARS`` (a caller on the phone cannot be read a page).
+message longer than ``MAX_MESSAGE_CHARS`` (a caller on the phone cannot be read a page),
+a schema longer than ``MAX_FORM_CHARS`` as JSON, or a name, title, description or enum value
+longer than ``MAX_TEXT_CHARS``.
 URL mode is declined: a phone caller cannot open a link.
 
 Who answers: the caller whose tool call is in flight on the connection. A connection
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
 import re
 import time
@@ -45,6 +48,8 @@ log = logging.getLogger("voice_runtime.mcp")
 MAX_FIELDS = 20
 MAX_MESSAGE_CHARS = 2000
 MAX_ENUM_VALUES = 50
+MAX_FORM_CHARS = 16_000  # the whole requestedSchema as JSON: each field, title, enum value goes to the model
+MAX_TEXT_CHARS = 500  # one field name, title, description or enum value: said to a caller on the phone
 
 Action = Literal["accept", "decline", "cancel"]
 Value = str | int | float | bool | list[str]
@@ -217,6 +222,9 @@ def read_form(server: str, message: str, schema: Any) -> Question:
         raise BadForm(f"message of {len(message)} characters (at most {MAX_MESSAGE_CHARS})")
     if not isinstance(schema, dict) or schema.get("type", "object") != "object":
         raise BadForm("requestedSchema is not an object schema")
+    size = len(json.dumps(schema, default=str))
+    if size > MAX_FORM_CHARS:  # a 5 MB enum would go to the model in the tool result and fail the turn
+        raise BadForm(f"requestedSchema of {size} characters (at most {MAX_FORM_CHARS})")
     properties = schema.get("properties") or {}
     if not isinstance(properties, dict):
         raise BadForm("requestedSchema.properties is not an object")
@@ -230,6 +238,10 @@ def read_form(server: str, message: str, schema: Any) -> Question:
 def _field(name: str, prop: Any, required: bool) -> FormField:
     if not isinstance(prop, dict):
         raise BadForm(f"field {name!r} is not a schema")
+    for what, text in (("name", name), ("title", prop.get("title")), ("description", prop.get("description"))):
+        if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
+            raise BadForm(f"field {printable(name[:40])!r}: its {what} has {len(text)} characters "
+                          f"(at most {MAX_TEXT_CHARS})")
     kind = prop.get("type")
     choices = labels = None
     if "oneOf" in prop or "anyOf" in prop:  # titled single-select enum (SEP-1330)
@@ -306,6 +318,8 @@ def _strings(name: str, values: Any) -> tuple[str, ...]:
         raise BadForm(f"field {name!r}: an enum needs 1 to {MAX_ENUM_VALUES} values")
     if not all(isinstance(v, str) for v in values):
         raise BadForm(f"field {name!r}: enum values must be strings")
+    if any(len(v) > MAX_TEXT_CHARS for v in values):
+        raise BadForm(f"field {name!r}: an enum value is longer than {MAX_TEXT_CHARS} characters")
     return tuple(values)
 
 

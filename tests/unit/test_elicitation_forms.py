@@ -75,6 +75,13 @@ def test_an_answer_is_checked_against_the_form_and_omitted_fields_take_their_def
     ({"type": "object", "properties": {"a": {"type": "string", "enum": [1, 2]}}}, "enum values must be strings"),
     ({"type": "object", "properties": {"a": {"type": "integer", "default": "x"}}}, "its default 'x' is not an integer"),
     ({"type": "array"}, "not an object schema"),
+    # a hostile pass: 50 enum values of 100,000 characters went to the model and failed the turn
+    ({"type": "object", "properties": {"a": {"type": "string", "enum": ["x" * 100_000] * 50}}},
+     r"requestedSchema of \d+ characters \(at most 16000\)"),
+    ({"type": "object", "properties": {"a": {"type": "string", "enum": ["x" * 501]}}}, "longer than 500 characters"),
+    ({"type": "object", "properties": {"a": {"type": "string", "description": "d" * 5000}}},
+     "its description has 5000 characters"),
+    ({"type": "object", "properties": {"n" * 600: {"type": "string"}}}, "its name has 600 characters"),
 ])
 def test_a_form_outside_the_mcp_spec_or_our_bounds_is_refused_saying_why(schema: dict, why: str) -> None:
     with pytest.raises(BadForm, match=why):
