@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -63,11 +63,15 @@ def tools(
     # the model is also shown a transfer tool per handoff (no arguments; the session continues as the agent)
     handoffs = [{"name": tool_name(h.agent), "source": f"handoff:{h.agent}", "original": h.agent,
                  "description": h.when, "parameters": {}} for h in loaded.spec.handoffs]
-    from ..session.phone import phone_tool_listing
+    # the spec's telephony: tools; in a session they hide a server's tool of the same name.
+    # Built with livekit's classes, so imported only for a spec that has a telephony: block
+    # (tools on any other spec never imports livekit: test_cli_imports.py)
+    phone: list[dict[str, Any]] = []
+    if loaded.spec.telephony is not None:
+        from ..session.phone import phone_tool_listing
 
-    # the spec's telephony: tools; in a session they hide a server's tool of the same name
-    phone = [{**tool, "source": "built-in phone tool", "original": tool["name"]}
-             for tool in phone_tool_listing(loaded.spec.telephony)]
+        phone = [{**tool, "source": "built-in phone tool", "original": tool["name"]}
+                 for tool in phone_tool_listing(loaded.spec.telephony)]
     hidden = {p["name"] for p in phone}
     rows = [r for r in box.rows if r.name not in hidden]
     handoffs += phone

@@ -195,7 +195,7 @@ def test_a_sigkilled_job_process_still_gets_a_report_marked_job_killed_and_the_s
     path = _running_call(serve, spool)
     # README: spool files are 0600 in 0700 folders (the checkpoint holds the transcript and targets)
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in [spool, *spool.iterdir()]} == {
-        "spool": "0o700", "pending": "0o700", "dead": "0o700", "tmp": "0o700", "calls": "0o700"}
+        "spool": "0o700", "pending": "0o700", "dead": "0o700", "tmp": "0o700", "calls": "0o700", ".lock": "0o600"}
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     os.kill(int(path.name.rsplit(".", 2)[-2]), signal.SIGKILL)  # the job process, named in its checkpoint
     def killed() -> list[dict[str, Any]]:
