@@ -129,11 +129,9 @@ def dial(
         if key.strip() in given:  # last-wins would dial with a value the caller may not have meant
             usage_error(printable(f"--context {key.strip()[:80]!r} is given twice"))
         given[key.strip()] = value
-    import re
+    from ..spec.telephony import is_e164
 
-    from ..spec.telephony import E164_PATTERN
-
-    if not re.fullmatch(E164_PATTERN, to):  # before reading any file: the command line is wrong
+    if not is_e164(to):  # before reading any file: the command line is wrong
         usage_error(printable(f"--to {to[:40]!r} is not a phone number in E.164 form (+, country code and "
                               "number, such as +14155550100)"))
     secrets = guard_output()

@@ -56,11 +56,11 @@ def check_request(lines: Lines, agent: str, to: str, context: dict[str, Any], de
     ``declared`` (the agent's ``context:``) checks the context before anything rings: a
     call the agent's job would refuse is never dialled (the message never holds a value)."""
     from ..spec.call_context import ContextRefused, dispatch_values
-    from ..spec.telephony import E164_PATTERN
+    from ..spec.telephony import is_e164
 
     if agents is not None and agent not in agents:
         raise Refused(404, f"no agent named {agent[:80]!r} is served")
-    if not isinstance(to, str) or re.fullmatch(E164_PATTERN, to) is None:
+    if not is_e164(to):
         raise Refused(400, "`to` must be a phone number in E.164 form, such as +14155550100")
     for key, value in context.items():
         if not isinstance(key, str) or _CONTEXT_KEY.fullmatch(key) is None or key == "agent":
