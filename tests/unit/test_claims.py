@@ -21,7 +21,7 @@ CORPUS, HELD_OUT = DATA / "claims_corpus.yaml", DATA / "claims_heldout.yaml"
 # run once blind, then studied and trained on: (file, what its blind run measured)
 SEEN_HELD_OUT = [("claims_seen_heldout.yaml", "0.925 / 0.860"), ("claims_seen_heldout2.yaml", "0.833 / 0.732"),
                  ("claims_seen_heldout3.yaml", "0.919 / 0.756"), ("claims_seen_heldout4.yaml", "0.841 / 0.822"),
-                 ("claims_seen_heldout5.yaml", "0.905 / 0.844")]
+                 ("claims_seen_heldout5.yaml", "0.905 / 0.844"), ("claims_seen_heldout6.yaml", "0.824 / 0.622")]
 # targets of issue 26 (held-out); the tuned corpus is held a little higher
 MIN_PRECISION, MIN_RECALL = 0.95, 0.90
 HELD_OUT_MIN_PRECISION, HELD_OUT_MIN_RECALL = 0.95, 0.80
@@ -30,10 +30,10 @@ HELD_OUT_MIN_PRECISION, HELD_OUT_MIN_RECALL = 0.95, 0.80
 # this module once (-s prints the figures) and writes what it measured here, as a floor the
 # detector may not fall below; BLIND_MEETS_TARGETS says whether that run met the issue's
 # targets (False keeps the strict xfail below, True makes it a plain test).
-# Set 6 goes in tests/data/claims_heldout.yaml (set 5 measured 0.905 / 0.844 blind and is now seen, above);
+# Set 7 goes in tests/data/claims_heldout.yaml (set 6 measured 0.824 / 0.622 blind and is now seen, above);
 # until it is run once, no floor: 0.0 (and the blind tests skip while the file is missing).
-BLIND_MEASURED_PRECISION = 28 / 34  # set 6 (100 replies, 45 claims), run once blind 2026-12-07 19:38 UTC: 0.824
-BLIND_MEASURED_RECALL = 28 / 45  # 0.622
+BLIND_MEASURED_PRECISION = 0.0
+BLIND_MEASURED_RECALL = 0.0
 BLIND_MEETS_TARGETS = False
 
 
