@@ -129,7 +129,7 @@ _COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "ca
                ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
                ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"), ("dealt", "with"),
                ("came", "back"), ("come", "back"), ("heard", "back"),
-               ("all", "good"), ("squared", "away"), ("good", "as", "done"))
+               ("gone", "across"), ("went", "across"), ("squared", "away"), ("good", "as", "done"))
 _ALL_PAST: dict[str, tuple[str, ...]] = {}  # "moved" is a change or a payment
 for _group, (_past, _) in _GROUPS.items():
     for _word in _past.split():
@@ -155,7 +155,10 @@ _COMPLETION_AT, _STATUS_AT = _index(_COMPLETION), _index(_STATUS)
 _TOOL_WORDS = {group: frozenset(words.split()) for group, (_, words) in _GROUPS.items()}
 _ANY_TOOL_WORD = frozenset().union(*_TOOL_WORDS.values())
 _LOOKUP_TOOL_VERBS = frozenset("get find search lookup look list check track read fetch query show view retrieve "
-                               "describe status balance availability verify".split())
+                               "describe status balance availability verify plan".split())
+# a tool named for what it reports, not for an act: mot_status, bus_arrivals, run_line_test, showtimes
+_LOOKUP_TOOL_NOUNS = frozenset("status arrivals departures showtimes times timetable test planner search schedule "
+                               "availability balance balances position forecast weather".split())
 
 _BE = frozenset("is are was were been be being am got gets get".split())
 _AUX = frozenset("have has had 'd just already now also successfully quickly personally actually finally "
@@ -288,10 +291,11 @@ _TOKEN = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?!\d)|\d{1,2}/\d{1,2}/\d{2,4}(?!\d)|
 _ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")  # one token, no reference
 _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
-_DENIED_OR_WAITING = re.compile(r"\b(?:not|never|yet|pending|awaiting|draft|unconfirmed|queued)\b")
+_DENIED_OR_WAITING = re.compile(r"\b(?:not|never|no|without|yet|pending|awaiting|draft|unconfirmed|queued)\b")
 _WAITING = re.compile(r"\b(?:pending|awaiting|draft|unconfirmed|queued)\b")  # the words of _UNFINISHED
-_DENIED_OR_WAITING_MARKS = ("not", "never", "yet", *_UNFINISHED)  # substring scans first: most results have none
-_RESULT_PARTS = re.compile(r"[;,.:|\n]+")
+_DENIED_OR_WAITING_MARKS = ("not", "never", "no", "without", "yet", *_UNFINISHED)  # substring scans first: most results have none
+_RESULT_NEGATIONS = frozenset("not never no without".split())
+_RESULT_PARTS = re.compile(r"[;,.:|()\n]+")  # a parenthesis says a thing of its own
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
 _CURRENCY_SIGNS = frozenset("£$€¥")
@@ -402,14 +406,16 @@ def _rough(forms: frozenset[str]) -> frozenset[str]:
 
 def _affirmed(text: str) -> frozenset[str]:
     """The words of a result that it says happened: not those it denies ("not sent", "not yet
-    issued") nor those it says wait ("activation pending")."""
+    issued", "no engineer booked": a negation denies the rest of its part of the result) nor
+    those it says wait ("activation pending")."""
     if not any(mark in text for mark in _DENIED_OR_WAITING_MARKS) or _DENIED_OR_WAITING.search(text) is None:
         return frozenset(_WORD.findall(text))  # most results: one pass in C
     said: set[str] = set()
     for part in _RESULT_PARTS.split(text):  # "seat change requested; awaiting confirmation": requested is said
         words = _WORD.findall(part)
-        said.update(w for n, w in enumerate(words) if not (
-            (n and words[n - 1] in ("not", "never", "yet")) or (n + 1 < len(words) and words[n + 1] in _UNFINISHED)))
+        denied = next((n for n, w in enumerate(words) if w in _RESULT_NEGATIONS), len(words))
+        said.update(w for n, w in enumerate(words[:denied]) if not (
+            (n and words[n - 1] == "yet") or (n + 1 < len(words) and words[n + 1] in _UNFINISHED)))
     return frozenset(said)
 
 
@@ -1043,6 +1049,8 @@ class _Reader:
         self.state_stems = frozenset(_stem(w) for w in given if not w.endswith(_NOMINAL) or w == "ready")
         self.failed_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome != "ok").lower()))
+        # what this turn's calls that did not fail say (not the call's earlier results)
+        self.now_said = _affirmed(" ".join(str(c.result or "") for c in turn.calls if c.outcome == "ok").lower())
         self.acted = _affirmed(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome == "ok" and not self.is_lookup_tool(c.tool)).lower())
         # the calls that did what they were asked: not one whose result says it waits ("awaiting confirmation")
@@ -1072,8 +1080,15 @@ class _Reader:
         return bool(words & _TOOL_WORDS[group])
 
     def is_lookup_tool(self, tool: str) -> bool:
-        first = re.split(r"[^a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", tool).lower())[0]
-        return first in _LOOKUP_TOOL_VERBS
+        """A tool that reads: its name starts with a reading verb (get_order) or names what it
+        reports (mot_status, run_line_test), or its description starts with one ("Get live
+        departures"). Only the others act: a lookup's run backs no "done" nor "it's passed"."""
+        words = re.split(r"[^a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", tool).lower())
+        if words[0] in _LOOKUP_TOOL_VERBS or not _LOOKUP_TOOL_NOUNS.isdisjoint(words):
+            return True
+        known = next((t for t in self.turn.tools if t.name == tool), None)
+        first = re.split(r"[^a-z]+", known.description.lower().strip()) if known is not None else [""]
+        return first[0] in _LOOKUP_TOOL_VERBS
 
     def action_backed(self, groups: tuple[str, ...] | None, word: str, form: str) -> str | None:
         """None when a call of this turn backs the action; else why not."""
@@ -1083,6 +1098,9 @@ class _Reader:
                 return None
             if form != "first" and word in self.results:
                 return None
+            if form == "first" and len(word) >= 5 and word.endswith("ed") and any(
+                    w.startswith(_stem(word)) for w in self.now_said):
+                return None  # "we've quoted 145 to sort it": the act a result of this turn records ("repair quote")
             waiting = [c for c in self.turn.calls if c.outcome == "ok" and c not in self.finished]
             if waiting:
                 return self.not_done(waiting[0])
@@ -1126,6 +1144,18 @@ class _Reader:
         if self.relates(words, at, SUBJECT_REACH) or self.acted_ok():
             return None  # a result that says so, or a state this turn's act made ("I've ordered it; it's on the way")
         return self.no_result()
+
+    def ran_about(self, subject: list[str]) -> bool:
+        """Whether a call of this turn that did not fail is about the thing ``subject`` names (its
+        tool's name or its result: "the test" ~ run_line_test)."""
+        named = {_stem(w) for w in subject if w.isalpha() and len(w) >= 4 and w not in _RELATION_STOP}
+        if not named:
+            return False
+        for call in self.turn.calls:
+            if call.outcome == "ok" and not named.isdisjoint(
+                    _stem(w) for w in _WORD.findall(f"{call.tool.replace('_', ' ')} {call.result}".lower())):
+                return True
+        return False
 
     def no_result(self) -> str:
         return "no tool result of the call says so" if self.turn.calls else "no tool ran in this turn"
@@ -1351,6 +1381,8 @@ class _Reader:
             if _blocked(words, i) and not _hedged_now(words, i):
                 return None
             if phrase[-1] == "back":  # "the results came back clear", "we've heard back from the insurer"
+                if self.ran_about(words[max(0, i - SUBJECT_REACH - 1): i]):
+                    return None  # "the test's come back clean": what this turn's line test returned
                 return "lookup_fact", self.lookup_backed(phrase[0], words, i)
             if phrase[-1] == "out" and form != "first" and not self.state_stems.isdisjoint(_SENT_OUT):
                 return None  # "it went out with DPD yesterday": what a result's "dispatched" says
