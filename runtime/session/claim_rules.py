@@ -227,6 +227,11 @@ _WEATHER = frozenset("raining pouring snowing drizzling sunny cloudy rainy windy
 _WHEN = frozenset("it tomorrow today tonight weekend monday tuesday wednesday thursday friday saturday sunday "
                   "morning afternoon evening".split())
 # what follows an hour said as a bare number ("at 4 on Tuesday", "at 9 tomorrow"; not "at 4 levels")
+# the future said of the world, not offered by the agent: "they'll be with you between eight and one"
+_FORECAST = frozenset("will should going to be due expected".split())
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_WEEKDAY_OF = {**{d: d for d in _WEEKDAYS}, **{d[:3]: d for d in _WEEKDAYS}}
+_NUMBERED_PLACES = frozenset("platform gate terminal stand berth bay pitch ward".split())
 _AFTER_HOUR = frozenset("on in tomorrow today tonight this next o'clock oclock sharp with and then for".split())
 # words that cannot be the noun a participle qualifies ("reserved items are ..."; not "sent to you is")
 _NOT_NOUNS = frozenset("you it that this them him her me us to by for with in on at from over up out off and or "
@@ -291,6 +296,7 @@ _TOKEN = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?!\d)|\d{1,2}/\d{1,2}/\d{2,4}(?!\d)|
 _ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")  # one token, no reference
 _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
+_SPELT = re.compile(r"[a-z](?:-[a-z])+")  # letters spelt out: "D-M-V"
 _DENIED_OR_WAITING = re.compile(r"\b(?:not|never|no|without|yet|pending|awaiting|draft|unconfirmed|queued)\b")
 _WAITING = re.compile(r"\b(?:pending|awaiting|draft|unconfirmed|queued)\b")  # the words of _UNFINISHED
 _DENIED_OR_WAITING_MARKS = ("not", "never", "no", "without", "yet", *_UNFINISHED)  # substring scans first: most results have none
@@ -382,7 +388,8 @@ class Turn:
         # said roughly, or an amount said whole: "two thousand one hundred seventy rupees" for a
         # result's 2,170.02 (a reply says a bill's pounds or rupees and drops the pence or paise)
         spoken_whole = i + 1 < len(words) and words[i + 1] in _MAJOR_UNITS and words[i].isdigit()
-        if not ((i and words[i - 1] in _APPROX) or spoken_whole) or len(own) != 1:
+        rough = (i and words[i - 1] in _APPROX) or (i >= 2 and words[i - 1] in ("a", "an") and words[i - 2] in _APPROX)
+        if not (rough or spoken_whole) or len(own) != 1:
             return False
         if self._rough is None:
             self._rough = {}
@@ -395,12 +402,19 @@ class Turn:
 
 
 def _rough(forms: frozenset[str]) -> frozenset[str]:
-    """The whole numbers a rough figure may round a decimal of ``forms`` to (12.4 -> 12; 3.8 -> 3, 4)."""
+    """The whole numbers a rough figure may round a number of ``forms`` to (12.4 -> 12; 3.8 -> 3, 4;
+    163,240.18 -> 163,000 or 160,000: a rough figure rounds at the place it says)."""
     out: set[str] = set()
     for form in forms:
         whole, dot, fraction = form.partition(".")
-        if dot and whole.isdigit() and len(whole) <= 12:
+        if not whole.isdigit() or len(whole) > 12:
+            continue
+        if dot:
             out.update((whole, str(int(whole) + 1) if fraction[:1] >= "5" else whole))
+        value = int(whole)
+        for place in range(1, len(whole)):  # 163240 -> 163240 to the nearest ten, hundred, ...
+            unit = 10 ** place
+            out.update((str(value - value % unit), str(value - value % unit + unit)))
     return frozenset(out)
 
 
@@ -557,7 +571,8 @@ def _words(text: str) -> list[str]:
         if word in _CONTRACTIONS:
             out += _CONTRACTIONS[word]
             continue
-        if "-" in word and (all(part in _NUMBER_WORDS for part in word.split("-")) or _hyphen_range(word)):
+        if "-" in word and (all(part in _NUMBER_WORDS or part in _DIGIT_WORDS for part in word.split("-")) or
+                            _hyphen_range(word)):
             out += word.split("-")  # forty-five -> forty five -> 45 (below); 10-12 days: two numbers
             continue
         if "-" in word and word.partition("-")[2] in _CURRENCY_WORDS and _number(word.partition("-")[0]):
@@ -570,7 +585,36 @@ def _words(text: str) -> list[str]:
                 out += [word[: len(word) - len(suffix)], _SUFFIXES[suffix]]
                 continue
         out.append(word)
-    return _ordinals(_merge_amounts(_merge_numbers(out)))
+    return _ordinals(_merge_amounts(_merge_numbers(_spoken_digits(out))))
+
+
+_DIGIT_WORDS = {**{w: str(n) for w, n in _NUMBER_WORDS.items() if n < 10}, "oh": "0"}
+
+
+def _spoken_digits(words: list[str]) -> list[str]:
+    """A code or number said digit by digit is one token, as a tool writes it: "four four eight
+    two" -> 4482, "nine-one-oh" -> 910, and after letters spelt out ("B-K nine one oh", "D-M-V
+    four four eight two") one code, bk910 (three digits or more: "two two" is no code; not
+    within numbers said in groups, "nine oh two thirty" = 902.30)."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        j = i
+        while j < len(words) and words[j] in _DIGIT_WORDS and (j > i or words[j] != "oh"):
+            j += 1
+        # not a part of amounts or times said in groups: "twenty-three oh five forty", "nine oh two thirty"
+        grouped = (out and out[-1] in _NUMBER_WORDS) or (j < len(words) and words[j] in _NUMBER_WORDS)
+        if j - i < 3 or grouped:
+            out.append(words[i])
+            i += 1
+            continue
+        digits = "".join(_DIGIT_WORDS[w] for w in words[i:j])
+        if out and _SPELT.fullmatch(out[-1]):
+            out[-1] = out[-1].replace("-", "") + digits
+        else:
+            out.append(digits)
+        i = j
+    return out
 
 
 def _ordinals(words: list[str]) -> list[str]:
@@ -616,8 +660,9 @@ def _merge_numbers(words: list[str]) -> list[str]:
         j, total, current, small = i, 0, 0, 0  # small: the part below a hundred said so far
         while j < len(words):
             w = words[j]
-            if w == "and" and j > i:
-                j += 1
+            if (w == "and" and j > i) or (w == "," and j > i and words[j - 1] == "thousand" and
+                                          j + 1 < len(words) and words[j + 1] in _NUMBER_WORDS):
+                j += 1  # "forty-eight thousand, three hundred": one number said with a pause
                 continue
             value = _NUMBER_WORDS.get(w)
             if value is None:
@@ -634,9 +679,9 @@ def _merge_numbers(words: list[str]) -> list[str]:
             else:
                 break  # "forty two | ninety nine", "four | forty"
             j += 1
-        while j > i and words[j - 1] == "and":  # "two hundred and then": the "and" is not the number's
+        while j > i and words[j - 1] in ("and", ","):  # "two hundred and then": the "and" is not the number's
             j -= 1
-        run = [w for w in words[i:j] if w != "and"]
+        run = [w for w in words[i:j] if w not in ("and", ",")]
         if words[i] == "oh" and out and spoken[-1] and 1 <= int(_number(out[-1]) or 0) <= 99 and \
                 not (len(out) >= 2 and spoken[-2] and len(_number(out[-1]) or "") == 1 and
                      len(_number(out[-2]) or "") == 1) and \
@@ -798,7 +843,9 @@ def _forms(words: list[str], i: int) -> set[str]:
             forms |= _clock(int(head), int(tail), nxt if nxt in ("am", "pm") else None)
         return forms
     if _ISO_DATE.fullmatch(word):  # its day grounds "the 19th" (and no bare 19); its year "twenty twenty-eight"
-        return {f"day:{int(word.rsplit('-', 1)[1])}", str(int(word.split("-", 1)[0]))}
+        return {f"day:{int(word.rsplit('-', 1)[1])}", str(int(word.split("-", 1)[0])), *_weekday(word)}
+    if word in _WEEKDAY_OF:  # "Thu" grounds "Thursday"
+        return {f"dow:{_WEEKDAY_OF[word]}"}
     if _ORDINAL.fullmatch(word):
         return {f"day:{int(word[:-2])}"}
     if word[0].isdigit() and "-" in word and not _ISO_DATE.fullmatch(word):  # a reference: 88-20417 = 8820417
@@ -830,6 +877,17 @@ def _forms(words: list[str], i: int) -> set[str]:
     return set()
 
 
+def _weekday(iso: str) -> set[str]:
+    """The weekday of a date a tool writes (2027-03-11 grounds "Thursday")."""
+    import datetime
+
+    try:
+        year, month, day = (int(part) for part in iso.split("-"))
+        return {f"dow:{_WEEKDAYS[datetime.date(year, month, day).weekday()]}"}
+    except ValueError:
+        return set()
+
+
 def _specific(words: list[str], i: int) -> bool:
     """Whether ``words[i]`` is an account-specific detail: an amount, a percentage, a
     clock time, a code or reference number, a long number or a count of things."""
@@ -850,12 +908,14 @@ def _specific(words: list[str], i: int) -> bool:
         return True
     if digits and (nxt in ("am", "pm") or prev == "#" or prev in _REFERENCE_NOUNS):
         return True
+    if prev in _NUMBERED_PLACES and number.isdigit():  # "platform six", "gate 4": where, as a lookup says
+        return True
     if digits and "." in word:
         return True
     if digits and len(number) >= 3 and not (len(number) == 4 and 1900 <= int(number) <= 2100):
         return nxt not in _COUNT_GENERAL
     # the time of an event: "your appointment is at 3", "it lands at nine tomorrow"
-    if prev == "at" and number.isdigit() and 1 <= int(number) <= 12 and (not nxt or nxt in _AFTER_HOUR):
+    if _event_time(words, i, number):
         return True
     # a count: "two rooms left", "3 results", "5 points"
     if number in ("0", "1") or (not digits and word in ("hundred", "thousand", "dozen", "couple")):
@@ -865,6 +925,30 @@ def _specific(words: list[str], i: int) -> bool:
         return True
     return (bool(nxt) and nxt.isalpha() and not any(w in _COUNT_GENERAL for w in following)
             and any(w.isalpha() and w.endswith("s") and w not in _NOT_PLURALS for w in following))
+
+
+def _forecast_day(words: list[str], i: int) -> bool:
+    """A weekday in a clause that says what will happen ("they'll be round this Thursday"; not
+    "Tuesday the eighth": the date says which day, and a result may write it without its year)."""
+    dated = i + 2 < len(words) and words[i + 1] == "the" and _ORDINAL.fullmatch(words[i + 2]) is not None
+    return words[i] in _WEEKDAYS and not dated and not {"will", "should"}.isdisjoint(words[max(0, i - LOOK_BACK): i])
+
+
+def _event_time(words: list[str], i: int, number: str) -> bool:
+    """The hour of an event said bare: "at 3", "by about four", "between eight and one" (not "at 4
+    levels", "between two and three weeks")."""
+    if not (number.isdigit() and 1 <= int(number) <= 12):
+        return False
+    nxt = words[i + 1] if i + 1 < len(words) else ""
+    prev = words[i - 1] if i else ""
+    if prev in _APPROX and i >= 2:
+        prev = words[i - 2]
+    if prev in ("at", "by") and (not nxt or nxt in _AFTER_HOUR):
+        return True
+    if prev == "between" and nxt == "and" and i + 2 < len(words):  # the first of a range of hours
+        end, after = _whole(words[i + 2]), words[i + 3] if i + 3 < len(words) else ""
+        return end is not None and 1 <= end <= 12 and (not after or after in _AFTER_HOUR)
+    return False
 
 
 def _amount(words: list[str], i: int) -> bool:
@@ -894,9 +978,10 @@ def _phrase_at(words: list[str], i: int, phrases: dict[str, list[tuple[str, ...]
     return None
 
 
-def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal: bool = False) -> bool:
+def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal: bool = False,
+             allow_future: bool = False) -> bool:
     """A negation, modal, condition or habit in the few words before ``i`` (``allow_*``: those
-    do not count)."""
+    do not count; ``allow_future``: will, should, going to)."""
     before = words[max(0, i - LOOK_BACK): i]
     for n, word in enumerate(before):
         nxt = before[n + 1] if n + 1 < len(before) else (words[i] if i < len(words) else "")
@@ -914,6 +999,10 @@ def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal
             return True  # "you said you were charged twice": the caller's words, not a finding
         if allow_modal and (word in _MODAL or word == "'d"):
             continue
+        if allow_future and word in _FORECAST:
+            continue
+        if word == "going" and nxt != "to":
+            continue  # "the 10:20 is going from platform six": a fact, not "going to"
         if word in _MODAL:
             if word in ("able", "to") and n and before[n - 1] in ("been", "was", "were", "managed", "able"):
                 continue  # "I was able to cancel it" did it
@@ -1592,8 +1681,11 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
                 # an amount said in the conditional or the future must come from somewhere too ("the
                 # Tuesday flight would cost 40 pounds", "it'll be 12 degrees"); a time there is offered
                 # ("I can book you in at 3 pm"), a condition's number is the caller's case
-                if not _specific(clause, i) or _blocked(clause, i, allow_negation=True,
-                                                        allow_modal=_amount(clause, i)) or (
+                # the time or day of what others will do is a specific too ("they'll be round this
+                # Thursday", "you'll be back on by about four"); the agent's own future is offered
+                future = _SUBJECT.isdisjoint(clause[:i])
+                if not (_specific(clause, i) or (future and _forecast_day(clause, i))) or _blocked(
+                        clause, i, allow_negation=True, allow_modal=_amount(clause, i), allow_future=future) or (
                         conditional[n] and not _amount(clause, i)):
                     continue  # after "if that works", a time is offered; a price still must come from somewhere
                 forms = _forms(clause, i)
