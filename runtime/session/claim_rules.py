@@ -227,6 +227,9 @@ _WEATHER = frozenset("raining pouring snowing drizzling sunny cloudy rainy windy
 _WHEN = frozenset("it tomorrow today tonight weekend monday tuesday wednesday thursday friday saturday sunday "
                   "morning afternoon evening".split())
 # what follows an hour said as a bare number ("at 4 on Tuesday", "at 9 tomorrow"; not "at 4 levels")
+# verbs whose "that ..." is asked about or hoped for, not asserted
+_UNASSERTED = frozenset("check checking ask asking ensure ensuring hope hoping verify verifying wonder wondering "
+                        "doubt".split())
 # the future said of the world, not offered by the agent: "they'll be with you between eight and one"
 _FORECAST = frozenset("will should going to be due expected".split())
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -877,6 +880,11 @@ def _forms(words: list[str], i: int) -> set[str]:
     return set()
 
 
+def _progressive(participle: str) -> str:
+    """processed -> processing, shipped -> shipping: the state under way a "being ..." says."""
+    return (participle[:-2] if participle.endswith("ed") else participle) + "ing"
+
+
 def _weekday(iso: str) -> set[str]:
     """The weekday of a date a tool writes (2027-03-11 grounds "Thursday")."""
     import datetime
@@ -982,9 +990,12 @@ def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal
              allow_future: bool = False) -> bool:
     """A negation, modal, condition or habit in the few words before ``i`` (``allow_*``: those
     do not count; ``allow_future``: will, should, going to)."""
-    before = words[max(0, i - LOOK_BACK): i]
+    start = max(0, i - LOOK_BACK)
+    before = words[start: i]
     for n, word in enumerate(before):
         nxt = before[n + 1] if n + 1 < len(before) else (words[i] if i < len(words) else "")
+        if word == "that" and not _UNASSERTED.isdisjoint(words[max(0, start + n - 4): start + n]):
+            return True  # "worth checking with the surgery that it's been sent": asked about, not said
         if word in ("until", "till") and _is_time(nxt):
             continue  # "late checkout until two is sorted": how long, not a condition
         if word == "about" and (nxt in _NUMBER_WORDS or nxt[:1].isdigit()):
@@ -1200,6 +1211,8 @@ class _Reader:
             return None  # "your order was cancelled": a result of the call says so (for "I've cancelled
             # it", a call of an earlier turn, or what this turn's act did: "card blocked; replacement
             # ordered"; this turn's lookup does not make it the agent's act)
+        if form != "first" and self.record_of(word):
+            return None  # "you're booked in for the 1st": get_booking found the booking
         if not any(self.can(t.name, g) for t in self.turn.tools for g in groups):
             return f"no tool of the agent can do this ({'/'.join(groups)})"
         failed = [c for c in self.turn.calls if any(self.can(c.tool, g) for g in groups)]
@@ -1233,6 +1246,20 @@ class _Reader:
         if self.relates(words, at, SUBJECT_REACH) or self.acted_ok():
             return None  # a result that says so, or a state this turn's act made ("I've ordered it; it's on the way")
         return self.no_result()
+
+    def record_of(self, participle: str) -> bool:
+        """Whether a lookup of this turn found the record the state is ("booked" ~ get_booking,
+        "reserved" ~ find_reservation, "registered" ~ get_registration): the record is the state.
+        Not when its result denies or waits for anything ("no booking found", "pending")."""
+        root = participle[:-2] if participle.endswith("ed") else participle
+        if len(root) < 4:
+            return False
+        for call in self.finished:
+            names = re.split(r"[^a-z]+", call.tool.lower())
+            if self.is_lookup_tool(call.tool) and any(n.startswith(root) for n in names[1:]) and \
+                    _DENIED_OR_WAITING.search(str(call.result or "").lower()) is None and str(call.result or "").strip():
+                return True
+        return False
 
     def ran_about(self, subject: list[str]) -> bool:
         """Whether a call of this turn that did not fail is about the thing ``subject`` names (its
@@ -1302,6 +1329,8 @@ class _Reader:
                 kind, why = found
                 if why is not None and self.echoes(words):
                     return None
+                if why is not None and i and words[i - 1] == "being" and self.states(_progressive(word)):
+                    continue  # "it's still being processed": what a result's "processing" says
                 if why is not None and _subject(words, i) != "first" and self.relays_switch(words, i):
                     return None  # "auto-renew's switched off": what a lookup's auto_renew: false says
                 if why is not None and why.endswith(_NOT_DONE_YET) and self.reply_waits:
