@@ -137,9 +137,10 @@ for _group, (_past, _) in _GROUPS.items():
 # said in the first person these report an act ("I've put you down for Thursday"); the
 # word that must follow, when the verb alone says too little ("I got it" is "I understand")
 _FIRST_PERSON_ACTS: dict[str, frozenset[str] | None] = {
-    "put": None, "managed": None, "passed": None, "got": frozenset(["you"]), "let": frozenset(),
+    "put": None, "managed": None, "passed": None, "got": frozenset("you him her them us".split()), "let": frozenset(),
     "made": frozenset("booking reservation appointment payment transfer change request claim complaint note "
                       "the a your".split())}
+_ON_THEIR_WAY = frozenset("heading coming going booked out round over booked".split())
 _HAD_FOLLOWERS = frozenset(_ALL_PAST) | _LOOKUP | {"just", "already"}
 _POSSESSIVES = frozenset("your the my our his her their its these those".split())
 
@@ -1158,6 +1159,7 @@ class _Reader:
         self.caller_did = _caller_did(turn.caller)
         self.told_stems = frozenset(_stem(w) for w in _WORD.findall(f"{turn.instructions} {turn.greeting}".lower()))
         self.reply_waits = False
+        self._named: tuple[frozenset[str], frozenset[str]] | None = None
         self.switches = _switches(turn.results_text())
 
     @staticmethod
@@ -1247,6 +1249,27 @@ class _Reader:
             return None  # a result that says so, or a state this turn's act made ("I've ordered it; it's on the way")
         return self.no_result()
 
+    def unrun_tool(self, words: list[str], i: int) -> str | None:
+        """The agent's tool that does what the act at ``i`` names and did not run: its thing (a word
+        of its name past the verb: book_cart's "cart") is the act's object, and no call of this turn
+        that did not fail names it (in its tool, arguments or result)."""
+        objects = {w.rstrip("s") for w in words[i + 1: i + RELATION_REACH // 2] if w.isalpha() and len(w) >= 3 and
+                   w not in _RELATION_STOP and w not in _NOT_NOUNS}
+        if not objects:
+            return None
+        groups = _ALL_PAST.get(words[i])
+        ran = {c.tool for c in self.turn.calls if c.outcome == "ok"}
+        for tool in self.turn.tools:
+            if tool.name in ran or self.is_lookup_tool(tool.name) or (
+                    groups and not any(self.can(tool.name, g) for g in groups)):
+                continue
+            things = {n.rstrip("s") for n in re.split(r"[^a-z]+", tool.name.lower())[1:] if len(n) >= 3}
+            if objects.isdisjoint(things):
+                continue
+            if (objects & things).isdisjoint(self.named_by_calls()[1]):
+                return tool.name
+        return None
+
     def record_of(self, participle: str) -> bool:
         """Whether a lookup of this turn found the record the state is ("booked" ~ get_booking,
         "reserved" ~ find_reservation, "registered" ~ get_registration): the record is the state.
@@ -1265,13 +1288,16 @@ class _Reader:
         """Whether a call of this turn that did not fail is about the thing ``subject`` names (its
         tool's name or its result: "the test" ~ run_line_test)."""
         named = {_stem(w) for w in subject if w.isalpha() and len(w) >= 4 and w not in _RELATION_STOP}
-        if not named:
-            return False
-        for call in self.turn.calls:
-            if call.outcome == "ok" and not named.isdisjoint(
-                    _stem(w) for w in _WORD.findall(f"{call.tool.replace('_', ' ')} {call.result}".lower())):
-                return True
-        return False
+        return not named.isdisjoint(self.named_by_calls()[0])
+
+    def named_by_calls(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The words of this turn's calls that did not fail (tool names, arguments, results), once
+        per reply: by stem, and as said (a plural's s aside)."""
+        if self._named is None:
+            words = _WORD.findall(" ".join(f"{c.tool.replace('_', ' ')} {c.arguments} {c.result}"
+                                           for c in self.turn.calls if c.outcome == "ok").lower())
+            self._named = frozenset(_stem(w) for w in words), frozenset(w.rstrip("s") for w in words)
+        return self._named
 
     def no_result(self) -> str:
         return "no tool result of the call says so" if self.turn.calls else "no tool ran in this turn"
@@ -1329,6 +1355,10 @@ class _Reader:
                 kind, why = found
                 if why is not None and self.echoes(words):
                     return None
+                if why is None and kind == "action" and _subject(words, i) == "first":
+                    tool = self.unrun_tool(words, i)
+                    if tool is not None:  # "I've got you a cart" when book_tee_time ran and book_cart did not
+                        return Finding("tool_aware", kind, sentence, why=f"{tool} did not run in this turn")
                 if why is not None and i and words[i - 1] == "being" and self.states(_progressive(word)):
                     continue  # "it's still being processed": what a result's "processing" says
                 if why is not None and _subject(words, i) != "first" and self.relays_switch(words, i):
@@ -1379,7 +1409,10 @@ class _Reader:
         if word in _FIRST_PERSON_ACTS and _subject(words, i) == "first" and not _blocked(words, i):
             after = words[i + 1] if i + 1 < len(words) else ""
             wanted = _FIRST_PERSON_ACTS[word]
-            if wanted is None or after in wanted or (word == "let" and words[i - 1] == "have"):
+            # "I've got an engineer heading to you": someone sent on their way (not "I've got your details here")
+            sent_off = word == "got" and after in ("a", "an", "the", "your", "someone", "somebody") and \
+                not _ON_THEIR_WAY.isdisjoint(words[i + 2: i + 5])
+            if wanted is None or after in wanted or sent_off or (word == "let" and words[i - 1] == "have"):
                 return "action", self.action_backed(("send",) if word in ("passed", "let") else None, word, "first")
         if word in ("have", "got") and _subject(words, i) == "first" and i + 1 < len(words) and (
                 words[i + 1] in ("a", "an", "some", "space", "room") or _number(words[i + 1]) is not None) and \
