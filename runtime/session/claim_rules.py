@@ -140,6 +140,7 @@ _FIRST_PERSON_ACTS: dict[str, frozenset[str] | None] = {
     "put": None, "managed": None, "passed": None, "got": frozenset("you him her them us".split()), "let": frozenset(),
     "made": frozenset("booking reservation appointment payment transfer change request claim complaint note "
                       "the a your".split())}
+_ARRIVED = ("arrived", "received", "ready", "delivered", "stock")  # what "they're in" says a result said
 _ON_THEIR_WAY = frozenset("heading coming going booked out round over booked".split())
 _HAD_FOLLOWERS = frozenset(_ALL_PAST) | _LOOKUP | {"just", "already"}
 _POSSESSIVES = frozenset("your the my our his her their its these those".split())
@@ -301,10 +302,12 @@ _ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")  # one token, no reference
 _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 _SPELT = re.compile(r"[a-z](?:-[a-z])+")  # letters spelt out: "D-M-V"
-_DENIED_OR_WAITING = re.compile(r"\b(?:not|never|no|without|yet|pending|awaiting|draft|unconfirmed|queued)\b")
+_DENIED_OR_WAITING = re.compile(r"\b(?:not|never|no|without|estimated|expected|eta|yet|pending|awaiting|draft|unconfirmed|queued)\b")
 _WAITING = re.compile(r"\b(?:pending|awaiting|draft|unconfirmed|queued)\b")  # the words of _UNFINISHED
-_DENIED_OR_WAITING_MARKS = ("not", "never", "no", "without", "yet", *_UNFINISHED)  # substring scans first: most results have none
-_RESULT_NEGATIONS = frozenset("not never no without".split())
+_DENIED_OR_WAITING_MARKS = ("not", "never", "no", "without", "estimated", "expected", "eta", "yet", *_UNFINISHED)  # substring scans first: most results have none
+# a negation denies the rest of its part of a result; a forecast ("estimated ready 2027-02-18", "expected
+# delivery Friday") says it is not so yet
+_RESULT_NEGATIONS = frozenset("not never no without estimated expected eta".split())
 _RESULT_PARTS = re.compile(r"[;,.:|()\n]+")  # a parenthesis says a thing of its own
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
@@ -936,6 +939,12 @@ def _specific(words: list[str], i: int) -> bool:
             and any(w.isalpha() and w.endswith("s") and w not in _NOT_PLURALS for w in following))
 
 
+def _named(word: str) -> bool:
+    """A person or a place by name after "with" ("in with Aoife"), not "with a chance", "with us"."""
+    return word.isalpha() and word not in _DETERMINERS and word not in _NOT_NOUNS and word not in (
+        "a", "an", "some", "any", "no", "everyone")
+
+
 def _forecast_day(words: list[str], i: int) -> bool:
     """A weekday in a clause that says what will happen ("they'll be round this Thursday"; not
     "Tuesday the eighth": the date says which day, and a result may write it without its year)."""
@@ -1439,12 +1448,20 @@ class _Reader:
                 words[i + 2] not in ("right", "wrong", "best", "safe", "phone", "line", "call", "way") and \
                 not _blocked(words, i - 1):
             return "state", self.state_backed(words, i + 2)  # "you're on the unlimited plan from today"
-        if word == "in" and i >= 2 and words[i - 1] == "are" and words[i - 2] == "you" and i + 1 < len(words) and (
+        if word == "in" and i >= 2 and words[i - 1] == "are" and words[i - 2] == "you" and (i + 1 == len(words) or (
                 _code(words[i + 1]) or _spoken_code(words, i + 1) or (words[i + 1] in _PLACES and i + 2 < len(words) and _forms(words, i + 2)) or (
-                words[i + 1] in ("for", "at") and i + 2 < len(words) and _is_time(words[i + 2]))) and \
+                words[i + 1] in ("for", "at") and i + 2 < len(words) and _is_time(words[i + 2])) or (
+                words[i + 1] == "with" and i + 2 < len(words) and _named(words[i + 2])))) and \
                 not _blocked(words, i - 1):
-            # "you're in 14C", "you're in room 12", "you're in for twenty to four": a booking made
+            # "you're in 14C", "you're in room 12", "you're in for twenty to four", "you're in with Aoife
+            # at ten", "you're in!": a booking made
             return "state", self.action_backed(("book", "change"), "booked", "other")
+        if word == "in" and i + 1 == len(words) and i >= 2 and words[i - 1] in ("is", "are") and \
+                words[i - 2] not in _SUBJECT and words[i - 2] != "you" and not _blocked(words, i - 1):
+            # "they're in", "your renewal's in": it arrived or was received
+            backed = self.acted_ok() or self.told(words, i - 2) or any(self.states(w) for w in _ARRIVED) or \
+                self.ran_about(words[max(0, i - 1 - LOOK_BACK): i - 1])  # "the request for six is in": the call's "requested"
+            return "state", None if backed else self.no_result()
         if word == "yours" and i and words[i - 1] in ("is", "are") and not _blocked(words, i) and \
                 not {"now", "through", "until", "till", "from", "for"}.isdisjoint(words[i + 1: i + 4]):
             return "state", self.state_backed(words, i)  # "the car's yours through Tuesday now"
