@@ -118,7 +118,7 @@ _EVENTS = frozenset(("delivered scanned arrived departed landed left posted clea
                      "bounced delayed diverted returned collected signed processed completed finalised finalized "
                      "issued accepted received failed fixed repaired restored reconnected stuck held taken "
                      "actioned").split())
-_STATUS = (("on", "time"), ("in", "stock"), ("out", "of", "stock"), ("in", "transit"), ("out", "for", "delivery"),
+_STATUS = (("on", "time"), ("going", "ahead"), ("in", "stock"), ("out", "of", "stock"), ("in", "transit"), ("out", "for", "delivery"),
            ("sold", "out"), ("fully", "booked"), ("overdue",), ("pending",), ("on", "its", "way"),
            ("on", "the", "way"), ("on", "their", "way"), ("on", "hold"), ("in", "credit"), ("in", "progress"),
            ("under", "review"), ("now", "active"), ("now", "live"), ("active", "now"), ("live", "now"),
@@ -140,6 +140,11 @@ _FIRST_PERSON_ACTS: dict[str, frozenset[str] | None] = {
     "put": None, "managed": None, "passed": None, "got": frozenset("you him her them us".split()), "let": frozenset(),
     "made": frozenset("booking reservation appointment payment transfer change request claim complaint note "
                       "the a your".split())}
+# what a reply offers as room ("we've space for him") and what a result says of it
+_ROOM_FOR = frozenset("space room availability capacity places spaces spots vacancies".split())
+_FREE_WORDS = frozenset("availability available space spaces room rooms places spots free vacancies capacity "
+                        "slots tables seats".split())
+_NONE_FREE = frozenset("full sold".split())
 _ARRIVED = ("arrived", "received", "ready", "delivered", "stock")  # what "they're in" says a result said
 _ON_THEIR_WAY = frozenset("heading coming going booked out round over booked".split())
 _HAD_FOLLOWERS = frozenset(_ALL_PAST) | _LOOKUP | {"just", "already"}
@@ -939,6 +944,20 @@ def _specific(words: list[str], i: int) -> bool:
             and any(w.isalpha() and w.endswith("s") and w not in _NOT_PLURALS for w in following))
 
 
+_QUEUES = frozenset("list queue line waitlist waiting".split())
+
+
+def _rank(words: list[str], i: int) -> int | None:
+    """The place said at ``i`` in a queue or list ("third on the list", "number 4 in the queue"), or None."""
+    place = _ORDINAL_WORDS.get(words[i])
+    k = i + 1
+    if words[i] == "number" and i + 1 < len(words):
+        place, k = _whole(words[i + 1]), i + 2
+    if place is None or place < 1 or k >= len(words) or words[k] not in ("on", "in"):
+        return None
+    return place if not _QUEUES.isdisjoint(words[k + 1: k + 4]) else None
+
+
 def _named(word: str) -> bool:
     """A person or a place by name after "with" ("in with Aoife"), not "with a chance", "with us"."""
     return word.isalpha() and word not in _DETERMINERS and word not in _NOT_NOUNS and word not in (
@@ -1258,6 +1277,16 @@ class _Reader:
             return None  # a result that says so, or a state this turn's act made ("I've ordered it; it's on the way")
         return self.no_result()
 
+    def none_free(self) -> bool:
+        """Whether a result of this turn says there is no room: it denies availability ("no
+        availability", "no rooms", "not available") or says it is full ("full", "sold out")."""
+        text = " ".join(str(c.result or "") for c in self.turn.calls if c.outcome == "ok").lower()
+        said = _affirmed(text)
+        words = set(_WORD.findall(text))
+        if not _FREE_WORDS.isdisjoint(said):  # "Fri: no availability; Sat: 2 rooms available": some
+            return False
+        return not _FREE_WORDS.isdisjoint(words) or not _NONE_FREE.isdisjoint(said)
+
     def unrun_tool(self, words: list[str], i: int) -> str | None:
         """The agent's tool that does what the act at ``i`` names and did not run: its thing (a word
         of its name past the verb: book_cart's "cart") is the act's object, and no call of this turn
@@ -1424,9 +1453,14 @@ class _Reader:
             if wanted is None or after in wanted or sent_off or (word == "let" and words[i - 1] == "have"):
                 return "action", self.action_backed(("send",) if word in ("passed", "let") else None, word, "first")
         if word in ("have", "got") and _subject(words, i) == "first" and i + 1 < len(words) and (
-                words[i + 1] in ("a", "an", "some", "space", "room") or _number(words[i + 1]) is not None) and \
-                not _AVAILABILITY.isdisjoint(words[i + 2: i + 7]) and not _blocked(words, i):
-            return "lookup_fact", self.lookup_backed("")  # "we've got a table free at eight"
+                ((words[i + 1] in ("a", "an", "some") or _number(words[i + 1]) is not None) and
+                 not _AVAILABILITY.isdisjoint(words[i + 2: i + 7])) or words[i + 1] in _ROOM_FOR) and \
+                not _blocked(words, i):
+            # "we've got a table free at eight", "we've space for him over Christmas": backed by a lookup
+            # of the turn, unless it says there is none ("no availability 20-27 Dec", "fully booked")
+            if self.none_free():
+                return "lookup_fact", "a tool result of this turn says there is none"
+            return "lookup_fact", self.lookup_backed("")
         if word in ("have", "got") and _subject(words, i) == "you" and i + 2 < len(words) and \
                 words[i + 1] in ("a", "an", "your") and words[i + 2] in _HELD and not _blocked(words, i):
             return "state", self.state_backed(words, i + 2)  # "you've got a place on Thursday's class"
@@ -1462,6 +1496,10 @@ class _Reader:
             backed = self.acted_ok() or self.told(words, i - 2) or any(self.states(w) for w in _ARRIVED) or \
                 self.ran_about(words[max(0, i - 1 - LOOK_BACK): i - 1])  # "the request for six is in": the call's "requested"
             return "state", None if backed else self.no_result()
+        if i and words[i - 1] in ("is", "are") and _rank(words, i) is not None and not _blocked(words, i - 1):
+            # "you're third on the list", "you're number 4 in the queue": a place only a lookup gives
+            backed = str(_rank(words, i)) in self.turn.sources()
+            return "lookup_fact", None if backed else self.no_result()
         if word == "yours" and i and words[i - 1] in ("is", "are") and not _blocked(words, i) and \
                 not {"now", "through", "until", "till", "from", "for"}.isdisjoint(words[i + 1: i + 4]):
             return "state", self.state_backed(words, i)  # "the car's yours through Tuesday now"
@@ -1535,7 +1573,9 @@ class _Reader:
         if found is not None:
             return found
         if word in _FUTURE_MARKS:
-            return self._future_fact(words, i)
+            found = self._future_fact(words, i)
+            if found is not None or word != "going":  # "it's going ahead" is a status (below)
+                return found
         phrase = _phrase_at(words, i, _COMPLETION_AT)
         if phrase is not None:
             form = _subject(words, i)
