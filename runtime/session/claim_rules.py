@@ -285,6 +285,7 @@ _KIN_GROUPS = (
     "declined rejected failed bounced refused",
     "cancelled canceled voided",
     "resolved closed fixed",
+    "closed shut",
     "back ready reported results available",
     "confirmed booked reserved",
     "delivered arrived received signed dropped",
@@ -621,7 +622,12 @@ def _spoken_digits(words: list[str]) -> list[str]:
             i += 1
             continue
         digits = "".join(_DIGIT_WORDS[w] for w in words[i:j])
-        if out and _SPELT.fullmatch(out[-1]):
+        letters = 0  # "I N C zero zero four ...": letters said one by one
+        while letters < len(out) and len(out[-1 - letters]) == 1 and out[-1 - letters].isalpha():
+            letters += 1
+        if letters >= 2:
+            out[-letters:] = ["".join(out[-letters:]) + digits]
+        elif out and _SPELT.fullmatch(out[-1]):
             out[-1] = out[-1].replace("-", "") + digits
         else:
             out.append(digits)
@@ -877,6 +883,8 @@ def _forms(words: list[str], i: int) -> set[str]:
             return _clock(int(number), 0, nxt)
         if nxt in _MINOR_UNITS and number.isdigit() and len(number) <= 2:
             return {number, str(_number(f"0.{int(number):02d}"))}  # "ninety-nine pence": a result's 0.99
+        if word.startswith("0") and word.isdigit() and len(word) >= 3:
+            return {number, word}  # 0048812, as a code's digits are written
         return {number}
     if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
         code = re.sub(r"[^0-9a-z]", "", word).upper()
@@ -942,6 +950,13 @@ def _specific(words: list[str], i: int) -> bool:
         return True
     return (bool(nxt) and nxt.isalpha() and not any(w in _COUNT_GENERAL for w in following)
             and any(w.isalpha() and w.endswith("s") and w not in _NOT_PLURALS for w in following))
+
+
+def _asks_about(words: list[str], at: int) -> bool:
+    """Whether the "that" at ``at`` starts what a verb before it asks about or hopes for ("checking with
+    the surgery that ..."; not "the check for that was mailed": a noun, and "that" its subject)."""
+    return any(words[k] in _UNASSERTED and (k == 0 or words[k - 1] not in _DETERMINERS | {"a", "an"})
+               for k in range(max(0, at - 4), at))
 
 
 _QUEUES = frozenset("list queue line waitlist waiting".split())
@@ -1023,7 +1038,7 @@ def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal
     before = words[start: i]
     for n, word in enumerate(before):
         nxt = before[n + 1] if n + 1 < len(before) else (words[i] if i < len(words) else "")
-        if word == "that" and not _UNASSERTED.isdisjoint(words[max(0, start + n - 4): start + n]):
+        if word == "that" and nxt not in _BE and nxt not in _AUX and _asks_about(words, start + n):
             return True  # "worth checking with the surgery that it's been sent": asked about, not said
         if word in ("until", "till") and _is_time(nxt):
             continue  # "late checkout until two is sorted": how long, not a condition
