@@ -380,7 +380,7 @@ class Turn:
         if self._sources is None:
             texts = [self.caller, self.instructions, self.greeting, *self.earlier_results]
             for call in self.calls:
-                texts += [str(call.arguments or ""), str(call.result or "")]
+                texts += [_arguments_text(call.arguments), str(call.result or "")]
             self._sources = _all_forms(texts)
         return self._sources
 
@@ -412,6 +412,18 @@ class Turn:
 
     def results_text(self) -> str:
         return " ".join([*(str(c.result or "") for c in self.calls), *self.earlier_results]).lower()
+
+
+def _arguments_text(arguments: Any) -> str:
+    """A call's arguments as text, dates as a tool writes them ({"date": 2026-12-18}, not a repr)."""
+    if arguments is None or isinstance(arguments, str):
+        return arguments or ""
+    import json
+
+    try:
+        return json.dumps(arguments, default=str)
+    except (TypeError, ValueError):  # a circular or odd value: its repr still holds the numbers
+        return str(arguments)
 
 
 def _rough(forms: frozenset[str]) -> frozenset[str]:
@@ -584,8 +596,8 @@ def _words(text: str) -> list[str]:
         if word in _CONTRACTIONS:
             out += _CONTRACTIONS[word]
             continue
-        if "-" in word and (all(part in _NUMBER_WORDS or part in _DIGIT_WORDS for part in word.split("-")) or
-                            _hyphen_range(word)):
+        if "-" in word and (all(part in _NUMBER_WORDS or part in _DIGIT_WORDS or part in _ORDINAL_WORDS
+                                for part in word.split("-")) or _hyphen_range(word)):  # twenty-seventh: 27th
             out += word.split("-")  # forty-five -> forty five -> 45 (below); 10-12 days: two numbers
             continue
         if "-" in word and word.partition("-")[2] in _CURRENCY_WORDS and _number(word.partition("-")[0]):
@@ -883,6 +895,10 @@ def _forms(words: list[str], i: int) -> set[str]:
             return _clock(int(number), 0, nxt)
         if nxt in _MINOR_UNITS and number.isdigit() and len(number) <= 2:
             return {number, str(_number(f"0.{int(number):02d}"))}  # "ninety-nine pence": a result's 0.99
+        prev = words[i - 1] if i else ""
+        if number.isdigit() and 1 <= int(number) <= 31 and (nxt[:3] in _MONTHS or prev[:3] in _MONTHS or
+                                                             prev == "day"):
+            return {number, f"day:{int(number)}"}  # "27 December", "Dec 27", "day 14": a day, as "the 27th" says it
         if word.startswith("0") and word.isdigit() and len(word) >= 3:
             return {number, word}  # 0048812, as a code's digits are written
         return {number}
@@ -919,8 +935,8 @@ def _specific(words: list[str], i: int) -> bool:
     word = words[i]
     prev = words[i - 1] if i else ""
     nxt = words[i + 1] if i + 1 < len(words) else ""
-    if _ORDINAL.fullmatch(word):
-        return False
+    if _ORDINAL.fullmatch(word):  # "the fifteenth": the day of an event, as a result's date gives it
+        return 1 <= int(word[:-2]) <= 31
     if "~" in word or (word[0].isdigit() and "-" in word and not _ISO_DATE.fullmatch(word)):  # "four forty", "88-20417"
         return True
     if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
@@ -959,6 +975,7 @@ def _asks_about(words: list[str], at: int) -> bool:
                for k in range(max(0, at - 4), at))
 
 
+_MONTHS = frozenset("jan feb mar apr may jun jul aug sep oct nov dec".split())
 _QUEUES = frozenset("list queue line waitlist waiting".split())
 
 
