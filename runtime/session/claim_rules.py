@@ -876,8 +876,8 @@ def _forms(words: list[str], i: int) -> set[str]:
         return {f"day:{int(word.rsplit('-', 1)[1])}", str(int(word.split("-", 1)[0])), *_weekday(word)}
     if word in _WEEKDAY_OF:  # "Thu" grounds "Thursday"
         return {f"dow:{_WEEKDAY_OF[word]}"}
-    if _ORDINAL.fullmatch(word):
-        return {f"day:{int(word[:-2])}"}
+    if _ORDINAL.fullmatch(word):  # as text: a 5,000-digit "ordinal" is no int
+        return {f"day:{word[:-2].lstrip('0') or '0'}"}
     if word[0].isdigit() and "-" in word and not _ISO_DATE.fullmatch(word):  # a reference: 88-20417 = 8820417
         return {word.replace("-", ""), *(run for run in word.split("-") if len(run) >= 3)}
     if ":" in word and word[0].isdigit():
@@ -896,7 +896,7 @@ def _forms(words: list[str], i: int) -> set[str]:
         if nxt in _MINOR_UNITS and number.isdigit() and len(number) <= 2:
             return {number, str(_number(f"0.{int(number):02d}"))}  # "ninety-nine pence": a result's 0.99
         prev = words[i - 1] if i else ""
-        if number.isdigit() and 1 <= int(number) <= 31 and (nxt[:3] in _MONTHS or prev[:3] in _MONTHS or
+        if number.isdigit() and len(number) <= 2 and 1 <= int(number) <= 31 and (nxt[:3] in _MONTHS or prev[:3] in _MONTHS or
                                                              prev == "day"):
             return {number, f"day:{int(number)}"}  # "27 December", "Dec 27", "day 14": a day, as "the 27th" says it
         if word.startswith("0") and word.isdigit() and len(word) >= 3:
@@ -936,7 +936,7 @@ def _specific(words: list[str], i: int) -> bool:
     prev = words[i - 1] if i else ""
     nxt = words[i + 1] if i + 1 < len(words) else ""
     if _ORDINAL.fullmatch(word):  # "the fifteenth": the day of an event, as a result's date gives it
-        return 1 <= int(word[:-2]) <= 31
+        return len(word) <= 4 and 1 <= int(word[:-2]) <= 31
     if "~" in word or (word[0].isdigit() and "-" in word and not _ISO_DATE.fullmatch(word)):  # "four forty", "88-20417"
         return True
     if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
@@ -1006,7 +1006,7 @@ def _forecast_day(words: list[str], i: int) -> bool:
 def _event_time(words: list[str], i: int, number: str) -> bool:
     """The hour of an event said bare: "at 3", "by about four", "between eight and one" (not "at 4
     levels", "between two and three weeks")."""
-    if not (number.isdigit() and 1 <= int(number) <= 12):
+    if not (number.isdigit() and len(number) <= 2 and 1 <= int(number) <= 12):
         return False
     nxt = words[i + 1] if i + 1 < len(words) else ""
     prev = words[i - 1] if i else ""

@@ -197,7 +197,8 @@ def test_completions_third_parties_and_forecasts_are_claims_no_tool_backs() -> N
     for said in ("Your test results are back.", "I've replied to Sara.", "I've sorted that for you.",
                  "Our engineer reviewed your logs.", "Dr Patel has signed your form.", "It's going to rain on Sunday.",
                  "The next train will leave from platform 2."):
-        assert [f.rule for f in read(said, Turn(tools=ORDERS))] == ["tool_aware"], said
+        # (the platform's 2 is an ungrounded specific besides)
+        assert [f.rule for f in read(said, Turn(tools=ORDERS))][:1] == ["tool_aware"], said
     for intent in ("I'll reply to Sara now.", "It'll go out once you approve it.", "Trains will run every hour.",
                    "An engineer can look at it tomorrow.", "It isn't sorted yet."):
         assert read(intent, Turn(tools=ORDERS)) == [], intent
