@@ -46,9 +46,10 @@ Rules (each finding names the one that fired):
   thousand two fifty" = 7250; a code said digit by digit stays a code), "four point one
   five" = 4.15, a date's year ("twenty twenty-eight"); a setting's state ("auto-renew's
   switched off", "roaming is disabled") is backed by a result field saying the same
-  (auto_renew: false, "roaming": "off", wifi_enabled: true); a reply that itself says
-  the thing is not done ("not yet", "still awaiting a decision") is never flagged as
-  claiming it done against a result that waits.
+  (auto_renew: false, "roaming": "off", wifi_enabled: true); a sentence that itself says
+  the thing is not done ("not yet", "still awaiting a decision") is not flagged as
+  claiming it done against a result that waits (the other sentences of the reply are read
+  as they are: "Not yet. I've booked an engineer out to you" still claims the booking).
 
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
 check"), conditions ("once you confirm, ...", the clause after a leading "if ...,", and "if a
@@ -145,6 +146,7 @@ _ROOM_FOR = frozenset("space room availability capacity places spaces spots vaca
 _FREE_WORDS = frozenset("availability available space spaces room rooms places spots free vacancies capacity "
                         "slots tables seats".split())
 _NONE_FREE = frozenset("full sold".split())
+_FINISHED = frozenset("completed complete done finished".split())
 _ARRIVED = ("arrived", "received", "ready", "delivered", "stock")  # what "they're in" says a result said
 _ON_THEIR_WAY = frozenset("heading coming going booked out round over booked".split())
 _HAD_FOLLOWERS = frozenset(_ALL_PAST) | _LOOKUP | {"just", "already"}
@@ -1220,6 +1222,7 @@ class _Reader:
         self.told_stems = frozenset(_stem(w) for w in _WORD.findall(f"{turn.instructions} {turn.greeting}".lower()))
         self.reply_waits = False
         self._named: tuple[frozenset[str], frozenset[str]] | None = None
+        self._parts: list[frozenset[str]] | None = None
         self.switches = _switches(turn.results_text())
 
     @staticmethod
@@ -1353,6 +1356,18 @@ class _Reader:
                     _DENIED_OR_WAITING.search(str(call.result or "").lower()) is None and str(call.result or "").strip():
                 return True
         return False
+
+    def part_says(self, subject: list[str], states: frozenset[str]) -> bool:
+        """Whether one part of a result of the call says both the thing ``subject`` names and one of
+        ``states`` ("interview_completed: 2026-11-12" says the interview is done)."""
+        named = {_stem(w) for w in subject if w.isalpha() and len(w) >= 4 and w not in _RELATION_STOP}
+        if not named:
+            return False
+        if self._parts is None:
+            self._parts = [frozenset(_stem(w) for w in _WORD.findall(part.replace("_", " ")))
+                           for part in _RESULT_PARTS.split(self.turn.results_text())]
+        wanted = {_stem(w) for w in states}
+        return any(not named.isdisjoint(part) and not wanted.isdisjoint(part) for part in self._parts)
 
     def ran_about(self, subject: list[str]) -> bool:
         """Whether a call of this turn that did not fail is about the thing ``subject`` names (its
@@ -1626,6 +1641,8 @@ class _Reader:
                 return "lookup_fact", self.lookup_backed(phrase[0], words, i)
             if phrase[-1] == "out" and form != "first" and not self.state_stems.isdisjoint(_SENT_OUT):
                 return None  # "it went out with DPD yesterday": what a result's "dispatched" says
+            if self.part_says(words[max(0, i - LOOK_BACK): i], _FINISHED):
+                return None  # "your interview was done on the 12th": the result's "interview_completed: ..."
             return "state", self.action_backed(None, phrase[-1], "other")
         if word == "now" and i and words[i - 1] in ("is", "are") and i + 1 < len(words) and \
                 words[i + 1] not in _ALL_PAST and not _blocked(words, i):
@@ -1799,10 +1816,7 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
     ``ungrounded_specific`` per token. ``clock`` and ``deadline`` bound the time
     (``TimeoutError`` past it)."""
     reader = _Reader(turn)
-    # a reply that itself says the thing is not done ("Not yet, I'm afraid, it's still awaiting a
-    # decision") relays the waiting result; none of its sentences claims it done against that result
     said = [(sentence, _words(sentence)) for sentence in sentences(reply)]  # each sentence's words, once
-    reader.reply_waits = any(_says_not_yet(words) for _, words in said)
     findings: list[Finding] = []
     seen_tokens: set[str] = set()
     for sentence, words in said:
@@ -1811,6 +1825,9 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
         clauses = _asserted(_clauses(words), question(sentence))
         if not clauses:
             continue
+        # a sentence that itself says the thing is not done ("it's still awaiting a decision") relays
+        # the waiting result: it claims nothing done against it (its neighbours are read as they are)
+        reader.reply_waits = _says_not_yet(words)
         raw = _raw_tokens(sentence)
         # "If that works, you're in for two": what would follow, not what happened
         conditional = [bool(n) and _condition_clause(clauses[n - 1]) for n in range(len(clauses))]
