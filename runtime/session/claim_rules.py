@@ -146,6 +146,18 @@ _ROOM_FOR = frozenset("space room availability capacity places spaces spots vaca
 _FREE_WORDS = frozenset("availability available space spaces room rooms places spots free vacancies capacity "
                         "slots tables seats".split())
 _NONE_FREE = frozenset("full sold".split())
+# states and the result words that say the opposite of each: a result saying one of these backs no
+# such state, whatever else it says of the thing
+_OPPOSITES = (
+    ("available free open", "reserved sold unavailable full taken booked closed"),
+    ("ready collected", "pending processing production progress awaiting waiting lab ordered"),
+    ("delivered", "transit dispatched shipped depot failed returned"),
+    ("paid cleared settled", "pending overdue due outstanding failed declined unpaid"),
+    ("active live", "suspended inactive cancelled expired pending blocked"),
+    ("approved accepted passed", "pending declined rejected review failed refused progress"),
+    ("confirmed", "pending unconfirmed awaiting provisional requested"),
+    ("time", "delayed cancelled diverted"),
+)
 _FINISHED = frozenset("completed complete done finished".split())
 _ARRIVED = ("arrived", "received", "ready", "delivered", "stock")  # what "they're in" says a result said
 _ON_THEIR_WAY = frozenset("heading coming going booked out round over booked".split())
@@ -575,6 +587,10 @@ def _stem(word: str) -> str:
     return word[:5]
 
 
+_OPPOSED: dict[str, frozenset[str]] = {}
+for _states, _against in _OPPOSITES:
+    for _state in _states.split():
+        _OPPOSED[_stem(_state)] = frozenset(_stem(w) for w in _against.split())
 for _kin in _KIN_GROUPS:
     _stems = frozenset(_stem(w) for w in _kin.split())
     for _one in _stems:
@@ -1223,6 +1239,7 @@ class _Reader:
         self.reply_waits = False
         self._named: tuple[frozenset[str], frozenset[str]] | None = None
         self._parts: list[frozenset[str]] | None = None
+        self._now_stems: dict[str, str] | None = None
         self.switches = _switches(turn.results_text())
 
     @staticmethod
@@ -1357,6 +1374,22 @@ class _Reader:
                 return True
         return False
 
+    def contradicted(self, words: list[str], i: int) -> str | None:
+        """The word of a result of this turn that says the opposite of the state the clause says at
+        ``i`` ("available" against "reserved", "ready" against "in production", "paid" against
+        "overdue"), when no result of the turn says that state (or its kin) too; else None."""
+        for word in words[i: i + 3]:
+            opposed = _OPPOSED.get(_stem(word))
+            if opposed is None:
+                continue
+            if self._now_stems is None:
+                self._now_stems = {_stem(w): w for w in self.now_said}
+            said = self._now_stems
+            if _stem(word) in said:  # the result says that state too ("available: 2; reserved: 1")
+                return None
+            return next((said[o] for o in sorted(opposed) if o in said), None)
+        return None
+
     def part_says(self, subject: list[str], states: frozenset[str]) -> bool:
         """Whether one part of a result of the call says both the thing ``subject`` names and one of
         ``states`` ("interview_completed: 2026-11-12" says the interview is done)."""
@@ -1444,6 +1477,11 @@ class _Reader:
                     tool = self.unrun_tool(words, i)
                     if tool is not None:  # "I've got you a cart" when book_tee_time ran and book_cart did not
                         return Finding("tool_aware", kind, sentence, why=f"{tool} did not run in this turn")
+                if why is None and kind in ("state", "lookup_fact") and not _blocked(words, i):
+                    against = self.contradicted(words, i)
+                    if against is not None:  # "it's available" when the result says "status: reserved"
+                        return Finding("tool_aware", kind, sentence,
+                                       why=f"a tool result of this turn says {against!r}, not that")
                 if why is not None and i and words[i - 1] == "being" and self.states(_progressive(word)):
                     continue  # "it's still being processed": what a result's "processing" says
                 if why is not None and _subject(words, i) != "first" and self.relays_switch(words, i):
