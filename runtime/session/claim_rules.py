@@ -911,6 +911,8 @@ def _forms(words: list[str], i: int) -> set[str]:
     if number is not None:
         if nxt in ("am", "pm") and len(number) <= 2 and number.isdigit() and 1 <= int(number) <= 12:
             return _clock(int(number), 0, nxt)
+        if nxt in ("o'clock", "oclock") and len(number) <= 2 and number.isdigit() and 1 <= int(number) <= 12:
+            return _clock(int(number), 0, None)  # "eleven o'clock": 11:00 or 23:00
         if nxt in _MINOR_UNITS and number.isdigit() and len(number) <= 2:
             return {number, str(_number(f"0.{int(number):02d}"))}  # "ninety-nine pence": a result's 0.99
         prev = words[i - 1] if i else ""
@@ -974,8 +976,8 @@ def _specific(words: list[str], i: int) -> bool:
     if digits and len(number) >= 3 and not (len(number) == 4 and 1900 <= int(number) <= 2100):
         return nxt not in _COUNT_GENERAL
     # the time of an event: "your appointment is at 3", "it lands at nine tomorrow"
-    if _event_time(words, i, number):
-        return True
+    if _event_time(words, i, number) or (nxt in ("o'clock", "oclock") and number.isdigit() and len(number) <= 2):
+        return True  # "at 3", "your eleven o'clock"
     # a count: "two rooms left", "3 results", "5 points"
     if number in ("0", "1") or (not digits and word in ("hundred", "thousand", "dozen", "couple")):
         return False
@@ -1006,6 +1008,23 @@ def _rank(words: list[str], i: int) -> int | None:
     if place is None or place < 1 or k >= len(words) or words[k] not in ("on", "in"):
         return None
     return place if not _QUEUES.isdisjoint(words[k + 1: k + 4]) else None
+
+
+def _noun_phrase(words: list[str]) -> bool:
+    """Whether ``words`` (what follows "after" or "before", up to the word read) are a noun phrase
+    ("your eleven o'clock", "the 15th"), not a clause ("the engineer has been", "you confirm")."""
+    return bool(words) and (words[0] in _POSSESSIVES or _is_time(words[0])) and not any(
+        w in _BE or w in ("have", "has", "had", "you", "i", "we", "they") or w.endswith("ed") for w in words[:4])
+
+
+def _here_for_you(words: list[str], i: int) -> bool:
+    """After "sat", "sitting" or "waiting": where the caller can have it ("here", "in your savings",
+    "at the front desk", "for you"), not what it waits on ("waiting for approval", "with the team")."""
+    nxt = words[i + 1: i + 3]
+    if words[i] == "waiting":
+        return nxt == ["for", "you"] or nxt[:1] == ["here"]
+    return bool(nxt) and (nxt[0] in ("here", "there") or (nxt[0] in ("in", "at") and len(nxt) > 1 and
+                                                           nxt[1] in ("your", "the")))
 
 
 def _named(word: str) -> bool:
@@ -1077,6 +1096,8 @@ def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal
             return True  # "worth checking with the surgery that it's been sent": asked about, not said
         if word in ("until", "till") and _is_time(nxt):
             continue  # "late checkout until two is sorted": how long, not a condition
+        if word in ("after", "before") and _noun_phrase(before[n + 1:]):
+            continue  # "nothing in after your eleven o'clock": when, not a condition
         if word == "about" and (nxt in _NUMBER_WORDS or nxt[:1].isdigit()):
             continue  # "about twelve gigabytes": a rough number, not "about to" nor "about done"
         if word in _CONDITION or word in _HABITUAL:
@@ -1580,6 +1601,12 @@ class _Reader:
             # "they're in", "your renewal's in": it arrived or was received
             backed = self.acted_ok() or self.told(words, i - 2) or any(self.states(w) for w in _ARRIVED) or \
                 self.ran_about(words[max(0, i - 1 - LOOK_BACK): i - 1])  # "the request for six is in": the call's "requested"
+            return "state", None if backed else self.no_result()
+        if word in ("sat", "sitting", "waiting") and i >= 2 and words[i - 1] in ("is", "are") and \
+                words[i - 2] not in _SUBJECT and words[i - 2] != "you" and _here_for_you(words, i) and \
+                not _blocked(words, i - 1):
+            # "they're sat here waiting for you", "the money's sitting in your savings now": it arrived
+            backed = self.acted_ok() or any(self.states(w) for w in _ARRIVED) or self.relates(words, i + 1)
             return "state", None if backed else self.no_result()
         if i and words[i - 1] in ("is", "are") and _rank(words, i) is not None and not _blocked(words, i - 1):
             # "you're third on the list", "you're number 4 in the queue": a place only a lookup gives
