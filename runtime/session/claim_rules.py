@@ -150,7 +150,7 @@ _NONE_FREE = frozenset("full sold".split())
 # such state, whatever else it says of the thing
 _OPPOSITES = (
     ("available free open", "reserved sold unavailable full taken booked closed"),
-    ("ready collected", "pending processing production progress awaiting waiting lab ordered"),
+    ("ready collected", "pending processing production progress awaiting waiting lab"),
     ("delivered", "transit dispatched shipped depot failed returned"),
     ("paid cleared settled", "pending overdue due outstanding failed declined unpaid"),
     ("active live", "suspended inactive cancelled expired pending blocked"),
@@ -160,6 +160,8 @@ _OPPOSITES = (
 )
 _FINISHED = frozenset("completed complete done finished".split())
 _ARRIVED = ("arrived", "received", "ready", "delivered", "stock")  # what "they're in" says a result said
+_GOT_OBJECT_THEN = frozenset("in on down booked a an onto into some the sorted over out round back up through "
+                             "sent set".split())
 _ON_THEIR_WAY = frozenset("heading coming going booked out round over booked".split())
 _HAD_FOLLOWERS = frozenset(_ALL_PAST) | _LOOKUP | {"just", "already"}
 _POSSESSIVES = frozenset("your the my our his her their its these those".split())
@@ -322,12 +324,12 @@ _ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")  # one token, no reference
 _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 _SPELT = re.compile(r"[a-z](?:-[a-z])+")  # letters spelt out: "D-M-V"
-_DENIED_OR_WAITING = re.compile(r"\b(?:not|never|no|without|estimated|expected|eta|yet|pending|awaiting|draft|unconfirmed|queued)\b")
+_DENIED_OR_WAITING = re.compile(r"\b(?:not|never|no|without|estimated|est|expected|eta|yet|pending|awaiting|draft|unconfirmed|queued)\b")
 _WAITING = re.compile(r"\b(?:pending|awaiting|draft|unconfirmed|queued)\b")  # the words of _UNFINISHED
-_DENIED_OR_WAITING_MARKS = ("not", "never", "no", "without", "estimated", "expected", "eta", "yet", *_UNFINISHED)  # substring scans first: most results have none
+_DENIED_OR_WAITING_MARKS = ("not", "never", "no", "without", "est", "expected", "eta", "yet", *_UNFINISHED)  # substring scans first: most results have none
 # a negation denies the rest of its part of a result; a forecast ("estimated ready 2027-02-18", "expected
 # delivery Friday") says it is not so yet
-_RESULT_NEGATIONS = frozenset("not never no without estimated expected eta".split())
+_RESULT_NEGATIONS = frozenset("not never no without estimated est expected eta".split())
 _RESULT_PARTS = re.compile(r"[;,.:|()\n]+")  # a parenthesis says a thing of its own
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
@@ -1401,12 +1403,14 @@ class _Reader:
         "overdue"), when no result of the turn says that state (or its kin) too; else None."""
         for word in words[i: i + 3]:
             opposed = _OPPOSED.get(_stem(word))
-            if opposed is None:
+            if opposed is None or (word.endswith(_NOMINAL) and word != "ready"):  # "out for delivery": no state
                 continue
             if self._now_stems is None:
                 self._now_stems = {_stem(w): w for w in self.now_said}
             said = self._now_stems
-            if _stem(word) in said:  # the result says that state too ("available: 2; reserved: 1")
+            # the result says that state too ("available: 2; reserved: 1"; not a noun of it, "delivery")
+            same = said.get(_stem(word))
+            if same is not None and (not same.endswith(_NOMINAL) or same == "ready"):
                 return None
             return next((said[o] for o in sorted(opposed) if o in said), None)
         return None
@@ -1556,6 +1560,11 @@ class _Reader:
             # "I've got an engineer heading to you": someone sent on their way (not "I've got your details here")
             sent_off = word == "got" and after in ("a", "an", "the", "your", "someone", "somebody") and \
                 not _ON_THEIR_WAY.isdisjoint(words[i + 2: i + 5])
+            # "I've got you a cart", "I've got her in with Priya", "I've got you down for 3" (not "I've got
+            # you" = I understand, "I've got her details here", "we've got them in stock": a lookup's)
+            if word == "got" and after in wanted and (i + 2 >= len(words) or words[i + 2] not in _GOT_OBJECT_THEN or
+                                                      not _AVAILABILITY.isdisjoint(words[i + 2: i + 5])):
+                after = ""
             if wanted is None or after in wanted or sent_off or (word == "let" and words[i - 1] == "have"):
                 return "action", self.action_backed(("send",) if word in ("passed", "let") else None, word, "first")
         if word in ("have", "got") and _subject(words, i) == "first" and i + 1 < len(words) and (
