@@ -444,7 +444,7 @@ def _arguments_text(arguments: Any) -> str:
 
 def _rough(forms: frozenset[str]) -> frozenset[str]:
     """The whole numbers a rough figure may round a number of ``forms`` to (12.4 -> 12; 3.8 -> 3, 4;
-    163,240.18 -> 163,000 or 160,000: a rough figure rounds at the place it says)."""
+    163,240.18 -> 163,000 or 160,000, not 170,000: a rough figure rounds to the nearest at the place it says)."""
     out: set[str] = set()
     for form in forms:
         whole, dot, fraction = form.partition(".")
@@ -453,9 +453,9 @@ def _rough(forms: frozenset[str]) -> frozenset[str]:
         if dot:
             out.update((whole, str(int(whole) + 1) if fraction[:1] >= "5" else whole))
         value = int(whole)
-        for place in range(1, len(whole)):  # 163240 -> 163240 to the nearest ten, hundred, ...
+        for place in range(1, len(whole)):  # 163240 to the nearest ten, hundred, ...: 163000, 160000
             unit = 10 ** place
-            out.update((str(value - value % unit), str(value - value % unit + unit)))
+            out.add(str((value + unit // 2) // unit * unit))
     return frozenset(out)
 
 

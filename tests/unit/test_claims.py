@@ -268,3 +268,78 @@ def test_a_rough_number_is_grounded_by_the_result_it_rounds_and_an_ordinal_day_b
     for said in ("You've got about twelve gigabytes left.", "You've got just over 12 gigs left until the nineteenth."):
         assert read(said, usage) == [], said
     assert [f.token for f in read("You've got about fifteen gigabytes left.", usage)] == ["fifteen"]
+
+
+def test_a_tool_that_reads_backs_no_act_and_what_a_result_denies_backs_nothing() -> None:
+    garage = Turn(tools=[Tool("mot_status", "Get MOT test status")],
+                  calls=[ToolRun("mot_status", {}, "test in progress")])
+    assert [f.rule for f in read("It's passed, come and get it.", garage)] == ["tool_aware"]
+    line = Turn(tools=[Tool("run_line_test", "Run a line test"), Tool("book_engineer", "Book an engineer visit")],
+                calls=[ToolRun("run_line_test", {}, "fault found at the exchange; no engineer booked")])
+    assert [f.why for f in read("I've booked an engineer for Monday.", line)] == ["no book tool ran in this turn"]
+    assert read("The test found a fault at the exchange.", line) == []
+
+
+def test_codes_said_digit_by_digit_or_with_spelt_letters_are_one_token() -> None:
+    ticket = Turn(calls=[ToolRun("create_ticket", {}, "ticket INC0048812 created; ref BK-910")])
+    for grounded in ("Your ticket is I N C zero zero four eight eight one two.", "That's B-K nine-one-oh.",
+                     "The reference is B K nine one oh."):
+        assert read(grounded, ticket) == [], grounded
+    assert [f.token for f in read("Your door code is four-seven-one-nine.", ticket)] == ["4719"]
+    # amounts said in groups stay amounts: "nine oh two thirty" is 902.30, not a code 902
+    assert read("Gas is nine oh two thirty.", Turn(calls=[ToolRun("get_bill", {}, "gas 902.30")])) == []
+
+
+def test_the_time_and_day_of_what_others_will_do_are_specifics_and_the_agents_offer_is_not() -> None:
+    assert [f.token for f in read("They'll be with you Thursday between eight and one.", Turn())] == [
+        "Thursday", "eight"]
+    visit = Turn(calls=[ToolRun("get_visit", {}, "visit 2027-03-11 08:00-13:00")])  # a Thursday
+    assert read("They'll be with you Thursday between eight and one.", visit) == []
+    assert [f.token for f in read("The crew reckon it'll be back on by about four.", visit)] == ["four"]
+    for offer in ("I can book you in at four on Thursday.", "I'll call you back on Friday at 3."):
+        assert read(offer, Turn()) == [], offer
+
+
+def test_a_state_a_result_of_the_turn_contradicts_is_not_backed_by_that_lookup() -> None:
+    reserved = Turn(calls=[ToolRun("search_stock", {}, "1 match: stock HM-44; status: reserved")])
+    assert [f.why for f in read("It's available, come and see it.", reserved)] == [
+        "a tool result of this turn says 'reserved', not that"]
+    both = Turn(calls=[ToolRun("search_stock", {}, "available: 2; reserved: 1")])
+    assert read("It's available, come and see it.", both) == []
+    shipped = Turn(calls=[ToolRun("get_order", {}, "status shipped 2026-12-03, est delivery 2026-12-09")])
+    assert [f.rule for f in read("Good news, it's been delivered.", shipped)] == ["tool_aware"]
+    assert read("It's shipped and it's on its way.", shipped) == []
+
+
+def test_not_yet_in_one_sentence_hides_only_that_sentence_not_the_reply() -> None:
+    waiting = Turn(tools=[Tool("book_engineer", "Book an engineer visit")],
+                   calls=[ToolRun("book_engineer", {}, "visit request queued, awaiting confirmation")])
+    assert read("Not yet, I'm afraid, it's still awaiting confirmation.", waiting) == []
+    found = read("Not yet, it's still awaiting confirmation. All done, the engineer's booked for Monday.", waiting)
+    assert [f.sentence for f in found] == ["All done, the engineer's booked for Monday."]
+
+
+def test_an_act_on_the_thing_of_a_tool_that_did_not_run_is_not_backed_by_another_tools_run() -> None:
+    golf = Turn(tools=[Tool("book_tee_time", "Book a tee time"), Tool("book_cart", "Book a golf cart")],
+                calls=[ToolRun("book_tee_time", {"time": "07:20"}, "tee time booked 07:20")])
+    assert [f.why for f in read("You're off at 7:20, and I've got you a cart as well.", golf)] == [
+        "book_cart did not run in this turn"]
+    assert read("I've got you booked in for the 7:20 tee time.", golf) == []
+    for said in ("I've got you.", "I've got her details here.", "I've got a question for you."):
+        assert read(said, golf) == [], said
+
+
+def test_what_a_reply_asks_someone_to_check_or_hopes_is_not_asserted() -> None:
+    for said in ("It might be worth checking with your bank that it's been sent.",
+                 "I hope that it's arrived safely."):
+        assert read(said, Turn(tools=ORDERS)) == [], said
+    assert [f.rule for f in read("The check for that was mailed out on Tuesday.", Turn(tools=ORDERS))] == [
+        "tool_aware"]
+
+
+def test_a_rough_figure_is_grounded_at_the_place_it_rounds_and_a_spoken_number_may_pause() -> None:
+    mortgage = Turn(calls=[ToolRun("get_mortgage", {}, "balance 163,240.18; fund 48,312.07")])
+    for said in ("You've roughly a hundred and sixty-three thousand left.", "It's about 160,000.",
+                 "It was forty-eight thousand, three hundred and twelve dollars."):
+        assert read(said, mortgage) == [], said
+    assert [f.token for f in read("It's about 170,000.", mortgage)] == ["170,000"]
