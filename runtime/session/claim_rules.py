@@ -67,7 +67,9 @@ words has no nested repetition.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -330,6 +332,12 @@ _DENIED_OR_WAITING_MARKS = ("not", "never", "no", "without", "est", "expected", 
 # a negation denies the rest of its part of a result; a forecast ("estimated ready 2027-02-18", "expected
 # delivery Friday") says it is not so yet
 _RESULT_NEGATIONS = frozenset("not never no without estimated est expected eta".split())
+# a negation and the rest of its part; the word after "yet"; a word before one that says it waits
+_NOT_A = r"(?<![a-z])"
+_NEGATED_SPAN = re.compile(_NOT_A + r"(?:not|never|no|without|estimated|est|expected|eta)(?![a-z])[^;,.:|()\n]*")
+_AFTER_YET = re.compile(_NOT_A + r"yet[^a-z;,.:|()\n]+([a-z]+(?:-[a-z]+)*)")
+_BEFORE_WAIT = re.compile(_NOT_A + r"([a-z]+(?:-[a-z]+)*)(?=[^a-z;,.:|()\n]+(?:pending|awaiting|draft|unconfirmed|"
+                          r"queued)(?![a-z]))")
 _RESULT_PARTS = re.compile(r"[;,.:|()\n]+")  # a parenthesis says a thing of its own
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
@@ -463,15 +471,37 @@ def _affirmed(text: str) -> frozenset[str]:
     """The words of a result that it says happened: not those it denies ("not sent", "not yet
     issued", "no engineer booked": a negation denies the rest of its part of the result) nor
     those it says wait ("activation pending")."""
-    if not any(mark in text for mark in _DENIED_OR_WAITING_MARKS) or _DENIED_OR_WAITING.search(text) is None:
-        return frozenset(_WORD.findall(text))  # most results: one pass in C
-    said: set[str] = set()
-    for part in _RESULT_PARTS.split(text):  # "seat change requested; awaiting confirmation": requested is said
-        words = _WORD.findall(part)
-        denied = next((n for n, w in enumerate(words) if w in _RESULT_NEGATIONS), len(words))
-        said.update(w for n, w in enumerate(words[:denied]) if not (
-            (n and words[n - 1] == "yet") or (n + 1 < len(words) and words[n + 1] in _UNFINISHED)))
-    return frozenset(said)
+    said, unsaid = _said_counts(text)
+    return frozenset(w for w, n in said.items() if n > unsaid[w])
+
+
+@functools.lru_cache(maxsize=1024)
+def _said_counts(text: str) -> tuple[Counter[str], Counter[str]]:
+    """How often each word of ``text`` occurs, and how often denied or waiting: a word is said
+    when one of its occurrences is not. Regular expressions over the whole text, and each result
+    read once a call, not once a reply (a call's earlier results, up to 800,000 characters, are
+    the same for each of its replies). The counts are shared: read them, never change them."""
+    said = Counter(_WORD.findall(text))
+    if not any(mark in text for mark in _DENIED_OR_WAITING_MARKS):
+        return said, Counter()
+    unsaid: dict[int, str] = {}  # by where it starts: an occurrence counts once
+    for span in _NEGATED_SPAN.finditer(text):
+        for word in _WORD.finditer(text, span.start(), span.end()):
+            unsaid[word.start()] = word.group()
+    for pattern in (_AFTER_YET, _BEFORE_WAIT):
+        for match in pattern.finditer(text):
+            unsaid[match.start(1)] = match.group(1)
+    return said, Counter(unsaid.values())
+
+
+def _affirmed_of(counts: Iterable[tuple[Counter[str], Counter[str]]]) -> frozenset[str]:
+    """``_affirmed`` of several results read apart (one result's negation denies nothing of the next)."""
+    said: Counter[str] = Counter()
+    unsaid: Counter[str] = Counter()
+    for one, other in counts:
+        said.update(one)
+        unsaid.update(other)
+    return frozenset(w for w, n in said.items() if n > unsaid[w])
 
 
 def _waits(result: str) -> bool:
@@ -569,11 +599,16 @@ def _caller_did(caller: str) -> frozenset[str]:
 
 
 def _all_forms(texts: Iterable[str]) -> frozenset[str]:
+    return frozenset().union(*(_text_forms(text) for text in texts))
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_forms(text: str) -> frozenset[str]:
+    """The forms of one source, once a call (its earlier results are read for each of its replies)."""
     forms: set[str] = set()
-    for text in texts:
-        words = _words(text)
-        for i in range(len(words)):
-            forms |= _forms(words, i)
+    words = _words(text)
+    for i in range(len(words)):
+        forms |= _forms(words, i)
     return frozenset(forms)
 
 
@@ -1236,14 +1271,16 @@ def _third_party(words: list[str], i: int) -> bool:
 class _Reader:
     def __init__(self, turn: Turn) -> None:
         self.turn = turn
+        self._lookup: dict[str, bool] = {}
         self.tool_words = {t.name: self._words_of(t) for t in turn.tools}
-        # the words of the call's tool results, once: a long call's results are read once a reply
-        self.results = _affirmed(turn.results_text())
-        self.earlier = _affirmed(" ".join(turn.earlier_results).lower())
+        # the words of the call's tool results, each result read once a reply
+        earlier = [_said_counts(r.lower()) for r in turn.earlier_results]
+        now = [(c, _said_counts(str(c.result or "").lower())) for c in turn.calls]
+        self.results = _affirmed_of([*(counts for _, counts in now), *earlier])
+        self.earlier = _affirmed_of(earlier)
         # what the call's tools gave: a failed call's "cannot cancel: already shipped" backs nothing;
         # each distinct word stemmed once
-        given = _affirmed(" ".join(
-            [*(str(c.result or "") for c in turn.calls if c.outcome == "ok"), *turn.earlier_results]).lower())
+        given = _affirmed_of([*(counts for c, counts in now if c.outcome == "ok"), *earlier])
         self.result_stems = frozenset(_stem(w) for w in given)
         # the states a result says: not its nouns made of the verb ("out for delivery", "cancellation
         # requested", "booking pending") nor what is under way ("processing"), which back no
@@ -1252,16 +1289,20 @@ class _Reader:
         self.failed_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome != "ok").lower()))
         # what this turn's calls that did not fail say (not the call's earlier results)
-        self.now_said = _affirmed(" ".join(str(c.result or "") for c in turn.calls if c.outcome == "ok").lower())
-        self.acted = _affirmed(" ".join(
-            str(c.result or "") for c in turn.calls if c.outcome == "ok" and not self.is_lookup_tool(c.tool)).lower())
+        self.now_said = _affirmed_of(counts for c, counts in now if c.outcome == "ok")
+        self.now_words = frozenset(w for c, (said, _) in now if c.outcome == "ok" for w in said)
+        self.acted = _affirmed_of(counts for c, counts in now if c.outcome == "ok" and not self.is_lookup_tool(c.tool))
         # the calls that did what they were asked: not one whose result says it waits ("awaiting confirmation")
         self.finished = [c for c in turn.calls if c.outcome == "ok" and not _waits(str(c.result or "").lower())]
         self.caller_did = _caller_did(turn.caller)
         self.told_stems = frozenset(_stem(w) for w in _WORD.findall(f"{turn.instructions} {turn.greeting}".lower()))
         self.reply_waits = False
         self._named: tuple[frozenset[str], frozenset[str]] | None = None
-        self._parts: list[frozenset[str]] | None = None
+        self._finished_with: frozenset[str] | None = None
+        self._none_free: bool | None = None
+        # the lookups of this turn that found a record and say nothing denied or waiting (once per reply)
+        self.records = [c for c in self.finished if str(c.result or "").strip() and
+                        _DENIED_OR_WAITING.search(str(c.result or "").lower()) is None]
         self._now_stems: dict[str, str] | None = None
         self.switches = _switches(turn.results_text())
 
@@ -1288,12 +1329,13 @@ class _Reader:
         """A tool that reads: its name starts with a reading verb (get_order) or names what it
         reports (mot_status, run_line_test), or its description starts with one ("Get live
         departures"). Only the others act: a lookup's run backs no "done" nor "it's passed"."""
-        words = re.split(r"[^a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", tool).lower())
-        if words[0] in _LOOKUP_TOOL_VERBS or not _LOOKUP_TOOL_NOUNS.isdisjoint(words):
-            return True
-        known = next((t for t in self.turn.tools if t.name == tool), None)
-        first = re.split(r"[^a-z]+", known.description.lower().strip()) if known is not None else [""]
-        return first[0] in _LOOKUP_TOOL_VERBS
+        if tool not in self._lookup:  # once per tool and reply
+            words = re.split(r"[^a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", tool).lower())
+            known = next((t for t in self.turn.tools if t.name == tool), None)
+            first = re.split(r"[^a-z]+", known.description.lower().strip()) if known is not None else [""]
+            self._lookup[tool] = words[0] in _LOOKUP_TOOL_VERBS or not _LOOKUP_TOOL_NOUNS.isdisjoint(words) or \
+                first[0] in _LOOKUP_TOOL_VERBS
+        return self._lookup[tool]
 
     def action_backed(self, groups: tuple[str, ...] | None, word: str, form: str) -> str | None:
         """None when a call of this turn backs the action; else why not."""
@@ -1355,12 +1397,12 @@ class _Reader:
     def none_free(self) -> bool:
         """Whether a result of this turn says there is no room: it denies availability ("no
         availability", "no rooms", "not available") or says it is full ("full", "sold out")."""
-        text = " ".join(str(c.result or "") for c in self.turn.calls if c.outcome == "ok").lower()
-        said = _affirmed(text)
-        words = set(_WORD.findall(text))
-        if not _FREE_WORDS.isdisjoint(said):  # "Fri: no availability; Sat: 2 rooms available": some
-            return False
-        return not _FREE_WORDS.isdisjoint(words) or not _NONE_FREE.isdisjoint(said)
+        if self._none_free is None:  # once per reply
+            said = self.now_said
+            # "Fri: no availability; Sat: 2 rooms available": some
+            self._none_free = _FREE_WORDS.isdisjoint(said) and (
+                not _FREE_WORDS.isdisjoint(self.now_words) or not _NONE_FREE.isdisjoint(said))
+        return self._none_free
 
     def unrun_tool(self, words: list[str], i: int) -> str | None:
         """The agent's tool that does what the act at ``i`` names and did not run: its thing (a word
@@ -1390,10 +1432,9 @@ class _Reader:
         root = participle[:-2] if participle.endswith("ed") else participle
         if len(root) < 4:
             return False
-        for call in self.finished:
+        for call in self.records:
             names = re.split(r"[^a-z]+", call.tool.lower())
-            if self.is_lookup_tool(call.tool) and any(n.startswith(root) for n in names[1:]) and \
-                    _DENIED_OR_WAITING.search(str(call.result or "").lower()) is None and str(call.result or "").strip():
+            if self.is_lookup_tool(call.tool) and any(n.startswith(root) for n in names[1:]):
                 return True
         return False
 
@@ -1415,17 +1456,22 @@ class _Reader:
             return next((said[o] for o in sorted(opposed) if o in said), None)
         return None
 
-    def part_says(self, subject: list[str], states: frozenset[str]) -> bool:
-        """Whether one part of a result of the call says both the thing ``subject`` names and one of
-        ``states`` ("interview_completed: 2026-11-12" says the interview is done)."""
+    def said_finished(self, subject: list[str]) -> bool:
+        """Whether one part of a result of this turn says both the thing ``subject`` names and that
+        it is finished ("interview_completed: 2026-11-12" says the interview is done)."""
         named = {_stem(w) for w in subject if w.isalpha() and len(w) >= 4 and w not in _RELATION_STOP}
         if not named:
             return False
-        if self._parts is None:
-            self._parts = [frozenset(_stem(w) for w in _WORD.findall(part.replace("_", " ")))
-                           for part in _RESULT_PARTS.split(self.turn.results_text())]
-        wanted = {_stem(w) for w in states}
-        return any(not named.isdisjoint(part) and not wanted.isdisjoint(part) for part in self._parts)
+        if self._finished_with is None:  # once per reply: the words of every part that says finished
+            words: set[str] = set()
+            this_turn = " ".join(str(c.result or "") for c in self.turn.calls if c.outcome == "ok").lower()
+            for part in _RESULT_PARTS.split(this_turn):
+                if any(mark in part for mark in ("complet", "done", "finish")):  # most parts: a scan in C
+                    said = _WORD.findall(part.replace("_", " "))
+                    if not _FINISHED.isdisjoint(said):
+                        words.update(said)
+            self._finished_with = frozenset(_stem(w) for w in words)  # each distinct word stemmed once
+        return not named.isdisjoint(self._finished_with)
 
     def ran_about(self, subject: list[str]) -> bool:
         """Whether a call of this turn that did not fail is about the thing ``subject`` names (its
@@ -1437,8 +1483,8 @@ class _Reader:
         """The words of this turn's calls that did not fail (tool names, arguments, results), once
         per reply: by stem, and as said (a plural's s aside)."""
         if self._named is None:
-            words = _WORD.findall(" ".join(f"{c.tool.replace('_', ' ')} {c.arguments} {c.result}"
-                                           for c in self.turn.calls if c.outcome == "ok").lower())
+            words = set(_WORD.findall(" ".join(f"{c.tool.replace('_', ' ')} {c.arguments} {c.result}"
+                                               for c in self.turn.calls if c.outcome == "ok").lower()))
             self._named = frozenset(_stem(w) for w in words), frozenset(w.rstrip("s") for w in words)
         return self._named
 
@@ -1715,7 +1761,7 @@ class _Reader:
                 return "lookup_fact", self.lookup_backed(phrase[0], words, i)
             if phrase[-1] == "out" and form != "first" and not self.state_stems.isdisjoint(_SENT_OUT):
                 return None  # "it went out with DPD yesterday": what a result's "dispatched" says
-            if self.part_says(words[max(0, i - LOOK_BACK): i], _FINISHED):
+            if self.said_finished(words[max(0, i - LOOK_BACK): i]):
                 return None  # "your interview was done on the 12th": the result's "interview_completed: ..."
             return "state", self.action_backed(None, phrase[-1], "other")
         if word == "now" and i and words[i - 1] in ("is", "are") and i + 1 < len(words) and \
