@@ -325,6 +325,7 @@ _TOKEN = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?!\d)|\d{1,2}/\d{1,2}/\d{2,4}(?!\d)|
 _ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")  # one token, no reference
 _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
+_HOURS = re.compile(r"(?<![\d:.-])(\d{1,2})-(\d{1,2})(?![\d:.-])")  # a range of hours, "Mon-Sat 9-18"
 _SPELT = re.compile(r"[a-z](?:-[a-z])+")  # letters spelt out: "D-M-V"
 _DENIED_OR_WAITING = re.compile(r"\b(?:not|never|no|without|estimated|est|expected|eta|yet|pending|awaiting|draft|unconfirmed|queued)\b")
 _WAITING = re.compile(r"\b(?:pending|awaiting|draft|unconfirmed|queued)\b")  # the words of _UNFINISHED
@@ -609,6 +610,9 @@ def _text_forms(text: str) -> frozenset[str]:
     words = _words(text)
     for i in range(len(words)):
         forms |= _forms(words, i)
+    for start, end in _HOURS.findall(text):  # opening hours written "9-18": 18 is six o'clock too
+        if int(start) < int(end) <= 24:
+            forms |= _clock(int(start), 0, None) | _clock(int(end), 0, None)
     return frozenset(forms)
 
 
@@ -1078,15 +1082,15 @@ def _forecast_day(words: list[str], i: int) -> bool:
 
 
 def _event_time(words: list[str], i: int, number: str) -> bool:
-    """The hour of an event said bare: "at 3", "by about four", "between eight and one" (not "at 4
-    levels", "between two and three weeks")."""
+    """The hour of an event said bare: "at 3", "by about four", "open until 9 tonight", "between eight
+    and one" (not "at 4 levels", "between two and three weeks")."""
     if not (number.isdigit() and len(number) <= 2 and 1 <= int(number) <= 12):
         return False
     nxt = words[i + 1] if i + 1 < len(words) else ""
     prev = words[i - 1] if i else ""
     if prev in _APPROX and i >= 2:
         prev = words[i - 2]
-    if prev in ("at", "by") and (not nxt or nxt in _AFTER_HOUR):
+    if prev in ("at", "by", "until", "till") and (not nxt or nxt in _AFTER_HOUR):
         return True
     if prev == "between" and nxt == "and" and i + 2 < len(words):  # the first of a range of hours
         end, after = _whole(words[i + 2]), words[i + 3] if i + 3 < len(words) else ""
