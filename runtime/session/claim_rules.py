@@ -1978,8 +1978,11 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
                 future = _SUBJECT.isdisjoint(clause[:i])
                 if not (_specific(clause, i) or (future and _forecast_day(clause, i))) or _blocked(
                         clause, i, allow_negation=True, allow_modal=_amount(clause, i), allow_future=future) or (
-                        conditional[n] and not _amount(clause, i)):
-                    continue  # after "if that works", a time is offered; a price still must come from somewhere
+                        (conditional[n] or (_habitual_after(clause, i) and _whole(clause[i]) is not None))
+                        and not _amount(clause, i)):
+                    # after "if that works", a time is offered; "open until 5 on weekdays" (a bare hour) is
+                    # a rule of the house, not an event; a price or "16:30" still must come from somewhere
+                    continue
                 forms = _forms(clause, i)
                 if not forms or turn.grounds(clause, i):
                     continue

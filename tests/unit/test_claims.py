@@ -343,3 +343,10 @@ def test_a_rough_figure_is_grounded_at_the_place_it_rounds_and_a_spoken_number_m
                  "It was forty-eight thousand, three hundred and twelve dollars."):
         assert read(said, mortgage) == [], said
     assert [f.token for f in read("It's about 170,000.", mortgage)] == ["170,000"]
+
+
+def test_an_hour_until_which_something_is_open_is_a_specific_unless_it_is_a_rule_of_the_house() -> None:
+    assert [f.token for f in read("The pharmacy is open until 9 tonight.", Turn())] == ["9"]
+    hours = Turn(calls=[ToolRun("get_store", {}, "Leeds: Mon-Sat 9-18, Sun 10-16")])
+    assert read("The Leeds store's open nine till six today.", hours) == []
+    assert read("Our branches are open until 5 on weekdays.", Turn()) == []
