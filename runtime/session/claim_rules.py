@@ -140,7 +140,7 @@ for _group, (_past, _) in _GROUPS.items():
 # said in the first person these report an act ("I've put you down for Thursday"); the
 # word that must follow, when the verb alone says too little ("I got it" is "I understand")
 _FIRST_PERSON_ACTS: dict[str, frozenset[str] | None] = {
-    "put": None, "managed": None, "passed": None, "got": frozenset("you him her them us".split()), "let": frozenset(),
+    "put": None, "managed": None, "passed": None, "did": frozenset("it that this".split()), "got": frozenset("you him her them us".split()), "let": frozenset(),
     "made": frozenset("booking reservation appointment payment transfer change request claim complaint note "
                       "the a your".split())}
 # what a reply offers as room ("we've space for him") and what a result says of it
@@ -199,7 +199,7 @@ _HABITUAL = frozenset("usually normally typically generally always often sometim
 _DETERMINERS = frozenset("your the this that it these those my our his her their its".split())
 _CLAUSE_WORDS = frozenset("but although though however whereas so because while".split())
 # who, besides the agent, acts or looks things up for the caller
-_STAFF = frozenset("engineer engineers team technician technicians doctor doctors gp nurse colleague colleagues "
+_STAFF = frozenset("engineer engineers team technician technicians doctor doctors gp nurse colleague colleagues bank "
                    "manager managers supervisor specialist specialists department staff pharmacist dentist "
                    "consultant lab laboratory underwriter underwriters adviser advisor advisers advisors someone "
                    "somebody surveyor inspector accountant landlord insurer office branch clinic surgery driver "
@@ -271,6 +271,8 @@ _HELD = frozenset("place places seat seats table slot spot room ticket tickets a
                   "space".split())
 _IRREGULAR_PAST = frozenset("put took gave said told found saw brought rang spoke wrote sent left got made "
                             "did had kept".split())
+# irregular participles: "the doctor has seen your results"
+_IRREGULAR_PARTICIPLES = frozenset("seen taken given written spoken done".split())
 # words that say nothing of the fact itself: a tool result sharing them does not back it
 _RELATION_STOP = frozenset("the your you our his her their its this that these those with from into onto for and "
                            "but are was were been being has have had now just already also still then here there "
@@ -1216,8 +1218,9 @@ def _subject(words: list[str], i: int) -> str:
         if word in _SUBJECT:
             return "first"
         if word == "you":
-            if j == i - 1 and j and words[j - 1] in ("is", "was"):
-                return "be"  # "that's you booked in": the agent's act, said of the caller
+            if j and words[j - 1] in ("is", "was") and all(w in ("all", "now", "just", "already")
+                                                           for w in words[j + 1: i]):
+                return "be"  # "that's you (all) booked in": the agent's act, said of the caller
             return "be" if seen_be else "you"
         if word in _BE or word == "is":
             seen_be = True
@@ -1688,8 +1691,8 @@ class _Reader:
             return "lookup_fact", self.lookup_backed(word, words, i)  # "your flight is running forty minutes late"
         # "you have 3,200 points", "there are two rooms left": counts are grounded by the specifics rule
         groups = _ALL_PAST.get(word)
-        if word == "set" and i + 1 < len(words) and words[i + 1] == "up":
-            groups = ("create",)  # "direct debit is set up", "I've set up the transfer"
+        if word == "set" and "up" in words[i + 1: i + 4] and words[i + 1] not in _CLAUSE_MARKS:
+            groups = ("create",)  # "direct debit is set up", "I've set up the transfer", "I've set that up"
         if groups is not None or word in _LOOKUP or word in _EVENTS:
             if word in ("looked", "pulled") and not (i + 1 < len(words) and words[i + 1] in (
                     "up", "into", "at", "for", "it", "that", "this", "your")):
@@ -1737,7 +1740,8 @@ class _Reader:
                     self.states(word) or (form == "other" and self.relates(words, i, SUBJECT_REACH))):
                 return None  # "you're booked in with Dr Lee", "Priya replied at 8:05": what a result says
             return kind, why
-        if (word.endswith("ed") or word in _IRREGULAR_PAST) and word.isalpha() and _third_party(words, i) and \
+        if (word.endswith("ed") or word in _IRREGULAR_PAST or word in _IRREGULAR_PARTICIPLES) and word.isalpha() and \
+                _third_party(words, i) and \
                 not _blocked(words, i):  # "the driver put it in your bin", "Dr Patel has signed it"
             return "lookup_fact", self.lookup_backed(word, words, i)
         found = self._participle(words, i, word) or self._near(words, i)
@@ -1873,7 +1877,8 @@ class _Reader:
             k += 1
         verb = words[k] if k < len(words) else ""
         after = words[k + 1] if k + 1 < len(words) else ""
-        if any(w in _CONDITION or w in _HABITUAL for w in words[k: k + RELATION_REACH]):
+        if any((w in _CONDITION and not (w in ("before", "after") and _noun_phrase(words[n + 1:n + 5]))) or
+               w in _HABITUAL for n, w in enumerate(words[k: k + RELATION_REACH], k)):
             return None  # "it will be open once you confirm", "trains will run every 20 minutes"
         if subject.endswith("s") and not (j and (words[j - 1] in _DETERMINERS or _number(words[j - 1]))):
             return None  # "shops will close early on Christmas Eve": bare plurals, a general fact

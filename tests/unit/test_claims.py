@@ -350,3 +350,13 @@ def test_an_hour_until_which_something_is_open_is_a_specific_unless_it_is_a_rule
     hours = Turn(calls=[ToolRun("get_store", {}, "Leeds: Mon-Sat 9-18, Sun 10-16")])
     assert read("The Leeds store's open nine till six today.", hours) == []
     assert read("Our branches are open until 5 on weekdays.", Turn()) == []
+
+
+def test_phrasal_acts_the_caller_as_object_and_what_staff_have_seen_are_claims() -> None:
+    for said in ("I've set that up for you.", "That's you all booked in.", "I just did it.",
+                 "The doctor has seen your results.", "It'll arrive tomorrow before noon.",
+                 "The refund is with your bank now."):
+        assert [f.rule for f in read(said, Turn(tools=ORDERS))][:1] == ["tool_aware"], said
+    for said in ("When it's done, I'll email you.", "Once that's taken, you're all set.",
+                 "It should arrive before the weekend if you order today.", "Your bank will be able to tell you."):
+        assert read(said, Turn(tools=ORDERS)) == [], said
