@@ -339,8 +339,9 @@ _RESULT_NEGATIONS = frozenset("not never no without estimated est expected eta".
 _NOT_A = r"(?<![a-z])"
 _NEGATED_SPAN = re.compile(_NOT_A + r"(?:not|never|no|without|estimated|est|expected|eta)(?![a-z])[^;,.:|()\n]*")
 _AFTER_YET = re.compile(_NOT_A + r"yet[^a-z;,.:|()\n]+([a-z]+(?:-[a-z]+)*)")
-_BEFORE_WAIT = re.compile(_NOT_A + r"([a-z]+(?:-[a-z]+)*)(?=[^a-z;,.:|()\n]+(?:pending|awaiting|draft|unconfirmed|"
-                          r"queued)(?![a-z]))")
+# possessive, and started only where a word starts: a chain "a-a-a-..." is one word, tried once (linear)
+_BEFORE_WAIT = re.compile(r"(?<![a-z-])([a-z]++(?:-[a-z]++)*+)(?=[^a-z;,.:|()\n]+(?:pending|awaiting|draft|"
+                          r"unconfirmed|queued)(?![a-z]))")
 _RESULT_PARTS = re.compile(r"[;,.:|()\n]+")  # a parenthesis says a thing of its own
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
@@ -478,11 +479,11 @@ def _affirmed(text: str) -> frozenset[str]:
     return frozenset(w for w, n in said.items() if n > unsaid[w])
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)
 def _said_counts(text: str) -> tuple[Counter[str], Counter[str]]:
     """How often each word of ``text`` occurs, and how often denied or waiting: a word is said
     when one of its occurrences is not. Regular expressions over the whole text, and each result
-    read once a call, not once a reply (a call's earlier results, up to 800,000 characters, are
+    read once a call, not once a reply (a call's earlier results, up to 200 of 4,000 characters, are
     the same for each of its replies). The counts are shared: read them, never change them."""
     said = Counter(_WORD.findall(text))
     if not any(mark in text for mark in _DENIED_OR_WAITING_MARKS):
@@ -605,7 +606,7 @@ def _all_forms(texts: Iterable[str]) -> frozenset[str]:
     return frozenset().union(*(_text_forms(text) for text in texts))
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)
 def _text_forms(text: str) -> frozenset[str]:
     """The forms of one source, once a call (its earlier results are read for each of its replies)."""
     forms: set[str] = set()
