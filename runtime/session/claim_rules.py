@@ -121,7 +121,8 @@ _EVENTS = frozenset(("delivered scanned arrived departed landed left posted clea
                      "bounced delayed diverted returned collected signed processed completed finalised finalized "
                      "issued accepted received failed fixed repaired restored reconnected stuck held taken "
                      "actioned").split())
-_STATUS = (("on", "time"), ("going", "ahead"), ("in", "stock"), ("out", "of", "stock"), ("in", "transit"), ("out", "for", "delivery"),
+_STATUS = (("on", "time"), ("going", "ahead"), ("in", "stock"), ("out", "of", "stock"), ("in", "transit"),
+           ("out", "for", "delivery"),
            ("sold", "out"), ("fully", "booked"), ("overdue",), ("pending",), ("on", "its", "way"),
            ("on", "the", "way"), ("on", "their", "way"), ("on", "hold"), ("in", "credit"), ("in", "progress"),
            ("under", "review"), ("now", "active"), ("now", "live"), ("active", "now"), ("live", "now"),
@@ -140,7 +141,8 @@ for _group, (_past, _) in _GROUPS.items():
 # said in the first person these report an act ("I've put you down for Thursday"); the
 # word that must follow, when the verb alone says too little ("I got it" is "I understand")
 _FIRST_PERSON_ACTS: dict[str, frozenset[str] | None] = {
-    "put": None, "managed": None, "passed": None, "did": frozenset("it that this".split()), "got": frozenset("you him her them us".split()), "let": frozenset(),
+    "put": None, "managed": None, "passed": None, "did": frozenset("it that this".split()),
+    "got": frozenset("you him her them us".split()), "let": frozenset(),
     "made": frozenset("booking reservation appointment payment transfer change request claim complaint note "
                       "the a your".split())}
 # what a reply offers as room ("we've space for him") and what a result says of it
@@ -164,7 +166,7 @@ _FINISHED = frozenset("completed complete done finished".split())
 _ARRIVED = ("arrived", "received", "ready", "delivered", "stock")  # what "they're in" says a result said
 _GOT_OBJECT_THEN = frozenset("in on down booked a an onto into some the sorted over out round back up through "
                              "sent set".split())
-_ON_THEIR_WAY = frozenset("heading coming going booked out round over booked".split())
+_ON_THEIR_WAY = frozenset("heading coming going booked out round over".split())
 _HAD_FOLLOWERS = frozenset(_ALL_PAST) | _LOOKUP | {"just", "already"}
 _POSSESSIVES = frozenset("your the my our his her their its these those".split())
 
@@ -251,7 +253,6 @@ _WEATHER = frozenset("raining pouring snowing drizzling sunny cloudy rainy windy
                      "humid freezing dry wet warm hot mild".split())
 _WHEN = frozenset("it tomorrow today tonight weekend monday tuesday wednesday thursday friday saturday sunday "
                   "morning afternoon evening".split())
-# what follows an hour said as a bare number ("at 4 on Tuesday", "at 9 tomorrow"; not "at 4 levels")
 # verbs whose "that ..." is asked about or hoped for, not asserted
 _UNASSERTED = frozenset("check checking ask asking ensure ensuring hope hoping verify verifying wonder wondering "
                         "doubt".split())
@@ -260,6 +261,7 @@ _FORECAST = frozenset("will should going to be due expected".split())
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _WEEKDAY_OF = {**{d: d for d in _WEEKDAYS}, **{d[:3]: d for d in _WEEKDAYS}}
 _NUMBERED_PLACES = frozenset("platform gate terminal stand berth bay pitch ward".split())
+# what follows an hour said as a bare number ("at 4 on Tuesday", "at 9 tomorrow"; not "at 4 levels")
 _AFTER_HOUR = frozenset("on in tomorrow today tonight this next o'clock oclock sharp with and then for".split())
 # words that cannot be the noun a participle qualifies ("reserved items are ..."; not "sent to you is")
 _NOT_NOUNS = frozenset("you it that this them him her me us to by for with in on at from over up out off and or "
@@ -329,9 +331,11 @@ _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: 
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 _HOURS = re.compile(r"(?<![\d:.-])(\d{1,2})-(\d{1,2})(?![\d:.-])")  # a range of hours, "Mon-Sat 9-18"
 _SPELT = re.compile(r"[a-z](?:-[a-z])+")  # letters spelt out: "D-M-V"
-_DENIED_OR_WAITING = re.compile(r"\b(?:not|never|no|without|estimated|est|expected|eta|yet|pending|awaiting|draft|unconfirmed|queued)\b")
+_DENIED_OR_WAITING = re.compile(r"\b(?:not|never|no|without|estimated|est|expected|eta|yet|pending|awaiting|draft|"
+                                r"unconfirmed|queued)\b")
 _WAITING = re.compile(r"\b(?:pending|awaiting|draft|unconfirmed|queued)\b")  # the words of _UNFINISHED
-_DENIED_OR_WAITING_MARKS = ("not", "never", "no", "without", "est", "expected", "eta", "yet", *_UNFINISHED)  # substring scans first: most results have none
+# substring scans first: most results have none
+_DENIED_OR_WAITING_MARKS = ("not", "never", "no", "without", "est", "expected", "eta", "yet", *_UNFINISHED)
 # a negation denies the rest of its part of a result; a forecast ("estimated ready 2027-02-18", "expected
 # delivery Friday") says it is not so yet
 _RESULT_NEGATIONS = frozenset("not never no without estimated est expected eta".split())
@@ -429,7 +433,8 @@ class Turn:
         # said roughly, or an amount said whole: "two thousand one hundred seventy rupees" for a
         # result's 2,170.02 (a reply says a bill's pounds or rupees and drops the pence or paise)
         spoken_whole = i + 1 < len(words) and words[i + 1] in _MAJOR_UNITS and words[i].isdigit()
-        rough = (i and words[i - 1] in _APPROX) or (i >= 2 and words[i - 1] in ("a", "an") and words[i - 2] in _APPROX)
+        rough = (i and words[i - 1] in _APPROX) or (
+            i >= 2 and words[i - 1] in ("a", "an") and words[i - 2] in _APPROX)  # "roughly a hundred and ..."
         if not (rough or spoken_whole) or len(own) != 1:
             return False
         if self._rough is None:
@@ -960,8 +965,8 @@ def _forms(words: list[str], i: int) -> set[str]:
         if nxt in _MINOR_UNITS and number.isdigit() and len(number) <= 2:
             return {number, str(_number(f"0.{int(number):02d}"))}  # "ninety-nine pence": a result's 0.99
         prev = words[i - 1] if i else ""
-        if number.isdigit() and len(number) <= 2 and 1 <= int(number) <= 31 and (nxt[:3] in _MONTHS or prev[:3] in _MONTHS or
-                                                             prev == "day"):
+        if number.isdigit() and len(number) <= 2 and 1 <= int(number) <= 31 and (
+                nxt[:3] in _MONTHS or prev[:3] in _MONTHS or prev == "day"):
             return {number, f"day:{int(number)}"}  # "27 December", "Dec 27", "day 14": a day, as "the 27th" says it
         if word.startswith("0") and word.isdigit() and len(word) >= 3:
             return {number, word}  # 0048812, as a code's digits are written
@@ -1281,7 +1286,7 @@ class _Reader:
         self.turn = turn
         self._lookup: dict[str, bool] = {}
         self.tool_words = {t.name: self._words_of(t) for t in turn.tools}
-        # the words of the call's tool results, each result read once a reply
+        # the words of the call's tool results, each result read apart and once a call (_said_counts)
         earlier = [_said_counts(r.lower()) for r in turn.earlier_results]
         now = [(c, _said_counts(str(c.result or "").lower())) for c in turn.calls]
         self.results = _affirmed_of([*(counts for _, counts in now), *earlier])
@@ -1449,7 +1454,8 @@ class _Reader:
     def contradicted(self, words: list[str], i: int) -> str | None:
         """The word of a result of this turn that says the opposite of the state the clause says at
         ``i`` ("available" against "reserved", "ready" against "in production", "paid" against
-        "overdue"), when no result of the turn says that state (or its kin) too; else None."""
+        "overdue"), when no result of the turn says that state itself too; else None (kin do not
+        count here: "stock HM-4471" names a stock number, it says nothing of "available")."""
         for word in words[i: i + 3]:
             opposed = _OPPOSED.get(_stem(word))
             if opposed is None or (word.endswith(_NOMINAL) and word != "ready"):  # "out for delivery": no state
@@ -1662,8 +1668,9 @@ class _Reader:
         if word == "in" and i + 1 == len(words) and i >= 2 and words[i - 1] in ("is", "are") and \
                 words[i - 2] not in _SUBJECT and words[i - 2] != "you" and not _blocked(words, i - 1):
             # "they're in", "your renewal's in": it arrived or was received
+            # (or a call of the turn about the thing: "the request for six is in" ~ "requested")
             backed = self.acted_ok() or self.told(words, i - 2) or any(self.states(w) for w in _ARRIVED) or \
-                self.ran_about(words[max(0, i - 1 - LOOK_BACK): i - 1])  # "the request for six is in": the call's "requested"
+                self.ran_about(words[max(0, i - 1 - LOOK_BACK): i - 1])
             return "state", None if backed else self.no_result()
         if word in ("sat", "sitting", "waiting") and i >= 2 and words[i - 1] in ("is", "are") and \
                 words[i - 2] not in _SUBJECT and words[i - 2] != "you" and _here_for_you(words, i) and \
@@ -1671,10 +1678,10 @@ class _Reader:
             # "they're sat here waiting for you", "the money's sitting in your savings now": it arrived
             backed = self.acted_ok() or any(self.states(w) for w in _ARRIVED) or self.relates(words, i + 1)
             return "state", None if backed else self.no_result()
-        if i and words[i - 1] in ("is", "are") and _rank(words, i) is not None and not _blocked(words, i - 1):
+        place = _rank(words, i) if i and words[i - 1] in ("is", "are") else None
+        if place is not None and not _blocked(words, i - 1):
             # "you're third on the list", "you're number 4 in the queue": a place only a lookup gives
-            backed = str(_rank(words, i)) in self.turn.sources()
-            return "lookup_fact", None if backed else self.no_result()
+            return "lookup_fact", None if str(place) in self.turn.sources() else self.no_result()
         if word == "yours" and i and words[i - 1] in ("is", "are") and not _blocked(words, i) and \
                 not {"now", "through", "until", "till", "from", "for"}.isdisjoint(words[i + 1: i + 4]):
             return "state", self.state_backed(words, i)  # "the car's yours through Tuesday now"
