@@ -51,6 +51,17 @@ Rules (each finding names the one that fired):
   claiming it done against a result that waits (the other sentences of the reply are read
   as they are: "Not yet. I've booked an engineer out to you" still claims the booking).
 
+What a tool is and what a result says: a tool reads when its name starts with a reading verb
+or names what it reports (get_order, mot_status, run_line_test) or its description starts
+with one; a reading tool's run backs no act. A negation in a result denies the rest of its
+part ("no engineer booked"), a forecast does too ("estimated ready 2027-02-18"). A stated
+state is contradicted by a result of the turn that says its opposite and not it ("it's
+available" against "status: reserved"). An act on the thing of an acting tool that did
+not run ("I've got you a cart" when book_cart did not run) is not backed by another tool.
+The time and day of what others will do are specifics ("they'll be with you Thursday
+between eight and one": a result's 2027-03-11 grounds Thursday); codes said digit by digit
+or with spelt letters are one token ("D-M-V four four eight two" = DMV4482).
+
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
 check"), conditions ("once you confirm, ...", the clause after a leading "if ...,", and "if a
 payment's late there's a fee added" when the instructions state that rule),
