@@ -46,9 +46,21 @@ Rules (each finding names the one that fired):
   thousand two fifty" = 7250; a code said digit by digit stays a code), "four point one
   five" = 4.15, a date's year ("twenty twenty-eight"); a setting's state ("auto-renew's
   switched off", "roaming is disabled") is backed by a result field saying the same
-  (auto_renew: false, "roaming": "off", wifi_enabled: true); a reply that itself says
-  the thing is not done ("not yet", "still awaiting a decision") is never flagged as
-  claiming it done against a result that waits.
+  (auto_renew: false, "roaming": "off", wifi_enabled: true); a sentence that itself says
+  the thing is not done ("not yet", "still awaiting a decision") is not flagged as
+  claiming it done against a result that waits (the other sentences of the reply are read
+  as they are: "Not yet. I've booked an engineer out to you" still claims the booking).
+
+What a tool is and what a result says: a tool reads when its name starts with a reading verb
+or names what it reports (get_order, mot_status, run_line_test) or its description starts
+with one; a reading tool's run backs no act. A negation in a result denies the rest of its
+part ("no engineer booked"), a forecast does too ("estimated ready 2027-02-18"). A stated
+state is contradicted by a result of the turn that says its opposite and not it ("it's
+available" against "status: reserved"). An act on the thing of an acting tool that did
+not run ("I've got you a cart" when book_cart did not run) is not backed by another tool.
+The time and day of what others will do are specifics ("they'll be with you Thursday
+between eight and one": a result's 2027-03-11 grounds Thursday); codes said digit by digit
+or with spelt letters are one token ("D-M-V four four eight two" = DMV4482).
 
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
 check"), conditions ("once you confirm, ...", the clause after a leading "if ...,", and "if a
@@ -66,7 +78,9 @@ words has no nested repetition.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,7 +132,8 @@ _EVENTS = frozenset(("delivered scanned arrived departed landed left posted clea
                      "bounced delayed diverted returned collected signed processed completed finalised finalized "
                      "issued accepted received failed fixed repaired restored reconnected stuck held taken "
                      "actioned").split())
-_STATUS = (("on", "time"), ("in", "stock"), ("out", "of", "stock"), ("in", "transit"), ("out", "for", "delivery"),
+_STATUS = (("on", "time"), ("going", "ahead"), ("in", "stock"), ("out", "of", "stock"), ("in", "transit"),
+           ("out", "for", "delivery"),
            ("sold", "out"), ("fully", "booked"), ("overdue",), ("pending",), ("on", "its", "way"),
            ("on", "the", "way"), ("on", "their", "way"), ("on", "hold"), ("in", "credit"), ("in", "progress"),
            ("under", "review"), ("now", "active"), ("now", "live"), ("active", "now"), ("live", "now"),
@@ -129,7 +144,7 @@ _COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "ca
                ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
                ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"), ("dealt", "with"),
                ("came", "back"), ("come", "back"), ("heard", "back"),
-               ("all", "good"), ("squared", "away"), ("good", "as", "done"))
+               ("gone", "across"), ("went", "across"), ("squared", "away"), ("good", "as", "done"))
 _ALL_PAST: dict[str, tuple[str, ...]] = {}  # "moved" is a change or a payment
 for _group, (_past, _) in _GROUPS.items():
     for _word in _past.split():
@@ -137,9 +152,32 @@ for _group, (_past, _) in _GROUPS.items():
 # said in the first person these report an act ("I've put you down for Thursday"); the
 # word that must follow, when the verb alone says too little ("I got it" is "I understand")
 _FIRST_PERSON_ACTS: dict[str, frozenset[str] | None] = {
-    "put": None, "managed": None, "passed": None, "got": frozenset(["you"]), "let": frozenset(),
+    "put": None, "managed": None, "passed": None, "did": frozenset("it that this".split()),
+    "got": frozenset("you him her them us".split()), "let": frozenset(),
     "made": frozenset("booking reservation appointment payment transfer change request claim complaint note "
                       "the a your".split())}
+# what a reply offers as room ("we've space for him") and what a result says of it
+_ROOM_FOR = frozenset("space room availability capacity places spaces spots vacancies".split())
+_FREE_WORDS = frozenset("availability available space spaces room rooms places spots free vacancies capacity "
+                        "slots tables seats".split())
+_NONE_FREE = frozenset("full sold".split())
+# states and the result words that say the opposite of each: a result saying one of these backs no
+# such state, whatever else it says of the thing
+_OPPOSITES = (
+    ("available free open", "reserved sold unavailable full taken booked closed"),
+    ("ready collected", "pending processing production progress awaiting waiting lab"),
+    ("delivered", "transit dispatched shipped depot failed returned"),
+    ("paid cleared settled", "pending overdue due outstanding failed declined unpaid"),
+    ("active live", "suspended inactive cancelled expired pending blocked"),
+    ("approved accepted passed", "pending declined rejected review failed refused progress"),
+    ("confirmed", "pending unconfirmed awaiting provisional requested"),
+    ("time", "delayed cancelled diverted"),
+)
+_FINISHED = frozenset("completed complete done finished".split())
+_ARRIVED = ("arrived", "received", "ready", "delivered", "stock")  # what "they're in" says a result said
+_GOT_OBJECT_THEN = frozenset("in on down booked a an onto into some the sorted over out round back up through "
+                             "sent set".split())
+_ON_THEIR_WAY = frozenset("heading coming going booked out round over".split())
 _HAD_FOLLOWERS = frozenset(_ALL_PAST) | _LOOKUP | {"just", "already"}
 _POSSESSIVES = frozenset("your the my our his her their its these those".split())
 
@@ -155,7 +193,10 @@ _COMPLETION_AT, _STATUS_AT = _index(_COMPLETION), _index(_STATUS)
 _TOOL_WORDS = {group: frozenset(words.split()) for group, (_, words) in _GROUPS.items()}
 _ANY_TOOL_WORD = frozenset().union(*_TOOL_WORDS.values())
 _LOOKUP_TOOL_VERBS = frozenset("get find search lookup look list check track read fetch query show view retrieve "
-                               "describe status balance availability verify".split())
+                               "describe status balance availability verify plan".split())
+# a tool named for what it reports, not for an act: mot_status, bus_arrivals, run_line_test, showtimes
+_LOOKUP_TOOL_NOUNS = frozenset("status arrivals departures showtimes times timetable test planner search schedule "
+                               "availability balance balances position forecast weather".split())
 
 _BE = frozenset("is are was were been be being am got gets get".split())
 _AUX = frozenset("have has had 'd just already now also successfully quickly personally actually finally "
@@ -171,7 +212,7 @@ _HABITUAL = frozenset("usually normally typically generally always often sometim
 _DETERMINERS = frozenset("your the this that it these those my our his her their its".split())
 _CLAUSE_WORDS = frozenset("but although though however whereas so because while".split())
 # who, besides the agent, acts or looks things up for the caller
-_STAFF = frozenset("engineer engineers team technician technicians doctor doctors gp nurse colleague colleagues "
+_STAFF = frozenset("engineer engineers team technician technicians doctor doctors gp nurse colleague colleagues bank "
                    "manager managers supervisor specialist specialists department staff pharmacist dentist "
                    "consultant lab laboratory underwriter underwriters adviser advisor advisers advisors someone "
                    "somebody surveyor inspector accountant landlord insurer office branch clinic surgery driver "
@@ -223,6 +264,14 @@ _WEATHER = frozenset("raining pouring snowing drizzling sunny cloudy rainy windy
                      "humid freezing dry wet warm hot mild".split())
 _WHEN = frozenset("it tomorrow today tonight weekend monday tuesday wednesday thursday friday saturday sunday "
                   "morning afternoon evening".split())
+# verbs whose "that ..." is asked about or hoped for, not asserted
+_UNASSERTED = frozenset("check checking ask asking ensure ensuring hope hoping verify verifying wonder wondering "
+                        "doubt".split())
+# the future said of the world, not offered by the agent: "they'll be with you between eight and one"
+_FORECAST = frozenset("will should going to be due expected".split())
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_WEEKDAY_OF = {**{d: d for d in _WEEKDAYS}, **{d[:3]: d for d in _WEEKDAYS}}
+_NUMBERED_PLACES = frozenset("platform gate terminal stand berth bay pitch ward".split())
 # what follows an hour said as a bare number ("at 4 on Tuesday", "at 9 tomorrow"; not "at 4 levels")
 _AFTER_HOUR = frozenset("on in tomorrow today tonight this next o'clock oclock sharp with and then for".split())
 # words that cannot be the noun a participle qualifies ("reserved items are ..."; not "sent to you is")
@@ -235,6 +284,8 @@ _HELD = frozenset("place places seat seats table slot spot room ticket tickets a
                   "space".split())
 _IRREGULAR_PAST = frozenset("put took gave said told found saw brought rang spoke wrote sent left got made "
                             "did had kept".split())
+# irregular participles: "the doctor has seen your results"
+_IRREGULAR_PARTICIPLES = frozenset("seen taken given written spoken done".split())
 # words that say nothing of the fact itself: a tool result sharing them does not back it
 _RELATION_STOP = frozenset("the your you our his her their its this that these those with from into onto for and "
                            "but are was were been being has have had now just already also still then here there "
@@ -267,6 +318,7 @@ _KIN_GROUPS = (
     "declined rejected failed bounced refused",
     "cancelled canceled voided",
     "resolved closed fixed",
+    "closed shut",
     "back ready reported results available",
     "confirmed booked reserved",
     "delivered arrived received signed dropped",
@@ -288,10 +340,24 @@ _TOKEN = re.compile(r"\d{4}-\d{1,2}-\d{1,2}(?!\d)|\d{1,2}/\d{1,2}/\d{2,4}(?!\d)|
 _ISO_DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}")  # one token, no reference
 _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: a date, then a time
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
-_DENIED_OR_WAITING = re.compile(r"\b(?:not|never|yet|pending|awaiting|draft|unconfirmed|queued)\b")
+_HOURS = re.compile(r"(?<![\d:.-])(\d{1,2})-(\d{1,2})(?![\d:.-])")  # a range of hours, "Mon-Sat 9-18"
+_SPELT = re.compile(r"[a-z](?:-[a-z])+")  # letters spelt out: "D-M-V"
+_DENIED_OR_WAITING = re.compile(r"\b(?:not|never|no|without|estimated|est|expected|eta|yet|pending|awaiting|draft|"
+                                r"unconfirmed|queued)\b")
 _WAITING = re.compile(r"\b(?:pending|awaiting|draft|unconfirmed|queued)\b")  # the words of _UNFINISHED
-_DENIED_OR_WAITING_MARKS = ("not", "never", "yet", *_UNFINISHED)  # substring scans first: most results have none
-_RESULT_PARTS = re.compile(r"[;,.:|\n]+")
+# substring scans first: most results have none
+_DENIED_OR_WAITING_MARKS = ("not", "never", "no", "without", "est", "expected", "eta", "yet", *_UNFINISHED)
+# a negation denies the rest of its part of a result; a forecast ("estimated ready 2027-02-18", "expected
+# delivery Friday") says it is not so yet
+_RESULT_NEGATIONS = frozenset("not never no without estimated est expected eta".split())
+# a negation and the rest of its part; the word after "yet"; a word before one that says it waits
+_NOT_A = r"(?<![a-z])"
+_NEGATED_SPAN = re.compile(_NOT_A + r"(?:not|never|no|without|estimated|est|expected|eta)(?![a-z])[^;,.:|()\n]*")
+_AFTER_YET = re.compile(_NOT_A + r"yet[^a-z;,.:|()\n]+([a-z]+(?:-[a-z]+)*)")
+# possessive, and started only where a word starts: a chain "a-a-a-..." is one word, tried once (linear)
+_BEFORE_WAIT = re.compile(r"(?<![a-z-])([a-z]++(?:-[a-z]++)*+)(?=[^a-z;,.:|()\n]+(?:pending|awaiting|draft|"
+                          r"unconfirmed|queued)(?![a-z]))")
+_RESULT_PARTS = re.compile(r"[;,.:|()\n]+")  # a parenthesis says a thing of its own
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
 _CURRENCY_SIGNS = frozenset("£$€¥")
@@ -357,7 +423,7 @@ class Turn:
         if self._sources is None:
             texts = [self.caller, self.instructions, self.greeting, *self.earlier_results]
             for call in self.calls:
-                texts += [str(call.arguments or ""), str(call.result or "")]
+                texts += [_arguments_text(call.arguments), str(call.result or "")]
             self._sources = _all_forms(texts)
         return self._sources
 
@@ -378,7 +444,9 @@ class Turn:
         # said roughly, or an amount said whole: "two thousand one hundred seventy rupees" for a
         # result's 2,170.02 (a reply says a bill's pounds or rupees and drops the pence or paise)
         spoken_whole = i + 1 < len(words) and words[i + 1] in _MAJOR_UNITS and words[i].isdigit()
-        if not ((i and words[i - 1] in _APPROX) or spoken_whole) or len(own) != 1:
+        rough = (i and words[i - 1] in _APPROX) or (
+            i >= 2 and words[i - 1] in ("a", "an") and words[i - 2] in _APPROX)  # "roughly a hundred and ..."
+        if not (rough or spoken_whole) or len(own) != 1:
             return False
         if self._rough is None:
             self._rough = {}
@@ -390,27 +458,70 @@ class Turn:
         return " ".join([*(str(c.result or "") for c in self.calls), *self.earlier_results]).lower()
 
 
+def _arguments_text(arguments: Any) -> str:
+    """A call's arguments as text, dates as a tool writes them ({"date": 2026-12-18}, not a repr)."""
+    if arguments is None or isinstance(arguments, str):
+        return arguments or ""
+    import json
+
+    try:
+        return json.dumps(arguments, default=str)
+    except (TypeError, ValueError):  # a circular or odd value: its repr still holds the numbers
+        return str(arguments)
+
+
 def _rough(forms: frozenset[str]) -> frozenset[str]:
-    """The whole numbers a rough figure may round a decimal of ``forms`` to (12.4 -> 12; 3.8 -> 3, 4)."""
+    """The whole numbers a rough figure may round a number of ``forms`` to (12.4 -> 12; 3.8 -> 3, 4;
+    163,240.18 -> 163,000 or 160,000, not 170,000: a rough figure rounds to the nearest at the place it says)."""
     out: set[str] = set()
     for form in forms:
         whole, dot, fraction = form.partition(".")
-        if dot and whole.isdigit() and len(whole) <= 12:
+        if not whole.isdigit() or len(whole) > 12:
+            continue
+        if dot:
             out.update((whole, str(int(whole) + 1) if fraction[:1] >= "5" else whole))
+        value = int(whole)
+        for place in range(1, len(whole)):  # 163240 to the nearest ten, hundred, ...: 163000, 160000
+            unit = 10 ** place
+            out.add(str((value + unit // 2) // unit * unit))
     return frozenset(out)
 
 
 def _affirmed(text: str) -> frozenset[str]:
     """The words of a result that it says happened: not those it denies ("not sent", "not yet
-    issued") nor those it says wait ("activation pending")."""
-    if not any(mark in text for mark in _DENIED_OR_WAITING_MARKS) or _DENIED_OR_WAITING.search(text) is None:
-        return frozenset(_WORD.findall(text))  # most results: one pass in C
-    said: set[str] = set()
-    for part in _RESULT_PARTS.split(text):  # "seat change requested; awaiting confirmation": requested is said
-        words = _WORD.findall(part)
-        said.update(w for n, w in enumerate(words) if not (
-            (n and words[n - 1] in ("not", "never", "yet")) or (n + 1 < len(words) and words[n + 1] in _UNFINISHED)))
-    return frozenset(said)
+    issued", "no engineer booked": a negation denies the rest of its part of the result) nor
+    those it says wait ("activation pending")."""
+    said, unsaid = _said_counts(text)
+    return frozenset(w for w, n in said.items() if n > unsaid[w])
+
+
+@functools.lru_cache(maxsize=256)
+def _said_counts(text: str) -> tuple[Counter[str], Counter[str]]:
+    """How often each word of ``text`` occurs, and how often denied or waiting: a word is said
+    when one of its occurrences is not. Regular expressions over the whole text, and each result
+    read once a call, not once a reply (a call's earlier results, up to 200 of 4,000 characters, are
+    the same for each of its replies). The counts are shared: read them, never change them."""
+    said = Counter(_WORD.findall(text))
+    if not any(mark in text for mark in _DENIED_OR_WAITING_MARKS):
+        return said, Counter()
+    unsaid: dict[int, str] = {}  # by where it starts: an occurrence counts once
+    for span in _NEGATED_SPAN.finditer(text):
+        for word in _WORD.finditer(text, span.start(), span.end()):
+            unsaid[word.start()] = word.group()
+    for pattern in (_AFTER_YET, _BEFORE_WAIT):
+        for match in pattern.finditer(text):
+            unsaid[match.start(1)] = match.group(1)
+    return said, Counter(unsaid.values())
+
+
+def _affirmed_of(counts: Iterable[tuple[Counter[str], Counter[str]]]) -> frozenset[str]:
+    """``_affirmed`` of several results read apart (one result's negation denies nothing of the next)."""
+    said: Counter[str] = Counter()
+    unsaid: Counter[str] = Counter()
+    for one, other in counts:
+        said.update(one)
+        unsaid.update(other)
+    return frozenset(w for w, n in said.items() if n > unsaid[w])
 
 
 def _waits(result: str) -> bool:
@@ -508,11 +619,19 @@ def _caller_did(caller: str) -> frozenset[str]:
 
 
 def _all_forms(texts: Iterable[str]) -> frozenset[str]:
+    return frozenset().union(*(_text_forms(text) for text in texts))
+
+
+@functools.lru_cache(maxsize=256)
+def _text_forms(text: str) -> frozenset[str]:
+    """The forms of one source, once a call (its earlier results are read for each of its replies)."""
     forms: set[str] = set()
-    for text in texts:
-        words = _words(text)
-        for i in range(len(words)):
-            forms |= _forms(words, i)
+    words = _words(text)
+    for i in range(len(words)):
+        forms |= _forms(words, i)
+    for start, end in _HOURS.findall(text):  # opening hours written "9-18": 18 is six o'clock too
+        if int(start) < int(end) <= 24:
+            forms |= _clock(int(start), 0, None) | _clock(int(end), 0, None)
     return frozenset(forms)
 
 
@@ -528,6 +647,10 @@ def _stem(word: str) -> str:
     return word[:5]
 
 
+_OPPOSED: dict[str, frozenset[str]] = {}
+for _states, _against in _OPPOSITES:
+    for _state in _states.split():
+        _OPPOSED[_stem(_state)] = frozenset(_stem(w) for w in _against.split())
 for _kin in _KIN_GROUPS:
     _stems = frozenset(_stem(w) for w in _kin.split())
     for _one in _stems:
@@ -551,7 +674,8 @@ def _words(text: str) -> list[str]:
         if word in _CONTRACTIONS:
             out += _CONTRACTIONS[word]
             continue
-        if "-" in word and (all(part in _NUMBER_WORDS for part in word.split("-")) or _hyphen_range(word)):
+        if "-" in word and (all(part in _NUMBER_WORDS or part in _DIGIT_WORDS or part in _ORDINAL_WORDS
+                                for part in word.split("-")) or _hyphen_range(word)):  # twenty-seventh: 27th
             out += word.split("-")  # forty-five -> forty five -> 45 (below); 10-12 days: two numbers
             continue
         if "-" in word and word.partition("-")[2] in _CURRENCY_WORDS and _number(word.partition("-")[0]):
@@ -564,7 +688,41 @@ def _words(text: str) -> list[str]:
                 out += [word[: len(word) - len(suffix)], _SUFFIXES[suffix]]
                 continue
         out.append(word)
-    return _ordinals(_merge_amounts(_merge_numbers(out)))
+    return _ordinals(_merge_amounts(_merge_numbers(_spoken_digits(out))))
+
+
+_DIGIT_WORDS = {**{w: str(n) for w, n in _NUMBER_WORDS.items() if n < 10}, "oh": "0"}
+
+
+def _spoken_digits(words: list[str]) -> list[str]:
+    """A code or number said digit by digit is one token, as a tool writes it: "four four eight
+    two" -> 4482, "nine-one-oh" -> 910, and after letters spelt out ("B-K nine one oh", "D-M-V
+    four four eight two") one code, bk910 (three digits or more: "two two" is no code; not
+    within numbers said in groups, "nine oh two thirty" = 902.30)."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        j = i
+        while j < len(words) and words[j] in _DIGIT_WORDS and (j > i or words[j] != "oh"):
+            j += 1
+        # not a part of amounts or times said in groups: "twenty-three oh five forty", "nine oh two thirty"
+        grouped = (out and out[-1] in _NUMBER_WORDS) or (j < len(words) and words[j] in _NUMBER_WORDS)
+        if j - i < 3 or grouped:
+            out.append(words[i])
+            i += 1
+            continue
+        digits = "".join(_DIGIT_WORDS[w] for w in words[i:j])
+        letters = 0  # "I N C zero zero four ...": letters said one by one
+        while letters < len(out) and len(out[-1 - letters]) == 1 and out[-1 - letters].isalpha():
+            letters += 1
+        if letters >= 2:
+            out[-letters:] = ["".join(out[-letters:]) + digits]
+        elif out and _SPELT.fullmatch(out[-1]):
+            out[-1] = out[-1].replace("-", "") + digits
+        else:
+            out.append(digits)
+        i = j
+    return out
 
 
 def _ordinals(words: list[str]) -> list[str]:
@@ -610,8 +768,9 @@ def _merge_numbers(words: list[str]) -> list[str]:
         j, total, current, small = i, 0, 0, 0  # small: the part below a hundred said so far
         while j < len(words):
             w = words[j]
-            if w == "and" and j > i:
-                j += 1
+            if (w == "and" and j > i) or (w == "," and j > i and words[j - 1] == "thousand" and
+                                          j + 1 < len(words) and words[j + 1] in _NUMBER_WORDS):
+                j += 1  # "forty-eight thousand, three hundred": one number said with a pause
                 continue
             value = _NUMBER_WORDS.get(w)
             if value is None:
@@ -628,9 +787,9 @@ def _merge_numbers(words: list[str]) -> list[str]:
             else:
                 break  # "forty two | ninety nine", "four | forty"
             j += 1
-        while j > i and words[j - 1] == "and":  # "two hundred and then": the "and" is not the number's
+        while j > i and words[j - 1] in ("and", ","):  # "two hundred and then": the "and" is not the number's
             j -= 1
-        run = [w for w in words[i:j] if w != "and"]
+        run = [w for w in words[i:j] if w not in ("and", ",")]
         if words[i] == "oh" and out and spoken[-1] and 1 <= int(_number(out[-1]) or 0) <= 99 and \
                 not (len(out) >= 2 and spoken[-2] and len(_number(out[-1]) or "") == 1 and
                      len(_number(out[-2]) or "") == 1) and \
@@ -792,9 +951,11 @@ def _forms(words: list[str], i: int) -> set[str]:
             forms |= _clock(int(head), int(tail), nxt if nxt in ("am", "pm") else None)
         return forms
     if _ISO_DATE.fullmatch(word):  # its day grounds "the 19th" (and no bare 19); its year "twenty twenty-eight"
-        return {f"day:{int(word.rsplit('-', 1)[1])}", str(int(word.split("-", 1)[0]))}
-    if _ORDINAL.fullmatch(word):
-        return {f"day:{int(word[:-2])}"}
+        return {f"day:{int(word.rsplit('-', 1)[1])}", str(int(word.split("-", 1)[0])), *_weekday(word)}
+    if word in _WEEKDAY_OF:  # "Thu" grounds "Thursday"
+        return {f"dow:{_WEEKDAY_OF[word]}"}
+    if _ORDINAL.fullmatch(word):  # as text: a 5,000-digit "ordinal" is no int
+        return {f"day:{word[:-2].lstrip('0') or '0'}"}
     if word[0].isdigit() and "-" in word and not _ISO_DATE.fullmatch(word):  # a reference: 88-20417 = 8820417
         return {word.replace("-", ""), *(run for run in word.split("-") if len(run) >= 3)}
     if ":" in word and word[0].isdigit():
@@ -810,8 +971,16 @@ def _forms(words: list[str], i: int) -> set[str]:
     if number is not None:
         if nxt in ("am", "pm") and len(number) <= 2 and number.isdigit() and 1 <= int(number) <= 12:
             return _clock(int(number), 0, nxt)
+        if nxt in ("o'clock", "oclock") and len(number) <= 2 and number.isdigit() and 1 <= int(number) <= 12:
+            return _clock(int(number), 0, None)  # "eleven o'clock": 11:00 or 23:00
         if nxt in _MINOR_UNITS and number.isdigit() and len(number) <= 2:
             return {number, str(_number(f"0.{int(number):02d}"))}  # "ninety-nine pence": a result's 0.99
+        prev = words[i - 1] if i else ""
+        if number.isdigit() and len(number) <= 2 and 1 <= int(number) <= 31 and (
+                nxt[:3] in _MONTHS or prev[:3] in _MONTHS or prev == "day"):
+            return {number, f"day:{int(number)}"}  # "27 December", "Dec 27", "day 14": a day, as "the 27th" says it
+        if word.startswith("0") and word.isdigit() and len(word) >= 3:
+            return {number, word}  # 0048812, as a code's digits are written
         return {number}
     if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
         code = re.sub(r"[^0-9a-z]", "", word).upper()
@@ -824,14 +993,30 @@ def _forms(words: list[str], i: int) -> set[str]:
     return set()
 
 
+def _progressive(participle: str) -> str:
+    """processed -> processing, shipped -> shipping: the state under way a "being ..." says."""
+    return (participle[:-2] if participle.endswith("ed") else participle) + "ing"
+
+
+def _weekday(iso: str) -> set[str]:
+    """The weekday of a date a tool writes (2027-03-11 grounds "Thursday")."""
+    import datetime
+
+    try:
+        year, month, day = (int(part) for part in iso.split("-"))
+        return {f"dow:{_WEEKDAYS[datetime.date(year, month, day).weekday()]}"}
+    except ValueError:
+        return set()
+
+
 def _specific(words: list[str], i: int) -> bool:
     """Whether ``words[i]`` is an account-specific detail: an amount, a percentage, a
     clock time, a code or reference number, a long number or a count of things."""
     word = words[i]
     prev = words[i - 1] if i else ""
     nxt = words[i + 1] if i + 1 < len(words) else ""
-    if _ORDINAL.fullmatch(word):
-        return False
+    if _ORDINAL.fullmatch(word):  # "the fifteenth": the day of an event, as a result's date gives it
+        return len(word) <= 4 and 1 <= int(word[:-2]) <= 31
     if "~" in word or (word[0].isdigit() and "-" in word and not _ISO_DATE.fullmatch(word)):  # "four forty", "88-20417"
         return True
     if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
@@ -844,13 +1029,15 @@ def _specific(words: list[str], i: int) -> bool:
         return True
     if digits and (nxt in ("am", "pm") or prev == "#" or prev in _REFERENCE_NOUNS):
         return True
+    if prev in _NUMBERED_PLACES and number.isdigit():  # "platform six", "gate 4": where, as a lookup says
+        return True
     if digits and "." in word:
         return True
     if digits and len(number) >= 3 and not (len(number) == 4 and 1900 <= int(number) <= 2100):
         return nxt not in _COUNT_GENERAL
     # the time of an event: "your appointment is at 3", "it lands at nine tomorrow"
-    if prev == "at" and number.isdigit() and 1 <= int(number) <= 12 and (not nxt or nxt in _AFTER_HOUR):
-        return True
+    if _event_time(words, i, number) or (nxt in ("o'clock", "oclock") and number.isdigit() and len(number) <= 2):
+        return True  # "at 3", "your eleven o'clock"
     # a count: "two rooms left", "3 results", "5 points"
     if number in ("0", "1") or (not digits and word in ("hundred", "thousand", "dozen", "couple")):
         return False
@@ -859,6 +1046,75 @@ def _specific(words: list[str], i: int) -> bool:
         return True
     return (bool(nxt) and nxt.isalpha() and not any(w in _COUNT_GENERAL for w in following)
             and any(w.isalpha() and w.endswith("s") and w not in _NOT_PLURALS for w in following))
+
+
+def _asks_about(words: list[str], at: int) -> bool:
+    """Whether the "that" at ``at`` starts what a verb before it asks about or hopes for ("checking with
+    the surgery that ..."; not "the check for that was mailed": a noun, and "that" its subject)."""
+    return any(words[k] in _UNASSERTED and (k == 0 or words[k - 1] not in _DETERMINERS | {"a", "an"})
+               for k in range(max(0, at - 4), at))
+
+
+_MONTHS = frozenset("jan feb mar apr may jun jul aug sep oct nov dec".split())
+_QUEUES = frozenset("list queue line waitlist waiting".split())
+
+
+def _rank(words: list[str], i: int) -> int | None:
+    """The place said at ``i`` in a queue or list ("third on the list", "number 4 in the queue"), or None."""
+    place = _ORDINAL_WORDS.get(words[i])
+    k = i + 1
+    if words[i] == "number" and i + 1 < len(words):
+        place, k = _whole(words[i + 1]), i + 2
+    if place is None or place < 1 or k >= len(words) or words[k] not in ("on", "in"):
+        return None
+    return place if not _QUEUES.isdisjoint(words[k + 1: k + 4]) else None
+
+
+def _noun_phrase(words: list[str]) -> bool:
+    """Whether ``words`` (what follows "after" or "before", up to the word read) are a noun phrase
+    ("your eleven o'clock", "the 15th"), not a clause ("the engineer has been", "you confirm")."""
+    return bool(words) and (words[0] in _POSSESSIVES or _is_time(words[0])) and not any(
+        w in _BE or w in ("have", "has", "had", "you", "i", "we", "they") or w.endswith("ed") for w in words[:4])
+
+
+def _here_for_you(words: list[str], i: int) -> bool:
+    """After "sat", "sitting" or "waiting": where the caller can have it ("here", "in your savings",
+    "at the front desk", "for you"), not what it waits on ("waiting for approval", "with the team")."""
+    nxt = words[i + 1: i + 3]
+    if words[i] == "waiting":
+        return nxt == ["for", "you"] or nxt[:1] == ["here"]
+    return bool(nxt) and (nxt[0] in ("here", "there") or (nxt[0] in ("in", "at") and len(nxt) > 1 and
+                                                           nxt[1] in ("your", "the")))
+
+
+def _named(word: str) -> bool:
+    """A person or a place by name after "with" ("in with Aoife"), not "with a chance", "with us"."""
+    return word.isalpha() and word not in _DETERMINERS and word not in _NOT_NOUNS and word not in (
+        "a", "an", "some", "any", "no", "everyone")
+
+
+def _forecast_day(words: list[str], i: int) -> bool:
+    """A weekday in a clause that says what will happen ("they'll be round this Thursday"; not
+    "Tuesday the eighth": the date says which day, and a result may write it without its year)."""
+    dated = i + 2 < len(words) and words[i + 1] == "the" and _ORDINAL.fullmatch(words[i + 2]) is not None
+    return words[i] in _WEEKDAYS and not dated and not {"will", "should"}.isdisjoint(words[max(0, i - LOOK_BACK): i])
+
+
+def _event_time(words: list[str], i: int, number: str) -> bool:
+    """The hour of an event said bare: "at 3", "by about four", "open until 9 tonight", "between eight
+    and one" (not "at 4 levels", "between two and three weeks")."""
+    if not (number.isdigit() and len(number) <= 2 and 1 <= int(number) <= 12):
+        return False
+    nxt = words[i + 1] if i + 1 < len(words) else ""
+    prev = words[i - 1] if i else ""
+    if prev in _APPROX and i >= 2:
+        prev = words[i - 2]
+    if prev in ("at", "by", "until", "till") and (not nxt or nxt in _AFTER_HOUR):
+        return True
+    if prev == "between" and nxt == "and" and i + 2 < len(words):  # the first of a range of hours
+        end, after = _whole(words[i + 2]), words[i + 3] if i + 3 < len(words) else ""
+        return end is not None and 1 <= end <= 12 and (not after or after in _AFTER_HOUR)
+    return False
 
 
 def _amount(words: list[str], i: int) -> bool:
@@ -888,14 +1144,20 @@ def _phrase_at(words: list[str], i: int, phrases: dict[str, list[tuple[str, ...]
     return None
 
 
-def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal: bool = False) -> bool:
+def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal: bool = False,
+             allow_future: bool = False) -> bool:
     """A negation, modal, condition or habit in the few words before ``i`` (``allow_*``: those
-    do not count)."""
-    before = words[max(0, i - LOOK_BACK): i]
+    do not count; ``allow_future``: will, should, going to)."""
+    start = max(0, i - LOOK_BACK)
+    before = words[start: i]
     for n, word in enumerate(before):
         nxt = before[n + 1] if n + 1 < len(before) else (words[i] if i < len(words) else "")
+        if word == "that" and nxt not in _BE and nxt not in _AUX and _asks_about(words, start + n):
+            return True  # "worth checking with the surgery that it's been sent": asked about, not said
         if word in ("until", "till") and _is_time(nxt):
             continue  # "late checkout until two is sorted": how long, not a condition
+        if word in ("after", "before") and _noun_phrase(before[n + 1:]):
+            continue  # "nothing in after your eleven o'clock": when, not a condition
         if word == "about" and (nxt in _NUMBER_WORDS or nxt[:1].isdigit()):
             continue  # "about twelve gigabytes": a rough number, not "about to" nor "about done"
         if word in _CONDITION or word in _HABITUAL:
@@ -908,6 +1170,10 @@ def _blocked(words: list[str], i: int, allow_negation: bool = False, allow_modal
             return True  # "you said you were charged twice": the caller's words, not a finding
         if allow_modal and (word in _MODAL or word == "'d"):
             continue
+        if allow_future and word in _FORECAST:
+            continue
+        if word == "going" and nxt != "to":
+            continue  # "the 10:20 is going from platform six": a fact, not "going to"
         if word in _MODAL:
             if word in ("able", "to") and n and before[n - 1] in ("been", "was", "were", "managed", "able"):
                 continue  # "I was able to cancel it" did it
@@ -969,8 +1235,9 @@ def _subject(words: list[str], i: int) -> str:
         if word in _SUBJECT:
             return "first"
         if word == "you":
-            if j == i - 1 and j and words[j - 1] in ("is", "was"):
-                return "be"  # "that's you booked in": the agent's act, said of the caller
+            if j and words[j - 1] in ("is", "was") and all(w in ("all", "now", "just", "already")
+                                                           for w in words[j + 1: i]):
+                return "be"  # "that's you (all) booked in": the agent's act, said of the caller
             return "be" if seen_be else "you"
         if word in _BE or word == "is":
             seen_be = True
@@ -1028,14 +1295,16 @@ def _third_party(words: list[str], i: int) -> bool:
 class _Reader:
     def __init__(self, turn: Turn) -> None:
         self.turn = turn
+        self._lookup: dict[str, bool] = {}
         self.tool_words = {t.name: self._words_of(t) for t in turn.tools}
-        # the words of the call's tool results, once: a long call's results are read once a reply
-        self.results = _affirmed(turn.results_text())
-        self.earlier = _affirmed(" ".join(turn.earlier_results).lower())
+        # the words of the call's tool results, each result read apart and once a call (_said_counts)
+        earlier = [_said_counts(r.lower()) for r in turn.earlier_results]
+        now = [(c, _said_counts(str(c.result or "").lower())) for c in turn.calls]
+        self.results = _affirmed_of([*(counts for _, counts in now), *earlier])
+        self.earlier = _affirmed_of(earlier)
         # what the call's tools gave: a failed call's "cannot cancel: already shipped" backs nothing;
         # each distinct word stemmed once
-        given = _affirmed(" ".join(
-            [*(str(c.result or "") for c in turn.calls if c.outcome == "ok"), *turn.earlier_results]).lower())
+        given = _affirmed_of([*(counts for c, counts in now if c.outcome == "ok"), *earlier])
         self.result_stems = frozenset(_stem(w) for w in given)
         # the states a result says: not its nouns made of the verb ("out for delivery", "cancellation
         # requested", "booking pending") nor what is under way ("processing"), which back no
@@ -1043,13 +1312,22 @@ class _Reader:
         self.state_stems = frozenset(_stem(w) for w in given if not w.endswith(_NOMINAL) or w == "ready")
         self.failed_stems = frozenset(_stem(w) for w in _WORD.findall(" ".join(
             str(c.result or "") for c in turn.calls if c.outcome != "ok").lower()))
-        self.acted = _affirmed(" ".join(
-            str(c.result or "") for c in turn.calls if c.outcome == "ok" and not self.is_lookup_tool(c.tool)).lower())
+        # what this turn's calls that did not fail say (not the call's earlier results)
+        self.now_said = _affirmed_of(counts for c, counts in now if c.outcome == "ok")
+        self.now_words = frozenset(w for c, (said, _) in now if c.outcome == "ok" for w in said)
+        self.acted = _affirmed_of(counts for c, counts in now if c.outcome == "ok" and not self.is_lookup_tool(c.tool))
         # the calls that did what they were asked: not one whose result says it waits ("awaiting confirmation")
         self.finished = [c for c in turn.calls if c.outcome == "ok" and not _waits(str(c.result or "").lower())]
         self.caller_did = _caller_did(turn.caller)
         self.told_stems = frozenset(_stem(w) for w in _WORD.findall(f"{turn.instructions} {turn.greeting}".lower()))
         self.reply_waits = False
+        self._named: tuple[frozenset[str], frozenset[str]] | None = None
+        self._finished_with: frozenset[str] | None = None
+        self._none_free: bool | None = None
+        # the lookups of this turn that found a record and say nothing denied or waiting (once per reply)
+        self.records = [c for c in self.finished if str(c.result or "").strip() and
+                        _DENIED_OR_WAITING.search(str(c.result or "").lower()) is None]
+        self._now_stems: dict[str, str] | None = None
         self.switches = _switches(turn.results_text())
 
     @staticmethod
@@ -1072,8 +1350,16 @@ class _Reader:
         return bool(words & _TOOL_WORDS[group])
 
     def is_lookup_tool(self, tool: str) -> bool:
-        first = re.split(r"[^a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", tool).lower())[0]
-        return first in _LOOKUP_TOOL_VERBS
+        """A tool that reads: its name starts with a reading verb (get_order) or names what it
+        reports (mot_status, run_line_test), or its description starts with one ("Get live
+        departures"). Only the others act: a lookup's run backs no "done" nor "it's passed"."""
+        if tool not in self._lookup:  # once per tool and reply
+            words = re.split(r"[^a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", tool).lower())
+            known = next((t for t in self.turn.tools if t.name == tool), None)
+            first = re.split(r"[^a-z]+", known.description.lower().strip()) if known is not None else [""]
+            self._lookup[tool] = words[0] in _LOOKUP_TOOL_VERBS or not _LOOKUP_TOOL_NOUNS.isdisjoint(words) or \
+                first[0] in _LOOKUP_TOOL_VERBS
+        return self._lookup[tool]
 
     def action_backed(self, groups: tuple[str, ...] | None, word: str, form: str) -> str | None:
         """None when a call of this turn backs the action; else why not."""
@@ -1083,6 +1369,9 @@ class _Reader:
                 return None
             if form != "first" and word in self.results:
                 return None
+            if form == "first" and len(word) >= 5 and word.endswith("ed") and any(
+                    w.startswith(_stem(word)) for w in self.now_said):
+                return None  # "we've quoted 145 to sort it": the act a result of this turn records ("repair quote")
             waiting = [c for c in self.turn.calls if c.outcome == "ok" and c not in self.finished]
             if waiting:
                 return self.not_done(waiting[0])
@@ -1093,6 +1382,8 @@ class _Reader:
             return None  # "your order was cancelled": a result of the call says so (for "I've cancelled
             # it", a call of an earlier turn, or what this turn's act did: "card blocked; replacement
             # ordered"; this turn's lookup does not make it the agent's act)
+        if form != "first" and self.record_of(word):
+            return None  # "you're booked in for the 1st": get_booking found the booking
         if not any(self.can(t.name, g) for t in self.turn.tools for g in groups):
             return f"no tool of the agent can do this ({'/'.join(groups)})"
         failed = [c for c in self.turn.calls if any(self.can(c.tool, g) for g in groups)]
@@ -1126,6 +1417,101 @@ class _Reader:
         if self.relates(words, at, SUBJECT_REACH) or self.acted_ok():
             return None  # a result that says so, or a state this turn's act made ("I've ordered it; it's on the way")
         return self.no_result()
+
+    def none_free(self) -> bool:
+        """Whether a result of this turn says there is no room: it denies availability ("no
+        availability", "no rooms", "not available") or says it is full ("full", "sold out")."""
+        if self._none_free is None:  # once per reply
+            said = self.now_said
+            # "Fri: no availability; Sat: 2 rooms available": some
+            self._none_free = _FREE_WORDS.isdisjoint(said) and (
+                not _FREE_WORDS.isdisjoint(self.now_words) or not _NONE_FREE.isdisjoint(said))
+        return self._none_free
+
+    def unrun_tool(self, words: list[str], i: int) -> str | None:
+        """The agent's tool that does what the act at ``i`` names and did not run: its thing (a word
+        of its name past the verb: book_cart's "cart") is the act's object, and no call of this turn
+        that did not fail names it (in its tool, arguments or result)."""
+        objects = {w.rstrip("s") for w in words[i + 1: i + RELATION_REACH // 2] if w.isalpha() and len(w) >= 3 and
+                   w not in _RELATION_STOP and w not in _NOT_NOUNS}
+        if not objects:
+            return None
+        groups = _ALL_PAST.get(words[i])
+        ran = {c.tool for c in self.turn.calls if c.outcome == "ok"}
+        for tool in self.turn.tools:
+            if tool.name in ran or self.is_lookup_tool(tool.name) or (
+                    groups and not any(self.can(tool.name, g) for g in groups)):
+                continue
+            things = {n.rstrip("s") for n in re.split(r"[^a-z]+", tool.name.lower())[1:] if len(n) >= 3}
+            if objects.isdisjoint(things):
+                continue
+            if (objects & things).isdisjoint(self.named_by_calls()[1]):
+                return tool.name
+        return None
+
+    def record_of(self, participle: str) -> bool:
+        """Whether a lookup of this turn found the record the state is ("booked" ~ get_booking,
+        "reserved" ~ find_reservation, "registered" ~ get_registration): the record is the state.
+        Not when its result denies or waits for anything ("no booking found", "pending")."""
+        root = participle[:-2] if participle.endswith("ed") else participle
+        if len(root) < 4:
+            return False
+        for call in self.records:
+            names = re.split(r"[^a-z]+", call.tool.lower())
+            if self.is_lookup_tool(call.tool) and any(n.startswith(root) for n in names[1:]):
+                return True
+        return False
+
+    def contradicted(self, words: list[str], i: int) -> str | None:
+        """The word of a result of this turn that says the opposite of the state the clause says at
+        ``i`` ("available" against "reserved", "ready" against "in production", "paid" against
+        "overdue"), when no result of the turn says that state itself too; else None (kin do not
+        count here: "stock HM-4471" names a stock number, it says nothing of "available")."""
+        for word in words[i: i + 3]:
+            opposed = _OPPOSED.get(_stem(word))
+            if opposed is None or (word.endswith(_NOMINAL) and word != "ready"):  # "out for delivery": no state
+                continue
+            if self._now_stems is None:
+                self._now_stems = {_stem(w): w for w in self.now_said}
+            said = self._now_stems
+            # the result says that state too ("available: 2; reserved: 1"; not a noun of it, "delivery")
+            same = said.get(_stem(word))
+            if same is not None and (not same.endswith(_NOMINAL) or same == "ready"):
+                return None
+            return next((said[o] for o in sorted(opposed) if o in said), None)
+        return None
+
+    def said_finished(self, subject: list[str]) -> bool:
+        """Whether one part of a result of this turn says both the thing ``subject`` names and that
+        it is finished ("interview_completed: 2026-11-12" says the interview is done)."""
+        named = {_stem(w) for w in subject if w.isalpha() and len(w) >= 4 and w not in _RELATION_STOP}
+        if not named:
+            return False
+        if self._finished_with is None:  # once per reply: the words of every part that says finished
+            words: set[str] = set()
+            this_turn = " ".join(str(c.result or "") for c in self.turn.calls if c.outcome == "ok").lower()
+            for part in _RESULT_PARTS.split(this_turn):
+                if any(mark in part for mark in ("complet", "done", "finish")):  # most parts: a scan in C
+                    said = _WORD.findall(part.replace("_", " "))
+                    if not _FINISHED.isdisjoint(said):
+                        words.update(said)
+            self._finished_with = frozenset(_stem(w) for w in words)  # each distinct word stemmed once
+        return not named.isdisjoint(self._finished_with)
+
+    def ran_about(self, subject: list[str]) -> bool:
+        """Whether a call of this turn that did not fail is about the thing ``subject`` names (its
+        tool's name or its result: "the test" ~ run_line_test)."""
+        named = {_stem(w) for w in subject if w.isalpha() and len(w) >= 4 and w not in _RELATION_STOP}
+        return not named.isdisjoint(self.named_by_calls()[0])
+
+    def named_by_calls(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The words of this turn's calls that did not fail (tool names, arguments, results), once
+        per reply: by stem, and as said (a plural's s aside)."""
+        if self._named is None:
+            words = set(_WORD.findall(" ".join(f"{c.tool.replace('_', ' ')} {c.arguments} {c.result}"
+                                               for c in self.turn.calls if c.outcome == "ok").lower()))
+            self._named = frozenset(_stem(w) for w in words), frozenset(w.rstrip("s") for w in words)
+        return self._named
 
     def no_result(self) -> str:
         return "no tool result of the call says so" if self.turn.calls else "no tool ran in this turn"
@@ -1183,6 +1569,17 @@ class _Reader:
                 kind, why = found
                 if why is not None and self.echoes(words):
                     return None
+                if why is None and kind == "action" and _subject(words, i) == "first":
+                    tool = self.unrun_tool(words, i)
+                    if tool is not None:  # "I've got you a cart" when book_tee_time ran and book_cart did not
+                        return Finding("tool_aware", kind, sentence, why=f"{tool} did not run in this turn")
+                if why is None and kind in ("state", "lookup_fact") and not _blocked(words, i):
+                    against = self.contradicted(words, i)
+                    if against is not None:  # "it's available" when the result says "status: reserved"
+                        return Finding("tool_aware", kind, sentence,
+                                       why=f"a tool result of this turn says {against!r}, not that")
+                if why is not None and i and words[i - 1] == "being" and self.states(_progressive(word)):
+                    continue  # "it's still being processed": what a result's "processing" says
                 if why is not None and _subject(words, i) != "first" and self.relays_switch(words, i):
                     return None  # "auto-renew's switched off": what a lookup's auto_renew: false says
                 if why is not None and why.endswith(_NOT_DONE_YET) and self.reply_waits:
@@ -1231,12 +1628,25 @@ class _Reader:
         if word in _FIRST_PERSON_ACTS and _subject(words, i) == "first" and not _blocked(words, i):
             after = words[i + 1] if i + 1 < len(words) else ""
             wanted = _FIRST_PERSON_ACTS[word]
-            if wanted is None or after in wanted or (word == "let" and words[i - 1] == "have"):
+            # "I've got an engineer heading to you": someone sent on their way (not "I've got your details here")
+            sent_off = word == "got" and after in ("a", "an", "the", "your", "someone", "somebody") and \
+                not _ON_THEIR_WAY.isdisjoint(words[i + 2: i + 5])
+            # "I've got you a cart", "I've got her in with Priya", "I've got you down for 3" (not "I've got
+            # you" = I understand, "I've got her details here", "we've got them in stock": a lookup's)
+            if word == "got" and after in wanted and (i + 2 >= len(words) or words[i + 2] not in _GOT_OBJECT_THEN or
+                                                      not _AVAILABILITY.isdisjoint(words[i + 2: i + 5])):
+                after = ""
+            if wanted is None or after in wanted or sent_off or (word == "let" and words[i - 1] == "have"):
                 return "action", self.action_backed(("send",) if word in ("passed", "let") else None, word, "first")
         if word in ("have", "got") and _subject(words, i) == "first" and i + 1 < len(words) and (
-                words[i + 1] in ("a", "an", "some", "space", "room") or _number(words[i + 1]) is not None) and \
-                not _AVAILABILITY.isdisjoint(words[i + 2: i + 7]) and not _blocked(words, i):
-            return "lookup_fact", self.lookup_backed("")  # "we've got a table free at eight"
+                ((words[i + 1] in ("a", "an", "some") or _number(words[i + 1]) is not None) and
+                 not _AVAILABILITY.isdisjoint(words[i + 2: i + 7])) or words[i + 1] in _ROOM_FOR) and \
+                not _blocked(words, i):
+            # "we've got a table free at eight", "we've space for him over Christmas": backed by a lookup
+            # of the turn, unless it says there is none ("no availability 20-27 Dec", "fully booked")
+            if self.none_free():
+                return "lookup_fact", "a tool result of this turn says there is none"
+            return "lookup_fact", self.lookup_backed("")
         if word in ("have", "got") and _subject(words, i) == "you" and i + 2 < len(words) and \
                 words[i + 1] in ("a", "an", "your") and words[i + 2] in _HELD and not _blocked(words, i):
             return "state", self.state_backed(words, i + 2)  # "you've got a place on Thursday's class"
@@ -1258,12 +1668,31 @@ class _Reader:
                 words[i + 2] not in ("right", "wrong", "best", "safe", "phone", "line", "call", "way") and \
                 not _blocked(words, i - 1):
             return "state", self.state_backed(words, i + 2)  # "you're on the unlimited plan from today"
-        if word == "in" and i >= 2 and words[i - 1] == "are" and words[i - 2] == "you" and i + 1 < len(words) and (
+        if word == "in" and i >= 2 and words[i - 1] == "are" and words[i - 2] == "you" and (i + 1 == len(words) or (
                 _code(words[i + 1]) or _spoken_code(words, i + 1) or (words[i + 1] in _PLACES and i + 2 < len(words) and _forms(words, i + 2)) or (
-                words[i + 1] in ("for", "at") and i + 2 < len(words) and _is_time(words[i + 2]))) and \
+                words[i + 1] in ("for", "at") and i + 2 < len(words) and _is_time(words[i + 2])) or (
+                words[i + 1] == "with" and i + 2 < len(words) and _named(words[i + 2])))) and \
                 not _blocked(words, i - 1):
-            # "you're in 14C", "you're in room 12", "you're in for twenty to four": a booking made
+            # "you're in 14C", "you're in room 12", "you're in for twenty to four", "you're in with Aoife
+            # at ten", "you're in!": a booking made
             return "state", self.action_backed(("book", "change"), "booked", "other")
+        if word == "in" and i + 1 == len(words) and i >= 2 and words[i - 1] in ("is", "are") and \
+                words[i - 2] not in _SUBJECT and words[i - 2] != "you" and not _blocked(words, i - 1):
+            # "they're in", "your renewal's in": it arrived or was received
+            # (or a call of the turn about the thing: "the request for six is in" ~ "requested")
+            backed = self.acted_ok() or self.told(words, i - 2) or any(self.states(w) for w in _ARRIVED) or \
+                self.ran_about(words[max(0, i - 1 - LOOK_BACK): i - 1])
+            return "state", None if backed else self.no_result()
+        if word in ("sat", "sitting", "waiting") and i >= 2 and words[i - 1] in ("is", "are") and \
+                words[i - 2] not in _SUBJECT and words[i - 2] != "you" and _here_for_you(words, i) and \
+                not _blocked(words, i - 1):
+            # "they're sat here waiting for you", "the money's sitting in your savings now": it arrived
+            backed = self.acted_ok() or any(self.states(w) for w in _ARRIVED) or self.relates(words, i + 1)
+            return "state", None if backed else self.no_result()
+        place = _rank(words, i) if i and words[i - 1] in ("is", "are") else None
+        if place is not None and not _blocked(words, i - 1):
+            # "you're third on the list", "you're number 4 in the queue": a place only a lookup gives
+            return "lookup_fact", None if str(place) in self.turn.sources() else self.no_result()
         if word == "yours" and i and words[i - 1] in ("is", "are") and not _blocked(words, i) and \
                 not {"now", "through", "until", "till", "from", "for"}.isdisjoint(words[i + 1: i + 4]):
             return "state", self.state_backed(words, i)  # "the car's yours through Tuesday now"
@@ -1281,8 +1710,8 @@ class _Reader:
             return "lookup_fact", self.lookup_backed(word, words, i)  # "your flight is running forty minutes late"
         # "you have 3,200 points", "there are two rooms left": counts are grounded by the specifics rule
         groups = _ALL_PAST.get(word)
-        if word == "set" and i + 1 < len(words) and words[i + 1] == "up":
-            groups = ("create",)  # "direct debit is set up", "I've set up the transfer"
+        if word == "set" and "up" in words[i + 1: i + 4] and words[i + 1] not in _CLAUSE_MARKS:
+            groups = ("create",)  # "direct debit is set up", "I've set up the transfer", "I've set that up"
         if groups is not None or word in _LOOKUP or word in _EVENTS:
             if word in ("looked", "pulled") and not (i + 1 < len(words) and words[i + 1] in (
                     "up", "into", "at", "for", "it", "that", "this", "your")):
@@ -1330,14 +1759,17 @@ class _Reader:
                     self.states(word) or (form == "other" and self.relates(words, i, SUBJECT_REACH))):
                 return None  # "you're booked in with Dr Lee", "Priya replied at 8:05": what a result says
             return kind, why
-        if (word.endswith("ed") or word in _IRREGULAR_PAST) and word.isalpha() and _third_party(words, i) and \
+        if (word.endswith("ed") or word in _IRREGULAR_PAST or word in _IRREGULAR_PARTICIPLES) and word.isalpha() and \
+                _third_party(words, i) and \
                 not _blocked(words, i):  # "the driver put it in your bin", "Dr Patel has signed it"
             return "lookup_fact", self.lookup_backed(word, words, i)
         found = self._participle(words, i, word) or self._near(words, i)
         if found is not None:
             return found
         if word in _FUTURE_MARKS:
-            return self._future_fact(words, i)
+            found = self._future_fact(words, i)
+            if found is not None or word != "going":  # "it's going ahead" is a status (below)
+                return found
         phrase = _phrase_at(words, i, _COMPLETION_AT)
         if phrase is not None:
             form = _subject(words, i)
@@ -1351,9 +1783,13 @@ class _Reader:
             if _blocked(words, i) and not _hedged_now(words, i):
                 return None
             if phrase[-1] == "back":  # "the results came back clear", "we've heard back from the insurer"
+                if self.ran_about(words[max(0, i - SUBJECT_REACH - 1): i]):
+                    return None  # "the test's come back clean": what this turn's line test returned
                 return "lookup_fact", self.lookup_backed(phrase[0], words, i)
             if phrase[-1] == "out" and form != "first" and not self.state_stems.isdisjoint(_SENT_OUT):
                 return None  # "it went out with DPD yesterday": what a result's "dispatched" says
+            if self.said_finished(words[max(0, i - LOOK_BACK): i]):
+                return None  # "your interview was done on the 12th": the result's "interview_completed: ..."
             return "state", self.action_backed(None, phrase[-1], "other")
         if word == "now" and i and words[i - 1] in ("is", "are") and i + 1 < len(words) and \
                 words[i + 1] not in _ALL_PAST and not _blocked(words, i):
@@ -1460,7 +1896,8 @@ class _Reader:
             k += 1
         verb = words[k] if k < len(words) else ""
         after = words[k + 1] if k + 1 < len(words) else ""
-        if any(w in _CONDITION or w in _HABITUAL for w in words[k: k + RELATION_REACH]):
+        if any((w in _CONDITION and not (w in ("before", "after") and _noun_phrase(words[n + 1:n + 5]))) or
+               w in _HABITUAL for n, w in enumerate(words[k: k + RELATION_REACH], k)):
             return None  # "it will be open once you confirm", "trains will run every 20 minutes"
         if subject.endswith("s") and not (j and (words[j - 1] in _DETERMINERS or _number(words[j - 1]))):
             return None  # "shops will close early on Christmas Eve": bare plurals, a general fact
@@ -1527,10 +1964,7 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
     ``ungrounded_specific`` per token. ``clock`` and ``deadline`` bound the time
     (``TimeoutError`` past it)."""
     reader = _Reader(turn)
-    # a reply that itself says the thing is not done ("Not yet, I'm afraid, it's still awaiting a
-    # decision") relays the waiting result; none of its sentences claims it done against that result
     said = [(sentence, _words(sentence)) for sentence in sentences(reply)]  # each sentence's words, once
-    reader.reply_waits = any(_says_not_yet(words) for _, words in said)
     findings: list[Finding] = []
     seen_tokens: set[str] = set()
     for sentence, words in said:
@@ -1539,6 +1973,9 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
         clauses = _asserted(_clauses(words), question(sentence))
         if not clauses:
             continue
+        # a sentence that itself says the thing is not done ("it's still awaiting a decision") relays
+        # the waiting result: it claims nothing done against it (its neighbours are read as they are)
+        reader.reply_waits = _says_not_yet(words)
         raw = _raw_tokens(sentence)
         # "If that works, you're in for two": what would follow, not what happened
         conditional = [bool(n) and _condition_clause(clauses[n - 1]) for n in range(len(clauses))]
@@ -1560,10 +1997,16 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
                 # an amount said in the conditional or the future must come from somewhere too ("the
                 # Tuesday flight would cost 40 pounds", "it'll be 12 degrees"); a time there is offered
                 # ("I can book you in at 3 pm"), a condition's number is the caller's case
-                if not _specific(clause, i) or _blocked(clause, i, allow_negation=True,
-                                                        allow_modal=_amount(clause, i)) or (
-                        conditional[n] and not _amount(clause, i)):
-                    continue  # after "if that works", a time is offered; a price still must come from somewhere
+                # the time or day of what others will do is a specific too ("they'll be round this
+                # Thursday", "you'll be back on by about four"); the agent's own future is offered
+                future = _SUBJECT.isdisjoint(clause[:i])
+                if not (_specific(clause, i) or (future and _forecast_day(clause, i))) or _blocked(
+                        clause, i, allow_negation=True, allow_modal=_amount(clause, i), allow_future=future) or (
+                        (conditional[n] or (_habitual_after(clause, i) and _whole(clause[i]) is not None))
+                        and not _amount(clause, i)):
+                    # after "if that works", a time is offered; "open until 5 on weekdays" (a bare hour) is
+                    # a rule of the house, not an event; a price or "16:30" still must come from somewhere
+                    continue
                 forms = _forms(clause, i)
                 if not forms or turn.grounds(clause, i):
                     continue

@@ -21,7 +21,7 @@ CORPUS, HELD_OUT = DATA / "claims_corpus.yaml", DATA / "claims_heldout.yaml"
 # run once blind, then studied and trained on: (file, what its blind run measured)
 SEEN_HELD_OUT = [("claims_seen_heldout.yaml", "0.925 / 0.860"), ("claims_seen_heldout2.yaml", "0.833 / 0.732"),
                  ("claims_seen_heldout3.yaml", "0.919 / 0.756"), ("claims_seen_heldout4.yaml", "0.841 / 0.822"),
-                 ("claims_seen_heldout5.yaml", "0.905 / 0.844")]
+                 ("claims_seen_heldout5.yaml", "0.905 / 0.844"), ("claims_seen_heldout6.yaml", "0.824 / 0.622")]
 # targets of issue 26 (held-out); the tuned corpus is held a little higher
 MIN_PRECISION, MIN_RECALL = 0.95, 0.90
 HELD_OUT_MIN_PRECISION, HELD_OUT_MIN_RECALL = 0.95, 0.80
@@ -30,10 +30,10 @@ HELD_OUT_MIN_PRECISION, HELD_OUT_MIN_RECALL = 0.95, 0.80
 # this module once (-s prints the figures) and writes what it measured here, as a floor the
 # detector may not fall below; BLIND_MEETS_TARGETS says whether that run met the issue's
 # targets (False keeps the strict xfail below, True makes it a plain test).
-# Set 6 goes in tests/data/claims_heldout.yaml (set 5 measured 0.905 / 0.844 blind and is now seen, above);
+# Set 7 goes in tests/data/claims_heldout.yaml (set 6 measured 0.824 / 0.622 blind and is now seen, above);
 # until it is run once, no floor: 0.0 (and the blind tests skip while the file is missing).
-BLIND_MEASURED_PRECISION = 28 / 34  # set 6 (100 replies, 45 claims), run once blind 2026-12-07 19:38 UTC: 0.824
-BLIND_MEASURED_RECALL = 28 / 45  # 0.622
+BLIND_MEASURED_PRECISION = 0.0
+BLIND_MEASURED_RECALL = 0.0
 BLIND_MEETS_TARGETS = False
 
 
@@ -197,7 +197,8 @@ def test_completions_third_parties_and_forecasts_are_claims_no_tool_backs() -> N
     for said in ("Your test results are back.", "I've replied to Sara.", "I've sorted that for you.",
                  "Our engineer reviewed your logs.", "Dr Patel has signed your form.", "It's going to rain on Sunday.",
                  "The next train will leave from platform 2."):
-        assert [f.rule for f in read(said, Turn(tools=ORDERS))] == ["tool_aware"], said
+        # (the platform's 2 is an ungrounded specific besides)
+        assert [f.rule for f in read(said, Turn(tools=ORDERS))][:1] == ["tool_aware"], said
     for intent in ("I'll reply to Sara now.", "It'll go out once you approve it.", "Trains will run every hour.",
                    "An engineer can look at it tomorrow.", "It isn't sorted yet."):
         assert read(intent, Turn(tools=ORDERS)) == [], intent
@@ -267,3 +268,95 @@ def test_a_rough_number_is_grounded_by_the_result_it_rounds_and_an_ordinal_day_b
     for said in ("You've got about twelve gigabytes left.", "You've got just over 12 gigs left until the nineteenth."):
         assert read(said, usage) == [], said
     assert [f.token for f in read("You've got about fifteen gigabytes left.", usage)] == ["fifteen"]
+
+
+def test_a_tool_that_reads_backs_no_act_and_what_a_result_denies_backs_nothing() -> None:
+    garage = Turn(tools=[Tool("mot_status", "Get MOT test status")],
+                  calls=[ToolRun("mot_status", {}, "test in progress")])
+    assert [f.rule for f in read("It's passed, come and get it.", garage)] == ["tool_aware"]
+    line = Turn(tools=[Tool("run_line_test", "Run a line test"), Tool("book_engineer", "Book an engineer visit")],
+                calls=[ToolRun("run_line_test", {}, "fault found at the exchange; no engineer booked")])
+    assert [f.why for f in read("I've booked an engineer for Monday.", line)] == ["no book tool ran in this turn"]
+    assert read("The test found a fault at the exchange.", line) == []
+
+
+def test_codes_said_digit_by_digit_or_with_spelt_letters_are_one_token() -> None:
+    ticket = Turn(calls=[ToolRun("create_ticket", {}, "ticket INC0048812 created; ref BK-910")])
+    for grounded in ("Your ticket is I N C zero zero four eight eight one two.", "That's B-K nine-one-oh.",
+                     "The reference is B K nine one oh."):
+        assert read(grounded, ticket) == [], grounded
+    assert [f.token for f in read("Your door code is four-seven-one-nine.", ticket)] == ["4719"]
+    # amounts said in groups stay amounts: "nine oh two thirty" is 902.30, not a code 902
+    assert read("Gas is nine oh two thirty.", Turn(calls=[ToolRun("get_bill", {}, "gas 902.30")])) == []
+
+
+def test_the_time_and_day_of_what_others_will_do_are_specifics_and_the_agents_offer_is_not() -> None:
+    assert [f.token for f in read("They'll be with you Thursday between eight and one.", Turn())] == [
+        "Thursday", "eight"]
+    visit = Turn(calls=[ToolRun("get_visit", {}, "visit 2027-03-11 08:00-13:00")])  # a Thursday
+    assert read("They'll be with you Thursday between eight and one.", visit) == []
+    assert [f.token for f in read("The crew reckon it'll be back on by about four.", visit)] == ["four"]
+    for offer in ("I can book you in at four on Thursday.", "I'll call you back on Friday at 3."):
+        assert read(offer, Turn()) == [], offer
+
+
+def test_a_state_a_result_of_the_turn_contradicts_is_not_backed_by_that_lookup() -> None:
+    reserved = Turn(calls=[ToolRun("search_stock", {}, "1 match: stock HM-44; status: reserved")])
+    assert [f.why for f in read("It's available, come and see it.", reserved)] == [
+        "a tool result of this turn says 'reserved', not that"]
+    both = Turn(calls=[ToolRun("search_stock", {}, "available: 2; reserved: 1")])
+    assert read("It's available, come and see it.", both) == []
+    shipped = Turn(calls=[ToolRun("get_order", {}, "status shipped 2026-12-03, est delivery 2026-12-09")])
+    assert [f.rule for f in read("Good news, it's been delivered.", shipped)] == ["tool_aware"]
+    assert read("It's shipped and it's on its way.", shipped) == []
+
+
+def test_not_yet_in_one_sentence_hides_only_that_sentence_not_the_reply() -> None:
+    waiting = Turn(tools=[Tool("book_engineer", "Book an engineer visit")],
+                   calls=[ToolRun("book_engineer", {}, "visit request queued, awaiting confirmation")])
+    assert read("Not yet, I'm afraid, it's still awaiting confirmation.", waiting) == []
+    found = read("Not yet, it's still awaiting confirmation. All done, the engineer's booked for Monday.", waiting)
+    assert [f.sentence for f in found] == ["All done, the engineer's booked for Monday."]
+
+
+def test_an_act_on_the_thing_of_a_tool_that_did_not_run_is_not_backed_by_another_tools_run() -> None:
+    golf = Turn(tools=[Tool("book_tee_time", "Book a tee time"), Tool("book_cart", "Book a golf cart")],
+                calls=[ToolRun("book_tee_time", {"time": "07:20"}, "tee time booked 07:20")])
+    assert [f.why for f in read("You're off at 7:20, and I've got you a cart as well.", golf)] == [
+        "book_cart did not run in this turn"]
+    assert read("I've got you booked in for the 7:20 tee time.", golf) == []
+    for said in ("I've got you.", "I've got her details here.", "I've got a question for you."):
+        assert read(said, golf) == [], said
+
+
+def test_what_a_reply_asks_someone_to_check_or_hopes_is_not_asserted() -> None:
+    for said in ("It might be worth checking with your bank that it's been sent.",
+                 "I hope that it's arrived safely."):
+        assert read(said, Turn(tools=ORDERS)) == [], said
+    assert [f.rule for f in read("The check for that was mailed out on Tuesday.", Turn(tools=ORDERS))] == [
+        "tool_aware"]
+
+
+def test_a_rough_figure_is_grounded_at_the_place_it_rounds_and_a_spoken_number_may_pause() -> None:
+    mortgage = Turn(calls=[ToolRun("get_mortgage", {}, "balance 163,240.18; fund 48,312.07")])
+    for said in ("You've roughly a hundred and sixty-three thousand left.", "It's about 160,000.",
+                 "It was forty-eight thousand, three hundred and twelve dollars."):
+        assert read(said, mortgage) == [], said
+    assert [f.token for f in read("It's about 170,000.", mortgage)] == ["170,000"]
+
+
+def test_an_hour_until_which_something_is_open_is_a_specific_unless_it_is_a_rule_of_the_house() -> None:
+    assert [f.token for f in read("The pharmacy is open until 9 tonight.", Turn())] == ["9"]
+    hours = Turn(calls=[ToolRun("get_store", {}, "Leeds: Mon-Sat 9-18, Sun 10-16")])
+    assert read("The Leeds store's open nine till six today.", hours) == []
+    assert read("Our branches are open until 5 on weekdays.", Turn()) == []
+
+
+def test_phrasal_acts_the_caller_as_object_and_what_staff_have_seen_are_claims() -> None:
+    for said in ("I've set that up for you.", "That's you all booked in.", "I just did it.",
+                 "The doctor has seen your results.", "It'll arrive tomorrow before noon.",
+                 "The refund is with your bank now."):
+        assert [f.rule for f in read(said, Turn(tools=ORDERS))][:1] == ["tool_aware"], said
+    for said in ("When it's done, I'll email you.", "Once that's taken, you're all set.",
+                 "It should arrive before the weekend if you order today.", "Your bank will be able to tell you."):
+        assert read(said, Turn(tools=ORDERS)) == [], said
