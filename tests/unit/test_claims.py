@@ -30,10 +30,9 @@ HELD_OUT_MIN_PRECISION, HELD_OUT_MIN_RECALL = 0.95, 0.80
 # this module once (-s prints the figures) and writes what it measured here, as a floor the
 # detector may not fall below; BLIND_MEETS_TARGETS says whether that run met the issue's
 # targets (False keeps the strict xfail below, True makes it a plain test).
-# Set 7 goes in tests/data/claims_heldout.yaml (set 6 measured 0.824 / 0.622 blind and is now seen, above);
-# until it is run once, no floor: 0.0 (and the blind tests skip while the file is missing).
-BLIND_MEASURED_PRECISION = 0.0
-BLIND_MEASURED_RECALL = 0.0
+# Set 7 is in tests/data/claims_heldout.yaml (set 6 measured 0.824 / 0.622 blind and is now seen, above).
+BLIND_MEASURED_PRECISION = 30 / 34  # set 7 (100 replies, 45 claims), run once blind 2026-12-07 21:53 UTC: 0.882
+BLIND_MEASURED_RECALL = 30 / 45  # 0.667
 BLIND_MEETS_TARGETS = False
 
 
