@@ -193,7 +193,7 @@ class Side:
     root: int  # the process whose tree is measured
     open_call: Callable[[Any], Awaitable[Any]]  # an aiohttp ClientSession -> the call's WebSocket
     stop: Callable[[], None]
-    idle_processes: int = 0
+    idle_processes: int | None = None  # the tree's size at rest, measured before the first call
     idle_pss_mb: float = 0.0
     curve: list[dict[str, Any]] = field(default_factory=list)
 
@@ -248,8 +248,20 @@ def start_handbuilt(tmp: Path, urls: dict[str, str], mcp: list[str]) -> Side:
 
 
 def settle(side: Side, timeout: float = 90.0) -> None:
-    """Until the calls' job processes (and the hand-built side's MCP servers) are gone."""
+    """Until the calls' job processes (and the hand-built side's MCP servers) are gone;
+    before the first call (no idle count yet), until the side is at rest: the same
+    processes for 2 s, using under 5 % of a core (a forkserver still importing is not)."""
     deadline = time.monotonic() + timeout
+    if side.idle_processes is None:
+        while time.monotonic() < deadline:
+            before = tree(side.root)
+            cpu = sum(cpu_seconds(p.pid) for p in before)
+            time.sleep(2.0)
+            after = tree(side.root)
+            if {p.pid for p in after} == {p.pid for p in before} \
+                    and sum(cpu_seconds(p.pid) for p in after) - cpu < 0.1:
+                return
+        return
     while len(tree(side.root)) > side.idle_processes and time.monotonic() < deadline:
         time.sleep(0.5)
     time.sleep(1.0)
