@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voice_runtime.serve")
 
+# After the drain, how long the job pool may take to close before serve kills what is
+# left: livekit gives a job 10 s to acknowledge and a closing entrypoint 15 s (1.8.9).
+CLOSE_GRACE_S = 20.0
+
 
 @dataclass
 class AgentWorker:
@@ -363,7 +367,16 @@ class Agents:
             await asyncio.sleep(0)
             await _kill_jobs(self.hub)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(closing, timeout=3.0 if self.hurry.is_set() else None)
+            await asyncio.wait_for(asyncio.shield(closing), timeout=3.0 if self.hurry.is_set() else CLOSE_GRACE_S)
+        if not closing.done():
+            # livekit waits without a bound for a job that acknowledged its shutdown to
+            # say it is shutting down, and a job whose entrypoint awaits a tool call
+            # does not until the call returns (a 60 s tool kept serve 60 s past its
+            # drain): the drain's end is a promise, so such jobs are killed
+            log.warning("job processes still closing %.0f s after the drain: killing them", CLOSE_GRACE_S)
+            await _kill_jobs(self.hub)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(closing, timeout=3.0)
         if self.hub_task is not None:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(self.hub_task, timeout=10)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -241,7 +242,11 @@ def test_calls_cut_by_serve_draining_end_with_serve_draining_a_simulated_one_bet
     # between its turns when the drain (2 s) ends: cut then, not 12 s later as a hang-up
     # (livekit waits 15 s for a closing job's entrypoint, which a simulated call is)
     _running_call(serve, spool, ["first turn", "second turn"], gap_s=12, holding="echo: first turn")
-    serve.stop(signal.SIGTERM, timeout=90)  # --drain-timeout 2: the call is cut
+    assert serve.stop(signal.SIGTERM, timeout=90) == 0  # --drain-timeout 2: the call is cut
+    # the first call's job awaits its 60 s tool call and never ends its close: serve
+    # kills it 20 s after the drain instead of waiting for the tool (and exits 0)
+    assert "job processes still closing 20 s after the drain: killing them" in serve.output()
+    assert not re.search(r"booking/sleep ok in [1-9]\d{4,} ms", serve.output())  # no 10 s+ sleep ended
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not [p for p in out.glob("*.json") if p.name not in before]:
         # serve is gone: its spool still holds the report, which a next serve delivers
