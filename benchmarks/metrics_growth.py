@@ -17,7 +17,10 @@ up to the large one (default 1,000). Each checkpoint is read once no call runs (
 - ``journal_files_N``, ``journal_bytes_N``, ``journal_calls_N``: its tool-call
   journal (the status page's; it keeps the newest 100 calls by design);
 - ``tool_calls_total_N``: the counter on /metrics, checked against the calls the
-  MCP server answered.
+  MCP server answered;
+- ``serve_rss_mb_N``, ``serve_fds_N``, ``serve_threads_N``, ``forkserver_rss_mb_N``,
+  ``tree_processes_N``: grown's serve process, livekit's forkserver and the processes
+  under serve (prewarmed jobs, the forkserver, MCP servers), to see a soak leak.
 
 ``scrape_ms_N`` (median) and ``scrape_p95_ms_N``: ``--scrapes`` GET /metrics of
 held (at the small checkpoint) and of grown (at the large one), in turn over one
@@ -163,10 +166,23 @@ class Side:
         counted, answered = metric(body, TOOL_CALLS) or 0.0, len(read_records(self.record))
         if counted != answered:
             raise BenchError(f"/metrics counts {counted} tool calls; the MCP server answered {answered}")
-        progress(f"[{n} calls] metrics folder {files} files, {size} bytes; journal {j_files} files, {j_calls} calls")
+        procs = process_figures(self.serve.proc.pid, n)
+        progress(f"[{n} calls] metrics folder {files} files, {size} bytes; journal {j_files} files, {j_calls} calls; "
+                 f"serve {procs[f'serve_rss_mb_{n}']} MiB, {procs[f'serve_fds_{n}']} fds")
         return {f"metrics_files_{n}": files, f"metrics_bytes_{n}": size, f"metrics_disk_bytes_{n}": disk,
                 f"journal_files_{n}": j_files, f"journal_bytes_{n}": j_bytes, f"journal_calls_{n}": j_calls,
-                f"tool_calls_total_{n}": counted}
+                f"tool_calls_total_{n}": counted, **procs}
+
+
+def process_figures(pid: int, n: int) -> dict[str, Any]:
+    """serve's memory, descriptors and threads, its forkserver's memory and how many
+    processes run under it, read with no call running."""
+    serve = psutil.Process(pid)
+    forkservers = [p for p in serve.children() if "forkserver" in " ".join(p.cmdline())]
+    return {f"serve_rss_mb_{n}": round(serve.memory_info().rss / 2**20, 1), f"serve_fds_{n}": serve.num_fds(),
+            f"serve_threads_{n}": serve.num_threads(),
+            f"forkserver_rss_mb_{n}": round(forkservers[0].memory_info().rss / 2**20, 1) if forkservers else None,
+            f"tree_processes_{n}": len(serve.children(recursive=True))}
 
 
 def interleaved_scrapes(sides: list[Side], scrapes: int) -> list[list[float]]:

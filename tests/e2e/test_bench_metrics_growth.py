@@ -26,6 +26,10 @@ def test_tiny_run_prints_one_json_object_with_both_checkpoints_and_their_ratios(
             assert isinstance(data[f"{key}_{n}"], (int, float)) and data[f"{key}_{n}"] > 0, (key, n, data)
         assert data[f"tool_calls_total_{n}"] == n  # every call's tool call counted, none twice
         assert data[f"journal_calls_{n}"] == n
+        # the soak's process figures: serve, its forkserver, and what runs under serve
+        for key in ("serve_rss_mb", "serve_fds", "serve_threads", "forkserver_rss_mb"):
+            assert data[f"{key}_{n}"] > 0, (key, n, data)
+        assert data[f"tree_processes_{n}"] >= 2  # at least the forkserver and the MCP server
     for key in ("scrape_ms", "metrics_files", "metrics_bytes"):
         assert data[f"ratio_{key}"] == pytest.approx(data[f"{key}_6"] / data[f"{key}_2"], rel=0.01)
     assert data["calls_ok"] + data["calls_failed"] == 2 + 6
