@@ -87,6 +87,17 @@ class _StrayStdoutLines(logging.Filter):
         return record.levelno >= logging.getLogger().getEffectiveLevel()
 
 
+class _TracebackOnce(logging.Filter):
+    """livekit's log queue sends a job process's record to serve already formatted,
+    its traceback inside the message, and keeps ``exc_text`` as well: every job's
+    traceback was printed twice. The one in the message stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_text and not record.exc_info and record.exc_text in str(record.msg):
+            record.exc_text = None
+        return True
+
+
 class _RedactRecord(logging.Filter):
     """Redacts a record's message before a handler passes it on: a job process's
     records travel to serve (livekit's log queue), whose own set never learns a
@@ -123,6 +134,7 @@ def setup_logging(fmt: str, level: str, secrets: SecretSet) -> None:
     """Log lines to stderr, redacted with ``secrets`` (which may grow later)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_StrayStdoutLines())
+    handler.addFilter(_TracebackOnce())
     inner = JsonFormatter(secrets) if fmt == "json" else logging.Formatter(TEXT_FORMATS[fmt])
     handler.setFormatter(_Redacting(inner, secrets))
     logging.captureWarnings(True)  # warnings.warn text reaches stderr through the formatter
