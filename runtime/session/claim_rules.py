@@ -476,7 +476,7 @@ def _rough(forms: frozenset[str]) -> frozenset[str]:
     out: set[str] = set()
     for form in forms:
         whole, dot, fraction = form.partition(".")
-        if not whole.isdigit() or len(whole) > 12:
+        if not whole.isdecimal() or len(whole) > 12:  # a code of superscripts, "²-³", is no number
             continue
         if dot:
             out.update((whole, str(int(whole) + 1) if fraction[:1] >= "5" else whole))
@@ -685,7 +685,8 @@ def _words(text: str) -> list[str]:
         if apostrophe > 0:
             suffix = word[apostrophe - 1:] if word.endswith("n't") else word[apostrophe:]
             if suffix in _SUFFIXES:
-                out += [word[: len(word) - len(suffix)], _SUFFIXES[suffix]]
+                # "can n't" (a model's typo) leaves no word before "n't": an empty word ended the check
+                out += [w for w in (word[: len(word) - len(suffix)], _SUFFIXES[suffix]) if w]
                 continue
         out.append(word)
     return _ordinals(_merge_amounts(_merge_numbers(_spoken_digits(out))))
@@ -725,6 +726,9 @@ def _spoken_digits(words: list[str]) -> list[str]:
     return out
 
 
+_SAID_PLACES = 12
+
+
 def _ordinals(words: list[str]) -> list[str]:
     """"the nineteenth", "the twenty-first" -> 19th, 21st: a day, as a tool writes it in a date
     (not "the first time", "a second": only past the second, or after twenty or thirty); and
@@ -737,7 +741,9 @@ def _ordinals(words: list[str]) -> list[str]:
             out[-2:] = [f"{_whole(out[-2])}.{digit}"]  # "twelve point four" -> 12.4, as a tool writes it
             said_decimals.add(out[-1])
             continue
-        if out and digit < 10 and out[-1] in said_decimals:
+        # a decimal said aloud has a few places: a run "point one five five five ..." grew one string
+        # a word at a time (quadratic: 100 k characters took 2 s); past _SAID_PLACES they are words
+        if out and digit < 10 and out[-1] in said_decimals and len(out[-1].partition(".")[2]) < _SAID_PLACES:
             out[-1] = f"{out[-1]}{digit}"  # "four point one five" -> 4.15
             said_decimals.add(out[-1])
             continue
@@ -1199,7 +1205,8 @@ def _whole(word: str) -> int | None:
     """"four" or "4" -> 4; anything else None."""
     if word in _NUMBER_WORDS:
         return _NUMBER_WORDS[word]
-    return int(word) if word.isdigit() and len(word) <= 6 else None
+    # isdecimal, not isdigit: "²" is a digit int() refuses (a reply's "m²" ended the check)
+    return int(word) if word.isdecimal() and len(word) <= 6 else None
 
 
 def _you_have_got(words: list[str], i: int) -> bool:
@@ -1993,13 +2000,16 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
                 findings.append(found)
                 break
         for n, clause in enumerate(clauses):
+            # where I or we first comes: before it, what the clause says is others' (found once a
+            # clause, not by re-reading all the words before each one: a 100 k-character clause took 10 s)
+            agent_at = next((k for k, w in enumerate(clause) if w in _SUBJECT), len(clause))
             for i in range(len(clause)):
                 # an amount said in the conditional or the future must come from somewhere too ("the
                 # Tuesday flight would cost 40 pounds", "it'll be 12 degrees"); a time there is offered
                 # ("I can book you in at 3 pm"), a condition's number is the caller's case
                 # the time or day of what others will do is a specific too ("they'll be round this
                 # Thursday", "you'll be back on by about four"); the agent's own future is offered
-                future = _SUBJECT.isdisjoint(clause[:i])
+                future = i <= agent_at
                 if not (_specific(clause, i) or (future and _forecast_day(clause, i))) or _blocked(
                         clause, i, allow_negation=True, allow_modal=_amount(clause, i), allow_future=future) or (
                         (conditional[n] or (_habitual_after(clause, i) and _whole(clause[i]) is not None))

@@ -1,0 +1,89 @@
+"""The claims detector against what a model or a server can send it (issue 20 item 6, issue 26):
+replies and results that are long, odd or broken. Every check must end with its findings (a
+crash reports nothing: the claim it would have found is lost), and its cost must grow in
+proportion to the reply. Speed is compared, never clocked: a 100x longer reply must cost about
+100x, measured against its own short form in the same test (quadratic work costs 10,000x)."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import pytest
+from voice_runtime.session.claim_rules import Finding, Tool, ToolRun, Turn, read
+from voice_runtime.session.claims import find_claims
+
+ORDERS = [Tool("get_order", "Look up an order by number."), Tool("cancel_order", "Cancel an order.")]
+CLAIM = "I've cancelled your order. "
+SHORT, LONG = 1_000, 100_000
+# linear is 100; a clause re-read from its start for each word (as before) measured 800 to 3,000
+LINEAR_BOUND = 350
+
+
+def _cpu_s(text: str, turn: Turn, repeat: int) -> tuple[float, list[Finding]]:
+    """The least CPU time of ``repeat`` checks (least: another process on the core only adds), and
+    what the check found."""
+    best, found = float("inf"), []
+    for _ in range(repeat):
+        started = time.thread_time()
+        found = read(text, turn)
+        best = min(best, time.thread_time() - started)
+    return best, found
+
+
+def _filled(unit: str, chars: int) -> str:
+    head, _, unit = unit.rpartition("|")  # "head|unit": the unit repeated after the head
+    return CLAIM + head + (unit * (chars // len(unit) + 1))[:chars]
+
+
+@pytest.mark.parametrize("unit", [
+    "A B C D E F G H ",  # letters spelt out, never followed by digits
+    "not yet ",  # a negation repeated
+    "e\u0301\u0301 \u200b ",  # combining accents and zero-width spaces
+    "at 12:00 at 3 ",  # times
+    "the third the 21st ",  # ordinals
+    "It's 1 point 1 |5 ",  # a decimal said aloud that never ends
+    "\uff11\uff12\uff13 \u0663\u0662 ",  # full-width and Arabic-Indic digits
+], ids=["spelt-letters", "not-yet", "combining", "times", "ordinals", "said-decimal", "unicode-digits"])
+def test_a_reply_that_is_one_endless_clause_costs_time_in_proportion_to_its_length(unit: str) -> None:
+    turn = Turn(tools=ORDERS)
+    short, long = _filled(unit, SHORT), _filled(unit, LONG)
+    read(short, turn)  # warm the caches of the turn's sources
+    (long_s, found), (short_s, _) = _cpu_s(long, turn, 2), _cpu_s(short, turn, 5)
+    ratio = long_s / max(short_s, 1e-5)
+    assert ratio < LINEAR_BOUND, f"{LONG // SHORT}x the text cost {ratio:.0f}x the time"
+    assert [f.rule for f in found][:1] == ["tool_aware"]  # and the claim before the run is still found
+
+
+def _peak_bytes(text: str, turn: Turn) -> int:
+    tracemalloc.start()
+    try:
+        read(text, turn)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_decimal_said_aloud_that_never_ends_holds_memory_in_proportion_to_its_length() -> None:
+    # each digit made a new, longer number and every one was kept: 100 k characters held 1.2 GB
+    said = "It's 1 point 1 |5 "
+    turn = Turn(tools=ORDERS)
+    read(_filled(said, SHORT), turn)
+    ratio = _peak_bytes(_filled(said, 40 * SHORT), turn) / _peak_bytes(_filled(said, SHORT), turn)
+    assert ratio < 150, f"40x the text held {ratio:.0f}x the memory"
+
+
+@pytest.mark.parametrize("said", ["Seat ² is free.", "Your code is ²-³.", "You are number ² in the queue."])
+def test_a_superscript_digit_is_no_number_and_never_breaks_the_check(said: str) -> None:
+    # "²" is a digit to str.isdigit, and int() refuses it: the check ended and reported nothing
+    found = find_claims(f"{CLAIM}{said}", Turn(tools=ORDERS))
+    assert [f.rule for f in found][:1] == ["tool_aware"]
+    usage = Turn(calls=[ToolRun("get_usage", {}, "plan ²-³; remaining 12.4 GB")])
+    assert read("You have about 12 GB left.", usage) == []
+
+
+def test_a_lone_nt_is_a_negation_and_never_breaks_the_check() -> None:
+    # "can n't" (a model's typo) left an empty word, and the first look at its first letter ended the check
+    assert read("I can n't find it.", Turn(tools=ORDERS)) == []
+    assert [f.token for f in read("Your total is 12 pounds, n't it.", Turn())] == ["12"]
+    assert [f.rule for f in read(f"{CLAIM}Order 12 n't", Turn(tools=ORDERS))][:1] == ["tool_aware"]
