@@ -1570,11 +1570,15 @@ class _Reader:
         return self.no_result()
 
     def clause(self, words: list[str], sentence: str) -> Finding | None:
+        echoed = None  # whether the clause says the caller's act back: read once a clause, not once a
+        # word ("it is being processed" x n re-read the clause n times: 100 k characters took 1 s)
         for i, word in enumerate(words):
             found = self._at(words, i, word)
             if found is not None:
                 kind, why = found
-                if why is not None and self.echoes(words):
+                if why is not None and echoed is None:
+                    echoed = self.echoes(words)
+                if why is not None and echoed:
                     return None
                 if why is None and kind == "action" and _subject(words, i) == "first":
                     tool = self.unrun_tool(words, i)

@@ -36,17 +36,18 @@ def _filled(unit: str, chars: int) -> str:
     return CLAIM + head + (unit * (chars // len(unit) + 1))[:chars]
 
 
-@pytest.mark.parametrize("unit", [
-    "A B C D E F G H ",  # letters spelt out, never followed by digits
-    "not yet ",  # a negation repeated
-    "e\u0301\u0301 \u200b ",  # combining accents and zero-width spaces
-    "at 12:00 at 3 ",  # times
-    "the third the 21st ",  # ordinals
-    "It's 1 point 1 |5 ",  # a decimal said aloud that never ends
-    "\uff11\uff12\uff13 \u0663\u0662 ",  # full-width and Arabic-Indic digits
-], ids=["spelt-letters", "not-yet", "combining", "times", "ordinals", "said-decimal", "unicode-digits"])
-def test_a_reply_that_is_one_endless_clause_costs_time_in_proportion_to_its_length(unit: str) -> None:
-    turn = Turn(tools=ORDERS)
+@pytest.mark.parametrize(("unit", "result"), [
+    ("A B C D E F G H ", ""),  # letters spelt out, never followed by digits
+    ("not yet ", ""),  # a negation repeated
+    ("e\u0301\u0301 \u200b ", ""),  # combining accents and zero-width spaces
+    ("at 12:00 at 3 ", ""),  # times
+    ("the third the 21st ", ""),  # ordinals
+    ("It's 1 point 1 |5 ", ""),  # a decimal said aloud that never ends
+    ("\uff11\uff12\uff13 \u0663\u0662 ", ""),  # full-width and Arabic-Indic digits
+    ("it is being processed ", "processing"),  # a state under way, as the result says, over and over
+], ids=["spelt-letters", "not-yet", "combining", "times", "ordinals", "said-decimal", "unicode-digits", "being"])
+def test_a_reply_that_is_one_endless_clause_costs_time_in_proportion_to_its_length(unit: str, result: str) -> None:
+    turn = Turn(tools=ORDERS, calls=[ToolRun("get_order", {}, result)] if result else [])
     short, long = _filled(unit, SHORT), _filled(unit, LONG)
     read(short, turn)  # warm the caches of the turn's sources
     (long_s, found), (short_s, _) = _cpu_s(long, turn, 2), _cpu_s(short, turn, 5)
