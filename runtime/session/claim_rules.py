@@ -1948,11 +1948,28 @@ def question(sentence: str) -> bool:
     return sentence.rstrip("\"'”’) ").endswith("?")
 
 
+# a sentence longer than this (no spoken sentence is; a model stuck in a loop writes one) is read
+# in pieces cut at a space (a word, a 5,000-digit number too, stays whole): the time budget is checked
+# between pieces, so one 1 MB sentence no longer runs 2.7 s past a budget of 1 s
+LONGEST_SENTENCE = 2000
+
+
 def sentences(text: str) -> Iterable[str]:
     for sentence in _SENTENCES.split(text or ""):
-        sentence = sentence.strip()
-        if sentence:
-            yield sentence
+        start, end = 0, len(sentence)
+        while end - start > LONGEST_SENTENCE:  # by index: the rest is never copied
+            cut = sentence.rfind(" ", start + LONGEST_SENTENCE // 2, start + LONGEST_SENTENCE)
+            if cut < 0:
+                cut = sentence.find(" ", start + LONGEST_SENTENCE)
+                if cut < 0:
+                    break
+            piece = sentence[start:cut].strip()
+            if piece:
+                yield piece
+            start = cut
+        piece = sentence[start:end].strip()
+        if piece:
+            yield piece
 
 
 def _asserted(clauses: list[list[str]], is_question: bool) -> list[list[str]]:
@@ -1975,12 +1992,12 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
     ``ungrounded_specific`` per token. ``clock`` and ``deadline`` bound the time
     (``TimeoutError`` past it)."""
     reader = _Reader(turn)
-    said = [(sentence, _words(sentence)) for sentence in sentences(reply)]  # each sentence's words, once
     findings: list[Finding] = []
     seen_tokens: set[str] = set()
-    for sentence, words in said:
+    for sentence in sentences(reply):
         if deadline is not None and clock() > deadline:
             raise TimeoutError
+        words = _words(sentence)  # here, not all ahead: a long reply's words are in the time budget too
         clauses = _asserted(_clauses(words), question(sentence))
         if not clauses:
             continue

@@ -11,6 +11,7 @@ import tracemalloc
 
 import pytest
 from voice_runtime.session.claim_rules import Finding, Tool, ToolRun, Turn, read
+from voice_runtime.core import user_regex
 from voice_runtime.session.claims import find_claims
 
 ORDERS = [Tool("get_order", "Look up an order by number."), Tool("cancel_order", "Cancel an order.")]
@@ -88,3 +89,15 @@ def test_a_lone_nt_is_a_negation_and_never_breaks_the_check() -> None:
     assert read("I can n't find it.", Turn(tools=ORDERS)) == []
     assert [f.token for f in read("Your total is 12 pounds, n't it.", Turn())] == ["12"]
     assert [f.rule for f in read(f"{CLAIM}Order 12 n't", Turn(tools=ORDERS))][:1] == ["tool_aware"]
+
+
+def test_a_reply_of_one_endless_sentence_stops_at_the_time_budget() -> None:
+    # the budget was checked only between sentences: one 1 MB sentence ran 2.7 s past a budget of 1 s
+    text = _filled("at 12:00 at 3 ", 2 * LONG)
+    turn = Turn(tools=ORDERS)
+    whole, found = _cpu_s(text, turn, 1)
+    assert [f.rule for f in found][:1] == ["tool_aware"]
+    started = time.thread_time()
+    with pytest.raises(user_regex.TimedOut):
+        find_claims(text, turn, budget_s=whole / 20)
+    assert time.thread_time() - started < whole / 4
