@@ -666,10 +666,24 @@ class Finding:
     why: str = ""
 
 
+# marks a reader never sees: soft hyphens, joiners, direction marks ("emai\u00adled" is "emailed"); a
+# zero-width space parts words as a space does
+_INVISIBLE = {**dict.fromkeys(map(ord, "\u00ad\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060"
+                                     "\u2066\u2067\u2068\u2069\ufeff")), ord("\u200b"): " "}
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")  # full-width, Arabic-Indic, ...: a number all the same
+
+
+def _plain(text: str) -> str:
+    """``text`` as it is read: invisible marks gone, every decimal digit written 0-9 ("£１２３" is £123)."""
+    if text.isascii():
+        return text
+    return _OTHER_DIGIT.sub(lambda m: str(int(m.group())), text.translate(_INVISIBLE))
+
+
 def _words(text: str) -> list[str]:
     """Lower-case words, contractions opened ("I've" -> i, have; "isn't" -> is, not)."""
     out: list[str] = []
-    for raw in _TOKEN.findall(_DATE_TIME.sub(r"\1 ", text.replace("’", "'"))):
+    for raw in _TOKEN.findall(_DATE_TIME.sub(r"\1 ", _plain(text).replace("’", "'"))):
         word = raw.lower()
         if word in _CONTRACTIONS:
             out += _CONTRACTIONS[word]

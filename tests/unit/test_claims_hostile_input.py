@@ -101,3 +101,13 @@ def test_a_reply_of_one_endless_sentence_stops_at_the_time_budget() -> None:
     with pytest.raises(user_regex.TimedOut):
         find_claims(text, turn, budget_s=whole / 20)
     assert time.thread_time() - started < whole / 4
+
+
+def test_digits_of_other_scripts_are_numbers_and_invisible_marks_do_not_hide_a_claim() -> None:
+    # "£１２３" and "£٣٢٠" were no amounts at all (never ungrounded); a soft hyphen hid "emailed"
+    assert [f.token for f in read("Your total is £１２３.", Turn())] == ["123"]
+    assert [f.token for f in read("Your total is £٣٢٠.", Turn())] == ["320"]
+    assert read("Your total is £٣٢٠.", Turn(calls=[ToolRun("get_bill", {}, "total 320.00")])) == []
+    for hidden in ("I've emai\u00adled you the receipt.", "I've\u200bemailed you the receipt.",
+                   "\u202eI've emailed you the receipt.\u202c"):
+        assert [f.rule for f in read(hidden, Turn(tools=ORDERS))] == ["tool_aware"], hidden
