@@ -111,3 +111,20 @@ def test_digits_of_other_scripts_are_numbers_and_invisible_marks_do_not_hide_a_c
     for hidden in ("I've emai\u00adled you the receipt.", "I've\u200bemailed you the receipt.",
                    "\u202eI've emailed you the receipt.\u202c"):
         assert [f.rule for f in read(hidden, Turn(tools=ORDERS))] == ["tool_aware"], hidden
+
+
+def test_the_arguments_a_model_gives_a_tool_are_kept_as_bounded_as_its_result() -> None:
+    # the model writes them: 1 MB of arguments was read in full at every check (1.1 s, past the budget)
+    from livekit.agents.llm import FunctionCall, FunctionCallOutput
+    from livekit.agents.voice.events import FunctionToolsExecutedEvent
+    from livekit.rtc import EventEmitter
+    from voice_runtime.session.claims import RESULT_CHARS, ClaimWatch
+
+    session: EventEmitter[str] = EventEmitter()
+    watch = ClaimWatch(runner=None)  # type: ignore[arg-type]  # the tool events need no call
+    watch.attach(session)
+    huge = '{"note": "' + "at 12:00 A B C one two " * 50_000 + '"}'
+    session.emit("function_tools_executed", FunctionToolsExecutedEvent(
+        function_calls=[FunctionCall(call_id="1", name="get_order", arguments=huge)],
+        function_call_outputs=[FunctionCallOutput(call_id="1", name="get_order", output="x" * 10**6, is_error=False)]))
+    assert [(len(c.arguments), len(c.result)) for c in watch.calls] == [(RESULT_CHARS, RESULT_CHARS)]
