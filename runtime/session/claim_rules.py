@@ -671,11 +671,12 @@ class Finding:
 _INVISIBLE = {**dict.fromkeys(map(ord, "\u00ad\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060"
                                      "\u2066\u2067\u2068\u2069\ufeff")), ord("\u200b"): " "}
 _OTHER_DIGIT = re.compile(r"(?![0-9])\d")  # full-width, Arabic-Indic, ...: a number all the same
+_UNPLAIN = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]|(?![0-9])\d")
 
 
 def _plain(text: str) -> str:
     """``text`` as it is read: invisible marks gone, every decimal digit written 0-9 ("£１２３" is £123)."""
-    if text.isascii():
+    if text.isascii() or _UNPLAIN.search(text) is None:  # one scan in C: most text has none
         return text
     return _OTHER_DIGIT.sub(lambda m: str(int(m.group())), text.translate(_INVISIBLE))
 
