@@ -78,6 +78,7 @@ words has no nested repetition.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 from collections import Counter
@@ -416,7 +417,7 @@ class Turn:
     greeting: str = ""
     _sources: frozenset[str] | None = field(default=None, repr=False)
     _result_forms: frozenset[str] | None = field(default=None, repr=False)
-    _rough: dict[bool, frozenset[str]] | None = field(default=None, repr=False)
+    _rough: dict[bool, _Rounded] | None = field(default=None, repr=False)
 
     def sources(self) -> frozenset[str]:
         """Every normalised number, time and code the reply may take its specifics from."""
@@ -451,7 +452,9 @@ class Turn:
         if self._rough is None:
             self._rough = {}
         if results_only not in self._rough:  # once per turn, not once per number of the reply
-            self._rough[results_only] = _rough(forms)
+            other = self._rough.get(not results_only)  # the same numbers when the caller said none
+            same = other is not None and forms == (self.result_forms() if not results_only else self.sources())
+            self._rough[results_only] = other if same and other is not None else _Rounded(forms)
         return next(iter(own)) in self._rough[results_only]
 
     def results_text(self) -> str:
@@ -470,21 +473,44 @@ def _arguments_text(arguments: Any) -> str:
         return str(arguments)
 
 
-def _rough(forms: frozenset[str]) -> frozenset[str]:
+class _Rounded:
     """The whole numbers a rough figure may round a number of ``forms`` to (12.4 -> 12; 3.8 -> 3, 4;
-    163,240.18 -> 163,000 or 160,000, not 170,000: a rough figure rounds to the nearest at the place it says)."""
-    out: set[str] = set()
-    for form in forms:
-        whole, dot, fraction = form.partition(".")
-        if not whole.isdecimal() or len(whole) > 12:  # a code of superscripts, "²-³", is no number
-            continue
-        if dot:
-            out.update((whole, str(int(whole) + 1) if fraction[:1] >= "5" else whole))
-        value = int(whole)
-        for place in range(1, len(whole)):  # 163240 to the nearest ten, hundred, ...: 163000, 160000
+    163,240.18 -> 163,000 or 160,000, not 170,000: a rough figure rounds to the nearest at the place
+    it says). Asked figure by figure (a bisection in the numbers, sorted once a turn), not listed:
+    56,000 twelve-digit numbers in a call's results made 1.2 million roundings, 0.9 s a reply."""
+
+    def __init__(self, forms: frozenset[str]) -> None:
+        self.wholes: set[str] = set()  # of the decimals: 12.4 -> 12, 12.6 -> 12 and 13
+        by_length: dict[int, list[int]] = {}  # by digits written: "0048812" rounds at 6 places
+        for form in forms:
+            whole, dot, fraction = form.partition(".")
+            if not whole.isdecimal() or len(whole) > 12:
+                continue
+            if dot:
+                self.wholes.update((whole, str(int(whole) + 1) if fraction[:1] >= "5" else whole))
+            if len(whole) > 1:
+                by_length.setdefault(len(whole), []).append(int(whole))
+        self.by_length = {length: sorted(numbers) for length, numbers in by_length.items()}
+
+    def __contains__(self, figure: object) -> bool:
+        if figure in self.wholes:
+            return True
+        # a rounding is written as str(int) does: no leading zero, at most 13 digits (int() refuses 5,000)
+        if not isinstance(figure, str) or not figure.isdecimal() or not figure.isascii() or len(figure) > 13 or (
+                len(figure) > 1 and figure[0] == "0"):
+            return False
+        value = int(figure)
+        for place in range(1, 12):
             unit = 10 ** place
-            out.add(str((value + unit // 2) // unit * unit))
-    return frozenset(out)
+            if value % unit:
+                return False  # rounded at this place, a number ends in as many zeros
+            half = unit // 2
+            for length, numbers in self.by_length.items():
+                if length > place:  # 163240 rounds at the tens to the ten thousands, not at its own length
+                    k = bisect.bisect_left(numbers, value - half)
+                    if k < len(numbers) and numbers[k] < value + half:
+                        return True
+        return False
 
 
 def _affirmed(text: str) -> frozenset[str]:

@@ -128,3 +128,23 @@ def test_the_arguments_a_model_gives_a_tool_are_kept_as_bounded_as_its_result() 
         function_calls=[FunctionCall(call_id="1", name="get_order", arguments=huge)],
         function_call_outputs=[FunctionCallOutput(call_id="1", name="get_order", output="x" * 10**6, is_error=False)]))
     assert [(len(c.arguments), len(c.result)) for c in watch.calls] == [(RESULT_CHARS, RESULT_CHARS)]
+
+
+def test_a_rough_figure_against_a_call_of_many_numbers_costs_little_more_than_an_exact_one() -> None:
+    # every rounding of every number of the call's results was listed, a reply at a time: 200
+    # results of 280 twelve-digit amounts made 1.2 million, 0.56 s against 0.03 s for an exact figure
+    earlier = [" ".join(f"{100_000_000_000 + k * 7919 + j * 13}.5" for j in range(280)) for k in range(200)]
+
+    def cpu_s(reply: str) -> float:
+        read(reply, Turn(earlier_results=earlier))  # each result's numbers are read once a call
+        best = float("inf")
+        for _ in range(3):
+            started = time.thread_time()
+            read(reply, Turn(earlier_results=earlier))  # a new turn: its roundings are made anew
+            best = min(best, time.thread_time() - started)
+        return best
+
+    ratio = cpu_s("You have about 12 gigabytes left.") / cpu_s("You have 12 gigabytes left.")
+    assert ratio < 10, f"a rough figure cost {ratio:.1f}x an exact one"
+    # and rounding still grounds: 100,000,000,013.5 is about 100,000,000,000
+    assert read("You have about 100000000000 left.", Turn(earlier_results=earlier)) == []
