@@ -78,6 +78,7 @@ words has no nested repetition.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 from collections import Counter
@@ -416,7 +417,7 @@ class Turn:
     greeting: str = ""
     _sources: frozenset[str] | None = field(default=None, repr=False)
     _result_forms: frozenset[str] | None = field(default=None, repr=False)
-    _rough: dict[bool, frozenset[str]] | None = field(default=None, repr=False)
+    _rough: dict[bool, _Rounded] | None = field(default=None, repr=False)
 
     def sources(self) -> frozenset[str]:
         """Every normalised number, time and code the reply may take its specifics from."""
@@ -451,7 +452,9 @@ class Turn:
         if self._rough is None:
             self._rough = {}
         if results_only not in self._rough:  # once per turn, not once per number of the reply
-            self._rough[results_only] = _rough(forms)
+            other = self._rough.get(not results_only)  # the same numbers when the caller said none
+            same = other is not None and forms == (self.result_forms() if not results_only else self.sources())
+            self._rough[results_only] = other if same and other is not None else _Rounded(forms)
         return next(iter(own)) in self._rough[results_only]
 
     def results_text(self) -> str:
@@ -470,21 +473,44 @@ def _arguments_text(arguments: Any) -> str:
         return str(arguments)
 
 
-def _rough(forms: frozenset[str]) -> frozenset[str]:
+class _Rounded:
     """The whole numbers a rough figure may round a number of ``forms`` to (12.4 -> 12; 3.8 -> 3, 4;
-    163,240.18 -> 163,000 or 160,000, not 170,000: a rough figure rounds to the nearest at the place it says)."""
-    out: set[str] = set()
-    for form in forms:
-        whole, dot, fraction = form.partition(".")
-        if not whole.isdigit() or len(whole) > 12:
-            continue
-        if dot:
-            out.update((whole, str(int(whole) + 1) if fraction[:1] >= "5" else whole))
-        value = int(whole)
-        for place in range(1, len(whole)):  # 163240 to the nearest ten, hundred, ...: 163000, 160000
+    163,240.18 -> 163,000 or 160,000, not 170,000: a rough figure rounds to the nearest at the place
+    it says). Asked figure by figure (a bisection in the numbers, sorted once a turn), not listed:
+    56,000 twelve-digit numbers in a call's results made 1.2 million roundings, 0.9 s a reply."""
+
+    def __init__(self, forms: frozenset[str]) -> None:
+        self.wholes: set[str] = set()  # of the decimals: 12.4 -> 12, 12.6 -> 12 and 13
+        by_length: dict[int, list[int]] = {}  # by digits written: "0048812" rounds at 6 places
+        for form in forms:
+            whole, dot, fraction = form.partition(".")
+            if not whole.isdecimal() or len(whole) > 12:
+                continue
+            if dot:
+                self.wholes.update((whole, str(int(whole) + 1) if fraction[:1] >= "5" else whole))
+            if len(whole) > 1:
+                by_length.setdefault(len(whole), []).append(int(whole))
+        self.by_length = {length: sorted(numbers) for length, numbers in by_length.items()}
+
+    def __contains__(self, figure: object) -> bool:
+        if figure in self.wholes:
+            return True
+        # a rounding is written as str(int) does: no leading zero, at most 13 digits (int() refuses 5,000)
+        if not isinstance(figure, str) or not figure.isdecimal() or not figure.isascii() or len(figure) > 13 or (
+                len(figure) > 1 and figure[0] == "0"):
+            return False
+        value = int(figure)
+        for place in range(1, 12):
             unit = 10 ** place
-            out.add(str((value + unit // 2) // unit * unit))
-    return frozenset(out)
+            if value % unit:
+                return False  # rounded at this place, a number ends in as many zeros
+            half = unit // 2
+            for length, numbers in self.by_length.items():
+                if length > place:  # 163240 rounds at the tens to the ten thousands, not at its own length
+                    k = bisect.bisect_left(numbers, value - half)
+                    if k < len(numbers) and numbers[k] < value + half:
+                        return True
+        return False
 
 
 def _affirmed(text: str) -> frozenset[str]:
@@ -666,10 +692,25 @@ class Finding:
     why: str = ""
 
 
+# marks a reader never sees: soft hyphens, joiners, direction marks ("emai\u00adled" is "emailed"); a
+# zero-width space parts words as a space does
+_INVISIBLE = {**dict.fromkeys(map(ord, "\u00ad\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060"
+                                     "\u2066\u2067\u2068\u2069\ufeff")), ord("\u200b"): " "}
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")  # full-width, Arabic-Indic, ...: a number all the same
+_UNPLAIN = re.compile(r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]|(?![0-9])\d")
+
+
+def _plain(text: str) -> str:
+    """``text`` as it is read: invisible marks gone, every decimal digit written 0-9 ("£１２３" is £123)."""
+    if text.isascii() or _UNPLAIN.search(text) is None:  # one scan in C: most text has none
+        return text
+    return _OTHER_DIGIT.sub(lambda m: str(int(m.group())), text.translate(_INVISIBLE))
+
+
 def _words(text: str) -> list[str]:
     """Lower-case words, contractions opened ("I've" -> i, have; "isn't" -> is, not)."""
     out: list[str] = []
-    for raw in _TOKEN.findall(_DATE_TIME.sub(r"\1 ", text.replace("’", "'"))):
+    for raw in _TOKEN.findall(_DATE_TIME.sub(r"\1 ", _plain(text).replace("’", "'"))):
         word = raw.lower()
         if word in _CONTRACTIONS:
             out += _CONTRACTIONS[word]
@@ -685,7 +726,8 @@ def _words(text: str) -> list[str]:
         if apostrophe > 0:
             suffix = word[apostrophe - 1:] if word.endswith("n't") else word[apostrophe:]
             if suffix in _SUFFIXES:
-                out += [word[: len(word) - len(suffix)], _SUFFIXES[suffix]]
+                # "can n't" (a model's typo) leaves no word before "n't": an empty word ended the check
+                out += [w for w in (word[: len(word) - len(suffix)], _SUFFIXES[suffix]) if w]
                 continue
         out.append(word)
     return _ordinals(_merge_amounts(_merge_numbers(_spoken_digits(out))))
@@ -725,6 +767,9 @@ def _spoken_digits(words: list[str]) -> list[str]:
     return out
 
 
+_SAID_PLACES = 12
+
+
 def _ordinals(words: list[str]) -> list[str]:
     """"the nineteenth", "the twenty-first" -> 19th, 21st: a day, as a tool writes it in a date
     (not "the first time", "a second": only past the second, or after twenty or thirty); and
@@ -737,7 +782,9 @@ def _ordinals(words: list[str]) -> list[str]:
             out[-2:] = [f"{_whole(out[-2])}.{digit}"]  # "twelve point four" -> 12.4, as a tool writes it
             said_decimals.add(out[-1])
             continue
-        if out and digit < 10 and out[-1] in said_decimals:
+        # a decimal said aloud has a few places: a run "point one five five five ..." grew one string
+        # a word at a time (quadratic: 100 k characters took 2 s); past _SAID_PLACES they are words
+        if out and digit < 10 and out[-1] in said_decimals and len(out[-1].partition(".")[2]) < _SAID_PLACES:
             out[-1] = f"{out[-1]}{digit}"  # "four point one five" -> 4.15
             said_decimals.add(out[-1])
             continue
@@ -1199,7 +1246,8 @@ def _whole(word: str) -> int | None:
     """"four" or "4" -> 4; anything else None."""
     if word in _NUMBER_WORDS:
         return _NUMBER_WORDS[word]
-    return int(word) if word.isdigit() and len(word) <= 6 else None
+    # isdecimal, not isdigit: "²" is a digit int() refuses (a reply's "m²" ended the check)
+    return int(word) if word.isdecimal() and len(word) <= 6 else None
 
 
 def _you_have_got(words: list[str], i: int) -> bool:
@@ -1563,11 +1611,15 @@ class _Reader:
         return self.no_result()
 
     def clause(self, words: list[str], sentence: str) -> Finding | None:
+        echoed = None  # whether the clause says the caller's act back: read once a clause, not once a
+        # word ("it is being processed" x n re-read the clause n times: 100 k characters took 1 s)
         for i, word in enumerate(words):
             found = self._at(words, i, word)
             if found is not None:
                 kind, why = found
-                if why is not None and self.echoes(words):
+                if why is not None and echoed is None:
+                    echoed = self.echoes(words)
+                if why is not None and echoed:
                     return None
                 if why is None and kind == "action" and _subject(words, i) == "first":
                     tool = self.unrun_tool(words, i)
@@ -1937,11 +1989,28 @@ def question(sentence: str) -> bool:
     return sentence.rstrip("\"'”’) ").endswith("?")
 
 
+# a sentence longer than this (no spoken sentence is; a model stuck in a loop writes one) is read
+# in pieces cut at a space (a word, a 5,000-digit number too, stays whole): the time budget is checked
+# between pieces, so one 1 MB sentence no longer runs 2.7 s past a budget of 1 s
+LONGEST_SENTENCE = 2000
+
+
 def sentences(text: str) -> Iterable[str]:
     for sentence in _SENTENCES.split(text or ""):
-        sentence = sentence.strip()
-        if sentence:
-            yield sentence
+        start, end = 0, len(sentence)
+        while end - start > LONGEST_SENTENCE:  # by index: the rest is never copied
+            cut = sentence.rfind(" ", start + LONGEST_SENTENCE // 2, start + LONGEST_SENTENCE)
+            if cut < 0:
+                cut = sentence.find(" ", start + LONGEST_SENTENCE)
+                if cut < 0:
+                    break
+            piece = sentence[start:cut].strip()
+            if piece:
+                yield piece
+            start = cut
+        piece = sentence[start:end].strip()
+        if piece:
+            yield piece
 
 
 def _asserted(clauses: list[list[str]], is_question: bool) -> list[list[str]]:
@@ -1964,12 +2033,12 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
     ``ungrounded_specific`` per token. ``clock`` and ``deadline`` bound the time
     (``TimeoutError`` past it)."""
     reader = _Reader(turn)
-    said = [(sentence, _words(sentence)) for sentence in sentences(reply)]  # each sentence's words, once
     findings: list[Finding] = []
     seen_tokens: set[str] = set()
-    for sentence, words in said:
+    for sentence in sentences(reply):
         if deadline is not None and clock() > deadline:
             raise TimeoutError
+        words = _words(sentence)  # here, not all ahead: a long reply's words are in the time budget too
         clauses = _asserted(_clauses(words), question(sentence))
         if not clauses:
             continue
@@ -1993,13 +2062,16 @@ def read(reply: str, turn: Turn, deadline: float | None = None, clock: Any = Non
                 findings.append(found)
                 break
         for n, clause in enumerate(clauses):
+            # where I or we first comes: before it, what the clause says is others' (found once a
+            # clause, not by re-reading all the words before each one: a 100 k-character clause took 10 s)
+            agent_at = next((k for k, w in enumerate(clause) if w in _SUBJECT), len(clause))
             for i in range(len(clause)):
                 # an amount said in the conditional or the future must come from somewhere too ("the
                 # Tuesday flight would cost 40 pounds", "it'll be 12 degrees"); a time there is offered
                 # ("I can book you in at 3 pm"), a condition's number is the caller's case
                 # the time or day of what others will do is a specific too ("they'll be round this
                 # Thursday", "you'll be back on by about four"); the agent's own future is offered
-                future = _SUBJECT.isdisjoint(clause[:i])
+                future = i <= agent_at
                 if not (_specific(clause, i) or (future and _forecast_day(clause, i))) or _blocked(
                         clause, i, allow_negation=True, allow_modal=_amount(clause, i), allow_future=future) or (
                         (conditional[n] or (_habitual_after(clause, i) and _whole(clause[i]) is not None))

@@ -158,8 +158,10 @@ class ClaimWatch:
 
     def _on_tools(self, event: Any) -> None:
         for call, output in event.zipped():
+            # the model writes the arguments: bounded as a result is (1 MB of them took 1.1 s a check)
+            arguments = call.arguments[:RESULT_CHARS] if isinstance(call.arguments, str) else call.arguments
             self.calls.append(claim_rules.ToolRun(
-                call.name, call.arguments, str(getattr(output, "output", "") or "")[:RESULT_CHARS],
+                call.name, arguments, str(getattr(output, "output", "") or "")[:RESULT_CHARS],
                 "error" if getattr(output, "is_error", False) else "ok"))
 
     def _on_item(self, event: Any) -> None:
