@@ -255,24 +255,36 @@ def describe(data: dict[str, Any]) -> str:
     return f"[{rule}] the reply claims an action but no tool ran: {data['claim']}"
 
 
+SHOWN_CHARS = 500  # of a claim's sentence or token in a log line, event or hook call
+
+
+def _shown(text: str | None) -> str | None:
+    if text is None or len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
+
+
 def report(runner: ClaimOwner, text: str, finding: claim_rules.Finding, action: str) -> None:
     """One finding: the log line, the metrics, the hook, the session event."""
     from ..observe.metrics import observe_unbacked_claim
     from ..plugins.manager import notify
 
-    data = {"text": text, "claim": finding.sentence, "agent": runner.name, "action": action, "rule": finding.rule,
-            "kind": finding.kind, "token": finding.token, "why": finding.why}
+    # a model's run-on sentence (or one 1 MB "word") is named, not copied whole, into
+    # each log line, event and hook call; the reply itself is in ``text``
+    claim, token = _shown(finding.sentence), _shown(finding.token)
+    data = {"text": text, "claim": claim, "agent": runner.name, "action": action, "rule": finding.rule,
+            "kind": finding.kind, "token": token, "why": finding.why}
     if finding.rule == "ungrounded_specific":
-        line = f"ungrounded specific {finding.token!r} (rule ungrounded_specific): {finding.sentence!r}"
+        line = f"ungrounded specific {token!r} (rule ungrounded_specific): {claim!r}"
     else:
-        line = (f"unbacked claim: the reply claims an action but no tool ran: {finding.sentence!r} "
+        line = (f"unbacked claim: the reply claims an action but no tool ran: {claim!r} "
                 f"(rule {finding.rule}: {finding.why})")
     log.warning("agent %s session %s: %s", runner.name, runner.session_id, line,
-                extra={"agent": runner.name, "session_id": runner.session_id, "unbacked_claim": finding.sentence,
+                extra={"agent": runner.name, "session_id": runner.session_id, "unbacked_claim": claim,
                        "claim_rule": finding.rule, "session_event": True})
     observe_unbacked_claim(runner.name, finding.rule)
     notify(runner.plugins, "voice_runtime_unbacked_claim", agent=runner.name, session_id=runner.session_id,
-           text=text, claim=finding.sentence, action=action, rule=finding.rule, token=finding.token)
+           text=text, claim=claim, action=action, rule=finding.rule, token=token)
     runner.emit("unbacked_claim", data)
 
 

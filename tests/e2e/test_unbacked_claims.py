@@ -147,3 +147,20 @@ def test_a_judge_without_a_model_or_with_an_unknown_key_is_refused_at_file_line_
     assert f"{agents}/b.yaml:5:36: claims.judge.api_key: unknown key 'api_key'; valid keys: llm, timeout_s" \
         in result.stdout, result.output
     assert "sk-leak-123" not in result.output
+
+
+def test_a_run_on_claim_is_named_in_500_characters_while_the_event_keeps_the_whole_reply(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    record, hooks = tmp_path / "calls.jsonl", tmp_path / "hooks.jsonl"
+    agents = project(tmp_path, record)
+    reply = "I've emailed the forecast to you, " + "and a copy to your manager, " * 200 + "as you asked."
+    fake_openai.enqueue(text(reply))
+    result = chat(agents, "send me the forecast\n", fake_openai, hooks, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    claim = next(e for e in map(json.loads, result.stdout.splitlines()) if e["type"] == "unbacked_claim")
+    assert claim["text"] == reply
+    # a log line, event or hook call carries 500 characters of the sentence and its length
+    assert claim["claim"].startswith("I've emailed the forecast to you, and a copy")
+    assert len(claim["claim"]) < 530 and claim["claim"].endswith(" characters)"), claim["claim"]
+    assert [json.loads(line)["claim"] for line in hooks.read_text().splitlines()] == [claim["claim"]]
