@@ -67,6 +67,9 @@ _CONDITION_REACH = 80
 CHECK_BUDGET_S = 1.0  # one reply, all rules; 40 k characters take a few ms
 RULES = ("pattern", "tool_aware", "ungrounded_specific", "judge")
 RESULT_CHARS = 4000  # of one tool call, as a source of specifics and to the judge
+# of the arguments the model gave a tool this turn: they are the model's own words, which
+# its reply may repeat (a 15,000-character echo argument), bounded for 1 MB of them
+ARGUMENT_CHARS = 16_384
 MAX_EARLIER_RESULTS = 200
 JUDGE_REPLY_CHARS = 8000  # of the reply, to the judge
 RUNTIME_LINES = 32
@@ -158,8 +161,8 @@ class ClaimWatch:
 
     def _on_tools(self, event: Any) -> None:
         for call, output in event.zipped():
-            # the model writes the arguments: bounded as a result is (1 MB of them took 1.1 s a check)
-            arguments = call.arguments[:RESULT_CHARS] if isinstance(call.arguments, str) else call.arguments
+            # the model writes the arguments: bounded (1 MB of them took 1.1 s a check)
+            arguments = call.arguments[:ARGUMENT_CHARS] if isinstance(call.arguments, str) else call.arguments
             self.calls.append(claim_rules.ToolRun(
                 call.name, arguments, str(getattr(output, "output", "") or "")[:RESULT_CHARS],
                 "error" if getattr(output, "is_error", False) else "ok"))

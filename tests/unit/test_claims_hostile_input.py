@@ -113,12 +113,12 @@ def test_digits_of_other_scripts_are_numbers_and_invisible_marks_do_not_hide_a_c
         assert [f.rule for f in read(hidden, Turn(tools=ORDERS))] == ["tool_aware"], hidden
 
 
-def test_the_arguments_a_model_gives_a_tool_are_kept_as_bounded_as_its_result() -> None:
+def test_the_arguments_a_model_gives_a_tool_and_its_result_are_kept_bounded() -> None:
     # the model writes them: 1 MB of arguments was read in full at every check (1.1 s, past the budget)
     from livekit.agents.llm import FunctionCall, FunctionCallOutput
     from livekit.agents.voice.events import FunctionToolsExecutedEvent
     from livekit.rtc import EventEmitter
-    from voice_runtime.session.claims import RESULT_CHARS, ClaimWatch
+    from voice_runtime.session.claims import ARGUMENT_CHARS, RESULT_CHARS, ClaimWatch
 
     session: EventEmitter[str] = EventEmitter()
     watch = ClaimWatch(runner=None)  # type: ignore[arg-type]  # the tool events need no call
@@ -127,7 +127,7 @@ def test_the_arguments_a_model_gives_a_tool_are_kept_as_bounded_as_its_result() 
     session.emit("function_tools_executed", FunctionToolsExecutedEvent(
         function_calls=[FunctionCall(call_id="1", name="get_order", arguments=huge)],
         function_call_outputs=[FunctionCallOutput(call_id="1", name="get_order", output="x" * 10**6, is_error=False)]))
-    assert [(len(c.arguments), len(c.result)) for c in watch.calls] == [(RESULT_CHARS, RESULT_CHARS)]
+    assert [(len(c.arguments), len(c.result)) for c in watch.calls] == [(ARGUMENT_CHARS, RESULT_CHARS)]
 
 
 def test_a_rough_figure_against_a_call_of_many_numbers_costs_little_more_than_an_exact_one() -> None:
