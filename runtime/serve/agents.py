@@ -106,7 +106,6 @@ class Agents:
     async def start(self) -> None:
         from livekit.agents import AgentServer, JobExecutorType
 
-        from .event_loop import loop_kind
         from .forkserver_signals import SERVE_PID
         from .job import CALL_MODULES, entrypoint, prewarm
         from .load import Load
@@ -131,10 +130,8 @@ class Agents:
             host="127.0.0.1", port=0,  # livekit's own health port; ours is --http-port
             setup_fnc=functools.partial(prewarm, **bound),
             # imported once in the forkserver, not in each job (and what serve.preload chose);
-            # first, the forkserver's own signal dispositions (forkserver_signals.py) and the
-            # job processes' event loop (forkserver_loop.py)
-            preload_modules=["voice_runtime.serve.forkserver_signals", "voice_runtime.serve.forkserver_loop",
-                             *CALL_MODULES, *self.preload],
+            # first, the forkserver's own signal dispositions (forkserver_signals.py)
+            preload_modules=["voice_runtime.serve.forkserver_signals", *CALL_MODULES, *self.preload],
         )
         hub.rtc_session(functools.partial(entrypoint, route=o.route, **bound),
                         agent_name=o.agent_name if o.dispatch is Dispatch.METADATA else "",
@@ -148,10 +145,7 @@ class Agents:
                 self._discard = livekit_compat.discard_worker_messages(hub)
             livekit_compat.on_pool_event(hub, "process_job_launched", self._job_event)
             livekit_compat.on_pool_event(hub, "process_closed", self._process_closed)
-            # the thread executor's jobs run on loops livekit makes in serve's threads: asyncio's
-            calls_loop = loop_kind() if o.executor is Executor.PROCESS else "asyncio"
-            log.info("job processes ready to start (%s executor, %d prewarmed, %s event loop)", o.executor.value,
-                     o.idle_processes, calls_loop)
+            log.info("job processes ready to start (%s executor, %d prewarmed)", o.executor.value, o.idle_processes)
 
         def registered(*_: Any) -> None:
             self.hub_ready, self.hub_error = True, None

@@ -583,10 +583,7 @@ def run_serve(options: ServeOptions, *, secrets: SecretSet | None = None) -> int
         livekit_compat.share_child_process_count()
         supervisor = Supervisor(options, plugins, state_dir, secrets)
         phase[0] = "running"
-        from .event_loop import loop_factory
-
-        with asyncio.Runner(loop_factory=loop_factory()) as loop_runner:  # uvloop unless chosen otherwise
-            loop_runner.run(supervisor.run())
+        asyncio.run(supervisor.run())
         rc = supervisor.exit_code
     except _StoppedWhileStarting:
         log.info("stopped while starting")
