@@ -115,7 +115,9 @@ def _classes() -> tuple[type, type]:
 
         def __init__(self, window: int | None = None) -> None:
             super().__init__(label="voice-runtime browser microphone")
-            self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(MIC_QUEUE_FRAMES)
+            # a second of audio either way: 100 messages of 10 ms, or 32 windows of 32 ms
+            size = -(-INPUT_RATE // window) if window else MIC_QUEUE_FRAMES
+            self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(size)
             self._window = window
             self._held = bytearray()
             self._samples = 0

@@ -37,3 +37,12 @@ def test_a_browser_calls_mic_hands_on_the_pages_audio_whole_once_it_completes_a_
 def test_without_a_window_the_mic_hands_on_each_message_as_it_came() -> None:
     page = [bytes([n]) * 640 for n in range(1, 5)]
     assert asyncio.run(_heard(browser_mic(), page)) == page
+
+
+def test_a_mic_whose_job_fell_behind_keeps_the_last_second_of_windows_and_drops_the_oldest() -> None:
+    mic = browser_mic(VAD_WINDOW_SAMPLES)
+    page = [n.to_bytes(2, "little") * 512 for n in range(1, 101)]  # 100 windows of 32 ms, none read
+    for pcm in page:
+        mic.push(pcm)
+    assert mic._queue.qsize() == 32  # 32 windows: about a second
+    assert mic._queue.get_nowait() == page[-32]
