@@ -9,7 +9,9 @@ length, the payload.
 
 - ``BrowserMic`` yields the page's frames as they arrive: the browser is the
   clock, as a room's remote track is (no pacing here, no queue beyond a second:
-  when the job falls behind, the oldest audio goes).
+  when the job falls behind, the oldest audio goes). A call's job gives it the VAD's
+  window: it then hands the audio on once it completes a window (fewer frames
+  through livekit's pipeline; benchmarks/README.md, "CPU per call").
 - ``BrowserSpeaker`` is ``audio_io.SpeakerAudio`` (playback on the wall clock,
   barge-in cuts it where playback is, pause and resume as a room's output) that
   also sends each frame to the page and tells it to drop what it holds on a
