@@ -25,7 +25,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..session.browser_audio import AUDIO, MESSAGE, BrowserLink, FrameError, browser_mic, browser_speaker, read_frame
+from ..session.browser_audio import (AUDIO, MESSAGE, VAD_WINDOW_SAMPLES, BrowserLink, FrameError, browser_mic,
+                                     browser_speaker, read_frame)
 
 if TYPE_CHECKING:
     from livekit.agents import JobContext
@@ -72,7 +73,7 @@ class BrowserCall:
         await writer.drain()
         self.link = BrowserLink(reader, writer)
         if self.audio:
-            self.mic, self.speaker = browser_mic(), browser_speaker(self.link)
+            self.mic, self.speaker = browser_mic(VAD_WINDOW_SAMPLES), browser_speaker(self.link)
 
     def io(self) -> dict[str, Any]:
         """The runner's audio, when the agent speaks (else a text-only session)."""

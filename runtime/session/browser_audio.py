@@ -9,7 +9,9 @@ length, the payload.
 
 - ``BrowserMic`` yields the page's frames as they arrive: the browser is the
   clock, as a room's remote track is (no pacing here, no queue beyond a second:
-  when the job falls behind, the oldest audio goes).
+  when the job falls behind, the oldest audio goes). A call's job gives it the VAD's
+  window: it then hands the audio on once it completes a window (fewer frames
+  through livekit's pipeline; benchmarks/README.md, "CPU per call").
 - ``BrowserSpeaker`` is ``audio_io.SpeakerAudio`` (playback on the wall clock,
   barge-in cuts it where playback is, pause and resume as a room's output) that
   also sends each frame to the page and tells it to drop what it holds on a
@@ -87,8 +89,14 @@ class BrowserLink:
             await self.writer.wait_closed()
 
 
-def browser_mic() -> Any:
-    return _classes()[0]()
+# silero's window: 512 samples at 16 kHz (256 at 8 kHz, the same 32 ms of the page's audio)
+VAD_WINDOW_SAMPLES = 512
+
+
+def browser_mic(window: int | None = None) -> Any:
+    """The page's microphone; with ``window`` (samples), its frames are handed on only
+    when they complete such a window (see BrowserMic.push)."""
+    return _classes()[0](window)
 
 
 def browser_speaker(link: BrowserLink) -> Any:
@@ -107,21 +115,42 @@ def _classes() -> tuple[type, type]:
     class BrowserMic(io.AudioInput):  # type: ignore[misc]
         """The page's microphone: frames as they arrive; the end when the call ends."""
 
-        def __init__(self) -> None:
+        def __init__(self, window: int | None = None) -> None:
             super().__init__(label="voice-runtime browser microphone")
-            self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(MIC_QUEUE_FRAMES)
+            # a second of audio either way: 100 messages of 10 ms, or 32 windows of 32 ms
+            size = -(-INPUT_RATE // window) if window else MIC_QUEUE_FRAMES
+            self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(size)
+            self._window = window
+            self._held = bytearray()
+            self._samples = 0
 
         def push(self, pcm: bytes) -> None:
             if len(pcm) < 2 or len(pcm) % 2:
                 return  # not 16-bit samples: nothing a microphone sends
+            if self._window:
+                # livekit passes every frame through several tasks (VAD, STT, turn
+                # handling): ~1.4 ms of a job's CPU per frame. The VAD acts once a
+                # window is complete, so frames are held until the audio completes the
+                # next window: the VAD infers at the same moments on the same audio, the
+                # STT (which sends 50 ms chunks) gets its audio up to one window later
+                windows = self._samples // self._window
+                self._samples += len(pcm) // 2
+                self._held += pcm
+                if self._samples // self._window == windows:
+                    return
+                pcm, self._held = bytes(self._held), bytearray()
+            self._put(pcm)
+
+        def _put(self, pcm: bytes | None) -> None:
             if self._queue.full():
                 self._queue.get_nowait()  # the job fell behind: the oldest audio goes
             self._queue.put_nowait(pcm)
 
         def close(self) -> None:
-            if self._queue.full():
-                self._queue.get_nowait()
-            self._queue.put_nowait(None)
+            if self._held:
+                self._put(bytes(self._held))
+                self._held.clear()
+            self._put(None)
 
         async def __anext__(self) -> Any:
             pcm = await self._queue.get()

@@ -316,3 +316,38 @@ def test_a_silero_vad_on_the_shared_session_hears_speech_and_silence() -> None:
     vad = silero_vad()
     model = onnx_model.OnnxModel(onnx_session=vad._onnx_session, sample_rate=16000)
     assert model(np.zeros(512, dtype=np.float32)) < 0.1
+
+
+async def _vad_events(vad: object, pcm: bytes) -> list[tuple[str, int, float]]:
+    """What a VAD stream says of ``pcm`` (16 kHz, pushed in 20 ms frames): (event,
+    samples index, speech probability) in order."""
+    from livekit import rtc
+
+    stream = vad.stream()  # type: ignore[attr-defined]
+    step = 320 * 2
+    for i in range(0, len(pcm) - step + 1, step):
+        stream.push_frame(rtc.AudioFrame(data=pcm[i:i + step], sample_rate=16000, num_channels=1,
+                                         samples_per_channel=320))
+    stream.end_input()
+    events = [(event.type.value, event.samples_index, round(event.probability, 6)) async for event in stream]
+    await stream.aclose()
+    return events
+
+
+@pytest.mark.needs_tool("espeak-ng", "apt-get install espeak-ng")
+def test_a_silero_vad_on_the_shared_session_says_what_silero_vad_load_says_window_for_window() -> None:
+    from fakes import espeak
+    from livekit.plugins import silero
+
+    from voice_runtime.core.livekit_compat import silero_vad
+
+    speech = espeak.speak("Do you have a room for tonight?", 16000)
+    pcm = espeak.silence(0.6, 16000) + speech + espeak.silence(1.0, 16000) + speech + espeak.silence(1.0, 16000)
+
+    async def both() -> tuple[list[tuple[str, int, float]], list[tuple[str, int, float]]]:
+        return await _vad_events(silero_vad(), pcm), await _vad_events(silero.VAD.load(), pcm)
+
+    ours, silero_own = asyncio.run(both())
+    assert ours == silero_own
+    said = [kind for kind, _, _ in ours if kind != "inference_done"]
+    assert said == ["start_of_speech", "end_of_speech"] * 2
