@@ -148,3 +148,11 @@ def test_a_rough_figure_against_a_call_of_many_numbers_costs_little_more_than_an
     assert ratio < 10, f"a rough figure cost {ratio:.1f}x an exact one"
     # and rounding still grounds: 100,000,000,013.5 is about 100,000,000,000
     assert read("You have about 100000000000 left.", Turn(earlier_results=earlier)) == []
+
+
+def test_a_run_on_sentence_of_conditions_read_in_pieces_flags_only_the_claim_after_it() -> None:
+    # the pieces of a sentence over 2,000 characters are cut after a clause: a cut inside
+    # "if we booked it" had made "booked it, Once I've checked..." a claim five times over
+    reply = "Once I've checked the calendar, if we booked it, " * 800 + "fine. I've emailed you the invoice."
+    assert [(f.rule, f.sentence) for f in read(reply, Turn(tools=[]))] == [
+        ("tool_aware", "I've emailed you the invoice.")]
