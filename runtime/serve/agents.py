@@ -340,7 +340,7 @@ class Agents:
             if worker.registration is not None:
                 with contextlib.suppress(Exception):
                     await livekit_compat.registration_full(worker.registration)
-            await self._drain(lambda: [info for agent, info in self.jobs() if agent == name])
+            left = await self._drain(lambda: [info for agent, info in self.jobs() if agent == name])
             if worker.registration is not None:
                 await livekit_compat.stop_registration(worker.registration)
         finally:
@@ -348,6 +348,11 @@ class Agents:
             self.workers.pop(name, None)
             if unpublish:
                 self.catalog.unpublish(name)
+        if left:  # said as it is: the drain ended with calls still up, which are cut now
+            log.warning("agent %s unregistered with %d call(s) still in progress: %s; they are cut", name, left,
+                        "a second stop signal" if self.hurry.is_set()
+                        else f"--drain-timeout ({self.options.drain_timeout:g} s) passed")
+        else:
             log.info("agent %s drained and unregistered", name)
 
     async def remove_all(self) -> None:
@@ -383,9 +388,10 @@ class Agents:
         if self._discard is not None:
             self._discard.cancel()
 
-    async def _drain(self, running: Any) -> None:
+    async def _drain(self, running: Any) -> int:
         """Wait until ``running()`` lists no job, bounded by drain_timeout and cut
-        short by a second signal (which kills those jobs' processes)."""
+        short by a second signal (which kills those jobs' processes); how many jobs
+        were still running at the end."""
         async def ended() -> None:
             while running():
                 await asyncio.sleep(0.2)
@@ -393,8 +399,11 @@ class Agents:
         wait = asyncio.ensure_future(ended())
         try:
             if not await until_done_or(self.hurry, wait, timeout=self.options.drain_timeout):
+                left = running()
                 if self.hurry.is_set():
-                    await _kill_jobs(self.hub, {info.job.id for info in running()})
+                    await _kill_jobs(self.hub, {info.job.id for info in left})
+                return len(left)
+            return 0
         finally:
             wait.cancel()
 

@@ -246,6 +246,9 @@ def test_calls_cut_by_serve_draining_end_with_serve_draining_a_simulated_one_bet
     # the first call's job awaits its 60 s tool call and never ends its close: serve
     # kills it 20 s after the drain instead of waiting for the tool (and exits 0)
     assert "job processes still closing 20 s after the drain: killing them" in serve.output()
+    # the log says the drain ran out with the calls up, not that the agent drained
+    assert "agent desk unregistered with 2 call(s) still in progress: --drain-timeout (2 s) passed; they are cut" \
+        in serve.output() and "agent desk drained and unregistered" not in serve.output()
     assert not re.search(r"booking/sleep ok in [1-9]\d{4,} ms", serve.output())  # no 10 s+ sleep ended
     # the module's plugin raises in every report hook (in the job process): one traceback each
     # (livekit's log queue had serve print each job's traceback twice)
