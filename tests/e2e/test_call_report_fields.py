@@ -247,8 +247,9 @@ def test_calls_cut_by_serve_draining_end_with_serve_draining_a_simulated_one_bet
     # kills it 20 s after the drain instead of waiting for the tool (and exits 0)
     assert "job processes still closing 20 s after the drain: killing them" in serve.output()
     # the log says the drain ran out with the calls up, not that the agent drained
-    assert "agent desk unregistered with 2 call(s) still in progress: --drain-timeout (2 s) passed; they are cut" \
-        in serve.output() and "agent desk drained and unregistered" not in serve.output()
+    # (two calls, or more: the module's serve may still hold an earlier test's call)
+    assert re.search(r"agent desk unregistered with [2-9] call\(s\) still in progress: --drain-timeout \(2 s\) "
+                     r"passed; they are cut", serve.output()) and "agent desk drained and unregistered" not in serve.output()
     assert not re.search(r"booking/sleep ok in [1-9]\d{4,} ms", serve.output())  # no 10 s+ sleep ended
     # the module's plugin raises in every report hook (in the job process): one traceback each
     # (livekit's log queue had serve print each job's traceback twice)
