@@ -27,12 +27,6 @@ if typing.TYPE_CHECKING:
 
 TELEPHONY_FOLDER = "telephony"  # inside the specs folder, unless --telephony names another
 E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
-
-
-def is_e164(value: object) -> bool:
-    """A number to dial as LiveKit takes it: +, country code, number (dial, POST /calls)."""
-    return isinstance(value, str) and re.fullmatch(E164_PATTERN, value) is not None
-
 # a destination pattern: E.164 digits with `*` (any digits) and `?` (one digit)
 DESTINATION_PATTERN = r"^\+[0-9*?]{1,15}$"
 LINE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -45,6 +39,10 @@ MAX_NUMBERS = 1000
 MAX_FILE_NUMBERS = 5000
 _A_NUMBER = re.compile(r"(?<=[\s\[,\"'])\+[0-9]")
 
+
+def is_e164(value: object) -> bool:
+    """A number to dial as LiveKit takes it: +, country code, number (dial, POST /calls)."""
+    return isinstance(value, str) and re.fullmatch(E164_PATTERN, value) is not None
 
 
 def _matching(pattern: str, what: str) -> AfterValidator:
