@@ -343,21 +343,22 @@ _DATE_TIME = re.compile(r"(\d{4}-\d{1,2}-\d{1,2})T(?=\d)")  # 2026-12-05T10:12: 
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 _HOURS = re.compile(r"(?<![\d:.-])(\d{1,2})-(\d{1,2})(?![\d:.-])")  # a range of hours, "Mon-Sat 9-18"
 _SPELT = re.compile(r"[a-z](?:-[a-z])+")  # letters spelt out: "D-M-V"
-_DENIED_OR_WAITING = re.compile(r"\b(?:not|never|no|without|estimated|est|expected|eta|yet|pending|awaiting|draft|"
-                                r"unconfirmed|queued)\b")
-_WAITING = re.compile(r"\b(?:pending|awaiting|draft|unconfirmed|queued)\b")  # the words of _UNFINISHED
-# substring scans first: most results have none
-_DENIED_OR_WAITING_MARKS = ("not", "never", "no", "without", "est", "expected", "eta", "yet", *_UNFINISHED)
 # a negation denies the rest of its part of a result; a forecast ("estimated ready 2027-02-18", "expected
-# delivery Friday") says it is not so yet
-_RESULT_NEGATIONS = frozenset("not never no without estimated est expected eta".split())
+# delivery Friday") says it is not so yet; a result that waits says so with a word of _UNFINISHED
+_RESULT_NEGATIONS = ("not", "never", "no", "without", "estimated", "est", "expected", "eta")
+_NEGATING_ALT = "|".join(_RESULT_NEGATIONS)  # as regex alternatives
+_WAITING_ALT = "|".join(sorted(_UNFINISHED))
+_DENIED_OR_WAITING = re.compile(rf"\b(?:{_NEGATING_ALT}|yet|{_WAITING_ALT})\b")
+_WAITING = re.compile(rf"\b(?:{_WAITING_ALT})\b")
+# substring scans first: most results have none
+_DENIED_OR_WAITING_MARKS = (*_RESULT_NEGATIONS, "yet", *_UNFINISHED)
 # a negation and the rest of its part; the word after "yet"; a word before one that says it waits
 _NOT_A = r"(?<![a-z])"
-_NEGATED_SPAN = re.compile(_NOT_A + r"(?:not|never|no|without|estimated|est|expected|eta)(?![a-z])[^;,.:|()\n]*")
+_NEGATED_SPAN = re.compile(_NOT_A + rf"(?:{_NEGATING_ALT})(?![a-z])[^;,.:|()\n]*")
 _AFTER_YET = re.compile(_NOT_A + r"yet[^a-z;,.:|()\n]+([a-z]+(?:-[a-z]+)*)")
 # possessive, and started only where a word starts: a chain "a-a-a-..." is one word, tried once (linear)
-_BEFORE_WAIT = re.compile(r"(?<![a-z-])([a-z]++(?:-[a-z]++)*+)(?=[^a-z;,.:|()\n]+(?:pending|awaiting|draft|"
-                          r"unconfirmed|queued)(?![a-z]))")
+_BEFORE_WAIT = re.compile(r"(?<![a-z-])([a-z]++(?:-[a-z]++)*+)(?=[^a-z;,.:|()\n]+(?:"
+                          + _WAITING_ALT + r")(?![a-z]))")
 _RESULT_PARTS = re.compile(r"[;,.:|()\n]+")  # a parenthesis says a thing of its own
 _SENTENCES = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLAUSE_MARKS = frozenset(",;:()\u2014\u2013")
