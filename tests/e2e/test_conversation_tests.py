@@ -206,8 +206,9 @@ cases:
     assert result.rc == 1, result.output
     lines = result.stdout.splitlines()
     assert lines[1].startswith("  FAIL claims without a call (")
-    assert lines[2].strip() == ("turn 1 'send me my invoice': [tool_aware] the reply claims an action but no tool "
-                                "ran: Done. (allow_unbacked_claims: true to accept it)")  # "Done." claims the act as well
+    assert lines[2].strip() == ("turn 1 'send me my invoice': [tool_aware] the reply claims a state no tool call "
+                                "backs (no tool ran in this turn): Done. (allow_unbacked_claims: true to accept it)")
+    # "Done." claims the act is complete: a state, worded as chat words it
     assert any(line.startswith("  PASS allowed to claim (") for line in lines)
 
 

@@ -54,10 +54,17 @@ def test_a_claim_without_a_tool_call_is_reported_and_the_same_claim_after_a_real
         {"hook": "unbacked_claim", "agent": "weather", "claim": claim["claim"], "action": "warn"}]
     assert "unbacked claim" not in result.stderr  # chat shows it once, as the event
 
-    fake_openai.enqueue(text("I've booked it."))
-    shown = chat(agents, "book it\n", fake_openai, hooks)
-    assert shown.stdout.splitlines()[-2:] == [
-        "weather> I've booked it.", "!! [tool_aware] the reply claims an action but no tool ran: I've booked it."]
+    # each claim is worded by its kind: a state or a looked-up fact is not "an action"
+    fake_openai.enqueue(text("I've booked it."), text("Your parcel is with the courier."),
+                        text("Your flight is running late."))
+    shown = chat(agents, "book it\nmy parcel?\nmy flight?\n", fake_openai, hooks)
+    assert [line for line in shown.stdout.splitlines() if line.startswith("!!")] == [
+        "!! [tool_aware] the reply claims an action no tool call backs (no tool of the agent can do this (book)): "
+        "I've booked it.",
+        "!! [tool_aware] the reply claims a state no tool call backs (no tool ran in this turn): "
+        "Your parcel is with the courier.",
+        "!! [tool_aware] the reply claims a looked-up fact no tool call backs (no tool ran in this turn): "
+        "Your flight is running late."]
 
 
 def test_retry_asks_the_model_once_more_with_a_note_and_spec_patterns_add_to_the_built_in_ones(
