@@ -697,6 +697,28 @@ def test_one_rule_for_agent_names_from_a_file_stem_or_a_name_key(tmp_path: Path)
     assert sorted(a["name"] for a in json.loads(ok.stdout)["agents"]) == ["ok-name_1.x", "ok-name_2.x"]
 
 
+def test_chat_with_an_unknown_agent_names_the_folders_errors_then_that_no_valid_agent_has_that_name(
+    tmp_path: Path,
+) -> None:
+    """Every spec invalid and `--agent` a name none of them has: the user used to see the
+    errors only, and wonder whether the agent was among them."""
+    agents = tmp_path / "agents"
+    write(agents / "front.yaml", f"{HEAD}{TEXT_PIPELINE}")  # no instructions
+    write(agents / "billing.yaml", f"{HEAD}instructions: hi\n{TEXT_PIPELINE}temprature: 1\n")
+    result = run_cli("chat", agents, "--agent", "concierge")
+    assert_clean_failure(result)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3 and lines[0].startswith(f"{agents}/billing.yaml:6:1: temprature: unknown key") and \
+        lines[1].startswith(f"{agents}/front.yaml:"), lines
+    assert lines[2] == (f"error: no valid agent named 'concierge' in {agents}; "
+                        "available: none: every spec has errors (above)")
+    # one valid agent beside them: the errors, then the name that can be used
+    write(agents / "desk.yaml", f"{HEAD}instructions: hi\n{TEXT_PIPELINE}")
+    result = run_cli("chat", agents, "--agent", "concierge")
+    assert_clean_failure(result)
+    assert result.stderr.splitlines()[2:] == [f"error: no valid agent named 'concierge' in {agents}; available: desk"]
+
+
 def test_filler_and_timeout_say_mistakes_are_reported_at_their_keys(tmp_path: Path) -> None:
     write(tmp_path / "desk.yaml", HEAD + (
         "instructions: x\n"
