@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core import user_regex
+from ..core.error_text import error_text
 from ..mcp.results import without_markers
 from . import claim_rules
 
@@ -346,7 +347,7 @@ async def judge_reply(runner: ClaimOwner, judge: Any, text: str, turn: claim_rul
             verdict = "unsupported" if said["unsupported"] else "supported"
             claim = str(said.get("claim") or "")
     except Exception as exc:  # a judge that fails never touches the call: it is logged
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        reason = error_text(exc)
     finally:
         if llm is not None:
             await llm.aclose()
