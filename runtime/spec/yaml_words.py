@@ -25,6 +25,7 @@ _FOUND = {
     "<block sequence start>": "an indented list",
     "<block entry>": "a list item ('-')",
     "<key>": "a key",
+    "?": "a key",
     "<value>": "':'",
     "<flow mapping start>": "'{'",
     "<flow sequence start>": "'['",
@@ -60,10 +61,17 @@ def plain(exc: Any) -> tuple[Loc, str]:
             return opened, (f"the {what} opened here with '{opener}' is not closed: at line {at[0]} col {at[1]} there "
                             f"is {found} where ',' or '{closer}' was expected" if at else
                             f"the {what} opened here with '{opener}' is not closed")
+    if expected is not None and expected.group("expected") == "the node content" and at is not None:
+        return at, f"a value is missing: {_said(expected.group('found'))} here where a value should be"
+    if "block scalar" in context and expected is not None and at is not None:
+        return at, (f"{_said(expected.group('found'))} after '|' or '>': only a digit, '+' or '-' may follow them "
+                    "on their line; the text goes on the next lines, indented")
+    if problem == "sequence entries are not allowed here" and at is not None:
+        return at, "a list item ('- ') cannot start here: put it on its own line, indented under its key"
     if expected is not None and expected.group("expected") == "<block end>" and at is not None:
-        block = "list" if "sequence" in context else "mapping"
+        block = "list" if "sequence" in context or "collection" in context else "mapping"
         start = f" that starts at line {opened[0]}" if opened else ""
-        return at, (f"unexpected {_said(expected.group('found'))} here: the {block}{start} has no place for it "
+        return at, (f"{_said(expected.group('found'))} here is unexpected: the {block}{start} has no place for it "
                     "(check this line's indentation, or a bracket or quote too many)")
     if problem == "mapping values are not allowed here" and at is not None:
         return at, ("a ':' here, inside a value: quote a value that holds ': ' (\"...\"), or if this is a nested "
@@ -80,8 +88,9 @@ def plain(exc: Any) -> tuple[Loc, str]:
         name = alias.group(1)
         return at, f"'*{name}' names an anchor '&{name}' that is defined nowhere above; quote the value if '*' is text"
     # anything else in ruamel's words, with what it was reading and where that began
-    where = f" (in the {context.removeprefix('while ').split(' ', 1)[-1]} at line {opened[0]} col {opened[1]})" \
-        if context and opened is not None and opened != at else ""
+    reading = re.sub(r"^while (?:scanning|parsing) ", "", context)
+    where = f" (reading {reading} from line {opened[0]} col {opened[1]})" if context and opened is not None \
+        and opened != at else ""
     return at or opened or (1, 1), f"{problem or context or 'invalid YAML'}{where}"
 
 
