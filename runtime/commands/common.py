@@ -100,7 +100,7 @@ def pick_agent(agents_dir: Path, plugins: Plugins, agent: str, secrets: SecretSe
     names = ", ".join(s.name for s in result.specs)
     if not names:
         names = "none: every spec has errors (above)" if result.errors else "none"
-    typer.echo(printable(f"error: no valid agent named {agent!r} in {agents_dir}; available: {names}"), err=True)
+    typer.echo(printable(f"error: no agent named {agent!r} in {agents_dir}; available: {names}"), err=True)
     raise typer.Exit(1 if result.errors else 2)
 
 

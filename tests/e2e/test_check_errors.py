@@ -739,13 +739,13 @@ def test_chat_with_an_unknown_agent_names_the_folders_errors_then_that_no_valid_
     lines = result.stderr.splitlines()
     assert len(lines) == 3 and lines[0].startswith(f"{agents}/billing.yaml:6:1: temprature: unknown key") and \
         lines[1].startswith(f"{agents}/front.yaml:"), lines
-    assert lines[2] == (f"error: no valid agent named 'concierge' in {agents}; "
+    assert lines[2] == (f"error: no agent named 'concierge' in {agents}; "
                         "available: none: every spec has errors (above)")
     # one valid agent beside them: the errors, then the name that can be used
     write(agents / "desk.yaml", f"{HEAD}instructions: hi\n{TEXT_PIPELINE}")
     result = run_cli("chat", agents, "--agent", "concierge")
     assert_clean_failure(result)
-    assert result.stderr.splitlines()[2:] == [f"error: no valid agent named 'concierge' in {agents}; available: desk"]
+    assert result.stderr.splitlines()[2:] == [f"error: no agent named 'concierge' in {agents}; available: desk"]
 
 
 def test_filler_and_timeout_say_mistakes_are_reported_at_their_keys(tmp_path: Path) -> None:
