@@ -76,7 +76,8 @@ def guard_output() -> SecretSet:
 
 def pick_agent(agents_dir: Path, plugins: Plugins, agent: str, secrets: SecretSet,
                 every: list[LoadedSpec] | None = None) -> LoadedSpec:
-    """The named agent's accepted spec, or exit with its errors (1) or the list of names (2).
+    """The named agent's accepted spec, or exit with its errors (1), or with the folder's
+    errors (1) or none (2) and that no valid agent has that name, naming those that are.
     ``every``: filled with every accepted spec of the folder (handoff targets)."""
     from ..spec.loader import load_folder
 
@@ -90,13 +91,17 @@ def pick_agent(agents_dir: Path, plugins: Plugins, agent: str, secrets: SecretSe
         if loaded.name == agent:
             return loaded
     own = [e for e in result.errors if Path(e.file).stem == agent or f"{agent!r}" in e.message]
-    if own or (result.errors and not result.specs):
-        for error in own or result.errors:
-            typer.echo(printable(str(error)), err=True)
+    for error in own or result.errors:
+        typer.echo(printable(str(error)), err=True)
+    if own:
         raise typer.Exit(1)
-    names = ", ".join(s.name for s in result.specs) or "none"
+    # the agent may be one of the specs with errors (under another name): the errors come
+    # first, then what the user asked for and what could be asked for instead
+    names = ", ".join(s.name for s in result.specs)
+    if not names:
+        names = "none: every spec has errors (above)" if result.errors else "none"
     typer.echo(printable(f"error: no agent named {agent!r} in {agents_dir}; available: {names}"), err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(1 if result.errors else 2)
 
 
 def quiet_logging(level: LogLevel, secrets: SecretSet) -> None:

@@ -48,12 +48,17 @@ def test_cmd(
         typer.echo(printable(f"error: no valid agent named {agent!r} in {agents_dir}; available: "
                              f"{', '.join(sorted(specs)) or 'none'}"), err=True)
         raise typer.Exit(2)
-    paths = find_test_files(tests if tests is not None else agents_dir / TESTS_FOLDER)
-    if isinstance(paths, list) and not paths:
-        typer.echo(f"error: no test files (*.yaml) in {tests or agents_dir / TESTS_FOLDER}", err=True)
+    root = tests if tests is not None else agents_dir / TESTS_FOLDER
+    paths = find_test_files(root)
+    if isinstance(paths, str) and tests is None and not root.exists():
+        typer.echo(printable(f"error: no {TESTS_FOLDER}/ folder beside the specs in {agents_dir}: conversation tests "
+                             f"are read from {root}/*.yaml (or give --tests FILE_OR_FOLDER)"), err=True)
         raise typer.Exit(2)
-    if not isinstance(paths, list):
-        typer.echo(printable(str(paths)), err=True)
+    if isinstance(paths, str):
+        typer.echo(printable(f"error: {'--tests ' if tests is not None else ''}{root}: {paths}"), err=True)
+        raise typer.Exit(2)
+    if not paths:
+        typer.echo(printable(f"error: no test files (*.yaml) in {root}"), err=True)
         raise typer.Exit(2)
     with plugin_output():
         suite = asyncio.run(run_suite(specs, paths, loaded_plugins, agents=None if agent is None else {agent}))

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.error_text import error_text
+
 if TYPE_CHECKING:
     from livekit.agents import JobContext, JobProcess
 
@@ -402,7 +404,7 @@ async def _simulated_call(ctx: JobContext, runner: Any, state_dir: Path, generat
         limit = min(MAX_CALL_S, float(script.get("max_call_s") or MAX_CALL_S))
         report["error"] = (f"the simulated call took longer than {limit:g}s" if isinstance(exc, TimeoutError)
                            else str(exc) if type(exc).__name__ == "SessionRefused"
-                           else f"{type(exc).__name__}: {exc}")
+                           else error_text(exc))
         if not isinstance(exc, TimeoutError) and not drain.done():  # cut by the drain: reported below
             raise
     finally:
@@ -474,7 +476,7 @@ async def _run_script(ctx: JobContext, runner: Any, script: dict[str, Any], repo
                     turn = entry["heard"] = await speech.hear(turn)
                 result = await runner.run_turn(turn)
             except Exception as exc:  # noqa: BLE001 - the call goes on after a failed turn, as in chat
-                entry["error"] = f"{type(exc).__name__}: {exc}"
+                entry["error"] = error_text(exc)
                 report["ok"] = False
                 log.warning("job %s: simulated turn %r failed: %s", ctx.job.id, turn, entry["error"])
             else:

@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..core.error_text import error_text
 from ..session.browser_audio import (AUDIO, MESSAGE, VAD_WINDOW_SAMPLES, BrowserLink, FrameError, browser_mic,
                                      browser_speaker, read_frame)
 
@@ -92,7 +93,7 @@ class BrowserCall:
                 link.post({"type": "error", "message": f"agent {runner.name} refused the call: {exc}"})
                 return
             except Exception as exc:  # noqa: BLE001 - a provider that cannot be built: the page says why
-                link.post({"type": "error", "message": f"agent {runner.name} could not start: {type(exc).__name__}: {exc}"})
+                link.post({"type": "error", "message": f"agent {runner.name} could not start: {error_text(exc)}"})
                 return
             self._watch(runner)
             link.post({"type": "ready", "agent": runner.name, "mode": runner.mode, "audio": self.audio,
@@ -175,7 +176,7 @@ class BrowserCall:
                 await runner.run_turn(text)
             except Exception as exc:  # noqa: BLE001 - the call goes on after a failed turn, as in chat
                 assert self.link is not None
-                self.link.post({"type": "error", "message": f"{type(exc).__name__}: {exc}"})
+                self.link.post({"type": "error", "message": error_text(exc)})
 
 
 def _message(payload: bytes) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..core.error_text import error_text
 from ..core.terminal import printable
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ async def _started(runner: SessionRunner, printer: ChatPrinter) -> bool:
         printer.error(str(exc))
         return False
     except Exception as exc:  # a provider that cannot be built (missing key...)
-        printer.error(f"agent {runner.name} could not start: {type(exc).__name__}: {exc}")
+        printer.error(f"agent {runner.name} could not start: {error_text(exc)}")
         return False
     return True
 
@@ -181,7 +182,7 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
             try:
                 result = await runner.run_turn(line)
             except Exception as exc:  # the conversation goes on after a failed turn
-                printer.error(f"{type(exc).__name__}: {exc}")
+                printer.error(error_text(exc))
                 printer.release()
                 continue
             for text in reply_texts(result.events):

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core import user_regex
+from ..core.error_text import error_text
 from ..mcp.results import without_markers
 from . import claim_rules
 
@@ -248,14 +249,27 @@ def timed_out(runner: ClaimOwner, loaded: Any, exc: user_regex.TimedOut) -> None
     runner.emit("claims_check_timed_out", {"agent": runner.name, "message": where})
 
 
+# what each kind of finding claims, in the words of every place that shows one (chat, the
+# log, a failed `voice-runtime test` turn, the talk page): a state or a looked-up fact is
+# not an action, and a user reading "claims an action" of "your order is on its way" is misled
+KIND_WORDS = {"action": "an action", "state": "a state", "lookup_fact": "a looked-up fact"}
+
+
+def claimed(kind: str | None) -> str:
+    """"the reply claims a state no tool call backs": what a finding of ``kind`` says."""
+    return f"the reply claims {KIND_WORDS.get(kind or 'action', 'an action')} no tool call backs"
+
+
 def describe(data: dict[str, Any]) -> str:
-    """One finding as people read it (chat, the log, a failed test): the rule that fired first."""
+    """One finding as people read it (chat, a failed test, the talk page): the rule that
+    fired first, what kind of claim it is, and why no call backs it."""
     rule = data.get("rule", "pattern")
     if rule == "ungrounded_specific":
         return f"[{rule}] the reply gives {data.get('token')!r}, which no source of the call has: {data['claim']}"
     if rule == "judge":
         return f"[judge] the judge finds a claim no tool call backs: {data['claim']}"
-    return f"[{rule}] the reply claims an action but no tool ran: {data['claim']}"
+    why = f" ({data['why']})" if data.get("why") else ""
+    return f"[{rule}] {claimed(data.get('kind'))}{why}: {data['claim']}"
 
 
 SHOWN_CHARS = 500  # of a claim's sentence or token in a log line, event or hook call
@@ -280,8 +294,8 @@ def report(runner: ClaimOwner, text: str, finding: claim_rules.Finding, action: 
     if finding.rule == "ungrounded_specific":
         line = f"ungrounded specific {token!r} (rule ungrounded_specific): {claim!r}"
     else:
-        line = (f"unbacked claim: the reply claims an action but no tool ran: {claim!r} "
-                f"(rule {finding.rule}: {finding.why})")
+        line = f"unbacked claim: {claimed(finding.kind)}: {claim!r} (rule {finding.rule}: {finding.why})"
+    data["message"] = describe(data)  # for the talk page, which shows it as chat does
     log.warning("agent %s session %s: %s", runner.name, runner.session_id, line,
                 extra={"agent": runner.name, "session_id": runner.session_id, "unbacked_claim": claim,
                        "claim_rule": finding.rule, "session_event": True})
@@ -333,7 +347,7 @@ async def judge_reply(runner: ClaimOwner, judge: Any, text: str, turn: claim_rul
             verdict = "unsupported" if said["unsupported"] else "supported"
             claim = str(said.get("claim") or "")
     except Exception as exc:  # a judge that fails never touches the call: it is logged
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        reason = error_text(exc)
     finally:
         if llm is not None:
             await llm.aclose()

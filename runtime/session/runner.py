@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..core.error_text import error_text, rounded_seconds
 from ..mcp.pool import McpPool
 from ..observe import tracing
 from ..plugins.manager import notify
@@ -290,7 +291,7 @@ class SessionRunner:
                 outcome = "refused" if isinstance(exc, SessionRefused) else "failed"
                 observe_session(self.name, outcome)
                 self._span.set_attribute("voice_runtime.session.outcome", outcome)
-                self._span.set_attribute("voice_runtime.session.error", f"{type(exc).__name__}: {exc}")
+                self._span.set_attribute("voice_runtime.session.error", error_text(exc))
             await self.aclose()  # no MCP child process outlives a failed start
             raise
         observe_session(self.name, "started")
@@ -524,7 +525,7 @@ class SessionRunner:
         if not self._started:
             self._pending_fallback = error
             return
-        reason = f"{type(error.error).__name__}: {error.error}" if getattr(error, "error", None) else str(error)
+        reason = error_text(error.error) if getattr(error, "error", None) else rounded_seconds(str(error))
         log.warning("agent %s session %s: realtime model failed (%s); switching to the pipeline",
                     self.name, self.session_id, reason, extra=SHOWN_AS_EVENT)
         from ..core.livekit_compat import realtime_session

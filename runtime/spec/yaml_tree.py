@@ -214,15 +214,15 @@ def decode(file: str, raw: bytes) -> str | SpecError:
 
 
 def yaml_error(file: str, exc: Any) -> SpecError:
-    mark = exc.problem_mark or exc.context_mark
-    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-    problem = (exc.problem or exc.context or "invalid YAML").strip()
+    from .yaml_words import plain
+
     if type(exc).__name__ == "DuplicateKeyError":
         # ruamel's message quotes both values; a value may be a secret, so rebuild it
-        key = re.search(r'found duplicate key "(.*?)"', problem)
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        key = re.search(r'found duplicate key "(.*?)"', (exc.problem or ""))
         first = exc.context_mark.line + 1 if exc.context_mark is not None else "?"
         name = key.group(1) if key else "?"
         return SpecError(file, line, col, message=f"duplicate key {name!r} (the mapping starting at line {first} already has it)")
-    if "'\\t'" in problem:
-        problem += " (YAML does not allow tabs for indentation; use spaces)"
-    return SpecError(file, line, col, message=f"invalid YAML: {problem}")
+    (line, col), message = plain(exc)
+    return SpecError(file, line, col, message=f"invalid YAML: {message}")

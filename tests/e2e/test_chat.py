@@ -7,6 +7,7 @@ OPENAI_BASE_URL; MCP servers are real processes (tests/mcp_servers)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -173,3 +174,16 @@ def test_an_unreachable_llm_shows_our_one_line_error_by_default_and_the_librarie
     verbose = run("-v")
     assert verbose.returncode == 1
     assert "WARNING livekit.agents" in verbose.stderr and "Traceback" in verbose.stderr
+
+
+def test_a_provider_error_shows_its_seconds_rounded_not_as_a_raw_float(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    # livekit's fallback adapter says "all LLMs failed (...) after 0.008476972579956055 seconds"
+    dead = '{provider: openai, model: gpt-4o-mini, base_url: "http://127.0.0.1:9/v1"}'
+    (tmp_path / "agents.d").mkdir()
+    (tmp_path / "agents.d" / "desk.yaml").write_text(
+        f"apiVersion: voice-runtime/v1\ninstructions: hi\npipeline:\n  llm: [{dead}, {dead}]\n  text_only: true\n")
+    result = chat(tmp_path / "agents.d", "desk", "hi\n", fake_openai)
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("error: ")]
+    assert "all LLMs failed" in line, line
+    assert re.search(r"after (less than 0\.1|\d+\.\d) seconds\)$", line), line

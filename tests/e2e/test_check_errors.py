@@ -88,13 +88,13 @@ CASES = [
     Case(
         "yaml-syntax-error",
         {"syntax.yaml": HEAD + "instructions: a: b\n"},
-        expected="agents/syntax.yaml:2:16: invalid YAML: mapping values are not allowed here",
+        expected="agents/syntax.yaml:2:16: invalid YAML: a ':' here, inside a value: quote a value that holds ': ' "
+        "(\"...\"), or if this is a nested key, indent it under a key that has no value on its own line",
     ),
     Case(
         "tab-indentation",
         {"tabs.yaml": HEAD + "pipeline:\n\tllm: {provider: openai}\n"},
-        expected="agents/tabs.yaml:3:1: invalid YAML: found character '\\t' that cannot start any token "
-        "(YAML does not allow tabs for indentation; use spaces)",
+        expected="agents/tabs.yaml:3:1: invalid YAML: a tab here: YAML does not allow tabs for indentation; use spaces",
     ),
     Case(
         "ten-megabyte-file",
@@ -637,6 +637,35 @@ def test_a_specs_folder_that_does_not_exist_is_a_usage_error_exit_2(tmp_path: Pa
     assert result.stderr.strip() == "error: a-file.yaml: not a directory (give the folder that holds the *.yaml specs)"
 
 
+def test_yaml_syntax_errors_are_said_in_plain_words_at_the_quote_or_bracket_that_is_never_closed(
+    tmp_path: Path,
+) -> None:
+    """ruamel gives up at the end of the file when a quote or bracket is never closed;
+    the user fixes the line where it opens (ruamel's context mark), and reads why there."""
+    agents = tmp_path / "agents"
+    body = "pipeline:\n  text_only: true\n  llm: {provider: openai}\n"
+    write(agents / "quote.yaml", f'{HEAD}instructions: "You are the desk.\ngreeting: hello\n{body}')
+    write(agents / "single.yaml", f"{HEAD}greeting: hi\ninstructions: 'You are the desk.\n{body}")
+    write(agents / "list.yaml", f"{HEAD}instructions: hi\ntools: [a, b\n{body}")
+    write(agents / "open.yaml", f"{HEAD}instructions: hi\n{body}mcp_servers: {{crm: {{url: http://x/mcp}}\n")
+    write(agents / "key.yaml", f"{HEAD}instructions: hi\ntext only\n{body}")
+    result = run_cli("check", "--offline", agents)
+    assert_clean_failure(result)
+    assert result.stdout.splitlines() == [
+        f"{agents}/key.yaml:3:1: invalid YAML: this line is not 'key: value' nor a list item ('- ...'): put ': ' "
+        "after the key, or quote the text",
+        f"{agents}/list.yaml:3:8: invalid YAML: the list opened here with '[' is not closed: at line 4 col 9 there is "
+        "':' where ',' or ']' was expected",
+        f"{agents}/open.yaml:6:14: invalid YAML: the mapping opened here with '{{' is never closed: no '}}' before the "
+        "end of the file",
+        f"{agents}/quote.yaml:2:15: invalid YAML: the string opened here with \" is never closed: no closing \" before "
+        "the end of the file",
+        f"{agents}/single.yaml:3:15: invalid YAML: the string opened here with ' is never closed: no closing ' before "
+        "the end of the file",
+        "found 5 errors in 5 files",
+    ]
+
+
 # -- files that are not regular files, and agent names -----------------------------
 
 TEXT_PIPELINE = "pipeline:\n  text_only: true\n  llm: {provider: openai}\n"
@@ -695,6 +724,28 @@ def test_one_rule_for_agent_names_from_a_file_stem_or_a_name_key(tmp_path: Path)
     ok = run_cli("check", "--offline", "--format", "json", good)
     assert ok.rc == 0, ok.output
     assert sorted(a["name"] for a in json.loads(ok.stdout)["agents"]) == ["ok-name_1.x", "ok-name_2.x"]
+
+
+def test_chat_with_an_unknown_agent_names_the_folders_errors_then_that_no_valid_agent_has_that_name(
+    tmp_path: Path,
+) -> None:
+    """Every spec invalid and `--agent` a name none of them has: the user used to see the
+    errors only, and wonder whether the agent was among them."""
+    agents = tmp_path / "agents"
+    write(agents / "front.yaml", f"{HEAD}{TEXT_PIPELINE}")  # no instructions
+    write(agents / "billing.yaml", f"{HEAD}instructions: hi\n{TEXT_PIPELINE}temprature: 1\n")
+    result = run_cli("chat", agents, "--agent", "concierge")
+    assert_clean_failure(result)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3 and lines[0].startswith(f"{agents}/billing.yaml:6:1: temprature: unknown key") and \
+        lines[1].startswith(f"{agents}/front.yaml:"), lines
+    assert lines[2] == (f"error: no agent named 'concierge' in {agents}; "
+                        "available: none: every spec has errors (above)")
+    # one valid agent beside them: the errors, then the name that can be used
+    write(agents / "desk.yaml", f"{HEAD}instructions: hi\n{TEXT_PIPELINE}")
+    result = run_cli("chat", agents, "--agent", "concierge")
+    assert_clean_failure(result)
+    assert result.stderr.splitlines()[2:] == [f"error: no agent named 'concierge' in {agents}; available: desk"]
 
 
 def test_filler_and_timeout_say_mistakes_are_reported_at_their_keys(tmp_path: Path) -> None:

@@ -112,6 +112,19 @@ cases:
     assert run_cli("test", agents, "--agent", "nobody").rc == 2
 
 
+def test_a_folder_without_tests_says_so_and_where_tests_are_read_from_with_no_made_up_position(agents: Path) -> None:
+    write(agents / "desk.yaml", "apiVersion: voice-runtime/v1\ninstructions: hi\n"
+          "pipeline: {llm: {provider: openai, model: gpt-4o-mini}, text_only: true}\n")
+    result = run_cli("test", agents)
+    assert result.rc == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"error: no tests/ folder beside the specs in {agents}: conversation tests are read from "
+        f"{agents}/tests/*.yaml (or give --tests FILE_OR_FOLDER)"]
+    result = run_cli("test", agents, "--tests", agents / "missing.yaml")
+    assert result.rc == 2, result.output
+    assert result.stderr.splitlines() == [f"error: --tests {agents}/missing.yaml: no such file or folder"]
+
+
 def test_a_case_needing_a_real_model_without_its_key_is_skipped_with_the_reason_never_passed(
     tmp_path: Path, agents: Path
 ) -> None:
@@ -206,8 +219,9 @@ cases:
     assert result.rc == 1, result.output
     lines = result.stdout.splitlines()
     assert lines[1].startswith("  FAIL claims without a call (")
-    assert lines[2].strip() == ("turn 1 'send me my invoice': [tool_aware] the reply claims an action but no tool "
-                                "ran: Done. (allow_unbacked_claims: true to accept it)")  # "Done." claims the act as well
+    assert lines[2].strip() == ("turn 1 'send me my invoice': [tool_aware] the reply claims a state no tool call "
+                                "backs (no tool ran in this turn): Done. (allow_unbacked_claims: true to accept it)")
+    # "Done." claims the act is complete: a state, worded as chat words it
     assert any(line.startswith("  PASS allowed to claim (") for line in lines)
 
 

@@ -5,11 +5,13 @@ is not. Through the real CLI, the real openai plugin and the fake OpenAI server.
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 from pathlib import Path
 
 from fakes.openai_chat import FakeOpenAI, text, tool_call
-from helpers import CLI, HOOK_RECORDER_PLUGIN, child_env, run_cli, write
+from helpers import CLI, HOOK_RECORDER_PLUGIN, REPO, child_env, run_cli, write
 from mcp_servers.harness import read_records, stdio_command
 from serve_harness import Serve, spec
 
@@ -54,10 +56,17 @@ def test_a_claim_without_a_tool_call_is_reported_and_the_same_claim_after_a_real
         {"hook": "unbacked_claim", "agent": "weather", "claim": claim["claim"], "action": "warn"}]
     assert "unbacked claim" not in result.stderr  # chat shows it once, as the event
 
-    fake_openai.enqueue(text("I've booked it."))
-    shown = chat(agents, "book it\n", fake_openai, hooks)
-    assert shown.stdout.splitlines()[-2:] == [
-        "weather> I've booked it.", "!! [tool_aware] the reply claims an action but no tool ran: I've booked it."]
+    # each claim is worded by its kind: a state or a looked-up fact is not "an action"
+    fake_openai.enqueue(text("I've booked it."), text("Your parcel is with the courier."),
+                        text("Your flight is running late."))
+    shown = chat(agents, "book it\nmy parcel?\nmy flight?\n", fake_openai, hooks)
+    assert [line for line in shown.stdout.splitlines() if line.startswith("!!")] == [
+        "!! [tool_aware] the reply claims an action no tool call backs (no tool of the agent can do this (book)): "
+        "I've booked it.",
+        "!! [tool_aware] the reply claims a state no tool call backs (no tool ran in this turn): "
+        "Your parcel is with the courier.",
+        "!! [tool_aware] the reply claims a looked-up fact no tool call backs (no tool ran in this turn): "
+        "Your flight is running late."]
 
 
 def test_retry_asks_the_model_once_more_with_a_note_and_spec_patterns_add_to_the_built_in_ones(
@@ -164,3 +173,30 @@ def test_a_run_on_claim_is_named_in_500_characters_while_the_event_keeps_the_who
     assert claim["claim"].startswith("I've emailed the forecast to you, and a copy")
     assert len(claim["claim"]) < 530 and claim["claim"].endswith(" characters)"), claim["claim"]
     assert [json.loads(line)["claim"] for line in hooks.read_text().splitlines()] == [claim["claim"]]
+
+
+def readme_try_it() -> tuple[str, list[str]]:
+    """The README's "Try it without a model" recipe (claims section): its shell lines
+    and the output it says they print."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("**Try it without a model.**"):]
+    script = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert script is not None, "the README's recipe is missing"
+    shown = re.search(r"^```\n(.*?)^```", section[script.end():], re.S | re.M)
+    assert shown is not None, "the README does not show the recipe's output"
+    return script.group(1), shown.group(1).splitlines()
+
+
+def test_the_readmes_recipe_for_trying_claims_without_a_model_shows_the_claim_line(tmp_path: Path) -> None:
+    script, shown = readme_try_it()
+    # the recipe as a user runs it: a shell in an empty folder, `voice-runtime` on PATH, no key
+    bin_dir = str(Path(CLI[0]).parent) if len(CLI) == 1 else None
+    assert bin_dir is not None, "the voice-runtime script is not installed beside python"
+    result = subprocess.run(["bash", "-eu", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env=child_env({"PATH": f"{bin_dir}:{os.environ['PATH']}", "OPENAI_API_KEY": None}))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    fail, turn = shown[0].strip(), shown[1].strip()
+    assert any(line.startswith(fail.removesuffix("(...)")) for line in lines), lines
+    assert turn in lines, lines
+    assert "claims an action no tool call backs" in turn

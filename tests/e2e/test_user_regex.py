@@ -214,7 +214,7 @@ def test_a_backtracking_claims_pattern_and_a_very_long_reply_never_stall_a_call_
                        message="the claim at the end of the long reply")
         output = serve.output()
         assert f"{agents}/sales.yaml:7:14: claims.patterns[0]: claims check timed out after 1 s" in output, output[-3000:]
-        assert "unbacked claim: the reply claims an action but no tool ran: \"I've emailed you the invoice.\"" in output
+        assert "unbacked claim: the reply claims an action no tool call backs: \"I've emailed you the invoice.\"" in output
         # livekit's loop monitor names what blocks a call's event loop: never the claims check
         blocked = [line for line in output.splitlines() if "event loop blocked" in line]
         assert not [line for line in blocked if "claims" in line or "regex" in line], blocked

@@ -162,12 +162,13 @@ class LoadedTests:
         return f"{self.path}:{line}:{col}"
 
 
-def find_test_files(root: Path) -> list[Path] | SpecError:
-    """``root`` is a test file or a folder of them."""
+def find_test_files(root: Path) -> list[Path] | str:
+    """``root`` is a test file or a folder of them; else why not (no line of any file is
+    at fault, so no file:line:col)."""
     if root.is_file():
         return [root]
     if not root.is_dir():
-        return SpecError(str(root), message="no such file or directory")
+        return "no such file or folder" if not root.exists() else "not a regular file or a folder"
     return sorted(p for p in root.iterdir() if p.suffix in SPEC_SUFFIXES and not p.name.startswith("."))
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ...core.error_text import error_text
+
 if TYPE_CHECKING:
     from ...plugins.manager import Plugins
     from ...spec.loader import LoadedSpec
@@ -185,7 +187,7 @@ async def run_case(tests: LoadedTests, index: int, specs: dict[str, LoadedSpec],
     except TimeoutError:
         result.failures.append(f"the case took longer than {CASE_TIMEOUT_S:g}s")
     except Exception as exc:  # noqa: BLE001 - a session that fails is a failed case, not a crash
-        result.failures.append(f"the session failed: {type(exc).__name__}: {exc}")
+        result.failures.append(f"the session failed: {error_text(exc)}")
     result.seconds = time.perf_counter() - started
     if result.failures:
         result.verdict = Verdict.FAILED
