@@ -145,7 +145,10 @@ _COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "ca
                ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
                ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"), ("dealt", "with"),
                ("came", "back"), ("come", "back"), ("heard", "back"),
-               ("gone", "across"), ("went", "across"), ("squared", "away"), ("good", "as", "done"))
+               ("gone", "across"), ("went", "across"), ("squared", "away"), ("good", "as", "done"),
+               # idioms of done said of the thing or the caller: "that's all in hand", "you're all good for
+               # the late check-out" (not "all good?", "it's good for two years": a term)
+               ("all", "in", "hand"), ("in", "hand"), ("all", "good", "for"))
 _ALL_PAST: dict[str, tuple[str, ...]] = {}  # "moved" is a change or a payment
 for _group, (_past, _) in _GROUPS.items():
     for _word in _past.split():
@@ -156,7 +159,9 @@ _FIRST_PERSON_ACTS: dict[str, frozenset[str] | None] = {
     "put": None, "managed": None, "passed": None, "did": frozenset("it that this".split()),
     "got": frozenset("you him her them us".split()), "let": frozenset(),
     "made": frozenset("booking reservation appointment payment transfer change request claim complaint note "
-                      "the a your".split())}
+                      "the a your".split()),
+    # "I've set a reminder", "we've set your PIN" (not "I've set that up": the create below, nor "we're set")
+    "set": frozenset("a an the your his her their".split())}
 # what a reply offers as room ("we've space for him") and what a result says of it
 _ROOM_FOR = frozenset("space room availability capacity places spaces spots vacancies".split())
 _FREE_WORDS = frozenset("availability available space spaces room rooms places spots free vacancies capacity "
@@ -322,6 +327,7 @@ _KIN_GROUPS = (
     "closed shut",
     "back ready reported results available",
     "confirmed booked reserved",
+    "found located traced recovered",  # what a search says it found
     "delivered arrived received signed dropped",
     "wet rain rainy showers drizzle raining pouring drizzling",
     "sunny sun clear dry",
@@ -348,8 +354,9 @@ _SPELT = re.compile(r"[a-z](?:-[a-z])+")  # letters spelt out: "D-M-V"
 _RESULT_NEGATIONS = ("not", "never", "no", "without", "estimated", "est", "expected", "eta")
 _NEGATING_ALT = "|".join(_RESULT_NEGATIONS)  # as regex alternatives
 _WAITING_ALT = "|".join(sorted(_UNFINISHED))
-_DENIED_OR_WAITING = re.compile(rf"\b(?:{_NEGATING_ALT}|yet|{_WAITING_ALT})\b")
-_WAITING = re.compile(rf"\b(?:{_WAITING_ALT})\b")
+# bounded by letters, not \b: a result's field "pending_authorisation" says pending (_ is a word character)
+_DENIED_OR_WAITING = re.compile(rf"(?<![a-z])(?:{_NEGATING_ALT}|yet|{_WAITING_ALT})(?![a-z])")
+_WAITING = re.compile(rf"(?<![a-z])(?:{_WAITING_ALT})(?![a-z])")
 # substring scans first: most results have none
 _DENIED_OR_WAITING_MARKS = (*_RESULT_NEGATIONS, "yet", *_UNFINISHED)
 # a negation and the rest of its part; the word after "yet"; a word before one that says it waits
@@ -554,11 +561,14 @@ def _affirmed_of(counts: Iterable[tuple[Counter[str], Counter[str]]]) -> frozens
 def _waits(result: str) -> bool:
     # "request received; subject to depot confirmation": asked for, not done
     # (not "booked; cancellation subject to 24h notice": a term, the act is done)
+    # and "requires approval in app", "needs authorisation": asked for, someone else still to say yes
     return (any(mark in result for mark in _UNFINISHED) and _WAITING.search(result) is not None) or (
-        "subject to" in result and _SUBJECT_TO_CHECK.search(result) is not None)
+        any(mark in result for mark in ("subject to", "require", "need")) and
+        _SUBJECT_TO_CHECK.search(result) is not None)
 
 
-_SUBJECT_TO_CHECK = re.compile(r"\bsubject to (?:[a-z'-]+ ){0,2}(?:confirmation|approval|review|verification|sign-off)")
+_SUBJECT_TO_CHECK = re.compile(r"\b(?:subject to|requires|required|needs) (?:[a-z'-]+ ){0,2}"
+                               r"(?:confirmation|approval|authori[sz]ation|review|verification|sign-off)")
 _NOT_DONE_YET = "ran but its result says it is not done yet"
 # a reply that says the thing is asked for, not done ("I've put the cancellation request in",
 # "it's not guaranteed just yet", "the clinic still has to confirm it"): what a waiting result says
@@ -790,8 +800,10 @@ def _ordinals(words: list[str]) -> list[str]:
             said_decimals.add(out[-1])
             continue
         value = _ORDINAL_WORDS.get(word)
-        if value is not None and out and out[-1] in ("20", "30") and 1 <= value <= 9:
-            out[-1] = f"{int(out[-1]) + value}th"
+        # "twenty-first": the tens stay a word when said alone ("twenty"), a digit after a merge
+        tens = {"20": 20, "30": 30, "twenty": 20, "thirty": 30}.get(out[-1]) if out else None
+        if value is not None and tens is not None and 1 <= value <= 9 and tens + value <= 31:
+            out[-1] = f"{tens + value}th"
         elif value is not None and value >= 3 and out and out[-1] == "the":
             out.append(f"{value}th")
         else:
@@ -1029,6 +1041,8 @@ def _forms(words: list[str], i: int) -> set[str]:
             return {number, f"day:{int(number)}"}  # "27 December", "Dec 27", "day 14": a day, as "the 27th" says it
         if word.startswith("0") and word.isdigit() and len(word) >= 3:
             return {number, word}  # 0048812, as a code's digits are written
+        if prev in _NUMBERED_PLACES and number.isdigit():  # "Terminal 5", as a result writes it: T5
+            return {number, f"{prev[0].upper()}{number}"}
         return {number}
     if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
         code = re.sub(r"[^0-9a-z]", "", word).upper()
@@ -1299,11 +1313,32 @@ def _subject(words: list[str], i: int) -> str:
     return "be" if seen_be else ("start" if j < 0 else "other")
 
 
+_HEDGES = frozenset("should will must would 'd".split())
+# what may stand between the hedge and the state: "it'll have been paid", "they should be back",
+# "it must have all gone through"
+_HEDGED_VERB = frozenset("have be been all already gone come got".split())
+
+
 def _hedged_now(words: list[str], i: int) -> bool:
-    """"You should be all set now", "it should be sorted now": a completion claimed with a
-    hedge, not a forecast ("it should be done by Friday")."""
-    return words[max(0, i - 2): i] == ["should", "be"] and "now" in words[i + 1: i + RELATION_REACH] and \
-        not _blocked(words, i - 2)
+    """"You should be all set now", "it should be sorted now", "they should be back by now",
+    "it'll have been paid back by now", "it must have gone through by now": a completion or a
+    state claimed with a hedge, said of now, not a forecast ("it should be done by Friday", "it
+    will be paid once you sign")."""
+    k = i - 1
+    while k >= 0 and i - k <= LOOK_BACK and words[k] in _HEDGED_VERB:
+        k -= 1
+    if k < 0 or k == i - 1 or words[k] not in _HEDGES:
+        return False
+    after = words[i + 1: i + RELATION_REACH]
+    by_now = any(w == "by" and after[n + 1: n + 2] == ["now"] for n, w in enumerate(after))
+    said_now = words[k: i] == ["should", "be"] and "now" in after
+    return (by_now or said_now) and not _blocked(words, k)
+
+
+def _held_back(words: list[str], i: int) -> bool:
+    """A negation, modal, condition or habit before ``i`` that makes it no claim (``_blocked``),
+    but not a hedge said of now ("they should be back by now")."""
+    return _blocked(words, i) and not _hedged_now(words, i)
 
 
 def _first_be(words: list[str], i: int) -> bool:
@@ -1406,7 +1441,9 @@ class _Reader:
             words = re.split(r"[^a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", tool).lower())
             known = next((t for t in self.turn.tools if t.name == tool), None)
             first = re.split(r"[^a-z]+", known.description.lower().strip()) if known is not None else [""]
-            self._lookup[tool] = words[0] in _LOOKUP_TOOL_VERBS or not _LOOKUP_TOOL_NOUNS.isdisjoint(words) or \
+            # a noun of what it reports, past the name's first word (its verb): schedule_redelivery acts
+            nouns = words[1:] if len(words) > 1 else words
+            self._lookup[tool] = words[0] in _LOOKUP_TOOL_VERBS or not _LOOKUP_TOOL_NOUNS.isdisjoint(nouns) or \
                 first[0] in _LOOKUP_TOOL_VERBS
         return self._lookup[tool]
 
@@ -1678,7 +1715,8 @@ class _Reader:
         if word == "get" and i >= 2 and words[i - 1] == "to" and words[i - 2] in ("able", "managed") and \
                 _subject(words, i) == "first" and not _blocked(words, i):
             return "action", self.action_backed(None, word, "first")  # "we've been able to get you a refund"
-        if word in _FIRST_PERSON_ACTS and _subject(words, i) == "first" and not _blocked(words, i):
+        if word in _FIRST_PERSON_ACTS and _subject(words, i) == "first" and not _blocked(words, i) and not (
+                word == "set" and "up" in words[i + 1: i + 4]):
             after = words[i + 1] if i + 1 < len(words) else ""
             wanted = _FIRST_PERSON_ACTS[word]
             # "I've got an engineer heading to you": someone sent on their way (not "I've got your details here")
@@ -1784,7 +1822,7 @@ class _Reader:
             if i and (words[i - 1], word) in _STATUS:
                 return None  # "fully booked": the status phrase, read at its first word
             form = _subject(words, i)
-            if form == "you" or _blocked(words, i):
+            if form == "you" or _held_back(words, i):
                 return None
             if form == "start" and self.told(words, i):
                 return None  # "..., paid up front": a term of the instructions said after a price, no act
@@ -1796,8 +1834,9 @@ class _Reader:
             if word in _LOOKUP and groups is None:
                 if form == "first":
                     return "lookup_fact", self.lookup_backed("")
-                if form == "be":  # "it's been confirmed": a state someone made so
-                    return "state", self.action_backed(None, word, form)
+                if form == "be":  # "it's been confirmed": a state someone made so, or a result says so
+                    # ("your bag's been found" ~ "located at DUB")
+                    return "state", None if self.states(word) else self.action_backed(None, word, form)
                 if _third_party(words, i):  # "our engineer reviewed your logs": a fact of a lookup
                     return "lookup_fact", self.lookup_backed(word, words, i)
                 return None
@@ -1826,14 +1865,15 @@ class _Reader:
         phrase = _phrase_at(words, i, _COMPLETION_AT)
         if phrase is not None:
             form = _subject(words, i)
-            if phrase == ("done",) or phrase == ("sorted",):  # "that's done", "I've sorted it"; not "well done"
+            if phrase in (("done",), ("sorted",), ("in", "hand"), ("all", "in", "hand"), ("all", "good", "for")):
+                # "that's done", "I've sorted it", "it's in hand"; not "well done", "cash in hand"
                 if not (i == 0 or words[i - 1] in _BE or words[i - 1] in ("all", "that", "it") or form == "first"):
                     return None
             if phrase[0] in ("went", "gone", "come", "came") and form == "you":
                 return None
             if phrase[1:] == ("through",) and form == "first":  # I went / I've gone through the calendar
                 return (None if _blocked(words, i) else ("lookup_fact", self.lookup_backed("")))
-            if _blocked(words, i) and not _hedged_now(words, i):
+            if _held_back(words, i):
                 return None
             if phrase[-1] == "back":  # "the results came back clear", "we've heard back from the insurer"
                 if self.ran_about(words[max(0, i - SUBJECT_REACH - 1): i]):
@@ -1853,7 +1893,7 @@ class _Reader:
             if _subject(words, i) != "be" and words[i] not in ("now",) and phrase[-1] not in ("now",) and \
                     not _you_have_got(words, i):
                 return None
-            if _blocked(words, i) or self._general(words, i):
+            if _held_back(words, i) or self._general(words, i):
                 return None
             return "lookup_fact", (None if self.told(words, i) else self.lookup_backed(phrase[-1], words, i))
         return None
@@ -1922,7 +1962,7 @@ class _Reader:
         if infinitive or (word in _STATE_PARTICIPLES and word != "put" and after not in ("up", "in", "on", "off")):
             return None  # "you're required to bring", "it's set for Friday" (a schedule); not "passed to the team"
         form = _subject(words, i)
-        if form not in ("first", "be") or _blocked(words, i) or _habitual_after(words, i) or (
+        if form not in ("first", "be") or _held_back(words, i) or _habitual_after(words, i) or (
                 word in _FIRST_ACTS and form != "first"):
             return None
         if form == "first" and not _first_be(words, i):  # a lookup said so is in _LOOKUP
