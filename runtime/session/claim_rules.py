@@ -178,6 +178,8 @@ _OPPOSITES = (
     ("approved accepted passed", "pending declined rejected review failed refused progress"),
     ("confirmed", "pending unconfirmed awaiting provisional requested"),
     ("time", "delayed cancelled diverted"),
+    # a repair done, against one still under way ("restoration status: in progress")
+    ("restored fixed repaired reconnected resolved", "progress ongoing investigating underway"),
 )
 _FINISHED = frozenset("completed complete done finished".split())
 _ARRIVED = ("arrived", "received", "ready", "delivered", "stock")  # what "they're in" says a result said
@@ -277,7 +279,9 @@ _UNASSERTED = frozenset("check checking ask asking ensure ensuring hope hoping v
 _FORECAST = frozenset("will should going to be due expected".split())
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _WEEKDAY_OF = {**{d: d for d in _WEEKDAYS}, **{d[:3]: d for d in _WEEKDAYS}}
-_NUMBERED_PLACES = frozenset("platform gate terminal stand berth bay pitch ward".split())
+# where, by number, as a lookup says it: "platform six", "gate 4", "lane 14 for check-in", "desk 3", "screen 2"
+_NUMBERED_PLACES = frozenset("platform gate terminal stand berth bay pitch ward lane desk counter carousel dock "
+                             "screen door".split())
 # what follows an hour said as a bare number ("at 4 on Tuesday", "at 9 tomorrow"; not "at 4 levels")
 _AFTER_HOUR = frozenset("on in tomorrow today tonight this next o'clock oclock sharp with and then for".split())
 # words that cannot be the noun a participle qualifies ("reserved items are ..."; not "sent to you is")
@@ -1087,7 +1091,7 @@ def _specific(words: list[str], i: int) -> bool:
     if number is None:
         return ":" in word and word[0].isdigit()
     digits = word[0].isdigit()
-    if prev in _CURRENCY_SIGNS or nxt in _CURRENCY_WORDS or nxt in ("%", "percent"):
+    if prev in _CURRENCY_SIGNS or nxt in _CURRENCY_WORDS or nxt in ("%", "percent") or _rate(words, i):
         return True
     if digits and (nxt in ("am", "pm") or prev == "#" or prev in _REFERENCE_NOUNS):
         return True
@@ -1100,6 +1104,8 @@ def _specific(words: list[str], i: int) -> bool:
     # the time of an event: "your appointment is at 3", "it lands at nine tomorrow"
     if _event_time(words, i, number) or (nxt in ("o'clock", "oclock") and number.isdigit() and len(number) <= 2):
         return True  # "at 3", "your eleven o'clock"
+    if _arrival_in(words, i):  # "he'll be with you in ten minutes": an ETA, as tracking gives it
+        return True
     # a count: "two rooms left", "3 results", "5 points"
     if number in ("0", "1") or (not digits and word in ("hundred", "thousand", "dozen", "couple")):
         return False
@@ -1108,6 +1114,26 @@ def _specific(words: list[str], i: int) -> bool:
         return True
     return (bool(nxt) and nxt.isalpha() and not any(w in _COUNT_GENERAL for w in following)
             and any(w.isalpha() and w.endswith("s") and w not in _NOT_PLURALS for w in following))
+
+
+_ETA_WHEN = frozenset("in within by before between around about this today tomorrow tonight shortly soon "
+                      "on at".split())
+_ETA_UNITS = frozenset("minutes minute mins min hours hour".split())
+_ARRIVING = frozenset("arrive arrives arriving arrival here there".split())
+
+
+def _arrival_in(words: list[str], i: int) -> bool:
+    """The minutes or hours until someone or something arrives: "he'll be with you in ten minutes",
+    "it's arriving in about 20 minutes" (not "it takes ten minutes", "open in two hours")."""
+    if i + 1 >= len(words) or words[i + 1] not in _ETA_UNITS:
+        return False
+    k = i - 1
+    while k >= 0 and words[k] in _APPROX:
+        k -= 1
+    if k < 0 or words[k] not in ("in", "within"):
+        return False
+    before = words[max(0, k - 4): k]
+    return not _ARRIVING.isdisjoint(before) or before[-2:] == ["with", "you"]
 
 
 def _asks_about(words: list[str], at: int) -> bool:
@@ -1159,7 +1185,12 @@ def _forecast_day(words: list[str], i: int) -> bool:
     """A weekday in a clause that says what will happen ("they'll be round this Thursday"; not
     "Tuesday the eighth": the date says which day, and a result may write it without its year)."""
     dated = i + 2 < len(words) and words[i + 1] == "the" and _ORDINAL.fullmatch(words[i + 2]) is not None
-    return words[i] in _WEEKDAYS and not dated and not {"will", "should"}.isdisjoint(words[max(0, i - LOOK_BACK): i])
+    if words[i] not in _WEEKDAYS or dated:
+        return False
+    start = max(0, i - LOOK_BACK)
+    # or a visit said in the present: "he's coming out to you Tuesday morning"
+    return not {"will", "should"}.isdisjoint(words[start: i]) or any(
+        words[n] in _VISITS and words[n - 1] in ("is", "are") for n in range(max(1, start), i))
 
 
 def _event_time(words: list[str], i: int, number: str) -> bool:
@@ -1180,9 +1211,22 @@ def _event_time(words: list[str], i: int, number: str) -> bool:
 
 
 def _amount(words: list[str], i: int) -> bool:
-    """A price, a percentage or a measure: "£40", "40 pounds", "5%", "12 degrees"."""
+    """A price, a percentage or a measure: "£40", "40 pounds", "5%", "12 degrees", "another 12 a day"."""
     nxt = words[i + 1] if i + 1 < len(words) else ""
-    return (i > 0 and words[i - 1] in _CURRENCY_SIGNS) or nxt in _CURRENCY_WORDS or nxt in _MEASURE_WORDS
+    return (i > 0 and words[i - 1] in _CURRENCY_SIGNS) or nxt in _CURRENCY_WORDS or nxt in _MEASURE_WORDS or \
+        _rate(words, i)
+
+
+_PERIODS = frozenset("day night week month year hour person head adult child room".split())
+# what a price said with no currency follows: "it's 12 a night", "another 12 a day", "costs 30 per month"
+_PRICED = frozenset("another extra additional plus only just is are be was costs cost costing charge for".split())
+
+
+def _rate(words: list[str], i: int) -> bool:
+    """A price by the day, night or head said with no currency: "full cover would be another 12 a
+    day" (not "take two a day", "open 24 hours a day")."""
+    return i + 2 < len(words) and i > 0 and words[i + 1] in ("a", "an", "per") and words[i + 2] in _PERIODS and \
+        words[i - 1] in _PRICED and _number(words[i]) is not None
 
 
 def _clauses(words: list[str]) -> list[list[str]]:
@@ -1751,6 +1795,11 @@ class _Reader:
         if word in _VISITS and i and words[i - 1] in ("is", "are") and not _STAFF.isdisjoint(words[max(0, i - 6): i]) \
                 and not _blocked(words, i) and not _habitual_after(words, i):
             return "state", self.state_backed(words, i)  # "someone from the team is calling you back"
+        if word == "with" and self._coming_to_you(words, i):
+            # "he should be with you within the hour": when someone gets to the caller, which a
+            # lookup of this turn (a tracking, a job) or an act that booked them gives; nothing did
+            return "lookup_fact", (None if self.finished or self.turn.earlier_results or self.told(words, i + 2)
+                                   else self.no_result())
         if word in _WEATHER and i >= 2 and (words[i - 1] in ("looks", "look", "looking") or (
                 words[i - 1] in ("is", "was") and words[i - 2] in _WHEN)) and not _blocked(words, i):
             return ("lookup_fact", None if self.relates(words, i) or self.told(words, i) else self.no_result())
@@ -1897,6 +1946,18 @@ class _Reader:
                 return None
             return "lookup_fact", (None if self.told(words, i) else self.lookup_backed(phrase[-1], words, i))
         return None
+
+    @staticmethod
+    def _coming_to_you(words: list[str], i: int) -> bool:
+        """"(he) should be with you within the hour", "they'll be with you by three": someone else's
+        arrival, said with when (not "I'll be with you in a moment": the agent's own)."""
+        if not (2 <= i and i + 2 < len(words) and words[i - 1] == "be" and words[i - 2] in ("will", "should") and
+                words[i + 1] == "you"):
+            return False
+        # a when with a number or a day in it ("by three", "Thursday") is an ungrounded specific already
+        when = words[i + 2: i + 2 + SUBJECT_REACH]
+        return when[0] in _ETA_WHEN and words[i - 3: i - 2] not in (["i"], ["we"], ["you"]) and not any(
+            w in _WEEKDAYS or _forms(when, n) for n, w in enumerate(when)) and not _blocked(words, i - 2)
 
     def relays_switch(self, words: list[str], i: int) -> bool:
         """"auto-renew's switched off", "paperless billing is turned on", "roaming is disabled":
