@@ -253,7 +253,7 @@ _AVAILABILITY = frozenset("free available spare left open remaining stock".split
 _RULES = frozenset("policy guarantee warranty law terms gdpr regulations rules cover scheme".split())
 # a result that says the act is not finished ("seat change requested; awaiting confirmation",
 # "draft saved; not sent"): the call ran, but backs no "all done" nor the state it would make
-_UNFINISHED = frozenset("pending awaiting draft unconfirmed queued".split())
+_UNFINISHED = frozenset("pending awaiting draft unconfirmed queued ongoing".split())
 # a number said roughly ("about twelve gigs", "just over 12"): a result's 12.4 grounds it
 _APPROX = frozenset("about around roughly approximately nearly almost over under just some".split())
 # an ordinal day ("until the nineteenth"): a result's date 2026-12-19 grounds it
@@ -1116,6 +1116,25 @@ def _specific(words: list[str], i: int) -> bool:
             and any(w.isalpha() and w.endswith("s") and w not in _NOT_PLURALS for w in following))
 
 
+_DUE_WHEN = frozenset("next on in by back this tomorrow today tonight at before".split())
+# room said as a quantity ("plenty of seats", "a few tables", "loads of space") and what may be booked
+_PLENTY = frozenset("plenty lots loads few several couple handful".split())
+_BOOKABLE = frozenset("seat seats table tables slot slots spot spots room rooms place places space spaces ticket "
+                      "tickets appointment appointments unit units pitch pitches cabin cabins berth berths".split())
+
+
+def _room_said(words: list[str], k: int) -> int | None:
+    """Where the thing is in "(still) plenty of seats", "a few tables free" from ``k`` on, or None."""
+    while k < len(words) and words[k] in ("still", "now", "only", "just", "a", "quite"):
+        k += 1
+    if k >= len(words) or words[k] not in _PLENTY:
+        return None
+    for n in range(k + 1, min(len(words), k + 5)):
+        if words[n] in _BOOKABLE:
+            return n
+    return None
+
+
 _ETA_WHEN = frozenset("in within by before between around about this today tomorrow tonight shortly soon "
                       "on at".split())
 _ETA_UNITS = frozenset("minutes minute mins min hours hour".split())
@@ -1128,12 +1147,21 @@ def _arrival_in(words: list[str], i: int) -> bool:
     if i + 1 >= len(words) or words[i + 1] not in _ETA_UNITS:
         return False
     k = i - 1
-    while k >= 0 and words[k] in _APPROX:
+    while k >= 0 and i - k <= 2 and words[k] in _APPROX:  # "in just about ten": a bounded look-back
         k -= 1
     if k < 0 or words[k] not in ("in", "within"):
         return False
     before = words[max(0, k - 4): k]
     return not _ARRIVING.isdisjoint(before) or before[-2:] == ["with", "you"]
+
+
+_STREETS = frozenset("road rd street st lane avenue ave drive close crescent terrace square row gardens grove "
+                     "parade hill".split())
+
+
+def _address_at(words: list[str], k: int) -> bool:
+    """A street address starts at ``k``: a house number, then a street ("14 Harbour Road")."""
+    return k < len(words) and _whole(words[k]) is not None and not _STREETS.isdisjoint(words[k + 1: k + 4])
 
 
 def _asks_about(words: list[str], at: int) -> bool:
@@ -1655,6 +1683,8 @@ class _Reader:
             word = words[k]
             if word == "and" and k > at:
                 break  # "your card is blocked and a replacement is on its way": two facts
+            if k > at and word in ("to", "at", "from") and _address_at(words, k + 1):
+                break  # "on its way to 14 Harbour Road": where to, which says nothing of the state
             if word.isalpha() and word not in _NUMBER_WORDS:  # "two seats left" relates as "2 seats left" does
                 # the words before the verb say what the fact is about ("the refund has been
                 # processed"): a result naming the refund as pending backs none of it; only
@@ -1795,6 +1825,21 @@ class _Reader:
         if word in _VISITS and i and words[i - 1] in ("is", "are") and not _STAFF.isdisjoint(words[max(0, i - 6): i]) \
                 and not _blocked(words, i) and not _habitual_after(words, i):
             return "state", self.state_backed(words, i)  # "someone from the team is calling you back"
+        if word == "due" and self._due_when(words, i):
+            # "his kennel cough vaccine is due next month", "your car's due back at noon": a date on a
+            # record, which a result of the call or the instructions give
+            return "lookup_fact", (None if self.relates(words, i, SUBJECT_REACH) or self.told(words, i) or
+                                   self.acted_ok() else self.no_result())
+        if word == "there" and i + 1 < len(words) and words[i + 1] in ("is", "are") and not _blocked(words, i):
+            room = _room_said(words, i + 2)
+            if room is not None:
+                # "there are still plenty of seats at the 5:45": availability a lookup of it gives, not a
+                # lookup of the times; a result that says there is none says otherwise
+                if self.none_free():
+                    return "lookup_fact", "a tool result of this turn says there is none"
+                backed = not _FREE_WORDS.isdisjoint(self.results) or self.states(words[room]) or \
+                    self.told(words, room)
+                return "lookup_fact", None if backed else self.no_result()
         if word == "with" and self._coming_to_you(words, i):
             # "he should be with you within the hour": when someone gets to the caller, which a
             # lookup of this turn (a tracking, a job) or an act that booked them gives; nothing did
@@ -1946,6 +1991,14 @@ class _Reader:
                 return None
             return "lookup_fact", (None if self.told(words, i) else self.lookup_backed(phrase[-1], words, i))
         return None
+
+    def _due_when(self, words: list[str], i: int) -> bool:
+        """"(your|his) X is due next month / on the 4th / back at noon": when a thing of the caller's
+        falls due (not "due to", a cause or a forecast; not "payments are due within 30 days", a rule)."""
+        if not (2 <= i and i + 1 < len(words) and words[i - 1] in ("is", "are") and words[i + 1] in _DUE_WHEN):
+            return False
+        return not _POSSESSIVES.isdisjoint(words[max(0, i - 5): i - 1]) and not _blocked(words, i) and \
+            not _habitual_after(words, i) and not self._general(words, i)
 
     @staticmethod
     def _coming_to_you(words: list[str], i: int) -> bool:

@@ -368,3 +368,46 @@ def test_phrasal_acts_the_caller_as_object_and_what_staff_have_seen_are_claims()
     for said in ("When it's done, I'll email you.", "Once that's taken, you're all set.",
                  "It should arrive before the weekend if you order today.", "Your bank will be able to tell you."):
         assert read(said, Turn(tools=ORDERS)) == [], said
+
+
+def test_a_state_hedged_about_now_is_a_claim_and_a_hedge_about_later_is_not() -> None:
+    for said in ("They should be back by now, I'd say.", "It'll have been paid back to you by now.",
+                 "It must have gone through by now."):
+        assert [f.rule for f in read(said, Turn(tools=ORDERS))] == ["tool_aware"], said
+    for said in ("If it's not back by now, give us a ring.", "It won't have been paid by now.",
+                 "It should clear once you've signed."):
+        assert read(said, Turn(tools=ORDERS)) == [], said
+
+
+def test_a_result_that_waits_in_a_field_name_or_on_an_approval_backs_no_done() -> None:
+    pay = [Tool("make_transfer", "Make a transfer")]
+    for result in ("status: pending_authorisation", "transfer created; requires approval in app"):
+        waits = Turn(tools=pay, calls=[ToolRun("make_transfer", {}, result)])
+        assert [f.why for f in read("That's gone through, all done.", waits)] == [
+            "make_transfer ran but its result says it is not done yet"], result
+    done = Turn(tools=pay, calls=[ToolRun("make_transfer", {}, "status: transfer_completed")])
+    assert read("That's gone through, all done.", done) == []
+
+
+def test_when_someone_gets_to_the_caller_comes_from_a_lookup_and_its_minutes_from_its_result() -> None:
+    assert [f.rule for f in read("She should be with you within the hour.", Turn())] == ["tool_aware"]
+    assert read("I'll be with you in a moment.", Turn()) == []
+    tracked = Turn(calls=[ToolRun("track_engineer", {}, "engineer on previous job, ETA 40 min")])
+    assert read("He'll be with you in about forty minutes.", tracked) == []
+    assert [f.token for f in read("He'll be with you in ten minutes.", tracked)] == ["ten"]
+
+
+def test_where_a_thing_is_sent_to_says_nothing_of_whether_it_was_sent() -> None:
+    sim = [Tool("check_account", "Look up the account"), Tool("order_sim", "Order a replacement SIM")]
+    looked_up = Turn(tools=sim, calls=[ToolRun("check_account", {}, "address on file 14 Harbour Rd, Howth")])
+    assert [f.rule for f in read("Your new SIM's on its way to 14 Harbour Road.", looked_up)] == ["tool_aware"]
+    ordered = Turn(tools=sim, calls=[ToolRun("order_sim", {}, "SIM dispatched to 14 Harbour Rd")])
+    assert read("Your new SIM's on its way to 14 Harbour Road.", ordered) == []
+
+
+def test_room_said_as_a_quantity_needs_a_result_about_room_not_one_about_times() -> None:
+    times = Turn(calls=[ToolRun("list_showtimes", {}, "Sat: 14:10, 17:45, 21:00")])
+    assert [f.rule for f in read("There are still plenty of seats at the 17:45.", times)] == ["tool_aware"]
+    seats = Turn(calls=[ToolRun("check_seats", {}, "17:45: 96 seats available")])
+    assert read("There are still plenty of seats at the 17:45.", seats) == []
+    assert read("There are plenty of ways to pay.", Turn()) == []
