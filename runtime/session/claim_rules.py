@@ -61,6 +61,12 @@ not run ("I've got you a cart" when book_cart did not run) is not backed by anot
 The time and day of what others will do are specifics ("they'll be with you Thursday
 between eight and one": a result's 2027-03-11 grounds Thursday); codes said digit by digit
 or with spelt letters are one token ("D-M-V four four eight two" = DMV4482).
+A hedge said of now is a claim ("they should be back by now", "it'll have been paid by now"); a
+result waits in a field name ("pending_authorisation"), on "requires approval" and "ongoing"; when
+someone gets to the caller ("with you within the hour", "in ten minutes") and when a thing falls
+due ("his booster is due next month") come from a lookup; so does room said as a quantity ("plenty
+of seats"), from a result about room; a destination address ("on its way to 14 Harbour Road") is
+where, not what state; "Terminal 5" is grounded by a result's T5.
 
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
 check"), conditions ("once you confirm, ...", the clause after a leading "if ...,", and "if a
