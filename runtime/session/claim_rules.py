@@ -436,6 +436,7 @@ class Turn:
     _sources: frozenset[str] | None = field(default=None, repr=False)
     _result_forms: frozenset[str] | None = field(default=None, repr=False)
     _rough: dict[bool, _Rounded] | None = field(default=None, repr=False)
+    _hours: dict[bool, frozenset[int]] = field(default_factory=dict, repr=False)
 
     def sources(self) -> frozenset[str]:
         """Every normalised number, time and code the reply may take its specifics from."""
@@ -460,6 +461,11 @@ class Turn:
         own = _forms(words, i)
         if not own.isdisjoint(forms):
             return True
+        hours = _rough_hours(words, i)
+        if hours:  # "just after one" ~ a result's 13:05, "just before four" ~ 15:50
+            if results_only not in self._hours:  # once per turn: the hours of the clock times
+                self._hours[results_only] = frozenset(int(f.partition(":")[0]) for f in forms if _HH_MM.fullmatch(f))
+            return not hours.isdisjoint(self._hours[results_only])
         # said roughly, or an amount said whole: "two thousand one hundred seventy rupees" for a
         # result's 2,170.02 (a reply says a bill's pounds or rupees and drops the pence or paise)
         spoken_whole = i + 1 < len(words) and words[i + 1] in _MAJOR_UNITS and words[i].isdigit()
@@ -489,6 +495,20 @@ def _arguments_text(arguments: Any) -> str:
         return json.dumps(arguments, default=str)
     except (TypeError, ValueError):  # a circular or odd value: its repr still holds the numbers
         return str(arguments)
+
+
+_HH_MM = re.compile(r"\d{1,2}:\d\d")
+
+
+def _rough_hours(words: list[str], i: int) -> set[int]:
+    """The hours a clock time said roughly may be in: "(just) after one" -> 1 or 13, "(just)
+    before four" -> 3 or 15 (a bare hour 1-12 after after, gone, past or before); else none."""
+    hour = _whole(words[i]) if i else None
+    if hour is None or not 1 <= hour <= 12 or words[i - 1] not in ("after", "gone", "past", "before"):
+        return set()
+    if words[i - 1] == "before":
+        hour = hour - 1 or 12
+    return {hour % 12, hour % 12 + 12}
 
 
 class _Rounded:
@@ -695,9 +715,11 @@ def _stem(word: str) -> str:
 
 
 _OPPOSED: dict[str, frozenset[str]] = {}
+_SAME_STATE: dict[str, frozenset[str]] = {}  # a state and the others of its row ("fixed" ~ "resolved")
 for _states, _against in _OPPOSITES:
     for _state in _states.split():
         _OPPOSED[_stem(_state)] = frozenset(_stem(w) for w in _against.split())
+        _SAME_STATE[_stem(_state)] = frozenset(_stem(w) for w in _states.split())
 for _kin in _KIN_GROUPS:
     _stems = frozenset(_stem(w) for w in _kin.split())
     for _one in _stems:
@@ -1638,10 +1660,12 @@ class _Reader:
             if self._now_stems is None:
                 self._now_stems = {_stem(w): w for w in self.now_said}
             said = self._now_stems
-            # the result says that state too ("available: 2; reserved: 1"; not a noun of it, "delivery")
-            same = said.get(_stem(word))
-            if same is not None and (not same.endswith(_NOMINAL) or same == "ready"):
-                return None
+            # the result says that state too, or one of its row ("available: 2; reserved: 1", "outage
+            # resolved; investigation ongoing" for "fixed"; not a noun of it, "delivery")
+            for stem in _SAME_STATE[_stem(word)]:
+                same = said.get(stem)
+                if same is not None and (not same.endswith(_NOMINAL) or same == "ready"):
+                    return None
             return next((said[o] for o in sorted(opposed) if o in said), None)
         return None
 
@@ -1834,8 +1858,9 @@ class _Reader:
         if word == "due" and self._due_when(words, i):
             # "his kennel cough vaccine is due next month", "your car's due back at noon": a date on a
             # record, which a result of the call or the instructions give
-            return "lookup_fact", (None if self.relates(words, i, SUBJECT_REACH) or self.told(words, i) or
-                                   self.acted_ok() else self.no_result())
+            # (from the word after "due": a result's "service due ..." says nothing of the tax)
+            return "lookup_fact", (None if self.relates(words, i + 1, SUBJECT_REACH + 1) or self.told(words, i)
+                                   or self.acted_ok() or self.dated(words, i - 1) else self.no_result())
         if word == "there" and i + 1 < len(words) and words[i + 1] in ("is", "are") and not _blocked(words, i):
             room = _room_said(words, i + 2)
             if room is not None:
@@ -2005,6 +2030,17 @@ class _Reader:
             return False
         return not _POSSESSIVES.isdisjoint(words[max(0, i - 5): i - 1]) and not _blocked(words, i) and \
             not _habitual_after(words, i) and not self._general(words, i)
+
+    def dated(self, words: list[str], be: int) -> bool:
+        """Whether a result names every word of the thing before ``be`` and gives a date: "your
+        renewal is due next month" ~ "renewal date 2027-01-14" (not "his kennel cough vaccine"
+        against "vaccinations: rabies 2026-04-11": no kennel cough in it)."""
+        k = be - 1
+        while k >= 0 and be - k <= 4 and words[k] not in _POSSESSIVES:
+            k -= 1
+        thing = [w for w in words[k + 1: be] if w.isalpha() and len(w) >= 3 and w not in _RELATION_STOP]
+        return bool(thing) and all(_stem(w) in self.result_stems for w in thing) and any(
+            f.startswith("day:") for f in self.result_forms())
 
     @staticmethod
     def _coming_to_you(words: list[str], i: int) -> bool:

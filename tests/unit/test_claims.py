@@ -411,3 +411,11 @@ def test_room_said_as_a_quantity_needs_a_result_about_room_not_one_about_times()
     seats = Turn(calls=[ToolRun("check_seats", {}, "17:45: 96 seats available")])
     assert read("There are still plenty of seats at the 17:45.", seats) == []
     assert read("There are plenty of ways to pay.", Turn()) == []
+
+
+def test_an_hour_said_roughly_is_grounded_by_a_result_time_in_that_hour() -> None:
+    back = Turn(calls=[ToolRun("get_outage", {}, "supply restored 13:05; engineer left 15:50")])
+    for said in ("The power came back just after one.", "The engineer left just before four."):
+        assert read(said, back) == [], said
+    assert [f.token for f in read("The power came back at about three.", back) if f.rule == "ungrounded_specific"] == [
+        "three"]
