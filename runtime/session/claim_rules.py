@@ -66,7 +66,8 @@ result waits in a field name ("pending_authorisation"), on "requires approval" a
 someone gets to the caller ("with you within the hour", "in ten minutes") and when a thing falls
 due ("his booster is due next month") come from a lookup; so does room said as a quantity ("plenty
 of seats"), from a result about room; a destination address ("on its way to 14 Harbour Road") is
-where, not what state; "Terminal 5" is grounded by a result's T5.
+where, not what state; "Terminal 5" is grounded by a result's T5; where a charge came from ("the
+hundred on hold is a pre-authorisation from the hotel") needs a result naming that counterparty.
 
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
 check"), conditions ("once you confirm, ...", the clause after a leading "if ...,", and "if a
@@ -1163,6 +1164,21 @@ def _room_said(words: list[str], k: int) -> int | None:
     return None
 
 
+# what a charge or a credit on the caller's account is, when a reply names who it is from or to
+_MONEY_MOVES = frozenset("payment payments charge charges refund refunds deposit deposits pre-authorisation "
+                         "pre-authorization preauthorisation authorisation authorization hold debit debits transfer "
+                         "transfers credit credits fee fees subscription".split())
+
+
+def _said_to_be(words: list[str], i: int) -> bool:
+    """"(that|it|the 40) is a (monthly) payment ...": the thing said to be a charge of someone's, a
+    determiner and at most one word before it (not "you can make a payment to ...")."""
+    k = i - 1
+    if k >= 0 and words[k] not in ("a", "an", "the", "your"):
+        k -= 1  # one word between: "a monthly payment", "an annual fee"
+    return k >= 1 and words[k] in ("a", "an", "the", "your") and words[k - 1] in ("is", "are", "was", "were")
+
+
 _ETA_WHEN = frozenset("in within by before between around about this today tomorrow tonight shortly soon "
                       "on at".split())
 _ETA_UNITS = frozenset("minutes minute mins min hours hour".split())
@@ -1871,6 +1887,12 @@ class _Reader:
                 backed = not _FREE_WORDS.isdisjoint(self.results) or self.states(words[room]) or \
                     self.told(words, room)
                 return "lookup_fact", None if backed else self.no_result()
+        if word in _MONEY_MOVES and i + 1 < len(words) and words[i + 1] in ("from", "to", "by") and \
+                _said_to_be(words, i) and not _blocked(words, i):
+            # "the hundred on hold is a pre-authorisation from the hotel": where a charge came from, which
+            # a result naming that counterparty (a transactions lookup) gives
+            return "lookup_fact", (None if self.relates(words, i + 2) or self.told(words, i + 2) else
+                                   self.no_result())
         if word == "with" and self._coming_to_you(words, i):
             # "he should be with you within the hour": when someone gets to the caller, which a
             # lookup of this turn (a tracking, a job) or an act that booked them gives; nothing did
