@@ -61,6 +61,13 @@ not run ("I've got you a cart" when book_cart did not run) is not backed by anot
 The time and day of what others will do are specifics ("they'll be with you Thursday
 between eight and one": a result's 2027-03-11 grounds Thursday); codes said digit by digit
 or with spelt letters are one token ("D-M-V four four eight two" = DMV4482).
+A hedge said of now is a claim ("they should be back by now", "it'll have been paid by now"); a
+result waits in a field name ("pending_authorisation"), on "requires approval" and "ongoing"; when
+someone gets to the caller ("with you within the hour", "in ten minutes") and when a thing falls
+due ("his booster is due next month") come from a lookup; so does room said as a quantity ("plenty
+of seats"), from a result about room; a destination address ("on its way to 14 Harbour Road") is
+where, not what state; "Terminal 5" is grounded by a result's T5; where a charge came from ("the
+hundred on hold is a pre-authorisation from the hotel") needs a result naming that counterparty.
 
 Negations ("I haven't cancelled it"), offers and modals ("I can cancel it", "let me
 check"), conditions ("once you confirm, ...", the clause after a leading "if ...,", and "if a
@@ -145,7 +152,10 @@ _COMPLETION = (("all", "set"), ("all", "done"), ("all", "sorted"), ("taken", "ca
                ("went", "through"), ("gone", "through"), ("come", "through"), ("came", "through"), ("sorted",),
                ("done",), ("gone", "out"), ("went", "out"), ("sorted", "out"), ("dealt", "with"),
                ("came", "back"), ("come", "back"), ("heard", "back"),
-               ("gone", "across"), ("went", "across"), ("squared", "away"), ("good", "as", "done"))
+               ("gone", "across"), ("went", "across"), ("squared", "away"), ("good", "as", "done"),
+               # idioms of done said of the thing or the caller: "that's all in hand", "you're all good for
+               # the late check-out" (not "all good?", "it's good for two years": a term)
+               ("all", "in", "hand"), ("in", "hand"), ("all", "good", "for"))
 _ALL_PAST: dict[str, tuple[str, ...]] = {}  # "moved" is a change or a payment
 for _group, (_past, _) in _GROUPS.items():
     for _word in _past.split():
@@ -156,7 +166,9 @@ _FIRST_PERSON_ACTS: dict[str, frozenset[str] | None] = {
     "put": None, "managed": None, "passed": None, "did": frozenset("it that this".split()),
     "got": frozenset("you him her them us".split()), "let": frozenset(),
     "made": frozenset("booking reservation appointment payment transfer change request claim complaint note "
-                      "the a your".split())}
+                      "the a your".split()),
+    # "I've set a reminder", "we've set your PIN" (not "I've set that up": the create below, nor "we're set")
+    "set": frozenset("a an the your his her their".split())}
 # what a reply offers as room ("we've space for him") and what a result says of it
 _ROOM_FOR = frozenset("space room availability capacity places spaces spots vacancies".split())
 _FREE_WORDS = frozenset("availability available space spaces room rooms places spots free vacancies capacity "
@@ -173,6 +185,8 @@ _OPPOSITES = (
     ("approved accepted passed", "pending declined rejected review failed refused progress"),
     ("confirmed", "pending unconfirmed awaiting provisional requested"),
     ("time", "delayed cancelled diverted"),
+    # a repair done, against one still under way ("restoration status: in progress")
+    ("restored fixed repaired reconnected resolved", "progress ongoing investigating underway"),
 )
 _FINISHED = frozenset("completed complete done finished".split())
 _ARRIVED = ("arrived", "received", "ready", "delivered", "stock")  # what "they're in" says a result said
@@ -246,7 +260,7 @@ _AVAILABILITY = frozenset("free available spare left open remaining stock".split
 _RULES = frozenset("policy guarantee warranty law terms gdpr regulations rules cover scheme".split())
 # a result that says the act is not finished ("seat change requested; awaiting confirmation",
 # "draft saved; not sent"): the call ran, but backs no "all done" nor the state it would make
-_UNFINISHED = frozenset("pending awaiting draft unconfirmed queued".split())
+_UNFINISHED = frozenset("pending awaiting draft unconfirmed queued ongoing".split())
 # a number said roughly ("about twelve gigs", "just over 12"): a result's 12.4 grounds it
 _APPROX = frozenset("about around roughly approximately nearly almost over under just some".split())
 # an ordinal day ("until the nineteenth"): a result's date 2026-12-19 grounds it
@@ -272,7 +286,9 @@ _UNASSERTED = frozenset("check checking ask asking ensure ensuring hope hoping v
 _FORECAST = frozenset("will should going to be due expected".split())
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _WEEKDAY_OF = {**{d: d for d in _WEEKDAYS}, **{d[:3]: d for d in _WEEKDAYS}}
-_NUMBERED_PLACES = frozenset("platform gate terminal stand berth bay pitch ward".split())
+# where, by number, as a lookup says it: "platform six", "gate 4", "lane 14 for check-in", "desk 3", "screen 2"
+_NUMBERED_PLACES = frozenset("platform gate terminal stand berth bay pitch ward lane desk counter carousel dock "
+                             "screen door".split())
 # what follows an hour said as a bare number ("at 4 on Tuesday", "at 9 tomorrow"; not "at 4 levels")
 _AFTER_HOUR = frozenset("on in tomorrow today tonight this next o'clock oclock sharp with and then for".split())
 # words that cannot be the noun a participle qualifies ("reserved items are ..."; not "sent to you is")
@@ -322,6 +338,7 @@ _KIN_GROUPS = (
     "closed shut",
     "back ready reported results available",
     "confirmed booked reserved",
+    "found located traced recovered",  # what a search says it found
     "delivered arrived received signed dropped",
     "wet rain rainy showers drizzle raining pouring drizzling",
     "sunny sun clear dry",
@@ -348,8 +365,9 @@ _SPELT = re.compile(r"[a-z](?:-[a-z])+")  # letters spelt out: "D-M-V"
 _RESULT_NEGATIONS = ("not", "never", "no", "without", "estimated", "est", "expected", "eta")
 _NEGATING_ALT = "|".join(_RESULT_NEGATIONS)  # as regex alternatives
 _WAITING_ALT = "|".join(sorted(_UNFINISHED))
-_DENIED_OR_WAITING = re.compile(rf"\b(?:{_NEGATING_ALT}|yet|{_WAITING_ALT})\b")
-_WAITING = re.compile(rf"\b(?:{_WAITING_ALT})\b")
+# bounded by letters, not \b: a result's field "pending_authorisation" says pending (_ is a word character)
+_DENIED_OR_WAITING = re.compile(rf"(?<![a-z])(?:{_NEGATING_ALT}|yet|{_WAITING_ALT})(?![a-z])")
+_WAITING = re.compile(rf"(?<![a-z])(?:{_WAITING_ALT})(?![a-z])")
 # substring scans first: most results have none
 _DENIED_OR_WAITING_MARKS = (*_RESULT_NEGATIONS, "yet", *_UNFINISHED)
 # a negation and the rest of its part; the word after "yet"; a word before one that says it waits
@@ -419,6 +437,7 @@ class Turn:
     _sources: frozenset[str] | None = field(default=None, repr=False)
     _result_forms: frozenset[str] | None = field(default=None, repr=False)
     _rough: dict[bool, _Rounded] | None = field(default=None, repr=False)
+    _hours: dict[bool, frozenset[int]] = field(default_factory=dict, repr=False)
 
     def sources(self) -> frozenset[str]:
         """Every normalised number, time and code the reply may take its specifics from."""
@@ -443,6 +462,11 @@ class Turn:
         own = _forms(words, i)
         if not own.isdisjoint(forms):
             return True
+        hours = _rough_hours(words, i)
+        if hours:  # "just after one" ~ a result's 13:05, "just before four" ~ 15:50
+            if results_only not in self._hours:  # once per turn: the hours of the clock times
+                self._hours[results_only] = frozenset(int(f.partition(":")[0]) for f in forms if _HH_MM.fullmatch(f))
+            return not hours.isdisjoint(self._hours[results_only])
         # said roughly, or an amount said whole: "two thousand one hundred seventy rupees" for a
         # result's 2,170.02 (a reply says a bill's pounds or rupees and drops the pence or paise)
         spoken_whole = i + 1 < len(words) and words[i + 1] in _MAJOR_UNITS and words[i].isdigit()
@@ -472,6 +496,20 @@ def _arguments_text(arguments: Any) -> str:
         return json.dumps(arguments, default=str)
     except (TypeError, ValueError):  # a circular or odd value: its repr still holds the numbers
         return str(arguments)
+
+
+_HH_MM = re.compile(r"\d{1,2}:\d\d")
+
+
+def _rough_hours(words: list[str], i: int) -> set[int]:
+    """The hours a clock time said roughly may be in: "(just) after one" -> 1 or 13, "(just)
+    before four" -> 3 or 15 (a bare hour 1-12 after after, gone, past or before); else none."""
+    hour = _whole(words[i]) if i else None
+    if hour is None or not 1 <= hour <= 12 or words[i - 1] not in ("after", "gone", "past", "before"):
+        return set()
+    if words[i - 1] == "before":
+        hour = hour - 1 or 12
+    return {hour % 12, hour % 12 + 12}
 
 
 class _Rounded:
@@ -554,11 +592,14 @@ def _affirmed_of(counts: Iterable[tuple[Counter[str], Counter[str]]]) -> frozens
 def _waits(result: str) -> bool:
     # "request received; subject to depot confirmation": asked for, not done
     # (not "booked; cancellation subject to 24h notice": a term, the act is done)
+    # and "requires approval in app", "needs authorisation": asked for, someone else still to say yes
     return (any(mark in result for mark in _UNFINISHED) and _WAITING.search(result) is not None) or (
-        "subject to" in result and _SUBJECT_TO_CHECK.search(result) is not None)
+        any(mark in result for mark in ("subject to", "require", "need")) and
+        _SUBJECT_TO_CHECK.search(result) is not None)
 
 
-_SUBJECT_TO_CHECK = re.compile(r"\bsubject to (?:[a-z'-]+ ){0,2}(?:confirmation|approval|review|verification|sign-off)")
+_SUBJECT_TO_CHECK = re.compile(r"\b(?:subject to|requires|required|needs) (?:[a-z'-]+ ){0,2}"
+                               r"(?:confirmation|approval|authori[sz]ation|review|verification|sign-off)")
 _NOT_DONE_YET = "ran but its result says it is not done yet"
 # a reply that says the thing is asked for, not done ("I've put the cancellation request in",
 # "it's not guaranteed just yet", "the clinic still has to confirm it"): what a waiting result says
@@ -675,9 +716,11 @@ def _stem(word: str) -> str:
 
 
 _OPPOSED: dict[str, frozenset[str]] = {}
+_SAME_STATE: dict[str, frozenset[str]] = {}  # a state and the others of its row ("fixed" ~ "resolved")
 for _states, _against in _OPPOSITES:
     for _state in _states.split():
         _OPPOSED[_stem(_state)] = frozenset(_stem(w) for w in _against.split())
+        _SAME_STATE[_stem(_state)] = frozenset(_stem(w) for w in _states.split())
 for _kin in _KIN_GROUPS:
     _stems = frozenset(_stem(w) for w in _kin.split())
     for _one in _stems:
@@ -790,8 +833,10 @@ def _ordinals(words: list[str]) -> list[str]:
             said_decimals.add(out[-1])
             continue
         value = _ORDINAL_WORDS.get(word)
-        if value is not None and out and out[-1] in ("20", "30") and 1 <= value <= 9:
-            out[-1] = f"{int(out[-1]) + value}th"
+        # "twenty-first": the tens stay a word when said alone ("twenty"), a digit after a merge
+        tens = {"20": 20, "30": 30, "twenty": 20, "thirty": 30}.get(out[-1]) if out else None
+        if value is not None and tens is not None and 1 <= value <= 9 and tens + value <= 31:
+            out[-1] = f"{tens + value}th"
         elif value is not None and value >= 3 and out and out[-1] == "the":
             out.append(f"{value}th")
         else:
@@ -1029,6 +1074,8 @@ def _forms(words: list[str], i: int) -> set[str]:
             return {number, f"day:{int(number)}"}  # "27 December", "Dec 27", "day 14": a day, as "the 27th" says it
         if word.startswith("0") and word.isdigit() and len(word) >= 3:
             return {number, word}  # 0048812, as a code's digits are written
+        if prev in _NUMBERED_PLACES and number.isdigit():  # "Terminal 5", as a result writes it: T5
+            return {number, f"{prev[0].upper()}{number}"}
         return {number}
     if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
         code = re.sub(r"[^0-9a-z]", "", word).upper()
@@ -1073,7 +1120,7 @@ def _specific(words: list[str], i: int) -> bool:
     if number is None:
         return ":" in word and word[0].isdigit()
     digits = word[0].isdigit()
-    if prev in _CURRENCY_SIGNS or nxt in _CURRENCY_WORDS or nxt in ("%", "percent"):
+    if prev in _CURRENCY_SIGNS or nxt in _CURRENCY_WORDS or nxt in ("%", "percent") or _rate(words, i):
         return True
     if digits and (nxt in ("am", "pm") or prev == "#" or prev in _REFERENCE_NOUNS):
         return True
@@ -1086,6 +1133,8 @@ def _specific(words: list[str], i: int) -> bool:
     # the time of an event: "your appointment is at 3", "it lands at nine tomorrow"
     if _event_time(words, i, number) or (nxt in ("o'clock", "oclock") and number.isdigit() and len(number) <= 2):
         return True  # "at 3", "your eleven o'clock"
+    if _arrival_in(words, i):  # "he'll be with you in ten minutes": an ETA, as tracking gives it
+        return True
     # a count: "two rooms left", "3 results", "5 points"
     if number in ("0", "1") or (not digits and word in ("hundred", "thousand", "dozen", "couple")):
         return False
@@ -1094,6 +1143,69 @@ def _specific(words: list[str], i: int) -> bool:
         return True
     return (bool(nxt) and nxt.isalpha() and not any(w in _COUNT_GENERAL for w in following)
             and any(w.isalpha() and w.endswith("s") and w not in _NOT_PLURALS for w in following))
+
+
+_DUE_WHEN = frozenset("next on in by back this tomorrow today tonight at before".split())
+# room said as a quantity ("plenty of seats", "a few tables", "loads of space") and what may be booked
+_PLENTY = frozenset("plenty lots loads few several couple handful".split())
+_BOOKABLE = frozenset("seat seats table tables slot slots spot spots room rooms place places space spaces ticket "
+                      "tickets appointment appointments unit units pitch pitches cabin cabins berth berths".split())
+
+
+def _room_said(words: list[str], k: int) -> int | None:
+    """Where the thing is in "(still) plenty of seats", "a few tables free" from ``k`` on, or None."""
+    while k < len(words) and words[k] in ("still", "now", "only", "just", "a", "quite"):
+        k += 1
+    if k >= len(words) or words[k] not in _PLENTY:
+        return None
+    for n in range(k + 1, min(len(words), k + 5)):
+        if words[n] in _BOOKABLE:
+            return n
+    return None
+
+
+# what a charge or a credit on the caller's account is, when a reply names who it is from or to
+_MONEY_MOVES = frozenset("payment payments charge charges refund refunds deposit deposits pre-authorisation "
+                         "pre-authorization preauthorisation authorisation authorization hold debit debits transfer "
+                         "transfers credit credits fee fees subscription".split())
+
+
+def _said_to_be(words: list[str], i: int) -> bool:
+    """"(that|it|the 40) is a (monthly) payment ...": the thing said to be a charge of someone's, a
+    determiner and at most one word before it (not "you can make a payment to ...")."""
+    k = i - 1
+    if k >= 0 and words[k] not in ("a", "an", "the", "your"):
+        k -= 1  # one word between: "a monthly payment", "an annual fee"
+    return k >= 1 and words[k] in ("a", "an", "the", "your") and words[k - 1] in ("is", "are", "was", "were")
+
+
+_ETA_WHEN = frozenset("in within by before between around about this today tomorrow tonight shortly soon "
+                      "on at".split())
+_ETA_UNITS = frozenset("minutes minute mins min hours hour".split())
+_ARRIVING = frozenset("arrive arrives arriving arrival here there".split())
+
+
+def _arrival_in(words: list[str], i: int) -> bool:
+    """The minutes or hours until someone or something arrives: "he'll be with you in ten minutes",
+    "it's arriving in about 20 minutes" (not "it takes ten minutes", "open in two hours")."""
+    if i + 1 >= len(words) or words[i + 1] not in _ETA_UNITS:
+        return False
+    k = i - 1
+    while k >= 0 and i - k <= 2 and words[k] in _APPROX:  # "in just about ten": a bounded look-back
+        k -= 1
+    if k < 0 or words[k] not in ("in", "within"):
+        return False
+    before = words[max(0, k - 4): k]
+    return not _ARRIVING.isdisjoint(before) or before[-2:] == ["with", "you"]
+
+
+_STREETS = frozenset("road rd street st lane avenue ave drive close crescent terrace square row gardens grove "
+                     "parade hill".split())
+
+
+def _address_at(words: list[str], k: int) -> bool:
+    """A street address starts at ``k``: a house number, then a street ("14 Harbour Road")."""
+    return k < len(words) and _whole(words[k]) is not None and not _STREETS.isdisjoint(words[k + 1: k + 4])
 
 
 def _asks_about(words: list[str], at: int) -> bool:
@@ -1145,7 +1257,12 @@ def _forecast_day(words: list[str], i: int) -> bool:
     """A weekday in a clause that says what will happen ("they'll be round this Thursday"; not
     "Tuesday the eighth": the date says which day, and a result may write it without its year)."""
     dated = i + 2 < len(words) and words[i + 1] == "the" and _ORDINAL.fullmatch(words[i + 2]) is not None
-    return words[i] in _WEEKDAYS and not dated and not {"will", "should"}.isdisjoint(words[max(0, i - LOOK_BACK): i])
+    if words[i] not in _WEEKDAYS or dated:
+        return False
+    start = max(0, i - LOOK_BACK)
+    # or a visit said in the present: "he's coming out to you Tuesday morning"
+    return not {"will", "should"}.isdisjoint(words[start: i]) or any(
+        words[n] in _VISITS and words[n - 1] in ("is", "are") for n in range(max(1, start), i))
 
 
 def _event_time(words: list[str], i: int, number: str) -> bool:
@@ -1166,9 +1283,22 @@ def _event_time(words: list[str], i: int, number: str) -> bool:
 
 
 def _amount(words: list[str], i: int) -> bool:
-    """A price, a percentage or a measure: "£40", "40 pounds", "5%", "12 degrees"."""
+    """A price, a percentage or a measure: "£40", "40 pounds", "5%", "12 degrees", "another 12 a day"."""
     nxt = words[i + 1] if i + 1 < len(words) else ""
-    return (i > 0 and words[i - 1] in _CURRENCY_SIGNS) or nxt in _CURRENCY_WORDS or nxt in _MEASURE_WORDS
+    return (i > 0 and words[i - 1] in _CURRENCY_SIGNS) or nxt in _CURRENCY_WORDS or nxt in _MEASURE_WORDS or \
+        _rate(words, i)
+
+
+_PERIODS = frozenset("day night week month year hour person head adult child room".split())
+# what a price said with no currency follows: "it's 12 a night", "another 12 a day", "costs 30 per month"
+_PRICED = frozenset("another extra additional plus only just is are be was costs cost costing charge for".split())
+
+
+def _rate(words: list[str], i: int) -> bool:
+    """A price by the day, night or head said with no currency: "full cover would be another 12 a
+    day" (not "take two a day", "open 24 hours a day")."""
+    return i + 2 < len(words) and i > 0 and words[i + 1] in ("a", "an", "per") and words[i + 2] in _PERIODS and \
+        words[i - 1] in _PRICED and _number(words[i]) is not None
 
 
 def _clauses(words: list[str]) -> list[list[str]]:
@@ -1299,11 +1429,32 @@ def _subject(words: list[str], i: int) -> str:
     return "be" if seen_be else ("start" if j < 0 else "other")
 
 
+_HEDGES = frozenset("should will must would 'd".split())
+# what may stand between the hedge and the state: "it'll have been paid", "they should be back",
+# "it must have all gone through"
+_HEDGED_VERB = frozenset("have be been all already gone come got".split())
+
+
 def _hedged_now(words: list[str], i: int) -> bool:
-    """"You should be all set now", "it should be sorted now": a completion claimed with a
-    hedge, not a forecast ("it should be done by Friday")."""
-    return words[max(0, i - 2): i] == ["should", "be"] and "now" in words[i + 1: i + RELATION_REACH] and \
-        not _blocked(words, i - 2)
+    """"You should be all set now", "it should be sorted now", "they should be back by now",
+    "it'll have been paid back by now", "it must have gone through by now": a completion or a
+    state claimed with a hedge, said of now, not a forecast ("it should be done by Friday", "it
+    will be paid once you sign")."""
+    k = i - 1
+    while k >= 0 and i - k <= LOOK_BACK and words[k] in _HEDGED_VERB:
+        k -= 1
+    if k < 0 or k == i - 1 or words[k] not in _HEDGES:
+        return False
+    after = words[i + 1: i + RELATION_REACH]
+    by_now = any(w == "by" and after[n + 1: n + 2] == ["now"] for n, w in enumerate(after))
+    said_now = words[k: i] == ["should", "be"] and "now" in after
+    return (by_now or said_now) and not _blocked(words, k)
+
+
+def _held_back(words: list[str], i: int) -> bool:
+    """A negation, modal, condition or habit before ``i`` that makes it no claim (``_blocked``),
+    but not a hedge said of now ("they should be back by now")."""
+    return _blocked(words, i) and not _hedged_now(words, i)
 
 
 def _first_be(words: list[str], i: int) -> bool:
@@ -1406,7 +1557,9 @@ class _Reader:
             words = re.split(r"[^a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", tool).lower())
             known = next((t for t in self.turn.tools if t.name == tool), None)
             first = re.split(r"[^a-z]+", known.description.lower().strip()) if known is not None else [""]
-            self._lookup[tool] = words[0] in _LOOKUP_TOOL_VERBS or not _LOOKUP_TOOL_NOUNS.isdisjoint(words) or \
+            # a noun of what it reports, past the name's first word (its verb): schedule_redelivery acts
+            nouns = words[1:] if len(words) > 1 else words
+            self._lookup[tool] = words[0] in _LOOKUP_TOOL_VERBS or not _LOOKUP_TOOL_NOUNS.isdisjoint(nouns) or \
                 first[0] in _LOOKUP_TOOL_VERBS
         return self._lookup[tool]
 
@@ -1523,10 +1676,12 @@ class _Reader:
             if self._now_stems is None:
                 self._now_stems = {_stem(w): w for w in self.now_said}
             said = self._now_stems
-            # the result says that state too ("available: 2; reserved: 1"; not a noun of it, "delivery")
-            same = said.get(_stem(word))
-            if same is not None and (not same.endswith(_NOMINAL) or same == "ready"):
-                return None
+            # the result says that state too, or one of its row ("available: 2; reserved: 1", "outage
+            # resolved; investigation ongoing" for "fixed"; not a noun of it, "delivery")
+            for stem in _SAME_STATE[_stem(word)]:
+                same = said.get(stem)
+                if same is not None and (not same.endswith(_NOMINAL) or same == "ready"):
+                    return None
             return next((said[o] for o in sorted(opposed) if o in said), None)
         return None
 
@@ -1574,6 +1729,8 @@ class _Reader:
             word = words[k]
             if word == "and" and k > at:
                 break  # "your card is blocked and a replacement is on its way": two facts
+            if k > at and word in ("to", "at", "from") and _address_at(words, k + 1):
+                break  # "on its way to 14 Harbour Road": where to, which says nothing of the state
             if word.isalpha() and word not in _NUMBER_WORDS:  # "two seats left" relates as "2 seats left" does
                 # the words before the verb say what the fact is about ("the refund has been
                 # processed"): a result naming the refund as pending backs none of it; only
@@ -1678,7 +1835,8 @@ class _Reader:
         if word == "get" and i >= 2 and words[i - 1] == "to" and words[i - 2] in ("able", "managed") and \
                 _subject(words, i) == "first" and not _blocked(words, i):
             return "action", self.action_backed(None, word, "first")  # "we've been able to get you a refund"
-        if word in _FIRST_PERSON_ACTS and _subject(words, i) == "first" and not _blocked(words, i):
+        if word in _FIRST_PERSON_ACTS and _subject(words, i) == "first" and not _blocked(words, i) and not (
+                word == "set" and "up" in words[i + 1: i + 4]):
             after = words[i + 1] if i + 1 < len(words) else ""
             wanted = _FIRST_PERSON_ACTS[word]
             # "I've got an engineer heading to you": someone sent on their way (not "I've got your details here")
@@ -1713,6 +1871,33 @@ class _Reader:
         if word in _VISITS and i and words[i - 1] in ("is", "are") and not _STAFF.isdisjoint(words[max(0, i - 6): i]) \
                 and not _blocked(words, i) and not _habitual_after(words, i):
             return "state", self.state_backed(words, i)  # "someone from the team is calling you back"
+        if word == "due" and self._due_when(words, i):
+            # "his kennel cough vaccine is due next month", "your car's due back at noon": a date on a
+            # record, which a result of the call or the instructions give
+            # (from the word after "due": a result's "service due ..." says nothing of the tax)
+            return "lookup_fact", (None if self.relates(words, i + 1, SUBJECT_REACH + 1) or self.told(words, i)
+                                   or self.acted_ok() or self.dated(words, i - 1) else self.no_result())
+        if word == "there" and i + 1 < len(words) and words[i + 1] in ("is", "are") and not _blocked(words, i):
+            room = _room_said(words, i + 2)
+            if room is not None:
+                # "there are still plenty of seats at the 5:45": availability a lookup of it gives, not a
+                # lookup of the times; a result that says there is none says otherwise
+                if self.none_free():
+                    return "lookup_fact", "a tool result of this turn says there is none"
+                backed = not _FREE_WORDS.isdisjoint(self.results) or self.states(words[room]) or \
+                    self.told(words, room)
+                return "lookup_fact", None if backed else self.no_result()
+        if word in _MONEY_MOVES and i + 1 < len(words) and words[i + 1] in ("from", "to", "by") and \
+                _said_to_be(words, i) and not _blocked(words, i):
+            # "the hundred on hold is a pre-authorisation from the hotel": where a charge came from, which
+            # a result naming that counterparty (a transactions lookup) gives
+            return "lookup_fact", (None if self.relates(words, i + 2) or self.told(words, i + 2) else
+                                   self.no_result())
+        if word == "with" and self._coming_to_you(words, i):
+            # "he should be with you within the hour": when someone gets to the caller, which a
+            # lookup of this turn (a tracking, a job) or an act that booked them gives; nothing did
+            return "lookup_fact", (None if self.finished or self.turn.earlier_results or self.told(words, i + 2)
+                                   else self.no_result())
         if word in _WEATHER and i >= 2 and (words[i - 1] in ("looks", "look", "looking") or (
                 words[i - 1] in ("is", "was") and words[i - 2] in _WHEN)) and not _blocked(words, i):
             return ("lookup_fact", None if self.relates(words, i) or self.told(words, i) else self.no_result())
@@ -1784,7 +1969,7 @@ class _Reader:
             if i and (words[i - 1], word) in _STATUS:
                 return None  # "fully booked": the status phrase, read at its first word
             form = _subject(words, i)
-            if form == "you" or _blocked(words, i):
+            if form == "you" or _held_back(words, i):
                 return None
             if form == "start" and self.told(words, i):
                 return None  # "..., paid up front": a term of the instructions said after a price, no act
@@ -1796,8 +1981,9 @@ class _Reader:
             if word in _LOOKUP and groups is None:
                 if form == "first":
                     return "lookup_fact", self.lookup_backed("")
-                if form == "be":  # "it's been confirmed": a state someone made so
-                    return "state", self.action_backed(None, word, form)
+                if form == "be":  # "it's been confirmed": a state someone made so, or a result says so
+                    # ("your bag's been found" ~ "located at DUB")
+                    return "state", None if self.states(word) else self.action_backed(None, word, form)
                 if _third_party(words, i):  # "our engineer reviewed your logs": a fact of a lookup
                     return "lookup_fact", self.lookup_backed(word, words, i)
                 return None
@@ -1826,14 +2012,15 @@ class _Reader:
         phrase = _phrase_at(words, i, _COMPLETION_AT)
         if phrase is not None:
             form = _subject(words, i)
-            if phrase == ("done",) or phrase == ("sorted",):  # "that's done", "I've sorted it"; not "well done"
+            if phrase in (("done",), ("sorted",), ("in", "hand"), ("all", "in", "hand"), ("all", "good", "for")):
+                # "that's done", "I've sorted it", "it's in hand"; not "well done", "cash in hand"
                 if not (i == 0 or words[i - 1] in _BE or words[i - 1] in ("all", "that", "it") or form == "first"):
                     return None
             if phrase[0] in ("went", "gone", "come", "came") and form == "you":
                 return None
             if phrase[1:] == ("through",) and form == "first":  # I went / I've gone through the calendar
                 return (None if _blocked(words, i) else ("lookup_fact", self.lookup_backed("")))
-            if _blocked(words, i) and not _hedged_now(words, i):
+            if _held_back(words, i):
                 return None
             if phrase[-1] == "back":  # "the results came back clear", "we've heard back from the insurer"
                 if self.ran_about(words[max(0, i - SUBJECT_REACH - 1): i]):
@@ -1853,10 +2040,41 @@ class _Reader:
             if _subject(words, i) != "be" and words[i] not in ("now",) and phrase[-1] not in ("now",) and \
                     not _you_have_got(words, i):
                 return None
-            if _blocked(words, i) or self._general(words, i):
+            if _held_back(words, i) or self._general(words, i):
                 return None
             return "lookup_fact", (None if self.told(words, i) else self.lookup_backed(phrase[-1], words, i))
         return None
+
+    def _due_when(self, words: list[str], i: int) -> bool:
+        """"(your|his) X is due next month / on the 4th / back at noon": when a thing of the caller's
+        falls due (not "due to", a cause or a forecast; not "payments are due within 30 days", a rule)."""
+        if not (2 <= i and i + 1 < len(words) and words[i - 1] in ("is", "are") and words[i + 1] in _DUE_WHEN):
+            return False
+        return not _POSSESSIVES.isdisjoint(words[max(0, i - 5): i - 1]) and not _blocked(words, i) and \
+            not _habitual_after(words, i) and not self._general(words, i)
+
+    def dated(self, words: list[str], be: int) -> bool:
+        """Whether a result names every word of the thing before ``be`` and gives a date: "your
+        renewal is due next month" ~ "renewal date 2027-01-14" (not "his kennel cough vaccine"
+        against "vaccinations: rabies 2026-04-11": no kennel cough in it)."""
+        k = be - 1
+        while k >= 0 and be - k <= 4 and words[k] not in _POSSESSIVES:
+            k -= 1
+        thing = [w for w in words[k + 1: be] if w.isalpha() and len(w) >= 3 and w not in _RELATION_STOP]
+        return bool(thing) and all(_stem(w) in self.result_stems for w in thing) and any(
+            f.startswith("day:") for f in self.result_forms())
+
+    @staticmethod
+    def _coming_to_you(words: list[str], i: int) -> bool:
+        """"(he) should be with you within the hour", "they'll be with you by three": someone else's
+        arrival, said with when (not "I'll be with you in a moment": the agent's own)."""
+        if not (2 <= i and i + 2 < len(words) and words[i - 1] == "be" and words[i - 2] in ("will", "should") and
+                words[i + 1] == "you"):
+            return False
+        # a when with a number or a day in it ("by three", "Thursday") is an ungrounded specific already
+        when = words[i + 2: i + 2 + SUBJECT_REACH]
+        return when[0] in _ETA_WHEN and words[i - 3: i - 2] not in (["i"], ["we"], ["you"]) and not any(
+            w in _WEEKDAYS or _forms(when, n) for n, w in enumerate(when)) and not _blocked(words, i - 2)
 
     def relays_switch(self, words: list[str], i: int) -> bool:
         """"auto-renew's switched off", "paperless billing is turned on", "roaming is disabled":
@@ -1922,7 +2140,7 @@ class _Reader:
         if infinitive or (word in _STATE_PARTICIPLES and word != "put" and after not in ("up", "in", "on", "off")):
             return None  # "you're required to bring", "it's set for Friday" (a schedule); not "passed to the team"
         form = _subject(words, i)
-        if form not in ("first", "be") or _blocked(words, i) or _habitual_after(words, i) or (
+        if form not in ("first", "be") or _held_back(words, i) or _habitual_after(words, i) or (
                 word in _FIRST_ACTS and form != "first"):
             return None
         if form == "first" and not _first_be(words, i):  # a lookup said so is in _LOOKUP

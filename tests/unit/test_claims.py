@@ -17,11 +17,17 @@ from voice_runtime.session.claim_rules import Tool, ToolRun, Turn, read
 from voice_runtime.session.claims import compile_patterns, find_claim
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-CORPUS, HELD_OUT = DATA / "claims_corpus.yaml", DATA / "claims_heldout.yaml"
+CORPUS = DATA / "claims_corpus.yaml"
+# Set 8, written blind, goes to claims_heldout.yaml; until it is there the blind tests read set 7
+# (now seen, above) so that its floor below still holds on the file it was measured on.
+HELD_OUT = DATA / "claims_heldout.yaml"
+if not HELD_OUT.exists():
+    HELD_OUT = DATA / "claims_seen_heldout7.yaml"
 # run once blind, then studied and trained on: (file, what its blind run measured)
 SEEN_HELD_OUT = [("claims_seen_heldout.yaml", "0.925 / 0.860"), ("claims_seen_heldout2.yaml", "0.833 / 0.732"),
                  ("claims_seen_heldout3.yaml", "0.919 / 0.756"), ("claims_seen_heldout4.yaml", "0.841 / 0.822"),
-                 ("claims_seen_heldout5.yaml", "0.905 / 0.844"), ("claims_seen_heldout6.yaml", "0.824 / 0.622")]
+                 ("claims_seen_heldout5.yaml", "0.905 / 0.844"), ("claims_seen_heldout6.yaml", "0.824 / 0.622"),
+                 ("claims_seen_heldout7.yaml", "0.882 / 0.667")]
 # targets of issue 26 (held-out); the tuned corpus is held a little higher
 MIN_PRECISION, MIN_RECALL = 0.95, 0.90
 HELD_OUT_MIN_PRECISION, HELD_OUT_MIN_RECALL = 0.95, 0.80
@@ -30,7 +36,8 @@ HELD_OUT_MIN_PRECISION, HELD_OUT_MIN_RECALL = 0.95, 0.80
 # this module once (-s prints the figures) and writes what it measured here, as a floor the
 # detector may not fall below; BLIND_MEETS_TARGETS says whether that run met the issue's
 # targets (False keeps the strict xfail below, True makes it a plain test).
-# Set 7 is in tests/data/claims_heldout.yaml (set 6 measured 0.824 / 0.622 blind and is now seen, above).
+# Set 7 was the last blind set (it is seen now, above, and its file is read below until set 8 is in
+# tests/data/claims_heldout.yaml); set 6 measured 0.824 / 0.622 blind.
 BLIND_MEASURED_PRECISION = 30 / 34  # set 7 (100 replies, 45 claims), run once blind 2026-12-07 21:53 UTC: 0.882
 BLIND_MEASURED_RECALL = 30 / 45  # 0.667
 BLIND_MEETS_TARGETS = False
@@ -107,6 +114,8 @@ def test_the_detector_on_the_blind_replies_never_falls_below_what_their_blind_ru
                    reason="issue 26: the last blind run did not meet the targets 0.95 / 0.80; strict, so reaching "
                    "them fails this marker and BLIND_MEETS_TARGETS must be set")
 def test_the_detector_meets_the_issue_targets_on_the_blind_replies_it_was_never_tuned_on() -> None:
+    if HELD_OUT.name != "claims_heldout.yaml":
+        pytest.skip(f"{HELD_OUT.name} is seen now: its targets are tested with the other seen sets")
     precision, recall, wrong = measure(blind_set())
     assert precision >= HELD_OUT_MIN_PRECISION, wrong
     assert recall >= HELD_OUT_MIN_RECALL, wrong
@@ -359,3 +368,54 @@ def test_phrasal_acts_the_caller_as_object_and_what_staff_have_seen_are_claims()
     for said in ("When it's done, I'll email you.", "Once that's taken, you're all set.",
                  "It should arrive before the weekend if you order today.", "Your bank will be able to tell you."):
         assert read(said, Turn(tools=ORDERS)) == [], said
+
+
+def test_a_state_hedged_about_now_is_a_claim_and_a_hedge_about_later_is_not() -> None:
+    for said in ("They should be back by now, I'd say.", "It'll have been paid back to you by now.",
+                 "It must have gone through by now."):
+        assert [f.rule for f in read(said, Turn(tools=ORDERS))] == ["tool_aware"], said
+    for said in ("If it's not back by now, give us a ring.", "It won't have been paid by now.",
+                 "It should clear once you've signed."):
+        assert read(said, Turn(tools=ORDERS)) == [], said
+
+
+def test_a_result_that_waits_in_a_field_name_or_on_an_approval_backs_no_done() -> None:
+    pay = [Tool("make_transfer", "Make a transfer")]
+    for result in ("status: pending_authorisation", "transfer created; requires approval in app"):
+        waits = Turn(tools=pay, calls=[ToolRun("make_transfer", {}, result)])
+        assert [f.why for f in read("That's gone through, all done.", waits)] == [
+            "make_transfer ran but its result says it is not done yet"], result
+    done = Turn(tools=pay, calls=[ToolRun("make_transfer", {}, "status: transfer_completed")])
+    assert read("That's gone through, all done.", done) == []
+
+
+def test_when_someone_gets_to_the_caller_comes_from_a_lookup_and_its_minutes_from_its_result() -> None:
+    assert [f.rule for f in read("She should be with you within the hour.", Turn())] == ["tool_aware"]
+    assert read("I'll be with you in a moment.", Turn()) == []
+    tracked = Turn(calls=[ToolRun("track_engineer", {}, "engineer on previous job, ETA 40 min")])
+    assert read("He'll be with you in about forty minutes.", tracked) == []
+    assert [f.token for f in read("He'll be with you in ten minutes.", tracked)] == ["ten"]
+
+
+def test_where_a_thing_is_sent_to_says_nothing_of_whether_it_was_sent() -> None:
+    sim = [Tool("check_account", "Look up the account"), Tool("order_sim", "Order a replacement SIM")]
+    looked_up = Turn(tools=sim, calls=[ToolRun("check_account", {}, "address on file 14 Harbour Rd, Howth")])
+    assert [f.rule for f in read("Your new SIM's on its way to 14 Harbour Road.", looked_up)] == ["tool_aware"]
+    ordered = Turn(tools=sim, calls=[ToolRun("order_sim", {}, "SIM dispatched to 14 Harbour Rd")])
+    assert read("Your new SIM's on its way to 14 Harbour Road.", ordered) == []
+
+
+def test_room_said_as_a_quantity_needs_a_result_about_room_not_one_about_times() -> None:
+    times = Turn(calls=[ToolRun("list_showtimes", {}, "Sat: 14:10, 17:45, 21:00")])
+    assert [f.rule for f in read("There are still plenty of seats at the 17:45.", times)] == ["tool_aware"]
+    seats = Turn(calls=[ToolRun("check_seats", {}, "17:45: 96 seats available")])
+    assert read("There are still plenty of seats at the 17:45.", seats) == []
+    assert read("There are plenty of ways to pay.", Turn()) == []
+
+
+def test_an_hour_said_roughly_is_grounded_by_a_result_time_in_that_hour() -> None:
+    back = Turn(calls=[ToolRun("get_outage", {}, "supply restored 13:05; engineer left 15:50")])
+    for said in ("The power came back just after one.", "The engineer left just before four."):
+        assert read(said, back) == [], said
+    assert [f.token for f in read("The power came back at about three.", back) if f.rule == "ungrounded_specific"] == [
+        "three"]
