@@ -104,6 +104,20 @@ CALL_MODULES = (
     "voice_runtime.serve.talk_job",
     "voice_runtime.serve.simulate",
     "voice_runtime.observe.report_spool",
+    # imported on first use in a call (sys.modules at a browser call's end, less before it);
+    # not observe.metrics: its metrics would make value files under the forkserver's pid
+    "anyio._backends._asyncio",  # httpx's connection pool, at the first request
+    "openai.resources.chat.chat",  # the OpenAI client's chat resource and its streams, at the first completion
+    "livekit.agents.voice.report",
+    "livekit.agents.llm.async_toolset",
+    "voice_runtime.mcp.context",
+    "voice_runtime.observe.call_journal",
+    "voice_runtime.observe.logs",
+    "voice_runtime.session.fillers",
+    "voice_runtime.session.phone",
+    "voice_runtime.spec.handoffs",
+    "voice_runtime.spec.reports_file",
+    "voice_runtime.serve.forkserver_calls",  # the mock room and TLS contexts, made once
 )
 
 

@@ -1,0 +1,22 @@
+"""Imported in livekit's forkserver with job.CALL_MODULES (process executor; under
+the thread executor in serve's process at the first prewarm): what a call's first
+steps would otherwise do on its job's event loop, done once before any call. livekit's
+event-loop monitor warned on each browser call (GET /talk) and simulated call; py-spy
+on the call's job process showed what blocked it:
+
+- livekit's mock room, the room of a fake job: ``create_autospec`` of rtc.Room reads
+  the signature of every method (unittest.mock, inspect); 290-640 ms of blocked loop
+  at the call's start;
+- TLS contexts, each a parse of the CA bundle: the OpenAI client's (made with the
+  call's LLM, 200-300 ms blocked) and livekit's http session's (made at the job's
+  close, ~50 ms).
+
+All are cached per process, so each job process forked after this starts with them
+(copy-on-write). Nothing here starts a thread: the fork stays safe.
+"""
+
+from ..core.livekit_compat import warm_job_process
+from ..plugins.builtin.openai import tls_context
+
+warm_job_process()
+tls_context()
