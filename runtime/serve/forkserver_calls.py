@@ -15,14 +15,18 @@ on the call's job process showed what blocked it:
   start, rebuilt it (about 540 ms blocked on a loaded machine, 30 ms of CPU).
 
 All are cached per process, so each job process forked after this starts with them
-(copy-on-write). Nothing here starts a thread: the fork stays safe.
+(copy-on-write). Nothing here starts a thread: the fork stays safe. A step that fails
+(SSL_CERT_FILE naming no file) is left to the call, which fails as it did before: a
+preload that raised would stop the forkserver, and with it every call.
 """
+
+import contextlib
 
 from livekit.agents import llm
 
 from ..core.livekit_compat import warm_job_process
 from ..plugins.builtin.openai import tls_context
 
-warm_job_process()
-tls_context()
-llm.ChatMessage(role="system", content=["warm-up"])
+for step in (warm_job_process, tls_context, lambda: llm.ChatMessage(role="system", content=["warm-up"])):
+    with contextlib.suppress(Exception):
+        step()
