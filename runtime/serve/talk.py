@@ -308,7 +308,7 @@ class Talk:
         # the page talks from the start: its audio goes nowhere until the job is there
         from_page = asyncio.ensure_future(relay.page_to_job())
         try:
-            await ws.send_json({"type": "status", "text": "Connecting: starting a job process for the call..."})
+            await ws.send_json({"type": "status", "text": "Connecting: starting a job process for the call\u2026"})
             try:
                 await self.launch(agent, room, metadata)
             except Exception as exc:  # noqa: BLE001 - the agent stopped serving, or no process: the page says

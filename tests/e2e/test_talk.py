@@ -170,7 +170,7 @@ def test_a_browser_without_a_microphone_is_told_the_text_box_still_works_and_the
     assert alert.startswith("The microphone is unavailable (NotFoundError"), alert
     assert "the text box below still works" in alert
     # the status line went from connecting to connected, followed the agent's turn, and ended
-    assert said[:3] == ["Starting the call\u2026", "Connecting: starting a job process for the call...",
+    assert said[:3] == ["Starting the call\u2026", "Connecting: starting a job process for the call\u2026",
                         "Connected: type your turns below (no microphone)."], said
     assert "The agent is speaking." in said and "Your turn: type it below." in said, said
     assert said[-1] == status_line == "You hung up."
