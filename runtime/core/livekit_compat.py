@@ -178,6 +178,19 @@ def launch_job(server: Any, job: Any, *, fake: bool) -> Any:
     return _proc_pool(server).launch_job(info)
 
 
+def warm_job_process() -> None:
+    """Make now what livekit makes on a job's event loop at its first use and then
+    caches for the process: the mock room of a fake job (``ipc.mock_room.create_mock_room``,
+    ``create_autospec`` of rtc.Room, which its ``_start_job`` calls) and the TLS context
+    of its http session (``http_context._create_ssl_context``, made at the job's close to
+    close the session). See serve/forkserver_calls.py."""
+    from livekit.agents.ipc.mock_room import create_mock_room
+    from livekit.agents.utils import http_context
+
+    create_mock_room()
+    http_context._create_ssl_context()
+
+
 def discard_worker_messages(server: Any) -> Any:
     """A task that empties an unregistered AgentServer's outgoing message channel.
     With no websocket nobody reads it, and after 128 job status updates (about 43

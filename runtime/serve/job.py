@@ -106,7 +106,24 @@ CALL_MODULES = (
     "voice_runtime.serve.talk_job",
     "voice_runtime.serve.simulate",
     "voice_runtime.observe.report_spool",
+    # imported on first use in a call (sys.modules at a browser call's end, less before it);
+    # observe.metrics is imported by _warm_up instead (JOB_MODULES)
+    "anyio._backends._asyncio",  # httpx's connection pool, at the first request
+    "openai.resources.chat.chat",  # the OpenAI client's chat resource and its streams, at the first completion
+    "livekit.agents.voice.report",
+    "livekit.agents.llm.async_toolset",
+    "voice_runtime.mcp.context",
+    "voice_runtime.observe.call_journal",
+    "voice_runtime.observe.logs",
+    "voice_runtime.session.fillers",
+    "voice_runtime.session.phone",
+    "voice_runtime.spec.handoffs",
+    "voice_runtime.spec.reports_file",
+    "voice_runtime.serve.forkserver_calls",  # the mock room and TLS contexts, made once
 )
+# imported in each job process, after the fork: its unlabeled gauges make their value
+# files (PROMETHEUS_MULTIPROC_DIR) under the importing process's pid (1.5 ms of CPU)
+JOB_MODULES = ("voice_runtime.observe.metrics",)
 
 
 def _warm_up(plugins: Any) -> None:
@@ -115,7 +132,7 @@ def _warm_up(plugins: Any) -> None:
     function-tool and the MCP types' first builds (5-20 ms on this machine's call)."""
     import importlib
 
-    for name in CALL_MODULES:
+    for name in (*CALL_MODULES, *JOB_MODULES):
         importlib.import_module(name)
     import mcp.types
     from livekit.agents.llm import function_tool

@@ -46,7 +46,8 @@ def _agents(agents: list[dict[str, Any]]) -> str:
     rows = []
     for a in agents:
         providers = "".join(f"<li>{_e(kind)}: {_e(label)}</li>" for kind, label in a["providers"].items())
-        registered = ('<span class="warn">draining</span>' if a["draining"]
+        registered = (f'<span class="warn">draining</span> ({_e(a["sessions_active"])} call(s) in progress; '
+                      'takes no new call)' if a["draining"]
                       else '<span class="ok">registered</span>' if a["registered"]
                       else '<span class="ok">ready</span> (not registered with LiveKit: local mode or --unregistered)'
                       if a.get("ready")

@@ -98,14 +98,17 @@ class StatusView:
             d, _ = self._described_view(name, entry)
             health = self.mcp_health(name, entry)
             worker = self.agents.workers.get(name)
+            # from the first stop signal on, before the drain reaches the agent: it takes no new call
+            draining = self.stopping or name in self.agents.draining
+            ready = bool(worker and self.agents.is_ready(worker)) and not draining
             agents.append({
                 "name": name, "file": d["file"], "generation": entry.generation, "digest": entry.loaded.digest,
                 "accepted_at": entry.accepted_at, "mode": d["mode"], "providers": d["providers"],
                 "mcp_servers": {s: {**info, **health[s]} for s, info in d["mcp_servers"].items()},
                 "tools": d["tools"], "handoffs": d["handoffs"],
                 "registered": bool(worker and self.agents.is_registered(worker)),
-                "ready": bool(worker and self.agents.is_ready(worker)),
-                "error": worker.error if worker else None, "draining": name in self.agents.draining,
+                "ready": ready, "state": "draining" if draining else "ready" if ready else "not ready",
+                "error": worker.error if worker else None, "draining": draining,
                 "sessions_active": sessions[name],
                 # calls talking as this agent now, wherever they started (handoffs)
                 "sessions_current": current.get(name, 0),

@@ -180,7 +180,7 @@ class Supervisor:
         return Talk(self.options.talk, self.catalog.state_dir,
                     serving=lambda: [] if self.stopping else [n for n in self.agents.workers if self.agents.serving(n)],
                     spec_of=self._accepted_spec, registry=lambda: self.plugins.registry,
-                    launch=self.start_simulation, secrets=self.catalog.secrets)
+                    launch=self.start_simulation, secrets=self.catalog.secrets, stopping=lambda: self.view.stopping)
 
     def _calls(self) -> Any:
         from .phones import Calls

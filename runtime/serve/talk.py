@@ -16,6 +16,10 @@ with no LiveKit server.
   (browser_audio.py). The call ends when either side closes, or after
   ``--max-call-seconds``.
 
+Once serve is stopping (its first stop signal: it drains the calls in progress),
+the page, a reservation and a call's WebSocket are 503 with Retry-After, saying
+so: calls in progress go on until they end or the drain does.
+
 Who may call: browser calls spend the operator's provider keys, so only loopback
 peers, unless ``--talk-from`` names networks; a peer from those must give the
 ``--talk-token`` (``Authorization: Bearer`` or ``?token=``, which is how a page
@@ -60,6 +64,9 @@ MAX_WS_MESSAGE = 64 * 1024  # 10 ms of 16 kHz audio is 320 bytes; a typed turn a
 SOCKET_PATH_MAX = 100  # bytes; a unix socket path holds at most 107
 LOUD = 0.05  # a microphone frame with a sample above this is the caller speaking (the page's timing marks)
 PAGE = Path(__file__).with_name("talk_page.html")
+STOPPING = ("serve is stopping: the calls in progress may finish, and no new call starts here. "
+            "Try again in a moment, once serve is back, or call another replica")
+STOPPING_RETRY_AFTER = "10"  # seconds: a restarted serve (or another replica) takes calls by then
 
 
 @dataclass
@@ -85,10 +92,12 @@ class Talk:
 
     def __init__(self, options: TalkOptions, state_dir: Path, *, serving: Callable[[], list[str]],
                  spec_of: Callable[[str], LoadedSpec | None], registry: Callable[[], Any],
-                 launch: Callable[[str, str, str], Awaitable[None]], secrets: SecretSet) -> None:
+                 launch: Callable[[str, str, str], Awaitable[None]], secrets: SecretSet,
+                 stopping: Callable[[], bool]) -> None:
         self.options = options
         self.state_dir = state_dir
         self.serving, self.spec_of, self.registry, self.launch = serving, spec_of, registry, launch
+        self.stopping = stopping  # serve's first stop signal came: it drains and starts no call
         self.secrets = secrets
         self.tickets: dict[str, _Ticket] = {}
         self.calls: set[asyncio.Task[Any]] = set()  # the WebSocket handlers of calls in progress
@@ -178,7 +187,13 @@ class Talk:
         refused = self.refusal(request)
         if refused:
             return _html(403, "Browser calls refused", f"<p>{escape(refused)}</p>")
+        if self.stopping():
+            return self._stopping_page()
         return _html(200, "Talk to an agent", self._agent_list())
+
+    @staticmethod
+    def _stopping_page() -> web.Response:
+        return _html(503, "Serve is stopping", f"<p>{escape(STOPPING)}.</p>", retry_after=STOPPING_RETRY_AFTER)
 
     def _agent_list(self) -> str:
         names = self._names()
@@ -190,6 +205,8 @@ class Talk:
         refused = self.refusal(request)
         if refused:
             return _html(403, "Browser calls refused", f"<p>{escape(refused)}</p>")
+        if self.stopping():
+            return self._stopping_page()
         agent = request.match_info["agent"]
         loaded = self.spec_of(agent) if agent in self.serving() else None
         if loaded is None:
@@ -228,6 +245,8 @@ class Talk:
         refused = self.refusal(request)
         if refused:
             return _error(403, refused)
+        if self.stopping():
+            return _stopping_error()
         agent = request.match_info["agent"]
         if agent not in self.serving() or self.spec_of(agent) is None:
             return _error(404, f"no agent named {agent[:100]!r} is served here; agents: "
@@ -259,6 +278,8 @@ class Talk:
         refused = self.refusal(request)
         if refused:
             return _error(403, refused)
+        if self.stopping():  # reserved before the stop signal: not started after it
+            return _stopping_error()
         agent, call = request.match_info["agent"], request.match_info["call"]
         ticket = self.tickets.pop(call, None)
         if ticket is None or ticket.agent != agent or ticket.expires < time.monotonic():
@@ -287,7 +308,7 @@ class Talk:
         # the page talks from the start: its audio goes nowhere until the job is there
         from_page = asyncio.ensure_future(relay.page_to_job())
         try:
-            await ws.send_json({"type": "status", "text": "starting the call (a job process for it)"})
+            await ws.send_json({"type": "status", "text": "Connecting: starting a job process for the call\u2026"})
             try:
                 await self.launch(agent, room, metadata)
             except Exception as exc:  # noqa: BLE001 - the agent stopped serving, or no process: the page says
@@ -374,17 +395,17 @@ class _Relay:
                 await to_page
 
 
-def _response(status: int, text: str) -> web.Response:
+def _response(status: int, text: str, *, retry_after: str | None = None) -> web.Response:
     from aiohttp import web
 
     return web.Response(status=status, text=text, content_type="text/html", charset="utf-8",
-                        headers={"Cache-Control": "no-store"})
+                        headers={"Cache-Control": "no-store", **({"Retry-After": retry_after} if retry_after else {})})
 
 
-def _html(status: int, title: str, body: str) -> web.Response:
+def _html(status: int, title: str, body: str, *, retry_after: str | None = None) -> web.Response:
     return _response(status, f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}"
                              f"</title></head><body style='font:15px system-ui,sans-serif;margin:1.5em'>"
-                             f"<h1>{escape(title)}</h1>{body}</body></html>\n")
+                             f"<h1>{escape(title)}</h1>{body}</body></html>\n", retry_after=retry_after)
 
 
 def _missing_notice(missing: list[str]) -> str:
@@ -415,6 +436,10 @@ def _query_context(request: web.Request, loaded: LoadedSpec) -> dict[str, str] |
     except ContextRefused as exc:
         return f"call refused: {exc}"
     return dict(given)
+
+
+def _stopping_error() -> web.Response:
+    return _error(503, STOPPING, **{"Retry-After": STOPPING_RETRY_AFTER})
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:

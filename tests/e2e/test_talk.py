@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -74,14 +75,15 @@ def caller_wav(tmp: Path) -> Path:
 
 
 class Browser:
-    """Headless chromium whose microphone plays ``wav`` (permission granted)."""
+    """Headless chromium whose microphone plays ``wav`` (permission granted); with
+    ``microphone=False`` it has none, as a machine without an audio input."""
 
-    def __init__(self, wav: Path | None = None) -> None:
+    def __init__(self, wav: Path | None = None, *, microphone: bool = True) -> None:
         from playwright.sync_api import sync_playwright
 
         chromium = require_tool("chromium", "apt-get install chromium")
         args = ["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
-                "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+                "--use-fake-ui-for-media-stream", *(["--use-fake-device-for-media-stream"] if microphone else [])]
         if wav is not None:
             args.append(f"--use-file-for-fake-audio-capture={wav}")
         self._pw = sync_playwright().start()
@@ -143,6 +145,35 @@ def test_a_spoken_question_in_the_browser_reaches_the_tool_and_the_agent_answers
     assert peak > 0.05
     # the MCP server saw the spoken turn's call and the typed turn's
     assert [(r["tool"], r["args"]) for r in read_records(record)][:2] == [("get_time", {"text": "Tokyo"})] * 2
+
+
+def test_a_browser_without_a_microphone_is_told_the_text_box_still_works_and_the_status_line_follows_the_call(
+    agents: Path, speech_fakes: dict[str, Any]
+) -> None:
+    write(agents / "desk.yaml", voice_spec(speech_fakes, ""))
+    browser = Browser(microphone=False)
+    with Serve(agents, "--idle-processes", "1", env=NO_LIVEKIT, unregistered=False) as serve:
+        serve.wait_ready()
+        try:
+            page = browser.open(serve.url("/talk/desk?autostart=1"))
+            wait_until(page, "talk.pid")
+            alert = page.get_by_test_id("alert").inner_text()
+            page.get_by_test_id("text-input").fill("hello there")
+            page.get_by_test_id("text-input").press("Enter")
+            page.locator("[data-testid=turn][data-speaker=agent]", has_text="echo: hello there").wait_for()
+            wait_until(page, "talk.said.at(-1).startsWith('Your turn')")
+            page.get_by_test_id("hangup").click()
+            said = page.evaluate("talk.said")
+            status_line = page.get_by_test_id("status").inner_text()
+        finally:
+            browser.close()
+    assert alert.startswith("The microphone is unavailable (NotFoundError"), alert
+    assert "the text box below still works" in alert
+    # the status line went from connecting to connected, followed the agent's turn, and ended
+    assert said[:3] == ["Starting the call\u2026", "Connecting: starting a job process for the call\u2026",
+                        "Connected: type your turns below (no microphone)."], said
+    assert "The agent is speaking." in said and "Your turn: type it below." in said, said
+    assert said[-1] == status_line == "You hung up."
 
 
 def test_the_caller_talking_over_the_agent_in_the_browser_stops_it(
@@ -220,13 +251,19 @@ def _non_loopback_ipv4() -> str:
 
 def _request(url: str, *, method: str = "GET", token: str | None = None, data: bytes = b"",
              headers: dict[str, str] | None = None) -> tuple[int, str]:
+    return _answer(url, method=method, token=token, data=data, headers=headers)[:2]
+
+
+def _answer(url: str, *, method: str = "GET", token: str | None = None, data: bytes = b"",
+            headers: dict[str, str] | None = None) -> tuple[int, str, Any]:
+    """(status, body, response headers)."""
     req = urllib.request.Request(url, method=method, data=data if method == "POST" else None,
                                  headers={**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read().decode()
+            return r.status, r.read().decode(), r.headers
     except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+        return e.code, e.read().decode(), e.headers
 
 
 def test_browser_calls_from_another_host_need_talk_from_and_the_token_and_bad_pages_say_why(
@@ -265,6 +302,49 @@ def test_browser_calls_from_another_host_need_talk_from_and_the_token_and_bad_pa
     assert wrong[0] == 403
     assert with_token[0] == 201 and json.loads(with_token[1])["socket"].startswith("/talk/desk/calls/")
     assert page_with_token == 200
+
+
+def test_while_serve_drains_a_browser_call_goes_on_and_new_calls_are_told_serve_is_stopping(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    write(agents / "desk.yaml", text_spec(fake_openai))
+    browser = Browser()
+    with Serve(agents, "--idle-processes", "1", env=NO_LIVEKIT, unregistered=False) as serve:
+        serve.wait_ready()
+        try:
+            call = browser.open(serve.url("/talk/desk?autostart=1"))
+            wait_until(call, "talk.pid")
+            ticket = serve.post("/talk/desk/calls", b"")  # reserved before the stop signal
+            serve.proc.send_signal(signal.SIGTERM)
+            serve.wait_for(lambda: "stopping: draining" in serve.output(), message="the drain began")
+            page = _answer(serve.url("/talk/desk"))
+            reserve = _answer(serve.url("/talk/desk/calls"), method="POST")
+            socket = _answer(serve.url(ticket[1]["socket"]))
+            desk = serve.agent("desk")
+            status_page = serve.get("/")[1]
+            # the call in progress goes on
+            call.get_by_test_id("text-input").fill("still there?")
+            call.get_by_test_id("text-input").press("Enter")
+            call.locator("[data-testid=turn][data-speaker=agent]", has_text="echo: still there?").wait_for()
+            # a page opened now cannot start a call either
+            late = browser.open(serve.url("/talk/desk"))
+            late_text = late.locator("body").inner_text()
+            call.get_by_test_id("hangup").click()
+            rc = serve.proc.wait(60)
+        finally:
+            browser.close()
+    assert ticket[0] == 201
+    assert page[0] == 503 and page[2]["Retry-After"] == "10", page
+    assert "serve is stopping: the calls in progress may finish, and no new call starts here" in page[1]
+    assert "No agent named" not in page[1]
+    for code, body, headers in (reserve, socket):
+        assert code == 503 and headers["Retry-After"] == "10"
+        assert json.loads(body)["error"].startswith("serve is stopping"), body
+    assert "Serve is stopping" in late_text and "try again in a moment" in late_text.lower()
+    # /status shows the agent as it is: draining its one call, not ready
+    assert (desk["state"], desk["ready"], desk["draining"], desk["sessions_active"]) == ("draining", False, True, 1)
+    assert "draining</span> (1 call(s) in progress; takes no new call)" in status_page
+    assert rc == 0
 
 
 def test_talk_from_without_a_token_and_a_literal_token_are_usage_errors(agents: Path) -> None:

@@ -264,6 +264,19 @@ def test_livekit_still_reports_a_memory_kill_with_the_words_serve_counts() -> No
     assert '"job_id"' in inspect.getsource(job_proc_executor.ProcJobExecutor.logging_extra)
 
 
+def test_what_a_job_process_warms_is_what_livekit_makes_for_a_job_and_keeps_per_process() -> None:
+    """``warm_job_process``: a fake job's room is ``create_mock_room()`` and the http
+    session's TLS context ``_create_ssl_context()``, each the same object on every call."""
+    from livekit.agents.ipc import job_proc_lazy_main, mock_room
+    from livekit.agents.utils import http_context
+
+    livekit_compat.warm_job_process()
+    assert "create_mock_room()" in inspect.getsource(job_proc_lazy_main._JobProc._start_job)
+    assert mock_room.create_mock_room() is mock_room.create_mock_room()
+    assert "_create_ssl_context()" in inspect.getsource(http_context._new_session_ctx)
+    assert http_context._create_ssl_context() is http_context._create_ssl_context()
+
+
 def test_a_pool_launches_a_job_as_given_and_keeps_its_idle_queue() -> None:
     from livekit.agents.ipc.proc_pool import ProcPool
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -60,10 +61,21 @@ class OpenAITTSOptions(ProviderOptions):
     api_key: ApiKey = None
 
 
-# One HTTP client per (event loop, endpoint): building one loads the CA bundle
-# (ssl.create_default_context), ~15 ms that every session would otherwise pay at
-# its start. Clients are tied to the loop their connections were opened in.
+# One HTTP client per (event loop, endpoint). Clients are tied to the loop their
+# connections were opened in.
 _clients: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+
+
+@functools.cache
+def tls_context() -> Any:
+    """The TLS context of the process's OpenAI clients: httpx2's default one (its
+    trust_env reading of SSL_CERT_FILE / SSL_CERT_DIR), built once. Building one
+    parses the CA bundle: each client made its own on a call's loop, 200-300 ms
+    of blocked loop in a busy job process. serve builds it in livekit's forkserver
+    (serve/forkserver_calls.py); a context is safe to share between clients."""
+    import httpcore2
+
+    return httpcore2.default_ssl_context()
 
 
 def _shared_client(api_key: str | None, base_url: str | None, max_retries: int | None) -> Any:
@@ -82,6 +94,7 @@ def _shared_client(api_key: str | None, base_url: str | None, max_retries: int |
         client = per_loop[key] = openai_sdk.AsyncClient(
             api_key=api_key, base_url=base_url, max_retries=max_retries or 0,
             http_client=httpx2.AsyncClient(
+                verify=tls_context(),
                 timeout=httpx2.Timeout(connect=15.0, read=5.0, write=5.0, pool=5.0), follow_redirects=True,
                 limits=httpx2.Limits(max_connections=50, max_keepalive_connections=50, keepalive_expiry=120),
             ),
