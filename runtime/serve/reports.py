@@ -139,7 +139,8 @@ class Deliverer:
                 await resp.content.read(MAX_RESPONSE_BYTES)  # bounded: the answer is not needed, only its status
                 status = resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise RuntimeError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+            said = _without_url(str(exc), hook["url"])
+            raise RuntimeError(f"{type(exc).__name__}: {said}" if said else type(exc).__name__) from None
         if 200 <= status < 300:
             return None
         if status in RETRYABLE or status >= 500:
@@ -158,7 +159,34 @@ def _where(entry: Entry) -> str:
     target = entry.data["target"]
     if "file" in target:
         return f"folder {target['file']['dir']}"
+    return _shown_url(target["webhook"]["url"])
+
+
+def _shown_url(url: str) -> str:
+    """The URL as logs show it: no userinfo (``user:password@``) and no query, which
+    may hold credentials written as text, where redaction (of ``${VAR}`` values) cannot
+    know them."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(target["webhook"]["url"])  # no query: it may hold a token
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+def _without_url(text: str, url: str) -> str:
+    """aiohttp's error text with the target's URL (as written, or as aiohttp's URL
+    class re-encodes it, with or without userinfo: ``ClientResponseError`` ends in
+    ``url='...'``) shown as ``_shown_url`` shows it."""
+    from yarl import URL
+
+    shown = _shown_url(url)
+    forms = {url}
+    try:
+        parsed = URL(url)
+        # aiohttp moves userinfo into an Authorization header: its errors name the URL without it
+        for form in (parsed, parsed.with_user(None)):
+            forms |= {str(form), form.human_repr()}
+    except ValueError:  # not a URL aiohttp could parse: its text is still removed
+        pass
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, shown)
+    return text
