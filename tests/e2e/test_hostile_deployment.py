@@ -1,0 +1,125 @@
+"""What a hostile pass over a deployment found, each kept fixed: files in the specs
+folder that are not files (a FIFO named *.yaml among the phone lines or the
+conversation tests), and webhook URLs carrying credentials (in their userinfo or
+query, from ``${VAR}`` in ``serve --reports`` or written as text) reaching serve's log
+and the dead-letter record. Every test runs the real CLI in a subprocess (serve with
+the process executor) on real files."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from fakes.openai_chat import FakeOpenAI
+from fakes.webhook_receiver import WebhookReceiver
+from helpers import run_cli, write
+from mcp_servers.harness import free_port
+from serve_harness import Serve, spec
+
+pytestmark = pytest.mark.timeout(180)
+
+TEXT_AGENT = """\
+apiVersion: voice-runtime/v1
+instructions: hi
+pipeline:
+  text_only: true
+  llm: {provider: openai, api_key: sk-test}
+"""
+
+
+def test_a_fifo_named_yaml_among_the_phone_lines_is_an_error_naming_it_never_a_hang(agents: Path) -> None:
+    # open() of a FIFO waits for a writer: check (and serve's reload) froze on it
+    write(agents / "desk.yaml", TEXT_AGENT)
+    (agents / "telephony").mkdir()
+    os.mkfifo(agents / "telephony" / "lines.yaml")
+
+    result = run_cli("check", "--offline", agents, timeout=30)
+
+    assert result.rc == 1, result.output
+    assert f"{agents / 'telephony' / 'lines.yaml'}:1:1: is a FIFO (named pipe), not a regular file" in result.stdout
+    assert "Traceback" not in result.output
+
+
+def test_a_fifo_named_yaml_among_the_conversation_tests_refuses_the_reload_instead_of_freezing_it(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    write(agents / "desk.yaml", spec("You are the desk v1.", fake_openai.base_url))
+    with Serve(agents, "--require-tests", "--scan-interval", "0") as serve:
+        serve.wait_ready()
+        (agents / "tests").mkdir()
+        os.mkfifo(agents / "tests" / "desk.yaml")
+        write(agents / "desk.yaml", spec("You are the desk v2.", fake_openai.base_url))
+        # the reload thread hashed the test files with read_bytes() and waited on the FIFO for ever
+        serve.wait_for(lambda: (serve.status()["last_reload"] or {}).get("outcome") == "rejected",
+                       message="the reload rejected")
+        [error] = serve.status()["last_reload"]["errors"]
+        assert "is a FIFO (named pipe), not a regular file" in error["message"], error
+        assert serve.agent("desk")["generation"] == 1
+        # the reload thread is free: once the FIFO is gone the next edit is served
+        (agents / "tests" / "desk.yaml").unlink()
+        write(agents / "desk.yaml", spec("You are the desk v3.", fake_openai.base_url))
+        serve.wait_for(lambda: serve.agent("desk")["generation"] > 1, message="v3 applied")
+
+
+class NotHttp:
+    """A receiver that answers every request with a line that is not HTTP: aiohttp's
+    error then names the URL it posted to (``ClientResponseError ..., url='...'``)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_credentials_in_a_webhook_url_never_reach_serves_log_or_the_dead_letter_record(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    env = {"HOOK_SIGNING": "whsec_" + base64.b64encode(b"report-signing-key-0123456789").decode(),
+           # names no credential pattern knows (*_PASSWORD, *_TOKEN...): only their use in the file makes them secret
+           "HOOK_PW": "pw-from-variable-4471", "HOOK_KEY": "key from/variable é+2"}
+    redirecting = WebhookReceiver(free_port(), statuses=[302], redirect_to="http://127.0.0.1:1/elsewhere").start()
+    garbage = NotHttp()
+    write(agents / "desk.yaml", spec("hi", fake_openai.base_url))
+    reports = tmp_path / "reports.yaml"
+    write(reports, "apiVersion: voice-runtime/v1\nreports:\n" + "".join(
+        f"  - webhook: {json.dumps({'url': url, 'secret': '${HOOK_SIGNING}', 'timeout_s': 5})}\n" for url in (
+            f"http://hook:${{HOOK_PW}}@127.0.0.1:{redirecting.port}/hooks/calls?token=literal-token-0077",
+            f"http://lit:literal-pass-0088@127.0.0.1:{garbage.port}/in?key=${{HOOK_KEY}}")))
+    spool = tmp_path / "spool"
+    try:
+        with Serve(agents, "--reports", str(reports), "--report-spool", str(spool), env=env) as serve:
+            serve.wait_ready()
+            code, answer = serve.post("/simulate?wait=1", b'{"agent": "desk", "turns": ["hello"]}', timeout=90)
+            assert code == 200, answer
+            serve.wait_for(lambda: "could not be delivered" in serve.output(), message="the redirect dead-lettered")
+            serve.wait_for(lambda: "not delivered to" in serve.output(), message="the garbage answer retried")
+            output = serve.output()
+    finally:
+        redirecting.stop()
+        garbage.close()
+    assert f"could not be delivered to http://127.0.0.1:{redirecting.port}/hooks/calls: HTTP 302" in output
+    assert f"not delivered to http://127.0.0.1:{garbage.port}/in (attempt 1): ClientResponseError" in output
+    [dead] = [json.loads(p.read_text()) for p in (spool / "dead").iterdir()]
+    pending = [json.loads(p.read_text()) for p in (spool / "pending").iterdir()]
+    said = output + json.dumps([dead["last_error"], *(p["last_error"] for p in pending)])
+    for secret in ("pw-from-variable-4471", "literal-pass-0088", "literal-token-0077", "key from/variable",
+                   "key+from/variable", "key%20from", "key+from%2Fvariable"):
+        assert secret not in said, secret
