@@ -95,6 +95,9 @@ class Spool:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._lock_fd: int | None = None
+        # pending file name -> ((inode, size, mtime), next_at): each version of an entry is
+        # parsed once for its schedule, not at every poll (see ``due``)
+        self._schedule: dict[str, tuple[tuple[int, int, int], float]] = {}
         # the root too: mkdir(parents=True) made it with the default mode (0755), and
         # its listing names the calls (README: spool files are 0600 in 0700 folders)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -153,12 +156,36 @@ class Spool:
                 path.unlink(missing_ok=True)  # half-written when its process died: nothing to tell
         return out
 
-    def pending(self) -> list[Entry]:
+    def due(self, limit: int) -> tuple[int, list[Entry]]:
+        """How many deliveries are pending, and at most ``limit`` of those due now (the
+        longest waiting first), read whole. Each version of an entry's file is parsed
+        once for its schedule: parsing every entry at every poll, a backlog of 6,000
+        reports (118 MB: a receiver down for a day) kept serve's loop busy 2 s of every
+        2.5 s (/healthz p90 2.5 s). A file that is not an entry is skipped until it
+        changes."""
+        now, schedule, due = time.time(), {}, []
+        with os.scandir(self.folder / PENDING) as listing:
+            for item in listing:
+                if not item.name.endswith(".json"):
+                    continue
+                try:
+                    st = item.stat()
+                except OSError:
+                    continue  # delivered (or moved) meanwhile
+                stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+                known = self._schedule.get(item.name)
+                if known is None or known[0] != stamp:
+                    known = (stamp, _next_at(Path(item.path)))
+                schedule[item.name] = known
+                if known[1] <= now:
+                    due.append((known[1], item.name))
+        self._schedule = schedule
         out = []
-        for path in sorted((self.folder / PENDING).glob("*.json")):
+        for _, name in sorted(due)[:limit]:
+            path = self.folder / PENDING / name
             with contextlib.suppress(OSError, ValueError):
                 out.append(Entry(path, json.loads(path.read_text(encoding="utf-8"))))
-        return out
+        return len(schedule), out
 
     def count(self, sub: str = PENDING) -> int:
         return sum(1 for _ in (self.folder / sub).glob("*.json"))
@@ -187,6 +214,14 @@ class Spool:
 
     def expired(self, entry: Entry) -> bool:
         return time.time() - float(entry.data.get("created_at", 0)) > MAX_AGE_S
+
+
+def _next_at(path: Path) -> float:
+    """When an entry is due; never, for a file that is not an entry."""
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8")).get("next_at", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return float("inf")
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

@@ -32,6 +32,10 @@ log = logging.getLogger("voice_runtime.reports")
 POLL_S = 0.5
 MAX_RESPONSE_BYTES = 64 * 1024
 RETRYABLE = {408, 429}
+# deliveries tried at once: a backlog that falls due together (a receiver back after
+# an outage) goes out in batches instead of thousands of attempts queueing for
+# aiohttp's 100 connections until their timeout_s runs out
+MAX_BATCH = 64
 
 
 class Permanent(Exception):
@@ -72,13 +76,19 @@ class Deliverer:
             await asyncio.sleep(POLL_S)
 
     async def once(self) -> None:
+        from ..observe.metrics import set_reports_pending
+
+        # the spool's files are read, written and fsync'd in a thread: on serve's loop
+        # a large backlog stalled /healthz, /metrics and LiveKit's worker connection
+        await asyncio.to_thread(self.report_killed_calls)
+        pending, due = await asyncio.to_thread(self.spool.due, MAX_BATCH)
+        set_reports_pending(pending)
+        results = await asyncio.gather(*(self._deliver(e) for e in due), return_exceptions=True)
+        await asyncio.to_thread(self._record, due, results)
+
+    def _record(self, due: list[Entry], results: list[BaseException | None]) -> None:
         from ..observe.metrics import observe_report, set_reports_pending
 
-        self.report_killed_calls()
-        entries = self.spool.pending()
-        set_reports_pending(len(entries))
-        due = [e for e in entries if e.due]
-        results = await asyncio.gather(*(self._deliver(e) for e in due), return_exceptions=True)
         for entry, result in zip(due, results):
             where = _where(entry)
             if result is None:

@@ -1,8 +1,8 @@
 """What a hostile pass over a deployment found, each kept fixed: files in the specs
 folder that are not files (a FIFO named *.yaml among the phone lines or the
-conversation tests), and webhook URLs carrying credentials (in their userinfo or
+conversation tests), webhook URLs carrying credentials (in their userinfo or
 query, from ``${VAR}`` in ``serve --reports`` or written as text) reaching serve's log
-and the dead-letter record. Every test runs the real CLI in a subprocess (serve with
+and the dead-letter record, and a backlog of undelivered reports stalling serve. Every test runs the real CLI in a subprocess (serve with
 the process executor) on real files."""
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,48 @@ def test_credentials_in_a_webhook_url_never_reach_serves_log_or_the_dead_letter_
     for secret in ("pw-from-variable-4471", "literal-pass-0088", "literal-token-0077", "key from/variable",
                    "key+from/variable", "key%20from", "key+from%2Fvariable"):
         assert secret not in said, secret
+
+
+def _worst_healthz(serve: Serve, probes: int = 40) -> float:
+    """The slowest of ``probes`` /healthz answers, 0.1 s apart (over several of the
+    deliverer's half-second polls)."""
+    worst = 0.0
+    for _ in range(probes):
+        started = time.perf_counter()
+        assert serve.get("/healthz")[0] == 200
+        worst = max(worst, time.perf_counter() - started)
+        time.sleep(0.1)
+    return worst
+
+
+def test_a_backlog_of_thousands_of_undelivered_reports_neither_stalls_the_operator_port_nor_delays_a_due_one(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    # a receiver down for a day: 6,000 entries (~120 MB) waiting for their next attempt
+    secret = "whsec_" + base64.b64encode(b"report-signing-key-0123456789").decode()
+    receiver = WebhookReceiver(free_port()).start()
+    write(agents / "desk.yaml", spec("hi", fake_openai.base_url))
+    spool = tmp_path / "spool"
+    try:
+        with Serve(agents, "--report-spool", str(spool)) as serve:
+            serve.wait_ready()
+            baseline = _worst_healthz(serve)
+            later = time.time() + 3600
+            transcript = [{"role": "caller", "text": "x" * 200, "at": 0.0, "interrupted": False}] * 80
+            for n in range(6000):
+                entry = {"id": f"msg_backlog{n}", "attempts": 9, "created_at": time.time(), "next_at": later,
+                         "last_error": "ClientConnectorError", "report": {"id": f"msg_backlog{n}", "transcript": transcript},
+                         "target": {"webhook": {"url": "http://127.0.0.1:1/down", "secret": secret, "timeout_s": 5}}}
+                write(spool / "pending" / f"msg_backlog{n}.0.json", json.dumps(entry))
+            serve.wait_for(lambda: serve.metric("voice_runtime_reports_pending") == 6000, message="the backlog seen")
+            # parsing every entry at every poll blocked serve's loop 2 s of every 2.5 s
+            worst = _worst_healthz(serve)
+            assert worst < 3 * baseline + 0.5, f"/healthz took {worst:.2f} s with the backlog, {baseline:.2f} s without"
+            due = {"id": "msg_due", "attempts": 0, "created_at": time.time(), "next_at": 0, "last_error": None,
+                   "report": {"id": "msg_due"}, "target": {"webhook": {"url": receiver.url, "secret": secret}}}
+            write(spool / "pending" / "msg_due.0.json", json.dumps(due))
+            serve.wait_for(lambda: [r.headers["webhook-id"] for r in receiver.delivered()] == ["msg_due"],
+                           message="the due report delivered amid the backlog")
+    finally:
+        receiver.stop()
+        shutil.rmtree(spool, ignore_errors=True)
