@@ -20,7 +20,7 @@ import pytest
 from fakes.openai_chat import FakeOpenAI
 from fakes.webhook_receiver import WebhookReceiver
 from helpers import run_cli, write
-from mcp_servers.harness import free_port
+from mcp_servers.harness import free_port, stdio_command
 from serve_harness import Serve, spec
 
 pytestmark = pytest.mark.timeout(180)
@@ -170,3 +170,19 @@ def test_a_backlog_of_thousands_of_undelivered_reports_neither_stalls_the_operat
     finally:
         receiver.stop()
         shutil.rmtree(spool, ignore_errors=True)
+
+
+def test_a_fifo_named_as_a_specs_tool_lock_approves_no_tool_and_never_hangs(tmp_path: Path, agents: Path) -> None:
+    # the lock is read wherever a tool plan is made: check, tools, call, each call's job and serve's gateway
+    command, args = stdio_command(record=tmp_path / "calls.jsonl", name="weather")
+    write(agents / "desk.yaml", TEXT_AGENT + f"mcp_servers:\n  weather: {json.dumps({'command': command, 'args': args})}\n")
+    os.mkfifo(agents / "desk.tools.lock")
+
+    result = run_cli("check", agents, "--format", "json", timeout=45)
+
+    assert result.rc == 0, result.output
+    report = json.loads(result.stdout)
+    [server] = report["mcp_servers"]
+    assert server["reachable"] and server["tools"] == [], server  # nothing approved: the lock is unreadable
+    assert all("withheld: new since the tool lock was written" in w["message"] for w in report["warnings"])
+    assert report["warnings"], report
