@@ -186,3 +186,21 @@ def test_a_fifo_named_as_a_specs_tool_lock_approves_no_tool_and_never_hangs(tmp_
     assert server["reachable"] and server["tools"] == [], server  # nothing approved: the lock is unreadable
     assert all("withheld: new since the tool lock was written" in w["message"] for w in report["warnings"])
     assert report["warnings"], report
+
+
+def test_checks_summary_of_the_phone_lines_names_the_first_rules_and_numbers_and_counts_the_rest(agents: Path) -> None:
+    # 40 files of 1,000 rules each made the summary one line of 1 MB
+    write(agents / "desk.yaml", TEXT_AGENT)
+    numbers = [f"+1415555{n:04d}" for n in range(20)]
+    rules = {"wide": {"numbers": numbers[:7], "agent": "desk"},
+             **{f"r{n}": {"numbers": [numbers[n]], "agent": "desk"} for n in range(7, 20)}}
+    write(agents / "telephony" / "lines.yaml", json.dumps({
+        "apiVersion": "voice-runtime/v1", "inbound_trunks": {"in": {"numbers": numbers}}, "dispatch_rules": rules}))
+
+    result = run_cli("check", "--offline", agents)
+
+    assert result.rc == 0, result.output
+    [summary] = [line for line in result.stdout.splitlines() if line.startswith("phone lines:")]
+    assert summary == ("phone lines: 1 inbound trunk(s), 0 outbound trunk(s), 14 dispatch rule(s): "
+                       "+14155550000, +14155550001, +14155550002, +14155550003, +14155550004, and 2 more number(s) "
+                       "-> desk, " + ", ".join(f"{numbers[n]} -> desk" for n in range(7, 16)) + ", and 4 more rule(s)")
