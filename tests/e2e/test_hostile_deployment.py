@@ -204,3 +204,36 @@ def test_checks_summary_of_the_phone_lines_names_the_first_rules_and_numbers_and
     assert summary == ("phone lines: 1 inbound trunk(s), 0 outbound trunk(s), 14 dispatch rule(s): "
                        "+14155550000, +14155550001, +14155550002, +14155550003, +14155550004, and 2 more number(s) "
                        "-> desk, " + ", ".join(f"{numbers[n]} -> desk" for n in range(7, 16)) + ", and 4 more rule(s)")
+
+
+def test_a_lone_surrogate_in_a_spec_is_an_error_at_its_position_and_chat_never_crashes_on_one(agents: Path) -> None:
+    # JSON and YAML escapes can write half of a character; check took "\udfff", then chat crashed printing it
+    write(agents / "desk.yaml", TEXT_AGENT + 'greeting: "hello \\udfff there"\n')
+
+    checked = run_cli("check", "--offline", agents)
+    chatted = run_cli("chat", agents, "-a", "desk", timeout=60)
+
+    message = "holds a lone surrogate (a \\ud800-\\udfff escape, or bytes of an environment variable that are not UTF-8)"
+    assert checked.rc == 1 and f"{agents / 'desk.yaml'}:6:11: greeting: {message}" in checked.stdout, checked.output
+    assert chatted.rc == 1 and message in chatted.output, chatted.output
+    assert "Traceback" not in checked.output + chatted.output
+
+
+def test_a_lone_surrogate_from_a_caller_refuses_its_context_value_and_is_replaced_in_a_turn(
+    agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    # dispatch metadata is JSON, which may escape half a character: every LLM request of the call failed on it
+    write(agents / "desk.yaml", spec("You help ${call.caller}.", fake_openai.base_url)
+          + "context:\n  caller: {from: 'dispatch:caller'}\n")
+    with Serve(agents) as serve:
+        serve.wait_ready()
+        code, refused = serve.post("/simulate?wait=1", b'{"agent": "desk", "turns": ["hi"], "context": {"caller": "a\\udfffb"}}',
+                                   timeout=90)
+        assert refused["refused"] == "invalid", refused
+        assert refused["error"] == "call refused: call context caller is not text: it holds a lone surrogate"
+        assert serve.metric('voice_runtime_calls_refused_total{agent="desk",reason="invalid"}') == 1.0
+        code, answered = serve.post("/simulate?wait=1", b'{"agent": "desk", "turns": ["hi \\ud800 there"], '
+                                                        b'"context": {"caller": "Ann"}}', timeout=90)
+        assert code == 200 and answered["ok"], answered
+        assert fake_openai.chat_requests[-1]["messages"][-1]["content"] == "hi \ufffd there"
+        assert "Traceback" not in serve.output()
