@@ -205,12 +205,25 @@ class Spool:
         attempts = int(entry.data.get("attempts", 0)) + 1
         delay = min(BASE_DELAY_S * 2 ** (attempts - 1), MAX_DELAY_S) * random.uniform(0.9, 1.1)
         entry.data.update(attempts=attempts, next_at=time.time() + delay, last_error=error)
+        self._hold_until(entry, entry.data["next_at"])
         write_durably(entry.path, json.dumps(entry.data).encode())
 
     def dead(self, entry: Entry, error: str) -> None:
         entry.data.update(last_error=error, dead_at=time.time())
+        self._hold_until(entry, float("inf"))  # tried again only by the next serve, if it cannot move
         write_durably(self.folder / DEAD / entry.path.name, json.dumps(entry.data).encode())
         self.delivered(entry)
+
+    def _hold_until(self, entry: Entry, next_at: float) -> None:
+        """When ``entry`` is next due, kept in memory before its file is rewritten: a
+        spool that cannot be written (its volume full) made the entry due again at the
+        next poll, so its receiver got an attempt every half second, and the log a
+        traceback each time, instead of the backoff."""
+        try:
+            st = os.stat(entry.path)
+        except OSError:
+            return
+        self._schedule[entry.path.name] = ((st.st_ino, st.st_size, st.st_mtime_ns), next_at)
 
     def expired(self, entry: Entry) -> bool:
         return time.time() - float(entry.data.get("created_at", 0)) > MAX_AGE_S

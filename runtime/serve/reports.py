@@ -87,26 +87,35 @@ class Deliverer:
         await asyncio.to_thread(self._record, due, results)
 
     def _record(self, due: list[Entry], results: list[BaseException | None]) -> None:
-        from ..observe.metrics import observe_report, set_reports_pending
+        from ..observe.metrics import set_reports_pending
 
         for entry, result in zip(due, results):
-            where = _where(entry)
-            if result is None:
-                self.spool.delivered(entry)
-                observe_report("delivered")
-                log.info("call report %s delivered to %s (attempt %d)", entry.data["id"], where,
-                         int(entry.data.get("attempts", 0)) + 1)
-            elif isinstance(result, Permanent) or self.spool.expired(entry):
-                self.spool.dead(entry, str(result))
-                observe_report("dead")
-                log.error("call report %s could not be delivered to %s: %s; kept in %s", entry.data["id"], where,
-                          result, self.spool.folder / "dead")
-            else:
-                self.spool.retry_later(entry, str(result))
-                observe_report("retried")
-                log.warning("call report %s not delivered to %s (attempt %d): %s; retrying", entry.data["id"],
-                            where, int(entry.data["attempts"]), result)
+            try:
+                self._record_one(entry, result)
+            except OSError as exc:  # the spool's volume full or gone: the entry waits in memory meanwhile
+                log.error("call report %s: the spool %s cannot record the delivery attempt (%s); the next attempt "
+                          "waits as if it had", entry.data["id"], self.spool.folder, exc.strerror or exc)
         set_reports_pending(self.spool.count(), self.spool.count("dead"))
+
+    def _record_one(self, entry: Entry, result: BaseException | None) -> None:
+        from ..observe.metrics import observe_report
+
+        where = _where(entry)
+        if result is None:
+            self.spool.delivered(entry)
+            observe_report("delivered")
+            log.info("call report %s delivered to %s (attempt %d)", entry.data["id"], where,
+                     int(entry.data.get("attempts", 0)) + 1)
+        elif isinstance(result, Permanent) or self.spool.expired(entry):
+            self.spool.dead(entry, str(result))
+            observe_report("dead")
+            log.error("call report %s could not be delivered to %s: %s; kept in %s", entry.data["id"], where,
+                      result, self.spool.folder / "dead")
+        else:
+            self.spool.retry_later(entry, str(result))
+            observe_report("retried")
+            log.warning("call report %s not delivered to %s (attempt %d): %s; retrying", entry.data["id"],
+                        where, int(entry.data["attempts"]), result)
 
     def report_killed_calls(self) -> None:
         """The report of every call whose job process is gone without writing it, from

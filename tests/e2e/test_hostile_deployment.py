@@ -237,3 +237,32 @@ def test_a_lone_surrogate_from_a_caller_refuses_its_context_value_and_is_replace
         assert code == 200 and answered["ok"], answered
         assert fake_openai.chat_requests[-1]["messages"][-1]["content"] == "hi \ufffd there"
         assert "Traceback" not in serve.output()
+
+
+def test_a_spool_that_cannot_be_written_keeps_the_retry_backoff_and_logs_one_line_per_attempt(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    # a full volume (the emptyDir's sizeLimit): retries could not be recorded, so the entry was due
+    # again at every half-second poll, its receiver hammered and the log given a traceback each time
+    secret = "whsec_" + base64.b64encode(b"report-signing-key-0123456789").decode()
+    receiver = WebhookReceiver(free_port(), statuses=[500] * 1000).start()
+    write(agents / "desk.yaml", spec("hi", fake_openai.base_url)
+          + f"reports: [{{webhook: {{url: '{receiver.url}', secret: '${{HOOK_SIGNING}}'}}}}]\n")
+    spool = tmp_path / "spool"
+    try:
+        with Serve(agents, "--report-spool", str(spool), env={"HOOK_SIGNING": secret}) as serve:
+            serve.wait_ready()
+            # the report is spooled before the answer; then the spool's writes fail as on a full disk
+            code, answer = serve.post("/simulate?wait=1", b'{"agent": "desk", "turns": ["hello"]}', timeout=90)
+            assert code == 200, answer
+            shutil.rmtree(spool / "tmp")
+            (spool / "tmp").write_text("not a folder: every durable write of the spool fails")
+            serve.wait_for(lambda: "cannot record the delivery attempt" in serve.output(), message="the failed write")
+            first = len(receiver.received)
+            time.sleep(6)  # backoff 1, 2, 4 s: at most 3 more attempts; every poll was 12
+            output = serve.output()
+    finally:
+        receiver.stop()
+    assert len(receiver.received) - first <= 4, len(receiver.received) - first
+    assert "Traceback" not in output and "call report delivery failed" not in output
+    assert f"the spool {spool} cannot record the delivery attempt (File exists); the next attempt waits" in output
