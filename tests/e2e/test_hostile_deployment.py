@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from fakes.openai_chat import FakeOpenAI
@@ -266,3 +267,26 @@ def test_a_spool_that_cannot_be_written_keeps_the_retry_backoff_and_logs_one_lin
     assert len(receiver.received) - first <= 4, len(receiver.received) - first
     assert "Traceback" not in output and "call report delivery failed" not in output
     assert f"the spool {spool} cannot record the delivery attempt (File exists); the next attempt waits" in output
+
+
+def test_the_junit_file_stays_well_formed_xml_when_a_case_or_a_reply_holds_control_characters(
+    tmp_path: Path, agents: Path
+) -> None:
+    # XML 1.0 cannot carry \x01 or ESC at all: one made CI's parser reject the whole file
+    write(agents / "desk.yaml", TEXT_AGENT)
+    write(agents / "tests" / "desk.yaml", """apiVersion: voice-runtime/v1
+agent: desk
+cases:
+  - name: "colours \\x1b[31m and \\x01"
+    script: [{say: "bad \\x01\\x0b\\x1b[2J reply"}]
+    turns: [{user: "hi \\x07", expect: [{reply_contains: "nope"}]}]
+""")
+    junit = tmp_path / "junit.xml"
+
+    result = run_cli("test", agents, "--junit", junit, timeout=120)
+
+    assert result.rc == 1, result.output
+    case = ElementTree.parse(junit).find(".//testcase")
+    assert case is not None and case.get("name") == "colours \\x1b[31m and \\x01"
+    failure = case.find("failure")
+    assert failure is not None and "reply 'bad \\x01\\x0b\\x1b[2J reply'" in (failure.text or "")
