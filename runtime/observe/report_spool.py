@@ -164,7 +164,11 @@ class Spool:
         2.5 s (/healthz p90 2.5 s). A file that is not an entry is skipped until it
         changes."""
         now, schedule, due = time.time(), {}, []
-        with os.scandir(self.folder / PENDING) as listing:
+        try:
+            listing = os.scandir(self.folder / PENDING)
+        except OSError:  # the folder removed under serve: nothing is pending (as glob() says)
+            return 0, []
+        with listing:
             for item in listing:
                 if not item.name.endswith(".json"):
                     continue
