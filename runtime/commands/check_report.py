@@ -164,10 +164,20 @@ def render_text(report: CheckReport) -> str:
     return "\n".join(lines)
 
 
+SUMMARY_RULES, SUMMARY_NUMBERS = 10, 5  # the sentence names this many rules, and numbers of each
+
+
 def lines_summary(lines: Lines) -> str:
-    """One sentence on the phone lines (numbers are no secret; passwords are never shown)."""
-    rules = ", ".join(f"{', '.join(r.numbers + [f'trunk {t}' for t in r.trunks])} -> {r.agent}"
-                      for r in lines.rules.values())
+    """One sentence on the phone lines (numbers are no secret; passwords are never shown),
+    naming the first rules and numbers only: 40 files of 1,000 rules made it one 1 MB line."""
+    def _first(items: list[str], limit: int, what: str) -> list[str]:
+        return items[:limit] + ([f"and {len(items) - limit} more {what}"] if len(items) > limit else [])
+
+    named = [f"{', '.join(_first(r.numbers + [f'trunk {t}' for t in r.trunks], SUMMARY_NUMBERS, 'number(s)'))} "
+             f"-> {r.agent}" for r in list(lines.rules.values())[:SUMMARY_RULES]]
+    if len(lines.rules) > SUMMARY_RULES:
+        named.append(f"and {len(lines.rules) - SUMMARY_RULES} more rule(s)")
+    rules = ", ".join(named)
     return printable(f"phone lines: {len(lines.inbound)} inbound trunk(s), {len(lines.outbound)} outbound "
                      f"trunk(s), {len(lines.rules)} dispatch rule(s){': ' + rules if rules else ''}")
 

@@ -122,14 +122,15 @@ def serve(
         unregistered=unregistered or local, local=local, talk=talk, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
         require_tests=require_tests, report_spool=report_spool or _default_spool(http_port),
         telephony_dir=telephony, manage_sip=manage_sip, sip_owner=sip_owner, calls=calls,
-        report_targets=tuple(_report_targets(reports)) if reports is not None else (),
+        report_targets=tuple(_report_targets(reports, secrets)) if reports is not None else (),
         ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
     )
     raise typer.Exit(run_serve(options, secrets=secrets))
 
 
-def _report_targets(path: Path) -> list[dict[str, Any]]:
-    """--reports FILE read like a spec (errors at file:line:col, exit 2)."""
+def _report_targets(path: Path, secrets: SecretSet) -> list[dict[str, Any]]:
+    """--reports FILE read like a spec (errors at file:line:col, exit 2); its ``${VAR}``
+    values join ``secrets`` like a spec's."""
     import sys
 
     from ..plugins.manager import make_plugin_manager
@@ -137,11 +138,13 @@ def _report_targets(path: Path) -> list[dict[str, Any]]:
     from ..spec.reports_file import load_reports_file
 
     got = load_reports_file(path, SpecLoader(make_plugin_manager(None, entry_points=False, trial=False)))
-    if got and not isinstance(got[0], dict):
+    if isinstance(got, list):
         for error in got:
             print(f"error: {error}", file=sys.stderr)
         raise typer.Exit(2)
-    return got  # type: ignore[return-value]
+    targets, values = got
+    secrets.add(values)
+    return targets
 
 
 def _default_spool(http_port: int) -> Path:

@@ -15,8 +15,19 @@ import re
 # C0 controls, DEL, C1 controls (0x9b is a one-byte CSI), the bidi embeddings,
 # overrides and isolates (U+202A-202E, U+2066-2069), the marks U+200E, U+200F and
 # U+061C, and the Unicode line and paragraph separators.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_UNSAFE_KEEPING_LINES = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Lone surrogates too: no character, a UTF-8 stream cannot write one (chat crashed on it).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_UNSAFE_KEEPING_LINES = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# A "\udfff" JSON or YAML escape, or an environment variable's bytes that are not
+# UTF-8 (Python reads them as "\udce9"): in text sent anywhere (an LLM request, a log
+# line, a report) it raises UnicodeEncodeError.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def as_text(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD, as a UTF-8 decoder would."""
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _escape(match: re.Match[str]) -> str:

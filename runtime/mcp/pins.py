@@ -12,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.terminal import printable
+
+MAX_LOCK_BYTES = 4 * 1024 * 1024  # a lock lists tool digests: far below this for any real server
 
 if TYPE_CHECKING:
     from mcp.types import Tool
@@ -93,12 +96,19 @@ def read_tool_lock(loaded: LoadedSpec) -> ToolLock | None:
     """server -> tool -> definition digest, as approved by `voice-runtime tools --lock`;
     None when the spec has no lock. An unreadable lock approves nothing: the operator
     asked for pinning, so a damaged file must not switch it off."""
+    from ..core.filesystem import read_regular
+
     path = tool_lock_path(loaded)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {str(s): {str(t): str(d) for t, d in tools.items()} for s, tools in data["servers"].items()}
-    except FileNotFoundError:
+    # never open()ed as it is: a FIFO named *.tools.lock froze serve's MCP gateway (and
+    # every command that lists tools) waiting for a writer
+    if not os.path.lexists(path):
         return None
+    raw = read_regular(path, MAX_LOCK_BYTES)
+    try:
+        if isinstance(raw, str):
+            raise OSError(raw)
+        data = json.loads(raw.decode("utf-8"))
+        return {str(s): {str(t): str(d) for t, d in tools.items()} for s, tools in data["servers"].items()}
     except (OSError, ValueError, KeyError, AttributeError) as exc:
         log.warning("unreadable tool lock %s (%s): no MCP tool of agent %s is approved until "
                     "`voice-runtime tools --lock` rewrites it", path, exc, loaded.name)

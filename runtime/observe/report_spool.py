@@ -95,6 +95,9 @@ class Spool:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._lock_fd: int | None = None
+        # pending file name -> ((inode, size, mtime), next_at): each version of an entry is
+        # parsed once for its schedule, not at every poll (see ``due``)
+        self._schedule: dict[str, tuple[tuple[int, int, int], float]] = {}
         # the root too: mkdir(parents=True) made it with the default mode (0755), and
         # its listing names the calls (README: spool files are 0600 in 0700 folders)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -153,12 +156,40 @@ class Spool:
                 path.unlink(missing_ok=True)  # half-written when its process died: nothing to tell
         return out
 
-    def pending(self) -> list[Entry]:
+    def due(self, limit: int) -> tuple[int, list[Entry]]:
+        """How many deliveries are pending, and at most ``limit`` of those due now (the
+        longest waiting first), read whole. Each version of an entry's file is parsed
+        once for its schedule: parsing every entry at every poll, a backlog of 6,000
+        reports (118 MB: a receiver down for a day) kept serve's loop busy 2 s of every
+        2.5 s (/healthz p90 2.5 s). A file that is not an entry is skipped until it
+        changes."""
+        now, schedule, due = time.time(), {}, []
+        try:
+            listing = os.scandir(self.folder / PENDING)
+        except OSError:  # the folder removed under serve: nothing is pending (as glob() says)
+            return 0, []
+        with listing:
+            for item in listing:
+                if not item.name.endswith(".json"):
+                    continue
+                try:
+                    st = item.stat()
+                except OSError:
+                    continue  # delivered (or moved) meanwhile
+                stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+                known = self._schedule.get(item.name)
+                if known is None or known[0] != stamp:
+                    known = (stamp, _next_at(Path(item.path)))
+                schedule[item.name] = known
+                if known[1] <= now:
+                    due.append((known[1], item.name))
+        self._schedule = schedule
         out = []
-        for path in sorted((self.folder / PENDING).glob("*.json")):
+        for _, name in sorted(due)[:limit]:
+            path = self.folder / PENDING / name
             with contextlib.suppress(OSError, ValueError):
                 out.append(Entry(path, json.loads(path.read_text(encoding="utf-8"))))
-        return out
+        return len(schedule), out
 
     def count(self, sub: str = PENDING) -> int:
         return sum(1 for _ in (self.folder / sub).glob("*.json"))
@@ -178,15 +209,36 @@ class Spool:
         attempts = int(entry.data.get("attempts", 0)) + 1
         delay = min(BASE_DELAY_S * 2 ** (attempts - 1), MAX_DELAY_S) * random.uniform(0.9, 1.1)
         entry.data.update(attempts=attempts, next_at=time.time() + delay, last_error=error)
+        self._hold_until(entry, entry.data["next_at"])
         write_durably(entry.path, json.dumps(entry.data).encode())
 
     def dead(self, entry: Entry, error: str) -> None:
         entry.data.update(last_error=error, dead_at=time.time())
+        self._hold_until(entry, float("inf"))  # tried again only by the next serve, if it cannot move
         write_durably(self.folder / DEAD / entry.path.name, json.dumps(entry.data).encode())
         self.delivered(entry)
 
+    def _hold_until(self, entry: Entry, next_at: float) -> None:
+        """When ``entry`` is next due, kept in memory before its file is rewritten: a
+        spool that cannot be written (its volume full) made the entry due again at the
+        next poll, so its receiver got an attempt every half second, and the log a
+        traceback each time, instead of the backoff."""
+        try:
+            st = os.stat(entry.path)
+        except OSError:
+            return
+        self._schedule[entry.path.name] = ((st.st_ino, st.st_size, st.st_mtime_ns), next_at)
+
     def expired(self, entry: Entry) -> bool:
         return time.time() - float(entry.data.get("created_at", 0)) > MAX_AGE_S
+
+
+def _next_at(path: Path) -> float:
+    """When an entry is due; never, for a file that is not an entry."""
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8")).get("next_at", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return float("inf")
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

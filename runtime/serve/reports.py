@@ -32,6 +32,10 @@ log = logging.getLogger("voice_runtime.reports")
 POLL_S = 0.5
 MAX_RESPONSE_BYTES = 64 * 1024
 RETRYABLE = {408, 429}
+# deliveries tried at once: a backlog that falls due together (a receiver back after
+# an outage) goes out in batches instead of thousands of attempts queueing for
+# aiohttp's 100 connections until their timeout_s runs out
+MAX_BATCH = 64
 
 
 class Permanent(Exception):
@@ -72,31 +76,46 @@ class Deliverer:
             await asyncio.sleep(POLL_S)
 
     async def once(self) -> None:
-        from ..observe.metrics import observe_report, set_reports_pending
+        from ..observe.metrics import set_reports_pending
 
-        self.report_killed_calls()
-        entries = self.spool.pending()
-        set_reports_pending(len(entries))
-        due = [e for e in entries if e.due]
+        # the spool's files are read, written and fsync'd in a thread: on serve's loop
+        # a large backlog stalled /healthz, /metrics and LiveKit's worker connection
+        await asyncio.to_thread(self.report_killed_calls)
+        pending, due = await asyncio.to_thread(self.spool.due, MAX_BATCH)
+        set_reports_pending(pending)
         results = await asyncio.gather(*(self._deliver(e) for e in due), return_exceptions=True)
+        await asyncio.to_thread(self._record, due, results)
+
+    def _record(self, due: list[Entry], results: list[BaseException | None]) -> None:
+        from ..observe.metrics import set_reports_pending
+
         for entry, result in zip(due, results):
-            where = _where(entry)
-            if result is None:
-                self.spool.delivered(entry)
-                observe_report("delivered")
-                log.info("call report %s delivered to %s (attempt %d)", entry.data["id"], where,
-                         int(entry.data.get("attempts", 0)) + 1)
-            elif isinstance(result, Permanent) or self.spool.expired(entry):
-                self.spool.dead(entry, str(result))
-                observe_report("dead")
-                log.error("call report %s could not be delivered to %s: %s; kept in %s", entry.data["id"], where,
-                          result, self.spool.folder / "dead")
-            else:
-                self.spool.retry_later(entry, str(result))
-                observe_report("retried")
-                log.warning("call report %s not delivered to %s (attempt %d): %s; retrying", entry.data["id"],
-                            where, int(entry.data["attempts"]), result)
+            try:
+                self._record_one(entry, result)
+            except OSError as exc:  # the spool's volume full or gone: the entry waits in memory meanwhile
+                log.error("call report %s: the spool %s cannot record the delivery attempt (%s); the next attempt "
+                          "waits as if it had", entry.data["id"], self.spool.folder, exc.strerror or exc)
         set_reports_pending(self.spool.count(), self.spool.count("dead"))
+
+    def _record_one(self, entry: Entry, result: BaseException | None) -> None:
+        from ..observe.metrics import observe_report
+
+        where = _where(entry)
+        if result is None:
+            self.spool.delivered(entry)
+            observe_report("delivered")
+            log.info("call report %s delivered to %s (attempt %d)", entry.data["id"], where,
+                     int(entry.data.get("attempts", 0)) + 1)
+        elif isinstance(result, Permanent) or self.spool.expired(entry):
+            self.spool.dead(entry, str(result))
+            observe_report("dead")
+            log.error("call report %s could not be delivered to %s: %s; kept in %s", entry.data["id"], where,
+                      result, self.spool.folder / "dead")
+        else:
+            self.spool.retry_later(entry, str(result))
+            observe_report("retried")
+            log.warning("call report %s not delivered to %s (attempt %d): %s; retrying", entry.data["id"],
+                        where, int(entry.data["attempts"]), result)
 
     def report_killed_calls(self) -> None:
         """The report of every call whose job process is gone without writing it, from
@@ -139,7 +158,8 @@ class Deliverer:
                 await resp.content.read(MAX_RESPONSE_BYTES)  # bounded: the answer is not needed, only its status
                 status = resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise RuntimeError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+            said = _without_url(str(exc), hook["url"])
+            raise RuntimeError(f"{type(exc).__name__}: {said}" if said else type(exc).__name__) from None
         if 200 <= status < 300:
             return None
         if status in RETRYABLE or status >= 500:
@@ -158,7 +178,34 @@ def _where(entry: Entry) -> str:
     target = entry.data["target"]
     if "file" in target:
         return f"folder {target['file']['dir']}"
+    return _shown_url(target["webhook"]["url"])
+
+
+def _shown_url(url: str) -> str:
+    """The URL as logs show it: no userinfo (``user:password@``) and no query, which
+    may hold credentials written as text, where redaction (of ``${VAR}`` values) cannot
+    know them."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(target["webhook"]["url"])  # no query: it may hold a token
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
+def _without_url(text: str, url: str) -> str:
+    """aiohttp's error text with the target's URL (as written, or as aiohttp's URL
+    class re-encodes it, with or without userinfo: ``ClientResponseError`` ends in
+    ``url='...'``) shown as ``_shown_url`` shows it."""
+    from yarl import URL
+
+    shown = _shown_url(url)
+    forms = {url}
+    try:
+        parsed = URL(url)
+        # aiohttp moves userinfo into an Authorization header: its errors name the URL without it
+        for form in (parsed, parsed.with_user(None)):
+            forms |= {str(form), form.human_repr()}
+    except ValueError:  # not a URL aiohttp could parse: its text is still removed
+        pass
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, shown)
+    return text

@@ -400,6 +400,11 @@ class SessionRunner:
     async def run_turn(self, text: str) -> Any:
         """One text turn (``session.run``). If the realtime model fails during the
         turn, the turn is asked again of the pipeline once it has taken over."""
+        from ..core.terminal import as_text
+
+        # a lone surrogate (a caller's JSON escape, bytes that are not UTF-8) failed
+        # every LLM request of the turn, each retried
+        text = as_text(text)
         if not self.switched.is_set():
             await self._realtime_connected()
         if self.switched.is_set():

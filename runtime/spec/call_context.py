@@ -139,6 +139,7 @@ def gather(declared: Mapping[str, ContextValue], *, dispatch: str | None = None,
 
 def resolve(declared: Mapping[str, ContextValue], raw: Mapping[str, Any]) -> dict[str, str]:
     """The call's values, checked; ``ContextRefused`` says why a call cannot start."""
+    from ..core.terminal import LONE_SURROGATE
     from ..core.user_regex import TimedOut, compiled, search
 
     values: dict[str, str] = {}
@@ -154,6 +155,10 @@ def resolve(declared: Mapping[str, ContextValue], raw: Mapping[str, Any]) -> dic
             raise ContextRefused("invalid", f"call context {name} must be text or a number, "
                                             f"not {type(value).__name__}")
         text = value if isinstance(value, str) else json.dumps(value)
+        if LONE_SURROGATE.search(text):
+            # JSON lets metadata escape one ("\udfff"); as no character, it failed every
+            # LLM request of the call (UnicodeEncodeError, retried 4 times per turn)
+            raise ContextRefused("invalid", f"call context {name} is not text: it holds a lone surrogate")
         if len(text) > decl.max_length:
             raise ContextRefused("too_long", f"call context {name} has {len(text)} characters; "
                                              f"at most {decl.max_length}")

@@ -29,14 +29,18 @@ class ReportsFile(StrictModel):
     reports: list[ReportTarget] = Field(min_length=1, max_length=8, description="Where every call's report goes.")
 
 
-def load_reports_file(path: Path, loader: Any) -> list[dict[str, Any]] | list[SpecError]:
-    """The file's targets as the spool's plain data, or its errors. ``loader`` is a
+def load_reports_file(path: Path, loader: Any) -> tuple[list[dict[str, Any]], dict[str, str]] | list[SpecError]:
+    """The file's targets as the spool's plain data and its ``${VAR}`` values (value ->
+    ``${VAR}`` text, for the command's redaction: a password in a webhook URL's
+    userinfo reached serve's log otherwise), or its errors. ``loader`` is a
     ``SpecLoader`` (its YAML reading, ${VAR} expansion and error positions)."""
     got = loader.validate(path, ReportsFile, "a reports file", "apiVersion: voice-runtime/v1")
     if isinstance(got, list):
         return got
     literal = literal_secrets(got[0].reports, got[1])
-    return literal or target_data(got[0].reports, path.parent)
+    if literal:
+        return literal
+    return target_data(got[0].reports, path.parent), dict(got[1].expanded.values())
 
 
 def literal_secrets(targets: list[ReportTarget], walker: Walker) -> list[SpecError]:

@@ -256,12 +256,16 @@ def load_lines(folder: Path, plugins: Plugins, agents: typing.Collection[str],
 def _too_many_numbers(path: Path) -> SpecError | None:
     """A file listing more than MAX_FILE_NUMBERS phone numbers, said at the first one
     over, before the file is parsed (a bound of its own, not the YAML guard's)."""
+    from ..core.filesystem import read_regular
+    from .loader import MAX_SPEC_BYTES
     from .yaml_tree import offset_loc
 
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None  # the loader says why it cannot be read
+    # never open() it: a FIFO named *.yaml froze `check` and serve's reload waiting for a
+    # writer, and a huge file would be read whole; the loader then says why it is refused
+    raw = read_regular(path, MAX_SPEC_BYTES)
+    if isinstance(raw, str):
+        return None
+    text = raw.decode("utf-8", errors="replace")
     for count, match in enumerate(_A_NUMBER.finditer(text), 1):
         if count > MAX_FILE_NUMBERS:
             return SpecError(str(path), *offset_loc(text, match.start()),

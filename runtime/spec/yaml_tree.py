@@ -9,6 +9,7 @@ import re
 import typing
 from typing import Any
 
+from ..core.terminal import LONE_SURROGATE, as_text
 from .errors import KeyPath, Loc, SpecError, format_key_path
 
 
@@ -29,6 +30,10 @@ _CORE_TAGS = {
 }
 
 
+# a lone surrogate is no character: check took one, then chat crashed writing a
+# greeting holding it, and a served call's LLM requests would fail on it
+_NOT_TEXT = ("holds a lone surrogate (a \\ud800-\\udfff escape, or bytes of an environment variable that are "
+             "not UTF-8), which is not a character: write the character itself")
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -83,6 +88,9 @@ class Walker:
             for key, value in node.items():
                 key = _scalar(key)
                 child = (*path, key)
+                if isinstance(key, str) and LONE_SURROGATE.search(key):
+                    self.errors.append(self.error(path, "a key " + _NOT_TEXT, value=True))
+                    continue
                 try:
                     self.key_locs[child] = _pos(lc.key(key))
                     self.value_locs[child] = _pos(lc.value(key))
@@ -106,8 +114,12 @@ class Walker:
             self.errors.append(self.error(path, "YAML tag '!!binary' is not allowed: specs hold plain data only", value=True))
             return None
         node = _scalar(node)
-        if isinstance(node, str) and "$" in node:
-            return self._expand(node, path)
+        if isinstance(node, str):
+            if "$" in node:
+                node = self._expand(node, path)
+            if LONE_SURROGATE.search(node):
+                self.errors.append(self.error(path, _NOT_TEXT, value=True))
+                return as_text(node)  # a string still: no second error for a missing value
         return node
 
     def _expand(self, text: str, path: KeyPath) -> str:

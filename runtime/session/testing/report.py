@@ -65,5 +65,10 @@ def write_junit(results: list[CaseResult], path: Path) -> None:
                 ET.SubElement(case, "skipped", message=r.reason)
             if r.call_report is not None:  # the call's report, as `test --json` has it (CI keeps it as output)
                 ET.SubElement(case, "system-out").text = json.dumps({"call_report": r.call_report})
+    # XML 1.0 has no escape for most control characters: one raw \x01 or ESC in a reply,
+    # a case name or an expectation made the whole file unreadable to CI's parsers
+    for element in root.iter():
+        element.text = printable(element.text, lines=True) if element.text else element.text
+        element.attrib.update({k: printable(v, lines=True) for k, v in element.attrib.items()})
     ET.indent(root)
     path.write_text(ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n", encoding="utf-8")
