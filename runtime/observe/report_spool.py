@@ -95,9 +95,9 @@ class Spool:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._lock_fd: int | None = None
-        # pending file name -> ((inode, size, mtime), next_at): each version of an entry is
-        # parsed once for its schedule, not at every poll (see ``due``)
-        self._schedule: dict[str, tuple[tuple[int, int, int], float]] = {}
+        # pending file name -> ((inode, size, mtime), next_at, attempts held in memory or None):
+        # each version of an entry is parsed once for its schedule, not at every poll (see ``due``)
+        self._schedule: dict[str, tuple[tuple[int, int, int], float, int | None]] = {}
         # the root too: mkdir(parents=True) made it with the default mode (0755), and
         # its listing names the calls (README: spool files are 0600 in 0700 folders)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -179,7 +179,7 @@ class Spool:
                 stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
                 known = self._schedule.get(item.name)
                 if known is None or known[0] != stamp:
-                    known = (stamp, _next_at(Path(item.path)))
+                    known = (stamp, _next_at(Path(item.path)), None)
                 schedule[item.name] = known
                 if known[1] <= now:
                     due.append((known[1], item.name))
@@ -188,7 +188,11 @@ class Spool:
         for _, name in sorted(due)[:limit]:
             path = self.folder / PENDING / name
             with contextlib.suppress(OSError, ValueError):
-                out.append(Entry(path, json.loads(path.read_text(encoding="utf-8"))))
+                entry = Entry(path, json.loads(path.read_text(encoding="utf-8")))
+                held = schedule[name][2]
+                if held is not None:  # its file could not be rewritten: the backoff goes on growing
+                    entry.data["attempts"] = max(held, int(entry.data.get("attempts", 0)))
+                out.append(entry)
         return len(schedule), out
 
     def count(self, sub: str = PENDING) -> int:
@@ -219,15 +223,17 @@ class Spool:
         self.delivered(entry)
 
     def _hold_until(self, entry: Entry, next_at: float) -> None:
-        """When ``entry`` is next due, kept in memory before its file is rewritten: a
-        spool that cannot be written (its volume full) made the entry due again at the
-        next poll, so its receiver got an attempt every half second, and the log a
-        traceback each time, instead of the backoff."""
+        """When ``entry`` is next due and how often it was tried, kept in memory before its
+        file is rewritten: a spool that cannot be written (its volume full) made the entry
+        due again at the next poll, so its receiver got an attempt every half second, and
+        the log a traceback each time, instead of the backoff (which must keep growing, so
+        the attempts too, not only the time)."""
         try:
             st = os.stat(entry.path)
         except OSError:
             return
-        self._schedule[entry.path.name] = ((st.st_ino, st.st_size, st.st_mtime_ns), next_at)
+        self._schedule[entry.path.name] = ((st.st_ino, st.st_size, st.st_mtime_ns), next_at,
+                                           int(entry.data.get("attempts", 0)))
 
     def expired(self, entry: Entry) -> bool:
         return time.time() - float(entry.data.get("created_at", 0)) > MAX_AGE_S
