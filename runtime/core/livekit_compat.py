@@ -287,6 +287,69 @@ async def stop_registration(reg: Any) -> None:
         reg._close_future.set_result(None)
 
 
+def close_pool_now(server: Any) -> Any:
+    """Close the hub's process pool now, even while ``run()`` is still starting it;
+    returns the closing task (None: no pool yet). ``server._proc_pool.aclose()`` and
+    ``._idle_ready``, read in livekit-agents 1.8.9 (ipc/proc_pool.py, worker.py).
+
+    Why: ``AgentServer.aclose()`` waits for the server's lock, which ``run()`` holds
+    until ``ProcPool.start()`` has its idle processes (at most
+    ``initialize_process_timeout`` + 2 s, the forkserver's whole preload first). Until
+    then the pool is not closed: its main task respawns every process that dies, every
+    0.1 s. A stop in that window waited for the prewarm (7-9 s), and a hurried stop,
+    which kills job processes and the forkserver every 0.2 s, got "error initializing
+    process" (EOFError) every 0.2 s for the 32 s the start waited. Closing the pool
+    first cancels its spawns (so a process killed now fails no initialization that
+    anyone logs) and stops respawning; setting ``_idle_ready`` lets ``run()`` finish
+    its start at once, so ``aclose()`` then closes the rest as usual.
+    Degrades to None (``aclose()`` alone: the slow stops above)."""
+    import asyncio
+
+    pool = _proc_pool(server)
+    if pool is None or not getattr(pool, "_started", False) or not callable(getattr(pool, "aclose", None)):
+        return None
+    closing = asyncio.ensure_future(pool.aclose())
+    for proc in list(getattr(pool, "processes", None) or []):
+        # a start cancelled mid-way (SupervisedProc.start shields ``_start_atask``)
+        # leaves its EOFError, once the forkserver is killed, unretrieved: asyncio
+        # logged "Task exception was never retrieved" with a traceback
+        starting = getattr(proc, "_start_atask", None)
+        if starting is not None and not starting.done():
+            starting.add_done_callback(_retrieve)
+    ready = getattr(pool, "_idle_ready", None)
+    if ready is not None:
+        ready.set()
+    return closing
+
+
+def _retrieve(task: Any) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def kill_executor_now(proc: Any) -> bool:
+    """SIGKILL a started job process at once, marked as killed for livekit
+    (``proc._kill_sent``, what its own ``kill()`` sets, supervised_proc.py 1.8.9), so
+    its exit is not logged as "process exited with non-zero exit code". livekit's
+    ``kill()`` first sends SIGUSR1 (a stack dump) and sleeps 0.5 s. False: not a
+    started process (a thread, or one still starting: the closed pool kills it
+    itself once started). Degrades, without ``_kill_sent``, to livekit's error line
+    per killed process."""
+    import os
+    import signal
+
+    pid = getattr(proc, "pid", None)
+    if not pid or not getattr(proc, "started", False) or pid == os.getpid():
+        return False
+    if hasattr(proc, "_kill_sent"):
+        proc._kill_sent = True
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        return False
+    return True
+
+
 def on_pool_event(server: Any, event: str, callback: Callable[[Any], None]) -> None:
     """Listen to the hub's process pool (``process_job_launched``, ``process_closed``)."""
     _proc_pool(server).on(event, callback)
