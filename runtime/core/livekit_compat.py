@@ -322,6 +322,24 @@ def close_pool_now(server: Any) -> Any:
     return closing
 
 
+def keep_sigint_while_starting_processes() -> None:
+    """Stop livekit from ignoring SIGINT in serve while it starts a job process:
+    ``ipc.supervised_proc._mask_ctrl_c`` (1.8.9) sets SIGINT to SIG_IGN process-wide
+    around ``Process.start()`` so children inherit it, and the first start lasts the
+    forkserver's whole preload (7-9 s): a Ctrl-C, or a second stop signal by SIGINT,
+    in that window was lost. serve's forkserver ignores SIGINT itself from its first
+    preload (serve/forkserver_signals.py), so every job process it forks inherits
+    SIG_IGN anyway. Idempotent. Degrades to livekit's mask (the lost SIGINT)."""
+    import contextlib
+
+    try:
+        from livekit.agents.ipc import supervised_proc
+    except ImportError:
+        return
+    if callable(getattr(supervised_proc, "_mask_ctrl_c", None)):
+        supervised_proc._mask_ctrl_c = contextlib.nullcontext
+
+
 def _retrieve(task: Any) -> None:
     if not task.cancelled():
         task.exception()

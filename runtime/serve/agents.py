@@ -119,6 +119,8 @@ class Agents:
 
         o = self.options
         os.environ[SERVE_PID] = str(os.getpid())  # inherited by the forkserver (forkserver_signals.py)
+        if o.executor is Executor.PROCESS:
+            livekit_compat.keep_sigint_while_starting_processes()
         # process executor: the partials are pickled to job processes, so only plain
         # values go in; thread executor: nothing is pickled and the pool is passed as is
         bound = dict(state_dir=str(self.catalog.state_dir),
