@@ -572,6 +572,11 @@ def run_serve(options: ServeOptions, *, secrets: SecretSet | None = None) -> int
         # agents: ~60 % of a core)
         livekit_compat.share_child_process_count()
         supervisor = Supervisor(options, plugins, state_dir, secrets)
+        if phase[0] == "stopping":
+            # the signal's exception was swallowed where it landed (a library's bare
+            # except, a finalizer during an import): serve would have run on, deaf to
+            # every later signal (early() acts on the first one only)
+            raise _StoppedWhileStarting()
         phase[0] = "running"
         asyncio.run(supervisor.run())
         rc = supervisor.exit_code
