@@ -176,7 +176,7 @@ def _assert_stopped_cleanly(serve: Serve, scratch: Path) -> None:
     assert list(scratch.glob("voice-runtime-*")) == []
 
 
-@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_two_stop_signals_while_the_job_pool_is_still_starting_exit_at_once_with_no_error_or_leftover(
     second: signal.Signals, tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
 ) -> None:
