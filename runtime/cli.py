@@ -3,7 +3,6 @@ live in ``voice_runtime.commands``, one module each, registered on ``commands.ap
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from .commands.app import app as app
