@@ -350,17 +350,21 @@ def kill_executor_now(proc: Any) -> bool:
     (``proc._kill_sent``, what its own ``kill()`` sets, supervised_proc.py 1.8.9), so
     its exit is not logged as "process exited with non-zero exit code". livekit's
     ``kill()`` first sends SIGUSR1 (a stack dump) and sleeps 0.5 s. False: not a
-    started process (a thread, or one still starting: the closed pool kills it
-    itself once started). Degrades, without ``_kill_sent``, to livekit's error line
+    started process (a thread, or one still starting: marked all the same; the
+    closed pool kills it once started). Only for processes that are to die: a
+    marked one's ping loop stops. Degrades, without ``_kill_sent``, to livekit's error line
     per killed process."""
     import os
     import signal
 
+    if hasattr(proc, "_kill_sent"):
+        # marked even before it started: a process the forkserver has just forked is
+        # killed by pid (children.kill_job_processes) before livekit knows its pid, and
+        # livekit's own kill() of it then finds it dead and sets nothing
+        proc._kill_sent = True
     pid = getattr(proc, "pid", None)
     if not pid or not getattr(proc, "started", False) or pid == os.getpid():
         return False
-    if hasattr(proc, "_kill_sent"):
-        proc._kill_sent = True
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError:
