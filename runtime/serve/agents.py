@@ -409,7 +409,9 @@ class Agents:
         interpreter from exiting, for ever."""
         self.closing = True
         if self._pool_closing is None:
-            if self.hub is None or (self.hub_started and not self.hurry.is_set()):
+            # job threads cannot be killed: their pool closes as livekit closes it
+            if self.hub is None or self.options.executor is not Executor.PROCESS or (
+                    self.hub_started and not self.hurry.is_set()):
                 return
             self._pool_closing = asyncio.ensure_future(self._close_pool_killing())
         await asyncio.shield(self._pool_closing)
