@@ -3,7 +3,6 @@ live in ``voice_runtime.commands``, one module each, registered on ``commands.ap
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from .commands.app import app as app
@@ -21,22 +20,17 @@ def _leave_plugin_threads(exc: SystemExit) -> None:
     """A one-shot command is done, but Python joins every non-daemon thread before
     exiting: one a plugin started at import kept `check` running forever after its
     report. Flush the output and leave at once (serve and console end their own way)."""
-    import os
     import threading
 
     if len(sys.argv) > 1 and sys.argv[1] in ("serve", "console"):
         return
     if not any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
         return
+    from .core.leave import leave_now
+
     if exc.code is not None and not isinstance(exc.code, int):
         print(exc.code, file=sys.stderr)
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more can be said
-            pass
-    os._exit(exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1)
+    leave_now(exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1)
 
 
 if __name__ == "__main__":

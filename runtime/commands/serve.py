@@ -125,7 +125,15 @@ def serve(
         report_targets=tuple(_report_targets(reports, secrets)) if reports is not None else (),
         ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],
     )
-    raise typer.Exit(run_serve(options, secrets=secrets))
+    rc = run_serve(options, secrets=secrets)
+    if rc > 128:
+        # a second stop signal: serve has stopped its MCP servers and removed its folders;
+        # the interpreter's own exit (threads, module teardown) is what remains, and the
+        # README promises about a second
+        from ..core.leave import leave_now
+
+        leave_now(rc)
+    raise typer.Exit(rc)
 
 
 def _report_targets(path: Path, secrets: SecretSet) -> list[dict[str, Any]]:

@@ -300,6 +300,91 @@ async def stop_registration(reg: Any) -> None:
         reg._close_future.set_result(None)
 
 
+def close_pool_now(server: Any) -> Any:
+    """Close the hub's process pool now, even while ``run()`` is still starting it;
+    returns the closing task (None: no pool yet). ``server._proc_pool.aclose()`` and
+    ``._idle_ready``, read in livekit-agents 1.8.9 (ipc/proc_pool.py, worker.py).
+
+    Why: ``AgentServer.aclose()`` waits for the server's lock, which ``run()`` holds
+    until ``ProcPool.start()`` has its idle processes (at most
+    ``initialize_process_timeout`` + 2 s, the forkserver's whole preload first). Until
+    then the pool is not closed: its main task respawns every process that dies, every
+    0.1 s. A stop in that window waited for the prewarm (7-9 s), and a hurried stop,
+    which kills job processes and the forkserver every 0.2 s, got "error initializing
+    process" (EOFError) every 0.2 s for the 32 s the start waited. Closing the pool
+    first cancels its spawns (so a process killed now fails no initialization that
+    anyone logs) and stops respawning; setting ``_idle_ready`` lets ``run()`` finish
+    its start at once, so ``aclose()`` then closes the rest as usual.
+    Degrades to None (``aclose()`` alone: the slow stops above)."""
+    import asyncio
+
+    pool = _proc_pool(server)
+    if pool is None or not getattr(pool, "_started", False) or not callable(getattr(pool, "aclose", None)):
+        return None
+    closing = asyncio.ensure_future(pool.aclose())
+    for proc in list(getattr(pool, "processes", None) or []):
+        # a start cancelled mid-way (SupervisedProc.start shields ``_start_atask``)
+        # leaves its EOFError, once the forkserver is killed, unretrieved: asyncio
+        # logged "Task exception was never retrieved" with a traceback
+        starting = getattr(proc, "_start_atask", None)
+        if starting is not None and not starting.done():
+            starting.add_done_callback(_retrieve)
+    ready = getattr(pool, "_idle_ready", None)
+    if ready is not None:
+        ready.set()
+    return closing
+
+
+def keep_sigint_while_starting_processes() -> None:
+    """Stop livekit from ignoring SIGINT in serve while it starts a job process:
+    ``ipc.supervised_proc._mask_ctrl_c`` (1.8.9) sets SIGINT to SIG_IGN process-wide
+    around ``Process.start()`` so children inherit it, and the first start lasts the
+    forkserver's whole preload (7-9 s): a Ctrl-C, or a second stop signal by SIGINT,
+    in that window was lost. serve's forkserver ignores SIGINT itself from its first
+    preload (serve/forkserver_signals.py), so every job process it forks inherits
+    SIG_IGN anyway. Idempotent. Degrades to livekit's mask (the lost SIGINT)."""
+    import contextlib
+
+    try:
+        from livekit.agents.ipc import supervised_proc
+    except ImportError:
+        return
+    if callable(getattr(supervised_proc, "_mask_ctrl_c", None)):
+        supervised_proc._mask_ctrl_c = contextlib.nullcontext
+
+
+def _retrieve(task: Any) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def kill_executor_now(proc: Any) -> bool:
+    """SIGKILL a started job process at once, marked as killed for livekit
+    (``proc._kill_sent``, what its own ``kill()`` sets, supervised_proc.py 1.8.9), so
+    its exit is not logged as "process exited with non-zero exit code". livekit's
+    ``kill()`` first sends SIGUSR1 (a stack dump) and sleeps 0.5 s. False: not a
+    started process (a thread, or one still starting: marked all the same; the
+    closed pool kills it once started). Only for processes that are to die: a
+    marked one's ping loop stops. Degrades, without ``_kill_sent``, to livekit's error line
+    per killed process."""
+    import os
+    import signal
+
+    if hasattr(proc, "_kill_sent"):
+        # marked even before it started: a process the forkserver has just forked is
+        # killed by pid (children.kill_job_processes) before livekit knows its pid, and
+        # livekit's own kill() of it then finds it dead and sets nothing
+        proc._kill_sent = True
+    pid = getattr(proc, "pid", None)
+    if not pid or not getattr(proc, "started", False) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        return False
+    return True
+
+
 def on_pool_event(server: Any, event: str, callback: Callable[[Any], None]) -> None:
     """Listen to the hub's process pool (``process_job_launched``, ``process_closed``)."""
     _proc_pool(server).on(event, callback)

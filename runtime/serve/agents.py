@@ -95,6 +95,9 @@ class Agents:
         self.hub: Any = None
         self.hub_task: asyncio.Task[None] | None = None
         self.hub_ready = False  # started (and, with --dispatch metadata and LiveKit, registered)
+        self.hub_started = False  # livekit's run() has its pool up ("worker_started")
+        self.closing = False  # serve is stopping: the pool starts no process any more
+        self._pool_closing: asyncio.Future[None] | None = None
         self.hub_error: str | None = None
         self._discard: asyncio.Future[None] | None = None
         self._freeze: asyncio.Task[None] | None = None
@@ -116,6 +119,8 @@ class Agents:
 
         o = self.options
         os.environ[SERVE_PID] = str(os.getpid())  # inherited by the forkserver (forkserver_signals.py)
+        if o.executor is Executor.PROCESS:
+            livekit_compat.keep_sigint_while_starting_processes()
         # process executor: the partials are pickled to job processes, so only plain
         # values go in; thread executor: nothing is pickled and the pool is passed as is
         bound = dict(state_dir=str(self.catalog.state_dir),
@@ -143,6 +148,9 @@ class Agents:
         hub_registers = not o.unregistered and o.dispatch is Dispatch.METADATA
 
         def started(*_: Any) -> None:
+            self.hub_started = True
+            if self.closing:  # run() finished its start only because the pool was closed
+                return
             if not hub_registers:
                 self.hub_ready = True
                 # nobody reads an unregistered server's messages to LiveKit
@@ -365,14 +373,14 @@ class Agents:
         if self.hub is None:
             return
         # livekit gives each job process 10 s to acknowledge its shutdown
+        await self.close_pool()
         closing = asyncio.ensure_future(self.hub.aclose())
         if self.hurry.is_set():
-            # closing first: a closed pool starts no process, so a call whose job
-            # process was still starting is not started again on a fresh one
-            await asyncio.sleep(0)
             await _kill_jobs(self.hub)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(closing), timeout=3.0 if self.hurry.is_set() else CLOSE_GRACE_S)
+        if not await until_done_or(self.hurry, closing, timeout=CLOSE_GRACE_S) and self.hurry.is_set():
+            await _kill_jobs(self.hub)  # a second signal during that wait: what is left goes now
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(closing), timeout=3.0)
         if not closing.done():
             # livekit waits without a bound for a job that acknowledged its shutdown to
             # say it is shutting down, and a job whose entrypoint awaits a tool call
@@ -387,6 +395,57 @@ class Agents:
                 await asyncio.wait_for(self.hub_task, timeout=10)
         if self._discard is not None:
             self._discard.cancel()
+
+    async def close_pool(self) -> None:
+        """On a stop while livekit is still starting the pool, or a hurried one: the
+        pool starts no process from now on (livekit_compat.close_pool_now says why
+        that matters); closing first, so a call whose job process was still starting
+        is not started again on a fresh one. Before the pool was up no call can run:
+        what it was starting (the forkserver's preload, a prewarm) is killed rather
+        than waited for. A drain with the pool up leaves it to ``aclose()``, which
+        closes the idle processes politely. Returns once the pool is closed: a
+        process start still under way when serve's loop ends is cancelled without
+        its cleanup, and the thread reading that process's log pipe then kept the
+        interpreter from exiting, for ever."""
+        self.closing = True
+        if self._pool_closing is None:
+            # job threads cannot be killed: their pool closes as livekit closes it
+            if self.hub is None or self.options.executor is not Executor.PROCESS or (
+                    self.hub_started and not self.hurry.is_set()):
+                return
+            self._pool_closing = asyncio.ensure_future(self._close_pool_killing())
+        await asyncio.shield(self._pool_closing)
+
+    async def _close_pool_killing(self) -> None:
+        closing = livekit_compat.close_pool_now(self.hub)
+        if closing is None:
+            return
+        # the pool's main task, then its spawns, see the cancellation first (a spawn
+        # cancelled in start() logs nothing when its process is killed)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        deadline = time.monotonic() + 10.0
+        while not closing.done() and time.monotonic() < deadline:
+            self._kill_processes()
+            await asyncio.wait({closing}, timeout=0.2)
+
+    def _kill_processes(self) -> None:
+        """Every job process now: those livekit lists (marked as killed, so their
+        exits are not logged as failures), then any other (one still starting, the
+        forkserver while it preloads: children.kill_job_processes)."""
+        from .children import kill_job_processes
+
+        for proc in livekit_compat.job_executors(self.hub) if self.hub is not None else []:
+            livekit_compat.kill_executor_now(proc)
+        kill_job_processes()
+
+    async def cut_calls_until_exit(self) -> None:
+        """A hurried stop ends every call now, and again until serve exits: a
+        process still starting is not listed yet."""
+        await self.close_pool()
+        while True:
+            self._kill_processes()
+            await asyncio.sleep(0.2)
 
     async def _drain(self, running: Any) -> int:
         """Wait until ``running()`` lists no job, bounded by drain_timeout and cut
@@ -438,14 +497,15 @@ class Agents:
 
 async def _kill_jobs(server: Any, job_ids: set[str] | None = None) -> None:
     """Kill job processes (a second stop signal): all of them, or those running
-    ``job_ids``. Their MCP servers are orphaned to serve (see children.py) and
-    stopped before it exits."""
+    ``job_ids``, and wait (at most 2 s) until livekit saw them end. Their MCP servers
+    are orphaned to serve (see children.py) and stopped before it exits."""
+    killed = []
     for proc in livekit_compat.job_executors(server):
         if job_ids is not None and (proc.running_job is None or proc.running_job.job.id not in job_ids):
             continue
-        kill = getattr(proc, "kill", None)
-        if kill is None:
-            continue  # a process still starting is killed too: its call must not begin
+        if livekit_compat.kill_executor_now(proc):
+            killed.append(proc)
+    if killed:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(kill(), timeout=2.0)
+            await asyncio.wait_for(asyncio.gather(*(p.join() for p in killed), return_exceptions=True), timeout=2.0)
 

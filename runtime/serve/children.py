@@ -71,9 +71,13 @@ def kill_server_groups() -> int:
 
 
 def kill_job_processes() -> int:
-    """SIGKILL every descendant that shares serve's session: job processes, the
-    forkserver that starts them, a process still starting (a hurried stop). The
-    resource tracker is spared: it frees what the killed processes leave behind."""
+    """SIGKILL every descendant that shares serve's session: job processes, a process
+    still starting, the forkserver that starts them (a hurried stop). The resource
+    tracker is spared: it frees what the killed processes leave behind. The forkserver
+    is killed only once it has no child left: it is what reports each job process's
+    exit status to livekit, and killed first it reported none (livekit logged "process
+    exited with non-zero exit code 255" for every call cut); one with no child is
+    still preloading (or idle), and a start waiting on it would wait for the preload."""
     import psutil
 
     killed = 0
@@ -82,12 +86,24 @@ def kill_job_processes() -> int:
         children = psutil.Process().children(recursive=True)
     except psutil.Error:
         return 0
+    forkservers = []
     for child in children:
         with contextlib.suppress(OSError, psutil.Error):
-            if os.getsid(child.pid) != mine or "resource_tracker" in " ".join(child.cmdline()):
+            if os.getsid(child.pid) != mine:
+                continue
+            command = " ".join(child.cmdline())
+            if "resource_tracker" in command:
+                continue
+            if "multiprocessing.forkserver" in command and child.ppid() == os.getpid():
+                forkservers.append(child)
                 continue
             child.kill()
             killed += 1
+    for forkserver in forkservers:
+        with contextlib.suppress(OSError, psutil.Error):
+            if not forkserver.children():
+                forkserver.kill()
+                killed += 1
     return killed
 
 

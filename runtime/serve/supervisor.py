@@ -245,17 +245,7 @@ class Supervisor:
             log.warning("second stop signal: ending %d call(s) in progress now", len(self.agents.jobs()))
             self.exit_code = 128 + signum
             self._hurry.set()
-            self._killer = asyncio.ensure_future(self._kill_jobs_until_exit())
-
-    async def _kill_jobs_until_exit(self) -> None:
-        """A hurried stop ends every call now. Not only the job processes livekit
-        lists: one still starting is not listed yet, and livekit starts another
-        when it dies; so every job process is killed, and again until serve exits."""
-        from .children import kill_job_processes
-
-        while True:
-            kill_job_processes()
-            await asyncio.sleep(0.2)
+            self._killer = asyncio.ensure_future(self.agents.cut_calls_until_exit())
 
     def request_reload(self) -> None:
         """SIGHUP: read the specs (and plugins) now, as Prometheus does; for changes
@@ -582,6 +572,11 @@ def run_serve(options: ServeOptions, *, secrets: SecretSet | None = None) -> int
         # agents: ~60 % of a core)
         livekit_compat.share_child_process_count()
         supervisor = Supervisor(options, plugins, state_dir, secrets)
+        if phase[0] == "stopping":
+            # the signal's exception was swallowed where it landed (a library's bare
+            # except, a finalizer during an import): serve would have run on, deaf to
+            # every later signal (early() acts on the first one only)
+            raise _StoppedWhileStarting()
         phase[0] = "running"
         asyncio.run(supervisor.run())
         rc = supervisor.exit_code

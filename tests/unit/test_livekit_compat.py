@@ -48,12 +48,30 @@ async def test_an_agent_servers_executors_are_listed_and_its_idle_ones_can_be_ta
         await asyncio.wait_for(run, timeout=20)
 
 
-def test_a_job_process_can_still_be_killed() -> None:
-    """What a hurried stop calls on each executor (a process; threads cannot be killed)."""
+def test_a_job_process_can_still_be_killed_as_livekit_kills_it() -> None:
+    """What a hurried stop uses on each executor (a process; threads cannot be killed):
+    ``started``, ``pid``, and the ``_kill_sent`` flag that keeps livekit from
+    reporting the exit as a failure (kill_executor_now)."""
+    from livekit.agents.ipc import supervised_proc
     from livekit.agents.ipc.job_proc_executor import ProcJobExecutor
 
-    assert inspect.iscoroutinefunction(ProcJobExecutor.kill)
     assert isinstance(inspect.getattr_static(ProcJobExecutor, "started"), property)
+    assert isinstance(inspect.getattr_static(ProcJobExecutor, "pid"), property)
+    assert "self._kill_sent = True" in inspect.getsource(supervised_proc.SupervisedProc._send_kill_signal)
+    assert "not self._kill_sent" in inspect.getsource(supervised_proc.SupervisedProc._supervise_task)
+    assert "self._start_atask" in inspect.getsource(supervised_proc.SupervisedProc.start)
+
+
+def test_the_process_pool_can_still_be_closed_while_it_starts() -> None:
+    """close_pool_now: ``ProcPool.aclose()`` once ``_started``, and ``start()`` waiting
+    on ``_idle_ready``; keep_sigint_while_starting_processes: ``_mask_ctrl_c`` looked
+    up on the module at each process start."""
+    from livekit.agents.ipc import proc_pool, supervised_proc
+
+    assert inspect.iscoroutinefunction(proc_pool.ProcPool.aclose)
+    assert "self._idle_ready.wait()" in inspect.getsource(proc_pool.ProcPool.start)
+    assert "self._started" in inspect.getsource(proc_pool.ProcPool.aclose)
+    assert "with _mask_ctrl_c():" in inspect.getsource(supervised_proc.SupervisedProc._start)
 
 
 def test_livekit_still_counts_child_processes_through_the_function_serve_shares() -> None:
@@ -174,7 +192,8 @@ def test_the_oauth_client_steps_the_runtime_overrides_and_reuses_still_exist() -
 # a livekit or mcp private: (file relative to runtime/, expression)
 ALLOWED = {
     ("plugins/trial.py", "os._exit"): "the standard library's, documented",
-    ("cli.py", "os._exit"): "the standard library's, documented: a one-shot command exits though a plugin left a thread",
+    ("core/leave.py", "os._exit"): "the standard library's, documented: a one-shot command exits though a plugin "
+                                    "left a thread; serve after a hurried stop, its cleanup done",
     ("plugins/trial.py", "sys._getframe"): "the standard library's, documented",
     ("plugins/trial.py", "sys._current_frames"): "the standard library's, documented",
     # the SDK's OAuth flow steps a subclass overrides and calls on (its own extensions
