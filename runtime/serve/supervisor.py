@@ -598,4 +598,15 @@ def run_serve(options: ServeOptions, *, secrets: SecretSet | None = None) -> int
                 shutil.rmtree(folder, ignore_errors=True)
         for sig, handler in originals.items():
             signal.signal(sig, handler)
+        # what is left is the interpreter's own exit (threads joined, modules torn down:
+        # 1-3 s after a pool closed mid-start); a stop signal then hurries it as one does
+        # while serving, not the default action's death by signal (-15)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, _leave_at_once)
     return rc
+
+
+def _leave_at_once(signum: int, _: Any) -> None:
+    from ..core.leave import leave_now
+
+    leave_now(128 + signum)
