@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes.openai_chat import FakeOpenAI
@@ -29,6 +30,26 @@ def module_fake_openai() -> Iterator[FakeOpenAI]:
     """One for a module whose tests share one serve (a module-scoped fixture):
     starting serve costs seconds of CPU, and those tests only read from it."""
     yield from _fake_openai_in_thread()
+
+
+@pytest.fixture(scope="module")
+def module_serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                 module_fake_openai: FakeOpenAI) -> Iterator[Any]:
+    """The serve a module's tests share (see serve_harness.shared_serve), started with the
+    module's ``SHARED_SERVE_ARGS`` and ``SHARED_SERVE_PLUGINS``."""
+    from serve_harness import shared_serve
+
+    module = request.module
+    yield from shared_serve(tmp_path_factory.mktemp("shared-serve"), module_fake_openai.base_url,
+                            *getattr(module, "SHARED_SERVE_ARGS", ()), plugins=getattr(module, "SHARED_SERVE_PLUGINS", None))
+
+
+@pytest.fixture
+def served(module_serve: Any) -> Iterator[Any]:
+    """This test's turn on its module's shared serve: it adds its own agents (names no
+    other test of the module uses) to ``served.agents``; they are gone after it."""
+    with module_serve.turn() as serve:
+        yield serve
 
 
 @pytest.fixture

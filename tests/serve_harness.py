@@ -7,18 +7,20 @@ FakeOpenAI, whose recorded requests show which instructions each job used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from helpers import CLI, child_env
+from helpers import CLI, child_env, write
 from mcp_servers.harness import free_port
 
 
@@ -76,6 +78,7 @@ class Serve:
         self._log_dir = log_dir or agents.parent
         self._args = [*(["--unregistered"] if unregistered else []), *args]
         self._env = env
+        self._output_from = 0  # where output() starts: a test's turn on a shared serve reads from its own start
         self._start()
 
     def _start(self) -> None:
@@ -152,10 +155,43 @@ class Serve:
     def agent(self, name: str) -> dict[str, Any] | None:
         return next((a for a in self.status()["agents"] if a["name"] == name), None)
 
+    def wait_agent(self, name: str) -> dict[str, Any]:
+        """Once ``name`` (its file just written) is served and ready: its /status entry."""
+        return self.wait_for(lambda: (a := self.agent(name)) and a["ready"] and a, message=f"agent {name} ready")
+
+    def names(self) -> list[str]:
+        return sorted(a["name"] for a in self.status()["agents"])
+
     def output(self) -> str:
+        """What serve logged (on a shared serve: since the current test began)."""
+        return self.whole_output()[self._output_from:]
+
+    def whole_output(self) -> str:
         if not self._log_file.closed:
             self._log_file.flush()
         return self.log.read_text(errors="replace")
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[Serve]:
+        """One test's turn on a serve its module shares: output() starts here, and on exit
+        whatever the test added to the specs folder is removed and the serve is back to
+        the agents it had (a reload with no error) before the next test begins, so a test
+        sees neither another's agents nor its log."""
+        kept = set(os.listdir(self.agents))
+        names = self.names()
+        self._output_from = len(self.whole_output())
+        try:
+            yield self
+        finally:
+            for entry in set(os.listdir(self.agents)) - kept:
+                path = self.agents / entry
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            self.wait_for(lambda: self.names() == names and not self.status()["last_reload"]["errors"],
+                          message=f"the serve back to {names} after the test")
+            self._output_from = 0
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         stop_process(self.proc, sig, timeout)
@@ -171,6 +207,25 @@ class Serve:
             self.proc.wait(10)
         if not self._log_file.closed:
             self._log_file.close()
+
+
+RESIDENT = "resident"  # the agent a shared serve keeps throughout: a running serve never drops to none
+
+
+def shared_serve(root: Path, llm_url: str, *args: str, plugins: Mapping[str, str] | None = None) -> Iterator[Serve]:
+    """One serve for the tests of a module (options ``args``, ``plugins``: files of its
+    plugins folder), serving the resident agent; its TMPDIR is its own, so its state
+    folder is the only one there. Starting serve costs ~3 CPU-s, and its job processes'
+    forkserver as much again: tests that differ only in the agents they add share one,
+    each in a ``turn()``. It must exit 0 at the end: every test's calls ended."""
+    write(root / "agents.d" / f"{RESIDENT}.yaml", spec("You are the resident agent.", llm_url))
+    for name, code in (plugins or {}).items():
+        write(root / "plugins" / name, code)
+    (root / "tmp").mkdir()
+    with Serve(root / "agents.d", *args, env={"TMPDIR": str(root / "tmp")}) as serve:
+        serve.wait_ready()
+        yield serve
+        assert serve.stop() == 0, serve.whole_output()[-4000:]
 
 
 def system_prompts_for(fake: Any, user_text: str) -> list[str]:

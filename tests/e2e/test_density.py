@@ -1,6 +1,10 @@
 """One pool of job processes and one set of MCP connections for the whole serve
 (issue 13), through real `serve` subprocesses with the process executor, real MCP
-server processes, and a fake LiveKit server at the network boundary."""
+server processes, and a fake LiveKit server at the network boundary.
+
+The tests that need one prewarmed job process and differ only in the agents they add
+share one serve (``served``: each adds agents of its own, each with its own fake LLM);
+a test that needs other options, a LiveKit server or its own exit starts its own."""
 
 from __future__ import annotations
 
@@ -38,23 +42,23 @@ def _idle(serve: Serve, count: int = 1) -> list[int]:
 
 
 def test_a_process_prewarmed_before_an_agent_existed_runs_its_call_with_its_own_spec_and_tools(
-    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+    tmp_path: Path, served: Serve, fake_openai: FakeOpenAI
 ) -> None:
+    serve = served
     a_record, b_record = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    write(agents / "alpha.yaml", spec("You are alpha.", fake_openai.base_url) + _server_block("alpha_tools", a_record))
+    write(serve.agents / "alpha.yaml", spec("You are alpha.", fake_openai.base_url) + _server_block("alpha_tools", a_record))
     fake_openai.use_tool_then_answer("echo", {"text": "for the caller"})
-    with Serve(agents, "--idle-processes", "1") as serve:
-        serve.wait_ready()
-        [first] = _idle(serve)
-        # bravo appears only now: no process was warmed for it
-        write(agents / "bravo.yaml", spec("You are bravo.", fake_openai.base_url) + _server_block("bravo_tools", b_record))
-        serve.wait_for(lambda: any(a["name"] == "bravo" for a in serve.status()["agents"]), message="bravo served")
-        bravo = _call(serve, "bravo", "echo please")
-        assert bravo["pid"] == first  # the process prewarmed before bravo existed
-        [second] = _idle(serve)  # the pool warmed another one meanwhile
-        assert second != first
-        alpha = _call(serve, "alpha", "echo please")
-        assert alpha["pid"] == second
+    serve.wait_agent("alpha")
+    [first] = _idle(serve)
+    # bravo appears only now: no process was warmed for it
+    write(serve.agents / "bravo.yaml", spec("You are bravo.", fake_openai.base_url) + _server_block("bravo_tools", b_record))
+    serve.wait_for(lambda: any(a["name"] == "bravo" for a in serve.status()["agents"]), message="bravo served")
+    bravo = _call(serve, "bravo", "echo please")
+    assert bravo["pid"] == first  # the process prewarmed before bravo existed
+    [second] = _idle(serve)  # the pool warmed another one meanwhile
+    assert second != first
+    alpha = _call(serve, "alpha", "echo please")
+    assert alpha["pid"] == second
     # each call had its own agent's instructions and its own agent's MCP server
     assert system_prompts_for(fake_openai, "echo please")[:1] == ["You are bravo."]
     assert [r["tool"] for r in read_records(b_record)] == ["echo"]
@@ -86,19 +90,19 @@ def test_ten_agents_with_one_identical_stdio_server_block_start_one_server_proce
 
 
 def test_a_shared_false_server_is_started_for_each_call_and_never_ahead(
-    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+    tmp_path: Path, served: Serve, fake_openai: FakeOpenAI
 ) -> None:
+    serve = served
     record = tmp_path / "calls.jsonl"
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url)
+    write(serve.agents / "stateful.yaml", spec("You are the desk.", fake_openai.base_url)
           + _server_block("session_state", record, shared=False))
     fake_openai.use_tool_then_answer("echo", {"text": "mine"})
-    with Serve(agents, "--idle-processes", "1") as serve:
-        serve.wait_ready()
-        _idle(serve)
-        time.sleep(1.0)
-        assert read_events(record) == []  # not warmed by serve: it belongs to a call
-        first = _call(serve, "desk", "echo please")
-        second = _call(serve, "desk", "echo please")
+    serve.wait_agent("stateful")
+    _idle(serve)
+    time.sleep(1.0)
+    assert read_events(record) == []  # not warmed by serve: it belongs to a call
+    first = _call(serve, "stateful", "echo please")
+    second = _call(serve, "stateful", "echo please")
     calls = read_records(record)
     assert len(calls) == 2 and calls[0]["pid"] != calls[1]["pid"]
     # each server was the child of its call's job process
@@ -138,42 +142,41 @@ def voice_runtime_register_tools(register):
 
 
 def test_a_job_process_reaches_through_serves_gateway_only_its_own_agents_blocks_and_shown_tools(
-    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+    tmp_path: Path, served: Serve, fake_openai: FakeOpenAI
 ) -> None:
     from voice_runtime.mcp.pool import server_key
     from voice_runtime.plugins.manager import make_plugin_manager
     from voice_runtime.spec.loader import load_folder
 
+    serve, agents = served, served.agents  # its plugins folder holds GATEWAY_PROBE
     desk_record, other_record = tmp_path / "desk.jsonl", tmp_path / "other.jsonl"
-    write(tmp_path / "plugins" / "probe.py", GATEWAY_PROBE)
     command, args = stdio_command(record=desk_record, name="desk_tools")
     write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url, extra=(
         "tools: [probe.gateway]\nmcp_servers:\n"
         f"  desk_tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}, allowed_tools: [echo]}}\n")))
     write(agents / "other.yaml", spec("You are another tenant.", fake_openai.base_url)
           + _server_block("other_tools", other_record))
-    specs = {s.name: s for s in load_folder(agents, make_plugin_manager(tmp_path / "plugins")).specs}
+    specs = {s.name: s for s in load_folder(agents, make_plugin_manager(agents.parent / "plugins")).specs}
     probes = [(server_key(specs["desk"], "desk_tools"), "echo"),  # desk's own, shown: lent
               (server_key(specs["desk"], "desk_tools"), "get_weather"),  # outside allowed_tools
               (server_key(specs["other"], "other_tools"), "echo")]  # another agent's block
     for key, tool in probes:
         fake_openai.enqueue(tool_call("probe_gateway", {"key": key, "tool": tool}), text("done"))
-    (tmp_path / "tmp").mkdir()
-    with Serve(agents, "--idle-processes", "1", env={"TMPDIR": str(tmp_path / "tmp")}) as serve:
-        serve.wait_ready()
-        _idle(serve)
-        code, report = serve.post("/simulate?wait=1", json.dumps(
-            {"agent": "desk", "turns": ["probe 1", "probe 2", "probe 3"]}).encode(), timeout=120)
-        assert code == 200, report
-        answers = [json.loads(turn["tool_calls"][0]["result"]) for turn in report["turns"]]
-        assert [a["status"] for a in answers] == [200, 403, 403], answers
-        assert answers[0]["text"] == "probe echo"
-        assert "tool 'get_weather' of MCP server desk_tools is not one agent desk's model is shown" in (
-            answers[1]["refused"])
-        assert "not agent desk's" in answers[2]["refused"]
-        assert serve.metric('voice_runtime_gateway_refused_total{agent="desk",reason="tool"}') == 1
-        assert serve.metric('voice_runtime_gateway_refused_total{agent="desk",reason="block"}') == 1
-        assert "MCP gateway: job mock-job-" in serve.output() and "probe get_weather" not in serve.output()
+    serve.wait_agent("desk")
+    serve.wait_agent("other")
+    _idle(serve)
+    code, report = serve.post("/simulate?wait=1", json.dumps(
+        {"agent": "desk", "turns": ["probe 1", "probe 2", "probe 3"]}).encode(), timeout=120)
+    assert code == 200, report
+    answers = [json.loads(turn["tool_calls"][0]["result"]) for turn in report["turns"]]
+    assert [a["status"] for a in answers] == [200, 403, 403], answers
+    assert answers[0]["text"] == "probe echo"
+    assert "tool 'get_weather' of MCP server desk_tools is not one agent desk's model is shown" in (
+        answers[1]["refused"])
+    assert "not agent desk's" in answers[2]["refused"]
+    assert serve.metric('voice_runtime_gateway_refused_total{agent="desk",reason="tool"}') == 1
+    assert serve.metric('voice_runtime_gateway_refused_total{agent="desk",reason="block"}') == 1
+    assert "MCP gateway: job mock-job-" in serve.output() and "probe get_weather" not in serve.output()
     assert [r["args"] for r in read_records(desk_record)] == [{"text": "probe echo"}]
     assert read_records(other_record) == []
 
@@ -315,23 +318,21 @@ def test_with_full_load_calls_a_call_in_progress_is_the_load_livekit_and_the_met
         serve.wait_for(full_while_calling, message="LiveKit told the replica is full (load 1.0, one job)")
 
 
-def test_a_call_over_the_job_memory_limit_is_ended_and_counted(
-    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
-) -> None:
-    write(tmp_path / "plugins" / "hog.py", MEMORY_HOG)
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url, extra="tools: [hog.memory]\n"))
+def test_a_call_over_the_job_memory_limit_is_ended_and_counted(served: Serve, fake_openai: FakeOpenAI) -> None:
+    serve = served  # --job-memory-limit-mb 600, and its plugins folder holds MEMORY_HOG
+    write(serve.agents / "hog.yaml", spec("You are the desk.", fake_openai.base_url, extra="tools: [hog.memory]\n"))
     fake_openai.use_tool_then_answer("hog_memory", {})
-    with Serve(agents, "--idle-processes", "1", "--job-memory-limit-mb", "600") as serve:
-        serve.wait_ready()
-        _idle(serve)
-        code, report = serve.post("/simulate?wait=1", json.dumps({"agent": "desk", "turns": ["hog"]}).encode(),
-                                  timeout=120)
-        assert code == 502 and not report["ok"], report
-        serve.wait_for(lambda: serve.metric('voice_runtime_jobs_memory_killed_total{agent="desk"}') == 1,
-                       message="the memory kill counted")
-        assert "exceeded memory limit" in serve.output()
-        assert serve.status()["jobs"]["killed_for_memory"] == 1
-        assert serve.get("/healthz")[0] == 200  # serve itself is unharmed
+    serve.wait_agent("hog")
+    _idle(serve)
+    killed = serve.status()["jobs"]["killed_for_memory"]
+    code, report = serve.post("/simulate?wait=1", json.dumps({"agent": "hog", "turns": ["hog"]}).encode(),
+                              timeout=120)
+    assert code == 502 and not report["ok"], report
+    serve.wait_for(lambda: serve.metric('voice_runtime_jobs_memory_killed_total{agent="hog"}') == 1,
+                   message="the memory kill counted")
+    assert "exceeded memory limit" in serve.output()
+    assert serve.status()["jobs"]["killed_for_memory"] == killed + 1
+    assert serve.get("/healthz")[0] == 200  # serve itself is unharmed
 
 
 def test_a_memory_limit_below_an_idle_process_makes_serve_not_ready_and_counts_no_call(
@@ -357,14 +358,14 @@ def test_readyz_is_not_ready_while_draining_so_traffic_moves_away(agents: Path, 
         assert serve.get("/healthz")[0] == 200  # alive: the drain goes on
 
 
-def test_status_for_an_agent_that_is_not_served_is_a_404(agents: Path, fake_openai: FakeOpenAI) -> None:
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        code, body = serve.get("/status?agent=desk")
-        assert code == 200 and [a["name"] for a in json.loads(body)["agents"]] == ["desk"]
-        code, body = serve.get("/status?agent=dsek")
-        assert code == 404 and "dsek" in json.loads(body)["error"]
+def test_status_for_an_agent_that_is_not_served_is_a_404(served: Serve, fake_openai: FakeOpenAI) -> None:
+    serve = served
+    write(serve.agents / "frontdesk.yaml", spec("You are the desk.", fake_openai.base_url))
+    serve.wait_agent("frontdesk")
+    code, body = serve.get("/status?agent=frontdesk")
+    assert code == 200 and [a["name"] for a in json.loads(body)["agents"]] == ["frontdesk"]
+    code, body = serve.get("/status?agent=frontdsek")
+    assert code == 404 and "frontdsek" in json.loads(body)["error"]
 
 
 @pytest.mark.parametrize(("args", "says"), [
@@ -380,3 +381,9 @@ def test_dispatch_options_that_cannot_work_are_usage_errors(agents: Path, args: 
 
     result = run_cli("serve", str(agents), "--unregistered", *args)
     assert result.rc == 2 and says in result.stderr and "Traceback" not in result.stderr
+
+
+# the shared serve (``served``): one prewarmed process; the memory limit is the one test's
+# of it, far above what a job process uses; the plugins two tests use (inert for the rest)
+SHARED_SERVE_ARGS = ("--idle-processes", "1", "--job-memory-limit-mb", "600")
+SHARED_SERVE_PLUGINS = {"probe.py": GATEWAY_PROBE, "hog.py": MEMORY_HOG}

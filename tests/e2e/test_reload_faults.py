@@ -1,5 +1,11 @@
 """What a running `serve` does with bad changes to its folder: it keeps serving the
-last good generation and says what went wrong (the Prometheus / Caddy promise)."""
+last good generation and says what went wrong (the Prometheus / Caddy promise).
+
+The tests that differ only in what they do to their own spec files share one serve
+(``served``), with the watcher alone (no periodic scan: each change they make must be
+seen by it) and the raising plugin of the first test in its plugins folder (inert for
+specs that do not say "explode"); a test that needs other options, env, a folder or
+plugins of its own, or its own exit, starts its own."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from pathlib import Path
 
 from fakes.openai_chat import FakeOpenAI
 from helpers import REPO, run_cli, write
-from serve_harness import VERSION_PLUGIN, Serve, spec, system_prompts_for
+from serve_harness import RESIDENT, VERSION_PLUGIN, Serve, spec, system_prompts_for
 
 from voice_runtime.plugins.manager import TIMEOUT_ENV
 
@@ -42,39 +48,37 @@ def voice_runtime_check_spec(spec, path):
 
 
 def test_a_plugin_raising_while_a_new_generation_is_built_swaps_nothing_and_is_counted(
-    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+    served: Serve, fake_openai: FakeOpenAI
 ) -> None:
-    write(tmp_path / "plugins" / "compliance.py", RAISING_PLUGIN)
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        write(agents / "desk.yaml", spec("You explode.", fake_openai.base_url))
-        serve.wait_for(lambda: failures(serve) == 1.0, message="the failed reload")
-        errors = serve.status()["last_reload"]["errors"]
-        assert [e["message"] for e in errors] == [
-            f"plugin 'compliance' ({tmp_path / 'plugins' / 'compliance.py'}): "
-            "voice_runtime_check_spec raised RuntimeError: the compliance plugin crashed"
-        ]
-        assert serve.metric("voice_runtime_config_last_reload_successful") == 0.0
-        assert serve.agent("desk")["generation"] == 1
-        assert_still_serves(serve, fake_openai, "desk", "You are the desk.", "after the crash")
+    serve = served  # its plugins folder holds RAISING_PLUGIN as compliance.py
+    write(serve.agents / "audited.yaml", spec("You are the desk.", fake_openai.base_url))
+    first, bad = serve.wait_agent("audited")["generation"], failures(serve)
+    write(serve.agents / "audited.yaml", spec("You explode.", fake_openai.base_url))
+    serve.wait_for(lambda: failures(serve) == bad + 1, message="the failed reload")
+    errors = serve.status()["last_reload"]["errors"]
+    assert [e["message"] for e in errors] == [
+        f"plugin 'compliance' ({serve.agents.parent / 'plugins' / 'compliance.py'}): "
+        "voice_runtime_check_spec raised RuntimeError: the compliance plugin crashed"
+    ]
+    assert serve.metric("voice_runtime_config_last_reload_successful") == 0.0
+    assert serve.agent("audited")["generation"] == first
+    assert_still_serves(serve, fake_openai, "audited", "You are the desk.", "after the crash")
 
 
-def test_a_half_written_spec_is_an_invalid_edit_never_a_deletion(agents: Path, fake_openai: FakeOpenAI) -> None:
-    good = spec("You are the desk.", fake_openai.base_url)
-    write(agents / "desk.yaml", good)
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        bigger = spec("You are the desk, version two, with a longer prompt.", fake_openai.base_url)
-        with open(agents / "desk.yaml", "w") as f:  # the writer dies mid-write
-            f.write(bigger[: len(bigger) // 2])
-        serve.wait_for(lambda: failures(serve) >= 1.0, message="the failed reload")
-        status = serve.status()
-        assert [a["name"] for a in status["agents"]] == ["desk"]
-        assert status["agents"][0]["generation"] == 1
-        assert status["last_reload"]["removed"] == []
-        assert status["last_reload"]["errors"][0]["file"].endswith("desk.yaml")
-        assert_still_serves(serve, fake_openai, "desk", "You are the desk.", "after the truncation")
+def test_a_half_written_spec_is_an_invalid_edit_never_a_deletion(served: Serve, fake_openai: FakeOpenAI) -> None:
+    serve = served
+    write(serve.agents / "truncated.yaml", spec("You are the desk.", fake_openai.base_url))
+    first, bad = serve.wait_agent("truncated")["generation"], failures(serve)
+    bigger = spec("You are the desk, version two, with a longer prompt.", fake_openai.base_url)
+    with open(serve.agents / "truncated.yaml", "w") as f:  # the writer dies mid-write
+        f.write(bigger[: len(bigger) // 2])
+    serve.wait_for(lambda: failures(serve) >= bad + 1, message="the failed reload")
+    status = serve.status()
+    assert serve.names() == [RESIDENT, "truncated"]
+    assert serve.agent("truncated")["generation"] == first
+    assert status["last_reload"]["removed"] == []
+    assert status["last_reload"]["errors"][0]["file"].endswith("truncated.yaml")
+    assert_still_serves(serve, fake_openai, "truncated", "You are the desk.", "after the truncation")
 
 
 def test_every_spec_deleted_at_once_is_refused_and_the_agents_keep_serving(agents: Path, fake_openai: FakeOpenAI) -> None:
@@ -109,39 +113,42 @@ def test_a_folder_that_vanishes_is_refused_and_the_agents_keep_serving(
 
 
 def test_fifty_writes_in_one_second_make_at_most_two_reloads_and_the_last_write_wins(
-    agents: Path, fake_openai: FakeOpenAI
+    served: Serve, fake_openai: FakeOpenAI
 ) -> None:
-    write(agents / "desk.yaml", spec("You are write number 0.", fake_openai.base_url))
-    with Serve(agents, "--scan-interval", "0") as serve:
-        serve.wait_ready()
-        before = successes(serve)
-        for i in range(1, 51):
-            write(agents / "desk.yaml", spec(f"You are write number {i}.", fake_openai.base_url))
-            time.sleep(0.02)
-        serve.wait_for(lambda: successes(serve) > before, message="a reload")
-        time.sleep(1.5)  # anything still pending has run by now
-        assert 1 <= successes(serve) - before <= 2
-        assert_still_serves(serve, fake_openai, "desk", "You are write number 50.", "which write?")
-        out = serve.output()
-        # reloads never overlap: each one logs once, in generation order
-        generations = [int(line.split("generation ")[1].split()[0]) for line in out.splitlines() if "reload (" in line]
-        assert generations == sorted(generations) and len(set(generations)) == len(generations)
+    serve = served  # --scan-interval 0
+    write(serve.agents / "scribbled.yaml", spec("You are write number 0.", fake_openai.base_url))
+    serve.wait_agent("scribbled")
+    before = successes(serve)
+    for i in range(1, 51):
+        write(serve.agents / "scribbled.yaml", spec(f"You are write number {i}.", fake_openai.base_url))
+        time.sleep(0.02)
+    serve.wait_for(lambda: successes(serve) > before, message="a reload")
+    time.sleep(1.5)  # anything still pending has run by now
+    assert 1 <= successes(serve) - before <= 2
+    assert_still_serves(serve, fake_openai, "scribbled", "You are write number 50.", "which write?")
+    reloads = [line for line in serve.output().splitlines() if "reload (" in line]
+    # reloads never overlap: each one logs once, in generation order. One that read the
+    # file mid-write (a loaded machine stretches the writes) is rejected and logs the
+    # generation it kept, so only the applied ones each have a generation of their own
+    generations = [int(line.split("generation ")[1].split()[0]) for line in reloads]
+    applied = [g for g, line in zip(generations, reloads) if "last good version kept" not in line]
+    assert generations == sorted(generations) and len(set(applied)) == len(applied), reloads
 
 
-def test_an_editor_rename_save_is_one_reload(agents: Path, fake_openai: FakeOpenAI) -> None:
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
-    with Serve(agents, "--scan-interval", "0") as serve:
-        serve.wait_ready()
-        before = successes(serve)
-        # what vim and most editors do: write a temp file, move the old one away, rename
-        write(agents / ".desk.yaml.swp", spec("You are the saved desk.", fake_openai.base_url))
-        os.replace(agents / "desk.yaml", agents / "desk.yaml~")
-        os.replace(agents / ".desk.yaml.swp", agents / "desk.yaml")
-        (agents / "desk.yaml~").unlink()
-        serve.wait_for(lambda: serve.agent("desk")["generation"] == 2, message="the save")
-        time.sleep(1.0)
-        assert successes(serve) - before == 1
-        assert serve.status()["last_reload"]["removed"] == []
+def test_an_editor_rename_save_is_one_reload(served: Serve, fake_openai: FakeOpenAI) -> None:
+    serve, agents = served, served.agents  # --scan-interval 0
+    write(agents / "edited.yaml", spec("You are the desk.", fake_openai.base_url))
+    first = serve.wait_agent("edited")["generation"]
+    before = successes(serve)
+    # what vim and most editors do: write a temp file, move the old one away, rename
+    write(agents / ".edited.yaml.swp", spec("You are the saved desk.", fake_openai.base_url))
+    os.replace(agents / "edited.yaml", agents / "edited.yaml~")
+    os.replace(agents / ".edited.yaml.swp", agents / "edited.yaml")
+    (agents / "edited.yaml~").unlink()
+    serve.wait_for(lambda: serve.agent("edited")["generation"] == first + 1, message="the save")
+    time.sleep(1.0)
+    assert successes(serve) - before == 1
+    assert serve.status()["last_reload"]["removed"] == []
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -161,36 +168,36 @@ HOSTILE = {
 
 
 def test_hostile_files_dropped_in_during_serve_are_each_rejected_fast_and_the_rest_keeps_serving(
-    agents: Path, fake_openai: FakeOpenAI
+    served: Serve, fake_openai: FakeOpenAI
 ) -> None:
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
-    with Serve(agents, "--scan-interval", "0") as serve:
-        serve.wait_ready()
-        # what a valid edit takes to be applied here and now: the bound for each attack
-        # is a ratio of it, so a loaded machine slows both alike
-        started, applied = time.monotonic(), successes(serve)
-        write(agents / "desk.yaml", spec("You are the desk!", fake_openai.base_url))
-        serve.wait_for(lambda: successes(serve) > applied, timeout=10, message="a valid edit")
-        valid_edit_s = time.monotonic() - started
-        peak_before = peak_rss_mb(serve.proc.pid)
-        for n, (kind, bad) in enumerate(HOSTILE.items(), start=1):
-            started = time.monotonic()
-            write(agents / "evil.yaml", bad)
-            serve.wait_for(lambda: failures(serve) >= n, timeout=10, message=f"the rejection of {kind}")
-            # the watcher's settle window is 0.1 s; the rest is the loader's limits at work
-            took = time.monotonic() - started
-            assert took < 3 * valid_edit_s + 0.5, f"{kind}: {took:.2f} s, a valid edit {valid_edit_s:.2f} s"
-            errors = serve.status()["last_reload"]["errors"]
-            assert errors and all(e["file"].endswith("evil.yaml") for e in errors), kind
-            assert [a["name"] for a in serve.status()["agents"]] == ["desk"], kind
-            (agents / "evil.yaml").unlink()
-            serve.wait_for(lambda: serve.metric("voice_runtime_config_last_reload_successful") == 1.0,
-                           message=f"recovery after {kind}")
-        assert not Path("/tmp/pwned").exists()
-        # bounded memory: a 10 MB file is refused after reading its first MiB, a
-        # bomb after 20,000 nodes
-        assert peak_rss_mb(serve.proc.pid) - peak_before < 50
-        assert_still_serves(serve, fake_openai, "desk", "You are the desk!", "after the attacks")
+    serve, agents = served, served.agents  # --scan-interval 0
+    write(agents / "attacked.yaml", spec("You are the desk.", fake_openai.base_url))
+    serve.wait_agent("attacked")
+    # what a valid edit takes to be applied here and now: the bound for each attack
+    # is a ratio of it, so a loaded machine slows both alike
+    started, applied = time.monotonic(), successes(serve)
+    write(agents / "attacked.yaml", spec("You are the desk!", fake_openai.base_url))
+    serve.wait_for(lambda: successes(serve) > applied, timeout=10, message="a valid edit")
+    valid_edit_s = time.monotonic() - started
+    peak_before, bad_before = peak_rss_mb(serve.proc.pid), failures(serve)
+    for n, (kind, bad) in enumerate(HOSTILE.items(), start=1):
+        started = time.monotonic()
+        write(agents / "evil.yaml", bad)
+        serve.wait_for(lambda: failures(serve) >= bad_before + n, timeout=10, message=f"the rejection of {kind}")
+        # the watcher's settle window is 0.1 s; the rest is the loader's limits at work
+        took = time.monotonic() - started
+        assert took < 3 * valid_edit_s + 0.5, f"{kind}: {took:.2f} s, a valid edit {valid_edit_s:.2f} s"
+        errors = serve.status()["last_reload"]["errors"]
+        assert errors and all(e["file"].endswith("evil.yaml") for e in errors), kind
+        assert serve.names() == ["attacked", RESIDENT], kind
+        (agents / "evil.yaml").unlink()
+        serve.wait_for(lambda: serve.metric("voice_runtime_config_last_reload_successful") == 1.0,
+                       message=f"recovery after {kind}")
+    assert not Path("/tmp/pwned").exists()
+    # bounded memory: a 10 MB file is refused after reading its first MiB, a
+    # bomb after 20,000 nodes
+    assert peak_rss_mb(serve.proc.pid) - peak_before < 50
+    assert_still_serves(serve, fake_openai, "attacked", "You are the desk!", "after the attacks")
 
 
 # -- plugin files and special files dropped in during serve --------------------------
@@ -429,3 +436,8 @@ def test_a_fix_found_by_the_periodic_scan_is_logged_and_counted_like_one_the_wat
         time.sleep(1.5)  # later scans find nothing new: nothing more is logged or counted
         assert (successes(serve), failures(serve)) == (ok + 1, bad + 1)
         assert_still_serves(serve, fake_openai, "desk", "You are the desk.", "after the fix")
+
+
+# the shared serve (``served``): the watcher alone, and the first test's raising plugin
+SHARED_SERVE_ARGS = ("--scan-interval", "0")
+SHARED_SERVE_PLUGINS = {"compliance.py": RAISING_PLUGIN}

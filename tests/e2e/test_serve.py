@@ -1,5 +1,9 @@
 """`voice-runtime serve` end to end: a real serve process, real livekit AgentServers
-running simulated jobs, the real openai plugin against the fake LLM."""
+running simulated jobs, the real openai plugin against the fake LLM.
+
+The tests that take serve's defaults and differ only in the agents they add share one
+serve (``served``: each adds agents of its own, each with its own fake LLM, and they
+are removed after it); a test that needs other options, env or its own exit starts its own."""
 
 from __future__ import annotations
 
@@ -9,56 +13,54 @@ from pathlib import Path
 import pytest
 from fakes.openai_chat import FakeOpenAI
 from helpers import write
-from serve_harness import VERSION_PLUGIN, Serve, spec, system_prompts_for
+from serve_harness import RESIDENT, VERSION_PLUGIN, Serve, spec, system_prompts_for
 
 
 def test_an_edit_reaches_the_next_job_while_a_job_started_before_it_finishes_on_the_old_spec(
-    agents: Path, fake_openai: FakeOpenAI
+    served: Serve, fake_openai: FakeOpenAI
 ) -> None:
-    write(agents / "desk.yaml", spec("You are version one.", fake_openai.base_url))
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        assert serve.agent("desk")["generation"] == 1
-        serve.simulate("desk", ["early-1", "early-2"], gap_s=4.0)
-        serve.wait_for(lambda: system_prompts_for(fake_openai, "early-1"), message="the first job's first turn")
-        write(agents / "desk.yaml", spec("You are version two.", fake_openai.base_url))
-        serve.wait_for(lambda: serve.agent("desk")["generation"] == 2, message="generation 2")
-        serve.simulate("desk", ["late-1"])
-        serve.wait_for(lambda: system_prompts_for(fake_openai, "late-1"), message="the second job's turn")
-        serve.wait_for(lambda: system_prompts_for(fake_openai, "early-2"), message="the first job's second turn")
-        assert system_prompts_for(fake_openai, "early-1") == ["You are version one."]
-        assert system_prompts_for(fake_openai, "late-1") == ["You are version two."]
-        # the job that started before the edit finished on the spec it started with
-        assert system_prompts_for(fake_openai, "early-2") == ["You are version one."]
-        assert serve.stop() == 0
+    serve = served
+    write(serve.agents / "versioned.yaml", spec("You are version one.", fake_openai.base_url))
+    first = serve.wait_agent("versioned")["generation"]
+    serve.simulate("versioned", ["early-1", "early-2"], gap_s=4.0)
+    serve.wait_for(lambda: system_prompts_for(fake_openai, "early-1"), message="the first job's first turn")
+    write(serve.agents / "versioned.yaml", spec("You are version two.", fake_openai.base_url))
+    serve.wait_for(lambda: serve.agent("versioned")["generation"] == first + 1, message="the next generation")
+    serve.simulate("versioned", ["late-1"])
+    serve.wait_for(lambda: system_prompts_for(fake_openai, "late-1"), message="the second job's turn")
+    serve.wait_for(lambda: system_prompts_for(fake_openai, "early-2"), message="the first job's second turn")
+    assert system_prompts_for(fake_openai, "early-1") == ["You are version one."]
+    assert system_prompts_for(fake_openai, "late-1") == ["You are version two."]
+    # the job that started before the edit finished on the spec it started with
+    assert system_prompts_for(fake_openai, "early-2") == ["You are version one."]
 
 
 def test_an_invalid_edit_keeps_the_last_good_spec_serving_and_reports_where_the_error_is(
-    agents: Path, fake_openai: FakeOpenAI
+    served: Serve, fake_openai: FakeOpenAI
 ) -> None:
-    write(agents / "desk.yaml", spec("You are the good version.", fake_openai.base_url))
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        assert serve.metric("voice_runtime_config_last_reload_successful") == 1.0
-        write(agents / "desk.yaml", spec("You are broken.", fake_openai.base_url) + "  modle: nope\n")
-        serve.wait_for(lambda: serve.metric("voice_runtime_config_last_reload_successful") == 0.0,
-                       message="the failed reload")
-        status = serve.status()
-        errors = status["last_reload"]["errors"]
-        assert [(e["file"].endswith("desk.yaml"), e["line"], e["col"], e["key_path"]) for e in errors] == [
-            (True, 6, 3, "pipeline.modle")
-        ]
-        assert "desk.yaml:6:3: pipeline.modle: unknown key 'modle'" in errors[0]["text"]
-        assert status["agents"][0]["generation"] == 1
-        assert serve.metric('voice_runtime_config_reloads_total{result="failure"}') == 1.0
-        serve.simulate("desk", ["still there?"])
-        serve.wait_for(lambda: system_prompts_for(fake_openai, "still there?"), message="a job on the last good spec")
-        assert system_prompts_for(fake_openai, "still there?") == ["You are the good version."]
-        write(agents / "desk.yaml", spec("You are the fixed version.", fake_openai.base_url))
-        serve.wait_for(lambda: serve.metric("voice_runtime_config_last_reload_successful") == 1.0,
-                       message="the fixing reload")
-        assert serve.agent("desk")["generation"] == 2
-        assert serve.status()["last_reload"]["errors"] == []
+    serve = served
+    write(serve.agents / "mistyped.yaml", spec("You are the good version.", fake_openai.base_url))
+    good = serve.wait_agent("mistyped")["generation"]
+    assert serve.metric("voice_runtime_config_last_reload_successful") == 1.0
+    failures = serve.metric('voice_runtime_config_reloads_total{result="failure"}') or 0.0
+    write(serve.agents / "mistyped.yaml", spec("You are broken.", fake_openai.base_url) + "  modle: nope\n")
+    serve.wait_for(lambda: serve.metric("voice_runtime_config_last_reload_successful") == 0.0,
+                   message="the failed reload")
+    errors = serve.status()["last_reload"]["errors"]
+    assert [(e["file"].endswith("mistyped.yaml"), e["line"], e["col"], e["key_path"]) for e in errors] == [
+        (True, 6, 3, "pipeline.modle")
+    ]
+    assert "mistyped.yaml:6:3: pipeline.modle: unknown key 'modle'" in errors[0]["text"]
+    assert serve.agent("mistyped")["generation"] == good
+    assert serve.metric('voice_runtime_config_reloads_total{result="failure"}') == failures + 1
+    serve.simulate("mistyped", ["still there?"])
+    serve.wait_for(lambda: system_prompts_for(fake_openai, "still there?"), message="a job on the last good spec")
+    assert system_prompts_for(fake_openai, "still there?") == ["You are the good version."]
+    write(serve.agents / "mistyped.yaml", spec("You are the fixed version.", fake_openai.base_url))
+    serve.wait_for(lambda: serve.metric("voice_runtime_config_last_reload_successful") == 1.0,
+                   message="the fixing reload")
+    assert serve.agent("mistyped")["generation"] == good + 1
+    assert serve.status()["last_reload"]["errors"] == []
 
 
 def test_a_configmap_style_symlink_swap_is_picked_up_exactly_once(agents: Path, fake_openai: FakeOpenAI) -> None:
@@ -85,32 +87,30 @@ def test_a_configmap_style_symlink_swap_is_picked_up_exactly_once(agents: Path, 
 
 
 def test_adding_a_file_registers_an_agent_and_deleting_it_drains_and_unregisters_it(
-    agents: Path, fake_openai: FakeOpenAI
+    served: Serve, fake_openai: FakeOpenAI
 ) -> None:
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        write(agents / "sales.yaml", spec("You are sales.", fake_openai.base_url))
-        serve.wait_for(lambda: (serve.agent("sales") or {}).get("ready"), message="sales ready")
-        serve.simulate("sales", ["buy?"])
-        serve.wait_for(lambda: system_prompts_for(fake_openai, "buy?"), message="a sales job")
-        assert system_prompts_for(fake_openai, "buy?") == ["You are sales."]
-        (agents / "sales.yaml").unlink()
-        serve.wait_for(lambda: serve.agent("sales") is None, message="sales removed")
-        assert [a["name"] for a in serve.status()["agents"]] == ["desk"]
-        serve.wait_for(lambda: "agent sales drained and unregistered" in serve.output(), message="the drain")
-        assert serve.metric("voice_runtime_agents_loaded") == 1.0
+    serve = served  # it already serves one agent, the resident: the one that stays
+    write(serve.agents / "sales.yaml", spec("You are sales.", fake_openai.base_url))
+    serve.wait_agent("sales")
+    serve.simulate("sales", ["buy?"])
+    serve.wait_for(lambda: system_prompts_for(fake_openai, "buy?"), message="a sales job")
+    assert system_prompts_for(fake_openai, "buy?") == ["You are sales."]
+    (serve.agents / "sales.yaml").unlink()
+    serve.wait_for(lambda: serve.agent("sales") is None, message="sales removed")
+    assert serve.names() == [RESIDENT]
+    serve.wait_for(lambda: "agent sales drained and unregistered" in serve.output(), message="the drain")
+    assert serve.metric("voice_runtime_agents_loaded") == 1.0
 
 
-def test_renaming_an_agent_drains_the_old_name_and_registers_the_new_one(agents: Path, fake_openai: FakeOpenAI) -> None:
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url, name="front-desk"))
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url, name="reception"))
-        serve.wait_for(lambda: [a["name"] for a in serve.status()["agents"]] == ["reception"], message="rename")
-        serve.wait_for(lambda: serve.agent("reception")["ready"], message="reception ready")
-        assert "agent front-desk drained and unregistered" in serve.wait_for(
-            lambda: "front-desk drained" in serve.output() and serve.output(), message="the old name's drain")
+def test_renaming_an_agent_drains_the_old_name_and_registers_the_new_one(served: Serve, fake_openai: FakeOpenAI) -> None:
+    serve = served
+    write(serve.agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url, name="front-desk"))
+    serve.wait_agent("front-desk")
+    write(serve.agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url, name="reception"))
+    serve.wait_for(lambda: serve.names() == ["reception", RESIDENT], message="rename")
+    serve.wait_agent("reception")
+    assert "agent front-desk drained and unregistered" in serve.wait_for(
+        lambda: "front-desk drained" in serve.output() and serve.output(), message="the old name's drain")
 
 
 def test_sigterm_lets_a_call_in_progress_finish_then_exits_0(agents: Path, fake_openai: FakeOpenAI) -> None:
@@ -234,7 +234,7 @@ def test_json_logs_have_one_line_per_reload_saying_what_changed(agents: Path, fa
 
 
 def test_readyz_names_a_required_mcp_server_that_is_down_and_status_shows_each_servers_health(
-    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+    tmp_path: Path, served: Serve, fake_openai: FakeOpenAI
 ) -> None:
     import json
 
@@ -246,49 +246,66 @@ def test_readyz_names_a_required_mcp_server_that_is_down_and_status_shows_each_s
         f"  tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}\n"
         "  billing: {command: /nonexistent/billing-mcp, required: true, connect_timeout: 2}\n"
     )
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url) + servers)
-    with Serve(agents) as serve:
-        serve.wait_for(lambda: serve.agent("desk") and serve.agent("desk")["ready"], message="ready")
-        health = serve.wait_for(
-            lambda: (lambda s: s if s["tools"]["state"] == "up" and s["billing"]["state"] == "down" else None)(
-                serve.agent("desk")["mcp_servers"]), message="MCP health")
-        assert "echo" in health["tools"]["tools"]
-        assert "command not found: /nonexistent/billing-mcp" in health["billing"]["error"]
-        code, body = serve.get("/readyz")
-        assert code == 503
-        assert "agent desk: required MCP server billing is down (command not found: /nonexistent/billing-mcp)" in body
-        assert serve.metric('voice_runtime_mcp_server_up{agent="desk",server="tools"}') == 1.0
-        assert serve.metric('voice_runtime_mcp_server_up{agent="desk",server="billing"}') == 0.0
-        # livekit's own worker metrics are on the same port
-        assert any(line.startswith("lk_agents_worker_load{") for line in serve.get("/metrics")[1].splitlines())
+    serve = served
+    write(serve.agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url) + servers)
+    serve.wait_agent("desk")
+    health = serve.wait_for(
+        lambda: (lambda s: s if s["tools"]["state"] == "up" and s["billing"]["state"] == "down" else None)(
+            serve.agent("desk")["mcp_servers"]), message="MCP health")
+    assert "echo" in health["tools"]["tools"]
+    assert "command not found: /nonexistent/billing-mcp" in health["billing"]["error"]
+    code, body = serve.get("/readyz")
+    assert code == 503
+    assert "agent desk: required MCP server billing is down (command not found: /nonexistent/billing-mcp)" in body
+    assert serve.metric('voice_runtime_mcp_server_up{agent="desk",server="tools"}') == 1.0
+    assert serve.metric('voice_runtime_mcp_server_up{agent="desk",server="billing"}') == 0.0
+    # livekit's own worker metrics are on the same port
+    assert any(line.startswith("lk_agents_worker_load{") for line in serve.get("/metrics")[1].splitlines())
+
+
+def _echo_agent(folder: Path, name: str, fake_openai: FakeOpenAI, record: Path) -> None:
+    """Agent ``name``, whose MCP server ``tools`` records its calls in ``record``."""
+    import json
+
+    from mcp_servers.harness import stdio_command
+
+    command, args = stdio_command(record=record, name="tools")
+    write(folder / f"{name}.yaml", spec("You are the desk.", fake_openai.base_url)
+          + f"mcp_servers:\n  tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}\n")
+
+
+def _a_tool_call_reaches_the_mcp_server(serve: Serve, name: str, fake_openai: FakeOpenAI, record: Path, how: str) -> None:
+    from mcp_servers.harness import read_records
+
+    fake_openai.use_tool_then_answer("echo", {"text": f"via {how}"})
+    serve.simulate(name, ["echo please"])
+    serve.wait_for(lambda: len(fake_openai.chat_requests) >= 2, message="the tool turn")
+    assert [(r["tool"], r["args"]) for r in read_records(record)] == [("echo", {"text": f"via {how}"})]
+    assert fake_openai.chat_requests[1]["messages"][-1]["content"] == f"via {how}"
+    serve.wait_for(
+        lambda: serve.metric(f'voice_runtime_tool_calls_total{{agent="{name}",outcome="ok",server="tools",tool="echo"}}'),
+        message="the call in /metrics")
 
 
 @pytest.mark.parametrize(
-    ("executor", "idle"),
-    [("process", "1"), ("process", "0"), ("thread", "0")],
-    ids=["process-prewarmed", "process-cold", "thread-shared-pool"],
+    ("executor", "idle"), [("process", "1"), ("thread", "0")], ids=["process-prewarmed", "thread-shared-pool"],
 )
 def test_a_jobs_tool_call_reaches_the_mcp_server_with_every_executor(
     tmp_path: Path, agents: Path, fake_openai: FakeOpenAI, executor: str, idle: str
 ) -> None:
-    import json
-
-    from mcp_servers.harness import read_records, stdio_command
-
-    record = tmp_path / "calls.jsonl"
-    command, args = stdio_command(record=record, name="tools")
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url)
-          + f"mcp_servers:\n  tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}\n")
-    fake_openai.use_tool_then_answer("echo", {"text": f"via {executor}"})
+    _echo_agent(agents, "desk", fake_openai, tmp_path / "calls.jsonl")
     with Serve(agents, "--executor", executor, "--idle-processes", idle) as serve:
         serve.wait_ready()
-        serve.simulate("desk", ["echo please"])
-        serve.wait_for(lambda: len(fake_openai.chat_requests) >= 2, message="the tool turn")
-        assert [(r["tool"], r["args"]) for r in read_records(record)] == [("echo", {"text": f"via {executor}"})]
-        assert fake_openai.chat_requests[1]["messages"][-1]["content"] == f"via {executor}"
-        serve.wait_for(
-            lambda: serve.metric('voice_runtime_tool_calls_total{agent="desk",outcome="ok",server="tools",tool="echo"}'),
-            message="the call in /metrics")
+        _a_tool_call_reaches_the_mcp_server(serve, "desk", fake_openai, tmp_path / "calls.jsonl", executor)
+
+
+def test_a_jobs_tool_call_reaches_the_mcp_server_from_a_process_started_for_the_call(
+    tmp_path: Path, served: Serve, fake_openai: FakeOpenAI
+) -> None:
+    """The process executor with no prewarmed process (serve's default, which the shared serve has)."""
+    _echo_agent(served.agents, "cold", fake_openai, tmp_path / "calls.jsonl")
+    served.wait_agent("cold")
+    _a_tool_call_reaches_the_mcp_server(served, "cold", fake_openai, tmp_path / "calls.jsonl", "process")
 
 
 def test_saving_identical_bytes_causes_no_reload(agents: Path, fake_openai: FakeOpenAI) -> None:
@@ -320,24 +337,18 @@ def test_sigterm_drain_is_bounded_by_drain_timeout(agents: Path, fake_openai: Fa
         assert system_prompts_for(fake_openai, "much later") == []
 
 
-def test_tool_call_counts_survive_an_agent_added_later(tmp_path: Path, agents: Path, fake_openai: FakeOpenAI) -> None:
-    import json
-
-    from mcp_servers.harness import stdio_command
-
-    command, args = stdio_command(record=tmp_path / "calls.jsonl", name="tools")
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url)
-          + f"mcp_servers:\n  tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}\n")
+def test_tool_call_counts_survive_an_agent_added_later(tmp_path: Path, served: Serve, fake_openai: FakeOpenAI) -> None:
+    serve = served
+    _echo_agent(serve.agents, "counted", fake_openai, tmp_path / "calls.jsonl")
     fake_openai.use_tool_then_answer("echo", {"text": "count me"})
-    metric = 'voice_runtime_tool_calls_total{agent="desk",outcome="ok",server="tools",tool="echo"}'
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        serve.simulate("desk", ["echo please"])
-        serve.wait_for(lambda: serve.metric(metric) == 1.0, message="the call in /metrics")
-        # livekit's AgentServer.run() empties the metrics folder; a new agent starts one
-        write(agents / "sales.yaml", spec("You are sales.", fake_openai.base_url))
-        serve.wait_for(lambda: (serve.agent("sales") or {}).get("ready"), message="sales ready")
-        assert serve.metric(metric) == 1.0
+    metric = 'voice_runtime_tool_calls_total{agent="counted",outcome="ok",server="tools",tool="echo"}'
+    serve.wait_agent("counted")
+    serve.simulate("counted", ["echo please"])
+    serve.wait_for(lambda: serve.metric(metric) == 1.0, message="the call in /metrics")
+    # livekit's AgentServer.run() empties the metrics folder; a new agent starts one
+    write(serve.agents / "later.yaml", spec("You are sales.", fake_openai.base_url))
+    serve.wait_agent("later")
+    assert serve.metric(metric) == 1.0
 
 
 def test_serve_leaves_no_published_specs_behind_after_it_exits(tmp_path: Path, agents: Path, fake_openai: FakeOpenAI) -> None:
@@ -372,18 +383,17 @@ def test_jobs_start_under_a_tmpdir_too_long_for_a_unix_socket(tmp_path: Path, fa
 
 
 def test_status_under_unregistered_says_the_agent_is_ready_but_not_registered_with_livekit(
-    agents: Path, fake_openai: FakeOpenAI
+    served: Serve, fake_openai: FakeOpenAI
 ) -> None:
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
-    with Serve(agents) as serve:  # --unregistered: no LiveKit server is ever contacted
-        serve.wait_ready()
-        serve.wait_for(lambda: serve.agent("desk")["ready"], message="desk ready")
-        assert serve.agent("desk")["registered"] is False
-        code, page = serve.get("/")
-        assert code == 200 and "not registered with LiveKit" in page, page
-        # ready means it takes calls: a simulated one is answered
-        code, report = serve.post("/simulate?wait=1", b'{"agent": "desk", "turns": ["hi"]}', timeout=120)
-        assert code == 200 and report["ok"], report
+    serve = served  # --unregistered: no LiveKit server is ever contacted
+    write(serve.agents / "unlisted.yaml", spec("You are the desk.", fake_openai.base_url))
+    serve.wait_agent("unlisted")
+    assert serve.agent("unlisted")["registered"] is False
+    code, page = serve.get("/")
+    assert code == 200 and "not registered with LiveKit" in page, page
+    # ready means it takes calls: a simulated one is answered
+    code, report = serve.post("/simulate?wait=1", b'{"agent": "unlisted", "turns": ["hi"]}', timeout=120)
+    assert code == 200 and report["ok"], report
 
 
 VOICE_DEFAULT_TURNS = (  # a voice pipeline leaving turn detection to livekit: its local end-of-turn model
@@ -396,16 +406,16 @@ VOICE_DEFAULT_TURNS = (  # a voice pipeline leaving turn detection to livekit: i
 
 
 def test_job_processes_start_without_the_turn_model_no_agent_uses_and_an_agent_added_later_that_uses_it_is_named(
-    agents: Path, fake_openai: FakeOpenAI
+    served: Serve, fake_openai: FakeOpenAI
 ) -> None:
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url))
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        assert "livekit's local end-of-turn model is not preloaded: no agent uses it" in serve.output()
-        serve.simulate("desk", ["hello?"])  # calls still run on processes forked without it
-        serve.wait_for(lambda: system_prompts_for(fake_openai, "hello?"), message="a desk job")
-        write(agents / "voice.yaml", VOICE_DEFAULT_TURNS)
-        serve.wait_for(lambda: (serve.agent("voice") or {}).get("ready"), message="voice ready")
-        serve.wait_for(lambda: "agent voice uses livekit's local end-of-turn model (turn_detection: livekit's default)"
-                       in serve.output(), message="the warning")
-        assert serve.output().count("agent voice uses livekit's local end-of-turn model") == 1
+    serve = served  # started with the resident agent alone, a text one
+    assert "livekit's local end-of-turn model is not preloaded: no agent uses it" in serve.whole_output()
+    write(serve.agents / "texter.yaml", spec("You are the desk.", fake_openai.base_url))
+    serve.wait_agent("texter")
+    serve.simulate("texter", ["hello?"])  # calls still run on processes forked without it
+    serve.wait_for(lambda: system_prompts_for(fake_openai, "hello?"), message="a texter job")
+    write(serve.agents / "voice.yaml", VOICE_DEFAULT_TURNS)
+    serve.wait_agent("voice")
+    serve.wait_for(lambda: "agent voice uses livekit's local end-of-turn model (turn_detection: livekit's default)"
+                   in serve.output(), message="the warning")
+    assert serve.output().count("agent voice uses livekit's local end-of-turn model") == 1
