@@ -23,16 +23,10 @@ from fakes.webhook_receiver import WebhookReceiver
 from helpers import run_cli, write
 from mcp_servers.harness import free_port, stdio_command
 from serve_harness import Serve, spec
+from test_hostile_inputs import TEXT_AGENT
 
 pytestmark = pytest.mark.timeout(180)
 
-TEXT_AGENT = """\
-apiVersion: voice-runtime/v1
-instructions: hi
-pipeline:
-  text_only: true
-  llm: {provider: openai, api_key: sk-test}
-"""
 
 
 def test_a_fifo_named_yaml_among_the_phone_lines_is_an_error_naming_it_never_a_hang(agents: Path) -> None:
