@@ -35,7 +35,7 @@ from .turn_taking import BackgroundAudio, TurnHandling
 from .analysis import Analysis
 from .mcp_context import MAX_RESOURCES, ContextResource, InstructionsFrom
 from .mcp_auth import McpAuth
-from ..core.mounted import mounted_secret
+from ..core.mounted import BOM, header_trouble, mounted_secret
 
 
 def http_url(value: str) -> str:
@@ -295,8 +295,10 @@ class HttpServer(McpServerBase):
                 raise PydanticCustomError(
                     "header_value", "header {name} has a line break inside its value; "
                     "only trailing line breaks (a mounted secret file's) are removed", {"name": name})
-            if not text.isascii() or any(c < " " and c != "\t" or c == "\x7f" for c in text):
-                # httpx would fail every request with "'ascii' codec can't encode..."
+            trouble = header_trouble(text)
+            if trouble is not None and BOM in text:
+                raise PydanticCustomError("header_value", "header {name} {trouble}", {"name": name, "trouble": trouble})
+            if trouble is not None:
                 raise PydanticCustomError(
                     "header_value", "header {name} has a character HTTP headers cannot carry "
                     "(non-ASCII or a control character); percent- or base64-encode it", {"name": name})

@@ -212,6 +212,27 @@ def test_an_api_key_from_a_mounted_secret_file_loses_its_trailing_newline_and_is
     assert result.rc == 0, result.output
 
 
+def test_a_secret_file_saved_with_a_byte_order_mark_is_refused_naming_the_mark_in_the_key_and_the_header(
+    tmp_path: Path
+) -> None:
+    # an editor's "UTF-8 with BOM" puts an invisible U+FEFF first: it was refused as "non-ASCII"
+    # with nothing to see in the file
+    spec_text = TEXT_AGENT.replace("sk-test", "'${PROVIDER_KEY}'") + (
+        "mcp_servers:\n  w: {url: 'http://127.0.0.1:9/mcp', headers: {Authorization: 'Bearer ${TOKEN}'}}\n")
+    agents = project(tmp_path, agents={"desk.yaml": spec_text})
+    secret = "\ufeffsk-bom-secret\n"  # as a mounted file reads
+
+    result = run_cli("check", "--offline", agents, env={"PROVIDER_KEY": secret, "TOKEN": secret})
+
+    mark = "holds a byte order mark (U+FEFF, invisible: a file saved as UTF-8 with BOM); save it without one"
+    assert result.rc == 1, result.output
+    assert re.search(rf"desk\.yaml:5:\d+: pipeline\.llm\.api_key: the API key {re.escape(mark)}", result.stdout), \
+        result.stdout
+    assert re.search(rf"desk\.yaml:7:\d+: mcp_servers\.w\.headers: header Authorization {re.escape(mark)}",
+                     result.stdout), result.stdout
+    assert "bom-secret" not in result.output
+
+
 # -- 11: broken symlinks named *.yaml ---------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_core import PydanticCustomError
 
-from ...core.mounted import mounted_secret
+from ...core.mounted import BOM, header_trouble, mounted_secret
 
 def _header_safe(value: SecretStr | None) -> SecretStr | None:
     """The key travels in an HTTP header: a character one cannot carry would fail
@@ -16,7 +16,10 @@ def _header_safe(value: SecretStr | None) -> SecretStr | None:
     if value is None:
         return None
     text = mounted_secret(value.get_secret_value())
-    if not text.isascii() or any(c < " " or c == "\x7f" for c in text):
+    trouble = header_trouble(text, tab=False)
+    if trouble is not None and BOM in text:
+        raise PydanticCustomError("api_key", "the API key {trouble}", {"trouble": trouble})
+    if trouble is not None:
         raise PydanticCustomError(
             "api_key", "the API key has a character HTTP headers cannot carry (non-ASCII, a line break "
             "or another control character); check the variable it comes from")
