@@ -32,7 +32,7 @@ RESULT_CHARS = 2000
 HANG_UP, ERROR, TIMEOUT, JOB_KILLED, SERVE_DRAINING, REFUSED, SHUTDOWN = (
     "hang_up", "error", "timeout", "job_killed", "serve_draining", "refused", "shutdown")
 _HANG_UPS = {"participant_disconnected", "room disconnected", "user_initiated", "simulated call finished",
-             "chat ended", "test case ended", "browser call ended", "task_completed"}
+             "chat ended", "chat interrupted", "test case ended", "browser call ended", "task_completed"}
 _SHUTDOWNS = {"job_shutdown", "job shutdown", "parent process shutdown", "shutdown"}
 # the agent ended the call (session/phone.py): the report names how, as the phone metrics do
 AGENT_ENDS = ("end_call", "transferred", "silence_timeout", "max_call_seconds", "voicemail")

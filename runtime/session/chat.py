@@ -5,6 +5,7 @@ and TTS). Every tool call is shown as it happens, with its result and latency.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -133,12 +134,37 @@ def reply_texts(events: list[Any]) -> list[str]:
 
 
 async def _lines(stdin: TextIO, prompt: str | None, out: TextIO) -> Any:
+    """The caller's lines. Read by a daemon thread of its own, not the loop's executor:
+    asyncio.run waits for the executor's threads at exit, and one blocked in readline
+    (a terminal at its prompt, a pipe kept open) made a Ctrl-C wait for the next line
+    or EOF, for ever; a daemon thread is left behind."""
+    import threading
+
     loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
+    wanted = threading.Semaphore(0)  # one line read ahead at most: the prompt comes first
+
+    def read() -> None:
+        while True:
+            wanted.acquire()
+            try:
+                line = stdin.readline()
+            except (OSError, ValueError):  # stdin closed under us
+                line = ""
+            try:
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+            except RuntimeError:  # the loop has closed: chat is over
+                return
+            if not line:
+                return
+
+    threading.Thread(target=read, name="chat-stdin", daemon=True).start()
     while True:
         if prompt is not None:
             out.write(prompt)
             out.flush()
-        line = await loop.run_in_executor(None, stdin.readline)
+        wanted.release()
+        line = await lines.get()
         if not line:
             return
         line = line.strip()
@@ -172,37 +198,81 @@ async def run_chat(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO = 
         runner.call_report = report  # a hang-up's reason is the report's end_reason
     if not await _started(runner, printer):
         return 1
+    interrupted = False
     try:
-        if runner.loaded.spec.greeting:
-            printer("reply", {"text": runner.loaded.spec.greeting, "greeting": True})
-        interactive = stdin.isatty() and not printer.as_json
-        async for line in _lines(stdin, "you> " if interactive else None, printer.out):
-            printer.user(line)
-            printer.hold()
+        with _stopped_by_sigterm():
             try:
-                result = await runner.run_turn(line)
-            except Exception as exc:  # the conversation goes on after a failed turn
-                printer.error(error_text(exc))
+                await _converse(runner, printer, stdin)
+            except asyncio.CancelledError:  # Ctrl-C (asyncio.run cancels this task) or SIGTERM
+                interrupted = True
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()  # taken: the report and the close below run as usual
                 printer.release()
-                continue
-            for text in reply_texts(result.events):
-                printer.reply(text)
-            printer.release()
-            if runner.hang_up_reason is not None:  # the agent ended the call (end_call, a transfer...)
-                break
-        await runner.claims_settled()  # a judge's last verdicts are shown (and in the report) before it ends
         if report is not None:
             from ..plugins.manager import notify
             from .analysis import finished_report
 
-            # the same report serve delivers: with the spec's post-call analysis, told to the hook
-            ended = await finished_report(runner.plugins, report, "chat ended",
-                                          f"{printer.errors} turn(s) failed" if printer.errors else None)
+            # the same report serve delivers: with the spec's post-call analysis, told to the hook;
+            # an interrupted chat's too, after the lines it had printed
+            failed = f"{printer.errors} turn(s) failed" if printer.errors else None
+            ended = await finished_report(runner.plugins, report, "chat interrupted" if interrupted else "chat ended",
+                                          failed)
             notify(runner.plugins, "voice_runtime_call_report", report=ended)
             printer("report", {"report": ended})
     finally:
         await runner.aclose()
+    if interrupted:
+        if stdin.isatty():
+            printer.out.write("\n")  # the shell's prompt on a line of its own, after "you> ^C"
+            printer.out.flush()
+        return 130  # as a shell reports a Ctrl-C
     return 1 if printer.errors else 0
+
+
+async def _converse(runner: SessionRunner, printer: ChatPrinter, stdin: TextIO) -> None:
+    if runner.loaded.spec.greeting:
+        printer("reply", {"text": runner.loaded.spec.greeting, "greeting": True})
+    interactive = stdin.isatty() and not printer.as_json
+    async for line in _lines(stdin, "you> " if interactive else None, printer.out):
+        printer.user(line)
+        printer.hold()
+        try:
+            result = await runner.run_turn(line)
+        except Exception as exc:  # the conversation goes on after a failed turn
+            printer.error(error_text(exc))
+            printer.release()
+            continue
+        for text in reply_texts(result.events):
+            printer.reply(text)
+        printer.release()
+        if runner.hang_up_reason is not None:  # the agent ended the call (end_call, a transfer...)
+            break
+    await runner.claims_settled()  # a judge's last verdicts are shown (and in the report) before it ends
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Any:
+    """SIGTERM ends a chat as Ctrl-C does (its report written, its session closed),
+    not by the default death that loses both."""
+    import signal
+
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    try:
+        if task is None:
+            raise RuntimeError("no task")
+        def stop() -> None:  # once: a second SIGTERM is the default death, as a second Ctrl-C hurries
+            loop.remove_signal_handler(signal.SIGTERM)
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGTERM, stop)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)  # no-op once it fired
 
 
 # how long the agent may take to start answering a turn once the caller stopped
