@@ -20,6 +20,23 @@ def _fake_openai_in_thread() -> Iterator[FakeOpenAI]:
     fake.stop_thread()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every serve the tests start puts its default report spool (and any later user
+    state) under a temporary XDG_STATE_HOME, not the user's ~/.local/state: a spool
+    keyed by port there was found by the user's own serve on that port, which then
+    reported a test's killed call as its own (new-user pass: 1,756 folders left)."""
+    import os
+
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = before
+
+
 @pytest.fixture
 def fake_openai() -> Iterator[FakeOpenAI]:
     yield from _fake_openai_in_thread()
