@@ -101,6 +101,7 @@ class Supervisor:
             await talk.start()
             http = await start_http(self, o.http_host, o.http_port, simulate=o.simulate,
                                     simulate_from_anywhere=o.simulate_from_anywhere, talk=talk, calls=self._calls())
+            self.view.documents = http.documents
             log.info("serving %s on http://%s:%d (status page at /; /healthz /readyz /metrics /status)", o.agents_dir,
                      o.http_host, o.http_port)
             host = o.http_host if o.http_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
