@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from ..core.terminal import printable
+from ..observe.report_spool import Retention
 from ..serve.options import Dispatch, Executor
 from .common import AgentsDir, LogLevelOpt, PluginsOpt, TelephonyOpt, guard_output, plugins_dir_for, require_dir, \
     usage_error
@@ -45,6 +46,9 @@ def serve(
     max_browser_calls: Annotated[int, typer.Option("--max-browser-calls", min=0, max=64, help="Browser calls at once, over all agents (each is a job process); more get 429.")] = 2,
     max_call_seconds: Annotated[float, typer.Option("--max-call-seconds", min=1, max=86400, help="A browser call is ended after this many seconds.")] = 600.0,
     report_spool: Annotated[Optional[Path], typer.Option("--report-spool", metavar="DIR", help="Where call reports wait for delivery (put it on a volume: a serve started on it later, even after a crash, delivers what is left). One serve at a time per folder (a second is refused). [default: $XDG_STATE_HOME/voice-runtime/reports/port-<http port>, or ~/.local/state/...]")] = None,
+    report_dead_max: Annotated[int, typer.Option("--report-dead-max", min=0, max=10_000_000, help="Undeliverable call reports kept in the spool's dead/ folder; the oldest beyond go first, logged and counted in voice_runtime_reports_dead_removed_total (0: no bound).")] = Retention.max_count,
+    report_dead_max_mb: Annotated[float, typer.Option("--report-dead-max-mb", min=0, max=1_000_000, help="MiB the undeliverable call reports in dead/ may take in all; the oldest beyond go first (0: no bound).")] = Retention.max_bytes / 2**20,
+    report_dead_max_days: Annotated[float, typer.Option("--report-dead-max-days", min=0, max=3650, help="Days an undeliverable call report is kept in dead/ (0: no bound).")] = Retention.max_age_s / 86400,
     telephony: TelephonyOpt = None,
     manage_sip: Annotated[bool, typer.Option("--manage-sip", help="Apply the phone lines (telephony/*.yaml) to LiveKit at start and on every change, as `sip apply` does; errors are logged and serving goes on.")] = False,
     sip_owner: Annotated[str, typer.Option("--sip-owner", help="Whose managed SIP objects these are (see `sip apply --owner`).")] = "default",
@@ -121,6 +125,7 @@ def serve(
         load_threshold=load_threshold, full_load_calls=full_load_calls, drain_timeout=drain_timeout, scan_interval=scan_interval,
         unregistered=unregistered or local, local=local, talk=talk, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere,
         require_tests=require_tests, report_spool=report_spool or _default_spool(http_port),
+        report_dead=Retention(report_dead_max, report_dead_max_days * 86400, int(report_dead_max_mb * 2**20)),
         telephony_dir=telephony, manage_sip=manage_sip, sip_owner=sip_owner, calls=calls,
         report_targets=tuple(_report_targets(reports, secrets)) if reports is not None else (),
         ws_url=livekit["LIVEKIT_URL"], api_key=livekit["LIVEKIT_API_KEY"], api_secret=livekit["LIVEKIT_API_SECRET"],

@@ -93,6 +93,18 @@ REPORTS_DEAD = Gauge(
 )
 
 
+REPORTS_DEAD_REMOVED = Counter(
+    "voice_runtime_reports_dead_removed",
+    "Dead call reports removed from the spool's dead/ folder by its retention, by reason (age: dead longer "
+    "than --report-dead-max-days; count: the oldest beyond --report-dead-max; size: beyond --report-dead-max-mb).",
+    ["reason"],
+)
+
+
+def observe_dead_removed(reason: str, count: int) -> None:
+    REPORTS_DEAD_REMOVED.labels(reason).inc(count)
+
+
 def observe_report(outcome: str) -> None:
     REPORTS.labels(outcome).inc()
 

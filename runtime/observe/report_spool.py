@@ -7,6 +7,10 @@ point leaves either no file or a complete one. A delivered entry is removed; one
 receiver refuses it for good (4xx other than 408/429, a redirect) or that is still
 undelivered after ``MAX_AGE_S`` moves to ``dead/``. Every report has a unique id
 (``webhook-id``): delivery is at least once, receivers deduplicate.
+
+``dead/`` is bounded (``Retention``, serve's ``--report-dead-max`` and
+``--report-dead-max-days``): a receiver that refuses every report once filled it
+until the pod's emptyDir limit evicted serve, and the pending reports with it.
 """
 
 from __future__ import annotations
@@ -72,6 +76,18 @@ def write_durably(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How much of ``dead/`` is kept (as Prometheus keeps its data by time and size):
+    letters dead longer than ``max_age_s`` go, then the oldest beyond ``max_count`` or
+    ``max_bytes`` in all; 0 turns a bound off."""
+
+    max_count: int = 10_000
+    max_age_s: float = 7 * 86400.0
+    # a long call's report is larger than the ~20 KiB of a short one: the disk is what runs out
+    max_bytes: int = 256 * 1024 * 1024
+
+
 @dataclass
 class Entry:
     path: Path
@@ -92,8 +108,9 @@ class SpoolInUse(Exception):
 
 
 class Spool:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, retention: Retention = Retention()) -> None:
         self.folder = folder
+        self.retention = retention
         self._lock_fd: int | None = None
         # pending file name -> ((inode, size, mtime), next_at, attempts held in memory or None):
         # each version of an entry is parsed once for its schedule, not at every poll (see ``due``)
@@ -221,6 +238,36 @@ class Spool:
         self._hold_until(entry, float("inf"))  # tried again only by the next serve, if it cannot move
         write_durably(self.folder / DEAD / entry.path.name, json.dumps(entry.data).encode())
         self.delivered(entry)
+
+    def prune_dead(self) -> dict[str, int]:
+        """Removes the dead letters past the retention, oldest first (by when they were
+        dead-lettered: the file's mtime); how many went, by reason (``age``, ``count``, ``size``)."""
+        keep = self.retention
+        letters = []
+        try:
+            listing = os.scandir(self.folder / DEAD)
+        except OSError:
+            return {}
+        with listing:
+            for item in listing:
+                if item.name.endswith(".json"):
+                    with contextlib.suppress(OSError):
+                        st = item.stat()
+                        letters.append((st.st_mtime, item.name, st.st_size))
+        letters.sort()
+        removed: dict[str, int] = {}
+        left, size, oldest_kept = len(letters), sum(letter[2] for letter in letters), time.time() - keep.max_age_s
+        for mtime, name, bytes_ in letters:  # oldest first: once one stays, every younger one does
+            reason = ("age" if keep.max_age_s and mtime < oldest_kept
+                      else "count" if keep.max_count and left > keep.max_count
+                      else "size" if keep.max_bytes and size > keep.max_bytes else None)
+            if reason is None:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / DEAD / name).unlink()
+            left, size = left - 1, size - bytes_
+            removed[reason] = removed.get(reason, 0) + 1
+        return removed
 
     def _hold_until(self, entry: Entry, next_at: float) -> None:
         """When ``entry`` is next due and how often it was tried, kept in memory before its

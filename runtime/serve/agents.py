@@ -33,7 +33,7 @@ from .options import Dispatch, Executor
 from .routing import Unroutable, agent_of
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from .catalog import Catalog
     from ..mcp.pool import McpPool
@@ -88,6 +88,11 @@ class Agents:
         self.shared_pool = shared_pool if options.executor is Executor.THREAD else None
         self.workers: dict[str, AgentWorker] = {}
         self.draining: set[str] = set()
+        # job id -> agent of each job accepted (or simulated) whose launch has not returned:
+        # livekit lists a job only once a process runs it, which takes seconds when none
+        # is prewarmed, and a drain that looked only at the listed jobs said "drained"
+        # while such a call was about to start
+        self.launching: dict[str, str] = {}
         self.refused: Counter[str] = Counter()  # jobs refused, by reason
         self.memory_kills: Counter[str] = Counter()  # calls ended by the memory limit, by agent
         self.idle_memory_kill: tuple[float, float | None] | None = None  # (when, MB) of an idle process killed
@@ -194,7 +199,8 @@ class Agents:
                          f"agent {printable(name)!r} {why} (serving {len(self.workers) - len(self.draining)} agent(s))")
             await request.reject()
             return
-        await request.accept()
+        with self._launching(request.job.id, name):  # livekit's accept() returns once the job is launched
+            await request.accept()
 
     def _refuse(self, request: Any, reason: str, why: str) -> None:
         self.refused[reason] += 1
@@ -311,7 +317,21 @@ class Agents:
                            room=models.Room(sid=f"RM_{room}", name=room, metadata=script),
                            agent_name=agent if self.options.dispatch is Dispatch.NAME else self.options.agent_name,
                            metadata=json.dumps({"agent": agent}))
-        await livekit_compat.launch_job(self.hub, job, fake=True)
+        with self._launching(job.id, agent):
+            await livekit_compat.launch_job(self.hub, job, fake=True)
+
+    @contextlib.contextmanager
+    def _launching(self, job_id: str, agent: str) -> Iterator[None]:
+        self.launching[job_id] = agent
+        try:
+            yield
+        finally:
+            self.launching.pop(job_id, None)
+
+    def calls_of(self, name: str) -> set[str]:
+        """The ids of the agent's jobs running now or still being launched."""
+        return {info.job.id for agent, info in self.jobs() if agent == name} | {
+            job for job, agent in self.launching.items() if agent == name}
 
     # -- add, update, remove --------------------------------------------------------
 
@@ -348,7 +368,7 @@ class Agents:
             if worker.registration is not None:
                 with contextlib.suppress(Exception):
                     await livekit_compat.registration_full(worker.registration)
-            left = await self._drain(lambda: [info for agent, info in self.jobs() if agent == name])
+            left = await self._drain(lambda: self.calls_of(name))
             if worker.registration is not None:
                 await livekit_compat.stop_registration(worker.registration)
         finally:
@@ -447,9 +467,9 @@ class Agents:
             self._kill_processes()
             await asyncio.sleep(0.2)
 
-    async def _drain(self, running: Any) -> int:
-        """Wait until ``running()`` lists no job, bounded by drain_timeout and cut
-        short by a second signal (which kills those jobs' processes); how many jobs
+    async def _drain(self, running: Callable[[], set[str]]) -> int:
+        """Wait until ``running()`` (job ids) names no job, bounded by drain_timeout and
+        cut short by a second signal (which kills those jobs' processes); how many jobs
         were still running at the end."""
         async def ended() -> None:
             while running():
@@ -460,7 +480,7 @@ class Agents:
             if not await until_done_or(self.hurry, wait, timeout=self.options.drain_timeout):
                 left = running()
                 if self.hurry.is_set():
-                    await _kill_jobs(self.hub, {info.job.id for info in left})
+                    await _kill_jobs(self.hub, left)
                 return len(left)
             return 0
         finally:

@@ -13,8 +13,10 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from .coalesce import Coalescer
 from .peers import cross_site, is_loopback
 
 if TYPE_CHECKING:
@@ -131,7 +133,8 @@ class ConnectionGuard:
 
 
 def make_app(operator: Operator, *, simulate: bool = False, simulate_from_anywhere: bool = False,
-             guard: ConnectionGuard | None = None, talk: Any = None, calls: Any = None) -> web.Application:
+             guard: ConnectionGuard | None = None, talk: Any = None, calls: Any = None,
+             documents: Coalescer | None = None) -> web.Application:
     from aiohttp import web
 
     from .simulate import MAX_BODY_BYTES
@@ -145,31 +148,50 @@ def make_app(operator: Operator, *, simulate: bool = False, simulate_from_anywhe
             return web.Response(status=503, text="not ready:\n" + "".join(f"- {r}\n" for r in reasons))
         return web.Response(text="ready\n")
 
+    # /status, the page and /metrics are built once for all the requests that arrive
+    # together (coalesce.py): a flood of them costs a few builds, and /healthz is
+    # answered between two builds
+    documents = documents if documents is not None else Coalescer()
+
+    async def build_metrics() -> bytes:
+        return operator.secrets.redact(operator.metrics_text().decode()).encode()
+
     async def metrics(_: web.Request) -> web.Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        body = operator.secrets.redact(operator.metrics_text().decode()).encode()
+        body = await documents.get("metrics", "metrics", build_metrics)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def status_text(wanted: frozenset[str] | None) -> Callable[[], Awaitable[tuple[int, str]]]:
+        async def build() -> tuple[int, str]:
+            document = operator.status(set(wanted) if wanted else None)
+            if wanted and not document["agents"]:  # a typo must not look like an agent with nothing to say
+                return 404, json.dumps({"ok": False, "error": f"no agent named {', '.join(sorted(wanted))[:200]!r} "
+                                                              "is served"})
+            # one line (pipe it through jq to read it): json's C encoder only runs without
+            # indent, and with 1,000 agents indenting cost 3-4 times the rest of /status
+            return 200, operator.secrets.dumps(document) + "\n"
+
+        return build
 
     async def status(request: web.Request) -> web.Response:
         # ?agent=NAME (repeatable): only those agents, for a poller that watches one
         # (with 1,000 agents the whole document is ~0.8 MB and ~30 ms to build)
-        wanted = set(request.query.getall("agent", [])) or None
-        document = operator.status(wanted)
-        if wanted and not document["agents"]:  # a typo must not look like an agent with nothing to say
-            return _error(404, f"no agent named {', '.join(sorted(wanted))[:200]!r} is served")
-        # one line (pipe it through jq to read it): json's C encoder only runs without
-        # indent, and with 1,000 agents indenting cost 3-4 times the rest of /status
-        return web.Response(text=operator.secrets.dumps(document) + "\n",
-                            content_type="application/json")
+        wanted = frozenset(request.query.getall("agent", [])) or None
+        code, text = await documents.get("status", ("status", wanted), status_text(wanted))
+        return web.Response(status=code, text=text, content_type="application/json")
 
-    async def page(_: web.Request) -> web.Response:
+    async def build_page() -> str:
         from .page import render
 
-        # redacted as data, then escaped: an escaped secret ("&amp;") would slip past redact()
-        doc = json.loads(operator.secrets.dumps(operator.status()))
-        return web.Response(text=render(doc), content_type="text/html", charset="utf-8",
-                            headers={"Cache-Control": "no-store"})
+        # from a /status build that starts after this one: redacted as data, then
+        # escaped (an escaped secret, "&amp;", would slip past redact())
+        _, text = await documents.get("status", ("status", None), status_text(None))
+        return render(json.loads(text))
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(text=await documents.get("page", "page", build_page), content_type="text/html",
+                            charset="utf-8", headers={"Cache-Control": "no-store"})
 
     @web.middleware
     async def same_site(request: web.Request, handler: Any) -> Any:
@@ -391,8 +413,10 @@ class _AcceptErrorsOnce:
 class OperatorPort:
     """The running operator port: its aiohttp runner and listening socket."""
 
-    def __init__(self, runner: Any, server: asyncio.AbstractServer, guard: ConnectionGuard) -> None:
+    def __init__(self, runner: Any, server: asyncio.AbstractServer, guard: ConnectionGuard,
+                 documents: Coalescer) -> None:
         self.runner, self.server, self.guard = runner, server, guard
+        self.documents = documents  # its builds and requests are counted in /metrics
 
     async def cleanup(self) -> None:
         self.server.close()
@@ -429,12 +453,13 @@ async def start_http(operator: Operator, host: str, port: int, *, simulate: bool
     if not any(isinstance(f, _BadRequestsOnce) for f in server_log.filters):
         server_log.addFilter(_BadRequestsOnce())
     guard = ConnectionGuard(None)
+    documents = Coalescer()
     # keepalive_timeout also bounds the wait for the first request's head;
     # lingering_time bounds reading the rest of a body nobody wanted
     app = make_app(operator, simulate=simulate, simulate_from_anywhere=simulate_from_anywhere, guard=guard,
-                   talk=talk, calls=calls)
+                   talk=talk, calls=calls, documents=documents)
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=IDLE_TIMEOUT_S, lingering_time=2.0)
     await runner.setup()
     guard.server = runner.server
     server = await loop.create_server(guard, host, port, backlog=128, reuse_address=True)
-    return OperatorPort(runner, server, guard)
+    return OperatorPort(runner, server, guard, documents)

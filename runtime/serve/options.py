@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..observe.report_spool import Retention
+
 
 class Executor(str, enum.Enum):
     """Where a call runs: livekit's JobExecutorType, spelled as on the command line."""
@@ -94,6 +96,7 @@ class ServeOptions:
     talk: TalkOptions = TalkOptions()  # browser calls: GET /talk/<agent> (talk.py)
     # --report-spool: where call reports wait for delivery; it must outlive serve (a volume)
     report_spool: Path | None = None
+    report_dead: Retention = Retention()  # --report-dead-max, --report-dead-max-days: how much of dead/ is kept
     telephony_dir: Path | None = None  # --telephony; None: telephony/ inside agents_dir
     manage_sip: bool = False  # apply the phone lines to LiveKit on every (re)load
     sip_owner: str = "default"  # --sip-owner: whose managed SIP objects these are

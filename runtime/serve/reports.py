@@ -36,6 +36,7 @@ RETRYABLE = {408, 429}
 # an outage) goes out in batches instead of thousands of attempts queueing for
 # aiohttp's 100 connections until their timeout_s runs out
 MAX_BATCH = 64
+PRUNE_EVERY_S = 60.0  # dead letters age out between two dead-letterings too
 
 
 class Permanent(Exception):
@@ -48,10 +49,15 @@ class Deliverer:
         self.on_report = on_report  # every report serve writes itself (a killed job's): the plugins' hook
         self._task: asyncio.Task[None] | None = None
         self._http: Any = None
+        self._pruned_at = float("-inf")  # when dead/ was last held to the retention (monotonic)
 
     async def start(self) -> None:
         import aiohttp
 
+        from ..observe.metrics import observe_dead_removed
+
+        for reason in ("age", "count", "size"):  # exported from the start: the alert on dead letters reads it
+            observe_dead_removed(reason, 0)
         self._http = aiohttp.ClientSession()
         self._task = asyncio.ensure_future(self._run())
         pending = self.spool.count()
@@ -86,18 +92,43 @@ class Deliverer:
         results = await asyncio.gather(*(self._deliver(e) for e in due), return_exceptions=True)
         await asyncio.to_thread(self._record, due, results)
 
+    def prune(self) -> None:
+        """dead/ held to the retention; what went is logged in one line and counted."""
+        from ..observe.metrics import observe_dead_removed
+
+        self._pruned_at = time.monotonic()
+        removed = self.spool.prune_dead()
+        if not removed:
+            return
+        keep = self.spool.retention
+        for reason, count in removed.items():
+            observe_dead_removed(reason, count)
+        why = {"age": f"dead longer than {keep.max_age_s / 86400:g} day(s) (--report-dead-max-days)",
+               "count": f"beyond the newest {keep.max_count} (--report-dead-max)",
+               "size": f"beyond {keep.max_bytes / 2**20:g} MiB in all (--report-dead-max-mb)"}
+        log.warning("removed %d undeliverable call report(s) from %s, oldest first: %s", sum(removed.values()),
+                    self.spool.folder / "dead", "; ".join(f"{n} {why[r]}" for r, n in sorted(removed.items())))
+
     def _record(self, due: list[Entry], results: list[BaseException | None]) -> None:
         from ..observe.metrics import set_reports_pending
 
+        dead = False
         for entry, result in zip(due, results):
             try:
-                self._record_one(entry, result)
+                dead = self._record_one(entry, result) or dead
             except OSError as exc:  # the spool's volume full or gone: the entry waits in memory meanwhile
                 log.error("call report %s: the spool %s cannot record the delivery attempt (%s); the next attempt "
                           "waits as if it had", entry.data["id"], self.spool.folder, exc.strerror or exc)
+        if dead or time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+            try:
+                self.prune()
+            except OSError as exc:
+                log.error("the spool's dead/ folder %s cannot be pruned: %s", self.spool.folder / "dead",
+                          exc.strerror or exc)
         set_reports_pending(self.spool.count(), self.spool.count("dead"))
 
-    def _record_one(self, entry: Entry, result: BaseException | None) -> None:
+    def _record_one(self, entry: Entry, result: BaseException | None) -> bool:
+        """Records one attempt; True when the entry was dead-lettered."""
         from ..observe.metrics import observe_report
 
         where = _where(entry)
@@ -111,11 +142,13 @@ class Deliverer:
             observe_report("dead")
             log.error("call report %s could not be delivered to %s: %s; kept in %s", entry.data["id"], where,
                       result, self.spool.folder / "dead")
+            return True
         else:
             self.spool.retry_later(entry, str(result))
             observe_report("retried")
             log.warning("call report %s not delivered to %s (attempt %d): %s; retrying", entry.data["id"],
                         where, int(entry.data["attempts"]), result)
+        return False
 
     def report_killed_calls(self) -> None:
         """The report of every call whose job process is gone without writing it, from

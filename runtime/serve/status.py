@@ -33,6 +33,7 @@ class StatusView:
         # plugin files that do not load (start) or the newest plugin change that was refused
         self.plugin_errors: list[str] = []
         self.gateway: Any = None  # the MCP gateway (process executor): its refusals are counted
+        self.documents: Any = None  # the operator port's coalesced builds (coalesce.Coalescer): counted
         self.spool: Any = None  # the call report spool (observe/report_spool.Spool): its backlog is shown
         # name -> (LoadedSpec, describe(), server -> pool key), made once per accepted version
         self._described: dict[str, tuple[Any, dict[str, Any], dict[str, str]]] = {}
@@ -234,7 +235,24 @@ class ServeCollector:
         for agent, count in sorted(view.agents.memory_kills.items()):
             killed.add_metric([agent], count)
         yield killed
+        yield from _documents(view.documents)
         yield from _memory()
+
+
+def _documents(documents: Any) -> Any:
+    """How many requests of /status, the page and /metrics each build served: under a
+    flood, far fewer builds than requests (coalesce.py)."""
+    from prometheus_client.core import CounterMetricFamily
+
+    requests = CounterMetricFamily("voice_runtime_http_document_requests", "Requests of an operator-port document "
+                                   "(status, page, metrics).", labels=["document"])
+    builds = CounterMetricFamily("voice_runtime_http_document_builds", "Builds of an operator-port document: "
+                                 "requests that arrive together share one.", labels=["document"])
+    for document in ("status", "page", "metrics"):
+        requests.add_metric([document], documents.requests.get(document, 0) if documents is not None else 0)
+        builds.add_metric([document], documents.builds.get(document, 0) if documents is not None else 0)
+    yield requests
+    yield builds
 
 
 def _memory() -> Any:

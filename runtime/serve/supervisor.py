@@ -101,6 +101,7 @@ class Supervisor:
             await talk.start()
             http = await start_http(self, o.http_host, o.http_port, simulate=o.simulate,
                                     simulate_from_anywhere=o.simulate_from_anywhere, talk=talk, calls=self._calls())
+            self.view.documents = http.documents
             log.info("serving %s on http://%s:%d (status page at /; /healthz /readyz /metrics /status)", o.agents_dir,
                      o.http_host, o.http_port)
             host = o.http_host if o.http_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
@@ -158,12 +159,12 @@ class Supervisor:
 
         folder = self.options.report_spool or self.catalog.state_dir / "reports"
         try:
-            spool = Spool(folder)
+            spool = Spool(folder, self.options.report_dead)
             spool.hold()  # SpoolInUse ends serve with exit 2 (run_serve)
         except OSError as exc:
             log.warning("call reports: cannot use %s (%s); spooling in serve's state folder, which a restart "
                         "does not keep", folder, exc)
-            spool = Spool(self.catalog.state_dir / "reports")
+            spool = Spool(self.catalog.state_dir / "reports", self.options.report_dead)
         write_private_json(self.catalog.state_dir / SPOOL_POINTER,
                            {"folder": str(spool.folder), "targets": list(self.options.report_targets)})
         self.deliverer = Deliverer(spool, on_report=self._report_hook)

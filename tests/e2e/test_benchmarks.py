@@ -132,3 +132,11 @@ def test_claims_reports_p50_and_p99_per_reply_size_and_how_the_cost_grows() -> N
                     "p50_ms_40000_conditions", "ratio_40k_vs_1k")
     assert data["ratio_40k_vs_1k"] == pytest.approx(data["p50_ms_40000"] / data["p50_ms_1000"], rel=0.01)
     assert data["meets_target"] is (data["p99_ms_1000"] <= data["target_p99_ms_1000"] == 5.0)
+
+
+def test_status_flood_reports_healthz_latency_and_status_builds_during_a_flood() -> None:
+    data = run_bench("status_flood", "--agents", "5", "--flood", "30", "--rounds", "1")
+
+    assert data["benchmark"] == "status_flood" and data["flood"] == 30
+    assert data["this"]["answers_ok"] == 30 and 1 <= data["this"]["status_builds"] <= 30
+    assert_positive(data["this"], "healthz_max_ms", "healthz_p50_ms", "healthz_probes", "flood_s")

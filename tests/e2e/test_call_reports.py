@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,49 @@ def test_a_literal_webhook_secret_is_refused_where_it_is_written_in_a_spec_and_i
     assert f"desk.yaml:{line}:" in check.stdout and f"reports[0].webhook.secret: {said}" in check.stdout, check.stdout
     assert f"reports.yaml:3:61: reports[0].webhook.secret: {said}" in served.stderr, served.stderr
     assert SECRET not in check.stdout + check.stderr + served.stdout + served.stderr
+
+
+def _dead_letter(folder: Path, name: str, age_s: float) -> None:
+    write(folder / f"{name}.0.json", json.dumps({"id": name, "target": {}, "report": {}, "last_error": "HTTP 400"}))
+    when = time.time() - age_s
+    os.utime(folder / f"{name}.0.json", (when, when))
+
+
+def test_dead_letters_past_the_retention_are_removed_oldest_first_logged_once_and_counted(
+    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+) -> None:
+    """A receiver that refuses every report must not fill the pod's disk: dead/ keeps
+    at most --report-dead-max letters, none older than --report-dead-max-days."""
+    refusing = WebhookReceiver(free_port(), statuses=[400] * 5).start()
+    spool = tmp_path / "spool"
+    # what a previous serve left: two letters dead for two days, four recent ones (oldest first)
+    for n in range(2):
+        _dead_letter(spool / "dead", f"msg_expired{n}", 2 * 86400 + n)
+    for n in range(4):
+        _dead_letter(spool / "dead", f"msg_recent{n}", 400 - n * 100)
+    write(spool / "dead" / "notes.txt", "an operator's file, not a letter")
+    _desk(agents, fake_openai.base_url, [refusing.url], tmp_path / "calls.jsonl")
+    fake_openai.use_tool_then_answer("get_weather", {"city": "Paris"})
+    try:
+        with Serve(agents, "--report-spool", str(spool), "--report-dead-max", "3", "--report-dead-max-days", "1",
+                   env=ENV) as serve:
+            serve.wait_ready()
+            serve.wait_for(lambda: serve.metric('voice_runtime_reports_dead_removed_total{reason="count"}') == 1.0,
+                           message="the oldest recent letter removed at start")
+            assert serve.metric('voice_runtime_reports_dead_removed_total{reason="age"}') == 2.0
+            report = _call(serve, {"caller": "+15550003"})["call_report"]
+            serve.wait_for(lambda: serve.metric('voice_runtime_reports_dead_removed_total{reason="count"}') == 2.0,
+                           message="the next oldest removed when the new letter came")
+            serve.wait_for(lambda: serve.status()["reports"]["dead"] == 3, message="three letters on /status")
+            assert serve.metric("voice_runtime_reports_dead") == 3.0
+            log = serve.output()
+    finally:
+        refusing.stop()
+    kept = sorted(p.name for p in (spool / "dead").iterdir())
+    assert kept == sorted([f"{report['id']}.0.json", "msg_recent2.0.json", "msg_recent3.0.json", "notes.txt"])
+    removals = [line for line in log.splitlines() if "undeliverable call report(s)" in line]
+    assert len(removals) == 2, removals  # one line per pass, not one per letter
+    assert "removed 3 undeliverable call report(s)" in removals[0]
+    assert "2 dead longer than 1 day(s) (--report-dead-max-days)" in removals[0]
+    assert "1 beyond the newest 3 (--report-dead-max)" in removals[0]
+    assert "removed 1 undeliverable call report(s)" in removals[1]

@@ -7,6 +7,8 @@ are removed after it); a test that needs other options, env or its own exit star
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import time
 from pathlib import Path
 
@@ -100,6 +102,31 @@ def test_adding_a_file_registers_an_agent_and_deleting_it_drains_and_unregisters
     assert serve.names() == [RESIDENT]
     serve.wait_for(lambda: "agent sales drained and unregistered" in serve.output(), message="the drain")
     assert serve.metric("voice_runtime_agents_loaded") == 1.0
+
+
+def test_an_agent_removed_while_its_simulated_call_is_still_launching_is_drained_after_that_call(
+    served: Serve, fake_openai: FakeOpenAI
+) -> None:
+    """No prewarmed process (the harness's --idle-processes 0): the call's job waits
+    for one to start, and livekit lists it only then; the drain must count it anyway."""
+    serve = served
+    write(serve.agents / "leaving.yaml", spec("You are leaving.", fake_openai.base_url))
+    serve.wait_agent("leaving")
+    body = json.dumps({"agent": "leaving", "turns": ["first words", "last words"], "gap_s": 2.0}).encode()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(serve.post, "/simulate?wait=1", body, timeout=120)
+        # the request has reached serve (it is not refused as unknown) and its job is being launched
+        serve.wait_for(lambda: "leaving" in serve.output() and call.running(), message="the request sent")
+        time.sleep(0.1)
+        (serve.agents / "leaving.yaml").unlink()
+        serve.wait_for(lambda: system_prompts_for(fake_openai, "last words"), timeout=60, message="the second turn")
+        # the call still runs (its second turn is being answered): the agent is not drained yet
+        assert "agent leaving drained and unregistered" not in serve.output()
+        code, report = call.result()
+    assert code == 200 and report["ok"], report
+    assert [(t["user"], t["error"]) for t in report["turns"]] == [("first words", None), ("last words", None)]
+    serve.wait_for(lambda: "agent leaving drained and unregistered" in serve.output(), message="the drain")
+    assert "still in progress" not in serve.output()
 
 
 def test_renaming_an_agent_drains_the_old_name_and_registers_the_new_one(served: Serve, fake_openai: FakeOpenAI) -> None:
