@@ -87,7 +87,9 @@ class ReloadResult:
             parts.append(f"refused: {self.refused}")
         if self.errors:
             files = sorted({e.file for e in self.errors})
-            parts.append(f"{len(self.errors)} error(s) in {', '.join(files)} (last good version kept)")
+            # generation 0: nothing was ever served, so there is no good version to keep
+            kept = "not served" if self.generation == 0 else "last good version kept"
+            parts.append(f"{len(self.errors)} error(s) in {', '.join(files)} ({kept})")
         return "; ".join(parts) or "no change"
 
     def as_dict(self) -> dict[str, Any]:
