@@ -53,12 +53,15 @@ def module_fake_openai() -> Iterator[FakeOpenAI]:
 def module_serve(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                  module_fake_openai: FakeOpenAI) -> Iterator[Any]:
     """The serve a module's tests share (see serve_harness.shared_serve), started with the
-    module's ``SHARED_SERVE_ARGS`` and ``SHARED_SERVE_PLUGINS``."""
+    module's ``SHARED_SERVE_ARGS``, ``SHARED_SERVE_PLUGINS``, ``SHARED_SERVE_ENV`` and
+    ``SHARED_SERVE_UNREGISTERED`` (default True)."""
     from serve_harness import shared_serve
 
     module = request.module
     yield from shared_serve(tmp_path_factory.mktemp("shared-serve"), module_fake_openai.base_url,
-                            *getattr(module, "SHARED_SERVE_ARGS", ()), plugins=getattr(module, "SHARED_SERVE_PLUGINS", None))
+                            *getattr(module, "SHARED_SERVE_ARGS", ()), plugins=getattr(module, "SHARED_SERVE_PLUGINS", None),
+                            env=getattr(module, "SHARED_SERVE_ENV", None),
+                            unregistered=getattr(module, "SHARED_SERVE_UNREGISTERED", True))
 
 
 @pytest.fixture

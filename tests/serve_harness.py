@@ -212,9 +212,11 @@ class Serve:
 RESIDENT = "resident"  # the agent a shared serve keeps throughout: a running serve never drops to none
 
 
-def shared_serve(root: Path, llm_url: str, *args: str, plugins: Mapping[str, str] | None = None) -> Iterator[Serve]:
+def shared_serve(root: Path, llm_url: str, *args: str, plugins: Mapping[str, str] | None = None,
+                 env: Mapping[str, str | None] | None = None, unregistered: bool = True) -> Iterator[Serve]:
     """One serve for the tests of a module (options ``args``, ``plugins``: files of its
-    plugins folder), serving the resident agent; its TMPDIR is its own, so its state
+    plugins folder, ``env`` and ``unregistered`` as for ``Serve``), serving the resident
+    agent; its TMPDIR is its own, so its state
     folder is the only one there. Starting serve costs ~3 CPU-s, and its job processes'
     forkserver as much again: tests that differ only in the agents they add share one,
     each in a ``turn()``. It must exit 0 at the end: every test's calls ended."""
@@ -222,7 +224,8 @@ def shared_serve(root: Path, llm_url: str, *args: str, plugins: Mapping[str, str
     for name, code in (plugins or {}).items():
         write(root / "plugins" / name, code)
     (root / "tmp").mkdir()
-    with Serve(root / "agents.d", *args, env={"TMPDIR": str(root / "tmp")}) as serve:
+    with Serve(root / "agents.d", *args, env={**(env or {}), "TMPDIR": str(root / "tmp")},
+               unregistered=unregistered) as serve:
         serve.wait_ready()
         yield serve
         assert serve.stop() == 0, serve.whole_output()[-4000:]

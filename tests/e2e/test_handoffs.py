@@ -4,7 +4,8 @@
 Proved through the real CLI (`chat`, `check`) and a real `serve` subprocess (a
 simulated call in a job process): the model is the fake OpenAI server, whose
 recorded requests show which instructions, model and history each agent used; the
-target's MCP tool is a real server process that records its calls."""
+target's MCP tool is a real server process that records its calls. The served tests
+share one serve (``served``, docs/architecture.md "Tests"), each with its own agents."""
 
 from __future__ import annotations
 
@@ -145,52 +146,56 @@ def test_check_names_a_missing_or_self_handoff_target_at_its_position_and_shows_
 
 
 def test_a_served_call_hands_off_in_its_job_and_keeps_the_generation_it_started_with(
-    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+    tmp_path: Path, served: Serve, fake_openai: FakeOpenAI
 ) -> None:
+    serve, agents = served, served.agents
     record = tmp_path / "calls.jsonl"
     front_and_billing(agents, record, base_url=fake_openai.base_url)
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        # turn 1 answered by the front desk; between the turns billing's spec is edited
-        fake_openai.enqueue(text("Hello, front desk."), tool_call("transfer_to_billing", {}),
-                            tool_call("get_weather", {"city": "Oslo"}), text("Refund done."),
-                            text("I've emailed you the receipt."))
-        body = json.dumps({"agent": "front", "turns": ["hi", "refund please", "thanks"], "gap_s": 3, "wait": True})
-        import threading
+    serve.wait_agent("front")
+    serve.wait_agent("billing")
 
-        answer: dict = {}
-        call = threading.Thread(target=lambda: answer.update(report=serve.post("/simulate", body.encode(),
-                                                                               timeout=120)))
-        call.start()
-        serve.wait_for(lambda: len(fake_openai.chat_requests) >= 1, message="turn 1")
-        generation = serve.status()["generation"]
-        front_and_billing(agents, record, base_url=fake_openai.base_url, billing_instructions="BILLING V2")
-        serve.wait_for(lambda: serve.status()["generation"] > generation, message="billing v2 accepted")
-        assert len(fake_openai.chat_requests) == 1, "billing v2 must be served before turn 2 hands off"
-        # /status counts the call under the agent it talks as now
-        serve.wait_for(lambda: {a["name"]: a["sessions_current"] for a in serve.status()["agents"]}
-                       == {"billing": 1, "front": 0}, message="the call counted under billing")
-        call.join(120)
-        code, report = answer["report"]
-        assert code == 200 and report["ok"], report
-        assert [t["reply"] for t in report["turns"]] == ["Hello, front desk.", "Refund done.",
-                                                         "I've emailed you the receipt."]
-        assert [(c["server"], c["tool"]) for c in report["turns"][1]["tool_calls"]] == [("weather", "get_weather")]
-        # the call started on generation 1 and kept billing's generation-1 instructions after the edit
-        billing_requests = [r for r in fake_openai.chat_requests if r["model"] == "gpt-4.1"]
-        assert billing_requests and {system_prompt(r) for r in billing_requests} == {BILLING}
-        assert [(r["tool"], r["args"]) for r in read_records(record)] == [("get_weather", {"city": "Oslo"})]
-        # the next call hands off to the new billing
-        fake_openai.enqueue(tool_call("transfer_to_billing", {}), text("V2 here."))
-        code, report = serve.post("/simulate?wait=1", b'{"agent": "front", "turns": ["a bill question"]}',
-                                  timeout=120)
-        assert code == 200 and report["turns"][0]["reply"] == "V2 here.", report
-        assert system_prompt(fake_openai.chat_requests[-1]) == "BILLING V2"
-        assert serve.metric('voice_runtime_handoffs_total{from="front",to="billing"}') == 2.0
-        # turn 3's receipt was never sent by any tool: a WARNING and a metric, under the agent that said it
-        assert serve.metric('voice_runtime_unbacked_claims_total{agent="billing"}') == 1.0
-        assert "WARNING" in next(line for line in serve.output().splitlines() if "unbacked claim" in line)
-        assert {a["name"]: a["sessions_current"] for a in serve.status()["agents"]} == {"billing": 0, "front": 0}
+    def sessions() -> dict[str, int]:  # this test's agents' calls (the shared serve has its resident too)
+        return {a["name"]: a["sessions_current"] for a in serve.status()["agents"] if a["name"] in ("front", "billing")}
+
+    # turn 1 answered by the front desk; between the turns billing's spec is edited
+    fake_openai.enqueue(text("Hello, front desk."), tool_call("transfer_to_billing", {}),
+                        tool_call("get_weather", {"city": "Oslo"}), text("Refund done."),
+                        text("I've emailed you the receipt."))
+    body = json.dumps({"agent": "front", "turns": ["hi", "refund please", "thanks"], "gap_s": 3, "wait": True})
+    import threading
+
+    answer: dict = {}
+    call = threading.Thread(target=lambda: answer.update(report=serve.post("/simulate", body.encode(),
+                                                                           timeout=120)))
+    call.start()
+    serve.wait_for(lambda: len(fake_openai.chat_requests) >= 1, message="turn 1")
+    generation = serve.status()["generation"]
+    front_and_billing(agents, record, base_url=fake_openai.base_url, billing_instructions="BILLING V2")
+    serve.wait_for(lambda: serve.status()["generation"] > generation, message="billing v2 accepted")
+    assert len(fake_openai.chat_requests) == 1, "billing v2 must be served before turn 2 hands off"
+    # /status counts the call under the agent it talks as now
+    serve.wait_for(lambda: sessions() == {"billing": 1, "front": 0}, message="the call counted under billing")
+    call.join(120)
+    code, report = answer["report"]
+    assert code == 200 and report["ok"], report
+    assert [t["reply"] for t in report["turns"]] == ["Hello, front desk.", "Refund done.",
+                                                     "I've emailed you the receipt."]
+    assert [(c["server"], c["tool"]) for c in report["turns"][1]["tool_calls"]] == [("weather", "get_weather")]
+    # the call started on generation 1 and kept billing's generation-1 instructions after the edit
+    billing_requests = [r for r in fake_openai.chat_requests if r["model"] == "gpt-4.1"]
+    assert billing_requests and {system_prompt(r) for r in billing_requests} == {BILLING}
+    assert [(r["tool"], r["args"]) for r in read_records(record)] == [("get_weather", {"city": "Oslo"})]
+    # the next call hands off to the new billing
+    fake_openai.enqueue(tool_call("transfer_to_billing", {}), text("V2 here."))
+    code, report = serve.post("/simulate?wait=1", b'{"agent": "front", "turns": ["a bill question"]}',
+                              timeout=120)
+    assert code == 200 and report["turns"][0]["reply"] == "V2 here.", report
+    assert system_prompt(fake_openai.chat_requests[-1]) == "BILLING V2"
+    assert serve.metric('voice_runtime_handoffs_total{from="front",to="billing"}') == 2.0
+    # turn 3's receipt was never sent by any tool: a WARNING and a metric, under the agent that said it
+    assert serve.metric('voice_runtime_unbacked_claims_total{agent="billing"}') == 1.0
+    assert "WARNING" in next(line for line in serve.output().splitlines() if "unbacked claim" in line)
+    assert sessions() == {"billing": 0, "front": 0}
 
 
 def test_a_handoff_to_a_realtime_agent_continues_on_its_realtime_model_with_the_history(
@@ -276,23 +281,24 @@ def test_two_agents_that_always_transfer_hand_a_chat_turn_over_three_times_then_
 
 
 def test_a_served_call_between_agents_that_always_transfer_stops_at_max_handoffs_per_turn_and_answers(
-    agents: Path, fake_openai: FakeOpenAI
+    served: Serve, fake_openai: FakeOpenAI
 ) -> None:
-    ping_and_pong(agents, limit=1, base_url=fake_openai.base_url)
+    serve = served
+    ping_and_pong(serve.agents, limit=1, base_url=fake_openai.base_url)
     fake_openai.script = transfer_script
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        code, report = serve.post("/simulate?wait=1", b'{"agent": "ping", "turns": ["hello"]}', timeout=120)
-        assert code == 200 and report["ok"], report
-        assert report["turns"][0]["reply"] == "gpt-4.1 answers: hello", report
-        # one handoff, then pong's transfer refused: 3 requests (ping, pong refused, pong's answer)
-        assert [transfers_offered(r) for r in fake_openai.chat_requests] == [
-            ["transfer_to_pong"], ["transfer_to_ping"], []]
-        assert serve.metric('voice_runtime_handoffs_total{from="ping",to="pong"}') == 1.0
-        assert serve.metric('voice_runtime_handoffs_total{from="pong",to="ping"}') is None
-        assert serve.metric('voice_runtime_handoffs_refused_total{agent="pong",reason="limit"}') == 1.0
-        warning = next(line for line in serve.output().splitlines() if "handoff to ping refused" in line)
-        assert "WARNING" in warning and "max_handoffs_per_turn: 1" in warning, warning
+    serve.wait_agent("ping")
+    serve.wait_agent("pong")
+    code, report = serve.post("/simulate?wait=1", b'{"agent": "ping", "turns": ["hello"]}', timeout=120)
+    assert code == 200 and report["ok"], report
+    assert report["turns"][0]["reply"] == "gpt-4.1 answers: hello", report
+    # one handoff, then pong's transfer refused: 3 requests (ping, pong refused, pong's answer)
+    assert [transfers_offered(r) for r in fake_openai.chat_requests] == [
+        ["transfer_to_pong"], ["transfer_to_ping"], []]
+    assert serve.metric('voice_runtime_handoffs_total{from="ping",to="pong"}') == 1.0
+    assert serve.metric('voice_runtime_handoffs_total{from="pong",to="ping"}') is None
+    assert serve.metric('voice_runtime_handoffs_refused_total{agent="pong",reason="limit"}') == 1.0
+    warning = next(line for line in serve.output().splitlines() if "handoff to ping refused" in line)
+    assert "WARNING" in warning and "max_handoffs_per_turn: 1" in warning, warning
 
 
 def test_check_names_a_max_handoffs_per_turn_outside_1_to_20_at_its_position(tmp_path: Path) -> None:

@@ -1,7 +1,13 @@
 """The operator port of a real `voice-runtime serve` process under hostile and
 careless clients: half-sent requests, bad /simulate bodies, too many simulated
 calls, callers from other hosts; and `POST /simulate?wait=1` as an operator's
-smoke test (the real openai plugin against the fake LLM, a real MCP server)."""
+smoke test (the real openai plugin against the fake LLM, a real MCP server).
+
+The tests that take serve's default options share one (``served``, docs/architecture.md
+"Tests"): they send it requests and read what it answers and logs from their own start
+(open files, log size), each with agents of its own. A test with other options (another
+executor, another host) keeps its own serve, and so does the malformed-requests one: its
+one line per 10 s is serve-wide, so an earlier test's bad request would hide it."""
 
 from __future__ import annotations
 
@@ -11,7 +17,6 @@ import os
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,35 +62,25 @@ def _closed_by_server(sock: socket.socket) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def desk(tmp_path_factory: pytest.TempPathFactory, module_fake_openai: FakeOpenAI) -> Iterator[Serve]:
-    """One serve for the tests that only send it requests and read what it answers
-    and logs from then on (each measures from its own start: open files, log size)."""
-    agents = tmp_path_factory.mktemp("desk") / "agents.d"
-    write(agents / "desk.yaml", spec("You are the desk.", module_fake_openai.base_url))
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        yield serve
-
-
 def test_half_sent_requests_neither_stop_healthz_nor_pile_up_and_are_closed_after_the_idle_timeout(
-    desk: Serve,
+    served: Serve,
 ) -> None:
+    serve = served
     socks: list[socket.socket] = []
-    before = _settled_fds(desk.proc.pid)
-    log_size = len(desk.output())
+    before = _settled_fds(serve.proc.pid)
+    log_size = len(serve.output())
     try:
         for i in range(FLOOD):
-            sock = socket.create_connection(("127.0.0.1", desk.port), timeout=5)
+            sock = socket.create_connection(("127.0.0.1", serve.port), timeout=5)
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # the head never ends
             socks.append(sock)
             if i % 100 == 99:
-                assert _healthz_within(desk, 1.0)
+                assert _healthz_within(serve, 1.0)
         flooded_at = time.monotonic()
         for _ in range(5):
-            assert _healthz_within(desk, 1.0)
+            assert _healthz_within(serve, 1.0)
         # the port keeps at most MAX_CONNECTIONS open: the oldest idle ones went first
-        assert _fds(desk.proc.pid) - before <= MAX_CONNECTIONS + 5
+        assert _fds(serve.proc.pid) - before <= MAX_CONNECTIONS + 5
         for sock in socks:
             sock.settimeout(0)
         evicted = sum(_closed_by_server(s) for s in socks)
@@ -97,8 +92,8 @@ def test_half_sent_requests_neither_stop_healthz_nor_pile_up_and_are_closed_afte
     finally:
         for sock in socks:
             sock.close()
-    assert _healthz_within(desk, 1.0)
-    flood_log = desk.output()[log_size:]
+    assert _healthz_within(serve, 1.0)
+    flood_log = serve.output()[log_size:]
     assert len(flood_log) < 2000, flood_log[:2000]
     assert "Too many open files" not in flood_log
 
@@ -130,22 +125,23 @@ BAD_BODIES = [
 
 
 def test_every_bad_simulate_body_gets_400_with_the_reason_and_no_traceback(
-    desk: Serve, module_fake_openai: FakeOpenAI
+    served: Serve, module_fake_openai: FakeOpenAI
 ) -> None:
-    log_size = len(desk.output())
+    serve = served
+    log_size = len(serve.output())
     for body, reason in BAD_BODIES:
-        code, answer = desk.post("/simulate", body)
+        code, answer = serve.post("/simulate", body)
         assert (code, answer["ok"]) == (400, False), (body, answer)
         assert reason in answer["error"], (body, answer)
-    code, answer = desk.post("/simulate?wait=maybe", b'{"agent": "desk"}')
+    code, answer = serve.post("/simulate?wait=maybe", b'{"agent": "desk"}')
     assert (code, answer["error"]) == (400, "wait='maybe': use wait=1 or wait=0")
-    code, answer = desk.post("/simulate", b'{"agent": "nobody"}')
+    code, answer = serve.post("/simulate", b'{"agent": "nobody"}')
     assert (code, answer["error"]) == (404, "no agent named 'nobody' is serving")
-    code, answer = desk.post("/simulate", b'{"agent": "desk", "turns": ["' + b"x" * 70_000 + b'"]}')
+    code, answer = serve.post("/simulate", b'{"agent": "desk", "turns": ["' + b"x" * 70_000 + b'"]}')
     assert (code, answer["error"]) == (413, "the body is over 65536 bytes")
     assert module_fake_openai.chat_requests == []  # no bad body started a job
-    assert "Traceback" not in desk.output()[log_size:]
-    assert "Error handling request" not in desk.output()[log_size:]
+    assert "Traceback" not in serve.output()[log_size:]
+    assert "Error handling request" not in serve.output()[log_size:]
 
 
 def test_simulated_calls_over_the_cap_are_refused_with_429(agents: Path, fake_openai: FakeOpenAI) -> None:
@@ -200,41 +196,41 @@ def test_simulate_is_refused_from_other_hosts_unless_the_operator_allows_it(
 
 
 def test_simulate_wait_returns_the_transcript_and_the_tool_calls_the_mcp_server_received(
-    tmp_path: Path, agents: Path, fake_openai: FakeOpenAI
+    tmp_path: Path, served: Serve, fake_openai: FakeOpenAI
 ) -> None:
     record = tmp_path / "calls.jsonl"
     command, args = stdio_command(record=record, name="tools")
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url)
+    write(served.agents / "smoke.yaml", spec("You are the desk.", fake_openai.base_url)
           + f"mcp_servers:\n  tools: {{command: {json.dumps(command)}, args: {json.dumps(args)}}}\n")
     fake_openai.use_tool_then_answer("echo", {"text": "smoke"})
-    with Serve(agents) as serve:
-        serve.wait_ready()
-        code, report = serve.post("/simulate?wait=1", b'{"agent": "desk", "turns": ["echo smoke"], "room": "smoke-1"}',
-                                  timeout=120)
-        assert code == 200, report
-        assert (report["ok"], report["agent"], report["room"], report["generation"], report["error"]) == (
-            True, "desk", "smoke-1", 1, None)
-        [turn] = report["turns"]
-        assert (turn["user"], turn["reply"], turn["error"]) == ("echo smoke", "Result: smoke", None)
-        assert [(c["server"], c["tool"], c["arguments"], c["outcome"], c["result"]) for c in turn["tool_calls"]] == [
-            ("tools", "echo", {"text": "smoke"}, "ok", "smoke")]
-        assert [(r["tool"], r["args"]) for r in read_records(record)] == [("echo", {"text": "smoke"})]
-        # the report went through serve's private folder and is gone once answered
-        assert list(Path(p) for p in serve.agents.parent.glob("**/simulations/*.json")) == []
+    serve = served
+    generation = serve.wait_agent("smoke")["generation"]  # the serve's count of reloads: earlier tests' add to it
+    code, report = serve.post("/simulate?wait=1", b'{"agent": "smoke", "turns": ["echo smoke"], "room": "smoke-1"}',
+                              timeout=120)
+    assert code == 200, report
+    assert (report["ok"], report["agent"], report["room"], report["generation"], report["error"]) == (
+        True, "smoke", "smoke-1", generation, None)
+    [turn] = report["turns"]
+    assert (turn["user"], turn["reply"], turn["error"]) == ("echo smoke", "Result: smoke", None)
+    assert [(c["server"], c["tool"], c["arguments"], c["outcome"], c["result"]) for c in turn["tool_calls"]] == [
+        ("tools", "echo", {"text": "smoke"}, "ok", "smoke")]
+    assert [(r["tool"], r["args"]) for r in read_records(record)] == [("echo", {"text": "smoke"})]
+    # the report went through serve's private folder and is gone once answered
+    assert list(Path(p) for p in serve.agents.parent.glob("**/simulations/*.json")) == []
 
 
-def test_simulate_wait_reports_a_refused_session_as_an_error(agents: Path, fake_openai: FakeOpenAI) -> None:
-    write(agents / "desk.yaml", spec("You are the desk.", fake_openai.base_url)
+def test_simulate_wait_reports_a_refused_session_as_an_error(served: Serve, fake_openai: FakeOpenAI) -> None:
+    write(served.agents / "refused.yaml", spec("You are the desk.", fake_openai.base_url)
           + "mcp_servers:\n  billing: {command: /nonexistent/billing-mcp, required: true, connect_timeout: 2}\n")
-    with Serve(agents) as serve:
-        serve.wait_for(lambda: (serve.agent("desk") or {}).get("ready"), message="ready")
-        code, report = serve.post("/simulate", b'{"agent": "desk", "turns": ["hello"], "wait": true}', timeout=120)
-        assert code == 502
-        assert report["ok"] is False
-        assert report["error"].startswith("required MCP server billing is unavailable: "
-                                          "command not found: /nonexistent/billing-mcp"), report
-        assert report["turns"] == []
-        assert fake_openai.chat_requests == []
+    serve = served
+    serve.wait_agent("refused")
+    code, report = serve.post("/simulate", b'{"agent": "refused", "turns": ["hello"], "wait": true}', timeout=120)
+    assert code == 502
+    assert report["ok"] is False
+    assert report["error"].startswith("required MCP server billing is unavailable: "
+                                      "command not found: /nonexistent/billing-mcp"), report
+    assert report["turns"] == []
+    assert fake_openai.chat_requests == []
 
 
 def test_malformed_requests_are_logged_once_per_interval_without_tracebacks(agents: Path, fake_openai: FakeOpenAI) -> None:
@@ -260,9 +256,10 @@ def test_malformed_requests_are_logged_once_per_interval_without_tracebacks(agen
         assert len(logged) < 2000
 
 
-def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(desk: Serve) -> None:
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(served: Serve) -> None:
+    serve = served
     started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", desk.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", serve.port), timeout=10) as sock:
         sock.sendall(b"POST /simulate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 99999999999\r\n\r\n{")
         answer = sock.recv(4096).decode()

@@ -1,7 +1,11 @@
 """Browser calls (`serve` with no LiveKit, GET /talk/<agent>): Debian's chromium driven
 by playwright, with a fake microphone playing espeak-ng speech, talks to a real serve
 (process executor: each call a job process) whose agent uses the fakes of tests/fakes
-as providers and the recorder MCP server for its tool."""
+as providers and the recorder MCP server for its tool.
+
+The tests that need serve's browser options and no other share one serve (``served``,
+see docs/architecture.md "Tests"), each with agents of its own; a test with other
+options (a call cap, another host, a token) or that stops serve keeps its own."""
 
 from __future__ import annotations
 
@@ -29,6 +33,11 @@ from serve_harness import Serve
 pytestmark = pytest.mark.needs_tool("espeak-ng", "apt-get install espeak-ng")
 
 NO_LIVEKIT = {"LIVEKIT_URL": None, "LIVEKIT_API_KEY": None, "LIVEKIT_API_SECRET": None}
+# serve for browser calls alone (no LiveKit), with an idle job process ready for the next call;
+# no OPENAI_API_KEY, so an agent whose spec has no key is blocked
+SHARED_SERVE_ARGS = ("--idle-processes", "1")
+SHARED_SERVE_ENV = {**NO_LIVEKIT, "OPENAI_API_KEY": None}
+SHARED_SERVE_UNREGISTERED = False
 QUESTION = "what time is it in Tokyo"
 
 
@@ -107,38 +116,38 @@ def wait_until(page: Any, what: str, timeout_s: float = 60.0) -> Any:
 
 
 def test_a_spoken_question_in_the_browser_reaches_the_tool_and_the_agent_answers_aloud_on_the_page(
-    tmp_path: Path, agents: Path, speech_fakes: dict[str, Any]
+    tmp_path: Path, served: Serve, speech_fakes: dict[str, Any]
 ) -> None:
+    serve = served
     record, servers = clock_server(tmp_path)
-    write(agents / "desk.yaml", voice_spec(speech_fakes, servers))
+    write(serve.agents / "spoken.yaml", voice_spec(speech_fakes, servers))
     speech_fakes["chat"].use_tool_then_answer("get_time", {"text": "Tokyo"})
+    serve.wait_agent("spoken")
     browser = Browser(caller_wav(tmp_path))
-    with Serve(agents, "--idle-processes", "1", env=NO_LIVEKIT, unregistered=False) as serve:
-        serve.wait_ready()
-        assert f"talk to an agent in a browser at http://127.0.0.1:{serve.port}/talk/" in serve.output()
-        try:
-            page = browser.open(serve.url("/talk/desk?autostart=1"))
-            page.locator("[data-testid=turn][data-speaker=agent]").first.wait_for(timeout=90_000)
-            caller = page.locator("[data-testid=turn][data-speaker=caller]").first.inner_text()
-            tool = page.locator("[data-testid=tool-call][data-tool=get_time]").first
-            agent = page.locator("[data-testid=turn][data-speaker=agent]").first.inner_text()
-            outcome = tool.get_attribute("data-outcome")
-            tool_text = tool.inner_text()
-            # the agent's voice reached the page's loudspeaker (the analyser on its playback)
-            peak = wait_until(page, "talk.peak > 0.05 && talk.peak")
+    assert f"talk to an agent in a browser at http://127.0.0.1:{serve.port}/talk/" in serve.whole_output()
+    try:
+        page = browser.open(serve.url("/talk/spoken?autostart=1"))
+        page.locator("[data-testid=turn][data-speaker=agent]").first.wait_for(timeout=90_000)
+        caller = page.locator("[data-testid=turn][data-speaker=caller]").first.inner_text()
+        tool = page.locator("[data-testid=tool-call][data-tool=get_time]").first
+        agent = page.locator("[data-testid=turn][data-speaker=agent]").first.inner_text()
+        outcome = tool.get_attribute("data-outcome")
+        tool_text = tool.inner_text()
+        # the agent's voice reached the page's loudspeaker (the analyser on its playback)
+        peak = wait_until(page, "talk.peak > 0.05 && talk.peak")
 
-            # a typed turn, while the call goes on
-            page.get_by_test_id("text-input").fill("and what about Paris?")
-            page.get_by_test_id("text-input").press("Enter")
-            page.locator("[data-testid=turn][data-speaker=caller]", has_text="and what about Paris?").wait_for()
-            pid = int(page.evaluate("talk.pid"))
-            assert psutil.pid_exists(pid)
+        # a typed turn, while the call goes on
+        page.get_by_test_id("text-input").fill("and what about Paris?")
+        page.get_by_test_id("text-input").press("Enter")
+        page.locator("[data-testid=turn][data-speaker=caller]", has_text="and what about Paris?").wait_for()
+        pid = int(page.evaluate("talk.pid"))
+        assert psutil.pid_exists(pid)
 
-            page.get_by_test_id("hangup").click()
-            serve.wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-                           timeout=30, message="the call's job process ended after the hang-up")
-        finally:
-            browser.close()
+        page.get_by_test_id("hangup").click()
+        serve.wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+                       timeout=30, message="the call's job process ended after the hang-up")
+    finally:
+        browser.close()
     assert "Tokyo" in caller, caller
     assert outcome == "ok" and '{"text":"Tokyo"}' in tool_text, tool_text
     assert "Result: Tokyo" in agent, agent
@@ -148,25 +157,25 @@ def test_a_spoken_question_in_the_browser_reaches_the_tool_and_the_agent_answers
 
 
 def test_a_browser_without_a_microphone_is_told_the_text_box_still_works_and_the_status_line_follows_the_call(
-    agents: Path, speech_fakes: dict[str, Any]
+    served: Serve, speech_fakes: dict[str, Any]
 ) -> None:
-    write(agents / "desk.yaml", voice_spec(speech_fakes, ""))
+    serve = served
+    write(serve.agents / "typed.yaml", voice_spec(speech_fakes, ""))
+    serve.wait_agent("typed")
     browser = Browser(microphone=False)
-    with Serve(agents, "--idle-processes", "1", env=NO_LIVEKIT, unregistered=False) as serve:
-        serve.wait_ready()
-        try:
-            page = browser.open(serve.url("/talk/desk?autostart=1"))
-            wait_until(page, "talk.pid")
-            alert = page.get_by_test_id("alert").inner_text()
-            page.get_by_test_id("text-input").fill("hello there")
-            page.get_by_test_id("text-input").press("Enter")
-            page.locator("[data-testid=turn][data-speaker=agent]", has_text="echo: hello there").wait_for()
-            wait_until(page, "talk.said.at(-1).startsWith('Your turn')")
-            page.get_by_test_id("hangup").click()
-            said = page.evaluate("talk.said")
-            status_line = page.get_by_test_id("status").inner_text()
-        finally:
-            browser.close()
+    try:
+        page = browser.open(serve.url("/talk/typed?autostart=1"))
+        wait_until(page, "talk.pid")
+        alert = page.get_by_test_id("alert").inner_text()
+        page.get_by_test_id("text-input").fill("hello there")
+        page.get_by_test_id("text-input").press("Enter")
+        page.locator("[data-testid=turn][data-speaker=agent]", has_text="echo: hello there").wait_for()
+        wait_until(page, "talk.said.at(-1).startsWith('Your turn')")
+        page.get_by_test_id("hangup").click()
+        said = page.evaluate("talk.said")
+        status_line = page.get_by_test_id("status").inner_text()
+    finally:
+        browser.close()
     assert alert.startswith("The microphone is unavailable (NotFoundError"), alert
     assert "the text box below still works" in alert
     # the status line went from connecting to connected, followed the agent's turn, and ended
@@ -177,31 +186,33 @@ def test_a_browser_without_a_microphone_is_told_the_text_box_still_works_and_the
 
 
 def test_the_caller_talking_over_the_agent_in_the_browser_stops_it(
-    tmp_path: Path, agents: Path, speech_fakes: dict[str, Any]
+    tmp_path: Path, served: Serve, speech_fakes: dict[str, Any]
 ) -> None:
     from fakes.openai_chat import text
 
-    write(agents / "desk.yaml", voice_spec(speech_fakes, ""))
+    serve = served
+    write(serve.agents / "barge.yaml", voice_spec(speech_fakes, ""))
     long_answer = "Tokyo is nine hours ahead of London, " * 6
-    speech_fakes["chat"].enqueue(text(long_answer))
+    # every turn gets the long answer: under load the speech may reach the model as two
+    # turns (or a preemptive one), and a queued single answer went to a turn cut unseen
+    speech_fakes["chat"].script = lambda request: text(long_answer)
     rate = 16000
     wav = tmp_path / "barge-in.wav"
     question = espeak.speak(QUESTION, rate)
     # the caller asks, waits for the answer to begin, and asks again over it
     espeak.write_wav(wav, espeak.silence(0.5, rate) + question + espeak.silence(3.0, rate) + question
                      + espeak.silence(15.0, rate), rate)
+    serve.wait_agent("barge")
     browser = Browser(wav)
-    with Serve(agents, "--idle-processes", "1", env=NO_LIVEKIT, unregistered=False) as serve:
-        serve.wait_ready()
-        try:
-            page = browser.open(serve.url("/talk/desk?autostart=1"))
-            page.locator("[data-testid=turn][data-speaker=agent].interrupted").first.wait_for(timeout=90_000)
-            cut = page.locator("[data-testid=turn][data-speaker=agent].interrupted").first.inner_text()
-            cleared = page.evaluate("talk.cleared")
-        finally:
-            browser.close()
+    try:
+        page = browser.open(serve.url("/talk/barge?autostart=1"))
+        page.locator("[data-testid=turn][data-speaker=agent].interrupted").first.wait_for(timeout=90_000)
+        cut = page.locator("[data-testid=turn][data-speaker=agent].interrupted").first.inner_text()
+        cleared = page.evaluate("talk.cleared")
+    finally:
+        browser.close()
     # the long answer is marked as cut short on the page (livekit's interrupted reply)
-    assert cut.startswith("desk Tokyo is nine hours ahead"), cut
+    assert cut.startswith("barge Tokyo is nine hours ahead"), cut
     assert cleared >= 1  # the page dropped the agent's audio it still held
 
 
@@ -364,30 +375,31 @@ def test_talk_from_without_a_token_and_a_literal_token_are_usage_errors(agents: 
 
 
 def test_another_sites_page_cannot_start_calls_or_read_serve_through_a_renamed_host(
-    agents: Path, fake_openai: FakeOpenAI
+    served: Serve, fake_openai: FakeOpenAI
 ) -> None:
     """A page the operator visits can make the browser POST to 127.0.0.1 (a "simple"
     request needs no preflight) and, through DNS rebinding, read the answers under
     its own host name: both are refused; serve's own page and non-browser clients are not."""
-    write(agents / "desk.yaml", text_spec(fake_openai))
-    write(agents / "keyless.yaml", "apiVersion: voice-runtime/v1\ninstructions: x\n"
-                                   "pipeline: {llm: {provider: openai}, text_only: true}\n")
-    with Serve(agents, env={**NO_LIVEKIT, "OPENAI_API_KEY": None}, unregistered=False) as serve:
-        serve.wait_ready()
-        own = f"http://127.0.0.1:{serve.port}"
-        evil = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
-        body = json.dumps({"agent": "desk", "turns": ["from another site"]}).encode()
-        simulate_cross = _request(serve.url("/simulate"), method="POST", data=body, headers=evil)
-        call_cross = _request(serve.url("/talk/desk/calls"), method="POST", headers=evil)
-        call_null = _request(serve.url("/talk/desk/calls"), method="POST", headers={"Origin": "null"})
-        rebound = _request(serve.url("/status"), headers={"Host": f"attacker.example:{serve.port}"})
-        rebound_call = _request(serve.url("/talk/desk/calls"), method="POST",
-                                headers={"Host": f"attacker.example:{serve.port}",
-                                         "Origin": f"http://attacker.example:{serve.port}"})
-        own_page = _request(serve.url("/talk/desk/calls"), method="POST", headers={"Origin": own})
-        by_name = _request(serve.url("/status"), headers={"Host": f"localhost:{serve.port}"})
-        keyless = _request(serve.url("/talk/keyless/calls"), method="POST", headers={"Origin": own})
-        log = serve.output()
+    serve = served
+    write(serve.agents / "site.yaml", text_spec(fake_openai))
+    write(serve.agents / "site-keyless.yaml", "apiVersion: voice-runtime/v1\ninstructions: x\n"
+                                              "pipeline: {llm: {provider: openai}, text_only: true}\n")
+    serve.wait_agent("site")
+    serve.wait_for(lambda: serve.agent("site-keyless"), message="site-keyless served (blocked: no key)")
+    own = f"http://127.0.0.1:{serve.port}"
+    evil = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+    body = json.dumps({"agent": "site", "turns": ["from another site"]}).encode()
+    simulate_cross = _request(serve.url("/simulate"), method="POST", data=body, headers=evil)
+    call_cross = _request(serve.url("/talk/site/calls"), method="POST", headers=evil)
+    call_null = _request(serve.url("/talk/site/calls"), method="POST", headers={"Origin": "null"})
+    rebound = _request(serve.url("/status"), headers={"Host": f"attacker.example:{serve.port}"})
+    rebound_call = _request(serve.url("/talk/site/calls"), method="POST",
+                            headers={"Host": f"attacker.example:{serve.port}",
+                                     "Origin": f"http://attacker.example:{serve.port}"})
+    own_page = _request(serve.url("/talk/site/calls"), method="POST", headers={"Origin": own})
+    by_name = _request(serve.url("/status"), headers={"Host": f"localhost:{serve.port}"})
+    keyless = _request(serve.url("/talk/site-keyless/calls"), method="POST", headers={"Origin": own})
+    log = serve.output()
     assert simulate_cross[0] == 403 and "another site" in json.loads(simulate_cross[1])["error"]
     assert call_cross[0] == 403 and call_null[0] == 403
     assert rebound[0] == 403 and "not a name of this machine" in json.loads(rebound[1])["error"]
