@@ -130,6 +130,9 @@ def add_secrets(values: Mapping[str, str]) -> None:
             handler.addFilter(_RedactRecord(_learnt))
 
 
+CHATTY_LOGGERS = ("livekit", "httpx", "httpx2", "httpcore", "watchfiles")
+
+
 def setup_logging(fmt: str, level: str, secrets: SecretSet) -> None:
     """Log lines to stderr, redacted with ``secrets`` (which may grow later)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -141,6 +144,9 @@ def setup_logging(fmt: str, level: str, secrets: SecretSet) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    # livekit's per-job chatter stays at warning unless asked for
+    # livekit's per-job chatter, a line per HTTP request (the HTTP clients under the
+    # provider SDKs) and per file change seen (watchfiles; serve logs its reloads)
+    # stay at warning unless asked for
     if root.level > logging.DEBUG:
-        logging.getLogger("livekit").setLevel(max(root.level, logging.WARNING))
+        for chatty in CHATTY_LOGGERS:
+            logging.getLogger(chatty).setLevel(max(root.level, logging.WARNING))

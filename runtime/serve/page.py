@@ -138,7 +138,7 @@ def render(status: dict[str, Any]) -> str:
              else '<span class="bad">not ready</span><ul>' + "".join(f"<li>{_e(r)}</li>" for r in status["not_ready"])
              + "</ul>")
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
 <meta http-equiv="refresh" content="{REFRESH_S}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>voice-runtime status</title><style>{_STYLE}</style></head>

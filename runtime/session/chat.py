@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from .runner import SessionRunner
 
 RESULT_PREVIEW = 200
+_NEWLINES = re.compile(r"[ \t]*\r?\n\s*")
 
 
 def phone_line(data: dict[str, Any]) -> str:
@@ -71,7 +73,7 @@ class ChatPrinter:
         if event == "tool_call":
             return f"  -> {data['server']}: {data['tool']} {json.dumps(data['arguments'], default=str)}"
         if event == "tool_result":
-            result = data["result"].replace("\n", " ")
+            result = _NEWLINES.sub(" ", data["result"])  # one line: a pretty-printed JSON result's indents too
             if len(result) > RESULT_PREVIEW:
                 result = result[:RESULT_PREVIEW] + "..."
             return f"  <- {data['tool']} {data['outcome']} in {data['latency_ms']:.1f} ms: {result}"

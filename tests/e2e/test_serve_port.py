@@ -217,6 +217,9 @@ def test_simulate_wait_returns_the_transcript_and_the_tool_calls_the_mcp_server_
     assert [(r["tool"], r["args"]) for r in read_records(record)] == [("echo", {"text": "smoke"})]
     # the report went through serve's private folder and is gone once answered
     assert list(Path(p) for p in serve.agents.parent.glob("**/simulations/*.json")) == []
+    # at the default level the log tells the call, not each HTTP request of the LLM client or
+    # each file change watchfiles saw (new-user pass)
+    assert "HTTP Request:" not in serve.output() and "change detected" not in serve.output()
 
 
 def test_simulate_wait_reports_a_refused_session_as_an_error(served: Serve, fake_openai: FakeOpenAI) -> None:
