@@ -191,10 +191,13 @@ def test_two_stop_signals_while_the_job_pool_is_still_starting_exit_at_once_with
     with Serve(agents, "--idle-processes", "1", env={"TMPDIR": str(scratch), "PROMETHEUS_MULTIPROC_DIR": None}) as serve:
         serve.wait_for(lambda: "agent desk ready" in serve.output(), timeout=60, message="the agent")
         rc = _stopped_after(serve, signal.SIGTERM, second)
-        if serve.proc.returncode == 0:  # the first stop closed the starting pool and was done within the gap
-            assert "second stop signal" not in serve.output()
-        else:  # the second one hurried the stop, or the interpreter's exit after it (never death by signal: -15)
+        if "second stop signal" in serve.output():  # it hurried the stop
             assert rc == 128 + second, serve.output()[-3000:]
+        else:
+            # on a quiet machine the first stop closes the starting pool and is done within the
+            # gap: serve exited 0, or was in the interpreter's own exit, whose first step puts the
+            # default handlers back, so the second signal ended it (nothing was left to clean)
+            assert rc in (0, -second), (rc, serve.output()[-3000:])
         _assert_stopped_cleanly(serve, scratch)
 
 
