@@ -599,9 +599,10 @@ def run_serve(options: ServeOptions, *, secrets: SecretSet | None = None) -> int
                 shutil.rmtree(folder, ignore_errors=True)
         for sig, handler in originals.items():
             signal.signal(sig, handler)
-        # what is left is the interpreter's own exit (threads joined, modules torn down:
-        # 1-3 s after a pool closed mid-start); a stop signal then hurries it as one does
-        # while serving, not the default action's death by signal (-15)
+        # what is left is the CLI's return and the interpreter's own exit (threads joined:
+        # 1-3 s after a pool closed mid-start); a stop signal before finalization puts the
+        # default handlers back hurries it as one does while serving (128 + signal); after
+        # that, the default action ends a process with nothing left to clean
         for sig in STOP_SIGNALS:
             signal.signal(sig, _leave_at_once)
     return rc
