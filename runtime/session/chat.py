@@ -260,13 +260,13 @@ def _stopped_by_sigterm() -> Any:
     import signal
 
     loop, task = asyncio.get_running_loop(), asyncio.current_task()
-    try:
-        if task is None:
-            raise RuntimeError("no task")
-        def stop() -> None:  # once: a second SIGTERM is the default death, as a second Ctrl-C hurries
-            loop.remove_signal_handler(signal.SIGTERM)
+
+    def stop() -> None:  # once: a second SIGTERM is the default death, as a second Ctrl-C hurries
+        loop.remove_signal_handler(signal.SIGTERM)
+        if task is not None:
             task.cancel()
 
+    try:
         loop.add_signal_handler(signal.SIGTERM, stop)
     except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
         yield
